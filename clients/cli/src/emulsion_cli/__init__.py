@@ -1,0 +1,1 @@
+"""The emulsion command line client."""

@@ -1,0 +1,51 @@
+"""Names and limits of the IngestJob custom resource (`crds/ingestjob.yaml` is its schema)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Final
+
+GROUP: Final = "emulsion.dev"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+KIND: Final = "IngestJob"
+PLURAL: Final = "ingestjobs"
+SINGULAR: Final = "ingestjob"
+SHORT_NAME: Final = "ij"
+CATEGORY: Final = "emulsion"
+CRD_NAME: Final = f"{PLURAL}.{GROUP}"
+
+# A job's spec must fit in etcd (1.5 MiB per object) twice over: once as the spec
+# and once as the controller's diff base (kopf keeps a copy of the spec). Worst case
+# per item is {"source": 140 chars, "asset": 100 chars} ~ 265 bytes of JSON, so 2,000
+# items are ~530 KB, ~1.06 MB with the copy, leaving room for status. A seed gallery
+# (1,361 images) fits in one job; the API splits anything larger into a batch.
+MAX_ITEMS: Final = 2000
+MAX_FAILURES_LISTED: Final = 50
+
+LABEL_BATCH: Final = f"{GROUP}/batch"
+LABEL_COLLECTION: Final = f"{GROUP}/collection"
+LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+ANNOTATION_TRACEPARENT: Final = f"{GROUP}/traceparent"
+ANNOTATION_TRACESTATE: Final = f"{GROUP}/tracestate"
+ANNOTATION_IDEMPOTENCY_KEY: Final = f"{GROUP}/idempotency-key"
+FINALIZER: Final = f"{GROUP}/cancel-items"
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    QUEUED = "Queued"
+    PROCESSING = "Processing"
+    SUCCEEDED = "Succeeded"
+    PARTIALLY_FAILED = "PartiallyFailed"
+    FAILED = "Failed"
+
+    @property
+    def finished(self) -> bool:
+        return self in (Phase.SUCCEEDED, Phase.PARTIALLY_FAILED, Phase.FAILED)
+
+
+class ConditionType(StrEnum):
+    DISPATCHED = "Dispatched"
+    COMPLETE = "Complete"
+    FAILED = "Failed"

@@ -1,0 +1,48 @@
+"""Settings read from the environment, shared by every service; each service extends them.
+
+Missing required values stop the process at start-up with one message naming every
+missing variable, instead of failing later on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from pydantic import AliasChoices, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SettingsError(SystemExit):
+    """Raised (and exits) when the environment lacks or mangles a setting."""
+
+
+class EmulsionSettings(BaseSettings):
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    nats_url: str = Field(validation_alias="NATS_URL")
+    bucket: str = Field(validation_alias="EMULSION_BUCKET")
+    # Credentials come from boto3's own chain (AWS_ACCESS_KEY_ID, ..., or a role);
+    # only the endpoint is ours to set, for MinIO and other S3-compatible stores.
+    s3_endpoint_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+    )
+    s3_region: str = Field(
+        default="us-east-1", validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION")
+    )
+    log_level: str = Field(default="INFO", validation_alias="EMULSION_LOG_LEVEL")
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def load_settings(cls: type[S]) -> S:
+    """Read `cls` from the environment, or exit with a message that names each problem."""
+    try:
+        return cls()
+    except ValidationError as error:
+        # Fields are read by their environment names, so `loc` already names the variable.
+        problems = [
+            f"{'.'.join(str(part) for part in issue['loc'])}: {issue['msg']}"
+            for issue in error.errors()
+        ]
+        raise SettingsError("invalid configuration:\n  " + "\n  ".join(problems)) from None

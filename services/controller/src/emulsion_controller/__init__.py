@@ -1,0 +1,1 @@
+"""Emulsion controller: reconciles IngestJobs and fans their items out over JetStream."""

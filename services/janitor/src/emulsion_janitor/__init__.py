@@ -1,0 +1,1 @@
+"""Emulsion janitor: garbage-collects superseded, abandoned and deleted objects."""

@@ -1,0 +1,1 @@
+"""Emulsion processor: streams sources to scratch and makes the styles with Pillow."""
