@@ -105,7 +105,10 @@ class ItemResult(Message):
 class GcRequest(Message):
     """processors, API -> janitor: keys that may go once `not_before` has passed."""
 
-    reason: Literal["superseded", "stale", "deleted", "abandoned"]
+    # superseded: a later version went live; stale: this version lost to a later job;
+    # deleted: the asset was deleted; promoted: a staging upload copied to originals/;
+    # abandoned: a staging upload no job used.
+    reason: Literal["superseded", "stale", "deleted", "promoted", "abandoned"]
     keys: tuple[str, ...]
     not_before: datetime
     collection: Collection | None = None

@@ -10,12 +10,15 @@ import logging
 from dataclasses import dataclass
 from typing import Final
 
+import nats
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
     DeliverPolicy,
     DiscardPolicy,
+    KeyValueConfig,
     RetentionPolicy,
     StorageType,
     StreamConfig,
@@ -31,12 +34,25 @@ DAY: Final = 86400.0
 WORK_STREAM: Final = "EMULSION_WORK"
 EVENTS_STREAM: Final = "EMULSION_EVENTS"
 GC_STREAM: Final = "EMULSION_GC"
+# JetStream's own advisories are core NATS messages, lost if nobody listens at that moment;
+# this stream keeps them, so a work item that ran out of deliveries while the controller
+# was down is still reported as a failed item when it comes back.
+ADVISORIES_STREAM: Final = "EMULSION_ADVISORIES"
 
 PROCESSORS: Final = "processors"
 CONTROLLER: Final = "controller"
 JANITOR: Final = "janitor"
+CONTROLLER_ADVISORIES: Final = "controller-advisories"
 
 HEADER_MSG_ID: Final = "Nats-Msg-Id"
+
+# Key-value buckets (JetStream KV), shared state that must not need Kubernetes access:
+# - cancelled jobs, keyed by job uid: the controller puts one when a running job is
+#   deleted; processors skip (and never commit) items of a cancelled job.
+# - staging leases, keyed by upload id: the controller puts one per dispatched item and
+#   removes them when the job ends; the janitor never sweeps a leased staging upload.
+CANCELLED_BUCKET: Final = "EMULSION_CANCELLED"
+STAGING_LEASES_BUCKET: Final = "EMULSION_STAGING_LEASES"
 
 
 def _token(value: str) -> str:
@@ -57,6 +73,12 @@ def events_subject(namespace: str, job: str) -> str:
 
 def gc_subject(reason: str) -> str:
     return f"emulsion.gc.{_token(reason)}"
+
+
+# Published by the server when a work message ran out of deliveries (`max_deliver`).
+MAX_DELIVERIES_ADVISORY: Final = (
+    f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{WORK_STREAM}.{PROCESSORS}"
+)
 
 
 def work_msg_id(job_uid: str, index: int) -> str:
@@ -114,6 +136,7 @@ STREAMS: Final = (
     StreamSpec(WORK_STREAM, ("emulsion.work.>",), RetentionPolicy.WORK_QUEUE, 7 * DAY),
     StreamSpec(EVENTS_STREAM, ("emulsion.events.>",), RetentionPolicy.LIMITS, 1 * DAY),
     StreamSpec(GC_STREAM, ("emulsion.gc.>",), RetentionPolicy.WORK_QUEUE, 30 * DAY),
+    StreamSpec(ADVISORIES_STREAM, (MAX_DELIVERIES_ADVISORY,), RetentionPolicy.LIMITS, 7 * DAY),
 )
 
 CONSUMERS: Final = (
@@ -150,6 +173,40 @@ CONSUMERS: Final = (
         max_ack_pending=1000,
         description="object keys to delete once their grace period has passed",
     ),
+    # Each advisory names a work message that is folded as a failed item; like item
+    # results, it must never be given up on.
+    ConsumerSpec(
+        ADVISORIES_STREAM,
+        CONTROLLER_ADVISORIES,
+        MAX_DELIVERIES_ADVISORY,
+        ack_wait=30.0,
+        max_deliver=-1,
+        max_ack_pending=1000,
+        description="work items that ran out of deliveries, reported as failed items",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class BucketSpec:
+    name: str
+    ttl: float
+    description: str
+
+    def config(self) -> KeyValueConfig:
+        return KeyValueConfig(
+            bucket=self.name,
+            description=self.description,
+            ttl=self.ttl,
+            history=1,
+            storage=StorageType.FILE,
+        )
+
+
+BUCKETS: Final = (
+    BucketSpec(CANCELLED_BUCKET, 7 * DAY, "uids of IngestJobs deleted while running"),
+    # Outlives any job that can still be running; a lease left by a crash expires.
+    BucketSpec(STAGING_LEASES_BUCKET, 7 * DAY, "staging uploads referenced by running jobs"),
 )
 
 
@@ -157,8 +214,9 @@ async def ensure_jetstream(
     js: JetStreamContext,
     streams: tuple[StreamSpec, ...] = STREAMS,
     consumers: tuple[ConsumerSpec, ...] = CONSUMERS,
+    buckets: tuple[BucketSpec, ...] = BUCKETS,
 ) -> None:
-    """Create or update every stream and durable consumer to the settings above."""
+    """Create or update every stream, durable consumer and KV bucket to the settings above."""
     for stream in streams:
         config = stream.config()
         try:
@@ -172,3 +230,15 @@ async def ensure_jetstream(
         # The server's consumer-create call updates an existing durable in place when the
         # new config differs only in updatable fields, so one call covers both cases.
         await js.add_consumer(consumer.stream, consumer.config())
+    for bucket in buckets:
+        await js.create_key_value(bucket.config())
+
+
+async def connect(url: str, name: str) -> tuple[Client, JetStreamContext]:
+    """Connect, reconnecting forever, and reconcile the streams and consumers."""
+    connection = await nats.connect(
+        url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=1, connect_timeout=5
+    )
+    js = connection.jetstream()
+    await ensure_jetstream(js)
+    return connection, js

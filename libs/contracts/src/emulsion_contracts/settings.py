@@ -30,6 +30,13 @@ class EmulsionSettings(BaseSettings):
         default="us-east-1", validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION")
     )
     log_level: str = Field(default="INFO", validation_alias="EMULSION_LOG_LEVEL")
+    # How long a superseded or deleted object stays readable (CDNs, in-flight readers).
+    gc_grace_seconds: float = Field(
+        default=300.0, ge=0, validation_alias="EMULSION_GC_GRACE_SECONDS"
+    )
+    # Where /healthz, /readyz and /metrics are served (the API serves them on its own port).
+    http_port: int = Field(default=8080, ge=0, le=65535, validation_alias="EMULSION_HTTP_PORT")
+    profiles_file: str | None = Field(default=None, validation_alias="EMULSION_PROFILES_FILE")
 
 
 S = TypeVar("S", bound=BaseSettings)

@@ -1,0 +1,62 @@
+from pathlib import Path
+
+import pytest
+
+from emulsion_contracts.profiles import DEFAULT_PROFILE, load_profiles
+from emulsion_contracts.settings import EmulsionSettings, SettingsError, load_settings
+
+
+def test_default_profile_is_the_seed_style_set() -> None:
+    assert [(s.name, s.width, s.height, s.fit) for s in DEFAULT_PROFILE.styles] == [
+        ("large", 800, 800, "fit"),
+        ("medium", 300, 300, "fit"),
+        ("thumb", 100, 100, "crop"),
+        ("tiny", 50, 50, "crop"),
+        ("really_tiny", 25, 25, "crop"),
+    ]
+
+
+def test_profiles_file_adds_named_profiles(tmp_path: Path) -> None:
+    path = tmp_path / "profiles.yaml"
+    path.write_text(
+        "- name: web\n"
+        "  format: webp\n"
+        "  quality: 75\n"
+        "  styles: [{name: hero, width: 1600, height: 900, fit: crop, watermark: true}]\n"
+        "  watermark: {text: '(c) Studio', opacity: 0.3}\n"
+    )
+    profiles = load_profiles(path)
+    assert set(profiles) == {"default", "web"}
+    assert profiles["web"].styles[0].watermark
+    assert profiles["web"].watermark is not None
+    assert profiles["web"].watermark.text == "(c) Studio"
+
+
+def test_profiles_file_with_unknown_fields_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "profiles.yaml"
+    path.write_text("- name: web\n  styles: []\n  colour: red\n")
+    with pytest.raises(ValueError, match="colour"):
+        load_profiles(path)
+
+
+def test_missing_settings_name_every_missing_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NATS_URL", raising=False)
+    monkeypatch.delenv("EMULSION_BUCKET", raising=False)
+    with pytest.raises(SettingsError) as failure:
+        load_settings(EmulsionSettings)
+    assert "NATS_URL" in str(failure.value.code)
+    assert "EMULSION_BUCKET" in str(failure.value.code)
+
+
+def test_settings_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NATS_URL", "nats://127.0.0.1:4222")
+    monkeypatch.setenv("EMULSION_BUCKET", "photos")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9000")
+    monkeypatch.setenv("EMULSION_GC_GRACE_SECONDS", "5")
+    settings = load_settings(EmulsionSettings)
+    assert (settings.nats_url, settings.bucket, settings.s3_endpoint_url) == (
+        "nats://127.0.0.1:4222",
+        "photos",
+        "http://127.0.0.1:9000",
+    )
+    assert settings.gc_grace_seconds == 5
