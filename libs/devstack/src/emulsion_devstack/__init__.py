@@ -1,0 +1,1 @@
+"""The local Emulsion stack on loopback, shared by `make up` and the pytest fixtures."""

@@ -1,0 +1,58 @@
+"""`python -m emulsion_devstack up|down|status`: the commands behind `make up` and `make down`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from emulsion_devstack.processes import StackError
+from emulsion_devstack.services import SERVICES
+from emulsion_devstack.stack import LocalStack
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m emulsion_devstack", description=__doc__)
+    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(".emulsion"),
+        help="where state.json, env and kubeconfig live (default: .emulsion)",
+    )
+    args = parser.parse_args(argv)
+    services = (
+        [name for name in args.services.split(",") if name]
+        if args.services is not None
+        else list(SERVICES)
+    )
+    stack = LocalStack(args.state_dir, services=tuple(services))
+
+    if args.command == "up":
+        try:
+            endpoints = stack.up()
+        except StackError as error:
+            print(f"make up failed: {error}", file=sys.stderr)
+            return 1
+        print(f"\nEndpoints (written to {stack.env_file}):")
+        for name, value in endpoints.environment().items():
+            if "SECRET" not in name:
+                print(f"  {name:<22} {value}")
+        print(f"  {'logs':<22} {endpoints.data_dir}/logs/")
+        print(f"\nNext: source {stack.env_file} && kubectl get ingestjobs")
+        return 0
+    if args.command == "down":
+        stopped = stack.down()
+        print(f"stopped {', '.join(stopped)}" if stopped else "nothing was running")
+        return 0
+    records = stack.processes()
+    if not records:
+        print("not running")
+        return 1
+    for record in records:
+        print(f"  {record.name:<16} pid {record.pid:<8} {'up' if record.alive() else 'DOWN'}")
+    return 0 if stack.running() else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""Start, watch and stop the stack's server processes, identified by pid and start time.
+
+A pid alone can be reused by an unrelated process after ours exits, so every record
+also keeps the process's start time from /proc and nothing is signalled unless both
+still match.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+
+class StackError(RuntimeError):
+    """A component failed to start or to become ready; the message carries its log tail."""
+
+
+@dataclass(frozen=True)
+class ProcessRecord:
+    name: str
+    pid: int
+    start_time: int
+    log: str
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+    def alive(self) -> bool:
+        return process_start_time(self.pid) == self.start_time
+
+
+def process_start_time(pid: int) -> int | None:
+    """The kernel's start time of `pid` (clock ticks since boot), None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # The command name (field 2) may contain spaces; fields after it are fixed.
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] == "Z":
+        return None
+    return int(fields[19])
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def log_tail(path: Path | str, lines: int = 30) -> str:
+    try:
+        content = Path(path).read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return "(no log written)"
+    return "\n".join(content[-lines:]) or "(log is empty)"
+
+
+def spawn(
+    name: str,
+    argv: Sequence[str],
+    log: Path,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> ProcessRecord:
+    """Start `argv` in its own session, so it outlives `make up` and ignores the terminal."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as sink:
+        process = subprocess.Popen(
+            list(argv),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+            start_new_session=True,
+        )
+    start_time = process_start_time(process.pid)
+    if start_time is None:
+        raise StackError(f"{name} exited at once:\n{log_tail(log)}")
+    return ProcessRecord(name, process.pid, start_time, str(log))
+
+
+def wait_until(
+    record: ProcessRecord, ready: Callable[[], bool], timeout: float, what: str = "ready"
+) -> None:
+    """Poll `ready` until it holds; fail at once if the process dies, or at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if not record.alive():
+            _reap(record.pid)
+            raise StackError(f"{record.name} exited before it was {what}:\n{log_tail(record.log)}")
+        with contextlib.suppress(Exception):
+            if ready():
+                return
+        if time.monotonic() > deadline:
+            raise StackError(
+                f"{record.name} was not {what} after {timeout:.0f}s:\n{log_tail(record.log)}"
+            )
+        time.sleep(0.1)
+
+
+def stop(record: ProcessRecord, grace: float = 15.0) -> None:
+    """SIGTERM the process's group, then SIGKILL whatever is left after `grace` seconds."""
+    if not record.alive():
+        _reap(record.pid)
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(record.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while record.alive() and time.monotonic() < deadline:
+        _reap(record.pid)
+        time.sleep(0.05)
+    if record.alive():
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(record.pid, signal.SIGKILL)
+        while record.alive():
+            _reap(record.pid)
+            time.sleep(0.05)
+    _reap(record.pid)
+
+
+def _reap(pid: int) -> None:
+    # Our own children stay zombies until waited for; others' are not ours to reap.
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)

@@ -1,0 +1,38 @@
+"""Emulsion's own services as local processes, started by `make up` after the servers.
+
+Each service registers here how it is run: `python -m <module>` with the stack's
+environment, plus its own variables, and a readiness path served on
+`EMULSION_HTTP_PORT`. The stack starts them in the order listed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from emulsion_devstack.stack import Endpoints
+
+
+def _no_environment(endpoints: Endpoints, data_dir: Path) -> dict[str, str]:
+    return {}
+
+
+def _no_exports(url: str) -> dict[str, str]:
+    return {}
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    module: str
+    # Variables beyond the stack's own (`Endpoints.environment()`), e.g. a scratch dir.
+    environment: Callable[[Endpoints, Path], dict[str, str]] = field(default=_no_environment)
+    ready_path: str = "/readyz"
+    # Variables for clients, added to `.emulsion/env`, given the service's base URL.
+    exports: Callable[[str], dict[str, str]] = field(default=_no_exports)
+
+
+SERVICES: dict[str, ServiceSpec] = {}

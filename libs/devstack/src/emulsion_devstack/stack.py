@@ -1,0 +1,562 @@
+"""The local Emulsion stack: etcd, kube-apiserver, NATS JetStream and MinIO on 127.0.0.1.
+
+One implementation for `make up` and for the pytest fixtures. Everything a stack owns is
+named in `<state_dir>/state.json` (pids, ports, the temp data directory), so `down`
+stops exactly what `up` started and `up` on a running stack only reports it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import shlex
+import shutil
+import ssl
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from emulsion_contracts import crd, messaging, storage
+from emulsion_contracts.settings import EmulsionSettings
+from emulsion_devstack import pki as pki_module
+from emulsion_devstack.binaries import ensure_binary
+from emulsion_devstack.processes import (
+    ProcessRecord,
+    StackError,
+    free_port,
+    spawn,
+    stop,
+    wait_until,
+)
+from emulsion_devstack.services import SERVICES, ServiceSpec
+
+REPO_ROOT = Path(__file__).resolve().parents[4]
+CRD_DIR = REPO_ROOT / "crds"
+DEFAULT_BUCKET = "emulsion"
+REGION = "us-east-1"
+SERVERS = ("etcd", "kube-apiserver", "nats-server", "minio")
+START_TIMEOUT = 120.0
+
+# Only IngestJob writes are audited: enough to count the controller's status patches
+# without filling the disk with every watch and discovery call.
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [
+        {
+            "level": "Metadata",
+            "verbs": ["create", "update", "patch", "delete"],
+            "resources": [{"group": crd.GROUP, "resources": [crd.PLURAL, f"{crd.PLURAL}/status"]}],
+        },
+        {"level": "None"},
+    ],
+}
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """How clients reach a running stack; written to `<state_dir>/env` as shell exports."""
+
+    kubeconfig: str
+    apiserver_url: str
+    etcd_url: str
+    nats_url: str
+    nats_monitor_url: str
+    s3_endpoint_url: str
+    s3_access_key: str
+    s3_secret_key: str
+    bucket: str
+    audit_log: str
+    data_dir: str
+    # The bearer token the local API accepts and clients send (EMULSION_TOKEN).
+    api_token: str
+
+    def environment(self) -> dict[str, str]:
+        return {
+            "KUBECONFIG": self.kubeconfig,
+            "NATS_URL": self.nats_url,
+            "AWS_ENDPOINT_URL": self.s3_endpoint_url,
+            "AWS_ACCESS_KEY_ID": self.s3_access_key,
+            "AWS_SECRET_ACCESS_KEY": self.s3_secret_key,
+            "AWS_REGION": REGION,
+            "EMULSION_BUCKET": self.bucket,
+            "EMULSION_TOKEN": self.api_token,
+        }
+
+
+class LocalStack:
+    """The servers, and optionally Emulsion's services (`services`: names in SERVICES)."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        bucket: str = DEFAULT_BUCKET,
+        services: tuple[str, ...] = (),
+        say: Callable[[str], None] = print,
+    ) -> None:
+        self.state_dir = state_dir.resolve()
+        self.bucket = bucket
+        self.services = tuple(SERVICES[name] for name in services)
+        self.say = say
+        self.state_file = self.state_dir / "state.json"
+        self.env_file = self.state_dir / "env"
+
+    # -- public -------------------------------------------------------------------
+
+    def up(self) -> Endpoints:
+        running = self.running()
+        if running is not None:
+            self.say(f"stack already running (state in {self.state_dir})")
+            return running
+        if self.state_file.exists():
+            self.say("found a stack that is not wholly running; stopping what is left of it")
+            self.down()
+        binaries = {name: ensure_binary(name) for name in (*SERVERS, "kubectl")}
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        data_dir = Path(tempfile.mkdtemp(prefix="emulsion-stack-"))
+        records: list[ProcessRecord] = []
+        state: dict[str, Any] = {"data_dir": str(data_dir), "processes": []}
+
+        def started(record: ProcessRecord) -> ProcessRecord:
+            # Recorded before waiting on readiness, so a failed start can still be downed.
+            records.append(record)
+            state["processes"] = [r.to_json() for r in records]
+            self._write_state(state)
+            return record
+
+        try:
+            began = time.monotonic()
+            etcd_url = self._start_etcd(binaries["etcd"], data_dir, started)
+            apiserver_url, kubeconfig, audit_log = self._start_apiserver(
+                binaries["kube-apiserver"], data_dir, etcd_url, started
+            )
+            nats_url, nats_monitor = self._start_nats(binaries["nats-server"], data_dir, started)
+            s3_url, access_key, secret_key = self._start_minio(binaries["minio"], data_dir, started)
+            endpoints = Endpoints(
+                kubeconfig=str(kubeconfig),
+                apiserver_url=apiserver_url,
+                etcd_url=etcd_url,
+                nats_url=nats_url,
+                nats_monitor_url=nats_monitor,
+                s3_endpoint_url=s3_url,
+                s3_access_key=access_key,
+                s3_secret_key=secret_key,
+                bucket=self.bucket,
+                audit_log=str(audit_log),
+                data_dir=str(data_dir),
+                api_token=secrets.token_urlsafe(32),
+            )
+            self._bootstrap(endpoints)
+            exports: dict[str, str] = {}
+            for service in self.services:
+                record, url = self._start_service(service, endpoints, data_dir)
+                started(record)
+                exports.update(service.exports(url))
+        except BaseException:
+            self.down()
+            raise
+        state["endpoints"] = asdict(endpoints)
+        self._write_state(state)
+        self._write_env({**endpoints.environment(), **exports})
+        self.say(f"stack up in {time.monotonic() - began:.1f}s")
+        return endpoints
+
+    def down(self) -> list[str]:
+        """Stop every process this stack recorded, newest first; remove its data. Idempotent."""
+        state = self._read_state()
+        stopped = []
+        if state:
+            for raw in reversed(state.get("processes", [])):
+                record = ProcessRecord(**raw)
+                if record.alive():
+                    stop(record)
+                    stopped.append(record.name)
+            data_dir = state.get("data_dir")
+            if data_dir:
+                shutil.rmtree(data_dir, ignore_errors=True)
+        for path in (self.state_file, self.env_file, self.state_dir / "kubeconfig"):
+            path.unlink(missing_ok=True)
+        return stopped
+
+    def running(self) -> Endpoints | None:
+        """The endpoints of this stack if all its servers are alive, else None.
+
+        Services may be stopped and started again (tests kill them on purpose), so only
+        the servers decide whether the stack as such is running.
+        """
+        state = self._read_state()
+        if not state or "endpoints" not in state:
+            return None
+        records = [ProcessRecord(**raw) for raw in state["processes"]]
+        if not all(r.alive() for r in records if r.name in SERVERS):
+            return None
+        return Endpoints(**state["endpoints"])
+
+    def processes(self) -> list[ProcessRecord]:
+        state = self._read_state()
+        return [ProcessRecord(**raw) for raw in state.get("processes", [])] if state else []
+
+    # -- components -----------------------------------------------------------------
+
+    def _start_etcd(
+        self, binary: Path, data_dir: Path, started: Callable[[ProcessRecord], ProcessRecord]
+    ) -> str:
+        client, peer = free_port(), free_port()
+        url, peer_url = f"http://127.0.0.1:{client}", f"http://127.0.0.1:{peer}"
+        record = started(
+            spawn(
+                "etcd",
+                [
+                    str(binary),
+                    "--name",
+                    "emulsion",
+                    "--data-dir",
+                    str(data_dir / "etcd"),
+                    "--listen-client-urls",
+                    url,
+                    "--advertise-client-urls",
+                    url,
+                    "--listen-peer-urls",
+                    peer_url,
+                    "--initial-advertise-peer-urls",
+                    peer_url,
+                    "--initial-cluster",
+                    f"emulsion={peer_url}",
+                    # A throw-away store: durability costs fsyncs and buys nothing here.
+                    "--unsafe-no-fsync",
+                    "--log-level",
+                    "warn",
+                ],
+                data_dir / "logs" / "etcd.log",
+            )
+        )
+        wait_until(record, lambda: _http_ok(f"{url}/health"), START_TIMEOUT)
+        self.say(f"  etcd            {url}")
+        return url
+
+    def _start_apiserver(
+        self,
+        binary: Path,
+        data_dir: Path,
+        etcd_url: str,
+        started: Callable[[ProcessRecord], ProcessRecord],
+    ) -> tuple[str, Path, Path]:
+        certs = pki_module.make_apiserver_pki(data_dir / "pki")
+        port = free_port()
+        url = f"https://127.0.0.1:{port}"
+        audit_policy = data_dir / "audit-policy.yaml"
+        audit_policy.write_text(yaml.safe_dump(AUDIT_POLICY))
+        audit_log = data_dir / "logs" / "audit.log"
+        record = started(
+            spawn(
+                "kube-apiserver",
+                [
+                    str(binary),
+                    "--etcd-servers",
+                    etcd_url,
+                    "--bind-address",
+                    "127.0.0.1",
+                    "--advertise-address",
+                    "127.0.0.1",
+                    "--secure-port",
+                    str(port),
+                    "--cert-dir",
+                    str(data_dir / "pki"),
+                    "--tls-cert-file",
+                    str(certs.serving_cert),
+                    "--tls-private-key-file",
+                    str(certs.serving_key),
+                    "--client-ca-file",
+                    str(certs.ca_cert),
+                    "--service-account-issuer",
+                    "https://kubernetes.default.svc.cluster.local",
+                    "--service-account-key-file",
+                    str(certs.service_account_pub),
+                    "--service-account-signing-key-file",
+                    str(certs.service_account_key),
+                    "--service-cluster-ip-range",
+                    "10.0.0.0/24",
+                    "--authorization-mode",
+                    "RBAC",
+                    "--allow-privileged=true",
+                    # As envtest: no controller-manager runs to make service-account tokens.
+                    "--disable-admission-plugins",
+                    "ServiceAccount",
+                    "--audit-policy-file",
+                    str(audit_policy),
+                    "--audit-log-path",
+                    str(audit_log),
+                    "--profiling=false",
+                    "--v=1",
+                ],
+                data_dir / "logs" / "kube-apiserver.log",
+            )
+        )
+        context = ssl.create_default_context(cafile=str(certs.ca_cert))
+        context.load_cert_chain(str(certs.admin_cert), str(certs.admin_key))
+        wait_until(record, lambda: _http_ok(f"{url}/readyz", context), START_TIMEOUT)
+        kubeconfig = self.state_dir / "kubeconfig"
+        kubeconfig.write_text(yaml.safe_dump(_kubeconfig(url, certs)))
+        kubeconfig.chmod(0o600)
+        self.say(f"  kube-apiserver  {url}")
+        return url, kubeconfig, audit_log
+
+    def _start_nats(
+        self, binary: Path, data_dir: Path, started: Callable[[ProcessRecord], ProcessRecord]
+    ) -> tuple[str, str]:
+        port, monitor = free_port(), free_port()
+        record = started(
+            spawn(
+                "nats-server",
+                [
+                    str(binary),
+                    "--addr",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--http_port",
+                    str(monitor),
+                    "--jetstream",
+                    "--store_dir",
+                    str(data_dir / "nats"),
+                    "--server_name",
+                    "emulsion-local",
+                ],
+                data_dir / "logs" / "nats-server.log",
+            )
+        )
+        monitor_url = f"http://127.0.0.1:{monitor}"
+        wait_until(
+            record, lambda: _http_ok(f"{monitor_url}/healthz?js-enabled-only=true"), START_TIMEOUT
+        )
+        url = f"nats://127.0.0.1:{port}"
+        self.say(f"  nats-server     {url} (monitoring {monitor_url})")
+        return url, monitor_url
+
+    def _start_minio(
+        self, binary: Path, data_dir: Path, started: Callable[[ProcessRecord], ProcessRecord]
+    ) -> tuple[str, str, str]:
+        port, console = free_port(), free_port()
+        access_key = f"emulsion-{secrets.token_hex(4)}"
+        secret_key = secrets.token_urlsafe(24)
+        record = started(
+            spawn(
+                "minio",
+                [
+                    str(binary),
+                    "server",
+                    str(data_dir / "minio"),
+                    "--address",
+                    f"127.0.0.1:{port}",
+                    "--console-address",
+                    f"127.0.0.1:{console}",
+                    "--quiet",
+                ],
+                data_dir / "logs" / "minio.log",
+                env={
+                    "MINIO_ROOT_USER": access_key,
+                    "MINIO_ROOT_PASSWORD": secret_key,
+                    "MINIO_UPDATE": "off",
+                    "MINIO_BROWSER": "off",
+                },
+            )
+        )
+        url = f"http://127.0.0.1:{port}"
+        wait_until(record, lambda: _http_ok(f"{url}/minio/health/ready"), START_TIMEOUT)
+        self.say(f"  minio           {url}")
+        return url, access_key, secret_key
+
+    def start_service(self, name: str, environment: dict[str, str] | None = None) -> ProcessRecord:
+        """Start one more service process on a running stack; `down` stops it too."""
+        endpoints = self.running()
+        state = self._read_state()
+        if endpoints is None or state is None:
+            raise StackError("the stack is not running")
+        record, _ = self._start_service(
+            SERVICES[name], endpoints, Path(state["data_dir"]), environment
+        )
+        state["processes"].append(record.to_json())
+        self._write_state(state)
+        return record
+
+    def _start_service(
+        self,
+        service: ServiceSpec,
+        endpoints: Endpoints,
+        data_dir: Path,
+        environment: dict[str, str] | None = None,
+    ) -> tuple[ProcessRecord, str]:
+        port = free_port()
+        record = spawn(
+            service.name,
+            [sys.executable, "-m", service.module],
+            data_dir / "logs" / f"{service.name}.log",
+            env={
+                **endpoints.environment(),
+                "OTEL_SERVICE_NAME": f"emulsion-{service.name}",
+                "EMULSION_HTTP_PORT": str(port),
+                **service.environment(endpoints, data_dir),
+                **(environment or {}),
+            },
+        )
+        url = f"http://127.0.0.1:{port}"
+        wait_until(record, lambda: _http_ok(url + service.ready_path), START_TIMEOUT)
+        self.say(f"  {service.name:<15} {url}")
+        return record, url
+
+    # -- bootstrap ----------------------------------------------------------------------
+
+    def _bootstrap(self, endpoints: Endpoints) -> None:
+        crds = apply_crds(endpoints.kubeconfig)
+        asyncio.run(_ensure_jetstream(endpoints.nats_url))
+        ensure_bucket(endpoints)
+        self.say(
+            f"  bootstrapped    CRDs {', '.join(crds)}; streams "
+            f"{', '.join(s.name for s in messaging.STREAMS)}, bucket {endpoints.bucket}"
+        )
+
+    # -- state ----------------------------------------------------------------------------
+
+    def _read_state(self) -> dict[str, Any] | None:
+        try:
+            loaded: dict[str, Any] = json.loads(self.state_file.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        return loaded
+
+    def _write_state(self, state: dict[str, Any]) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        temporary = self.state_file.with_suffix(".tmp")
+        temporary.write_text(json.dumps(state, indent=2))
+        temporary.replace(self.state_file)
+
+    def _write_env(self, variables: dict[str, str]) -> None:
+        lines = [f"export {k}={shlex.quote(v)}" for k, v in variables.items()]
+        self.env_file.write_text(
+            "# written by `make up`; source it in a shell\n" + "\n".join(lines) + "\n"
+        )
+        self.env_file.chmod(0o600)
+
+
+def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
+    with urllib.request.urlopen(url, timeout=2, context=context) as response:  # noqa: S310
+        return int(response.status) == 200
+
+
+def _kubeconfig(url: str, certs: pki_module.ApiserverPki) -> dict[str, Any]:
+    def b64(path: Path) -> str:
+        import base64
+
+        return base64.b64encode(path.read_bytes()).decode()
+
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "emulsion-local",
+                "cluster": {"server": url, "certificate-authority-data": b64(certs.ca_cert)},
+            }
+        ],
+        "users": [
+            {
+                "name": "emulsion-admin",
+                "user": {
+                    "client-certificate-data": b64(certs.admin_cert),
+                    "client-key-data": b64(certs.admin_key),
+                },
+            }
+        ],
+        "contexts": [
+            {
+                "name": "emulsion-local",
+                "context": {
+                    "cluster": "emulsion-local",
+                    "user": "emulsion-admin",
+                    "namespace": "default",
+                },
+            }
+        ],
+        "current-context": "emulsion-local",
+    }
+
+
+def apply_crds(kubeconfig: str, timeout: float = 60.0) -> list[str]:
+    """Create or replace every CRD in `crds/` and wait until the apiserver serves each."""
+    from kubernetes import client, config
+    from kubernetes.client.exceptions import ApiException
+
+    api_client = config.new_client_from_config(config_file=kubeconfig)
+    extensions = client.ApiextensionsV1Api(api_client)
+    custom = client.CustomObjectsApi(api_client)
+    applied = []
+    for path in sorted(CRD_DIR.glob("*.yaml")):
+        body = yaml.safe_load(path.read_text())
+        name = body["metadata"]["name"]
+        try:
+            extensions.create_custom_resource_definition(body)
+        except ApiException as error:
+            if error.status != 409:
+                raise
+            current = extensions.read_custom_resource_definition(name)
+            body["metadata"]["resourceVersion"] = current.metadata.resource_version  # type: ignore[union-attr]
+            extensions.replace_custom_resource_definition(name, body)
+        spec = body["spec"]
+        version = next(v["name"] for v in spec["versions"] if v.get("served", True))
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                custom.list_cluster_custom_object(
+                    spec["group"], version, spec["names"]["plural"], limit=1
+                )
+                break
+            except ApiException as error:
+                if error.status != 404 or time.monotonic() > deadline:
+                    raise StackError(f"CRD {name} is not served: {error.reason}") from error
+            time.sleep(0.1)
+        applied.append(name)
+    return applied
+
+
+async def _ensure_jetstream(url: str) -> None:
+    import nats
+
+    connection = await nats.connect(url, connect_timeout=5)
+    try:
+        await messaging.ensure_jetstream(connection.jetstream())
+    finally:
+        await connection.drain()
+
+
+def s3_client(endpoints: Endpoints) -> Any:
+    settings = EmulsionSettings(
+        nats_url=endpoints.nats_url,
+        bucket=endpoints.bucket,
+        s3_endpoint_url=endpoints.s3_endpoint_url,
+        s3_region=REGION,
+    )
+    return storage.s3_client(
+        settings,
+        aws_access_key_id=endpoints.s3_access_key,
+        aws_secret_access_key=endpoints.s3_secret_key,
+    )
+
+
+def ensure_bucket(endpoints: Endpoints) -> None:
+    from botocore.exceptions import ClientError
+
+    s3 = s3_client(endpoints)
+    try:
+        s3.head_bucket(Bucket=endpoints.bucket)
+    except ClientError:
+        s3.create_bucket(Bucket=endpoints.bucket)
