@@ -1,0 +1,76 @@
+"""`kubectl get ingestjobs` against the real apiserver shows the designed columns."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from typing import Any
+
+from kubernetes import client
+
+from emulsion_contracts import crd
+from emulsion_devstack.binaries import ensure_binary
+from emulsion_devstack.stack import Endpoints
+
+
+def kubectl(stack: Endpoints, *args: str) -> str:
+    result = subprocess.run(
+        [str(ensure_binary("kubectl")), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "KUBECONFIG": stack.kubeconfig},
+        check=True,
+    )
+    return result.stdout
+
+
+def test_get_ingestjobs_shows_phase_collection_progress_failed_age(
+    stack: Endpoints, kube: Any
+) -> None:
+    name = f"columns-{uuid.uuid4().hex[:8]}"
+    jobs = client.CustomObjectsApi(kube)
+    jobs.create_namespaced_custom_object(
+        crd.GROUP,
+        crd.VERSION,
+        "default",
+        crd.PLURAL,
+        {
+            "apiVersion": crd.API_VERSION,
+            "kind": crd.KIND,
+            "metadata": {"name": name, "labels": {crd.LABEL_BATCH: "b-123"}},
+            "spec": {
+                "collection": "gallery-42",
+                "items": [{"source": "staging/01JDZ8Q6W1B2C3D4E5F6G7H8J9/a.jpg", "asset": "a.jpg"}],
+            },
+        },
+    )
+    jobs.patch_namespaced_custom_object_status(
+        crd.GROUP,
+        crd.VERSION,
+        "default",
+        crd.PLURAL,
+        name,
+        {
+            "status": {
+                "phase": "Processing",
+                "total": 1361,
+                "succeeded": 812,
+                "failed": 1,
+                "progress": "813/1361",
+                "duration": "1m12s",
+            }
+        },
+    )
+
+    for resource in ("ingestjobs", "ij", "ingestjobs.emulsion.dev"):
+        header, row = kubectl(stack, "get", resource, name).splitlines()
+        assert header.split() == ["NAME", "PHASE", "COLLECTION", "PROGRESS", "FAILED", "AGE"]
+        assert row.split()[:5] == [name, "Processing", "gallery-42", "813/1361", "1"]
+
+    header, row = kubectl(stack, "get", "ij", name, "-o", "wide").splitlines()
+    assert header.split()[-3:] == ["DURATION", "PROFILE", "BATCH"]
+    assert row.split()[-3:] == ["1m12s", "default", "b-123"]
+
+    assert name in kubectl(stack, "get", "emulsion", "-o", "name")
