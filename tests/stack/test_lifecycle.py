@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,16 +15,29 @@ from emulsion_devstack.processes import ProcessRecord, StackError
 from emulsion_devstack.stack import LocalStack
 
 
+def devstack(command: str, state_dir: Path) -> str:
+    """The command line behind `make up`/`make down`, without Emulsion's services."""
+    return subprocess.run(
+        [sys.executable, "-m", "emulsion_devstack", command, "--state-dir", str(state_dir)]
+        + (["--services", ""] if command == "up" else []),
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+
+
 def test_up_twice_then_down_leaves_nothing(tmp_path: Path) -> None:
     stack = LocalStack(tmp_path / "state", say=lambda line: None)
     try:
-        first = stack.up()
+        assert "kubectl get ingestjobs" in devstack("up", tmp_path / "state")
+        first = stack.running()
+        assert first is not None
         records = stack.processes()
         assert {r.name for r in records} == {"etcd", "kube-apiserver", "nats-server", "minio"}
         assert all(r.alive() for r in records)
 
-        again = stack.up()
-        assert again == first
+        assert "already running" in devstack("up", tmp_path / "state")
+        assert stack.running() == first
         assert stack.processes() == records
         env = (tmp_path / "state" / "env").read_text()
         for variable in (
@@ -35,12 +50,15 @@ def test_up_twice_then_down_leaves_nothing(tmp_path: Path) -> None:
         ):
             assert f"export {variable}=" in env
     finally:
-        stopped = stack.down()
-    assert sorted(stopped) == sorted(r.name for r in records)
+        stopped = devstack("down", tmp_path / "state")
+    assert stopped.startswith("stopped ")
+    assert sorted(stopped.removeprefix("stopped ").strip().split(", ")) == sorted(
+        r.name for r in records
+    )
     assert not any(r.alive() for r in records)
     assert not Path(first.data_dir).exists()
     assert not (tmp_path / "state" / "env").exists()
-    assert stack.down() == []
+    assert devstack("down", tmp_path / "state").strip() == "nothing was running"
 
 
 def test_a_component_that_cannot_start_is_reported_with_its_log(
@@ -61,7 +79,8 @@ def test_a_component_that_cannot_start_is_reported_with_its_log(
     stack = LocalStack(tmp_path / "state", say=lambda line: None)
     with pytest.raises(StackError, match="cannot open the drive") as failure:
         stack.up()
-    assert str(failure.value).startswith("minio exited before it was ready")
+    # Whether it dies within spawn() or while awaited depends on load; both name it.
+    assert str(failure.value).startswith("minio exited ")
     assert [r.name for r in spawned] == ["etcd", "kube-apiserver", "nats-server", "minio"]
     assert not any(r.alive() for r in spawned)
     assert stack.processes() == []

@@ -20,6 +20,12 @@ def main(argv: list[str] | None = None) -> int:
         default=Path(".emulsion"),
         help="where state.json, env and kubeconfig live (default: .emulsion)",
     )
+    parser.add_argument(
+        "--services",
+        default=None,
+        help="comma-separated Emulsion services to start after the servers "
+        f"(default: all of {', '.join(SERVICES) or 'none registered'}; '' for none)",
+    )
     args = parser.parse_args(argv)
     services = (
         [name for name in args.services.split(",") if name]
