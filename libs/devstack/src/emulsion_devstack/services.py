@@ -36,3 +36,8 @@ class ServiceSpec:
 
 
 SERVICES: dict[str, ServiceSpec] = {}
+SERVICES["processor"] = ServiceSpec(
+    "processor",
+    "emulsion_processor",
+    environment=lambda endpoints, data_dir: {"EMULSION_SCRATCH_DIR": str(data_dir / "scratch")},
+)
