@@ -1,1 +1,1 @@
-"""Emulsion processor: streams sources to scratch and makes the styles with Pillow."""
+"""Emulsion processor: a JetStream pull worker that turns staged uploads into live assets."""

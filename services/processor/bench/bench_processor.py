@@ -1,0 +1,363 @@
+"""`make bench-processor`: the processor on the real local stack against the pure-Pillow limit.
+
+Three figures, all measured in the same run on the same machine:
+
+1. The pure-Pillow limit: `imaging.render` (decode + the default styles) over the
+   generated 12 MP JPEGs on every core, in a process pool, reading from and writing to
+   memory-backed files: no S3, no NATS.
+2. The processor, once per executor (threads, then processes), as a real
+   `python -m emulsion_processor` process behind the `processors` durable on a fresh
+   local stack: the same images staged in MinIO, published as work items, timed from the
+   first publish to the last result on the events stream. Its ratio to (1) is the goal
+   (>= 0.85).
+3. Peak RSS (VmHWM) of each processor process after it made the styles of one 50 MP,
+   ~30 MB JPEG (goal <= 250 MB per worker process).
+
+The machine may be shared, so wall-clock figures move with everyone else's load. Each
+processor run is therefore paired with a limit run just before it, and CPU seconds per
+image are printed too: the limit's render CPU against everything the processor costs
+the machine (its own process tree plus MinIO and the NATS server). Their quotient is the
+ratio a dedicated machine would show when both are CPU-bound, and does not depend on
+the load others put on the machine.
+
+The images are generated from fixed seeds, so every run measures the same bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nats
+from PIL import Image
+
+from emulsion_contracts import keys, messaging, telemetry
+from emulsion_contracts.messages import ItemResult, JobRef, WorkItem
+from emulsion_contracts.profiles import DEFAULT_PROFILE
+from emulsion_devstack.processes import ProcessRecord, stop
+from emulsion_devstack.stack import Endpoints, LocalStack, s3_client
+from emulsion_processor.imaging import RenderJob, render
+
+MB = 1024 * 1024
+TWELVE_MP = (4000, 3000)
+FIFTY_MP = (8660, 5774)
+NAMESPACE = "bench"
+
+
+# -- deterministic images ---------------------------------------------------------------------
+
+
+def photo_like(size: tuple[int, int], seed: int, detail: int) -> Image.Image:
+    """Smooth colour fields with grain: JPEG sizes like a camera's, from a fixed seed.
+
+    `detail` is how many times finer than the colour fields the grain is; more detail
+    means more bytes per pixel after JPEG compression.
+    """
+    rng = random.Random(seed)  # noqa: S311 - reproducible images, not secrets
+    width, height = size
+    fields = (max(1, width // 40), max(1, height // 40))
+    base = Image.frombytes("RGB", fields, rng.randbytes(fields[0] * fields[1] * 3))
+    image = base.resize(size, Image.Resampling.BICUBIC)
+    grain_size = (max(1, width * detail // 40), max(1, height * detail // 40))
+    grain = Image.frombytes("RGB", grain_size, rng.randbytes(grain_size[0] * grain_size[1] * 3))
+    return Image.blend(image, grain.resize(size, Image.Resampling.BILINEAR), 0.25)
+
+
+def jpeg_bytes(image: Image.Image, quality: int) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def generate_gallery(directory: Path, distinct: int) -> list[Path]:
+    paths = []
+    for seed in range(distinct):
+        path = directory / f"IMG_{seed:04d}.jpg"
+        path.write_bytes(jpeg_bytes(photo_like(TWELVE_MP, seed, detail=10), 90))
+        paths.append(path)
+    return paths
+
+
+def generate_large(directory: Path) -> Path:
+    path = directory / "LARGE_50MP.jpg"
+    path.write_bytes(jpeg_bytes(photo_like(FIFTY_MP, 1_000, detail=30), 95))
+    return path
+
+
+# -- the pure-Pillow limit --------------------------------------------------------------------
+
+
+def _render_in_memory(source: str) -> float:
+    """Render `source` with the default profile; the CPU seconds it took."""
+    out_dir = Path(tempfile.mkdtemp(prefix="bench-limit-", dir=_memory_dir()))
+    try:
+        job = RenderJob(
+            source=Path(source),
+            out_dir=out_dir,
+            styles=DEFAULT_PROFILE.styles,
+            format=DEFAULT_PROFILE.format,
+            quality=DEFAULT_PROFILE.quality,
+        )
+        started = time.process_time()  # one task at a time per pool process
+        render(job)
+        return time.process_time() - started
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
+
+
+def _memory_dir() -> str | None:
+    shm = Path("/dev/shm")  # noqa: S108 - mkdtemp makes a private directory inside it
+    return str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+
+
+@dataclass(frozen=True)
+class Limit:
+    per_second: float
+    cpu_per_image: float
+
+
+def pillow_limit(sources: list[Path], cores: int) -> Limit:
+    """Decode + styles alone, one process per core: images per second and CPU per image."""
+    with ProcessPoolExecutor(cores) as pool:
+        list(pool.map(_render_in_memory, [str(sources[0])] * cores))  # warm-up, not timed
+        started = time.perf_counter()
+        cpu = sum(pool.map(_render_in_memory, [str(path) for path in sources]))
+        seconds = time.perf_counter() - started
+    return Limit(len(sources) / seconds, cpu / len(sources))
+
+
+# -- the processor on the real stack -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Run:
+    executor: str
+    images: int
+    seconds: float
+    failed: int
+    # CPU seconds per image: the processor's process tree, MinIO, the NATS server.
+    cpu_processor: float
+    cpu_minio: float
+    cpu_nats: float
+
+    @property
+    def per_second(self) -> float:
+        return self.images / self.seconds
+
+    @property
+    def cpu_per_image(self) -> float:
+        return self.cpu_processor + self.cpu_minio + self.cpu_nats
+
+
+@contextmanager
+def processor(stack: LocalStack, executor: str, concurrency: int) -> Iterator[ProcessRecord]:
+    record = stack.start_service(
+        "processor",
+        {
+            "EMULSION_EXECUTOR": executor,
+            "EMULSION_CONCURRENCY": str(concurrency),
+            "EMULSION_LOG_LEVEL": "WARNING",
+            "OTEL_SDK_DISABLED": "true",
+        },
+    )
+    try:
+        yield record
+    finally:
+        stop(record)
+
+
+def stage_all(s3: Any, bucket: str, sources: list[Path]) -> list[str]:
+    staged = []
+    for path in sources:
+        key = keys.staging_key(keys.new_ulid(), path.name)
+        s3.upload_file(str(path), bucket, key, ExtraArgs={"ContentType": "image/jpeg"})
+        staged.append(key)
+    return staged
+
+
+def job_items(collection: str, staged: list[str]) -> list[WorkItem]:
+    ulid = keys.new_ulid()
+    job = JobRef(namespace=NAMESPACE, name=f"bench-{ulid.lower()}", uid=ulid)
+    return [
+        WorkItem(
+            job=job,
+            index=index,
+            source=source,
+            collection=collection,
+            asset=f"IMG_{index:05d}.jpg",
+            version=keys.version_id(ulid, index),
+        )
+        for index, source in enumerate(staged)
+    ]
+
+
+async def process_all(nats_url: str, items: list[WorkItem]) -> tuple[float, list[ItemResult]]:
+    """Publish `items` as the controller does; seconds until every result is in."""
+    connection = await nats.connect(nats_url)
+    try:
+        js = connection.jetstream()
+        job = items[0].job
+        results: list[ItemResult] = []
+        done = asyncio.Event()
+
+        async def collect(msg: Any) -> None:
+            parsed = ItemResult.from_bytes(msg.data)
+            assert isinstance(parsed, ItemResult)
+            results.append(parsed)
+            if len(results) == len(items):
+                done.set()
+
+        await connection.subscribe(messaging.events_subject(job.namespace, job.name), cb=collect)
+        started = time.perf_counter()
+        for item in items:
+            await js.publish(
+                messaging.work_subject(job.namespace, job.name),
+                item.to_bytes(),
+                headers=telemetry.inject(
+                    {messaging.HEADER_MSG_ID: messaging.work_msg_id(job.uid, item.index)}
+                ),
+            )
+        await asyncio.wait_for(done.wait(), timeout=60 + 10 * len(items))
+        return time.perf_counter() - started, results
+    finally:
+        await connection.drain()
+
+
+def measure_processor(
+    stack: LocalStack, endpoints: Endpoints, staged: list[str], executor: str, concurrency: int
+) -> Run:
+    servers = {record.name: record.pid for record in stack.processes()}
+    with processor(stack, executor, concurrency) as record:
+        # Untimed first items: pool start-up, first connections, lazy imports.
+        warm_up = job_items(f"warm-{executor}", staged[: 2 * concurrency])
+        asyncio.run(process_all(endpoints.nats_url, warm_up))
+        items = job_items(f"bench-{executor}", staged)
+
+        def parts() -> dict[str, list[int]]:
+            return {
+                "processor": [record.pid, *_children(record.pid)],
+                "minio": [servers["minio"]],
+                "nats": [servers["nats-server"]],
+            }
+
+        before = {pid: _cpu_seconds(pid) for pids in parts().values() for pid in pids}
+        seconds, results = asyncio.run(process_all(endpoints.nats_url, items))
+        spent = {
+            part: sum(_cpu_seconds(pid) - before.get(pid, 0.0) for pid in pids) / len(items)
+            for part, pids in parts().items()
+        }
+    failed = sum(1 for result in results if result.outcome != "succeeded")
+    return Run(
+        executor, len(items), seconds, failed, spent["processor"], spent["minio"], spent["nats"]
+    )
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of `pid`, including its children that have exited."""
+    # Fields after the command name: utime, stime, cutime, cstime are the 12th-15th.
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss(stack: LocalStack, endpoints: Endpoints, staged: str, executor: str) -> list[int]:
+    """VmHWM in bytes of the processor and its worker processes after one large item."""
+    items = job_items(f"bench-rss-{executor}", [staged])
+    with processor(stack, executor, 1) as record:
+        _, results = asyncio.run(process_all(endpoints.nats_url, items))
+        if results[0].outcome != "succeeded":
+            raise SystemExit(f"the 50 MP item failed: {results[0].reason}: {results[0].message}")
+        pids = [record.pid, *_children(record.pid)]
+        return [_high_water_mark(pid) for pid in pids]
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+def _high_water_mark(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmHWM for pid {pid}")
+
+
+# -- the report -----------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--images", type=int, default=40, help="12 MP items per measurement")
+    parser.add_argument("--distinct", type=int, default=8, help="distinct generated images")
+    parser.add_argument("--concurrency", type=int, default=len(os.sched_getaffinity(0)))
+    arguments = parser.parse_args()
+    cores = len(os.sched_getaffinity(0))
+
+    work = Path(tempfile.mkdtemp(prefix="bench-processor-", dir=_memory_dir()))
+    stack = LocalStack(work / "stack", say=lambda line: None)
+    try:
+        print(f"generating {arguments.distinct} distinct 12 MP JPEGs and one 50 MP JPEG ...")
+        gallery = generate_gallery(work, arguments.distinct)
+        sources = [gallery[i % len(gallery)] for i in range(arguments.images)]
+        large = generate_large(work)
+        mean_size = sum(path.stat().st_size for path in gallery) / len(gallery)
+        print(f"  12 MP: {TWELVE_MP[0]}x{TWELVE_MP[1]}, mean {mean_size / MB:.1f} MB")
+        print(f"  50 MP: {FIFTY_MP[0]}x{FIFTY_MP[1]}, {large.stat().st_size / MB:.1f} MB")
+
+        print("starting the local stack ...")
+        endpoints = stack.up()
+        s3 = s3_client(endpoints)
+        staged = stage_all(s3, endpoints.bucket, gallery)
+        staged_items = [staged[i % len(staged)] for i in range(arguments.images)]
+        print(
+            f"{arguments.images} items per run; limit: {cores} processes, no I/O; "
+            f"processor: concurrency {arguments.concurrency}"
+        )
+        ratios = {}
+        for executor in ("thread", "process"):
+            limit = pillow_limit(sources, cores)
+            run = measure_processor(stack, endpoints, staged_items, executor, arguments.concurrency)
+            ratios[executor] = limit.cpu_per_image / run.cpu_per_image
+            print(
+                f"  limit            {limit.per_second:6.2f} images/s   "
+                f"CPU {limit.cpu_per_image * 1000:4.0f} ms/image"
+            )
+            print(
+                f"  {executor:<8} executor {run.per_second:6.2f} images/s   "
+                f"CPU {run.cpu_per_image * 1000:4.0f} ms/image "
+                f"(processor {run.cpu_processor * 1000:.0f}, minio {run.cpu_minio * 1000:.0f}, "
+                f"nats {run.cpu_nats * 1000:.0f}); {run.failed} failed"
+            )
+            print(
+                f"    ratio to the limit: wall clock {run.per_second / limit.per_second:.2f}, "
+                f"CPU {ratios[executor]:.2f}"
+            )
+        print(f"  more images per CPU second here: {max(ratios, key=lambda e: ratios[e])}")
+
+        staged_large = stage_all(s3, endpoints.bucket, [large])[0]
+        for executor in ("thread", "process"):
+            marks = peak_rss(stack, endpoints, staged_large, executor)
+            listed = ", ".join(f"{mark / MB:.0f} MB" for mark in marks)
+            print(f"peak RSS, 50 MP JPEG, {executor} executor (processor, then workers): {listed}")
+        print(f"load average at the end: {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
+    finally:
+        stack.down()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,22 @@
+"""`python -m emulsion_processor` and the `emulsion-processor` console script."""
+
+from __future__ import annotations
+
+import asyncio
+
+from emulsion_contracts import telemetry
+from emulsion_processor import settings as settings_module
+from emulsion_processor.service import run
+
+
+def main() -> None:
+    settings = settings_module.load()
+    telemetry.setup("emulsion-processor", settings.log_level)
+    try:
+        asyncio.run(run(settings))
+    finally:
+        telemetry.shutdown()
+
+
+if __name__ == "__main__":
+    main()

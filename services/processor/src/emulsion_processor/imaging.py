@@ -1,0 +1,437 @@
+"""The image pipeline, free of I/O beyond the scratch files it is given.
+
+A source file goes in; the styles come out as files next to it, with their exact sizes.
+The work is ordered for speed: JPEGs are decoded at the smallest DCT scale that still
+serves the most demanding style (`draft`), and each smaller style is cut from the
+smallest full-frame result already made instead of from the decoded source ("cascade").
+
+Every function here is a plain function over picklable values, so `render` runs the
+same on a thread or in a worker process.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final, Literal
+
+from PIL import Image, ImageCms, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
+
+from emulsion_contracts.messages import StyleSpec
+from emulsion_contracts.profiles import Watermark
+from emulsion_processor.reasons import ItemRejected, Reason
+
+OutputFormat = Literal["jpeg", "png", "webp"]
+
+# Only formats a browser shows; everything else (EPS/PDF run interpreters, PSD/FITS/TIFF
+# are large attack surfaces) is refused before any decoder sees it.
+ALLOWED_FORMATS: Final = ("JPEG", "PNG", "WEBP", "GIF")
+EXTENSIONS: Final[dict[str, str]] = {"jpeg": "jpg", "png": "png", "webp": "webp"}
+CONTENT_TYPES: Final[dict[str, str]] = {
+    "jpeg": "image/jpeg",
+    "png": "image/png",
+    "webp": "image/webp",
+}
+_PIL_FORMATS: Final[dict[str, str]] = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP"}
+# Known formats outside the allow-list, recognised so the reason says "unsupported"
+# rather than "not an image": (magic bytes, offset, name).
+_DISALLOWED_SIGNATURES: Final = (
+    (b"%PDF", 0, "PDF"),
+    (b"%!PS", 0, "PostScript/EPS"),
+    (b"\xc5\xd0\xd3\xc6", 0, "EPS"),
+    (b"8BPS", 0, "PSD"),
+    (b"SIMPLE  =", 0, "FITS"),
+    (b"II*\x00", 0, "TIFF"),
+    (b"MM\x00*", 0, "TIFF"),
+    (b"ftyp", 4, "HEIF/AVIF"),
+    (b"\x00\x00\x01\x00", 0, "ICO"),
+    (b"qoif", 0, "QOI"),
+    (b"\xff\x4f\xff\x51", 0, "JPEG 2000"),
+    (b"\x00\x00\x00\x0cjP  ", 0, "JPEG 2000"),
+)
+_BMP_HEADER_SIZES: Final = (12, 40, 52, 56, 64, 108, 124)
+_RESAMPLE: Final = Image.Resampling.LANCZOS
+# Resize in two steps (a fast box reduction, then Lanczos) when shrinking by more than
+# this factor: visually the same, several times faster on large reductions.
+_REDUCING_GAP: Final = 3.0
+_SRGB: Final = ImageCms.createProfile("sRGB")
+_MAX_WATERMARK_PIXELS: Final = 4_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class RenderJob:
+    source: Path
+    out_dir: Path
+    styles: tuple[StyleSpec, ...]
+    format: OutputFormat = "jpeg"
+    quality: int = 82
+    max_pixels: int = 100_000_000
+    max_frames: int = 300
+    watermark: Watermark | None = None
+    watermark_image: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """A stage measured where it ran (maybe another process), turned into a span later."""
+
+    name: str
+    start_ns: int
+    end_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedStyle:
+    style: str
+    path: Path
+    extension: str
+    content_type: str
+    width: int
+    height: int
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    format: str
+    content_type: str
+    width: int
+    height: int
+    frames: int
+    styles: tuple[RenderedStyle, ...]
+    timings: tuple[Timing, ...] = field(default=())
+
+
+def render(job: RenderJob) -> Rendered:
+    """Validate, decode, and write every style of `job` into `job.out_dir`."""
+    timings: list[Timing] = []
+    image, frames = open_checked(job.source, job.max_pixels, job.max_frames)
+    # Closed on every path: an animation keeps its file open until then.
+    with image:
+        with _timed(timings, "decode"):
+            source_format = image.format or "?"
+            width, height = oriented_size(image)
+            scale = max(required_scale(style, width, height) for style in job.styles)
+            base = normalise(load_reduced(image, scale))
+        watermark_image = _load_watermark_image(job.watermark_image)
+        outputs = []
+        for style, styled in cascade(base, job.styles, width, height):
+            with _timed(timings, f"style {style.name}"):
+                if style.watermark and job.watermark is not None:
+                    styled = apply_watermark(styled, job.watermark, watermark_image)
+                outputs.append(_write_style(styled, style, job))
+    return Rendered(
+        format=source_format,
+        content_type=Image.MIME.get(source_format, "application/octet-stream"),
+        width=width,
+        height=height,
+        frames=frames,
+        styles=tuple(outputs),
+        timings=tuple(timings),
+    )
+
+
+@contextmanager
+def _timed(timings: list[Timing], name: str) -> Iterator[None]:
+    start = time.time_ns()
+    try:
+        yield
+    finally:
+        timings.append(Timing(name, start, time.time_ns()))
+
+
+# -- validation and decoding ------------------------------------------------------------
+
+
+def open_checked(path: Path, max_pixels: int, max_frames: int) -> tuple[Image.Image, int]:
+    """Open `path` lazily (headers only) and refuse anything that must not be decoded."""
+    size = path.stat().st_size
+    if size == 0:
+        raise ItemRejected(Reason.EMPTY_FILE, "the source file is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns between its own limit and twice it; ours is checked just below.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path, formats=ALLOWED_FORMATS)
+    except Image.DecompressionBombError as error:
+        raise ItemRejected(Reason.DECOMPRESSION_BOMB, str(error)) from None
+    except (UnidentifiedImageError, SyntaxError, ValueError, OSError) as error:
+        other = disallowed_format(path)
+        if other is not None:
+            raise ItemRejected(
+                Reason.UNSUPPORTED_FORMAT,
+                f"{other} is not accepted; send JPEG, PNG, WebP or GIF",
+            ) from None
+        raise ItemRejected(
+            Reason.NOT_AN_IMAGE, f"not a JPEG, PNG, WebP or GIF image ({error})"
+        ) from None
+    try:
+        frames = _check_limits(image, max_pixels, max_frames)
+    except BaseException:
+        image.close()
+        raise
+    return image, frames
+
+
+def _check_limits(image: Image.Image, max_pixels: int, max_frames: int) -> int:
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ItemRejected(
+            Reason.DECOMPRESSION_BOMB,
+            f"{width}x{height} is {width * height:,} pixels; the limit is {max_pixels:,}",
+        )
+    try:
+        frames = int(getattr(image, "n_frames", 1))
+    except (OSError, EOFError, SyntaxError, ValueError) as error:
+        raise ItemRejected(Reason.CORRUPT_IMAGE, f"cannot count frames: {error}") from None
+    if frames > max_frames:
+        raise ItemRejected(Reason.TOO_MANY_FRAMES, f"{frames} frames; the limit is {max_frames}")
+    if frames > 1:
+        image.seek(0)  # derivatives show the first frame
+    return frames
+
+
+def disallowed_format(path: Path) -> str | None:
+    """The name of a known image format outside the allow-list that `path` starts with."""
+    with path.open("rb") as handle:
+        head = handle.read(32)
+    for magic, offset, name in _DISALLOWED_SIGNATURES:
+        if head[offset : offset + len(magic)] == magic:
+            return name
+    if head[:2] == b"BM" and int.from_bytes(head[14:18], "little") in _BMP_HEADER_SIZES:
+        return "BMP"
+    return None
+
+
+def oriented_size(image: Image.Image) -> tuple[int, int]:
+    """The size as the image is meant to be seen, after its EXIF orientation."""
+    width, height = image.size
+    orientation = image.getexif().get(0x0112, 1)
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
+def load_reduced(image: Image.Image, scale: float) -> Image.Image:
+    """Decode, at the smallest JPEG DCT scale that keeps `scale` of the full size."""
+    if image.format == "JPEG" and scale < 1:
+        width, height = image.size
+        image.draft(
+            image.mode, (max(1, math.ceil(width * scale)), max(1, math.ceil(height * scale)))
+        )
+    try:
+        image.load()
+    except Image.DecompressionBombError as error:
+        raise ItemRejected(Reason.DECOMPRESSION_BOMB, str(error)) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        if "truncated" in str(error).lower() or isinstance(error, EOFError):
+            raise ItemRejected(Reason.TRUNCATED, f"the image data ends early ({error})") from None
+        raise ItemRejected(Reason.CORRUPT_IMAGE, f"cannot decode the image ({error})") from None
+    return image
+
+
+def normalise(image: Image.Image) -> Image.Image:
+    """Upright, in sRGB, as L, RGB or RGBA, with no metadata left to leak into outputs."""
+    upright = ImageOps.exif_transpose(image)
+    converted = _to_srgb(upright)
+    converted.info = {}
+    return converted
+
+
+def _to_srgb(image: Image.Image) -> Image.Image:
+    icc = image.info.get("icc_profile")
+    mode = image.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        return _sixteen_bit_to_l(image)
+    if mode == "1":
+        return image.convert("L")
+    if mode in ("P", "PA", "LA", "La", "RGBa"):
+        has_alpha = mode != "P" or "transparency" in image.info
+        image = image.convert("RGBA" if has_alpha else "RGB")
+        mode = image.mode
+    elif mode not in ("L", "RGB", "RGBA", "CMYK"):
+        image = image.convert("RGB")
+        mode = "RGB"
+    if icc and mode in ("RGB", "RGBA", "CMYK") and not _is_srgb(icc):
+        converted = _icc_to_srgb(image, icc)
+        if converted is not None:
+            return converted
+    if mode == "CMYK":
+        return image.convert("RGB")
+    return image
+
+
+def _sixteen_bit_to_l(image: Image.Image) -> Image.Image:
+    # Convert's own path from 32-bit integer to L clips instead of scaling 16-bit values.
+    wide = image.convert("I") if image.mode != "F" else image
+    return wide.point(lambda value: value * (1 / 256)).convert("L")
+
+
+def _is_srgb(icc: bytes) -> bool:
+    try:
+        description = ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(icc)))
+    except (ImageCms.PyCMSError, OSError, TypeError):
+        return False
+    return "srgb" in description.lower()
+
+
+def _icc_to_srgb(image: Image.Image, icc: bytes) -> Image.Image | None:
+    output_mode = "RGBA" if image.mode == "RGBA" else "RGB"
+    try:
+        source_profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        converted = ImageCms.profileToProfile(image, source_profile, _SRGB, outputMode=output_mode)
+    except (ImageCms.PyCMSError, OSError, TypeError, ValueError):
+        return None  # a broken embedded profile is ignored, as browsers do
+    return converted
+
+
+# -- styles -------------------------------------------------------------------------------
+
+
+def target_size(style: StyleSpec, width: int, height: int) -> tuple[int, int]:
+    """The exact output size of `style` for a `width`x`height` image.
+
+    `fit` shrinks to fit inside the box and never enlarges (Paperclip's "800x800>");
+    `crop` fills the box exactly, cutting the overflow from the centre ("100x100#").
+    """
+    if style.fit == "crop":
+        return style.width, style.height
+    if width <= style.width and height <= style.height:
+        return width, height
+    scale = min(style.width / width, style.height / height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def required_scale(style: StyleSpec, width: int, height: int) -> float:
+    """How much of the full resolution `style` needs (1 or more: all of it)."""
+    if style.fit == "crop":
+        return max(style.width / width, style.height / height)
+    return min(1.0, style.width / width, style.height / height)
+
+
+def _needed_source(style: StyleSpec, width: int, height: int) -> tuple[int, int]:
+    scale = required_scale(style, width, height)
+    return math.ceil(width * scale), math.ceil(height * scale)
+
+
+def cascade(
+    base: Image.Image, styles: tuple[StyleSpec, ...], width: int, height: int
+) -> Iterator[tuple[StyleSpec, Image.Image]]:
+    """Each style, made from the smallest full-frame image already made that can serve it.
+
+    `width`/`height` are the full oriented size (`base` may be reduced); sizes are
+    computed from them so a reduced decode never changes an output's dimensions.
+    """
+    full_frames = [base]
+    for style in sorted(styles, key=lambda s: required_scale(s, width, height), reverse=True):
+        need_width, need_height = _needed_source(style, width, height)
+        candidates = [
+            image
+            for image in full_frames
+            if image.width >= need_width and image.height >= need_height
+        ]
+        source = min(candidates, key=lambda image: image.width) if candidates else base
+        if style.fit == "crop":
+            styled = _crop_to(source, style.width, style.height)
+        else:
+            styled = _resize_to(source, target_size(style, width, height))
+            full_frames.append(styled)
+        yield style, styled
+
+
+def _resize_to(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    if image.size == size:
+        return image
+    return image.resize(size, _RESAMPLE, reducing_gap=_REDUCING_GAP)
+
+
+def _crop_to(image: Image.Image, width: int, height: int) -> Image.Image:
+    scale = max(width / image.width, height / image.height)
+    crop_width, crop_height = width / scale, height / scale
+    left = (image.width - crop_width) / 2
+    top = (image.height - crop_height) / 2
+    box = (left, top, left + crop_width, top + crop_height)
+    return image.resize((width, height), _RESAMPLE, box=box, reducing_gap=_REDUCING_GAP)
+
+
+# -- watermark and encoding ------------------------------------------------------------------
+
+
+def _load_watermark_image(path: Path | None) -> Image.Image | None:
+    if path is None:
+        return None
+    with Image.open(path, formats=("PNG",)) as mark:
+        if mark.width * mark.height > _MAX_WATERMARK_PIXELS:
+            raise ValueError(f"watermark image {mark.width}x{mark.height} is too large")
+        return mark.convert("RGBA")
+
+
+def apply_watermark(
+    image: Image.Image, watermark: Watermark, mark_image: Image.Image | None
+) -> Image.Image:
+    """`image` with the watermark blended in; `image` itself is left alone (it may be cascaded)."""
+    canvas = image.convert("RGBA")
+    overlay = Image.new("RGBA", canvas.size, (0, 0, 0, 0))
+    margin = max(2, min(canvas.size) // 40)
+    if mark_image is not None:
+        mark = ImageOps.contain(mark_image, (max(1, canvas.width // 4), max(1, canvas.height // 4)))
+        alpha = mark.getchannel("A").point(lambda value: round(value * watermark.opacity))
+        mark.putalpha(alpha)
+        overlay.paste(mark, _place(watermark.position, canvas.size, mark.size, margin))
+    if watermark.text:
+        font = ImageFont.load_default(size=max(8, canvas.height // 16))
+        draw = ImageDraw.Draw(overlay)
+        left, top, right, bottom = draw.textbbox((0, 0), watermark.text, font=font)
+        text_size = (math.ceil(right - left), math.ceil(bottom - top))
+        x, y = _place(watermark.position, canvas.size, text_size, margin)
+        fill = (255, 255, 255, round(255 * watermark.opacity))
+        draw.text((x - left, y - top), watermark.text, font=font, fill=fill)
+    blended = Image.alpha_composite(canvas, overlay)
+    return blended if image.mode == "RGBA" else blended.convert(image.mode)
+
+
+def _place(
+    position: str, canvas: tuple[int, int], item: tuple[int, int], margin: int
+) -> tuple[int, int]:
+    free_x, free_y = canvas[0] - item[0], canvas[1] - item[1]
+    x = {"left": margin, "right": free_x - margin}.get(position.rpartition("-")[2], free_x // 2)
+    y = {"top": margin, "bottom": free_y - margin}.get(position.partition("-")[0], free_y // 2)
+    return max(0, x), max(0, y)
+
+
+def _write_style(image: Image.Image, style: StyleSpec, job: RenderJob) -> RenderedStyle:
+    output_format: OutputFormat = style.format or job.format
+    quality = style.quality or job.quality
+    extension = EXTENSIONS[output_format]
+    path = job.out_dir / f"{style.name}.{extension}"
+    encode(image, path, output_format, quality)
+    return RenderedStyle(
+        style=style.name,
+        path=path,
+        extension=extension,
+        content_type=CONTENT_TYPES[output_format],
+        width=image.width,
+        height=image.height,
+        bytes=path.stat().st_size,
+    )
+
+
+def encode(image: Image.Image, path: Path, output_format: OutputFormat, quality: int) -> None:
+    """Write `image` with no metadata: nothing from the source (EXIF, GPS, XMP, ICC) is kept."""
+    if output_format == "jpeg" and image.mode == "RGBA":
+        # JPEG has no alpha: flatten onto white, as a browser shows a transparent PNG.
+        flat = Image.new("RGB", image.size, (255, 255, 255))
+        flat.paste(image, mask=image.getchannel("A"))
+        image = flat
+    options: dict[str, object] = {}
+    if output_format in ("jpeg", "webp"):
+        options["quality"] = quality
+    if output_format == "webp":
+        options["method"] = 4
+    if output_format == "png":
+        options["compress_level"] = 6
+    image.save(path, _PIL_FORMATS[output_format], **options)

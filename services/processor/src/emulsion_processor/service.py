@@ -1,0 +1,181 @@
+"""The pull loop: fetch as many items as there are free slots, run each, drain on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from pathlib import Path
+from typing import Final
+
+import nats.errors
+from nats.aio.msg import Msg
+
+from emulsion_contracts import health, messaging, storage
+from emulsion_contracts.profiles import load_profiles
+from emulsion_processor.settings import ProcessorSettings
+from emulsion_processor.worker import Clients, ItemWorker
+
+log = logging.getLogger(__name__)
+
+FETCH_TIMEOUT: Final = 1.0  # also the longest a SIGTERM waits for the fetch in progress
+SCRATCH_PREFIX: Final = "proc-"
+
+
+class Readiness:
+    def __init__(self) -> None:
+        self.ready = False
+
+    def __call__(self) -> bool:
+        return self.ready
+
+
+def _ignore_termination() -> None:
+    # A pod's SIGTERM reaches the whole process group; render workers must keep going
+    # until the parent has drained, then the parent shuts them down.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def render_executor(settings: ProcessorSettings) -> Executor:
+    if settings.executor == "process":
+        return ProcessPoolExecutor(
+            max_workers=settings.concurrency,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_ignore_termination,
+        )
+    return ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="render")
+
+
+def claim_scratch(root: Path) -> Path:
+    """This process's own scratch directory, after removing those of dead processes.
+
+    Several processors may share one volume (the local stack runs them side by side);
+    a directory is only removed when the process that owned it is gone.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    for entry in root.glob(f"{SCRATCH_PREFIX}*"):
+        pid = entry.name.removeprefix(SCRATCH_PREFIX)
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(entry, ignore_errors=True)
+    mine = root / f"{SCRATCH_PREFIX}{os.getpid()}"
+    shutil.rmtree(mine, ignore_errors=True)  # a reused pid's leftovers
+    mine.mkdir()
+    return mine
+
+
+async def run(settings: ProcessorSettings) -> None:
+    readiness = Readiness()
+    server = health.serve(settings.http_port, ready=readiness)
+    scratch = claim_scratch(settings.scratch_dir)
+    cpu = render_executor(settings)
+    io_threads = 4 * settings.in_flight_limit
+    io = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="io")
+    tasks: set[asyncio.Task[None]] = set()
+    worker: ItemWorker | None = None
+    connection, js = await messaging.connect(settings.nats_url, "emulsion-processor")
+    try:
+        subscription = await js.pull_subscribe_bind(
+            durable=messaging.PROCESSORS, stream=messaging.WORK_STREAM
+        )
+        clients = Clients(
+            # One connection per I/O thread, or the pool reconnects on every upload burst.
+            s3=storage.s3_client(settings, max_pool_connections=io_threads),
+            js=js,
+            cancelled=await js.key_value(messaging.CANCELLED_BUCKET),
+        )
+        worker = ItemWorker(
+            settings,
+            clients,
+            load_profiles(settings.profiles_file),
+            cpu,
+            io,
+            scratch,
+            renew_cpu=lambda: render_executor(settings),
+        )
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stopping.set)
+        readiness.ready = True
+        log.info(
+            "processing with %d %s workers, up to %d items in hand",
+            settings.concurrency,
+            settings.executor,
+            settings.in_flight_limit,
+        )
+        await pull(subscription, worker, settings.in_flight_limit, stopping, tasks)
+        readiness.ready = False
+        await subscription.unsubscribe()
+    finally:
+        readiness.ready = False
+        # Also when the pull loop died: items in hand still get their result or go back
+        # while the connection is open, never abandoned to the ack timeout.
+        await drain(tasks, settings.drain_seconds)
+        with contextlib.suppress(Exception):
+            await connection.drain()
+        (worker.cpu if worker else cpu).shutdown(wait=True, cancel_futures=True)
+        io.shutdown(wait=True, cancel_futures=True)
+        shutil.rmtree(scratch, ignore_errors=True)
+        server.shutdown()
+    log.info("stopped")
+
+
+async def pull(
+    subscription: nats.js.JetStreamContext.PullSubscription,
+    worker: ItemWorker,
+    limit: int,
+    stopping: asyncio.Event,
+    tasks: set[asyncio.Task[None]],
+) -> None:
+    """Fetch items and start them into `tasks` (at most `limit` at once) until `stopping`."""
+    stop_waiter = asyncio.create_task(stopping.wait())
+    try:
+        while not stopping.is_set():
+            if len(tasks) >= limit:
+                await asyncio.wait({*tasks, stop_waiter}, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            try:
+                messages = await subscription.fetch(batch=limit - len(tasks), timeout=FETCH_TIMEOUT)
+            except TimeoutError:
+                # Nothing to do (nats-py raises its own subclass or the builtin one).
+                continue
+            except nats.errors.Error as error:
+                log.warning("fetch failed, retrying: %s", error)
+                await asyncio.wait({stop_waiter}, timeout=FETCH_TIMEOUT)
+                continue
+            for message in messages:
+                if stopping.is_set():
+                    await message.nak()  # fetched as the stop came: another worker takes it
+                    continue
+                tasks.add(start(worker, message, tasks))
+    finally:
+        stop_waiter.cancel()
+
+
+def start(worker: ItemWorker, message: Msg, tasks: set[asyncio.Task[None]]) -> asyncio.Task[None]:
+    task = asyncio.create_task(worker.handle(message))
+
+    def finished(done: asyncio.Task[None]) -> None:
+        tasks.discard(done)
+        if not done.cancelled() and done.exception() is not None:
+            log.error("item task failed; it will be redelivered", exc_info=done.exception())
+
+    task.add_done_callback(finished)
+    return task
+
+
+async def drain(tasks: set[asyncio.Task[None]], seconds: float) -> None:
+    """Let items in hand finish for up to `seconds`; hand the rest back."""
+    if not tasks:
+        return
+    log.info("draining %d items in hand", len(tasks))
+    _, pending = await asyncio.wait(set(tasks), timeout=seconds)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)

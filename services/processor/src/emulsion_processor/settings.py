@@ -1,0 +1,59 @@
+"""The processor's settings: the shared ones plus scratch space, limits and concurrency."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from emulsion_contracts.settings import EmulsionSettings, load_settings
+
+MIB = 1024 * 1024
+
+
+class ProcessorSettings(EmulsionSettings):
+    # Sources are streamed here, never held in memory; a generic ephemeral volume in the chart.
+    scratch_dir: Path = Field(validation_alias="EMULSION_SCRATCH_DIR")
+    # Free space that must remain after a download, so a full volume gives work back
+    # instead of failing it.
+    min_free_scratch_bytes: int = Field(
+        default=256 * MIB, ge=0, validation_alias="EMULSION_MIN_FREE_SCRATCH_BYTES"
+    )
+    max_source_bytes: int = Field(
+        default=200 * MIB, ge=1, validation_alias="EMULSION_MAX_SOURCE_BYTES"
+    )
+    # Decode + styles run on this many workers. On 2 cores `make bench-processor` found
+    # threads and processes within run-to-run noise of each other (CPU per image within
+    # +-9%, either way; Pillow releases the GIL in decode, resize and encode), and a
+    # process pool costs ~85 MB RSS per worker more: threads are the default.
+    concurrency: int = Field(default=2, ge=1, le=64, validation_alias="EMULSION_CONCURRENCY")
+    executor: Literal["thread", "process"] = Field(
+        default="thread", validation_alias="EMULSION_EXECUTOR"
+    )
+    # Items in hand at once: more than `concurrency`, so downloads and uploads overlap decoding.
+    max_in_flight: int | None = Field(default=None, ge=1, validation_alias="EMULSION_MAX_IN_FLIGHT")
+    max_pixels: int = Field(default=100_000_000, ge=1, validation_alias="EMULSION_MAX_PIXELS")
+    max_frames: int = Field(default=300, ge=1, validation_alias="EMULSION_MAX_FRAMES")
+    # Must stay well under the consumer's ack_wait (30 s) so a long item is never redelivered.
+    heartbeat_seconds: float = Field(
+        default=10.0, gt=0, validation_alias="EMULSION_HEARTBEAT_SECONDS"
+    )
+    # Heartbeats stop after this long, so a wedged item goes to another worker.
+    max_item_seconds: float = Field(
+        default=900.0, gt=0, validation_alias="EMULSION_MAX_ITEM_SECONDS"
+    )
+    # First delay of a give-back on transient trouble; doubled per delivery.
+    retry_delay_seconds: float = Field(
+        default=5.0, ge=0, validation_alias="EMULSION_RETRY_DELAY_SECONDS"
+    )
+    # On SIGTERM, how long in-flight items may run on before they are handed back.
+    drain_seconds: float = Field(default=25.0, ge=0, validation_alias="EMULSION_DRAIN_SECONDS")
+
+    @property
+    def in_flight_limit(self) -> int:
+        return self.max_in_flight or 2 * self.concurrency
+
+
+def load() -> ProcessorSettings:
+    return load_settings(ProcessorSettings)

@@ -1,0 +1,190 @@
+"""Everything the processor does to object storage: stream down, copy, upload, commit.
+
+Nothing here deletes: deletion is the janitor's, driven by the GC messages the worker sends.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any, Final
+
+from botocore.exceptions import ClientError
+from pydantic import ValidationError
+
+from emulsion_contracts.manifest import AssetManifest
+from emulsion_processor.reasons import ItemRejected, Reason, TransientTrouble
+
+log = logging.getLogger(__name__)
+
+CHUNK: Final = 1024 * 1024
+# Derivative keys embed their version, so a key's content never changes.
+IMMUTABLE: Final = "public, max-age=31536000, immutable"
+_MISSING: Final = frozenset({"NoSuchKey", "404", "NotFound"})
+# 412: the ETag moved (If-Match) or the key appeared (If-None-Match); 409: a concurrent
+# conditional write to the same key is in progress.
+_CONFLICT: Final = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict", "409"})
+COMMIT_ATTEMPTS: Final = 8
+
+
+def error_code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+@dataclass(frozen=True, slots=True)
+class Downloaded:
+    path: Path
+    bytes: int
+
+
+def download(
+    s3: Any,
+    bucket: str,
+    key: str,
+    destination: Path,
+    *,
+    max_bytes: int,
+    min_free_bytes: int,
+) -> Downloaded:
+    """Stream `key` into `destination` in chunks, after checking it fits on the scratch volume."""
+    try:
+        response = s3.get_object(Bucket=bucket, Key=key)
+    except ClientError as error:
+        if error_code(error) in _MISSING:
+            raise ItemRejected(Reason.SOURCE_MISSING, f"{key} does not exist") from None
+        raise
+    body = response["Body"]
+    try:
+        size = int(response["ContentLength"])
+        if size == 0:
+            raise ItemRejected(Reason.EMPTY_FILE, f"{key} is empty (0 bytes)")
+        if size > max_bytes:
+            raise ItemRejected(
+                Reason.SOURCE_TOO_LARGE, f"{key} has {size:,} bytes; the limit is {max_bytes:,}"
+            )
+        free = shutil.disk_usage(destination.parent).free
+        if free - size < min_free_bytes:
+            raise TransientTrouble(
+                f"scratch space short: {free:,} bytes free, {size:,} needed "
+                f"plus {min_free_bytes:,} in reserve"
+            )
+        written = 0
+        with destination.open("wb") as sink:
+            for chunk in body.iter_chunks(CHUNK):
+                sink.write(chunk)
+                written += len(chunk)
+        if written != size:
+            raise TransientTrouble(f"{key}: read {written} of {size} bytes")
+        return Downloaded(destination, written)
+    finally:
+        body.close()
+
+
+def copy_original(s3: Any, bucket: str, source: str, destination: str) -> None:
+    """Promote the upload by a server-side copy: the bytes never pass through here."""
+    try:
+        s3.copy_object(
+            Bucket=bucket,
+            Key=destination,
+            CopySource={"Bucket": bucket, "Key": source},
+            MetadataDirective="COPY",
+        )
+    except ClientError as error:
+        if error_code(error) in _MISSING:
+            raise ItemRejected(Reason.SOURCE_MISSING, f"{source} disappeared") from None
+        raise
+
+
+def upload_file(s3: Any, bucket: str, key: str, path: Path, content_type: str) -> None:
+    with path.open("rb") as body:
+        s3.put_object(
+            Bucket=bucket, Key=key, Body=body, ContentType=content_type, CacheControl=IMMUTABLE
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Current:
+    """The manifest as read, with the ETag a conditional write must match."""
+
+    manifest: AssetManifest | None
+    etag: str
+
+
+def read_manifest(s3: Any, bucket: str, key: str) -> Current | None:
+    """The manifest at `key`, or None if the asset has none.
+
+    A manifest that does not parse (written by hand, or a future schema) is returned
+    with `manifest=None` and its ETag, so a commit can replace it knowingly.
+    """
+    try:
+        response = s3.get_object(Bucket=bucket, Key=key)
+    except ClientError as error:
+        if error_code(error) in _MISSING:
+            return None
+        raise
+    with response["Body"] as body:
+        data = body.read()
+    etag = str(response["ETag"])
+    try:
+        return Current(AssetManifest.from_bytes(data), etag)
+    except ValidationError as error:
+        log.warning("manifest %s does not parse; it will be replaced: %s", key, error)
+        return Current(None, etag)
+
+
+class Outcome(Enum):
+    COMMITTED = "committed"  # this version is live now
+    ALREADY = "already"  # an earlier delivery of this item committed it
+    STALE = "stale"  # a later version is live; this one must not be
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    outcome: Outcome
+    # COMMITTED: the manifest replaced (None for a new asset); else the live manifest.
+    other: AssetManifest | None
+
+
+def decide(current: Current | None, version: str) -> Outcome | None:
+    """What a commit of `version` must do given the manifest now; None: write it."""
+    if current is None or current.manifest is None:
+        return None
+    if current.manifest.version == version:
+        return Outcome.ALREADY
+    if current.manifest.version > version:
+        return Outcome.STALE
+    return None
+
+
+def commit_manifest(
+    s3: Any, bucket: str, key: str, manifest: AssetManifest, attempts: int = COMMIT_ATTEMPTS
+) -> CommitResult:
+    """Make `manifest` live unless a later version already is, with conditional writes only.
+
+    Each round reads the manifest and its ETag, decides, and writes on the condition that
+    nothing changed in between; a lost race re-reads and decides again.
+    """
+    for _ in range(attempts):
+        current = read_manifest(s3, bucket, key)
+        decided = decide(current, manifest.version)
+        if decided is not None:
+            return CommitResult(decided, current.manifest if current else None)
+        condition = {"IfNoneMatch": "*"} if current is None else {"IfMatch": current.etag}
+        try:
+            s3.put_object(
+                Bucket=bucket,
+                Key=key,
+                Body=manifest.to_bytes(),
+                ContentType="application/json",
+                CacheControl="no-cache",
+                **condition,
+            )
+        except ClientError as error:
+            if error_code(error) in _CONFLICT:
+                continue
+            raise
+        return CommitResult(Outcome.COMMITTED, current.manifest if current else None)
+    raise TransientTrouble(f"{key} changed under every one of {attempts} commit attempts")

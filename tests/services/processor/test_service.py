@@ -1,0 +1,125 @@
+"""The processor as a real process (`python -m emulsion_processor`) behind the real
+`processors` durable: work published as the controller publishes it, results read from
+the events stream as the controller reads them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from emulsion_contracts import keys, messaging
+from emulsion_devstack.processes import ProcessRecord
+from emulsion_devstack.stack import Endpoints, LocalStack
+
+from .conftest import Bus, jpeg, object_keys, running_processor, stage, work_item
+
+pytestmark = pytest.mark.integration
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+@pytest.fixture(scope="module")
+def processor(local_stack: LocalStack) -> Iterator[ProcessRecord]:
+    with running_processor(local_stack) as record:
+        yield record
+
+
+def test_good_and_bad_items_each_get_a_result_and_the_worker_keeps_going(
+    stack: Endpoints, s3: Any, with_bus: Any, processor: ProcessRecord
+) -> None:
+    good = work_item(stage(s3, stack.bucket, jpeg(1600, 1200)))
+    text = work_item(stage(s3, stack.bucket, b"plain text, not a photo\n", "fake.jpg"))
+    empty = work_item(stage(s3, stack.bucket, b"", "empty.jpg"))
+    after = work_item(stage(s3, stack.bucket, jpeg(640, 480)))
+
+    async def body(bus: Bus) -> None:
+        for item in (good, text, empty, after):
+            await bus.publish_work(item)
+        results = {item.job.name: await bus.result(item) for item in (good, text, empty, after)}
+        assert (results[good.job.name].outcome, results[good.job.name].committed) == (
+            "succeeded",
+            True,
+        )
+        assert {d.style: (d.width, d.height) for d in results[good.job.name].outputs}["large"] == (
+            800,
+            600,
+        )
+        assert (results[text.job.name].outcome, results[text.job.name].reason) == (
+            "failed",
+            "NotAnImage",
+        )
+        assert results[empty.job.name].reason == "EmptyFile"
+        assert results[after.job.name].outcome == "succeeded"
+        assert await bus.pending_work() == 0
+
+    with_bus(body)
+    manifest = keys.manifest_key(good.collection, good.asset)
+    assert s3.head_object(Bucket=stack.bucket, Key=manifest)
+    assert len(object_keys(s3, stack.bucket, f"derivatives/{good.collection}/")) == 5
+
+
+def test_the_trace_continues_from_the_work_message_to_the_result(
+    stack: Endpoints, s3: Any, with_bus: Any, processor: ProcessRecord
+) -> None:
+    item = work_item(stage(s3, stack.bucket, jpeg(300, 300)))
+    subject = messaging.events_subject(item.job.namespace, item.job.name)
+
+    async def body(bus: Bus) -> dict[str, str]:
+        headers = {
+            messaging.HEADER_MSG_ID: messaging.work_msg_id(item.job.uid, item.index),
+            "traceparent": f"00-{TRACE_ID}-00f067aa0ba902b7-01",
+        }
+        await bus.js.publish(
+            messaging.work_subject(item.job.namespace, item.job.name),
+            item.to_bytes(),
+            headers=headers,
+        )
+        await bus.result(item)
+        stored = await bus.js.get_last_msg(messaging.EVENTS_STREAM, subject)
+        return dict(stored.headers or {})
+
+    headers = with_bus(body)
+    assert headers[messaging.HEADER_MSG_ID] == f"{item.job.uid}/0/result"
+    assert headers["traceparent"].split("-")[1] == TRACE_ID
+    assert headers["traceparent"].split("-")[2] != "00f067aa0ba902b7"  # a processor span
+
+
+def test_a_duplicate_delivery_stores_one_result_and_rewrites_nothing(
+    stack: Endpoints, s3: Any, with_bus: Any, processor: ProcessRecord
+) -> None:
+    item = work_item(stage(s3, stack.bucket, jpeg(1024, 768)))
+
+    async def body(bus: Bus) -> None:
+        await bus.publish_work(item)
+        first = await bus.result(item)
+        written = {
+            k: s3.head_object(Bucket=stack.bucket, Key=k)["ETag"]
+            for k in object_keys(s3, stack.bucket, f"derivatives/{item.collection}/")
+        }
+        # Past the dedup window, the same item comes again under another message id.
+        await bus.publish_work(item, msg_id=f"{item.job.uid}/{item.index}/again")
+        await wait_until_consumed(bus)
+        results = await bus.results(item)
+        assert len(results) == 1 and results[0] == first
+        again = {
+            k: s3.head_object(Bucket=stack.bucket, Key=k)["ETag"]
+            for k in object_keys(s3, stack.bucket, f"derivatives/{item.collection}/")
+        }
+        assert again == written
+
+    with_bus(body)
+    prefix = f"originals/{item.collection}/{item.asset}/"
+    assert len(object_keys(s3, stack.bucket, prefix)) == 1
+
+
+async def wait_until_consumed(bus: Bus, within: float = 60.0) -> None:
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + within
+    while await bus.pending_work():
+        assert time.monotonic() < deadline, "work items still pending"
+        await asyncio.sleep(0.05)

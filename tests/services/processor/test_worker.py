@@ -1,0 +1,444 @@
+"""One item at a time through the real worker code, on the real NATS and MinIO.
+
+The pull loop is left out so each test can drive an item, look at storage between
+steps, and inject the interleavings (a concurrent commit, a cancellation, an outage)
+that the commit protocol exists for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import EndpointConnectionError
+from PIL import Image
+
+from emulsion_contracts import keys
+from emulsion_contracts.manifest import AssetManifest
+from emulsion_contracts.messages import ItemResult, StyleSpec, WorkItem
+from emulsion_contracts.profiles import DEFAULT_PROFILE
+from emulsion_devstack.stack import Endpoints
+from emulsion_processor import store
+from emulsion_processor.reasons import ItemRejected, Reason
+from emulsion_processor.worker import GiveBack, gc_msg_id
+
+from .conftest import Bus, in_process_worker, jpeg, object_keys, stage, work_item
+
+pytestmark = pytest.mark.integration
+
+
+def manifest_of(s3: Any, bucket: str, item: WorkItem) -> AssetManifest:
+    body = s3.get_object(Bucket=bucket, Key=keys.manifest_key(item.collection, item.asset))["Body"]
+    return AssetManifest.from_bytes(body.read())
+
+
+def later_item(item: WorkItem, source: str) -> WorkItem:
+    """The same asset from a job created after `item`'s."""
+    newer = work_item(source, asset=item.asset, collection=item.collection)
+    assert newer.version > item.version
+    return newer
+
+
+class Interleaving:
+    """Wraps the S3 client to run `before` once, just ahead of the first matching call."""
+
+    def __init__(self, s3: Any, operation: str, key_prefix: str, before: Any) -> None:
+        self._s3 = s3
+        self._operation = operation
+        self._prefix = key_prefix
+        self._before = before
+        self.fired = False
+
+    def __getattr__(self, name: str) -> Any:
+        real = getattr(self._s3, name)
+        if name != self._operation:
+            return real
+
+        def call(**arguments: Any) -> Any:
+            if not self.fired and str(arguments.get("Key", "")).startswith(self._prefix):
+                self.fired = True
+                self._before()
+            return real(**arguments)
+
+        return call
+
+
+def test_an_item_is_stored_committed_and_its_upload_sent_to_gc(
+    stack: Endpoints, s3: Any, with_bus: Any, tmp_path: Path
+) -> None:
+    data = jpeg(1200, 900)
+    source = stage(s3, stack.bucket, data)
+    item = work_item(source)
+
+    async def body(bus: Bus) -> ItemResult:
+        with in_process_worker(stack, s3, bus, tmp_path) as worker:
+            result = await worker.process(item, 1)
+        promoted = await bus.gc_request("promoted", gc_msg_id("promoted", item.version))
+        assert promoted is not None
+        assert promoted.keys == (source,)
+        assert promoted.collection == item.collection
+        return result
+
+    result = with_bus(body)
+    assert (result.outcome, result.committed, result.width, result.height) == (
+        "succeeded",
+        True,
+        1200,
+        900,
+    )
+    original = keys.original_key(item.collection, item.asset, item.version, "IMG_0001.jpg")
+    assert result.original == original
+    assert s3.get_object(Bucket=stack.bucket, Key=original)["Body"].read() == data
+    sizes = {d.style: (d.width, d.height) for d in result.outputs}
+    assert sizes == {
+        "large": (800, 600),
+        "medium": (300, 225),
+        "thumb": (100, 100),
+        "tiny": (50, 50),
+        "really_tiny": (25, 25),
+    }
+    for derivative in result.outputs:
+        assert derivative.key == keys.derivative_key(
+            item.collection, item.asset, item.version, derivative.style, "jpg"
+        )
+        stored = s3.get_object(Bucket=stack.bucket, Key=derivative.key)
+        assert stored["ContentType"] == "image/jpeg"
+        assert stored["ContentLength"] == derivative.bytes
+        assert Image.open(stored["Body"]).size == (derivative.width, derivative.height)
+    manifest = manifest_of(s3, stack.bucket, item)
+    assert manifest.version == item.version
+    assert manifest.live_keys() == {original, *(d.key for d in result.outputs)}
+    assert s3.head_object(Bucket=stack.bucket, Key=source)  # deleting is the janitor's
+    assert list(tmp_path.iterdir()) == []  # the item's temp files are gone
+
+
+def test_a_later_version_supersedes_and_sends_the_previous_keys_to_gc(
+    stack: Endpoints, s3: Any, with_bus: Any, tmp_path: Path
+) -> None:
+    first = work_item(stage(s3, stack.bucket, jpeg(1000, 1000)))
+    second = later_item(first, stage(s3, stack.bucket, jpeg(600, 400)))
+
+    async def body(bus: Bus) -> None:
+        with in_process_worker(stack, s3, bus, tmp_path) as worker:
+            await worker.process(first, 1)
+            old = manifest_of(s3, stack.bucket, first)
+            result = await worker.process(second, 1)
+        assert result.committed
+        superseded = await bus.gc_request("superseded", gc_msg_id("superseded", second.version))
+        assert superseded is not None
+        assert set(superseded.keys) == old.live_keys()
+        assert superseded.reason == "superseded"
+
+    with_bus(body)
+    assert manifest_of(s3, stack.bucket, first).version == second.version
+
+
+def test_a_redelivered_item_is_answered_from_the_manifest_without_rewriting(
+    stack: Endpoints, s3: Any, with_bus: Any, tmp_path: Path
+) -> None:
+    item = work_item(stage(s3, stack.bucket, jpeg(900, 600)))
+    prefix = f"derivatives/{item.collection}/"
+
+    async def body(bus: Bus) -> tuple[ItemResult, ItemResult]:
+        with in_process_worker(stack, s3, bus, tmp_path) as worker:
+            first = await worker.process(item, 1)
+            before = {
+                k: s3.head_object(Bucket=stack.bucket, Key=k)["ETag"]
+                for k in object_keys(s3, stack.bucket, prefix)
+            }
+            manifest_etag = s3.head_object(
+                Bucket=stack.bucket, Key=keys.manifest_key(item.collection, item.asset)
+            )["ETag"]
+            watcher = Interleaving(s3, "put_object", "", lambda: None)
+            worker.clients = type(worker.clients)(s3=watcher, js=bus.js, cancelled=bus.cancelled)
+            second = await worker.process(item, 2)
+            assert not watcher.fired  # nothing was written the second time
+            after = {
+                k: s3.head_object(Bucket=stack.bucket, Key=k)["ETag"]
+                for k in object_keys(s3, stack.bucket, prefix)
+            }
+            assert after == before
+            assert (
+                s3.head_object(
+                    Bucket=stack.bucket, Key=keys.manifest_key(item.collection, item.asset)
+                )["ETag"]
+                == manifest_etag
+            )
+            return first, second
+
+    first, second = with_bus(body)
+    assert second.committed and second.outputs == first.outputs
+    assert second.attempts == 2
+
+
+def test_an_older_job_loses_to_a_newer_one_that_already_committed(
+    stack: Endpoints, s3: Any, with_bus: Any, tmp_path: Path
+) -> None:
+    older = work_item(stage(s3, stack.bucket, jpeg(800, 800)))
+    newer = later_item(older, stage(s3, stack.bucket, jpeg(700, 700)))
+
+    async def body(bus: Bus) -> ItemResult:
+        with in_process_worker(stack, s3, bus, tmp_path) as worker:
+            await worker.process(newer, 1)
+            result = await worker.process(older, 1)
+        # Whatever an earlier, crashed delivery of the older item may have written.
+        stale = await bus.gc_request("stale", gc_msg_id("stale", older.version))
+        assert stale is not None
+        prefix = f"{older.collection}/{older.asset}/{older.version}"
+        assert set(stale.keys) == {
+            f"originals/{prefix}/IMG_0001.jpg",
+            *(f"derivatives/{prefix}/{s.name}.jpg" for s in DEFAULT_PROFILE.styles),
+        }
+        promoted = await bus.gc_request("promoted", gc_msg_id("promoted", older.version))
+        assert promoted is not None and promoted.keys == (older.source,)
+        return result
+
+    result = with_bus(body)
+    assert (result.outcome, result.committed) == ("succeeded", False)
+    assert newer.version in (result.message or "")
+    assert manifest_of(s3, stack.bucket, older).version == newer.version
+    assert (
+        object_keys(
+            s3, stack.bucket, f"derivatives/{older.collection}/{older.asset}/{older.version}/"
+        )
+        == []
+    )
+
+
+def test_a_commit_that_loses_the_race_sends_its_own_keys_to_gc(
+    stack: Endpoints, s3: Any, with_bus: Any, tmp_path: Path
+) -> None:
+    older = work_item(stage(s3, stack.bucket, jpeg(800, 800)))
+    newer = later_item(older, stage(s3, stack.bucket, jpeg(700, 700)))
+    manifest_key = keys.manifest_key(older.collection, older.asset)
+
+    async def body(bus: Bus) -> ItemResult:
+        with in_process_worker(stack, s3, bus, tmp_path / "newer") as newer_worker:
+            loop = asyncio.get_running_loop()
+
+            def newer_commits_first() -> None:
+                asyncio.run_coroutine_threadsafe(newer_worker.process(newer, 1), loop).result()
+
+            # The newer job commits between the older item's manifest check and its commit.
+            racing = Interleaving(
+                s3, "put_object", f"derivatives/{older.collection}/", newer_commits_first
+            )
+            with in_process_worker(stack, racing, bus, tmp_path / "older") as older_worker:
+                result = await older_worker.process(older, 1)
+            assert racing.fired
+        stale = await bus.gc_request("stale", gc_msg_id("stale", older.version))
+        assert stale is not None
+        own = set(
+            object_keys(
+                s3, stack.bucket, f"derivatives/{older.collection}/{older.asset}/{older.version}/"
+            )
+        )
+        own |= set(
+            object_keys(
+                s3, stack.bucket, f"originals/{older.collection}/{older.asset}/{older.version}/"
+            )
+        )
+        assert len(own) == 6
+        assert set(stale.keys) == own
+        return result
+
+    result = with_bus(body)
+    assert (result.outcome, result.committed) == ("succeeded", False)
+    current = store.read_manifest(s3, stack.bucket, manifest_key)
+    assert current is not None and current.manifest is not None
+    assert current.manifest.version == newer.version
+
+
+def test_conditional_commit_decides_by_version_and_retries_a_lost_race(
+    stack: Endpoints, s3: Any, tmp_path: Path
+) -> None:
+    item = work_item(stage(s3, stack.bucket, jpeg(10, 10)))
+    key = keys.manifest_key(item.collection, item.asset)
+    job = keys.new_ulid()
+
+    def manifest(index: int) -> AssetManifest:
+        version = keys.version_id(job, index)
+        return AssetManifest(
+            collection=item.collection,
+            asset=item.asset,
+            version=version,
+            job=item.job,
+            index=index,
+            original={  # type: ignore[arg-type]
+                "key": keys.original_key(item.collection, item.asset, version, "a.jpg"),
+                "filename": "a.jpg",
+                "content_type": "image/jpeg",
+                "bytes": 1,
+                "width": 1,
+                "height": 1,
+            },
+            derivatives=(),
+            committed_at="2026-01-01T00:00:00Z",  # type: ignore[arg-type]
+        )
+
+    first = store.commit_manifest(s3, stack.bucket, key, manifest(1))
+    assert (first.outcome, first.other) == (store.Outcome.COMMITTED, None)
+    third = store.commit_manifest(s3, stack.bucket, key, manifest(3))
+    assert third.outcome is store.Outcome.COMMITTED
+    assert third.other is not None and third.other.version == manifest(1).version
+    assert store.commit_manifest(s3, stack.bucket, key, manifest(2)).outcome is store.Outcome.STALE
+    assert (
+        store.commit_manifest(s3, stack.bucket, key, manifest(3)).outcome is store.Outcome.ALREADY
+    )
+
+    # Another writer slips in between our read and our conditional write: MinIO refuses
+    # the write (412), the commit re-reads, and the later version wins.
+    def slip_in() -> None:
+        s3.put_object(Bucket=stack.bucket, Key=key, Body=manifest(5).to_bytes())
+
+    racing = Interleaving(s3, "put_object", key, slip_in)
+    lost = store.commit_manifest(racing, stack.bucket, key, manifest(4))
+    assert racing.fired
+    assert lost.outcome is store.Outcome.STALE
+    assert lost.other is not None and lost.other.version == manifest(5).version
+
+
+def test_a_new_asset_commit_refuses_to_overwrite_one_created_meanwhile(
+    stack: Endpoints, s3: Any
+) -> None:
+    item = work_item(stage(s3, stack.bucket, jpeg(10, 10)))
+    key = keys.manifest_key(item.collection, item.asset)
+    with pytest.raises(Exception, match=r"PreconditionFailed|412"):
+        s3.put_object(Bucket=stack.bucket, Key=key, Body=b"{}")
+        s3.put_object(Bucket=stack.bucket, Key=key, Body=b"{}", IfNoneMatch="*")
+
+
+def test_a_cancelled_job_commits_nothing(
+    stack: Endpoints, s3: Any, with_bus: Any, tmp_path: Path
+) -> None:
+    before = work_item(stage(s3, stack.bucket, jpeg(500, 500)))
+    during = work_item(stage(s3, stack.bucket, jpeg(500, 500)))
+
+    async def body(bus: Bus) -> None:
+        await bus.cancelled.put(before.job.uid, b"deleted")
+        loop = asyncio.get_running_loop()
+
+        def cancel_during_upload() -> None:
+            asyncio.run_coroutine_threadsafe(
+                bus.cancelled.put(during.job.uid, b"deleted"), loop
+            ).result()
+
+        racing = Interleaving(s3, "put_object", "derivatives/", cancel_during_upload)
+        with in_process_worker(stack, racing, bus, tmp_path) as worker:
+            for item in (before, during):
+                with pytest.raises(ItemRejected) as rejected:
+                    await worker.process(item, 1)
+                assert rejected.value.reason is Reason.CANCELLED
+        stale = await bus.gc_request("stale", gc_msg_id("stale", during.version))
+        assert stale is not None and len(stale.keys) == 6
+
+    with_bus(body)
+    for item in (before, during):
+        assert (
+            store.read_manifest(s3, stack.bucket, keys.manifest_key(item.collection, item.asset))
+            is None
+        )
+    assert object_keys(s3, stack.bucket, f"originals/{before.collection}/") == []
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_missing_source_fails_the_item_permanently(
+    stack: Endpoints, s3: Any, with_bus: Any, tmp_path: Path
+) -> None:
+    item = work_item(keys.staging_key(keys.new_ulid(), "never-uploaded.jpg"))
+
+    async def body(bus: Bus) -> Any:
+        with in_process_worker(stack, s3, bus, tmp_path) as worker:
+            return await worker._result(item, 1)
+
+    result = with_bus(body)
+    assert isinstance(result, ItemResult)
+    assert (result.outcome, result.reason) == ("failed", "SourceMissing")
+
+
+def test_bad_bytes_fail_with_their_reason_and_leave_no_temp_files(
+    stack: Endpoints, s3: Any, with_bus: Any, tmp_path: Path
+) -> None:
+    text = work_item(stage(s3, stack.bucket, b"just text\n" * 10, "notes.jpg"))
+    empty = work_item(stage(s3, stack.bucket, b"", "empty.jpg"))
+    unknown = work_item(stage(s3, stack.bucket, jpeg(10, 10)), profile="no-such-profile")
+    twice = (StyleSpec(name="a", width=1, height=1), StyleSpec(name="a", width=2, height=2))
+    repeated = work_item(stage(s3, stack.bucket, jpeg(10, 10)), styles=twice)
+
+    async def body(bus: Bus) -> list[Any]:
+        with in_process_worker(stack, s3, bus, tmp_path) as worker:
+            return [await worker._result(i, 1) for i in (text, empty, unknown, repeated)]
+
+    reasons = [r.reason for r in with_bus(body)]
+    assert reasons == ["NotAnImage", "EmptyFile", "UnknownProfile", "InvalidStyles"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_storage_trouble_is_given_back_until_the_last_delivery(
+    stack: Endpoints, s3: Any, with_bus: Any, tmp_path: Path
+) -> None:
+    item = work_item(stage(s3, stack.bucket, jpeg(100, 100)))
+
+    def outage() -> None:
+        raise EndpointConnectionError(endpoint_url=stack.s3_endpoint_url)
+
+    async def body(bus: Bus) -> tuple[Any, Any]:
+        with in_process_worker(stack, s3, bus, tmp_path, retry_delay_seconds=2.0) as worker:
+            outcomes = []
+            for attempt in (2, 5):
+                failing = Interleaving(s3, "get_object", "", outage)
+                worker.clients = type(worker.clients)(
+                    s3=failing, js=bus.js, cancelled=bus.cancelled
+                )
+                outcomes.append(await worker._result(item, attempt))
+            return outcomes[0], outcomes[1]
+
+    early, last = with_bus(body)
+    assert early == GiveBack(delay=4.0)
+    assert isinstance(last, ItemResult)
+    assert (last.outcome, last.reason, last.attempts) == ("failed", "RetriesExhausted", 5)
+    assert "EndpointConnectionError" in (last.message or "")
+
+
+def test_short_scratch_space_gives_the_item_back(
+    stack: Endpoints, s3: Any, with_bus: Any, tmp_path: Path
+) -> None:
+    item = work_item(stage(s3, stack.bucket, jpeg(100, 100)))
+
+    async def body(bus: Bus) -> Any:
+        with in_process_worker(stack, s3, bus, tmp_path, min_free_scratch_bytes=10**18) as worker:
+            return await worker._result(item, 1)
+
+    assert isinstance(with_bus(body), GiveBack)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_dead_render_process_is_replaced_and_the_item_retried(
+    stack: Endpoints, s3: Any, with_bus: Any, tmp_path: Path
+) -> None:
+    item = work_item(stage(s3, stack.bucket, jpeg(400, 300)))
+    broken = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    with pytest.raises(BrokenProcessPool):
+        broken.submit(os._exit, 1).result()  # the render process dies, as under the OOM killer
+    healthy = ThreadPoolExecutor(1)
+
+    async def body(bus: Bus) -> tuple[Any, Any]:
+        with in_process_worker(stack, s3, bus, tmp_path) as worker:
+            worker.cpu, worker.renew_cpu = broken, lambda: healthy
+            first = await worker._result(item, 1)
+            assert worker.cpu is not broken  # renewed
+            return first, await worker._result(item, 2)
+
+    try:
+        first, second = with_bus(body)
+    finally:
+        healthy.shutdown()
+    assert isinstance(first, GiveBack)
+    assert isinstance(second, ItemResult)
+    assert (second.outcome, second.committed) == ("succeeded", True)
