@@ -41,3 +41,10 @@ SERVICES["processor"] = ServiceSpec(
     "emulsion_processor",
     environment=lambda endpoints, data_dir: {"EMULSION_SCRATCH_DIR": str(data_dir / "scratch")},
 )
+SERVICES["api"] = ServiceSpec(
+    "api",
+    "emulsion_api",
+    environment=lambda endpoints, data_dir: {"EMULSION_API_TOKENS": endpoints.api_token},
+    ready_path="/readyz",
+    exports=lambda url: {"EMULSION_API_URL": url},
+)

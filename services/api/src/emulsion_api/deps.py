@@ -1,0 +1,70 @@
+"""What routes depend on: the app's clients and the authenticated caller, as `Annotated` aliases."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from emulsion_api.bus import Bus
+from emulsion_api.errors import ApiError
+from emulsion_api.kube import Kube
+from emulsion_api.settings import ApiSettings
+from emulsion_api.store import Store
+from emulsion_contracts.profiles import Profile
+
+
+@dataclass(frozen=True)
+class Services:
+    """Everything the routes use, made once in the app's lifespan."""
+
+    settings: ApiSettings
+    tokens: tuple[bytes, ...]
+    profiles: dict[str, Profile]
+    kube: Kube
+    store: Store
+    bus: Bus
+
+
+@dataclass(frozen=True)
+class Principal:
+    # A hash of the caller's token: scopes Idempotency-Keys per caller, never stored in clear.
+    id: str
+
+
+# Dependencies are `async def` although they never await: FastAPI runs plain `def`
+# dependencies on a worker thread, a hop per dependency per request.
+async def services(request: Request) -> Services:
+    found: Services = request.app.state.services
+    return found
+
+
+_bearer = HTTPBearer(auto_error=False, description="A token from EMULSION_API_TOKENS")
+
+
+async def principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    offered = (credentials.credentials if credentials else "").encode()
+    accepted = False
+    # Compare with every token, each in constant time: neither timing nor the position
+    # of the matching token tells a caller anything.
+    for token in (await services(request)).tokens:
+        accepted |= hmac.compare_digest(offered, token)
+    if not offered or not accepted:
+        raise ApiError(
+            401,
+            "unauthorized",
+            "a valid bearer token is required",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return Principal(hashlib.sha256(offered).hexdigest()[:32])
+
+
+ServicesDep = Annotated[Services, Depends(services)]
+PrincipalDep = Annotated[Principal, Depends(principal)]

@@ -1,0 +1,364 @@
+"""Pure logic between API requests and IngestJob objects: building, splitting, reading back.
+
+No I/O here, so every rule is unit-tested without a cluster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+from emulsion_api.errors import ApiError, ErrorDetail
+from emulsion_api.models import (
+    AcceptedItem,
+    BatchStatus,
+    Failure,
+    IngestAccepted,
+    IngestRequest,
+    ItemState,
+    JobSummary,
+)
+from emulsion_contracts import crd, indexes, keys
+
+# The hash of (token, Idempotency-Key), so a retried request finds its jobs by label.
+LABEL_IDEMPOTENCY: Final = f"{crd.GROUP}/idempotency"
+# The hash of the request body the key was first used with: same key, other body -> 422.
+ANNOTATION_REQUEST_HASH: Final = f"{crd.GROUP}/request-sha256"
+MANAGED_BY: Final = "emulsion-api"
+IDEMPOTENCY_KEY_MAX: Final = 255
+_IDEMPOTENCY_KEY_RE: Final = re.compile(rf"[\x21-\x7e]{{1,{IDEMPOTENCY_KEY_MAX}}}")
+_LABEL_EDGE: Final = re.compile(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$")
+
+Job = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PlannedItem:
+    upload_key: str
+    asset: str
+
+
+def plan_items(request: IngestRequest, max_items: int) -> list[PlannedItem]:
+    """The request's items with assets defaulted and checked; raises ApiError (422) if bad."""
+    if len(request.items) > max_items:
+        raise ApiError(
+            422,
+            "too_many_items",
+            f"{len(request.items)} items; at most {max_items} per request",
+        )
+    planned: list[PlannedItem] = []
+    problems: list[ErrorDetail] = []
+    seen: dict[str, int] = {}
+    for index, item in enumerate(request.items):
+        try:
+            keys.check_staging_key(item.upload_key)
+            asset = item.asset or item.upload_key.rsplit("/", 1)[-1]
+            keys.check_name("asset", asset)
+        except keys.InvalidKey as error:
+            problems.append(ErrorDetail(field=f"body.items.{index}", message=str(error)))
+            continue
+        if asset in seen:
+            problems.append(
+                ErrorDetail(
+                    field=f"body.items.{index}.asset",
+                    message=f"asset {asset!r} is also item {seen[asset]}",
+                )
+            )
+            continue
+        seen[asset] = index
+        planned.append(PlannedItem(item.upload_key, asset))
+    if problems:
+        duplicate = all("is also item" in problem.message for problem in problems)
+        raise ApiError(
+            422,
+            "duplicate_asset" if duplicate else "invalid_request",
+            "an asset may appear once per request" if duplicate else "some items are invalid",
+            problems,
+        )
+    try:
+        keys.check_collection(request.collection)
+    except keys.InvalidKey as error:
+        raise ApiError(422, "invalid_request", str(error)) from None
+    return planned
+
+
+def check_idempotency_key(value: str) -> str:
+    if not _IDEMPOTENCY_KEY_RE.fullmatch(value):
+        raise ApiError(
+            422,
+            "invalid_idempotency_key",
+            f"Idempotency-Key must be 1-{IDEMPOTENCY_KEY_MAX} printable ASCII characters",
+        )
+    return value
+
+
+def idempotency_label(principal: str, key: str) -> str:
+    """40 hex characters (a valid label value) naming (caller, key); no token is stored."""
+    return hashlib.blake2b(f"{principal}\0{key}".encode(), digest_size=20).hexdigest()
+
+
+def request_hash(request: IngestRequest) -> str:
+    canonical = json.dumps(request.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def collection_label(collection: str) -> str:
+    """A collection as a label value: names may end in '.', '_' or '-', label values may not."""
+    return _LABEL_EDGE.sub("", collection)[:63]
+
+
+def job_name(version: str) -> str:
+    """The job's name is its version ULID in lower case: unique, DNS-safe, time-ordered."""
+    return version.lower()
+
+
+def versions(count: int, now: float | None = None) -> list[str]:
+    """`count` ULIDs a millisecond apart, so the parts of a split request sort in order."""
+    start = time.time() if now is None else now
+    return [keys.new_ulid(start + part / 1000) for part in range(count)]
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    namespace: str
+    collection: str
+    profile: str
+    items: list[PlannedItem]
+    trace_headers: Mapping[str, str]
+    idempotency: tuple[str, str, str] | None = None  # (label, client key, request hash)
+    ttl_seconds_after_finished: int | None = None
+
+
+def build_jobs(plan: JobPlan, now: float | None = None) -> list[Job]:
+    """One IngestJob per `crd.MAX_ITEMS` items; a split request shares one batch label."""
+    chunks = [
+        plan.items[start : start + crd.MAX_ITEMS]
+        for start in range(0, len(plan.items), crd.MAX_ITEMS)
+    ]
+    part_versions = versions(len(chunks), now)
+    batch = job_name(part_versions[0]) if len(chunks) > 1 else None
+    labels = {
+        crd.LABEL_MANAGED_BY: MANAGED_BY,
+        crd.LABEL_COLLECTION: collection_label(plan.collection),
+    }
+    annotations: dict[str, str] = {}
+    if batch:
+        labels[crd.LABEL_BATCH] = batch
+    if "traceparent" in plan.trace_headers:
+        annotations[crd.ANNOTATION_TRACEPARENT] = plan.trace_headers["traceparent"]
+    if plan.trace_headers.get("tracestate"):
+        annotations[crd.ANNOTATION_TRACESTATE] = plan.trace_headers["tracestate"]
+    if plan.idempotency:
+        label, client_key, body_hash = plan.idempotency
+        labels[LABEL_IDEMPOTENCY] = label
+        annotations[crd.ANNOTATION_IDEMPOTENCY_KEY] = client_key
+        annotations[ANNOTATION_REQUEST_HASH] = body_hash
+    jobs = []
+    for version, chunk in zip(part_versions, chunks, strict=True):
+        spec: dict[str, Any] = {
+            "collection": plan.collection,
+            "profile": plan.profile,
+            "version": version,
+            "items": [{"source": item.upload_key, "asset": item.asset} for item in chunk],
+        }
+        if plan.ttl_seconds_after_finished is not None:
+            spec["ttlSecondsAfterFinished"] = plan.ttl_seconds_after_finished
+        jobs.append(
+            {
+                "apiVersion": crd.API_VERSION,
+                "kind": crd.KIND,
+                "metadata": {
+                    "name": job_name(version),
+                    "namespace": plan.namespace,
+                    "labels": dict(labels),
+                    "annotations": dict(annotations),
+                },
+                "spec": spec,
+            }
+        )
+    return jobs
+
+
+def ingest_url(name: str) -> str:
+    return f"/v1/ingests/{name}"
+
+
+def batch_url(batch: str) -> str:
+    return f"/v1/batches/{batch}"
+
+
+def batch_of(job: Job) -> str | None:
+    labels: dict[str, str] = job["metadata"].get("labels") or {}
+    return labels.get(crd.LABEL_BATCH)
+
+
+def request_id(job: Job) -> str:
+    """What one request made: its batch, or its one job."""
+    return batch_of(job) or str(job["metadata"]["name"])
+
+
+def accepted(jobs: list[Job]) -> IngestAccepted:
+    """The 202 body for the jobs one request made (in part order); a replay gives the same."""
+    ordered = sorted(jobs, key=lambda job: str(job["spec"]["version"]))
+    batch = batch_of(ordered[0])
+    items: list[AcceptedItem] = []
+    for job in ordered:
+        for job_index, item in enumerate(job["spec"]["items"]):
+            items.append(
+                AcceptedItem(
+                    index=len(items),
+                    job=job["metadata"]["name"],
+                    job_index=job_index,
+                    upload_key=item["source"],
+                    asset=item["asset"],
+                )
+            )
+    name = batch or str(ordered[0]["metadata"]["name"])
+    return IngestAccepted(
+        name=name,
+        status_url=batch_url(name) if batch else ingest_url(name),
+        batch=batch,
+        jobs=[job["metadata"]["name"] for job in ordered],
+        items=items,
+    )
+
+
+def group_by_request(jobs: Iterable[Job]) -> dict[str, list[Job]]:
+    groups: dict[str, list[Job]] = {}
+    for job in jobs:
+        groups.setdefault(request_id(job), []).append(job)
+    return groups
+
+
+def first_request(jobs: Iterable[Job]) -> list[Job]:
+    """Of several requests racing with one Idempotency-Key, the earliest (lowest version) wins."""
+    groups = group_by_request(jobs)
+    return min(groups.values(), key=lambda group: min(str(j["spec"]["version"]) for j in group))
+
+
+def stored_request_hash(jobs: list[Job]) -> str | None:
+    annotations = jobs[0]["metadata"].get("annotations") or {}
+    value = annotations.get(ANNOTATION_REQUEST_HASH)
+    return str(value) if value else None
+
+
+# -- reading status ---------------------------------------------------------------------
+
+
+def _time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+def phase(job: Job) -> crd.Phase:
+    try:
+        return crd.Phase((job.get("status") or {}).get("phase") or crd.Phase.PENDING)
+    except ValueError:
+        return crd.Phase.PENDING
+
+
+def job_version(job: Job) -> str | None:
+    value = job["spec"].get("version") or (job.get("status") or {}).get("version")
+    return str(value) if value else None
+
+
+def summary(job: Job) -> JobSummary:
+    status: dict[str, Any] = job.get("status") or {}
+    total = int(status.get("total") or len(job["spec"]["items"]))
+    succeeded, failed = int(status.get("succeeded") or 0), int(status.get("failed") or 0)
+    current = phase(job)
+    return JobSummary(
+        name=job["metadata"]["name"],
+        status_url=ingest_url(job["metadata"]["name"]),
+        collection=job["spec"]["collection"],
+        profile=job["spec"].get("profile") or "default",
+        batch=batch_of(job),
+        phase=current,
+        finished=current.finished,
+        total=total,
+        succeeded=succeeded,
+        failed=failed,
+        progress=str(status.get("progress") or f"{succeeded + failed}/{total}"),
+        version=job_version(job),
+        created_at=_time(job["metadata"].get("creationTimestamp")),
+        started_at=_time(status.get("startedAt")),
+        completed_at=_time(status.get("completedAt")),
+        duration=status.get("duration"),
+        failures=[
+            Failure(
+                index=int(failure["index"]),
+                asset=failure.get("asset"),
+                reason=str(failure["reason"]),
+                message=failure.get("message"),
+            )
+            for failure in status.get("failures") or []
+        ],
+    )
+
+
+@dataclass(frozen=True)
+class ItemStates:
+    succeeded: set[int]
+    failed: set[int]
+    reasons: dict[int, str]
+
+    def state(self, index: int) -> ItemState:
+        if index in self.succeeded:
+            return "succeeded"
+        if index in self.failed:
+            return "failed"
+        return "pending"
+
+
+def item_states(job: Job) -> ItemStates:
+    status: dict[str, Any] = job.get("status") or {}
+    try:
+        succeeded = indexes.expand(status.get("succeededIndexes"))
+        failed = indexes.expand(status.get("failedIndexes"))
+    except ValueError:
+        # A malformed range list is the writer's bug; show the items as pending, not a 500.
+        succeeded, failed = set(), set()
+    reasons = {
+        int(failure["index"]): str(failure["reason"]) for failure in status.get("failures") or []
+    }
+    return ItemStates(succeeded, failed, reasons)
+
+
+def batch_status(batch: str, jobs: list[Job]) -> BatchStatus:
+    summaries = [summary(job) for job in sorted(jobs, key=lambda j: str(j["spec"]["version"]))]
+    total = sum(s.total for s in summaries)
+    succeeded = sum(s.succeeded for s in summaries)
+    failed = sum(s.failed for s in summaries)
+    return BatchStatus(
+        batch=batch,
+        status_url=batch_url(batch),
+        phase=batch_phase([s.phase for s in summaries]),
+        finished=all(s.finished for s in summaries),
+        total=total,
+        succeeded=succeeded,
+        failed=failed,
+        progress=f"{succeeded + failed}/{total}",
+        jobs=summaries,
+    )
+
+
+_RUNNING_ORDER: Final = (crd.Phase.PROCESSING, crd.Phase.QUEUED, crd.Phase.PENDING)
+
+
+def batch_phase(phases: list[crd.Phase]) -> crd.Phase:
+    """A batch runs while any part runs; once all ended, it failed, succeeded or partly."""
+    for running in _RUNNING_ORDER:
+        if running in phases:
+            return running
+    if all(p is crd.Phase.SUCCEEDED for p in phases):
+        return crd.Phase.SUCCEEDED
+    if all(p is crd.Phase.FAILED for p in phases):
+        return crd.Phase.FAILED
+    return crd.Phase.PARTIALLY_FAILED

@@ -1,0 +1,213 @@
+"""Request and response bodies: what the OpenAPI document shows clients."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from emulsion_contracts import crd, keys
+
+# Generous bounds, so a hostile value is refused by size before any rule looks at it;
+# the precise rules (patterns, no "..") are checked with the key-layout functions.
+FILENAME_MAX = 1024
+PROFILE_PATTERN = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+
+ItemState = Literal["pending", "succeeded", "failed"]
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class UploadRequest(Request):
+    filename: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=FILENAME_MAX,
+            description="The client's file name; the server makes a safe name from it.",
+        ),
+    ]
+    content_type: Annotated[
+        str,
+        Field(
+            pattern=r"^image/[A-Za-z0-9][A-Za-z0-9.+-]{0,99}$",
+            description="Must be an image type; the presigned form requires it.",
+        ),
+    ]
+    size: Annotated[int, Field(ge=1, description="Size in bytes; at most the configured maximum.")]
+
+
+class UploadBatchRequest(Request):
+    files: Annotated[list[UploadRequest], Field(min_length=1)]
+
+
+class Upload(BaseModel):
+    upload_id: str
+    key: str = Field(description="The staging key to name in `POST /v1/ingests`.")
+    url: str = Field(description="POST a multipart form here: `fields`, then `file`.")
+    fields: dict[str, str]
+    expires_at: datetime
+
+
+class UploadBatch(BaseModel):
+    uploads: list[Upload]
+
+
+class IngestItem(Request):
+    upload_key: Annotated[
+        str,
+        Field(
+            max_length=keys.STAGING_KEY_MAX,
+            pattern=f"^{keys.STAGING_KEY_PATTERN}$",
+            description="A key returned by `POST /v1/uploads` (staging/<upload-id>/<name>).",
+        ),
+    ]
+    asset: Annotated[
+        str | None,
+        Field(
+            max_length=keys.SAFE_NAME_MAX,
+            pattern=f"^{keys.NAME_PATTERN}$",
+            description="Name inside the collection; defaults to the upload's file name.",
+        ),
+    ] = None
+
+
+class IngestRequest(Request):
+    collection: Annotated[
+        str, Field(max_length=keys.COLLECTION_MAX, pattern=f"^{keys.COLLECTION_PATTERN}$")
+    ]
+    items: Annotated[
+        list[IngestItem],
+        Field(
+            min_length=1,
+            description=(
+                "1 to the configured maximum (default 10,000). Requests over "
+                f"{crd.MAX_ITEMS} items become several IngestJobs with one batch id."
+            ),
+        ),
+    ]
+    profile: Annotated[str, Field(max_length=63, pattern=PROFILE_PATTERN)] = "default"
+
+
+class AcceptedItem(BaseModel):
+    index: int = Field(description="Position in the request.")
+    job: str = Field(description="The IngestJob that makes this item.")
+    job_index: int = Field(description="Position inside that job.")
+    upload_key: str
+    asset: str
+
+
+class IngestAccepted(BaseModel):
+    name: str = Field(description="The IngestJob's name, or the batch id when split.")
+    status_url: str
+    batch: str | None = None
+    jobs: list[str]
+    items: list[AcceptedItem]
+
+
+class Failure(BaseModel):
+    index: int
+    asset: str | None = None
+    reason: str
+    message: str | None = None
+
+
+class Output(BaseModel):
+    style: str
+    url: str
+    width: int
+    height: int
+    bytes: int
+    content_type: str
+
+
+class Original(BaseModel):
+    url: str
+    filename: str
+    content_type: str
+    bytes: int
+    width: int
+    height: int
+
+
+class ItemStatus(BaseModel):
+    index: int
+    asset: str
+    upload_key: str
+    state: ItemState
+    version: str | None = Field(
+        default=None, description="The asset version this item writes (<job version>-<index>)."
+    )
+    live: bool | None = Field(
+        default=None,
+        description="For succeeded items: whether this version is still the asset's live one.",
+    )
+    reason: str | None = None
+    original: Original | None = None
+    outputs: list[Output] = []
+
+
+class JobSummary(BaseModel):
+    name: str
+    status_url: str
+    collection: str
+    profile: str
+    batch: str | None = None
+    phase: crd.Phase
+    finished: bool
+    total: int
+    succeeded: int
+    failed: int
+    progress: str
+    version: str | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    duration: str | None = None
+    failures: list[Failure] = []
+
+
+class IngestStatus(JobSummary):
+    item_offset: int = 0
+    items: list[ItemStatus] = Field(
+        default=[], description="A page of items (see `item_offset` and `item_limit`)."
+    )
+
+
+class BatchStatus(BaseModel):
+    batch: str
+    status_url: str
+    phase: crd.Phase
+    finished: bool
+    total: int
+    succeeded: int
+    failed: int
+    progress: str
+    jobs: list[JobSummary]
+
+
+class Asset(BaseModel):
+    collection: str
+    asset: str
+    version: str
+    job: str
+    index: int
+    committed_at: datetime
+    original: Original
+    outputs: list[Output]
+
+
+class Deleted(BaseModel):
+    collection: str
+    asset: str
+    version: str
+    keys: int = Field(description="How many objects were handed to the janitor.")
+    not_before: datetime
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, bool] = {}

@@ -1,0 +1,61 @@
+"""Probes and metrics, open without a token: kubelets and Prometheus carry none."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from emulsion_api.deps import ServicesDep
+from emulsion_api.models import Health
+
+router = APIRouter(tags=["health"])
+
+READY_TIMEOUT = 3.0
+
+
+@router.get("/healthz", response_model=Health)
+async def healthz() -> Health:
+    """The process serves requests (liveness); says nothing about its dependencies."""
+    return Health(status="ok")
+
+
+@router.get(
+    "/readyz",
+    response_model=Health,
+    responses={503: {"model": Health, "description": "The apiserver or the object store is down"}},
+)
+async def readyz(services: ServicesDep) -> Response:
+    """Ready when the apiserver lets us list IngestJobs and the bucket answers."""
+    kube_ok, store_ok = await asyncio.gather(
+        _within(services.kube.ready(), READY_TIMEOUT),
+        _within(services.store.ready(), READY_TIMEOUT),
+    )
+    health = Health(
+        status="ok" if kube_ok and store_ok else "unavailable",
+        checks={"apiserver": kube_ok, "object_store": store_ok},
+    )
+    return JSONResponse(health.model_dump(), status_code=200 if health.status == "ok" else 503)
+
+
+async def _within(check: Coroutine[Any, Any, bool], seconds: float) -> bool:
+    # Each check on its own clock, so one slow backend does not hide the other's state.
+    try:
+        async with asyncio.timeout(seconds):
+            return await check
+    except TimeoutError:
+        return False
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
+)
+async def metrics() -> Response:
+    """Prometheus exposition: request counts and latency by route and status, and more."""
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,282 @@
+"""`/v1/ingests`: turn uploaded keys into IngestJobs (202), and report their progress."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Path, Query, Response, status
+from fastapi.responses import StreamingResponse
+
+from emulsion_api import jobs, views
+from emulsion_api.deps import PrincipalDep, Services, ServicesDep
+from emulsion_api.errors import (
+    BACKENDS,
+    INVALID,
+    INVALID_BODY,
+    NOT_FOUND,
+    UNAUTHORIZED,
+    ApiError,
+    ErrorDetail,
+)
+from emulsion_api.kube import Kube
+from emulsion_api.models import IngestAccepted, IngestRequest, IngestStatus, JobSummary
+from emulsion_contracts import telemetry
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/v1/ingests", tags=["ingests"])
+
+# Kubernetes object names (DNS subdomains).
+JOB_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
+JobName = Annotated[str, Path(pattern=JOB_NAME_PATTERN, max_length=253)]
+# How long an event stream's watch runs before a keep-alive comment and a fresh read.
+KEEPALIVE_SECONDS = 15.0
+# A watch shorter than this is not worth opening; the server's watch timeout is whole seconds.
+MIN_WATCH_SECONDS = 0.5
+
+
+def _not_found(name: str) -> ApiError:
+    return ApiError(404, "not_found", f"no ingest named {name!r}")
+
+
+async def _job_or_404(kube: Kube, name: str) -> jobs.Job:
+    job = await kube.get(name)
+    if job is None:
+        raise _not_found(name)
+    return job
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=IngestAccepted,
+    responses={
+        **UNAUTHORIZED,
+        **INVALID_BODY,
+        **BACKENDS,
+        202: {
+            "description": "Accepted; `Location` is the status URL",
+            "headers": {"Location": {"schema": {"type": "string"}}},
+        },
+    },
+)
+async def create_ingest(
+    body: IngestRequest,
+    response: Response,
+    services: ServicesDep,
+    caller: PrincipalDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            max_length=jobs.IDEMPOTENCY_KEY_MAX,
+            description="Retrying with the same key returns the same job(s) instead of new ones",
+        ),
+    ] = None,
+) -> IngestAccepted:
+    """Validate the items, create one IngestJob (or a batch of them) and return at once.
+
+    Never touches image bytes: the uploads are only checked to exist (HEAD).
+    """
+    settings = services.settings
+    planned = jobs.plan_items(body, settings.max_request_items)
+    if body.profile not in services.profiles:
+        raise ApiError(
+            422,
+            "unknown_profile",
+            f"unknown profile {body.profile!r}; known: {', '.join(sorted(services.profiles))}",
+        )
+    idempotency: tuple[str, str, str] | None = None
+    if idempotency_key is not None:
+        label = jobs.idempotency_label(caller.id, jobs.check_idempotency_key(idempotency_key))
+        idempotency = (label, idempotency_key, jobs.request_hash(body))
+        existing = await services.kube.list(f"{jobs.LABEL_IDEMPOTENCY}={label}")
+        if existing:
+            return _replay(jobs.first_request(existing), idempotency[2], response)
+    missing = await services.store.missing([item.upload_key for item in planned])
+    if missing:
+        raise ApiError(
+            422,
+            "upload_missing",
+            f"{len(missing)} upload(s) not found in the staging area",
+            [ErrorDetail(field="body.items", message=f"{key} was not uploaded") for key in missing],
+        )
+    plan = jobs.JobPlan(
+        namespace=services.kube.namespace,
+        collection=body.collection,
+        profile=body.profile,
+        items=planned,
+        trace_headers=telemetry.inject(),
+        idempotency=idempotency,
+        ttl_seconds_after_finished=settings.ttl_seconds_after_finished,
+    )
+    created = await _create_all(services.kube, jobs.build_jobs(plan))
+    if idempotency is not None:
+        winner = await _settle_race(services.kube, idempotency[0], created)
+        if winner is not created:
+            return _replay(winner, idempotency[2], response)
+    result = jobs.accepted(created)
+    response.headers["Location"] = result.status_url
+    return result
+
+
+def _replay(existing: list[jobs.Job], body_hash: str, response: Response) -> IngestAccepted:
+    if jobs.stored_request_hash(existing) != body_hash:
+        raise ApiError(
+            422,
+            "idempotency_key_reused",
+            "this Idempotency-Key was used with a different request body",
+        )
+    result = jobs.accepted(existing)
+    response.headers["Location"] = result.status_url
+    response.headers["Idempotent-Replayed"] = "true"
+    return result
+
+
+async def _create_all(kube: Kube, bodies: list[jobs.Job]) -> list[jobs.Job]:
+    """Create every part, or none: a part that fails takes the others back."""
+    results = await asyncio.gather(*(kube.create(body) for body in bodies), return_exceptions=True)
+    created = [result for result in results if isinstance(result, dict)]
+    failure = next((r for r in results if isinstance(r, BaseException)), None)
+    if failure is None:
+        return created
+    await asyncio.gather(
+        *(kube.delete(job["metadata"]["name"]) for job in created), return_exceptions=True
+    )
+    raise failure
+
+
+async def _settle_race(kube: Kube, label: str, created: list[jobs.Job]) -> list[jobs.Job]:
+    """Two requests with one Idempotency-Key may both have found nothing and created jobs;
+    the earliest wins, the others delete what they made and answer with the winner's."""
+    everything = await kube.list(f"{jobs.LABEL_IDEMPOTENCY}={label}")
+    ours = jobs.request_id(created[0])
+    winner = jobs.first_request(everything) if everything else created
+    if jobs.request_id(winner[0]) == ours:
+        return created
+    log.info("idempotent request lost a race; deleting %s", ours)
+    await asyncio.gather(*(kube.delete(job["metadata"]["name"]) for job in created))
+    return winner
+
+
+@router.get(
+    "/{name}",
+    response_model=IngestStatus,
+    responses={**UNAUTHORIZED, **NOT_FOUND, **INVALID, **BACKENDS},
+)
+async def get_ingest(
+    name: JobName,
+    services: ServicesDep,
+    caller: PrincipalDep,
+    wait: Annotated[
+        float,
+        Query(
+            ge=0,
+            le=3600,
+            description="Seconds to wait for the status to change (capped by the server)",
+        ),
+    ] = 0,
+    item_offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
+    item_limit: Annotated[int, Query(ge=0, le=2000)] = 100,
+) -> IngestStatus:
+    """Phase, counts, failures and a page of items with the URLs of what they made.
+
+    With `wait`, answers as soon as the job's status changes (a watch on the apiserver),
+    or after `wait` seconds with the status unchanged.
+    """
+    job = await _job_or_404(services.kube, name)
+    if wait > 0 and not jobs.phase(job).finished:
+        job = await _status_change(
+            services.kube, job, min(wait, services.settings.max_wait_seconds)
+        )
+    return await views.ingest_status(services, job, item_offset, item_limit)
+
+
+async def _status_change(kube: Kube, job: jobs.Job, seconds: float) -> jobs.Job:
+    deadline = time.monotonic() + seconds
+    initial = job.get("status")
+    current = job
+    while (remaining := deadline - time.monotonic()) >= MIN_WATCH_SECONDS:
+        change = await kube.next_change(current, remaining)
+        if change is None:
+            fresh = await kube.get(job["metadata"]["name"])
+            if fresh is None:
+                raise _not_found(job["metadata"]["name"])
+            current = fresh
+        elif change.kind == "deleted":
+            raise _not_found(job["metadata"]["name"])
+        else:
+            current = change.job
+        if current.get("status") != initial:
+            break
+    return current
+
+
+@router.get(
+    "/{name}/events",
+    response_class=StreamingResponse,
+    responses={
+        **UNAUTHORIZED,
+        **NOT_FOUND,
+        **INVALID,
+        **BACKENDS,
+        200: {
+            "description": (
+                "Server-sent events: `status` (a JobSummary) on every change, then `end` "
+                "(the final JobSummary) when the job has finished, or `deleted`/`error`"
+            ),
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+    },
+)
+async def ingest_events(name: JobName, services: ServicesDep, caller: PrincipalDep) -> Response:
+    """The job's status as server-sent events, until the job ends."""
+    job = await _job_or_404(services.kube, name)
+    return StreamingResponse(
+        _event_stream(services, job),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+def _event(kind: str, data: JobSummary | dict[str, Any], event_id: str | None = None) -> str:
+    payload = data.model_dump_json() if isinstance(data, JobSummary) else json.dumps(data)
+    head = f"id: {event_id}\n" if event_id else ""
+    return f"{head}event: {kind}\ndata: {payload}\n\n"
+
+
+async def _event_stream(services: Services, job: jobs.Job) -> AsyncIterator[str]:
+    name = job["metadata"]["name"]
+    current: jobs.Job = job
+    sent: Any = object()
+    try:
+        while True:
+            summary = jobs.summary(current)
+            version = str(current["metadata"].get("resourceVersion") or "") or None
+            if summary.finished:
+                yield _event("end", summary, version)
+                return
+            if current.get("status") != sent:
+                sent = current.get("status")
+                yield _event("status", summary, version)
+            change = await services.kube.next_change(current, KEEPALIVE_SECONDS)
+            if change is None:
+                yield ": keep-alive\n\n"
+                fresh = await services.kube.get(name)
+                if fresh is None:
+                    yield _event("deleted", {"name": name})
+                    return
+                current = fresh
+            elif change.kind == "deleted":
+                yield _event("deleted", {"name": name})
+                return
+            else:
+                current = change.job
+    except ApiError as error:
+        # The response has started; the failure can only be told as an event.
+        yield _event("error", {"code": error.code, "message": error.message})

@@ -1,0 +1,60 @@
+"""`POST /v1/uploads`: presigned POST forms for direct uploads into the staging area."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+
+from emulsion_api.deps import PrincipalDep, ServicesDep
+from emulsion_api.errors import BACKENDS, INVALID_BODY, UNAUTHORIZED, ApiError, ErrorDetail
+from emulsion_api.models import Upload, UploadBatch, UploadBatchRequest, UploadRequest
+from emulsion_api.store import Store
+from emulsion_contracts import keys
+
+router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
+
+
+def _check_sizes(files: list[UploadRequest], limit: int, single: bool) -> None:
+    too_large = [
+        ErrorDetail(
+            field="body.size" if single else f"body.files.{index}.size",
+            message=f"{file.size} bytes; limit {limit}",
+        )
+        for index, file in enumerate(files)
+        if file.size > limit
+    ]
+    if too_large:
+        raise ApiError(422, "file_too_large", f"files may be at most {limit} bytes", too_large)
+
+
+def _presign(store: Store, file: UploadRequest) -> Upload:
+    upload_id = keys.new_ulid()
+    key = keys.staging_key(upload_id, file.filename)
+    form = store.presign_post(key, file.content_type)
+    return Upload(
+        upload_id=upload_id, key=key, url=form.url, fields=form.fields, expires_at=form.expires_at
+    )
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=Upload | UploadBatch,
+    responses={**UNAUTHORIZED, **INVALID_BODY, **BACKENDS},
+)
+async def create_uploads(
+    body: UploadRequest | UploadBatchRequest, services: ServicesDep, caller: PrincipalDep
+) -> Upload | UploadBatch:
+    """One presigned POST per file, each for exactly one staging key, an `image/*` type
+    and a bounded size; `{files: [...]}` asks for many at once (a whole gallery)."""
+    settings = services.settings
+    files = body.files if isinstance(body, UploadBatchRequest) else [body]
+    if len(files) > settings.max_upload_batch:
+        raise ApiError(
+            422, "too_many_items", f"{len(files)} files; at most {settings.max_upload_batch}"
+        )
+    _check_sizes(files, settings.upload_max_bytes, isinstance(body, UploadRequest))
+    if isinstance(body, UploadRequest):
+        return _presign(services.store, body)
+    # Signing is CPU work (HMACs); thousands of forms must not stall the event loop.
+    uploads = await services.store.run(lambda: [_presign(services.store, f) for f in files])
+    return UploadBatch(uploads=uploads)

@@ -1,0 +1,74 @@
+"""The API's settings: the shared ones plus its own, read once from the environment.
+
+`load_api_settings` fails fast, naming every missing or malformed variable, and also
+when no bearer token is configured: an API that nobody can call is a deployment error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from emulsion_contracts.settings import EmulsionSettings, SettingsError, load_settings
+
+MIB = 1024 * 1024
+
+
+class ApiSettings(EmulsionSettings):
+    api_tokens: str = Field(default="", validation_alias="EMULSION_API_TOKENS")
+    api_tokens_file: str | None = Field(default=None, validation_alias="EMULSION_API_TOKENS_FILE")
+    namespace: str = Field(default="default", validation_alias="EMULSION_NAMESPACE")
+    # Uploads: the largest original a client may POST, and how long a presigned form lives.
+    upload_max_bytes: int = Field(
+        default=100 * MIB, ge=1, validation_alias="EMULSION_UPLOAD_MAX_BYTES"
+    )
+    upload_expiry_seconds: int = Field(
+        default=900, ge=1, le=7 * 86400, validation_alias="EMULSION_UPLOAD_EXPIRY_SECONDS"
+    )
+    # A gallery of a few thousand files is one request; larger ones are split client-side.
+    max_upload_batch: int = Field(default=5000, ge=1, validation_alias="EMULSION_MAX_UPLOAD_BATCH")
+    max_request_items: int = Field(
+        default=10_000, ge=1, validation_alias="EMULSION_MAX_REQUEST_ITEMS"
+    )
+    # Bounds every request body; 10,000 items of the longest keys and names fit in 4 MiB.
+    max_body_bytes: int = Field(
+        default=4 * MIB, ge=1024, validation_alias="EMULSION_MAX_BODY_BYTES"
+    )
+    # Longest `?wait=` a client may ask for; a watch is held open that long.
+    max_wait_seconds: float = Field(
+        default=60.0, gt=0, validation_alias="EMULSION_MAX_WAIT_SECONDS"
+    )
+    # Download URLs: a public base URL (a CDN in front of the bucket) or presigned GETs.
+    public_base_url: str | None = Field(default=None, validation_alias="EMULSION_PUBLIC_BASE_URL")
+    download_expiry_seconds: int = Field(
+        default=3600, ge=1, le=7 * 86400, validation_alias="EMULSION_DOWNLOAD_EXPIRY_SECONDS"
+    )
+    # Threads for blocking apiserver and S3 calls, and how many connections each may open.
+    io_threads: int = Field(default=32, ge=1, le=512, validation_alias="EMULSION_API_IO_THREADS")
+    # Open watches (long polls and event streams) run on threads of their own.
+    max_watches: int = Field(default=64, ge=1, le=4096, validation_alias="EMULSION_API_MAX_WATCHES")
+    ttl_seconds_after_finished: int | None = Field(
+        default=None, ge=0, le=31_536_000, validation_alias="EMULSION_JOB_TTL_SECONDS"
+    )
+
+    def tokens(self) -> tuple[str, ...]:
+        """Every accepted bearer token, from the variable and the mounted file together."""
+        raw = self.api_tokens.split(",")
+        if self.api_tokens_file:
+            raw += Path(self.api_tokens_file).read_text().splitlines()
+        return tuple(token.strip() for token in raw if token.strip())
+
+
+def load_api_settings() -> ApiSettings:
+    settings = load_settings(ApiSettings)
+    try:
+        tokens = settings.tokens()
+    except OSError as error:
+        raise SettingsError(f"EMULSION_API_TOKENS_FILE: cannot read: {error}") from None
+    if not tokens:
+        raise SettingsError(
+            "invalid configuration:\n  EMULSION_API_TOKENS or EMULSION_API_TOKENS_FILE: "
+            "no bearer token configured"
+        )
+    return settings

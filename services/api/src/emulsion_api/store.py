@@ -1,0 +1,192 @@
+"""The API's object-store calls: presign, HEAD, read and conditionally delete manifests.
+
+The API never reads or writes image bytes; clients upload and download directly with
+the URLs made here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from emulsion_api.blocking import Blocking
+from emulsion_api.errors import ApiError
+from emulsion_api.settings import ApiSettings
+from emulsion_contracts import keys
+from emulsion_contracts.manifest import AssetManifest
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# From this many keys on, listing the staging range beats one HEAD per key.
+LIST_FROM_KEYS = 20
+# 1,000 keys a page: a range holding more than this many foreign uploads is HEADed instead.
+LIST_MAX_PAGES = 10
+
+_MISSING = frozenset({"404", "NoSuchKey", "NotFound"})
+_PRECONDITION = frozenset({"412", "PreconditionFailed"})
+
+
+@dataclass(frozen=True)
+class PresignedPost:
+    url: str
+    fields: dict[str, str]
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class StoredManifest:
+    manifest: AssetManifest
+    etag: str
+
+
+def _code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+def _unavailable(error: Exception) -> ApiError:
+    log.warning("object store call failed: %s", error)
+    return ApiError(503, "unavailable", "the object store is unavailable")
+
+
+class Store:
+    def __init__(self, s3: Any, settings: ApiSettings, blocking: Blocking) -> None:
+        self._s3 = s3
+        self._bucket = settings.bucket
+        self._settings = settings
+        self._blocking = blocking
+
+    async def run(self, function: Callable[[], T]) -> T:
+        """Run CPU-heavy signing work (many presigned forms) off the event loop."""
+        return await self._blocking.run(function)
+
+    def presign_post(self, key: str, content_type: str) -> PresignedPost:
+        """A form for exactly `key`, an image content type, and at most the configured size."""
+        expiry = self._settings.upload_expiry_seconds
+        expires_at = datetime.now(UTC) + timedelta(seconds=expiry)
+        form = self._s3.generate_presigned_post(
+            Bucket=self._bucket,
+            Key=key,
+            Fields={"Content-Type": content_type},
+            Conditions=[
+                ["content-length-range", 1, self._settings.upload_max_bytes],
+                ["starts-with", "$Content-Type", "image/"],
+            ],
+            ExpiresIn=expiry,
+        )
+        return PresignedPost(form["url"], dict(form["fields"]), expires_at)
+
+    def download_url(self, key: str) -> str:
+        base = self._settings.public_base_url
+        if base:
+            return f"{base.rstrip('/')}/{quote(key)}"
+        url: str = self._s3.generate_presigned_url(
+            "get_object",
+            Params={"Bucket": self._bucket, "Key": key},
+            ExpiresIn=self._settings.download_expiry_seconds,
+        )
+        return url
+
+    async def exists(self, key: str) -> bool:
+        try:
+            await self._blocking.run(self._s3.head_object, Bucket=self._bucket, Key=key)
+        except ClientError as error:
+            if _code(error) in _MISSING:
+                return False
+            raise _unavailable(error) from error
+        except BotoCoreError as error:
+            raise _unavailable(error) from error
+        return True
+
+    async def missing(self, keys_to_check: list[str]) -> list[str]:
+        """The keys among `keys_to_check` that are not in the bucket.
+
+        A gallery's uploads were presigned together, and staging keys begin with a ULID,
+        so they sit side by side in key order: a few listings of that key range answer
+        for thousands of keys where one HEAD each would take seconds. A range crowded
+        with other uploads falls back to HEADs, run concurrently.
+        """
+        if len(keys_to_check) >= LIST_FROM_KEYS:
+            listed = await self._blocking.run(
+                self._listed_between, min(keys_to_check), max(keys_to_check)
+            )
+            if listed is not None:
+                return [key for key in keys_to_check if key not in listed]
+        found = await asyncio.gather(*(self.exists(key) for key in keys_to_check))
+        return [key for key, present in zip(keys_to_check, found, strict=True) if not present]
+
+    def _listed_between(self, first: str, last: str) -> set[str] | None:
+        """Every key from `first` to `last`, or None past `LIST_MAX_PAGES` pages."""
+        listed: set[str] = set()
+        # StartAfter is exclusive; the key one character shorter sorts just before `first`.
+        arguments: dict[str, Any] = {
+            "Bucket": self._bucket,
+            "Prefix": keys.STAGING,
+            "StartAfter": first[:-1],
+        }
+        try:
+            for _ in range(LIST_MAX_PAGES):
+                page = self._s3.list_objects_v2(**arguments)
+                names = [str(entry["Key"]) for entry in page.get("Contents", [])]
+                listed.update(names)
+                if not page.get("IsTruncated") or (names and names[-1] >= last):
+                    return listed
+                arguments["ContinuationToken"] = page["NextContinuationToken"]
+        except (ClientError, BotoCoreError) as error:
+            raise _unavailable(error) from error
+        return None
+
+    async def read_manifest(self, collection: str, asset: str) -> StoredManifest | None:
+        key = keys.manifest_key(collection, asset)
+        try:
+            response = await self._blocking.run(self._s3.get_object, Bucket=self._bucket, Key=key)
+            body = await self._blocking.run(response["Body"].read)
+        except ClientError as error:
+            if _code(error) in _MISSING:
+                return None
+            raise _unavailable(error) from error
+        except BotoCoreError as error:
+            raise _unavailable(error) from error
+        return StoredManifest(AssetManifest.from_bytes(body), str(response["ETag"]))
+
+    async def delete_manifest(self, stored: StoredManifest) -> bool:
+        """Delete the manifest only if it is still the one read; False if it changed since.
+
+        The delete carries If-Match on the ETag read, which S3 enforces in the store, so
+        a processor committing a new version in between keeps its commit (we answer 409).
+        MinIO ignores If-Match on DELETE (tests/services/api/test_store.py shows it), so
+        the ETag is also checked with a HEAD just before: that leaves a window of one
+        round trip in which a commit can be deleted with the asset. That is still safe:
+        the deleted commit is referenced by no manifest, so the janitor's sweep collects
+        its files after the grace period, and no live key is ever handed to the janitor.
+        """
+        key = keys.manifest_key(stored.manifest.collection, stored.manifest.asset)
+        try:
+            head = await self._blocking.run(self._s3.head_object, Bucket=self._bucket, Key=key)
+            if str(head["ETag"]) != stored.etag:
+                return False
+            await self._blocking.run(
+                self._s3.delete_object, Bucket=self._bucket, Key=key, IfMatch=stored.etag
+            )
+        except ClientError as error:
+            if _code(error) in _PRECONDITION or _code(error) in _MISSING:
+                return False
+            raise _unavailable(error) from error
+        except BotoCoreError as error:
+            raise _unavailable(error) from error
+        return True
+
+    async def ready(self) -> bool:
+        try:
+            await self._blocking.run(self._s3.head_bucket, Bucket=self._bucket)
+        except (ClientError, BotoCoreError):
+            return False
+        return True

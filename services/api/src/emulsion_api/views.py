@@ -1,0 +1,98 @@
+"""Response bodies that need the object store: item outputs and assets, with URLs."""
+
+from __future__ import annotations
+
+import asyncio
+
+from emulsion_api import jobs
+from emulsion_api.deps import Services
+from emulsion_api.models import Asset, IngestStatus, ItemStatus, Original, Output
+from emulsion_api.store import Store, StoredManifest
+from emulsion_contracts import keys
+from emulsion_contracts.manifest import AssetManifest
+
+
+def _original(store: Store, manifest: AssetManifest) -> Original:
+    source = manifest.original
+    return Original(
+        url=store.download_url(source.key),
+        filename=source.filename,
+        content_type=source.content_type,
+        bytes=source.bytes,
+        width=source.width,
+        height=source.height,
+    )
+
+
+def _outputs(store: Store, manifest: AssetManifest) -> list[Output]:
+    return [
+        Output(
+            style=derivative.style,
+            url=store.download_url(derivative.key),
+            width=derivative.width,
+            height=derivative.height,
+            bytes=derivative.bytes,
+            content_type=derivative.content_type,
+        )
+        for derivative in manifest.derivatives
+    ]
+
+
+def asset(store: Store, stored: StoredManifest) -> Asset:
+    manifest = stored.manifest
+    return Asset(
+        collection=manifest.collection,
+        asset=manifest.asset,
+        version=manifest.version,
+        job=manifest.job.name,
+        index=manifest.index,
+        committed_at=manifest.committed_at,
+        original=_original(store, manifest),
+        outputs=_outputs(store, manifest),
+    )
+
+
+async def ingest_status(services: Services, job: jobs.Job, offset: int, limit: int) -> IngestStatus:
+    """The job's summary and one page of its items.
+
+    A succeeded item's outputs come from its asset's manifest, and only while that
+    manifest still names this item's version: a later upload or a delete replaces them,
+    and the superseded files are on their way to the janitor.
+    """
+    states = jobs.item_states(job)
+    version = jobs.job_version(job)
+    collection = job["spec"]["collection"]
+    page = list(enumerate(job["spec"]["items"]))[offset : offset + limit]
+    succeeded_assets = sorted({item["asset"] for i, item in page if states.state(i) == "succeeded"})
+    manifests = await asyncio.gather(
+        *(services.store.read_manifest(collection, name) for name in succeeded_assets)
+    )
+    by_asset = dict(zip(succeeded_assets, manifests, strict=True))
+
+    def item_status(index: int, item: dict[str, str]) -> ItemStatus:
+        state = states.state(index)
+        item_version = keys.version_id(version, index) if version else None
+        view = ItemStatus(
+            index=index,
+            asset=item["asset"],
+            upload_key=item["source"],
+            state=state,
+            version=item_version,
+            reason=states.reasons.get(index) if state == "failed" else None,
+        )
+        if state != "succeeded":
+            return view
+        stored = by_asset.get(item["asset"])
+        if stored is None or stored.manifest.version != item_version:
+            return view.model_copy(update={"live": False})
+        return view.model_copy(
+            update={
+                "live": True,
+                "original": _original(services.store, stored.manifest),
+                "outputs": _outputs(services.store, stored.manifest),
+            }
+        )
+
+    # Presigning is CPU work; a page of a hundred items must not stall the event loop.
+    items = await services.store.run(lambda: [item_status(i, item) for i, item in page])
+    return IngestStatus(**jobs.summary(job).model_dump(), item_offset=offset, items=items)

@@ -1,0 +1,163 @@
+"""Fixtures for the API's tests: the API as a real process on the real stack (started by
+`LocalStack.start_service`, as `make up` starts it), an authenticated HTTP client, staged
+uploads, and the controller's part played by patching IngestJob status directly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+from kubernetes import client
+
+from emulsion_contracts import crd, keys
+from emulsion_contracts.manifest import AssetManifest, Original
+from emulsion_contracts.messages import Derivative, JobRef
+from emulsion_devstack.processes import ProcessRecord, log_tail
+from emulsion_devstack.stack import Endpoints, LocalStack
+
+T = TypeVar("T")
+NAMESPACE = "default"
+
+
+def wait_for(what: str, check: Callable[[], T | None], timeout: float = 30.0) -> T:
+    """Poll `check` until it returns something truthy; fail naming `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}; last saw {last!r}")
+
+
+def service_url(record: ProcessRecord) -> str:
+    # `LocalStack.start_service` picks the port but returns only the process record, so
+    # the port is read back from the process's own environment.
+    environ = Path(f"/proc/{record.pid}/environ").read_bytes().split(b"\0")
+    variables = dict(entry.decode().split("=", 1) for entry in environ if b"=" in entry)
+    return f"http://127.0.0.1:{variables['EMULSION_HTTP_PORT']}"
+
+
+@dataclass(frozen=True)
+class ApiProcess:
+    url: str
+    token: str
+    record: ProcessRecord
+
+    def client(self, token: str | None = None, **arguments: Any) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.token if token is None else token}"}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60.0, **arguments)
+
+    def log(self) -> str:
+        return log_tail(self.record.log, 60)
+
+
+@pytest.fixture(scope="session")
+def api_process(stack: Endpoints, stack_state_dir: Path) -> ApiProcess:
+    local = LocalStack(stack_state_dir, say=lambda line: None)
+    # A short grace period so a GC request's not_before is checkable; the stack's `down`
+    # stops the process with the servers.
+    record = local.start_service("api", {"EMULSION_GC_GRACE_SECONDS": "120"})
+    return ApiProcess(service_url(record), stack.api_token, record)
+
+
+@pytest.fixture
+def api(api_process: ApiProcess) -> Iterator[httpx.Client]:
+    with api_process.client() as session:
+        yield session
+
+
+@pytest.fixture(scope="session")
+def custom(kube: Any) -> Any:
+    return client.CustomObjectsApi(kube)
+
+
+def list_jobs(custom: Any, selector: str | None = None) -> list[dict[str, Any]]:
+    listed = custom.list_namespaced_custom_object(
+        crd.GROUP, crd.VERSION, NAMESPACE, crd.PLURAL, label_selector=selector or ""
+    )
+    return list(listed["items"])
+
+
+def get_job(custom: Any, name: str) -> dict[str, Any]:
+    job: dict[str, Any] = custom.get_namespaced_custom_object(
+        crd.GROUP, crd.VERSION, NAMESPACE, crd.PLURAL, name
+    )
+    return job
+
+
+def patch_status(custom: Any, name: str, status: dict[str, Any]) -> dict[str, Any]:
+    """Write status as the controller does (the status subresource, a merge patch)."""
+    patched: dict[str, Any] = custom.patch_namespaced_custom_object_status(
+        crd.GROUP, crd.VERSION, NAMESPACE, crd.PLURAL, name, {"status": status}
+    )
+    return patched
+
+
+@pytest.fixture
+def stage(s3: Any, stack: Endpoints) -> Callable[..., list[str]]:
+    """Put `count` small objects into the staging area (IMG_00000.jpg, ...); returns their keys."""
+
+    def put(count: int = 1) -> list[str]:
+        staged = [keys.staging_key(keys.new_ulid(), f"IMG_{i:05d}.jpg") for i in range(count)]
+
+        def one(key: str) -> None:
+            s3.put_object(Bucket=stack.bucket, Key=key, Body=b"\xff\xd8 not decoded by the API")
+
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(one, staged))
+        return staged
+
+    return put
+
+
+def new_collection() -> str:
+    return f"gallery-{keys.new_ulid().lower()[-10:]}"
+
+
+def commit_manifest(
+    s3: Any, bucket: str, collection: str, asset: str, version: str, job: str = "job"
+) -> AssetManifest:
+    """What a processor leaves behind for one item: the files and the live manifest."""
+    original = keys.original_key(collection, asset, version, asset)
+    derivatives = tuple(
+        Derivative(
+            style=style,
+            key=keys.derivative_key(collection, asset, version, style, "jpg"),
+            width=size,
+            height=size,
+            bytes=3,
+            content_type="image/jpeg",
+        )
+        for style, size in (("large", 800), ("thumb", 100))
+    )
+    for key in (original, *(d.key for d in derivatives)):
+        s3.put_object(Bucket=bucket, Key=key, Body=b"jpg", ContentType="image/jpeg")
+    manifest = AssetManifest(
+        collection=collection,
+        asset=asset,
+        version=version,
+        job=JobRef(namespace=NAMESPACE, name=job, uid="uid"),
+        index=int(version.rsplit("-", 1)[1]),
+        original=Original(
+            key=original,
+            filename=asset,
+            content_type="image/jpeg",
+            bytes=3,
+            width=1600,
+            height=1600,
+        ),
+        derivatives=derivatives,
+        committed_at=datetime.now(UTC),
+    )
+    s3.put_object(Bucket=bucket, Key=keys.manifest_key(collection, asset), Body=manifest.to_bytes())
+    return manifest

@@ -1,0 +1,124 @@
+"""Pure rules between requests and IngestJobs: items, splitting, labels, reading status."""
+
+from __future__ import annotations
+
+import pytest
+
+from emulsion_api import jobs
+from emulsion_api.errors import ApiError
+from emulsion_api.models import IngestItem, IngestRequest
+from emulsion_contracts import crd, keys
+
+
+def _request(*assets: str | None, collection: str = "c") -> IngestRequest:
+    return IngestRequest(
+        collection=collection,
+        items=[
+            IngestItem(upload_key=keys.staging_key(keys.new_ulid(), f"f{i}.jpg"), asset=asset)
+            for i, asset in enumerate(assets)
+        ],
+    )
+
+
+def _plan(count: int) -> jobs.JobPlan:
+    items = [
+        jobs.PlannedItem(keys.staging_key(keys.new_ulid(), "a.jpg"), f"a{i}") for i in range(count)
+    ]
+    return jobs.JobPlan(
+        namespace="ns",
+        collection="c",
+        profile="default",
+        items=items,
+        trace_headers={"traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"},
+        idempotency=("label", "key", "hash"),
+    )
+
+
+def test_asset_defaults_to_the_uploaded_file_name() -> None:
+    planned = jobs.plan_items(_request(None, "other.jpg"), max_items=10)
+    assert [p.asset for p in planned] == ["f0.jpg", "other.jpg"]
+
+
+def test_one_asset_twice_in_a_request_is_refused() -> None:
+    with pytest.raises(ApiError) as refused:
+        jobs.plan_items(_request("x.jpg", None, "x.jpg"), max_items=10)
+    assert (refused.value.status, refused.value.code) == (422, "duplicate_asset")
+    assert refused.value.details[0].field == "body.items.2.asset"
+
+
+def test_more_items_than_the_request_maximum_are_refused() -> None:
+    with pytest.raises(ApiError) as refused:
+        jobs.plan_items(_request(None, None, None), max_items=2)
+    assert refused.value.code == "too_many_items"
+
+
+def test_a_request_within_max_items_is_one_job_without_a_batch() -> None:
+    [job] = jobs.build_jobs(_plan(crd.MAX_ITEMS))
+    assert crd.LABEL_BATCH not in job["metadata"]["labels"]
+    assert job["metadata"]["name"] == job["spec"]["version"].lower()
+    assert job["metadata"]["annotations"][crd.ANNOTATION_TRACEPARENT].startswith("00-111")
+    assert job["metadata"]["labels"][jobs.LABEL_IDEMPOTENCY] == "label"
+
+
+def test_a_larger_request_is_split_into_ordered_parts_of_one_batch() -> None:
+    parts = jobs.build_jobs(_plan(2 * crd.MAX_ITEMS + 1), now=1_700_000_000.0)
+    assert [len(p["spec"]["items"]) for p in parts] == [crd.MAX_ITEMS, crd.MAX_ITEMS, 1]
+    versions = [p["spec"]["version"] for p in parts]
+    assert versions == sorted(versions) and len(set(versions)) == 3
+    batches = {p["metadata"]["labels"][crd.LABEL_BATCH] for p in parts}
+    assert batches == {parts[0]["metadata"]["name"]}
+    accepted = jobs.accepted(list(reversed(parts)))
+    assert [item.index for item in accepted.items] == list(range(2 * crd.MAX_ITEMS + 1))
+    assert accepted.items[crd.MAX_ITEMS].job_index == 0
+
+
+@pytest.mark.parametrize(
+    ("collection", "label"),
+    [("gallery-42", "gallery-42"), ("a.b_", "a.b"), ("x--", "x"), ("A" * 63, "A" * 63)],
+)
+def test_collection_becomes_a_valid_label_value(collection: str, label: str) -> None:
+    assert jobs.collection_label(collection) == label
+
+
+@pytest.mark.parametrize(
+    ("phases", "expected"),
+    [
+        (["Succeeded", "Processing"], "Processing"),
+        (["Succeeded", "Pending"], "Pending"),
+        (["Succeeded", "Succeeded"], "Succeeded"),
+        (["Failed", "Failed"], "Failed"),
+        (["Succeeded", "Failed"], "PartiallyFailed"),
+    ],
+)
+def test_batch_phase(phases: list[str], expected: str) -> None:
+    assert jobs.batch_phase([crd.Phase(p) for p in phases]) is crd.Phase(expected)
+
+
+def test_item_states_from_index_ranges_and_a_malformed_range_is_pending() -> None:
+    job = {
+        "status": {
+            "succeededIndexes": "0-2,5",
+            "failedIndexes": "3",
+            "failures": [{"index": 3, "reason": "Bomb"}],
+        }
+    }
+    states = jobs.item_states(job)
+    assert [states.state(i) for i in range(6)] == [
+        "succeeded",
+        "succeeded",
+        "succeeded",
+        "failed",
+        "pending",
+        "succeeded",
+    ]
+    assert states.reasons == {3: "Bomb"}
+    broken = jobs.item_states({"status": {"succeededIndexes": "3-1"}})
+    assert broken.state(2) == "pending"
+
+
+def test_idempotency_key_is_printable_ascii_and_bounded() -> None:
+    assert jobs.check_idempotency_key("abc-123") == "abc-123"
+    for bad in ("", "a b", "é", "x" * 256):
+        with pytest.raises(ApiError):
+            jobs.check_idempotency_key(bad)
+    assert jobs.idempotency_label("p1", "k") != jobs.idempotency_label("p2", "k")

@@ -1,0 +1,89 @@
+"""The API as a process: it refuses to start misconfigured, and drains on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from emulsion_devstack.processes import log_tail
+from emulsion_devstack.stack import Endpoints, LocalStack
+
+from .conftest import new_collection, service_url, wait_for
+
+
+def test_missing_settings_stop_the_process_naming_each_variable() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "emulsion_api"],
+        env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode != 0
+    assert "NATS_URL" in result.stderr and "EMULSION_BUCKET" in result.stderr
+
+
+def test_no_token_configured_stops_the_process(stack: Endpoints) -> None:
+    environment = {**os.environ, **stack.environment(), "EMULSION_API_TOKENS": " , "}
+    result = subprocess.run(
+        [sys.executable, "-m", "emulsion_api"],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode != 0
+    assert "no bearer token configured" in result.stderr
+
+
+def test_sigterm_ends_open_streams_and_exits(
+    stack: Endpoints, stack_state_dir: Path, stage: Any
+) -> None:
+    record = LocalStack(stack_state_dir, say=lambda line: None).start_service("api")
+    url = service_url(record)
+    headers = {"Authorization": f"Bearer {stack.api_token}"}
+    body = {"collection": new_collection(), "items": [{"upload_key": stage(1)[0]}]}
+    name = httpx.post(f"{url}/v1/ingests", json=body, headers=headers).json()["name"]
+    ended = threading.Event()
+
+    def follow() -> None:
+        # Read until the server closes the stream, however it closes it (an end of
+        # chunked encoding, or a cut connection once the shutdown grace has passed).
+        try:
+            with httpx.stream(
+                "GET", f"{url}/v1/ingests/{name}/events", headers=headers, timeout=60
+            ) as stream:
+                for _ in stream.iter_lines():
+                    pass
+        except httpx.HTTPError:
+            pass
+        finally:
+            ended.set()
+
+    follower = threading.Thread(target=follow, daemon=True)
+    follower.start()
+    wait_for("the event stream to open", lambda: "Pending" in _events_sent(url))
+
+    os.killpg(record.pid, signal.SIGTERM)
+
+    wait_for("the process to exit", lambda: not record.alive(), timeout=30)
+    assert ended.wait(timeout=5), "the open event stream was not closed"
+    assert "Application shutdown complete" in log_tail(record.log, 40)
+
+
+def _events_sent(url: str) -> str:
+    # The stream's first event is written once the request has been routed and counted
+    # as in flight; /metrics shows the open watch that follows it.
+    metrics = httpx.get(f"{url}/metrics").text
+    return "Pending" if "emulsion_api_open_watches 1.0" in metrics else ""

@@ -1,0 +1,52 @@
+"""Settings: bearer tokens from the variable and a mounted file; none at all is an error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from emulsion_api.settings import load_api_settings
+from emulsion_contracts.settings import SettingsError
+
+
+@pytest.fixture(autouse=True)
+def base_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("EMULSION_API_TOKENS", "EMULSION_API_TOKENS_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NATS_URL", "nats://127.0.0.1:1")
+    monkeypatch.setenv("EMULSION_BUCKET", "b")
+
+
+def test_tokens_come_from_the_variable_and_the_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    tokens_file = tmp_path / "tokens"
+    tokens_file.write_text("from-file-1\n\n  from-file-2  \n")
+    monkeypatch.setenv("EMULSION_API_TOKENS", "one, two,")
+    monkeypatch.setenv("EMULSION_API_TOKENS_FILE", str(tokens_file))
+
+    settings = load_api_settings()
+
+    assert settings.tokens() == ("one", "two", "from-file-1", "from-file-2")
+    assert settings.namespace == "default"
+
+
+def test_no_token_is_a_configuration_error() -> None:
+    with pytest.raises(SettingsError, match="no bearer token configured"):
+        load_api_settings()
+
+
+def test_an_unreadable_token_file_is_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("EMULSION_API_TOKENS_FILE", str(tmp_path / "absent"))
+    with pytest.raises(SettingsError, match="EMULSION_API_TOKENS_FILE"):
+        load_api_settings()
+
+
+def test_a_malformed_limit_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EMULSION_API_TOKENS", "t")
+    monkeypatch.setenv("EMULSION_UPLOAD_MAX_BYTES", "lots")
+    with pytest.raises(SettingsError, match="EMULSION_UPLOAD_MAX_BYTES"):
+        load_api_settings()

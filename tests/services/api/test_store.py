@@ -1,0 +1,69 @@
+"""The manifest delete on the real MinIO: only the version that was read is deleted."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from emulsion_api.blocking import Blocking
+from emulsion_api.settings import ApiSettings
+from emulsion_api.store import Store
+from emulsion_contracts import keys
+from emulsion_devstack.stack import Endpoints
+
+from .conftest import commit_manifest, new_collection
+
+
+@pytest.fixture
+def store(s3: Any, stack: Endpoints) -> Any:
+    settings = ApiSettings.model_validate(
+        {"NATS_URL": stack.nats_url, "EMULSION_BUCKET": stack.bucket, "EMULSION_API_TOKENS": "t"}
+    )
+    blocking = Blocking(4, "test-io")
+    yield Store(s3, settings, blocking)
+    blocking.close()
+
+
+def test_minio_ignores_if_match_on_delete(s3: Any, stack: Endpoints) -> None:
+    # Why Store.delete_manifest checks the ETag itself: if this starts failing, the store
+    # enforces If-Match on DELETE and the extra HEAD is no longer needed.
+    key = f"assets/{new_collection()}/probe.json"
+    s3.put_object(Bucket=stack.bucket, Key=key, Body=b"1")
+    stale = s3.head_object(Bucket=stack.bucket, Key=key)["ETag"]
+    s3.put_object(Bucket=stack.bucket, Key=key, Body=b"2")
+
+    s3.delete_object(Bucket=stack.bucket, Key=key, IfMatch=stale)
+
+    assert s3.list_objects_v2(Bucket=stack.bucket, Prefix=key)["KeyCount"] == 0
+
+
+def test_a_manifest_changed_since_it_was_read_is_not_deleted(
+    store: Store, s3: Any, stack: Endpoints, run: Any
+) -> None:
+    collection = new_collection()
+    commit_manifest(s3, stack.bucket, collection, "a.jpg", keys.version_id(keys.new_ulid(), 0))
+    read = run(store.read_manifest(collection, "a.jpg"))
+    newer = commit_manifest(
+        s3, stack.bucket, collection, "a.jpg", keys.version_id(keys.new_ulid(), 1)
+    )
+
+    assert run(store.delete_manifest(read)) is False
+
+    current = run(store.read_manifest(collection, "a.jpg"))
+    assert current is not None and current.manifest.version == newer.version
+    assert run(store.delete_manifest(current)) is True
+    assert run(store.read_manifest(collection, "a.jpg")) is None
+    assert run(store.delete_manifest(current)) is False
+
+
+def test_many_uploads_are_found_by_listing_their_key_range(
+    store: Store, stage: Any, s3: Any, stack: Endpoints, run: Any
+) -> None:
+    staged = stage(30)
+
+    listed = store._listed_between(min(staged), max(staged))
+
+    assert listed is not None and set(staged) <= listed
+    s3.delete_object(Bucket=stack.bucket, Key=staged[7])
+    assert run(store.missing(staged)) == [staged[7]]
