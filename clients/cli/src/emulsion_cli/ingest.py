@@ -1,0 +1,434 @@
+"""`emulsion ingest DIR --collection C`: find, upload directly, notify, follow, summarise.
+
+The steps, each recorded in the resume state as it completes (see `resume`):
+find the images → settle what earlier runs did → presign in batches and upload to the
+object store in parallel → one `POST /v1/ingests` per request-sized chunk, with an
+Idempotency-Key from the file set → follow every job's server-sent events → per-item
+outcomes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+from emulsion_cli.api import Api, Json, Upload, event_json
+from emulsion_cli.discovery import Discovery, ImageFile, Skipped, discover
+from emulsion_cli.errors import ApiRequestError, CliError
+from emulsion_cli.idempotency import idempotency_key
+from emulsion_cli.resume import Ingested, Pending, ResumeState, file_id
+from emulsion_cli.sse import Event
+
+# Presigning is cheap; small batches let the first uploads start at once.
+PRESIGN_BATCH: Final = 200
+# Below the API's default request maximum (10,000) and its upload batch maximum (5,000).
+REQUEST_ITEMS: Final = 5000
+# Saving the state after every file would rewrite it thousands of times.
+SAVE_EVERY_SECONDS: Final = 1.0
+MAX_RECONNECTS: Final = 5
+RECONNECT_BACKOFF_SECONDS: Final = 1.0
+
+
+class Reporter(Protocol):
+    def note(self, message: str) -> None: ...
+    def uploads_planned(self, files: int, total_bytes: int) -> None: ...
+    def uploaded(self, size: int) -> None: ...
+    def processing_planned(self, items: int) -> None: ...
+    def processed(self, done: int) -> None: ...
+
+
+class SilentReporter:
+    def note(self, message: str) -> None:
+        pass
+
+    def uploads_planned(self, files: int, total_bytes: int) -> None:
+        pass
+
+    def uploaded(self, size: int) -> None:
+        pass
+
+    def processing_planned(self, items: int) -> None:
+        pass
+
+    def processed(self, done: int) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class Options:
+    root: Path
+    collection: str
+    profile: str = "default"
+    concurrency: int = 8
+    state_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class Failure:
+    file: str
+    reason: str
+
+
+@dataclass
+class Tally:
+    """What this run did so far; complete even when the run is interrupted."""
+
+    started: float = field(default_factory=time.monotonic)
+    finished: float | None = None
+    found: int = 0
+    not_images: list[Skipped] = field(default_factory=list)
+    already_ingested: int = 0
+    uploaded_files: int = 0
+    uploaded_bytes: int = 0
+    reused_uploads: int = 0
+    upload_seconds: float = 0.0
+    jobs: list[str] = field(default_factory=list)
+    items: int = 0
+    succeeded: int = 0
+    failures: list[Failure] = field(default_factory=list)
+
+    @property
+    def wall_seconds(self) -> float:
+        return (self.finished or time.monotonic()) - self.started
+
+    @property
+    def images_per_second(self) -> float:
+        done = self.succeeded + len(self.failures)
+        return done / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+    @property
+    def upload_mb_per_second(self) -> float:
+        if self.upload_seconds <= 0:
+            return 0.0
+        return self.uploaded_bytes / 1e6 / self.upload_seconds
+
+
+@dataclass
+class _Run:
+    api: Api
+    options: Options
+    reporter: Reporter
+    tally: Tally
+    state: ResumeState
+    # (job, index in the job) → the local file it makes.
+    sources: dict[tuple[str, int], ImageFile] = field(default_factory=dict)
+    progress: dict[str, int] = field(default_factory=dict)
+    last_save: float = 0.0
+
+    def save_soon(self) -> None:
+        if time.monotonic() - self.last_save >= SAVE_EVERY_SECONDS:
+            self.save()
+
+    def save(self) -> None:
+        self.state.save()
+        self.last_save = time.monotonic()
+
+
+async def ingest(api: Api, options: Options, reporter: Reporter, tally: Tally) -> Tally:
+    """Run one ingest; `tally` is filled in as it goes (read it after an interruption)."""
+    found: Discovery = await asyncio.to_thread(discover, options.root)
+    tally.found = len(found.images)
+    tally.not_images = found.skipped
+    for skipped in found.skipped:
+        reporter.note(f"skipped {skipped.relative}: {skipped.reason}")
+    state = ResumeState.for_collection(api.config.api_url, options.collection, options.state_dir)
+    run = _Run(api, options, reporter, tally, state)
+    try:
+        in_flight = await _settle_pending(run, found.images)
+        remaining = await _without_ingested(run, [i for i in found.images if i not in in_flight])
+        new_jobs = await _send(run, remaining)
+        jobs = sorted({*new_jobs, *(job for job, _ in run.sources)})
+        reporter.processing_planned(len(run.sources))
+        tally.items = len(run.sources)
+        tally.jobs = jobs
+        try:
+            async with asyncio.TaskGroup() as group:
+                for job in jobs:
+                    group.create_task(_follow_and_settle(run, job))
+        except* CliError as group_error:
+            raise group_error.exceptions[0] from None
+    finally:
+        run.save()
+        tally.finished = time.monotonic()
+    return tally
+
+
+# -- what earlier runs did ----------------------------------------------------------------
+
+
+async def _settle_pending(run: _Run, images: list[ImageFile]) -> set[ImageFile]:
+    """Files an earlier run already handed to a job: finished jobs give their outcomes now,
+    running ones are followed in this run. Returns the files not to send again."""
+    by_id = {file_id(image): image for image in images}
+    jobs: dict[str, list[tuple[str, Pending]]] = {}
+    for fid, pending in list(run.state.pending.items()):
+        if fid in by_id:
+            jobs.setdefault(pending.job, []).append((fid, pending))
+    in_flight: set[ImageFile] = set()
+    for job, entries in jobs.items():
+        try:
+            status = await run.api.job(job)
+        except ApiRequestError as error:
+            if error.status != 404:
+                raise
+            # Gone (its TTL ran out): the outcome is unknown, so send these files again.
+            for fid, _ in entries:
+                run.state.pending.pop(fid, None)
+            continue
+        for fid, pending in entries:
+            run.sources[(job, pending.job_index)] = by_id[fid]
+            in_flight.add(by_id[fid])
+        if status.get("finished"):
+            run.reporter.note(f"job {job} from an earlier run has finished")
+        else:
+            run.reporter.note(f"following job {job} from an earlier run")
+    return in_flight
+
+
+async def _without_ingested(run: _Run, images: list[ImageFile]) -> list[ImageFile]:
+    """Drop the files an earlier run ingested whose version is still live."""
+    limit = asyncio.Semaphore(max(run.options.concurrency, 4))
+
+    async def still_live(image: ImageFile) -> bool:
+        recorded = run.state.ingested.get(file_id(image))
+        if recorded is None:
+            return False
+        async with limit:
+            asset = await run.api.asset_or_none(run.options.collection, recorded.asset)
+        if asset is not None and recorded.version in (None, asset.get("version")):
+            return True
+        run.state.forget_ingested(file_id(image))
+        return False
+
+    live = await asyncio.gather(*(still_live(image) for image in images))
+    run.tally.already_ingested = sum(live)
+    if run.tally.already_ingested:
+        run.reporter.note(
+            f"{run.tally.already_ingested} file(s) already ingested into "
+            f"{run.options.collection}; not uploaded again"
+        )
+    return [image for image, is_live in zip(images, live, strict=True) if not is_live]
+
+
+# -- upload and notify --------------------------------------------------------------------
+
+
+async def _send(run: _Run, images: list[ImageFile]) -> list[str]:
+    jobs: list[str] = []
+    for start in range(0, len(images), REQUEST_ITEMS):
+        chunk = images[start : start + REQUEST_ITEMS]
+        keys = await _upload_all(run, chunk)
+        chunk, keys = _unique_assets(run, chunk, keys)
+        if chunk:
+            jobs.extend(await _notify(run, chunk, keys))
+    return jobs
+
+
+async def _upload_all(run: _Run, images: list[ImageFile]) -> list[str]:
+    """Staging keys for the files, uploading those without one from an earlier run."""
+    keys: dict[ImageFile, str] = {}
+    todo: list[ImageFile] = []
+    for image in images:
+        recorded = run.state.uploads.get(file_id(image))
+        if recorded is not None:
+            keys[image] = recorded
+        else:
+            todo.append(image)
+    run.tally.reused_uploads += len(images) - len(todo)
+    run.reporter.uploads_planned(len(todo), sum(image.size for image in todo))
+    if todo:
+        limit = asyncio.Semaphore(run.options.concurrency)
+        started = time.monotonic()
+        try:
+            async with asyncio.TaskGroup() as group:
+                for batch_start in range(0, len(todo), PRESIGN_BATCH):
+                    batch = todo[batch_start : batch_start + PRESIGN_BATCH]
+                    forms = await run.api.presign(
+                        [(i.upload_name, i.content_type, i.size) for i in batch]
+                    )
+                    for image, form in zip(batch, forms, strict=True):
+                        group.create_task(_upload_one(run, limit, image, form, keys))
+        except* CliError as group_error:
+            raise group_error.exceptions[0] from None
+        finally:
+            run.tally.upload_seconds += time.monotonic() - started
+    return [keys[image] for image in images]
+
+
+async def _upload_one(
+    run: _Run, limit: asyncio.Semaphore, image: ImageFile, form: Upload, keys: dict[ImageFile, str]
+) -> None:
+    async with limit:
+        await run.api.upload(form, image.path, image.content_type)
+    keys[image] = form.key
+    run.state.record_upload(file_id(image), form.key)
+    run.tally.uploaded_files += 1
+    run.tally.uploaded_bytes += image.size
+    run.reporter.uploaded(image.size)
+    run.save_soon()
+
+
+def _unique_assets(
+    run: _Run, images: list[ImageFile], keys: list[str]
+) -> tuple[list[ImageFile], list[str]]:
+    """The API refuses a request naming one asset twice; two files whose names only
+    differ in characters the safe-name rule replaces would. The first one wins."""
+    seen: dict[str, ImageFile] = {}
+    kept_images: list[ImageFile] = []
+    kept_keys: list[str] = []
+    for image, key in zip(images, keys, strict=True):
+        asset = key.rsplit("/", 1)[-1]
+        if asset in seen:
+            reason = f"same asset name {asset!r} as {seen[asset].relative}"
+            run.reporter.note(f"skipped {image.relative}: {reason}")
+            run.tally.failures.append(Failure(image.relative, reason))
+            continue
+        seen[asset] = image
+        kept_images.append(image)
+        kept_keys.append(key)
+    return kept_images, kept_keys
+
+
+async def _notify(run: _Run, images: list[ImageFile], keys: list[str]) -> list[str]:
+    collection, profile = run.options.collection, run.options.profile
+    files = [(image.sha256, image.relative) for image in images]
+    try:
+        accepted = await run.api.ingest(
+            collection, profile, keys, idempotency_key(collection, profile, files)
+        )
+    except ApiRequestError as error:
+        if error.code == "upload_missing":
+            # Staging keys recorded by an earlier run have expired: upload those again.
+            run.reporter.note("uploads from an earlier run have expired; uploading again")
+            for image in images:
+                run.state.forget_upload(file_id(image))
+            keys = await _upload_all(run, images)
+        elif error.code != "idempotency_key_reused":
+            raise
+        accepted = await run.api.ingest(
+            collection, profile, keys, idempotency_key(collection, profile, files, keys)
+        )
+    if accepted.replayed:
+        run.reporter.note(f"the API already had this ingest ({accepted.name}); following it")
+    if sorted(item.index for item in accepted.items) != list(range(len(images))):
+        raise CliError(f"the API accepted {len(accepted.items)} of {len(images)} items")
+    for item in accepted.items:
+        image = images[item.index]
+        run.sources[(item.job, item.job_index)] = image
+        run.state.record_pending(file_id(image), Pending(item.job, item.job_index, item.asset))
+    run.save()
+    return accepted.jobs
+
+
+# -- follow the jobs ----------------------------------------------------------------------
+
+
+async def _follow_and_settle(run: _Run, job: str) -> None:
+    final = await follow_job(run.api, job, lambda done: _job_progress(run, job, done))
+    items = await run.api.job_items(job)
+    messages = {f.get("index"): f.get("message") for f in final.get("failures") or []}
+    for item in items:
+        image = run.sources.get((job, int(item["index"])))
+        if image is None:
+            continue
+        fid = file_id(image)
+        if item.get("state") == "succeeded":
+            run.state.record_succeeded(fid, Ingested(item["asset"], item.get("version"), job))
+            run.tally.succeeded += 1
+        else:
+            run.state.record_failed(fid)
+            reason = str(item.get("reason") or "unknown")
+            message = messages.get(item["index"])
+            run.tally.failures.append(
+                Failure(image.relative, f"{reason}: {message}" if message else reason)
+            )
+    run.save()
+
+
+def _job_progress(run: _Run, job: str, done: int) -> None:
+    run.progress[job] = done
+    run.reporter.processed(sum(run.progress.values()))
+
+
+async def follow_job(api: Api, job: str, on_progress: Callable[[int], None]) -> Json:
+    """Follow a job's events until it ends; returns its final summary.
+
+    A stream that breaks (the API restarting, a proxy timing out) is opened again: the
+    API starts every stream with the current status, so nothing is missed.
+    """
+    failures = 0
+    while True:
+        try:
+            async with contextlib.aclosing(api.events(job)) as events:
+                async for event in events:
+                    final = _on_event(job, event, on_progress)
+                    if final is not None:
+                        return final
+        except ApiRequestError as error:
+            if error.status not in (429, 503) or failures >= MAX_RECONNECTS:
+                raise
+        except CliError as error:
+            if error.__cause__ is None or failures >= MAX_RECONNECTS:
+                raise
+        failures += 1
+        await asyncio.sleep(RECONNECT_BACKOFF_SECONDS * failures)
+
+
+def _on_event(job: str, event: Event, on_progress: Callable[[int], None]) -> Json | None:
+    """Report progress; the final summary when the job has ended, else None."""
+    if event.event in ("status", "end"):
+        summary = event_json(event)
+        on_progress(int(summary["succeeded"]) + int(summary["failed"]))
+        return summary if event.event == "end" else None
+    if event.event == "deleted":
+        raise CliError(f"job {job} was deleted while it ran")
+    if event.event == "error":
+        data = event_json(event)
+        # The API could not read the job mid-stream; reconnecting is the remedy.
+        raise ApiRequestError(503, str(data.get("code")), str(data.get("message")))
+    return None
+
+
+def summary_document(tally: Tally) -> Json:
+    """The summary for programs (`emulsion ingest --json`): the bench and the tests."""
+    return {
+        "found": tally.found,
+        "already_ingested": tally.already_ingested,
+        "uploaded_files": tally.uploaded_files,
+        "uploaded_bytes": tally.uploaded_bytes,
+        "reused_uploads": tally.reused_uploads,
+        "items": tally.items,
+        "succeeded": tally.succeeded,
+        "failed": [{"file": f.file, "reason": f.reason} for f in tally.failures],
+        "not_images": [{"file": s.relative, "reason": s.reason} for s in tally.not_images],
+        "jobs": tally.jobs,
+        "wall_seconds": round(tally.wall_seconds, 3),
+        "upload_seconds": round(tally.upload_seconds, 3),
+        "images_per_second": round(tally.images_per_second, 3),
+        "upload_mb_per_second": round(tally.upload_mb_per_second, 3),
+    }
+
+
+def summary_rows(tally: Tally) -> Sequence[tuple[str, str]]:
+    rows: list[tuple[str, Any]] = [
+        ("images found", tally.found),
+        ("already ingested (skipped)", tally.already_ingested),
+        ("uploaded", f"{tally.uploaded_files} ({tally.uploaded_bytes / 1e6:.1f} MB)"),
+        ("processed in this run", tally.items),
+        ("succeeded", tally.succeeded),
+        ("failed", len(tally.failures)),
+        ("not images (skipped)", len(tally.not_images)),
+        ("wall time", f"{tally.wall_seconds:.1f} s"),
+        ("images/s", f"{tally.images_per_second:.2f}"),
+        ("upload MB/s", f"{tally.upload_mb_per_second:.1f}"),
+    ]
+    if tally.reused_uploads:
+        rows.insert(3, ("uploads reused from an earlier run", tally.reused_uploads))
+    if tally.jobs:
+        rows.append(("jobs", ", ".join(tally.jobs)))
+    return [(name, str(value)) for name, value in rows]

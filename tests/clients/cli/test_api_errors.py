@@ -1,0 +1,40 @@
+"""Turning API answers into one clear line: 401, the JSON error shape, anything else."""
+
+from __future__ import annotations
+
+import httpx
+
+from emulsion_cli.api import _error_from
+from emulsion_cli.errors import ApiRequestError
+
+
+def test_401_says_to_check_the_token() -> None:
+    error = _error_from(httpx.Response(401, json={"code": "unauthorized", "message": "no"}))
+    assert isinstance(error, ApiRequestError)
+    assert error.code == "unauthorized"
+    assert "check EMULSION_TOKEN" in error.message
+
+
+def test_the_json_error_shape_gives_code_message_and_first_detail() -> None:
+    body = {
+        "code": "upload_missing",
+        "message": "2 upload(s) not found in the staging area",
+        "details": [
+            {"field": "body.items", "message": "staging/A/x.jpg was not uploaded"},
+            {"field": "body.items", "message": "staging/B/y.jpg was not uploaded"},
+        ],
+    }
+    error = _error_from(httpx.Response(422, json=body))
+    assert isinstance(error, ApiRequestError)
+    assert (error.status, error.code) == (422, "upload_missing")
+    assert error.message == (
+        "the API said 422 upload_missing: 2 upload(s) not found in the staging area — "
+        "body.items: staging/A/x.jpg was not uploaded (and 1 more)"
+    )
+
+
+def test_a_body_that_is_not_the_error_shape() -> None:
+    error = _error_from(httpx.Response(502, text="<html>bad gateway</html>"))
+    assert isinstance(error, ApiRequestError)
+    assert (error.status, error.code) == (502, "http_error")
+    assert "\n" not in error.message
