@@ -35,7 +35,20 @@ class ServiceSpec:
     exports: Callable[[str], dict[str, str]] = field(default=_no_exports)
 
 
+def _controller_environment(endpoints: Endpoints, data_dir: Path) -> dict[str, str]:
+    from emulsion_devstack.processes import free_port
+
+    # kopf's liveness endpoint takes EMULSION_HTTP_PORT; /metrics needs a port of its own.
+    return {"EMULSION_METRICS_PORT": str(free_port())}
+
+
 SERVICES: dict[str, ServiceSpec] = {}
+SERVICES["controller"] = ServiceSpec(
+    "controller",
+    "emulsion_controller",
+    environment=_controller_environment,
+    ready_path="/healthz",
+)
 SERVICES["processor"] = ServiceSpec(
     "processor",
     "emulsion_processor",

@@ -1,0 +1,3 @@
+from emulsion_controller.operator import main
+
+main()

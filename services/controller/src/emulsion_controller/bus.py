@@ -1,0 +1,114 @@
+"""The controller's JetStream side: work messages, staging leases, cancellations."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
+
+from emulsion_contracts import messaging
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Requests in flight at once: enough to hide round trips, few enough not to flood NATS.
+PIPELINE = 256
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    subject: str
+    payload: bytes
+    headers: dict[str, str]
+
+
+async def _bounded(calls: Iterable[Awaitable[T]]) -> list[T]:
+    """Run awaitables PIPELINE at a time, in order; the first failure is raised."""
+    results: list[T] = []
+    batch: list[Awaitable[T]] = []
+    for call in calls:
+        batch.append(call)
+        if len(batch) == PIPELINE:
+            results.extend(await asyncio.gather(*batch))
+            batch = []
+    if batch:
+        results.extend(await asyncio.gather(*batch))
+    return results
+
+
+class Bus:
+    def __init__(
+        self, connection: Client, js: JetStreamContext, leases: KeyValue, cancelled: KeyValue
+    ) -> None:
+        self.connection = connection
+        self.js = js
+        self._leases = leases
+        self._cancelled = cancelled
+
+    @classmethod
+    async def connect(cls, url: str) -> Bus:
+        connection, js = await messaging.connect(url, "emulsion-controller")
+        leases = await js.key_value(messaging.STAGING_LEASES_BUCKET)
+        cancelled = await js.key_value(messaging.CANCELLED_BUCKET)
+        return cls(connection, js, leases, cancelled)
+
+    async def publish(self, messages: Sequence[Outgoing]) -> int:
+        """Publish and wait for every ack; returns how many the stream took as new."""
+        acks = await _bounded(
+            self.js.publish(m.subject, m.payload, headers=m.headers) for m in messages
+        )
+        return sum(1 for ack in acks if not ack.duplicate)
+
+    async def lease(self, job_uid: str, upload_ids: Iterable[str]) -> None:
+        """Tell the janitor these staging uploads are in use by this job."""
+        await _bounded(self._leases.put(upload_id, job_uid.encode()) for upload_id in upload_ids)
+
+    async def release(self, job_uid: str, upload_ids: Iterable[str]) -> None:
+        """Drop this job's leases; a lease another job took since is left alone."""
+        await _bounded(self._release_one(job_uid, upload_id) for upload_id in upload_ids)
+
+    async def _release_one(self, job_uid: str, upload_id: str) -> None:
+        try:
+            entry = await self._leases.get(upload_id)
+        except KeyNotFoundError:
+            return
+        if entry.value == job_uid.encode():
+            await self._leases.delete(upload_id, last=entry.revision)
+
+    async def cancel(self, job_uid: str, namespace: str, name: str) -> int:
+        """Mark the job cancelled for processors, then drop its work still queued.
+
+        The mark comes first: a processor holding one of the items in hand right now
+        checks it before committing, and the purge cannot reach that item.
+        """
+        await self._cancelled.put(job_uid, b"deleted while running")
+        info = await self.js.stream_info(
+            messaging.WORK_STREAM, subjects_filter=messaging.work_subject(namespace, name)
+        )
+        queued = sum((info.state.subjects or {}).values())
+        await self.js.purge_stream(
+            messaging.WORK_STREAM, subject=messaging.work_subject(namespace, name)
+        )
+        return queued
+
+    async def close(self) -> None:
+        """Flush what is written (acks above all), then close.
+
+        Not `drain()`: it waits out its full timeout (30 s) on the pull subscriptions
+        once they are stopped, longer than a pod's termination grace allows. Nothing is
+        lost by closing: a result not yet acknowledged is delivered again.
+        """
+        if self.connection.is_closed:
+            return
+        with contextlib.suppress(Exception):
+            await self.connection.flush(timeout=2)
+        await self.connection.close()

@@ -1,0 +1,83 @@
+"""What the controller knows about every job from the watch: phase, and when to delete it.
+
+Fed by one event handler with each job's latest state, so the jobs-by-phase gauge and
+the TTL sweep need no listing of the (large) objects.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from emulsion_contracts.crd import Phase
+from emulsion_controller import metrics
+
+
+@dataclass(frozen=True)
+class JobKey:
+    namespace: str
+    name: str
+    uid: str
+
+
+class Census:
+    def __init__(self) -> None:
+        self._phases: dict[JobKey, Phase] = {}
+        self._expiry: dict[JobKey, datetime] = {}
+        # Kept as counts, not recounted, so an event costs O(1) with thousands of jobs.
+        self._counts: Counter[Phase] = Counter()
+
+    def observe(self, body: Mapping[str, Any]) -> None:
+        key = _key(body)
+        status = body.get("status") or {}
+        phase = Phase(status.get("phase") or Phase.PENDING)
+        self._count(self._phases.get(key), phase)
+        self._phases[key] = phase
+        expiry = _expiry(body, phase)
+        if expiry is None:
+            self._expiry.pop(key, None)
+        else:
+            self._expiry[key] = expiry
+
+    def forget(self, body: Mapping[str, Any]) -> None:
+        key = _key(body)
+        self._count(self._phases.pop(key, None), None)
+        self._expiry.pop(key, None)
+
+    def expired(self, now: datetime) -> list[JobKey]:
+        return [key for key, moment in self._expiry.items() if moment <= now]
+
+    def by_phase(self) -> Counter[Phase]:
+        return Counter(self._counts)
+
+    def _count(self, old: Phase | None, new: Phase | None) -> None:
+        if old == new:
+            return
+        if old is not None:
+            self._counts[old] -= 1
+            metrics.JOBS.labels(str(old)).set(self._counts[old])
+        if new is not None:
+            self._counts[new] += 1
+            metrics.JOBS.labels(str(new)).set(self._counts[new])
+
+
+def _key(body: Mapping[str, Any]) -> JobKey:
+    metadata = body["metadata"]
+    return JobKey(metadata["namespace"], metadata["name"], metadata["uid"])
+
+
+def _expiry(body: Mapping[str, Any], phase: Phase) -> datetime | None:
+    ttl = (body.get("spec") or {}).get("ttlSecondsAfterFinished")
+    completed = (body.get("status") or {}).get("completedAt")
+    if (
+        ttl is None
+        or not phase.finished
+        or not completed
+        or body["metadata"].get("deletionTimestamp")
+    ):
+        return None
+    finished = datetime.fromisoformat(str(completed).replace("Z", "+00:00")).astimezone(UTC)
+    return finished + timedelta(seconds=int(ttl))

@@ -1,0 +1,118 @@
+"""The controller's two durable consumers: item results, and work that ran out of retries."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from nats.aio.msg import Msg
+from nats.js.errors import NotFoundError
+from pydantic import ValidationError
+
+from emulsion_contracts import messaging
+from emulsion_contracts.messages import ItemResult, WorkItem
+from emulsion_controller.bus import Bus
+from emulsion_controller.tracker import StatusWriter
+
+log = logging.getLogger(__name__)
+
+BATCH = 256
+RETRY_DELAY = 1.0
+RETRIES_EXHAUSTED = "RetriesExhausted"
+
+
+async def _pull_forever(
+    bus: Bus,
+    stream: str,
+    durable: str,
+    handle: Callable[[Msg], Awaitable[None]],
+    stopping: asyncio.Event,
+) -> None:
+    subscription = await bus.js.pull_subscribe_bind(durable=durable, stream=stream)
+    while not stopping.is_set():
+        try:
+            batch = await subscription.fetch(BATCH, timeout=1.0)
+        except TimeoutError:  # nothing to fetch (nats' own TimeoutError is a subclass)
+            continue
+        except Exception:
+            # NATS away (it reconnects by itself) or a server hiccup: retry, never give up.
+            log.exception("fetching from %s failed; retrying", durable)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), RETRY_DELAY)
+            continue
+        for msg in batch:
+            try:
+                await handle(msg)
+            except Exception:
+                # Left unacknowledged: JetStream delivers it again after ack_wait.
+                log.exception("could not handle a message", extra={"subject": msg.subject})
+
+
+async def consume_results(bus: Bus, writer: StatusWriter, stopping: asyncio.Event) -> None:
+    async def handle(msg: Msg) -> None:
+        try:
+            result = ItemResult.model_validate_json(msg.data)
+        except ValidationError as error:
+            # Can never be folded; redelivering it would only repeat this line forever.
+            log.error("rejected a malformed item result: %s", error, extra={"subject": msg.subject})
+            await msg.term()
+            return
+        writer.submit(result, msg.ack, msg.headers)
+
+    await _pull_forever(bus, messaging.EVENTS_STREAM, messaging.CONTROLLER, handle, stopping)
+
+
+async def consume_exhausted(bus: Bus, writer: StatusWriter, stopping: asyncio.Event) -> None:
+    """Fold each work message that ran out of deliveries as a failed item."""
+
+    async def handle(msg: Msg) -> None:
+        try:
+            advisory = json.loads(msg.data)
+            sequence = int(advisory["stream_seq"])
+            deliveries = int(advisory.get("deliveries", 0))
+        except (ValueError, KeyError, TypeError) as error:
+            log.error("rejected a malformed advisory: %s", error)
+            await msg.term()
+            return
+        try:
+            work_msg = await bus.js.get_msg(messaging.WORK_STREAM, sequence)
+        except NotFoundError:
+            # Purged with a cancelled job, or aged out: nothing is left to report.
+            log.warning("work message %d of an advisory is gone", sequence)
+            await msg.ack()
+            return
+        try:
+            work = WorkItem.model_validate_json(work_msg.data or b"{}")
+        except ValidationError as error:
+            # Not ours to fold (no job to report it to); a redelivery would not change that.
+            log.error("work message %d is not a work item: %s", sequence, error)
+            await msg.term()
+            return
+        result = ItemResult(
+            job=work.job,
+            index=work.index,
+            outcome="failed",
+            reason=RETRIES_EXHAUSTED,
+            message=f"gave up after {deliveries} deliveries",
+            collection=work.collection,
+            asset=work.asset,
+            version=work.version,
+            attempts=deliveries,
+            finished_at=datetime.now(UTC),
+        )
+
+        async def settle() -> None:
+            # Only once the failure is in the job's status may the work message go.
+            with contextlib.suppress(NotFoundError):
+                await bus.js.delete_msg(messaging.WORK_STREAM, sequence)
+            await msg.ack()
+
+        writer.submit(result, settle, work_msg.headers)
+
+    await _pull_forever(
+        bus, messaging.ADVISORIES_STREAM, messaging.CONTROLLER_ADVISORIES, handle, stopping
+    )

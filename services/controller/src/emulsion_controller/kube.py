@@ -1,0 +1,143 @@
+"""The controller's own apiserver calls (kopf makes its own): IngestJob reads and writes.
+
+The official client is synchronous; calls run on a small dedicated thread pool, which
+also bounds how many requests the controller has in flight at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar, cast
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from emulsion_contracts import crd
+
+T = TypeVar("T")
+
+MERGE_PATCH = "application/merge-patch+json"
+
+
+class Conflict(Exception):
+    """The object changed since the resourceVersion a write was based on (or was replaced)."""
+
+
+class Kube:
+    def __init__(self, api_client: Any, concurrency: int) -> None:
+        self._custom = client.CustomObjectsApi(api_client)
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="kube")
+
+    @classmethod
+    def from_environment(cls, concurrency: int) -> Kube:
+        """In-cluster credentials in a pod, else the kubeconfig (KUBECONFIG), as kopf does."""
+        configuration = client.Configuration()
+        try:
+            config.load_incluster_config(client_configuration=configuration)
+        except config.ConfigException:
+            config.load_kube_config(client_configuration=configuration)
+        # One connection per thread, so no call waits for a pooled connection.
+        configuration.connection_pool_maxsize = concurrency
+        return cls(client.ApiClient(configuration), concurrency)
+
+    async def _call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, functools.partial(function, *args, **kwargs))
+
+    async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            body = await self._call(
+                self._custom.get_namespaced_custom_object,
+                crd.GROUP,
+                crd.VERSION,
+                namespace,
+                crd.PLURAL,
+                name,
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return cast(dict[str, Any], body)
+
+    async def patch_status(
+        self,
+        namespace: str,
+        name: str,
+        uid: str,
+        status: dict[str, Any],
+        resource_version: str | None = None,
+    ) -> str | None:
+        """Merge `status` into the job; its new resourceVersion, or None if it is gone.
+
+        The uid in the patch is a precondition: a job deleted and created again under
+        the same name answers 409 instead of receiving its predecessor's progress. With
+        `resource_version`, so is that: a write by anyone else since raises Conflict.
+        """
+        metadata = {"uid": uid}
+        if resource_version is not None:
+            metadata["resourceVersion"] = resource_version
+        try:
+            body = await self._call(
+                self._custom.patch_namespaced_custom_object_status,
+                crd.GROUP,
+                crd.VERSION,
+                namespace,
+                crd.PLURAL,
+                name,
+                {"metadata": metadata, "status": status},
+                _content_type=MERGE_PATCH,
+            )
+        except ApiException as error:
+            if error.status == 409 and resource_version is not None:
+                raise Conflict(f"{namespace}/{name} changed since {resource_version}") from error
+            if error.status in (404, 409):
+                return None
+            raise
+        return str(cast(dict[str, Any], body)["metadata"]["resourceVersion"])
+
+    async def delete_job(self, namespace: str, name: str, uid: str) -> bool:
+        """Delete exactly this job (uid precondition); False if it is already gone."""
+        try:
+            await self._call(
+                self._custom.delete_namespaced_custom_object,
+                crd.GROUP,
+                crd.VERSION,
+                namespace,
+                crd.PLURAL,
+                name,
+                body=client.V1DeleteOptions(
+                    preconditions=client.V1Preconditions(uid=uid),
+                    propagation_policy="Background",
+                ),
+            )
+        except ApiException as error:
+            if error.status in (404, 409):
+                return False
+            raise
+        return True
+
+    async def ensure_cluster_peering(self, name: str) -> None:
+        """Create kopf's ClusterKopfPeering object if missing (kopf only ever patches it)."""
+        body = {
+            "apiVersion": "kopf.dev/v1",
+            "kind": "ClusterKopfPeering",
+            "metadata": {"name": name},
+        }
+        try:
+            await self._call(
+                self._custom.create_cluster_custom_object,
+                "kopf.dev",
+                "v1",
+                "clusterkopfpeerings",
+                body,
+            )
+        except ApiException as error:
+            if error.status != 409:
+                raise
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,37 @@
+"""Prometheus metrics of the controller (served on EMULSION_METRICS_PORT at /metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+JOBS = Gauge(
+    "emulsion_controller_jobs",
+    "IngestJobs the controller currently sees, by phase",
+    ["phase"],
+)
+DISPATCH_LATENCY = Histogram(
+    "emulsion_controller_dispatch_latency_seconds",
+    "Time from a job's creation to its work being queued (phase Queued)",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300),
+)
+ITEMS_DISPATCHED = Counter(
+    "emulsion_controller_items_dispatched_total", "Work messages the stream took as new"
+)
+STATUS_PATCHES = Counter(
+    "emulsion_controller_status_patches_total",
+    "IngestJob status patches written by the controller (its patch rate)",
+    ["kind"],
+)
+RESULTS = Counter(
+    "emulsion_controller_item_results_total",
+    "Item results received, by outcome; duplicates are counted as such",
+    ["outcome"],
+)
+JOBS_DELETED_BY_TTL = Counter(
+    "emulsion_controller_ttl_deletions_total", "Finished jobs deleted after their TTL"
+)
+JOBS_CANCELLED = Counter("emulsion_controller_jobs_cancelled_total", "Jobs deleted while running")
+STATUS_CONFLICTS = Counter(
+    "emulsion_controller_status_conflicts_total",
+    "Status writes refused because the job changed since it was read (then merged, retried)",
+)

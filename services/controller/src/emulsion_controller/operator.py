@@ -1,0 +1,207 @@
+"""The kopf operator: handlers for IngestJobs, and the tasks that run beside them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from emulsion_contracts import crd, health, telemetry
+from emulsion_controller import metrics
+from emulsion_controller.bus import Bus
+from emulsion_controller.census import Census
+from emulsion_controller.consumers import consume_exhausted, consume_results
+from emulsion_controller.dispatch import InvalidJob, dispatch
+from emulsion_controller.kube import Kube
+from emulsion_controller.progress import JobProgress, upload_ids
+from emulsion_controller.settings import ControllerSettings, load
+from emulsion_controller.tracker import StatusWriter
+
+log = logging.getLogger(__name__)
+
+DISPATCH_RETRY_SECONDS = 3.0
+
+
+@dataclass
+class Runtime:
+    """What the handlers share; built at startup, kept in kopf's memo."""
+
+    config: ControllerSettings
+    census: Census = field(default_factory=Census)
+    bus: Bus | None = None
+    kube: Kube | None = None
+    writer: StatusWriter | None = None
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def parts(self) -> tuple[Bus, Kube, StatusWriter]:
+        if self.bus is None or self.kube is None or self.writer is None:
+            raise kopf.TemporaryError("the controller is still starting", delay=1)
+        return self.bus, self.kube, self.writer
+
+    def start(self, name: str, work: Coroutine[Any, Any, None]) -> None:
+        self.tasks.append(asyncio.create_task(_supervised(name, work), name=name))
+
+
+async def _supervised(name: str, work: Coroutine[Any, Any, None]) -> None:
+    try:
+        await work
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        # A background loop that dies silently would stall every job; stop the operator
+        # instead, so the liveness probe fails and the pod is restarted.
+        log.exception("background task %s failed; stopping", name)
+        raise
+
+
+def configure(settings: kopf.OperatorSettings, config: ControllerSettings) -> None:
+    """kopf's settings, chosen for thousands of jobs of up to 2,000 items each."""
+    # Kubernetes Events are objects in etcd: one per log line would write more than the
+    # jobs themselves. Only warnings and errors become Events.
+    settings.posting.loggers = False
+    settings.posting.level = logging.WARNING
+    # Bounded concurrency: a burst of created jobs queues instead of opening thousands
+    # of handler tasks, API requests and NATS publishes at once.
+    settings.queueing.worker_limit = config.worker_limit
+    # Watches are restarted by us before the server or a proxy silently drops them, and
+    # a stuck connection is noticed instead of leaving the controller deaf.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 10
+    # The initial list of jobs arrives in pages, bounding memory when thousands exist.
+    settings.watching.chunk_size = 200
+    settings.networking.connect_timeout = 10
+    settings.networking.request_timeout = 60
+    # One active controller: all replicas peer cluster-wide and only the highest
+    # priority acts (distinct priorities, so two replicas never pause each other).
+    # Mandatory: running without peering could mean two controllers dispatching.
+    settings.peering.clusterwide = True
+    settings.peering.mandatory = True
+    settings.peering.standalone = False
+    settings.peering.name = config.peering_name
+    settings.peering.priority = config.peering_priority
+    settings.peering.stealth = True
+    # Our own finalizer name: deleting a running job must cancel its items first.
+    settings.persistence.finalizer = crd.FINALIZER
+    # A job's spec can be ~530 KB (2,000 items). kopf's default keeps its diff base in
+    # an annotation, and all annotations together are capped at 256 KiB, so the job
+    # could not even be handled. Both the diff base and the handler progress go to
+    # status.kopf instead; and since the spec is immutable (a CEL rule), the items are
+    # left out of the diff base, which keeps every kopf write small.
+    settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(
+        name="kopf", ignored_fields=["spec.items"]
+    )
+    settings.persistence.progress_storage = kopf.StatusProgressStorage(name="kopf")
+
+
+@kopf.on.startup()
+async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    runtime: Runtime = memo.runtime
+    configure(settings, runtime.config)
+    runtime.kube = Kube.from_environment(runtime.config.kube_concurrency)
+    await runtime.kube.ensure_cluster_peering(runtime.config.peering_name)
+    runtime.bus = await Bus.connect(runtime.config.nats_url)
+    runtime.writer = StatusWriter(runtime.kube, runtime.bus, runtime.config.status_interval)
+    runtime.start("results", consume_results(runtime.bus, runtime.writer, runtime.stopping))
+    runtime.start("exhausted", consume_exhausted(runtime.bus, runtime.writer, runtime.stopping))
+    runtime.start("ttl", sweep_expired(runtime))
+
+
+@kopf.on.cleanup()
+async def stop(memo: kopf.Memo, **_: Any) -> None:
+    """SIGTERM: stop pulling, let in-flight writes finish, then close the connections."""
+    runtime: Runtime = memo.runtime
+    runtime.stopping.set()
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(asyncio.gather(*runtime.tasks, return_exceptions=True), 5)
+    for task in runtime.tasks:
+        task.cancel()
+    if runtime.writer is not None:
+        await runtime.writer.close()
+    if runtime.bus is not None:
+        await runtime.bus.close()
+    if runtime.kube is not None:
+        runtime.kube.close()
+    telemetry.shutdown()
+
+
+@kopf.on.probe(id="nats")
+async def nats_connected(memo: kopf.Memo, **_: Any) -> bool:
+    runtime: Runtime = memo.runtime
+    return runtime.bus is not None and runtime.bus.connection.is_connected
+
+
+# Dispatch is idempotent and cheap to repeat, so a failure (apiserver or NATS away) is
+# retried after seconds rather than kopf's default minute.
+@kopf.on.create(crd.GROUP, crd.VERSION, crd.PLURAL, backoff=DISPATCH_RETRY_SECONDS)
+async def dispatch_job(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+    """Publish the job's work; kopf runs it again after a restart until it succeeds."""
+    bus, _kube, writer = memo.runtime.parts()
+    try:
+        outcome = await dispatch(body, bus, writer)
+    except InvalidJob as error:
+        raise kopf.PermanentError(str(error)) from error
+    logger.debug(outcome)
+
+
+@kopf.on.delete(crd.GROUP, crd.VERSION, crd.PLURAL)
+async def cancel_job(
+    body: kopf.Body, uid: str, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
+) -> None:
+    """A job deleted before it finished: its remaining items must not change any asset."""
+    assert namespace is not None  # IngestJobs are namespaced
+    bus, _kube, writer = memo.runtime.parts()
+    progress = writer.progress_of(uid) or JobProgress.from_object(body)
+    writer.forget(uid)
+    if not progress.done:
+        purged = await bus.cancel(uid, namespace, name)
+        metrics.JOBS_CANCELLED.inc()
+        log.info(
+            "job cancelled",
+            extra={"namespace": namespace, "job": name, "purged": purged},
+        )
+    await bus.release(uid, upload_ids(body))
+
+
+@kopf.on.event(crd.GROUP, crd.VERSION, crd.PLURAL)
+async def observe_job(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    census: Census = memo.runtime.census
+    if event["type"] == "DELETED":
+        census.forget(body)
+    else:
+        census.observe(body)
+
+
+async def sweep_expired(runtime: Runtime) -> None:
+    """ttlSecondsAfterFinished: one periodic sweep over all jobs, not a timer per job."""
+    _bus, kube, _writer = runtime.parts()
+    while not runtime.stopping.is_set():
+        for key in runtime.census.expired(datetime.now(UTC)):
+            try:
+                if await kube.delete_job(key.namespace, key.name, key.uid):
+                    metrics.JOBS_DELETED_BY_TTL.inc()
+                    log.info("deleted a finished job after its TTL", extra={"job": key.name})
+            except Exception:
+                log.exception("TTL deletion failed; retried next sweep", extra={"job": key.name})
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(runtime.stopping.wait(), runtime.config.ttl_sweep_interval)
+
+
+def main() -> None:
+    config = load()
+    telemetry.setup("emulsion-controller", config.log_level)
+    # kopf's liveness endpoint owns EMULSION_HTTP_PORT; metrics get a port of their own.
+    health.serve(config.metrics_port, ready=lambda: True)
+    kopf.run(
+        clusterwide=not config.namespaces,
+        namespaces=config.namespaces,
+        liveness_endpoint=f"http://0.0.0.0:{config.http_port}/healthz",
+        memo=kopf.Memo(runtime=Runtime(config)),
+    )

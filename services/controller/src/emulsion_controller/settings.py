@@ -1,0 +1,42 @@
+"""The controller's settings: the shared ones plus what only the operator needs."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from emulsion_contracts.settings import EmulsionSettings, load_settings
+
+
+class ControllerSettings(EmulsionSettings):
+    # Comma-separated namespaces to serve; empty means the whole cluster.
+    namespaces_csv: str = Field(default="", validation_alias="EMULSION_NAMESPACES")
+    # Peering: of several running controllers only the highest priority acts; give each
+    # replica a distinct priority so two never pause each other at the same level.
+    peering_priority: int = Field(default=0, validation_alias="EMULSION_CONTROLLER_PRIORITY")
+    peering_name: str = Field(
+        default="emulsion-controller", validation_alias="EMULSION_CONTROLLER_PEERING"
+    )
+    # Prometheus metrics; kopf's liveness endpoint owns EMULSION_HTTP_PORT.
+    metrics_port: int = Field(
+        default=9090, ge=0, le=65535, validation_alias="EMULSION_METRICS_PORT"
+    )
+    # Coalescing window of a running job's status patches (DESIGN.md: about one a second).
+    status_interval: float = Field(
+        default=1.0, gt=0, validation_alias="EMULSION_STATUS_INTERVAL_SECONDS"
+    )
+    # How often finished jobs are checked against ttlSecondsAfterFinished.
+    ttl_sweep_interval: float = Field(
+        default=30.0, gt=0, validation_alias="EMULSION_TTL_SWEEP_SECONDS"
+    )
+    # Objects handled at once by kopf; bounds memory and apiserver load under a burst.
+    worker_limit: int = Field(default=64, ge=1, validation_alias="EMULSION_CONTROLLER_WORKERS")
+    # Concurrent apiserver calls of the status writer (a thread each).
+    kube_concurrency: int = Field(default=16, ge=1, validation_alias="EMULSION_KUBE_CONCURRENCY")
+
+    @property
+    def namespaces(self) -> tuple[str, ...]:
+        return tuple(ns.strip() for ns in self.namespaces_csv.split(",") if ns.strip())
+
+
+def load() -> ControllerSettings:
+    return load_settings(ControllerSettings)

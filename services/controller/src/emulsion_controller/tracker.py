@@ -1,0 +1,315 @@
+"""Folds item results into IngestJob status, coalescing the writes.
+
+One `TrackedJob` per running job holds its progress in memory. Results are applied as
+they arrive, but a running job's status is written at most once per `interval` (plus
+once at the end), and a result's message is acknowledged only after a write that
+contains it has succeeded: a crash loses nothing, and the redelivered result is then a
+no-op. All writes of one job are serialised by its lock, and each carries the whole
+status the controller owns, so a later write never loses an earlier one's content. Each
+write is also conditional on the resourceVersion last seen; on a conflict the recorded
+status is merged in first, so another writer's (a second replica's) content survives too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from opentelemetry import trace
+
+from emulsion_contracts import telemetry
+from emulsion_contracts.messages import ItemResult
+from emulsion_controller import metrics
+from emulsion_controller.bus import Bus
+from emulsion_controller.kube import Conflict, Kube
+from emulsion_controller.progress import JobProgress, upload_ids
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("emulsion.controller")
+
+Ack = Callable[[], Awaitable[None]]
+
+# Links kept per status span: enough to follow a sample of items, bounded for big jobs.
+MAX_LINKS = 64
+# Uids of deleted jobs remembered so their late results are dropped without a lookup.
+GONE_REMEMBERED = 10_000
+RETRY_CEILING = 30.0
+# Conflicting writes in a row before giving up this round (the caller retries later).
+CONFLICT_RETRIES = 5
+
+
+@dataclass
+class TrackedJob:
+    namespace: str
+    name: str
+    uid: str
+    progress: JobProgress | None = None
+    upload_ids: tuple[str, ...] = ()
+    inbox: list[tuple[ItemResult, Ack, trace.Link | None]] = field(default_factory=list)
+    unacked: list[Ack] = field(default_factory=list)
+    links: list[trace.Link] = field(default_factory=list)
+    changed: bool = False
+    dispatching: bool = False
+    last_write: float = -math.inf
+    # What the last read or write saw; every write is conditional on it (see _patch).
+    resource_version: str | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    driver: asyncio.Task[None] | None = None
+
+
+class StatusWriter:
+    def __init__(self, kube: Kube, bus: Bus, interval: float) -> None:
+        self._kube = kube
+        self._bus = bus
+        self._interval = interval
+        self._jobs: dict[str, TrackedJob] = {}
+        self._gone: OrderedDict[str, None] = OrderedDict()
+        self._background: set[asyncio.Task[None]] = set()
+
+    # -- results ------------------------------------------------------------------------
+
+    def submit(self, result: ItemResult, ack: Ack, headers: Mapping[str, str] | None) -> None:
+        """Queue one item result; it is folded, written and then acknowledged."""
+        metrics.RESULTS.labels(result.outcome).inc()
+        uid = result.job.uid
+        if uid in self._gone:
+            self._spawn(ack())
+            return
+        job = self._jobs.get(uid)
+        if job is None:
+            job = self._jobs[uid] = TrackedJob(result.job.namespace, result.job.name, uid)
+        job.inbox.append((result, ack, _link(headers)))
+        if job.driver is None:
+            job.driver = asyncio.create_task(self._drive(job), name=f"status {uid}")
+
+    async def _drive(self, job: TrackedJob) -> None:
+        failures = 0
+        try:
+            while job.inbox or job.changed:
+                async with job.lock:
+                    if job.progress is None and not await self._load(job):
+                        return
+                    self._apply_inbox(job)
+                    assert job.progress is not None
+                    wait = job.last_write + self._interval - time.monotonic()
+                    if job.changed and (job.progress.done or wait <= 0 or failures):
+                        try:
+                            await self._write(job, "final" if job.progress.done else "progress")
+                            failures = 0
+                        except Exception:
+                            failures += 1
+                            log.exception("status write failed", extra={"job": job.name})
+                    elif not job.changed:
+                        await self._acknowledge(job)
+                        if job.progress.done and not job.dispatching:
+                            # Only duplicates of a finished job: nothing to keep it for.
+                            await self._finish(job)
+                        continue
+                if failures:
+                    await asyncio.sleep(min(RETRY_CEILING, self._interval * 2**failures))
+                elif job.changed:
+                    # Coalescing: results arriving meanwhile join this job's next write.
+                    await asyncio.sleep(max(0.0, wait))
+        finally:
+            job.driver = None
+            if job.inbox and job.uid in self._jobs:
+                job.driver = asyncio.create_task(self._drive(job), name=f"status {job.uid}")
+
+    async def _load(self, job: TrackedJob) -> bool:
+        body = await self._kube.get_job(job.namespace, job.name)
+        if body is None or body.get("metadata", {}).get("uid") != job.uid:
+            log.info(
+                "results for a job that no longer exists are dropped",
+                extra={"namespace": job.namespace, "job": job.name, "uid": job.uid},
+            )
+            self._drop(job)
+            return False
+        self._adopt(job, body)
+        return True
+
+    def _adopt(self, job: TrackedJob, body: Mapping[str, Any]) -> None:
+        job.progress = JobProgress.from_object(body)
+        job.upload_ids = upload_ids(body)
+        job.resource_version = body.get("metadata", {}).get("resourceVersion")
+
+    def _apply_inbox(self, job: TrackedJob) -> None:
+        assert job.progress is not None
+        inbox, job.inbox = job.inbox, []
+        for result, ack, link in inbox:
+            if job.progress.record(result):
+                job.changed = True
+                if link is not None and len(job.links) < MAX_LINKS:
+                    job.links.append(link)
+            else:
+                metrics.RESULTS.labels("duplicate").inc()
+            job.unacked.append(ack)
+
+    # -- dispatch -----------------------------------------------------------------------
+
+    def begin_dispatch(self, body: Mapping[str, Any]) -> TrackedJob:
+        """Track a job before its work is published, so early results fold into it."""
+        metadata = body["metadata"]
+        uid = str(metadata["uid"])
+        self._gone.pop(uid, None)
+        job = self._jobs.get(uid)
+        if job is None:
+            job = self._jobs[uid] = TrackedJob(metadata["namespace"], metadata["name"], uid)
+        if job.progress is None:
+            self._adopt(job, body)
+        job.dispatching = True
+        return job
+
+    async def end_dispatch(self, job: TrackedJob, version: str | None) -> bool:
+        """Record the job as dispatched (`version` None: leave it as it is); False if gone."""
+        try:
+            async with job.lock:
+                assert job.progress is not None
+                if version is not None:
+                    job.progress.mark_dispatched(version, datetime.now(UTC))
+                    job.changed = True
+                if job.changed:
+                    await self._write(job, "dispatch")
+                return job.uid in self._jobs
+        finally:
+            job.dispatching = False
+            if job.progress is not None and job.progress.done and job.uid in self._jobs:
+                await self._finish(job)
+
+    async def record_version(self, job: TrackedJob, version: str) -> bool:
+        """Persist a version picked by the controller before any item uses it."""
+        async with job.lock:
+            assert job.progress is not None
+            job.progress.version = version
+            written = await self._kube.patch_status(
+                job.namespace, job.name, job.uid, {"version": version}
+            )
+            job.resource_version = written or job.resource_version
+            return written is not None
+
+    def progress_of(self, uid: str) -> JobProgress | None:
+        job = self._jobs.get(uid)
+        return job.progress if job else None
+
+    # -- writing ------------------------------------------------------------------------
+
+    async def _write(self, job: TrackedJob, kind: str) -> None:
+        assert job.progress is not None
+        status = job.progress.to_status(datetime.now(UTC))
+        links, job.links = job.links, []
+        with tracer.start_as_current_span(
+            "emulsion.controller.status",
+            links=links,
+            attributes={
+                "emulsion.job": f"{job.namespace}/{job.name}",
+                "emulsion.job.uid": job.uid,
+                "emulsion.job.progress": status["progress"],
+            },
+        ):
+            written = await self._patch(job, status)
+        if not written:
+            self._drop(job)
+            return
+        metrics.STATUS_PATCHES.labels(kind).inc()
+        job.last_write = time.monotonic()
+        job.changed = False
+        await self._acknowledge(job)
+        if job.progress.done and not job.dispatching:
+            await self._finish(job)
+
+    async def _patch(self, job: TrackedJob, status: dict[str, Any]) -> bool:
+        """Write `status` unless the job changed meanwhile; then merge what it holds, retry.
+
+        Each write carries the whole status from memory, so writing blindly over another
+        writer's (a second replica during a rollout, or a restarted controller whose old
+        self was still finishing) would lose its items. The resourceVersion precondition
+        turns that into a conflict, and the merge keeps both sides' outcomes.
+        """
+        assert job.progress is not None
+        for _ in range(CONFLICT_RETRIES):
+            try:
+                version = await self._kube.patch_status(
+                    job.namespace, job.name, job.uid, status, job.resource_version
+                )
+            except Conflict:
+                metrics.STATUS_CONFLICTS.inc()
+                body = await self._kube.get_job(job.namespace, job.name)
+                if body is None or body.get("metadata", {}).get("uid") != job.uid:
+                    return False
+                job.progress.merge(JobProgress.from_object(body))
+                job.resource_version = body["metadata"]["resourceVersion"]
+                status = job.progress.to_status(datetime.now(UTC))
+                continue
+            if version is None:
+                return False
+            job.resource_version = version
+            return True
+        raise RuntimeError(f"status of {job.namespace}/{job.name} kept changing under us")
+
+    async def _acknowledge(self, job: TrackedJob) -> None:
+        acks, job.unacked = job.unacked, []
+        for ack in acks:
+            await ack()
+
+    async def _finish(self, job: TrackedJob) -> None:
+        self._jobs.pop(job.uid, None)
+        await self._bus.release(job.uid, job.upload_ids)
+        log.info(
+            "job finished",
+            extra={
+                "namespace": job.namespace,
+                "job": job.name,
+                "phase": str(job.progress.phase) if job.progress else None,
+            },
+        )
+
+    # -- forgetting ---------------------------------------------------------------------
+
+    def forget(self, uid: str) -> None:
+        """The job is gone (deleted): drop its state; its late results are acked unread."""
+        job = self._jobs.get(uid)
+        if job is not None:
+            self._drop(job)
+        else:
+            self._remember_gone(uid)
+
+    def _drop(self, job: TrackedJob) -> None:
+        self._jobs.pop(job.uid, None)
+        self._remember_gone(job.uid)
+        acks = [ack for _, ack, _ in job.inbox] + job.unacked
+        job.inbox, job.unacked, job.changed = [], [], False
+        for ack in acks:
+            self._spawn(ack())
+
+    def _remember_gone(self, uid: str) -> None:
+        self._gone[uid] = None
+        while len(self._gone) > GONE_REMEMBERED:
+            self._gone.popitem(last=False)
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        async def run() -> None:
+            try:
+                await work
+            except Exception:
+                log.exception("acknowledging a dropped result failed")
+
+        task = asyncio.create_task(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def close(self) -> None:
+        drivers = [job.driver for job in self._jobs.values() if job.driver is not None]
+        for driver in drivers:
+            driver.cancel()
+        await asyncio.gather(*drivers, *self._background, return_exceptions=True)
+
+
+def _link(headers: Mapping[str, str] | None) -> trace.Link | None:
+    context = trace.get_current_span(telemetry.extract(headers)).get_span_context()
+    return trace.Link(context) if context.is_valid else None

@@ -1,0 +1,76 @@
+"""Dispatch against the real apiserver and NATS: a job's items become work messages."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from emulsion_contracts import crd, keys, messaging
+from emulsion_contracts.messages import WorkItem
+from emulsion_devstack.processes import ProcessRecord
+
+TRACEPARENT = re.compile(r"^00-(?P<trace>[0-9a-f]{32})-(?P<span>[0-9a-f]{16})-[0-9a-f]{2}$")
+
+
+def test_a_job_made_with_kubectl_gets_one_message_per_item(
+    controller: ProcessRecord, jobs: Any, streams: Any, run: Any
+) -> None:
+    manifest = jobs.manifest("from-kubectl", 5, version=False)
+    jobs.kubectl("apply", "-f", "-", stdin=json.dumps(manifest))
+    status = jobs.wait_phase("from-kubectl", crd.Phase.QUEUED)
+    body = jobs.get("from-kubectl")
+    uid = body["metadata"]["uid"]
+
+    # Without spec.version the controller picked one and recorded it.
+    version = status["version"]
+    assert re.fullmatch(keys.ULID_PATTERN, version)
+    assert status["total"] == 5
+    assert status["progress"] == "0/5"
+    dispatched = {c["type"]: c for c in status["conditions"]}[crd.ConditionType.DISPATCHED]
+    assert dispatched["status"] == "True"
+    assert dispatched["observedGeneration"] == body["metadata"]["generation"]
+
+    async def queued() -> tuple[list[Any], list[bytes | None]]:
+        async with streams.session() as js:
+            messages = await streams.read_queue(js, jobs.namespace, "from-kubectl")
+            leases = await js.key_value(messaging.STAGING_LEASES_BUCKET)
+            upload = body["spec"]["items"][0]["source"].split("/")[1]
+            return messages, [(await leases.get(upload)).value]
+
+    messages, lease_values = run(queued())
+    assert len(messages) == 5
+    for index, msg in enumerate(messages):
+        work = WorkItem.model_validate_json(msg.data)
+        assert work.index == index
+        assert work.job.uid == uid
+        assert work.version == keys.version_id(version, index)
+        assert work.source == body["spec"]["items"][index]["source"]
+        assert msg.headers[messaging.HEADER_MSG_ID] == messaging.work_msg_id(uid, index)
+        assert TRACEPARENT.match(msg.headers["traceparent"])
+    assert lease_values == [uid.encode()]
+
+
+def test_work_messages_continue_the_trace_in_the_job_annotation(
+    controller: ProcessRecord, jobs: Any, streams: Any, run: Any
+) -> None:
+    trace_id, parent_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    manifest = jobs.manifest("traced", 2)
+    manifest["metadata"]["annotations"] = {
+        crd.ANNOTATION_TRACEPARENT: f"00-{trace_id}-{parent_span}-01"
+    }
+    jobs.api.create_namespaced_custom_object(
+        crd.GROUP, crd.VERSION, jobs.namespace, crd.PLURAL, manifest
+    )
+    jobs.wait_phase("traced", crd.Phase.QUEUED)
+
+    async def queued() -> list[Any]:
+        async with streams.session() as js:
+            return list(await streams.read_queue(js, jobs.namespace, "traced"))
+
+    headers = [TRACEPARENT.match(msg.headers["traceparent"]) for msg in run(queued())]
+    assert len(headers) == 2
+    for match in headers:
+        assert match is not None
+        assert match["trace"] == trace_id  # the API's trace goes on
+        assert match["span"] != parent_span  # under the controller's dispatch span

@@ -1,0 +1,143 @@
+"""The controller's pure logic: folding results, conditions, durations, TTL expiry."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from emulsion_contracts import crd, keys
+from emulsion_contracts.crd import ConditionType, Phase
+from emulsion_contracts.messages import ItemResult, JobRef
+from emulsion_controller.census import Census
+from emulsion_controller.conditions import set_condition
+from emulsion_controller.progress import JobProgress, format_duration
+
+T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+VERSION = keys.new_ulid()
+
+
+def result(index: int, outcome: Literal["succeeded", "failed"] = "succeeded") -> ItemResult:
+    return ItemResult(
+        job=JobRef(namespace="ns", name="job", uid="uid-1"),
+        index=index,
+        outcome=outcome,
+        reason="DecompressionBomb" if outcome == "failed" else None,
+        collection="gallery",
+        asset=f"img-{index}.jpg",
+        version=keys.version_id(VERSION, index),
+        finished_at=T0,
+    )
+
+
+def body(items: int, status: dict[str, Any] | None = None, ttl: int | None = None) -> Any:
+    spec: dict[str, Any] = {
+        "collection": "gallery",
+        "items": [{"source": f"staging/u/{i}.jpg", "asset": f"{i}.jpg"} for i in range(items)],
+    }
+    if ttl is not None:
+        spec["ttlSecondsAfterFinished"] = ttl
+    return {
+        "metadata": {"namespace": "ns", "name": "job", "uid": "uid-1", "generation": 1},
+        "spec": spec,
+        "status": status or {},
+    }
+
+
+def test_a_result_folded_twice_counts_once_and_the_first_outcome_stays() -> None:
+    progress = JobProgress.from_object(body(3))
+    progress.mark_dispatched(VERSION, T0)
+    assert progress.record(result(0))
+    assert not progress.record(result(0))
+    assert not progress.record(result(0, "failed"))
+    assert not progress.record(result(7))  # no such item
+    status = progress.to_status(T0)
+    assert (status["succeeded"], status["failed"], status["progress"]) == (1, 0, "1/3")
+    assert status["phase"] == Phase.PROCESSING
+
+
+def test_the_phase_follows_the_outcomes() -> None:
+    def finished_with(failed: set[int]) -> Phase:
+        progress = JobProgress.from_object(body(3))
+        progress.mark_dispatched(VERSION, T0)
+        for index in range(3):
+            progress.record(result(index, "failed" if index in failed else "succeeded"))
+        return progress.phase
+
+    assert finished_with(set()) == Phase.SUCCEEDED
+    assert finished_with({1}) == Phase.PARTIALLY_FAILED
+    assert finished_with({0, 1, 2}) == Phase.FAILED
+
+
+def test_status_written_and_read_back_is_the_same_progress() -> None:
+    progress = JobProgress.from_object(body(5))
+    progress.mark_dispatched(VERSION, T0)
+    for index, outcome in ((0, "succeeded"), (1, "failed"), (3, "succeeded")):
+        progress.record(result(index, outcome))  # type: ignore[arg-type]
+    status = progress.to_status(T0)
+    again = JobProgress.from_object(body(5, status))
+    assert again.to_status(T0) == status
+
+
+def test_merging_keeps_what_each_writer_folded() -> None:
+    ours = JobProgress.from_object(body(4))
+    ours.mark_dispatched(VERSION, T0)
+    ours.record(result(0))
+    ours.record(result(1, "failed"))
+    theirs = JobProgress.from_object(body(4))
+    theirs.mark_dispatched(VERSION, T0 - timedelta(seconds=5))
+    theirs.record(result(1))  # recorded first, so it stays a success
+    theirs.record(result(2, "failed"))
+    ours.merge(JobProgress.from_object(body(4, theirs.to_status(T0))))
+    assert ours.succeeded == {0, 1}
+    assert ours.failed == {2}
+    assert [f.index for f in ours.failures] == [2]
+    assert ours.started_at == "2026-01-02T03:04:00Z"
+
+
+def test_a_condition_keeps_its_transition_time_until_its_status_changes() -> None:
+    first = set_condition(
+        [], type="Complete", status="False", reason="A", message="", generation=1, now=T0
+    )
+    later = T0 + timedelta(minutes=1)
+    same = set_condition(
+        first, type="Complete", status="False", reason="B", message="m", generation=2, now=later
+    )
+    assert same[0]["lastTransitionTime"] == first[0]["lastTransitionTime"]
+    assert (same[0]["reason"], same[0]["observedGeneration"]) == ("B", 2)
+    flipped = set_condition(
+        same, type="Complete", status="True", reason="C", message="", generation=2, now=later
+    )
+    assert flipped[0]["lastTransitionTime"] == "2026-01-02T03:05:05Z"
+
+
+def test_conditions_of_a_finished_job_say_how_it_ended() -> None:
+    progress = JobProgress.from_object(body(2))
+    progress.mark_dispatched(VERSION, T0)
+    progress.record(result(0))
+    progress.record(result(1, "failed"))
+    status = progress.to_status(T0 + timedelta(seconds=72))
+    found = {c["type"]: c for c in status["conditions"]}
+    assert found[ConditionType.DISPATCHED]["status"] == "True"
+    assert found[ConditionType.COMPLETE]["status"] == "True"
+    assert found[ConditionType.FAILED]["reason"] == "SomeItemsFailed"
+    assert status["duration"] == "1m12s"
+    assert status["completedAt"] == "2026-01-02T03:05:17Z"
+
+
+def test_durations_print_as_kubectl_does() -> None:
+    assert format_duration(timedelta(seconds=4)) == "4s"
+    assert format_duration(timedelta(minutes=1, seconds=12)) == "1m12s"
+    assert format_duration(timedelta(hours=1, minutes=2, seconds=3)) == "1h2m3s"
+
+
+def test_only_finished_jobs_past_their_ttl_expire() -> None:
+    census = Census()
+    done = {"phase": str(crd.Phase.SUCCEEDED), "completedAt": "2026-01-02T03:04:05Z"}
+    census.observe(body(1, done, ttl=60))
+    running = {"phase": str(crd.Phase.PROCESSING)}
+    other = body(1, running, ttl=0)
+    other["metadata"] = {**other["metadata"], "name": "other", "uid": "uid-2"}
+    census.observe(other)
+    assert census.expired(T0 + timedelta(seconds=59)) == []
+    assert [key.name for key in census.expired(T0 + timedelta(seconds=60))] == ["job"]
+    assert census.by_phase() == {Phase.SUCCEEDED: 1, Phase.PROCESSING: 1}

@@ -1,0 +1,140 @@
+"""Item results folded into status, with simulated processors on the real streams."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from emulsion_contracts import crd, indexes, messaging
+from emulsion_contracts.messages import JobRef, WorkItem
+from emulsion_devstack.processes import ProcessRecord
+
+
+def conditions(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in status.get("conditions", ())}
+
+
+@pytest.mark.parametrize(
+    ("failing", "phase", "complete", "failed"),
+    [
+        (set(), crd.Phase.SUCCEEDED, "True", "False"),
+        ({1, 3}, crd.Phase.PARTIALLY_FAILED, "True", "True"),
+        ({0, 1, 2, 3}, crd.Phase.FAILED, "False", "True"),
+    ],
+)
+def test_results_finish_the_job_in_the_phase_they_add_up_to(
+    controller: ProcessRecord,
+    jobs: Any,
+    streams: Any,
+    run: Any,
+    failing: set[int],
+    phase: crd.Phase,
+    complete: str,
+    failed: str,
+) -> None:
+    def outcome(work: WorkItem) -> str | None:
+        return "DecompressionBomb" if work.index in failing else None
+
+    async def scenario() -> dict[str, Any]:
+        async with streams.processing(outcome):
+            await asyncio.to_thread(jobs.create, "four", 4)
+            status: dict[str, Any] = await asyncio.to_thread(jobs.wait_phase, "four", phase)
+            return status
+
+    status = run(scenario())
+    assert status["total"] == 4
+    assert status["succeeded"] == 4 - len(failing)
+    assert status["failed"] == len(failing)
+    assert status["progress"] == "4/4"
+    assert indexes.expand(status["failedIndexes"]) == failing
+    assert indexes.expand(status["succeededIndexes"]) == {0, 1, 2, 3} - failing
+    assert [f["index"] for f in status["failures"]] == sorted(failing)
+    assert {f["reason"] for f in status["failures"]} <= {"DecompressionBomb"}
+    assert status["startedAt"] <= status["completedAt"]
+    assert status["duration"].endswith("s")
+    found = conditions(status)
+    assert found[crd.ConditionType.DISPATCHED]["status"] == "True"
+    assert found[crd.ConditionType.COMPLETE]["status"] == complete
+    assert found[crd.ConditionType.FAILED]["status"] == failed
+    assert {c["observedGeneration"] for c in found.values()} == {1}
+    assert status["observedGeneration"] == 1
+
+    # A finished job holds no staging upload any more: the janitor may sweep it.
+    async def lease() -> Any:
+        async with streams.session() as js:
+            leases = await js.key_value(messaging.STAGING_LEASES_BUCKET)
+            source = jobs.get("four")["spec"]["items"][0]["source"]
+            try:
+                return await leases.get(source.split("/")[1])
+            except Exception as error:
+                return type(error).__name__
+
+    assert run(lease()) in ("KeyNotFoundError", "KeyDeletedError")
+
+
+def test_a_thousand_items_take_a_few_dozen_status_writes(
+    controller: ProcessRecord, jobs: Any, streams: Any, run: Any
+) -> None:
+    async def scenario() -> dict[str, Any]:
+        async with streams.processing():
+            await asyncio.to_thread(jobs.create, "thousand", 1000)
+            status: dict[str, Any] = await asyncio.to_thread(
+                jobs.wait_phase, "thousand", crd.Phase.SUCCEEDED, timeout=120
+            )
+            return status
+
+    status = run(scenario())
+    assert status["succeeded"] == 1000
+    assert status["succeededIndexes"] == "0-999"
+    writes = jobs.status_writes("thousand")
+    # One per second at most while running, one at the end, and kopf's own bookkeeping.
+    assert 2 <= len(writes) <= 36, len(writes)
+
+
+def test_a_redelivered_result_changes_nothing(
+    controller: ProcessRecord, jobs: Any, streams: Any, run: Any
+) -> None:
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any], int]:
+        async with streams.processing() as processor:
+            await asyncio.to_thread(jobs.create, "again", 3)
+            await asyncio.to_thread(jobs.wait_phase, "again", crd.Phase.SUCCEEDED)
+        before = await asyncio.to_thread(jobs.get, "again")
+        writes = len(await asyncio.to_thread(jobs.status_writes, "again"))
+        async with streams.session() as js:
+            # The same result, delivered again (as after a lost ack).
+            uid = before["metadata"]["uid"]
+            assert processor.processed[(uid, 1)] == 1
+            work = WorkItem(
+                job=JobRef(namespace=jobs.namespace, name="again", uid=uid),
+                index=1,
+                source=before["spec"]["items"][1]["source"],
+                collection="gallery",
+                asset="img-1.jpg",
+                version=f"{before['spec']['version']}-00001",
+            )
+            sequence = await processor.__class__(js).report(work, None, None)
+
+            async def consumed() -> bool:
+                info = await js.consumer_info(messaging.EVENTS_STREAM, messaging.CONTROLLER)
+                floor = info.ack_floor.stream_seq if info.ack_floor else 0
+                return bool(floor >= sequence and info.num_ack_pending == 0)
+
+            await wait_async("the duplicate to be acknowledged", consumed)
+        after = await asyncio.to_thread(jobs.get, "again")
+        return before, after, writes
+
+    before, after, writes = run(scenario())
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    assert after["status"] == before["status"]
+    assert len(jobs.status_writes("again")) == writes
+
+
+async def wait_async(what: str, check: Any, within: float = 30.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not await check():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
