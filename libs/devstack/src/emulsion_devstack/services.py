@@ -54,6 +54,7 @@ SERVICES["processor"] = ServiceSpec(
     "emulsion_processor",
     environment=lambda endpoints, data_dir: {"EMULSION_SCRATCH_DIR": str(data_dir / "scratch")},
 )
+SERVICES["janitor"] = ServiceSpec("janitor", "emulsion_janitor")
 SERVICES["api"] = ServiceSpec(
     "api",
     "emulsion_api",

@@ -1,0 +1,3 @@
+from emulsion_janitor.service import main
+
+main()

@@ -1,0 +1,142 @@
+"""The fast path: the durable `janitor` consumer of EMULSION_GC.
+
+A request not yet due goes back with a delay until `not_before` (no busy loop). A due one
+is deleted through the Deleter in its trace: the delete span is a child of the producer's
+context from the message headers. Refusals that pass with time (grace, lease) put the
+message back with a delay; other refusals are final and the message is acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from opentelemetry import trace
+from pydantic import ValidationError
+
+from emulsion_contracts import messaging, telemetry
+from emulsion_contracts.messages import GcRequest
+from emulsion_janitor import metrics
+from emulsion_janitor.deleter import Deleter, DeletionReport
+from emulsion_janitor.guards import Budget, StoredObject, area_of
+from emulsion_janitor.store import MAX_BATCH, stat
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("emulsion.janitor")
+
+_JANITOR_CONSUMER: Final = next(c for c in messaging.CONSUMERS if c.durable == messaging.JANITOR)
+
+
+def due_in(request: GcRequest, now: datetime) -> float:
+    """Seconds until the request may be carried out (<= 0: now)."""
+    not_before = request.not_before
+    if not_before.tzinfo is None:  # a producer that left out the zone means UTC
+        not_before = not_before.replace(tzinfo=UTC)
+    return (not_before - now).total_seconds()
+
+
+class GcConsumer:
+    def __init__(self, js: JetStreamContext, s3: Any, deleter: Deleter) -> None:
+        self.js = js
+        self.s3 = s3
+        self.deleter = deleter
+        self.bound = False
+
+    async def run(self, stopping: asyncio.Event, fetch_batch: int = 64) -> None:
+        """Fetch and handle until `stopping` is set; the batch in hand is always finished."""
+        subscription = await self.js.pull_subscribe_bind(
+            durable=messaging.JANITOR, stream=messaging.GC_STREAM
+        )
+        self.bound = True
+        try:
+            while not stopping.is_set():
+                try:
+                    batch = await subscription.fetch(fetch_batch, timeout=1.0)
+                except TimeoutError:  # nats.errors.TimeoutError or asyncio's, depending on where
+                    continue
+                for msg in batch:
+                    try:
+                        await self.handle(msg)
+                    except Exception:
+                        # Left unacknowledged: delivered again after ack_wait, with backoff.
+                        log.exception(
+                            "could not handle a GC request", extra={"subject": msg.subject}
+                        )
+                        metrics.GC_MESSAGES.labels("error").inc()
+        finally:
+            self.bound = False
+            await subscription.unsubscribe()
+
+    async def handle(self, msg: Msg) -> None:
+        try:
+            request = GcRequest.model_validate_json(msg.data)
+        except ValidationError as error:
+            # It can never be carried out; redelivering it would only repeat this line.
+            log.error("rejected a malformed GC request: %s", error, extra={"subject": msg.subject})
+            metrics.GC_MESSAGES.labels("malformed").inc()
+            await msg.term()
+            return
+        wait = due_in(request, datetime.now(UTC))
+        if wait > 0:
+            metrics.GC_MESSAGES.labels("deferred").inc()
+            await msg.nak(delay=wait)
+            return
+        with tracer.start_as_current_span(
+            "janitor.delete",
+            context=telemetry.extract(msg.headers),
+            kind=trace.SpanKind.CONSUMER,
+            attributes={
+                "emulsion.gc.reason": request.reason,
+                "emulsion.gc.keys": len(request.keys),
+                "messaging.destination.name": msg.subject,
+            },
+        ) as span:
+            report = await self.carry_out(request, msg)
+            span.set_attribute("emulsion.gc.deleted", report.deleted)
+            span.set_attribute("emulsion.gc.freed_bytes", report.freed_bytes)
+            span.set_attribute("emulsion.gc.refused", sum(report.refused.values()) + report.failed)
+        await self.settle(msg, report)
+
+    async def carry_out(self, request: GcRequest, msg: Msg) -> DeletionReport:
+        report = DeletionReport()
+        for start in range(0, len(request.keys), MAX_BATCH):
+            found = await self._stat_all(request.keys[start : start + MAX_BATCH])
+            report.add(await self.deleter.delete(found, request.reason, Budget(None)))
+            if start + MAX_BATCH < len(request.keys):
+                await msg.in_progress()  # a very long request must not outlive ack_wait
+        return report
+
+    async def _stat_all(self, batch: Sequence[str]) -> list[StoredObject]:
+        """The keys that still exist, with size and age; gone ones were deleted already."""
+
+        async def one(key: str) -> StoredObject | None:
+            if area_of(key) is None:
+                # Never asked about, only refused: the guards see it with an unknown age.
+                return StoredObject(key, 0, None)
+            return await asyncio.to_thread(stat, self.s3, self.deleter.bucket, key)
+
+        found = await asyncio.gather(*(one(key) for key in dict.fromkeys(batch)))
+        return [stored for stored in found if stored is not None]
+
+    async def settle(self, msg: Msg, report: DeletionReport) -> None:
+        if report.retry_after is None and not report.failed:
+            metrics.GC_MESSAGES.labels("done").inc()
+            await msg.ack()
+            return
+        delivered = msg.metadata.num_delivered or 1
+        if delivered >= _JANITOR_CONSUMER.max_deliver:
+            log.warning(
+                "giving up on a GC request after %d deliveries; the sweep will collect the rest",
+                delivered,
+                extra={"subject": msg.subject},
+            )
+            metrics.GC_MESSAGES.labels("given_up").inc()
+            await msg.ack()
+            return
+        metrics.GC_MESSAGES.labels("retry").inc()
+        await msg.nak(delay=report.retry_after or 30.0)

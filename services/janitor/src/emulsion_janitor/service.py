@@ -1,0 +1,154 @@
+"""The janitor process: the GC consumer, the periodic sweep, health and metrics.
+
+`emulsion-janitor --sweep-once` runs one sweep, prints its summary as JSON and exits
+(for tests and operators); `--dry-run` reports instead of deleting, in either mode, and
+leaves GC requests on the stream.
+SIGTERM (or SIGINT) stops fetching, finishes the batch in hand and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from nats.aio.client import Client
+
+from emulsion_contracts import health, messaging, storage, telemetry
+from emulsion_janitor.consumer import GcConsumer
+from emulsion_janitor.deleter import Deleter
+from emulsion_janitor.leases import KvLeases
+from emulsion_janitor.settings import JanitorSettings, load
+from emulsion_janitor.sweep import Sweeper
+
+log = logging.getLogger("emulsion.janitor")
+
+
+@dataclass
+class Janitor:
+    connection: Client
+    consumer: GcConsumer
+    sweeper: Sweeper
+
+    @classmethod
+    async def connect(cls, settings: JanitorSettings, s3: Any | None = None) -> Janitor:
+        connection, js = await messaging.connect(settings.nats_url, "emulsion-janitor")
+        s3 = s3 if s3 is not None else storage.s3_client(settings)
+        leases = await KvLeases.bind(js)
+        consumer = GcConsumer(js, s3, Deleter(s3, leases, settings, "gc"))
+        sweeper = Sweeper(s3, Deleter(s3, leases, settings, "sweep"), settings)
+        return cls(connection, consumer, sweeper)
+
+    def ready(self, consuming: bool) -> bool:
+        return self.connection.is_connected and (self.consumer.bound or not consuming)
+
+    async def close(self) -> None:
+        if not self.connection.is_closed:
+            await self.connection.drain()
+
+
+async def sweep_periodically(sweeper: Sweeper, interval: float, stopping: asyncio.Event) -> None:
+    while not stopping.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), timeout=interval)
+            return
+        try:
+            await sweeper.sweep(stopping)
+        except Exception:
+            # Storage or NATS trouble: nothing was deleted unchecked; try at the next turn.
+            log.exception("sweep failed; trying again in %.0f s", interval)
+
+
+async def serve(settings: JanitorSettings, stopping: asyncio.Event) -> int:
+    janitor = await Janitor.connect(settings)
+    # A dry run must lose nothing: GC requests stay on the stream for a janitor that deletes
+    # (acknowledging them after only reporting would drop them), so it only sweeps.
+    consuming = not settings.dry_run
+    server = health.serve(
+        settings.http_port, ready=lambda: janitor.ready(consuming) and not stopping.is_set()
+    )
+    tasks = [
+        asyncio.create_task(
+            sweep_periodically(janitor.sweeper, settings.sweep_interval, stopping), name="sweep"
+        )
+    ]
+    if consuming:
+        tasks.append(
+            asyncio.create_task(janitor.consumer.run(stopping, settings.fetch_batch), name="gc")
+        )
+    log.info(
+        "janitor running",
+        extra={
+            "bucket": settings.bucket,
+            "dry_run": settings.dry_run,
+            "consuming_gc_requests": consuming,
+            "sweep_interval": settings.sweep_interval,
+        },
+    )
+    try:
+        # A task ends early only by failing; then the whole process stops.
+        await asyncio.wait(
+            [*tasks, asyncio.create_task(stopping.wait())], return_when=asyncio.FIRST_COMPLETED
+        )
+        stopping.set()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        server.shutdown()
+        await janitor.close()
+    failures = [r for r in results if isinstance(r, BaseException)]
+    for failure in failures:
+        log.error("janitor task failed", exc_info=failure)
+    log.info("janitor stopped")
+    return 1 if failures else 0
+
+
+async def sweep_once(settings: JanitorSettings, stopping: asyncio.Event) -> int:
+    janitor = await Janitor.connect(settings)
+    try:
+        report = await janitor.sweeper.sweep(stopping)
+    finally:
+        await janitor.close()
+    print(json.dumps(report.summary()))
+    return 0
+
+
+async def run(settings: JanitorSettings, once: bool) -> int:
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    return await (sweep_once if once else serve)(settings, stopping)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="emulsion-janitor",
+        description="Delete superseded versions, abandoned uploads and deleted assets.",
+    )
+    parser.add_argument(
+        "--sweep-once", action="store_true", help="run one safety-net sweep, print it, exit"
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="report what would be deleted, delete nothing"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    settings = load()
+    if args.dry_run:
+        settings = settings.model_copy(update={"dry_run": True})
+    telemetry.setup("emulsion-janitor", settings.log_level)
+    try:
+        code = asyncio.run(run(settings, args.sweep_once))
+    finally:
+        telemetry.shutdown()
+    sys.exit(code)

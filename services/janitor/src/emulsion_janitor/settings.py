@@ -1,0 +1,47 @@
+"""The janitor's settings: the shared ones plus the sweep's schedule, limits and modes."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from pydantic import Field
+
+from emulsion_contracts.settings import EmulsionSettings, load_settings
+
+HOUR = 3600.0
+DAY = 24 * HOUR
+
+
+class JanitorSettings(EmulsionSettings):
+    # How often the safety-net sweep runs; it catches whatever a lost GC message left.
+    sweep_interval: float = Field(
+        default=HOUR, gt=0, validation_alias="EMULSION_JANITOR_SWEEP_SECONDS"
+    )
+    # A staging upload older than this that no running job leases is abandoned.
+    upload_ttl: float = Field(default=DAY, ge=0, validation_alias="EMULSION_UPLOAD_TTL_SECONDS")
+    # A version that no manifest points to and that is not older than the live one may
+    # be an item still in flight (written, not yet committed): the sweep waits this long
+    # before calling it an orphan. Superseded versions only wait for the grace period.
+    orphan_age: float = Field(
+        default=HOUR, ge=0, validation_alias="EMULSION_JANITOR_ORPHAN_SECONDS"
+    )
+    # Report what would be deleted, delete nothing.
+    dry_run: bool = Field(default=False, validation_alias="EMULSION_JANITOR_DRY_RUN")
+    # A bug or a wrong manifest must not empty the bucket in one go.
+    max_deletions_per_sweep: int = Field(
+        default=50_000, ge=0, validation_alias="EMULSION_JANITOR_MAX_DELETIONS_PER_SWEEP"
+    )
+    # How long a GC message naming a leased staging upload waits before it is tried again.
+    lease_recheck: float = Field(
+        default=300.0, gt=0, validation_alias="EMULSION_JANITOR_LEASE_RECHECK_SECONDS"
+    )
+    # GC messages taken from the stream at once.
+    fetch_batch: int = Field(default=64, ge=1, le=1000, validation_alias="EMULSION_JANITOR_FETCH")
+
+    @property
+    def grace(self) -> timedelta:
+        return timedelta(seconds=self.gc_grace_seconds)
+
+
+def load() -> JanitorSettings:
+    return load_settings(JanitorSettings)

@@ -1,0 +1,108 @@
+"""Everything the janitor asks of object storage: list, stat, read manifests, delete.
+
+boto3 is synchronous; callers run these functions in worker threads.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Final
+
+from botocore.exceptions import ClientError
+from pydantic import ValidationError
+
+from emulsion_contracts import keys
+from emulsion_contracts.manifest import AssetManifest
+from emulsion_janitor.guards import Live, StoredObject
+
+log = logging.getLogger(__name__)
+
+# The S3 limit for one DeleteObjects call, and the listing page size.
+MAX_BATCH: Final = 1000
+_MISSING: Final = frozenset({"NoSuchKey", "404", "NotFound"})
+# HEAD answers Last-Modified as an HTTP date, truncated to the second; listings carry
+# milliseconds. Rounding up keeps the grace guard from deleting up to a second early.
+_HTTP_DATE_RESOLUTION: Final = timedelta(seconds=1)
+
+
+def error_code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+def pages(s3: Any, bucket: str, prefix: str) -> Iterator[list[StoredObject]]:
+    """The objects under `prefix`, one listing page (at most MAX_BATCH) at a time, in key order."""
+    paginator = s3.get_paginator("list_objects_v2")
+    for page in paginator.paginate(
+        Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": MAX_BATCH}
+    ):
+        yield [
+            StoredObject(item["Key"], int(item.get("Size", 0)), item.get("LastModified"))
+            for item in page.get("Contents", ())
+        ]
+
+
+def stat(s3: Any, bucket: str, key: str) -> StoredObject | None:
+    """Size and age of `key`; None if it does not exist (already deleted)."""
+    try:
+        response = s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as error:
+        if error_code(error) in _MISSING:
+            return None
+        raise
+    last_modified = response.get("LastModified")
+    if last_modified is not None:
+        last_modified += _HTTP_DATE_RESOLUTION
+    return StoredObject(key, int(response.get("ContentLength", 0)), last_modified)
+
+
+def read_live(s3: Any, bucket: str, collection: str, asset: str) -> Live:
+    """The asset's manifest, read now; an unreadable one protects the whole asset."""
+    manifest_key = keys.manifest_key(collection, asset)
+    try:
+        response = s3.get_object(Bucket=bucket, Key=manifest_key)
+    except ClientError as error:
+        if error_code(error) in _MISSING:
+            return Live.nothing(collection, asset)
+        raise
+    with response["Body"] as body:
+        data = body.read()
+    try:
+        manifest = AssetManifest.from_bytes(data)
+    except ValidationError as error:
+        log.warning(
+            "manifest %s does not parse; none of the asset's versions will be deleted: %s",
+            manifest_key,
+            error.errors()[0]["msg"] if error.errors() else error,
+        )
+        return Live.unreadable(collection, asset)
+    if (manifest.collection, manifest.asset) != (collection, asset):
+        log.warning("manifest %s names another asset; the asset is left alone", manifest_key)
+        return Live.unreadable(collection, asset)
+    return Live.of(manifest)
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteFailure:
+    key: str
+    code: str
+    message: str
+
+
+def delete_batch(s3: Any, bucket: str, keys_to_delete: Sequence[str]) -> list[DeleteFailure]:
+    """Delete up to MAX_BATCH keys in one call; a key that is already gone counts as deleted."""
+    if not keys_to_delete:
+        return []
+    if len(keys_to_delete) > MAX_BATCH:
+        raise ValueError(f"{len(keys_to_delete)} keys in one delete; the limit is {MAX_BATCH}")
+    response = s3.delete_objects(
+        Bucket=bucket,
+        Delete={"Objects": [{"Key": key} for key in keys_to_delete], "Quiet": True},
+    )
+    return [
+        DeleteFailure(error.get("Key", ""), error.get("Code", ""), error.get("Message", ""))
+        for error in response.get("Errors", ())
+        if error.get("Code") not in _MISSING
+    ]

@@ -1,0 +1,192 @@
+"""The safety net: page through staging/, originals/ and derivatives/ and delete what no
+manifest or lease needs any more. A lost GC message costs time, never an orphan forever.
+
+One listing page at a time: the manifests of the assets on it are read (concurrently) to
+pick candidates, and the Deleter reads them again right before deleting. At most one
+listing page, its manifests, and MAX_BATCH pending keys per reason are in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from opentelemetry import trace
+
+from emulsion_contracts import keys
+from emulsion_janitor import metrics
+from emulsion_janitor.deleter import Deleter, DeletionReport
+from emulsion_janitor.guards import Budget, Live, StoredObject
+from emulsion_janitor.settings import JanitorSettings
+from emulsion_janitor.store import MAX_BATCH, pages, read_live
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("emulsion.janitor")
+
+SWEPT_PREFIXES = (keys.STAGING, keys.ORIGINALS, keys.DERIVATIVES)
+
+
+@dataclass
+class SweepReport:
+    scanned: int = 0
+    unrecognised: int = 0
+    candidates: int = 0
+    deletion: DeletionReport = field(default_factory=DeletionReport)
+    capped: bool = False
+    interrupted: bool = False
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "scanned": self.scanned,
+            "unrecognised": self.unrecognised,
+            "candidates": self.candidates,
+            "deleted": self.deletion.deleted,
+            "freed_bytes": self.deletion.freed_bytes,
+            "failed": self.deletion.failed,
+            "refused": {guard.value: n for guard, n in sorted(self.deletion.refused.items())},
+            "capped": self.capped,
+            "interrupted": self.interrupted,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def _age(stored: StoredObject, now: datetime) -> timedelta | None:
+    return None if stored.last_modified is None else now - stored.last_modified
+
+
+def select(
+    stored: StoredObject, live: Live | None, now: datetime, settings: JanitorSettings
+) -> str | None:
+    """Why the sweep would delete `stored` (the metrics' reason), or None to leave it.
+
+    Only picks candidates; the guards decide, with facts read again right before deleting.
+    """
+    parsed = keys.parse_key(stored.key)
+    age = _age(stored, now)
+    if parsed is None or age is None:
+        return None
+    if parsed.area == "staging":
+        return "abandoned" if age >= timedelta(seconds=settings.upload_ttl) else None
+    if live is None or not live.readable or live.protects(stored.key):
+        return None
+    assert parsed.version is not None
+    orphan_age = timedelta(seconds=settings.orphan_age)
+    if live.version is None:
+        return "deleted" if age >= orphan_age else None
+    if parsed.version < live.version:
+        return "superseded" if age >= settings.grace else None
+    # Newer than the live version yet not live: an item in flight, or one that failed
+    # after writing; only time tells them apart.
+    return "orphaned" if age >= orphan_age else None
+
+
+class Sweeper:
+    def __init__(self, s3: Any, deleter: Deleter, settings: JanitorSettings) -> None:
+        self.s3 = s3
+        self.deleter = deleter
+        self.settings = settings
+
+    async def sweep(self, stopping: asyncio.Event | None = None) -> SweepReport:
+        report = SweepReport()
+        began = time.monotonic()
+        budget = Budget(self.settings.max_deletions_per_sweep)
+        log.info("sweep started", extra={"dry_run": self.settings.dry_run})
+        with tracer.start_as_current_span("janitor.sweep") as span:
+            try:
+                await self._sweep(report, budget, stopping or asyncio.Event())
+            finally:
+                report.seconds = time.monotonic() - began
+                metrics.SWEEP_DURATION.observe(report.seconds)
+            span.set_attributes(
+                {
+                    "emulsion.sweep.scanned": report.scanned,
+                    "emulsion.sweep.deleted": report.deletion.deleted,
+                    "emulsion.sweep.capped": report.capped,
+                }
+            )
+        if report.capped:
+            log.warning(
+                "sweep reached its deletion cap of %d keys"
+                " (EMULSION_JANITOR_MAX_DELETIONS_PER_SWEEP);"
+                " the rest waits for the next sweep",
+                self.settings.max_deletions_per_sweep,
+                extra=report.summary(),
+            )
+        log.info("sweep finished", extra=report.summary())
+        return report
+
+    async def _lives_of(self, page: list[StoredObject]) -> dict[tuple[str, str], Live]:
+        """The manifests of the assets on one listing page, read concurrently.
+
+        Only to pick candidates: the Deleter reads them again right before deleting.
+        """
+        assets = {
+            (parsed.collection, parsed.asset)
+            for parsed in map(keys.parse_key, (stored.key for stored in page))
+            if parsed is not None and parsed.collection and parsed.asset
+        }
+        lives = await asyncio.gather(
+            *(
+                asyncio.to_thread(read_live, self.s3, self.settings.bucket, collection, asset)
+                for collection, asset in assets
+            )
+        )
+        return dict(zip(assets, lives, strict=True))
+
+    async def _sweep(self, report: SweepReport, budget: Budget, stopping: asyncio.Event) -> None:
+        pending: dict[str, list[StoredObject]] = {}
+
+        async def flush(reason: str) -> None:
+            batch = pending.pop(reason, [])
+            if batch:
+                report.deletion.add(await self.deleter.delete(batch, reason, budget))
+                report.capped = report.capped or budget.exhausted
+
+        for prefix in SWEPT_PREFIXES:
+            listing: Iterator[list[StoredObject]] = pages(self.s3, self.settings.bucket, prefix)
+            while not (report.capped or stopping.is_set()):
+                page = await asyncio.to_thread(next, listing, None)
+                if page is None:
+                    break
+                report.scanned += len(page)
+                metrics.SWEEP_SCANNED.inc(len(page))
+                lives = await self._lives_of(page)
+                now = datetime.now(UTC)
+                for stored in page:
+                    parsed = keys.parse_key(stored.key)
+                    if parsed is None:
+                        report.unrecognised += 1
+                        continue
+                    live = lives.get((parsed.collection or "", parsed.asset or ""))
+                    reason = select(stored, live, now, self.settings)
+                    if reason is None:
+                        continue
+                    report.candidates += 1
+                    pending.setdefault(reason, []).append(stored)
+                    if len(pending[reason]) >= MAX_BATCH:
+                        await flush(reason)
+                        if report.capped:
+                            break
+            if report.capped or stopping.is_set():
+                break
+        if report.capped:
+            # Keys still pending would only be refused by the cap; the next sweep finds them.
+            return
+        if stopping.is_set():
+            # Only the batch in hand is finished on shutdown; the next sweep finds the rest.
+            report.interrupted = True
+            return
+        for reason in list(pending):
+            if report.capped:
+                break
+            await flush(reason)
+        if report.unrecognised:
+            log.warning(
+                "sweep left %d keys alone that do not follow the key layout", report.unrecognised
+            )

@@ -1,0 +1,212 @@
+"""A bucket of many keys laid out as Emulsion writes them, and a sweep over it measured.
+
+Shared by the bounded-memory test and `make bench-janitor` (bench_sweep.py), so both
+measure the same thing: the Python heap's peak (tracemalloc) and the wall time of one sweep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import itertools
+import tarfile
+import time
+import tracemalloc
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import nats
+
+from emulsion_contracts import keys, messaging
+from emulsion_contracts.manifest import AssetManifest, Original
+from emulsion_contracts.messages import Derivative, JobRef
+from emulsion_devstack.stack import Endpoints, s3_client
+from emulsion_janitor.deleter import Deleter
+from emulsion_janitor.leases import KvLeases
+from emulsion_janitor.settings import JanitorSettings
+from emulsion_janitor.sweep import Sweeper, SweepReport
+
+STYLES = ("large", "medium", "thumb", "tiny")
+OBJECTS_PER_ARCHIVE = 2000
+WRITERS = 4
+
+
+@dataclass(frozen=True)
+class Population:
+    """What `populate` wrote: how many keys a sweep must delete and how many it must keep."""
+
+    bucket: str
+    doomed: int
+    kept: int
+    leased_uploads: tuple[str, ...]
+
+    @property
+    def total(self) -> int:
+        return self.doomed + self.kept
+
+
+@dataclass(frozen=True)
+class Measurement:
+    report: SweepReport
+    peak_bytes: int
+    seconds: float
+
+    @property
+    def peak_mib(self) -> float:
+        return self.peak_bytes / 2**20
+
+
+def _version_keys(collection: str, asset: str, version: str, styles: tuple[str, ...]) -> list[str]:
+    return [
+        keys.original_key(collection, asset, version, asset),
+        *(keys.derivative_key(collection, asset, version, style, "jpg") for style in styles),
+    ]
+
+
+def _manifest(collection: str, asset: str, version: str, styles: tuple[str, ...]) -> bytes:
+    original, *derivatives = _version_keys(collection, asset, version, styles)
+    return AssetManifest(
+        collection=collection,
+        asset=asset,
+        version=version,
+        job=JobRef(namespace="default", name="bulk", uid=str(uuid.uuid4())),
+        index=0,
+        original=Original(
+            key=original, filename=asset, content_type="image/jpeg", bytes=1, width=1, height=1
+        ),
+        derivatives=tuple(
+            Derivative(style=style, key=key, width=1, height=1, bytes=1, content_type="image/jpeg")
+            for style, key in zip(styles, derivatives, strict=True)
+        ),
+        committed_at=datetime.now(UTC),
+    ).to_bytes()
+
+
+def _objects(
+    assets: int, upload_ids: list[str], styles: tuple[str, ...]
+) -> Iterator[tuple[str, bytes]]:
+    collection = f"bulk-{uuid.uuid4().hex[:8]}"
+    for n in range(assets):
+        asset = f"IMG_{n:05d}.jpg"
+        superseded = keys.version_id(keys.new_ulid(time.time() - 60), 0)
+        live = keys.version_id(keys.new_ulid(), 0)
+        for key in (
+            *_version_keys(collection, asset, superseded, styles),
+            *_version_keys(collection, asset, live, styles),
+        ):
+            yield key, b"x"
+        yield keys.manifest_key(collection, asset), _manifest(collection, asset, live, styles)
+    for n, upload_id in enumerate(upload_ids):
+        yield keys.staging_key(upload_id, f"IMG_{n:05d}.jpg"), b"x"
+
+
+def populate(
+    stack: Endpoints,
+    bucket: str,
+    assets: int,
+    uploads: int,
+    leased: int,
+    styles: tuple[str, ...] = STYLES,
+) -> Population:
+    """`assets` assets with a live and a superseded version (an original and `styles`
+    each), and `uploads` staging uploads of which the first `leased` are leased to a
+    running job (the rest are abandoned)."""
+    s3 = s3_client(stack)
+    s3.create_bucket(Bucket=bucket)
+    upload_ids = [keys.new_ulid() for _ in range(uploads)]
+    objects = _objects(assets, upload_ids, styles)
+    with ThreadPoolExecutor(WRITERS) as pool:
+        for _ in pool.map(lambda chunk: _put_extracted(s3, bucket, chunk), _chunks(objects)):
+            pass
+    leased_uploads = tuple(upload_ids[:leased])
+    _set_leases(stack, leased_uploads, held=True)
+    return Population(
+        bucket,
+        doomed=assets * (1 + len(styles)) + uploads - leased,
+        kept=assets * (2 + len(styles)) + leased,
+        leased_uploads=leased_uploads,
+    )
+
+
+def _chunks(objects: Iterator[tuple[str, bytes]]) -> Iterator[list[tuple[str, bytes]]]:
+    while chunk := list(itertools.islice(objects, OBJECTS_PER_ARCHIVE)):
+        yield chunk
+
+
+def _put_extracted(s3: Any, bucket: str, objects: list[tuple[str, bytes]]) -> None:
+    """Many small objects in one request: MinIO unpacks a tar uploaded with this metadata
+    (its "snowball" extension), which is several times faster than a PUT per object."""
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        for key, body in objects:
+            entry = tarfile.TarInfo(key)
+            entry.size = len(body)
+            tar.addfile(entry, io.BytesIO(body))
+    s3.put_object(
+        Bucket=bucket,
+        Key=f"bulk-{uuid.uuid4().hex}.tar",
+        Body=archive.getvalue(),
+        Metadata={"snowball-auto-extract": "true"},
+    )
+
+
+def _set_leases(stack: Endpoints, uploads: tuple[str, ...], *, held: bool) -> None:
+    async def main() -> None:
+        connection = await nats.connect(stack.nats_url)
+        try:
+            kv = await connection.jetstream().key_value(messaging.STAGING_LEASES_BUCKET)
+            for upload in uploads:
+                await (kv.put(upload, b"bulk") if held else kv.delete(upload))
+        finally:
+            await connection.drain()
+
+    asyncio.run(main())
+
+
+def release(stack: Endpoints, population: Population) -> None:
+    _set_leases(stack, population.leased_uploads, held=False)
+
+
+def settings_for(stack: Endpoints, bucket: str) -> JanitorSettings:
+    return JanitorSettings(
+        nats_url=stack.nats_url,
+        bucket=bucket,
+        s3_endpoint_url=stack.s3_endpoint_url,
+        gc_grace_seconds=0.0,
+        upload_ttl=0.0,
+        orphan_age=0.0,
+    )
+
+
+async def measured_sweep(
+    stack: Endpoints, s3: Any, settings: JanitorSettings, *, trace_memory: bool = True
+) -> Measurement:
+    """One sweep and its wall time; with `trace_memory`, also the Python heap's peak from
+    the first listing to the last delete (tracing slows the sweep down several times)."""
+    connection = await nats.connect(stack.nats_url)
+    try:
+        leases = await KvLeases.bind(connection.jetstream())
+        sweeper = Sweeper(s3, Deleter(s3, leases, settings, "sweep"), settings)
+        if trace_memory:
+            tracemalloc.start()
+        began = time.perf_counter()
+        try:
+            report = await sweeper.sweep()
+            seconds = time.perf_counter() - began
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    finally:
+        await connection.drain()
+    return Measurement(report, peak if trace_memory else 0, seconds)
+
+
+def count(s3: Any, bucket: str) -> int:
+    total = 0
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        total += len(page.get("Contents", ()))
+    return total

@@ -1,0 +1,262 @@
+"""The fast path on the real NATS JetStream and MinIO: GC requests from the EMULSION_GC stream."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from emulsion_contracts import keys, messaging
+from emulsion_devstack.stack import Endpoints
+from emulsion_janitor.settings import JanitorSettings
+
+from .conftest import (
+    Layout,
+    connected,
+    janitor,
+    metric,
+    refusals,
+    until,
+    version_id,
+    wait_for_async,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("empty_gc_queue")]
+
+Settings = Callable[..., JanitorSettings]
+
+
+def gc_messages(outcome: str) -> float:
+    return metric("emulsion_janitor_gc_messages_total", outcome=outcome)
+
+
+def test_reingested_asset_old_version_goes_after_the_grace_period_new_one_stays(
+    stack: Endpoints, s3: Any, layout: Layout, collection: str, settings_for: Settings, run: Any
+) -> None:
+    old = layout.version(collection, "IMG_0001.jpg")
+    layout.commit(old)
+    new = layout.version(collection, "IMG_0001.jpg")
+    layout.commit(new)
+    deferred_before = gc_messages("deferred")
+    deleted_before = metric("emulsion_janitor_deleted_keys_total", reason="superseded", source="gc")
+
+    async def scenario() -> float:
+        async with janitor(stack, s3, settings_for()), connected(stack) as bus:
+            not_before = datetime.now(UTC) + timedelta(seconds=2)
+            await bus.publish("superseded", old.keys, not_before=not_before)
+            # Not due yet: given back with a delay, nothing deleted.
+            await wait_for_async(
+                "the request to be deferred", lambda: gc_messages("deferred") > deferred_before
+            )
+            assert datetime.now(UTC) < not_before
+            assert layout.present(old.keys) == set(old.keys)
+            await wait_for_async("the old version to go", lambda: not layout.present(old.keys))
+            return (datetime.now(UTC) - not_before).total_seconds()
+
+    late_by = run(scenario())
+    assert late_by >= 0, "deleted before not_before"
+    assert layout.present(new.keys) == set(new.keys)
+    assert layout.exists(keys.manifest_key(collection, "IMG_0001.jpg"))
+    # One deferral with the time left, then one delivery that deletes: no busy loop.
+    assert gc_messages("deferred") - deferred_before <= 2
+    assert metric(
+        "emulsion_janitor_deleted_keys_total", reason="superseded", source="gc"
+    ) - deleted_before == len(old.keys)
+
+
+def test_stale_job_finishing_last_loses_its_keys_and_the_live_version_stays(
+    stack: Endpoints, s3: Any, layout: Layout, collection: str, settings_for: Settings, run: Any
+) -> None:
+    earlier_job = version_id(time.time() - 60)
+    later_job = version_id()
+    live = layout.version(collection, "IMG_0002.jpg", later_job)
+    layout.commit(live)
+    # The earlier job's item finishes afterwards: its commit is stale, its keys go to GC.
+    stale = layout.version(collection, "IMG_0002.jpg", earlier_job)
+
+    async def scenario() -> None:
+        async with janitor(stack, s3, settings_for()), connected(stack) as bus:
+            await bus.publish("stale", stale.keys)
+            await wait_for_async("the stale version to go", lambda: not layout.present(stale.keys))
+            await until("the request to be acknowledged", bus.settled)
+
+    run(scenario())
+    assert layout.present(live.keys) == set(live.keys)
+
+
+def test_a_request_naming_live_keys_is_refused_counted_and_acknowledged(
+    stack: Endpoints, s3: Any, layout: Layout, collection: str, settings_for: Settings, run: Any
+) -> None:
+    live = layout.version(collection, "IMG_0003.jpg")
+    layout.commit(live)
+    # Not in the manifest's list, but under the live version's prefix: live all the same.
+    unlisted = layout.put(
+        keys.derivative_key(collection, "IMG_0003.jpg", live.version, "extra", "webp")
+    )
+    before = refusals("live")
+    done_before = gc_messages("done")
+
+    async def scenario() -> None:
+        async with janitor(stack, s3, settings_for()), connected(stack) as bus:
+            await bus.publish("superseded", [*live.keys, unlisted])
+            await wait_for_async(
+                "the request to be handled", lambda: gc_messages("done") > done_before
+            )
+            await until("the request to be acknowledged", bus.settled)
+
+    run(scenario())
+    assert refusals("live") - before == len(live.keys) + 1
+    assert layout.present([*live.keys, unlisted]) == {*live.keys, unlisted}
+
+
+def test_keys_younger_than_the_grace_period_stay_and_the_request_waits(
+    stack: Endpoints, s3: Any, layout: Layout, collection: str, settings_for: Settings, run: Any
+) -> None:
+    old = layout.version(collection, "IMG_0004.jpg")
+    layout.commit(layout.version(collection, "IMG_0004.jpg"))
+    before = refusals("grace")
+    retries_before = gc_messages("retry")
+
+    async def scenario() -> tuple[int, int]:
+        # The producer's not_before has passed, but the objects are seconds old.
+        async with janitor(stack, s3, settings_for(gc_grace_seconds=3600)), connected(stack) as bus:
+            await bus.publish("superseded", old.keys)
+            await wait_for_async("a retry", lambda: gc_messages("retry") > retries_before)
+            backlog: tuple[int, int] = await bus.gc_backlog()
+            return backlog
+
+    pending, unacknowledged = run(scenario())
+    assert refusals("grace") - before == len(old.keys)
+    assert layout.present(old.keys) == set(old.keys)
+    # Given back with a delay (kept for later), not acknowledged and not dropped.
+    assert pending + unacknowledged == 1
+
+
+def test_keys_outside_the_prefixes_are_refused_and_untouched(
+    stack: Endpoints, s3: Any, layout: Layout, collection: str, settings_for: Settings, run: Any
+) -> None:
+    manifest = keys.manifest_key(collection, "IMG_0005.jpg")
+    outside = [
+        layout.put(manifest, b"{}"),  # manifests are the API's to delete
+        layout.put("other/thing.jpg"),
+        layout.put(f"originals/{collection}/loose.jpg"),  # under a prefix, outside the layout
+        layout.put("stagingX/01J00000000000000000000000/x.jpg"),
+        "originals/../assets/x.json",
+        f"staging/../{manifest}",
+        "/etc/passwd",
+    ]
+    before = refusals("prefix")
+    done_before = gc_messages("done")
+
+    async def scenario() -> None:
+        async with janitor(stack, s3, settings_for()), connected(stack) as bus:
+            await bus.publish("deleted", outside)
+            await wait_for_async(
+                "the request to be handled", lambda: gc_messages("done") > done_before
+            )
+
+    run(scenario())
+    assert refusals("prefix") - before == len(outside)
+    assert layout.present(outside[:4]) == set(outside[:4])
+
+
+def test_deleted_asset_all_versions_go_and_deleting_twice_is_harmless(
+    stack: Endpoints, s3: Any, layout: Layout, collection: str, settings_for: Settings, run: Any
+) -> None:
+    versions = [layout.version(collection, "IMG_0006.jpg") for _ in range(3)]
+    layout.commit(versions[-1])
+    layout.forget(collection, "IMG_0006.jpg")
+    doomed = [key for version in versions for key in version.keys]
+    done_before = gc_messages("done")
+    errors_before = metric("emulsion_janitor_delete_errors_total")
+
+    async def scenario() -> None:
+        async with janitor(stack, s3, settings_for()), connected(stack) as bus:
+            await bus.publish("deleted", doomed)
+            await bus.publish("deleted", doomed)  # redelivered, or sent twice
+            await wait_for_async("both requests", lambda: gc_messages("done") >= done_before + 2)
+            await until("the request to be acknowledged", bus.settled)
+
+    run(scenario())
+    assert layout.present(doomed) == set()
+    assert metric("emulsion_janitor_delete_errors_total") == errors_before
+
+
+def test_a_leased_staging_upload_is_kept_until_its_lease_ends(
+    stack: Endpoints, s3: Any, layout: Layout, settings_for: Settings, run: Any
+) -> None:
+    upload = keys.new_ulid()
+    staged = layout.put(keys.staging_key(upload, "IMG_0007.jpg"))
+    before = refusals("leased")
+    retries_before = gc_messages("retry")
+
+    async def scenario() -> None:
+        settings = settings_for(lease_recheck=0.5)
+        async with janitor(stack, s3, settings), connected(stack) as bus:
+            await bus.lease(upload)
+            await bus.publish("promoted", [staged])
+            await wait_for_async("a retry", lambda: gc_messages("retry") > retries_before)
+            assert layout.exists(staged)
+            await bus.release(upload)
+            await wait_for_async("the promoted upload to go", lambda: not layout.exists(staged))
+
+    run(scenario())
+    assert refusals("leased") > before
+
+
+def test_a_malformed_request_is_terminated_and_the_next_one_is_carried_out(
+    stack: Endpoints, s3: Any, layout: Layout, collection: str, settings_for: Settings, run: Any
+) -> None:
+    old = layout.version(collection, "IMG_0008.jpg")
+    layout.commit(layout.version(collection, "IMG_0008.jpg"))
+    malformed_before = gc_messages("malformed")
+
+    async def scenario() -> None:
+        async with janitor(stack, s3, settings_for()), connected(stack) as bus:
+            await bus.publish_raw(messaging.gc_subject("superseded"), b'{"v": 1, "keys": "nope"}')
+            await bus.publish_raw(messaging.gc_subject("superseded"), b"\x00not json")
+            await bus.publish("superseded", old.keys)
+            await wait_for_async("the good request", lambda: not layout.present(old.keys))
+            await until("the request to be acknowledged", bus.settled)
+
+    run(scenario())
+    assert gc_messages("malformed") - malformed_before == 2
+
+
+def test_the_delete_span_continues_the_producers_trace(
+    stack: Endpoints,
+    s3: Any,
+    layout: Layout,
+    collection: str,
+    settings_for: Settings,
+    run: Any,
+    spans: InMemorySpanExporter,
+) -> None:
+    old = layout.version(collection, "IMG_0009.jpg")
+    layout.commit(layout.version(collection, "IMG_0009.jpg"))
+    tracer = trace.get_tracer("test.producer")
+
+    async def scenario() -> trace.SpanContext:
+        async with janitor(stack, s3, settings_for()), connected(stack) as bus:
+            with tracer.start_as_current_span("processor.commit") as producer:
+                await bus.publish("superseded", old.keys)  # injects the current context
+            await wait_for_async("the old version to go", lambda: not layout.present(old.keys))
+            return producer.get_span_context()
+
+    producer = run(scenario())
+    delete_spans = [
+        s
+        for s in spans.get_finished_spans()
+        if s.name == "janitor.delete" and s.context.trace_id == producer.trace_id
+    ]
+    assert len(delete_spans) == 1
+    span = delete_spans[0]
+    assert span.parent is not None and span.parent.span_id == producer.span_id
+    assert span.attributes is not None
+    assert span.attributes["emulsion.gc.deleted"] == len(old.keys)
+    assert span.attributes["emulsion.gc.reason"] == "superseded"

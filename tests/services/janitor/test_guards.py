@@ -1,0 +1,241 @@
+"""The guards and the sweep's choice of candidates, as pure logic (no stack needed)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from emulsion_contracts import keys
+from emulsion_contracts.manifest import AssetManifest, Original
+from emulsion_contracts.messages import Derivative, JobRef
+from emulsion_janitor.guards import Budget, Facts, Guard, Live, Policy, StoredObject, may_delete
+from emulsion_janitor.settings import JanitorSettings
+from emulsion_janitor.sweep import select
+
+BUCKET = "emulsion"
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+GRACE = timedelta(minutes=5)
+OLD = NOW - timedelta(hours=2)
+COLLECTION = "gallery-1"
+ASSET = "IMG_0001.jpg"
+EARLIER = keys.version_id(keys.new_ulid(NOW.timestamp() - 600), 0)
+LIVE_VERSION = keys.version_id(keys.new_ulid(NOW.timestamp() - 300), 0)
+LATER = keys.version_id(keys.new_ulid(NOW.timestamp() - 60), 0)
+UPLOAD = keys.new_ulid(NOW.timestamp())
+
+
+def manifest(version: str = LIVE_VERSION, asset: str = ASSET) -> AssetManifest:
+    return AssetManifest(
+        collection=COLLECTION,
+        asset=asset,
+        version=version,
+        job=JobRef(namespace="default", name="job", uid=str(uuid.uuid4())),
+        index=0,
+        original=Original(
+            key=keys.original_key(COLLECTION, asset, version, asset),
+            filename=asset,
+            content_type="image/jpeg",
+            bytes=1,
+            width=1,
+            height=1,
+        ),
+        derivatives=(
+            Derivative(
+                style="thumb",
+                key=keys.derivative_key(COLLECTION, asset, version, "thumb", "jpg"),
+                width=1,
+                height=1,
+                bytes=1,
+                content_type="image/jpeg",
+            ),
+        ),
+        committed_at=NOW,
+    )
+
+
+LIVE = Live.of(manifest())
+
+
+def original(version: str, asset: str = ASSET) -> str:
+    return keys.original_key(COLLECTION, asset, version, asset)
+
+
+def thumb(version: str) -> str:
+    return keys.derivative_key(COLLECTION, ASSET, version, "thumb", "jpg")
+
+
+def staged() -> str:
+    return keys.staging_key(UPLOAD, "IMG_0001.jpg")
+
+
+def check(
+    key: str,
+    facts: Facts,
+    *,
+    last_modified: datetime | None = OLD,
+    bucket: str = BUCKET,
+    dry_run: bool = False,
+    budget: Budget | None = None,
+) -> Guard | None:
+    return may_delete(
+        bucket,
+        StoredObject(key, 10, last_modified),
+        facts,
+        Policy(BUCKET, GRACE, dry_run),
+        budget or Budget(None),
+        NOW,
+    )
+
+
+def test_an_old_superseded_key_and_an_old_unleased_upload_may_go() -> None:
+    assert check(original(EARLIER), Facts(live=LIVE)) is None
+    assert check(thumb(EARLIER), Facts(live=LIVE)) is None
+    assert check(staged(), Facts(leased=False)) is None
+
+
+def test_every_version_of_a_deleted_asset_may_go() -> None:
+    gone = Live.nothing(COLLECTION, ASSET)
+    assert check(original(LIVE_VERSION), Facts(live=gone)) is None
+    assert check(thumb(LATER), Facts(live=gone)) is None
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        keys.manifest_key(COLLECTION, ASSET),  # manifests are the API's to delete
+        "other/thing.jpg",
+        f"originals/{COLLECTION}/loose.jpg",
+        f"derivatives/{COLLECTION}/{ASSET}/not-a-version/thumb.jpg",
+        f"staging/{UPLOAD}/../../assets/{COLLECTION}/{ASSET}.json",
+        "staging/not-an-upload-id/x.jpg",
+        f"Staging/{UPLOAD}/x.jpg",
+        f"/staging/{UPLOAD}/x.jpg",
+        "",
+    ],
+)
+def test_keys_outside_the_prefixes_or_the_layout_are_refused(key: str) -> None:
+    everything_allowed = Facts(live=Live.nothing(COLLECTION, ASSET), leased=False)
+    assert check(key, everything_allowed) is Guard.PREFIX
+
+
+def test_another_bucket_is_refused() -> None:
+    assert check(original(EARLIER), Facts(live=LIVE), bucket="someone-elses") is Guard.BUCKET
+
+
+def test_the_live_keys_and_anything_under_the_live_version_are_refused() -> None:
+    listed = manifest()
+    for key in listed.live_keys():
+        assert check(key, Facts(live=LIVE)) is Guard.LIVE
+    unlisted = keys.derivative_key(COLLECTION, ASSET, LIVE_VERSION, "poster", "webp")
+    assert check(unlisted, Facts(live=LIVE)) is Guard.LIVE
+
+
+@pytest.mark.parametrize(
+    "live",
+    [
+        None,  # never read
+        Live.unreadable(COLLECTION, ASSET),  # does not parse
+        Live.nothing(COLLECTION, "IMG_0002.jpg"),  # another asset's manifest
+    ],
+)
+def test_a_version_without_its_own_readable_manifest_is_refused(live: Live | None) -> None:
+    assert check(original(EARLIER), Facts(live=live)) is Guard.UNREADABLE_MANIFEST
+
+
+@pytest.mark.parametrize("leased", [True, None])
+def test_a_leased_or_unknown_upload_is_refused(leased: bool | None) -> None:
+    assert check(staged(), Facts(leased=leased)) is Guard.LEASED
+
+
+@pytest.mark.parametrize(
+    ("last_modified", "expected"),
+    [
+        (NOW - GRACE + timedelta(milliseconds=1), Guard.GRACE),
+        (NOW, Guard.GRACE),
+        (NOW + timedelta(seconds=30), Guard.GRACE),  # a store clock ahead of ours
+        (None, Guard.GRACE),  # an unknown age is never old enough
+        (NOW - GRACE, None),
+    ],
+)
+def test_nothing_younger_than_the_grace_period_goes(
+    last_modified: datetime | None, expected: Guard | None
+) -> None:
+    assert check(original(EARLIER), Facts(live=LIVE), last_modified=last_modified) is expected
+    assert check(staged(), Facts(leased=False), last_modified=last_modified) is expected
+
+
+def test_the_cap_is_taken_only_by_keys_every_other_guard_lets_through() -> None:
+    budget = Budget(2)
+    assert check(original(LIVE_VERSION), Facts(live=LIVE), budget=budget) is Guard.LIVE
+    assert check(original(EARLIER), Facts(live=LIVE), budget=budget) is None
+    assert check(thumb(EARLIER), Facts(live=LIVE), budget=budget) is None
+    assert budget.exhausted
+    assert check(staged(), Facts(leased=False), budget=budget) is Guard.CAP
+
+
+def test_dry_run_refuses_exactly_what_a_real_run_would_delete() -> None:
+    budget = Budget(1)
+    assert check(original(EARLIER), Facts(live=LIVE), dry_run=True, budget=budget) is (
+        Guard.DRY_RUN
+    )
+    assert check(original(LIVE_VERSION), Facts(live=LIVE), dry_run=True) is Guard.LIVE
+    # The dry run spends the cap as a real run would, so its report stops where one would.
+    assert check(thumb(EARLIER), Facts(live=LIVE), dry_run=True, budget=budget) is Guard.CAP
+
+
+def settings(**overrides: Any) -> JanitorSettings:
+    values: dict[str, Any] = {
+        "nats_url": "nats://127.0.0.1:4222",
+        "bucket": BUCKET,
+        "gc_grace_seconds": GRACE.total_seconds(),
+        "upload_ttl": 86400.0,
+        "orphan_age": 3600.0,
+        **overrides,
+    }
+    return JanitorSettings(**values)
+
+
+def at(key: str, age: timedelta) -> StoredObject:
+    return StoredObject(key, 10, NOW - age)
+
+
+def test_the_sweep_picks_staging_uploads_older_than_the_upload_ttl() -> None:
+    ttl = settings()
+    assert select(at(staged(), timedelta(hours=25)), None, NOW, ttl) == "abandoned"
+    assert select(at(staged(), timedelta(hours=23)), None, NOW, ttl) is None
+
+
+def test_the_sweep_picks_versions_older_than_the_live_one_after_the_grace_period() -> None:
+    grace = settings()
+    assert select(at(original(EARLIER), GRACE), LIVE, NOW, grace) == "superseded"
+    assert select(at(original(EARLIER), GRACE / 2), LIVE, NOW, grace) is None
+    assert select(at(original(LIVE_VERSION), timedelta(days=9)), LIVE, NOW, grace) is None
+
+
+def test_the_sweep_leaves_a_version_newer_than_the_live_one_until_it_is_an_orphan() -> None:
+    # Written by an item still in flight (not yet committed) or by one that failed after.
+    ages = settings()
+    assert select(at(original(LATER), timedelta(minutes=30)), LIVE, NOW, ages) is None
+    assert select(at(original(LATER), timedelta(hours=1)), LIVE, NOW, ages) == "orphaned"
+
+
+def test_the_sweep_picks_every_version_of_an_asset_without_a_manifest() -> None:
+    gone = Live.nothing(COLLECTION, ASSET)
+    ages = settings()
+    assert select(at(original(EARLIER), timedelta(hours=2)), gone, NOW, ages) == "deleted"
+    # A first ingest in flight has no manifest yet either; only time tells them apart.
+    assert select(at(original(LATER), timedelta(minutes=10)), gone, NOW, ages) is None
+
+
+def test_the_sweep_leaves_an_asset_with_an_unreadable_manifest_alone() -> None:
+    unreadable = Live.unreadable(COLLECTION, ASSET)
+    assert select(at(original(EARLIER), timedelta(days=9)), unreadable, NOW, settings()) is None
+
+
+def test_a_grace_period_of_zero_lets_even_an_age_the_store_rounded_up_pass() -> None:
+    none = Policy(BUCKET, timedelta(0), dry_run=False)
+    ahead = StoredObject(original(EARLIER), 10, NOW + timedelta(seconds=1))
+    assert may_delete(BUCKET, ahead, Facts(live=LIVE), none, Budget(None), NOW) is None
