@@ -101,6 +101,8 @@ def wait_until(
             if ready():
                 return
         if time.monotonic() > deadline:
+            # Nobody else holds this process yet, so nobody else would ever stop it.
+            stop(record)
             raise StackError(
                 f"{record.name} was not {what} after {timeout:.0f}s:\n{log_tail(record.log)}"
             )

@@ -440,6 +440,15 @@ class LocalStack:
         temporary.write_text(json.dumps(state, indent=2))
         temporary.replace(self.state_file)
 
+    def client_environment(self) -> dict[str, str]:
+        """The variables `.emulsion/env` exports (endpoints, credentials, service URLs)."""
+        variables = {}
+        for line in self.env_file.read_text().splitlines():
+            if line.startswith("export "):
+                name, _, value = line.removeprefix("export ").partition("=")
+                variables[name] = shlex.split(value)[0] if value else ""
+        return variables
+
     def _write_env(self, variables: dict[str, str]) -> None:
         lines = [f"export {k}={shlex.quote(v)}" for k, v in variables.items()]
         self.env_file.write_text(
