@@ -1,0 +1,1 @@
+"""`make bench`: Emulsion end to end, side by side with the limits and the baseline."""
