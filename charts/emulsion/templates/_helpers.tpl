@@ -1,0 +1,226 @@
+{{/*
+Names, labels, the facts each component's code fixes, and the shared environment.
+*/}}
+
+{{- define "emulsion.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "emulsion.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* "<fullname>-<component>", the name of every object of one component. Args: root, name. */}}
+{{- define "emulsion.componentName" -}}
+{{- printf "%s-%s" (include "emulsion.fullname" .root) .name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "emulsion.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/name: {{ include "emulsion.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: emulsion
+{{- end -}}
+
+{{/* Selector labels of one component. Args: root, name. */}}
+{{- define "emulsion.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "emulsion.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .name }}
+{{- end -}}
+
+{{/* All labels of one component's objects. Args: root, name. */}}
+{{- define "emulsion.componentLabels" -}}
+{{ include "emulsion.labels" .root }}
+app.kubernetes.io/component: {{ .name }}
+{{- end -}}
+
+{{/*
+What each component's code needs, which is not the operator's choice and so not a value:
+  kubernetesApi  - talks to the kube-apiserver (ServiceAccount token, RBAC, egress)
+  objectStorage  - reads or writes S3 (credentials, egress)
+  singleton      - exactly one active replica (kopf peering): Recreate, no autoscaling
+  servesApi      - receives client traffic (ingress rule, API tokens)
+  scratch        - streams originals to a scratch volume
+  itemWorker     - holds image items through SIGTERM (grace > longest item)
+  metricsPort    - /metrics and /readyz on a port of their own (kopf owns httpPort)
+  clusterPeering - kopf peering through a cluster-scoped ClusterKopfPeering
+*/}}
+{{- define "emulsion.traits" -}}
+api:
+  metricsPort: 0
+  clusterPeering: false
+  itemWorker: false
+  kubernetesApi: true
+  objectStorage: true
+  singleton: false
+  servesApi: true
+  scratch: false
+controller:
+  metricsPort: 9090
+  clusterPeering: true
+  itemWorker: false
+  kubernetesApi: true
+  objectStorage: false
+  singleton: true
+  servesApi: false
+  scratch: false
+processor:
+  metricsPort: 0
+  clusterPeering: false
+  itemWorker: true
+  kubernetesApi: false
+  objectStorage: true
+  singleton: false
+  servesApi: false
+  scratch: true
+janitor:
+  metricsPort: 0
+  clusterPeering: false
+  itemWorker: false
+  kubernetesApi: false
+  objectStorage: true
+  singleton: false
+  servesApi: false
+  scratch: false
+{{- end -}}
+
+{{- define "emulsion.image" -}}
+{{- $root := .root -}}
+{{- $tag := .component.image.tag | default $root.Values.image.tag | default $root.Chart.AppVersion -}}
+{{- if $root.Values.image.registry -}}
+{{- printf "%s/%s:%s" (trimSuffix "/" $root.Values.image.registry) .component.image.repository $tag -}}
+{{- else -}}
+{{- printf "%s:%s" .component.image.repository $tag -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The ClusterKopfPeering of this release's controller: cluster-scoped, so it names the
+namespace too; two releases must never pause each other's controller.
+*/}}
+{{- define "emulsion.peeringName" -}}
+{{- printf "%s.%s-controller" .Release.Namespace (include "emulsion.fullname" .) | trunc 253 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "emulsion.apiTokensSecret" -}}
+{{- .Values.apiTokens.existingSecret | default (printf "%s-api-tokens" (include "emulsion.fullname" .)) -}}
+{{- end -}}
+
+{{- define "emulsion.profilesFile" -}}/etc/emulsion/profiles/profiles.yaml{{- end -}}
+{{- define "emulsion.apiTokensFile" -}}/etc/emulsion/api-tokens/tokens{{- end -}}
+{{- define "emulsion.scratchDir" -}}/var/lib/emulsion/scratch{{- end -}}
+
+{{/*
+The environment every component shares (NATS, S3, OTEL_*, logging, GC grace, profiles),
+then what only some components need. Args: root, name, traits.
+*/}}
+{{- define "emulsion.env" -}}
+{{- $v := .root.Values -}}
+- name: NATS_URL
+  value: {{ $v.nats.url | quote }}
+- name: EMULSION_BUCKET
+  value: {{ $v.s3.bucket | quote }}
+- name: AWS_REGION
+  value: {{ $v.s3.region | quote }}
+{{- if $v.s3.endpointUrl }}
+- name: AWS_ENDPOINT_URL
+  value: {{ $v.s3.endpointUrl | quote }}
+{{- end }}
+{{- if and .traits.objectStorage $v.s3.credentials.existingSecret }}
+- name: AWS_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ $v.s3.credentials.existingSecret }}
+      key: {{ $v.s3.credentials.accessKeyIdKey }}
+- name: AWS_SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ $v.s3.credentials.existingSecret }}
+      key: {{ $v.s3.credentials.secretAccessKeyKey }}
+{{- end }}
+- name: OTEL_SERVICE_NAME
+  value: {{ printf "emulsion-%s" .name | quote }}
+- name: OTEL_RESOURCE_ATTRIBUTES
+  value: {{ list (printf "service.namespace=%s" .root.Release.Namespace) (printf "service.version=%s" .root.Chart.AppVersion) $v.otel.resourceAttributes | compact | join "," | quote }}
+{{- if $v.otel.endpoint }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ $v.otel.endpoint | quote }}
+- name: OTEL_EXPORTER_OTLP_PROTOCOL
+  value: http/protobuf
+{{- else }}
+- name: OTEL_TRACES_EXPORTER
+  value: none
+{{- end }}
+- name: OTEL_TRACES_SAMPLER
+  value: {{ $v.otel.sampler | quote }}
+{{- if $v.otel.samplerArg }}
+- name: OTEL_TRACES_SAMPLER_ARG
+  value: {{ $v.otel.samplerArg | quote }}
+{{- end }}
+- name: OTEL_PROPAGATORS
+  value: tracecontext,baggage
+- name: EMULSION_LOG_LEVEL
+  value: {{ $v.logLevel | quote }}
+- name: EMULSION_GC_GRACE_SECONDS
+  value: {{ $v.gcGraceSeconds | quote }}
+- name: EMULSION_HTTP_PORT
+  value: {{ $v.httpPort | quote }}
+- name: EMULSION_PROFILES_FILE
+  value: {{ include "emulsion.profilesFile" .root | quote }}
+{{- if .traits.servesApi }}
+- name: EMULSION_NAMESPACE
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+{{- end }}
+{{- if .traits.clusterPeering }}
+# Serve only the release's namespace, so RBAC on IngestJobs stays namespaced.
+- name: EMULSION_NAMESPACES
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+- name: EMULSION_CONTROLLER_PEERING
+  value: {{ include "emulsion.peeringName" .root | quote }}
+{{- end }}
+{{- if .traits.metricsPort }}
+- name: EMULSION_METRICS_PORT
+  value: {{ .traits.metricsPort | quote }}
+{{- end }}
+{{- if .traits.servesApi }}
+- name: EMULSION_API_TOKENS_FILE
+  value: {{ include "emulsion.apiTokensFile" .root | quote }}
+{{- end }}
+{{- if .traits.scratch }}
+- name: EMULSION_SCRATCH_DIR
+  value: {{ include "emulsion.scratchDir" .root | quote }}
+{{- end }}
+{{- if .traits.itemWorker }}
+- name: EMULSION_CONCURRENCY
+  value: {{ $v.processing.concurrency | quote }}
+- name: EMULSION_EXECUTOR
+  value: {{ $v.processing.executor | quote }}
+- name: EMULSION_DRAIN_SECONDS
+  value: {{ $v.processing.longestItemSeconds | quote }}
+{{- end }}
+{{- range $key, $value := .component.env }}
+- name: {{ $key }}
+  value: {{ $value | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* Autoscaled components get no fixed replica count (the HPA or KEDA owns it). */}}
+{{- define "emulsion.autoscaled" -}}
+{{- if .component.autoscaling.enabled -}}true{{- end -}}
+{{- end -}}

@@ -1,0 +1,232 @@
+"""The services' Dockerfiles: linted (hadolint and our own rules), and kept honest by
+running their own `uv sync` line on the build context .dockerignore leaves.
+
+No container engine runs here, so the image itself is never built; what the build stage
+installs is, with the host's interpreter instead of the image's.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from .conftest import COMPONENTS, REPO_ROOT
+
+DOCKERFILES = {name: REPO_ROOT / "services" / name / "Dockerfile" for name in COMPONENTS}
+
+
+def instructions(dockerfile: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    joined = re.sub(r"\\\n\s*", " ", dockerfile.read_text())
+    found = []
+    for line in joined.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keyword, _, rest = line.partition(" ")
+            found.append((keyword.upper(), rest.strip()))
+    return found
+
+
+def final_stage(dockerfile: Path) -> list[tuple[str, str]]:
+    steps = instructions(dockerfile)
+    last_from = max(i for i, (keyword, _) in enumerate(steps) if keyword == "FROM")
+    return steps[last_from:]
+
+
+def test_hadolint_finds_nothing() -> None:
+    hadolint = Path(sys.executable).parent / "hadolint"
+    result = subprocess.run(
+        [str(hadolint), "--failure-threshold", "info", *map(str, DOCKERFILES.values())],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfiles_differ_only_in_the_service_name() -> None:
+    # One recipe: a fix in one Dockerfile that misses the others fails here.
+    normalised = {
+        name: path.read_text().replace(name, "<svc>") for name, path in DOCKERFILES.items()
+    }
+    assert len(set(normalised.values())) == 1
+
+
+@pytest.mark.parametrize("name", COMPONENTS)
+def test_dockerfile_rules(name: str) -> None:
+    dockerfile = DOCKERFILES[name]
+    steps = instructions(dockerfile)
+    stages = [args for keyword, args in steps if keyword == "FROM"]
+    assert len(stages) >= 2, "multi-stage: build tools stay in the build stage"
+    assert len({s.split()[0] for s in stages}) == 1, "both stages on the same base image"
+    syncs = [args for keyword, args in steps if keyword == "RUN" and "uv sync" in args]
+    assert len(syncs) == 1
+    sync = shlex.split(syncs[0])
+    assert {"--locked", "--no-dev", "--no-editable"} <= set(sync)
+    assert sync[sync.index("--package") + 1] == f"emulsion-{name}"
+
+    final = final_stage(dockerfile)
+    runs = " ".join(args for keyword, args in final if keyword == "RUN")
+    for tool in ("pip install", "uv ", "apt-get install", "gcc", "build-essential"):
+        assert tool not in runs, f"{tool!r} in the runtime stage"
+    copies = [args for keyword, args in final if keyword == "COPY"]
+    assert copies == ["--from=build /opt/emulsion /opt/emulsion"], "only the virtualenv"
+    (user,) = [args for keyword, args in final if keyword == "USER"]
+    uid = user.split(":")[0]
+    assert uid.isdigit() and int(uid) != 0, "numeric non-root user (runAsNonRoot can check it)"
+    (entrypoint,) = [args for keyword, args in final if keyword == "ENTRYPOINT"]
+    assert entrypoint == f'["emulsion-{name}"]', "exec form, so the service gets SIGTERM"
+    env = " ".join(args for keyword, args in final if keyword == "ENV")
+    assert f"OTEL_SERVICE_NAME=emulsion-{name}" in env
+    assert "OTEL_EXPORTER" not in dockerfile.read_text(), "exporters are the deployment's choice"
+
+
+def dockerignore_patterns() -> list[tuple[bool, str]]:
+    patterns = []
+    for line in (REPO_ROOT / ".dockerignore").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            negated = line.startswith("!")
+            patterns.append((negated, line.lstrip("!").rstrip("/")))
+    return patterns
+
+
+def ignored(relative: str, patterns: list[tuple[bool, str]]) -> bool:
+    # Docker's rule: the last matching pattern wins; a pattern matching a directory
+    # matches everything under it. fnmatch's `*` crosses '/', which covers `**/`.
+    candidates = [relative] + [str(p) for p in Path(relative).parents if str(p) != "."]
+    verdict = False
+    for negated, pattern in patterns:
+        anywhere = pattern.startswith("**/")
+        bare = pattern.removeprefix("**/")
+        if any(
+            fnmatch.fnmatchcase(c, pattern)
+            or (anywhere and fnmatch.fnmatchcase(Path(c).name, bare))
+            for c in candidates
+        ):
+            verdict = not negated
+    return verdict
+
+
+def settled(relative: str, patterns: list[tuple[bool, str]]) -> bool:
+    """True when `relative` and everything under it is ignored whatever lies inside: a
+    pattern after the last `!` exception matches it, so no exception can bring a file back."""
+    last_exception = max((i for i, (negated, _) in enumerate(patterns) if negated), default=-1)
+    return ignored(relative, patterns[last_exception + 1 :])
+
+
+def build_context(target: Path) -> Path:
+    patterns = dockerignore_patterns()
+    for directory, subdirectories, files in os.walk(REPO_ROOT):
+        here = Path(directory)
+        # Pruned only where Docker would ignore every file below anyway (.venv, caches).
+        subdirectories[:] = [
+            d
+            for d in subdirectories
+            if d != ".git" and not settled((here / d).relative_to(REPO_ROOT).as_posix(), patterns)
+        ]
+        for name in files:
+            relative = (here / name).relative_to(REPO_ROOT).as_posix()
+            if not ignored(relative, patterns):
+                destination = target / relative
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(here / name, destination)
+    return target
+
+
+def workspace_members() -> list[Path]:
+    root = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    globs = root["tool"]["uv"]["workspace"]["members"]
+    return sorted(
+        path.relative_to(REPO_ROOT)
+        for pattern in globs
+        for path in REPO_ROOT.glob(pattern)
+        if (path / "pyproject.toml").is_file()
+    )
+
+
+def test_build_context_holds_the_workspace_and_nothing_else(tmp_path: Path) -> None:
+    context = build_context(tmp_path / "context")
+    members = workspace_members()
+    assert {Path("services") / name for name in COMPONENTS} <= set(members)
+    # uv checks every member against the lock: a member missing here fails the build.
+    for member in members:
+        assert (context / member / "pyproject.toml").is_file(), member
+    tops = {p.name for p in context.iterdir()}
+    assert tops == {"pyproject.toml", "uv.lock"} | {member.parts[0] for member in members}
+    # Sources only of what images install; no tests, charts, Dockerfiles or caches.
+    for member in members:
+        has_sources = (context / member / "src").is_dir()
+        assert has_sources == (member.parts[0] in ("libs", "services")), member
+    assert not list(context.rglob("__pycache__"))
+    assert not list(context.rglob("Dockerfile"))
+
+
+@pytest.mark.parametrize("name", COMPONENTS)
+def test_the_dockerfiles_uv_sync_installs_the_service_and_only_it(
+    name: str, tmp_path: Path
+) -> None:
+    context = build_context(tmp_path / "context")
+    (sync,) = [
+        args
+        for keyword, args in instructions(DOCKERFILES[name])
+        if keyword == "RUN" and "uv sync" in args
+    ]
+    uv = os.environ.get("UV") or shutil.which("uv")
+    assert uv, "uv is needed to run the Dockerfile's uv sync"
+    environment = tmp_path / "venv"
+    command = [uv, *shlex.split(sync)[1:], "--python", sys.executable]
+    result = subprocess.run(
+        command,
+        cwd=context,
+        env={
+            **os.environ,
+            "UV_PROJECT_ENVIRONMENT": str(environment),
+            "UV_LINK_MODE": "copy",
+            "UV_PYTHON_DOWNLOADS": "never",
+            "VIRTUAL_ENV": "",
+        },
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    script = environment / "bin" / f"emulsion-{name}"
+    assert script.is_file(), f"no console script emulsion-{name} in the image"
+    python = environment / "bin" / "python"
+    probe = subprocess.run(
+        [
+            str(python),
+            "-c",
+            "import importlib.util as u, emulsion_contracts, "
+            f"emulsion_{name} as s; print(s.__file__); "
+            f"print(bool(u.find_spec('emulsion_{name}.__main__')))",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert probe.returncode == 0, probe.stderr
+    module_file, has_main = probe.stdout.split()
+    # Installed as a wheel in the environment, not an editable link back to the sources.
+    assert module_file.startswith(str(environment)), module_file
+    assert has_main == "True", f"python -m emulsion_{name} would not run"
+    installed = {
+        p.name.split("-")[0].lower() for p in environment.glob("lib/*/site-packages/*.dist-info")
+    }
+    others = {f"emulsion_{o}" for o in COMPONENTS if o != name}
+    for unwanted in {"pytest", "ruff", "mypy", "emulsion_devstack", "emulsion_cli", *others}:
+        assert unwanted not in installed, f"{unwanted} would be in the emulsion-{name} image"

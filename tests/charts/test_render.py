@@ -1,0 +1,420 @@
+"""The chart as rendered by `helm lint` and `helm template`, without a cluster.
+
+What the apiserver itself accepts is in test_apiserver.py; here: the shape the chart
+promises (one loop, least privilege, hardening), the schema's strictness, the KEDA/HPA
+switch, the guards that refuse unsafe values, and the CRD copy staying in step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+
+from emulsion_contracts import crd, messaging
+from emulsion_contracts.profiles import load_profiles
+
+from .conftest import CHART, COMPONENTS, REPO_ROOT, Tools, by_kind, component_of, render, template
+
+
+@pytest.fixture(scope="module")
+def default(tools: Tools) -> list[dict[str, Any]]:
+    return render(tools)
+
+
+def deployments(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {component_of(d): d for d in by_kind(objects, "Deployment").values()}
+
+
+def pod_spec(deployment: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = deployment["spec"]["template"]["spec"]
+    return spec
+
+
+def env_of(deployment: dict[str, Any]) -> dict[str, Any]:
+    (container,) = pod_spec(deployment)["containers"]
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def test_helm_lint_is_clean_in_strict_mode(tools: Tools) -> None:
+    output = tools.helm_("lint", "--strict", str(CHART))
+    assert "1 chart(s) linted, 0 chart(s) failed" in output
+
+
+def test_default_render_has_each_component_once(default: list[dict[str, Any]]) -> None:
+    for kind in ("Deployment", "ServiceAccount", "Service", "PodDisruptionBudget", "NetworkPolicy"):
+        assert sorted(component_of(o) for o in by_kind(default, kind).values()) == list(
+            COMPONENTS
+        ), kind
+    # Only the processor autoscales by default, with a CPU HPA while KEDA is off.
+    assert [component_of(h) for h in by_kind(default, "HorizontalPodAutoscaler").values()] == [
+        "processor"
+    ]
+    assert "replicas" not in deployments(default)["processor"]["spec"]
+    assert not by_kind(default, "ScaledObject")
+
+
+def test_every_container_is_hardened_probed_and_bounded(default: list[dict[str, Any]]) -> None:
+    for name, deployment in deployments(default).items():
+        pod = pod_spec(deployment)
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert pod["securityContext"]["runAsUser"] != 0, name
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        (container,) = pod["containers"]
+        context = container["securityContext"]
+        assert context["readOnlyRootFilesystem"] is True, name
+        assert context["allowPrivilegeEscalation"] is False, name
+        assert context["capabilities"] == {"drop": ["ALL"]}, name
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz", name
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz", name
+        assert {"cpu", "memory"} <= set(container["resources"]["requests"]), name
+        assert "memory" in container["resources"]["limits"], name
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert ports == (
+            {"http": 8080, "metrics": 9090} if name == "controller" else {"http": 8080}
+        )
+
+
+def test_services_reach_each_components_metrics(default: list[dict[str, Any]]) -> None:
+    for service in by_kind(default, "Service").values():
+        name = component_of(service)
+        (port,) = service["spec"]["ports"]
+        # kopf's liveness endpoint owns the controller's http port; metrics have their own.
+        assert port["targetPort"] == ("metrics" if name == "controller" else "http"), name
+        selector = service["spec"]["selector"]
+        assert selector["app.kubernetes.io/component"] == name
+
+
+def test_shared_environment_and_service_names(tools: Tools) -> None:
+    objects = render(
+        tools,
+        {
+            "s3": {
+                "bucket": "photos",
+                "region": "eu-west-1",
+                "endpointUrl": "http://minio:9000",
+                "ports": [9000],
+                "credentials": {
+                    "existingSecret": "s3-creds",
+                    "accessKeyIdKey": "id",
+                    "secretAccessKeyKey": "secret",
+                },
+            },
+            "otel": {
+                "endpoint": "http://collector:4318",
+                "port": 4318,
+                "sampler": "parentbased_traceidratio",
+                "samplerArg": "0.25",
+                "resourceAttributes": "deployment.environment=prod",
+            },
+            "nats": {"url": "nats://nats.messaging:4222", "port": 4222},
+        },
+    )
+    found = deployments(objects)
+    for name, deployment in found.items():
+        env = env_of(deployment)
+        assert env["OTEL_SERVICE_NAME"] == f"emulsion-{name}"
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://collector:4318"
+        assert env["OTEL_TRACES_SAMPLER_ARG"] == "0.25"
+        assert "deployment.environment=prod" in env["OTEL_RESOURCE_ATTRIBUTES"]
+        assert env["NATS_URL"] == "nats://nats.messaging:4222"
+        assert env["EMULSION_BUCKET"] == "photos"
+        assert env["AWS_ENDPOINT_URL"] == "http://minio:9000"
+        assert env["EMULSION_PROFILES_FILE"].endswith("profiles.yaml")
+        # S3 credentials only where S3 is used: the controller never touches objects.
+        has_credentials = "AWS_SECRET_ACCESS_KEY" in env
+        assert has_credentials == (name != "controller"), name
+        if has_credentials:
+            assert env["AWS_SECRET_ACCESS_KEY"] == {
+                "secretKeyRef": {"name": "s3-creds", "key": "secret"}
+            }
+    assert "EMULSION_API_TOKENS_FILE" in env_of(found["api"])
+    assert env_of(found["api"])["EMULSION_NAMESPACE"] == {
+        "fieldRef": {"fieldPath": "metadata.namespace"}
+    }
+    assert "EMULSION_SCRATCH_DIR" in env_of(found["processor"])
+    controller = env_of(found["controller"])
+    assert controller["EMULSION_NAMESPACES"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert controller["EMULSION_CONTROLLER_PEERING"] == "emulsion.t-emulsion-controller"
+
+
+def test_without_static_credentials_no_secret_is_referenced(default: list[dict[str, Any]]) -> None:
+    # IRSA / pod identity: the SDK's default chain finds credentials by itself.
+    for deployment in deployments(default).values():
+        assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} & set(env_of(deployment))
+        assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in env_of(deployment)
+
+
+def test_only_api_and_controller_get_a_token_and_a_role(default: list[dict[str, Any]]) -> None:
+    for name, deployment in deployments(default).items():
+        wants_api = name in ("api", "controller")
+        assert pod_spec(deployment)["automountServiceAccountToken"] is wants_api, name
+    for account in by_kind(default, "ServiceAccount").values():
+        wants_api = component_of(account) in ("api", "controller")
+        assert account["automountServiceAccountToken"] is wants_api
+    roles = {component_of(r): r["rules"] for r in by_kind(default, "Role").values()}
+    assert set(roles) == {"api", "controller"}
+    # delete: the API takes back the jobs of a request that failed half-way (its code
+    # calls it); never patch, never status.
+    assert roles["api"] == [
+        {
+            "apiGroups": [crd.GROUP],
+            "resources": [crd.PLURAL],
+            "verbs": ["create", "get", "list", "watch", "delete"],
+        }
+    ]
+    controller = {(r["apiGroups"][0], r["resources"][0]): r["verbs"] for r in roles["controller"]}
+    assert controller == {
+        (crd.GROUP, crd.PLURAL): ["get", "list", "watch", "patch", "delete"],
+        (crd.GROUP, f"{crd.PLURAL}/status"): ["get", "patch"],
+        ("", "events"): ["create"],
+    }
+    # The cluster-scoped grants, for the controller only: kopf's ClusterKopfPeering, and
+    # reading which CRDs and namespaces exist (kopf's observation of the cluster).
+    (cluster_role,) = by_kind(default, "ClusterRole").values()
+    assert component_of(cluster_role) == "controller"
+    assert cluster_role["rules"] == [
+        {
+            "apiGroups": ["kopf.dev"],
+            "resources": ["clusterkopfpeerings"],
+            "verbs": ["create", "get", "list", "watch", "patch"],
+        },
+        {
+            "apiGroups": ["apiextensions.k8s.io"],
+            "resources": ["customresourcedefinitions"],
+            "verbs": ["list", "watch"],
+        },
+        {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
+    ]
+    (cluster_binding,) = by_kind(default, "ClusterRoleBinding").values()
+    assert cluster_binding["subjects"][0]["name"] == "t-emulsion-controller"
+    for binding in by_kind(default, "RoleBinding").values():
+        assert binding["subjects"][0]["name"] == binding["roleRef"]["name"]
+
+
+def test_controller_is_a_recreated_singleton(default: list[dict[str, Any]], tools: Tools) -> None:
+    controller = deployments(default)["controller"]
+    assert controller["spec"]["replicas"] == 1
+    assert controller["spec"]["strategy"] == {"type": "Recreate"}
+    for values in (
+        {"components.controller.replicas": 2},
+        {"components.controller.autoscaling.enabled": True},
+    ):
+        result = template(tools, values, check=False)
+        assert result.returncode != 0
+        assert "exactly one active replica" in result.stderr
+
+
+def test_processor_grace_period_must_outlast_the_longest_item(tools: Tools) -> None:
+    processor = deployments(render(tools, {"processing.longestItemSeconds": 100}))["processor"]
+    assert pod_spec(processor)["terminationGracePeriodSeconds"] == 660
+    assert env_of(processor)["EMULSION_DRAIN_SECONDS"] == "100"
+    result = template(tools, {"processing.longestItemSeconds": 660}, check=False)
+    assert result.returncode != 0
+    assert "must exceed processing.longestItemSeconds" in result.stderr
+
+
+def test_processor_scratch_is_a_generic_ephemeral_volume(tools: Tools) -> None:
+    objects = render(tools, {"scratch": {"size": "25Gi", "storageClassName": "fast-local"}})
+    volumes = {v["name"]: v for v in pod_spec(deployments(objects)["processor"])["volumes"]}
+    claim = volumes["scratch"]["ephemeral"]["volumeClaimTemplate"]["spec"]
+    assert claim["resources"]["requests"]["storage"] == "25Gi"
+    assert claim["storageClassName"] == "fast-local"
+    others = [d for n, d in deployments(objects).items() if n != "processor"]
+    assert all("scratch" not in {v["name"] for v in pod_spec(d)["volumes"]} for d in others)
+
+
+def test_keda_replaces_the_processor_hpa_with_a_valid_scaled_object(tools: Tools) -> None:
+    objects = render(
+        tools,
+        {"keda": {"enabled": True, "natsMonitoringEndpoint": "nats.messaging:8222"}},
+    )
+    assert not by_kind(objects, "HorizontalPodAutoscaler")
+    (scaled,) = by_kind(objects, "ScaledObject").values()
+    (trigger,) = scaled["spec"]["triggers"]
+    assert trigger["type"] == "nats-jetstream"
+    assert trigger["metadata"]["stream"] == messaging.WORK_STREAM
+    assert trigger["metadata"]["consumer"] == messaging.PROCESSORS
+    assert trigger["metadata"]["natsServerMonitoringEndpoint"] == "nats.messaging:8222"
+    assert scaled["spec"]["scaleTargetRef"]["name"] == "t-emulsion-processor"
+    assert "replicas" not in deployments(objects)["processor"]["spec"]
+    assert validate_with_keda_models(scaled) == scaled
+
+
+# No package ships KEDA's CRD YAML; cloudcoil-models-keda ships models generated from it.
+# It runs in a throwaway environment because cloudcoil registers a pytest plugin that
+# needs extras this workspace does not have.
+KEDA_MODELS = ("cloudcoil-models-keda==2.16.1.0", "cloudcoil==0.6.0")
+KEDA_ROUND_TRIP = """
+import json, sys
+from cloudcoil.models.keda.v1alpha1 import ScaledObject
+model = ScaledObject.model_validate(json.load(sys.stdin))
+print(json.dumps(model.model_dump(by_alias=True, exclude_unset=True, mode="json")))
+"""
+
+
+def validate_with_keda_models(obj: dict[str, Any]) -> dict[str, Any]:
+    """`obj` after KEDA's models; they ignore unknown fields, so a dropped field is one
+    KEDA's apiserver schema would prune, and a wrong type fails validation."""
+    uv = os.environ.get("UV") or shutil.which("uv")
+    assert uv, "uv is needed to run KEDA's models"
+    withs = [arg for model in KEDA_MODELS for arg in ("--with", model)]
+    result = subprocess.run(
+        [uv, "run", "--no-project", *withs, "python", "-c", KEDA_ROUND_TRIP],
+        input=json.dumps(obj),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    round_tripped: dict[str, Any] = json.loads(result.stdout)
+    return round_tripped
+
+
+def test_keda_models_catch_a_misspelt_field() -> None:
+    # The check above can fail: a field KEDA does not know is dropped.
+    scaled = {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": {"name": "p"},
+        "spec": {"scaleTargetRef": {"name": "p"}, "minReplicas": 1, "triggers": []},
+    }
+    assert "minReplicas" not in validate_with_keda_models(scaled)["spec"]
+
+
+def test_network_policies_allow_only_the_designed_egress(tools: Tools) -> None:
+    objects = render(
+        tools,
+        {"otel": {"endpoint": "http://collector:4318", "port": 4318}, "s3": {"ports": [9000]}},
+    )
+    expected = {
+        "api": {53, 4222, 9000, 443, 6443, 4318},
+        "controller": {53, 4222, 443, 6443, 4318},
+        "processor": {53, 4222, 9000, 4318},
+        "janitor": {53, 4222, 9000, 4318},
+    }
+    for policy in by_kind(objects, "NetworkPolicy").values():
+        name = component_of(policy)
+        ports = {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]}
+        assert ports == expected[name], name
+        assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+        ingress_ports = {p["port"] for r in policy["spec"]["ingress"] for p in r["ports"]}
+        # kopf's liveness endpoint owns the controller's http port; it is scraped on metrics.
+        assert ingress_ports == ({"metrics"} if name == "controller" else {"http"}), name
+
+
+def test_network_policy_peers_come_from_values(tools: Tools) -> None:
+    nats_peer = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "nats"}}}
+    objects = render(tools, {"networkPolicy.natsTo": [nats_peer]})
+    for policy in by_kind(objects, "NetworkPolicy").values():
+        nats_rules = [r for r in policy["spec"]["egress"] if r["ports"][0]["port"] == 4222]
+        assert nats_rules == [{"ports": [{"port": 4222, "protocol": "TCP"}], "to": [nats_peer]}]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"bogus": 1},
+        {"components.api.bogus": 1},
+        {"components.queue": {"enabled": True}},
+        {"components.api.resources.requests.gpu": "1"},
+        {"components.processor.autoscaling.target": 50},
+        {"keda.lag": 5},
+        {"networkPolicy.natsTo": [{"namespace": "nats"}]},
+        {"profiles": [{"name": "web", "styles": [{"name": "a", "width": 1, "height": 1, "x": 1}]}]},
+        {"logLevel": "LOUD"},
+        {"s3.credentials.existingSecret": 5},
+    ],
+    ids=lambda values: next(iter(values)),
+)
+def test_schema_rejects_unknown_keys_and_bad_values(tools: Tools, values: dict[str, Any]) -> None:
+    result = template(tools, values, check=False)
+    assert result.returncode != 0
+    assert "values don't meet the specifications of the schema" in result.stderr
+
+
+def walk_schema(node: Any, path: str = "$") -> Iterator[tuple[str, dict[str, Any]]]:
+    if isinstance(node, dict):
+        if node.get("type") == "object":
+            yield path, node
+        for key, child in node.items():
+            yield from walk_schema(child, f"{path}.{key}")
+    elif isinstance(node, list):
+        for index, child in enumerate(node):
+            yield from walk_schema(child, f"{path}[{index}]")
+
+
+def test_schema_closes_every_object_and_describes_every_value() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    objects = list(walk_schema(schema))
+    assert len(objects) > 30
+    for path, node in objects:
+        closed = node.get("additionalProperties")
+        if "properties" in node:
+            assert closed is False, f"{path} accepts unknown keys"
+        else:
+            # Free-keyed maps (labels, annotations, env) still constrain their values.
+            assert isinstance(closed, dict) and closed.get("type"), f"{path} is unconstrained"
+        for key, child in node.get("properties", {}).items():
+            assert child.get("description"), f"{path}.{key} is not described"
+
+
+def test_values_file_matches_the_schema_exactly(tools: Tools) -> None:
+    # Every key of values.yaml is in the schema (else lint fails) and every top-level key
+    # of the schema has a default in values.yaml, so nothing is configurable unseen.
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert set(values) == set(schema["properties"])
+    component = schema["$defs"]["component"]["properties"]
+    for name, entry in values["components"].items():
+        assert set(entry) == set(component), name
+
+
+def test_example_profiles_are_valid_for_the_services(tools: Tools, tmp_path: Any) -> None:
+    profile = {
+        "name": "web",
+        "format": "webp",
+        "quality": 80,
+        "watermark": {"text": "(c) studio", "opacity": 0.3, "position": "bottom-right"},
+        "styles": [{"name": "large", "width": 1600, "height": 1600, "fit": "fit"}],
+    }
+    objects = render(tools, {"profiles": [profile]})
+    (config_map,) = by_kind(objects, "ConfigMap").values()
+    path = tmp_path / "profiles.yaml"
+    path.write_text(config_map["data"]["profiles.yaml"])
+    profiles = load_profiles(path)
+    assert set(profiles) == {"default", "web"}
+    assert profiles["web"].styles[0].width == 1600
+
+
+def test_crd_is_rendered_from_the_one_source_and_kept(default: list[dict[str, Any]]) -> None:
+    rendered = by_kind(default, "CustomResourceDefinition")
+    sources = [yaml.safe_load(p.read_text()) for p in (REPO_ROOT / "crds").glob("*.yaml")]
+    assert crd.CRD_NAME in rendered
+    assert set(rendered) == {source["metadata"]["name"] for source in sources}
+    for source in sources:
+        copy = rendered[source["metadata"]["name"]]
+        assert copy["spec"] == source["spec"]
+        assert copy["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+
+
+def test_crd_copy_in_the_chart_has_not_drifted() -> None:
+    # `make chart-crds` makes the copy; CI fails here until it is re-run after a CRD change.
+    source = {p.name: p.read_bytes() for p in (REPO_ROOT / "crds").glob("*.yaml")}
+    copy = {p.name: p.read_bytes() for p in (CHART / "files" / "crds").glob("*.yaml")}
+    assert copy == source, "charts/emulsion/files/crds differs from crds/: run `make chart-crds`"
+
+
+def test_crd_switches(tools: Tools) -> None:
+    assert not by_kind(render(tools, {"crds.enabled": False}), "CustomResourceDefinition")
+    unkept = by_kind(render(tools, {"crds.keep": False}), "CustomResourceDefinition")
+    assert crd.CRD_NAME in unkept
+    for definition in unkept.values():
+        assert "helm.sh/resource-policy" not in definition["metadata"].get("annotations", {})
