@@ -36,10 +36,31 @@ down: ## Stop exactly what `make up` started
 status: ## Show the local stack's processes
 	@.venv/bin/python -m emulsion_devstack status --state-dir $(STATE_DIR)
 
+GALLERY_COUNT ?= 40
+.PHONY: run
+run: up ## Ingest a demo gallery (made once, cached) with the CLI; the stack keeps running (GALLERY_COUNT=40)
+	@gallery="$$($(UV) run --locked emulsion gallery --count $(GALLERY_COUNT))" && \
+	source $(STATE_DIR)/env && \
+	echo "Ingesting $(GALLERY_COUNT) demo images from $$gallery into the collection demo" && \
+	$(UV) run --locked emulsion ingest "$$gallery" --collection demo; status=$$?; \
+	first="$$(ls "$$gallery" | head -n 1)"; \
+	echo; \
+	echo "The stack keeps running until make down. Where to look:"; \
+	echo "  source $(STATE_DIR)/env && .venv/bin/kubectl get ij     # the IngestJobs"; \
+	echo "  $$EMULSION_API_URL/docs                                  # the API (token: EMULSION_TOKEN)"; \
+	echo "  source $(STATE_DIR)/env && .venv/bin/emulsion get demo $$first   # URLs of its styles"; \
+	exit $$status
+
+BENCH_CLI_ARGS ?=
+.PHONY: bench-cli
+bench-cli: setup ## The CLI's own costs: gallery generation, hashing, and an ingest when a stack is up (BENCH_CLI_ARGS="--count 40")
+	@if [ -f $(STATE_DIR)/env ]; then source $(STATE_DIR)/env; fi; \
+	$(UV) run --locked python -m emulsion_cli.bench $(BENCH_CLI_ARGS)
+
 lint: setup ## ruff and mypy over the whole workspace
 	$(UV) run --locked ruff check .
 	$(UV) run --locked ruff format --check .
-	$(UV) run --locked mypy libs services clients tests
+	$(UV) run --locked mypy libs services clients bench tests
 
 fmt: setup ## Format and autofix with ruff
 	$(UV) run --locked ruff format .
@@ -47,6 +68,35 @@ fmt: setup ## Format and autofix with ruff
 
 test: lint tools ## Everything CI runs: lint, then unit and integration tests on a real stack
 	$(UV) run --locked pytest $(PYTEST_ARGS)
+
+.PHONY: chart-crds chart-test
+chart-crds: ## Copy crds/*.yaml into the chart (charts/emulsion/files/crds/); a test fails on drift
+	rm -f charts/emulsion/files/crds/*.yaml
+	cp crds/*.yaml charts/emulsion/files/crds/
+
+chart-test: setup tools ## Helm chart and Dockerfiles: lint, render, validate, install/upgrade/RBAC on the real apiserver
+	$(UV) run --locked pytest tests/charts $(PYTEST_ARGS)
+
+BENCH_ARGS ?=
+.PHONY: bench
+bench: tools ## Emulsion end to end vs the pure-Pillow limit and the synchronous baseline (BENCH_ARGS="--images 200")
+	$(UV) run --locked python -m emulsion_bench $(BENCH_ARGS)
+
+.PHONY: bench-processor
+bench-processor: tools ## Processor: images/s (threads, processes) vs the pure-Pillow limit, peak RSS of a 50 MP JPEG (BENCH_PROCESSOR_ARGS="--images 40")
+	$(UV) run --locked python services/processor/bench/bench_processor.py $(BENCH_PROCESSOR_ARGS)
+
+.PHONY: bench-controller
+bench-controller: tools ## Controller: 5,000 one-item + 5 thousand-item IngestJobs; RSS, create->Queued p50/p99 (BENCH_CONTROLLER_ARGS="--small-jobs 500")
+	$(UV) run --locked python services/controller/bench/bench_controller.py $(BENCH_CONTROLLER_ARGS)
+
+.PHONY: bench-api
+bench-api: tools ## API: POST /v1/ingests (one item) p50/p99 at 1 and 32 clients, max req/s, memory (BENCH_API_ARGS="--requests 640")
+	$(UV) run --locked python services/api/bench/bench_api.py $(BENCH_API_ARGS)
+
+.PHONY: bench-janitor
+bench-janitor: tools ## Janitor: one sweep over 20,000 keys on a stack of its own; time, keys/s, peak memory (BENCH_JANITOR_ARGS="--keys 2000")
+	$(UV) run --locked python -m tests.services.janitor.bench_sweep $(BENCH_JANITOR_ARGS)
 
 clean: down ## Remove the venv and caches of this checkout (not the per-user binary cache)
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache
