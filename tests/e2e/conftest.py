@@ -1,0 +1,49 @@
+"""The whole system as processes: the servers, the four services, and an OTLP receiver.
+
+Started through the same `LocalStack` as `make up`, with `OTEL_*` pointing every
+service at the receiver (the services inherit the environment, as under `make up`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from emulsion_devstack.otlp import OtlpReceiver
+from emulsion_devstack.services import SERVICES
+from emulsion_devstack.stack import LocalStack, s3_client
+
+# Short enough that the janitor's fast path runs within a test, long enough that a
+# test still sees the superseded version right after the new one went live.
+GC_GRACE_SECONDS = 8
+
+
+@pytest.fixture(scope="session")
+def otlp() -> Iterator[OtlpReceiver]:
+    with OtlpReceiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture(scope="session")
+def system(tmp_path_factory: pytest.TempPathFactory, otlp: OtlpReceiver) -> Iterator[LocalStack]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.endpoint)
+        patch.setenv("OTEL_BSP_SCHEDULE_DELAY", "200")
+        patch.setenv("EMULSION_GC_GRACE_SECONDS", str(GC_GRACE_SECONDS))
+        stack = LocalStack(
+            tmp_path_factory.mktemp("system"), services=tuple(SERVICES), say=lambda line: None
+        )
+        try:
+            stack.up()
+            yield stack
+        finally:
+            stack.down()
+
+
+@pytest.fixture(scope="session")
+def system_s3(system: LocalStack) -> Any:
+    endpoints = system.running()
+    assert endpoints is not None
+    return s3_client(endpoints)
