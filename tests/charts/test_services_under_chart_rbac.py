@@ -161,13 +161,6 @@ def kubeconfig_with_token(stack: Endpoints, token: str, namespace: str, path: Pa
     return path
 
 
-def service_url(record: ProcessRecord) -> str:
-    # start_service picks the port and returns only the process record.
-    environ = Path(f"/proc/{record.pid}/environ").read_bytes().split(b"\0")
-    variables = dict(entry.decode().split("=", 1) for entry in environ if b"=" in entry)
-    return f"http://127.0.0.1:{variables['EMULSION_HTTP_PORT']}"
-
-
 def jpeg(width: int = 640, height: int = 480) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (width, height), (180, 90, 30)).save(buffer, "JPEG", quality=85)
@@ -302,7 +295,7 @@ def test_an_image_is_ingested_by_services_holding_only_the_charts_identities(
     services: Running, release_namespace: str, stack: Endpoints, s3: Any
 ) -> None:
     namespace = release_namespace
-    api_url = service_url(services.records["api"])
+    api_url = LocalStack.service_url(services.records["api"])
     image = jpeg()
     collection = f"gallery-{keys.new_ulid().lower()[-10:]}"
     headers = {"Authorization": f"Bearer {API_TOKEN}"}

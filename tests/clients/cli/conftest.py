@@ -7,13 +7,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from emulsion_devstack.processes import stop
 from emulsion_devstack.stack import Endpoints, LocalStack
 
 EMULSION = shutil.which("emulsion") or "emulsion"
@@ -25,22 +26,17 @@ class Services:
     token: str
 
 
-@pytest.fixture(scope="session")
-def services(stack: Endpoints, stack_state_dir: Path) -> Services:
+# Module scope: a controller and a processor left running would consume the work and
+# results that later test modules sharing this stack publish and expect to see.
+@pytest.fixture(scope="module")
+def services(stack: Endpoints, stack_state_dir: Path) -> Iterator[Services]:
     local = LocalStack(stack_state_dir, say=lambda line: None)
-    # The stack's `down` stops these with the servers.
-    local.start_service("controller")
-    local.start_service("processor")
-    api = local.start_service("api")
-    return Services(f"http://127.0.0.1:{_http_port(api.pid)}", stack.api_token)
-
-
-def _http_port(pid: int) -> str:
-    # `start_service` chooses the port (and waits on it) but returns only the process
-    # record, so the port is read back from the process's own environment.
-    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    variables = dict(entry.decode().split("=", 1) for entry in environ if b"=" in entry)
-    return variables["EMULSION_HTTP_PORT"]
+    records = [local.start_service(name) for name in ("controller", "processor", "api")]
+    try:
+        yield Services(LocalStack.service_url(records[-1]), stack.api_token)
+    finally:
+        for record in reversed(records):
+            stop(record)
 
 
 @dataclass(frozen=True)

@@ -39,14 +39,6 @@ def wait_for(what: str, check: Callable[[], T | None], timeout: float = 30.0) ->
     raise AssertionError(f"timed out waiting for {what}; last saw {last!r}")
 
 
-def service_url(record: ProcessRecord) -> str:
-    # `LocalStack.start_service` picks the port but returns only the process record, so
-    # the port is read back from the process's own environment.
-    environ = Path(f"/proc/{record.pid}/environ").read_bytes().split(b"\0")
-    variables = dict(entry.decode().split("=", 1) for entry in environ if b"=" in entry)
-    return f"http://127.0.0.1:{variables['EMULSION_HTTP_PORT']}"
-
-
 @dataclass(frozen=True)
 class ApiProcess:
     url: str
@@ -67,7 +59,7 @@ def api_process(stack: Endpoints, stack_state_dir: Path) -> ApiProcess:
     # A short grace period so a GC request's not_before is checkable; the stack's `down`
     # stops the process with the servers.
     record = local.start_service("api", {"EMULSION_GC_GRACE_SECONDS": "120"})
-    return ApiProcess(service_url(record), stack.api_token, record)
+    return ApiProcess(LocalStack.service_url(record), stack.api_token, record)
 
 
 @pytest.fixture

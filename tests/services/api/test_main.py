@@ -15,7 +15,7 @@ import httpx
 from emulsion_devstack.processes import log_tail
 from emulsion_devstack.stack import Endpoints, LocalStack
 
-from .conftest import new_collection, service_url, wait_for
+from .conftest import new_collection, wait_for
 
 
 def test_missing_settings_stop_the_process_naming_each_variable() -> None:
@@ -51,7 +51,7 @@ def test_sigterm_ends_open_streams_and_exits(
     stack: Endpoints, stack_state_dir: Path, stage: Any
 ) -> None:
     record = LocalStack(stack_state_dir, say=lambda line: None).start_service("api")
-    url = service_url(record)
+    url = LocalStack.service_url(record)
     headers = {"Authorization": f"Bearer {stack.api_token}"}
     body = {"collection": new_collection(), "items": [{"upload_key": stage(1)[0]}]}
     name = httpx.post(f"{url}/v1/ingests", json=body, headers=headers).json()["name"]

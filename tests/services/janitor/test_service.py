@@ -49,17 +49,9 @@ def running_janitor(
         },
     )
     try:
-        yield record, url_of(record)
+        yield record, LocalStack.service_url(record)
     finally:
         stop(record)
-
-
-def url_of(record: ProcessRecord) -> str:
-    # start_service picks the port (an EMULSION_HTTP_PORT passed in would make it wait on
-    # the wrong one) and does not return it: read it from the process's environment.
-    environment = Path(f"/proc/{record.pid}/environ").read_bytes().split(b"\0")
-    port = next(v for v in environment if v.startswith(b"EMULSION_HTTP_PORT=")).split(b"=")[1]
-    return f"http://127.0.0.1:{port.decode()}"
 
 
 def scrape(url: str, name: str, **labels: str) -> float:

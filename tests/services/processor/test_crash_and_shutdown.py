@@ -33,14 +33,8 @@ def slow_item(stack: Endpoints, s3: Any) -> WorkItem:
     return work_item(stage(s3, stack.bucket, buffer.getvalue()), styles=SLOW_STYLES)
 
 
-def url_of(record: ProcessRecord) -> str:
-    environment = Path(f"/proc/{record.pid}/environ").read_bytes().split(b"\0")
-    port = next(v for v in environment if v.startswith(b"EMULSION_HTTP_PORT=")).split(b"=")[1]
-    return f"http://127.0.0.1:{port.decode()}"
-
-
 def wait_in_hand(record: ProcessRecord) -> None:
-    url = url_of(record)
+    url = LocalStack.service_url(record)
     wait_for("the item to be in hand", lambda: metric(url, "emulsion_processor_in_flight") >= 1)
 
 

@@ -389,6 +389,13 @@ class LocalStack:
         self._write_state(state)
         return record
 
+    @staticmethod
+    def service_url(record: ProcessRecord) -> str:
+        """Where a service started here answers: the port it was given is in its environment."""
+        environment = Path(f"/proc/{record.pid}/environ").read_bytes().split(b"\0")
+        port = next(v for v in environment if v.startswith(b"EMULSION_HTTP_PORT="))
+        return f"http://127.0.0.1:{port.split(b'=', 1)[1].decode()}"
+
     def _start_service(
         self,
         service: ServiceSpec,
