@@ -36,6 +36,17 @@ def test_up_twice_then_down_leaves_nothing(tmp_path: Path) -> None:
         assert {r.name for r in records} == {"etcd", "kube-apiserver", "nats-server", "minio"}
         assert all(r.alive() for r in records)
 
+        # What a user does next, in a shell whose PATH knows nothing of the venv.
+        shell = subprocess.run(
+            ["bash", "-c", f"source {tmp_path / 'state' / 'env'} && kubectl get ij"],
+            capture_output=True,
+            text=True,
+            env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+            timeout=60,
+        )
+        assert shell.returncode == 0, shell.stderr
+        assert "No resources found" in shell.stderr
+
         assert "already running" in devstack("up", tmp_path / "state")
         assert stack.running() == first
         assert stack.processes() == records
@@ -68,10 +79,12 @@ def test_a_component_that_cannot_start_is_reported_with_its_log(
     broken.write_text("#!/bin/sh\necho 'minio: cannot open the drive: permission denied'\nexit 3\n")
     broken.chmod(0o755)
     monkeypatch.setenv("EMULSION_MINIO_BIN", str(broken))
+    started: list[str] = []
     spawned: list[ProcessRecord] = []
 
-    def recording_spawn(*args: Any, **kwargs: Any) -> ProcessRecord:
-        record = processes.spawn(*args, **kwargs)
+    def recording_spawn(name: str, *args: Any, **kwargs: Any) -> ProcessRecord:
+        started.append(name)
+        record = processes.spawn(name, *args, **kwargs)
         spawned.append(record)
         return record
 
@@ -81,6 +94,6 @@ def test_a_component_that_cannot_start_is_reported_with_its_log(
         stack.up()
     # Whether it dies within spawn() or while awaited depends on load; both name it.
     assert str(failure.value).startswith("minio exited ")
-    assert [r.name for r in spawned] == ["etcd", "kube-apiserver", "nats-server", "minio"]
+    assert started == ["etcd", "kube-apiserver", "nats-server", "minio"]
     assert not any(r.alive() for r in spawned)
     assert stack.processes() == []

@@ -451,13 +451,15 @@ class LocalStack:
         """The variables `.emulsion/env` exports (endpoints, credentials, service URLs)."""
         variables = {}
         for line in self.env_file.read_text().splitlines():
-            if line.startswith("export "):
+            if line.startswith("export ") and not line.startswith("export PATH="):
                 name, _, value = line.removeprefix("export ").partition("=")
                 variables[name] = shlex.split(value)[0] if value else ""
         return variables
 
     def _write_env(self, variables: dict[str, str]) -> None:
         lines = [f"export {k}={shlex.quote(v)}" for k, v in variables.items()]
+        # kubectl, nats-server and the `emulsion` CLI live beside this interpreter.
+        lines.append(f'export PATH={shlex.quote(str(Path(sys.executable).parent))}:"$PATH"')
         self.env_file.write_text(
             "# written by `make up`; source it in a shell\n" + "\n".join(lines) + "\n"
         )
