@@ -70,8 +70,8 @@ class Kube:
         uid: str,
         status: dict[str, Any],
         resource_version: str | None = None,
-    ) -> str | None:
-        """Merge `status` into the job; its new resourceVersion, or None if it is gone.
+    ) -> dict[str, Any] | None:
+        """Merge `status` into the job; the job as written, or None if it is gone.
 
         The uid in the patch is a precondition: a job deleted and created again under
         the same name answers 409 instead of receiving its predecessor's progress. With
@@ -97,7 +97,7 @@ class Kube:
             if error.status in (404, 409):
                 return None
             raise
-        return str(cast(dict[str, Any], body)["metadata"]["resourceVersion"])
+        return cast(dict[str, Any], body)
 
     async def delete_job(self, namespace: str, name: str, uid: str) -> bool:
         """Delete exactly this job (uid precondition); False if it is already gone."""

@@ -26,6 +26,8 @@ from emulsion_controller.tracker import StatusWriter
 log = logging.getLogger(__name__)
 
 DISPATCH_RETRY_SECONDS = 3.0
+# How long kopf keeps an object's idle worker (and its worker_limit slot); see configure.
+IDLE_WORKER_SECONDS = 0.5
 
 
 @dataclass
@@ -70,6 +72,18 @@ def configure(settings: kopf.OperatorSettings, config: ControllerSettings) -> No
     # Bounded concurrency: a burst of created jobs queues instead of opening thousands
     # of handler tasks, API requests and NATS publishes at once.
     settings.queueing.worker_limit = config.worker_limit
+    # A kopf worker is per object, not per event, and it holds its worker_limit slot
+    # until the object has been quiet for `idle_timeout` (default 5 s); while every
+    # slot is held, the watcher stops reading events altogether. With the default, a
+    # one-item job (busy for well under a second) kept its slot ~6 s, which capped the
+    # controller at worker_limit / 6 s (about 10 jobs/s at 64) while it sat mostly
+    # idle: a burst of 300 jobs waited up to 23 s before kopf even added its finalizer.
+    # A short idle time hands the slot on as soon as the job's burst of events (create,
+    # finalizer, dispatch, kopf's bookkeeping) is over. A worker that left is simply
+    # started again by the object's next event: its memory (handler progress, diff
+    # base) lives outside the worker, and kopf still waits out its consistency window
+    # after its own patches whatever the idle time.
+    settings.queueing.idle_timeout = IDLE_WORKER_SECONDS
     # Watches are restarted by us before the server or a proxy silently drops them, and
     # a stuck connection is noticed instead of leaving the controller deaf.
     settings.watching.server_timeout = 300
@@ -172,11 +186,13 @@ async def cancel_job(
 
 @kopf.on.event(crd.GROUP, crd.VERSION, crd.PLURAL)
 async def observe_job(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    census: Census = memo.runtime.census
+    runtime: Runtime = memo.runtime
     if event["type"] == "DELETED":
-        census.forget(body)
+        runtime.census.forget(body)
     else:
-        census.observe(body)
+        runtime.census.observe(body)
+        if runtime.writer is not None:
+            runtime.writer.observe(body)
 
 
 async def sweep_expired(runtime: Runtime) -> None:

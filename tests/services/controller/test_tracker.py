@@ -1,0 +1,161 @@
+"""The status writer's conditional writes against a stand-in apiserver (no I/O).
+
+What is checked here is which resourceVersion each write is conditional on: a watch
+event showing only kopf's bookkeeping since our last write lets the next write go
+straight through, while anything else still goes the conflict-and-merge way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from emulsion_contracts import keys
+from emulsion_contracts.messages import ItemResult, JobRef
+from emulsion_controller.bus import Bus
+from emulsion_controller.kube import Conflict, Kube
+from emulsion_controller.tracker import StatusWriter
+
+VERSION = keys.new_ulid()
+UID = "uid-1"
+
+
+class FakeKube:
+    """One IngestJob as the apiserver keeps it: merge patches, resourceVersion checks."""
+
+    def __init__(self, items: int) -> None:
+        self.revision = 1
+        self.body: dict[str, Any] = {
+            "metadata": {"namespace": "ns", "name": "job", "uid": UID, "generation": 1},
+            "spec": {
+                "collection": "gallery",
+                "version": VERSION,
+                "items": [
+                    {"source": f"staging/u/{i}.jpg", "asset": f"{i}.jpg"} for i in range(items)
+                ],
+            },
+            "status": {},
+        }
+        self.conditional_on: list[str | None] = []
+        self.conflicts = 0
+        self.reads = 0
+        self._stamp()
+
+    def _stamp(self) -> None:
+        self.body["metadata"]["resourceVersion"] = str(self.revision)
+
+    def event(self) -> dict[str, Any]:
+        return copy.deepcopy(self.body)
+
+    def someone_writes(self, status: dict[str, Any]) -> dict[str, Any]:
+        """An unconditional merge of `status` by another writer (kopf, a second replica)."""
+        self.body["status"].update(copy.deepcopy(status))
+        self.revision += 1
+        self._stamp()
+        return self.event()
+
+    async def patch_status(
+        self,
+        namespace: str,
+        name: str,
+        uid: str,
+        status: dict[str, Any],
+        resource_version: str | None = None,
+    ) -> dict[str, Any] | None:
+        self.conditional_on.append(resource_version)
+        if resource_version is not None and resource_version != str(self.revision):
+            self.conflicts += 1
+            raise Conflict(resource_version)
+        return self.someone_writes(status)
+
+    async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.reads += 1
+        return self.event()
+
+
+class FakeBus:
+    async def release(self, job_uid: str, upload_ids: Any) -> None:
+        return None
+
+
+def result(index: int) -> ItemResult:
+    return ItemResult(
+        job=JobRef(namespace="ns", name="job", uid=UID),
+        index=index,
+        outcome="succeeded",
+        collection="gallery",
+        asset=f"{index}.jpg",
+        version=keys.version_id(VERSION, index),
+        finished_at=datetime(2026, 1, 2, tzinfo=UTC),
+    )
+
+
+async def acknowledged() -> None:
+    return None
+
+
+async def dispatched(kube: FakeKube) -> StatusWriter:
+    writer = StatusWriter(cast(Kube, kube), cast(Bus, FakeBus()), interval=0.001)
+    job = writer.begin_dispatch(kube.event())
+    assert await writer.end_dispatch(job, VERSION)
+    return writer
+
+
+async def fold_one_result(writer: StatusWriter, index: int) -> None:
+    writer.submit(result(index), acknowledged, None)
+    job = writer._jobs[UID]
+    assert job.driver is not None
+    await job.driver
+
+
+def test_an_event_with_only_kopfs_bookkeeping_spares_the_next_write_a_conflict() -> None:
+    async def scenario() -> FakeKube:
+        kube = FakeKube(items=2)
+        writer = await dispatched(kube)
+        # kopf records its handler progress and diff base once the create handler is done.
+        writer.observe(kube.someone_writes({"kopf": {"progress": {}, "dispatched": True}}))
+        await fold_one_result(writer, 0)
+        return kube
+
+    kube = asyncio.run(scenario())
+    assert kube.conflicts == 0
+    assert kube.reads == 0
+    assert kube.conditional_on == ["1", "3"]
+    assert kube.body["status"]["succeeded"] == 1
+    assert kube.body["status"]["kopf"]["dispatched"] is True
+
+
+def test_an_event_with_another_writers_content_still_goes_through_the_merge() -> None:
+    async def scenario() -> FakeKube:
+        kube = FakeKube(items=3)
+        writer = await dispatched(kube)
+        # A second replica folded item 2 meanwhile; its event must not be taken as ours.
+        theirs = kube.event()["status"]
+        theirs.update(succeeded=1, succeededIndexes="2", progress="1/3")
+        writer.observe(kube.someone_writes(theirs))
+        await fold_one_result(writer, 0)
+        return kube
+
+    kube = asyncio.run(scenario())
+    assert kube.conflicts == 1
+    assert kube.reads == 1
+    assert kube.body["status"]["succeededIndexes"] == "0,2"
+    assert kube.body["status"]["succeeded"] == 2
+
+
+def test_a_stale_event_is_not_adopted() -> None:
+    async def scenario() -> FakeKube:
+        kube = FakeKube(items=3)
+        writer = await dispatched(kube)
+        stale = kube.event()  # what our dispatch write left
+        await fold_one_result(writer, 0)
+        writer.observe(stale)  # arrives late, after the next write
+        await fold_one_result(writer, 1)
+        return kube
+
+    kube = asyncio.run(scenario())
+    assert kube.conflicts == 0
+    assert kube.conditional_on == ["1", "2", "3"]
+    assert kube.body["status"]["succeeded"] == 2
