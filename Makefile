@@ -46,9 +46,9 @@ run: up ## Ingest a demo gallery (made once, cached) with the CLI; the stack kee
 	first="$$(ls "$$gallery" | head -n 1)"; \
 	echo; \
 	echo "The stack keeps running until make down. Where to look:"; \
-	echo "  source $(STATE_DIR)/env && .venv/bin/kubectl get ij     # the IngestJobs"; \
+	echo "  source $(STATE_DIR)/env && kubectl get ij                 # the IngestJobs"; \
 	echo "  $$EMULSION_API_URL/docs                                  # the API (token: EMULSION_TOKEN)"; \
-	echo "  source $(STATE_DIR)/env && .venv/bin/emulsion get demo $$first   # URLs of its styles"; \
+	echo "  source $(STATE_DIR)/env && emulsion get demo $$first   # URLs of its styles"; \
 	exit $$status
 
 BENCH_CLI_ARGS ?=
