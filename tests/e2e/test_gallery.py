@@ -14,8 +14,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,7 @@ from emulsion_contracts import keys
 from emulsion_contracts.manifest import AssetManifest
 from emulsion_contracts.profiles import DEFAULT_PROFILE
 from emulsion_devstack.binaries import ensure_binary
+from emulsion_devstack.processes import wait_for
 from emulsion_devstack.stack import LocalStack
 
 # Small photos keep the test quick on two cores; the bench uses full-size ones.
@@ -87,14 +86,6 @@ def manifest(s3: Any, bucket: str, collection: str, asset: str) -> AssetManifest
 
 def exists(s3: Any, bucket: str, key: str) -> bool:
     return bool(s3.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1).get("KeyCount"))
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        time.sleep(0.25)
 
 
 def kubectl(system: LocalStack, *args: str) -> str:
@@ -170,10 +161,10 @@ def test_a_reupload_supersedes_and_the_old_version_goes_only_after_the_new_is_li
     assert all(exists(system_s3, bucket, key) for key in new_keys)
     assert all(exists(system_s3, bucket, key) for key in old_keys)
 
-    wait_until(
+    wait_for(
+        "the janitor deleted the superseded versions",
         lambda: not any(exists(system_s3, bucket, key) for key in old_keys),
         timeout=120,
-        what="the janitor deleted the superseded versions",
     )
     assert all(exists(system_s3, bucket, key) for key in new_keys)
     for asset in assets:

@@ -32,24 +32,13 @@ from emulsion_contracts import crd, keys, messaging, telemetry
 from emulsion_contracts.messages import ItemResult, WorkItem
 from emulsion_devstack.binaries import ensure_binary
 from emulsion_devstack.processes import ProcessRecord, stop
+from emulsion_devstack.processes import wait_for as wait_for
 from emulsion_devstack.stack import Endpoints, LocalStack
 
 # Each controller started gets a higher peering priority than the one before, so a
 # killed controller's leftover peering record (alive for its lifetime) never pauses it.
 _priorities = itertools.count(100)
 FAST = {"EMULSION_STATUS_INTERVAL_SECONDS": "1", "EMULSION_TTL_SWEEP_SECONDS": "0.5"}
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 60.0) -> Any:
-    """Poll `check` until it returns something truthy; fail naming `what` at the deadline."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}; last saw {last!r}")
 
 
 async def wait_for_async(what: str, check: Callable[[], Any], within: float = 60.0) -> Any:
@@ -191,7 +180,7 @@ class Jobs:
         wanted = {str(p) for p in phases}
         status: dict[str, Any] = wait_for(
             f"{name} to reach {sorted(wanted)}",
-            lambda: (s := self.status(name)).get("phase") in wanted and s,
+            lambda: s if (s := self.status(name)).get("phase") in wanted else None,
             timeout,
         )
         return status

@@ -16,6 +16,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class StackError(RuntimeError):
@@ -86,6 +89,18 @@ def spawn(
     if start_time is None:
         raise StackError(f"{name} exited at once:\n{log_tail(log)}")
     return ProcessRecord(name, process.pid, start_time, str(log))
+
+
+def wait_for(what: str, check: Callable[[], T | None], timeout: float = 60.0) -> T:
+    """Poll `check` until it returns something truthy; fail naming `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}; last saw {last!r}")
 
 
 def wait_until(
