@@ -4,7 +4,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
 from emulsion_contracts import crd, keys
 
@@ -82,3 +85,41 @@ def test_printer_columns_are_the_designed_ones() -> None:
     detail = [c["name"] for c in columns if c.get("priority", 0) == 1]
     assert main == ["Phase", "Collection", "Progress", "Failed", "Age"]
     assert "Duration" in detail
+
+
+def _create_job(kube: Any, asset: str) -> None:
+    client.CustomObjectsApi(kube).create_namespaced_custom_object(
+        crd.GROUP,
+        crd.VERSION,
+        "default",
+        crd.PLURAL,
+        {
+            "apiVersion": crd.API_VERSION,
+            "kind": crd.KIND,
+            "metadata": {"name": keys.new_ulid().lower()},
+            "spec": {
+                "collection": "crd-names",
+                "items": [{"source": f"staging/{keys.new_ulid()}/x.jpg", "asset": asset}],
+            },
+        },
+    )
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["日本.jpg", "Фото 1.jpg", "photo 1.JPG", ".hidden", "a..b", "日" * 66 + "xx", "x" * 200],
+)
+def test_the_apiserver_accepts_every_kind_of_valid_asset_name(kube: Any, name: str) -> None:
+    assert keys.check_asset_name(name) == name
+    _create_job(kube, name)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [".", "..", "a/b", "a\\b", " lead", "trail ", "a\x00b", "bidi\u202e", "x" * 201, "日" * 67],
+)
+def test_the_apiserver_refuses_what_the_asset_rule_refuses(kube: Any, name: str) -> None:
+    with pytest.raises(ApiException) as refused:
+        _create_job(kube, name)
+    assert refused.value.status == 422
+    assert "spec.items[0].asset" in str(refused.value.body)
