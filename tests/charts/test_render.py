@@ -430,7 +430,13 @@ def test_token_scopes_reach_the_api_only_and_are_checked_by_the_schema(tools: To
     for name, deployment in found.items():
         assert name == "api" or "EMULSION_API_TOKEN_SCOPES" not in env_of(deployment)
     assert "EMULSION_API_TOKEN_SCOPES" not in env_of(deployments(render(tools))["api"])
-    for bad in ({"not-a-digest": ["*"]}, {digest: ["a/b"]}, {digest: []}, {digest: "*"}):
+    malformed: list[dict[str, Any]] = [
+        {"not-a-digest": ["*"]},
+        {digest: ["a/b"]},
+        {digest: []},
+        {digest: "*"},
+    ]
+    for bad in malformed:
         refused = template(tools, {"apiTokens": {"scopes": bad}}, check=False)
         assert refused.returncode != 0, bad
         assert "values don't meet the specifications of the schema" in refused.stderr
