@@ -418,3 +418,25 @@ def test_crd_switches(tools: Tools) -> None:
     assert crd.CRD_NAME in unkept
     for definition in unkept.values():
         assert "helm.sh/resource-policy" not in definition["metadata"].get("annotations", {})
+
+
+def test_token_scopes_reach_the_api_only_and_are_checked_by_the_schema(tools: Tools) -> None:
+    digest = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+    scopes = {digest: ["acme-*", "shared"], "a" * 64: ["*"]}
+
+    found = deployments(render(tools, {"apiTokens": {"scopes": scopes}}))
+
+    assert json.loads(env_of(found["api"])["EMULSION_API_TOKEN_SCOPES"]) == scopes
+    for name, deployment in found.items():
+        assert name == "api" or "EMULSION_API_TOKEN_SCOPES" not in env_of(deployment)
+    assert "EMULSION_API_TOKEN_SCOPES" not in env_of(deployments(render(tools))["api"])
+    malformed: list[dict[str, Any]] = [
+        {"not-a-digest": ["*"]},
+        {digest: ["a/b"]},
+        {digest: []},
+        {digest: "*"},
+    ]
+    for bad in malformed:
+        refused = template(tools, {"apiTokens": {"scopes": bad}}, check=False)
+        assert refused.returncode != 0, bad
+        assert "values don't meet the specifications of the schema" in refused.stderr

@@ -1,7 +1,10 @@
 import random
 import re
+import unicodedata
 
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 from emulsion_contracts import keys
 
@@ -75,11 +78,120 @@ def test_versions_of_one_job_order_by_index_and_jobs_by_time() -> None:
 
 
 @pytest.mark.parametrize("bad", ["..", "a/b", "", ".hidden", "x" * 101, "a..b", "sp ace"])
-def test_hostile_asset_and_collection_names_are_refused(bad: str) -> None:
+def test_hostile_safe_names_and_collection_names_are_refused(bad: str) -> None:
     with pytest.raises(keys.InvalidKey):
-        keys.check_name("asset", bad)
+        keys.check_name("name", bad)
     with pytest.raises(keys.InvalidKey):
         keys.manifest_key(bad, "ok.jpg")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        ".",
+        "..",
+        "a/b",
+        "a\\b",
+        "../x.jpg",
+        " lead.jpg",
+        "trail.jpg ",
+        "\u3000wide space.jpg",
+        "a\x00b.jpg",
+        "tab\t.jpg",
+        "zero\u200bwidth.jpg",  # Cf
+        "bidi\u202e.jpg",  # Cf
+        "private\ue000.jpg",  # Co
+        "unassigned\U000e0fff.jpg",  # Cn
+        "e\u0301.jpg",  # NFD, not NFC
+        "x" * 201,
+        "日" * 67,  # 67 characters but 201 bytes of UTF-8
+    ],
+)
+def test_hostile_asset_names_are_refused(bad: str) -> None:
+    with pytest.raises(keys.InvalidKey):
+        keys.check_asset_name(bad)
+    with pytest.raises(keys.InvalidKey):
+        keys.manifest_key("c1", bad)
+
+
+@pytest.mark.parametrize(
+    ("name", "segment"),
+    [
+        ("IMG_0001.jpg", "IMG_0001.jpg"),
+        ("日本.jpg", "%E6%97%A5%E6%9C%AC.jpg"),
+        ("photo 1.JPG", "photo%201.JPG"),
+        (".hidden", "%2Ehidden"),
+        ("a..b", "a..b"),
+        ("100%.png", "100%25.png"),
+        ("x" * 200, "x" * 200),
+    ],
+)
+def test_asset_segments_percent_encode_the_utf8_bytes(name: str, segment: str) -> None:
+    assert keys.asset_segment(name) == segment
+    assert keys.asset_name(segment) == name
+
+
+@pytest.mark.parametrize(
+    "segment",
+    ["%e6%97%a5.jpg", "%41.jpg", ".hidden", "%2E", "%2E%2E", "a b", "%FF.jpg", "%C3", "a%2Fb", "%"],
+)
+def test_non_canonical_or_invalid_segments_are_not_names(segment: str) -> None:
+    with pytest.raises(keys.InvalidKey):
+        keys.asset_name(segment)
+    assert keys.parse_key(f"assets/c1/{segment}.json") is None
+
+
+# Any Unicode text, NFC-normalised, that the asset rule accepts: the whole space of names.
+asset_names = (
+    st.text(st.characters(codec="utf-8"), min_size=1, max_size=keys.ASSET_NAME_MAX)
+    .map(lambda text: unicodedata.normalize("NFC", text))
+    .filter(lambda name: keys._asset_name_problem(name) is None)
+)
+versions = st.builds(
+    keys.version_id,
+    st.just("01JDZ8Q6W1B2C3D4E5F6G7H8J9"),
+    st.integers(min_value=0, max_value=99_999),
+)
+longest_collection = "c" * keys.COLLECTION_MAX
+
+
+@given(asset_names)
+def test_asset_segments_round_trip(name: str) -> None:
+    segment = keys.asset_segment(name)
+    assert keys.asset_name(segment) == name
+    assert re.fullmatch(r"(?:[A-Za-z0-9_.-]|%[0-9A-F]{2})+", segment)
+    assert not segment.startswith(".")
+    assert len(segment) <= keys.ASSET_SEGMENT_MAX
+
+
+@given(asset_names, asset_names)
+def test_different_names_never_share_a_segment_or_keys(first: str, second: str) -> None:
+    assume(first != second)
+    assert keys.asset_segment(first) != keys.asset_segment(second)
+    assert keys.manifest_key("c1", first) != keys.manifest_key("c1", second)
+    version = keys.version_id("01JDZ8Q6W1B2C3D4E5F6G7H8J9", 0)
+    assert keys.version_prefix("originals", "c1", first, version) != keys.version_prefix(
+        "originals", "c1", second, version
+    )
+
+
+@given(asset_names, versions)
+def test_every_key_stays_in_its_prefix_and_fits_s3(name: str, version: str) -> None:
+    built = {
+        "originals": keys.original_key(longest_collection, name, version, "n" * keys.SAFE_NAME_MAX),
+        "derivatives": keys.derivative_key(
+            longest_collection, name, version, "s" * 32, "e" * keys.EXTENSION_MAX
+        ),
+        "assets": keys.manifest_key(longest_collection, name),
+    }
+    for area, key in built.items():
+        assert key.startswith(f"{area}/{longest_collection}/")
+        assert ".." not in key.split("/") and "." not in key.split("/")
+        assert len(key.encode()) <= keys.S3_KEY_MAX
+        parsed = keys.parse_key(key)
+        assert parsed is not None
+        assert (parsed.area, parsed.collection, parsed.asset) == (area, longest_collection, name)
 
 
 @pytest.mark.parametrize(
@@ -111,3 +223,18 @@ def test_parse_key_inverts_the_builders() -> None:
     )
     for outside in ["other/x", "originals/c1/a.jpg/notaversion/a.jpg", "assets/c1/../x.json"]:
         assert keys.parse_key(outside) is None
+    unicode = keys.original_key("c1", "日本.jpg", version, "file.jpg")
+    assert unicode == f"originals/c1/%E6%97%A5%E6%9C%AC.jpg/{version}/file.jpg"
+    assert keys.parse_key(unicode) == keys.ParsedKey(
+        "originals", "c1", "日本.jpg", version, name="file.jpg"
+    )
+
+
+def test_names_that_safe_name_folds_together_keep_apart() -> None:
+    """Issue 12, defect 1: 日本.jpg and 中国.jpg both had the keys of 'file.jpg'."""
+    version = keys.version_id(keys.new_ulid(), 0)
+    for first, second in [("日本.jpg", "中国.jpg"), ("photo 1.JPG", "photo 1.jpg")]:
+        assert keys.manifest_key("c1", first) != keys.manifest_key("c1", second)
+        assert keys.derivative_key("c1", first, version, "thumb", "jpg") != keys.derivative_key(
+            "c1", second, version, "thumb", "jpg"
+        )

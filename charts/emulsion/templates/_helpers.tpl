@@ -201,6 +201,10 @@ then what only some components need. Args: root, name, traits.
 {{- if .traits.servesApi }}
 - name: EMULSION_API_TOKENS_FILE
   value: {{ include "emulsion.apiTokensFile" .root | quote }}
+{{- with .root.Values.apiTokens.scopes }}
+- name: EMULSION_API_TOKEN_SCOPES
+  value: {{ toJson . | quote }}
+{{- end }}
 {{- end }}
 {{- if .traits.scratch }}
 - name: EMULSION_SCRATCH_DIR

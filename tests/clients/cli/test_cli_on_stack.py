@@ -81,6 +81,39 @@ def test_ingest_a_gallery_then_a_rerun_uploads_nothing(
     assert staging_count() == before + 5
 
 
+def test_photos_whose_safe_names_clash_stay_distinct_assets_and_a_rerun_uploads_nothing(
+    cli: Cli, tmp_path: Path, staging_count: Callable[[], int]
+) -> None:
+    """Issue 12, defect 1: 日本.jpg and 中国.jpg were both the asset 'file.jpg', each ingest
+    superseded the other, and every rerun uploaded the loser again."""
+    photos, names = small_gallery(tmp_path / "gallery", 5, seed=18)
+    unicode = tmp_path / "unicode"
+    unicode.mkdir()
+    renamed = ["日本.jpg", "中国.jpg", "Фото 1.jpg", "photo 1.JPG", "photo 1.jpg"]
+    for source, name in zip(names, renamed, strict=True):
+        (unicode / name).write_bytes((photos / source).read_bytes())
+    before = staging_count()
+
+    code, summary, stderr = ingest_json(cli, unicode, "cli-unicode")
+
+    assert code == 0, stderr
+    assert (summary["succeeded"], summary["failed"]) == (5, [])
+    versions = set()
+    for name in renamed:
+        got = cli.run("get", "cli-unicode", name, "--json")  # percent-encoded in the URL
+        assert got.returncode == 0, (name, got.stderr)
+        asset = json.loads(got.stdout)
+        assert asset["asset"] == name
+        versions.add(asset["version"])
+    assert len(versions) == 5  # five live assets, none superseded by another
+
+    code, again, stderr = ingest_json(cli, unicode, "cli-unicode")
+
+    assert code == 0, stderr
+    assert (again["already_ingested"], again["uploaded_files"], again["items"]) == (5, 0, 0)
+    assert staging_count() == before + 5
+
+
 def _state_uploads(cache: Path) -> int:
     total = 0
     for path in (cache / "emulsion" / "ingest").glob("*.json"):

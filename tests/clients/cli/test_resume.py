@@ -77,3 +77,21 @@ def test_a_file_is_its_content_and_its_place() -> None:
     assert file_id(image("a.jpg", "1" * 64)) != file_id(image("b.jpg", "1" * 64))
     assert file_id(image("a.jpg", "1" * 64)) != file_id(image("a.jpg", "2" * 64))
     assert file_id(image("a.jpg", "1" * 64)) == file_id(image("a.jpg", "1" * 64))
+
+
+def test_the_asset_name_an_upload_records_is_kept_and_forgotten_with_it(tmp_path: Path) -> None:
+    state = ResumeState(tmp_path / "s.json")
+    state.record_upload("f", "staging/A/file.jpg", "日本.jpg")
+    state.record_upload("old", "staging/B/x.jpg")  # as recorded before names were kept
+    state.save()
+
+    again = ResumeState.load(state.path)
+
+    assert again.upload_assets == {"f": "日本.jpg"}
+    again.forget_upload("f")
+    assert (again.uploads, again.upload_assets) == ({"old": "staging/B/x.jpg"}, {})
+
+
+def test_a_backslash_is_flattened_like_a_slash_in_the_upload_name() -> None:
+    # The API takes the base name after '/' or '\\' as the asset name.
+    assert image("a/b\\c 日本.jpg", "s").upload_name == "a-b-c 日本.jpg"

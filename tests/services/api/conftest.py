@@ -5,6 +5,8 @@ uploads, and the controller's part played by patching IngestJob status directly.
 
 from __future__ import annotations
 
+import json
+import secrets
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -16,6 +18,7 @@ import httpx
 import pytest
 from kubernetes import client
 
+from emulsion_api.scopes import token_digest
 from emulsion_contracts import crd, keys
 from emulsion_contracts.manifest import AssetManifest, Original
 from emulsion_contracts.messages import Derivative, JobRef
@@ -24,6 +27,13 @@ from emulsion_devstack.processes import wait_for as wait_for
 from emulsion_devstack.stack import Endpoints, LocalStack
 
 NAMESPACE = "default"
+
+
+# Two tenants' tokens besides the stack's (admin) token, scoped by EMULSION_API_TOKEN_SCOPES.
+TENANT_A_TOKEN = secrets.token_urlsafe(24)
+TENANT_B_TOKEN = secrets.token_urlsafe(24)
+TENANT_A_PREFIX = "tenant-a-"
+TENANT_B_COLLECTION = "tenant-b"
 
 
 @dataclass(frozen=True)
@@ -45,7 +55,19 @@ def api_process(stack: Endpoints, stack_state_dir: Path) -> ApiProcess:
     local = LocalStack(stack_state_dir, say=lambda line: None)
     # A short grace period so a GC request's not_before is checkable; the stack's `down`
     # stops the process with the servers.
-    record = local.start_service("api", {"EMULSION_GC_GRACE_SECONDS": "120"})
+    scopes = {
+        token_digest(stack.api_token): ["*"],
+        token_digest(TENANT_A_TOKEN): [f"{TENANT_A_PREFIX}*"],
+        token_digest(TENANT_B_TOKEN): [TENANT_B_COLLECTION, "other-*"],
+    }
+    record = local.start_service(
+        "api",
+        {
+            "EMULSION_GC_GRACE_SECONDS": "120",
+            "EMULSION_API_TOKENS": ",".join((stack.api_token, TENANT_A_TOKEN, TENANT_B_TOKEN)),
+            "EMULSION_API_TOKEN_SCOPES": json.dumps(scopes),
+        },
+    )
     return ApiProcess(LocalStack.service_url(record), stack.api_token, record)
 
 
@@ -107,7 +129,7 @@ def commit_manifest(
     s3: Any, bucket: str, collection: str, asset: str, version: str, job: str = "job"
 ) -> AssetManifest:
     """What a processor leaves behind for one item: the files and the live manifest."""
-    original = keys.original_key(collection, asset, version, asset)
+    original = keys.original_key(collection, asset, version, keys.safe_name(asset))
     derivatives = tuple(
         Derivative(
             style=style,

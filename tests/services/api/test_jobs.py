@@ -34,21 +34,49 @@ def _plan(count: int) -> jobs.JobPlan:
     )
 
 
-def test_asset_defaults_to_the_uploaded_file_name() -> None:
-    planned = jobs.plan_items(_request(None, "other.jpg"), max_items=10)
-    assert [p.asset for p in planned] == ["f0.jpg", "other.jpg"]
+def test_asset_defaults_to_the_name_recorded_with_the_upload() -> None:
+    request = _request(None, "other.jpg", None)
+    recorded = {request.items[0].upload_key: "日本.jpg"}
+    planned = jobs.plan_items(request, max_items=10, recorded=recorded)
+    # An upload without a recorded name (staged by other means) gets its key's file part.
+    assert [p.asset for p in planned] == ["日本.jpg", "other.jpg", "f2.jpg"]
+
+
+@pytest.mark.parametrize(
+    ("filename", "asset"),
+    [
+        ("日本.jpg", "日本.jpg"),
+        ("a/b/中国.jpg", "中国.jpg"),
+        ("C:\\photos\\photo 1.JPG", "photo 1.JPG"),
+        ("Cafe\u0301.jpg", "Café.jpg"),
+        ("..", "file"),
+        ("a\x00b.jpg", "a-b.jpg"),
+        ("日" * 70 + ".jpg", keys.safe_name("日" * 70 + ".jpg")),
+    ],
+)
+def test_the_default_asset_is_the_nfc_base_name_or_else_the_safe_name(
+    filename: str, asset: str
+) -> None:
+    assert jobs.default_asset(filename) == asset
+
+
+def test_check_items_judges_explicit_names_before_any_upload_is_read() -> None:
+    jobs.check_items(_request(None, None, "a.jpg"), max_items=10)
+    with pytest.raises(ApiError) as refused:
+        jobs.check_items(_request(None, "a.jpg", "a.jpg"), max_items=10)
+    assert refused.value.code == "duplicate_asset"
 
 
 def test_one_asset_twice_in_a_request_is_refused() -> None:
     with pytest.raises(ApiError) as refused:
-        jobs.plan_items(_request("x.jpg", None, "x.jpg"), max_items=10)
+        jobs.plan_items(_request("x.jpg", None, "x.jpg"), max_items=10, recorded={})
     assert (refused.value.status, refused.value.code) == (422, "duplicate_asset")
     assert refused.value.details[0].field == "body.items.2.asset"
 
 
 def test_more_items_than_the_request_maximum_are_refused() -> None:
     with pytest.raises(ApiError) as refused:
-        jobs.plan_items(_request(None, None, None), max_items=2)
+        jobs.plan_items(_request(None, None, None), max_items=2, recorded={})
     assert refused.value.code == "too_many_items"
 
 

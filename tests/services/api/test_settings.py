@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
+from emulsion_api.scopes import EVERYTHING, Scopes, token_digest
 from emulsion_api.settings import load_api_settings
 from emulsion_contracts.settings import SettingsError
 
 
 @pytest.fixture(autouse=True)
 def base_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("EMULSION_API_TOKENS", "EMULSION_API_TOKENS_FILE"):
+    for name in ("EMULSION_API_TOKENS", "EMULSION_API_TOKENS_FILE", "EMULSION_API_TOKEN_SCOPES"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("NATS_URL", "nats://127.0.0.1:1")
     monkeypatch.setenv("EMULSION_BUCKET", "b")
@@ -49,4 +51,43 @@ def test_a_malformed_limit_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EMULSION_API_TOKENS", "t")
     monkeypatch.setenv("EMULSION_UPLOAD_MAX_BYTES", "lots")
     with pytest.raises(SettingsError, match="EMULSION_UPLOAD_MAX_BYTES"):
+        load_api_settings()
+
+
+def test_without_scopes_every_token_is_an_admin(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EMULSION_API_TOKENS", "one,two")
+    assert load_api_settings().scoped_tokens() == (("one", EVERYTHING), ("two", EVERYTHING))
+
+
+def test_scopes_are_given_by_the_tokens_sha256(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EMULSION_API_TOKENS", "admin,acme")
+    monkeypatch.setenv(
+        "EMULSION_API_TOKEN_SCOPES",
+        json.dumps({token_digest("admin"): ["*"], token_digest("acme"): ["acme-*", "shared"]}),
+    )
+
+    scoped = dict(load_api_settings().scoped_tokens())
+
+    assert scoped["admin"].admin
+    assert scoped["acme"] == Scopes(frozenset({"shared"}), ("acme-",), admin=False)
+
+
+@pytest.mark.parametrize(
+    ("scopes", "message"),
+    [
+        ("{not json", "not JSON"),
+        ('["*"]', "JSON object"),
+        ('{"DIGEST": "*"}', "JSON object"),
+        ('{"abc": ["*"]}', "SHA-256"),
+        ('{"DIGEST": ["a/b"]}', "scope"),
+        ("{}", "no scopes for the token"),
+    ],
+)
+def test_malformed_or_missing_scopes_stop_the_start(
+    monkeypatch: pytest.MonkeyPatch, scopes: str, message: str
+) -> None:
+    """A token left out once scopes are configured is an error, never silently an admin."""
+    monkeypatch.setenv("EMULSION_API_TOKENS", "tok")
+    monkeypatch.setenv("EMULSION_API_TOKEN_SCOPES", scopes.replace("DIGEST", token_digest("tok")))
+    with pytest.raises(SettingsError, match=message):
         load_api_settings()

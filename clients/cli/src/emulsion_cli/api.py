@@ -36,6 +36,8 @@ Json = dict[str, Any]
 @dataclass(frozen=True)
 class Upload:
     key: str
+    # The asset name the upload records: the file's name as the user wrote it (NFC).
+    asset: str
     url: str
     fields: dict[str, str]
 
@@ -137,7 +139,12 @@ class Api:
         body = {"files": [{"filename": n, "content_type": t, "size": s} for n, t, s in files]}
         response = await self._with_retries(lambda: self._request("POST", "/v1/uploads", json=body))
         return [
-            Upload(key=u["key"], url=u["url"], fields=dict(u["fields"]))
+            Upload(
+                key=u["key"],
+                asset=u.get("asset") or u["key"].rsplit("/", 1)[-1],
+                url=u["url"],
+                fields=dict(u["fields"]),
+            )
             for u in response.json()["uploads"]
         ]
 
@@ -167,12 +174,21 @@ class Api:
             )
 
     async def ingest(
-        self, collection: str, profile: str, items: list[str], idempotency_key: str
+        self,
+        collection: str,
+        profile: str,
+        items: list[tuple[str, str | None]],
+        idempotency_key: str,
     ) -> Accepted:
+        """Ingest (staging key, asset name) pairs; a None name lets the API use the name
+        it recorded with the upload."""
         body = {
             "collection": collection,
             "profile": profile,
-            "items": [{"upload_key": key} for key in items],
+            "items": [
+                {"upload_key": key} if asset is None else {"upload_key": key, "asset": asset}
+                for key, asset in items
+            ],
         }
         response = await self._with_retries(
             lambda: self._request(

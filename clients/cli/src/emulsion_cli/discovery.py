@@ -39,8 +39,10 @@ class ImageFile:
     @property
     def upload_name(self) -> str:
         """The filename sent to the API: the relative path flattened, so `a/IMG_1.jpg` and
-        `b/IMG_1.jpg` become different assets; the server makes the safe name from it."""
-        return self.relative.replace("/", "-")
+        `b/IMG_1.jpg` become different assets. The API names the asset after it (Unicode
+        kept), so '\\' (a separator to the API, a plain character in a POSIX name) is
+        flattened too."""
+        return self.relative.replace("/", "-").replace("\\", "-")
 
 
 @dataclass(frozen=True)

@@ -218,25 +218,31 @@ async def _without_ingested(run: _Run, images: list[ImageFile]) -> list[ImageFil
 # -- upload and notify --------------------------------------------------------------------
 
 
+# A staging key and the asset name its upload records (None: recorded by an older run
+# that did not keep names; the API then uses its own record).
+Staged = tuple[str, str | None]
+
+
 async def _send(run: _Run, images: list[ImageFile]) -> list[str]:
     jobs: list[str] = []
     for start in range(0, len(images), REQUEST_ITEMS):
         chunk = images[start : start + REQUEST_ITEMS]
-        keys = await _upload_all(run, chunk)
-        chunk, keys = _unique_assets(run, chunk, keys)
+        staged = await _upload_all(run, chunk)
+        chunk, staged = _unique_assets(run, chunk, staged)
         if chunk:
-            jobs.extend(await _notify(run, chunk, keys))
+            jobs.extend(await _notify(run, chunk, staged))
     return jobs
 
 
-async def _upload_all(run: _Run, images: list[ImageFile]) -> list[str]:
-    """Staging keys for the files, uploading those without one from an earlier run."""
-    keys: dict[ImageFile, str] = {}
+async def _upload_all(run: _Run, images: list[ImageFile]) -> list[Staged]:
+    """Staging keys (and asset names) for the files, uploading those without one from an
+    earlier run."""
+    staged: dict[ImageFile, Staged] = {}
     todo: list[ImageFile] = []
     for image in images:
         recorded = run.state.uploads.get(file_id(image))
         if recorded is not None:
-            keys[image] = recorded
+            staged[image] = (recorded, run.state.upload_assets.get(file_id(image)))
         else:
             todo.append(image)
     run.tally.reused_uploads += len(images) - len(todo)
@@ -252,21 +258,25 @@ async def _upload_all(run: _Run, images: list[ImageFile]) -> list[str]:
                         [(i.upload_name, i.content_type, i.size) for i in batch]
                     )
                     for image, form in zip(batch, forms, strict=True):
-                        group.create_task(_upload_one(run, limit, image, form, keys))
+                        group.create_task(_upload_one(run, limit, image, form, staged))
         except* CliError as group_error:
             raise group_error.exceptions[0] from None
         finally:
             run.tally.upload_seconds += time.monotonic() - started
-    return [keys[image] for image in images]
+    return [staged[image] for image in images]
 
 
 async def _upload_one(
-    run: _Run, limit: asyncio.Semaphore, image: ImageFile, form: Upload, keys: dict[ImageFile, str]
+    run: _Run,
+    limit: asyncio.Semaphore,
+    image: ImageFile,
+    form: Upload,
+    staged: dict[ImageFile, Staged],
 ) -> None:
     async with limit:
         await run.api.upload(form, image.path, image.content_type)
-    keys[image] = form.key
-    run.state.record_upload(file_id(image), form.key)
+    staged[image] = (form.key, form.asset)
+    run.state.record_upload(file_id(image), form.key, form.asset)
     run.tally.uploaded_files += 1
     run.tally.uploaded_bytes += image.size
     run.reporter.uploaded(image.size)
@@ -274,15 +284,16 @@ async def _upload_one(
 
 
 def _unique_assets(
-    run: _Run, images: list[ImageFile], keys: list[str]
-) -> tuple[list[ImageFile], list[str]]:
-    """The API refuses a request naming one asset twice; two files whose names only
-    differ in characters the safe-name rule replaces would. The first one wins."""
+    run: _Run, images: list[ImageFile], staged: list[Staged]
+) -> tuple[list[ImageFile], list[Staged]]:
+    """The API refuses a request naming one asset twice. Names are the files' own
+    (Unicode kept), so only files whose flattened paths are the same name clash (`a/b.jpg`
+    and `a-b.jpg`, or one name written in two Unicode forms). The first one wins."""
     seen: dict[str, ImageFile] = {}
     kept_images: list[ImageFile] = []
-    kept_keys: list[str] = []
-    for image, key in zip(images, keys, strict=True):
-        asset = key.rsplit("/", 1)[-1]
+    kept: list[Staged] = []
+    for image, (key, recorded) in zip(images, staged, strict=True):
+        asset = recorded or key.rsplit("/", 1)[-1]
         if asset in seen:
             reason = f"same asset name {asset!r} as {seen[asset].relative}"
             run.reporter.note(f"skipped {image.relative}: {reason}")
@@ -290,16 +301,16 @@ def _unique_assets(
             continue
         seen[asset] = image
         kept_images.append(image)
-        kept_keys.append(key)
-    return kept_images, kept_keys
+        kept.append((key, recorded))
+    return kept_images, kept
 
 
-async def _notify(run: _Run, images: list[ImageFile], keys: list[str]) -> list[str]:
+async def _notify(run: _Run, images: list[ImageFile], staged: list[Staged]) -> list[str]:
     collection, profile = run.options.collection, run.options.profile
     files = [(image.sha256, image.relative) for image in images]
     try:
         accepted = await run.api.ingest(
-            collection, profile, keys, idempotency_key(collection, profile, files)
+            collection, profile, staged, idempotency_key(collection, profile, files)
         )
     except ApiRequestError as error:
         if error.code == "upload_missing":
@@ -307,11 +318,14 @@ async def _notify(run: _Run, images: list[ImageFile], keys: list[str]) -> list[s
             run.reporter.note("uploads from an earlier run have expired; uploading again")
             for image in images:
                 run.state.forget_upload(file_id(image))
-            keys = await _upload_all(run, images)
+            staged = await _upload_all(run, images)
         elif error.code != "idempotency_key_reused":
             raise
         accepted = await run.api.ingest(
-            collection, profile, keys, idempotency_key(collection, profile, files, keys)
+            collection,
+            profile,
+            staged,
+            idempotency_key(collection, profile, files, [key for key, _ in staged]),
         )
     if accepted.replayed:
         run.reporter.note(f"the API already had this ingest ({accepted.name}); following it")

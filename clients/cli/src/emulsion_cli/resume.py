@@ -65,6 +65,9 @@ class Ingested:
 class ResumeState:
     path: Path
     uploads: dict[str, str] = field(default_factory=dict)
+    # The asset name each upload records (what the API named it at presign time); a state
+    # written before names were recorded has none, and the API then uses its own record.
+    upload_assets: dict[str, str] = field(default_factory=dict)
     pending: dict[str, Pending] = field(default_factory=dict)
     ingested: dict[str, Ingested] = field(default_factory=dict)
 
@@ -87,6 +90,7 @@ class ResumeState:
             return cls(
                 path,
                 uploads={str(k): str(v) for k, v in raw.get("uploads", {}).items()},
+                upload_assets={str(k): str(v) for k, v in raw.get("upload_assets", {}).items()},
                 pending={str(k): Pending(**v) for k, v in raw.get("pending", {}).items()},
                 ingested={str(k): Ingested(**v) for k, v in raw.get("ingested", {}).items()},
             )
@@ -99,6 +103,7 @@ class ResumeState:
         document = {
             "v": STATE_VERSION,
             "uploads": self.uploads,
+            "upload_assets": self.upload_assets,
             "pending": {k: asdict(v) for k, v in self.pending.items()},
             "ingested": {k: asdict(v) for k, v in self.ingested.items()},
         }
@@ -112,8 +117,10 @@ class ResumeState:
                 Path(temporary).unlink()
             raise
 
-    def record_upload(self, fid: str, key: str) -> None:
+    def record_upload(self, fid: str, key: str, asset: str | None = None) -> None:
         self.uploads[fid] = key
+        if asset is not None:
+            self.upload_assets[fid] = asset
 
     def record_pending(self, fid: str, pending: Pending) -> None:
         self.pending[fid] = pending
@@ -121,16 +128,17 @@ class ResumeState:
     def record_succeeded(self, fid: str, ingested: Ingested) -> None:
         self.ingested[fid] = ingested
         self.pending.pop(fid, None)
-        self.uploads.pop(fid, None)
+        self.forget_upload(fid)
 
     def record_failed(self, fid: str) -> None:
         """A failed item is sent again next time, from a fresh upload: the staging object
         may already be gone, and the failure may have been a bad upload."""
         self.pending.pop(fid, None)
-        self.uploads.pop(fid, None)
+        self.forget_upload(fid)
 
     def forget_ingested(self, fid: str) -> None:
         self.ingested.pop(fid, None)
 
     def forget_upload(self, fid: str) -> None:
         self.uploads.pop(fid, None)
+        self.upload_assets.pop(fid, None)

@@ -1,12 +1,14 @@
 """The object-key layout of DESIGN.md, and the only place keys are built or parsed.
 
     staging/<upload-id>/<safe-name>
-    originals/<collection>/<asset>/<version>/<safe-name>
-    derivatives/<collection>/<asset>/<version>/<style>.<ext>
-    assets/<collection>/<asset>.json
+    originals/<collection>/<asset-segment>/<version>/<safe-name>
+    derivatives/<collection>/<asset-segment>/<version>/<style>.<ext>
+    assets/<collection>/<asset-segment>.json
 
-User-supplied names reach a key only through `safe_name` (filenames) or after matching
-`NAME_PATTERN` (collections, assets), so no key can escape its prefix.
+User-supplied names reach a key only through `safe_name` (filenames, lossy: they sit under
+a unique upload id or version), after matching `COLLECTION_PATTERN` (collections), or
+through `asset_segment` (asset names: Unicode, encoded without loss, so two names never
+share keys). No key can escape its prefix.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import re
 import time
 import unicodedata
+import urllib.parse
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -25,6 +28,12 @@ MANIFESTS: Final = "assets/"
 PREFIXES: Final = (STAGING, ORIGINALS, DERIVATIVES, MANIFESTS)
 
 SAFE_NAME_MAX: Final = 100
+# An asset name is bounded in characters and in UTF-8 bytes alike.
+ASSET_NAME_MAX: Final = 200
+# Every byte of the name may become "%XX".
+ASSET_SEGMENT_MAX: Final = 3 * ASSET_NAME_MAX
+# S3's limit on a key, in UTF-8 bytes; every key built here stays well under it.
+S3_KEY_MAX: Final = 1024
 COLLECTION_MAX: Final = 63
 EXTENSION_MAX: Final = 10
 
@@ -49,6 +58,21 @@ _UNSAFE_RUN: Final = re.compile(r"[^A-Za-z0-9._-]+")
 _DOT_RUN: Final = re.compile(r"\.{2,}")
 _DASH_RUN: Final = re.compile(r"-{2,}")
 _EXTENSION_RE: Final = re.compile(rf"[a-z0-9]{{1,{EXTENSION_MAX}}}")
+# The bytes an asset segment keeps as they are; every other byte is "%XX" (upper-case hex).
+_SEGMENT_KEPT: Final = frozenset(
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-."
+)
+_SEGMENT_RE: Final = re.compile(r"(?:[A-Za-z0-9_.-]|%[0-9A-F]{2})+")
+# Control, format, surrogate, private-use and unassigned code points: invisible or
+# ambiguous in a name, and never needed to tell two photos apart.
+_FORBIDDEN_CATEGORIES: Final = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})
+# The asset rule as far as the apiserver's RE2 patterns can say it (the IngestJob CRD):
+# no separators, control/format/surrogate/private-use characters, nor whitespace at
+# either end. It accepts every valid name; the CRD adds "not '.' or '..'" as a CEL rule.
+_NOT_IN_NAME: Final = r"/\\\p{Cc}\p{Cf}\p{Co}\p{Cs}"
+ASSET_NAME_SCHEMA_PATTERN: Final = (
+    rf"^[^{_NOT_IN_NAME}\s](?:[^{_NOT_IN_NAME}]*[^{_NOT_IN_NAME}\s])?$"
+)
 
 
 class InvalidKey(ValueError):
@@ -92,13 +116,76 @@ def _clean(part: str) -> str:
 
 
 def check_name(kind: str, value: str) -> str:
-    """Validate an asset name (or a safe name) against NAME_PATTERN."""
+    """Validate a safe name (the file part of a key) against NAME_PATTERN."""
     if not _NAME_RE.fullmatch(value) or ".." in value:
         raise InvalidKey(
             f"{kind} {value!r} must be 1-{SAFE_NAME_MAX} characters of letters, digits, "
             "'.', '_' or '-', start with a letter or digit, and contain no '..'"
         )
     return value
+
+
+def check_asset_name(value: str) -> str:
+    """Validate an asset name (contract 1): the user's own name, Unicode NFC, 1-200
+    characters and at most 200 UTF-8 bytes, no control/format/unassigned characters, no
+    '/' or '\\', not "." or "..", no leading or trailing whitespace."""
+    problem = _asset_name_problem(value)
+    if problem:
+        raise InvalidKey(f"asset {value[: ASSET_NAME_MAX + 1]!r} {problem}")
+    return value
+
+
+def _asset_name_problem(value: str) -> str | None:
+    if not value:
+        return "must not be empty"
+    if len(value) > ASSET_NAME_MAX or len(value.encode("utf-8", "surrogatepass")) > ASSET_NAME_MAX:
+        return f"must be at most {ASSET_NAME_MAX} characters and {ASSET_NAME_MAX} bytes of UTF-8"
+    if value in (".", ".."):
+        return "must not be '.' or '..'"
+    if "/" in value or "\\" in value:
+        return "must not contain '/' or '\\'"
+    if value != value.strip():
+        return "must not begin or end with whitespace"
+    if any(unicodedata.category(char) in _FORBIDDEN_CATEGORIES for char in value):
+        return "must not contain control, format, private-use or unassigned characters"
+    if not unicodedata.is_normalized("NFC", value):
+        return "must be in Unicode normal form NFC"
+    return None
+
+
+def asset_segment(name: str) -> str:
+    """The one key segment naming asset `name`: its UTF-8 bytes percent-encoded, keeping
+    only A-Z a-z 0-9 '_' '-' '.' (a leading '.' is encoded too, so no segment is '.', '..'
+    or hidden), upper-case hex. Injective, and `parse_key` decodes it back."""
+    check_asset_name(name)
+    encoded = name.encode("utf-8")
+    return "".join(
+        chr(byte)
+        if byte in _SEGMENT_KEPT and not (position == 0 and byte == 0x2E)
+        else f"%{byte:02X}"
+        for position, byte in enumerate(encoded)
+    )
+
+
+def asset_name(segment: str) -> str:
+    """The asset name a key segment encodes; raises InvalidKey unless `segment` is exactly
+    what `asset_segment` makes of a valid name (so key <-> name is a bijection)."""
+    name = _decoded_segment(segment)
+    if name is None:
+        raise InvalidKey(f"{segment[: ASSET_SEGMENT_MAX + 1]!r} is not an encoded asset name")
+    return name
+
+
+def _decoded_segment(segment: str) -> str | None:
+    if len(segment) > ASSET_SEGMENT_MAX or not _SEGMENT_RE.fullmatch(segment):
+        return None
+    try:
+        name = urllib.parse.unquote_to_bytes(segment).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if _asset_name_problem(name) or asset_segment(name) != segment:
+        return None
+    return name
 
 
 def check_collection(value: str) -> str:
@@ -145,13 +232,14 @@ def version_prefix(
     area: Literal["originals", "derivatives"], collection: str, asset: str, version: str
 ) -> str:
     check_collection(collection)
-    check_name("asset", asset)
+    segment = asset_segment(asset)
     if not _VERSION_RE.fullmatch(version):
         raise InvalidKey(f"version {version!r} does not match {VERSION_PATTERN}")
-    return f"{area}/{collection}/{asset}/{version}/"
+    return f"{area}/{collection}/{segment}/{version}/"
 
 
 def original_key(collection: str, asset: str, version: str, name: str) -> str:
+    """The original of `asset` (a name); `name` is the file part, a safe name."""
     return version_prefix("originals", collection, asset, version) + check_name("name", name)
 
 
@@ -164,11 +252,13 @@ def derivative_key(collection: str, asset: str, version: str, style: str, extens
 
 
 def manifest_key(collection: str, asset: str) -> str:
-    return f"{MANIFESTS}{check_collection(collection)}/{check_name('asset', asset)}.json"
+    return f"{MANIFESTS}{check_collection(collection)}/{asset_segment(asset)}.json"
 
 
 @dataclass(frozen=True, slots=True)
 class ParsedKey:
+    """A key taken apart; `asset` is the decoded asset NAME, not its key segment."""
+
     area: Literal["staging", "originals", "derivatives", "assets"]
     collection: str | None = None
     asset: str | None = None
@@ -183,19 +273,19 @@ def parse_key(key: str) -> ParsedKey | None:
     match parts:
         case ["staging", upload_id, name] if _ULID_RE.fullmatch(upload_id) and _valid_name(name):
             return ParsedKey("staging", upload_id=upload_id, name=name)
-        case [("originals" | "derivatives") as area, collection, asset, version, name] if (
+        case [("originals" | "derivatives") as area, collection, segment, version, name] if (
             _valid_collection(collection)
-            and _valid_name(asset)
             and _VERSION_RE.fullmatch(version)
             and _valid_name(name)
+            and (asset := _decoded_segment(segment)) is not None
         ):
             return ParsedKey(area, collection, asset, version, name=name)
         case ["assets", collection, manifest] if (
             _valid_collection(collection)
             and manifest.endswith(".json")
-            and _valid_name(manifest.removesuffix(".json"))
+            and (asset := _decoded_segment(manifest.removesuffix(".json"))) is not None
         ):
-            return ParsedKey("assets", collection, manifest.removesuffix(".json"))
+            return ParsedKey("assets", collection, asset)
     return None
 
 

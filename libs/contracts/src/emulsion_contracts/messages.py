@@ -6,14 +6,43 @@ add one without a new version) and reject a `v` they do not know.
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
 
 from emulsion_contracts import keys
 
-Name = Annotated[str, StringConstraints(pattern=f"^{keys.NAME_PATTERN}$")]
+
+def _asset_name(value: str) -> str:
+    # A hostile size is refused before normalising it (NFC may only change lengths a little).
+    if len(value) > 4 * keys.ASSET_NAME_MAX:
+        raise ValueError(f"asset names are at most {keys.ASSET_NAME_MAX} characters")
+    return keys.check_asset_name(unicodedata.normalize("NFC", value))
+
+
+# An asset's name as its user gave it (contract 1): Unicode, normalised to NFC here, then
+# checked by `keys.check_asset_name`. Keys carry it encoded by `keys.asset_segment`.
+AssetName = Annotated[
+    str,
+    AfterValidator(_asset_name),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": keys.ASSET_NAME_MAX,
+            "description": (
+                f"Unicode (normalised to NFC), 1-{keys.ASSET_NAME_MAX} characters and at most "
+                f"{keys.ASSET_NAME_MAX} bytes of UTF-8; no control or format characters, "
+                "no '/' or '\\', not '.' or '..', no leading or trailing whitespace."
+            ),
+        }
+    ),
+]
+# The old name of the asset type; manifest.py (and anything else importing it) gets the
+# asset rule through it. New code says AssetName.
+Name = AssetName
 Collection = Annotated[str, StringConstraints(pattern=f"^{keys.COLLECTION_PATTERN}$")]
 StagingKey = Annotated[str, StringConstraints(pattern=f"^{keys.STAGING_KEY_PATTERN}$")]
 VersionId = Annotated[str, StringConstraints(pattern=f"^{keys.VERSION_PATTERN}$")]
@@ -62,7 +91,7 @@ class WorkItem(Message):
     index: Annotated[int, Field(ge=0)]
     source: StagingKey
     collection: Collection
-    asset: Name
+    asset: AssetName
     version: VersionId
     profile: str = "default"
     styles: tuple[StyleSpec, ...] | None = None
@@ -90,7 +119,7 @@ class ItemResult(Message):
     reason: str | None = None
     message: str | None = None
     collection: Collection
-    asset: Name
+    asset: AssetName
     version: VersionId
     original: str | None = None
     width: int | None = None
@@ -112,4 +141,4 @@ class GcRequest(Message):
     keys: tuple[str, ...]
     not_before: datetime
     collection: Collection | None = None
-    asset: Name | None = None
+    asset: AssetName | None = None

@@ -16,7 +16,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import Error as JetStreamError
 
 from emulsion_api.errors import ApiError
-from emulsion_contracts import messaging, telemetry
+from emulsion_contracts import keys, messaging, telemetry
 from emulsion_contracts.manifest import AssetManifest
 from emulsion_contracts.messages import GcRequest
 
@@ -57,12 +57,10 @@ class Bus:
             collection=manifest.collection,
             asset=manifest.asset,
         )
+        # The asset as its key segment: a header value stays ASCII whatever the name.
+        segment = keys.asset_segment(manifest.asset)
         headers = telemetry.inject(
-            {
-                messaging.HEADER_MSG_ID: (
-                    f"deleted/{manifest.collection}/{manifest.asset}/{manifest.version}"
-                )
-            }
+            {messaging.HEADER_MSG_ID: f"deleted/{manifest.collection}/{segment}/{manifest.version}"}
         )
         try:
             await self._js.publish(

@@ -13,6 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from emulsion_api.bus import Bus
 from emulsion_api.errors import ApiError
 from emulsion_api.kube import Kube
+from emulsion_api.scopes import Scopes
 from emulsion_api.settings import ApiSettings
 from emulsion_api.store import Store
 from emulsion_contracts.profiles import Profile
@@ -23,7 +24,8 @@ class Services:
     """Everything the routes use, made once in the app's lifespan."""
 
     settings: ApiSettings
-    tokens: tuple[bytes, ...]
+    # Every accepted token with the collections it may use.
+    tokens: tuple[tuple[bytes, Scopes], ...]
     profiles: dict[str, Profile]
     kube: Kube
     store: Store
@@ -34,6 +36,17 @@ class Services:
 class Principal:
     # A hash of the caller's token: scopes Idempotency-Keys per caller, never stored in clear.
     id: str
+    scopes: Scopes
+
+    def may_read(self, collection: str) -> bool:
+        """Whether the caller may see `collection`; a route answers 404 when not, exactly
+        as for something that does not exist, so a token learns nothing of other tenants."""
+        return self.scopes.allows(collection)
+
+    def check_write(self, collection: str) -> None:
+        """Refuse (403) a change to a collection outside the caller's scopes."""
+        if not self.scopes.allows(collection):
+            raise ApiError(403, "forbidden", f"this token may not change collection {collection!r}")
 
 
 # Dependencies are `async def` although they never await: FastAPI runs plain `def`
@@ -51,19 +64,20 @@ async def principal(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     offered = (credentials.credentials if credentials else "").encode()
-    accepted = False
+    accepted: Scopes | None = None
     # Compare with every token, each in constant time: neither timing nor the position
     # of the matching token tells a caller anything.
-    for token in (await services(request)).tokens:
-        accepted |= hmac.compare_digest(offered, token)
-    if not offered or not accepted:
+    for token, scopes in (await services(request)).tokens:
+        if hmac.compare_digest(offered, token):
+            accepted = scopes
+    if not offered or accepted is None:
         raise ApiError(
             401,
             "unauthorized",
             "a valid bearer token is required",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    return Principal(hashlib.sha256(offered).hexdigest()[:32])
+    return Principal(hashlib.sha256(offered).hexdigest()[:32], accepted)
 
 
 ServicesDep = Annotated[Services, Depends(services)]

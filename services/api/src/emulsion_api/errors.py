@@ -67,6 +67,9 @@ def _documented(description: str) -> dict[str, Any]:
 
 
 UNAUTHORIZED: Responses = {401: _documented("Missing or unknown bearer token (`unauthorized`)")}
+FORBIDDEN: Responses = {
+    403: _documented("The token may not change this collection (`forbidden`)"),
+}
 INVALID: Responses = {
     422: _documented("The request breaks a rule; `details` says which (`invalid_request`, ...)"),
 }
@@ -110,6 +113,7 @@ async def _validation_error(request: Request, error: Exception) -> JSONResponse:
 _HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",
+    403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
     413: "body_too_large",

@@ -9,6 +9,7 @@ import hashlib
 import json
 import re
 import time
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -44,8 +45,31 @@ class PlannedItem:
     asset: str
 
 
-def plan_items(request: IngestRequest, max_items: int) -> list[PlannedItem]:
-    """The request's items with assets defaulted and checked; raises ApiError (422) if bad."""
+def default_asset(filename: str) -> str:
+    """The asset name an upload of `filename` defaults to: its base name in NFC, as the user
+    wrote it (so 日本.jpg and 中国.jpg stay two assets); only a base name that is not a valid
+    asset name (control characters, over 200 bytes, ...) falls back to its safe name."""
+    base = unicodedata.normalize("NFC", filename.replace("\\", "/").rsplit("/", 1)[-1])
+    try:
+        return keys.check_asset_name(base)
+    except keys.InvalidKey:
+        return keys.safe_name(filename)
+
+
+def check_items(request: IngestRequest, max_items: int) -> None:
+    """Everything `plan_items` checks that needs no upload: run before any I/O."""
+    plan_items(request, max_items, recorded=None)
+
+
+def plan_items(
+    request: IngestRequest, max_items: int, recorded: Mapping[str, str] | None
+) -> list[PlannedItem]:
+    """The request's items with assets defaulted and checked; raises ApiError (422) if bad.
+
+    An item without `asset` gets the name recorded with its upload (`recorded`, by staging
+    key); an upload with none (put into staging by other means) gets its key's file part.
+    With `recorded` None (not read yet) such items are only checked, not planned.
+    """
     if len(request.items) > max_items:
         raise ApiError(
             422,
@@ -58,8 +82,10 @@ def plan_items(request: IngestRequest, max_items: int) -> list[PlannedItem]:
     for index, item in enumerate(request.items):
         try:
             keys.check_staging_key(item.upload_key)
-            asset = item.asset or item.upload_key.rsplit("/", 1)[-1]
-            keys.check_name("asset", asset)
+            if item.asset is None and recorded is None:
+                continue
+            asset = item.asset or (recorded or {}).get(item.upload_key)
+            asset = keys.check_asset_name(asset or item.upload_key.rsplit("/", 1)[-1])
         except keys.InvalidKey as error:
             problems.append(ErrorDetail(field=f"body.items.{index}", message=str(error)))
             continue

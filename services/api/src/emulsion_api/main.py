@@ -42,7 +42,7 @@ UNTRACED_URLS = "healthz,readyz,metrics"
 def _services(settings: ApiSettings, blocking: Blocking) -> Services:
     return Services(
         settings=settings,
-        tokens=tuple(token.encode() for token in settings.tokens()),
+        tokens=tuple((token.encode(), scopes) for token, scopes in settings.scoped_tokens()),
         profiles=load_profiles(settings.profiles_file),
         kube=Kube(
             Kube.api_client(settings.io_threads),

@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from emulsion_contracts import crd, keys
+from emulsion_contracts.formats import AcceptedContentType
+from emulsion_contracts.messages import AssetName
 
 # Generous bounds, so a hostile value is refused by size before any rule looks at it;
 # the precise rules (patterns, no "..") are checked with the key-layout functions.
@@ -27,17 +29,26 @@ class UploadRequest(Request):
         Field(
             min_length=1,
             max_length=FILENAME_MAX,
-            description="The client's file name; the server makes a safe name from it.",
+            description=(
+                "The client's file name: its base name (NFC) is the asset name an ingest "
+                "defaults to; the staging key holds a safe ASCII form of it."
+            ),
         ),
     ]
     content_type: Annotated[
-        str,
+        AcceptedContentType,
+        Field(description="The image's type, one of the accepted formats; the form requires it."),
+    ]
+    size: Annotated[
+        int,
         Field(
-            pattern=r"^image/[A-Za-z0-9][A-Za-z0-9.+-]{0,99}$",
-            description="Must be an image type; the presigned form requires it.",
+            ge=1,
+            description=(
+                "The file's exact size in bytes, at most the configured maximum; the form "
+                "accepts a file of this size only."
+            ),
         ),
     ]
-    size: Annotated[int, Field(ge=1, description="Size in bytes; at most the configured maximum.")]
 
 
 class UploadBatchRequest(Request):
@@ -47,6 +58,12 @@ class UploadBatchRequest(Request):
 class Upload(BaseModel):
     upload_id: str
     key: str = Field(description="The staging key to name in `POST /v1/ingests`.")
+    asset: str = Field(
+        description=(
+            "The asset name an ingest of this upload defaults to: the file's base name (NFC), "
+            "or its safe form when the base name is not a valid asset name."
+        )
+    )
     url: str = Field(description="POST a multipart form here: `fields`, then `file`.")
     fields: dict[str, str]
     expires_at: datetime
@@ -66,11 +83,12 @@ class IngestItem(Request):
         ),
     ]
     asset: Annotated[
-        str | None,
+        AssetName | None,
         Field(
-            max_length=keys.SAFE_NAME_MAX,
-            pattern=f"^{keys.NAME_PATTERN}$",
-            description="Name inside the collection; defaults to the upload's file name.",
+            description=(
+                "Name inside the collection (Unicode, kept as given in NFC); defaults to the "
+                "base name of the file named in `POST /v1/uploads`."
+            ),
         ),
     ] = None
 

@@ -2,14 +2,23 @@
 
 `load_api_settings` fails fast, naming every missing or malformed variable, and also
 when no bearer token is configured: an API that nobody can call is a deployment error.
+
+Bearer tokens: `EMULSION_API_TOKENS` (comma-separated) and/or `EMULSION_API_TOKENS_FILE`
+(one a line). Their scopes (the collections each may use, see `scopes.py`):
+`EMULSION_API_TOKEN_SCOPES`, a JSON object from the hex SHA-256 of a token to its list of
+scopes, e.g. `{"9f86d0...": ["acme-*"], "60303a...": ["beta-photos", "beta-video"],
+"a665a4...": ["*"]}`. Without it every token is an admin (the single-tenant setup); with
+it, every token must be listed (a token left out is a start-up error, never an admin).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from pydantic import Field
 
+from emulsion_api.scopes import EVERYTHING, Scopes, check_digest, token_digest
 from emulsion_contracts.settings import EmulsionSettings, SettingsError, load_settings
 
 MIB = 1024 * 1024
@@ -18,6 +27,8 @@ MIB = 1024 * 1024
 class ApiSettings(EmulsionSettings):
     api_tokens: str = Field(default="", validation_alias="EMULSION_API_TOKENS")
     api_tokens_file: str | None = Field(default=None, validation_alias="EMULSION_API_TOKENS_FILE")
+    # JSON: {"<sha256 of a token>": ["<collection>" | "<prefix>*" | "*", ...], ...}
+    api_token_scopes: str = Field(default="", validation_alias="EMULSION_API_TOKEN_SCOPES")
     namespace: str = Field(default="default", validation_alias="EMULSION_NAMESPACE")
     # Uploads: the largest original a client may POST, and how long a presigned form lives.
     upload_max_bytes: int = Field(
@@ -59,6 +70,30 @@ class ApiSettings(EmulsionSettings):
             raw += Path(self.api_tokens_file).read_text().splitlines()
         return tuple(token.strip() for token in raw if token.strip())
 
+    def scoped_tokens(self) -> tuple[tuple[str, Scopes], ...]:
+        """Every token with its scopes; raises ValueError on malformed or missing scopes."""
+        if not self.api_token_scopes.strip():
+            return tuple((token, EVERYTHING) for token in self.tokens())
+        try:
+            configured = json.loads(self.api_token_scopes)
+        except ValueError as error:
+            raise ValueError(f"not JSON: {error}") from None
+        if not isinstance(configured, dict) or not all(
+            isinstance(entries, list) and all(isinstance(entry, str) for entry in entries)
+            for entries in configured.values()
+        ):
+            raise ValueError("must be a JSON object of token SHA-256 -> list of scopes")
+        scopes = {
+            check_digest(digest): Scopes.parse(entries) for digest, entries in configured.items()
+        }
+        unscoped = [token_digest(t)[:12] for t in self.tokens() if token_digest(t) not in scopes]
+        if unscoped:
+            raise ValueError(
+                f"no scopes for the token(s) with SHA-256 {', '.join(unscoped)}...; list every "
+                'token (["*"] for an admin)'
+            )
+        return tuple((token, scopes[token_digest(token)]) for token in self.tokens())
+
 
 def load_api_settings() -> ApiSettings:
     settings = load_settings(ApiSettings)
@@ -66,6 +101,12 @@ def load_api_settings() -> ApiSettings:
         tokens = settings.tokens()
     except OSError as error:
         raise SettingsError(f"EMULSION_API_TOKENS_FILE: cannot read: {error}") from None
+    try:
+        settings.scoped_tokens()
+    except ValueError as error:
+        raise SettingsError(
+            f"invalid configuration:\n  EMULSION_API_TOKEN_SCOPES: {error}"
+        ) from None
     if not tokens:
         raise SettingsError(
             "invalid configuration:\n  EMULSION_API_TOKENS or EMULSION_API_TOKENS_FILE: "

@@ -31,6 +31,10 @@ LIST_FROM_KEYS = 20
 # 1,000 keys a page: a range holding more than this many foreign uploads is HEADed instead.
 LIST_MAX_PAGES = 10
 
+# The upload's asset name, stored with the object (percent-encoded like a key segment).
+ASSET_METADATA = "asset"
+ASSET_METADATA_FIELD = f"x-amz-meta-{ASSET_METADATA}"
+
 _MISSING = frozenset({"404", "NoSuchKey", "NotFound"})
 _PRECONDITION = frozenset({"412", "PreconditionFailed"})
 
@@ -68,21 +72,48 @@ class Store:
         """Run CPU-heavy signing work (many presigned forms) off the event loop."""
         return await self._blocking.run(function)
 
-    def presign_post(self, key: str, content_type: str) -> PresignedPost:
-        """A form for exactly `key`, an image content type, and at most the configured size."""
+    def presign_post(self, key: str, content_type: str, size: int, asset: str) -> PresignedPost:
+        """A form for exactly `key`, `content_type` and a file of exactly `size` bytes, which
+        records `asset` (the name an ingest defaults to) with the object. S3 enforces every
+        condition, so a client cannot store a larger file or another type than it declared.
+        """
         expiry = self._settings.upload_expiry_seconds
         expires_at = datetime.now(UTC) + timedelta(seconds=expiry)
+        recorded = keys.asset_segment(asset)  # ASCII, as metadata values must be
         form = self._s3.generate_presigned_post(
             Bucket=self._bucket,
             Key=key,
-            Fields={"Content-Type": content_type},
+            Fields={"Content-Type": content_type, ASSET_METADATA_FIELD: recorded},
             Conditions=[
-                ["content-length-range", 1, self._settings.upload_max_bytes],
-                ["starts-with", "$Content-Type", "image/"],
+                ["content-length-range", size, size],
+                {"Content-Type": content_type},
+                {ASSET_METADATA_FIELD: recorded},
             ],
             ExpiresIn=expiry,
         )
         return PresignedPost(form["url"], dict(form["fields"]), expires_at)
+
+    async def recorded_assets(self, staging_keys: list[str]) -> dict[str, str]:
+        """The asset names recorded with these uploads by their presigned forms, by key;
+        a key that is missing or was put without a (valid) name is left out."""
+
+        async def one(key: str) -> str | None:
+            try:
+                head = await self._blocking.run(self._s3.head_object, Bucket=self._bucket, Key=key)
+            except ClientError as error:
+                if _code(error) in _MISSING:
+                    return None
+                raise _unavailable(error) from error
+            except BotoCoreError as error:
+                raise _unavailable(error) from error
+            recorded = (head.get("Metadata") or {}).get(ASSET_METADATA)
+            try:
+                return keys.asset_name(recorded) if recorded else None
+            except keys.InvalidKey:
+                return None
+
+        names = await asyncio.gather(*(one(key) for key in staging_keys))
+        return {key: name for key, name in zip(staging_keys, names, strict=True) if name}
 
     def download_url(self, key: str) -> str:
         base = self._settings.public_base_url

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import nats
+import pytest
 
 from emulsion_contracts import keys, messaging
 from emulsion_contracts.messages import GcRequest
@@ -87,7 +90,33 @@ def test_delete_removes_the_manifest_and_publishes_the_keys_to_gc(
 
 
 def test_bad_asset_names_are_refused(api: httpx.Client) -> None:
-    for path in ("/v1/assets/c/a..b", "/v1/assets/c/" + "a" * 1000, "/v1/assets/c/.hidden"):
+    for path in (
+        "/v1/assets/c/" + "a" * 1000,
+        "/v1/assets/c/a%00b.jpg",
+        "/v1/assets/c/a%5Cb.jpg",
+        "/v1/assets/c/%20lead.jpg",
+        "/v1/assets/c/%E2%80%AEbidi.jpg",
+    ):
         response = api.delete(path)
         assert response.status_code == 422, (path, response.text)
         assert response.json()["code"] == "invalid_request"
+
+
+@pytest.mark.parametrize("name", ["日本.jpg", "中国.jpg", "Фото 1.jpg", "photo 1.JPG", ".hidden"])
+def test_unicode_assets_are_read_and_deleted_by_their_percent_encoded_name(
+    api: httpx.Client, s3: Any, stack: Endpoints, name: str
+) -> None:
+    collection = new_collection()
+    version = keys.version_id(keys.new_ulid(), 0)
+    commit_manifest(s3, stack.bucket, collection, name, version)
+    path = f"/v1/assets/{collection}/{quote(name, safe='')}"
+
+    response = api.get(path)
+
+    assert response.status_code == 200, response.text
+    assert (response.json()["asset"], response.json()["version"]) == (name, version)
+    # NFD in the URL names the same (NFC) asset.
+    decomposed = quote(unicodedata.normalize("NFD", name), safe="")
+    assert api.get(f"/v1/assets/{collection}/{decomposed}").status_code == 200
+    assert api.delete(path).status_code == 202
+    assert api.get(path).status_code == 404

@@ -6,6 +6,7 @@ import json
 import re
 import threading
 import time
+import unicodedata
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -68,13 +69,13 @@ def test_presigned_upload_then_ingest_is_accepted_and_creates_the_job(
             "job": name,
             "job_index": 0,
             "upload_key": form["key"],
-            "asset": "My-Photo-1.jpg",
+            "asset": "My Photo (1).JPG",
         }
     ]
     job = get_job(custom, name)
     assert job["spec"]["collection"] == collection
     assert job["spec"]["profile"] == "default"
-    assert job["spec"]["items"] == [{"source": form["key"], "asset": "My-Photo-1.jpg"}]
+    assert job["spec"]["items"] == [{"source": form["key"], "asset": "My Photo (1).JPG"}]
     version = job["spec"]["version"]
     assert re.fullmatch(keys.ULID_PATTERN, version) and name == version.lower()
     labels, annotations = job["metadata"]["labels"], job["metadata"]["annotations"]
@@ -84,6 +85,52 @@ def test_presigned_upload_then_ingest_is_accepted_and_creates_the_job(
     traceparent = annotations[crd.ANNOTATION_TRACEPARENT]
     assert re.fullmatch(rf"00-{TRACE_ID}-[0-9a-f]{{16}}-01", traceparent), traceparent
     assert traceparent != TRACEPARENT
+
+
+def _uploaded(api: httpx.Client, filename: str) -> str:
+    form = api.post(
+        "/v1/uploads", json={"filename": filename, "content_type": "image/jpeg", "size": 4}
+    ).json()
+    posted = httpx.post(form["url"], data=form["fields"], files={"file": ("x", b"\xff\xd8ab")})
+    assert posted.status_code in (200, 201, 204), posted.text
+    return str(form["key"])
+
+
+def test_names_the_safe_name_folds_together_stay_different_assets(
+    api: httpx.Client, custom: Any
+) -> None:
+    """Issue 12, defect 1: 日本.jpg and 中国.jpg were both the asset 'file.jpg'."""
+    names = ["日本.jpg", "中国.jpg", "Фото 1.jpg", "photo 1.JPG", "photo 1.jpg"]
+    staged = [_uploaded(api, name) for name in names]
+    assert len({key.rsplit("/", 1)[1] for key in staged}) < len(names)  # the safe names clash
+    collection = new_collection()
+
+    response = ingest(api, staged, collection)
+
+    assert response.status_code == 202, response.text
+    assert [item["asset"] for item in response.json()["items"]] == names
+    job = get_job(custom, response.json()["name"])
+    assert [item["asset"] for item in job["spec"]["items"]] == names
+
+
+def test_an_explicit_unicode_asset_name_is_accepted_in_nfc(
+    api: httpx.Client, custom: Any, stage: Stage
+) -> None:
+    staged = stage(2)
+    decomposed = unicodedata.normalize("NFD", "Café 1.jpg")
+    body = {
+        "collection": new_collection(),
+        "items": [
+            {"upload_key": staged[0], "asset": "日本.jpg"},
+            {"upload_key": staged[1], "asset": decomposed},
+        ],
+    }
+
+    response = api.post("/v1/ingests", json=body)
+
+    assert response.status_code == 202, response.text
+    job = get_job(custom, response.json()["name"])
+    assert [item["asset"] for item in job["spec"]["items"]] == ["日本.jpg", "Café 1.jpg"]
 
 
 def test_status_shows_counts_item_states_failures_and_live_outputs(
@@ -362,8 +409,18 @@ BAD_REQUESTS: dict[str, tuple[Any, int, str]] = {
         422,
         "invalid_request",
     ),
-    "dot-dot asset": (
-        {"collection": "c", "items": [{"upload_key": "VALID", "asset": "a..b"}]},
+    "dot asset": (
+        {"collection": "c", "items": [{"upload_key": "VALID", "asset": "."}]},
+        422,
+        "invalid_request",
+    ),
+    "slash in asset": (
+        {"collection": "c", "items": [{"upload_key": "VALID", "asset": "a/b.jpg"}]},
+        422,
+        "invalid_request",
+    ),
+    "format character in asset": (
+        {"collection": "c", "items": [{"upload_key": "VALID", "asset": "a\u202eb.jpg"}]},
         422,
         "invalid_request",
     ),

@@ -67,6 +67,73 @@ def test_the_form_uploads_exactly_its_key_with_an_image_type(
     )
 
 
+def _post(upload: dict[str, Any], body: bytes, **fields: str) -> httpx.Response:
+    return httpx.post(
+        upload["url"], data={**upload["fields"], **fields}, files={"file": ("f", body)}
+    )
+
+
+def test_the_form_accepts_exactly_the_declared_size_only(
+    api: httpx.Client, s3: Any, stack: Endpoints
+) -> None:
+    """Issue 12: a 30 MB body went through a form presigned for 1,000 bytes."""
+    declared = presign(api, size=1000).json()
+
+    for body in (b"x" * 1001, b"x" * (30 * 1024 * 1024), b"x" * 999):
+        refused = _post(declared, body)
+        assert refused.status_code == 400, (len(body), refused.text)
+        assert "EntityTooLarge" in refused.text or "EntityTooSmall" in refused.text
+    assert s3.list_objects_v2(Bucket=stack.bucket, Prefix=declared["key"])["KeyCount"] == 0
+
+    assert _post(declared, b"x" * 1000).status_code in (200, 201, 204)
+    assert s3.head_object(Bucket=stack.bucket, Key=declared["key"])["ContentLength"] == 1000
+
+
+@pytest.mark.parametrize("content_type", ["image/jpeg", "image/png", "image/webp", "image/gif"])
+def test_the_accepted_formats_can_be_uploaded(api: httpx.Client, content_type: str) -> None:
+    upload = presign(api, content_type=content_type).json()
+    assert upload["fields"]["Content-Type"] == content_type
+    assert _post(upload, b"abcd").status_code in (200, 201, 204)
+
+
+@pytest.mark.parametrize("content_type", ["image/svg+xml", "image/tiff", "image/x-icon"])
+def test_other_image_types_are_refused_by_the_api_and_by_the_form(
+    api: httpx.Client, content_type: str
+) -> None:
+    refused = presign(api, content_type=content_type)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["code"] == "invalid_request"
+
+    # A form made for a PNG does not take an SVG either: S3 checks the policy.
+    png = presign(api, content_type="image/png").json()
+    assert _post(png, b"<svg/>", **{"Content-Type": content_type}).status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("filename", "asset"),
+    [
+        ("日本.jpg", "日本.jpg"),
+        ("photos/Фото 1.jpg", "Фото 1.jpg"),
+        ("C:\\Users\\me\\photo 1.JPG", "photo 1.JPG"),
+        ("Cafe\u0301.jpg", "Café.jpg"),
+        ("a\x00b.jpg", "a-b.jpg"),  # not a valid asset name: its safe name
+    ],
+)
+def test_the_upload_records_the_asset_name_an_ingest_defaults_to(
+    api: httpx.Client, s3: Any, stack: Endpoints, filename: str, asset: str
+) -> None:
+    upload = presign(api, filename).json()
+    assert upload["asset"] == asset
+
+    assert _post(upload, b"abcd").status_code in (200, 201, 204)
+    stored = s3.head_object(Bucket=stack.bucket, Key=upload["key"])
+    assert keys.asset_name(stored["Metadata"]["asset"]) == asset
+    # The name is part of the signed policy: a client cannot record another one.
+    other = presign(api, filename).json()
+    forged = _post(other, b"abcd", **{"x-amz-meta-asset": "other.jpg"})
+    assert forged.status_code == 403
+
+
 def test_batch_form_presigns_every_file(api: httpx.Client) -> None:
     files = [
         {"filename": f"IMG_{i}.jpg", "content_type": "image/jpeg", "size": 10} for i in range(40)

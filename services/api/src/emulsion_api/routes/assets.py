@@ -9,16 +9,28 @@ from fastapi import APIRouter, Path, status
 
 from emulsion_api import views
 from emulsion_api.deps import PrincipalDep, ServicesDep
-from emulsion_api.errors import BACKENDS, CONFLICT, INVALID, NOT_FOUND, UNAUTHORIZED, ApiError
+from emulsion_api.errors import (
+    BACKENDS,
+    CONFLICT,
+    FORBIDDEN,
+    INVALID,
+    NOT_FOUND,
+    UNAUTHORIZED,
+    ApiError,
+)
 from emulsion_api.models import Asset, Deleted
 from emulsion_contracts import keys
+from emulsion_contracts.messages import AssetName
 
 router = APIRouter(prefix="/v1/assets", tags=["assets"])
 
 CollectionName = Annotated[
     str, Path(pattern=f"^{keys.COLLECTION_PATTERN}$", max_length=keys.COLLECTION_MAX)
 ]
-AssetName = Annotated[str, Path(pattern=f"^{keys.NAME_PATTERN}$", max_length=keys.SAFE_NAME_MAX)]
+# The user's name, percent-encoded in the URL like any path segment (NFC after decoding).
+AssetPath = Annotated[
+    AssetName, Path(description="The asset's name, percent-encoded in the URL (UTF-8).")
+]
 
 
 def _checked(collection: str, asset: str) -> None:
@@ -38,10 +50,12 @@ def _not_found(collection: str, asset: str) -> ApiError:
     responses={**UNAUTHORIZED, **NOT_FOUND, **INVALID, **BACKENDS},
 )
 async def get_asset(
-    collection: CollectionName, asset: AssetName, services: ServicesDep, caller: PrincipalDep
+    collection: CollectionName, asset: AssetPath, services: ServicesDep, caller: PrincipalDep
 ) -> Asset:
     """The live manifest, with download URLs for the original and every style."""
     _checked(collection, asset)
+    if not caller.may_read(collection):
+        raise _not_found(collection, asset)
     stored = await services.store.read_manifest(collection, asset)
     if stored is None:
         raise _not_found(collection, asset)
@@ -52,10 +66,10 @@ async def get_asset(
     "/{collection}/{asset}",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=Deleted,
-    responses={**UNAUTHORIZED, **NOT_FOUND, **INVALID, **CONFLICT, **BACKENDS},
+    responses={**UNAUTHORIZED, **FORBIDDEN, **NOT_FOUND, **INVALID, **CONFLICT, **BACKENDS},
 )
 async def delete_asset(
-    collection: CollectionName, asset: AssetName, services: ServicesDep, caller: PrincipalDep
+    collection: CollectionName, asset: AssetPath, services: ServicesDep, caller: PrincipalDep
 ) -> Deleted:
     """Remove the manifest (the asset stops being live at once); its files go later.
 
@@ -64,6 +78,7 @@ async def delete_asset(
     and the old version's keys were due for collection anyway.
     """
     _checked(collection, asset)
+    caller.check_write(collection)
     stored = await services.store.read_manifest(collection, asset)
     if stored is None:
         raise _not_found(collection, asset)

@@ -28,6 +28,7 @@ BatchId = Annotated[
 async def get_batch(batch: BatchId, services: ServicesDep, caller: PrincipalDep) -> BatchStatus:
     """Phase and counts over all parts, and each part's summary (items: per part)."""
     parts = await services.kube.list(f"{crd.LABEL_BATCH}={batch}")
-    if not parts:
+    # One request made every part, for one collection; any part out of scope hides it all.
+    if not parts or not all(caller.may_read(str(p["spec"]["collection"])) for p in parts):
         raise ApiError(404, "not_found", f"no batch {batch!r}")
     return jobs.batch_status(batch, parts)

@@ -13,9 +13,10 @@ from fastapi import APIRouter, Header, Path, Query, Response, status
 from fastapi.responses import StreamingResponse
 
 from emulsion_api import jobs, views
-from emulsion_api.deps import PrincipalDep, Services, ServicesDep
+from emulsion_api.deps import Principal, PrincipalDep, Services, ServicesDep
 from emulsion_api.errors import (
     BACKENDS,
+    FORBIDDEN,
     INVALID,
     INVALID_BODY,
     NOT_FOUND,
@@ -44,9 +45,10 @@ def _not_found(name: str) -> ApiError:
     return ApiError(404, "not_found", f"no ingest named {name!r}")
 
 
-async def _job_or_404(kube: Kube, name: str) -> jobs.Job:
+async def _job_or_404(kube: Kube, name: str, caller: Principal) -> jobs.Job:
+    """The job, if it exists and its collection is the caller's to see; else 404."""
     job = await kube.get(name)
-    if job is None:
+    if job is None or not caller.may_read(str(job["spec"]["collection"])):
         raise _not_found(name)
     return job
 
@@ -57,6 +59,7 @@ async def _job_or_404(kube: Kube, name: str) -> jobs.Job:
     response_model=IngestAccepted,
     responses={
         **UNAUTHORIZED,
+        **FORBIDDEN,
         **INVALID_BODY,
         **BACKENDS,
         202: {
@@ -84,7 +87,8 @@ async def create_ingest(
     Never touches image bytes: the uploads are only checked to exist (HEAD).
     """
     settings = services.settings
-    planned = jobs.plan_items(body, settings.max_request_items)
+    caller.check_write(body.collection)
+    jobs.check_items(body, settings.max_request_items)
     if body.profile not in services.profiles:
         raise ApiError(
             422,
@@ -98,7 +102,7 @@ async def create_ingest(
         existing = await services.kube.list(f"{jobs.LABEL_IDEMPOTENCY}={label}")
         if existing:
             return _replay(jobs.first_request(existing), idempotency[2], response)
-    missing = await services.store.missing([item.upload_key for item in planned])
+    missing = await services.store.missing([item.upload_key for item in body.items])
     if missing:
         raise ApiError(
             422,
@@ -106,6 +110,9 @@ async def create_ingest(
             f"{len(missing)} upload(s) not found in the staging area",
             [ErrorDetail(field="body.items", message=f"{key} was not uploaded") for key in missing],
         )
+    unnamed = [item.upload_key for item in body.items if item.asset is None]
+    recorded = await services.store.recorded_assets(unnamed) if unnamed else {}
+    planned = jobs.plan_items(body, settings.max_request_items, recorded)
     plan = jobs.JobPlan(
         namespace=services.kube.namespace,
         collection=body.collection,
@@ -189,7 +196,7 @@ async def get_ingest(
     With `wait`, answers as soon as the job's status changes (a watch on the apiserver),
     or after `wait` seconds with the status unchanged.
     """
-    job = await _job_or_404(services.kube, name)
+    job = await _job_or_404(services.kube, name, caller)
     if wait > 0 and not jobs.phase(job).finished:
         job = await _status_change(
             services.kube, job, min(wait, services.settings.max_wait_seconds)
@@ -236,7 +243,7 @@ async def _status_change(kube: Kube, job: jobs.Job, seconds: float) -> jobs.Job:
 )
 async def ingest_events(name: JobName, services: ServicesDep, caller: PrincipalDep) -> Response:
     """The job's status as server-sent events, until the job ends."""
-    job = await _job_or_404(services.kube, name)
+    job = await _job_or_404(services.kube, name, caller)
     return StreamingResponse(
         _event_stream(services, job),
         media_type="text/event-stream",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
+from emulsion_api import jobs
 from emulsion_api.deps import PrincipalDep, ServicesDep
 from emulsion_api.errors import BACKENDS, INVALID_BODY, UNAUTHORIZED, ApiError, ErrorDetail
 from emulsion_api.models import Upload, UploadBatch, UploadBatchRequest, UploadRequest
@@ -29,9 +30,15 @@ def _check_sizes(files: list[UploadRequest], limit: int, single: bool) -> None:
 def _presign(store: Store, file: UploadRequest) -> Upload:
     upload_id = keys.new_ulid()
     key = keys.staging_key(upload_id, file.filename)
-    form = store.presign_post(key, file.content_type)
+    asset = jobs.default_asset(file.filename)
+    form = store.presign_post(key, file.content_type, file.size, asset)
     return Upload(
-        upload_id=upload_id, key=key, url=form.url, fields=form.fields, expires_at=form.expires_at
+        upload_id=upload_id,
+        key=key,
+        asset=asset,
+        url=form.url,
+        fields=form.fields,
+        expires_at=form.expires_at,
     )
 
 
@@ -44,8 +51,8 @@ def _presign(store: Store, file: UploadRequest) -> Upload:
 async def create_uploads(
     body: UploadRequest | UploadBatchRequest, services: ServicesDep, caller: PrincipalDep
 ) -> Upload | UploadBatch:
-    """One presigned POST per file, each for exactly one staging key, an `image/*` type
-    and a bounded size; `{files: [...]}` asks for many at once (a whole gallery)."""
+    """One presigned POST per file, each for exactly one staging key, the declared type (an
+    accepted format) and the declared size; `{files: [...]}` asks for many at once."""
     settings = services.settings
     files = body.files if isinstance(body, UploadBatchRequest) else [body]
     if len(files) > settings.max_upload_batch:
