@@ -254,11 +254,11 @@ class Bus:
 
     async def lease(self, upload_id: str, job_uid: str = "job-uid") -> None:
         kv = await self.js.key_value(messaging.STAGING_LEASES_BUCKET)
-        await kv.put(upload_id, job_uid.encode())
+        await kv.put(messaging.staging_lease_key(upload_id, job_uid), job_uid.encode())
 
-    async def release(self, upload_id: str) -> None:
+    async def release(self, upload_id: str, job_uid: str = "job-uid") -> None:
         kv = await self.js.key_value(messaging.STAGING_LEASES_BUCKET)
-        await kv.delete(upload_id)
+        await kv.delete(messaging.staging_lease_key(upload_id, job_uid))
 
     async def gc_backlog(self) -> tuple[int, int]:
         """GC messages not yet delivered, and delivered but not yet acknowledged."""

@@ -19,7 +19,16 @@ from emulsion_janitor.settings import JanitorSettings
 from emulsion_janitor.store import stat
 from emulsion_janitor.sweep import SweepReport
 
-from .conftest import Layout, connected, make_bucket, metric, refusals, sweep_once, version_id
+from .conftest import (
+    Layout,
+    connected,
+    make_bucket,
+    metric,
+    refusals,
+    sweep_once,
+    version_id,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -274,3 +283,37 @@ def test_sweep_metrics_count_deletions_by_reason_and_bytes_freed(
     assert counted - counted_before == len(deleted.keys)
     assert freed - bytes_before == len(deleted.keys) * 100
     assert metric("emulsion_janitor_sweep_duration_seconds_count") - sweeps_before == 1
+
+
+def test_a_version_superseded_just_now_keeps_its_grace_however_old_its_keys_are(
+    stack: Endpoints, s3: Any, layout: Layout, collection: str, settings_for: Settings, run: Any
+) -> None:
+    grace = 3.0
+    settings = settings_for(gc_grace_seconds=grace)
+    old = layout.version(collection, "IMG_0112.jpg")
+    layout.commit(old)
+    written = max(
+        last_modified(s3, layout.bucket, f"{area}/{collection}/IMG_0112.jpg/{old.version}/")
+        for area in ("originals", "derivatives")
+    )
+    # The old keys age past the grace period while they are still live...
+    wait_for(
+        "the old keys to be older than the grace period",
+        lambda: datetime.now(UTC) > written + timedelta(seconds=grace + 1),
+    )
+    # ...and only then does a new version supersede them.
+    superseded_at = layout.commit(layout.version(collection, "IMG_0112.jpg")).committed_at
+
+    at_once = sweep(stack, s3, run, settings)
+    assert layout.present(old.keys) == set(old.keys), "deleted within the supersession's grace"
+    assert at_once.deletion.deleted == 0
+
+    sweep_until(
+        "the superseded version to go",
+        lambda: not layout.present(old.keys),
+        stack,
+        s3,
+        run,
+        settings,
+    )
+    assert datetime.now(UTC) >= superseded_at + timedelta(seconds=grace)

@@ -7,6 +7,7 @@ force: an existing stream or durable is updated to match rather than kept as it 
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from typing import Final
 
@@ -49,10 +50,28 @@ HEADER_MSG_ID: Final = "Nats-Msg-Id"
 # Key-value buckets (JetStream KV), shared state that must not need Kubernetes access:
 # - cancelled jobs, keyed by job uid: the controller puts one when a running job is
 #   deleted; processors skip (and never commit) items of a cancelled job.
-# - staging leases, keyed by upload id: the controller puts one per dispatched item and
-#   removes them when the job ends; the janitor never sweeps a leased staging upload.
+# - staging leases, one per (upload id, job uid) (`staging_lease_key`): the controller puts
+#   one per dispatched item and removes its own when the job ends; the janitor never
+#   sweeps an upload that any job still leases. Two jobs of one upload hold two leases,
+#   so the first to finish cannot release the other's.
 CANCELLED_BUCKET: Final = "EMULSION_CANCELLED"
 STAGING_LEASES_BUCKET: Final = "EMULSION_STAGING_LEASES"
+# JetStream keeps a KV bucket as this stream, one subject per key.
+STAGING_LEASES_STREAM: Final = f"KV_{STAGING_LEASES_BUCKET}"
+_LEASE_PART: Final = re.compile(r"[-A-Za-z0-9]+")
+
+
+def staging_lease_key(upload_id: str, job_uid: str) -> str:
+    """The lease key of one job on one staging upload: `<upload id>.<job uid>`."""
+    for part in (upload_id, job_uid):
+        if not _LEASE_PART.fullmatch(part):
+            raise ValueError(f"{part!r} cannot be part of a lease key")
+    return f"{upload_id}.{job_uid}"
+
+
+def staging_lease_subjects(upload_id: str) -> str:
+    """The subject filter matching every job's lease on `upload_id` in STAGING_LEASES_STREAM."""
+    return f"$KV.{STAGING_LEASES_BUCKET}.{staging_lease_key(upload_id, 'x')[:-1]}*"
 
 
 def _token(value: str) -> str:

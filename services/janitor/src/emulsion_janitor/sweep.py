@@ -21,7 +21,7 @@ from opentelemetry import trace
 from emulsion_contracts import keys
 from emulsion_janitor import metrics
 from emulsion_janitor.deleter import Deleter, DeletionReport
-from emulsion_janitor.guards import Budget, Live, StoredObject
+from emulsion_janitor.guards import Budget, Facts, Live, StoredObject, grace_left
 from emulsion_janitor.settings import JanitorSettings
 from emulsion_janitor.store import MAX_BATCH, pages, read_live
 
@@ -80,7 +80,10 @@ def select(
     if live.version is None:
         return "deleted" if age >= orphan_age else None
     if parsed.version < live.version:
-        return "superseded" if age >= settings.grace else None
+        # The grace runs from the supersession (or the delete), not from the key's write.
+        if grace_left(stored, Facts(live=live), settings.grace, now) > timedelta(0):
+            return None
+        return "deleted" if live.tombstone else "superseded"
     # Newer than the live version yet not live: an item in flight, or one that failed
     # after writing; only time tells them apart.
     return "orphaned" if age >= orphan_age else None
