@@ -158,6 +158,12 @@ class Layout:
         self.put(keys.manifest_key(version.collection, version.asset), manifest.to_bytes())
         return manifest
 
+    def tombstone(self, collection: str, asset: str) -> AssetManifest:
+        """Replace the manifest by a tombstone, as the API does when an asset is deleted."""
+        tombstone = AssetManifest.tombstone(collection, asset, datetime.now(UTC))
+        self.put(keys.manifest_key(collection, asset), tombstone.to_bytes())
+        return tombstone
+
     def forget(self, collection: str, asset: str) -> None:
         """Delete the manifest, as the API does when an asset is deleted."""
         self.s3.delete_object(Bucket=self.bucket, Key=keys.manifest_key(collection, asset))

@@ -291,3 +291,12 @@ def test_a_tombstone_goes_only_after_it_has_been_kept_long_enough() -> None:
     assert tombstone_removable(tombstone, keep_for, NOW)
     assert not tombstone_removable(tombstone, keep_for, NOW - timedelta(milliseconds=1))
     assert not tombstone_removable(manifest(committed_at=NOW - keep_for * 9), keep_for, NOW)
+
+
+def test_tombstones_are_kept_at_least_a_day_longer_than_the_work_stream_keeps_items() -> None:
+    configured = settings(tombstone_keep=3600.0)
+    assert configured.tombstones_kept() == timedelta(hours=1)
+    assert configured.tombstones_kept(7 * 86400.0) == timedelta(days=8)
+    assert settings(tombstone_keep=30 * 86400.0).tombstones_kept(86400.0) == timedelta(days=30)
+    assert configured.tombstones_kept(0.0) == timedelta.max  # items kept forever
+    assert settings().tombstones_kept() == timedelta(days=8)

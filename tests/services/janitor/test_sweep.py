@@ -317,3 +317,39 @@ def test_a_version_superseded_just_now_keeps_its_grace_however_old_its_keys_are(
         settings,
     )
     assert datetime.now(UTC) >= superseded_at + timedelta(seconds=grace)
+
+
+def test_a_deleted_assets_versions_go_and_its_tombstone_only_after_it_was_kept(
+    stack: Endpoints, s3: Any, layout: Layout, collection: str, settings_for: Settings, run: Any
+) -> None:
+    versions = [layout.version(collection, "IMG_0113.jpg") for _ in range(2)]
+    layout.commit(versions[-1])
+    tombstone = layout.tombstone(collection, "IMG_0113.jpg")
+    # Deleted, then ingested again: the new life's manifest is never a tombstone to remove.
+    layout.tombstone(collection, "IMG_0114.jpg")
+    reborn = layout.version(collection, "IMG_0114.jpg")
+    layout.commit(reborn)
+    doomed = [key for version in versions for key in version.keys]
+    manifest = keys.manifest_key(collection, "IMG_0113.jpg")
+    deleted_before = metric("emulsion_janitor_deleted_keys_total", reason="deleted", source="sweep")
+
+    kept = sweep(stack, s3, run, settings_for(tombstone_keep=HOUR))
+    assert layout.present(doomed) == set()
+    assert metric(
+        "emulsion_janitor_deleted_keys_total", reason="deleted", source="sweep"
+    ) - deleted_before == len(doomed)
+    assert kept.tombstones_removed == 0
+    assert layout.exists(manifest), "removed a tombstone before its keep time"
+
+    reports = sweep_until(
+        "the tombstone to go",
+        lambda: not layout.exists(manifest),
+        stack,
+        s3,
+        run,
+        settings_for(tombstone_keep=1.0),
+    )
+    assert sum(r.tombstones_removed for r in reports) == 1
+    assert datetime.now(UTC) >= tombstone.committed_at + timedelta(seconds=1)
+    assert layout.exists(keys.manifest_key(collection, "IMG_0114.jpg"))
+    assert layout.present(reborn.keys) == set(reborn.keys)
