@@ -85,7 +85,7 @@ class Live:
 
     @classmethod
     def nothing(cls, collection: str, asset: str) -> Live:
-        """The asset has no manifest: it was deleted (or never committed)."""
+        """The asset has no manifest: never committed yet, or its tombstone was removed."""
         return cls(collection, asset, True)
 
     @classmethod
