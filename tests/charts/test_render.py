@@ -113,7 +113,11 @@ def test_shared_environment_and_service_names(tools: Tools) -> None:
                 "samplerArg": "0.25",
                 "resourceAttributes": "deployment.environment=prod",
             },
-            "nats": {"url": "nats://nats.messaging:4222", "port": 4222},
+            "nats": {
+                "url": "nats://nats.messaging:4222",
+                "port": 4222,
+                "jetstream": {"replicas": 3},
+            },
         },
     )
     found = deployments(objects)
@@ -124,6 +128,7 @@ def test_shared_environment_and_service_names(tools: Tools) -> None:
         assert env["OTEL_TRACES_SAMPLER_ARG"] == "0.25"
         assert "deployment.environment=prod" in env["OTEL_RESOURCE_ATTRIBUTES"]
         assert env["NATS_URL"] == "nats://nats.messaging:4222"
+        assert env["EMULSION_JETSTREAM_REPLICAS"] == "3"
         assert env["EMULSION_BUCKET"] == "photos"
         assert env["AWS_ENDPOINT_URL"] == "http://minio:9000"
         assert env["EMULSION_PROFILES_FILE"].endswith("profiles.yaml")

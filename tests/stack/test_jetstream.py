@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
+import uuid
 from typing import Any
 
 import nats
-from nats.js.api import AckPolicy, RetentionPolicy
+import pytest
+from nats.js.api import AckPolicy, RetentionPolicy, StreamConfig
 
 from emulsion_contracts import messaging
 from emulsion_devstack.stack import Endpoints
+
+DAY = messaging.DAY
+LIMITS = RetentionPolicy.LIMITS
 
 
 async def inspect(url: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -86,3 +92,76 @@ def test_reconciling_updates_an_existing_durable(stack: Endpoints, run: Any) -> 
 
     janitor = next(c for c in messaging.CONSUMERS if c.durable == messaging.JANITOR)
     assert run(reconcile()) == (janitor.max_deliver + 5, janitor.max_deliver)
+
+
+def live_config(name: str = "S", **changes: Any) -> StreamConfig:
+    return dataclasses.replace(
+        messaging.StreamSpec(name, ("s.>",), LIMITS, DAY).config(), **changes
+    )
+
+
+def test_a_service_start_never_lowers_replicas_and_raises_them_to_the_configured_number() -> None:
+    wanted = messaging.StreamSpec("S", ("s.>",), LIMITS, DAY).config(replicas=1)
+    kept = messaging.plan_stream(wanted, live_config(num_replicas=3))
+    assert kept.update is None
+    assert [(d.field, d.configured, d.live) for d in kept.drift] == [("num_replicas", 1, 3)]
+
+    raised = messaging.plan_stream(
+        messaging.StreamSpec("S", ("s.>",), LIMITS, DAY).config(replicas=3),
+        live_config(num_replicas=1, max_age=2 * DAY),
+    )
+    assert raised.update is not None
+    assert (raised.update.num_replicas, raised.update.max_age) == (3, 2 * DAY)
+
+
+def test_operators_settings_are_kept_and_only_missing_subjects_added() -> None:
+    live = live_config(subjects=["s.>", "ops.extra.>"], max_age=3 * DAY, num_replicas=3)
+    wanted = messaging.StreamSpec("S", ("s.>", "s2.>"), LIMITS, DAY).config(replicas=1)
+    plan = messaging.plan_stream(wanted, live)
+    assert plan.update is not None
+    assert plan.update.subjects == ["s.>", "ops.extra.>", "s2.>"]
+    assert (plan.update.max_age, plan.update.num_replicas) == (3 * DAY, 3)
+    assert {d.field for d in plan.drift} == {"max_age", "num_replicas"}
+
+
+def test_ensure_jetstream_keeps_what_operators_changed_on_a_live_stream_and_logs_it(
+    stack: Endpoints, run: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    name = f"EMULSION_TEST_{uuid.uuid4().hex[:8].upper()}"
+    spec = messaging.StreamSpec(name, (f"{name.lower()}.>",), LIMITS, DAY)
+    bucket = messaging.BucketSpec(f"{name}_KV", DAY, "a test bucket")
+
+    async def scenario() -> tuple[StreamConfig, StreamConfig]:
+        connection = await nats.connect(stack.nats_url)
+        try:
+            js = connection.jetstream()
+            await messaging.ensure_jetstream(js, (spec,), (), (bucket,))
+            # An operator lengthens the max age and routes one more subject into it.
+            live = (await js.stream_info(name)).config
+            await js.update_stream(
+                dataclasses.replace(
+                    live, max_age=3 * DAY, subjects=[*(live.subjects or []), "ops.added.>"]
+                )
+            )
+            kv_live = (await js.stream_info(bucket.stream)).config
+            await js.update_stream(dataclasses.replace(kv_live, max_age=2 * DAY))
+            with caplog.at_level(logging.WARNING, logger="emulsion_contracts.messaging"):
+                await messaging.ensure_jetstream(js, (spec,), (), (bucket,))
+            after = (await js.stream_info(name)).config
+            kv_after = (await js.stream_info(bucket.stream)).config
+            await js.delete_stream(name)
+            await js.delete_key_value(bucket.name)
+            return after, kv_after
+        finally:
+            await connection.drain()
+
+    after, kv_after = run(scenario())
+    assert after.max_age == 3 * DAY
+    assert after.subjects == [f"{name.lower()}.>", "ops.added.>"]
+    assert kv_after.max_age == 2 * DAY
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert (
+        f"stream {name}: max_age is {3 * DAY}, the services would create it with {DAY};"
+        " kept as it is" in warnings
+    )
+    assert any(m.startswith(f"stream {bucket.stream}: max_age is {2 * DAY}") for m in warnings)

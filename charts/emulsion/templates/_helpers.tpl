@@ -130,6 +130,8 @@ then what only some components need. Args: root, name, traits.
 {{- $v := .root.Values -}}
 - name: NATS_URL
   value: {{ $v.nats.url | quote }}
+- name: EMULSION_JETSTREAM_REPLICAS
+  value: {{ $v.nats.jetstream.replicas | quote }}
 - name: EMULSION_BUCKET
   value: {{ $v.s3.bucket | quote }}
 - name: AWS_REGION

@@ -1,4 +1,4 @@
-"""The manifest delete on the real MinIO: only the version that was read is deleted."""
+"""The manifest delete on the real MinIO: only the version that was read becomes a tombstone."""
 
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ def store(s3: Any, stack: Endpoints) -> Any:
 
 
 def test_minio_ignores_if_match_on_delete(s3: Any, stack: Endpoints) -> None:
-    # Why Store.delete_manifest checks the ETag itself: if this starts failing, the store
-    # enforces If-Match on DELETE and the extra HEAD is no longer needed.
+    # Why deletes write a tombstone with If-Match (enforced on PUT) rather than DELETE, and
+    # why the janitor checks a tombstone's ETag itself right before removing it.
     key = f"assets/{new_collection()}/probe.json"
     s3.put_object(Bucket=stack.bucket, Key=key, Body=b"1")
     stale = s3.head_object(Bucket=stack.bucket, Key=key)["ETag"]

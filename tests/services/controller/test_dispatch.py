@@ -36,7 +36,8 @@ def test_a_job_made_with_kubectl_gets_one_message_per_item(
             messages = await streams.read_queue(js, jobs.namespace, "from-kubectl")
             leases = await js.key_value(messaging.STAGING_LEASES_BUCKET)
             upload = body["spec"]["items"][0]["source"].split("/")[1]
-            return messages, [(await leases.get(upload)).value]
+            lease = await leases.get(messaging.staging_lease_key(upload, uid))
+            return messages, [lease.value]
 
     messages, lease_values = run(queued())
     assert len(messages) == 5

@@ -217,7 +217,7 @@ def test_deleting_a_running_job_cancels_its_remaining_items(
             mark = (await cancelled.get(uid)).value or b""
             leases = await js.key_value(messaging.STAGING_LEASES_BUCKET)
             try:
-                await leases.get(source.split("/")[1])
+                await leases.get(messaging.staging_lease_key(source.split("/")[1], uid))
             except (KeyNotFoundError, KeyDeletedError):
                 released = True
             else:

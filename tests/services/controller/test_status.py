@@ -65,9 +65,11 @@ def test_results_finish_the_job_in_the_phase_they_add_up_to(
     async def lease() -> Any:
         async with streams.session() as js:
             leases = await js.key_value(messaging.STAGING_LEASES_BUCKET)
-            source = jobs.get("four")["spec"]["items"][0]["source"]
+            job = jobs.get("four")
+            source = job["spec"]["items"][0]["source"]
+            key = messaging.staging_lease_key(source.split("/")[1], job["metadata"]["uid"])
             try:
-                return await leases.get(source.split("/")[1])
+                return await leases.get(key)
             except Exception as error:
                 return type(error).__name__
 

@@ -158,6 +158,12 @@ class Layout:
         self.put(keys.manifest_key(version.collection, version.asset), manifest.to_bytes())
         return manifest
 
+    def tombstone(self, collection: str, asset: str) -> AssetManifest:
+        """Replace the manifest by a tombstone, as the API does when an asset is deleted."""
+        tombstone = AssetManifest.tombstone(collection, asset, datetime.now(UTC))
+        self.put(keys.manifest_key(collection, asset), tombstone.to_bytes())
+        return tombstone
+
     def forget(self, collection: str, asset: str) -> None:
         """Delete the manifest, as the API does when an asset is deleted."""
         self.s3.delete_object(Bucket=self.bucket, Key=keys.manifest_key(collection, asset))
@@ -254,11 +260,11 @@ class Bus:
 
     async def lease(self, upload_id: str, job_uid: str = "job-uid") -> None:
         kv = await self.js.key_value(messaging.STAGING_LEASES_BUCKET)
-        await kv.put(upload_id, job_uid.encode())
+        await kv.put(messaging.staging_lease_key(upload_id, job_uid), job_uid.encode())
 
-    async def release(self, upload_id: str) -> None:
+    async def release(self, upload_id: str, job_uid: str = "job-uid") -> None:
         kv = await self.js.key_value(messaging.STAGING_LEASES_BUCKET)
-        await kv.delete(upload_id)
+        await kv.delete(messaging.staging_lease_key(upload_id, job_uid))
 
     async def gc_backlog(self) -> tuple[int, int]:
         """GC messages not yet delivered, and delivered but not yet acknowledged."""

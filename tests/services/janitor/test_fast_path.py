@@ -23,6 +23,7 @@ from .conftest import (
     refusals,
     until,
     version_id,
+    wait_for,
     wait_for_async,
 )
 
@@ -260,3 +261,77 @@ def test_the_delete_span_continues_the_producers_trace(
     assert span.attributes is not None
     assert span.attributes["emulsion.gc.deleted"] == len(old.keys)
     assert span.attributes["emulsion.gc.reason"] == "superseded"
+
+
+def test_the_fast_path_keeps_a_just_superseded_version_for_the_grace_from_the_supersession(
+    stack: Endpoints, s3: Any, layout: Layout, collection: str, settings_for: Settings, run: Any
+) -> None:
+    grace = 3.0
+    old = layout.version(collection, "IMG_0010.jpg")
+    layout.commit(old)
+    written = datetime.now(UTC)
+    wait_for(
+        "the old keys to be older than the grace period",
+        lambda: datetime.now(UTC) > written + timedelta(seconds=grace + 1),
+    )
+    superseded_at = layout.commit(layout.version(collection, "IMG_0010.jpg")).committed_at
+    before = refusals("grace")
+
+    async def scenario() -> datetime:
+        async with (
+            janitor(stack, s3, settings_for(gc_grace_seconds=grace)),
+            connected(stack) as bus,
+        ):
+            await bus.publish("superseded", old.keys)  # due at once
+            await wait_for_async("a grace refusal", lambda: refusals("grace") > before)
+            assert layout.present(old.keys) == set(old.keys)
+            await wait_for_async("the old version to go", lambda: not layout.present(old.keys))
+            return datetime.now(UTC)
+
+    gone_at = run(scenario())
+    assert gone_at >= superseded_at + timedelta(seconds=grace)
+
+
+def test_a_dry_run_consumer_deletes_nothing_and_leaves_every_request_on_the_stream(
+    stack: Endpoints, s3: Any, layout: Layout, collection: str, settings_for: Settings, run: Any
+) -> None:
+    versions = [layout.version(collection, "IMG_0011.jpg") for _ in range(2)]
+    doomed = [key for version in versions for key in version.keys]  # no manifest: deleted
+    before = refusals("dry_run")
+    left_before = gc_messages("left")
+
+    async def dry() -> tuple[int, int]:
+        async with janitor(stack, s3, settings_for(dry_run=True)), connected(stack) as bus:
+            await bus.publish("deleted", doomed)
+            await bus.publish_raw(messaging.gc_subject("deleted"), b"\x00not json")
+            await wait_for_async(
+                "both requests left", lambda: gc_messages("left") >= left_before + 2
+            )
+            backlog: tuple[int, int] = await bus.gc_backlog()
+            return backlog
+
+    pending, unacknowledged = run(dry())
+    assert refusals("dry_run") - before == len(doomed)
+    assert layout.present(doomed) == set(doomed)
+    assert pending + unacknowledged == 2  # given back, neither acknowledged nor terminated
+
+
+def test_the_deletion_cap_applies_to_the_fast_path(
+    stack: Endpoints, s3: Any, layout: Layout, collection: str, settings_for: Settings, run: Any
+) -> None:
+    doomed = list(layout.version(collection, "IMG_0012.jpg").keys)  # five keys, no manifest
+    before = refusals("cap")
+    retries_before = gc_messages("retry")
+
+    async def scenario() -> tuple[int, int]:
+        capped = settings_for(max_deletions_per_sweep=3)
+        async with janitor(stack, s3, capped), connected(stack) as bus:
+            await bus.publish("deleted", doomed)
+            await wait_for_async("a retry", lambda: gc_messages("retry") > retries_before)
+            backlog: tuple[int, int] = await bus.gc_backlog()
+            return backlog
+
+    pending, unacknowledged = run(scenario())
+    assert len(layout.present(doomed)) == len(doomed) - 3
+    assert refusals("cap") - before == len(doomed) - 3
+    assert pending + unacknowledged == 1  # kept for when the allowance refills

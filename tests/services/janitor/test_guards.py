@@ -11,7 +11,16 @@ import pytest
 from emulsion_contracts import keys
 from emulsion_contracts.manifest import AssetManifest, Original
 from emulsion_contracts.messages import Derivative, JobRef
-from emulsion_janitor.guards import Budget, Facts, Guard, Live, Policy, StoredObject, may_delete
+from emulsion_janitor.guards import (
+    Budget,
+    Facts,
+    Guard,
+    Live,
+    Policy,
+    StoredObject,
+    may_delete,
+    tombstone_removable,
+)
 from emulsion_janitor.settings import JanitorSettings
 from emulsion_janitor.sweep import select
 
@@ -27,7 +36,9 @@ LATER = keys.version_id(keys.new_ulid(NOW.timestamp() - 60), 0)
 UPLOAD = keys.new_ulid(NOW.timestamp())
 
 
-def manifest(version: str = LIVE_VERSION, asset: str = ASSET) -> AssetManifest:
+def manifest(
+    version: str = LIVE_VERSION, asset: str = ASSET, committed_at: datetime = OLD
+) -> AssetManifest:
     return AssetManifest(
         collection=COLLECTION,
         asset=asset,
@@ -52,7 +63,7 @@ def manifest(version: str = LIVE_VERSION, asset: str = ASSET) -> AssetManifest:
                 content_type="image/jpeg",
             ),
         ),
-        committed_at=NOW,
+        committed_at=committed_at,
     )
 
 
@@ -239,3 +250,53 @@ def test_a_grace_period_of_zero_lets_even_an_age_the_store_rounded_up_pass() -> 
     none = Policy(BUCKET, timedelta(0), dry_run=False)
     ahead = StoredObject(original(EARLIER), 10, NOW + timedelta(seconds=1))
     assert may_delete(BUCKET, ahead, Facts(live=LIVE), none, Budget(None), NOW) is None
+
+
+def test_the_grace_runs_from_the_supersession_not_from_the_keys_write() -> None:
+    # Written days ago, superseded a second ago: readers may still hold its URLs.
+    just_now = Live.of(manifest(committed_at=NOW - timedelta(seconds=1)))
+    written = timedelta(days=3)
+    assert check(original(EARLIER), Facts(live=just_now), last_modified=NOW - written) is (
+        Guard.GRACE
+    )
+    assert select(at(original(EARLIER), written), just_now, NOW, settings()) is None
+    # The grace has passed since the supersession: now it may go, on both paths.
+    then = Live.of(manifest(committed_at=NOW - GRACE))
+    assert check(original(EARLIER), Facts(live=then), last_modified=NOW - written) is None
+    assert select(at(original(EARLIER), written), then, NOW, settings()) == "superseded"
+    # A key written after the supersession (a stale job's) still waits from its write.
+    assert check(original(EARLIER), Facts(live=then), last_modified=NOW) is Guard.GRACE
+
+
+def test_a_staging_upload_waits_only_from_its_own_write() -> None:
+    just_now = Live.of(manifest(committed_at=NOW))
+    assert check(staged(), Facts(live=just_now, leased=False)) is None
+
+
+def test_every_version_before_a_tombstone_goes_as_deleted_after_the_grace_from_the_delete() -> None:
+    deleted_at = NOW - timedelta(seconds=10)
+    tombstone = Live.of(AssetManifest.tombstone(COLLECTION, ASSET, deleted_at))
+    assert tombstone.tombstone and tombstone.keys == frozenset()
+    written = timedelta(days=3)
+    for key in (original(LIVE_VERSION), thumb(EARLIER)):
+        assert check(key, Facts(live=tombstone), last_modified=NOW - written) is Guard.GRACE
+        assert select(at(key, written), tombstone, NOW, settings()) is None
+        later = NOW + GRACE
+        assert select(at(key, written), tombstone, later, settings()) == "deleted"
+
+
+def test_a_tombstone_goes_only_after_it_has_been_kept_long_enough() -> None:
+    keep_for = timedelta(days=8)
+    tombstone = AssetManifest.tombstone(COLLECTION, ASSET, NOW - keep_for)
+    assert tombstone_removable(tombstone, keep_for, NOW)
+    assert not tombstone_removable(tombstone, keep_for, NOW - timedelta(milliseconds=1))
+    assert not tombstone_removable(manifest(committed_at=NOW - keep_for * 9), keep_for, NOW)
+
+
+def test_tombstones_are_kept_at_least_a_day_longer_than_the_work_stream_keeps_items() -> None:
+    configured = settings(tombstone_keep=3600.0)
+    assert configured.tombstones_kept() == timedelta(hours=1)
+    assert configured.tombstones_kept(7 * 86400.0) == timedelta(days=8)
+    assert settings(tombstone_keep=30 * 86400.0).tombstones_kept(86400.0) == timedelta(days=30)
+    assert configured.tombstones_kept(0.0) == timedelta.max  # items kept forever
+    assert settings().tombstones_kept() == timedelta(days=8)

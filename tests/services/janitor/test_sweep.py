@@ -19,7 +19,16 @@ from emulsion_janitor.settings import JanitorSettings
 from emulsion_janitor.store import stat
 from emulsion_janitor.sweep import SweepReport
 
-from .conftest import Layout, connected, make_bucket, metric, refusals, sweep_once, version_id
+from .conftest import (
+    Layout,
+    connected,
+    make_bucket,
+    metric,
+    refusals,
+    sweep_once,
+    version_id,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -274,3 +283,73 @@ def test_sweep_metrics_count_deletions_by_reason_and_bytes_freed(
     assert counted - counted_before == len(deleted.keys)
     assert freed - bytes_before == len(deleted.keys) * 100
     assert metric("emulsion_janitor_sweep_duration_seconds_count") - sweeps_before == 1
+
+
+def test_a_version_superseded_just_now_keeps_its_grace_however_old_its_keys_are(
+    stack: Endpoints, s3: Any, layout: Layout, collection: str, settings_for: Settings, run: Any
+) -> None:
+    grace = 3.0
+    settings = settings_for(gc_grace_seconds=grace)
+    old = layout.version(collection, "IMG_0112.jpg")
+    layout.commit(old)
+    written = max(
+        last_modified(s3, layout.bucket, f"{area}/{collection}/IMG_0112.jpg/{old.version}/")
+        for area in ("originals", "derivatives")
+    )
+    # The old keys age past the grace period while they are still live...
+    wait_for(
+        "the old keys to be older than the grace period",
+        lambda: datetime.now(UTC) > written + timedelta(seconds=grace + 1),
+    )
+    # ...and only then does a new version supersede them.
+    superseded_at = layout.commit(layout.version(collection, "IMG_0112.jpg")).committed_at
+
+    at_once = sweep(stack, s3, run, settings)
+    assert layout.present(old.keys) == set(old.keys), "deleted within the supersession's grace"
+    assert at_once.deletion.deleted == 0
+
+    sweep_until(
+        "the superseded version to go",
+        lambda: not layout.present(old.keys),
+        stack,
+        s3,
+        run,
+        settings,
+    )
+    assert datetime.now(UTC) >= superseded_at + timedelta(seconds=grace)
+
+
+def test_a_deleted_assets_versions_go_and_its_tombstone_only_after_it_was_kept(
+    stack: Endpoints, s3: Any, layout: Layout, collection: str, settings_for: Settings, run: Any
+) -> None:
+    versions = [layout.version(collection, "IMG_0113.jpg") for _ in range(2)]
+    layout.commit(versions[-1])
+    tombstone = layout.tombstone(collection, "IMG_0113.jpg")
+    # Deleted, then ingested again: the new life's manifest is never a tombstone to remove.
+    layout.tombstone(collection, "IMG_0114.jpg")
+    reborn = layout.version(collection, "IMG_0114.jpg")
+    layout.commit(reborn)
+    doomed = [key for version in versions for key in version.keys]
+    manifest = keys.manifest_key(collection, "IMG_0113.jpg")
+    deleted_before = metric("emulsion_janitor_deleted_keys_total", reason="deleted", source="sweep")
+
+    kept = sweep(stack, s3, run, settings_for(tombstone_keep=HOUR))
+    assert layout.present(doomed) == set()
+    assert metric(
+        "emulsion_janitor_deleted_keys_total", reason="deleted", source="sweep"
+    ) - deleted_before == len(doomed)
+    assert kept.tombstones_removed == 0
+    assert layout.exists(manifest), "removed a tombstone before its keep time"
+
+    reports = sweep_until(
+        "the tombstone to go",
+        lambda: not layout.exists(manifest),
+        stack,
+        s3,
+        run,
+        settings_for(tombstone_keep=1.0),
+    )
+    assert sum(r.tombstones_removed for r in reports) == 1
+    assert datetime.now(UTC) >= tombstone.committed_at + timedelta(seconds=1)
+    assert layout.exists(keys.manifest_key(collection, "IMG_0114.jpg"))
+    assert layout.present(reborn.keys) == set(reborn.keys)

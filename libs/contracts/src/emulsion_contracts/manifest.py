@@ -1,16 +1,22 @@
 """The asset manifest, `assets/<collection>/<asset>.json`: the single source of truth for live.
 
-Processors commit it with conditional writes; the API reads and deletes it; the janitor
-re-reads it before deleting anything, and never deletes a key listed in `live_keys`.
+Processors commit it with conditional writes; the API replaces it with a tombstone when the
+asset is deleted; the janitor re-reads it before deleting anything, never deletes a key
+listed in `live_keys`, and removes a tombstone once no older version can arrive any more.
+
+A tombstone is a manifest with `deleted_at` set and nothing live: its version is the
+deleting version, later than every version ingested before the delete, so a queued or
+retried older item loses to it (its commit is stale) while a newer ingest replaces it.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from emulsion_contracts import keys
 from emulsion_contracts.messages import Collection, Derivative, JobRef, Name, VersionId
 
 
@@ -26,27 +32,88 @@ class Original(BaseModel):
 
 
 class AssetManifest(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    # original, job and index are None only in a tombstone; the properties of the same
+    # names give the values of a live manifest to code that never handles a tombstone.
+    model_config = ConfigDict(
+        frozen=True, extra="ignore", populate_by_name=True, serialize_by_alias=True
+    )
 
     v: Literal[1] = 1
     collection: Collection
     asset: Name
     version: VersionId
-    job: JobRef
-    index: int
-    original: Original
+    job_or_none: JobRef | None = Field(alias="job")
+    index_or_none: int | None = Field(alias="index")
+    original_or_none: Original | None = Field(alias="original")
     derivatives: tuple[Derivative, ...]
+    # When this version went live, which is when the previous one was superseded.
     committed_at: datetime
+    deleted_at: datetime | None = None
+
+    @model_validator(mode="after")
+    def _tombstone_or_live(self) -> Self:
+        if self.deleted_at is not None:
+            if self.original_or_none or self.derivatives or self.job_or_none:
+                raise ValueError("a tombstone lists no original, derivatives or job")
+        elif self.original_or_none is None or self.job_or_none is None:
+            raise ValueError("a live manifest needs its original and job")
+        elif self.index_or_none is None:
+            raise ValueError("a live manifest needs its item index")
+        return self
+
+    @classmethod
+    def tombstone(cls, collection: str, asset: str, now: datetime) -> AssetManifest:
+        """The manifest a delete leaves: nothing live, at a version later than any before."""
+        return cls(
+            collection=collection,
+            asset=asset,
+            version=keys.version_id(keys.new_ulid(now.timestamp()), 0),
+            job=None,
+            index=None,
+            original=None,
+            derivatives=(),
+            committed_at=now,
+            deleted_at=now,
+        )
+
+    @property
+    def is_tombstone(self) -> bool:
+        return self.deleted_at is not None
+
+    @property
+    def original(self) -> Original:
+        if self.original_or_none is None:
+            raise ValueError(f"the manifest of {self.asset!r} is a tombstone: nothing is live")
+        return self.original_or_none
+
+    @property
+    def job(self) -> JobRef:
+        if self.job_or_none is None:
+            raise ValueError(f"the manifest of {self.asset!r} is a tombstone: no job made it")
+        return self.job_or_none
+
+    @property
+    def index(self) -> int:
+        if self.index_or_none is None:
+            raise ValueError(f"the manifest of {self.asset!r} is a tombstone: no item made it")
+        return self.index_or_none
+
+    @property
+    def superseded_at(self) -> datetime:
+        """When the version before this one stopped being live (the janitor's grace starts)."""
+        return self.committed_at
 
     def live_keys(self) -> frozenset[str]:
-        return frozenset({self.original.key, *(d.key for d in self.derivatives)})
+        if self.original_or_none is None:
+            return frozenset()
+        return frozenset({self.original_or_none.key, *(d.key for d in self.derivatives)})
 
     def supersedes(self, other: AssetManifest) -> bool:
         """True when this version is later than `other` (version ids sort by creation)."""
         return self.version > other.version
 
     def to_bytes(self) -> bytes:
-        return self.model_dump_json().encode()
+        return self.model_dump_json(by_alias=True).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> AssetManifest:

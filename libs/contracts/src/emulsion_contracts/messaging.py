@@ -1,12 +1,15 @@
 """Streams, subjects and durable consumers of DESIGN.md, as data, and their reconciliation.
 
-Every service calls `ensure_jetstream` at start-up, so the settings here are the ones in
-force: an existing stream or durable is updated to match rather than kept as it was.
+Every service calls `ensure_jetstream` at start-up: what is missing is created with the
+settings here, durable consumers are updated to them, and an existing stream or KV bucket
+keeps what operators set (replicas, max age, added subjects); differences are logged.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import re
 from dataclasses import dataclass
 from typing import Final
 
@@ -24,6 +27,8 @@ from nats.js.api import (
     StreamConfig,
 )
 from nats.js.errors import NotFoundError
+
+from emulsion_contracts.settings import JetStreamSettings, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +54,28 @@ HEADER_MSG_ID: Final = "Nats-Msg-Id"
 # Key-value buckets (JetStream KV), shared state that must not need Kubernetes access:
 # - cancelled jobs, keyed by job uid: the controller puts one when a running job is
 #   deleted; processors skip (and never commit) items of a cancelled job.
-# - staging leases, keyed by upload id: the controller puts one per dispatched item and
-#   removes them when the job ends; the janitor never sweeps a leased staging upload.
+# - staging leases, one per (upload id, job uid) (`staging_lease_key`): the controller puts
+#   one per dispatched item and removes its own when the job ends; the janitor never
+#   sweeps an upload that any job still leases. Two jobs of one upload hold two leases,
+#   so the first to finish cannot release the other's.
 CANCELLED_BUCKET: Final = "EMULSION_CANCELLED"
 STAGING_LEASES_BUCKET: Final = "EMULSION_STAGING_LEASES"
+# JetStream keeps a KV bucket as this stream, one subject per key.
+STAGING_LEASES_STREAM: Final = f"KV_{STAGING_LEASES_BUCKET}"
+_LEASE_PART: Final = re.compile(r"[-A-Za-z0-9]+")
+
+
+def staging_lease_key(upload_id: str, job_uid: str) -> str:
+    """The lease key of one job on one staging upload: `<upload id>.<job uid>`."""
+    for part in (upload_id, job_uid):
+        if not _LEASE_PART.fullmatch(part):
+            raise ValueError(f"{part!r} cannot be part of a lease key")
+    return f"{upload_id}.{job_uid}"
+
+
+def staging_lease_subjects(upload_id: str) -> str:
+    """The subject filter matching every job's lease on `upload_id` in STAGING_LEASES_STREAM."""
+    return f"$KV.{STAGING_LEASES_BUCKET}.{staging_lease_key(upload_id, 'x')[:-1]}*"
 
 
 def _token(value: str) -> str:
@@ -94,7 +117,7 @@ class StreamSpec:
     # Long enough to cover a controller restart between publishing and recording it.
     duplicate_window: float = 10 * MINUTE
 
-    def config(self) -> StreamConfig:
+    def config(self, replicas: int = 1) -> StreamConfig:
         return StreamConfig(
             name=self.name,
             subjects=list(self.subjects),
@@ -103,7 +126,7 @@ class StreamSpec:
             discard=DiscardPolicy.OLD,
             max_age=self.max_age,
             duplicate_window=self.duplicate_window,
-            num_replicas=1,
+            num_replicas=replicas,
         )
 
 
@@ -193,13 +216,19 @@ class BucketSpec:
     ttl: float
     description: str
 
-    def config(self) -> KeyValueConfig:
+    @property
+    def stream(self) -> str:
+        """The stream JetStream keeps the bucket in."""
+        return f"KV_{self.name}"
+
+    def config(self, replicas: int = 1) -> KeyValueConfig:
         return KeyValueConfig(
             bucket=self.name,
             description=self.description,
             ttl=self.ttl,
             history=1,
             storage=StorageType.FILE,
+            replicas=replicas,
         )
 
 
@@ -210,35 +239,137 @@ BUCKETS: Final = (
 )
 
 
+@dataclass(frozen=True)
+class Drift:
+    """A setting of a live stream that differs from what the services would create."""
+
+    stream: str
+    field: str
+    configured: object
+    live: object
+
+
+@dataclass(frozen=True)
+class StreamPlan:
+    # The config to update the live stream to, or None to leave it as it is.
+    update: StreamConfig | None
+    drift: tuple[Drift, ...]
+
+
+# Settings an operator may tune on a live stream (kept, but reported when they differ).
+_TUNABLE: Final = ("max_age", "duplicate_window", "max_msgs", "max_bytes", "discard")
+# Settings the services rely on; a difference is worth a warning (the server refuses
+# most of these changes, so nothing here changes them).
+_FIXED: Final = ("retention", "storage")
+
+
+def plan_stream(wanted: StreamConfig, live: StreamConfig) -> StreamPlan:
+    """What a service start may change on an existing stream: only what is missing.
+
+    Subjects the services need are added and ones an operator added are kept; replicas
+    are raised to the configured number, never lowered; every other live setting is kept
+    and reported when it differs from the services' own.
+    """
+    name = wanted.name or ""
+    drift = [
+        Drift(name, field, getattr(wanted, field), getattr(live, field))
+        for field in (*_FIXED, *_TUNABLE)
+        if getattr(wanted, field) is not None and getattr(wanted, field) != getattr(live, field)
+    ]
+    live_subjects = list(live.subjects or [])
+    missing = [subject for subject in wanted.subjects or [] if subject not in live_subjects]
+    wanted_replicas = wanted.num_replicas or 1
+    live_replicas = live.num_replicas or 1
+    if live_replicas != wanted_replicas:
+        drift.append(Drift(name, "num_replicas", wanted_replicas, live_replicas))
+    if not missing and live_replicas >= wanted_replicas:
+        return StreamPlan(None, tuple(drift))
+    update = dataclasses.replace(
+        live,
+        subjects=live_subjects + missing,
+        num_replicas=max(live_replicas, wanted_replicas),
+    )
+    return StreamPlan(update, tuple(drift))
+
+
+def _report(plan: StreamPlan) -> None:
+    for drift in plan.drift:
+        log.warning(
+            "stream %s: %s is %s, the services would create it with %s; kept as it is",
+            drift.stream,
+            drift.field,
+            drift.live,
+            drift.configured,
+            extra={"stream": drift.stream, "field": drift.field},
+        )
+
+
+async def _ensure_stream(js: JetStreamContext, wanted: StreamConfig) -> None:
+    name = wanted.name or ""
+    try:
+        info = await js.stream_info(name)
+    except NotFoundError:
+        await js.add_stream(wanted)
+        log.info("created stream %s with %d replicas", name, wanted.num_replicas or 1)
+        return
+    plan = plan_stream(wanted, info.config)
+    _report(plan)
+    if plan.update is not None:
+        await js.update_stream(plan.update)
+        log.info(
+            "updated stream %s: subjects %s, %d replicas",
+            name,
+            plan.update.subjects,
+            plan.update.num_replicas or 1,
+        )
+
+
 async def ensure_jetstream(
     js: JetStreamContext,
     streams: tuple[StreamSpec, ...] = STREAMS,
     consumers: tuple[ConsumerSpec, ...] = CONSUMERS,
     buckets: tuple[BucketSpec, ...] = BUCKETS,
+    replicas: int = 1,
 ) -> None:
-    """Create or update every stream, durable consumer and KV bucket to the settings above."""
+    """Create what is missing: streams, durable consumers and KV buckets.
+
+    An existing stream or bucket keeps what operators set on it (replicas, max age, added
+    subjects): a service start only adds missing subjects and raises replicas to
+    `replicas`, and logs a warning for every other difference. Durable consumers are the
+    services' own and are updated to the settings above.
+    """
     for stream in streams:
-        config = stream.config()
-        try:
-            await js.stream_info(stream.name)
-        except NotFoundError:
-            await js.add_stream(config)
-            log.info("created stream %s", stream.name)
-        else:
-            await js.update_stream(config)
+        await _ensure_stream(js, stream.config(replicas))
     for consumer in consumers:
         # The server's consumer-create call updates an existing durable in place when the
         # new config differs only in updatable fields, so one call covers both cases.
         await js.add_consumer(consumer.stream, consumer.config())
     for bucket in buckets:
-        await js.create_key_value(bucket.config())
+        try:
+            info = await js.stream_info(bucket.stream)
+        except NotFoundError:
+            await js.create_key_value(bucket.config(replicas))
+            log.info("created KV bucket %s with %d replicas", bucket.name, replicas)
+            continue
+        wanted = dataclasses.replace(info.config, num_replicas=replicas, max_age=bucket.ttl)
+        plan = plan_stream(wanted, info.config)
+        _report(plan)
+        if plan.update is not None:
+            await js.update_stream(plan.update)
 
 
-async def connect(url: str, name: str) -> tuple[Client, JetStreamContext]:
-    """Connect, reconnecting forever, and reconcile the streams and consumers."""
+async def connect(
+    url: str, name: str, replicas: int | None = None
+) -> tuple[Client, JetStreamContext]:
+    """Connect, reconnecting forever, and create the streams and consumers that are missing.
+
+    `replicas` defaults to EMULSION_JETSTREAM_REPLICAS (the chart's `jetstream.replicas`).
+    """
+    if replicas is None:
+        replicas = load_settings(JetStreamSettings).replicas
     connection = await nats.connect(
         url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=1, connect_timeout=5
     )
     js = connection.jetstream()
-    await ensure_jetstream(js)
+    await ensure_jetstream(js, replicas=replicas)
     return connection, js

@@ -39,6 +39,19 @@ class EmulsionSettings(BaseSettings):
     profiles_file: str | None = Field(default=None, validation_alias="EMULSION_PROFILES_FILE")
 
 
+class JetStreamSettings(BaseSettings):
+    """How the streams and KV buckets are created when missing (every service may create them).
+
+    Replicas apply only to what a service creates: an existing stream or bucket keeps its
+    replicas (a service start never lowers an operator's R3), and is raised to this
+    number if it has fewer. 1 for a single NATS server; 3 for a cluster.
+    """
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    replicas: int = Field(default=1, ge=1, le=5, validation_alias="EMULSION_JETSTREAM_REPLICAS")
+
+
 S = TypeVar("S", bound=BaseSettings)
 
 

@@ -326,6 +326,11 @@ class LocalStack:
                     str(port),
                     "--http_port",
                     str(monitor),
+                    # One R1 server with JetStream's default sync_interval (2m): a crash of
+                    # the machine, not of the process, may lose that long of acknowledged
+                    # writes. Clusters use R3 (charts/emulsion/README.md, "JetStream
+                    # replicas and durability"); `sync_interval: always` trades throughput
+                    # for no such loss.
                     "--jetstream",
                     "--store_dir",
                     str(data_dir / "nats"),

@@ -1,4 +1,4 @@
-"""The API's object-store calls: presign, HEAD, read and conditionally delete manifests.
+"""The API's object-store calls: presign, HEAD, read manifests and conditionally tombstone them.
 
 The API never reads or writes image bytes; clients upload and download directly with
 the URLs made here.
@@ -36,7 +36,8 @@ ASSET_METADATA = "asset"
 ASSET_METADATA_FIELD = f"x-amz-meta-{ASSET_METADATA}"
 
 _MISSING = frozenset({"404", "NoSuchKey", "NotFound"})
-_PRECONDITION = frozenset({"412", "PreconditionFailed"})
+# 409: a concurrent conditional write to the same key is in progress.
+_PRECONDITION = frozenset({"412", "PreconditionFailed", "409", "ConditionalRequestConflict"})
 
 
 @dataclass(frozen=True)
@@ -186,26 +187,34 @@ class Store:
             raise _unavailable(error) from error
         except BotoCoreError as error:
             raise _unavailable(error) from error
-        return StoredManifest(AssetManifest.from_bytes(body), str(response["ETag"]))
+        manifest = AssetManifest.from_bytes(body)
+        if manifest.is_tombstone:
+            # Deleted: nothing is live, and the tombstone is not the API's to show.
+            return None
+        return StoredManifest(manifest, str(response["ETag"]))
 
     async def delete_manifest(self, stored: StoredManifest) -> bool:
-        """Delete the manifest only if it is still the one read; False if it changed since.
+        """Replace the manifest by a tombstone only if it is still the one read; False if
+        it changed since (or is gone).
 
-        The delete carries If-Match on the ETag read, which S3 enforces in the store, so
-        a processor committing a new version in between keeps its commit (we answer 409).
-        MinIO ignores If-Match on DELETE (tests/services/api/test_store.py shows it), so
-        the ETag is also checked with a HEAD just before: that leaves a window of one
-        round trip in which a commit can be deleted with the asset. That is still safe:
-        the deleted commit is referenced by no manifest, so the janitor's sweep collects
-        its files after the grace period, and no live key is ever handed to the janitor.
+        The tombstone's version is later than any version ingested before the delete, so
+        an older item still queued or retried cannot commit over it and bring the asset
+        back; a newer ingest replaces it. The write carries If-Match on the ETag read,
+        which the store enforces on PUT (MinIO too), so a processor committing a new
+        version in between keeps its commit (we answer 409).
         """
-        key = keys.manifest_key(stored.manifest.collection, stored.manifest.asset)
+        manifest = stored.manifest
+        key = keys.manifest_key(manifest.collection, manifest.asset)
+        tombstone = AssetManifest.tombstone(manifest.collection, manifest.asset, datetime.now(UTC))
         try:
-            head = await self._blocking.run(self._s3.head_object, Bucket=self._bucket, Key=key)
-            if str(head["ETag"]) != stored.etag:
-                return False
             await self._blocking.run(
-                self._s3.delete_object, Bucket=self._bucket, Key=key, IfMatch=stored.etag
+                self._s3.put_object,
+                Bucket=self._bucket,
+                Key=key,
+                Body=tombstone.to_bytes(),
+                ContentType="application/json",
+                CacheControl="no-cache",
+                IfMatch=stored.etag,
             )
         except ClientError as error:
             if _code(error) in _PRECONDITION or _code(error) in _MISSING:

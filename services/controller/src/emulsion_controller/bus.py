@@ -70,19 +70,22 @@ class Bus:
 
     async def lease(self, job_uid: str, upload_ids: Iterable[str]) -> None:
         """Tell the janitor these staging uploads are in use by this job."""
-        await _bounded(self._leases.put(upload_id, job_uid.encode()) for upload_id in upload_ids)
+        await _bounded(
+            self._leases.put(messaging.staging_lease_key(upload_id, job_uid), job_uid.encode())
+            for upload_id in upload_ids
+        )
 
     async def release(self, job_uid: str, upload_ids: Iterable[str]) -> None:
-        """Drop this job's leases; a lease another job took since is left alone."""
+        """Drop this job's leases; other jobs' leases on the same uploads stay."""
         await _bounded(self._release_one(job_uid, upload_id) for upload_id in upload_ids)
 
     async def _release_one(self, job_uid: str, upload_id: str) -> None:
+        key = messaging.staging_lease_key(upload_id, job_uid)
         try:
-            entry = await self._leases.get(upload_id)
-        except KeyNotFoundError:
+            await self._leases.get(key)
+        except KeyNotFoundError:  # never leased, or released already: leave no marker
             return
-        if entry.value == job_uid.encode():
-            await self._leases.delete(upload_id, last=entry.revision)
+        await self._leases.delete(key)
 
     async def cancel(self, job_uid: str, namespace: str, name: str) -> int:
         """Mark the job cancelled for processors, then drop its work still queued.

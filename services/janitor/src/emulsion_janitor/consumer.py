@@ -2,8 +2,9 @@
 
 A request not yet due goes back with a delay until `not_before` (no busy loop). A due one
 is deleted through the Deleter in its trace: the delete span is a child of the producer's
-context from the message headers. Refusals that pass with time (grace, lease) put the
-message back with a delay; other refusals are final and the message is acknowledged.
+context from the message headers. Refusals that pass with time (grace, lease, the cap's
+allowance) put the message back with a delay; other refusals are final and the message is
+acknowledged. A dry run acknowledges nothing: every request goes back for a real janitor.
 """
 
 from __future__ import annotations
@@ -23,13 +24,15 @@ from emulsion_contracts import messaging, telemetry
 from emulsion_contracts.messages import GcRequest
 from emulsion_janitor import metrics
 from emulsion_janitor.deleter import Deleter, DeletionReport
-from emulsion_janitor.guards import Budget, StoredObject, area_of
+from emulsion_janitor.guards import Guard, StoredObject, WindowBudget, area_of
 from emulsion_janitor.store import MAX_BATCH, stat
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("emulsion.janitor")
 
 _JANITOR_CONSUMER: Final = next(c for c in messaging.CONSUMERS if c.durable == messaging.JANITOR)
+# How long a dry run leaves a request alone before it is offered again.
+DRY_RUN_REDELIVERY: Final = 600.0
 
 
 def due_in(request: GcRequest, now: datetime) -> float:
@@ -46,6 +49,14 @@ class GcConsumer:
         self.s3 = s3
         self.deleter = deleter
         self.bound = False
+        settings = deleter.settings
+        # The sweep's cap, applied to the fast path per sweep interval.
+        self.budget = WindowBudget(settings.max_deletions_per_sweep, settings.sweep_interval)
+        self._capped_window_logged = False
+
+    @property
+    def dry_run(self) -> bool:
+        return self.deleter.settings.dry_run
 
     async def run(self, stopping: asyncio.Event, fetch_batch: int = 64) -> None:
         """Fetch and handle until `stopping` is set; the batch in hand is always finished."""
@@ -79,7 +90,10 @@ class GcConsumer:
             # It can never be carried out; redelivering it would only repeat this line.
             log.error("rejected a malformed GC request: %s", error, extra={"subject": msg.subject})
             metrics.GC_MESSAGES.labels("malformed").inc()
-            await msg.term()
+            if self.dry_run:
+                await self._leave(msg)
+            else:
+                await msg.term()
             return
         wait = due_in(request, datetime.now(UTC))
         if wait > 0:
@@ -106,10 +120,28 @@ class GcConsumer:
         report = DeletionReport()
         for start in range(0, len(request.keys), MAX_BATCH):
             found = await self._stat_all(request.keys[start : start + MAX_BATCH])
-            report.add(await self.deleter.delete(found, request.reason, Budget(None)))
+            report.add(await self.deleter.delete(found, request.reason, self.budget))
             if start + MAX_BATCH < len(request.keys):
                 await msg.in_progress()  # a very long request must not outlive ack_wait
+        if report.refused[Guard.CAP]:
+            # Tried again once the allowance refills; until then the keys stay.
+            report.retry_after = max(report.retry_after or 0.0, self.budget.refills_in() + 1.0)
+            self._log_cap()
+        else:
+            self._capped_window_logged = False
         return report
+
+    def _log_cap(self) -> None:
+        if self._capped_window_logged:
+            return
+        self._capped_window_logged = True
+        log.warning(
+            "GC requests reached the deletion cap of %d keys per %.0f s"
+            " (EMULSION_JANITOR_MAX_DELETIONS_PER_SWEEP); the rest waits %.0f s",
+            self.budget.limit,
+            self.budget.window,
+            self.budget.refills_in(),
+        )
 
     async def _stat_all(self, batch: Sequence[str]) -> list[StoredObject]:
         """The keys that still exist, with size and age; gone ones were deleted already."""
@@ -123,7 +155,17 @@ class GcConsumer:
         found = await asyncio.gather(*(one(key) for key in dict.fromkeys(batch)))
         return [stored for stored in found if stored is not None]
 
+    async def _leave(self, msg: Msg) -> None:
+        """Give the message back untouched, for a janitor that deletes."""
+        metrics.GC_MESSAGES.labels("left").inc()
+        await msg.nak(delay=DRY_RUN_REDELIVERY)
+
     async def settle(self, msg: Msg, report: DeletionReport) -> None:
+        if self.dry_run:
+            # A dry run acted on nothing, so it consumes nothing: acknowledging after only
+            # reporting would drop the request for good.
+            await self._leave(msg)
+            return
         if report.retry_after is None and not report.failed:
             metrics.GC_MESSAGES.labels("done").inc()
             await msg.ack()

@@ -14,7 +14,15 @@ from typing import Any
 
 from emulsion_contracts import keys
 from emulsion_janitor import metrics
-from emulsion_janitor.guards import Budget, Facts, Guard, Policy, StoredObject, may_delete
+from emulsion_janitor.guards import (
+    Budget,
+    Facts,
+    Guard,
+    Policy,
+    StoredObject,
+    grace_left,
+    may_delete,
+)
 from emulsion_janitor.leases import Leases
 from emulsion_janitor.settings import JanitorSettings
 from emulsion_janitor.store import MAX_BATCH, delete_batch, read_live
@@ -77,7 +85,7 @@ class Deleter:
             if guard is None:
                 allowed.append(stored)
             else:
-                self._refused(stored, guard, reason, now, report)
+                self._refused(stored, facts.get(stored.key, Facts()), guard, reason, now, report)
         failures = await asyncio.to_thread(
             delete_batch, self.s3, self.bucket, [s.key for s in allowed]
         )
@@ -111,6 +119,7 @@ class Deleter:
     def _refused(
         self,
         stored: StoredObject,
+        facts: Facts,
         guard: Guard,
         reason: str,
         now: datetime,
@@ -119,9 +128,8 @@ class Deleter:
         report.refused[guard] += 1
         metrics.REFUSALS.labels(guard.value).inc()
         if guard is Guard.GRACE:
-            age = (now - stored.last_modified).total_seconds() if stored.last_modified else 0.0
-            wait = max(self.settings.gc_grace_seconds - age, 1.0)
-            report.retry_after = max(report.retry_after or 0.0, wait)
+            left = grace_left(stored, facts, self.settings.grace, now).total_seconds()
+            report.retry_after = max(report.retry_after or 0.0, left, 1.0)
         elif guard is Guard.LEASED:
             report.retry_after = max(report.retry_after or 0.0, self.settings.lease_recheck)
         extra = {"key": stored.key, "guard": guard.value, "reason": reason}

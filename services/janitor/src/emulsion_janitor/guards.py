@@ -8,8 +8,10 @@ old enough, an unknown lease counts as held.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Final, Literal
 
@@ -55,6 +57,12 @@ class Live:
     version: str | None = None
     keys: frozenset[str] = frozenset()
     prefixes: tuple[str, ...] = ()
+    # When the version before this one stopped being live: the grace of every other
+    # version's keys runs from here (a key written days ago and superseded a second ago
+    # may still be in use). None when no manifest says.
+    superseded_at: datetime | None = None
+    # The asset was deleted: the manifest is a tombstone and nothing is live.
+    tombstone: bool = False
 
     @classmethod
     def of(cls, manifest: AssetManifest) -> Live:
@@ -71,11 +79,13 @@ class Live:
             manifest.version,
             manifest.live_keys(),
             prefixes,
+            manifest.superseded_at,
+            manifest.is_tombstone,
         )
 
     @classmethod
     def nothing(cls, collection: str, asset: str) -> Live:
-        """The asset has no manifest: it was deleted (or never committed)."""
+        """The asset has no manifest: never committed yet, or its tombstone was removed."""
         return cls(collection, asset, True)
 
     @classmethod
@@ -103,6 +113,44 @@ class Policy:
     dry_run: bool
 
 
+def grace_starts(stored: StoredObject, facts: Facts) -> datetime | None:
+    """When `stored`'s grace period began; None if unknown (then it never ends).
+
+    A staging upload's runs from its write. A version's key runs from its write or from
+    the moment its asset's current manifest went live (the supersession, or the delete),
+    whichever is later: readers may have used the key until that moment.
+    """
+    if stored.last_modified is None:
+        return None
+    superseded_at = facts.live.superseded_at if facts.live is not None else None
+    if superseded_at is None or area_of(stored.key) == "staging":
+        return stored.last_modified
+    if superseded_at.tzinfo is None:  # a writer that left out the zone means UTC
+        superseded_at = superseded_at.replace(tzinfo=UTC)
+    return max(stored.last_modified, superseded_at)
+
+
+def grace_left(stored: StoredObject, facts: Facts, grace: timedelta, now: datetime) -> timedelta:
+    """How much longer `stored` must be kept for its grace period (<= 0: not at all)."""
+    starts = grace_starts(stored, facts)
+    if starts is None:
+        return grace
+    return starts + grace - now
+
+
+def tombstone_removable(manifest: AssetManifest, keep_for: timedelta, now: datetime) -> bool:
+    """A tombstone may go once no version older than the delete can arrive any more.
+
+    Work items live at most the work stream's max age, so `keep_for` is at least that.
+    """
+    if manifest.deleted_at is None:
+        return False
+    deleted_at = manifest.deleted_at
+    if deleted_at.tzinfo is None:
+        deleted_at = deleted_at.replace(tzinfo=UTC)
+    return now - deleted_at >= keep_for
+
+
 class Budget:
     """Deletions still allowed in one sweep; None means no cap (the GC-message path)."""
 
@@ -119,6 +167,41 @@ class Budget:
     @property
     def exhausted(self) -> bool:
         return self.limit is not None and self.taken >= self.limit
+
+
+class WindowBudget(Budget):
+    """A cap that refills every `window` seconds: the fast path's share of the deletion cap.
+
+    The fast path has no end like a sweep; without this, a bug or a wrong producer could
+    empty the bucket through GC messages that the sweep's cap never sees.
+    """
+
+    def __init__(
+        self, limit: int, window: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        super().__init__(limit)
+        self.window = window
+        self._clock = clock
+        self._started = clock()
+
+    def _roll(self) -> None:
+        now = self._clock()
+        if now - self._started >= self.window:
+            self._started = now
+            self.taken = 0
+
+    def take(self) -> bool:
+        self._roll()
+        return super().take()
+
+    @property
+    def exhausted(self) -> bool:
+        self._roll()
+        return super().exhausted
+
+    def refills_in(self) -> float:
+        """Seconds until the next window (and its full allowance) begins."""
+        return max(self._started + self.window - self._clock(), 0.0)
 
 
 def area_of(key: str) -> Literal["staging", "originals", "derivatives"] | None:
@@ -160,7 +243,7 @@ def may_delete(
             return Guard.UNREADABLE_MANIFEST
         if live.protects(stored.key):
             return Guard.LIVE
-    if policy.grace and (stored.last_modified is None or now - stored.last_modified < policy.grace):
+    if policy.grace and grace_left(stored, facts, policy.grace, now) > timedelta(0):
         return Guard.GRACE
     if not budget.take():
         return Guard.CAP

@@ -1,7 +1,8 @@
 """Staging leases: which uploads running IngestJobs still need (a JetStream KV bucket).
 
-The controller puts a lease (key: upload id) when it dispatches a job and removes it when
-the job ends; the janitor only reads. It has no Kubernetes access, by design.
+The controller puts a lease per (upload id, job uid) when it dispatches a job and removes
+its own when the job ends; the janitor only reads. An upload is held while any job's lease
+on it is there. It has no Kubernetes access, by design.
 """
 
 from __future__ import annotations
@@ -23,21 +24,36 @@ class Leases(Protocol):
 # A sweep asks about up to a thousand uploads at once; more requests in flight than this
 # only queue up in the server and time out on a busy one.
 MAX_IN_FLIGHT: Final = 32
+_KEY_PREFIX: Final = f"$KV.{messaging.STAGING_LEASES_BUCKET}."
 
 
 class KvLeases:
-    def __init__(self, kv: KeyValue) -> None:
+    def __init__(self, js: JetStreamContext, kv: KeyValue) -> None:
+        self._js = js
         self._kv = kv
         self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
 
     @classmethod
     async def bind(cls, js: JetStreamContext) -> KvLeases:
-        return cls(await js.key_value(messaging.STAGING_LEASES_BUCKET))
+        return cls(js, await js.key_value(messaging.STAGING_LEASES_BUCKET))
 
     async def held(self, upload_id: str) -> bool:
         async with self._in_flight:
-            try:
-                await self._kv.get(upload_id)
-            except KeyNotFoundError:  # also a deleted or purged lease
-                return False
+            # The subjects of every job's lease on this upload, deleted ones included
+            # (a delete leaves a marker): each is read to tell a lease from a marker.
+            info = await self._js.stream_info(
+                messaging.STAGING_LEASES_STREAM,
+                subjects_filter=messaging.staging_lease_subjects(upload_id),
+            )
+            for subject in info.state.subjects or {}:
+                if await self._present(subject.removeprefix(_KEY_PREFIX)):
+                    return True
+            # A lease from before leases were per job, keyed by the upload id alone.
+            return await self._present(upload_id)
+
+    async def _present(self, key: str) -> bool:
+        try:
+            await self._kv.get(key)
+        except KeyNotFoundError:  # also a deleted or purged lease
+            return False
         return True

@@ -25,7 +25,7 @@ DELETE_ERRORS = Counter(
 )
 GC_MESSAGES = Counter(
     "emulsion_janitor_gc_messages_total",
-    "GC requests handled, by outcome (done, deferred, retry, malformed, given_up, error)",
+    "GC requests handled, by outcome (done, deferred, retry, malformed, given_up, error, left)",
     ["outcome"],
 )
 SWEEP_DURATION = Histogram(

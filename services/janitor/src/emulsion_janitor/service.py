@@ -43,7 +43,10 @@ class Janitor:
         s3 = s3 if s3 is not None else storage.s3_client(settings)
         leases = await KvLeases.bind(js)
         consumer = GcConsumer(js, s3, Deleter(s3, leases, settings, "gc"))
-        sweeper = Sweeper(s3, Deleter(s3, leases, settings, "sweep"), settings)
+        # Operators may have lengthened the work stream's max age: tombstones outlive it.
+        work = await js.stream_info(messaging.WORK_STREAM)
+        kept = settings.tombstones_kept(work.config.max_age)
+        sweeper = Sweeper(s3, Deleter(s3, leases, settings, "sweep"), settings, kept)
         return cls(connection, consumer, sweeper)
 
     def ready(self, consuming: bool) -> bool:

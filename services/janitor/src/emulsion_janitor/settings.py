@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Final
 
 from pydantic import Field
 
+from emulsion_contracts import messaging
 from emulsion_contracts.settings import EmulsionSettings, load_settings
 
 HOUR = 3600.0
 DAY = 24 * HOUR
+WORK_MAX_AGE: Final = next(s.max_age for s in messaging.STREAMS if s.name == messaging.WORK_STREAM)
 
 
 class JanitorSettings(EmulsionSettings):
@@ -35,12 +38,28 @@ class JanitorSettings(EmulsionSettings):
     lease_recheck: float = Field(
         default=300.0, gt=0, validation_alias="EMULSION_JANITOR_LEASE_RECHECK_SECONDS"
     )
+    # How long a deleted asset's tombstone is kept: while it is there, no item older than
+    # the delete can bring the asset back. At least the work stream's max age (a queued
+    # item lives that long) plus a day for one in a processor's hands; the janitor also
+    # raises it to the live stream's max age plus a day if operators lengthened that.
+    tombstone_keep: float = Field(
+        default=WORK_MAX_AGE + DAY, ge=0, validation_alias="EMULSION_JANITOR_TOMBSTONE_SECONDS"
+    )
     # GC messages taken from the stream at once.
     fetch_batch: int = Field(default=64, ge=1, le=1000, validation_alias="EMULSION_JANITOR_FETCH")
 
     @property
     def grace(self) -> timedelta:
         return timedelta(seconds=self.gc_grace_seconds)
+
+    def tombstones_kept(self, work_max_age: float | None = None) -> timedelta:
+        """How long tombstones are kept, given the work stream's live max age if known."""
+        if work_max_age is None:
+            return timedelta(seconds=self.tombstone_keep)
+        # A max age of 0 means "forever": then no tombstone may ever go.
+        if work_max_age <= 0:
+            return timedelta.max
+        return timedelta(seconds=max(self.tombstone_keep, work_max_age + DAY))
 
 
 def load() -> JanitorSettings:

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 # The S3 limit for one DeleteObjects call, and the listing page size.
 MAX_BATCH: Final = 1000
 _MISSING: Final = frozenset({"NoSuchKey", "404", "NotFound"})
+_PRECONDITION: Final = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict", "409"})
 # HEAD answers Last-Modified as an HTTP date, truncated to the second; listings carry
 # milliseconds. Rounding up keeps the grace guard from deleting up to a second early.
 _HTTP_DATE_RESOLUTION: Final = timedelta(seconds=1)
@@ -106,3 +107,49 @@ def delete_batch(s3: Any, bucket: str, keys_to_delete: Sequence[str]) -> list[De
         for error in response.get("Errors", ())
         if error.get("Code") not in _MISSING
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class ReadManifest:
+    manifest: AssetManifest
+    etag: str
+
+
+def read_tombstone(s3: Any, bucket: str, key: str) -> ReadManifest | None:
+    """The manifest at `key` with its ETag if it is a tombstone of the asset its key names."""
+    try:
+        response = s3.get_object(Bucket=bucket, Key=key)
+    except ClientError as error:
+        if error_code(error) in _MISSING:
+            return None
+        raise
+    with response["Body"] as body:
+        data = body.read()
+    try:
+        manifest = AssetManifest.from_bytes(data)
+    except ValidationError:
+        return None  # not ours to judge: the sweep of its versions already refuses it
+    if not manifest.is_tombstone or keys.manifest_key(manifest.collection, manifest.asset) != key:
+        return None
+    return ReadManifest(manifest, str(response["ETag"]))
+
+
+def remove_tombstone(s3: Any, bucket: str, key: str, etag: str) -> bool:
+    """Delete the tombstone at `key` only if it is still the one read (ETag `etag`).
+
+    The DELETE carries If-Match, which S3 enforces. MinIO ignores it (tests/services/api/
+    test_store.py shows it), so the ETag is also checked with a HEAD just before: a new
+    ingest committing in that one round trip would lose its manifest. That window is only
+    open for an asset deleted longer ago than the work stream keeps items, and the loss
+    is the asset's new version (its files then go as orphans), never a tenant's other data.
+    """
+    try:
+        head = s3.head_object(Bucket=bucket, Key=key)
+        if str(head["ETag"]) != etag:
+            return False
+        s3.delete_object(Bucket=bucket, Key=key, IfMatch=etag)
+    except ClientError as error:
+        if error_code(error) in _MISSING or error_code(error) in _PRECONDITION:
+            return False
+        raise
+    return True

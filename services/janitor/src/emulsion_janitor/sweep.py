@@ -21,14 +21,32 @@ from opentelemetry import trace
 from emulsion_contracts import keys
 from emulsion_janitor import metrics
 from emulsion_janitor.deleter import Deleter, DeletionReport
-from emulsion_janitor.guards import Budget, Live, StoredObject
+from emulsion_janitor.guards import (
+    Budget,
+    Facts,
+    Live,
+    StoredObject,
+    grace_left,
+    tombstone_removable,
+)
 from emulsion_janitor.settings import JanitorSettings
-from emulsion_janitor.store import MAX_BATCH, pages, read_live
+from emulsion_janitor.store import (
+    MAX_BATCH,
+    pages,
+    read_live,
+    read_tombstone,
+    remove_tombstone,
+)
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("emulsion.janitor")
 
 SWEPT_PREFIXES = (keys.STAGING, keys.ORIGINALS, keys.DERIVATIVES)
+# Larger than any tombstone (its names are at most a few hundred bytes): bigger manifests
+# list files, so they are live and not worth reading.
+TOMBSTONE_MAX_BYTES = 4096
+# Where manifests live (`keys.manifest_key`).
+MANIFESTS = "assets/"
 
 
 @dataclass
@@ -40,6 +58,7 @@ class SweepReport:
     capped: bool = False
     interrupted: bool = False
     seconds: float = 0.0
+    tombstones_removed: int = 0
 
     def summary(self) -> dict[str, object]:
         return {
@@ -52,6 +71,7 @@ class SweepReport:
             "refused": {guard.value: n for guard, n in sorted(self.deletion.refused.items())},
             "capped": self.capped,
             "interrupted": self.interrupted,
+            "tombstones_removed": self.tombstones_removed,
             "seconds": round(self.seconds, 3),
         }
 
@@ -80,17 +100,27 @@ def select(
     if live.version is None:
         return "deleted" if age >= orphan_age else None
     if parsed.version < live.version:
-        return "superseded" if age >= settings.grace else None
+        # The grace runs from the supersession (or the delete), not from the key's write.
+        if grace_left(stored, Facts(live=live), settings.grace, now) > timedelta(0):
+            return None
+        return "deleted" if live.tombstone else "superseded"
     # Newer than the live version yet not live: an item in flight, or one that failed
     # after writing; only time tells them apart.
     return "orphaned" if age >= orphan_age else None
 
 
 class Sweeper:
-    def __init__(self, s3: Any, deleter: Deleter, settings: JanitorSettings) -> None:
+    def __init__(
+        self,
+        s3: Any,
+        deleter: Deleter,
+        settings: JanitorSettings,
+        tombstones_kept: timedelta | None = None,
+    ) -> None:
         self.s3 = s3
         self.deleter = deleter
         self.settings = settings
+        self.tombstones_kept = tombstones_kept or settings.tombstones_kept()
 
     async def sweep(self, stopping: asyncio.Event | None = None) -> SweepReport:
         report = SweepReport()
@@ -190,3 +220,48 @@ class Sweeper:
             log.warning(
                 "sweep left %d keys alone that do not follow the key layout", report.unrecognised
             )
+        await self._remove_tombstones(report, budget, stopping)
+
+    async def _remove_tombstones(
+        self, report: SweepReport, budget: Budget, stopping: asyncio.Event
+    ) -> None:
+        """Remove the tombstones kept long enough that no older item can arrive any more.
+
+        A tombstone is written once; a later ingest replaces it. So only a small manifest
+        last written longer ago than the keep time can be one, and only those are read.
+        """
+        listing = pages(self.s3, self.settings.bucket, MANIFESTS)
+        while not (budget.exhausted or stopping.is_set()):
+            page = await asyncio.to_thread(next, listing, None)
+            if page is None:
+                return
+            now = datetime.now(UTC)
+            candidates = [
+                stored
+                for stored in page
+                if stored.size <= TOMBSTONE_MAX_BYTES
+                and (age := _age(stored, now)) is not None
+                and age >= self.tombstones_kept
+            ]
+            found = await asyncio.gather(
+                *(
+                    asyncio.to_thread(read_tombstone, self.s3, self.settings.bucket, stored.key)
+                    for stored in candidates
+                )
+            )
+            for stored, tombstone in zip(candidates, found, strict=True):
+                if tombstone is None or not tombstone_removable(
+                    tombstone.manifest, self.tombstones_kept, now
+                ):
+                    continue
+                if not budget.take():
+                    report.capped = True
+                    return
+                if self.settings.dry_run:
+                    log.info("dry run: would remove the tombstone %s", stored.key)
+                    continue
+                if await asyncio.to_thread(
+                    remove_tombstone, self.s3, self.settings.bucket, stored.key, tombstone.etag
+                ):
+                    report.tombstones_removed += 1
+                    log.info("removed the tombstone %s", stored.key, extra={"key": stored.key})

@@ -149,11 +149,15 @@ class CommitResult:
 
 
 def decide(current: Current | None, version: str) -> Outcome | None:
-    """What a commit of `version` must do given the manifest now; None: write it."""
+    """What a commit of `version` must do given the manifest now; None: write it.
+
+    A tombstone counts like a live version: an item older than the delete is stale (the
+    deleted asset must not come back), a newer ingest replaces it with If-Match.
+    """
     if current is None or current.manifest is None:
         return None
     if current.manifest.version == version:
-        return Outcome.ALREADY
+        return Outcome.STALE if current.manifest.is_tombstone else Outcome.ALREADY
     if current.manifest.version > version:
         return Outcome.STALE
     return None
