@@ -71,11 +71,13 @@ async def get_asset(
 async def delete_asset(
     collection: CollectionName, asset: AssetPath, services: ServicesDep, caller: PrincipalDep
 ) -> Deleted:
-    """Remove the manifest (the asset stops being live at once); its files go later.
+    """Replace the manifest by a tombstone (the asset stops being live at once); its files go later.
 
-    The keys are handed to the janitor first: if the manifest delete then fails or loses
-    to a newer commit (409), the janitor still never deletes a key a manifest points to,
-    and the old version's keys were due for collection anyway.
+    The tombstone carries a version newer than every job created before it, so a queued or
+    retried older item can never make the asset live again; a newer ingest can. The keys are
+    handed to the janitor first: if the tombstone write then fails or loses to a newer commit
+    (409), the janitor still never deletes a key a manifest points to, and the old version's
+    keys were due for collection anyway.
     """
     _checked(collection, asset)
     caller.check_write(collection)
