@@ -43,9 +43,18 @@ class ProcessorSettings(EmulsionSettings):
     max_item_seconds: float = Field(
         default=900.0, gt=0, validation_alias="EMULSION_MAX_ITEM_SECONDS"
     )
-    # First delay of a give-back on transient trouble; doubled per delivery.
+    # Transient trouble (storage, NATS, scratch space) is waited out in-process, the
+    # item kept in hand: the first wait, doubled per retry up to the cap...
     retry_delay_seconds: float = Field(
-        default=5.0, ge=0, validation_alias="EMULSION_RETRY_DELAY_SECONDS"
+        default=1.0, ge=0, validation_alias="EMULSION_RETRY_DELAY_SECONDS"
+    )
+    retry_max_delay_seconds: float = Field(
+        default=30.0, gt=0, validation_alias="EMULSION_RETRY_MAX_DELAY_SECONDS"
+    )
+    # ...for at most this long per item, then it fails as RetriesExhausted. Longer than
+    # any outage worth riding out (a MinIO restart, a NATS failover, a node drain).
+    outage_budget_seconds: float = Field(
+        default=1800.0, ge=0, validation_alias="EMULSION_OUTAGE_BUDGET_SECONDS"
     )
     # On SIGTERM, how long in-flight items may run on before they are handed back.
     drain_seconds: float = Field(default=25.0, ge=0, validation_alias="EMULSION_DRAIN_SECONDS")
