@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field
 
 from emulsion_contracts.settings import EmulsionSettings, load_settings
+from emulsion_processor.admission import default_budget
+from emulsion_processor.imaging import PILLOW_MAX_PIXELS
 
 MIB = 1024 * 1024
 
@@ -33,7 +35,18 @@ class ProcessorSettings(EmulsionSettings):
     )
     # Items in hand at once: more than `concurrency`, so downloads and uploads overlap decoding.
     max_in_flight: int | None = Field(default=None, ge=1, validation_alias="EMULSION_MAX_IN_FLIGHT")
-    max_pixels: int = Field(default=100_000_000, ge=1, validation_alias="EMULSION_MAX_PIXELS")
+    # Never above Pillow's own decompression-bomb limit (89.5 MP).
+    max_pixels: int = Field(
+        default=PILLOW_MAX_PIXELS,
+        ge=1,
+        le=PILLOW_MAX_PIXELS,
+        validation_alias="EMULSION_MAX_PIXELS",
+    )
+    # Memory that concurrent decodes may take together (see admission.py); by default the
+    # cgroup's memory limit (the pod's) less what the process needs besides.
+    memory_budget_bytes: int = Field(
+        default_factory=default_budget, ge=1, validation_alias="EMULSION_MEMORY_BUDGET_BYTES"
+    )
     max_frames: int = Field(default=300, ge=1, validation_alias="EMULSION_MAX_FRAMES")
     # Must stay well under the consumer's ack_wait (30 s) so a long item is never redelivered.
     heartbeat_seconds: float = Field(

@@ -54,6 +54,7 @@ from emulsion_contracts.messages import (
 )
 from emulsion_contracts.profiles import Profile
 from emulsion_processor import imaging, metrics, store
+from emulsion_processor.admission import MemoryBudget
 from emulsion_processor.reasons import ItemRejected, Reason, TransientTrouble
 from emulsion_processor.settings import ProcessorSettings
 
@@ -175,6 +176,7 @@ class ItemWorker:
         self.io = io
         self.scratch = scratch
         self.renew_cpu = renew_cpu
+        self.memory = MemoryBudget(settings.memory_budget_bytes)
 
     # -- the message ---------------------------------------------------------------------
 
@@ -442,7 +444,9 @@ class ItemWorker:
             watermark=profile.watermark,
             watermark_image=watermark_image,
         )
-        rendered = await self._patiently("render", partial(self._render, job))
+        cost = await self._io(imaging.decode_cost, job)
+        async with self.memory.admit(cost):
+            rendered = await self._patiently("render", partial(self._render, job))
         record_timings(rendered.timings)
         manifest = build_manifest(item, rendered, source.bytes)
         with self._stage("upload"):
