@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import errno
 import io
+import math
 import struct
 import zlib
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image, ImageCms
 
 from emulsion_contracts.messages import StyleSpec
 from emulsion_contracts.profiles import DEFAULT_PROFILE, Watermark
 from emulsion_processor import imaging
-from emulsion_processor.reasons import ItemRejected, Reason
+from emulsion_processor.reasons import ItemRejected, Reason, TransientTrouble
 
 RED = (255, 0, 0)
 BLUE = (0, 0, 255)
@@ -383,3 +388,188 @@ def test_rejections_survive_pickling_for_process_pools() -> None:
 
     copy = pickle.loads(pickle.dumps(ItemRejected(Reason.TRUNCATED, "ends early")))  # noqa: S301 - our own bytes
     assert (copy.reason, copy.message) == (Reason.TRUNCATED, "ends early")
+
+
+# -- crop geometry (issue 12, defect 0) ------------------------------------------------------
+
+
+def test_a_3700x2400_rgba_png_gets_every_crop_style(tmp_path: Path) -> None:
+    # A real wallpaper's size: the centre-crop box once came out at -1.4e-14 in floats.
+    data = encoded(Image.new("RGBA", (3700, 2400), (10, 120, 200, 255)), "PNG")
+    rendered = render(tmp_path, data)
+    assert sizes(rendered) == {
+        "large": (800, 519),
+        "medium": (300, 195),
+        "thumb": (100, 100),
+        "tiny": (50, 50),
+        "really_tiny": (25, 25),
+    }
+
+
+BUILT_IN_STYLES = tuple(DEFAULT_PROFILE.styles)  # every style of every built-in profile
+any_style = st.builds(
+    StyleSpec,
+    name=st.just("s"),
+    width=st.integers(1, 8192),
+    height=st.integers(1, 8192),
+    fit=st.sampled_from(["fit", "crop"]),
+)
+
+
+def named(styles: list[StyleSpec]) -> tuple[StyleSpec, ...]:
+    return tuple(s.model_copy(update={"name": f"s{i}"}) for i, s in enumerate(styles))
+
+
+style_sets = st.one_of(
+    st.just(BUILT_IN_STYLES), st.lists(any_style, min_size=1, max_size=6).map(named)
+)
+side = st.integers(1, 20_000)
+# Real images are rendered, so their styles stay small enough to encode quickly.
+small_style_sets = st.one_of(
+    st.just(BUILT_IN_STYLES),
+    st.lists(
+        st.builds(
+            StyleSpec,
+            name=st.just("s"),
+            width=st.integers(1, 500),
+            height=st.integers(1, 500),
+            fit=st.sampled_from(["fit", "crop"]),
+        ),
+        min_size=1,
+        max_size=4,
+    ).map(named),
+)
+
+
+def expected_size(style: StyleSpec, width: int, height: int) -> tuple[int, int]:
+    """The size by exact rationals, independently of the code under test."""
+    if style.fit == "crop":
+        return style.width, style.height
+    scale = min(Fraction(1), Fraction(style.width, width), Fraction(style.height, height))
+
+    def rounded(value: Fraction) -> int:
+        return max(1, math.floor(value + Fraction(1, 2)))
+
+    return rounded(width * scale), rounded(height * scale)
+
+
+@st.composite
+def images_and_decodes(draw: st.DrawFn) -> tuple[int, int, tuple[int, int]]:
+    """A full size and the size a decode of it may have (JPEG draft: 1/1 to 1/8, or anything)."""
+    width, height = draw(side), draw(side)
+    reduced = draw(
+        st.one_of(
+            st.sampled_from([1, 2, 4, 8]).map(
+                lambda f: (max(1, -(-width // f)), max(1, -(-height // f)))
+            ),
+            st.tuples(st.integers(1, width), st.integers(1, height)),
+        )
+    )
+    return width, height, reduced
+
+
+@given(images_and_decodes(), style_sets)
+@settings(max_examples=3000, deadline=None)
+def test_the_plan_makes_every_style_at_its_exact_size_from_a_box_inside_its_source(
+    image: tuple[int, int, tuple[int, int]], styles: tuple[StyleSpec, ...]
+) -> None:
+    width, height, base = image
+    steps = imaging.plan(styles, width, height, base)
+    assert sorted(step.style.name for step in steps) == sorted(s.name for s in styles)
+    frames = [base]
+    for index, step in enumerate(steps):
+        assert step.size == expected_size(step.style, width, height)
+        assert imaging.target_size(step.style, width, height) == step.size
+        assert 0 <= step.source <= index
+        source_width, source_height = frames[step.source]
+        assert source_width > 0 and source_height > 0  # never cut from a cut frame
+        if step.box is None:
+            assert step.style.fit == "fit"
+        else:
+            left, top, right, bottom = step.box
+            assert all(isinstance(v, int) for v in step.box)
+            assert 0 <= left < right <= source_width
+            assert 0 <= top < bottom <= source_height
+            # The box has the output's aspect, to within a pixel, and is centred.
+            box_width, box_height = right - left, bottom - top
+            out_width, out_height = step.size
+            assert box_width == source_width or box_height == source_height
+            skew = abs(box_width * out_height - box_height * out_width)
+            assert skew <= max(out_width, out_height)
+            assert abs(left - (source_width - right)) <= 1
+            assert abs(top - (source_height - bottom)) <= 1
+        frames.append(step.size if step.style.fit == "fit" else (0, 0))
+
+
+IMAGE_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "CMYK", "I;16", "I", "F", "La", "RGBa")
+# The format that stores each mode as it is (None: no accepted format does; such images
+# are rendered from memory instead).
+STORED_AS = {
+    "1": "PNG",
+    "L": "PNG",
+    "LA": "PNG",
+    "P": "PNG",
+    "RGB": "PNG",
+    "RGBA": "PNG",
+    "CMYK": "JPEG",
+    "I;16": "PNG",
+}
+
+
+@given(
+    st.integers(1, 400),
+    st.integers(1, 400),
+    st.sampled_from(IMAGE_MODES),
+    small_style_sets,
+)
+@settings(max_examples=150, deadline=None)
+def test_real_images_of_every_mode_and_size_get_every_style_at_its_exact_size(
+    tmp_path_factory: pytest.TempPathFactory,
+    width: int,
+    height: int,
+    mode: str,
+    styles: tuple[StyleSpec, ...],
+) -> None:
+    image = Image.new(mode, (width, height))
+    expected = {s.name: expected_size(s, width, height) for s in styles}
+    base = imaging.normalise(image)
+    made = {s.name: styled.size for s, styled in imaging.cascade(base, styles, width, height)}
+    assert made == expected
+    stored_as = STORED_AS.get(mode)
+    if stored_as is not None:
+        tmp_path = tmp_path_factory.mktemp("mode")
+        assert sizes(render(tmp_path, encoded(image, stored_as), styles=styles)) == expected
+
+
+def test_a_deterministic_render_error_is_a_render_failure_not_transient(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*arguments: object) -> None:
+        raise ValueError("box offset can't be negative")
+
+    monkeypatch.setattr(imaging, "plan", broken)
+    problem = rejected(tmp_path, encoded(Image.new("RGB", (40, 30)), "PNG"))
+    assert problem.reason is Reason.RENDER_FAILED
+    assert "ValueError: box offset can't be negative" in problem.message
+
+
+def test_a_pillow_oserror_without_an_errno_is_a_render_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def cannot_write(*arguments: object) -> None:
+        raise OSError("cannot write mode RGBA as JPEG")
+
+    monkeypatch.setattr(imaging, "encode", cannot_write)
+    problem = rejected(tmp_path, encoded(Image.new("RGB", (40, 30)), "PNG"))
+    assert problem.reason is Reason.RENDER_FAILED
+
+
+def test_a_full_scratch_disk_while_rendering_is_transient(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def disk_full(*arguments: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(imaging, "encode", disk_full)
+    with pytest.raises(TransientTrouble, match="No space left"):
+        render(tmp_path, encoded(Image.new("RGB", (40, 30)), "PNG"))

@@ -5,16 +5,19 @@ the events stream as the controller reads them.
 
 from __future__ import annotations
 
+import json
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from emulsion_contracts import keys, messaging
+from emulsion_contracts.messages import ItemResult, JobRef
 from emulsion_devstack.processes import ProcessRecord
 from emulsion_devstack.stack import Endpoints, LocalStack
 
-from .conftest import Bus, jpeg, object_keys, running_processor, stage, work_item
+from .conftest import NAMESPACE, Bus, jpeg, object_keys, running_processor, stage, work_item
 
 pytestmark = pytest.mark.integration
 
@@ -123,3 +126,50 @@ async def wait_until_consumed(bus: Bus, within: float = 60.0) -> None:
     while await bus.pending_work():
         assert time.monotonic() < deadline, "work items still pending"
         await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("job_name", ["job-plain", "job.with.dots"])
+def test_a_work_message_of_an_unknown_version_fails_its_item_as_invalid_message(
+    stack: Endpoints, s3: Any, with_bus: Any, processor: ProcessRecord, job_name: str
+) -> None:
+    readable = work_item(stage(s3, stack.bucket, jpeg(10, 10)), index=7)
+    item = readable.model_copy(
+        update={"job": JobRef(namespace=NAMESPACE, name=job_name, uid=str(uuid.uuid4()))}
+    )
+    body = json.loads(item.to_bytes())
+    body["v"] = 99
+
+    async def scenario(bus: Bus) -> ItemResult:
+        await bus.js.publish(
+            messaging.work_subject(item.job.namespace, item.job.name),
+            json.dumps(body).encode(),
+            headers={messaging.HEADER_MSG_ID: messaging.work_msg_id(item.job.uid, item.index)},
+        )
+        result = await bus.result(item)
+        await wait_until_consumed(bus)
+        return result
+
+    result = with_bus(scenario)
+    assert (result.job, result.index, result.outcome, result.reason) == (
+        item.job,
+        7,
+        "failed",
+        "InvalidMessage",
+    )
+    assert (result.collection, result.asset, result.version) == (None, None, None)
+    assert "v" in (result.message or "")
+
+
+def test_an_unaddressable_work_message_is_terminated_and_the_worker_keeps_going(
+    stack: Endpoints, s3: Any, with_bus: Any, processor: ProcessRecord
+) -> None:
+    after = work_item(stage(s3, stack.bucket, jpeg(10, 10)))
+
+    async def scenario(bus: Bus) -> ItemResult:
+        await bus.js.publish(messaging.work_subject(NAMESPACE, "no-id"), b"not json")
+        await bus.publish_work(after)
+        result = await bus.result(after)
+        await wait_until_consumed(bus)
+        return result
+
+    assert with_bus(scenario).outcome == "succeeded"

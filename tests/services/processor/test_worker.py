@@ -8,15 +8,18 @@ that the commit protocol exists for.
 from __future__ import annotations
 
 import asyncio
+import io
 import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+import uuid
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.exceptions import EndpointConnectionError
+from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 from PIL import Image
 
 from emulsion_contracts import keys
@@ -24,9 +27,10 @@ from emulsion_contracts.manifest import AssetManifest
 from emulsion_contracts.messages import ItemResult, StyleSpec, WorkItem
 from emulsion_contracts.profiles import DEFAULT_PROFILE
 from emulsion_devstack.stack import Endpoints
-from emulsion_processor import store
+from emulsion_processor import imaging, store
+from emulsion_processor import worker as worker_module
 from emulsion_processor.reasons import ItemRejected, Reason
-from emulsion_processor.worker import GiveBack, gc_msg_id
+from emulsion_processor.worker import WORK_CONSUMER, GiveBack, gc_msg_id
 
 from .conftest import Bus, in_process_worker, jpeg, object_keys, stage, work_item
 
@@ -380,43 +384,153 @@ def test_bad_bytes_fail_with_their_reason_and_leave_no_temp_files(
     assert list(tmp_path.iterdir()) == []
 
 
-def test_storage_trouble_is_given_back_until_the_last_delivery(
+class Refusing:
+    """Wraps the S3 client so its first `failures` calls of `operation` are refused."""
+
+    def __init__(self, s3: Any, operation: str, failures: int, endpoint: str) -> None:
+        self._s3 = s3
+        self._operation = operation
+        self._endpoint = endpoint
+        self.left = failures
+
+    def __getattr__(self, name: str) -> Any:
+        real = getattr(self._s3, name)
+        if name != self._operation:
+            return real
+
+        def call(**arguments: Any) -> Any:
+            if self.left > 0:
+                self.left -= 1
+                raise EndpointConnectionError(endpoint_url=self._endpoint)
+            return real(**arguments)
+
+        return call
+
+
+def test_storage_trouble_is_waited_out_in_process_without_spending_a_delivery(
     stack: Endpoints, s3: Any, with_bus: Any, tmp_path: Path
 ) -> None:
     item = work_item(stage(s3, stack.bucket, jpeg(100, 100)))
+    refusing = Refusing(s3, "get_object", 6, stack.s3_endpoint_url)
 
-    def outage() -> None:
-        raise EndpointConnectionError(endpoint_url=stack.s3_endpoint_url)
+    async def body(bus: Bus) -> Any:
+        with in_process_worker(
+            stack, refusing, bus, tmp_path, retry_delay_seconds=0.01, retry_max_delay_seconds=0.05
+        ) as worker:
+            return await worker._result(item, 1)
 
-    async def body(bus: Bus) -> tuple[Any, Any]:
-        with in_process_worker(stack, s3, bus, tmp_path, retry_delay_seconds=2.0) as worker:
-            outcomes = []
-            for attempt in (2, 5):
-                failing = Interleaving(s3, "get_object", "", outage)
-                worker.clients = type(worker.clients)(
-                    s3=failing, js=bus.js, cancelled=bus.cancelled
-                )
-                outcomes.append(await worker._result(item, attempt))
-            return outcomes[0], outcomes[1]
-
-    early, last = with_bus(body)
-    assert early == GiveBack(delay=4.0)
-    assert isinstance(last, ItemResult)
-    assert (last.outcome, last.reason, last.attempts) == ("failed", "RetriesExhausted", 5)
-    assert "EndpointConnectionError" in (last.message or "")
+    result = with_bus(body)
+    assert refusing.left == 0
+    assert isinstance(result, ItemResult)  # not a GiveBack: no nak, no delivery spent
+    assert (result.outcome, result.committed, result.attempts) == ("succeeded", True, 1)
 
 
-def test_short_scratch_space_gives_the_item_back(
+def test_storage_trouble_beyond_the_outage_budget_fails_the_item(
+    stack: Endpoints, s3: Any, with_bus: Any, tmp_path: Path
+) -> None:
+    item = work_item(stage(s3, stack.bucket, jpeg(100, 100)))
+    refusing = Refusing(s3, "get_object", 10**6, stack.s3_endpoint_url)
+
+    async def body(bus: Bus) -> Any:
+        with in_process_worker(
+            stack,
+            refusing,
+            bus,
+            tmp_path,
+            retry_delay_seconds=0.01,
+            retry_max_delay_seconds=0.05,
+            outage_budget_seconds=0.5,
+        ) as worker:
+            return await worker._result(item, 1)
+
+    result = with_bus(body)
+    assert isinstance(result, ItemResult)
+    assert (result.outcome, result.reason, result.attempts) == ("failed", "RetriesExhausted", 1)
+    assert "EndpointConnectionError" in (result.message or "")
+    assert "outage budget" in (result.message or "")
+
+
+def test_short_scratch_space_is_waited_for_until_the_budget_ends(
     stack: Endpoints, s3: Any, with_bus: Any, tmp_path: Path
 ) -> None:
     item = work_item(stage(s3, stack.bucket, jpeg(100, 100)))
 
     async def body(bus: Bus) -> Any:
-        with in_process_worker(stack, s3, bus, tmp_path, min_free_scratch_bytes=10**18) as worker:
+        with in_process_worker(
+            stack,
+            s3,
+            bus,
+            tmp_path,
+            min_free_scratch_bytes=10**18,
+            retry_delay_seconds=0.01,
+            outage_budget_seconds=0.2,
+        ) as worker:
             return await worker._result(item, 1)
 
-    assert isinstance(with_bus(body), GiveBack)
+    result = with_bus(body)
+    assert isinstance(result, ItemResult)
+    assert result.reason == "RetriesExhausted" and "scratch space short" in (result.message or "")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_deterministic_render_error_fails_the_item_at_once(
+    stack: Endpoints, s3: Any, with_bus: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    item = work_item(stage(s3, stack.bucket, jpeg(300, 200)))
+
+    def broken(*arguments: object) -> None:
+        raise ValueError("box offset can't be negative")
+
+    monkeypatch.setattr(imaging, "plan", broken)
+
+    async def body(bus: Bus) -> Any:
+        with in_process_worker(stack, s3, bus, tmp_path) as worker:
+            return await worker._result(item, 1)
+
+    result = with_bus(body)
+    assert isinstance(result, ItemResult)
+    assert (result.outcome, result.reason, result.attempts) == ("failed", "RenderFailed", 1)
+    assert "box offset can't be negative" in (result.message or "")
+
+
+def test_an_unexpected_error_outside_rendering_fails_the_item_at_once(
+    stack: Endpoints, s3: Any, with_bus: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    item = work_item(stage(s3, stack.bucket, jpeg(300, 200)))
+
+    def defect(*arguments: object) -> None:
+        raise KeyError("a defect")
+
+    monkeypatch.setattr(worker_module, "build_manifest", defect)
+
+    async def body(bus: Bus) -> Any:
+        with in_process_worker(stack, s3, bus, tmp_path) as worker:
+            return await worker._result(item, 1)
+
+    result = with_bus(body)
+    assert isinstance(result, ItemResult)
+    assert (result.outcome, result.reason) == ("failed", "RenderFailed")
+    assert "KeyError" in (result.message or "")
+
+
+def test_the_stored_original_has_the_detected_content_type_not_the_clients(
+    stack: Endpoints, s3: Any, with_bus: Any, tmp_path: Path
+) -> None:
+    buffer = io.BytesIO()
+    Image.new("RGB", (60, 40), (1, 2, 3)).save(buffer, "PNG")
+    key = keys.staging_key(keys.new_ulid(), "drawing.svg")
+    s3.put_object(Bucket=stack.bucket, Key=key, Body=buffer.getvalue(), ContentType="image/svg+xml")
+    item = work_item(key)
+
+    async def body(bus: Bus) -> ItemResult:
+        with in_process_worker(stack, s3, bus, tmp_path) as worker:
+            return await worker.process(item, 1)
+
+    result = with_bus(body)
+    assert result.original is not None
+    stored = s3.head_object(Bucket=stack.bucket, Key=result.original)
+    assert stored["ContentType"] == "image/png"
+    assert manifest_of(s3, stack.bucket, item).original.content_type == "image/png"
 
 
 def test_a_dead_render_process_is_replaced_and_the_item_retried(
@@ -442,3 +556,60 @@ def test_a_dead_render_process_is_replaced_and_the_item_retried(
     assert isinstance(first, GiveBack)
     assert isinstance(second, ItemResult)
     assert (second.outcome, second.committed) == ("succeeded", True)
+
+
+class DeadRenderer(Executor):
+    """A render pool whose process has died, as under the OOM killer, on every item."""
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        future.set_exception(BrokenProcessPool("a render process died"))
+        return future
+
+
+def test_a_poison_item_that_kills_its_renderer_every_time_fails_after_its_deliveries(
+    stack: Endpoints, s3: Any, with_bus: Any, tmp_path: Path
+) -> None:
+    item = work_item(stage(s3, stack.bucket, jpeg(200, 100)))
+
+    # The work durable's backoff spaces its redeliveries 30 s to 5 min apart (a nak's delay
+    # does not shorten them); the same limit on a stream of the test's own, without the
+    # backoff, delivers the same way at once.
+    stream, subject = f"POISON_{uuid.uuid4().hex}", f"poison-test.{uuid.uuid4().hex}"
+
+    async def body(bus: Bus) -> tuple[list[int], ItemResult]:
+        await bus.js.add_stream(StreamConfig(name=stream, subjects=[subject]))
+        await bus.js.add_consumer(
+            stream,
+            ConsumerConfig(
+                durable_name="poison",
+                ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=30,
+                max_deliver=WORK_CONSUMER.max_deliver,
+            ),
+        )
+        await bus.js.publish(subject, item.to_bytes())
+        subscription = await bus.js.pull_subscribe_bind(durable="poison", stream=stream)
+        deliveries = []
+        with in_process_worker(stack, s3, bus, tmp_path, retry_delay_seconds=0.01) as worker:
+            worker.cpu, worker.renew_cpu = DeadRenderer(), DeadRenderer
+            while not await bus.results(item):
+                try:
+                    fetched = await subscription.fetch(1, timeout=2)
+                except TimeoutError:
+                    continue
+                for message in fetched:
+                    deliveries.append(message.metadata.num_delivered)
+                    await worker.handle(message)
+        await subscription.unsubscribe()
+        await bus.js.delete_stream(stream)
+        return deliveries, await bus.result(item)
+
+    deliveries, result = with_bus(body)
+    assert deliveries == list(range(1, WORK_CONSUMER.max_deliver + 1))
+    assert (result.outcome, result.reason, result.attempts) == (
+        "failed",
+        "RetriesExhausted",
+        WORK_CONSUMER.max_deliver,
+    )
+    assert "render worker died" in (result.message or "")

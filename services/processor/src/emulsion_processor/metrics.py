@@ -16,6 +16,11 @@ GIVEN_BACK: Final = Counter(
     "Work items handed back for redelivery (transient trouble or shutdown)",
     ["cause"],
 )
+TRANSIENT_RETRIES: Final = Counter(
+    "emulsion_processor_transient_retries_total",
+    "Steps tried again in-process after transient trouble (storage, NATS, scratch space)",
+    ["step"],
+)
 STAGE_SECONDS: Final = Histogram(
     "emulsion_processor_stage_seconds",
     "Time spent per stage of an item",

@@ -13,12 +13,19 @@ Permanent (the item is bad; redelivery would fail the same way):
 - ``TooManyFrames``: an animation with more frames than ``EMULSION_MAX_FRAMES``.
 - ``UnknownProfile``: the item names a profile this processor does not know.
 - ``InvalidStyles``: the item's styles repeat a name (two outputs would share a key).
+- ``RenderFailed``: rendering failed in a way that is not a decoding problem and would
+  fail the same way again (a Pillow error, a defect); the message names the error.
+- ``TooLargeForMemory``: decoding the image needs more memory than the processor's whole
+  budget (``EMULSION_MEMORY_BUDGET_BYTES``), so it could never be admitted.
+- ``InvalidMessage``: the work message itself cannot be read (an unknown schema version,
+  bad JSON); job and index come from its subject and ``Nats-Msg-Id`` header.
 
 Final, but not about the image:
 
 - ``Cancelled``: the job was deleted while the item ran; nothing was committed.
 - ``RetriesExhausted``: transient trouble (storage, messaging, scratch space) lasted
-  through the consumer's last delivery.
+  longer than the outage budget (``EMULSION_OUTAGE_BUDGET_SECONDS``), or the item's
+  render process died on every delivery.
 """
 
 from __future__ import annotations
@@ -38,6 +45,9 @@ class Reason(StrEnum):
     TOO_MANY_FRAMES = "TooManyFrames"
     UNKNOWN_PROFILE = "UnknownProfile"
     INVALID_STYLES = "InvalidStyles"
+    RENDER_FAILED = "RenderFailed"
+    TOO_LARGE_FOR_MEMORY = "TooLargeForMemory"
+    INVALID_MESSAGE = "InvalidMessage"
     CANCELLED = "Cancelled"
     RETRIES_EXHAUSTED = "RetriesExhausted"
 

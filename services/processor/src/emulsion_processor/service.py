@@ -151,7 +151,8 @@ async def pull(
                 continue
             for message in messages:
                 if stopping.is_set():
-                    await message.nak()  # fetched as the stop came: another worker takes it
+                    # Fetched as the stop came: another worker takes it, at no delivery's cost.
+                    await worker.hand_back(message)
                     continue
                 tasks.add(start(worker, message, tasks))
     finally:

@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field
 
 from emulsion_contracts.settings import EmulsionSettings, load_settings
+from emulsion_processor.admission import default_budget
+from emulsion_processor.imaging import PILLOW_MAX_PIXELS
 
 MIB = 1024 * 1024
 
@@ -33,7 +35,18 @@ class ProcessorSettings(EmulsionSettings):
     )
     # Items in hand at once: more than `concurrency`, so downloads and uploads overlap decoding.
     max_in_flight: int | None = Field(default=None, ge=1, validation_alias="EMULSION_MAX_IN_FLIGHT")
-    max_pixels: int = Field(default=100_000_000, ge=1, validation_alias="EMULSION_MAX_PIXELS")
+    # Never above Pillow's own decompression-bomb limit (89.5 MP).
+    max_pixels: int = Field(
+        default=PILLOW_MAX_PIXELS,
+        ge=1,
+        le=PILLOW_MAX_PIXELS,
+        validation_alias="EMULSION_MAX_PIXELS",
+    )
+    # Memory that concurrent decodes may take together (see admission.py); by default the
+    # cgroup's memory limit (the pod's) less what the process needs besides.
+    memory_budget_bytes: int = Field(
+        default_factory=default_budget, ge=1, validation_alias="EMULSION_MEMORY_BUDGET_BYTES"
+    )
     max_frames: int = Field(default=300, ge=1, validation_alias="EMULSION_MAX_FRAMES")
     # Must stay well under the consumer's ack_wait (30 s) so a long item is never redelivered.
     heartbeat_seconds: float = Field(
@@ -43,9 +56,18 @@ class ProcessorSettings(EmulsionSettings):
     max_item_seconds: float = Field(
         default=900.0, gt=0, validation_alias="EMULSION_MAX_ITEM_SECONDS"
     )
-    # First delay of a give-back on transient trouble; doubled per delivery.
+    # Transient trouble (storage, NATS, scratch space) is waited out in-process, the
+    # item kept in hand: the first wait, doubled per retry up to the cap...
     retry_delay_seconds: float = Field(
-        default=5.0, ge=0, validation_alias="EMULSION_RETRY_DELAY_SECONDS"
+        default=1.0, ge=0, validation_alias="EMULSION_RETRY_DELAY_SECONDS"
+    )
+    retry_max_delay_seconds: float = Field(
+        default=30.0, gt=0, validation_alias="EMULSION_RETRY_MAX_DELAY_SECONDS"
+    )
+    # ...for at most this long per item, then it fails as RetriesExhausted. Longer than
+    # any outage worth riding out (a MinIO restart, a NATS failover, a node drain).
+    outage_budget_seconds: float = Field(
+        default=1800.0, ge=0, validation_alias="EMULSION_OUTAGE_BUDGET_SECONDS"
     )
     # On SIGTERM, how long in-flight items may run on before they are handed back.
     drain_seconds: float = Field(default=25.0, ge=0, validation_alias="EMULSION_DRAIN_SECONDS")

@@ -83,14 +83,20 @@ def download(
         body.close()
 
 
-def copy_original(s3: Any, bucket: str, source: str, destination: str) -> None:
-    """Promote the upload by a server-side copy: the bytes never pass through here."""
+def copy_original(s3: Any, bucket: str, source: str, destination: str, content_type: str) -> None:
+    """Promote the upload by a server-side copy: the bytes never pass through here.
+
+    The stored type is `content_type`, what the processor detected: the client's own
+    (say `image/svg+xml` on PNG bytes) must not be served with the original.
+    """
     try:
         s3.copy_object(
             Bucket=bucket,
             Key=destination,
             CopySource={"Bucket": bucket, "Key": source},
-            MetadataDirective="COPY",
+            MetadataDirective="REPLACE",
+            ContentType=content_type,
+            CacheControl=IMMUTABLE,
         )
     except ClientError as error:
         if error_code(error) in _MISSING:

@@ -4,18 +4,29 @@ The order is what makes redelivery safe: a manifest that already names this item
 version means an earlier delivery finished, so nothing is redone; every key an item
 writes embeds its version, so a retry rewrites the same keys; the result is published
 (and stored by JetStream) before the message is acknowledged.
+
+Transient trouble (storage, NATS KV, scratch space) is waited out here, with the
+message kept in hand by in-progress heartbeats, instead of being given back: every nak
+counts against the consumer's `max_deliver`, a budget that exists for poison messages
+(ones that crash or wedge the worker on every delivery). A stopped MinIO answers at
+once, so naks on each refusal used to spend the five deliveries in 75 s and fail
+every item in hand for good. So a delivery now ends in a result, a hand-back at
+shutdown (republished as a fresh message, which spends nothing), or a crash, a hang or
+a dead render process: exactly the deliveries `max_deliver` should count.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import BrokenExecutor, Executor
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -33,9 +44,17 @@ from pydantic import ValidationError
 
 from emulsion_contracts import keys, messaging, telemetry
 from emulsion_contracts.manifest import AssetManifest, Original
-from emulsion_contracts.messages import Derivative, GcRequest, ItemResult, StyleSpec, WorkItem
+from emulsion_contracts.messages import (
+    Derivative,
+    GcRequest,
+    ItemResult,
+    JobRef,
+    StyleSpec,
+    WorkItem,
+)
 from emulsion_contracts.profiles import Profile
 from emulsion_processor import imaging, metrics, store
+from emulsion_processor.admission import MemoryBudget
 from emulsion_processor.reasons import ItemRejected, Reason, TransientTrouble
 from emulsion_processor.settings import ProcessorSettings
 
@@ -47,7 +66,9 @@ GcReason = Literal["superseded", "stale", "promoted"]
 
 WORK_CONSUMER: Final = next(c for c in messaging.CONSUMERS if c.durable == messaging.PROCESSORS)
 MAX_RETRY_DELAY: Final = 300.0
-# Errors that say nothing about the item itself: give it back and try again later.
+# Deliveries before this one that were handed back at a shutdown (see `hand_back`).
+HEADER_HANDED_BACK: Final = "Emulsion-Handed-Back-Deliveries"
+# Errors that say nothing about the item itself: wait them out and try the step again.
 TRANSIENT_ERRORS: Final = (
     TransientTrouble,
     ClientError,
@@ -58,16 +79,59 @@ TRANSIENT_ERRORS: Final = (
 )
 
 
-def result_msg_id(item: WorkItem) -> str:
-    return f"{item.job.uid}/{item.index}/result"
+def result_msg_id(job: JobRef, index: int) -> str:
+    return f"{job.uid}/{index}/result"
 
 
 def gc_msg_id(reason: GcReason, version: str) -> str:
     return f"gc/{reason}/{version}"
 
 
-def retry_delay(base: float, attempt: int) -> float:
-    return min(MAX_RETRY_DELAY, base * 2.0 ** max(0, attempt - 1))
+def retry_delay(base: float, attempt: int, cap: float = MAX_RETRY_DELAY) -> float:
+    return min(cap, base * 2.0 ** max(0, attempt - 1))
+
+
+class RenderCrashed(Exception):
+    """The render process died (the OOM killer, a crashing decoder) on this item.
+
+    Not waited out in-process: an image that kills its renderer every time is a poison
+    message, so this delivery is given back and counts against `max_deliver`.
+    """
+
+
+class OutageTooLong(Exception):
+    """Transient trouble outlasted the outage budget."""
+
+
+@dataclass(slots=True)
+class Patience:
+    """One item's waiting out of transient trouble, against the outage budget."""
+
+    budget: float
+    waited: float = 0.0
+    retries: int = 0
+
+
+_patience: ContextVar[Patience | None] = ContextVar("patience", default=None)
+
+
+def parse_work_address(subject: str, msg_id: str | None) -> tuple[JobRef, int] | None:
+    """The job and index of a work message from its subject and Nats-Msg-Id, if readable.
+
+    The subject is `emulsion.work.<namespace>.<job>` (a '.' in a name travels as '_');
+    the id is `<job-uid>/<index>` (a hand-back copy appends more after another '/').
+    """
+    parts = subject.split(".")
+    if len(parts) != 4 or parts[:2] != ["emulsion", "work"] or not msg_id:
+        return None
+    uid, _, rest = msg_id.partition("/")
+    index = rest.partition("/")[0]
+    if not uid or not index.isdigit():
+        return None
+    namespace, name = (part.replace("_", ".") for part in parts[2:])
+    if not namespace or not name:
+        return None
+    return JobRef(namespace=namespace, name=name, uid=uid), int(index)
 
 
 def styles_for(
@@ -112,23 +176,22 @@ class ItemWorker:
         self.io = io
         self.scratch = scratch
         self.renew_cpu = renew_cpu
+        self.memory = MemoryBudget(settings.memory_budget_bytes)
 
     # -- the message ---------------------------------------------------------------------
 
     async def handle(self, msg: Msg) -> None:
-        """Process `msg` to a published result and an ack, or give it back (nak)."""
+        """Process `msg` to a published result and an ack; give it back only at shutdown."""
         received = time.monotonic()
         try:
             item = WorkItem.from_bytes(msg.data)
         except ValidationError as error:
-            # Without a valid job reference no result can be addressed; terminating
-            # stops redelivery of a message that can never succeed.
-            log.error("terminating an unreadable work message: %s", error)
-            await msg.term()
-            metrics.ITEMS.labels("failed", "InvalidMessage").inc()
+            await self._invalid_message(msg, error)
             return
         assert isinstance(item, WorkItem)
-        attempt = int(msg.metadata.num_delivered)
+        deliveries = int(msg.metadata.num_delivered)
+        handed_back = _int_header(msg, HEADER_HANDED_BACK)
+        attempt = handed_back + deliveries
         context = telemetry.extract(msg.headers)
         attributes: dict[str, str | int] = {
             "emulsion.job": f"{item.job.namespace}/{item.job.name}",
@@ -136,82 +199,145 @@ class ItemWorker:
             "emulsion.version": item.version,
             "messaging.delivery": attempt,
         }
+        patience = Patience(self.settings.outage_budget_seconds)
+        _patience.set(patience)  # this task's own context: one per item
         with (
             tracer.start_as_current_span(
                 "process item", context=context, kind=trace.SpanKind.CONSUMER, attributes=attributes
             ) as span,
-            self._heartbeat(msg),
+            self._heartbeat(msg, patience),
         ):
             metrics.IN_FLIGHT.inc()
             try:
-                result = await self._result(item, attempt)
+                result = await self._result(item, attempt, deliveries)
                 if isinstance(result, GiveBack):
+                    # Only a dead render process gets here: counted, as a crash must be.
                     await msg.nak(delay=result.delay)
                     return
                 span.set_attribute("emulsion.outcome", result.outcome)
                 if result.reason:
                     span.set_attribute("emulsion.reason", result.reason)
-                await self._publish_and_ack(msg, item, result)
+                await self._publish_and_ack(msg, item.job, item.index, result)
             except asyncio.CancelledError:
                 # Shutdown ran out of drain time: hand the item to another worker now.
                 metrics.GIVEN_BACK.labels("shutdown").inc()
-                await asyncio.shield(msg.nak())
+                await asyncio.shield(self.hand_back(msg))
                 raise
             finally:
                 metrics.IN_FLIGHT.dec()
                 metrics.ITEM_SECONDS.observe(time.monotonic() - received)
 
-    async def _result(self, item: WorkItem, attempt: int) -> ItemResult | GiveBack:
-        """The item's final result, or how long to wait before it is tried again."""
+    async def hand_back(self, msg: Msg) -> None:
+        """Give `msg` back without spending a delivery: republish it, then ack this copy.
+
+        A nak would count against `max_deliver`, so a few rolling restarts during an
+        outage could fail an item that never crashed anything. The copy gets its own
+        Nats-Msg-Id (the original's is still in the duplicate window) and carries the
+        deliveries so far, so `attempts` stays true. A crash between the two steps leaves
+        both copies, which is harmless: every item is idempotent.
+        """
+        headers = dict(msg.headers or {})
+        original_id = headers.get(messaging.HEADER_MSG_ID, "")
+        headers[messaging.HEADER_MSG_ID] = f"{original_id}/handback-{keys.new_ulid()}"
+        headers[HEADER_HANDED_BACK] = str(
+            _int_header(msg, HEADER_HANDED_BACK) + int(msg.metadata.num_delivered)
+        )
+        try:
+            await self.clients.js.publish(msg.subject, msg.data, headers=headers)
+            await msg.ack_sync()
+        except (NatsError, TimeoutError, OSError) as error:
+            log.warning("could not republish a handed-back item, giving it back: %s", error)
+            with contextlib.suppress(NatsError, TimeoutError, OSError):
+                await msg.nak()
+
+    async def _invalid_message(self, msg: Msg, error: ValidationError) -> None:
+        """A work message that cannot be read fails as an item, if it can be addressed."""
+        address = parse_work_address(msg.subject, (msg.headers or {}).get(messaging.HEADER_MSG_ID))
+        if address is None:
+            # No job to report to: nothing can ever come of redelivering it.
+            log.error("terminating an unreadable, unaddressable work message: %s", error)
+            await msg.term()
+            metrics.ITEMS.labels("failed", Reason.INVALID_MESSAGE.value).inc()
+            return
+        job, index = address
+        log.error("work message %s/%s cannot be read: %s", job.name, index, error)
+        result = ItemResult(
+            job=job,
+            index=index,
+            outcome="failed",
+            reason=Reason.INVALID_MESSAGE.value,
+            message=f"the work message cannot be read: {_first_line(error)}",
+            attempts=int(msg.metadata.num_delivered),
+            finished_at=datetime.now(UTC),
+        )
+        await self._publish_and_ack(msg, job, index, result)
+
+    async def _result(
+        self, item: WorkItem, attempt: int, deliveries: int | None = None
+    ) -> ItemResult | GiveBack:
+        """The item's final result, or how long to wait before a dead renderer is retried."""
+        deliveries = attempt if deliveries is None else deliveries
         try:
             return await self.process(item, attempt)
         except ItemRejected as rejected:
             log.info("item %s/%s failed: %s", item.job.name, item.index, rejected)
             return failed(item, rejected.reason, rejected.message, attempt)
+        except OutageTooLong as outage:
+            return failed(item, Reason.RETRIES_EXHAUSTED, str(outage), attempt)
+        except RenderCrashed as crash:
+            return self._after_crash(item, attempt, deliveries, str(crash))
         except TRANSIENT_ERRORS as error:
-            return await self._transient(item, attempt, f"{type(error).__name__}: {error}")
+            # Transient trouble is waited out where it happens; one that slipped past is
+            # given back like a crash rather than mistaken for a fault of the item.
+            return self._after_crash(item, attempt, deliveries, f"{type(error).__name__}: {error}")
         except Exception as error:
-            # A defect, not the item's fault: retried like transient trouble, and
-            # reported after the last delivery rather than lost.
+            # Not transient (that is waited out where it happens) and not the image's
+            # known faults: a defect that would recur on every delivery. Fail it now.
             log.exception("unexpected error on %s/%s", item.job.name, item.index)
-            return await self._transient(item, attempt, f"{type(error).__name__}: {error}")
+            message = f"unexpected {type(error).__name__}: {error}"
+            return failed(item, Reason.RENDER_FAILED, message, attempt)
 
-    async def _transient(self, item: WorkItem, attempt: int, problem: str) -> ItemResult | GiveBack:
-        if attempt >= WORK_CONSUMER.max_deliver:
+    def _after_crash(
+        self, item: WorkItem, attempt: int, deliveries: int, problem: str
+    ) -> ItemResult | GiveBack:
+        if deliveries >= WORK_CONSUMER.max_deliver:
             message = f"gave up after {attempt} deliveries; last error: {problem}"
             return failed(item, Reason.RETRIES_EXHAUSTED, message, attempt)
         log.warning(
             "giving back %s/%s (delivery %d): %s", item.job.name, item.index, attempt, problem
         )
-        metrics.GIVEN_BACK.labels("transient").inc()
-        return GiveBack(retry_delay(self.settings.retry_delay_seconds, attempt))
+        metrics.GIVEN_BACK.labels("crash").inc()
+        return GiveBack(retry_delay(self.settings.retry_delay_seconds, deliveries))
 
-    async def _publish_and_ack(self, msg: Msg, item: WorkItem, result: ItemResult) -> None:
+    async def _publish_and_ack(
+        self, msg: Msg, job: JobRef, index: int, outcome: ItemResult
+    ) -> None:
         try:
             await self._publish(
-                messaging.events_subject(item.job.namespace, item.job.name),
-                result.to_bytes(),
-                result_msg_id(item),
+                messaging.events_subject(job.namespace, job.name),
+                outcome.to_bytes(),
+                result_msg_id(job, index),
             )
-        except TRANSIENT_ERRORS as error:
+        except (*TRANSIENT_ERRORS, OutageTooLong) as error:
             # Unacknowledged, the item comes back; its result is then published again
             # (under the same Nats-Msg-Id) without redoing the work.
-            log.warning(
-                "could not publish the result of %s/%s: %s", item.job.name, item.index, error
-            )
+            log.warning("could not publish the result of %s/%s: %s", job.name, index, error)
             metrics.GIVEN_BACK.labels("transient").inc()
             await msg.nak(delay=self.settings.retry_delay_seconds)
             return
         await msg.ack_sync()
-        metrics.ITEMS.labels(result.outcome, result.reason or "").inc()
+        metrics.ITEMS.labels(outcome.outcome, outcome.reason or "").inc()
 
     @contextmanager
-    def _heartbeat(self, msg: Msg) -> Iterator[None]:
+    def _heartbeat(self, msg: Msg, patience: Patience | None = None) -> Iterator[None]:
         async def beat() -> None:
             # Bounded, so an item stuck for good (a wedged decoder, a hung socket) is
-            # redelivered to another worker instead of being kept alive forever.
-            deadline = time.monotonic() + self.settings.max_item_seconds
-            while time.monotonic() < deadline:
+            # redelivered to another worker instead of being kept alive forever. Time
+            # spent waiting out an outage is not work, so it extends the bound.
+            started = time.monotonic()
+            while time.monotonic() < (
+                started + self.settings.max_item_seconds + (patience.waited if patience else 0)
+            ):
                 await asyncio.sleep(self.settings.heartbeat_seconds)
                 try:
                     await msg.in_progress()
@@ -223,6 +349,38 @@ class ItemWorker:
             yield
         finally:
             task.cancel()
+
+    async def _patiently(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """`call()`, tried again on transient trouble with capped exponential backoff.
+
+        Each step is idempotent (keys embed the version, commits are conditional), so a
+        step is simply repeated. The wait ends with `OutageTooLong` when the item's outage
+        budget is spent.
+        """
+        patience = _patience.get()
+        if patience is None:
+            patience = Patience(self.settings.outage_budget_seconds)
+            _patience.set(patience)
+        while True:
+            try:
+                return await call()
+            except TRANSIENT_ERRORS as error:
+                problem = f"{type(error).__name__}: {error}"
+                delay = retry_delay(
+                    self.settings.retry_delay_seconds,
+                    patience.retries + 1,
+                    self.settings.retry_max_delay_seconds,
+                )
+                if patience.waited + delay > patience.budget:
+                    raise OutageTooLong(
+                        f"{what} still failing after {patience.waited:.0f}s of retries "
+                        f"(outage budget {patience.budget:.0f}s); last error: {problem}"
+                    ) from None
+                log.warning("%s failed, retrying in %.1fs: %s", what, delay, problem)
+                metrics.TRANSIENT_RETRIES.labels(what).inc()
+                patience.retries += 1
+                patience.waited += delay
+                await asyncio.sleep(delay)
 
     # -- the item ------------------------------------------------------------------------
 
@@ -286,7 +444,9 @@ class ItemWorker:
             watermark=profile.watermark,
             watermark_image=watermark_image,
         )
-        rendered = await self._render(job)
+        cost = await self._io(imaging.decode_cost, job)
+        async with self.memory.admit(cost):
+            rendered = await self._patiently("render", partial(self._render, job))
         record_timings(rendered.timings)
         manifest = build_manifest(item, rendered, source.bytes)
         with self._stage("upload"):
@@ -315,13 +475,18 @@ class ItemWorker:
             if self.renew_cpu is not None:
                 broken, self.cpu = self.cpu, self.renew_cpu()
                 broken.shutdown(wait=False, cancel_futures=True)
-            raise TransientTrouble(f"the render worker died: {error}") from None
+            raise RenderCrashed(f"the render worker died: {error}") from None
 
     async def _upload(
         self, item: WorkItem, rendered: imaging.Rendered, manifest: AssetManifest
     ) -> None:
         s3, bucket = self.clients.s3, self.settings.bucket
-        calls = [self._io(store.copy_original, s3, bucket, item.source, manifest.original.key)]
+        original = manifest.original
+        calls = [
+            self._io(
+                store.copy_original, s3, bucket, item.source, original.key, original.content_type
+            )
+        ]
         for output, derivative in zip(rendered.styles, manifest.derivatives, strict=True):
             calls.append(
                 self._io(
@@ -353,9 +518,7 @@ class ItemWorker:
     async def _stop_if_cancelled(
         self, item: WorkItem, written: frozenset[str] = frozenset()
     ) -> None:
-        try:
-            await self.clients.cancelled.get(item.job.uid)
-        except (KeyNotFoundError, KeyDeletedError):
+        if not await self._patiently("cancelled check", partial(self._is_cancelled, item)):
             return
         if written:
             # Never made live, so nothing will reference them: the janitor may take them.
@@ -363,6 +526,13 @@ class ItemWorker:
         raise ItemRejected(
             Reason.CANCELLED, f"job {item.job.namespace}/{item.job.name} was deleted"
         )
+
+    async def _is_cancelled(self, item: WorkItem) -> bool:
+        try:
+            await self.clients.cancelled.get(item.job.uid)
+        except (KeyNotFoundError, KeyDeletedError):
+            return False
+        return True
 
     async def _gc(self, item: WorkItem, reason: GcReason, doomed: tuple[str, ...]) -> None:
         if not doomed:
@@ -380,12 +550,17 @@ class ItemWorker:
 
     async def _publish(self, subject: str, payload: bytes, msg_id: str) -> None:
         headers = telemetry.inject({messaging.HEADER_MSG_ID: msg_id})
-        await self.clients.js.publish(subject, payload, headers=headers)
+        # Deduplicated by Nats-Msg-Id, so a publish that timed out may simply be repeated.
+        await self._patiently(
+            "publish", partial(self.clients.js.publish, subject, payload, headers=headers)
+        )
 
     async def _io(self, function: Callable[..., T], *arguments: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(
-            self.io, partial(function, *arguments)
-        )
+        """A storage call on the I/O threads, waited out through transient trouble."""
+        loop = asyncio.get_running_loop()
+        call = partial(function, *arguments)
+        name = getattr(getattr(function, "func", function), "__name__", "storage")
+        return await self._patiently(name, lambda: loop.run_in_executor(self.io, call))
 
     @contextmanager
     def _stage(self, name: str) -> Iterator[None]:
@@ -517,4 +692,17 @@ def failed(item: WorkItem, reason: Reason, message: str, attempt: int) -> ItemRe
         version=item.version,
         attempts=attempt,
         finished_at=datetime.now(UTC),
+    )
+
+
+def _int_header(msg: Msg, name: str) -> int:
+    value = (msg.headers or {}).get(name, "")
+    return int(value) if value.isdigit() else 0
+
+
+def _first_line(error: ValidationError) -> str:
+    return (
+        str(error).splitlines()[0]
+        + "; "
+        + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()[:3])
     )
