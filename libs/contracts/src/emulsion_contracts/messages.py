@@ -86,12 +86,15 @@ class ItemResult(Message):
     index: Annotated[int, Field(ge=0)]
     outcome: Literal["succeeded", "failed"]
     # Machine-readable, stable reasons (e.g. DecompressionBomb, UnsupportedFormat,
-    # SourceMissing, RetriesExhausted, Cancelled); None on success.
+    # SourceMissing, RetriesExhausted, Cancelled, InvalidMessage, RenderFailed,
+    # TooLargeForMemory); None on success.
     reason: str | None = None
     message: str | None = None
-    collection: Collection
-    asset: Name
-    version: VersionId
+    # None only for a work message whose body could not be read (reason InvalidMessage):
+    # its job and index then come from the subject and the Nats-Msg-Id header.
+    collection: Collection | None = None
+    asset: Name | None = None
+    version: VersionId | None = None
     original: str | None = None
     width: int | None = None
     height: int | None = None
