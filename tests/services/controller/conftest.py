@@ -31,7 +31,7 @@ from nats.js.errors import NotFoundError
 from emulsion_contracts import crd, keys, messaging, telemetry
 from emulsion_contracts.messages import ItemResult, WorkItem
 from emulsion_devstack.binaries import ensure_binary
-from emulsion_devstack.processes import ProcessRecord, stop
+from emulsion_devstack.processes import ProcessRecord, free_port, stop
 from emulsion_devstack.processes import wait_for as wait_for
 from emulsion_devstack.stack import Endpoints, LocalStack
 
@@ -72,6 +72,27 @@ class Controllers:
         os.killpg(record.pid, signal.SIGKILL)
         wait_for("the controller to die", lambda: not record.alive(), 15)
         stop(record)  # reaps it
+        self.running.remove(record)
+
+    @staticmethod
+    def priority() -> dict[str, str]:
+        """A peering priority above every controller started so far."""
+        return {"EMULSION_CONTROLLER_PRIORITY": str(next(_priorities))}
+
+    @staticmethod
+    def liveness_url(record: ProcessRecord) -> str:
+        return LocalStack.service_url(record) + "/healthz"
+
+    @staticmethod
+    def readiness_url(record: ProcessRecord) -> str:
+        return metrics_url(record) + "/readyz"
+
+    http_status = staticmethod(lambda url: http_status(url))
+    metric = staticmethod(lambda record, name: metric(record, name))
+
+    def stop(self, record: ProcessRecord) -> None:
+        """SIGTERM, as Kubernetes ends a pod: the controller leaves its peering on the way."""
+        stop(record)
         self.running.remove(record)
 
     def stop_all(self) -> None:
@@ -232,14 +253,17 @@ def succeed(work: WorkItem) -> str | None:
 class Processor:
     """Stands in for the processors: takes work from the real work stream and reports.
 
-    `outcome(work)` returns None for success, a failure reason, or "hold" to keep the
-    message in the stream (nak with a long delay) without reporting anything.
+    `outcome(work)` returns None for success, a failure reason, "hold" to keep the
+    message in the stream (nak with a long delay) without reporting anything, or "drop"
+    to take the work (ack it) and never report its result, as a processor that crashed
+    between acknowledging and publishing would.
     """
 
     js: JetStreamContext
     outcome: Outcome = succeed
     processed: Counter[tuple[str, int]] = field(default_factory=Counter)
     held: list[Any] = field(default_factory=list)
+    dropped: Counter[tuple[str, int]] = field(default_factory=Counter)
 
     async def run(self, stopping: asyncio.Event) -> None:
         subscription = await self.js.pull_subscribe_bind(
@@ -259,6 +283,10 @@ class Processor:
         if reason == "hold":
             self.held.append(msg)
             await msg.nak(delay=3600)
+            return
+        if reason == "drop":
+            self.dropped[(work.job.uid, work.index)] += 1
+            await msg.ack()
             return
         self.processed[(work.job.uid, work.index)] += 1
         await self.report(work, reason, msg.headers)
@@ -359,3 +387,189 @@ def streams(stack: Endpoints, run: Any) -> Streams:
 
     run(purge())
     return streams
+
+
+@dataclass(frozen=True)
+class ProxiedRequest:
+    at: float
+    method: str
+    path: str
+    status: int
+
+
+class ApiProxy:
+    """A reverse proxy in front of the stack's apiserver that can be told to answer 503.
+
+    The controller under test is given a kubeconfig pointing here (plain HTTP, no
+    credentials); the proxy calls the real apiserver with the stack's admin certificate.
+    Every request is recorded, so a test can count what the controller asked for.
+    """
+
+    def __init__(self, stack: Endpoints, directory: Path) -> None:
+        import base64
+        import ssl
+        import threading
+
+        import yaml
+
+        config = yaml.safe_load(Path(stack.kubeconfig).read_text())
+        cluster = config["clusters"][0]["cluster"]
+        user = config["users"][0]["user"]
+        self.upstream = str(cluster["server"]).rstrip("/")
+        for name, data in (
+            ("ca.crt", cluster["certificate-authority-data"]),
+            ("client.crt", user["client-certificate-data"]),
+            ("client.key", user["client-key-data"]),
+        ):
+            (directory / name).write_bytes(base64.b64decode(data))
+        self._tls = ssl.create_default_context(cafile=str(directory / "ca.crt"))
+        self._tls.load_cert_chain(directory / "client.crt", directory / "client.key")
+        self.failing: Callable[[str, str], bool] | None = None
+        self.requests: list[ProxiedRequest] = []
+        self.port = free_port()
+        self.kubeconfig = str(directory / "proxied-kubeconfig")
+        Path(self.kubeconfig).write_text(
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [
+                        {"name": "proxy", "cluster": {"server": f"http://127.0.0.1:{self.port}"}}
+                    ],
+                    "users": [{"name": "proxy", "user": {}}],
+                    "contexts": [
+                        {"name": "proxy", "context": {"cluster": "proxy", "user": "proxy"}}
+                    ],
+                    "current-context": "proxy",
+                }
+            )
+        )
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+
+    def fail_with_503(self, when: Callable[[str, str], bool]) -> None:
+        """From now on, answer 503 to every request `when(method, path)` holds for."""
+        self.failing = when
+
+    def recover(self) -> None:
+        self.failing = None
+
+    def requested(self, since: float, until: float, match: Callable[[ProxiedRequest], bool]) -> int:
+        return sum(1 for r in list(self.requests) if since <= r.at <= until and match(r))
+
+    async def _start(self) -> None:
+        import aiohttp
+        from aiohttp import web
+
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=self._tls),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+            auto_decompress=False,
+        )
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        # Watches stream for minutes: closing waits for them only briefly.
+        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def _handle(self, request: Any) -> Any:
+        from aiohttp import web
+
+        failing = self.failing
+        if failing is not None and failing(request.method, request.path):
+            self.requests.append(
+                ProxiedRequest(time.monotonic(), request.method, request.path, 503)
+            )
+            return web.json_response(
+                {
+                    "kind": "Status",
+                    "apiVersion": "v1",
+                    "status": "Failure",
+                    "message": "the test's proxy is answering 503",
+                    "reason": "ServiceUnavailable",
+                    "code": 503,
+                },
+                status=503,
+            )
+        hop = {"host", "content-length", "transfer-encoding", "connection"}
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in hop}
+        async with self._session.request(
+            request.method,
+            self.upstream + request.path_qs,
+            headers=headers,
+            data=await request.read(),
+            # The kubernetes client may send a body without a Content-Type, which the
+            # apiserver takes as JSON; aiohttp would otherwise call it octet-stream.
+            skip_auto_headers=("Content-Type",),
+        ) as upstream:
+            self.requests.append(
+                ProxiedRequest(time.monotonic(), request.method, request.path, upstream.status)
+            )
+            response = web.StreamResponse(
+                status=upstream.status,
+                headers={k: v for k, v in upstream.headers.items() if k.lower() not in hop},
+            )
+            await response.prepare(request)
+            async for chunk in upstream.content.iter_any():
+                await response.write(chunk)
+            await response.write_eof()
+            return response
+
+    def close(self) -> None:
+        async def stop() -> None:
+            await self._runner.cleanup()
+            await self._session.close()
+            # Streams the runner let go of unfinished (watches) end here, not at exit.
+            left = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in left:
+                task.cancel()
+            await asyncio.gather(*left, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(stop(), self._loop).result(30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+
+@pytest.fixture
+def api_proxy(stack: Endpoints, tmp_path: Path) -> Iterator[ApiProxy]:
+    proxy = ApiProxy(stack, tmp_path)
+    try:
+        yield proxy
+    finally:
+        proxy.close()
+
+
+def metrics_url(record: ProcessRecord) -> str:
+    """The controller's own HTTP server (/readyz, /metrics), on EMULSION_METRICS_PORT."""
+    environment = Path(f"/proc/{record.pid}/environ").read_bytes().split(b"\0")
+    port = next(v for v in environment if v.startswith(b"EMULSION_METRICS_PORT="))
+    return f"http://127.0.0.1:{port.split(b'=', 1)[1].decode()}"
+
+
+def http_status(url: str) -> int | None:
+    """The status `url` answers with; None when nothing answers."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=3) as response:  # noqa: S310
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return None
+
+
+def metric(record: ProcessRecord, name: str) -> float | None:
+    """One sample of the controller's /metrics (the first line that starts with `name`)."""
+    import urllib.request
+
+    with urllib.request.urlopen(metrics_url(record) + "/metrics", timeout=3) as response:  # noqa: S310
+        for line in response.read().decode().splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                return float(line.rsplit(" ", 1)[1])
+    return None

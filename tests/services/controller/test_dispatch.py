@@ -75,3 +75,47 @@ def test_work_messages_continue_the_trace_in_the_job_annotation(
         assert match is not None
         assert match["trace"] == trace_id  # the API's trace goes on
         assert match["span"] != parent_span  # under the controller's dispatch span
+
+
+def test_an_invalid_job_is_failed_with_its_reason_and_forgotten(
+    stack: Any, kube: Any, jobs: Any, streams: Any, run: Any
+) -> None:
+    """A spec the apiserver took but no work message can carry (here: an asset name the
+    contracts refuse, as the controller sees it) fails the job for good, with the reason,
+    and the controller keeps nothing of it."""
+    import pytest
+
+    from emulsion_controller.bus import Bus
+    from emulsion_controller.dispatch import InvalidJob, dispatch
+    from emulsion_controller.kube import Kube
+    from emulsion_controller.tracker import StatusWriter
+
+    body = jobs.create("invalid", 3)
+    body["spec"]["items"][1]["asset"] = "../escape"
+    uid = body["metadata"]["uid"]
+
+    async def scenario() -> tuple[bool, int]:
+        bus = await Bus.connect(stack.nats_url)
+        writer = StatusWriter(Kube(kube, 2), bus, 1.0)
+        try:
+            with pytest.raises(InvalidJob, match=r"spec\.items\[1\]"):
+                await dispatch(body, bus, writer)
+            tracked = writer.progress_of(uid) is not None
+            queued = await streams.queued_on(bus.js, jobs.namespace, "invalid")
+        finally:
+            await writer.close()
+            await bus.close()
+        return tracked, queued
+
+    tracked, queued = run(scenario())
+    assert not tracked  # its tracker is freed
+    assert queued == 0  # no item of it was published
+    status = jobs.status("invalid")
+    assert status["phase"] == crd.Phase.FAILED
+    assert status["completedAt"]
+    found = {c["type"]: c for c in status["conditions"]}
+    assert found[crd.ConditionType.FAILED]["status"] == "True"
+    assert found[crd.ConditionType.FAILED]["reason"] == "InvalidSpec"
+    assert "spec.items[1]" in found[crd.ConditionType.FAILED]["message"]
+    assert found[crd.ConditionType.COMPLETE]["status"] == "False"
+    assert crd.ConditionType.DISPATCHED not in found

@@ -12,6 +12,9 @@ import copy
 from datetime import UTC, datetime
 from typing import Any, cast
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from emulsion_contracts import keys
 from emulsion_contracts.messages import ItemResult, JobRef
 from emulsion_controller.bus import Bus
@@ -159,3 +162,47 @@ def test_a_stale_event_is_not_adopted() -> None:
     assert kube.conflicts == 0
     assert kube.conditional_on == ["1", "2", "3"]
     assert kube.body["status"]["succeeded"] == 2
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    failures=st.integers(min_value=1, max_value=10_000),
+    interval=st.floats(min_value=0.01, max_value=10),
+    ceiling=st.floats(min_value=0.01, max_value=300),
+)
+def test_the_backoff_grows_is_capped_and_never_zero(
+    failures: int, interval: float, ceiling: float
+) -> None:
+    writer = StatusWriter(cast(Kube, FakeKube(1)), cast(Bus, FakeBus()), interval, ceiling)
+    cap = min(ceiling, interval * 2.0 ** min(failures, 64))
+    assert cap / 2 <= writer.backoff(failures) <= cap
+
+
+def test_redeliveries_while_the_apiserver_fails_are_held_once_per_item() -> None:
+    class FailingKube(FakeKube):
+        async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+            self.reads += 1
+            raise RuntimeError("503")
+
+    acked: list[int] = []
+
+    def ack_of(delivery: int) -> Any:
+        async def ack() -> None:
+            acked.append(delivery)
+
+        return ack
+
+    async def scenario() -> tuple[int, int]:
+        kube = FailingKube(items=3)
+        writer = StatusWriter(cast(Kube, kube), cast(Bus, FakeBus()), 0.001, 0.01)
+        for delivery in range(50):  # each item redelivered again and again
+            writer.submit(result(delivery % 3), ack_of(delivery), None)
+            await asyncio.sleep(0)
+        held = writer.held()
+        await writer.close()
+        return held, kube.reads
+
+    held, reads = asyncio.run(scenario())
+    assert held == 3  # the newest delivery's acknowledgement of each item
+    assert acked == []  # nothing acknowledged before it is written
+    assert reads >= 1

@@ -11,7 +11,7 @@ from typing import TypeVar
 
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError
+from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from emulsion_contracts import messaging
@@ -103,6 +103,35 @@ class Bus:
         )
         return queued
 
+    async def queued_indexes(self, job_uid: str, namespace: str, name: str) -> set[int]:
+        """Items of this job whose work message is still in the work stream.
+
+        A work-queue stream drops a message once a processor acknowledges it, so what is
+        left is work still waiting, being done, being retried, or out of deliveries and
+        about to be reported by its advisory. Read without consuming (direct gets by
+        subject); a job of an earlier uid under the same name is told apart by the
+        message id (`<uid>/<index>`, with a suffix on re-dispatches).
+        """
+        subject = messaging.work_subject(namespace, name)
+        found: set[int] = set()
+        sequence = 0
+        while True:
+            try:
+                msg = await self.js.get_msg(
+                    messaging.WORK_STREAM, sequence + 1, subject=subject, next=True
+                )
+            except NotFoundError:
+                return found
+            sequence = int(msg.seq or 0)
+            parsed = work_index(job_uid, (msg.headers or {}).get(messaging.HEADER_MSG_ID))
+            if parsed is not None:
+                found.add(parsed)
+
+    async def results_backlog(self) -> int:
+        """Results in the events stream the controller has not been handed yet."""
+        info = await self.js.consumer_info(messaging.EVENTS_STREAM, messaging.CONTROLLER)
+        return int(info.num_pending or 0)
+
     async def close(self) -> None:
         """Flush what is written (acks above all), then close.
 
@@ -115,3 +144,11 @@ class Bus:
         with contextlib.suppress(Exception):
             await self.connection.flush(timeout=2)
         await self.connection.close()
+
+
+def work_index(job_uid: str, msg_id: str | None) -> int | None:
+    """The item index in a work message id of this job (`<uid>/<index>[/<suffix>]`)."""
+    parts = (msg_id or "").split("/")
+    if len(parts) < 2 or parts[0] != job_uid or not parts[1].isdigit():
+        return None
+    return int(parts[1])

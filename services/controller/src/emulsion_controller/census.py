@@ -1,11 +1,13 @@
 """What the controller knows about every job from the watch: phase, and when to delete it.
 
-Fed by one event handler with each job's latest state, so the jobs-by-phase gauge and
-the TTL sweep need no listing of the (large) objects.
+Fed by one event handler with each job's latest state, so the jobs-by-phase gauge, the
+TTL sweep and the lost-result sweep (which running job has not changed for how long)
+need no listing of the (large) objects.
 """
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,6 +29,9 @@ class Census:
     def __init__(self) -> None:
         self._phases: dict[JobKey, Phase] = {}
         self._expiry: dict[JobKey, datetime] = {}
+        # Running (dispatched, unfinished) jobs: resourceVersion and when it last changed
+        # (monotonic). A re-list after a watch restart repeats the version: no change.
+        self._running: dict[JobKey, tuple[str, float]] = {}
         # Kept as counts, not recounted, so an event costs O(1) with thousands of jobs.
         self._counts: Counter[Phase] = Counter()
 
@@ -41,11 +46,27 @@ class Census:
             self._expiry.pop(key, None)
         else:
             self._expiry[key] = expiry
+        if phase in (Phase.QUEUED, Phase.PROCESSING):
+            version = str(body["metadata"].get("resourceVersion"))
+            seen = self._running.get(key)
+            if seen is None or seen[0] != version:
+                self._running[key] = (version, time.monotonic())
+        else:
+            self._running.pop(key, None)
 
     def forget(self, body: Mapping[str, Any]) -> None:
         key = _key(body)
         self._count(self._phases.pop(key, None), None)
         self._expiry.pop(key, None)
+        self._running.pop(key, None)
+
+    def idle(self, seconds: float) -> list[JobKey]:
+        """Running jobs whose object has not changed for at least `seconds`."""
+        now = time.monotonic()
+        return [key for key, (_, since) in self._running.items() if now - since >= seconds]
+
+    def running(self) -> set[JobKey]:
+        return set(self._running)
 
     def expired(self, now: datetime) -> list[JobKey]:
         return [key for key, moment in self._expiry.items() if moment <= now]

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
@@ -23,6 +24,14 @@ log = logging.getLogger(__name__)
 BATCH = 256
 RETRY_DELAY = 1.0
 RETRIES_EXHAUSTED = "RetriesExhausted"
+EXHAUSTED_CHANNEL = "exhausted"
+CONSUMER_CHECK_INTERVAL = 5.0
+
+
+class ConsumerGone(RuntimeError):
+    """The durable consumer (or its stream) no longer exists: this loop can never fold
+    anything again. Not retried: the process ends, and its restart recreates the durable
+    (`ensure_jetstream` at start-up)."""
 
 
 async def _pull_forever(
@@ -33,12 +42,19 @@ async def _pull_forever(
     stopping: asyncio.Event,
 ) -> None:
     subscription = await bus.js.pull_subscribe_bind(durable=durable, stream=stream)
+    checked = time.monotonic()
     while not stopping.is_set():
         try:
             batch = await subscription.fetch(BATCH, timeout=1.0)
         except TimeoutError:  # nothing to fetch (nats' own TimeoutError is a subclass)
+            # A deleted durable looks just like an idle one to a pull (nats-py skips the
+            # server's 409 "Consumer Deleted"), so an idle loop asks now and then.
+            if time.monotonic() - checked > CONSUMER_CHECK_INTERVAL:
+                checked = time.monotonic()
+                await _check_consumer(bus, stream, durable)
             continue
         except Exception:
+            await _check_consumer(bus, stream, durable)
             # NATS away (it reconnects by itself) or a server hiccup: retry, never give up.
             log.exception("fetching from %s failed; retrying", durable)
             with contextlib.suppress(TimeoutError):
@@ -50,6 +66,16 @@ async def _pull_forever(
             except Exception:
                 # Left unacknowledged: JetStream delivers it again after ack_wait.
                 log.exception("could not handle a message", extra={"subject": msg.subject})
+
+
+async def _check_consumer(bus: Bus, stream: str, durable: str) -> None:
+    """Raise ConsumerGone if the server says the durable is gone; anything else may pass."""
+    try:
+        await bus.js.consumer_info(stream, durable)
+    except NotFoundError as error:
+        raise ConsumerGone(f"durable consumer {durable} of stream {stream} is gone") from error
+    except Exception:
+        return  # cannot tell now (NATS away): the fetch is simply retried
 
 
 async def consume_results(bus: Bus, writer: StatusWriter, stopping: asyncio.Event) -> None:
@@ -111,7 +137,7 @@ async def consume_exhausted(bus: Bus, writer: StatusWriter, stopping: asyncio.Ev
                 await bus.js.delete_msg(messaging.WORK_STREAM, sequence)
             await msg.ack()
 
-        writer.submit(result, settle, work_msg.headers)
+        writer.submit(result, settle, work_msg.headers, EXHAUSTED_CHANNEL)
 
     await _pull_forever(
         bus, messaging.ADVISORIES_STREAM, messaging.CONTROLLER_ADVISORIES, handle, stopping

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,8 +31,17 @@ class InvalidJob(ValueError):
     """A job whose items cannot become work messages; the message says which and why."""
 
 
-def work_messages(body: Mapping[str, Any], version: str) -> list[Outgoing]:
-    """One message per item, carrying the current trace context; raises InvalidJob."""
+def work_messages(
+    body: Mapping[str, Any],
+    version: str,
+    only: Container[int] | None = None,
+    msg_id_suffix: str | None = None,
+) -> list[Outgoing]:
+    """One message per item (or per item in `only`), carrying the current trace context.
+
+    `msg_id_suffix` makes the message ids new (`<uid>/<index>/<suffix>`), so the stream's
+    deduplication lets a deliberate re-dispatch through. Raises InvalidJob.
+    """
     metadata, spec = body["metadata"], body["spec"]
     namespace, name, uid = metadata["namespace"], metadata["name"], metadata["uid"]
     job = JobRef(namespace=namespace, name=name, uid=uid)
@@ -43,6 +52,8 @@ def work_messages(body: Mapping[str, Any], version: str) -> list[Outgoing]:
         raise InvalidJob(f"spec.styles: {error}") from error
     messages = []
     for index, item in enumerate(spec["items"]):
+        if only is not None and index not in only:
+            continue
         try:
             work = WorkItem(
                 job=job,
@@ -56,7 +67,10 @@ def work_messages(body: Mapping[str, Any], version: str) -> list[Outgoing]:
             )
         except (ValidationError, keys.InvalidKey, KeyError) as error:
             raise InvalidJob(f"spec.items[{index}]: {error}") from error
-        headers = telemetry.inject({messaging.HEADER_MSG_ID: messaging.work_msg_id(uid, index)})
+        msg_id = messaging.work_msg_id(uid, index)
+        if msg_id_suffix:
+            msg_id = f"{msg_id}/{msg_id_suffix}"
+        headers = telemetry.inject({messaging.HEADER_MSG_ID: msg_id})
         messages.append(Outgoing(subject, work.to_bytes(), headers))
     return messages
 
@@ -93,7 +107,13 @@ async def dispatch(body: Mapping[str, Any], bus: Bus, writer: StatusWriter) -> s
                 version = keys.new_ulid()
                 if not await writer.record_version(job, version):
                     return "job is gone"
-            messages = work_messages(body, version)
+            try:
+                messages = work_messages(body, version)
+            except InvalidJob as error:
+                # Final: the spec is immutable, so no retry could ever dispatch it.
+                await writer.reject(job, str(error))
+                log.warning("job rejected: %s", error, extra={"namespace": namespace, "job": name})
+                raise
             await bus.lease(uid, job.upload_ids)
             fresh = await bus.publish(messages)
             span.set_attribute("emulsion.items", len(messages))

@@ -29,6 +29,7 @@ class Conflict(Exception):
 class Kube:
     def __init__(self, api_client: Any, concurrency: int) -> None:
         self._custom = client.CustomObjectsApi(api_client)
+        self._version = client.VersionApi(api_client)
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="kube")
 
     @classmethod
@@ -138,6 +139,30 @@ class Kube:
         except ApiException as error:
             if error.status != 409:
                 raise
+
+    async def get_cluster_peering(self, name: str) -> dict[str, Any] | None:
+        """kopf's ClusterKopfPeering object (each live controller's keep-alive is in status)."""
+        try:
+            body = await self._call(
+                self._custom.get_cluster_custom_object,
+                "kopf.dev",
+                "v1",
+                "clusterkopfpeerings",
+                name,
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return cast(dict[str, Any], body)
+
+    def reachable(self, timeout: float = 2.0) -> bool:
+        """Whether the apiserver answers (`/version`); blocking, for the readiness thread."""
+        try:
+            self._version.get_code(_request_timeout=timeout)
+        except Exception:
+            return False
+        return True
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -35,3 +35,28 @@ STATUS_CONFLICTS = Counter(
     "emulsion_controller_status_conflicts_total",
     "Status writes refused because the job changed since it was read (then merged, retried)",
 )
+STATUS_RETRIES = Counter(
+    "emulsion_controller_status_retries_total",
+    "Status reads or writes that failed (apiserver errors) and were retried after a backoff",
+)
+RESULTS_HELD = Gauge(
+    "emulsion_controller_results_held",
+    "Item results and acknowledgements held until a status write contains them",
+)
+ITEMS_REDISPATCHED = Counter(
+    "emulsion_controller_items_redispatched_total",
+    "Work messages published again because the item's result never arrived",
+)
+ITEMS_LOST = Counter(
+    "emulsion_controller_items_result_lost_total",
+    "Items failed with reason ResultLost after their re-dispatches",
+)
+PEERING_CONFLICT = Gauge(
+    "emulsion_controller_peering_conflict",
+    "1 while another live controller has this one's peering priority (both are paused)",
+)
+BACKGROUND_FAILURES = Counter(
+    "emulsion_controller_background_failures_total",
+    "Background loops that died (the controller then stops and exits non-zero)",
+    ["task"],
+)

@@ -5,10 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import secrets
+import socket
+import sys
+import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -19,7 +24,9 @@ from emulsion_controller.census import Census
 from emulsion_controller.consumers import consume_exhausted, consume_results
 from emulsion_controller.dispatch import InvalidJob, dispatch
 from emulsion_controller.kube import Kube
+from emulsion_controller.peering import PeeringWatch
 from emulsion_controller.progress import JobProgress, upload_ids
+from emulsion_controller.reconcile import Reconciler
 from emulsion_controller.settings import ControllerSettings, load
 from emulsion_controller.tracker import StatusWriter
 
@@ -28,6 +35,14 @@ log = logging.getLogger(__name__)
 DISPATCH_RETRY_SECONDS = 3.0
 # How long kopf keeps an object's idle worker (and its worker_limit slot); see configure.
 IDLE_WORKER_SECONDS = 0.5
+# How long one answer about the apiserver's reachability serves readiness probes.
+APISERVER_CHECK_SECONDS = 2.0
+
+
+def _identity() -> str:
+    """This controller's name among its peers: the pod (or host), the process, a nonce."""
+    host = os.environ.get("POD_ID") or socket.gethostname()
+    return f"{host}/{os.getpid()}/{secrets.token_hex(3)}"
 
 
 @dataclass
@@ -39,8 +54,16 @@ class Runtime:
     bus: Bus | None = None
     kube: Kube | None = None
     writer: StatusWriter | None = None
+    peering: PeeringWatch | None = None
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    identity: str = field(default_factory=_identity)
+    # kopf stops when this is set; main() then exits non-zero if `failure` says why.
+    # An asyncio.Event, not a threading one: kopf would wait for that in an executor
+    # thread that nothing ever ends, and the interpreter would hang at exit.
+    stop_flag: asyncio.Event = field(default_factory=asyncio.Event)
+    failure: str | None = None
+    _apiserver: tuple[float, bool] = (-APISERVER_CHECK_SECONDS, False)
 
     def parts(self) -> tuple[Bus, Kube, StatusWriter]:
         if self.bus is None or self.kube is None or self.writer is None:
@@ -48,19 +71,50 @@ class Runtime:
         return self.bus, self.kube, self.writer
 
     def start(self, name: str, work: Coroutine[Any, Any, None]) -> None:
-        self.tasks.append(asyncio.create_task(_supervised(name, work), name=name))
+        self.tasks.append(asyncio.create_task(self._supervised(name, work), name=name))
 
+    async def _supervised(self, name: str, work: Coroutine[Any, Any, None]) -> None:
+        try:
+            await work
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            self.fail(f"background task {name} failed: {error}", name)
+            log.exception("background task %s failed; stopping", name)
+            return
+        if not self.stopping.is_set():
+            self.fail(f"background task {name} ended while the controller runs", name)
+            log.error("background task %s ended; stopping", name)
 
-async def _supervised(name: str, work: Coroutine[Any, Any, None]) -> None:
-    try:
-        await work
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        # A background loop that dies silently would stall every job; stop the operator
-        # instead, so the liveness probe fails and the pod is restarted.
-        log.exception("background task %s failed; stopping", name)
-        raise
+    def fail(self, reason: str, task: str) -> None:
+        """A loop the controller cannot work without is gone: fail liveness, then stop.
+
+        Restarting is the cure (a new process re-creates what it needs at start-up); a
+        process that kept running without the loop would stall every job in silence.
+        """
+        metrics.BACKGROUND_FAILURES.labels(task).inc()
+        if self.failure is None:
+            self.failure = reason
+        self.stop_flag.set()
+
+    def ready(self) -> bool:
+        """Readiness (from the health thread): started, no failed loop, no peering
+        conflict, NATS connected, the apiserver answering."""
+        if self.failure is not None or self.bus is None or self.kube is None:
+            return False
+        if not self.bus.connection.is_connected:
+            return False
+        if self.peering is not None and self.peering.in_conflict:
+            return False
+        return self._apiserver_reachable(self.kube)
+
+    def _apiserver_reachable(self, kube: Kube) -> bool:
+        checked, answer = self._apiserver
+        now = time.monotonic()
+        if now - checked >= APISERVER_CHECK_SECONDS:
+            answer = kube.reachable()
+            self._apiserver = (now, answer)
+        return answer
 
 
 def configure(settings: kopf.OperatorSettings, config: ControllerSettings) -> None:
@@ -122,10 +176,24 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     runtime.kube = Kube.from_environment(runtime.config.kube_concurrency)
     await runtime.kube.ensure_cluster_peering(runtime.config.peering_name)
     runtime.bus = await Bus.connect(runtime.config.nats_url)
-    runtime.writer = StatusWriter(runtime.kube, runtime.bus, runtime.config.status_interval)
+    runtime.writer = StatusWriter(
+        runtime.kube,
+        runtime.bus,
+        runtime.config.status_interval,
+        runtime.config.status_retry_ceiling,
+    )
+    metrics.RESULTS_HELD.set_function(runtime.writer.held)
+    runtime.peering = PeeringWatch(
+        runtime.kube,
+        runtime.config.peering_name,
+        runtime.identity,
+        runtime.config.peering_priority,
+    )
     runtime.start("results", consume_results(runtime.bus, runtime.writer, runtime.stopping))
     runtime.start("exhausted", consume_exhausted(runtime.bus, runtime.writer, runtime.stopping))
     runtime.start("ttl", sweep_expired(runtime))
+    runtime.start("lost-results", sweep_lost_results(runtime))
+    runtime.start("peering", watch_peering(runtime))
 
 
 @kopf.on.cleanup()
@@ -152,6 +220,16 @@ async def nats_connected(memo: kopf.Memo, **_: Any) -> bool:
     return runtime.bus is not None and runtime.bus.connection.is_connected
 
 
+@kopf.on.probe(id="background")
+async def background_alive(memo: kopf.Memo, **_: Any) -> str:
+    """Liveness: kopf answers 200 whatever a probe returns, but a failing probe fails
+    the whole endpoint (500); so a dead background loop makes liveness fail."""
+    runtime: Runtime = memo.runtime
+    if runtime.failure is not None:
+        raise kopf.PermanentError(runtime.failure)
+    return "ok"
+
+
 # Dispatch is idempotent and cheap to repeat, so a failure (apiserver or NATS away) is
 # retried after seconds rather than kopf's default minute.
 @kopf.on.create(crd.GROUP, crd.VERSION, crd.PLURAL, backoff=DISPATCH_RETRY_SECONDS)
@@ -161,6 +239,7 @@ async def dispatch_job(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) 
     try:
         outcome = await dispatch(body, bus, writer)
     except InvalidJob as error:
+        # Its status already says Failed with the reason (dispatch wrote it).
         raise kopf.PermanentError(str(error)) from error
     logger.debug(outcome)
 
@@ -195,6 +274,38 @@ async def observe_job(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **
             runtime.writer.observe(body)
 
 
+async def sweep_lost_results(runtime: Runtime) -> None:
+    """Running jobs quiet for longer than the result deadline: see reconcile.py."""
+    bus, kube, writer = runtime.parts()
+    config = runtime.config
+    reconciler = Reconciler(kube, bus, writer, config.result_deadline, config.redispatch_rounds)
+    while not runtime.stopping.is_set():
+        reconciler.keep_only(runtime.census.running())
+        for key in runtime.census.idle(config.result_deadline):
+            if not reconciler.due(key):
+                continue
+            try:
+                done = await reconciler.reconcile(key)
+            except Exception:
+                log.exception("reconciling lost results failed; retried", extra={"job": key.name})
+                continue
+            log.debug("lost-result check: %s", done, extra={"job": key.name})
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(runtime.stopping.wait(), config.reconcile_interval)
+
+
+async def watch_peering(runtime: Runtime) -> None:
+    """A same-priority peer is reported (see peering.py); reading errors are retried."""
+    assert runtime.peering is not None
+    while not runtime.stopping.is_set():
+        try:
+            await runtime.peering.check()
+        except Exception:
+            log.warning("could not read the peering object; retried", exc_info=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(runtime.stopping.wait(), runtime.config.peering_check_interval)
+
+
 async def sweep_expired(runtime: Runtime) -> None:
     """ttlSecondsAfterFinished: one periodic sweep over all jobs, not a timer per job."""
     _bus, kube, _writer = runtime.parts()
@@ -213,11 +324,19 @@ async def sweep_expired(runtime: Runtime) -> None:
 def main() -> None:
     config = load()
     telemetry.setup("emulsion-controller", config.log_level)
-    # kopf's liveness endpoint owns EMULSION_HTTP_PORT; metrics get a port of their own.
-    health.serve(config.metrics_port, ready=lambda: True)
+    runtime = Runtime(config)
+    # kopf's liveness endpoint owns EMULSION_HTTP_PORT; /readyz and /metrics get a port
+    # of their own.
+    health.serve(config.metrics_port, ready=runtime.ready)
     kopf.run(
         clusterwide=not config.namespaces,
         namespaces=config.namespaces,
         liveness_endpoint=f"http://0.0.0.0:{config.http_port}/healthz",
-        memo=kopf.Memo(runtime=Runtime(config)),
+        # kopf's Identity is a NewType of str it does not export.
+        identity=cast(Any, runtime.identity),
+        stop_flag=runtime.stop_flag,
+        memo=kopf.Memo(runtime=runtime),
     )
+    if runtime.failure is not None:
+        log.critical("the controller stopped: %s", runtime.failure)
+        sys.exit(1)

@@ -19,6 +19,8 @@ from emulsion_controller.conditions import find_condition, set_condition, timest
 # Limits of the CRD's status schema (crds/ingestjob.yaml).
 REASON_MAX = 64
 MESSAGE_MAX = 1024
+# A job whose spec cannot become work messages: failed as a whole, for good.
+INVALID_SPEC = "InvalidSpec"
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,8 @@ class JobProgress:
     started_at: str | None = None
     completed_at: str | None = None
     conditions: list[dict[str, Any]] = field(default_factory=list)
+    # Why the whole job was refused (its spec cannot be dispatched); None for a valid job.
+    rejection: str | None = None
 
     @classmethod
     def from_object(cls, body: Mapping[str, Any]) -> JobProgress:
@@ -59,6 +63,8 @@ class JobProgress:
         status = body.get("status") or {}
         conditions = [dict(c) for c in status.get("conditions") or ()]
         dispatched = find_condition(conditions, ConditionType.DISPATCHED)
+        failed = find_condition(conditions, ConditionType.FAILED)
+        rejected = failed is not None and failed.get("reason") == INVALID_SPEC
         return cls(
             total=len(spec.get("items") or ()),
             generation=int(body.get("metadata", {}).get("generation") or 1),
@@ -75,6 +81,7 @@ class JobProgress:
             started_at=status.get("startedAt"),
             completed_at=status.get("completedAt"),
             conditions=conditions,
+            rejection=str(failed.get("message", "")) if failed and rejected else None,
         )
 
     @property
@@ -83,10 +90,12 @@ class JobProgress:
 
     @property
     def done(self) -> bool:
-        return self.total > 0 and self.finished >= self.total
+        return self.rejection is not None or (self.total > 0 and self.finished >= self.total)
 
     @property
     def phase(self) -> Phase:
+        if self.rejection is not None:
+            return Phase.FAILED
         if self.done:
             if not self.failed:
                 return Phase.SUCCEEDED
@@ -131,10 +140,15 @@ class JobProgress:
         starts = [t for t in (self.started_at, recorded.started_at) if t]
         self.started_at = min(starts, key=_parse_time) if starts else None
         self.completed_at = recorded.completed_at or self.completed_at
+        self.rejection = recorded.rejection or self.rejection
         known = {c.get("type") for c in recorded.conditions}
         self.conditions = [dict(c) for c in recorded.conditions] + [
             c for c in self.conditions if c.get("type") not in known
         ]
+
+    def reject(self, message: str) -> None:
+        """The spec cannot be dispatched: the job fails as a whole, no item is run."""
+        self.rejection = message[:MESSAGE_MAX]
 
     def mark_dispatched(self, version: str, now: datetime) -> None:
         self.version = version
@@ -188,6 +202,10 @@ class JobProgress:
                 f"{self.total} work items published",
             )
         if not self.done:
+            return
+        if self.rejection is not None:
+            put(ConditionType.COMPLETE, False, INVALID_SPEC, self.rejection)
+            put(ConditionType.FAILED, True, INVALID_SPEC, self.rejection)
             return
         # Like batch/v1 Jobs: Complete when the job ran to its end with something to show
         # for it; Failed when any item failed (the reason says whether all of them did).

@@ -28,6 +28,24 @@ class ControllerSettings(EmulsionSettings):
     ttl_sweep_interval: float = Field(
         default=30.0, gt=0, validation_alias="EMULSION_TTL_SWEEP_SECONDS"
     )
+    # Longest pause between status retries while the apiserver fails (backoff, jittered).
+    status_retry_ceiling: float = Field(
+        default=30.0, gt=0, validation_alias="EMULSION_STATUS_RETRY_CEILING_SECONDS"
+    )
+    # Lost results (see reconcile.py): a running job that has not changed for this long is
+    # checked for items with neither a result nor a work message left in the stream.
+    result_deadline: float = Field(
+        default=600.0, gt=0, validation_alias="EMULSION_RESULT_DEADLINE_SECONDS"
+    )
+    reconcile_interval: float = Field(
+        default=30.0, gt=0, validation_alias="EMULSION_RECONCILE_INTERVAL_SECONDS"
+    )
+    # Re-dispatches of a lost item before it is failed with reason ResultLost.
+    redispatch_rounds: int = Field(default=2, ge=0, validation_alias="EMULSION_REDISPATCH_ROUNDS")
+    # How often the peering object is read for a controller of the same priority.
+    peering_check_interval: float = Field(
+        default=10.0, gt=0, validation_alias="EMULSION_PEERING_CHECK_SECONDS"
+    )
     # Objects handled at once by kopf; bounds memory and apiserver load under a burst.
     worker_limit: int = Field(default=64, ge=1, validation_alias="EMULSION_CONTROLLER_WORKERS")
     # Concurrent apiserver calls of the status writer (a thread each).

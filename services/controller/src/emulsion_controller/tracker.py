@@ -11,6 +11,12 @@ status is merged in first, so another writer's (a second replica's) content surv
 kopf's own bookkeeping (`status.kopf`) after a job's create handler is such a change; a
 watch event showing that nothing but it changed since our write lets the next write go
 ahead without the conflict, the re-read and the retry (see `observe`).
+
+While the apiserver fails (429, 5xx, 403 while RBAC is being fixed), a job's reads and
+writes are retried with capped exponential backoff and jitter, never at once: a tight
+retry loop per job would hammer an apiserver that is already struggling. What is held
+meanwhile is bounded: one pending result and one acknowledgement per item and channel,
+however often JetStream redelivers (every ack_wait) while nothing can be written.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import random
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
@@ -38,12 +45,16 @@ log = logging.getLogger(__name__)
 tracer = trace.get_tracer("emulsion.controller")
 
 Ack = Callable[[], Awaitable[None]]
+# What a held result or acknowledgement is deduplicated by: the item index, and which
+# consumer it came from (a result and a retries-exhausted advisory of one item are two
+# messages, each to be acknowledged).
+HeldKey = tuple[int, str]
+RESULTS_CHANNEL = "results"
 
 # Links kept per status span: enough to follow a sample of items, bounded for big jobs.
 MAX_LINKS = 64
 # Uids of deleted jobs remembered so their late results are dropped without a lookup.
 GONE_REMEMBERED = 10_000
-RETRY_CEILING = 30.0
 # Conflicting writes in a row before giving up this round (the caller retries later).
 CONFLICT_RETRIES = 5
 
@@ -55,8 +66,8 @@ class TrackedJob:
     uid: str
     progress: JobProgress | None = None
     upload_ids: tuple[str, ...] = ()
-    inbox: list[tuple[ItemResult, Ack, trace.Link | None]] = field(default_factory=list)
-    unacked: list[Ack] = field(default_factory=list)
+    inbox: dict[HeldKey, tuple[ItemResult, Ack, trace.Link | None]] = field(default_factory=dict)
+    unacked: dict[HeldKey, Ack] = field(default_factory=dict)
     links: list[trace.Link] = field(default_factory=list)
     changed: bool = False
     dispatching: bool = False
@@ -70,18 +81,29 @@ class TrackedJob:
 
 
 class StatusWriter:
-    def __init__(self, kube: Kube, bus: Bus, interval: float) -> None:
+    def __init__(self, kube: Kube, bus: Bus, interval: float, retry_ceiling: float = 30.0) -> None:
         self._kube = kube
         self._bus = bus
         self._interval = interval
+        self._retry_ceiling = retry_ceiling
         self._jobs: dict[str, TrackedJob] = {}
         self._gone: OrderedDict[str, None] = OrderedDict()
         self._background: set[asyncio.Task[None]] = set()
 
     # -- results ------------------------------------------------------------------------
 
-    def submit(self, result: ItemResult, ack: Ack, headers: Mapping[str, str] | None) -> None:
-        """Queue one item result; it is folded, written and then acknowledged."""
+    def submit(
+        self,
+        result: ItemResult,
+        ack: Ack,
+        headers: Mapping[str, str] | None,
+        channel: str = RESULTS_CHANNEL,
+    ) -> None:
+        """Queue one item result; it is folded, written and then acknowledged.
+
+        A result for an item already waiting here (a redelivery while writes fail) only
+        replaces the acknowledgement held for it, so nothing grows with redeliveries.
+        """
         metrics.RESULTS.labels(result.outcome).inc()
         uid = result.job.uid
         if uid in self._gone:
@@ -90,42 +112,74 @@ class StatusWriter:
         job = self._jobs.get(uid)
         if job is None:
             job = self._jobs[uid] = TrackedJob(result.job.namespace, result.job.name, uid)
-        job.inbox.append((result, ack, _link(headers)))
+        key = (result.index, channel)
+        waiting = job.inbox.get(key)
+        if waiting is not None:
+            metrics.RESULTS.labels("duplicate").inc()
+            job.inbox[key] = (waiting[0], ack, waiting[2])
+        else:
+            job.inbox[key] = (result, ack, _link(headers))
         if job.driver is None:
             job.driver = asyncio.create_task(self._drive(job), name=f"status {uid}")
 
+    def held(self) -> int:
+        """Results and acknowledgements held in memory until a status write succeeds."""
+        jobs = list(self._jobs.values())
+        return sum(len(job.inbox) + len(job.unacked) for job in jobs)
+
+    def holds_results(self, uid: str) -> bool:
+        """Whether results of this job are waiting to be written (so none is lost)."""
+        job = self._jobs.get(uid)
+        return job is not None and bool(job.inbox or job.changed)
+
     async def _drive(self, job: TrackedJob) -> None:
+        """Fold, write and acknowledge until this job's inbox is empty and all is written.
+
+        Every failure (the apiserver, NATS acks) is retried after a backoff from here;
+        nothing escapes to be restarted at once.
+        """
         failures = 0
         try:
             while job.inbox or job.changed:
-                async with job.lock:
-                    if job.progress is None and not await self._load(job):
-                        return
-                    self._apply_inbox(job)
-                    assert job.progress is not None
-                    wait = job.last_write + self._interval - time.monotonic()
-                    if job.changed and (job.progress.done or wait <= 0 or failures):
-                        try:
+                wait = 0.0
+                try:
+                    async with job.lock:
+                        if job.progress is None and not await self._load(job):
+                            return
+                        self._apply_inbox(job)
+                        assert job.progress is not None
+                        wait = job.last_write + self._interval - time.monotonic()
+                        if job.changed and (job.progress.done or wait <= 0 or failures):
                             await self._write(job, "final" if job.progress.done else "progress")
+                        elif not job.changed:
+                            await self._acknowledge(job)
+                            if job.progress.done and not job.dispatching:
+                                # Only duplicates of a finished job: nothing to keep it for.
+                                await self._finish(job)
                             failures = 0
-                        except Exception:
-                            failures += 1
-                            log.exception("status write failed", extra={"job": job.name})
-                    elif not job.changed:
-                        await self._acknowledge(job)
-                        if job.progress.done and not job.dispatching:
-                            # Only duplicates of a finished job: nothing to keep it for.
-                            await self._finish(job)
-                        continue
-                if failures:
-                    await asyncio.sleep(min(RETRY_CEILING, self._interval * 2**failures))
-                elif job.changed:
+                            continue
+                    failures = 0
+                except Exception:
+                    failures += 1
+                    delay = self.backoff(failures)
+                    metrics.STATUS_RETRIES.inc()
+                    log.exception(
+                        "status of a job could not be read or written; retrying in %.1f s",
+                        delay,
+                        extra={"namespace": job.namespace, "job": job.name},
+                    )
+                    await asyncio.sleep(delay)
+                    continue
+                if job.changed:
                     # Coalescing: results arriving meanwhile join this job's next write.
                     await asyncio.sleep(max(0.0, wait))
         finally:
             job.driver = None
-            if job.inbox and job.uid in self._jobs:
-                job.driver = asyncio.create_task(self._drive(job), name=f"status {job.uid}")
+
+    def backoff(self, failures: int) -> float:
+        """Capped exponential with equal jitter: many jobs failing at once spread out."""
+        ceiling = min(self._retry_ceiling, self._interval * 2.0 ** min(failures, 30))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311 (not for secrets)
 
     async def _load(self, job: TrackedJob) -> bool:
         body = await self._kube.get_job(job.namespace, job.name)
@@ -146,15 +200,16 @@ class StatusWriter:
 
     def _apply_inbox(self, job: TrackedJob) -> None:
         assert job.progress is not None
-        inbox, job.inbox = job.inbox, []
-        for result, ack, link in inbox:
+        inbox, job.inbox = job.inbox, {}
+        for key, (result, ack, link) in inbox.items():
             if job.progress.record(result):
                 job.changed = True
                 if link is not None and len(job.links) < MAX_LINKS:
                     job.links.append(link)
             else:
                 metrics.RESULTS.labels("duplicate").inc()
-            job.unacked.append(ack)
+            # A newer delivery's acknowledgement replaces the one held for the same item.
+            job.unacked[key] = ack
 
     # -- dispatch -----------------------------------------------------------------------
 
@@ -219,6 +274,19 @@ class StatusWriter:
             return
         if version != job.resource_version and _owned(body) == job.written:
             job.resource_version = str(version)
+
+    async def reject(self, job: TrackedJob, message: str) -> None:
+        """Fail a job whose spec cannot be dispatched, and keep nothing of it."""
+        try:
+            async with job.lock:
+                assert job.progress is not None
+                job.progress.reject(message)
+                job.changed = True
+                job.dispatching = False
+                await self._write(job, "rejected")
+        finally:
+            # Written or not (the caller retries), no tracker outlives the attempt.
+            self._jobs.pop(job.uid, None)
 
     def progress_of(self, uid: str) -> JobProgress | None:
         job = self._jobs.get(uid)
@@ -285,8 +353,8 @@ class StatusWriter:
         job.written = _owned(body)
 
     async def _acknowledge(self, job: TrackedJob) -> None:
-        acks, job.unacked = job.unacked, []
-        for ack in acks:
+        acks, job.unacked = job.unacked, {}
+        for ack in acks.values():
             await ack()
 
     async def _finish(self, job: TrackedJob) -> None:
@@ -314,8 +382,8 @@ class StatusWriter:
     def _drop(self, job: TrackedJob) -> None:
         self._jobs.pop(job.uid, None)
         self._remember_gone(job.uid)
-        acks = [ack for _, ack, _ in job.inbox] + job.unacked
-        job.inbox, job.unacked, job.changed = [], [], False
+        acks = [ack for _, ack, _ in job.inbox.values()] + list(job.unacked.values())
+        job.inbox, job.unacked, job.changed = {}, {}, False
         for ack in acks:
             self._spawn(ack())
 

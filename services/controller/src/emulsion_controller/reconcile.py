@@ -1,0 +1,159 @@
+"""Items whose results never came: found from the streams, re-dispatched, then failed.
+
+A result can be lost: a processor that acknowledged its work and died before publishing,
+a result that aged out of the events stream (1 day) while the controller was away, a
+message dropped by hand. Nothing else would ever end such an item, so its job would stay
+Processing forever.
+
+Why the streams and not the asset manifests: the controller talks to the apiserver and
+NATS only (DESIGN.md), never to S3. The work stream is a work queue, so a work message
+still in it is work still pending (waiting, in progress, being retried, or out of
+deliveries and about to be reported by its advisory). An item that has no outcome in
+status and no work message left has been taken and finished, but its result is missing.
+
+What is done about it, and why:
+- Re-dispatch first, with a new `Nats-Msg-Id` (`<uid>/<index>/<suffix>`) so the stream's
+  deduplication lets it through. Processors are idempotent by version: an item already
+  committed reports success again (ALREADY), one that was never done is done now; a
+  duplicate result is a no-op. So re-dispatching is always safe, while failing an item
+  that had in fact succeeded would misreport it for good (the first outcome is final).
+- Only after `redispatch_rounds` re-dispatches, each given the full deadline, is the item
+  failed with reason `ResultLost`; and not while the controller's own result consumer
+  still has a backlog, since the result may simply not have been read yet.
+- The rounds are counted in memory. After a controller restart a job may be re-dispatched
+  up to the budget again: more work, never a wrong outcome, and kept out of the job's
+  status schema.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from emulsion_contracts import keys
+from emulsion_contracts.messages import ItemResult, JobRef
+from emulsion_controller import metrics
+from emulsion_controller.bus import Bus
+from emulsion_controller.census import JobKey
+from emulsion_controller.dispatch import work_messages
+from emulsion_controller.kube import Kube
+from emulsion_controller.progress import JobProgress
+from emulsion_controller.tracker import StatusWriter
+
+log = logging.getLogger(__name__)
+
+RESULT_LOST = "ResultLost"
+RECONCILE_CHANNEL = "reconcile"
+
+
+@dataclass
+class Attempts:
+    rounds: int
+    at: float
+
+
+@dataclass
+class Reconciler:
+    kube: Kube
+    bus: Bus
+    writer: StatusWriter
+    deadline: float
+    rounds: int
+    attempts: dict[str, Attempts] = field(default_factory=dict)
+
+    def due(self, key: JobKey) -> bool:
+        """Whether this idle job's last re-dispatch (if any) has had its deadline."""
+        attempt = self.attempts.get(key.uid)
+        return attempt is None or time.monotonic() - attempt.at >= self.deadline
+
+    def keep_only(self, running: set[JobKey]) -> None:
+        """Forget the rounds of jobs that finished or went away."""
+        uids = {key.uid for key in running}
+        for uid in [uid for uid in self.attempts if uid not in uids]:
+            del self.attempts[uid]
+
+    async def reconcile(self, key: JobKey) -> str:
+        """Check one idle running job; returns what was done (for the log)."""
+        if self.writer.holds_results(key.uid):
+            return "results are waiting to be written"
+        body = await self.kube.get_job(key.namespace, key.name)
+        if body is None or body.get("metadata", {}).get("uid") != key.uid:
+            return "job is gone"
+        progress = JobProgress.from_object(body)
+        version = progress.version
+        if not progress.dispatched or progress.done or version is None:
+            return "not running"
+        missing = set(range(progress.total)) - progress.succeeded - progress.failed
+        lost = missing - await self.bus.queued_indexes(key.uid, key.namespace, key.name)
+        if not lost:
+            return "its remaining work is still queued"
+        attempt = self.attempts.get(key.uid) or Attempts(0, 0.0)
+        if attempt.rounds < self.rounds:
+            return await self._redispatch(key, body, version, lost, attempt)
+        if await self.bus.results_backlog():
+            return "results are still being read"
+        self._fail(key, body, version, lost)
+        self.attempts.pop(key.uid, None)
+        return f"{len(lost)} items failed with {RESULT_LOST}"
+
+    async def _redispatch(
+        self,
+        key: JobKey,
+        body: dict[str, Any],
+        version: str,
+        lost: set[int],
+        attempt: Attempts,
+    ) -> str:
+        rounds = attempt.rounds + 1
+        suffix = f"r{rounds}-{keys.new_ulid()}"
+        messages = work_messages(body, version, only=lost, msg_id_suffix=suffix)
+        published = await self.bus.publish(messages)
+        self.attempts[key.uid] = Attempts(rounds, time.monotonic())
+        metrics.ITEMS_REDISPATCHED.inc(published)
+        log.warning(
+            "items without a result re-dispatched",
+            extra={
+                "namespace": key.namespace,
+                "job": key.name,
+                "items": _sample(lost),
+                "round": rounds,
+            },
+        )
+        return f"{published} items re-dispatched (round {rounds})"
+
+    def _fail(self, key: JobKey, body: dict[str, Any], version: str, lost: set[int]) -> None:
+        spec = body["spec"]
+        job = JobRef(namespace=key.namespace, name=key.name, uid=key.uid)
+        for index in sorted(lost):
+            result = ItemResult(
+                job=job,
+                index=index,
+                outcome="failed",
+                reason=RESULT_LOST,
+                message=(
+                    f"no result after {self.rounds} re-dispatches; "
+                    "the work was taken but its result never arrived"
+                ),
+                collection=spec.get("collection"),
+                asset=spec["items"][index].get("asset"),
+                version=keys.version_id(version, index),
+                attempts=self.rounds + 1,
+                finished_at=datetime.now(UTC),
+            )
+            self.writer.submit(result, _nothing_to_acknowledge, None, RECONCILE_CHANNEL)
+        metrics.ITEMS_LOST.inc(len(lost))
+        log.error(
+            "items failed: their results never arrived",
+            extra={"namespace": key.namespace, "job": key.name, "items": _sample(lost)},
+        )
+
+
+async def _nothing_to_acknowledge() -> None:
+    return None
+
+
+def _sample(indexes: set[int], limit: int = 20) -> list[int]:
+    return sorted(indexes)[:limit]

@@ -1,0 +1,66 @@
+"""An apiserver that answers 503 for a while: the status writer backs off instead of
+hammering it, keeps one pending acknowledgement per item however often JetStream
+redelivers, and folds everything once the apiserver is back."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from emulsion_contracts import crd, messaging
+
+ITEMS = 10
+# Short enough for a test; the point is that retries are spread out, not how far.
+RETRY_CEILING = 4.0
+
+
+def test_an_apiserver_answering_503_is_retried_slowly_and_nothing_is_lost(
+    api_proxy: Any, controllers: Any, jobs: Any, streams: Any, run: Any
+) -> None:
+    environment = {
+        "KUBECONFIG": api_proxy.kubeconfig,
+        "EMULSION_STATUS_RETRY_CEILING_SECONDS": str(RETRY_CEILING),
+    }
+    first = controllers.start(environment)
+    jobs.create("outage", ITEMS)
+    jobs.wait_phase("outage", crd.Phase.QUEUED)
+    # A controller with nothing of the job in memory: the first result makes it read the job.
+    controllers.kill(first)
+    job_path = f"/apis/{crd.GROUP}/{crd.VERSION}/namespaces/{jobs.namespace}/{crd.PLURAL}/outage"
+    api_proxy.fail_with_503(lambda method, path: path.startswith(job_path))
+    began = time.monotonic()
+    record = controllers.start(environment)
+    held: list[float | None] = []
+
+    async def outage() -> int:
+        async with streams.processing() as processor:
+            await streams.wait_for_async(
+                "every item to be processed", lambda: len(processor.processed) == ITEMS
+            )
+        async with streams.session() as js:
+            # Until JetStream has delivered every result again (ack_wait), the controller
+            # has been holding them unwritten; what it keeps meanwhile must stay bounded.
+            deadline = time.monotonic() + 90
+            while True:
+                held.append(controllers.metric(record, "emulsion_controller_results_held"))
+                info = await js.consumer_info(messaging.EVENTS_STREAM, messaging.CONTROLLER)
+                if info.num_redelivered >= ITEMS:
+                    return int(info.num_redelivered)
+                assert time.monotonic() < deadline, f"no redelivery yet: {info}"
+                await asyncio.sleep(0.5)
+
+    run(outage())
+    ended = time.monotonic()
+    api_proxy.recover()
+    status = jobs.wait_phase("outage", crd.Phase.SUCCEEDED, timeout=60)
+
+    calls = api_proxy.requested(began, ended, lambda r: r.path.startswith(job_path))
+    seconds = ended - began
+    assert calls >= 3, "the writer gave up instead of retrying"
+    assert calls / seconds < 1.0, f"{calls} calls in {seconds:.0f} s"
+    # One held result per item, however many deliveries came meanwhile.
+    assert None not in held
+    assert max(h or 0 for h in held) <= ITEMS, held
+    assert status["succeeded"] == ITEMS
+    assert status["succeededIndexes"] == f"0-{ITEMS - 1}"
