@@ -25,6 +25,8 @@ ASSET_TYPES: Final = {
     ".css": "text/css; charset=utf-8",
     ".map": "application/json",
     ".svg": "image/svg+xml",
+    # The bundled packages' licence notices (esbuild's legalComments).
+    ".txt": "text/plain; charset=utf-8",
 }
 NOT_BUILT: Final = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Emulsion uploader: not built</title></head>
