@@ -133,6 +133,16 @@ uppy.use(Dashboard, {
   disabled: true,
 });
 
+// The Dashboard's file list scrolls but cannot take focus, so a keyboard cannot scroll
+// it (axe: scrollable-region-focusable). Preact re-renders it, so this keeps watching.
+function keyboardScrollableFileList() {
+  for (const list of document.querySelectorAll('#drop .uppy-Dashboard-files:not([tabindex])')) {
+    list.tabIndex = 0;
+    list.setAttribute('aria-label', 'Files to upload');
+  }
+}
+new MutationObserver(keyboardScrollableFileList).observe($('drop'), { childList: true, subtree: true });
+
 // Presign every file of an upload run in batches before any is sent; a restored file
 // keeps its form (same staging key, so a resumed upload only replaces its own object).
 uppy.addPreProcessor(async (fileIDs) => {
