@@ -120,15 +120,17 @@ def test_a_reload_mid_upload_resumes_without_uploading_or_ingesting_twice(
     uploader.sign_in(page, web_system.admin_token)
     uploader.choose_collection(page, collection)
     uploader.drop_files(page, photos.files)
-    wait_for("a third of the uploads", lambda: uploads.succeeded >= count // 3, 60)
+    wait_for("a third of the uploads", lambda: uploader.uploaded_files(page) >= count // 3, 60)
     wait_for("a job started from the first batch", lambda: page.locator("#jobs li").count() > 0, 60)
 
+    before_reload = uploader.uploaded_files(page)
     page.reload()
     network.send(
         "Network.emulateNetworkConditions",
         {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1},
     )
 
+    assert count // 3 <= before_reload < count, "the reload came in the middle"
     expect(page.locator("#upload-step")).to_be_visible()
     wait_until_processed(page, count)
     expect(page.locator("#thumbs img")).to_have_count(count)

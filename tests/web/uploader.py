@@ -175,6 +175,10 @@ def uploaded_percent(page: Page) -> int:
     return int(page.locator("#upload-summary").get_attribute("data-percent") or 0)
 
 
+def uploaded_files(page: Page) -> int:
+    return int(page.locator("#upload-summary").get_attribute("data-uploaded") or 0)
+
+
 def processing(page: Page) -> dict[str, Any]:
     summary = page.locator("#process-summary")
     return {

@@ -208,6 +208,7 @@ function renderUploadTotals() {
   if (failed) parts.push(`${failed} failed (use Retry)`);
   $('upload-summary').textContent = parts.join(' \u00b7 ');
   $('upload-summary').dataset.percent = String(percent);
+  $('upload-summary').dataset.uploaded = String(done);
 }
 
 function mb(bytes) {
