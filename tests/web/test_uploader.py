@@ -137,7 +137,9 @@ def test_a_reload_mid_upload_resumes_without_uploading_or_ingesting_twice(
     jobs = collection_jobs(web_system, collection)
     sources = [item["source"] for job in jobs for item in job["spec"]["items"]]
     assert uploaded_times(web_system, sources) == {1}, "no photo uploaded twice"
-    assert uploads.succeeded == count, "every photo uploaded once"
+    # A POST that reached the store as the page went away has no answer in the browser;
+    # the store's versions above are the count that matters.
+    assert uploads.succeeded <= count
     assets = [item["asset"] for job in jobs for item in job["spec"]["items"]]
     assert len(sources) == count and len(set(sources)) == count, "no upload ingested twice"
     assert sorted(assets) == sorted(path.name for path in photos.files)

@@ -180,12 +180,12 @@ def uploaded_files(page: Page) -> int:
 
 
 def processing(page: Page) -> dict[str, Any]:
-    summary = page.locator("#process-summary")
-    return {
-        "done": int(summary.get_attribute("data-done") or 0),
-        "total": int(summary.get_attribute("data-total") or 0),
-        "finished": summary.get_attribute("data-finished") == "true",
-    }
+    """The page's processing totals, read at one moment (one evaluation)."""
+    state: dict[str, Any] = page.locator("#process-summary").evaluate(
+        "e => ({done: Number(e.dataset.done || 0), total: Number(e.dataset.total || 0),"
+        " finished: e.dataset.finished === 'true'})"
+    )
+    return state
 
 
 def serious_accessibility_violations(page: Page) -> list[dict[str, Any]]:

@@ -185,9 +185,34 @@ uppy.on('upload', () => { if (state.startedAt === null) state.startedAt = Date.n
 uppy.on('restored', () => {
   // The files of an interrupted upload are back: carry on without asking, once the
   // person is signed in again (the token lives in this tab's session).
-  if (state.collection) uppy.emit('restore-confirmed');
+  if (state.collection) confirmRestore();
   else state.restorePending = true;
 });
+
+// Uploads that were in flight when the page went away may have reached the store
+// before their answer reached the page: ask the API which did, count those as done,
+// and let Uppy send only the rest (each to its own key, as before the reload).
+async function confirmRestore() {
+  const waiting = uppy.getFiles().filter((f) => f.meta.form && !f.progress.uploadComplete);
+  try {
+    for (let start = 0; start < waiting.length; start += PRESIGN_BATCH) {
+      const chunk = waiting.slice(start, start + PRESIGN_BATCH);
+      const { present } = await withRetries(() => request('POST', '/v1/uploads/present', {
+        json: { keys: chunk.map((f) => f.meta.form.key) },
+      }));
+      const stored = new Set(present);
+      for (const file of chunk.filter((f) => stored.has(f.meta.form.key))) {
+        uppy.emit('upload-success', uppy.getFile(file.id), {
+          status: 200, body: { key: file.meta.form.key }, uploadURL: undefined,
+        });
+      }
+    }
+  } catch (error) {
+    // Not knowing costs at most a second upload of the same file to the same key.
+    $('collection-error').textContent = `Could not check earlier uploads: ${error.message}`;
+  }
+  uppy.emit('restore-confirmed');
+}
 uppy.on('state-update', () => renderUploadTotals());
 
 function renderUploadTotals() {
@@ -271,7 +296,7 @@ function resumeLedger() {
     .catch(showNotifyError);
   if (state.restorePending) {
     state.restorePending = false;
-    uppy.emit('restore-confirmed');
+    confirmRestore();
   }
   renderJobs();
 }
