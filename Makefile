@@ -38,7 +38,7 @@ status: ## Show the local stack's processes
 
 GALLERY_COUNT ?= 40
 .PHONY: run
-run: up ## Ingest a demo gallery (made once, cached) with the CLI; the stack keeps running (GALLERY_COUNT=40)
+run: up web ## Ingest a demo gallery (made once, cached) with the CLI; the stack keeps running (GALLERY_COUNT=40)
 	@gallery="$$($(UV) run --locked emulsion gallery --count $(GALLERY_COUNT))" && \
 	source $(STATE_DIR)/env && \
 	echo "Ingesting $(GALLERY_COUNT) demo images from $$gallery into the collection demo" && \
@@ -47,9 +47,26 @@ run: up ## Ingest a demo gallery (made once, cached) with the CLI; the stack kee
 	echo; \
 	echo "The stack keeps running until make down. Where to look:"; \
 	echo "  source $(STATE_DIR)/env && kubectl get ij                 # the IngestJobs"; \
+	echo "  $$EMULSION_API_URL/upload                                # the browser uploader (token: EMULSION_TOKEN)"; \
 	echo "  $$EMULSION_API_URL/docs                                  # the API (token: EMULSION_TOKEN)"; \
 	echo "  source $(STATE_DIR)/env && emulsion get demo $$first   # URLs of its styles"; \
 	exit $$status
+
+WEB_DIR := clients/web
+.PHONY: web browser bench-web
+web: $(WEB_DIR)/node_modules/.package-lock.json ## Build the browser uploader (npm ci from the lock, esbuild) into clients/web/dist, served at /upload
+	cd $(WEB_DIR) && node build.mjs
+
+$(WEB_DIR)/node_modules/.package-lock.json: $(WEB_DIR)/package.json $(WEB_DIR)/package-lock.json
+	cd $(WEB_DIR) && npm ci --no-audit --no-fund
+	@touch $@
+
+browser: ## Install Debian's Chromium for the browser tests (tests/web), once
+	@bash tools/install-chromium.sh
+
+BENCH_WEB_ARGS ?=
+bench-web: setup tools web browser ## Upload throughput from the browser page vs the CLI on the same files (BENCH_WEB_ARGS="--count 60")
+	$(UV) run --locked python -m tests.web.bench_web $(BENCH_WEB_ARGS)
 
 BENCH_CLI_ARGS ?=
 .PHONY: bench-cli

@@ -43,6 +43,12 @@ CRD_DIR = REPO_ROOT / "crds"
 DEFAULT_BUCKET = "emulsion"
 REGION = "us-east-1"
 SERVERS = ("etcd", "kube-apiserver", "nats-server", "minio")
+# The browser uploader (served by the API at /upload, on a port chosen at start) POSTs
+# straight to MinIO, so MinIO must answer cross-origin requests from the API's origin.
+# MinIO's CORS is server-wide (MINIO_API_CORS_ALLOW_ORIGIN, wildcards allowed); the
+# local stack allows pages on this machine only. A real bucket needs the same rule for
+# the API's public origin (POST, and the ETag/Location response headers).
+PAGE_ORIGINS = ("http://127.0.0.1:*", "http://localhost:*")
 START_TIMEOUT = 120.0
 
 # Only IngestJob writes are audited: enough to count the controller's status patches
@@ -420,6 +426,7 @@ class LocalStack:
                     "MINIO_ROOT_PASSWORD": secret_key,
                     "MINIO_UPDATE": "off",
                     "MINIO_BROWSER": "off",
+                    "MINIO_API_CORS_ALLOW_ORIGIN": ",".join(PAGE_ORIGINS),
                 },
             )
         )

@@ -24,7 +24,7 @@ from emulsion_api.bus import Bus
 from emulsion_api.deps import Services
 from emulsion_api.kube import Kube
 from emulsion_api.middleware import BodyLimitMiddleware, MetricsMiddleware
-from emulsion_api.routes import assets, batches, health, ingests, uploads
+from emulsion_api.routes import access, assets, batches, health, ingests, uploads, web
 from emulsion_api.settings import ApiSettings, load_api_settings
 from emulsion_api.store import Store
 from emulsion_contracts import storage, telemetry
@@ -81,7 +81,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
-    for module in (uploads, ingests, batches, assets, health):
+    for module in (uploads, ingests, batches, assets, access, health, web):
         app.include_router(module.router)
     # Outermost first: metrics see every answer, including a 413 from the body limit.
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)

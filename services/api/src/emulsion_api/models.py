@@ -73,6 +73,19 @@ class UploadBatch(BaseModel):
     uploads: list[Upload]
 
 
+StagingKey = Annotated[
+    str, Field(max_length=keys.STAGING_KEY_MAX, pattern=f"^{keys.STAGING_KEY_PATTERN}$")
+]
+
+
+class PresentRequest(Request):
+    keys: Annotated[list[StagingKey], Field(min_length=1)]
+
+
+class Present(BaseModel):
+    present: list[str] = Field(description="The keys asked about that hold an upload.")
+
+
 class IngestItem(Request):
     upload_key: Annotated[
         str,

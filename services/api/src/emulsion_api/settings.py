@@ -22,6 +22,8 @@ from emulsion_api.scopes import EVERYTHING, Scopes, check_digest, token_digest
 from emulsion_contracts.settings import EmulsionSettings, SettingsError, load_settings
 
 MIB = 1024 * 1024
+# Where `make web` writes the browser uploader in a checkout (services/api/src/... -> repo).
+CHECKOUT_WEB_DIR = Path(__file__).resolve().parents[4] / "clients" / "web" / "dist"
 
 
 class ApiSettings(EmulsionSettings):
@@ -62,6 +64,11 @@ class ApiSettings(EmulsionSettings):
     ttl_seconds_after_finished: int | None = Field(
         default=None, ge=0, le=31_536_000, validation_alias="EMULSION_JOB_TTL_SECONDS"
     )
+    # The browser uploader's built bundle (served at /upload); default: the checkout's.
+    web_dir: str | None = Field(default=None, validation_alias="EMULSION_WEB_DIR")
+
+    def web_directory(self) -> Path:
+        return Path(self.web_dir) if self.web_dir else CHECKOUT_WEB_DIR
 
     def tokens(self) -> tuple[str, ...]:
         """Every accepted bearer token, from the variable and the mounted file together."""

@@ -170,3 +170,22 @@ def test_bad_upload_requests_are_refused(api: httpx.Client, body: Any, code: str
 
     assert response.status_code == 422, response.text
     assert response.json()["code"] == code
+
+
+def test_present_tells_which_staging_keys_hold_an_upload(
+    api: httpx.Client, s3: Any, stack: Endpoints
+) -> None:
+    uploaded, absent = (keys.staging_key(keys.new_ulid(), f"IMG_{i}.jpg") for i in range(2))
+    s3.put_object(Bucket=stack.bucket, Key=uploaded, Body=b"\xff\xd8")
+
+    response = api.post("/v1/uploads/present", json={"keys": [absent, uploaded]})
+
+    assert response.status_code == 200, response.text
+    assert response.json() == {"present": [uploaded]}
+
+
+@pytest.mark.parametrize("key", ["originals/x/y", "staging/../x", "staging/NOTAULID/a.jpg"])
+def test_present_refuses_what_is_no_staging_key(api: httpx.Client, key: str) -> None:
+    response = api.post("/v1/uploads/present", json={"keys": [key]})
+
+    assert response.status_code == 422

@@ -7,7 +7,14 @@ from fastapi import APIRouter, status
 from emulsion_api import jobs
 from emulsion_api.deps import PrincipalDep, ServicesDep
 from emulsion_api.errors import BACKENDS, INVALID_BODY, UNAUTHORIZED, ApiError, ErrorDetail
-from emulsion_api.models import Upload, UploadBatch, UploadBatchRequest, UploadRequest
+from emulsion_api.models import (
+    Present,
+    PresentRequest,
+    Upload,
+    UploadBatch,
+    UploadBatchRequest,
+    UploadRequest,
+)
 from emulsion_api.store import Store
 from emulsion_contracts import keys
 
@@ -65,3 +72,20 @@ async def create_uploads(
     # Signing is CPU work (HMACs); thousands of forms must not stall the event loop.
     uploads = await services.store.run(lambda: [_presign(services.store, f) for f in files])
     return UploadBatch(uploads=uploads)
+
+
+@router.post(
+    "/present",
+    response_model=Present,
+    responses={**UNAUTHORIZED, **INVALID_BODY, **BACKENDS},
+)
+async def uploads_present(
+    body: PresentRequest, services: ServicesDep, caller: PrincipalDep
+) -> Present:
+    """Which of these staging keys hold an upload. A client resuming after a crash asks
+    this for the uploads it had in flight: one that reached the store is not sent again."""
+    limit = services.settings.max_upload_batch
+    if len(body.keys) > limit:
+        raise ApiError(422, "too_many_items", f"{len(body.keys)} keys; at most {limit}")
+    missing = set(await services.store.missing(list(body.keys)))
+    return Present(present=[key for key in body.keys if key not in missing])
