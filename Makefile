@@ -83,7 +83,7 @@ fmt: setup ## Format and autofix with ruff
 	$(UV) run --locked ruff format .
 	$(UV) run --locked ruff check --fix .
 
-test: lint tools ## Everything CI runs: lint, then unit and integration tests on a real stack
+test: lint tools web browser ## Everything CI runs: lint, then unit, integration, fault and browser tests on a real stack
 	$(UV) run --locked pytest $(PYTEST_ARGS)
 
 .PHONY: chart-crds chart-test
