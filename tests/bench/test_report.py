@@ -143,6 +143,19 @@ def test_each_target_is_missed_on_its_own_figure() -> None:
     assert verdicts(heavy)["Memory (during the gallery)"] is False
 
 
+def test_a_gallery_smaller_than_the_seeds_does_not_decide_the_seed_scenario() -> None:
+    small = results()
+    small["phases"]["emulsion"]["images"] = 60
+    assert verdicts(small)["Seed scenario (end to end)"] is None
+
+
+def test_notify_after_the_gallery_ended_does_not_decide_the_busy_target() -> None:
+    ended = results()
+    for run in ended["phases"]["notify_gallery"]["runs"]:
+        run["gallery_running_at_end"] = False
+    assert verdicts(ended)["Notify, during a gallery"] is None
+
+
 def test_a_phase_not_run_is_not_measured_rather_than_met() -> None:
     partial = results()
     del partial["phases"]["fair"], partial["phases"]["notify_gallery"]

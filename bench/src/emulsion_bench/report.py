@@ -28,6 +28,7 @@ PHASE_TITLES = {
 }
 # Processes in the order a reader follows an image through the stack.
 PROCESS_ORDER = (
+    "render pool",
     "cli",
     "gallery cli",
     "api",
