@@ -215,15 +215,15 @@ def measure_processor(
     )
 
 
-def peak_rss(stack: LocalStack, endpoints: Endpoints, staged: str, executor: str) -> list[int]:
-    """VmHWM in bytes of the processor and its worker processes after one large item."""
+def peak_rss(stack: LocalStack, endpoints: Endpoints, staged: str, executor: str) -> list[float]:
+    """VmHWM in MB (10^6 bytes) of the processor and its workers after one large item."""
     items = job_items(f"bench-rss-{executor}", [staged])
     with processor(stack, executor, 1) as record:
         _, results = asyncio.run(process_all(endpoints.nats_url, items))
         if results[0].outcome != "succeeded":
             raise SystemExit(f"the 50 MP item failed: {results[0].reason}: {results[0].message}")
         pids = [record.pid, *procstat.descendants(record.pid)]
-        return [round(procstat.peak_rss_mb(pid) * 1e6) for pid in pids]
+        return [procstat.peak_rss_mb(pid) for pid in pids]
 
 
 # -- the report -----------------------------------------------------------------------------------
@@ -283,7 +283,7 @@ def main() -> None:
         staged_large = stage_all(s3, endpoints.bucket, [large])[0]
         for executor in ("thread", "process"):
             marks = peak_rss(stack, endpoints, staged_large, executor)
-            listed = ", ".join(f"{mark / MB:.0f} MB" for mark in marks)
+            listed = ", ".join(f"{mark:.0f} MB" for mark in marks)
             print(f"peak RSS, 50 MP JPEG, {executor} executor (processor, then workers): {listed}")
         print(f"load average at the end: {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
     finally:
