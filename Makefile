@@ -72,7 +72,7 @@ BENCH_CLI_ARGS ?=
 .PHONY: bench-cli
 bench-cli: setup ## The CLI's own costs: gallery generation, hashing, and an ingest when a stack is up (BENCH_CLI_ARGS="--count 40")
 	@if [ -f $(STATE_DIR)/env ]; then source $(STATE_DIR)/env; fi; \
-	$(UV) run --locked python -m emulsion_cli.bench $(BENCH_CLI_ARGS)
+	$(UV) run --locked python -m emulsion_bench.cli $(BENCH_CLI_ARGS)
 
 lint: setup ## ruff and mypy over the whole workspace
 	$(UV) run --locked ruff check .
@@ -101,19 +101,19 @@ bench: tools ## Emulsion end to end vs the pure-Pillow limit and the synchronous
 
 .PHONY: bench-processor
 bench-processor: tools ## Processor: images/s (threads, processes) vs the pure-Pillow limit, peak RSS of a 50 MP JPEG (BENCH_PROCESSOR_ARGS="--images 40")
-	$(UV) run --locked python services/processor/bench/bench_processor.py $(BENCH_PROCESSOR_ARGS)
+	$(UV) run --locked python -m emulsion_bench.processor $(BENCH_PROCESSOR_ARGS)
 
 .PHONY: bench-controller
 bench-controller: tools ## Controller: 5,000 one-item + 5 thousand-item IngestJobs; RSS, create->Queued p50/p99 (BENCH_CONTROLLER_ARGS="--small-jobs 500")
-	$(UV) run --locked python services/controller/bench/bench_controller.py $(BENCH_CONTROLLER_ARGS)
+	$(UV) run --locked python -m emulsion_bench.controller $(BENCH_CONTROLLER_ARGS)
 
 .PHONY: bench-api
 bench-api: tools ## API: POST /v1/ingests (one item) p50/p99 at 1 and 32 clients, max req/s, memory (BENCH_API_ARGS="--requests 640")
-	$(UV) run --locked python services/api/bench/bench_api.py $(BENCH_API_ARGS)
+	$(UV) run --locked python -m emulsion_bench.api $(BENCH_API_ARGS)
 
 .PHONY: bench-janitor
 bench-janitor: tools ## Janitor: one sweep over 20,000 keys on a stack of its own; time, keys/s, peak memory (BENCH_JANITOR_ARGS="--keys 2000")
-	$(UV) run --locked python -m tests.services.janitor.bench_sweep $(BENCH_JANITOR_ARGS)
+	$(UV) run --locked python -m emulsion_bench.janitor $(BENCH_JANITOR_ARGS)
 
 clean: down ## Remove the venv and caches of this checkout (not the per-user binary cache)
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache

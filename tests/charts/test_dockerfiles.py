@@ -1,5 +1,6 @@
-"""The services' Dockerfiles: linted (hadolint and our own rules), and kept honest by
-running their own `uv sync` line on the build context .dockerignore leaves.
+"""The services' one Dockerfile (`ARG SERVICE`): linted (hadolint and our own rules), and
+kept honest by running its own `uv sync` line, for every service, on the build context
+.dockerignore leaves.
 
 No container engine runs here, so the image itself is never built; what the build stage
 installs is, with the host's interpreter instead of the image's.
@@ -21,7 +22,7 @@ import pytest
 
 from .conftest import COMPONENTS, REPO_ROOT
 
-DOCKERFILES = {name: REPO_ROOT / "services" / name / "Dockerfile" for name in COMPONENTS}
+DOCKERFILE = REPO_ROOT / "Dockerfile"
 
 
 def instructions(dockerfile: Path) -> list[tuple[str, str]]:
@@ -45,7 +46,7 @@ def final_stage(dockerfile: Path) -> list[tuple[str, str]]:
 def test_hadolint_finds_nothing() -> None:
     hadolint = Path(sys.executable).parent / "hadolint"
     result = subprocess.run(
-        [str(hadolint), "--failure-threshold", "info", *map(str, DOCKERFILES.values())],
+        [str(hadolint), "--failure-threshold", "info", str(DOCKERFILE)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -54,28 +55,38 @@ def test_hadolint_finds_nothing() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_dockerfiles_differ_only_in_the_service_name() -> None:
-    # One recipe: a fix in one Dockerfile that misses the others fails here.
-    normalised = {
-        name: path.read_text().replace(name, "<svc>") for name, path in DOCKERFILES.items()
-    }
-    assert len(set(normalised.values())) == 1
+def build_commands(service: str) -> list[list[str]]:
+    """The build stage's `RUN ... && ...` that installs the service, as the shell would
+    run it for `--build-arg SERVICE=<service>`: one argument list per command."""
+    (run,) = [
+        args for keyword, args in instructions(DOCKERFILE) if keyword == "RUN" and "uv sync" in args
+    ]
+    expanded = run.replace("${SERVICE}", service)
+    return [shlex.split(command) for command in expanded.split("&&")]
+
+
+def command_of(commands: list[list[str]], *prefix: str) -> list[str]:
+    (found,) = [c for c in commands if c[: len(prefix)] == list(prefix)]
+    return found
 
 
 @pytest.mark.parametrize("name", COMPONENTS)
 def test_dockerfile_rules(name: str) -> None:
-    dockerfile = DOCKERFILES[name]
+    dockerfile = DOCKERFILE
     steps = instructions(dockerfile)
     stages = [args for keyword, args in steps if keyword == "FROM"]
     assert len(stages) >= 2, "multi-stage: build tools stay in the build stage"
     assert len({s.split()[0] for s in stages}) == 1, "both stages on the same base image"
-    syncs = [args for keyword, args in steps if keyword == "RUN" and "uv sync" in args]
-    assert len(syncs) == 1
-    sync = shlex.split(syncs[0])
+    commands = build_commands(name)
+    assert command_of(commands, "test", "-n") == ["test", "-n", name], "SERVICE is required"
+    sync = command_of(commands, "uv", "sync")
     assert {"--locked", "--no-dev", "--no-editable"} <= set(sync)
     assert sync[sync.index("--package") + 1] == f"emulsion-{name}"
+    link = command_of(commands, "ln", "-s")
+    assert link == ["ln", "-s", f"emulsion-{name}", "/opt/emulsion/bin/emulsion-service"]
 
     final = final_stage(dockerfile)
+    assert ("ARG", "SERVICE") in final, "the runtime stage names the service too"
     runs = " ".join(args for keyword, args in final if keyword == "RUN")
     for tool in ("pip install", "uv ", "apt-get install", "gcc", "build-essential"):
         assert tool not in runs, f"{tool!r} in the runtime stage"
@@ -85,9 +96,9 @@ def test_dockerfile_rules(name: str) -> None:
     uid = user.split(":")[0]
     assert uid.isdigit() and int(uid) != 0, "numeric non-root user (runAsNonRoot can check it)"
     (entrypoint,) = [args for keyword, args in final if keyword == "ENTRYPOINT"]
-    assert entrypoint == f'["emulsion-{name}"]', "exec form, so the service gets SIGTERM"
+    assert entrypoint == '["emulsion-service"]', "exec form, so the service gets SIGTERM"
     env = " ".join(args for keyword, args in final if keyword == "ENV")
-    assert f"OTEL_SERVICE_NAME=emulsion-{name}" in env
+    assert "OTEL_SERVICE_NAME=emulsion-${SERVICE}" in env
     assert "OTEL_EXPORTER" not in dockerfile.read_text(), "exporters are the deployment's choice"
 
 
@@ -177,15 +188,12 @@ def test_the_dockerfiles_uv_sync_installs_the_service_and_only_it(
     name: str, tmp_path: Path
 ) -> None:
     context = build_context(tmp_path / "context")
-    (sync,) = [
-        args
-        for keyword, args in instructions(DOCKERFILES[name])
-        if keyword == "RUN" and "uv sync" in args
-    ]
+    commands = build_commands(name)
+    sync = command_of(commands, "uv", "sync")
     uv = os.environ.get("UV") or shutil.which("uv")
     assert uv, "uv is needed to run the Dockerfile's uv sync"
     environment = tmp_path / "venv"
-    command = [uv, *shlex.split(sync)[1:], "--python", sys.executable]
+    command = [uv, *sync[1:], "--python", sys.executable]
     result = subprocess.run(
         command,
         cwd=context,
@@ -202,8 +210,11 @@ def test_the_dockerfiles_uv_sync_installs_the_service_and_only_it(
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    script = environment / "bin" / f"emulsion-{name}"
-    assert script.is_file(), f"no console script emulsion-{name} in the image"
+    # The entrypoint's link points at the service's console script, next to it.
+    _, _, target, link = command_of(commands, "ln", "-s")
+    assert Path(link).parent == Path("/opt/emulsion/bin")
+    script = environment / "bin" / target
+    assert script.is_file(), f"no console script {target} in the image"
     python = environment / "bin" / "python"
     probe = subprocess.run(
         [

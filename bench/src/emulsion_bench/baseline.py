@@ -1,10 +1,16 @@
-"""The synchronous baseline the seeds start from, as a plain FastAPI service.
+"""The synchronous baselines, as one plain FastAPI service with two endpoints.
 
-`POST /process {"key": ...}` does inside the request what the seeds' web tier did:
-download the whole object into memory, decode it at full size, make every style
-from the full image, upload each one, and only then answer. The styles are the
-default profile's, so only the architecture differs from Emulsion's processor (which
-streams to disk, reduces on load and cascades small styles from the largest).
+Both take the photo as the request body and answer only when it and every style are
+stored, as the seeds' web tier did, so the client's upload is on the same clock as the
+processing:
+
+- `POST /naive/{name}`: the seeds' own way: decode at full size, make every style from
+  the full image (LANCZOS), upload each one;
+- `POST /fair/{name}`: the processor's own `imaging.render` (reduced JPEG decode, small
+  styles cascaded from larger ones) inside the request, then the same uploads.
+
+So naive vs fair measures the render, and fair vs Emulsion measures the architecture.
+The styles are the default profile's. Both store the original as Emulsion does.
 
 Run as `python -m emulsion_bench.baseline --port N` with the stack's S3 variables.
 """
@@ -14,31 +20,35 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from PIL import Image, ImageOps
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 
+from emulsion_bench.limit import memory_dir, render_default
 from emulsion_contracts.profiles import DEFAULT_PROFILE
 from emulsion_contracts.settings import EmulsionSettings, load_settings
 from emulsion_contracts.storage import s3_client
 
-
-class ProcessRequest(BaseModel):
-    key: str
+MODES = ("naive", "fair")
 
 
 class Processed(BaseModel):
-    key: str
-    styles: dict[str, list[int]]
+    name: str
+    styles: int
 
 
-def make_styles(source: bytes) -> dict[str, tuple[bytes, tuple[int, int]]]:
+def naive_styles(source: bytes) -> dict[str, bytes]:
+    """Every style from the full-size decode, as the seeds' Paperclip set was made."""
     image = ImageOps.exif_transpose(Image.open(io.BytesIO(source)))
     image = image.convert("RGB")
-    outputs: dict[str, tuple[bytes, tuple[int, int]]] = {}
+    outputs: dict[str, bytes] = {}
     for style in DEFAULT_PROFILE.styles:
         size = (style.width, style.height)
         styled = (
@@ -48,30 +58,48 @@ def make_styles(source: bytes) -> dict[str, tuple[bytes, tuple[int, int]]]:
         )
         buffer = io.BytesIO()
         styled.save(buffer, "JPEG", quality=DEFAULT_PROFILE.quality)
-        outputs[style.name] = (buffer.getvalue(), styled.size)
+        outputs[style.name] = buffer.getvalue()
     return outputs
 
 
-def create_app(settings: EmulsionSettings) -> FastAPI:
-    app = FastAPI(title="synchronous baseline")
-    s3: Any = s3_client(settings)
+def fair_styles(source: bytes) -> dict[str, bytes]:
+    """The processor's own render (it reads a file and writes files, so give it some)."""
+    work = Path(tempfile.mkdtemp(prefix="emulsion-fair-", dir=memory_dir()))
+    try:
+        original = work / "original"
+        original.write_bytes(source)
+        out_dir = work / "styles"
+        out_dir.mkdir()
+        render_default(original, out_dir)
+        return {path.name: path.read_bytes() for path in sorted(out_dir.iterdir())}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
-    # A plain `def` endpoint: FastAPI runs it in its thread pool, as a Rails
-    # controller action runs in a web worker, blocking that worker for the request.
-    @app.post("/process")
-    def process(request: ProcessRequest) -> Processed:
-        source = s3.get_object(Bucket=settings.bucket, Key=request.key)["Body"].read()
-        styles = make_styles(source)
-        for name, (body, _) in styles.items():
+
+def create_app(settings: EmulsionSettings) -> FastAPI:
+    app = FastAPI(title="synchronous baselines")
+    # One connection per thread of the pool the work runs on.
+    s3: Any = s3_client(settings, max_pool_connections=40)
+
+    def store_and_render(mode: str, name: str, source: bytes) -> Processed:
+        prefix = f"baseline-{mode}/{name}"
+        s3.put_object(Bucket=settings.bucket, Key=f"{prefix}/original", Body=source)
+        styles = naive_styles(source) if mode == "naive" else fair_styles(source)
+        for style, body in styles.items():
             s3.put_object(
-                Bucket=settings.bucket,
-                Key=f"baseline/{request.key}/{name}.jpg",
-                Body=body,
-                ContentType="image/jpeg",
+                Bucket=settings.bucket, Key=f"{prefix}/{style}", Body=body, ContentType="image/jpeg"
             )
-        return Processed(
-            key=request.key, styles={name: list(size) for name, (_, size) in styles.items()}
-        )
+        return Processed(name=name, styles=len(styles))
+
+    # The work runs on the thread pool, blocking one worker thread for the whole request,
+    # as a Rails action blocks its web worker.
+    @app.post("/naive/{name}")
+    async def naive(name: str, request: Request) -> Processed:
+        return await run_in_threadpool(store_and_render, "naive", name, await request.body())
+
+    @app.post("/fair/{name}")
+    async def fair(name: str, request: Request) -> Processed:
+        return await run_in_threadpool(store_and_render, "fair", name, await request.body())
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
@@ -88,7 +116,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
     # One web process per core, as a web tier would be sized on this machine.
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
     args = parser.parse_args()
     uvicorn.run(
         "emulsion_bench.baseline:app_from_environment",

@@ -8,9 +8,16 @@ from typing import Any
 
 import pytest
 
+from emulsion_bench.janitor_bulk import (
+    Measurement,
+    Population,
+    count,
+    measured_sweep,
+    populate,
+    release,
+    settings_for,
+)
 from emulsion_devstack.stack import Endpoints
-
-from .bulk import Measurement, Population, count, measured_sweep, populate, release, settings_for
 
 pytestmark = pytest.mark.integration
 

@@ -1,15 +1,17 @@
 # syntax=docker/dockerfile:1
-# The emulsion-janitor image. Build it from the repository root, which holds the uv
-# workspace and its lock:
-#   docker build -f services/janitor/Dockerfile -t emulsion-janitor .
+# The image of every Emulsion service; SERVICE names which (api, controller, processor,
+# janitor). Build it from the repository root, which holds the uv workspace and its lock:
+#   docker build --build-arg SERVICE=api -t emulsion-api .
 # tests/charts/test_dockerfiles.py runs this file's `uv sync` on the same build context
-# (filtered by .dockerignore), so the image gets exactly the wheels the test installs.
+# (filtered by .dockerignore) for every service, so each image gets exactly the wheels
+# the test installs.
 
 # Both stages use the same interpreter, so the virtualenv's python links stay valid.
 ARG PYTHON_IMAGE=python:3.13-slim-bookworm
 
 # -- build: install the service and exactly its locked dependencies as wheels ---------
 FROM ${PYTHON_IMAGE} AS build
+ARG SERVICE
 ARG UV_VERSION=0.13.9
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     UV_COMPILE_BYTECODE=1 \
@@ -21,10 +23,15 @@ WORKDIR /src
 COPY . .
 # --locked: fail rather than resolve anything uv.lock does not say; --no-editable: the
 # workspace members are installed as wheels, so the runtime stage needs no sources.
-RUN uv sync --locked --no-dev --no-editable --package emulsion-janitor
+# The service's console script is linked under one name, so the entrypoint (exec form,
+# where no variable is expanded) is the same for every service.
+RUN test -n "${SERVICE}" \
+    && uv sync --locked --no-dev --no-editable --package "emulsion-${SERVICE}" \
+    && ln -s "emulsion-${SERVICE}" /opt/emulsion/bin/emulsion-service
 
 # -- runtime: the virtualenv only; no uv, pip, compilers or sources --------------------
 FROM ${PYTHON_IMAGE} AS runtime
+ARG SERVICE
 RUN python -m pip uninstall --yes pip \
     && groupadd --system --gid 10001 emulsion \
     && useradd --system --uid 10001 --gid emulsion --no-create-home \
@@ -35,9 +42,9 @@ COPY --from=build /opt/emulsion /opt/emulsion
 ENV PATH=/opt/emulsion/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    OTEL_SERVICE_NAME=emulsion-janitor \
+    OTEL_SERVICE_NAME=emulsion-${SERVICE} \
     EMULSION_HTTP_PORT=8080
 USER 10001:10001
 EXPOSE 8080
 # Exec form: the service is PID 1 and receives SIGTERM itself, for its graceful drain.
-ENTRYPOINT ["emulsion-janitor"]
+ENTRYPOINT ["emulsion-service"]

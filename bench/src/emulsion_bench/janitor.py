@@ -6,7 +6,7 @@ deletes the superseded versions and abandoned uploads) and once more (nothing le
 delete: the steady-state cost), printing wall time and keys per second; then sweeps a second
 such bucket with tracemalloc on, for the Python heap's peak (tracing slows it down).
 
-    uv run python -m tests.services.janitor.bench_sweep [--keys 20000]
+    uv run python -m emulsion_bench.janitor [--keys 20000]
 """
 
 from __future__ import annotations
@@ -18,9 +18,15 @@ import time
 import uuid
 from pathlib import Path
 
+from emulsion_bench.janitor_bulk import (
+    Population,
+    count,
+    measured_sweep,
+    populate,
+    release,
+    settings_for,
+)
 from emulsion_devstack.stack import Endpoints, LocalStack, s3_client
-
-from .bulk import Population, count, measured_sweep, populate, release, settings_for
 
 
 def fill(stack: Endpoints, assets: int, uploads: int) -> Population:

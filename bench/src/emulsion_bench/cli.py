@@ -73,7 +73,7 @@ def bench_ingest(directory: Path, concurrency: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m emulsion_cli.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m emulsion_bench.cli", description=__doc__)
     parser.add_argument("--count", type=int, default=40)
     parser.add_argument("--seed", type=int, default=20261123)
     parser.add_argument("--concurrency", type=int, default=8)

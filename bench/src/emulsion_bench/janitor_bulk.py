@@ -1,6 +1,6 @@
 """A bucket of many keys laid out as Emulsion writes them, and a sweep over it measured.
 
-Shared by the bounded-memory test and `make bench-janitor` (bench_sweep.py), so both
+Shared by the bounded-memory test and `make bench-janitor` (emulsion_bench.janitor), so both
 measure the same thing: the Python heap's peak (tracemalloc) and the wall time of one sweep.
 """
 

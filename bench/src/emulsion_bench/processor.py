@@ -34,7 +34,6 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,12 +42,13 @@ from typing import Any
 import nats
 from PIL import Image
 
+from emulsion_bench import inputs, procstat
+from emulsion_bench.limit import measure as measure_limit
+from emulsion_bench.limit import memory_dir
 from emulsion_contracts import keys, messaging, telemetry
 from emulsion_contracts.messages import ItemResult, JobRef, WorkItem
-from emulsion_contracts.profiles import DEFAULT_PROFILE
 from emulsion_devstack.processes import ProcessRecord, stop
 from emulsion_devstack.stack import Endpoints, LocalStack, s3_client
-from emulsion_processor.imaging import RenderJob, render
 
 MB = 1024 * 1024
 TWELVE_MP = (4000, 3000)
@@ -94,48 +94,6 @@ def generate_large(directory: Path) -> Path:
     path = directory / "LARGE_50MP.jpg"
     path.write_bytes(jpeg_bytes(photo_like(FIFTY_MP, 1_000, detail=30), 95))
     return path
-
-
-# -- the pure-Pillow limit --------------------------------------------------------------------
-
-
-def _render_in_memory(source: str) -> float:
-    """Render `source` with the default profile; the CPU seconds it took."""
-    out_dir = Path(tempfile.mkdtemp(prefix="bench-limit-", dir=_memory_dir()))
-    try:
-        job = RenderJob(
-            source=Path(source),
-            out_dir=out_dir,
-            styles=DEFAULT_PROFILE.styles,
-            format=DEFAULT_PROFILE.format,
-            quality=DEFAULT_PROFILE.quality,
-        )
-        started = time.process_time()  # one task at a time per pool process
-        render(job)
-        return time.process_time() - started
-    finally:
-        shutil.rmtree(out_dir, ignore_errors=True)
-
-
-def _memory_dir() -> str | None:
-    shm = Path("/dev/shm")  # noqa: S108 - mkdtemp makes a private directory inside it
-    return str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
-
-
-@dataclass(frozen=True)
-class Limit:
-    per_second: float
-    cpu_per_image: float
-
-
-def pillow_limit(sources: list[Path], cores: int) -> Limit:
-    """Decode + styles alone, one process per core: images per second and CPU per image."""
-    with ProcessPoolExecutor(cores) as pool:
-        list(pool.map(_render_in_memory, [str(sources[0])] * cores))  # warm-up, not timed
-        started = time.perf_counter()
-        cpu = sum(pool.map(_render_in_memory, [str(path) for path in sources]))
-        seconds = time.perf_counter() - started
-    return Limit(len(sources) / seconds, cpu / len(sources))
 
 
 # -- the processor on the real stack -------------------------------------------------------------
@@ -245,55 +203,27 @@ def measure_processor(
         asyncio.run(process_all(endpoints.nats_url, warm_up))
         items = job_items(f"bench-{executor}", staged)
 
-        def parts() -> dict[str, list[int]]:
-            return {
-                "processor": [record.pid, *_children(record.pid)],
-                "minio": [servers["minio"]],
-                "nats": [servers["nats-server"]],
-            }
-
-        before = {pid: _cpu_seconds(pid) for pids in parts().values() for pid in pids}
+        meter = procstat.PhaseMeter(
+            {"processor": record.pid, "minio": servers["minio"], "nats": servers["nats-server"]}
+        )
+        meter.start()
         seconds, results = asyncio.run(process_all(endpoints.nats_url, items))
-        spent = {
-            part: sum(_cpu_seconds(pid) - before.get(pid, 0.0) for pid in pids) / len(items)
-            for part, pids in parts().items()
-        }
+        spent = procstat.cpu_per_item(meter.stop(), len(items))
     failed = sum(1 for result in results if result.outcome != "succeeded")
     return Run(
         executor, len(items), seconds, failed, spent["processor"], spent["minio"], spent["nats"]
     )
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU of `pid`, including its children that have exited."""
-    # Fields after the command name: utime, stime, cutime, cstime are the 12th-15th.
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-
-
-def peak_rss(stack: LocalStack, endpoints: Endpoints, staged: str, executor: str) -> list[int]:
-    """VmHWM in bytes of the processor and its worker processes after one large item."""
+def peak_rss(stack: LocalStack, endpoints: Endpoints, staged: str, executor: str) -> list[float]:
+    """VmHWM in MB (10^6 bytes) of the processor and its workers after one large item."""
     items = job_items(f"bench-rss-{executor}", [staged])
     with processor(stack, executor, 1) as record:
         _, results = asyncio.run(process_all(endpoints.nats_url, items))
         if results[0].outcome != "succeeded":
             raise SystemExit(f"the 50 MP item failed: {results[0].reason}: {results[0].message}")
-        pids = [record.pid, *_children(record.pid)]
-        return [_high_water_mark(pid) for pid in pids]
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(child) for child in (task / "children").read_text().split()]
-    return found
-
-
-def _high_water_mark(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmHWM for pid {pid}")
+        pids = [record.pid, *procstat.descendants(record.pid)]
+        return [procstat.peak_rss_mb(pid) for pid in pids]
 
 
 # -- the report -----------------------------------------------------------------------------------
@@ -307,7 +237,7 @@ def main() -> None:
     arguments = parser.parse_args()
     cores = len(os.sched_getaffinity(0))
 
-    work = Path(tempfile.mkdtemp(prefix="bench-processor-", dir=_memory_dir()))
+    work = Path(tempfile.mkdtemp(prefix="bench-processor-", dir=memory_dir()))
     stack = LocalStack(work / "stack", say=lambda line: None)
     try:
         print(f"generating {arguments.distinct} distinct 12 MP JPEGs and one 50 MP JPEG ...")
@@ -329,11 +259,12 @@ def main() -> None:
         )
         ratios = {}
         for executor in ("thread", "process"):
-            limit = pillow_limit(sources, cores)
+            inputs.warm(sources)
+            limit = measure_limit(sources, cores)
             run = measure_processor(stack, endpoints, staged_items, executor, arguments.concurrency)
             ratios[executor] = limit.cpu_per_image / run.cpu_per_image
             print(
-                f"  limit            {limit.per_second:6.2f} images/s   "
+                f"  limit            {limit.images_per_second:6.2f} images/s   "
                 f"CPU {limit.cpu_per_image * 1000:4.0f} ms/image"
             )
             print(
@@ -343,7 +274,8 @@ def main() -> None:
                 f"nats {run.cpu_nats * 1000:.0f}); {run.failed} failed"
             )
             print(
-                f"    ratio to the limit: wall clock {run.per_second / limit.per_second:.2f}, "
+                f"    ratio to the limit: wall clock "
+                f"{run.per_second / limit.images_per_second:.2f}, "
                 f"CPU {ratios[executor]:.2f}"
             )
         print(f"  more images per CPU second here: {max(ratios, key=lambda e: ratios[e])}")
@@ -351,7 +283,7 @@ def main() -> None:
         staged_large = stage_all(s3, endpoints.bucket, [large])[0]
         for executor in ("thread", "process"):
             marks = peak_rss(stack, endpoints, staged_large, executor)
-            listed = ", ".join(f"{mark / MB:.0f} MB" for mark in marks)
+            listed = ", ".join(f"{mark:.0f} MB" for mark in marks)
             print(f"peak RSS, 50 MP JPEG, {executor} executor (processor, then workers): {listed}")
         print(f"load average at the end: {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
     finally:
