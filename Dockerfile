@@ -28,6 +28,14 @@ COPY . .
 RUN test -n "${SERVICE}" \
     && uv sync --locked --no-dev --no-editable --package "emulsion-${SERVICE}" \
     && ln -s "emulsion-${SERVICE}" /opt/emulsion/bin/emulsion-service
+# The API serves the browser uploader. Its bundle is built on the host by `make web`
+# (image builds reach no package registry), so an API image without it fails here, now,
+# rather than answering 503 at /upload in production.
+RUN if [ "${SERVICE}" = api ]; then \
+        test -f clients/web/dist/index.html \
+            || { echo "clients/web/dist is missing: run make web before building the api image" >&2; exit 1; }; \
+        cp -r clients/web/dist /opt/emulsion/web; \
+    fi
 
 # -- runtime: the virtualenv only; no uv, pip, compilers or sources --------------------
 FROM ${PYTHON_IMAGE} AS runtime
@@ -43,6 +51,7 @@ ENV PATH=/opt/emulsion/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     OTEL_SERVICE_NAME=emulsion-${SERVICE} \
+    EMULSION_WEB_DIR=/opt/emulsion/web \
     EMULSION_HTTP_PORT=8080
 USER 10001:10001
 EXPOSE 8080

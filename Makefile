@@ -66,7 +66,7 @@ browser: ## Install Debian's Chromium for the browser tests (tests/web), once
 
 BENCH_WEB_ARGS ?=
 bench-web: setup tools web browser ## Upload throughput from the browser page vs the CLI on the same files (BENCH_WEB_ARGS="--count 60")
-	$(UV) run --locked python -m tests.web.bench_web $(BENCH_WEB_ARGS)
+	$(UV) run --locked python -m emulsion_bench.web $(BENCH_WEB_ARGS)
 
 BENCH_CLI_ARGS ?=
 .PHONY: bench-cli

@@ -181,6 +181,10 @@ def test_build_context_holds_the_workspace_and_nothing_else(tmp_path: Path) -> N
         assert has_sources == (member.parts[0] in ("libs", "services")), member
     assert not list(context.rglob("__pycache__"))
     assert not list(context.rglob("Dockerfile"))
+    # The API image serves the uploader's bundle, built on the host by `make web`.
+    bundle = REPO_ROOT / "clients" / "web" / "dist"
+    assert (context / "clients" / "web" / "dist").is_dir() == bundle.is_dir()
+    assert not (context / "clients" / "web" / "src").exists()
 
 
 @pytest.mark.parametrize("name", COMPONENTS)

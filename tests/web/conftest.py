@@ -16,9 +16,8 @@ import pytest
 from playwright.sync_api import BrowserContext, Page
 
 from emulsion_api.scopes import token_digest
+from emulsion_bench import page as uploader
 from emulsion_devstack.stack import Endpoints, LocalStack, s3_client
-
-from . import uploader
 
 TENANT_TOKEN = secrets.token_urlsafe(24)
 TENANT_PREFIX = "tenant-"

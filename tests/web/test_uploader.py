@@ -11,10 +11,10 @@ from typing import Any
 
 from playwright.sync_api import Page, expect
 
+from emulsion_bench import page as uploader
 from emulsion_contracts import crd, keys
 from emulsion_devstack.processes import wait_for
 
-from . import uploader
 from .conftest import TENANT_PREFIX, TENANT_TOKEN, WebSystem
 
 SCREENSHOT = uploader.REPO_ROOT / "docs" / "web-uploader.png"

@@ -17,7 +17,7 @@ from typing import Any, Final
 from PIL import Image
 from playwright.sync_api import BrowserContext, Page, Request, sync_playwright
 
-REPO_ROOT: Final = Path(__file__).resolve().parents[2]
+REPO_ROOT: Final = Path(__file__).resolve().parents[3]
 CHROMIUM: Final = Path("/usr/bin/chromium")
 AXE: Final = REPO_ROOT / "clients" / "web" / "node_modules" / "axe-core" / "axe.min.js"
 CHROMIUM_ARGS: Final = [

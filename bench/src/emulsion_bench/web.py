@@ -19,11 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from emulsion_bench import page as uploader
 from emulsion_cli.gallery import GalleryParams, ensure_gallery
 from emulsion_devstack.processes import wait_for
 from emulsion_devstack.stack import LocalStack
-
-from . import uploader
 
 
 def page_upload(api_url: str, token: str, files: list[Path], collection: str) -> float:
