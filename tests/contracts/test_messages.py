@@ -5,6 +5,7 @@ from pydantic import ValidationError
 
 from emulsion_contracts import keys, messaging
 from emulsion_contracts.messages import GcRequest, ItemResult, JobRef, WorkItem
+from emulsion_contracts.reasons import FailureReason
 
 JOB = JobRef(namespace="photos", name="gallery-42-abc", uid="8c5e0c1e-5b39-4b8f-9d0e-1f2a3b4c5d6e")
 VERSION = keys.version_id("01JDZ8Q6W1B2C3D4E5F6G7H8J9", 0)
@@ -29,7 +30,7 @@ def test_messages_round_trip_through_json() -> None:
         job=JOB,
         index=0,
         outcome="failed",
-        reason="DecompressionBomb",
+        reason=FailureReason.DECOMPRESSION_BOMB,
         message="too many pixels",
         collection="gallery-42",
         asset="IMG_0001.jpg",
