@@ -66,8 +66,7 @@ __all__ = [
 PROFILE_PATTERN: Final = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 MAX_STYLES: Final = 16
 TTL_MAX_SECONDS: Final = 365 * 24 * 3600
-# Limits of status.failures[] (reason, message) in the CRD.
-FAILURE_REASON_MAX: Final = 64
+# The longest status.failures[].message the CRD stores.
 FAILURE_MESSAGE_MAX: Final = 1024
 
 
