@@ -5,6 +5,7 @@ from pydantic import ValidationError
 
 from emulsion_contracts import keys, messaging
 from emulsion_contracts.messages import GcRequest, ItemResult, JobRef, WorkItem
+from emulsion_contracts.reasons import FailureReason
 
 JOB = JobRef(namespace="photos", name="gallery-42-abc", uid="8c5e0c1e-5b39-4b8f-9d0e-1f2a3b4c5d6e")
 VERSION = keys.version_id("01JDZ8Q6W1B2C3D4E5F6G7H8J9", 0)
@@ -29,7 +30,7 @@ def test_messages_round_trip_through_json() -> None:
         job=JOB,
         index=0,
         outcome="failed",
-        reason="DecompressionBomb",
+        reason=FailureReason.DECOMPRESSION_BOMB,
         message="too many pixels",
         collection="gallery-42",
         asset="IMG_0001.jpg",
@@ -70,3 +71,23 @@ def test_subjects_and_message_ids_follow_the_design() -> None:
     assert messaging.work_msg_id(JOB.uid, 12) == f"{JOB.uid}/12"
     with pytest.raises(ValueError, match="subject token"):
         messaging.work_subject("photos", "a*b")
+
+
+def test_a_failed_result_carries_its_work_items_address() -> None:
+    work = work_item(index=3, version=keys.version_id("01JDZ8Q6W1B2C3D4E5F6G7H8J9", 3))
+    result = ItemResult.failed(work, FailureReason.RETRIES_EXHAUSTED, "gave up", 5)
+    assert (result.job, result.index, result.outcome) == (work.job, 3, "failed")
+    assert (result.collection, result.asset, result.version) == (
+        work.collection,
+        work.asset,
+        work.version,
+    )
+    assert (result.reason, result.message, result.attempts) == ("RetriesExhausted", "gave up", 5)
+    assert ItemResult.from_bytes(result.to_bytes()) == result
+
+
+def test_a_result_with_a_reason_this_reader_does_not_know_is_kept_as_unknown() -> None:
+    work = work_item()
+    wire = ItemResult.failed(work, FailureReason.CORRUPT_IMAGE, "x", 1).to_bytes()
+    newer = wire.replace(b'"CorruptImage"', b'"SomeNewReason"')
+    assert ItemResult.model_validate_json(newer).reason is FailureReason.UNKNOWN

@@ -58,7 +58,7 @@ class Timeline:
         with self.lock:
             if phase and phase != crd.Phase.PENDING and name not in self.queued:
                 self.queued[name] = now  # Queued, or already past it when first seen
-            if phase and crd.Phase(phase).finished and name not in self.finished:
+            if phase and crd.Phase.parse(phase).finished and name not in self.finished:
                 self.finished[name] = now
 
 

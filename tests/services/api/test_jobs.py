@@ -8,6 +8,8 @@ from emulsion_api import jobs
 from emulsion_api.errors import ApiError
 from emulsion_api.models import IngestItem, IngestRequest
 from emulsion_contracts import crd, keys
+from emulsion_contracts.ingestjob import IngestJobStatus
+from emulsion_contracts.reasons import FailureReason
 
 
 def _request(*assets: str | None, collection: str = "c") -> IngestRequest:
@@ -123,24 +125,28 @@ def test_batch_phase(phases: list[str], expected: str) -> None:
 
 
 def test_item_states_from_index_ranges_and_a_malformed_range_is_pending() -> None:
-    job = {
-        "status": {
+    status = IngestJobStatus.model_validate(
+        {
             "succeededIndexes": "0-2,5",
-            "failedIndexes": "3",
-            "failures": [{"index": 3, "reason": "Bomb"}],
+            "failedIndexes": "3,4",
+            "failures": [
+                {"index": 3, "reason": "DecompressionBomb"},
+                # A reason from a newer processor than this API: shown as Unknown.
+                {"index": 4, "reason": "SomethingNew"},
+            ],
         }
-    }
-    states = jobs.item_states(job)
+    )
+    states = jobs.item_states(status)
     assert [states.state(i) for i in range(6)] == [
         "succeeded",
         "succeeded",
         "succeeded",
         "failed",
-        "pending",
+        "failed",
         "succeeded",
     ]
-    assert states.reasons == {3: "Bomb"}
-    broken = jobs.item_states({"status": {"succeededIndexes": "3-1"}})
+    assert states.reasons == {3: FailureReason.DECOMPRESSION_BOMB, 4: FailureReason.UNKNOWN}
+    broken = jobs.item_states(IngestJobStatus(succeeded_indexes="3-1"))
     assert broken.state(2) == "pending"
 
 

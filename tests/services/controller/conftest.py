@@ -30,6 +30,7 @@ from nats.js.errors import NotFoundError
 
 from emulsion_contracts import crd, keys, messaging, telemetry
 from emulsion_contracts.messages import ItemResult, WorkItem
+from emulsion_contracts.reasons import FailureReason
 from emulsion_devstack.binaries import ensure_binary
 from emulsion_devstack.processes import ProcessRecord, free_port, stop
 from emulsion_devstack.processes import wait_for as wait_for
@@ -310,7 +311,7 @@ def result_for(work: WorkItem, reason: str | None) -> ItemResult:
         job=work.job,
         index=work.index,
         outcome="failed" if reason else "succeeded",
-        reason=reason,
+        reason=FailureReason(reason) if reason else None,
         message=f"simulated {reason}" if reason else None,
         collection=work.collection,
         asset=work.asset,

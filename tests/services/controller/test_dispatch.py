@@ -85,8 +85,9 @@ def test_an_invalid_job_is_failed_with_its_reason_and_forgotten(
     and the controller keeps nothing of it."""
     import pytest
 
+    from emulsion_contracts.ingestjob import InvalidSpec
     from emulsion_controller.bus import Bus
-    from emulsion_controller.dispatch import InvalidJob, dispatch
+    from emulsion_controller.dispatch import dispatch
     from emulsion_controller.kube import Kube
     from emulsion_controller.tracker import StatusWriter
 
@@ -98,7 +99,7 @@ def test_an_invalid_job_is_failed_with_its_reason_and_forgotten(
         bus = await Bus.connect(stack.nats_url)
         writer = StatusWriter(Kube(kube, 2), bus, 1.0)
         try:
-            with pytest.raises(InvalidJob, match=r"spec\.items\[1\]"):
+            with pytest.raises(InvalidSpec, match=r"spec\.items\[1\]"):
                 await dispatch(body, bus, writer)
             tracked = writer.progress_of(uid) is not None
             queued = await streams.queued_on(bus.js, jobs.namespace, "invalid")

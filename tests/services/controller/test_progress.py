@@ -8,6 +8,7 @@ from typing import Any, Literal
 from emulsion_contracts import crd, keys
 from emulsion_contracts.crd import ConditionType, Phase
 from emulsion_contracts.messages import ItemResult, JobRef
+from emulsion_contracts.reasons import FailureReason
 from emulsion_controller.census import Census
 from emulsion_controller.conditions import set_condition
 from emulsion_controller.progress import JobProgress, format_duration
@@ -21,7 +22,7 @@ def result(index: int, outcome: Literal["succeeded", "failed"] = "succeeded") ->
         job=JobRef(namespace="ns", name="job", uid="uid-1"),
         index=index,
         outcome=outcome,
-        reason="DecompressionBomb" if outcome == "failed" else None,
+        reason=FailureReason.DECOMPRESSION_BOMB if outcome == "failed" else None,
         collection="gallery",
         asset=f"img-{index}.jpg",
         version=keys.version_id(VERSION, index),
@@ -91,23 +92,24 @@ def test_merging_keeps_what_each_writer_folded() -> None:
     assert ours.succeeded == {0, 1}
     assert ours.failed == {2}
     assert [f.index for f in ours.failures] == [2]
-    assert ours.started_at == "2026-01-02T03:04:00Z"
+    assert ours.started_at == datetime(2026, 1, 2, 3, 4, 0, tzinfo=UTC)
 
 
 def test_a_condition_keeps_its_transition_time_until_its_status_changes() -> None:
+    complete = ConditionType.COMPLETE
     first = set_condition(
-        [], type="Complete", status="False", reason="A", message="", generation=1, now=T0
+        [], type=complete, status="False", reason="A", message="", generation=1, now=T0
     )
     later = T0 + timedelta(minutes=1)
     same = set_condition(
-        first, type="Complete", status="False", reason="B", message="m", generation=2, now=later
+        first, type=complete, status="False", reason="B", message="m", generation=2, now=later
     )
-    assert same[0]["lastTransitionTime"] == first[0]["lastTransitionTime"]
-    assert (same[0]["reason"], same[0]["observedGeneration"]) == ("B", 2)
+    assert same[0].last_transition_time == first[0].last_transition_time
+    assert (same[0].reason, same[0].observed_generation) == ("B", 2)
     flipped = set_condition(
-        same, type="Complete", status="True", reason="C", message="", generation=2, now=later
+        same, type=complete, status="True", reason="C", message="", generation=2, now=later
     )
-    assert flipped[0]["lastTransitionTime"] == "2026-01-02T03:05:05Z"
+    assert flipped[0].to_body()["lastTransitionTime"] == "2026-01-02T03:05:05Z"
 
 
 def test_conditions_of_a_finished_job_say_how_it_ended() -> None:
@@ -141,3 +143,20 @@ def test_only_finished_jobs_past_their_ttl_expire() -> None:
     assert census.expired(T0 + timedelta(seconds=59)) == []
     assert [key.name for key in census.expired(T0 + timedelta(seconds=60))] == ["job"]
     assert census.by_phase() == {Phase.SUCCEEDED: 1, Phase.PROCESSING: 1}
+
+
+def test_an_unknown_phase_is_counted_as_pending_and_logged(caplog: Any) -> None:
+    census = Census()
+    census.observe(body(1, {"phase": "Hibernating"}, ttl=0))
+    assert census.by_phase() == {Phase.PENDING: 1}
+    assert census.expired(T0) == []  # not finished, so never deleted for its TTL
+    assert "unknown job phase 'Hibernating' read as Pending" in caplog.text
+
+
+def test_a_failed_result_without_a_known_reason_is_listed_as_unknown() -> None:
+    progress = JobProgress.from_object(body(2))
+    progress.mark_dispatched(VERSION, T0)
+    newer = result(0, "failed").model_copy(update={"reason": None})
+    progress.record(newer)
+    status = progress.to_status(T0)
+    assert status["failures"] == [{"index": 0, "asset": "img-0.jpg", "reason": "Unknown"}]

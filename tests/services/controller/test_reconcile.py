@@ -8,6 +8,7 @@ from typing import Any
 
 from emulsion_contracts import crd, indexes, messaging
 from emulsion_contracts.messages import ItemResult, JobRef, WorkItem
+from emulsion_contracts.reasons import FailureReason
 from emulsion_devstack.processes import ProcessRecord
 
 # Items without a result for 2 s (and no work message left) are reconciled.
@@ -91,7 +92,7 @@ def test_a_result_without_collection_asset_or_version_is_folded_by_job_and_index
                     job=job,
                     index=1,
                     outcome="failed",
-                    reason="InvalidMessage",
+                    reason=FailureReason.INVALID_MESSAGE,
                     message="work message body is not JSON",
                     finished_at=datetime.now(UTC),
                 ),

@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from emulsion_contracts import keys
+from emulsion_contracts.ingestjob import IngestJob
 from emulsion_contracts.messages import ItemResult, JobRef
 from emulsion_controller.bus import Bus
 from emulsion_controller.kube import Conflict, Kube
@@ -101,7 +102,7 @@ async def acknowledged() -> None:
 
 async def dispatched(kube: FakeKube) -> StatusWriter:
     writer = StatusWriter(cast(Kube, kube), cast(Bus, FakeBus()), interval=0.001)
-    job = writer.begin_dispatch(kube.event())
+    job = writer.begin_dispatch(IngestJob.read(kube.event()))
     assert await writer.end_dispatch(job, VERSION)
     return writer
 

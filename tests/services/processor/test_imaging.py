@@ -18,8 +18,9 @@ from PIL import Image, ImageCms
 
 from emulsion_contracts.messages import StyleSpec
 from emulsion_contracts.profiles import DEFAULT_PROFILE, Watermark
+from emulsion_contracts.reasons import FailureReason
 from emulsion_processor import imaging
-from emulsion_processor.reasons import ItemRejected, Reason, TransientTrouble
+from emulsion_processor.reasons import ItemRejected, TransientTrouble
 
 RED = (255, 0, 0)
 BLUE = (0, 0, 255)
@@ -323,13 +324,13 @@ def test_huge_dimensions_in_a_tiny_png_are_a_decompression_bomb(tmp_path: Path) 
     data = png_header_only(100_000, 100_000)
     assert len(data) < 200
     problem = rejected(tmp_path, data)
-    assert problem.reason is Reason.DECOMPRESSION_BOMB
+    assert problem.reason is FailureReason.DECOMPRESSION_BOMB
     assert "10000000000 pixels" in problem.message
 
 
 def test_the_pixel_limit_is_configurable(tmp_path: Path) -> None:
     data = encoded(Image.new("RGB", (1000, 1000)), "JPEG")
-    assert rejected(tmp_path, data, max_pixels=999_999).reason is Reason.DECOMPRESSION_BOMB
+    assert rejected(tmp_path, data, max_pixels=999_999).reason is FailureReason.DECOMPRESSION_BOMB
     assert render(tmp_path, data, max_pixels=1_000_000).width == 1000
 
 
@@ -338,27 +339,27 @@ def test_huge_gif_canvas_is_a_decompression_bomb(tmp_path: Path) -> None:
         b"GIF89a" + struct.pack("<HH", 65535, 65535) + b"\x00\x00\x00"
         b",\x00\x00\x00\x00" + struct.pack("<HH", 65535, 65535) + b"\x00\x02\x02D\x01\x00;"
     )
-    assert rejected(tmp_path, gif).reason is Reason.DECOMPRESSION_BOMB
+    assert rejected(tmp_path, gif).reason is FailureReason.DECOMPRESSION_BOMB
 
 
 def test_too_many_frames(tmp_path: Path) -> None:
     problem = rejected(tmp_path, animated_gif(5), max_frames=4)
-    assert problem.reason is Reason.TOO_MANY_FRAMES
+    assert problem.reason is FailureReason.TOO_MANY_FRAMES
     assert "5 frames" in problem.message
 
 
 def test_truncated_jpeg(tmp_path: Path) -> None:
     data = encoded(Image.effect_noise((1200, 800), 64).convert("RGB"), "JPEG")
-    assert rejected(tmp_path, data[: len(data) * 2 // 3]).reason is Reason.TRUNCATED
+    assert rejected(tmp_path, data[: len(data) * 2 // 3]).reason is FailureReason.TRUNCATED
 
 
 def test_text_named_jpg_is_not_an_image(tmp_path: Path) -> None:
     problem = rejected(tmp_path, b"hello, I am a text file\n" * 20, name="photo.jpg")
-    assert problem.reason is Reason.NOT_AN_IMAGE
+    assert problem.reason is FailureReason.NOT_AN_IMAGE
 
 
 def test_zero_bytes(tmp_path: Path) -> None:
-    assert rejected(tmp_path, b"").reason is Reason.EMPTY_FILE
+    assert rejected(tmp_path, b"").reason is FailureReason.EMPTY_FILE
 
 
 @pytest.mark.parametrize(
@@ -374,20 +375,20 @@ def test_formats_outside_the_allow_list_are_unsupported(
     tmp_path: Path, data: bytes, name: str
 ) -> None:
     problem = rejected(tmp_path, data)
-    assert problem.reason is Reason.UNSUPPORTED_FORMAT
+    assert problem.reason is FailureReason.UNSUPPORTED_FORMAT
     assert name in problem.message
 
 
 def test_a_real_tiff_is_unsupported(tmp_path: Path) -> None:
     problem = rejected(tmp_path, encoded(Image.new("RGB", (10, 10)), "TIFF"))
-    assert problem.reason is Reason.UNSUPPORTED_FORMAT
+    assert problem.reason is FailureReason.UNSUPPORTED_FORMAT
 
 
 def test_rejections_survive_pickling_for_process_pools() -> None:
     import pickle
 
-    copy = pickle.loads(pickle.dumps(ItemRejected(Reason.TRUNCATED, "ends early")))  # noqa: S301 - our own bytes
-    assert (copy.reason, copy.message) == (Reason.TRUNCATED, "ends early")
+    copy = pickle.loads(pickle.dumps(ItemRejected(FailureReason.TRUNCATED, "ends early")))  # noqa: S301 - our own bytes
+    assert (copy.reason, copy.message) == (FailureReason.TRUNCATED, "ends early")
 
 
 # -- crop geometry (issue 12, defect 0) ------------------------------------------------------
@@ -549,7 +550,7 @@ def test_a_deterministic_render_error_is_a_render_failure_not_transient(
 
     monkeypatch.setattr(imaging, "plan", broken)
     problem = rejected(tmp_path, encoded(Image.new("RGB", (40, 30)), "PNG"))
-    assert problem.reason is Reason.RENDER_FAILED
+    assert problem.reason is FailureReason.RENDER_FAILED
     assert "ValueError: box offset can't be negative" in problem.message
 
 
@@ -561,7 +562,7 @@ def test_a_pillow_oserror_without_an_errno_is_a_render_failure(
 
     monkeypatch.setattr(imaging, "encode", cannot_write)
     problem = rejected(tmp_path, encoded(Image.new("RGB", (40, 30)), "PNG"))
-    assert problem.reason is Reason.RENDER_FAILED
+    assert problem.reason is FailureReason.RENDER_FAILED
 
 
 def test_a_full_scratch_disk_while_rendering_is_transient(

@@ -27,12 +27,13 @@ from pydantic import ValidationError
 
 from emulsion_contracts.messages import StyleSpec
 from emulsion_contracts.profiles import DEFAULT_PROFILE
+from emulsion_contracts.reasons import FailureReason
 from emulsion_devstack.processes import ProcessRecord, free_port, log_tail, spawn, stop, wait_until
 from emulsion_devstack.services import SERVICES
 from emulsion_devstack.stack import Endpoints
 from emulsion_processor import admission, imaging
 from emulsion_processor.admission import MIB, MemoryBudget
-from emulsion_processor.reasons import ItemRejected, Reason
+from emulsion_processor.reasons import ItemRejected
 
 from .conftest import Bus, metric, settings_for, stage, wait_for, work_item
 
@@ -87,7 +88,7 @@ def test_a_jpeg_costs_what_its_reduced_decode_takes(tmp_path: Path) -> None:
 def test_a_bad_file_fails_before_it_waits_for_memory(tmp_path: Path) -> None:
     with pytest.raises(ItemRejected) as rejected:
         cost(tmp_path, b"not an image")
-    assert rejected.value.reason is Reason.NOT_AN_IMAGE
+    assert rejected.value.reason is FailureReason.NOT_AN_IMAGE
 
 
 # -- admission ---------------------------------------------------------------------------
@@ -99,7 +100,7 @@ def test_an_image_bigger_than_the_whole_budget_fails_at_once() -> None:
         with pytest.raises(ItemRejected) as rejected:
             async with budget.admit(101):
                 pass
-        assert rejected.value.reason is Reason.TOO_LARGE_FOR_MEMORY
+        assert rejected.value.reason is FailureReason.TOO_LARGE_FOR_MEMORY
         assert budget.used == 0
 
     asyncio.run(body())

@@ -26,10 +26,11 @@ from emulsion_contracts import keys
 from emulsion_contracts.manifest import AssetManifest
 from emulsion_contracts.messages import ItemResult, StyleSpec, WorkItem
 from emulsion_contracts.profiles import DEFAULT_PROFILE
+from emulsion_contracts.reasons import FailureReason
 from emulsion_devstack.stack import Endpoints
 from emulsion_processor import imaging, store
 from emulsion_processor import worker as worker_module
-from emulsion_processor.reasons import ItemRejected, Reason
+from emulsion_processor.reasons import ItemRejected
 from emulsion_processor.worker import WORK_CONSUMER, GiveBack, gc_msg_id
 
 from .conftest import Bus, in_process_worker, jpeg, object_keys, stage, work_item
@@ -338,7 +339,7 @@ def test_a_cancelled_job_commits_nothing(
             for item in (before, during):
                 with pytest.raises(ItemRejected) as rejected:
                     await worker.process(item, 1)
-                assert rejected.value.reason is Reason.CANCELLED
+                assert rejected.value.reason is FailureReason.CANCELLED
         stale = await bus.gc_request("stale", gc_msg_id("stale", during.version))
         assert stale is not None and len(stale.keys) == 6
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from enum import StrEnum
 from typing import Final
+
+log = logging.getLogger(__name__)
 
 GROUP: Final = "emulsion.dev"
 VERSION: Final = "v1alpha1"
@@ -43,6 +46,20 @@ class Phase(StrEnum):
     @property
     def finished(self) -> bool:
         return self in (Phase.SUCCEEDED, Phase.PARTIALLY_FAILED, Phase.FAILED)
+
+    @classmethod
+    def parse(cls, value: object) -> Phase:
+        """A stored phase; none yet is Pending, and so is one this reader does not know
+        (a newer CRD's): not finished, so nothing acts on the job as ended. Logged."""
+        if isinstance(value, cls):
+            return value
+        if not value:
+            return cls.PENDING
+        try:
+            return cls(str(value))
+        except ValueError:
+            log.warning("unknown job phase %r read as %s", str(value)[:64], cls.PENDING)
+            return cls.PENDING
 
 
 class ConditionType(StrEnum):

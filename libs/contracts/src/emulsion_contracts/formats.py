@@ -1,5 +1,5 @@
 """The image formats Emulsion accepts as originals, shared by the API (what a presigned
-upload may declare) and the processors (what they decode).
+upload may declare) and the processors (what they decode), and the formats it writes.
 
 Only formats a browser shows: everything else (SVG runs scripts, EPS/PDF run
 interpreters, PSD/TIFF are large attack surfaces) is refused before a byte is stored.
@@ -18,3 +18,6 @@ ACCEPTED_FORMATS: Final[dict[str, str]] = {
 }
 AcceptedContentType = Literal["image/jpeg", "image/png", "image/webp", "image/gif"]
 ACCEPTED_CONTENT_TYPES: Final = tuple(ACCEPTED_FORMATS.values())
+
+# What a derivative is encoded as (a style's or a profile's `format`).
+OutputFormat = Literal["jpeg", "png", "webp"]

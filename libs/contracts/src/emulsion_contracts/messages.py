@@ -7,12 +7,22 @@ add one without a new version) and reject a `v` they do not know.
 from __future__ import annotations
 
 import unicodedata
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+)
 
 from emulsion_contracts import keys
+from emulsion_contracts.formats import OutputFormat
+from emulsion_contracts.reasons import FailureReason
 
 
 def _asset_name(value: str) -> str:
@@ -48,6 +58,12 @@ StagingKey = Annotated[str, StringConstraints(pattern=f"^{keys.STAGING_KEY_PATTE
 VersionId = Annotated[str, StringConstraints(pattern=f"^{keys.VERSION_PATTERN}$")]
 StyleName = Annotated[str, StringConstraints(pattern=f"^{keys.STYLE_PATTERN}$")]
 
+# The profile a job (and each of its work items) uses when it names none.
+DEFAULT_PROFILE_NAME = "default"
+# A reader takes a reason it does not know as UNKNOWN (logged) rather than refusing the
+# whole message: a result must not be lost over its wording (see reasons.py).
+ReadReason = Annotated[FailureReason, BeforeValidator(FailureReason.parse)]
+
 
 class Message(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
@@ -79,7 +95,7 @@ class StyleSpec(BaseModel):
     width: Annotated[int, Field(ge=1, le=8192)]
     height: Annotated[int, Field(ge=1, le=8192)]
     fit: Literal["fit", "crop"] = "fit"
-    format: Literal["jpeg", "png", "webp"] | None = None
+    format: OutputFormat | None = None
     quality: Annotated[int, Field(ge=1, le=100)] | None = None
     watermark: bool = False
 
@@ -93,7 +109,7 @@ class WorkItem(Message):
     collection: Collection
     asset: AssetName
     version: VersionId
-    profile: str = "default"
+    profile: str = DEFAULT_PROFILE_NAME
     styles: tuple[StyleSpec, ...] | None = None
 
 
@@ -114,10 +130,8 @@ class ItemResult(Message):
     job: JobRef
     index: Annotated[int, Field(ge=0)]
     outcome: Literal["succeeded", "failed"]
-    # Machine-readable, stable reasons (e.g. DecompressionBomb, UnsupportedFormat,
-    # SourceMissing, RetriesExhausted, Cancelled, InvalidMessage, RenderFailed,
-    # TooLargeForMemory); None on success.
-    reason: str | None = None
+    # Why it failed (emulsion_contracts.reasons); None on success.
+    reason: ReadReason | None = None
     message: str | None = None
     # None only for a work message whose body could not be read (reason InvalidMessage):
     # its job and index then come from the subject and the Nats-Msg-Id header.
@@ -133,14 +147,36 @@ class ItemResult(Message):
     attempts: int = 1
     finished_at: datetime
 
+    @classmethod
+    def failed(
+        cls, work: WorkItem, reason: FailureReason, message: str, attempts: int
+    ) -> ItemResult:
+        """The one way a failed item's result is made (processors and controller alike)."""
+        return cls(
+            job=work.job,
+            index=work.index,
+            outcome="failed",
+            reason=reason,
+            message=message,
+            collection=work.collection,
+            asset=work.asset,
+            version=work.version,
+            attempts=attempts,
+            finished_at=datetime.now(UTC),
+        )
+
+
+# Why keys are handed to the janitor (also the last token of the GC subject).
+# superseded: a later version went live; stale: this version lost to a later job;
+# deleted: the asset was deleted; promoted: a staging upload copied to originals/;
+# abandoned: a staging upload no job used.
+GcReason = Literal["superseded", "stale", "deleted", "promoted", "abandoned"]
+
 
 class GcRequest(Message):
     """processors, API -> janitor: keys that may go once `not_before` has passed."""
 
-    # superseded: a later version went live; stale: this version lost to a later job;
-    # deleted: the asset was deleted; promoted: a staging upload copied to originals/;
-    # abandoned: a staging upload no job used.
-    reason: Literal["superseded", "stale", "deleted", "promoted", "abandoned"]
+    reason: GcReason
     keys: tuple[str, ...]
     not_before: datetime
     collection: Collection | None = None

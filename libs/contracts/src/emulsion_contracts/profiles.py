@@ -11,7 +11,8 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from emulsion_contracts.messages import StyleSpec
+from emulsion_contracts.formats import OutputFormat
+from emulsion_contracts.messages import DEFAULT_PROFILE_NAME, StyleSpec
 
 
 class Watermark(BaseModel):
@@ -31,13 +32,13 @@ class Profile(BaseModel):
 
     name: str
     styles: tuple[StyleSpec, ...]
-    format: Literal["jpeg", "png", "webp"] = "jpeg"
+    format: OutputFormat = "jpeg"
     quality: Annotated[int, Field(ge=1, le=100)] = 82
     watermark: Watermark | None = None
 
 
 DEFAULT_PROFILE = Profile(
-    name="default",
+    name=DEFAULT_PROFILE_NAME,
     styles=(
         StyleSpec(name="large", width=800, height=800, fit="fit"),
         StyleSpec(name="medium", width=300, height=300, fit="fit"),

@@ -12,7 +12,6 @@ import time
 import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Final
 
 from emulsion_api.errors import ApiError, ErrorDetail
@@ -25,7 +24,16 @@ from emulsion_api.models import (
     ItemState,
     JobSummary,
 )
-from emulsion_contracts import crd, indexes, keys
+from emulsion_contracts import crd, keys
+from emulsion_contracts.ingestjob import (
+    IngestJob,
+    IngestJobSpec,
+    IngestJobStatus,
+    JobItem,
+    JobOutline,
+    ObjectMeta,
+)
+from emulsion_contracts.reasons import FailureReason
 
 # The hash of (token, Idempotency-Key), so a retried request finds its jobs by label.
 LABEL_IDEMPOTENCY: Final = f"{crd.GROUP}/idempotency"
@@ -185,30 +193,24 @@ def build_jobs(plan: JobPlan, now: float | None = None) -> list[Job]:
         labels[LABEL_IDEMPOTENCY] = label
         annotations[crd.ANNOTATION_IDEMPOTENCY_KEY] = client_key
         annotations[ANNOTATION_REQUEST_HASH] = body_hash
-    jobs = []
-    for version, chunk in zip(part_versions, chunks, strict=True):
-        spec: dict[str, Any] = {
-            "collection": plan.collection,
-            "profile": plan.profile,
-            "version": version,
-            "items": [{"source": item.upload_key, "asset": item.asset} for item in chunk],
-        }
-        if plan.ttl_seconds_after_finished is not None:
-            spec["ttlSecondsAfterFinished"] = plan.ttl_seconds_after_finished
-        jobs.append(
-            {
-                "apiVersion": crd.API_VERSION,
-                "kind": crd.KIND,
-                "metadata": {
-                    "name": job_name(version),
-                    "namespace": plan.namespace,
-                    "labels": dict(labels),
-                    "annotations": dict(annotations),
-                },
-                "spec": spec,
-            }
-        )
-    return jobs
+    return [
+        IngestJob(
+            metadata=ObjectMeta(
+                name=job_name(version),
+                namespace=plan.namespace,
+                labels=labels,
+                annotations=annotations,
+            ),
+            spec=IngestJobSpec(
+                collection=plan.collection,
+                profile=plan.profile,
+                version=version,
+                items=tuple(JobItem(source=i.upload_key, asset=i.asset) for i in chunk),
+                ttl_seconds_after_finished=plan.ttl_seconds_after_finished,
+            ),
+        ).to_body()
+        for version, chunk in zip(part_versions, chunks, strict=True)
+    ]
 
 
 def ingest_url(name: str) -> str:
@@ -231,28 +233,32 @@ def request_id(job: Job) -> str:
 
 def accepted(jobs: list[Job]) -> IngestAccepted:
     """The 202 body for the jobs one request made (in part order); a replay gives the same."""
-    ordered = sorted(jobs, key=lambda job: str(job["spec"]["version"]))
-    batch = batch_of(ordered[0])
+    ordered = sorted((IngestJob.read(job) for job in jobs), key=_version_order)
+    batch = ordered[0].metadata.labels.get(crd.LABEL_BATCH)
     items: list[AcceptedItem] = []
     for job in ordered:
-        for job_index, item in enumerate(job["spec"]["items"]):
+        for job_index, item in enumerate(job.spec.items):
             items.append(
                 AcceptedItem(
                     index=len(items),
-                    job=job["metadata"]["name"],
+                    job=job.metadata.name,
                     job_index=job_index,
-                    upload_key=item["source"],
-                    asset=item["asset"],
+                    upload_key=item.source,
+                    asset=item.asset,
                 )
             )
-    name = batch or str(ordered[0]["metadata"]["name"])
+    name = batch or ordered[0].metadata.name
     return IngestAccepted(
         name=name,
         status_url=batch_url(name) if batch else ingest_url(name),
         batch=batch,
-        jobs=[job["metadata"]["name"] for job in ordered],
+        jobs=[job.metadata.name for job in ordered],
         items=items,
     )
+
+
+def _version_order(job: IngestJob) -> str:
+    return job.version or ""
 
 
 def group_by_request(jobs: Iterable[Job]) -> dict[str, list[Job]]:
@@ -265,7 +271,7 @@ def group_by_request(jobs: Iterable[Job]) -> dict[str, list[Job]]:
 def first_request(jobs: Iterable[Job]) -> list[Job]:
     """Of several requests racing with one Idempotency-Key, the earliest (lowest version) wins."""
     groups = group_by_request(jobs)
-    return min(groups.values(), key=lambda group: min(str(j["spec"]["version"]) for j in group))
+    return min(groups.values(), key=lambda group: min(job_version(j) or "" for j in group))
 
 
 def stored_request_hash(jobs: list[Job]) -> str | None:
@@ -277,54 +283,43 @@ def stored_request_hash(jobs: list[Job]) -> str | None:
 # -- reading status ---------------------------------------------------------------------
 
 
-def _time(value: Any) -> datetime | None:
-    if not value:
-        return None
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-
-
 def phase(job: Job) -> crd.Phase:
-    try:
-        return crd.Phase((job.get("status") or {}).get("phase") or crd.Phase.PENDING)
-    except ValueError:
-        return crd.Phase.PENDING
+    return IngestJobStatus.of(job).phase
 
 
 def job_version(job: Job) -> str | None:
-    value = job["spec"].get("version") or (job.get("status") or {}).get("version")
-    return str(value) if value else None
+    """The version id in effect: the spec's, or the one the controller picked."""
+    return JobOutline.read(job).version
 
 
 def summary(job: Job) -> JobSummary:
-    status: dict[str, Any] = job.get("status") or {}
-    total = int(status.get("total") or len(job["spec"]["items"]))
-    succeeded, failed = int(status.get("succeeded") or 0), int(status.get("failed") or 0)
-    current = phase(job)
+    return job_summary(IngestJob.read(job))
+
+
+def job_summary(job: IngestJob) -> JobSummary:
+    status = job.status
+    total = status.total or len(job.spec.items)
+    succeeded, failed = status.succeeded or 0, status.failed or 0
     return JobSummary(
-        name=job["metadata"]["name"],
-        status_url=ingest_url(job["metadata"]["name"]),
-        collection=job["spec"]["collection"],
-        profile=job["spec"].get("profile") or "default",
-        batch=batch_of(job),
-        phase=current,
-        finished=current.finished,
+        name=job.metadata.name,
+        status_url=ingest_url(job.metadata.name),
+        collection=job.spec.collection,
+        profile=job.spec.profile,
+        batch=job.metadata.labels.get(crd.LABEL_BATCH),
+        phase=status.phase,
+        finished=status.phase.finished,
         total=total,
         succeeded=succeeded,
         failed=failed,
-        progress=str(status.get("progress") or f"{succeeded + failed}/{total}"),
-        version=job_version(job),
-        created_at=_time(job["metadata"].get("creationTimestamp")),
-        started_at=_time(status.get("startedAt")),
-        completed_at=_time(status.get("completedAt")),
-        duration=status.get("duration"),
+        progress=status.progress or f"{succeeded + failed}/{total}",
+        version=job.version,
+        created_at=job.metadata.creation_timestamp,
+        started_at=status.started_at,
+        completed_at=status.completed_at,
+        duration=status.duration,
         failures=[
-            Failure(
-                index=int(failure["index"]),
-                asset=failure.get("asset"),
-                reason=str(failure["reason"]),
-                message=failure.get("message"),
-            )
-            for failure in status.get("failures") or []
+            Failure(index=f.index, asset=f.asset, reason=f.reason, message=f.message)
+            for f in status.failures
         ],
     )
 
@@ -333,7 +328,7 @@ def summary(job: Job) -> JobSummary:
 class ItemStates:
     succeeded: set[int]
     failed: set[int]
-    reasons: dict[int, str]
+    reasons: dict[int, FailureReason]
 
     def state(self, index: int) -> ItemState:
         if index in self.succeeded:
@@ -343,22 +338,17 @@ class ItemStates:
         return "pending"
 
 
-def item_states(job: Job) -> ItemStates:
-    status: dict[str, Any] = job.get("status") or {}
+def item_states(status: IngestJobStatus) -> ItemStates:
     try:
-        succeeded = indexes.expand(status.get("succeededIndexes"))
-        failed = indexes.expand(status.get("failedIndexes"))
+        succeeded, failed = status.succeeded_set(), status.failed_set()
     except ValueError:
         # A malformed range list is the writer's bug; show the items as pending, not a 500.
         succeeded, failed = set(), set()
-    reasons = {
-        int(failure["index"]): str(failure["reason"]) for failure in status.get("failures") or []
-    }
-    return ItemStates(succeeded, failed, reasons)
+    return ItemStates(succeeded, failed, {f.index: f.reason for f in status.failures})
 
 
 def batch_status(batch: str, jobs: list[Job]) -> BatchStatus:
-    summaries = [summary(job) for job in sorted(jobs, key=lambda j: str(j["spec"]["version"]))]
+    summaries = [job_summary(job) for job in sorted(map(IngestJob.read, jobs), key=_version_order)]
     total = sum(s.total for s in summaries)
     succeeded = sum(s.succeeded for s in summaries)
     failed = sum(s.failed for s in summaries)

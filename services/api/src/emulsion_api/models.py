@@ -9,12 +9,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from emulsion_contracts import crd, keys
 from emulsion_contracts.formats import AcceptedContentType
+from emulsion_contracts.ingestjob import DEFAULT_PROFILE_NAME, PROFILE_PATTERN
 from emulsion_contracts.messages import AssetName
+from emulsion_contracts.reasons import FailureReason
 
 # Generous bounds, so a hostile value is refused by size before any rule looks at it;
 # the precise rules (patterns, no "..") are checked with the key-layout functions.
 FILENAME_MAX = 1024
-PROFILE_PATTERN = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 
 ItemState = Literal["pending", "succeeded", "failed"]
 
@@ -120,7 +121,7 @@ class IngestRequest(Request):
             ),
         ),
     ]
-    profile: Annotated[str, Field(max_length=63, pattern=PROFILE_PATTERN)] = "default"
+    profile: Annotated[str, Field(max_length=63, pattern=PROFILE_PATTERN)] = DEFAULT_PROFILE_NAME
 
 
 class AcceptedItem(BaseModel):
@@ -142,7 +143,7 @@ class IngestAccepted(BaseModel):
 class Failure(BaseModel):
     index: int
     asset: str | None = None
-    reason: str
+    reason: FailureReason
     message: str | None = None
 
 
@@ -176,7 +177,7 @@ class ItemStatus(BaseModel):
         default=None,
         description="For succeeded items: whether this version is still the asset's live one.",
     )
-    reason: str | None = None
+    reason: FailureReason | None = None
     original: Original | None = None
     outputs: list[Output] = []
 

@@ -9,6 +9,7 @@ from emulsion_api.deps import Services
 from emulsion_api.models import Asset, IngestStatus, ItemStatus, Original, Output
 from emulsion_api.store import Store, StoredManifest
 from emulsion_contracts import keys
+from emulsion_contracts.ingestjob import IngestJob, JobItem
 from emulsion_contracts.manifest import AssetManifest
 
 
@@ -59,30 +60,31 @@ async def ingest_status(services: Services, job: jobs.Job, offset: int, limit: i
     manifest still names this item's version: a later upload or a delete replaces them,
     and the superseded files are on their way to the janitor.
     """
-    states = jobs.item_states(job)
-    version = jobs.job_version(job)
-    collection = job["spec"]["collection"]
-    page = list(enumerate(job["spec"]["items"]))[offset : offset + limit]
-    succeeded_assets = sorted({item["asset"] for i, item in page if states.state(i) == "succeeded"})
+    parsed = IngestJob.read(job)
+    states = jobs.item_states(parsed.status)
+    version = parsed.version
+    collection = parsed.spec.collection
+    page = list(enumerate(parsed.spec.items))[offset : offset + limit]
+    succeeded_assets = sorted({item.asset for i, item in page if states.state(i) == "succeeded"})
     manifests = await asyncio.gather(
         *(services.store.read_manifest(collection, name) for name in succeeded_assets)
     )
     by_asset = dict(zip(succeeded_assets, manifests, strict=True))
 
-    def item_status(index: int, item: dict[str, str]) -> ItemStatus:
+    def item_status(index: int, item: JobItem) -> ItemStatus:
         state = states.state(index)
         item_version = keys.version_id(version, index) if version else None
         view = ItemStatus(
             index=index,
-            asset=item["asset"],
-            upload_key=item["source"],
+            asset=item.asset,
+            upload_key=item.source,
             state=state,
             version=item_version,
             reason=states.reasons.get(index) if state == "failed" else None,
         )
         if state != "succeeded":
             return view
-        stored = by_asset.get(item["asset"])
+        stored = by_asset.get(item.asset)
         if stored is None or stored.manifest.version != item_version:
             return view.model_copy(update={"live": False})
         return view.model_copy(
@@ -95,4 +97,5 @@ async def ingest_status(services: Services, job: jobs.Job, offset: int, limit: i
 
     # Presigning is CPU work; a page of a hundred items must not stall the event loop.
     items = await services.store.run(lambda: [item_status(i, item) for i, item in page])
-    return IngestStatus(**jobs.summary(job).model_dump(), item_offset=offset, items=items)
+    summary = jobs.job_summary(parsed)
+    return IngestStatus(**summary.model_dump(), item_offset=offset, items=items)

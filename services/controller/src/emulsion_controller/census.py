@@ -11,10 +11,11 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from emulsion_contracts.crd import Phase
+from emulsion_contracts.ingestjob import JobOutline
 from emulsion_controller import metrics
 
 
@@ -36,18 +37,19 @@ class Census:
         self._counts: Counter[Phase] = Counter()
 
     def observe(self, body: Mapping[str, Any]) -> None:
+        # The outline, not the whole job: this runs on every event of every job.
+        job = JobOutline.read(body)
         key = _key(body)
-        status = body.get("status") or {}
-        phase = Phase(status.get("phase") or Phase.PENDING)
+        phase = job.status.phase
         self._count(self._phases.get(key), phase)
         self._phases[key] = phase
-        expiry = _expiry(body, phase)
+        expiry = _expiry(job)
         if expiry is None:
             self._expiry.pop(key, None)
         else:
             self._expiry[key] = expiry
         if phase in (Phase.QUEUED, Phase.PROCESSING):
-            version = str(body["metadata"].get("resourceVersion"))
+            version = str(job.metadata.resource_version)
             seen = self._running.get(key)
             if seen is None or seen[0] != version:
                 self._running[key] = (version, time.monotonic())
@@ -90,15 +92,11 @@ def _key(body: Mapping[str, Any]) -> JobKey:
     return JobKey(metadata["namespace"], metadata["name"], metadata["uid"])
 
 
-def _expiry(body: Mapping[str, Any], phase: Phase) -> datetime | None:
-    ttl = (body.get("spec") or {}).get("ttlSecondsAfterFinished")
-    completed = (body.get("status") or {}).get("completedAt")
-    if (
-        ttl is None
-        or not phase.finished
-        or not completed
-        or body["metadata"].get("deletionTimestamp")
-    ):
+def _expiry(job: JobOutline) -> datetime | None:
+    ttl = job.spec.ttl_seconds_after_finished
+    completed = job.status.completed_at
+    if ttl is None or not job.status.phase.finished or not completed:
         return None
-    finished = datetime.fromisoformat(str(completed).replace("Z", "+00:00")).astimezone(UTC)
-    return finished + timedelta(seconds=int(ttl))
+    if job.metadata.deletion_timestamp:
+        return None
+    return completed + timedelta(seconds=ttl)

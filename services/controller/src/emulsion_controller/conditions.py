@@ -7,69 +7,52 @@ reason, message and observedGeneration are refreshed on every write.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
-from typing import Any, Literal
+from collections.abc import Sequence
+from datetime import datetime
 
-ConditionStatus = Literal["True", "False", "Unknown"]
+from emulsion_contracts.crd import ConditionType
+from emulsion_contracts.ingestjob import Condition, ConditionStatus
 
 
 def set_condition(
-    conditions: Sequence[Mapping[str, Any]],
+    conditions: Sequence[Condition],
     *,
-    type: str,
+    type: ConditionType,
     status: ConditionStatus,
     reason: str,
     message: str,
     generation: int,
     now: datetime,
-) -> list[dict[str, Any]]:
+) -> list[Condition]:
     """`conditions` with `type` set; the others are kept as they are, in order."""
-    updated: list[dict[str, Any]] = []
+    updated: list[Condition] = []
     replaced = False
     for existing in conditions:
-        if existing.get("type") != type:
-            updated.append(dict(existing))
+        if existing.type != type:
+            updated.append(existing)
             continue
         replaced = True
-        unchanged = existing.get("status") == status and existing.get("lastTransitionTime")
-        updated.append(
-            _condition(
-                type,
-                status,
-                reason,
-                message,
-                generation,
-                str(existing["lastTransitionTime"]) if unchanged else timestamp(now),
-            )
-        )
+        since = existing.last_transition_time if existing.status == status else now
+        updated.append(_condition(type, status, reason, message, generation, since))
     if not replaced:
-        updated.append(_condition(type, status, reason, message, generation, timestamp(now)))
+        updated.append(_condition(type, status, reason, message, generation, now))
     return updated
 
 
-def find_condition(conditions: Sequence[Mapping[str, Any]], type: str) -> Mapping[str, Any] | None:
-    return next((c for c in conditions if c.get("type") == type), None)
-
-
 def _condition(
-    type: str,
+    type: ConditionType,
     status: ConditionStatus,
     reason: str,
     message: str,
     generation: int,
-    last_transition: str,
-) -> dict[str, Any]:
-    return {
-        "type": type,
-        "status": status,
-        "reason": reason,
-        "message": message,
-        "observedGeneration": generation,
-        "lastTransitionTime": last_transition,
-    }
-
-
-def timestamp(moment: datetime) -> str:
-    """RFC 3339 in UTC with seconds, as Kubernetes writes its own times."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    last_transition: datetime,
+) -> Condition:
+    return Condition(
+        type=type,
+        status=status,
+        reason=reason,
+        message=message,
+        observed_generation=generation,
+        # Kubernetes keeps times to the second; so does what we compare them with.
+        last_transition_time=last_transition.replace(microsecond=0),
+    )

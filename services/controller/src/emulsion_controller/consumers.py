@@ -8,7 +8,6 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 
 from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
@@ -16,6 +15,7 @@ from pydantic import ValidationError
 
 from emulsion_contracts import messaging
 from emulsion_contracts.messages import ItemResult, WorkItem
+from emulsion_contracts.reasons import FailureReason
 from emulsion_controller.bus import Bus
 from emulsion_controller.tracker import StatusWriter
 
@@ -23,7 +23,6 @@ log = logging.getLogger(__name__)
 
 BATCH = 256
 RETRY_DELAY = 1.0
-RETRIES_EXHAUSTED = "RetriesExhausted"
 EXHAUSTED_CHANNEL = "exhausted"
 CONSUMER_CHECK_INTERVAL = 5.0
 
@@ -118,17 +117,11 @@ async def consume_exhausted(bus: Bus, writer: StatusWriter, stopping: asyncio.Ev
             log.error("work message %d is not a work item: %s", sequence, error)
             await msg.term()
             return
-        result = ItemResult(
-            job=work.job,
-            index=work.index,
-            outcome="failed",
-            reason=RETRIES_EXHAUSTED,
-            message=f"gave up after {deliveries} deliveries",
-            collection=work.collection,
-            asset=work.asset,
-            version=work.version,
-            attempts=deliveries,
-            finished_at=datetime.now(UTC),
+        result = ItemResult.failed(
+            work,
+            FailureReason.RETRIES_EXHAUSTED,
+            f"gave up after {deliveries} deliveries",
+            deliveries,
         )
 
         async def settle() -> None:

@@ -15,10 +15,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from opentelemetry import trace
-from pydantic import ValidationError
 
 from emulsion_contracts import crd, keys, messaging, telemetry
-from emulsion_contracts.messages import JobRef, StyleSpec, WorkItem
+from emulsion_contracts.ingestjob import IngestJob, InvalidSpec
 from emulsion_controller import metrics
 from emulsion_controller.bus import Bus, Outgoing
 from emulsion_controller.tracker import StatusWriter
@@ -27,12 +26,8 @@ log = logging.getLogger(__name__)
 tracer = trace.get_tracer("emulsion.controller")
 
 
-class InvalidJob(ValueError):
-    """A job whose items cannot become work messages; the message says which and why."""
-
-
 def work_messages(
-    body: Mapping[str, Any],
+    job: IngestJob,
     version: str,
     only: Container[int] | None = None,
     msg_id_suffix: str | None = None,
@@ -40,34 +35,16 @@ def work_messages(
     """One message per item (or per item in `only`), carrying the current trace context.
 
     `msg_id_suffix` makes the message ids new (`<uid>/<index>/<suffix>`), so the stream's
-    deduplication lets a deliberate re-dispatch through. Raises InvalidJob.
+    deduplication lets a deliberate re-dispatch through. Raises InvalidSpec.
     """
-    metadata, spec = body["metadata"], body["spec"]
-    namespace, name, uid = metadata["namespace"], metadata["name"], metadata["uid"]
-    job = JobRef(namespace=namespace, name=name, uid=uid)
-    subject = messaging.work_subject(namespace, name)
-    try:
-        styles = tuple(StyleSpec.model_validate(s) for s in spec.get("styles") or ()) or None
-    except ValidationError as error:
-        raise InvalidJob(f"spec.styles: {error}") from error
+    ref = job.ref
+    subject = messaging.work_subject(ref.namespace, ref.name)
     messages = []
-    for index, item in enumerate(spec["items"]):
+    for index in range(len(job.spec.items)):
         if only is not None and index not in only:
             continue
-        try:
-            work = WorkItem(
-                job=job,
-                index=index,
-                source=item["source"],
-                collection=spec["collection"],
-                asset=item["asset"],
-                version=keys.version_id(version, index),
-                profile=spec.get("profile") or "default",
-                styles=styles,
-            )
-        except (ValidationError, keys.InvalidKey, KeyError) as error:
-            raise InvalidJob(f"spec.items[{index}]: {error}") from error
-        msg_id = messaging.work_msg_id(uid, index)
+        work = job.spec.work_item(ref, index, version)
+        msg_id = messaging.work_msg_id(ref.uid, index)
         if msg_id_suffix:
             msg_id = f"{msg_id}/{msg_id_suffix}"
         headers = telemetry.inject({messaging.HEADER_MSG_ID: msg_id})
@@ -75,9 +52,9 @@ def work_messages(
     return messages
 
 
-def annotated_context(body: Mapping[str, Any]) -> Any:
+def annotated_context(job: IngestJob) -> Any:
     """The trace context the API recorded on the job (an empty one for kubectl jobs)."""
-    annotations = body.get("metadata", {}).get("annotations") or {}
+    annotations = job.metadata.annotations
     carrier = {}
     if crd.ANNOTATION_TRACEPARENT in annotations:
         carrier["traceparent"] = annotations[crd.ANNOTATION_TRACEPARENT]
@@ -87,11 +64,14 @@ def annotated_context(body: Mapping[str, Any]) -> Any:
 
 
 async def dispatch(body: Mapping[str, Any], bus: Bus, writer: StatusWriter) -> str:
-    """Publish a job's work and mark it Queued; idempotent. Returns what was done."""
-    metadata, spec = body["metadata"], body["spec"]
-    namespace, name, uid = metadata["namespace"], metadata["name"], metadata["uid"]
+    """Publish a job's work and mark it Queued; idempotent. Returns what was done.
+
+    Raises InvalidSpec for a job no work message can carry, after failing it for good.
+    """
+    parsed = IngestJob.read(body)
+    namespace, name, uid = parsed.ref.namespace, parsed.ref.name, parsed.ref.uid
     began = time.monotonic()
-    job = writer.begin_dispatch(body)
+    job = writer.begin_dispatch(parsed)
     try:
         assert job.progress is not None
         if job.progress.dispatched or job.progress.done:
@@ -99,17 +79,17 @@ async def dispatch(body: Mapping[str, Any], bus: Bus, writer: StatusWriter) -> s
             return "already dispatched"
         with tracer.start_as_current_span(
             "emulsion.controller.dispatch",
-            context=annotated_context(body),
+            context=annotated_context(parsed),
             attributes={"emulsion.job": f"{namespace}/{name}", "emulsion.job.uid": uid},
         ) as span:
-            version = spec.get("version") or job.progress.version
+            version = parsed.spec.version or job.progress.version
             if not version:
                 version = keys.new_ulid()
                 if not await writer.record_version(job, version):
                     return "job is gone"
             try:
-                messages = work_messages(body, version)
-            except InvalidJob as error:
+                messages = work_messages(parsed, version)
+            except InvalidSpec as error:
                 # Final: the spec is immutable, so no retry could ever dispatch it.
                 await writer.reject(job, str(error))
                 log.warning("job rejected: %s", error, extra={"namespace": namespace, "job": name})
@@ -123,7 +103,7 @@ async def dispatch(body: Mapping[str, Any], bus: Bus, writer: StatusWriter) -> s
                 return "job is gone"
     finally:
         job.dispatching = False
-    metrics.DISPATCH_LATENCY.observe(max(0.0, _age(metadata)))
+    metrics.DISPATCH_LATENCY.observe(max(0.0, _age(parsed)))
     log.info(
         "job dispatched",
         extra={
@@ -137,9 +117,6 @@ async def dispatch(body: Mapping[str, Any], bus: Bus, writer: StatusWriter) -> s
     return f"{len(messages)} items queued ({fresh} new)"
 
 
-def _age(metadata: Mapping[str, Any]) -> float:
-    created = metadata.get("creationTimestamp")
-    if not created:
-        return 0.0
-    moment = datetime.fromisoformat(str(created).replace("Z", "+00:00"))
-    return (datetime.now(UTC) - moment).total_seconds()
+def _age(job: IngestJob) -> float:
+    created = job.metadata.creation_timestamp
+    return (datetime.now(UTC) - created).total_seconds() if created else 0.0

@@ -18,14 +18,15 @@ from typing import Any, cast
 import kopf
 
 from emulsion_contracts import crd, health, telemetry
+from emulsion_contracts.ingestjob import IngestJob, InvalidSpec
 from emulsion_controller import metrics
 from emulsion_controller.bus import Bus
 from emulsion_controller.census import Census
 from emulsion_controller.consumers import consume_exhausted, consume_results
-from emulsion_controller.dispatch import InvalidJob, dispatch
+from emulsion_controller.dispatch import dispatch
 from emulsion_controller.kube import Kube
 from emulsion_controller.peering import PeeringWatch
-from emulsion_controller.progress import JobProgress, upload_ids
+from emulsion_controller.progress import JobProgress
 from emulsion_controller.reconcile import Reconciler
 from emulsion_controller.settings import ControllerSettings, load
 from emulsion_controller.tracker import StatusWriter
@@ -238,7 +239,7 @@ async def dispatch_job(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) 
     bus, _kube, writer = memo.runtime.parts()
     try:
         outcome = await dispatch(body, bus, writer)
-    except InvalidJob as error:
+    except InvalidSpec as error:
         # Its status already says Failed with the reason (dispatch wrote it).
         raise kopf.PermanentError(str(error)) from error
     logger.debug(outcome)
@@ -251,7 +252,8 @@ async def cancel_job(
     """A job deleted before it finished: its remaining items must not change any asset."""
     assert namespace is not None  # IngestJobs are namespaced
     bus, _kube, writer = memo.runtime.parts()
-    progress = writer.progress_of(uid) or JobProgress.from_object(body)
+    job = IngestJob.read(body)
+    progress = writer.progress_of(uid) or JobProgress.from_job(job)
     writer.forget(uid)
     if not progress.done:
         purged = await bus.cancel(uid, namespace, name)
@@ -260,7 +262,7 @@ async def cancel_job(
             "job cancelled",
             extra={"namespace": namespace, "job": name, "purged": purged},
         )
-    await bus.release(uid, upload_ids(body))
+    await bus.release(uid, job.spec.upload_ids())
 
 
 @kopf.on.event(crd.GROUP, crd.VERSION, crd.PLURAL)

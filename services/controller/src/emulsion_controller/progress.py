@@ -8,35 +8,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from emulsion_contracts import crd, indexes, keys
+from emulsion_contracts import crd, indexes
 from emulsion_contracts.crd import ConditionType, Phase
+from emulsion_contracts.ingestjob import (
+    FAILURE_MESSAGE_MAX,
+    Condition,
+    IngestJob,
+    IngestJobStatus,
+    ItemFailure,
+)
 from emulsion_contracts.messages import ItemResult
-from emulsion_controller.conditions import find_condition, set_condition, timestamp
-
-# Limits of the CRD's status schema (crds/ingestjob.yaml).
-REASON_MAX = 64
-MESSAGE_MAX = 1024
-# A job whose spec cannot become work messages: failed as a whole, for good.
-INVALID_SPEC = "InvalidSpec"
-
-
-@dataclass(frozen=True)
-class Failure:
-    index: int
-    reason: str
-    message: str
-    asset: str | None = None
-
-    def to_status(self) -> dict[str, Any]:
-        entry: dict[str, Any] = {"index": self.index, "reason": self.reason}
-        if self.message:
-            entry["message"] = self.message
-        if self.asset:
-            entry["asset"] = self.asset
-        return entry
+from emulsion_contracts.reasons import FailureReason
+from emulsion_controller.conditions import set_condition
 
 
 @dataclass
@@ -49,39 +35,36 @@ class JobProgress:
     dispatched: bool = False
     succeeded: set[int] = field(default_factory=set)
     failed: set[int] = field(default_factory=set)
-    failures: list[Failure] = field(default_factory=list)
-    started_at: str | None = None
-    completed_at: str | None = None
-    conditions: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[ItemFailure] = field(default_factory=list)
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    conditions: list[Condition] = field(default_factory=list)
     # Why the whole job was refused (its spec cannot be dispatched); None for a valid job.
     rejection: str | None = None
 
     @classmethod
     def from_object(cls, body: Mapping[str, Any]) -> JobProgress:
+        return cls.from_job(IngestJob.read(body))
+
+    @classmethod
+    def from_job(cls, job: IngestJob) -> JobProgress:
         """Resume from what an earlier write (maybe by another controller) left in status."""
-        spec = body.get("spec") or {}
-        status = body.get("status") or {}
-        conditions = [dict(c) for c in status.get("conditions") or ()]
-        dispatched = find_condition(conditions, ConditionType.DISPATCHED)
-        failed = find_condition(conditions, ConditionType.FAILED)
-        rejected = failed is not None and failed.get("reason") == INVALID_SPEC
+        status = job.status
+        dispatched = status.condition(ConditionType.DISPATCHED)
+        failed = status.condition(ConditionType.FAILED)
+        rejected = failed is not None and failed.reason == FailureReason.INVALID_SPEC
         return cls(
-            total=len(spec.get("items") or ()),
-            generation=int(body.get("metadata", {}).get("generation") or 1),
-            version=spec.get("version") or status.get("version"),
-            dispatched=bool(dispatched and dispatched.get("status") == "True"),
-            succeeded=indexes.expand(status.get("succeededIndexes")),
-            failed=indexes.expand(status.get("failedIndexes")),
-            failures=[
-                Failure(
-                    int(f["index"]), str(f["reason"]), str(f.get("message", "")), f.get("asset")
-                )
-                for f in status.get("failures") or ()
-            ],
-            started_at=status.get("startedAt"),
-            completed_at=status.get("completedAt"),
-            conditions=conditions,
-            rejection=str(failed.get("message", "")) if failed and rejected else None,
+            total=len(job.spec.items),
+            generation=job.metadata.generation or 1,
+            version=job.version,
+            dispatched=dispatched is not None and dispatched.status == "True",
+            succeeded=status.succeeded_set(),
+            failed=status.failed_set(),
+            failures=list(status.failures),
+            started_at=status.started_at,
+            completed_at=status.completed_at,
+            conditions=list(status.conditions),
+            rejection=failed.message if failed is not None and rejected else None,
         )
 
     @property
@@ -115,11 +98,11 @@ class JobProgress:
         self.failed.add(index)
         if len(self.failures) < crd.MAX_FAILURES_LISTED:
             self.failures.append(
-                Failure(
-                    index,
-                    (result.reason or "Unknown")[:REASON_MAX],
-                    (result.message or "")[:MESSAGE_MAX],
-                    result.asset,
+                ItemFailure(
+                    index=index,
+                    reason=result.reason or FailureReason.UNKNOWN,
+                    message=(result.message or "")[:FAILURE_MESSAGE_MAX] or None,
+                    asset=result.asset or None,
                 )
             )
         return True
@@ -138,49 +121,48 @@ class JobProgress:
         self.version = recorded.version or self.version
         self.dispatched = self.dispatched or recorded.dispatched
         starts = [t for t in (self.started_at, recorded.started_at) if t]
-        self.started_at = min(starts, key=_parse_time) if starts else None
+        self.started_at = min(starts) if starts else None
         self.completed_at = recorded.completed_at or self.completed_at
         self.rejection = recorded.rejection or self.rejection
-        known = {c.get("type") for c in recorded.conditions}
-        self.conditions = [dict(c) for c in recorded.conditions] + [
-            c for c in self.conditions if c.get("type") not in known
+        known = {c.type for c in recorded.conditions}
+        self.conditions = list(recorded.conditions) + [
+            c for c in self.conditions if c.type not in known
         ]
 
     def reject(self, message: str) -> None:
         """The spec cannot be dispatched: the job fails as a whole, no item is run."""
-        self.rejection = message[:MESSAGE_MAX]
+        self.rejection = message[:FAILURE_MESSAGE_MAX]
 
     def mark_dispatched(self, version: str, now: datetime) -> None:
         self.version = version
         self.dispatched = True
-        self.started_at = self.started_at or timestamp(now)
+        self.started_at = self.started_at or now.replace(microsecond=0)
 
     def to_status(self, now: datetime) -> dict[str, Any]:
         """The whole status the controller owns (kopf's `status.kopf` is left alone)."""
         if self.done and not self.completed_at:
-            self.completed_at = timestamp(now)
+            self.completed_at = now.replace(microsecond=0)
         self._update_conditions(now)
-        status: dict[str, Any] = {
-            "observedGeneration": self.generation,
-            "phase": str(self.phase),
-            "total": self.total,
-            "succeeded": len(self.succeeded),
-            "failed": len(self.failed),
-            "progress": f"{self.finished}/{self.total}",
-            "succeededIndexes": indexes.compress(self.succeeded),
-            "failedIndexes": indexes.compress(self.failed),
-            "failures": [f.to_status() for f in self.failures],
-            "conditions": self.conditions,
-        }
-        if self.version:
-            status["version"] = self.version
+        duration = None
         if self.started_at:
-            status["startedAt"] = self.started_at
-            end = _parse_time(self.completed_at) if self.completed_at else now
-            status["duration"] = format_duration(end - _parse_time(self.started_at))
-        if self.completed_at:
-            status["completedAt"] = self.completed_at
-        return status
+            end = self.completed_at or now
+            duration = format_duration(end - self.started_at)
+        return IngestJobStatus(
+            observed_generation=self.generation,
+            phase=self.phase,
+            version=self.version,
+            total=self.total,
+            succeeded=len(self.succeeded),
+            failed=len(self.failed),
+            progress=f"{self.finished}/{self.total}",
+            succeeded_indexes=indexes.compress(self.succeeded),
+            failed_indexes=indexes.compress(self.failed),
+            failures=tuple(self.failures),
+            started_at=self.started_at,
+            completed_at=self.completed_at,
+            duration=duration,
+            conditions=tuple(self.conditions),
+        ).to_body()
 
     def _update_conditions(self, now: datetime) -> None:
         def put(kind: ConditionType, state: bool, reason: str, message: str) -> None:
@@ -204,8 +186,8 @@ class JobProgress:
         if not self.done:
             return
         if self.rejection is not None:
-            put(ConditionType.COMPLETE, False, INVALID_SPEC, self.rejection)
-            put(ConditionType.FAILED, True, INVALID_SPEC, self.rejection)
+            put(ConditionType.COMPLETE, False, FailureReason.INVALID_SPEC, self.rejection)
+            put(ConditionType.FAILED, True, FailureReason.INVALID_SPEC, self.rejection)
             return
         # Like batch/v1 Jobs: Complete when the job ran to its end with something to show
         # for it; Failed when any item failed (the reason says whether all of them did).
@@ -222,16 +204,6 @@ class JobProgress:
         put(ConditionType.FAILED, phase != Phase.SUCCEEDED, failed_reason, summary)
 
 
-def upload_ids(body: Mapping[str, Any]) -> tuple[str, ...]:
-    """The staging upload ids a job reads (the second segment of each item's source)."""
-    found: dict[str, None] = {}
-    for item in (body.get("spec") or {}).get("items") or ():
-        parsed = keys.parse_key(str(item.get("source", "")))
-        if parsed is not None and parsed.upload_id:
-            found[parsed.upload_id] = None
-    return tuple(found)
-
-
 def format_duration(elapsed: timedelta) -> str:
     """ "1h2m3s", "1m12s", "4s": as `kubectl` prints durations, to the second."""
     seconds = max(0, int(elapsed.total_seconds()))
@@ -242,7 +214,3 @@ def format_duration(elapsed: timedelta) -> str:
     if minutes:
         return f"{minutes}m{seconds}s"
     return f"{seconds}s"
-
-
-def _parse_time(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)

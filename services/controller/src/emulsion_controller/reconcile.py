@@ -30,11 +30,11 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
 
 from emulsion_contracts import keys
-from emulsion_contracts.messages import ItemResult, JobRef
+from emulsion_contracts.ingestjob import IngestJob
+from emulsion_contracts.messages import ItemResult
+from emulsion_contracts.reasons import FailureReason
 from emulsion_controller import metrics
 from emulsion_controller.bus import Bus
 from emulsion_controller.census import JobKey
@@ -45,7 +45,6 @@ from emulsion_controller.tracker import StatusWriter
 
 log = logging.getLogger(__name__)
 
-RESULT_LOST = "ResultLost"
 RECONCILE_CHANNEL = "reconcile"
 
 
@@ -82,7 +81,8 @@ class Reconciler:
         body = await self.kube.get_job(key.namespace, key.name)
         if body is None or body.get("metadata", {}).get("uid") != key.uid:
             return "job is gone"
-        progress = JobProgress.from_object(body)
+        job = IngestJob.read(body)
+        progress = JobProgress.from_job(job)
         version = progress.version
         if not progress.dispatched or progress.done or version is None:
             return "not running"
@@ -92,24 +92,24 @@ class Reconciler:
             return "its remaining work is still queued"
         attempt = self.attempts.get(key.uid) or Attempts(0, 0.0)
         if attempt.rounds < self.rounds:
-            return await self._redispatch(key, body, version, lost, attempt)
+            return await self._redispatch(key, job, version, lost, attempt)
         if await self.bus.results_backlog():
             return "results are still being read"
-        self._fail(key, body, version, lost)
+        self._fail(key, job, version, lost)
         self.attempts.pop(key.uid, None)
-        return f"{len(lost)} items failed with {RESULT_LOST}"
+        return f"{len(lost)} items failed with {FailureReason.RESULT_LOST}"
 
     async def _redispatch(
         self,
         key: JobKey,
-        body: dict[str, Any],
+        job: IngestJob,
         version: str,
         lost: set[int],
         attempt: Attempts,
     ) -> str:
         rounds = attempt.rounds + 1
         suffix = f"r{rounds}-{keys.new_ulid()}"
-        messages = work_messages(body, version, only=lost, msg_id_suffix=suffix)
+        messages = work_messages(job, version, only=lost, msg_id_suffix=suffix)
         published = await self.bus.publish(messages)
         self.attempts[key.uid] = Attempts(rounds, time.monotonic())
         metrics.ITEMS_REDISPATCHED.inc(published)
@@ -124,25 +124,14 @@ class Reconciler:
         )
         return f"{published} items re-dispatched (round {rounds})"
 
-    def _fail(self, key: JobKey, body: dict[str, Any], version: str, lost: set[int]) -> None:
-        spec = body["spec"]
-        job = JobRef(namespace=key.namespace, name=key.name, uid=key.uid)
+    def _fail(self, key: JobKey, job: IngestJob, version: str, lost: set[int]) -> None:
+        message = (
+            f"no result after {self.rounds} re-dispatches; "
+            "the work was taken but its result never arrived"
+        )
         for index in sorted(lost):
-            result = ItemResult(
-                job=job,
-                index=index,
-                outcome="failed",
-                reason=RESULT_LOST,
-                message=(
-                    f"no result after {self.rounds} re-dispatches; "
-                    "the work was taken but its result never arrived"
-                ),
-                collection=spec.get("collection"),
-                asset=spec["items"][index].get("asset"),
-                version=keys.version_id(version, index),
-                attempts=self.rounds + 1,
-                finished_at=datetime.now(UTC),
-            )
+            work = job.spec.work_item(job.ref, index, version)
+            result = ItemResult.failed(work, FailureReason.RESULT_LOST, message, self.rounds + 1)
             self.writer.submit(result, _nothing_to_acknowledge, None, RECONCILE_CHANNEL)
         metrics.ITEMS_LOST.inc(len(lost))
         log.error(

@@ -35,11 +35,12 @@ from typing import Any
 from opentelemetry import trace
 
 from emulsion_contracts import telemetry
+from emulsion_contracts.ingestjob import IngestJob
 from emulsion_contracts.messages import ItemResult
 from emulsion_controller import metrics
 from emulsion_controller.bus import Bus
 from emulsion_controller.kube import Conflict, Kube
-from emulsion_controller.progress import JobProgress, upload_ids
+from emulsion_controller.progress import JobProgress
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("emulsion.controller")
@@ -190,13 +191,13 @@ class StatusWriter:
             )
             self._drop(job)
             return False
-        self._adopt(job, body)
+        self._adopt(job, IngestJob.read(body))
         return True
 
-    def _adopt(self, job: TrackedJob, body: Mapping[str, Any]) -> None:
-        job.progress = JobProgress.from_object(body)
-        job.upload_ids = upload_ids(body)
-        job.resource_version = body.get("metadata", {}).get("resourceVersion")
+    def _adopt(self, job: TrackedJob, parsed: IngestJob) -> None:
+        job.progress = JobProgress.from_job(parsed)
+        job.upload_ids = parsed.spec.upload_ids()
+        job.resource_version = parsed.metadata.resource_version
 
     def _apply_inbox(self, job: TrackedJob) -> None:
         assert job.progress is not None
@@ -213,16 +214,15 @@ class StatusWriter:
 
     # -- dispatch -----------------------------------------------------------------------
 
-    def begin_dispatch(self, body: Mapping[str, Any]) -> TrackedJob:
+    def begin_dispatch(self, parsed: IngestJob) -> TrackedJob:
         """Track a job before its work is published, so early results fold into it."""
-        metadata = body["metadata"]
-        uid = str(metadata["uid"])
-        self._gone.pop(uid, None)
-        job = self._jobs.get(uid)
+        ref = parsed.ref
+        self._gone.pop(ref.uid, None)
+        job = self._jobs.get(ref.uid)
         if job is None:
-            job = self._jobs[uid] = TrackedJob(metadata["namespace"], metadata["name"], uid)
+            job = self._jobs[ref.uid] = TrackedJob(ref.namespace, ref.name, ref.uid)
         if job.progress is None:
-            self._adopt(job, body)
+            self._adopt(job, parsed)
         job.dispatching = True
         return job
 

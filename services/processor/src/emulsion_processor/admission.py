@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from emulsion_processor.reasons import ItemRejected, Reason
+from emulsion_contracts.reasons import FailureReason
+from emulsion_processor.reasons import ItemRejected
 
 MIB: Final = 1024 * 1024
 # The interpreter, its libraries, the I/O threads' buffers and the event loop: memory
@@ -82,7 +83,7 @@ class MemoryBudget:
         """Hold `cost` bytes of the budget while the block runs; wait until they are free."""
         if cost > self.total:
             raise ItemRejected(
-                Reason.TOO_LARGE_FOR_MEMORY,
+                FailureReason.TOO_LARGE_FOR_MEMORY,
                 f"decoding needs about {cost // MIB:,} MiB; this processor's whole memory "
                 f"budget is {self.total // MIB:,} MiB",
             )

@@ -19,15 +19,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, Literal
+from typing import Final
 
 from PIL import Image, ImageCms, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
+from emulsion_contracts.formats import OutputFormat
 from emulsion_contracts.messages import StyleSpec
 from emulsion_contracts.profiles import Watermark
-from emulsion_processor.reasons import ItemRejected, Reason, TransientTrouble
-
-OutputFormat = Literal["jpeg", "png", "webp"]
+from emulsion_contracts.reasons import FailureReason
+from emulsion_processor.reasons import ItemRejected, TransientTrouble
 
 # Only formats a browser shows; everything else (EPS/PDF run interpreters, PSD/FITS/TIFF
 # are large attack surfaces) is refused before any decoder sees it.
@@ -136,11 +136,11 @@ def render(job: RenderJob) -> Rendered:
     except OSError as error:
         if error.errno in _TRANSIENT_ERRNOS:
             raise TransientTrouble(f"scratch I/O failed while rendering: {error}") from None
-        raise ItemRejected(Reason.RENDER_FAILED, _describe(error)) from None
+        raise ItemRejected(FailureReason.RENDER_FAILED, _describe(error)) from None
     except MemoryError:
         raise TransientTrouble("out of memory while rendering") from None
     except Exception as error:
-        raise ItemRejected(Reason.RENDER_FAILED, _describe(error)) from None
+        raise ItemRejected(FailureReason.RENDER_FAILED, _describe(error)) from None
 
 
 def _describe(error: BaseException) -> str:
@@ -191,20 +191,20 @@ def open_checked(path: Path, max_pixels: int, max_frames: int) -> tuple[Image.Im
     """Open `path` lazily (headers only) and refuse anything that must not be decoded."""
     size = path.stat().st_size
     if size == 0:
-        raise ItemRejected(Reason.EMPTY_FILE, "the source file is empty (0 bytes)")
+        raise ItemRejected(FailureReason.EMPTY_FILE, "the source file is empty (0 bytes)")
     try:
         image = Image.open(path, formats=ALLOWED_FORMATS)
     except Image.DecompressionBombError as error:
-        raise ItemRejected(Reason.DECOMPRESSION_BOMB, str(error)) from None
+        raise ItemRejected(FailureReason.DECOMPRESSION_BOMB, str(error)) from None
     except (UnidentifiedImageError, SyntaxError, ValueError, OSError) as error:
         other = disallowed_format(path)
         if other is not None:
             raise ItemRejected(
-                Reason.UNSUPPORTED_FORMAT,
+                FailureReason.UNSUPPORTED_FORMAT,
                 f"{other} is not accepted; send JPEG, PNG, WebP or GIF",
             ) from None
         raise ItemRejected(
-            Reason.NOT_AN_IMAGE, f"not a JPEG, PNG, WebP or GIF image ({error})"
+            FailureReason.NOT_AN_IMAGE, f"not a JPEG, PNG, WebP or GIF image ({error})"
         ) from None
     try:
         frames = _check_limits(image, max_pixels, max_frames)
@@ -218,15 +218,17 @@ def _check_limits(image: Image.Image, max_pixels: int, max_frames: int) -> int:
     width, height = image.size
     if width * height > max_pixels:
         raise ItemRejected(
-            Reason.DECOMPRESSION_BOMB,
+            FailureReason.DECOMPRESSION_BOMB,
             f"{width}x{height} is {width * height:,} pixels; the limit is {max_pixels:,}",
         )
     try:
         frames = int(getattr(image, "n_frames", 1))
     except (OSError, EOFError, SyntaxError, ValueError) as error:
-        raise ItemRejected(Reason.CORRUPT_IMAGE, f"cannot count frames: {error}") from None
+        raise ItemRejected(FailureReason.CORRUPT_IMAGE, f"cannot count frames: {error}") from None
     if frames > max_frames:
-        raise ItemRejected(Reason.TOO_MANY_FRAMES, f"{frames} frames; the limit is {max_frames}")
+        raise ItemRejected(
+            FailureReason.TOO_MANY_FRAMES, f"{frames} frames; the limit is {max_frames}"
+        )
     if frames > 1:
         image.seek(0)  # derivatives show the first frame
     return frames
@@ -292,11 +294,15 @@ def load_reduced(image: Image.Image, scale: float) -> Image.Image:
     try:
         image.load()
     except Image.DecompressionBombError as error:
-        raise ItemRejected(Reason.DECOMPRESSION_BOMB, str(error)) from None
+        raise ItemRejected(FailureReason.DECOMPRESSION_BOMB, str(error)) from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         if "truncated" in str(error).lower() or isinstance(error, EOFError):
-            raise ItemRejected(Reason.TRUNCATED, f"the image data ends early ({error})") from None
-        raise ItemRejected(Reason.CORRUPT_IMAGE, f"cannot decode the image ({error})") from None
+            raise ItemRejected(
+                FailureReason.TRUNCATED, f"the image data ends early ({error})"
+            ) from None
+        raise ItemRejected(
+            FailureReason.CORRUPT_IMAGE, f"cannot decode the image ({error})"
+        ) from None
     return image
 
 

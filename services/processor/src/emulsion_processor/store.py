@@ -16,7 +16,8 @@ from botocore.exceptions import ClientError
 from pydantic import ValidationError
 
 from emulsion_contracts.manifest import AssetManifest
-from emulsion_processor.reasons import ItemRejected, Reason, TransientTrouble
+from emulsion_contracts.reasons import FailureReason
+from emulsion_processor.reasons import ItemRejected, TransientTrouble
 
 log = logging.getLogger(__name__)
 
@@ -54,16 +55,17 @@ def download(
         response = s3.get_object(Bucket=bucket, Key=key)
     except ClientError as error:
         if error_code(error) in _MISSING:
-            raise ItemRejected(Reason.SOURCE_MISSING, f"{key} does not exist") from None
+            raise ItemRejected(FailureReason.SOURCE_MISSING, f"{key} does not exist") from None
         raise
     body = response["Body"]
     try:
         size = int(response["ContentLength"])
         if size == 0:
-            raise ItemRejected(Reason.EMPTY_FILE, f"{key} is empty (0 bytes)")
+            raise ItemRejected(FailureReason.EMPTY_FILE, f"{key} is empty (0 bytes)")
         if size > max_bytes:
             raise ItemRejected(
-                Reason.SOURCE_TOO_LARGE, f"{key} has {size:,} bytes; the limit is {max_bytes:,}"
+                FailureReason.SOURCE_TOO_LARGE,
+                f"{key} has {size:,} bytes; the limit is {max_bytes:,}",
             )
         free = shutil.disk_usage(destination.parent).free
         if free - size < min_free_bytes:
@@ -100,7 +102,7 @@ def copy_original(s3: Any, bucket: str, source: str, destination: str, content_t
         )
     except ClientError as error:
         if error_code(error) in _MISSING:
-            raise ItemRejected(Reason.SOURCE_MISSING, f"{source} disappeared") from None
+            raise ItemRejected(FailureReason.SOURCE_MISSING, f"{source} disappeared") from None
         raise
 
 

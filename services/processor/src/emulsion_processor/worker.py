@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 from nats.aio.msg import Msg
@@ -46,6 +46,7 @@ from emulsion_contracts import keys, messaging, telemetry
 from emulsion_contracts.manifest import AssetManifest, Original
 from emulsion_contracts.messages import (
     Derivative,
+    GcReason,
     GcRequest,
     ItemResult,
     JobRef,
@@ -53,16 +54,16 @@ from emulsion_contracts.messages import (
     WorkItem,
 )
 from emulsion_contracts.profiles import Profile
+from emulsion_contracts.reasons import FailureReason
 from emulsion_processor import imaging, metrics, store
 from emulsion_processor.admission import MemoryBudget
-from emulsion_processor.reasons import ItemRejected, Reason, TransientTrouble
+from emulsion_processor.reasons import ItemRejected, TransientTrouble
 from emulsion_processor.settings import ProcessorSettings
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("emulsion_processor")
 
 T = TypeVar("T")
-GcReason = Literal["superseded", "stale", "promoted"]
 
 WORK_CONSUMER: Final = next(c for c in messaging.CONSUMERS if c.durable == messaging.PROCESSORS)
 MAX_RETRY_DELAY: Final = 300.0
@@ -141,13 +142,13 @@ def styles_for(
     profile = profiles.get(item.profile)
     if profile is None:
         raise ItemRejected(
-            Reason.UNKNOWN_PROFILE,
+            FailureReason.UNKNOWN_PROFILE,
             f"profile {item.profile!r} is not one of {', '.join(sorted(profiles))}",
         )
     styles = item.styles or profile.styles
     names = [style.name for style in styles]
     if len(set(names)) != len(names):
-        raise ItemRejected(Reason.INVALID_STYLES, f"style names repeat: {', '.join(names)}")
+        raise ItemRejected(FailureReason.INVALID_STYLES, f"style names repeat: {', '.join(names)}")
     return profile, styles
 
 
@@ -257,7 +258,7 @@ class ItemWorker:
             # No job to report to: nothing can ever come of redelivering it.
             log.error("terminating an unreadable, unaddressable work message: %s", error)
             await msg.term()
-            metrics.ITEMS.labels("failed", Reason.INVALID_MESSAGE.value).inc()
+            metrics.ITEMS.labels("failed", FailureReason.INVALID_MESSAGE).inc()
             return
         job, index = address
         log.error("work message %s/%s cannot be read: %s", job.name, index, error)
@@ -265,7 +266,7 @@ class ItemWorker:
             job=job,
             index=index,
             outcome="failed",
-            reason=Reason.INVALID_MESSAGE.value,
+            reason=FailureReason.INVALID_MESSAGE,
             message=f"the work message cannot be read: {_first_line(error)}",
             attempts=int(msg.metadata.num_delivered),
             finished_at=datetime.now(UTC),
@@ -281,9 +282,9 @@ class ItemWorker:
             return await self.process(item, attempt)
         except ItemRejected as rejected:
             log.info("item %s/%s failed: %s", item.job.name, item.index, rejected)
-            return failed(item, rejected.reason, rejected.message, attempt)
+            return ItemResult.failed(item, rejected.reason, rejected.message, attempt)
         except OutageTooLong as outage:
-            return failed(item, Reason.RETRIES_EXHAUSTED, str(outage), attempt)
+            return ItemResult.failed(item, FailureReason.RETRIES_EXHAUSTED, str(outage), attempt)
         except RenderCrashed as crash:
             return self._after_crash(item, attempt, deliveries, str(crash))
         except TRANSIENT_ERRORS as error:
@@ -295,14 +296,14 @@ class ItemWorker:
             # known faults: a defect that would recur on every delivery. Fail it now.
             log.exception("unexpected error on %s/%s", item.job.name, item.index)
             message = f"unexpected {type(error).__name__}: {error}"
-            return failed(item, Reason.RENDER_FAILED, message, attempt)
+            return ItemResult.failed(item, FailureReason.RENDER_FAILED, message, attempt)
 
     def _after_crash(
         self, item: WorkItem, attempt: int, deliveries: int, problem: str
     ) -> ItemResult | GiveBack:
         if deliveries >= WORK_CONSUMER.max_deliver:
             message = f"gave up after {attempt} deliveries; last error: {problem}"
-            return failed(item, Reason.RETRIES_EXHAUSTED, message, attempt)
+            return ItemResult.failed(item, FailureReason.RETRIES_EXHAUSTED, message, attempt)
         log.warning(
             "giving back %s/%s (delivery %d): %s", item.job.name, item.index, attempt, problem
         )
@@ -524,7 +525,7 @@ class ItemWorker:
             # Never made live, so nothing will reference them: the janitor may take them.
             await self._gc(item, "stale", tuple(sorted(written)))
         raise ItemRejected(
-            Reason.CANCELLED, f"job {item.job.namespace}/{item.job.name} was deleted"
+            FailureReason.CANCELLED, f"job {item.job.namespace}/{item.job.name} was deleted"
         )
 
     async def _is_cancelled(self, item: WorkItem) -> bool:
@@ -675,21 +676,6 @@ def finished(
         height=manifest.original.height,
         outputs=manifest.derivatives,
         committed=True,
-        attempts=attempt,
-        finished_at=datetime.now(UTC),
-    )
-
-
-def failed(item: WorkItem, reason: Reason, message: str, attempt: int) -> ItemResult:
-    return ItemResult(
-        job=item.job,
-        index=item.index,
-        outcome="failed",
-        reason=reason.value,
-        message=message,
-        collection=item.collection,
-        asset=item.asset,
-        version=item.version,
         attempts=attempt,
         finished_at=datetime.now(UTC),
     )
