@@ -22,7 +22,7 @@ from PIL import Image, ImageOps
 from pydantic import BaseModel
 
 from emulsion_contracts.profiles import DEFAULT_PROFILE
-from emulsion_contracts.settings import EmulsionSettings, load_settings
+from emulsion_contracts.settings import S3Settings, load_settings
 from emulsion_contracts.storage import s3_client
 
 
@@ -52,7 +52,7 @@ def make_styles(source: bytes) -> dict[str, tuple[bytes, tuple[int, int]]]:
     return outputs
 
 
-def create_app(settings: EmulsionSettings) -> FastAPI:
+def create_app(settings: S3Settings) -> FastAPI:
     app = FastAPI(title="synchronous baseline")
     s3: Any = s3_client(settings)
 
@@ -81,7 +81,7 @@ def create_app(settings: EmulsionSettings) -> FastAPI:
 
 
 def app_from_environment() -> FastAPI:
-    return create_app(load_settings(EmulsionSettings))
+    return create_app(load_settings(S3Settings))
 
 
 def main() -> None:
