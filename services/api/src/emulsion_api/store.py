@@ -16,10 +16,10 @@ from urllib.parse import quote
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from emulsion_api.blocking import Blocking
 from emulsion_api.errors import ApiError
 from emulsion_api.settings import ApiSettings
 from emulsion_contracts import keys, storage
+from emulsion_contracts.blocking import Blocking
 from emulsion_contracts.manifest import AssetManifest
 
 # The API's reads hand out the contracts' type; views name it through this module.
