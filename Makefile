@@ -74,10 +74,11 @@ bench-cli: setup ## The CLI's own costs: gallery generation, hashing, and an ing
 	@if [ -f $(STATE_DIR)/env ]; then source $(STATE_DIR)/env; fi; \
 	$(UV) run --locked python -m emulsion_bench.cli $(BENCH_CLI_ARGS)
 
-lint: setup ## ruff and mypy over the whole workspace
+lint: setup ## ruff, mypy and the import boundaries (lint-imports) over the whole workspace
 	$(UV) run --locked ruff check .
 	$(UV) run --locked ruff format --check .
 	$(UV) run --locked mypy libs services clients bench tests
+	$(UV) run --locked lint-imports
 
 fmt: setup ## Format and autofix with ruff
 	$(UV) run --locked ruff format .

@@ -33,7 +33,7 @@ from starlette.concurrency import run_in_threadpool
 
 from emulsion_bench.limit import memory_dir, render_default
 from emulsion_contracts.profiles import DEFAULT_PROFILE
-from emulsion_contracts.settings import EmulsionSettings, load_settings
+from emulsion_contracts.settings import S3Settings, load_settings
 from emulsion_contracts.storage import s3_client
 
 MODES = ("naive", "fair")
@@ -76,7 +76,7 @@ def fair_styles(source: bytes) -> dict[str, bytes]:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def create_app(settings: EmulsionSettings) -> FastAPI:
+def create_app(settings: S3Settings) -> FastAPI:
     app = FastAPI(title="synchronous baselines")
     # One connection per thread of the pool the work runs on.
     s3: Any = s3_client(settings, max_pool_connections=40)
@@ -109,7 +109,7 @@ def create_app(settings: EmulsionSettings) -> FastAPI:
 
 
 def app_from_environment() -> FastAPI:
-    return create_app(load_settings(EmulsionSettings))
+    return create_app(load_settings(S3Settings))
 
 
 def main() -> None:

@@ -91,3 +91,16 @@ def test_malformed_or_missing_scopes_stop_the_start(
     monkeypatch.setenv("EMULSION_API_TOKEN_SCOPES", scopes.replace("DIGEST", token_digest("tok")))
     with pytest.raises(SettingsError, match=message):
         load_api_settings()
+
+
+@pytest.mark.parametrize("missing", ["NATS_URL", "EMULSION_BUCKET"])
+def test_each_missing_required_variable_is_named(
+    monkeypatch: pytest.MonkeyPatch, missing: str
+) -> None:
+    monkeypatch.setenv("EMULSION_API_TOKENS", "t")
+    monkeypatch.delenv(missing)
+    with pytest.raises(SettingsError) as failure:
+        load_api_settings()
+    message = str(failure.value.code)
+    assert message.startswith("invalid configuration:")
+    assert [name for name in ("NATS_URL", "EMULSION_BUCKET") if name in message] == [missing]

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from emulsion_api.blocking import Blocking
 from emulsion_api.settings import ApiSettings
 from emulsion_api.store import Store
 from emulsion_contracts import keys
+from emulsion_contracts.blocking import Blocking
 from emulsion_devstack.stack import Endpoints
 
 from .conftest import commit_manifest, new_collection

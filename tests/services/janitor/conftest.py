@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import REGISTRY
 
-from emulsion_contracts import keys, messaging, telemetry
+from emulsion_contracts import keys, messaging, storage, telemetry
 from emulsion_contracts.manifest import AssetManifest, Original
 from emulsion_contracts.messages import Derivative, GcRequest, JobRef
 from emulsion_devstack.stack import Endpoints
@@ -172,7 +172,7 @@ class Layout:
         try:
             self.s3.head_object(Bucket=self.bucket, Key=key)
         except ClientError as error:
-            if error.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
+            if storage.is_missing(error):
                 return False
             raise
         return True

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from emulsion_api.blocking import Blocking
 from emulsion_api.settings import ApiSettings
 from emulsion_api.store import Store
 from emulsion_contracts import keys
+from emulsion_contracts.blocking import Blocking
 from emulsion_contracts.messages import ItemResult
 from emulsion_contracts.profiles import DEFAULT_PROFILE
 from emulsion_devstack.stack import Endpoints

@@ -1,7 +1,10 @@
-"""Settings read from the environment, shared by every service; each service extends them.
+"""Settings read from the environment, in parts; each service composes the parts it uses.
 
-Missing required values stop the process at start-up with one message naming every
-missing variable, instead of failing later on first use.
+`ServiceSettings` holds what every service needs (logging, the health port); `NatsSettings`,
+`S3Settings`, `KubeSettings` and `ProfilesSettings` are mixed in by the services that use
+them, so a service never requires a variable it does not read (the controller starts
+without any S3 variable). Missing required values stop the process at start-up with one
+message naming every missing variable, instead of failing later on first use.
 """
 
 from __future__ import annotations
@@ -16,10 +19,25 @@ class SettingsError(SystemExit):
     """Raised (and exits) when the environment lacks or mangles a setting."""
 
 
-class EmulsionSettings(BaseSettings):
+class _Settings(BaseSettings):
     model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
+
+class ServiceSettings(_Settings):
+    """What every service reads."""
+
+    log_level: str = Field(default="INFO", validation_alias="EMULSION_LOG_LEVEL")
+    # Where /healthz, /readyz and /metrics are served (the API serves them on its own port).
+    http_port: int = Field(default=8080, ge=0, le=65535, validation_alias="EMULSION_HTTP_PORT")
+
+
+class NatsSettings(_Settings):
     nats_url: str = Field(validation_alias="NATS_URL")
+
+
+class S3Settings(_Settings):
+    """The bucket, where it is, and how long what leaves it stays readable."""
+
     bucket: str = Field(validation_alias="EMULSION_BUCKET")
     # Credentials come from boto3's own chain (AWS_ACCESS_KEY_ID, ..., or a role);
     # only the endpoint is ours to set, for MinIO and other S3-compatible stores.
@@ -29,25 +47,31 @@ class EmulsionSettings(BaseSettings):
     s3_region: str = Field(
         default="us-east-1", validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION")
     )
-    log_level: str = Field(default="INFO", validation_alias="EMULSION_LOG_LEVEL")
     # How long a superseded or deleted object stays readable (CDNs, in-flight readers).
     gc_grace_seconds: float = Field(
         default=300.0, ge=0, validation_alias="EMULSION_GC_GRACE_SECONDS"
     )
-    # Where /healthz, /readyz and /metrics are served (the API serves them on its own port).
-    http_port: int = Field(default=8080, ge=0, le=65535, validation_alias="EMULSION_HTTP_PORT")
+
+
+class KubeSettings(_Settings):
+    """The apiserver: in-cluster credentials in a pod, else this kubeconfig."""
+
+    # None: the client's own default (KUBECONFIG's files, else ~/.kube/config).
+    kubeconfig: str | None = Field(default=None, validation_alias="KUBECONFIG")
+
+
+class ProfilesSettings(_Settings):
+    # Style profiles beyond the default (see profiles.py).
     profiles_file: str | None = Field(default=None, validation_alias="EMULSION_PROFILES_FILE")
 
 
-class JetStreamSettings(BaseSettings):
+class JetStreamSettings(_Settings):
     """How the streams and KV buckets are created when missing (every service may create them).
 
     Replicas apply only to what a service creates: an existing stream or bucket keeps its
     replicas (a service start never lowers an operator's R3), and is raised to this
     number if it has fewer. 1 for a single NATS server; 3 for a cluster.
     """
-
-    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
     replicas: int = Field(default=1, ge=1, le=5, validation_alias="EMULSION_JETSTREAM_REPLICAS")
 

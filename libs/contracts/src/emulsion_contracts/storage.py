@@ -1,17 +1,33 @@
-"""The S3 client every service uses, configured from `EmulsionSettings`."""
+"""Object storage as every service reads it: the client, what an S3 error means, manifests.
+
+Each service's own `store.py` keeps only its policy on top of this (the processor's
+conditional commit, the janitor's guarded deletes, the API's presigned forms).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Final
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import ClientError
+from pydantic import ValidationError
 
-from emulsion_contracts.settings import EmulsionSettings
+from emulsion_contracts.manifest import AssetManifest
+from emulsion_contracts.settings import S3Settings
+
+# The key (or bucket) is not there: S3 answers with the code, MinIO and HEAD with the status.
+MISSING_CODES: Final = frozenset({"404", "NoSuchKey", "NotFound"})
+# A conditional write or delete lost: 412, the ETag moved (If-Match) or the key appeared
+# (If-None-Match); 409, a concurrent conditional write to the same key is in progress.
+CONFLICT_CODES: Final = frozenset(
+    {"412", "PreconditionFailed", "409", "ConditionalRequestConflict"}
+)
 
 
 def s3_client(
-    settings: EmulsionSettings, *, max_pool_connections: int = 10, **client_arguments: Any
+    settings: S3Settings, *, max_pool_connections: int = 10, **client_arguments: Any
 ) -> Any:
     """A boto3 S3 client; path-style addressing so MinIO and other S3-compatibles work.
 
@@ -31,3 +47,60 @@ def s3_client(
         ),
         **client_arguments,
     )
+
+
+def error_code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+def is_missing(error: ClientError) -> bool:
+    """The object (or bucket) the call named does not exist."""
+    return error_code(error) in MISSING_CODES
+
+
+def is_conflict(error: ClientError) -> bool:
+    """A conditional write or delete found the object changed (or changing)."""
+    return error_code(error) in CONFLICT_CODES
+
+
+@dataclass(frozen=True, slots=True)
+class StoredManifest:
+    """A parsed manifest with the ETag a conditional write or delete must match."""
+
+    manifest: AssetManifest
+    etag: str
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestRead:
+    """What is stored at a manifest key: parsed, or (`manifest=None`) with the reason it
+    does not parse (written by hand, or by a future schema); the ETag in either case, so
+    a writer can replace even an unparsable manifest knowingly."""
+
+    manifest: AssetManifest | None
+    etag: str
+    invalid: ValidationError | None = None
+
+    def stored(self) -> StoredManifest | None:
+        return None if self.manifest is None else StoredManifest(self.manifest, self.etag)
+
+
+def read_manifest(s3: Any, bucket: str, key: str) -> ManifestRead | None:
+    """The manifest object at `key`, or None if there is none; blocking.
+
+    A tombstone is returned like any manifest (`is_tombstone`): what it means is each
+    caller's policy. Errors other than a missing key are raised as boto3 raised them.
+    """
+    try:
+        response = s3.get_object(Bucket=bucket, Key=key)
+    except ClientError as error:
+        if is_missing(error):
+            return None
+        raise
+    with response["Body"] as body:
+        data = body.read()
+    etag = str(response["ETag"])
+    try:
+        return ManifestRead(AssetManifest.from_bytes(data), etag)
+    except ValidationError as error:
+        return ManifestRead(None, etag, error)

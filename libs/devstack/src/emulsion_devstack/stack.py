@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from emulsion_contracts import crd, messaging, storage
-from emulsion_contracts.settings import EmulsionSettings
+from emulsion_contracts.settings import S3Settings
 from emulsion_devstack import pki as pki_module
 from emulsion_devstack.binaries import ensure_binary
 from emulsion_devstack.processes import (
@@ -616,8 +616,7 @@ async def _ensure_jetstream(url: str) -> None:
 
 
 def s3_client(endpoints: Endpoints) -> Any:
-    settings = EmulsionSettings(
-        nats_url=endpoints.nats_url,
+    settings = S3Settings(
         bucket=endpoints.bucket,
         s3_endpoint_url=endpoints.s3_endpoint_url,
         s3_region=REGION,

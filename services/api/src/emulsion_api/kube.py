@@ -13,14 +13,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, cast
 
-from kubernetes import client, config, watch
+from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import Gauge
 from urllib3.exceptions import HTTPError as Urllib3Error
 
-from emulsion_api.blocking import Blocking
 from emulsion_api.errors import ApiError
 from emulsion_contracts import crd
+from emulsion_contracts.blocking import Blocking
 
 log = logging.getLogger(__name__)
 
@@ -68,18 +68,6 @@ class Kube:
         self._blocking = blocking
         self._watch_pool = Blocking(watches, "watch")
         self._watch_slots = asyncio.Semaphore(watches)
-
-    @staticmethod
-    def api_client(connections: int) -> Any:
-        """In-cluster credentials in a pod, else the kubeconfig (KUBECONFIG)."""
-        configuration = client.Configuration()
-        try:
-            config.load_incluster_config(client_configuration=configuration)
-        except config.ConfigException:
-            config.load_kube_config(client_configuration=configuration)
-        # One connection per thread, so no call waits for a pooled connection.
-        configuration.connection_pool_maxsize = connections
-        return client.ApiClient(configuration)
 
     @property
     def namespace(self) -> str:

@@ -19,7 +19,6 @@ from opentelemetry.instrumentation.botocore import BotocoreInstrumentor
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
 from emulsion_api import errors
-from emulsion_api.blocking import Blocking
 from emulsion_api.bus import Bus
 from emulsion_api.deps import Services
 from emulsion_api.kube import Kube
@@ -27,7 +26,8 @@ from emulsion_api.middleware import BodyLimitMiddleware, MetricsMiddleware
 from emulsion_api.routes import access, assets, batches, health, ingests, uploads, web
 from emulsion_api.settings import ApiSettings, load_api_settings
 from emulsion_api.store import Store
-from emulsion_contracts import storage, telemetry
+from emulsion_contracts import kube, storage, telemetry
+from emulsion_contracts.blocking import Blocking
 from emulsion_contracts.profiles import load_profiles
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,8 @@ def _services(settings: ApiSettings, blocking: Blocking) -> Services:
         tokens=tuple((token.encode(), scopes) for token, scopes in settings.scoped_tokens()),
         profiles=load_profiles(settings.profiles_file),
         kube=Kube(
-            Kube.api_client(settings.io_threads),
+            # One connection per I/O thread, so no call waits for a pooled connection.
+            kube.api_client(settings.kubeconfig, connections=settings.io_threads),
             settings.namespace,
             blocking,
             settings.max_watches,

@@ -1,4 +1,4 @@
-"""The API's settings: the shared ones plus its own, read once from the environment.
+"""The API's settings: the shared parts it uses plus its own, read once from the environment.
 
 `load_api_settings` fails fast, naming every missing or malformed variable, and also
 when no bearer token is configured: an API that nobody can call is a deployment error.
@@ -19,14 +19,22 @@ from pathlib import Path
 from pydantic import Field
 
 from emulsion_api.scopes import EVERYTHING, Scopes, check_digest, token_digest
-from emulsion_contracts.settings import EmulsionSettings, SettingsError, load_settings
+from emulsion_contracts.settings import (
+    KubeSettings,
+    NatsSettings,
+    ProfilesSettings,
+    S3Settings,
+    ServiceSettings,
+    SettingsError,
+    load_settings,
+)
 
 MIB = 1024 * 1024
 # Where `make web` writes the browser uploader in a checkout (services/api/src/... -> repo).
 CHECKOUT_WEB_DIR = Path(__file__).resolve().parents[4] / "clients" / "web" / "dist"
 
 
-class ApiSettings(EmulsionSettings):
+class ApiSettings(ServiceSettings, NatsSettings, S3Settings, KubeSettings, ProfilesSettings):
     api_tokens: str = Field(default="", validation_alias="EMULSION_API_TOKENS")
     api_tokens_file: str | None = Field(default=None, validation_alias="EMULSION_API_TOKENS_FILE")
     # JSON: {"<sha256 of a token>": ["<collection>" | "<prefix>*" | "*", ...], ...}

@@ -16,11 +16,14 @@ from urllib.parse import quote
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from emulsion_api.blocking import Blocking
 from emulsion_api.errors import ApiError
 from emulsion_api.settings import ApiSettings
-from emulsion_contracts import keys
+from emulsion_contracts import keys, storage
+from emulsion_contracts.blocking import Blocking
 from emulsion_contracts.manifest import AssetManifest
+
+# The API's reads hand out the contracts' type; views name it through this module.
+from emulsion_contracts.storage import StoredManifest as StoredManifest
 
 log = logging.getLogger(__name__)
 
@@ -35,26 +38,12 @@ LIST_MAX_PAGES = 10
 ASSET_METADATA = "asset"
 ASSET_METADATA_FIELD = f"x-amz-meta-{ASSET_METADATA}"
 
-_MISSING = frozenset({"404", "NoSuchKey", "NotFound"})
-# 409: a concurrent conditional write to the same key is in progress.
-_PRECONDITION = frozenset({"412", "PreconditionFailed", "409", "ConditionalRequestConflict"})
-
 
 @dataclass(frozen=True)
 class PresignedPost:
     url: str
     fields: dict[str, str]
     expires_at: datetime
-
-
-@dataclass(frozen=True)
-class StoredManifest:
-    manifest: AssetManifest
-    etag: str
-
-
-def _code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
 
 
 def _unavailable(error: Exception) -> ApiError:
@@ -102,7 +91,7 @@ class Store:
             try:
                 head = await self._blocking.run(self._s3.head_object, Bucket=self._bucket, Key=key)
             except ClientError as error:
-                if _code(error) in _MISSING:
+                if storage.is_missing(error):
                     return None
                 raise _unavailable(error) from error
             except BotoCoreError as error:
@@ -131,7 +120,7 @@ class Store:
         try:
             await self._blocking.run(self._s3.head_object, Bucket=self._bucket, Key=key)
         except ClientError as error:
-            if _code(error) in _MISSING:
+            if storage.is_missing(error):
                 return False
             raise _unavailable(error) from error
         except BotoCoreError as error:
@@ -179,19 +168,18 @@ class Store:
     async def read_manifest(self, collection: str, asset: str) -> StoredManifest | None:
         key = keys.manifest_key(collection, asset)
         try:
-            response = await self._blocking.run(self._s3.get_object, Bucket=self._bucket, Key=key)
-            body = await self._blocking.run(response["Body"].read)
-        except ClientError as error:
-            if _code(error) in _MISSING:
-                return None
+            read = await self._blocking.run(storage.read_manifest, self._s3, self._bucket, key)
+        except (ClientError, BotoCoreError) as error:
             raise _unavailable(error) from error
-        except BotoCoreError as error:
-            raise _unavailable(error) from error
-        manifest = AssetManifest.from_bytes(body)
-        if manifest.is_tombstone:
+        if read is None:
+            return None
+        if read.invalid is not None:
+            raise read.invalid  # not a manifest the API can show: a server error
+        stored = read.stored()
+        if stored is None or stored.manifest.is_tombstone:
             # Deleted: nothing is live, and the tombstone is not the API's to show.
             return None
-        return StoredManifest(manifest, str(response["ETag"]))
+        return stored
 
     async def delete_manifest(self, stored: StoredManifest) -> bool:
         """Replace the manifest by a tombstone only if it is still the one read; False if
@@ -217,7 +205,7 @@ class Store:
                 IfMatch=stored.etag,
             )
         except ClientError as error:
-            if _code(error) in _PRECONDITION or _code(error) in _MISSING:
+            if storage.is_conflict(error) or storage.is_missing(error):
                 return False
             raise _unavailable(error) from error
         except BotoCoreError as error:

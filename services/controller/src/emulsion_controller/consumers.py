@@ -6,14 +6,13 @@ import asyncio
 import contextlib
 import json
 import logging
-import time
-from collections.abc import Awaitable, Callable
 
 from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
 from pydantic import ValidationError
 
 from emulsion_contracts import messaging
+from emulsion_contracts.consuming import PullLoop
 from emulsion_contracts.messages import ItemResult, WorkItem
 from emulsion_contracts.reasons import FailureReason
 from emulsion_controller.bus import Bus
@@ -22,59 +21,7 @@ from emulsion_controller.tracker import StatusWriter
 log = logging.getLogger(__name__)
 
 BATCH = 256
-RETRY_DELAY = 1.0
 EXHAUSTED_CHANNEL = "exhausted"
-CONSUMER_CHECK_INTERVAL = 5.0
-
-
-class ConsumerGone(RuntimeError):
-    """The durable consumer (or its stream) no longer exists: this loop can never fold
-    anything again. Not retried: the process ends, and its restart recreates the durable
-    (`ensure_jetstream` at start-up)."""
-
-
-async def _pull_forever(
-    bus: Bus,
-    stream: str,
-    durable: str,
-    handle: Callable[[Msg], Awaitable[None]],
-    stopping: asyncio.Event,
-) -> None:
-    subscription = await bus.js.pull_subscribe_bind(durable=durable, stream=stream)
-    checked = time.monotonic()
-    while not stopping.is_set():
-        try:
-            batch = await subscription.fetch(BATCH, timeout=1.0)
-        except TimeoutError:  # nothing to fetch (nats' own TimeoutError is a subclass)
-            # A deleted durable looks just like an idle one to a pull (nats-py skips the
-            # server's 409 "Consumer Deleted"), so an idle loop asks now and then.
-            if time.monotonic() - checked > CONSUMER_CHECK_INTERVAL:
-                checked = time.monotonic()
-                await _check_consumer(bus, stream, durable)
-            continue
-        except Exception:
-            await _check_consumer(bus, stream, durable)
-            # NATS away (it reconnects by itself) or a server hiccup: retry, never give up.
-            log.exception("fetching from %s failed; retrying", durable)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), RETRY_DELAY)
-            continue
-        for msg in batch:
-            try:
-                await handle(msg)
-            except Exception:
-                # Left unacknowledged: JetStream delivers it again after ack_wait.
-                log.exception("could not handle a message", extra={"subject": msg.subject})
-
-
-async def _check_consumer(bus: Bus, stream: str, durable: str) -> None:
-    """Raise ConsumerGone if the server says the durable is gone; anything else may pass."""
-    try:
-        await bus.js.consumer_info(stream, durable)
-    except NotFoundError as error:
-        raise ConsumerGone(f"durable consumer {durable} of stream {stream} is gone") from error
-    except Exception:
-        return  # cannot tell now (NATS away): the fetch is simply retried
 
 
 async def consume_results(bus: Bus, writer: StatusWriter, stopping: asyncio.Event) -> None:
@@ -88,7 +35,9 @@ async def consume_results(bus: Bus, writer: StatusWriter, stopping: asyncio.Even
             return
         writer.submit(result, msg.ack, msg.headers)
 
-    await _pull_forever(bus, messaging.EVENTS_STREAM, messaging.CONTROLLER, handle, stopping)
+    # Ends only with `stopping`, or with ConsumerGone: then liveness fails and the process exits.
+    loop = PullLoop(bus.js, messaging.EVENTS_STREAM, messaging.CONTROLLER, handle, room=BATCH)
+    await loop.run(stopping)
 
 
 async def consume_exhausted(bus: Bus, writer: StatusWriter, stopping: asyncio.Event) -> None:
@@ -132,6 +81,5 @@ async def consume_exhausted(bus: Bus, writer: StatusWriter, stopping: asyncio.Ev
 
         writer.submit(result, settle, work_msg.headers, EXHAUSTED_CHANNEL)
 
-    await _pull_forever(
-        bus, messaging.ADVISORIES_STREAM, messaging.CONTROLLER_ADVISORIES, handle, stopping
-    )
+    durable = messaging.CONTROLLER_ADVISORIES
+    await PullLoop(bus.js, messaging.ADVISORIES_STREAM, durable, handle, room=BATCH).run(stopping)

@@ -6,16 +6,15 @@ also bounds how many requests the controller has in flight at once.
 
 from __future__ import annotations
 
-import asyncio
-import functools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar, cast
 
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from emulsion_contracts import crd
+from emulsion_contracts import crd, kube
+from emulsion_contracts.blocking import run_blocking
 
 T = TypeVar("T")
 
@@ -33,20 +32,13 @@ class Kube:
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="kube")
 
     @classmethod
-    def from_environment(cls, concurrency: int) -> Kube:
-        """In-cluster credentials in a pod, else the kubeconfig (KUBECONFIG), as kopf does."""
-        configuration = client.Configuration()
-        try:
-            config.load_incluster_config(client_configuration=configuration)
-        except config.ConfigException:
-            config.load_kube_config(client_configuration=configuration)
+    def from_environment(cls, concurrency: int, kubeconfig: str | None = None) -> Kube:
+        """In-cluster credentials in a pod, else the kubeconfig, as kopf does."""
         # One connection per thread, so no call waits for a pooled connection.
-        configuration.connection_pool_maxsize = concurrency
-        return cls(client.ApiClient(configuration), concurrency)
+        return cls(kube.api_client(kubeconfig, connections=concurrency), concurrency)
 
     async def _call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, functools.partial(function, *args, **kwargs))
+        return await run_blocking(function, *args, executor=self._pool, **kwargs)
 
     async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:

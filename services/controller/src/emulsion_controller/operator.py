@@ -174,7 +174,7 @@ def configure(settings: kopf.OperatorSettings, config: ControllerSettings) -> No
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     runtime: Runtime = memo.runtime
     configure(settings, runtime.config)
-    runtime.kube = Kube.from_environment(runtime.config.kube_concurrency)
+    runtime.kube = Kube.from_environment(runtime.config.kube_concurrency, runtime.config.kubeconfig)
     await runtime.kube.ensure_cluster_peering(runtime.config.peering_name)
     runtime.bus = await Bus.connect(runtime.config.nats_url)
     runtime.writer = StatusWriter(

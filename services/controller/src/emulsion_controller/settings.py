@@ -1,13 +1,15 @@
-"""The controller's settings: the shared ones plus what only the operator needs."""
+"""The controller's settings: the shared parts it uses (never the object store's) plus what
+only the operator needs."""
 
 from __future__ import annotations
 
 from pydantic import Field
 
-from emulsion_contracts.settings import EmulsionSettings, load_settings
+from emulsion_contracts.settings import KubeSettings, NatsSettings, ServiceSettings, load_settings
 
 
-class ControllerSettings(EmulsionSettings):
+class ControllerSettings(ServiceSettings, NatsSettings, KubeSettings):
+    # No S3 part: the controller never touches the object store.
     # Comma-separated namespaces to serve; empty means the whole cluster.
     namespaces_csv: str = Field(default="", validation_alias="EMULSION_NAMESPACES")
     # Peering: of several running controllers only the highest priority acts; give each

@@ -21,6 +21,8 @@ from opentelemetry import trace
 from pydantic import ValidationError
 
 from emulsion_contracts import messaging, telemetry
+from emulsion_contracts.blocking import run_blocking
+from emulsion_contracts.consuming import PullLoop
 from emulsion_contracts.messages import GcRequest
 from emulsion_janitor import metrics
 from emulsion_janitor.deleter import Deleter, DeletionReport
@@ -48,7 +50,7 @@ class GcConsumer:
         self.js = js
         self.s3 = s3
         self.deleter = deleter
-        self.bound = False
+        self._pulling: PullLoop | None = None
         settings = deleter.settings
         # The sweep's cap, applied to the fast path per sweep interval.
         self.budget = WindowBudget(settings.max_deletions_per_sweep, settings.sweep_interval)
@@ -58,30 +60,27 @@ class GcConsumer:
     def dry_run(self) -> bool:
         return self.deleter.settings.dry_run
 
+    @property
+    def bound(self) -> bool:
+        return self._pulling is not None and self._pulling.bound
+
     async def run(self, stopping: asyncio.Event, fetch_batch: int = 64) -> None:
-        """Fetch and handle until `stopping` is set; the batch in hand is always finished."""
-        subscription = await self.js.pull_subscribe_bind(
-            durable=messaging.JANITOR, stream=messaging.GC_STREAM
+        """Fetch and handle until `stopping` is set; the batch in hand is always finished.
+
+        Ends early only when the durable is gone (ConsumerGone): the process then exits.
+        """
+        self._pulling = PullLoop(
+            self.js, messaging.GC_STREAM, messaging.JANITOR, self._handle_counted, room=fetch_batch
         )
-        self.bound = True
+        await self._pulling.run(stopping)
+
+    async def _handle_counted(self, msg: Msg) -> None:
         try:
-            while not stopping.is_set():
-                try:
-                    batch = await subscription.fetch(fetch_batch, timeout=1.0)
-                except TimeoutError:  # nats.errors.TimeoutError or asyncio's, depending on where
-                    continue
-                for msg in batch:
-                    try:
-                        await self.handle(msg)
-                    except Exception:
-                        # Left unacknowledged: delivered again after ack_wait, with backoff.
-                        log.exception(
-                            "could not handle a GC request", extra={"subject": msg.subject}
-                        )
-                        metrics.GC_MESSAGES.labels("error").inc()
-        finally:
-            self.bound = False
-            await subscription.unsubscribe()
+            await self.handle(msg)
+        except Exception:
+            # Left unacknowledged (the loop logs it): delivered again after ack_wait.
+            metrics.GC_MESSAGES.labels("error").inc()
+            raise
 
     async def handle(self, msg: Msg) -> None:
         try:
@@ -150,7 +149,7 @@ class GcConsumer:
             if area_of(key) is None:
                 # Never asked about, only refused: the guards see it with an unknown age.
                 return StoredObject(key, 0, None)
-            return await asyncio.to_thread(stat, self.s3, self.deleter.bucket, key)
+            return await run_blocking(stat, self.s3, self.deleter.bucket, key)
 
         found = await asyncio.gather(*(one(key) for key in dict.fromkeys(batch)))
         return [stored for stored in found if stored is not None]

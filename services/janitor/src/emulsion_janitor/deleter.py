@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from emulsion_contracts import keys
+from emulsion_contracts.blocking import run_blocking
 from emulsion_janitor import metrics
 from emulsion_janitor.guards import (
     Budget,
@@ -86,9 +87,7 @@ class Deleter:
                 allowed.append(stored)
             else:
                 self._refused(stored, facts.get(stored.key, Facts()), guard, reason, now, report)
-        failures = await asyncio.to_thread(
-            delete_batch, self.s3, self.bucket, [s.key for s in allowed]
-        )
+        failures = await run_blocking(delete_batch, self.s3, self.bucket, [s.key for s in allowed])
         failed = {failure.key for failure in failures}
         for failure in failures:
             log.error(
@@ -153,7 +152,7 @@ class Deleter:
                 assets.setdefault((parsed.collection, parsed.asset), []).append(stored.key)
         lives = await asyncio.gather(
             *(
-                asyncio.to_thread(read_live, self.s3, self.policy.bucket, collection, asset)
+                run_blocking(read_live, self.s3, self.policy.bucket, collection, asset)
                 for collection, asset in assets
             )
         )

@@ -1,4 +1,4 @@
-"""The janitor's settings: the shared ones plus the sweep's schedule, limits and modes."""
+"""The janitor's settings: the shared parts it uses plus the sweep's schedule, limits and modes."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ from typing import Final
 from pydantic import Field
 
 from emulsion_contracts import messaging
-from emulsion_contracts.settings import EmulsionSettings, load_settings
+from emulsion_contracts.settings import NatsSettings, S3Settings, ServiceSettings, load_settings
 
 HOUR = 3600.0
 DAY = 24 * HOUR
 WORK_MAX_AGE: Final = next(s.max_age for s in messaging.STREAMS if s.name == messaging.WORK_STREAM)
 
 
-class JanitorSettings(EmulsionSettings):
+class JanitorSettings(ServiceSettings, NatsSettings, S3Settings):
     # How often the safety-net sweep runs; it catches whatever a lost GC message left.
     sweep_interval: float = Field(
         default=HOUR, gt=0, validation_alias="EMULSION_JANITOR_SWEEP_SECONDS"

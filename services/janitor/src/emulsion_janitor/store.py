@@ -12,25 +12,17 @@ from datetime import timedelta
 from typing import Any, Final
 
 from botocore.exceptions import ClientError
-from pydantic import ValidationError
 
-from emulsion_contracts import keys
-from emulsion_contracts.manifest import AssetManifest
+from emulsion_contracts import keys, storage
 from emulsion_janitor.guards import Live, StoredObject
 
 log = logging.getLogger(__name__)
 
 # The S3 limit for one DeleteObjects call, and the listing page size.
 MAX_BATCH: Final = 1000
-_MISSING: Final = frozenset({"NoSuchKey", "404", "NotFound"})
-_PRECONDITION: Final = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict", "409"})
 # HEAD answers Last-Modified as an HTTP date, truncated to the second; listings carry
 # milliseconds. Rounding up keeps the grace guard from deleting up to a second early.
 _HTTP_DATE_RESOLUTION: Final = timedelta(seconds=1)
-
-
-def error_code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
 
 
 def pages(s3: Any, bucket: str, prefix: str) -> Iterator[list[StoredObject]]:
@@ -50,7 +42,7 @@ def stat(s3: Any, bucket: str, key: str) -> StoredObject | None:
     try:
         response = s3.head_object(Bucket=bucket, Key=key)
     except ClientError as error:
-        if error_code(error) in _MISSING:
+        if storage.is_missing(error):
             return None
         raise
     last_modified = response.get("LastModified")
@@ -62,21 +54,16 @@ def stat(s3: Any, bucket: str, key: str) -> StoredObject | None:
 def read_live(s3: Any, bucket: str, collection: str, asset: str) -> Live:
     """The asset's manifest, read now; an unreadable one protects the whole asset."""
     manifest_key = keys.manifest_key(collection, asset)
-    try:
-        response = s3.get_object(Bucket=bucket, Key=manifest_key)
-    except ClientError as error:
-        if error_code(error) in _MISSING:
-            return Live.nothing(collection, asset)
-        raise
-    with response["Body"] as body:
-        data = body.read()
-    try:
-        manifest = AssetManifest.from_bytes(data)
-    except ValidationError as error:
+    read = storage.read_manifest(s3, bucket, manifest_key)
+    if read is None:
+        return Live.nothing(collection, asset)
+    manifest = read.manifest
+    if manifest is None:
+        error = read.invalid
         log.warning(
             "manifest %s does not parse; none of the asset's versions will be deleted: %s",
             manifest_key,
-            error.errors()[0]["msg"] if error.errors() else error,
+            error.errors()[0]["msg"] if error is not None and error.errors() else error,
         )
         return Live.unreadable(collection, asset)
     if (manifest.collection, manifest.asset) != (collection, asset):
@@ -105,33 +92,20 @@ def delete_batch(s3: Any, bucket: str, keys_to_delete: Sequence[str]) -> list[De
     return [
         DeleteFailure(error.get("Key", ""), error.get("Code", ""), error.get("Message", ""))
         for error in response.get("Errors", ())
-        if error.get("Code") not in _MISSING
+        if error.get("Code") not in storage.MISSING_CODES
     ]
 
 
-@dataclass(frozen=True, slots=True)
-class ReadManifest:
-    manifest: AssetManifest
-    etag: str
-
-
-def read_tombstone(s3: Any, bucket: str, key: str) -> ReadManifest | None:
+def read_tombstone(s3: Any, bucket: str, key: str) -> storage.StoredManifest | None:
     """The manifest at `key` with its ETag if it is a tombstone of the asset its key names."""
-    try:
-        response = s3.get_object(Bucket=bucket, Key=key)
-    except ClientError as error:
-        if error_code(error) in _MISSING:
-            return None
-        raise
-    with response["Body"] as body:
-        data = body.read()
-    try:
-        manifest = AssetManifest.from_bytes(data)
-    except ValidationError:
-        return None  # not ours to judge: the sweep of its versions already refuses it
-    if not manifest.is_tombstone or keys.manifest_key(manifest.collection, manifest.asset) != key:
+    read = storage.read_manifest(s3, bucket, key)
+    # An unparsable one is not ours to judge: the sweep of its versions already refuses it.
+    stored = read.stored() if read is not None else None
+    if stored is None or not stored.manifest.is_tombstone:
         return None
-    return ReadManifest(manifest, str(response["ETag"]))
+    if keys.manifest_key(stored.manifest.collection, stored.manifest.asset) != key:
+        return None
+    return stored
 
 
 def remove_tombstone(s3: Any, bucket: str, key: str, etag: str) -> bool:
@@ -149,7 +123,7 @@ def remove_tombstone(s3: Any, bucket: str, key: str, etag: str) -> bool:
             return False
         s3.delete_object(Bucket=bucket, Key=key, IfMatch=etag)
     except ClientError as error:
-        if error_code(error) in _MISSING or error_code(error) in _PRECONDITION:
+        if storage.is_missing(error) or storage.is_conflict(error):
             return False
         raise
     return True

@@ -19,6 +19,7 @@ from typing import Any
 from opentelemetry import trace
 
 from emulsion_contracts import keys
+from emulsion_contracts.blocking import run_blocking
 from emulsion_janitor import metrics
 from emulsion_janitor.deleter import Deleter, DeletionReport
 from emulsion_janitor.guards import (
@@ -163,7 +164,7 @@ class Sweeper:
         }
         lives = await asyncio.gather(
             *(
-                asyncio.to_thread(read_live, self.s3, self.settings.bucket, collection, asset)
+                run_blocking(read_live, self.s3, self.settings.bucket, collection, asset)
                 for collection, asset in assets
             )
         )
@@ -181,7 +182,7 @@ class Sweeper:
         for prefix in SWEPT_PREFIXES:
             listing: Iterator[list[StoredObject]] = pages(self.s3, self.settings.bucket, prefix)
             while not (report.capped or stopping.is_set()):
-                page = await asyncio.to_thread(next, listing, None)
+                page = await run_blocking(next, listing, None)
                 if page is None:
                     break
                 report.scanned += len(page)
@@ -232,7 +233,7 @@ class Sweeper:
         """
         listing = pages(self.s3, self.settings.bucket, MANIFESTS)
         while not (budget.exhausted or stopping.is_set()):
-            page = await asyncio.to_thread(next, listing, None)
+            page = await run_blocking(next, listing, None)
             if page is None:
                 return
             now = datetime.now(UTC)
@@ -245,7 +246,7 @@ class Sweeper:
             ]
             found = await asyncio.gather(
                 *(
-                    asyncio.to_thread(read_tombstone, self.s3, self.settings.bucket, stored.key)
+                    run_blocking(read_tombstone, self.s3, self.settings.bucket, stored.key)
                     for stored in candidates
                 )
             )
@@ -260,7 +261,7 @@ class Sweeper:
                 if self.settings.dry_run:
                     log.info("dry run: would remove the tombstone %s", stored.key)
                     continue
-                if await asyncio.to_thread(
+                if await run_blocking(
                     remove_tombstone, self.s3, self.settings.bucket, stored.key, tombstone.etag
                 ):
                     report.tombstones_removed += 1

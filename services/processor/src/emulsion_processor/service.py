@@ -13,10 +13,10 @@ from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Final
 
-import nats.errors
 from nats.aio.msg import Msg
 
 from emulsion_contracts import health, messaging, storage
+from emulsion_contracts.consuming import FetchPolicy, PullLoop
 from emulsion_contracts.profiles import load_profiles
 from emulsion_processor.settings import ProcessorSettings
 from emulsion_processor.worker import Clients, ItemWorker
@@ -80,9 +80,6 @@ async def run(settings: ProcessorSettings) -> None:
     worker: ItemWorker | None = None
     connection, js = await messaging.connect(settings.nats_url, "emulsion-processor")
     try:
-        subscription = await js.pull_subscribe_bind(
-            durable=messaging.PROCESSORS, stream=messaging.WORK_STREAM
-        )
         clients = Clients(
             # One connection per I/O thread, or the pool reconnects on every upload burst.
             s3=storage.s3_client(settings, max_pool_connections=io_threads),
@@ -99,6 +96,15 @@ async def run(settings: ProcessorSettings) -> None:
             renew_cpu=lambda: render_executor(settings),
         )
         stopping = asyncio.Event()
+        pulling = PullLoop(
+            js,
+            messaging.WORK_STREAM,
+            messaging.PROCESSORS,
+            lambda message: take(worker, message, stopping, tasks),
+            room=lambda: room(tasks, settings.in_flight_limit, stopping),
+            policy=FetchPolicy(timeout=FETCH_TIMEOUT),
+        )
+        await pulling.bind()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stopping.set)
@@ -109,9 +115,7 @@ async def run(settings: ProcessorSettings) -> None:
             settings.executor,
             settings.in_flight_limit,
         )
-        await pull(subscription, worker, settings.in_flight_limit, stopping, tasks)
-        readiness.ready = False
-        await subscription.unsubscribe()
+        await pulling.run(stopping)
     finally:
         readiness.ready = False
         # Also when the pull loop died: items in hand still get their result or go back
@@ -126,37 +130,26 @@ async def run(settings: ProcessorSettings) -> None:
     log.info("stopped")
 
 
-async def pull(
-    subscription: nats.js.JetStreamContext.PullSubscription,
-    worker: ItemWorker,
-    limit: int,
-    stopping: asyncio.Event,
-    tasks: set[asyncio.Task[None]],
+async def room(tasks: set[asyncio.Task[None]], limit: int, stopping: asyncio.Event) -> int:
+    """How many items to fetch: the free slots, once there is one (or `stopping`)."""
+    while len(tasks) >= limit and not stopping.is_set():
+        stop_waiter = asyncio.create_task(stopping.wait())
+        try:
+            await asyncio.wait({*tasks, stop_waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop_waiter.cancel()
+    return limit - len(tasks)
+
+
+async def take(
+    worker: ItemWorker, message: Msg, stopping: asyncio.Event, tasks: set[asyncio.Task[None]]
 ) -> None:
-    """Fetch items and start them into `tasks` (at most `limit` at once) until `stopping`."""
-    stop_waiter = asyncio.create_task(stopping.wait())
-    try:
-        while not stopping.is_set():
-            if len(tasks) >= limit:
-                await asyncio.wait({*tasks, stop_waiter}, return_when=asyncio.FIRST_COMPLETED)
-                continue
-            try:
-                messages = await subscription.fetch(batch=limit - len(tasks), timeout=FETCH_TIMEOUT)
-            except TimeoutError:
-                # Nothing to do (nats-py raises its own subclass or the builtin one).
-                continue
-            except nats.errors.Error as error:
-                log.warning("fetch failed, retrying: %s", error)
-                await asyncio.wait({stop_waiter}, timeout=FETCH_TIMEOUT)
-                continue
-            for message in messages:
-                if stopping.is_set():
-                    # Fetched as the stop came: another worker takes it, at no delivery's cost.
-                    await worker.hand_back(message)
-                    continue
-                tasks.add(start(worker, message, tasks))
-    finally:
-        stop_waiter.cancel()
+    """Start the item into `tasks`; one fetched as the stop came goes back at once."""
+    if stopping.is_set():
+        # Another worker takes it, at no delivery's cost.
+        await worker.hand_back(message)
+        return
+    tasks.add(start(worker, message, tasks))
 
 
 def start(worker: ItemWorker, message: Msg, tasks: set[asyncio.Task[None]]) -> asyncio.Task[None]:

@@ -1,4 +1,4 @@
-"""The processor's settings: the shared ones plus scratch space, limits and concurrency."""
+"""The processor's settings: the shared parts it uses plus scratch space, limits and concurrency."""
 
 from __future__ import annotations
 
@@ -7,14 +7,20 @@ from typing import Literal
 
 from pydantic import Field
 
-from emulsion_contracts.settings import EmulsionSettings, load_settings
+from emulsion_contracts.settings import (
+    NatsSettings,
+    ProfilesSettings,
+    S3Settings,
+    ServiceSettings,
+    load_settings,
+)
 from emulsion_processor.admission import default_budget
 from emulsion_processor.imaging import PILLOW_MAX_PIXELS
 
 MIB = 1024 * 1024
 
 
-class ProcessorSettings(EmulsionSettings):
+class ProcessorSettings(ServiceSettings, NatsSettings, S3Settings, ProfilesSettings):
     # Sources are streamed here, never held in memory; a generic ephemeral volume in the chart.
     scratch_dir: Path = Field(validation_alias="EMULSION_SCRATCH_DIR")
     # Free space that must remain after a download, so a full volume gives work back

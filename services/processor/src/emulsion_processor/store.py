@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any, Final
 
 from botocore.exceptions import ClientError
-from pydantic import ValidationError
 
+from emulsion_contracts import storage
 from emulsion_contracts.manifest import AssetManifest
 from emulsion_contracts.reasons import FailureReason
 from emulsion_processor.reasons import ItemRejected, TransientTrouble
@@ -24,15 +24,7 @@ log = logging.getLogger(__name__)
 CHUNK: Final = 1024 * 1024
 # Derivative keys embed their version, so a key's content never changes.
 IMMUTABLE: Final = "public, max-age=31536000, immutable"
-_MISSING: Final = frozenset({"NoSuchKey", "404", "NotFound"})
-# 412: the ETag moved (If-Match) or the key appeared (If-None-Match); 409: a concurrent
-# conditional write to the same key is in progress.
-_CONFLICT: Final = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict", "409"})
 COMMIT_ATTEMPTS: Final = 8
-
-
-def error_code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +46,7 @@ def download(
     try:
         response = s3.get_object(Bucket=bucket, Key=key)
     except ClientError as error:
-        if error_code(error) in _MISSING:
+        if storage.is_missing(error):
             raise ItemRejected(FailureReason.SOURCE_MISSING, f"{key} does not exist") from None
         raise
     body = response["Body"]
@@ -101,7 +93,7 @@ def copy_original(s3: Any, bucket: str, source: str, destination: str, content_t
             CacheControl=IMMUTABLE,
         )
     except ClientError as error:
-        if error_code(error) in _MISSING:
+        if storage.is_missing(error):
             raise ItemRejected(FailureReason.SOURCE_MISSING, f"{source} disappeared") from None
         raise
 
@@ -113,12 +105,8 @@ def upload_file(s3: Any, bucket: str, key: str, path: Path, content_type: str) -
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Current:
-    """The manifest as read, with the ETag a conditional write must match."""
-
-    manifest: AssetManifest | None
-    etag: str
+# The manifest as read, with the ETag a conditional write must match.
+Current = storage.ManifestRead
 
 
 def read_manifest(s3: Any, bucket: str, key: str) -> Current | None:
@@ -127,20 +115,10 @@ def read_manifest(s3: Any, bucket: str, key: str) -> Current | None:
     A manifest that does not parse (written by hand, or a future schema) is returned
     with `manifest=None` and its ETag, so a commit can replace it knowingly.
     """
-    try:
-        response = s3.get_object(Bucket=bucket, Key=key)
-    except ClientError as error:
-        if error_code(error) in _MISSING:
-            return None
-        raise
-    with response["Body"] as body:
-        data = body.read()
-    etag = str(response["ETag"])
-    try:
-        return Current(AssetManifest.from_bytes(data), etag)
-    except ValidationError as error:
-        log.warning("manifest %s does not parse; it will be replaced: %s", key, error)
-        return Current(None, etag)
+    current = storage.read_manifest(s3, bucket, key)
+    if current is not None and current.invalid is not None:
+        log.warning("manifest %s does not parse; it will be replaced: %s", key, current.invalid)
+    return current
 
 
 class Outcome(Enum):
@@ -195,7 +173,7 @@ def commit_manifest(
                 **condition,
             )
         except ClientError as error:
-            if error_code(error) in _CONFLICT:
+            if storage.is_conflict(error):
                 continue
             raise
         return CommitResult(Outcome.COMMITTED, current.manifest if current else None)

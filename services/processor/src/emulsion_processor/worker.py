@@ -43,6 +43,7 @@ from opentelemetry import trace
 from pydantic import ValidationError
 
 from emulsion_contracts import keys, messaging, telemetry
+from emulsion_contracts.blocking import run_blocking
 from emulsion_contracts.manifest import AssetManifest, Original
 from emulsion_contracts.messages import (
     Derivative,
@@ -469,7 +470,7 @@ class ItemWorker:
 
     async def _render(self, job: imaging.RenderJob) -> imaging.Rendered:
         try:
-            return await asyncio.get_running_loop().run_in_executor(self.cpu, imaging.render, job)
+            return await run_blocking(imaging.render, job, executor=self.cpu)
         except BrokenExecutor as error:
             # A render process died (the OOM killer, a crashing decoder): that pool takes
             # no more work, so a fresh one serves the next items and this one is retried.
@@ -558,10 +559,10 @@ class ItemWorker:
 
     async def _io(self, function: Callable[..., T], *arguments: Any) -> T:
         """A storage call on the I/O threads, waited out through transient trouble."""
-        loop = asyncio.get_running_loop()
-        call = partial(function, *arguments)
         name = getattr(getattr(function, "func", function), "__name__", "storage")
-        return await self._patiently(name, lambda: loop.run_in_executor(self.io, call))
+        return await self._patiently(
+            name, lambda: run_blocking(function, *arguments, executor=self.io)
+        )
 
     @contextmanager
     def _stage(self, name: str) -> Iterator[None]:

@@ -1,0 +1,158 @@
+"""The one pull loop, against the real NATS server: messages are handled, a failing handler
+leaves its message for redelivery, transient fetch errors are retried with a capped backoff,
+and a deleted durable or stream ends the loop with ConsumerGone."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import nats
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
+from nats.js.errors import NotFoundError
+
+from emulsion_contracts.consuming import ConsumerGone, FetchPolicy, PullLoop
+from emulsion_devstack.stack import Endpoints
+
+QUICK = FetchPolicy(timeout=0.2, first_delay=0.05, max_delay=0.2, check_interval=0.2)
+DEADLINE = 15.0
+
+
+@given(
+    failures=st.integers(min_value=1, max_value=10_000),
+    first=st.floats(min_value=0.001, max_value=5),
+    cap=st.floats(min_value=5, max_value=120),
+)
+def test_the_retry_delay_grows_from_the_first_and_never_passes_the_cap(
+    failures: int, first: float, cap: float
+) -> None:
+    policy = FetchPolicy(first_delay=first, max_delay=cap)
+    assert policy.delay(1) == first
+    assert first <= policy.delay(failures) <= cap
+    assert policy.delay(failures) <= policy.delay(failures + 1)
+
+
+@asynccontextmanager
+async def durable(stack: Endpoints) -> AsyncIterator[tuple[JetStreamContext, str, str]]:
+    """A stream and durable of this test's own, removed afterwards if still there."""
+    name = f"PULL_{uuid.uuid4().hex[:8].upper()}"
+    connection = await nats.connect(stack.nats_url, connect_timeout=5)
+    js = connection.jetstream()
+    try:
+        await js.add_stream(StreamConfig(name=name, subjects=[f"{name.lower()}.>"]))
+        await js.add_consumer(
+            name, ConsumerConfig(durable_name="d", ack_policy=AckPolicy.EXPLICIT, ack_wait=1.0)
+        )
+        yield js, name, "d"
+    finally:
+        with contextlib.suppress(NotFoundError):  # the test deleted it itself
+            await js.delete_stream(name)
+        await connection.drain()
+
+
+async def until(what: str, event: asyncio.Event) -> None:
+    try:
+        await asyncio.wait_for(event.wait(), DEADLINE)
+    except TimeoutError:
+        raise AssertionError(f"timed out waiting for {what}") from None
+
+
+def test_messages_are_handled_and_a_failing_handler_leaves_its_message_for_redelivery(
+    stack: Endpoints, run: Any
+) -> None:
+    async def body() -> list[tuple[bytes, int]]:
+        async with durable(stack) as (js, stream, name):
+            seen: list[tuple[bytes, int]] = []
+            redelivered = asyncio.Event()
+
+            async def handle(message: Msg) -> None:
+                seen.append((message.data, message.metadata.num_delivered or 0))
+                if (b"b", 2) in seen:
+                    redelivered.set()
+                if message.data == b"b" and message.metadata.num_delivered == 1:
+                    raise RuntimeError("the handler's own failure")
+                await message.ack()
+
+            for data in (b"a", b"b", b"c"):
+                await js.publish(f"{stream.lower()}.x", data)
+            stopping = asyncio.Event()
+            loop = PullLoop(js, stream, name, handle, room=2, policy=QUICK)
+            task = asyncio.create_task(loop.run(stopping))
+            await until("b's redelivery", redelivered)
+            assert loop.bound
+            stopping.set()
+            await asyncio.wait_for(task, DEADLINE)
+            assert not loop.bound
+            return seen
+
+    assert sorted(run(body())) == [(b"a", 1), (b"b", 1), (b"b", 2), (b"c", 1)]
+
+
+@pytest.mark.parametrize("removed", ["durable", "stream"])
+def test_a_deleted_durable_or_stream_ends_the_loop_with_consumer_gone(
+    stack: Endpoints, run: Any, removed: str
+) -> None:
+    async def body() -> None:
+        async with durable(stack) as (js, stream, name):
+            loop = PullLoop(js, stream, name, lambda message: message.ack(), policy=QUICK)
+            await loop.bind()
+            task = asyncio.create_task(loop.run(asyncio.Event()))
+            if removed == "durable":
+                await js.delete_consumer(stream, name)
+            else:
+                await js.delete_stream(stream)
+            with pytest.raises(ConsumerGone, match=name):
+                await asyncio.wait_for(task, DEADLINE)
+
+    run(body())
+
+
+def test_transient_fetch_errors_are_logged_and_retried_with_backoff(
+    stack: Endpoints, run: Any
+) -> None:
+    async def body() -> None:
+        connection = await nats.connect(stack.nats_url, connect_timeout=5)
+        try:
+            # No JetStream answers under this prefix: every fetch fails with "no responders",
+            # and whether the durable exists cannot be told either.
+            js = connection.jetstream(prefix="$JS.NOBODY.API")
+            handled: Callable[[Msg], Awaitable[None]] = lambda message: message.ack()  # noqa: E731
+            stopping = asyncio.Event()
+            loop = PullLoop(js, "S", "d", handled, policy=QUICK)
+            task = asyncio.create_task(loop.run(stopping))
+            await until("three retries", three_retries)
+            assert not task.done()  # transient: the loop keeps going
+            stopping.set()
+            await asyncio.wait_for(task, DEADLINE)
+        finally:
+            await connection.drain()
+
+    retries: list[logging.LogRecord] = []
+    three_retries = asyncio.Event()
+
+    class Retries(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "retrying in" in record.getMessage():
+                retries.append(record)
+            if len(retries) >= 3:
+                three_retries.set()
+
+    logger = logging.getLogger("emulsion_contracts.consuming")
+    counting = Retries()
+    logger.addHandler(counting)
+    try:
+        run(body())
+    finally:
+        logger.removeHandler(counting)
+    delays = [record.args[2] for record in retries if isinstance(record.args, tuple)]
+    assert delays[:3] == [0.05, 0.1, 0.2]
