@@ -85,7 +85,8 @@ def read_job(client: Client, name: str) -> dict[str, Any]:
     body = api.get_namespaced_custom_object(
         crd.GROUP, crd.VERSION, client.namespace, crd.PLURAL, name, _request_timeout=10
     )
-    return dict(body)
+    assert isinstance(body, dict)
+    return body
 
 
 def finished_items(job: dict[str, Any]) -> int:
