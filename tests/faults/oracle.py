@@ -247,37 +247,80 @@ class Case:
         return self
 
 
-def verify(case: Case, timeout: float, all_succeed: bool) -> dict[str, dict[str, Any]]:
-    """The oracle: wait (up to `timeout`) for every job to end, then check all four rules.
+@dataclass
+class Findings:
+    """What the oracle found, by rule; empty lists everywhere is a pass."""
+
+    jobs: dict[str, dict[str, Any]]
+    outcomes: list[str]  # items with no outcome, or two
+    failed: list[str]  # items that ended failed
+    unreadable: list[str]  # succeeded items whose manifest or styles are not there
+    live_deleted: list[str]  # keys deleted while a manifest referenced them (or in grace)
+    orphans: list[str]  # keys left after the grace and a sweep
+    sweep: dict[str, Any]
+    seconds: float
+
+    @property
+    def items(self) -> int:
+        return sum(len(job["spec"]["items"]) for job in self.jobs.values())
+
+    @property
+    def lost(self) -> int:
+        """Items the system lost: no outcome, or succeeded without what success means."""
+        return len(self.outcomes) + len(self.unreadable)
+
+    def problems(self, all_succeed: bool) -> list[str]:
+        failed = self.failed if all_succeed else []
+        return [
+            *self.outcomes,
+            *failed,
+            *self.unreadable,
+            *self.live_deleted,
+            *(f"orphan after grace and a sweep: {key}" for key in self.orphans),
+        ]
+
+
+def assess(case: Case, timeout: float) -> Findings:
+    """Wait (up to `timeout`) for every job to end, then judge it by every rule."""
+    assert case.watch is not None, "start the case's KeyWatch before the fault"
+    began = time.monotonic()
+    jobs = wait_done(case.client, case.jobs, timeout)
+    outcomes = check_outcomes(jobs)
+    unreadable = check_succeeded(case.client, jobs)
+    failed = [
+        f"{name}[{failure['index']}] failed: {failure['reason']}: {failure.get('message')}"
+        for name, job in jobs.items()
+        for failure in (job.get("status") or {}).get("failures") or ()
+    ]
+    # Keep watching through the janitor's grace after the last commit (the rule is about
+    # that window, so the wait is the check), then sweep once.
+    passes = case.watch.passes
+    threading.Event().wait(case.grace + 1.0)
+    case.watch.stop()
+    assert case.watch.passes > passes, "the key watch stopped checking"
+    sweep = sweep_once(case.environment, case.grace)
+    return Findings(
+        jobs=jobs,
+        outcomes=outcomes,
+        failed=failed,
+        unreadable=unreadable,
+        live_deleted=list(case.watch.violations),
+        orphans=orphans(case.client, case.collections, jobs),
+        sweep=sweep,
+        seconds=time.monotonic() - began,
+    )
+
+
+def verify(case: Case, timeout: float, all_succeed: bool) -> Findings:
+    """The oracle every fault case ends with; see the module's docstring.
 
     `all_succeed`: the fault touched no item's data (a crash, an outage), so every item
     must have succeeded, not merely ended.
     """
-    assert case.watch is not None, "start the case's KeyWatch before the fault"
-    began = time.monotonic()
-    jobs = wait_done(case.client, case.jobs, timeout)
-    problems = check_outcomes(jobs) + check_succeeded(case.client, jobs)
-    if all_succeed:
-        problems += [
-            f"{name}[{failure['index']}] failed: {failure['reason']}: {failure.get('message')}"
-            for name, job in jobs.items()
-            for failure in (job.get("status") or {}).get("failures") or ()
-        ]
-    # One more pass after the last commit, then the janitor's grace from that moment.
-    case.watch.check_once()
-    last_change = time.monotonic()
-    while time.monotonic() - last_change < case.grace + 1.0:
-        case.watch.check_once()
-        time.sleep(POLL_SECONDS)
-    case.watch.stop()
-    problems += case.watch.violations
-    summary = sweep_once(case.environment, case.grace)
-    problems += [
-        f"orphan after grace and a sweep: {key}"
-        for key in orphans(case.client, case.collections, jobs)
-    ]
+    findings = assess(case, timeout)
+    problems = findings.problems(all_succeed)
     assert not problems, (
-        f"oracle found {len(problems)} problems (sweep: {summary}, "
-        f"{time.monotonic() - began:.0f}s):\n  " + "\n  ".join(problems[:50])
+        f"oracle found {len(problems)} problems (sweep: {findings.sweep}, "
+        f"{findings.seconds:.0f}s):\n  " + "\n  ".join(problems[:50])
     )
-    return jobs
+    return findings

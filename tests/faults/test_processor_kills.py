@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from emulsion_contracts.profiles import DEFAULT_PROFILE
 from emulsion_devstack.processes import wait_for
 from tests.faults.conftest import FaultStack
 from tests.faults.oracle import list_keys, verify
@@ -108,9 +109,13 @@ def test_killed_between_upload_and_commit(fault: FaultStack, tmp_path: Path) -> 
     job, _ = _start_job(fault, tmp_path, "kill-commit", seed=13)
     case.jobs.append(job)
     hold.wait(90)
-    uploaded = {k.rsplit("/", 2)[0] for k in list_keys(fault.client, "derivatives/kill-commit/")}
-    assert uploaded, "the held commit's styles should be in S3 already"
-    assert not list_keys(fault.client, "assets/kill-commit/")
+    # The held item: its styles are all in S3, its manifest is not.
+    line = hold.seen[0].split(b" ", 2)[1].decode()
+    manifest_key = line.split(f"/{fault.client.bucket}/", 1)[1].split("?")[0]
+    asset = manifest_key.removeprefix("assets/kill-commit/").removesuffix(".json")
+    assert not list_keys(fault.client, manifest_key)
+    uploaded = list_keys(fault.client, f"derivatives/kill-commit/{asset}/")
+    assert len(uploaded) == len(DEFAULT_PROFILE.styles), uploaded
     _kill_and_restart(fault)
     verify(case, timeout=DEADLINE, all_succeed=True)
 
