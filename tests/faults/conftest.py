@@ -13,6 +13,7 @@ judges only what the case did.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import shutil
 import signal
@@ -25,12 +26,16 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from emulsion_contracts import messaging
 from emulsion_devstack.stack import SERVERS, LocalStack, s3_client
 from tests.faults.oracle import Case
 from tests.faults.proxy import Proxy
 from tests.faults.workload import Client
 
 GRACE_SECONDS = 6.0
+# The work and result consumers' AckWait (30 s in production) shortened, so an item or a
+# result held by a killed process comes back in seconds; heartbeats keep live work alive.
+ACK_WAIT_SECONDS = 4.0
 RETRY_DELAY_SECONDS = 1.0
 HEARTBEAT_SECONDS = 1.0
 SCRATCH_BYTES = 96 * 1024 * 1024
@@ -52,17 +57,43 @@ class FaultStack:
     def case(self) -> Case:
         return Case(self.client, self.environment, GRACE_SECONDS)
 
+    def start(self, name: str) -> None:
+        """Start a killed service again; its start reconciles the consumers, so the suite's
+        short AckWait is put back after it."""
+        self.stack.start(name)
+        asyncio.run(shorten_ack_wait(self.environment["NATS_URL"], ACK_WAIT_SECONDS))
+
     def revive(self) -> list[str]:
         """What a kubelet does: start again every service that exited (none should)."""
         revived = [name for name in ("api", *PROXIED) if not self.stack.record(name).alive()]
         for name in revived:
-            self.stack.start(name)
+            self.start(name)
         return revived
 
     def disarm(self) -> None:
         for proxies in self.proxies.values():
             for proxy in proxies.values():
                 proxy.disarm()
+
+
+async def shorten_ack_wait(nats_url: str, seconds: float) -> None:
+    """The processors' and the controller's consumers with AckWait `seconds` (and the
+    processors' backoff scaled to it); the next `ensure_jetstream` puts them back."""
+    import nats
+
+    connection = await nats.connect(nats_url, connect_timeout=5)
+    try:
+        js = connection.jetstream()
+        for spec in messaging.CONSUMERS:
+            if spec.durable not in (messaging.PROCESSORS, messaging.CONTROLLER):
+                continue
+            config = spec.config()
+            config.ack_wait = seconds
+            if spec.backoff:
+                config.backoff = [seconds * 2**n for n in range(len(spec.backoff))]
+            await js.add_consumer(spec.stream, config)
+    finally:
+        await connection.close()
 
 
 def _port(url: str) -> int:
@@ -142,6 +173,7 @@ def faults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultStack]:
                 **endpoints.environment(),
                 "EMULSION_API_URL": api_url,
             }
+            asyncio.run(shorten_ack_wait(endpoints.nats_url, ACK_WAIT_SECONDS))
             yield FaultStack(stack, client, environment, proxies, scratch)
     finally:
         stack.down()
@@ -160,4 +192,4 @@ def fault(faults: FaultStack) -> Iterator[FaultStack]:
     # A case that failed half-way may leave a process frozen, stopped or killed.
     for name in (*SERVERS, "api", *PROXIED):
         faults.stack.kill(name, signal.SIGCONT)
-        faults.stack.start(name)
+        faults.start(name)

@@ -25,7 +25,7 @@ DEADLINE = 150
 
 def _restart(fault: FaultStack, name: str) -> None:
     fault.stack.kill(name, signal.SIGKILL)
-    fault.stack.start(name)
+    fault.start(name)
 
 
 def _results_delivered_unacked(nats_url: str) -> int:

@@ -13,17 +13,14 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import nats
 import pytest
-from nats.js.api import ConsumerConfig
 
 from emulsion_contracts import messaging
 from emulsion_contracts.messages import ItemResult
-from tests.faults.conftest import FaultStack
+from tests.faults.conftest import ACK_WAIT_SECONDS, FaultStack
 from tests.faults.oracle import verify
 from tests.faults.proxy import Hold
 from tests.faults.workload import big_image, finished_items, gallery, ingest, read_job, upload
@@ -32,8 +29,7 @@ from tests.faults.workload import big_image, finished_items, gallery, ingest, re
 # (1 + 2 + 4 + 8 s over five deliveries): a full disk must not spend it.
 DISK_FULL_SECONDS = 25.0
 MIB = 1024 * 1024
-ACK_WAIT = 3.0
-SLOW_ITEM_SECONDS = 3 * ACK_WAIT + 3.0
+SLOW_ITEM_SECONDS = 3 * ACK_WAIT_SECONDS + 3.0
 
 
 @pytest.mark.faults
@@ -58,32 +54,6 @@ def test_items_wait_while_scratch_is_full_and_finish_when_space_returns(
     finally:
         filler.unlink()
     verify(case, timeout=150, all_succeed=True)
-
-
-@contextmanager
-def short_ack_wait(nats_url: str, seconds: float) -> Iterator[None]:
-    """The processors' consumer with a short AckWait (and backoff), restored after."""
-
-    async def configure(ack_wait: float | None) -> None:
-        connection = await nats.connect(nats_url, connect_timeout=5)
-        try:
-            js = connection.jetstream()
-            if ack_wait is None:
-                await messaging.ensure_jetstream(js)
-                return
-            spec = next(c for c in messaging.CONSUMERS if c.durable == messaging.PROCESSORS)
-            config: ConsumerConfig = spec.config()
-            config.ack_wait = ack_wait
-            config.backoff = [ack_wait * 2**n for n in range(spec.max_deliver)]
-            await js.add_consumer(spec.stream, config)
-        finally:
-            await connection.close()
-
-    asyncio.run(configure(seconds))
-    try:
-        yield
-    finally:
-        asyncio.run(configure(None))
 
 
 def _results(nats_url: str, job: str) -> list[ItemResult]:
@@ -127,10 +97,9 @@ def test_an_item_outliving_the_ack_wait_three_times_is_never_redelivered(
     heartbeats = fault.proxy("processor", "nats")
     heartbeats.log_requests(re.escape(b"+WPI"))
     began = time.monotonic()
-    with short_ack_wait(nats_url, ACK_WAIT):
-        staged = upload(fault.client, [big, *gallery(tmp_path / "g", 4, seed=42)])
-        case.jobs += ingest(fault.client, "slow-item", staged)
-        verify(case, timeout=120, all_succeed=True)
+    staged = upload(fault.client, [big, *gallery(tmp_path / "g", 4, seed=42)])
+    case.jobs += ingest(fault.client, "slow-item", staged)
+    verify(case, timeout=120, all_succeed=True)
     assert time.monotonic() - began > SLOW_ITEM_SECONDS
     results = _results(nats_url, case.jobs[0])
     assert len({r.index for r in results}) == 5
