@@ -18,11 +18,14 @@ import contextlib
 import shutil
 import signal
 import subprocess
+import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 import yaml
 
@@ -32,7 +35,7 @@ from tests.faults.oracle import Case
 from tests.faults.proxy import Proxy
 from tests.faults.workload import Client
 
-GRACE_SECONDS = 6.0
+GRACE_SECONDS = 4.0
 # The work and result consumers' AckWait (30 s in production) shortened, so an item or a
 # result held by a killed process comes back in seconds; heartbeats keep live work alive.
 ACK_WAIT_SECONDS = 4.0
@@ -41,6 +44,7 @@ HEARTBEAT_SECONDS = 1.0
 SCRATCH_BYTES = 96 * 1024 * 1024
 MIN_FREE_SCRATCH_BYTES = 4 * 1024 * 1024
 PROXIED = ("processor", "controller", "janitor")
+LOGS = Path(tempfile.gettempdir()) / "emulsion-faults-logs"
 
 
 @dataclass
@@ -64,11 +68,32 @@ class FaultStack:
         asyncio.run(shorten_ack_wait(self.environment["NATS_URL"], ACK_WAIT_SECONDS))
 
     def revive(self) -> list[str]:
-        """What a kubelet does: start again every service that exited (none should)."""
-        revived = [name for name in ("api", *PROXIED) if not self.stack.record(name).alive()]
+        """What a kubelet does: start again every service that exited or whose liveness
+        probe (`/healthz`) fails (none should). Returns their names."""
+        revived = [name for name in ("api", *PROXIED) if not self.live(name)]
         for name in revived:
+            self.stack.kill(name, signal.SIGKILL)
             self.start(name)
         return revived
+
+    def live(self, name: str, attempts: int = 3) -> bool:
+        record = self.stack.record(name)
+        url = f"http://127.0.0.1:{record.env.get('EMULSION_HTTP_PORT')}/healthz"
+        for _ in range(attempts):
+            if not record.alive():
+                return False
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url, timeout=2).status_code == 200:
+                    return True
+            threading.Event().wait(1.0)  # a probe's period
+        return False
+
+    def reset(self) -> None:
+        """After a failed case: every service killed and started afresh, so the next case
+        does not inherit a wedged process."""
+        for name in ("api", *PROXIED):
+            self.stack.kill(name, signal.SIGKILL)
+            self.start(name)
 
     def disarm(self) -> None:
         for proxies in self.proxies.values():
@@ -176,6 +201,11 @@ def faults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultStack]:
             asyncio.run(shorten_ack_wait(endpoints.nats_url, ACK_WAIT_SECONDS))
             yield FaultStack(stack, client, environment, proxies, scratch)
     finally:
+        # The services' logs outlive the stack, for whoever reads a failure.
+        LOGS.mkdir(parents=True, exist_ok=True)
+        for record in stack.processes():
+            with contextlib.suppress(OSError):
+                shutil.copy(record.log, LOGS)
         stack.down()
         for proxy in opened:
             with contextlib.suppress(Exception):
@@ -184,12 +214,27 @@ def faults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultStack]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.when == "call":
+        item.stash[FAILED] = report.failed
+
+
+FAILED = pytest.StashKey[bool]()
+
+
 @pytest.fixture
-def fault(faults: FaultStack) -> Iterator[FaultStack]:
+def fault(faults: FaultStack, request: pytest.FixtureRequest) -> Iterator[FaultStack]:
     """The shared fault stack, with every service running and every proxy disarmed after."""
     yield faults
     faults.disarm()
-    # A case that failed half-way may leave a process frozen, stopped or killed.
-    for name in (*SERVERS, "api", *PROXIED):
+    # A case that failed half-way may leave a process frozen, stopped, killed or wedged.
+    for name in SERVERS:
         faults.stack.kill(name, signal.SIGCONT)
-        faults.start(name)
+        faults.stack.start(name)
+    if request.node.stash.get(FAILED, True):
+        faults.reset()
+    else:
+        faults.revive()
