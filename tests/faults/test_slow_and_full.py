@@ -27,7 +27,7 @@ from tests.faults.workload import big_image, finished_items, gallery, ingest, re
 
 # Longer than this branch's whole retry budget at the suite's 1 s retry delay
 # (1 + 2 + 4 + 8 s over five deliveries): a full disk must not spend it.
-DISK_FULL_SECONDS = 25.0
+DISK_FULL_SECONDS = 20.0
 MIB = 1024 * 1024
 SLOW_ITEM_SECONDS = 3 * ACK_WAIT_SECONDS + 3.0
 
