@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from PIL import Image
@@ -42,8 +43,9 @@ class SeenVersion:
     asset: str
     version: str
     keys: frozenset[str]
-    first_seen: float
-    superseded_at: float | None = None  # when a later version was first seen (monotonic)
+    # When a later version replaced it: that version's committed_at (the contract's
+    # `superseded_at`); the janitor's grace runs from then.
+    superseded_at: datetime | None = None
 
 
 @dataclass
@@ -78,18 +80,19 @@ class KeyWatch:
             self._stopping.wait(POLL_SECONDS)
 
     def check_once(self) -> None:
-        now = time.monotonic()
         # Manifests first, then keys: a key listed after its manifest was read must exist.
         for collection in self.collections:
             for manifest in self._manifests(collection):
-                self._saw(manifest, now)
+                self._saw(manifest)
         existing = set()
         for collection in self.collections:
             for prefix in (keys.ORIGINALS, keys.DERIVATIVES):
                 existing |= set(list_keys(self.client, f"{prefix}{collection}/"))
+        # A key missing from the listing was deleted before the listing ended, i.e. now.
+        listed = datetime.now(UTC)
         for seen in list(self.versions.values()):
-            if seen.superseded_at is not None and now - seen.superseded_at > self.grace - 1.0:
-                continue  # its grace is (nearly) over: the janitor may take it
+            if seen.superseded_at is not None and listed >= seen.superseded_at + self.grace_delta:
+                continue  # its grace is over: the janitor may take it
             for key in seen.keys - existing:
                 violation = f"{key} of {seen.asset} {seen.version} was deleted while protected"
                 if violation not in self.violations:
@@ -104,18 +107,22 @@ class KeyWatch:
                 continue  # deleted between list and get
             yield AssetManifest.model_validate_json(body.read())
 
-    def _saw(self, manifest: AssetManifest, now: float) -> None:
+    @property
+    def grace_delta(self) -> timedelta:
+        return timedelta(seconds=self.grace)
+
+    def _saw(self, manifest: AssetManifest) -> None:
         asset_id = (manifest.collection, manifest.asset)
         seen_id = (*asset_id, manifest.version)
         if seen_id not in self.versions:
             self.versions[seen_id] = SeenVersion(
-                manifest.collection, manifest.asset, manifest.version, manifest.live_keys(), now
+                manifest.collection, manifest.asset, manifest.version, manifest.live_keys()
             )
         previous = self.current.get(asset_id)
         if previous is not None and previous != manifest.version:
             older = self.versions[(*asset_id, previous)]
             if older.superseded_at is None:
-                older.superseded_at = now
+                older.superseded_at = manifest.committed_at
         self.current[asset_id] = manifest.version
 
 
