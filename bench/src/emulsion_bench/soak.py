@@ -29,6 +29,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -43,7 +44,7 @@ from emulsion_devstack.stack import LocalStack, s3_client
 # The oracle is the fault suite's, so the soak and `make test` judge by the same rules.
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 from tests.faults.oracle import Case, assess
-from tests.faults.workload import Client
+from tests.faults.workload import Client, finished_items, read_job
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 COLLECTION = "soak"
@@ -56,12 +57,14 @@ def say(line: str) -> None:
 
 class Monkey(threading.Thread):
     """Kills a random service every `low`-`high` s and has the stack start it again; once
-    restarts NATS and once stops MinIO for `minio_outage` s."""
+    restarts NATS and once stops MinIO for `minio_outage` s, when `progress()` (the share
+    of items finished) reaches `nats_at` and `minio_at`, so both happen mid-gallery."""
 
     def __init__(
         self,
         stack: LocalStack,
         rng: random.Random,
+        progress: Callable[[], float],
         low: float,
         high: float,
         nats_at: float,
@@ -69,9 +72,9 @@ class Monkey(threading.Thread):
         minio_outage: float,
     ) -> None:
         super().__init__(daemon=True, name="monkey")
-        self.stack, self.rng = stack, rng
+        self.stack, self.rng, self.progress = stack, rng, progress
         self.low, self.high = low, high
-        self.plan: list[tuple[float, str]] = [(nats_at, "nats"), (minio_at, "minio")]
+        self.plan: list[tuple[float, str]] = sorted([(nats_at, "nats"), (minio_at, "minio")])
         self.minio_outage = minio_outage
         self.stopping = threading.Event()
         self.events: list[str] = []
@@ -80,12 +83,16 @@ class Monkey(threading.Thread):
 
     def run(self) -> None:
         began = time.monotonic()
-        while not self.stopping.wait(self.rng.uniform(self.low, self.high)):
+        next_kill = began + self.rng.uniform(self.low, self.high)
+        while not self.stopping.wait(0.5):
             elapsed = time.monotonic() - began
             try:
-                if self.plan and elapsed >= self.plan[0][0]:
+                if self.plan and self.progress() >= self.plan[0][0]:
                     self._outage(self.plan.pop(0)[1], elapsed)
                     continue
+                if time.monotonic() < next_kill:
+                    continue
+                next_kill = time.monotonic() + self.rng.uniform(self.low, self.high)
                 name = self.rng.choice(sorted(SERVICES))
                 self.stack.kill(name, signal.SIGKILL)
                 self.kills[name] += 1
@@ -139,6 +146,13 @@ def announce(client: Client, staged: list[str], names: list[str]) -> list[str]:
     return jobs
 
 
+def share_done(client: Client, jobs: list[str], items: int) -> float:
+    try:
+        return sum(finished_items(read_job(client, job)) for job in jobs) / items
+    except Exception:  # the apiserver may be restarting: no progress known this time
+        return 0.0
+
+
 def duplicates(spans: list[ReceivedSpan]) -> int:
     """Items whose render and upload were done more than once (from the processor's spans)."""
     items = {
@@ -155,8 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make soak", description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=1361, help="gallery size (default 1361)")
     parser.add_argument("--kill-every", type=float, nargs=2, default=(10.0, 20.0))
-    parser.add_argument("--nats-restart-at", type=float, default=30.0, help="seconds in")
-    parser.add_argument("--minio-stop-at", type=float, default=60.0, help="seconds in")
+    parser.add_argument(
+        "--nats-restart-at", type=float, default=0.2, help="share of items done (0.2)"
+    )
+    parser.add_argument("--minio-stop-at", type=float, default=0.4, help="share of items done")
     parser.add_argument("--minio-outage", type=float, default=120.0, help="seconds")
     parser.add_argument("--seed", type=int, default=1361)
     parser.add_argument("--timeout", type=float, default=3600.0, help="for all items to end")
@@ -194,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             monkey = Monkey(
                 stack,
                 random.Random(args.seed),  # noqa: S311 (a reproducible monkey, not a secret)
+                progress=lambda: share_done(client, case.jobs, len(staged)),
                 low=args.kill_every[0],
                 high=args.kill_every[1],
                 nats_at=args.nats_restart_at,
