@@ -100,6 +100,11 @@ BENCH_ARGS ?=
 bench: tools ## Emulsion end to end vs the pure-Pillow limit and the synchronous baseline (BENCH_ARGS="--images 200")
 	$(UV) run --locked python -m emulsion_bench $(BENCH_ARGS)
 
+SOAK_ARGS ?=
+.PHONY: soak
+soak: tools ## The bench gallery while a monkey kills services, NATS restarts, MinIO stops 2 min; prints lost/live deleted/orphans (SOAK_ARGS="--images 200")
+	$(UV) run --locked python -m emulsion_bench.soak $(SOAK_ARGS)
+
 .PHONY: bench-processor
 bench-processor: tools ## Processor: images/s (threads, processes) vs the pure-Pillow limit, peak RSS of a 50 MP JPEG (BENCH_PROCESSOR_ARGS="--images 40")
 	$(UV) run --locked python -m emulsion_bench.processor $(BENCH_PROCESSOR_ARGS)

@@ -17,6 +17,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,11 @@ class ReceivedSpan:
     parent_span_id: str
     # (trace_id, span_id) of each linked span
     links: tuple[tuple[str, str], ...]
+    # The span's attributes, each value as a string (e.g. emulsion.job, emulsion.index).
+    attributes: tuple[tuple[str, str], ...] = ()
+
+    def attribute(self, key: str) -> str | None:
+        return next((value for name, value in self.attributes if name == key), None)
 
 
 def _decode(body: bytes) -> Iterator[ReceivedSpan]:
@@ -50,7 +56,15 @@ def _decode(body: bytes) -> Iterator[ReceivedSpan]:
                     span_id=span.span_id.hex(),
                     parent_span_id=span.parent_span_id.hex(),
                     links=tuple((link.trace_id.hex(), link.span_id.hex()) for link in span.links),
+                    attributes=tuple(
+                        (attribute.key, _text(attribute.value)) for attribute in span.attributes
+                    ),
                 )
+
+
+def _text(value: AnyValue) -> str:
+    kind = value.WhichOneof("value")
+    return "" if kind is None else str(getattr(value, kind))
 
 
 class OtlpReceiver:

@@ -14,9 +14,9 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -31,9 +31,18 @@ class ProcessRecord:
     pid: int
     start_time: int
     log: str
+    # How it was started (the variables beyond the inherited environment), so the stack
+    # can start it again on the same ports and data after a kill or a stop.
+    argv: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: str | None = None
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> ProcessRecord:
+        return cls(**{**raw, "argv": tuple(raw.get("argv", ())), "env": dict(raw.get("env", {}))})
 
     def alive(self) -> bool:
         return process_start_time(self.pid) == self.start_time
@@ -88,7 +97,42 @@ def spawn(
     start_time = process_start_time(process.pid)
     if start_time is None:
         raise StackError(f"{name} exited at once:\n{log_tail(log)}")
-    return ProcessRecord(name, process.pid, start_time, str(log))
+    return ProcessRecord(
+        name,
+        process.pid,
+        start_time,
+        str(log),
+        argv=tuple(argv),
+        env=dict(env or {}),
+        cwd=None if cwd is None else str(cwd),
+    )
+
+
+def respawn(record: ProcessRecord) -> ProcessRecord:
+    """Start `record`'s command again, as it was first started, appending to its log."""
+    if not record.argv:
+        raise StackError(f"{record.name} was recorded without its command; it cannot be restarted")
+    cwd = None if record.cwd is None else Path(record.cwd)
+    return spawn(record.name, record.argv, Path(record.log), record.env, cwd)
+
+
+def kill(record: ProcessRecord, signum: int = signal.SIGKILL, timeout: float = 15.0) -> None:
+    """Send `signum` to the process's group (no grace); unless it only freezes or thaws
+    the process (SIGSTOP, SIGCONT), wait until the process is gone."""
+    if not record.alive():
+        _reap(record.pid)
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(record.pid, signum)
+    if signum in (signal.SIGSTOP, signal.SIGCONT):
+        return
+    deadline = time.monotonic() + timeout
+    while record.alive():
+        _reap(record.pid)
+        if time.monotonic() > deadline:
+            raise StackError(f"{record.name} (pid {record.pid}) outlived signal {signum}")
+        time.sleep(0.02)
+    _reap(record.pid)
 
 
 def wait_for(what: str, check: Callable[[], T | None], timeout: float = 60.0) -> T:

@@ -12,6 +12,7 @@ import json
 import secrets
 import shlex
 import shutil
+import signal
 import ssl
 import sys
 import tempfile
@@ -32,10 +33,12 @@ from emulsion_devstack.processes import (
     ProcessRecord,
     StackError,
     free_port,
+    respawn,
     spawn,
     stop,
     wait_until,
 )
+from emulsion_devstack.processes import kill as kill_process
 from emulsion_devstack.services import SERVICES, ServiceSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[4]
@@ -183,7 +186,7 @@ class LocalStack:
         stopped = []
         if state:
             for raw in reversed(state.get("processes", [])):
-                record = ProcessRecord(**raw)
+                record = ProcessRecord.from_json(raw)
                 if record.alive():
                     stop(record)
                     stopped.append(record.name)
@@ -203,7 +206,7 @@ class LocalStack:
         state = self._read_state()
         if not state or "endpoints" not in state:
             return None
-        records = [ProcessRecord(**raw) for raw in state["processes"]]
+        records = [ProcessRecord.from_json(raw) for raw in state["processes"]]
         if not all(r.alive() for r in records if r.name in SERVERS):
             return None
         return Endpoints(**state["endpoints"])
@@ -250,7 +253,74 @@ class LocalStack:
 
     def processes(self) -> list[ProcessRecord]:
         state = self._read_state()
-        return [ProcessRecord(**raw) for raw in state.get("processes", [])] if state else []
+        return [ProcessRecord.from_json(raw) for raw in state.get("processes", [])] if state else []
+
+    # -- one process at a time: what a kubelet does to a pod, and what an outage does --
+
+    def record(self, name: str) -> ProcessRecord:
+        """The newest process this stack started under `name` (alive or not)."""
+        for record in reversed(self.processes()):
+            if record.name == name:
+                return record
+        raise StackError(f"this stack has no process named {name!r}")
+
+    def kill(self, name: str, signum: int = signal.SIGKILL) -> ProcessRecord:
+        """Signal `name`'s process group with no grace; for terminating signals, wait
+        until it is gone. SIGSTOP and SIGCONT freeze and thaw it in place."""
+        record = self.record(name)
+        kill_process(record, signum)
+        return record
+
+    def stop(self, name: str, grace: float = 15.0) -> ProcessRecord:
+        """Stop `name` as an operator would (SIGTERM, SIGKILL after `grace`); its ports,
+        data and configuration are kept for `start`."""
+        record = self.record(name)
+        stop(record, grace)
+        return record
+
+    def start(self, name: str, timeout: float = START_TIMEOUT) -> ProcessRecord:
+        """Start `name` again exactly as it was started (same ports, data, environment)
+        and wait until it is ready; a process that is still alive is left as it is."""
+        record = self.record(name)
+        if record.alive():
+            return record
+        state = self._read_state()
+        if state is None or "endpoints" not in state:
+            raise StackError("the stack is not running")
+        fresh = respawn(record)
+        raw = state["processes"]
+        position = max(i for i, r in enumerate(raw) if r["pid"] == record.pid)
+        raw[position] = fresh.to_json()
+        self._write_state(state)
+        endpoints = Endpoints(**state["endpoints"])
+        wait_until(fresh, self._readiness(fresh, endpoints, Path(state["data_dir"])), timeout)
+        return fresh
+
+    def restart(self, name: str, grace: float = 15.0) -> ProcessRecord:
+        """`stop` then `start`: a rolling restart of one process."""
+        self.stop(name, grace)
+        return self.start(name)
+
+    def _readiness(
+        self, record: ProcessRecord, endpoints: Endpoints, data_dir: Path
+    ) -> Callable[[], bool]:
+        if record.name == "etcd":
+            return lambda: _http_ok(f"{endpoints.etcd_url}/health")
+        if record.name == "kube-apiserver":
+            context = ssl.create_default_context(cafile=str(data_dir / "pki" / "ca.crt"))
+            context.load_cert_chain(
+                str(data_dir / "pki" / "admin.crt"), str(data_dir / "pki" / "admin.key")
+            )
+            return lambda: _http_ok(f"{endpoints.apiserver_url}/readyz", context)
+        if record.name == "nats-server":
+            return lambda: _http_ok(f"{endpoints.nats_monitor_url}/healthz?js-enabled-only=true")
+        if record.name == "minio":
+            return lambda: _http_ok(f"{endpoints.s3_endpoint_url}/minio/health/ready")
+        port = record.env.get("EMULSION_HTTP_PORT")
+        if record.name not in SERVICES or port is None:
+            raise StackError(f"no readiness check is known for {record.name}")
+        url = f"http://127.0.0.1:{port}{SERVICES[record.name].ready_path}"
+        return lambda: _http_ok(url)
 
     # -- components -----------------------------------------------------------------
 
