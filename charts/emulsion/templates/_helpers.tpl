@@ -128,6 +128,11 @@ then what only some components need. Args: root, name, traits.
 */}}
 {{- define "emulsion.env" -}}
 {{- $v := .root.Values -}}
+{{- /* The pod's name: the controller's peering identity, stable across container restarts. */}}
+- name: POD_ID
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
 - name: NATS_URL
   value: {{ $v.nats.url | quote }}
 - name: EMULSION_JETSTREAM_REPLICAS

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
 from emulsion_contracts import crd, messaging
-from emulsion_devstack.processes import ProcessRecord, wait_for
+from emulsion_devstack.processes import ProcessRecord, respawn, stop, wait_for
 
 
 def exit_status(record: ProcessRecord) -> int | None:
@@ -96,3 +97,28 @@ def test_two_controllers_with_one_priority_are_reported_not_silently_frozen(
         lambda: controllers.http_status(controllers.readiness_url(first)) == 200,
     )
     assert controllers.metric(first, "emulsion_controller_peering_conflict") == 0
+
+
+def test_a_controller_restarted_in_its_pod_resumes_at_once(
+    controllers: Any, jobs: Any, streams: Any, run: Any
+) -> None:
+    """Killed and started again with the same POD_ID (a container restart), the controller
+    is its own peer: it does not wait a peering lifetime (60 s) for the dead one to expire."""
+    killed = controllers.start(controllers.priority())
+    ready = controllers.readiness_url(killed)
+    wait_for("the controller to be ready", lambda: controllers.http_status(ready) == 200, 30)
+    os.killpg(killed.pid, signal.SIGKILL)
+    wait_for("the controller to die", lambda: not killed.alive(), 15)
+    stop(killed)
+    controllers.running.remove(killed)
+    again = respawn(killed)
+    controllers.running.append(again)
+    assert again.env["POD_ID"] == killed.env["POD_ID"]
+
+    async def job_runs() -> None:
+        async with streams.processing():
+            await asyncio.to_thread(jobs.create, "after-restart", 2)
+            # Well inside kopf's 60 s peering lifetime of the killed process's record.
+            await asyncio.to_thread(jobs.wait_phase, "after-restart", crd.Phase.SUCCEEDED, 30)
+
+    run(job_runs())

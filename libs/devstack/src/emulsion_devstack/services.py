@@ -7,6 +7,7 @@ environment, plus its own variables, and a readiness path served on
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +40,13 @@ def _controller_environment(endpoints: Endpoints, data_dir: Path) -> dict[str, s
     from emulsion_devstack.processes import free_port
 
     # kopf's liveness endpoint takes EMULSION_HTTP_PORT; /metrics needs a port of its own.
-    return {"EMULSION_METRICS_PORT": str(free_port())}
+    # POD_ID plays the pod's name: each controller started gets its own, and a restart of
+    # the same process keeps it (as a container restarted in its pod does), so the
+    # restarted controller resumes its peering record instead of waiting for it to expire.
+    return {
+        "EMULSION_METRICS_PORT": str(free_port()),
+        "POD_ID": f"devstack-controller-{secrets.token_hex(3)}",
+    }
 
 
 SERVICES: dict[str, ServiceSpec] = {}

@@ -211,46 +211,6 @@ class LocalStack:
             return None
         return Endpoints(**state["endpoints"])
 
-    def stop(self, name: str) -> None:
-        """Stop one server of a running stack (an outage: connections are refused)."""
-        state = self._read_state()
-        if state is None:
-            raise StackError("the stack is not running")
-        for raw in state["processes"]:
-            record = ProcessRecord(**raw)
-            if record.name == name and record.alive():
-                stop(record)
-
-    def start(self, name: str) -> None:
-        """Start a server stopped by `stop` again, on the same port, data and credentials."""
-        state = self._read_state()
-        if state is None or "endpoints" not in state:
-            raise StackError("the stack is not running")
-        endpoints = Endpoints(**state["endpoints"])
-        data_dir = Path(state["data_dir"])
-        records = [ProcessRecord(**raw) for raw in state["processes"]]
-        if any(r.name == name and r.alive() for r in records):
-            return
-        if name != "minio":
-            raise StackError(f"only minio can be started again, not {name}")
-        restarted: list[ProcessRecord] = []
-
-        def started(record: ProcessRecord) -> ProcessRecord:
-            restarted.append(record)
-            return record
-
-        self._start_minio(
-            ensure_binary("minio"),
-            data_dir,
-            started,
-            port=int(endpoints.s3_endpoint_url.rsplit(":", 1)[1]),
-            access_key=endpoints.s3_access_key,
-            secret_key=endpoints.s3_secret_key,
-        )
-        kept = [r for r in records if r.name != name]
-        state["processes"] = [r.to_json() for r in (*kept, *restarted)]
-        self._write_state(state)
-
     def processes(self) -> list[ProcessRecord]:
         state = self._read_state()
         return [ProcessRecord.from_json(raw) for raw in state.get("processes", [])] if state else []
@@ -469,14 +429,10 @@ class LocalStack:
         binary: Path,
         data_dir: Path,
         started: Callable[[ProcessRecord], ProcessRecord],
-        *,
-        port: int | None = None,
-        access_key: str | None = None,
-        secret_key: str | None = None,
     ) -> tuple[str, str, str]:
-        port, console = port or free_port(), free_port()
-        access_key = access_key or f"emulsion-{secrets.token_hex(4)}"
-        secret_key = secret_key or secrets.token_urlsafe(24)
+        port, console = free_port(), free_port()
+        access_key = f"emulsion-{secrets.token_hex(4)}"
+        secret_key = secrets.token_urlsafe(24)
         record = started(
             spawn(
                 "minio",

@@ -41,9 +41,14 @@ APISERVER_CHECK_SECONDS = 2.0
 
 
 def _identity() -> str:
-    """This controller's name among its peers: the pod (or host), the process, a nonce."""
-    host = os.environ.get("POD_ID") or socket.gethostname()
-    return f"{host}/{os.getpid()}/{secrets.token_hex(3)}"
+    """This controller's name among its peers: the pod, else the host, process and a nonce.
+
+    A pod's identity is stable across restarts of its container on purpose: a controller
+    killed and restarted in place finds its own peering record and carries on at once,
+    instead of pausing until the dead process's record expires as a conflicting peer.
+    """
+    pod = os.environ.get("POD_ID")
+    return pod or f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(3)}"
 
 
 @dataclass
