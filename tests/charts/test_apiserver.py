@@ -26,8 +26,6 @@ from emulsion_devstack.stack import Endpoints, apply_crds
 
 from .conftest import CHART, REPO_ROOT, Tools, template
 
-pytestmark = pytest.mark.integration
-
 UPLOAD = "01JDZ8Q6W1B2C3D4E5F6G7H8J9"
 
 

@@ -32,8 +32,6 @@ from emulsion_devstack.stack import Endpoints, LocalStack
 
 from .conftest import CHART, COMPONENTS, Tools
 
-pytestmark = pytest.mark.integration
-
 RELEASE = "live"
 API_TOKEN = "chart-test-token"
 S3_SECRET = "s3-credentials"

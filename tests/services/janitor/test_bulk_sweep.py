@@ -19,8 +19,6 @@ from emulsion_bench.janitor_bulk import (
 )
 from emulsion_devstack.stack import Endpoints
 
-pytestmark = pytest.mark.integration
-
 # What each listed key would cost if the sweep held the listing: a StoredObject, its key
 # and its datetime come to over 200 bytes. Bounded memory grows by far less than this.
 HELD_KEY_BYTES = 100

@@ -17,8 +17,6 @@ from emulsion_janitor.leases import KvLeases
 
 from .conftest import connected
 
-pytestmark = pytest.mark.integration
-
 
 def test_an_upload_stays_leased_until_every_job_using_it_has_released_it(
     stack: Endpoints, run: Any

@@ -30,8 +30,6 @@ from .conftest import (
     wait_for,
 )
 
-pytestmark = pytest.mark.integration
-
 Settings = Callable[..., JanitorSettings]
 HOUR = 3600.0
 

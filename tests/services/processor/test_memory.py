@@ -194,7 +194,6 @@ def processor_in(group: Path, stack: Endpoints) -> ProcessRecord:
     return record
 
 
-@pytest.mark.integration
 def test_two_huge_rgba_pngs_at_once_under_2_gib_are_processed_not_killed(
     stack: Endpoints, s3: Any, with_bus: Any, memory_cgroup: Path
 ) -> None:

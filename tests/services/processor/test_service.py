@@ -19,8 +19,6 @@ from emulsion_devstack.stack import Endpoints, LocalStack
 
 from .conftest import NAMESPACE, Bus, jpeg, object_keys, running_processor, stage, work_item
 
-pytestmark = pytest.mark.integration
-
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 
 

@@ -35,8 +35,6 @@ from emulsion_processor.worker import WORK_CONSUMER, GiveBack, gc_msg_id
 
 from .conftest import Bus, in_process_worker, jpeg, object_keys, stage, work_item
 
-pytestmark = pytest.mark.integration
-
 
 def manifest_of(s3: Any, bucket: str, item: WorkItem) -> AssetManifest:
     body = s3.get_object(Bucket=bucket, Key=keys.manifest_key(item.collection, item.asset))["Body"]
