@@ -9,7 +9,7 @@ import pytest
 
 from emulsion_contracts import crd, indexes, messaging
 from emulsion_contracts.messages import JobRef, WorkItem
-from emulsion_devstack.processes import ProcessRecord
+from emulsion_devstack.processes import ProcessRecord, until
 
 
 def conditions(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -123,7 +123,7 @@ def test_a_redelivered_result_changes_nothing(
                 floor = info.ack_floor.stream_seq if info.ack_floor else 0
                 return bool(floor >= sequence and info.num_ack_pending == 0)
 
-            await wait_async("the duplicate to be acknowledged", consumed)
+            await until("the duplicate to be acknowledged", consumed)
         after = await asyncio.to_thread(jobs.get, "again")
         return before, after, writes
 
@@ -131,12 +131,3 @@ def test_a_redelivered_result_changes_nothing(
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
     assert after["status"] == before["status"]
     assert len(jobs.status_writes("again")) == writes
-
-
-async def wait_async(what: str, check: Any, within: float = 30.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not await check():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
