@@ -87,6 +87,13 @@ fmt: setup ## Format and autofix with ruff
 test: lint tools web browser ## Everything CI runs: lint, then unit, integration, fault and browser tests on a real stack
 	$(UV) run --locked pytest $(PYTEST_ARGS)
 
+.PHONY: unit integration
+unit: setup ## Pure-logic tests alone, no servers, in seconds (tests the conftest marks `unit`)
+	$(UV) run --locked pytest -m unit $(PYTEST_ARGS)
+
+integration: setup tools web ## Tests on the real stack, without the fault, browser and real-node suites
+	$(UV) run --locked pytest -m "integration and not (faults or web or cluster)" $(PYTEST_ARGS)
+
 .PHONY: chart-crds chart-test
 chart-crds: ## Copy crds/*.yaml into the chart (charts/emulsion/files/crds/); a test fails on drift
 	rm -f charts/emulsion/files/crds/*.yaml

@@ -10,9 +10,8 @@ from __future__ import annotations
 import base64
 import json
 import shutil
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,25 +21,16 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from emulsion_contracts import crd
+from emulsion_devstack.processes import wait_for
 from emulsion_devstack.stack import Endpoints, apply_crds
 
 from .conftest import CHART, REPO_ROOT, Tools, template
-
-pytestmark = pytest.mark.integration
 
 UPLOAD = "01JDZ8Q6W1B2C3D4E5F6G7H8J9"
 
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:6]}"
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 def ingest_job(name: str) -> dict[str, Any]:
@@ -158,7 +148,7 @@ def without_stack_crds(kube: Any, stack: Endpoints) -> Iterator[None]:
         present = {c.metadata.name for c in extensions.list_custom_resource_definition().items}
         return not present & set(names)
 
-    wait_for(gone, "the stack's CRDs to be deleted", timeout=60)
+    wait_for("the stack's CRDs to be deleted", gone)
     try:
         yield
     finally:
@@ -220,7 +210,7 @@ def test_install_upgrade_and_uninstall_keep_the_crd_and_the_jobs(
             raise
         return True
 
-    wait_for(served, "the chart's CRD to be served")
+    wait_for("the chart's CRD to be served", served)
     deployments = apps.list_namespaced_deployment(namespace).items
     assert sorted(d.metadata.name for d in deployments) == [
         "emulsion-api", "emulsion-controller", "emulsion-janitor", "emulsion-processor",
@@ -243,7 +233,7 @@ def test_install_upgrade_and_uninstall_keep_the_crd_and_the_jobs(
         ).splitlines()
         return "ITEMS" in header.split() and "1361" in row.split()
 
-    wait_for(items_column_shown, "the new printer column in `kubectl get ij`")
+    wait_for("the new printer column in `kubectl get ij`", items_column_shown)
 
     # Changed values roll out; applying the same values again changes nothing.
     changed = ["--set", "logLevel=DEBUG", "--set", "components.api.replicas=3"]

@@ -14,8 +14,7 @@ from __future__ import annotations
 import base64
 import io
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,27 +26,16 @@ from kubernetes import client
 from PIL import Image
 
 from emulsion_contracts import crd, keys
-from emulsion_devstack.processes import ProcessRecord, log_tail, stop
+from emulsion_devstack.processes import ProcessRecord, log_tail, stop, wait_for
 from emulsion_devstack.stack import Endpoints, LocalStack
 
 from .conftest import CHART, COMPONENTS, Tools
-
-pytestmark = pytest.mark.integration
 
 RELEASE = "live"
 API_TOKEN = "chart-test-token"
 S3_SECRET = "s3-credentials"
 # The ports are the stack's to choose: several services share one loopback here.
 PORTS = ("EMULSION_HTTP_PORT", "EMULSION_METRICS_PORT")
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
-    return result
 
 
 @dataclass(frozen=True)
@@ -280,12 +268,12 @@ def services(
                     crd.GROUP, crd.VERSION, namespace, crd.PLURAL, job["metadata"]["name"]
                 )
             wait_for(
+                "the controller to release the test's jobs",
                 lambda: (
                     not custom.list_namespaced_custom_object(
                         crd.GROUP, crd.VERSION, namespace, crd.PLURAL
                     )["items"]
                 ),
-                "the controller to release the test's jobs",
             )
         for record in reversed(running.records.values()):
             stop(record)
@@ -328,7 +316,7 @@ def test_an_image_is_ingested_by_services_holding_only_the_charts_identities(
             return status if status["finished"] else None
 
         try:
-            status = wait_for(finished, f"IngestJob {job} to finish", timeout=120)
+            status = wait_for(f"IngestJob {job} to finish", finished, 120)
         except AssertionError as error:
             raise AssertionError(f"{error}\n{services.logs()}") from None
     assert status["phase"] == "Succeeded", (status, services.logs())

@@ -142,11 +142,19 @@ def test_non_canonical_or_invalid_segments_are_not_names(segment: str) -> None:
     assert keys.parse_key(f"assets/c1/{segment}.json") is None
 
 
+def is_asset_name(text: str) -> bool:
+    try:
+        keys.check_asset_name(text)
+    except keys.InvalidKey:
+        return False
+    return True
+
+
 # Any Unicode text, NFC-normalised, that the asset rule accepts: the whole space of names.
 asset_names = (
     st.text(st.characters(codec="utf-8"), min_size=1, max_size=keys.ASSET_NAME_MAX)
     .map(lambda text: unicodedata.normalize("NFC", text))
-    .filter(lambda name: keys._asset_name_problem(name) is None)
+    .filter(is_asset_name)
 )
 versions = st.builds(
     keys.version_id,

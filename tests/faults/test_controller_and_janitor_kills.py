@@ -45,7 +45,6 @@ def _results_delivered_unacked(nats_url: str) -> int:
     return asyncio.run(ask())
 
 
-@pytest.mark.faults
 @pytest.mark.timeout(DEADLINE + 30)
 def test_controller_killed_between_create_and_dispatch(fault: FaultStack, tmp_path: Path) -> None:
     case = fault.case().watching("ctl-dispatch")
@@ -59,7 +58,6 @@ def test_controller_killed_between_create_and_dispatch(fault: FaultStack, tmp_pa
     verify(case, timeout=DEADLINE, all_succeed=True)
 
 
-@pytest.mark.faults
 @pytest.mark.timeout(DEADLINE + 30)
 def test_controller_killed_between_a_result_and_its_status_write(
     fault: FaultStack, tmp_path: Path
@@ -88,7 +86,6 @@ def test_controller_killed_between_a_result_and_its_status_write(
     verify(case, timeout=DEADLINE, all_succeed=True)
 
 
-@pytest.mark.faults
 @pytest.mark.timeout(DEADLINE + 60)
 def test_janitor_killed_mid_batch(fault: FaultStack, tmp_path: Path) -> None:
     case = fault.case().watching("jan-batch")

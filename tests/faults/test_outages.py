@@ -33,7 +33,6 @@ def _some_finished(fault: FaultStack, job: str, at_least: int) -> None:
     )
 
 
-@pytest.mark.faults
 @pytest.mark.timeout(240)
 def test_nats_restarted_mid_job(fault: FaultStack, tmp_path: Path) -> None:
     case = fault.case().watching("nats-restart")
@@ -45,7 +44,6 @@ def test_nats_restarted_mid_job(fault: FaultStack, tmp_path: Path) -> None:
     verify(case, timeout=180, all_succeed=True)
 
 
-@pytest.mark.faults
 @pytest.mark.timeout(MINIO_OUTAGE + 360)
 def test_minio_stopped_for_3_minutes(fault: FaultStack, tmp_path: Path) -> None:
     case = fault.case().watching("minio-stop")
@@ -60,7 +58,6 @@ def test_minio_stopped_for_3_minutes(fault: FaultStack, tmp_path: Path) -> None:
     verify(case, timeout=300, all_succeed=True)
 
 
-@pytest.mark.faults
 @pytest.mark.timeout(APISERVER_OUTAGE + 240)
 def test_apiserver_stopped_for_1_minute(fault: FaultStack, tmp_path: Path) -> None:
     case = fault.case().watching("apiserver-stop")

@@ -41,7 +41,6 @@ def _kill_and_restart(fault: FaultStack) -> None:
     fault.start("processor")
 
 
-@pytest.mark.faults
 @pytest.mark.timeout(DEADLINE + 30)
 def test_killed_mid_download(fault: FaultStack, tmp_path: Path) -> None:
     case = fault.case().watching("kill-download")
@@ -71,7 +70,6 @@ def test_killed_mid_download(fault: FaultStack, tmp_path: Path) -> None:
     verify(case, timeout=DEADLINE, all_succeed=True)
 
 
-@pytest.mark.faults
 @pytest.mark.timeout(DEADLINE + 30)
 def test_killed_mid_render(fault: FaultStack, tmp_path: Path) -> None:
     case = fault.case().watching("kill-render")
@@ -98,7 +96,6 @@ def test_killed_mid_render(fault: FaultStack, tmp_path: Path) -> None:
     verify(case, timeout=DEADLINE, all_succeed=True)
 
 
-@pytest.mark.faults
 @pytest.mark.timeout(DEADLINE + 30)
 def test_killed_between_upload_and_commit(fault: FaultStack, tmp_path: Path) -> None:
     case = fault.case().watching("kill-commit")
@@ -120,7 +117,6 @@ def test_killed_between_upload_and_commit(fault: FaultStack, tmp_path: Path) -> 
     verify(case, timeout=DEADLINE, all_succeed=True)
 
 
-@pytest.mark.faults
 @pytest.mark.timeout(DEADLINE + 30)
 def test_killed_between_commit_and_ack(fault: FaultStack, tmp_path: Path) -> None:
     case = fault.case().watching("kill-ack")

@@ -32,7 +32,6 @@ MIB = 1024 * 1024
 SLOW_ITEM_SECONDS = 3 * ACK_WAIT_SECONDS + 3.0
 
 
-@pytest.mark.faults
 @pytest.mark.timeout(180)
 def test_items_wait_while_scratch_is_full_and_finish_when_space_returns(
     fault: FaultStack, tmp_path: Path
@@ -77,7 +76,6 @@ def _results(nats_url: str, job: str) -> list[ItemResult]:
     return asyncio.run(read())
 
 
-@pytest.mark.faults
 @pytest.mark.timeout(150)
 def test_an_item_outliving_the_ack_wait_three_times_is_never_redelivered(
     fault: FaultStack, tmp_path: Path

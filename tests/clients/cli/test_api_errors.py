@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import httpx
 
-from emulsion_cli.api import _error_from
+from emulsion_cli.api import error_from_response
 from emulsion_cli.errors import ApiRequestError
 
 
 def test_401_says_to_check_the_token() -> None:
-    error = _error_from(httpx.Response(401, json={"code": "unauthorized", "message": "no"}))
+    error = error_from_response(httpx.Response(401, json={"code": "unauthorized", "message": "no"}))
     assert isinstance(error, ApiRequestError)
     assert error.code == "unauthorized"
     assert "check EMULSION_TOKEN" in error.message
@@ -24,7 +24,7 @@ def test_the_json_error_shape_gives_code_message_and_first_detail() -> None:
             {"field": "body.items", "message": "staging/B/y.jpg was not uploaded"},
         ],
     }
-    error = _error_from(httpx.Response(422, json=body))
+    error = error_from_response(httpx.Response(422, json=body))
     assert isinstance(error, ApiRequestError)
     assert (error.status, error.code) == (422, "upload_missing")
     assert error.message == (
@@ -34,7 +34,7 @@ def test_the_json_error_shape_gives_code_message_and_first_detail() -> None:
 
 
 def test_a_body_that_is_not_the_error_shape() -> None:
-    error = _error_from(httpx.Response(502, text="<html>bad gateway</html>"))
+    error = error_from_response(httpx.Response(502, text="<html>bad gateway</html>"))
     assert isinstance(error, ApiRequestError)
     assert (error.status, error.code) == (502, "http_error")
     assert "\n" not in error.message

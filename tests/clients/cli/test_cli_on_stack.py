@@ -23,8 +23,6 @@ from emulsion_devstack.processes import free_port
 
 from .conftest import Cli
 
-pytestmark = pytest.mark.integration
-
 
 def small_gallery(root: Path, count: int, seed: int) -> tuple[Path, list[str]]:
     params = GalleryParams(count=count, seed=seed, min_megapixels=0.3, max_megapixels=1.2)

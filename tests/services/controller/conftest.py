@@ -34,23 +34,13 @@ from emulsion_contracts.reasons import FailureReason
 from emulsion_devstack.binaries import ensure_binary
 from emulsion_devstack.processes import ProcessRecord, free_port, stop
 from emulsion_devstack.processes import wait_for as wait_for
+from emulsion_devstack.processes import wait_for_async as wait_for_async
 from emulsion_devstack.stack import Endpoints, LocalStack
 
 # Each controller started gets a higher peering priority than the one before, so a
 # killed controller's leftover peering record (alive for its lifetime) never pauses it.
 _priorities = itertools.count(100)
 FAST = {"EMULSION_STATUS_INTERVAL_SECONDS": "1", "EMULSION_TTL_SWEEP_SECONDS": "0.5"}
-
-
-async def wait_for_async(what: str, check: Callable[[], Any], within: float = 60.0) -> Any:
-    deadline = time.monotonic() + within
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await asyncio.to_thread(check)
-        if last:
-            return last
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}; last saw {last!r}")
 
 
 @dataclass

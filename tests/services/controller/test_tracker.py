@@ -21,6 +21,7 @@ from emulsion_contracts.messages import ItemResult, JobRef
 from emulsion_controller.bus import Bus
 from emulsion_controller.kube import Conflict, Kube
 from emulsion_controller.tracker import StatusWriter
+from emulsion_devstack.processes import until
 
 VERSION = keys.new_ulid()
 UID = "uid-1"
@@ -108,10 +109,13 @@ async def dispatched(kube: FakeKube) -> StatusWriter:
 
 
 async def fold_one_result(writer: StatusWriter, index: int) -> None:
+    """Submit one result and wait until it is written and acknowledged (none held)."""
     writer.submit(result(index), acknowledged, None)
-    job = writer._jobs[UID]
-    assert job.driver is not None
-    await job.driver
+
+    async def written_and_acknowledged() -> bool:
+        return writer.held() == 0
+
+    await until(f"result {index} to be written", written_and_acknowledged, 10)
 
 
 def test_an_event_with_only_kopfs_bookkeeping_spares_the_next_write_a_conflict() -> None:

@@ -6,9 +6,8 @@ the janitor's parts running in this process against the real MinIO and NATS.
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Any
 import nats
 import pytest
 from botocore.exceptions import ClientError
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -28,6 +28,9 @@ from prometheus_client import REGISTRY
 from emulsion_contracts import keys, messaging, storage, telemetry
 from emulsion_contracts.manifest import AssetManifest, Original
 from emulsion_contracts.messages import Derivative, GcRequest, JobRef
+from emulsion_devstack.processes import until as until
+from emulsion_devstack.processes import wait_for as wait_for
+from emulsion_devstack.processes import wait_for_async as wait_for_async
 from emulsion_devstack.stack import Endpoints
 from emulsion_janitor.consumer import GcConsumer
 from emulsion_janitor.deleter import Deleter
@@ -37,39 +40,6 @@ from emulsion_janitor.sweep import Sweeper
 
 STYLES = ("large", "medium", "thumb", "tiny")
 BODY = b"\xff\xd8" + b"x" * 98  # 100 bytes: enough to tell freed bytes apart from none
-
-
-def wait_for(what: str, check: Callable[[], Any], within: float = 30.0) -> Any:
-    """Poll `check` until it returns something truthy; fail naming `what` at the deadline."""
-    deadline = time.monotonic() + within
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}; last saw {last!r}")
-
-
-async def wait_for_async(what: str, check: Callable[[], Any], within: float = 30.0) -> Any:
-    """`wait_for` inside an event loop: the (blocking) check runs in a worker thread."""
-
-    async def in_thread() -> Any:
-        return await asyncio.to_thread(check)
-
-    return await until(what, in_thread, within)
-
-
-async def until(what: str, check: Callable[[], Awaitable[Any]], within: float = 30.0) -> Any:
-    """Await `check` until it returns something truthy; fail naming `what` at the deadline."""
-    deadline = time.monotonic() + within
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}; last saw {last!r}")
 
 
 def metric(name: str, **labels: str) -> float:
@@ -235,6 +205,7 @@ class Bus:
     """The stack's JetStream as producers (and the controller's leases) use it."""
 
     js: JetStreamContext
+    connection: Client
 
     async def publish(
         self,
@@ -280,7 +251,7 @@ class Bus:
 async def connected(stack: Endpoints) -> AsyncIterator[Bus]:
     connection = await nats.connect(stack.nats_url)
     try:
-        yield Bus(connection.jetstream())
+        yield Bus(connection.jetstream(), connection)
     finally:
         await connection.drain()
 

@@ -27,7 +27,7 @@ from .conftest import (
     wait_for_async,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("empty_gc_queue")]
+pytestmark = pytest.mark.usefixtures("empty_gc_queue")
 
 Settings = Callable[..., JanitorSettings]
 

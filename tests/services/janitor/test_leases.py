@@ -17,8 +17,6 @@ from emulsion_janitor.leases import KvLeases
 
 from .conftest import connected
 
-pytestmark = pytest.mark.integration
-
 
 def test_an_upload_stays_leased_until_every_job_using_it_has_released_it(
     stack: Endpoints, run: Any
@@ -30,7 +28,7 @@ def test_an_upload_stays_leased_until_every_job_using_it_has_released_it(
         async with connected(stack) as bus:
             js = bus.js
             controller = ControllerBus(
-                js._nc,
+                bus.connection,
                 js,
                 await js.key_value(messaging.STAGING_LEASES_BUCKET),
                 await js.key_value(messaging.CANCELLED_BUCKET),

@@ -23,8 +23,6 @@ from emulsion_devstack.stack import Endpoints, LocalStack
 
 from .conftest import Layout, connected, until
 
-pytestmark = pytest.mark.integration
-
 CONSOLE_SCRIPT = Path(sys.executable).parent / "emulsion-janitor"
 
 

@@ -30,8 +30,6 @@ from .conftest import (
     wait_for,
 )
 
-pytestmark = pytest.mark.integration
-
 Settings = Callable[..., JanitorSettings]
 HOUR = 3600.0
 
@@ -51,14 +49,14 @@ def sweep_until(
     within: float = 30.0,
 ) -> list[SweepReport]:
     """Sweep again and again (as the periodic sweep would) until `done`, with a deadline."""
-    deadline = time.monotonic() + within
-    reports = []
-    while time.monotonic() < deadline:
+    reports: list[SweepReport] = []
+
+    def swept_and_done() -> bool:
         reports.append(sweep(stack, s3, run, settings))
-        if done():
-            return reports
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what} after {len(reports)} sweeps")
+        return done()
+
+    wait_for(what, swept_and_done, within)
+    return reports
 
 
 def last_modified(s3: Any, bucket: str, prefix: str) -> datetime:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import io
 import re
-import time
 import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -28,7 +27,7 @@ from PIL import Image
 from emulsion_contracts import keys, messaging, telemetry
 from emulsion_contracts.messages import GcRequest, ItemResult, JobRef, StyleSpec, WorkItem
 from emulsion_contracts.profiles import DEFAULT_PROFILE
-from emulsion_devstack.processes import ProcessRecord, log_tail, stop
+from emulsion_devstack.processes import ProcessRecord, log_tail, stop, until
 from emulsion_devstack.processes import wait_for as wait_for
 from emulsion_devstack.stack import Endpoints, LocalStack
 from emulsion_processor.settings import ProcessorSettings
@@ -122,13 +121,10 @@ class Bus:
             await subscription.unsubscribe()
 
     async def result(self, item: WorkItem, within: float = 60.0) -> ItemResult:
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
-            found = await self.results(item)
-            if found:
-                return found[0]
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"no result for {item.job.name}/{item.index} within {within}s")
+        found = await until(
+            f"a result for {item.job.name}/{item.index}", lambda: self.results(item), within
+        )
+        return found[0]
 
     async def gc_request(self, reason: str, msg_id: str) -> GcRequest | None:
         """The last GC request published for `reason`, if it carries `msg_id`."""

@@ -13,7 +13,6 @@ import signal
 from pathlib import Path
 from typing import Any
 
-import pytest
 from PIL import Image
 
 from emulsion_contracts.messages import StyleSpec, WorkItem
@@ -21,8 +20,6 @@ from emulsion_devstack.processes import ProcessRecord
 from emulsion_devstack.stack import Endpoints, LocalStack
 
 from .conftest import Bus, metric, object_keys, running_processor, stage, wait_for, work_item
-
-pytestmark = pytest.mark.integration
 
 SLOW_STYLES = (StyleSpec(name="poster", width=4000, height=4000, fit="crop", format="png"),)
 

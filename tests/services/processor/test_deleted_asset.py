@@ -24,8 +24,6 @@ from emulsion_processor.worker import gc_msg_id
 
 from .conftest import Bus, in_process_worker, jpeg, object_keys, stage, work_item
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture
 def api_store(s3: Any, stack: Endpoints) -> Iterator[Store]:

@@ -9,14 +9,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import pytest
-
 from emulsion_contracts.messages import ItemResult
 from emulsion_devstack.stack import Endpoints, LocalStack
 
 from .conftest import Bus, jpeg, metric, running_processor, stage, wait_for, work_item
-
-pytestmark = pytest.mark.integration
 
 BASE_DELAY = 0.25
 # The nak schedule the processor used to ask for before an item was RetriesExhausted:

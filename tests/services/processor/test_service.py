@@ -14,12 +14,10 @@ import pytest
 
 from emulsion_contracts import keys, messaging
 from emulsion_contracts.messages import ItemResult, JobRef
-from emulsion_devstack.processes import ProcessRecord
+from emulsion_devstack.processes import ProcessRecord, until
 from emulsion_devstack.stack import Endpoints, LocalStack
 
 from .conftest import NAMESPACE, Bus, jpeg, object_keys, running_processor, stage, work_item
-
-pytestmark = pytest.mark.integration
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 
@@ -119,13 +117,10 @@ def test_a_duplicate_delivery_stores_one_result_and_rewrites_nothing(
 
 
 async def wait_until_consumed(bus: Bus, within: float = 60.0) -> None:
-    import asyncio
-    import time
+    async def consumed() -> bool:
+        return await bus.pending_work() == 0
 
-    deadline = time.monotonic() + within
-    while await bus.pending_work():
-        assert time.monotonic() < deadline, "work items still pending"
-        await asyncio.sleep(0.05)
+    await until("every work item to be consumed", consumed, within)
 
 
 @pytest.mark.parametrize("job_name", ["job-plain", "job.with.dots"])

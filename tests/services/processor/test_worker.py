@@ -35,8 +35,6 @@ from emulsion_processor.worker import WORK_CONSUMER, GiveBack, gc_msg_id
 
 from .conftest import Bus, in_process_worker, jpeg, object_keys, stage, work_item
 
-pytestmark = pytest.mark.integration
-
 
 def manifest_of(s3: Any, bucket: str, item: WorkItem) -> AssetManifest:
     body = s3.get_object(Bucket=bucket, Key=keys.manifest_key(item.collection, item.asset))["Body"]
@@ -260,6 +258,28 @@ def test_a_commit_that_loses_the_race_sends_its_own_keys_to_gc(
     assert current.manifest.version == newer.version
 
 
+def manifest_for(item: WorkItem, job: str, index: int) -> AssetManifest:
+    """The manifest an item of job `job` at `index` commits for `item`'s asset."""
+    version = keys.version_id(job, index)
+    return AssetManifest(
+        collection=item.collection,
+        asset=item.asset,
+        version=version,
+        job=item.job,
+        index=index,
+        original={  # type: ignore[arg-type]
+            "key": keys.original_key(item.collection, item.asset, version, "a.jpg"),
+            "filename": "a.jpg",
+            "content_type": "image/jpeg",
+            "bytes": 1,
+            "width": 1,
+            "height": 1,
+        },
+        derivatives=(),
+        committed_at="2026-01-01T00:00:00Z",  # type: ignore[arg-type]
+    )
+
+
 def test_conditional_commit_decides_by_version_and_retries_a_lost_race(
     stack: Endpoints, s3: Any, tmp_path: Path
 ) -> None:
@@ -268,24 +288,7 @@ def test_conditional_commit_decides_by_version_and_retries_a_lost_race(
     job = keys.new_ulid()
 
     def manifest(index: int) -> AssetManifest:
-        version = keys.version_id(job, index)
-        return AssetManifest(
-            collection=item.collection,
-            asset=item.asset,
-            version=version,
-            job=item.job,
-            index=index,
-            original={  # type: ignore[arg-type]
-                "key": keys.original_key(item.collection, item.asset, version, "a.jpg"),
-                "filename": "a.jpg",
-                "content_type": "image/jpeg",
-                "bytes": 1,
-                "width": 1,
-                "height": 1,
-            },
-            derivatives=(),
-            committed_at="2026-01-01T00:00:00Z",  # type: ignore[arg-type]
-        )
+        return manifest_for(item, job, index)
 
     first = store.commit_manifest(s3, stack.bucket, key, manifest(1))
     assert (first.outcome, first.other) == (store.Outcome.COMMITTED, None)
@@ -309,14 +312,34 @@ def test_conditional_commit_decides_by_version_and_retries_a_lost_race(
     assert lost.other is not None and lost.other.version == manifest(5).version
 
 
-def test_a_new_asset_commit_refuses_to_overwrite_one_created_meanwhile(
-    stack: Endpoints, s3: Any
+@pytest.mark.parametrize(
+    ("created_meanwhile", "outcome", "live"),
+    [(2, store.Outcome.STALE, 2), (0, store.Outcome.COMMITTED, 1)],
+    ids=["by-a-later-version", "by-an-earlier-version"],
+)
+def test_a_new_asset_commit_never_overwrites_a_manifest_created_meanwhile_unread(
+    stack: Endpoints, s3: Any, created_meanwhile: int, outcome: store.Outcome, live: int
 ) -> None:
+    # The commit read no manifest, so it writes with If-None-Match; a manifest created
+    # between that read and the write makes the write fail, and the commit decides again
+    # on what is there now instead of overwriting it.
     item = work_item(stage(s3, stack.bucket, jpeg(10, 10)))
     key = keys.manifest_key(item.collection, item.asset)
-    with pytest.raises(Exception, match=r"PreconditionFailed|412"):
-        s3.put_object(Bucket=stack.bucket, Key=key, Body=b"{}")
-        s3.put_object(Bucket=stack.bucket, Key=key, Body=b"{}", IfNoneMatch="*")
+    job = keys.new_ulid()
+    meanwhile = manifest_for(item, job, created_meanwhile)
+
+    def create_meanwhile() -> None:
+        s3.put_object(Bucket=stack.bucket, Key=key, Body=meanwhile.to_bytes())
+
+    racing = Interleaving(s3, "put_object", key, create_meanwhile)
+    committed = store.commit_manifest(racing, stack.bucket, key, manifest_for(item, job, 1))
+
+    assert racing.fired
+    assert committed.outcome is outcome
+    assert committed.other is not None and committed.other.version == meanwhile.version
+    current = store.read_manifest(s3, stack.bucket, key)
+    assert current is not None and current.manifest is not None
+    assert current.manifest.version == keys.version_id(job, live)
 
 
 def test_a_cancelled_job_commits_nothing(
@@ -360,7 +383,7 @@ def test_a_missing_source_fails_the_item_permanently(
 
     async def body(bus: Bus) -> Any:
         with in_process_worker(stack, s3, bus, tmp_path) as worker:
-            return await worker._result(item, 1)
+            return await worker.result_or_give_back(item, 1)
 
     result = with_bus(body)
     assert isinstance(result, ItemResult)
@@ -378,7 +401,9 @@ def test_bad_bytes_fail_with_their_reason_and_leave_no_temp_files(
 
     async def body(bus: Bus) -> list[Any]:
         with in_process_worker(stack, s3, bus, tmp_path) as worker:
-            return [await worker._result(i, 1) for i in (text, empty, unknown, repeated)]
+            return [
+                await worker.result_or_give_back(i, 1) for i in (text, empty, unknown, repeated)
+            ]
 
     reasons = [r.reason for r in with_bus(body)]
     assert reasons == ["NotAnImage", "EmptyFile", "UnknownProfile", "InvalidStyles"]
@@ -418,7 +443,7 @@ def test_storage_trouble_is_waited_out_in_process_without_spending_a_delivery(
         with in_process_worker(
             stack, refusing, bus, tmp_path, retry_delay_seconds=0.01, retry_max_delay_seconds=0.05
         ) as worker:
-            return await worker._result(item, 1)
+            return await worker.result_or_give_back(item, 1)
 
     result = with_bus(body)
     assert refusing.left == 0
@@ -442,7 +467,7 @@ def test_storage_trouble_beyond_the_outage_budget_fails_the_item(
             retry_max_delay_seconds=0.05,
             outage_budget_seconds=0.5,
         ) as worker:
-            return await worker._result(item, 1)
+            return await worker.result_or_give_back(item, 1)
 
     result = with_bus(body)
     assert isinstance(result, ItemResult)
@@ -466,7 +491,7 @@ def test_short_scratch_space_is_waited_for_until_the_budget_ends(
             retry_delay_seconds=0.01,
             outage_budget_seconds=0.2,
         ) as worker:
-            return await worker._result(item, 1)
+            return await worker.result_or_give_back(item, 1)
 
     result = with_bus(body)
     assert isinstance(result, ItemResult)
@@ -486,7 +511,7 @@ def test_a_deterministic_render_error_fails_the_item_at_once(
 
     async def body(bus: Bus) -> Any:
         with in_process_worker(stack, s3, bus, tmp_path) as worker:
-            return await worker._result(item, 1)
+            return await worker.result_or_give_back(item, 1)
 
     result = with_bus(body)
     assert isinstance(result, ItemResult)
@@ -506,7 +531,7 @@ def test_an_unexpected_error_outside_rendering_fails_the_item_at_once(
 
     async def body(bus: Bus) -> Any:
         with in_process_worker(stack, s3, bus, tmp_path) as worker:
-            return await worker._result(item, 1)
+            return await worker.result_or_give_back(item, 1)
 
     result = with_bus(body)
     assert isinstance(result, ItemResult)
@@ -546,9 +571,9 @@ def test_a_dead_render_process_is_replaced_and_the_item_retried(
     async def body(bus: Bus) -> tuple[Any, Any]:
         with in_process_worker(stack, s3, bus, tmp_path) as worker:
             worker.cpu, worker.renew_cpu = broken, lambda: healthy
-            first = await worker._result(item, 1)
+            first = await worker.result_or_give_back(item, 1)
             assert worker.cpu is not broken  # renewed
-            return first, await worker._result(item, 2)
+            return first, await worker.result_or_give_back(item, 2)
 
     try:
         first, second = with_bus(body)

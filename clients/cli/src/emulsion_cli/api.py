@@ -59,7 +59,7 @@ class Accepted:
     replayed: bool
 
 
-def _error_from(response: httpx.Response) -> CliError:
+def error_from_response(response: httpx.Response) -> CliError:
     if response.status_code == 401:
         return ApiRequestError(
             401, "unauthorized", "the token was refused; check EMULSION_TOKEN (.emulsion/env)"
@@ -120,7 +120,7 @@ class Api:
         except httpx.TransportError as error:
             raise self._unreachable(error) from error
         if response.is_error:
-            raise _error_from(response)
+            raise error_from_response(response)
         return response
 
     async def _with_retries(self, call: Callable[[], Awaitable[T]]) -> T:
@@ -235,7 +235,7 @@ class Api:
             ) as response:
                 if response.is_error:
                     await response.aread()
-                    raise _error_from(response)
+                    raise error_from_response(response)
                 async for event in parse_stream(response.aiter_lines()):
                     yield event
         except httpx.TransportError as error:

@@ -380,7 +380,7 @@ async def follow_job(api: Api, job: str, on_progress: Callable[[int], None]) -> 
         try:
             async with contextlib.aclosing(api.events(job)) as events:
                 async for event in events:
-                    final = _on_event(job, event, on_progress)
+                    final = handle_event(job, event, on_progress)
                     if final is not None:
                         return final
         except ApiRequestError as error:
@@ -393,7 +393,7 @@ async def follow_job(api: Api, job: str, on_progress: Callable[[int], None]) -> 
         await asyncio.sleep(RECONNECT_BACKOFF_SECONDS * failures)
 
 
-def _on_event(job: str, event: Event, on_progress: Callable[[int], None]) -> Json | None:
+def handle_event(job: str, event: Event, on_progress: Callable[[int], None]) -> Json | None:
     """Report progress; the final summary when the job has ended, else None."""
     if event.event in ("status", "end"):
         summary = event_json(event)

@@ -7,13 +7,14 @@ still match.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -145,6 +146,28 @@ def wait_for(what: str, check: Callable[[], T | None], timeout: float = 60.0) ->
             return last
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}; last saw {last!r}")
+
+
+async def until(what: str, check: Callable[[], Awaitable[T | None]], within: float = 60.0) -> T:
+    """`wait_for` inside an event loop: await `check` until it returns something truthy."""
+    deadline = time.monotonic() + within
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}; last saw {last!r}")
+
+
+async def wait_for_async(what: str, check: Callable[[], T | None], within: float = 60.0) -> T:
+    """`wait_for` inside an event loop: the blocking `check` runs in a worker thread, so
+    the loop goes on serving what the check waits for."""
+
+    async def in_thread() -> T | None:
+        return await asyncio.to_thread(check)
+
+    return await until(what, in_thread, within)
 
 
 def wait_until(

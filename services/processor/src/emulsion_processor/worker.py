@@ -211,7 +211,7 @@ class ItemWorker:
         ):
             metrics.IN_FLIGHT.inc()
             try:
-                result = await self._result(item, attempt, deliveries)
+                result = await self.result_or_give_back(item, attempt, deliveries)
                 if isinstance(result, GiveBack):
                     # Only a dead render process gets here: counted, as a crash must be.
                     await msg.nak(delay=result.delay)
@@ -274,7 +274,7 @@ class ItemWorker:
         )
         await self._publish_and_ack(msg, job, index, result)
 
-    async def _result(
+    async def result_or_give_back(
         self, item: WorkItem, attempt: int, deliveries: int | None = None
     ) -> ItemResult | GiveBack:
         """The item's final result, or how long to wait before a dead renderer is retried."""
