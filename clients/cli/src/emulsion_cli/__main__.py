@@ -697,7 +697,12 @@ to the file's directory. Flags and environment variables override it.""",
   emulsion config get-contexts""",
         formatter_class=_Help,
     )
-    actions = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    actions = config.add_subparsers(
+        dest="config_command",
+        required=True,
+        metavar="ACTION",
+        help="`emulsion config ACTION --help` for its options",
+    )
     get = _command(
         actions, "get-contexts", "list the contexts", "  emulsion config get-contexts", api=False
     )
@@ -747,7 +752,12 @@ def parser() -> argparse.ArgumentParser:
     )
     root.add_argument("--version", action="version", version=f"emulsion {_version()}")
     _connection_flags(root)
-    commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = root.add_subparsers(
+        dest="command",
+        required=True,
+        metavar="COMMAND",
+        help="what to do; `emulsion COMMAND --help` for its options and examples",
+    )
 
     _add_ingest(commands)
 
