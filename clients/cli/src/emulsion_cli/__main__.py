@@ -16,6 +16,7 @@ from types import FrameType
 from typing import Any, Final
 
 import shtab
+import stamina.instrumentation
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -868,6 +869,9 @@ def main(argv: list[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace], int] = args.handler
     # Outside an event loop SIGTERM stops like Ctrl-C; inside one, `_run_api` cancels.
     signal.signal(signal.SIGTERM, _raise_stopped)
+    # stamina logs each scheduled retry as a warning on stderr; the CLI's contract there is
+    # progress and one line per error.
+    stamina.instrumentation.set_on_retry_hooks([])
     try:
         return handler(args)
     except CliError as error:
