@@ -17,6 +17,14 @@ import pytest
 from PIL import Image
 
 from emulsion_cli.discovery import discover
+from emulsion_cli.errors import (
+    EXIT_API,
+    EXIT_INTERRUPTED,
+    EXIT_ITEMS_FAILED,
+    EXIT_TERMINATED,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+)
 from emulsion_cli.gallery import GalleryParams, ensure_gallery, plan
 from emulsion_cli.resume import ResumeState, file_id
 from emulsion_devstack.processes import free_port
@@ -139,7 +147,7 @@ def test_ctrl_c_then_rerun_uploads_each_file_once(
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=60)
 
-    assert process.returncode == 130, stderr
+    assert process.returncode == EXIT_INTERRUPTED, stderr
     assert "interrupted" in stderr
     interrupted = json.loads(stdout)
     assert interrupted["uploaded_files"] >= 1
@@ -164,7 +172,7 @@ def test_a_corrupt_image_fails_its_item_and_the_exit_code(cli: Cli, tmp_path: Pa
 
     code, summary, stderr = ingest_json(cli, photos, "cli-corrupt")
 
-    assert code == 1, stderr
+    assert code == EXIT_ITEMS_FAILED, stderr
     assert summary["succeeded"] == len(names) + 1
     [failure] = summary["failed"]
     assert failure["file"] == "broken.jpg"
@@ -181,7 +189,7 @@ def test_delete_an_asset(cli: Cli, tmp_path: Path) -> None:
     assert deleted.returncode == 0, deleted.stderr
     assert f"deleted cli-delete/{names[0]}" in deleted.stdout
     gone = cli.run("get", "cli-delete", names[0])
-    assert gone.returncode == 2
+    assert gone.returncode == EXIT_API
     assert "404 not_found" in gone.stderr
 
 
@@ -193,24 +201,24 @@ def one_line(text: str) -> str:
 
 def test_unreachable_api(cli: Cli) -> None:
     done = cli.run("status", "x", EMULSION_API_URL=f"http://127.0.0.1:{free_port()}")
-    assert done.returncode == 2
+    assert done.returncode == EXIT_UNREACHABLE
     assert "cannot reach the Emulsion API" in one_line(done.stderr)
 
 
 def test_wrong_token(cli: Cli) -> None:
     done = cli.run("status", "x", EMULSION_TOKEN="wrong")
-    assert done.returncode == 2
+    assert done.returncode == EXIT_API
     assert "token was refused" in one_line(done.stderr)
 
 
 def test_api_errors_are_one_line_with_their_code(cli: Cli, tmp_path: Path) -> None:
     missing = cli.run("status", "no-such-job")
-    assert missing.returncode == 2
+    assert missing.returncode == EXIT_API
     assert "404 not_found" in one_line(missing.stderr)
 
     photos, _ = small_gallery(tmp_path, 1, seed=15)
     unknown = cli.run("ingest", str(photos), "--collection", "c", "--profile", "nope")
-    assert unknown.returncode == 2
+    assert unknown.returncode == EXIT_API
     assert "unknown_profile" in unknown.stderr.strip().splitlines()[-1]
 
 
@@ -219,10 +227,10 @@ def test_bad_arguments_fail_before_anything_is_uploaded(
 ) -> None:
     before = staging_count()
     bad = cli.run("ingest", str(tmp_path), "--collection", "../etc")
-    assert bad.returncode == 2
+    assert bad.returncode == EXIT_USAGE
     assert "collection '../etc'" in one_line(bad.stderr)
     unset = cli.run("status", "x", EMULSION_API_URL="", EMULSION_TOKEN="")
-    assert unset.returncode == 2
+    assert unset.returncode == EXIT_USAGE
     assert "not set" in one_line(unset.stderr)
     assert staging_count() == before
 
@@ -269,3 +277,108 @@ def test_a_lost_state_file_costs_a_reupload_never_a_refusal(cli: Cli, tmp_path: 
     assert code == 0, stderr
     assert (second["succeeded"], second["uploaded_files"]) == (len(names), len(names))
     assert second["jobs"] != first["jobs"]
+
+
+def test_dry_run_uploads_nothing_and_lists_what_would_be(
+    cli: Cli, tmp_path: Path, staging_count: Callable[[], int]
+) -> None:
+    photos, names = small_gallery(tmp_path, 3, seed=19)
+    raw = photos / "raw"
+    raw.mkdir()
+    (raw / "IMG_9.jpg").write_bytes((photos / names[0]).read_bytes())
+    before = staging_count()
+
+    done = cli.run(
+        "ingest", str(photos), "-c", "cli-dry", "--exclude", "raw/**", "--dry-run", "-o", "json"
+    )
+
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(done.stdout)
+    assert sorted(f["file"] for f in plan["files"]) == sorted(names)
+    assert {f["action"] for f in plan["files"]} == {"upload and ingest"}
+    assert plan["to_upload"] == len(names)
+    assert staging_count() == before
+
+
+def test_include_and_exclude_choose_the_files(cli: Cli, tmp_path: Path) -> None:
+    photos, names = small_gallery(tmp_path, 3, seed=20)
+    keep = photos / "keep"
+    keep.mkdir()
+    (keep / "a.jpg").write_bytes((photos / names[0]).read_bytes())
+    (keep / "b.png").write_bytes(b"not read: excluded by --include")
+
+    code, summary, stderr = ingest_json(
+        cli, photos, "cli-patterns", "--include", "keep/*", "--exclude", "*.png"
+    )
+
+    assert code == 0, stderr
+    assert (summary["found"], summary["succeeded"], summary["excluded"]) == (1, 1, len(names) + 1)
+    assert cli.run("get", "cli-patterns", "keep-a.jpg").returncode == 0
+
+
+def test_no_wait_returns_the_jobs_and_status_watch_follows_them(cli: Cli, tmp_path: Path) -> None:
+    photos, names = small_gallery(tmp_path, 3, seed=21)
+
+    code, summary, stderr = ingest_json(cli, photos, "cli-no-wait", "--no-wait")
+
+    assert code == 0, stderr
+    assert summary["items"] == len(names)
+    assert summary["succeeded"] == 0  # not followed
+    [job] = summary["jobs"]
+    assert f"emulsion status {job} --watch" in stderr
+
+    watched = cli.run("status", job, "--watch", "-o", "json")
+
+    assert watched.returncode == 0, watched.stderr
+    updates = [json.loads(line) for line in watched.stdout.splitlines()]
+    assert updates, "no status was printed"
+    assert updates[-1]["finished"] is True
+    assert updates[-1]["succeeded"] == len(names)
+    done = [u["succeeded"] + u["failed"] for u in updates]
+    assert done == sorted(done)
+
+    yaml_status = cli.run("status", job, "-o", "yaml")
+    assert yaml_status.returncode == 0, yaml_status.stderr
+    assert "phase: Succeeded" in yaml_status.stdout
+
+
+def test_progress_is_plain_lines_when_not_on_a_terminal(cli: Cli, tmp_path: Path) -> None:
+    photos, names = small_gallery(tmp_path, 3, seed=22)
+
+    done = cli.run(
+        "ingest", str(photos), "-c", "cli-lines", "-o", "json", "--progress-interval", "0.2"
+    )
+
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("upload ")]
+    assert lines, done.stderr
+    final = lines[-1]
+    assert final.startswith(f"upload {len(names)}/{len(names)} files, ")
+    assert " MB/s, ETA " in final
+    assert f"process {len(names)}/{len(names)} images, " in final
+    assert "\x1b" not in done.stderr and "\r" not in done.stderr  # no cursor tricks in a log
+
+
+@pytest.mark.parametrize(
+    ("signum", "exit_code"), [(signal.SIGTERM, EXIT_TERMINATED), (signal.SIGINT, EXIT_INTERRUPTED)]
+)
+def test_a_signal_mid_upload_stops_within_seconds_and_says_how_to_resume(
+    cli: Cli, tmp_path: Path, signum: int, exit_code: int
+) -> None:
+    photos, names = small_gallery(tmp_path, 8, seed=23)
+    process = cli.start("ingest", str(photos), "-c", "cli-stop", "--concurrency", "1", "-o", "json")
+    deadline = time.monotonic() + 60
+    while _state_uploads(cli.cache) == 0:
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "no upload was recorded within 60 s"
+        time.sleep(0.01)
+    signalled = time.monotonic()
+    process.send_signal(signum)
+    stdout, stderr = process.communicate(timeout=30)
+    stopped_after = time.monotonic() - signalled
+
+    assert process.returncode == exit_code, stderr
+    assert stopped_after < 5, f"took {stopped_after:.1f} s to stop"
+    assert "Run the same command again to resume: emulsion ingest" in stderr
+    interrupted = json.loads(stdout)  # what was done, for scripts too
+    assert 1 <= interrupted["uploaded_files"] <= len(names)

@@ -91,7 +91,7 @@ def test_sniff_rejects_lookalikes() -> None:
 
 
 def test_hostile_names_are_found_and_shown_escaped(tmp_path: Path) -> None:
-    from emulsion_cli.__main__ import printable
+    from emulsion_cli.output import printable
 
     names = ["line\nbreak.jpg", "[red]markup.jpg", "bell\x07.jpg", "Ünïcode façade.jpg"]
     for name in names:

@@ -2,22 +2,30 @@
 
 Every failure becomes one `CliError` line: the API unreachable, the token refused, or
 the API's JSON error shape (`code`, `message`, `details`).
+
+Retries (stamina): lost connections and 429/502/503/504 answers are tried again with
+exponential backoff and jitter; when the answer carries `Retry-After`, that is the wait
+(plus up to a second of jitter, so clients throttled together do not return together).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
+import random
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Final, TypeVar
 from urllib.parse import quote
 
 import httpx
+import stamina
 
 from emulsion_cli.config import Config
-from emulsion_cli.errors import ApiRequestError, CliError
+from emulsion_cli.errors import ApiRequestError, CliError, Unreachable
+from emulsion_cli.paging import Page, parse_page
 from emulsion_cli.sse import Event, parse_stream
 
 TIMEOUT: Final = httpx.Timeout(30.0, connect=5.0)
@@ -26,8 +34,13 @@ EVENTS_TIMEOUT: Final = httpx.Timeout(60.0, connect=5.0)
 UPLOAD_TIMEOUT: Final = httpx.Timeout(300.0, connect=10.0)
 # Retried: the apiserver throttling (429) or briefly away (503), and lost connections.
 RETRYABLE_STATUS: Final = frozenset({429, 502, 503, 504})
-ATTEMPTS: Final = 4
-BACKOFF_SECONDS: Final = 0.5
+ATTEMPTS: Final = 5
+BACKOFF_INITIAL_SECONDS: Final = 0.5
+BACKOFF_MAX_SECONDS: Final = 10.0
+JITTER_SECONDS: Final = 1.0
+# A server asking for a longer pause than this is not coming back soon enough to wait for.
+MAX_RETRY_AFTER_SECONDS: Final = 60.0
+RETRY_TIMEOUT_SECONDS: Final = 180.0
 
 T = TypeVar("T")
 Json = dict[str, Any]
@@ -59,23 +72,45 @@ class Accepted:
     replayed: bool
 
 
-def error_from_response(response: httpx.Response) -> CliError:
+def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
+    """`Retry-After` as seconds from now: delta-seconds or an HTTP-date (RFC 9110 10.2.3);
+    None when absent or unreadable."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def error_from_response(response: httpx.Response) -> ApiRequestError:
+    retry_after = retry_after_seconds(response.headers.get("Retry-After"))
     if response.status_code == 401:
         return ApiRequestError(
-            401, "unauthorized", "the token was refused; check EMULSION_TOKEN (.emulsion/env)"
+            401,
+            "unauthorized",
+            "the token was refused; check EMULSION_TOKEN, --token-file or the config context",
         )
     try:
         body = response.json()
-        code, message = str(body["code"]), str(body["message"])
+        code, message = str(body["code"]), str(body.get("message") or body.get("detail") or "")
         details = body.get("details") or []
-    except (ValueError, KeyError, TypeError):
-        return ApiRequestError(response.status_code, "http_error", response.reason_phrase)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return ApiRequestError(
+            response.status_code, "http_error", response.reason_phrase, retry_after
+        )
     if details:
         first = details[0]
         where = f"{first.get('field')}: " if first.get("field") else ""
         more = f" (and {len(details) - 1} more)" if len(details) > 1 else ""
         message = f"{message} — {where}{first.get('message')}{more}"
-    return ApiRequestError(response.status_code, code, message)
+    return ApiRequestError(response.status_code, code, message, retry_after)
 
 
 def _asset_path(collection: str, asset: str) -> str:
@@ -83,10 +118,27 @@ def _asset_path(collection: str, asset: str) -> str:
     return f"/v1/assets/{quote(collection, safe='')}/{quote(asset, safe='')}"
 
 
-def _retryable(error: BaseException) -> bool:
-    if isinstance(error, ApiRequestError):
-        return error.status in RETRYABLE_STATUS
-    return isinstance(error, httpx.TransportError)
+def retry_backoff(error: Exception) -> bool | float:
+    """stamina's backoff hook: False gives up at once (a deterministic answer is not
+    transient), True waits its exponential backoff, a number waits that many seconds."""
+    if isinstance(error, ApiRequestError | UploadRefused):
+        if error.status not in RETRYABLE_STATUS:
+            return False
+        if error.retry_after is None:
+            return True
+        return min(error.retry_after, MAX_RETRY_AFTER_SECONDS) + random.uniform(  # noqa: S311
+            0, JITTER_SECONDS
+        )
+    return isinstance(error, Unreachable)
+
+
+class UploadRefused(CliError):
+    """The object store answered an upload with an error."""
+
+    def __init__(self, message: str, status: int, retry_after: float | None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
 
 
 class Api:
@@ -112,7 +164,7 @@ class Api:
         await self._storage.aclose()
 
     def _unreachable(self, error: httpx.TransportError) -> CliError:
-        return CliError(f"cannot reach the Emulsion API at {self.config.api_url}: {error!r}")
+        return Unreachable(f"cannot reach the Emulsion API at {self.config.api_url}: {error!r}")
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
@@ -123,16 +175,22 @@ class Api:
             raise error_from_response(response)
         return response
 
-    async def _with_retries(self, call: Callable[[], Awaitable[T]]) -> T:
-        for attempt in range(ATTEMPTS):
-            try:
+    async def _with_retries(
+        self,
+        call: Callable[[], Awaitable[T]],
+        on: Callable[[Exception], bool | float] = retry_backoff,
+    ) -> T:
+        async for attempt in stamina.retry_context(
+            on=on,
+            attempts=ATTEMPTS,
+            timeout=RETRY_TIMEOUT_SECONDS,
+            wait_initial=BACKOFF_INITIAL_SECONDS,
+            wait_max=BACKOFF_MAX_SECONDS,
+            wait_jitter=JITTER_SECONDS,
+        ):
+            with attempt:
                 return await call()
-            except CliError as error:
-                cause = error.__cause__ or error
-                if attempt == ATTEMPTS - 1 or not _retryable(cause):
-                    raise
-            await asyncio.sleep(BACKOFF_SECONDS * 2**attempt)
-        raise AssertionError("unreachable")
+        raise AssertionError("stamina gives up by raising the last error")
 
     async def presign(self, files: list[tuple[str, str, int]]) -> list[Upload]:
         """One presigned POST per (filename, content type, size), in the order given."""
@@ -163,14 +221,16 @@ class Api:
                     files={"file": (path.name, stream, content_type)},
                 )
             except httpx.TransportError as error:
-                raise CliError(f"upload of {path.name} failed: {error!r}") from error
+                raise Unreachable(f"upload of {path.name} failed: {error!r}") from error
         if response.is_error:
             # The object store answers in XML; its <Code> is the useful part.
             text = response.text
             code = text.split("<Code>", 1)[-1].split("</Code>", 1)[0] if "<Code>" in text else ""
-            raise CliError(
+            raise UploadRefused(
                 f"upload of {path.name} refused by the object store: "
-                f"{response.status_code} {code or response.reason_phrase}"
+                f"{response.status_code} {code or response.reason_phrase}",
+                response.status_code,
+                retry_after_seconds(response.headers.get("Retry-After")),
             )
 
     async def ingest(
@@ -241,8 +301,39 @@ class Api:
         except httpx.TransportError as error:
             raise self._unreachable(error) from error
 
+    async def _page(self, path: str, params: dict[str, Any], what: str) -> Page:
+        response = await self._with_retries(lambda: self._request("GET", path, params=params))
+        try:
+            document = response.json()
+        except ValueError:
+            raise CliError(f"the API's {what} is not JSON") from None
+        return parse_page(document, what)
+
+    async def assets_page(
+        self, collection: str, cursor: str | None, limit: int, state: str | None = None
+    ) -> Page:
+        """One page of `GET /v1/assets/<collection>` (newest first)."""
+        params: dict[str, Any] = {"limit": limit}
+        if cursor is not None:
+            params["cursor"] = cursor
+        if state is not None:
+            params["state"] = state
+        path = f"/v1/assets/{quote(collection, safe='')}"
+        return await self._page(path, params, f"list of assets in {collection!r}")
+
+    async def jobs_page(self, collection: str | None, cursor: str | None, limit: int) -> Page:
+        """One page of `GET /v1/ingests` (optionally of one collection)."""
+        params: dict[str, Any] = {"limit": limit}
+        if collection is not None:
+            params["collection"] = collection
+        if cursor is not None:
+            params["cursor"] = cursor
+        return await self._page("/v1/ingests", params, "list of ingest jobs")
+
     async def asset(self, collection: str, asset: str) -> Json:
-        response = await self._request("GET", _asset_path(collection, asset))
+        response = await self._with_retries(
+            lambda: self._request("GET", _asset_path(collection, asset))
+        )
         result: Json = response.json()
         return result
 
@@ -255,7 +346,12 @@ class Api:
             raise
 
     async def delete_asset(self, collection: str, asset: str) -> Json:
-        response = await self._request("DELETE", _asset_path(collection, asset))
+        # Retried only when the API said it did nothing (429/503): after a lost connection
+        # the delete may have happened, and a second one would answer 404.
+        response = await self._with_retries(
+            lambda: self._request("DELETE", _asset_path(collection, asset)),
+            on=lambda error: not isinstance(error, Unreachable) and retry_backoff(error),
+        )
         result: Json = response.json()
         return result
 

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
+
+from emulsion_cli.patterns import Selection
 
 # What the processor's format allow-list accepts (JPEG, PNG, WebP, GIF).
 EXTENSIONS: Final[dict[str, str]] = {
@@ -51,10 +54,17 @@ class Skipped:
     reason: str
 
 
+class DiscoveryStopped(Exception):
+    """The run is stopping (Ctrl-C, SIGTERM): the walk ends between two files."""
+
+
 @dataclass(frozen=True)
 class Discovery:
     images: list[ImageFile]
     skipped: list[Skipped]
+    # Files left out by --include/--exclude (not listed: the user chose them); files in
+    # an excluded directory are not counted, as the directory is not even walked.
+    excluded: int = 0
 
     @property
     def total_bytes(self) -> int:
@@ -74,25 +84,37 @@ def sniff_content_type(head: bytes) -> str | None:
     return None
 
 
-def content_hash(path: Path) -> str:
+def content_hash(path: Path, stop: threading.Event | None = None) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as stream:
         while chunk := stream.read(HASH_CHUNK):
+            if stop is not None and stop.is_set():
+                raise DiscoveryStopped
             digest.update(chunk)
     return digest.hexdigest()
 
 
-def _candidates(root: Path) -> Iterator[Path]:
-    """Regular files under root in a stable order; hidden entries and symlinks are skipped
-    (a symlinked directory can loop, and a link can point outside what the user chose)."""
+def _relative(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix()
+
+
+def _candidates(root: Path, selection: Selection) -> Iterator[tuple[Path, bool]]:
+    """Regular files under root in a stable order, each with whether the selection takes
+    it; hidden entries and symlinks are skipped (a symlinked directory can loop, and a
+    link can point outside what the user chose), and so are excluded directories."""
     for directory, subdirectories, files in os.walk(root, followlinks=False):
-        subdirectories[:] = sorted(d for d in subdirectories if not d.startswith("."))
+        subdirectories[:] = sorted(
+            d
+            for d in subdirectories
+            if not d.startswith(".") and not selection.prunes(_relative(Path(directory) / d, root))
+        )
         for name in sorted(files):
             if not name.startswith("."):
-                yield Path(directory) / name
+                path = Path(directory) / name
+                yield path, selection.selects(_relative(path, root))
 
 
-def examine(path: Path, root: Path) -> ImageFile | Skipped:
+def examine(path: Path, root: Path, stop: threading.Event | None = None) -> ImageFile | Skipped:
     relative = path.relative_to(root).as_posix()
     if path.is_symlink() or not path.is_file():
         return Skipped(relative, "not a regular file")
@@ -109,18 +131,29 @@ def examine(path: Path, root: Path) -> ImageFile | Skipped:
     if actual is None:
         return Skipped(relative, "content is not a JPEG, PNG, WebP or GIF image")
     # The bytes decide the type: a PNG named .jpg is still a PNG.
-    return ImageFile(path, relative, size, actual, content_hash(path))
+    return ImageFile(path, relative, size, actual, content_hash(path, stop))
 
 
-def discover(root: Path) -> Discovery:
+def discover(
+    root: Path, selection: Selection | None = None, stop: threading.Event | None = None
+) -> Discovery:
+    """The images under root that the selection takes; `stop`, once set, ends the walk
+    with DiscoveryStopped (it runs in a thread, which cancellation cannot reach)."""
     if not root.is_dir():
         raise NotADirectoryError(f"{root} is not a directory")
+    selection = selection or Selection()
     images: list[ImageFile] = []
     skipped: list[Skipped] = []
-    for path in _candidates(root):
-        found = examine(path, root)
+    excluded = 0
+    for path, selected in _candidates(root, selection):
+        if stop is not None and stop.is_set():
+            raise DiscoveryStopped
+        if not selected:
+            excluded += 1
+            continue
+        found = examine(path, root, stop)
         if isinstance(found, ImageFile):
             images.append(found)
         else:
             skipped.append(found)
-    return Discovery(images, skipped)
+    return Discovery(images, skipped, excluded)

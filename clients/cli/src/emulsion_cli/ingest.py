@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +23,7 @@ from emulsion_cli.api import Api, Json, Upload, event_json
 from emulsion_cli.discovery import Discovery, ImageFile, Skipped, discover
 from emulsion_cli.errors import ApiRequestError, CliError
 from emulsion_cli.idempotency import idempotency_key
+from emulsion_cli.patterns import Selection
 from emulsion_cli.resume import Ingested, Pending, ResumeState, file_id
 from emulsion_cli.sse import Event
 
@@ -66,6 +69,9 @@ class Options:
     profile: str = "default"
     concurrency: int = 8
     state_dir: Path | None = None
+    selection: Selection = field(default_factory=Selection)
+    # False (`--no-wait`): upload, hand the files to the API, and return with the job names.
+    wait: bool = True
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,7 @@ class Tally:
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
     found: int = 0
+    excluded: int = 0
     not_images: list[Skipped] = field(default_factory=list)
     already_ingested: int = 0
     uploaded_files: int = 0
@@ -131,8 +138,9 @@ class _Run:
 
 async def ingest(api: Api, options: Options, reporter: Reporter, tally: Tally) -> Tally:
     """Run one ingest; `tally` is filled in as it goes (read it after an interruption)."""
-    found: Discovery = await asyncio.to_thread(discover, options.root)
+    found = await find_images(options.root, options.selection)
     tally.found = len(found.images)
+    tally.excluded = found.excluded
     tally.not_images = found.skipped
     for skipped in found.skipped:
         reporter.note(f"skipped {skipped.relative}: {skipped.reason}")
@@ -143,9 +151,12 @@ async def ingest(api: Api, options: Options, reporter: Reporter, tally: Tally) -
         remaining = await _without_ingested(run, [i for i in found.images if i not in in_flight])
         new_jobs = await _send(run, remaining)
         jobs = sorted({*new_jobs, *(job for job, _ in run.sources)})
-        reporter.processing_planned(len(run.sources))
         tally.items = len(run.sources)
         tally.jobs = jobs
+        if not options.wait:
+            # The jobs run on without us; a later run (or `emulsion status`) follows them.
+            return tally
+        reporter.processing_planned(len(run.sources))
         try:
             async with asyncio.TaskGroup() as group:
                 for job in jobs:
@@ -156,6 +167,63 @@ async def ingest(api: Api, options: Options, reporter: Reporter, tally: Tally) -
         run.save()
         tally.finished = time.monotonic()
     return tally
+
+
+async def find_images(root: Path, selection: Selection) -> Discovery:
+    """Discovery in a thread (hashing is slow), stopped between files when the run is
+    cancelled: a thread cannot be cancelled, and the event loop waits for it on exit."""
+    stop = threading.Event()
+    try:
+        return await asyncio.to_thread(discover, root, selection, stop)
+    except asyncio.CancelledError:
+        stop.set()
+        raise
+
+
+# -- what an ingest would do (--dry-run) --------------------------------------------------
+
+
+def dry_run(options: Options, state: ResumeState | None) -> Json:
+    """What `ingest` would upload and ingest, from the files and the local resume state
+    alone: nothing is sent. Files recorded as ingested are listed as such; a real run
+    uploads them again only if the API no longer has that version live."""
+    found = discover(options.root, options.selection)
+    seen: dict[str, str] = {}
+    files: list[Json] = []
+    for image in found.images:
+        fid = file_id(image)
+        asset = unicodedata.normalize("NFC", image.upload_name)
+        if asset in seen:
+            action = f"skip: same asset name as {seen[asset]}"
+        elif state is not None and fid in state.ingested:
+            action = "ingested earlier (checked with the API when run)"
+        elif state is not None and fid in state.pending:
+            action = f"follow job {state.pending[fid].job}"
+        elif state is not None and fid in state.uploads:
+            action = "ingest (uploaded earlier)"
+        else:
+            action = "upload and ingest"
+        seen.setdefault(asset, image.relative)
+        files.append(
+            {
+                "file": image.relative,
+                "asset": asset,
+                "bytes": image.size,
+                "content_type": image.content_type,
+                "action": action,
+            }
+        )
+    uploads = [f for f in files if f["action"] == "upload and ingest"]
+    return {
+        "collection": options.collection,
+        "profile": options.profile,
+        "found": len(found.images),
+        "excluded": found.excluded,
+        "to_upload": len(uploads),
+        "upload_bytes": sum(f["bytes"] for f in uploads),
+        "files": files,
+        "not_images": [{"file": s.relative, "reason": s.reason} for s in found.skipped],
+    }
 
 
 # -- what earlier runs did ----------------------------------------------------------------
@@ -369,8 +437,14 @@ def _job_progress(run: _Run, job: str, done: int) -> None:
     run.reporter.processed(sum(run.progress.values()))
 
 
-async def follow_job(api: Api, job: str, on_progress: Callable[[int], None]) -> Json:
-    """Follow a job's events until it ends; returns its final summary.
+async def follow_job(
+    api: Api,
+    job: str,
+    on_progress: Callable[[int], None],
+    on_status: Callable[[Json], None] | None = None,
+) -> Json:
+    """Follow a job's events until it ends; returns its final summary. `on_status` gets
+    every summary the API sends (the final one too).
 
     A stream that breaks (the API restarting, a proxy timing out) is opened again: the
     API starts every stream with the current status, so nothing is missed.
@@ -380,7 +454,7 @@ async def follow_job(api: Api, job: str, on_progress: Callable[[int], None]) -> 
         try:
             async with contextlib.aclosing(api.events(job)) as events:
                 async for event in events:
-                    final = handle_event(job, event, on_progress)
+                    final = handle_event(job, event, on_progress, on_status)
                     if final is not None:
                         return final
         except ApiRequestError as error:
@@ -393,11 +467,18 @@ async def follow_job(api: Api, job: str, on_progress: Callable[[int], None]) -> 
         await asyncio.sleep(RECONNECT_BACKOFF_SECONDS * failures)
 
 
-def handle_event(job: str, event: Event, on_progress: Callable[[int], None]) -> Json | None:
+def handle_event(
+    job: str,
+    event: Event,
+    on_progress: Callable[[int], None],
+    on_status: Callable[[Json], None] | None = None,
+) -> Json | None:
     """Report progress; the final summary when the job has ended, else None."""
     if event.event in ("status", "end"):
         summary = event_json(event)
         on_progress(int(summary["succeeded"]) + int(summary["failed"]))
+        if on_status is not None:
+            on_status(summary)
         return summary if event.event == "end" else None
     if event.event == "deleted":
         raise CliError(f"job {job} was deleted while it ran")
@@ -412,6 +493,7 @@ def summary_document(tally: Tally) -> Json:
     """The summary for programs (`emulsion ingest --json`): the bench and the tests."""
     return {
         "found": tally.found,
+        "excluded": tally.excluded,
         "already_ingested": tally.already_ingested,
         "uploaded_files": tally.uploaded_files,
         "uploaded_bytes": tally.uploaded_bytes,
@@ -431,6 +513,7 @@ def summary_document(tally: Tally) -> Json:
 def summary_rows(tally: Tally) -> Sequence[tuple[str, str]]:
     rows: list[tuple[str, Any]] = [
         ("images found", tally.found),
+        ("excluded by --include/--exclude", tally.excluded),
         ("already ingested (skipped)", tally.already_ingested),
         ("uploaded", f"{tally.uploaded_files} ({tally.uploaded_bytes / 1e6:.1f} MB)"),
         ("processed in this run", tally.items),

@@ -1,0 +1,90 @@
+"""Retries: transient answers are tried again, a Retry-After is honoured (with jitter), a
+deterministic error fails at once; against a real HTTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from emulsion_cli.api import (
+    JITTER_SECONDS,
+    MAX_RETRY_AFTER_SECONDS,
+    Api,
+    retry_after_seconds,
+    retry_backoff,
+)
+from emulsion_cli.config import Config
+from emulsion_cli.errors import EXIT_API, ApiRequestError, CliError, Unreachable
+
+from .stub import Reply, Request, serve
+
+
+def test_retry_after_as_seconds_or_an_http_date() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    assert retry_after_seconds("7") == 7.0
+    assert retry_after_seconds(format_datetime(now + timedelta(seconds=30), usegmt=True), now) == 30
+    assert retry_after_seconds(format_datetime(now - timedelta(seconds=30), usegmt=True), now) == 0
+    assert retry_after_seconds(None) is None
+    assert retry_after_seconds("soon") is None
+
+
+@given(st.sampled_from([429, 502, 503, 504]), st.floats(0, 600))
+def test_a_retry_after_sets_the_wait_plus_jitter(status: int, after: float) -> None:
+    wait = retry_backoff(ApiRequestError(status, "throttled", "slow down", after))
+    assert isinstance(wait, float)
+    base = min(after, MAX_RETRY_AFTER_SECONDS)
+    assert base <= wait <= base + JITTER_SECONDS
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 422, 500])
+def test_deterministic_answers_are_not_retried(status: int) -> None:
+    assert retry_backoff(ApiRequestError(status, "x", "y", 1.0)) is False
+
+
+def test_lost_connections_back_off_exponentially() -> None:
+    assert retry_backoff(Unreachable("gone")) is True
+    assert retry_backoff(ApiRequestError(503, "unavailable", "later")) is True
+    assert retry_backoff(CliError("a malformed answer")) is False
+
+
+def test_a_429_with_retry_after_is_waited_for_then_retried() -> None:
+    answered: list[float] = []
+
+    def route(request: Request) -> Reply:
+        answered.append(time.monotonic())
+        if len(answered) == 1:
+            return Reply(
+                429, {"code": "too_many_requests", "message": "slow"}, {"Retry-After": "1"}
+            )
+        return Reply(200, {"name": "job-1", "phase": "Running", "total": 0})
+
+    async def ask(url: str) -> object:
+        async with Api(Config(url, "t")) as api:
+            return await api.job("job-1")
+
+    with serve(route) as stub:
+        status = asyncio.run(ask(stub.url))
+
+    assert status == {"name": "job-1", "phase": "Running", "total": 0}
+    assert len(answered) == 2
+    assert 1.0 <= answered[1] - answered[0] <= 1.0 + JITTER_SECONDS + 0.5
+
+
+def test_a_404_is_one_request_and_an_api_error() -> None:
+    with serve(lambda request: Reply(404, {"code": "not_found", "message": "no job"})) as stub:
+
+        async def ask() -> object:
+            async with Api(Config(stub.url, "t")) as api:
+                return await api.job("nope")
+
+        with pytest.raises(ApiRequestError) as raised:
+            asyncio.run(ask())
+
+    assert raised.value.exit_code == EXIT_API
+    assert len(stub.requests) == 1
