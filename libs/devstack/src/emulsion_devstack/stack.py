@@ -27,6 +27,7 @@ import yaml
 from emulsion_contracts import crd, messaging, storage
 from emulsion_contracts.settings import EmulsionSettings
 from emulsion_devstack import pki as pki_module
+from emulsion_devstack import shutdown
 from emulsion_devstack.binaries import ensure_binary
 from emulsion_devstack.processes import (
     ProcessRecord,
@@ -34,6 +35,7 @@ from emulsion_devstack.processes import (
     free_port,
     spawn,
     stop,
+    stop_all,
     wait_until,
 )
 from emulsion_devstack.services import SERVICES, ServiceSpec
@@ -109,8 +111,12 @@ class LocalStack:
         bucket: str = DEFAULT_BUCKET,
         services: tuple[str, ...] = (),
         say: Callable[[str], None] = print,
+        outlive: bool = False,
     ) -> None:
+        """`outlive`: once up, the stack outlives this process (`make up`); until then,
+        and always otherwise, Ctrl-C, SIGTERM, SIGHUP or the process's exit stop it."""
         self.state_dir = state_dir.resolve()
+        self.outlive = outlive
         self.bucket = bucket
         self.services = tuple(SERVICES[name] for name in services)
         self.say = say
@@ -128,6 +134,7 @@ class LocalStack:
             self.say("found a stack that is not wholly running; stopping what is left of it")
             self.down()
         binaries = {name: ensure_binary(name) for name in (*SERVERS, "kubectl")}
+        shutdown.own(self)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         data_dir = Path(tempfile.mkdtemp(prefix="emulsion-stack-"))
         records: list[ProcessRecord] = []
@@ -175,18 +182,19 @@ class LocalStack:
         self._write_state(state)
         self._write_env({**endpoints.environment(), **exports})
         self.say(f"stack up in {time.monotonic() - began:.1f}s")
+        if self.outlive:
+            shutdown.release(self)
         return endpoints
 
     def down(self) -> list[str]:
-        """Stop every process this stack recorded, newest first; remove its data. Idempotent."""
+        """Stop every process this stack recorded (all at once); remove its data. Idempotent."""
+        shutdown.release(self)
         state = self._read_state()
         stopped = []
         if state:
-            for raw in reversed(state.get("processes", [])):
-                record = ProcessRecord(**raw)
-                if record.alive():
-                    stop(record)
-                    stopped.append(record.name)
+            records = [ProcessRecord(**raw) for raw in reversed(state.get("processes", []))]
+            stopped = [r.name for r in records if r.alive()]
+            stop_all(records)
             data_dir = state.get("data_dir")
             if data_dir:
                 shutil.rmtree(data_dir, ignore_errors=True)
@@ -246,6 +254,15 @@ class LocalStack:
         )
         kept = [r for r in records if r.name != name]
         state["processes"] = [r.to_json() for r in (*kept, *restarted)]
+        self._write_state(state)
+
+    def track(self, record: ProcessRecord) -> None:
+        """Record a process started beside the stack (a benchmark's baseline server), so
+        `down` and a signal stop it with the stack."""
+        state = self._read_state()
+        if state is None:
+            raise StackError("the stack is not running")
+        state["processes"].append(record.to_json())
         self._write_state(state)
 
     def processes(self) -> list[ProcessRecord]:
@@ -444,8 +461,7 @@ class LocalStack:
         record, _ = self._start_service(
             SERVICES[name], endpoints, Path(state["data_dir"]), environment
         )
-        state["processes"].append(record.to_json())
-        self._write_state(state)
+        self.track(record)
         return record
 
     @staticmethod
