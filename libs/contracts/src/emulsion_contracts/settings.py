@@ -19,16 +19,20 @@ class SettingsError(SystemExit):
 class EmulsionSettings(BaseSettings):
     model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
+    # The NATS server (or cluster) with JetStream, e.g. nats://nats:4222.
     nats_url: str = Field(validation_alias="NATS_URL")
+    # The bucket of staging uploads, originals, derivatives and manifests.
     bucket: str = Field(validation_alias="EMULSION_BUCKET")
     # Credentials come from boto3's own chain (AWS_ACCESS_KEY_ID, ..., or a role);
     # only the endpoint is ours to set, for MinIO and other S3-compatible stores.
     s3_endpoint_url: str | None = Field(
         default=None, validation_alias=AliasChoices("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
     )
+    # Region of the bucket (and of the presigned URLs).
     s3_region: str = Field(
         default="us-east-1", validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION")
     )
+    # DEBUG, INFO, WARNING or ERROR; logs are JSON lines on stderr.
     log_level: str = Field(default="INFO", validation_alias="EMULSION_LOG_LEVEL")
     # How long a superseded or deleted object stays readable (CDNs, in-flight readers).
     gc_grace_seconds: float = Field(
@@ -36,6 +40,7 @@ class EmulsionSettings(BaseSettings):
     )
     # Where /healthz, /readyz and /metrics are served (the API serves them on its own port).
     http_port: int = Field(default=8080, ge=0, le=65535, validation_alias="EMULSION_HTTP_PORT")
+    # A YAML list of profiles (named style sets) beyond the built-in "default".
     profiles_file: str | None = Field(default=None, validation_alias="EMULSION_PROFILES_FILE")
 
 
@@ -49,6 +54,7 @@ class JetStreamSettings(BaseSettings):
 
     model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
+    # Replicas of the streams and KV buckets a service creates (never lowered).
     replicas: int = Field(default=1, ge=1, le=5, validation_alias="EMULSION_JETSTREAM_REPLICAS")
 
 

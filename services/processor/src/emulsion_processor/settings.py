@@ -22,6 +22,7 @@ class ProcessorSettings(EmulsionSettings):
     min_free_scratch_bytes: int = Field(
         default=256 * MIB, ge=0, validation_alias="EMULSION_MIN_FREE_SCRATCH_BYTES"
     )
+    # The largest original accepted; a larger one fails as SourceTooLarge.
     max_source_bytes: int = Field(
         default=200 * MIB, ge=1, validation_alias="EMULSION_MAX_SOURCE_BYTES"
     )
@@ -30,6 +31,7 @@ class ProcessorSettings(EmulsionSettings):
     # +-9%, either way; Pillow releases the GIL in decode, resize and encode), and a
     # process pool costs ~85 MB RSS per worker more: threads are the default.
     concurrency: int = Field(default=2, ge=1, le=64, validation_alias="EMULSION_CONCURRENCY")
+    # "thread" or "process" workers for decode and styles.
     executor: Literal["thread", "process"] = Field(
         default="thread", validation_alias="EMULSION_EXECUTOR"
     )
@@ -47,6 +49,7 @@ class ProcessorSettings(EmulsionSettings):
     memory_budget_bytes: int = Field(
         default_factory=default_budget, ge=1, validation_alias="EMULSION_MEMORY_BUDGET_BYTES"
     )
+    # Most frames an image may have; more fail as TooManyFrames.
     max_frames: int = Field(default=300, ge=1, validation_alias="EMULSION_MAX_FRAMES")
     # Must stay well under the consumer's ack_wait (30 s) so a long item is never redelivered.
     heartbeat_seconds: float = Field(
@@ -61,6 +64,7 @@ class ProcessorSettings(EmulsionSettings):
     retry_delay_seconds: float = Field(
         default=1.0, ge=0, validation_alias="EMULSION_RETRY_DELAY_SECONDS"
     )
+    # The cap of that doubling wait.
     retry_max_delay_seconds: float = Field(
         default=30.0, gt=0, validation_alias="EMULSION_RETRY_MAX_DELAY_SECONDS"
     )
