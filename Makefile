@@ -99,6 +99,14 @@ chart-crds: ## Copy crds/*.yaml into the chart (charts/emulsion/files/crds/); a 
 	rm -f charts/emulsion/files/crds/*.yaml
 	cp crds/*.yaml charts/emulsion/files/crds/
 
+.PHONY: docs
+docs: setup ## Regenerate docs/configuration.md from the settings classes; a test fails on drift
+	$(UV) run --locked python tools/config_reference.py
+
+.PHONY: chart-docs
+chart-docs: setup ## Regenerate the chart README's values table from values.yaml's `# --` comments; a test fails on drift
+	$(UV) run --locked python tools/chart_values_table.py
+
 chart-test: setup tools ## Helm chart and Dockerfiles: lint, render, validate, install/upgrade/RBAC on the real apiserver
 	$(UV) run --locked pytest tests/charts $(PYTEST_ARGS)
 

@@ -70,10 +70,50 @@ def apply_dry_run(tools: Tools, stack: Endpoints, namespace: str, manifest: str)
     )
 
 
+# The Kubernetes parts of the operations values (the Prometheus Operator's and the Gateway
+# API's CRDs are not installed here: test_render.py checks those objects' structure).
+OPERATIONS = {
+    "ingress.enabled": True,
+    "ingress.hosts": ["photos.example.com"],
+    "ingress.tls": [{"hosts": ["photos.example.com"], "secretName": "photos-tls"}],
+    "monitoring.dashboard.enabled": True,
+    "components.processor.image.digest": "sha256:" + "0" * 64,
+    "components.processor.affinity": {
+        "podAntiAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {
+                    "weight": 100,
+                    "podAffinityTerm": {
+                        "topologyKey": "kubernetes.io/hostname",
+                        "labelSelector": {
+                            "matchLabels": {"app.kubernetes.io/component": "processor"}
+                        },
+                    },
+                }
+            ]
+        }
+    },
+    "components.api.topologySpreadConstraints": [
+        {
+            "maxSkew": 1,
+            "topologyKey": "topology.kubernetes.io/zone",
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": {"app.kubernetes.io/component": "api"}},
+        }
+    ],
+    "components.api.env": {
+        "EMULSION_PUBLIC_BASE_URL": {
+            "valueFrom": {"configMapKeyRef": {"name": "cdn", "key": "url"}}
+        }
+    },
+    "components.api.envFrom": [{"secretRef": {"name": "api-extra", "optional": True}}],
+}
+
+
 @pytest.mark.parametrize(
     "values",
-    [{}, {"keda.enabled": False}, {"keda.enabled": True}],
-    ids=["default", "hpa", "keda"],
+    [{}, {"keda.enabled": False}, {"keda.enabled": True}, OPERATIONS],
+    ids=["default", "hpa", "keda", "operations"],
 )
 def test_rendered_objects_pass_the_apiservers_validation(
     tools: Tools, stack: Endpoints, namespace: str, values: dict[str, Any]
@@ -92,6 +132,8 @@ def test_rendered_objects_pass_the_apiservers_validation(
     assert output.count("(server dry run)") == len(checked)
     kinds = {o["kind"] for o in checked}
     assert ("HorizontalPodAutoscaler" in kinds) is not bool(values.get("keda.enabled"))
+    assert "Pod" in kinds  # the `helm test` hook
+    assert ("Ingress" in kinds) is bool(values.get("ingress.enabled"))
 
 
 def test_the_apiserver_rejects_what_the_chart_must_not_render(

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -445,3 +447,279 @@ def test_token_scopes_reach_the_api_only_and_are_checked_by_the_schema(tools: To
         refused = template(tools, {"apiTokens": {"scopes": bad}}, check=False)
         assert refused.returncode != 0, bad
         assert "values don't meet the specifications of the schema" in refused.stderr
+
+
+# -- operations: monitoring, exposure, helm test, scheduling, images, env -----------------
+
+
+SERVICE_SOURCES = REPO_ROOT / "services"
+
+
+def exported_metric_names() -> set[str]:
+    """Every metric name the services define (the first string of each Counter/Gauge/...)."""
+    names: set[str] = set()
+    for source in SERVICE_SOURCES.glob("*/src/*/*.py"):
+        text = source.read_text()
+        names |= set(
+            re.findall(r'(?:Counter|Gauge|Histogram|Summary)\(\s*"(emulsion_[a-z_]+)"', text)
+        )
+    return names
+
+
+def metric_names_in(expression: str) -> set[str]:
+    names = set(re.findall(r"\b(emulsion_[a-z_]+)", expression))
+    # Histograms are queried through their series, counters are exported with _total.
+    return {re.sub(r"_(bucket|sum|count)$", "", name) for name in names}
+
+
+MONITORING_ON = {
+    "monitoring.serviceMonitor.enabled": True,
+    "monitoring.serviceMonitor.labels": {"release": "kube-prometheus-stack"},
+    "monitoring.prometheusRule.enabled": True,
+    "monitoring.dashboard.enabled": True,
+}
+
+
+def test_monitoring_is_off_by_default(default: list[dict[str, Any]]) -> None:
+    kinds = {o["kind"] for o in default}
+    assert not kinds & {"ServiceMonitor", "PrometheusRule", "Ingress", "HTTPRoute"}
+    assert not [n for n in by_kind(default, "ConfigMap") if n.endswith("-dashboard")]
+
+
+def test_service_monitors_scrape_the_port_each_service_names(tools: Tools) -> None:
+    objects = render(tools, MONITORING_ON)
+    services = {component_of(s): s for s in by_kind(objects, "Service").values()}
+    monitors = {component_of(m): m for m in by_kind(objects, "ServiceMonitor").values()}
+    assert sorted(monitors) == list(COMPONENTS)
+    for name, monitor in monitors.items():
+        assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+        assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+        service = services[name]
+        assert monitor["spec"]["selector"]["matchLabels"] == service["spec"]["selector"]
+        assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["emulsion"]}
+        (endpoint,) = monitor["spec"]["endpoints"]
+        assert endpoint["path"] == "/metrics"
+        assert endpoint["interval"] == "30s"
+        # The port is named on the Service, and it is the one /metrics is served on.
+        port_names = {p["name"] for p in service["spec"]["ports"]}
+        assert endpoint["port"] in port_names, name
+        (container,) = pod_spec(deployments(objects)[name])["containers"]
+        served_on = {p["name"]: p["containerPort"] for p in container["ports"]}
+        expected = "metrics" if "metrics" in served_on else "http"
+        assert endpoint["port"] == expected, name
+
+
+def test_alerts_use_only_metrics_the_services_export(tools: Tools) -> None:
+    objects = render(tools, MONITORING_ON)
+    (rule,) = by_kind(objects, "PrometheusRule").values()
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    (group,) = rule["spec"]["groups"]
+    alerts = {r["alert"]: r for r in group["rules"]}
+    assert {
+        "EmulsionQueueLag",
+        "EmulsionItemsFailing",
+        "EmulsionControllerNotFolding",
+        "EmulsionJanitorBacklog",
+    } <= set(alerts)
+    exported = exported_metric_names()
+    assert len(exported) > 20
+    for name, alert in alerts.items():
+        used = metric_names_in(alert["expr"])
+        assert used <= exported, f"{name} uses {used - exported}"
+        assert alert["labels"]["severity"] in {"warning", "critical"}, name
+        assert alert["annotations"]["summary"], name
+        # Every series is this release's: the job label is the component's Service.
+        for selector in re.findall(r"emulsion_[a-z_]+\{([^}]*)\}", alert["expr"]):
+            assert re.search(r'job="t-emulsion-(api|controller|processor|janitor)"', selector)
+    # Thresholds come from values.
+    changed = render(
+        tools,
+        {
+            **MONITORING_ON,
+            "monitoring.prometheusRule.queueLagItems": 7,
+            "monitoring.prometheusRule.for": "3m",
+        },
+    )
+    (group,) = next(iter(by_kind(changed, "PrometheusRule").values()))["spec"]["groups"]
+    lag = next(r for r in group["rules"] if r["alert"] == "EmulsionQueueLag")
+    assert lag["expr"].rstrip().endswith("> 7")
+    assert lag["for"] == "3m"
+
+
+def test_dashboard_ships_valid_json_on_exported_metrics(tools: Tools) -> None:
+    objects = render(tools, MONITORING_ON)
+    dashboard_map = by_kind(objects, "ConfigMap")["t-emulsion-dashboard"]
+    assert dashboard_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dashboard = json.loads(dashboard_map["data"]["emulsion.json"])
+    assert dashboard == json.loads((CHART / "files" / "dashboards" / "emulsion.json").read_text())
+    expressions = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = set().union(*(metric_names_in(e) for e in expressions))
+    assert used <= exported_metric_names(), used - exported_metric_names()
+    # Each component's metrics are on the dashboard.
+    for component in COMPONENTS:
+        assert any(name.startswith(f"emulsion_{component}_") for name in used), component
+
+
+def test_ingress_and_http_route_route_to_the_api_service(tools: Tools) -> None:
+    objects = render(
+        tools,
+        {
+            "ingress.enabled": True,
+            "ingress.className": "nginx",
+            "ingress.hosts": ["photos.example.com"],
+            "ingress.tls": [{"hosts": ["photos.example.com"], "secretName": "photos-tls"}],
+            "httpRoute.enabled": True,
+            "httpRoute.parentRefs": [{"name": "public", "namespace": "gateways"}],
+            "httpRoute.hostnames": ["photos.example.com"],
+        },
+    )
+    api_service = by_kind(objects, "Service")["t-emulsion-api"]
+    port = api_service["spec"]["ports"][0]["port"]
+    ingress = by_kind(objects, "Ingress")["t-emulsion-api"]
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    assert ingress["spec"]["tls"] == [{"hosts": ["photos.example.com"], "secretName": "photos-tls"}]
+    (rule,) = ingress["spec"]["rules"]
+    assert rule["host"] == "photos.example.com"
+    (path,) = rule["http"]["paths"]
+    assert path["backend"]["service"] == {"name": "t-emulsion-api", "port": {"number": port}}
+    route = by_kind(objects, "HTTPRoute")["t-emulsion-api"]
+    assert route["apiVersion"] == "gateway.networking.k8s.io/v1"
+    assert route["spec"]["parentRefs"] == [{"name": "public", "namespace": "gateways"}]
+    assert route["spec"]["hostnames"] == ["photos.example.com"]
+    (route_rule,) = route["spec"]["rules"]
+    assert route_rule["backendRefs"] == [{"name": "t-emulsion-api", "port": port}]
+    # Without hosts the Ingress serves every host; an HTTPRoute needs a Gateway.
+    anyhost = by_kind(render(tools, {"ingress.enabled": True}), "Ingress")["t-emulsion-api"]
+    assert "host" not in anyhost["spec"]["rules"][0]
+    refused = template(tools, {"httpRoute.enabled": True}, check=False)
+    assert refused.returncode != 0
+    assert "httpRoute.parentRefs" in refused.stderr
+
+
+def test_helm_test_pod_asks_the_api_service_for_healthz(default: list[dict[str, Any]]) -> None:
+    (pod,) = by_kind(default, "Pod").values()
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    (container,) = pod["spec"]["containers"]
+    api = deployments(default)["api"]
+    (api_container,) = pod_spec(api)["containers"]
+    assert container["image"] == api_container["image"]
+    assert container["command"][-1] == "http://t-emulsion-api:80/healthz"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+
+
+def test_helm_test_pod_checks_the_status(tmp_path: Any, default: list[dict[str, Any]]) -> None:
+    # The Pod's script, run against a local server: 200 passes, anything else fails.
+    import http.server
+    import threading
+
+    (pod,) = by_kind(default, "Pod").values()
+    script = pod["spec"]["containers"][0]["command"][2]
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path == "/healthz" else 503)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        ok = subprocess.run([sys.executable, "-c", script, f"{base}/healthz"], check=False)
+        assert ok.returncode == 0
+        down = subprocess.run(
+            [sys.executable, "-c", script, f"{base}/other"], check=False, capture_output=True
+        )
+        assert down.returncode != 0
+    finally:
+        server.shutdown()
+
+
+def test_scheduling_image_digest_and_extra_environment(tools: Tools) -> None:
+    spread = [
+        {
+            "maxSkew": 1,
+            "topologyKey": "topology.kubernetes.io/zone",
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": {"app.kubernetes.io/component": "processor"}},
+        }
+    ]
+    affinity = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["cpu"]}]}
+                ]
+            }
+        }
+    }
+    digest = "sha256:" + "ab" * 32
+    objects = render(
+        tools,
+        {
+            "image.registry": "registry.example.com/emulsion",
+            "components.processor.affinity": affinity,
+            "components.processor.topologySpreadConstraints": spread,
+            "components.processor.image.digest": digest,
+            "components.processor.image.tag": "ignored",
+            "components.processor.env": {
+                "EMULSION_MAX_PIXELS": 50_000_000,
+                "EMULSION_MEMORY_BUDGET_BYTES": {
+                    "valueFrom": {"resourceFieldRef": {"resource": "limits.memory"}}
+                },
+            },
+            "components.processor.envFrom": [{"secretRef": {"name": "processor-extra"}}],
+        },
+    )
+    processor = deployments(objects)["processor"]
+    pod = pod_spec(processor)
+    assert pod["affinity"] == affinity
+    assert pod["topologySpreadConstraints"] == spread
+    (container,) = pod["containers"]
+    assert container["image"] == f"registry.example.com/emulsion/emulsion-processor@{digest}"
+    env = env_of(processor)
+    assert env["EMULSION_MAX_PIXELS"] == "50000000"
+    assert env["EMULSION_MEMORY_BUDGET_BYTES"] == {
+        "resourceFieldRef": {"resource": "limits.memory"}
+    }
+    assert container["envFrom"] == [{"secretRef": {"name": "processor-extra"}}]
+    # Other components are untouched.
+    api_pod = pod_spec(deployments(objects)["api"])
+    assert "affinity" not in api_pod and "topologySpreadConstraints" not in api_pod
+    assert "envFrom" not in api_pod["containers"][0]
+    assert api_pod["containers"][0]["image"].endswith("/emulsion-api:0.1.0")
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"components.api.image.digest": "sha256:short"},
+        {"components.api.env": {"X": {"valueFrom": {"secretKeyRef": {"name": "s"}}}}},
+        {"components.api.env": {"X": {"value": "v"}}},
+        {"components.api.topologySpreadConstraints": [{"maxSkew": 1}]},
+        {"components.api.envFrom": [{"secret": {"name": "s"}}]},
+        {"otel.protocol": "http/json"},
+        {"monitoring.prometheusRule.failingItemsRatio": 2},
+        {"monitoring.serviceMonitor.interval": "soon"},
+        {"ingress.hosts": ["Not A Host"]},
+        {"httpRoute.parentRefs": [{"namespace": "gateways"}]},
+    ],
+    ids=lambda values: next(iter(values)),
+)
+def test_schema_rejects_bad_operations_values(tools: Tools, values: dict[str, Any]) -> None:
+    result = template(tools, values, check=False)
+    assert result.returncode != 0
+    assert "values don't meet the specifications of the schema" in result.stderr
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_otlp_protocol_comes_from_values(tools: Tools, protocol: str) -> None:
+    objects = render(tools, {"otel.endpoint": "http://collector:4317", "otel.protocol": protocol})
+    for name, deployment in deployments(objects).items():
+        env = env_of(deployment)
+        assert env["OTEL_EXPORTER_OTLP_PROTOCOL"] == protocol, name
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://collector:4317", name
+        assert "OTEL_TRACES_EXPORTER" not in env, name

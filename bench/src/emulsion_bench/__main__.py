@@ -309,7 +309,9 @@ def baseline_phase(url: str, mode: str, sources: list[Path], concurrency: int) -
     return asyncio.run(drive_baseline(url, mode, sources, concurrency))
 
 
-def start_baseline(environment: dict[str, str], log_dir: Path) -> tuple[ProcessRecord, str]:
+def start_baseline(
+    stack: LocalStack, environment: dict[str, str], log_dir: Path
+) -> tuple[ProcessRecord, str]:
     port = free_port()
     record = spawn(
         "baseline",
@@ -317,6 +319,8 @@ def start_baseline(environment: dict[str, str], log_dir: Path) -> tuple[ProcessR
         log_dir / "baseline.log",
         env=environment,
     )
+    # Recorded with the stack at once, so a signal or `down` stops it too.
+    stack.track(record)
     url = f"http://127.0.0.1:{port}"
 
     def healthy() -> bool:
@@ -425,7 +429,7 @@ def run_phases(
     figures = notify_during_gallery(phases, plan, gallery, environment, log_dir)
     settle_notify_jobs(plan, figures)
 
-    baseline, url = start_baseline({**os.environ, **environment}, log_dir)
+    baseline, url = start_baseline(stack, {**os.environ, **environment}, log_dir)
     try:
         for mode, what in (
             ("naive", "full decode, every style from full size"),

@@ -96,14 +96,23 @@ janitor:
   scratch: false
 {{- end -}}
 
+{{/* registry/repository:tag, or registry/repository@digest when a digest pins it. */}}
 {{- define "emulsion.image" -}}
 {{- $root := .root -}}
-{{- $tag := .component.image.tag | default $root.Values.image.tag | default $root.Chart.AppVersion -}}
+{{- $repository := .component.image.repository -}}
 {{- if $root.Values.image.registry -}}
-{{- printf "%s/%s:%s" (trimSuffix "/" $root.Values.image.registry) .component.image.repository $tag -}}
-{{- else -}}
-{{- printf "%s:%s" .component.image.repository $tag -}}
+{{- $repository = printf "%s/%s" (trimSuffix "/" $root.Values.image.registry) $repository -}}
 {{- end -}}
+{{- if .component.image.digest -}}
+{{- printf "%s@%s" $repository .component.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $repository (.component.image.tag | default $root.Values.image.tag | default $root.Chart.AppVersion) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The name of the port a component serves /metrics on. Args: traits. */}}
+{{- define "emulsion.metricsPortName" -}}
+{{- ternary "metrics" "http" (not (empty .traits.metricsPort)) -}}
 {{- end -}}
 
 {{/*
@@ -165,7 +174,7 @@ then what only some components need. Args: root, name, traits.
 - name: OTEL_EXPORTER_OTLP_ENDPOINT
   value: {{ $v.otel.endpoint | quote }}
 - name: OTEL_EXPORTER_OTLP_PROTOCOL
-  value: http/protobuf
+  value: {{ $v.otel.protocol | quote }}
 {{- else }}
 - name: OTEL_TRACES_EXPORTER
   value: none
@@ -227,7 +236,15 @@ then what only some components need. Args: root, name, traits.
 {{- end }}
 {{- range $key, $value := .component.env }}
 - name: {{ $key }}
+{{- if kindIs "map" $value }}
+  valueFrom:
+    {{- toYaml $value.valueFrom | nindent 4 }}
+{{- else if and (kindIs "float64" $value) (eq $value (float64 (int64 $value))) }}
+  {{- /* Helm reads every number as float64: 50000000 would print as 5e+07. */}}
+  value: {{ int64 $value | quote }}
+{{- else }}
   value: {{ $value | quote }}
+{{- end }}
 {{- end }}
 {{- end -}}
 

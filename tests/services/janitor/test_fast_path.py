@@ -253,7 +253,7 @@ def test_the_delete_span_continues_the_producers_trace(
     delete_spans = [
         s
         for s in spans.get_finished_spans()
-        if s.name == "janitor.delete" and s.context.trace_id == producer.trace_id
+        if s.name == "process emulsion.gc" and s.context.trace_id == producer.trace_id
     ]
     assert len(delete_spans) == 1
     span = delete_spans[0]
@@ -261,6 +261,9 @@ def test_the_delete_span_continues_the_producers_trace(
     assert span.attributes is not None
     assert span.attributes["emulsion.gc.deleted"] == len(old.keys)
     assert span.attributes["emulsion.gc.reason"] == "superseded"
+    assert span.attributes["messaging.system"] == "nats"
+    assert span.attributes["messaging.operation.type"] == "process"
+    assert str(span.attributes["messaging.destination.name"]).startswith("emulsion.gc.")
 
 
 def test_the_fast_path_keeps_a_just_superseded_version_for_the_grace_from_the_supersession(

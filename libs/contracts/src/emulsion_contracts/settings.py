@@ -26,24 +26,28 @@ class _Settings(BaseSettings):
 class ServiceSettings(_Settings):
     """What every service reads."""
 
+    # DEBUG, INFO, WARNING or ERROR; logs are JSON lines on stderr.
     log_level: str = Field(default="INFO", validation_alias="EMULSION_LOG_LEVEL")
     # Where /healthz, /readyz and /metrics are served (the API serves them on its own port).
     http_port: int = Field(default=8080, ge=0, le=65535, validation_alias="EMULSION_HTTP_PORT")
 
 
 class NatsSettings(_Settings):
+    # The NATS server (or cluster) with JetStream, e.g. nats://nats:4222.
     nats_url: str = Field(validation_alias="NATS_URL")
 
 
 class S3Settings(_Settings):
     """The bucket, where it is, and how long what leaves it stays readable."""
 
+    # The bucket of staging uploads, originals, derivatives and manifests.
     bucket: str = Field(validation_alias="EMULSION_BUCKET")
     # Credentials come from boto3's own chain (AWS_ACCESS_KEY_ID, ..., or a role);
     # only the endpoint is ours to set, for MinIO and other S3-compatible stores.
     s3_endpoint_url: str | None = Field(
         default=None, validation_alias=AliasChoices("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
     )
+    # Region of the bucket (and of the presigned URLs).
     s3_region: str = Field(
         default="us-east-1", validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION")
     )
@@ -56,12 +60,12 @@ class S3Settings(_Settings):
 class KubeSettings(_Settings):
     """The apiserver: in-cluster credentials in a pod, else this kubeconfig."""
 
-    # None: the client's own default (KUBECONFIG's files, else ~/.kube/config).
+    # A kubeconfig file; unset: the in-cluster credentials of a pod, else ~/.kube/config.
     kubeconfig: str | None = Field(default=None, validation_alias="KUBECONFIG")
 
 
 class ProfilesSettings(_Settings):
-    # Style profiles beyond the default (see profiles.py).
+    # A YAML list of profiles (named style sets) beyond the built-in "default".
     profiles_file: str | None = Field(default=None, validation_alias="EMULSION_PROFILES_FILE")
 
 
@@ -73,6 +77,7 @@ class JetStreamSettings(_Settings):
     number if it has fewer. 1 for a single NATS server; 3 for a cluster.
     """
 
+    # Replicas of the streams and KV buckets a service creates (never lowered).
     replicas: int = Field(default=1, ge=1, le=5, validation_alias="EMULSION_JETSTREAM_REPLICAS")
 
 

@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.services is not None
         else list(SERVICES)
     )
-    stack = LocalStack(args.state_dir, services=tuple(services))
+    # `up` leaves the stack running for the shell; a signal while it starts stops it.
+    stack = LocalStack(args.state_dir, services=tuple(services), outlive=True)
 
     if args.command == "up":
         try:

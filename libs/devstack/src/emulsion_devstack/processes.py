@@ -193,22 +193,35 @@ def wait_until(
 
 def stop(record: ProcessRecord, grace: float = 15.0) -> None:
     """SIGTERM the process's group, then SIGKILL whatever is left after `grace` seconds."""
-    if not record.alive():
+    stop_all([record], grace)
+
+
+def stop_all(records: Sequence[ProcessRecord], grace: float = 15.0) -> None:
+    """Stop several process groups at once: one grace period for all, not one each.
+
+    Each record leads its own session (`spawn`), so its group holds every child it
+    started (a processor's worker processes, say) and they are stopped with it.
+    """
+    alive = [r for r in records if r.alive()]
+    for record in records:
         _reap(record.pid)
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(record.pid, signal.SIGTERM)
+    for record in alive:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(record.pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while record.alive() and time.monotonic() < deadline:
-        _reap(record.pid)
+    while _still_alive(alive) and time.monotonic() < deadline:
         time.sleep(0.05)
-    if record.alive():
+    for record in _still_alive(alive):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(record.pid, signal.SIGKILL)
-        while record.alive():
-            _reap(record.pid)
-            time.sleep(0.05)
-    _reap(record.pid)
+    while _still_alive(alive):
+        time.sleep(0.05)
+
+
+def _still_alive(records: Sequence[ProcessRecord]) -> list[ProcessRecord]:
+    for record in records:
+        _reap(record.pid)
+    return [r for r in records if r.alive()]
 
 
 def _reap(pid: int) -> None:

@@ -28,6 +28,7 @@ import yaml
 from emulsion_contracts import crd, messaging, storage
 from emulsion_contracts.settings import S3Settings
 from emulsion_devstack import pki as pki_module
+from emulsion_devstack import shutdown
 from emulsion_devstack.binaries import ensure_binary
 from emulsion_devstack.processes import (
     ProcessRecord,
@@ -36,6 +37,7 @@ from emulsion_devstack.processes import (
     respawn,
     spawn,
     stop,
+    stop_all,
     wait_until,
 )
 from emulsion_devstack.processes import kill as kill_process
@@ -112,8 +114,12 @@ class LocalStack:
         bucket: str = DEFAULT_BUCKET,
         services: tuple[str, ...] = (),
         say: Callable[[str], None] = print,
+        outlive: bool = False,
     ) -> None:
+        """`outlive`: once up, the stack outlives this process (`make up`); until then,
+        and always otherwise, Ctrl-C, SIGTERM, SIGHUP or the process's exit stop it."""
         self.state_dir = state_dir.resolve()
+        self.outlive = outlive
         self.bucket = bucket
         self.services = tuple(SERVICES[name] for name in services)
         self.say = say
@@ -131,6 +137,7 @@ class LocalStack:
             self.say("found a stack that is not wholly running; stopping what is left of it")
             self.down()
         binaries = {name: ensure_binary(name) for name in (*SERVERS, "kubectl")}
+        shutdown.own(self)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         data_dir = Path(tempfile.mkdtemp(prefix="emulsion-stack-"))
         records: list[ProcessRecord] = []
@@ -178,18 +185,19 @@ class LocalStack:
         self._write_state(state)
         self._write_env({**endpoints.environment(), **exports})
         self.say(f"stack up in {time.monotonic() - began:.1f}s")
+        if self.outlive:
+            shutdown.release(self)
         return endpoints
 
     def down(self) -> list[str]:
-        """Stop every process this stack recorded, newest first; remove its data. Idempotent."""
+        """Stop every process this stack recorded (all at once); remove its data. Idempotent."""
+        shutdown.release(self)
         state = self._read_state()
         stopped = []
         if state:
-            for raw in reversed(state.get("processes", [])):
-                record = ProcessRecord.from_json(raw)
-                if record.alive():
-                    stop(record)
-                    stopped.append(record.name)
+            records = [ProcessRecord.from_json(raw) for raw in reversed(state.get("processes", []))]
+            stopped = [r.name for r in records if r.alive()]
+            stop_all(records)
             data_dir = state.get("data_dir")
             if data_dir:
                 shutil.rmtree(data_dir, ignore_errors=True)
@@ -281,6 +289,15 @@ class LocalStack:
             raise StackError(f"no readiness check is known for {record.name}")
         url = f"http://127.0.0.1:{port}{SERVICES[record.name].ready_path}"
         return lambda: _http_ok(url)
+
+    def track(self, record: ProcessRecord) -> None:
+        """Record a process started beside the stack (a benchmark's baseline server), so
+        `down` and a signal stop it with the stack."""
+        state = self._read_state()
+        if state is None:
+            raise StackError("the stack is not running")
+        state["processes"].append(record.to_json())
+        self._write_state(state)
 
     # -- components -----------------------------------------------------------------
 
@@ -470,8 +487,7 @@ class LocalStack:
         record, _ = self._start_service(
             SERVICES[name], endpoints, Path(state["data_dir"]), environment
         )
-        state["processes"].append(record.to_json())
-        self._write_state(state)
+        self.track(record)
         return record
 
     @staticmethod

@@ -59,8 +59,9 @@ class Bus:
         )
         # The asset as its key segment: a header value stays ASCII whatever the name.
         segment = keys.asset_segment(manifest.asset)
-        headers = telemetry.inject(
-            {messaging.HEADER_MSG_ID: f"deleted/{manifest.collection}/{segment}/{manifest.version}"}
+        msg_id = f"deleted/{manifest.collection}/{segment}/{manifest.version}"
+        headers = telemetry.message_headers(
+            messaging.gc_subject("deleted"), {messaging.HEADER_MSG_ID: msg_id}
         )
         try:
             await self._js.publish(

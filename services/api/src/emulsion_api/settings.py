@@ -35,20 +35,25 @@ CHECKOUT_WEB_DIR = Path(__file__).resolve().parents[4] / "clients" / "web" / "di
 
 
 class ApiSettings(ServiceSettings, NatsSettings, S3Settings, KubeSettings, ProfilesSettings):
+    # Bearer tokens, comma-separated (and/or one a line in EMULSION_API_TOKENS_FILE).
     api_tokens: str = Field(default="", validation_alias="EMULSION_API_TOKENS")
+    # A file of bearer tokens, one a line (the chart mounts a Secret here).
     api_tokens_file: str | None = Field(default=None, validation_alias="EMULSION_API_TOKENS_FILE")
     # JSON: {"<sha256 of a token>": ["<collection>" | "<prefix>*" | "*", ...], ...}
     api_token_scopes: str = Field(default="", validation_alias="EMULSION_API_TOKEN_SCOPES")
+    # The namespace the API creates IngestJobs in.
     namespace: str = Field(default="default", validation_alias="EMULSION_NAMESPACE")
     # Uploads: the largest original a client may POST, and how long a presigned form lives.
     upload_max_bytes: int = Field(
         default=100 * MIB, ge=1, validation_alias="EMULSION_UPLOAD_MAX_BYTES"
     )
+    # How long a presigned upload form stays valid.
     upload_expiry_seconds: int = Field(
         default=900, ge=1, le=7 * 86400, validation_alias="EMULSION_UPLOAD_EXPIRY_SECONDS"
     )
     # A gallery of a few thousand files is one request; larger ones are split client-side.
     max_upload_batch: int = Field(default=5000, ge=1, validation_alias="EMULSION_MAX_UPLOAD_BATCH")
+    # Items one POST /v1/ingests may name (split into several jobs when large).
     max_request_items: int = Field(
         default=10_000, ge=1, validation_alias="EMULSION_MAX_REQUEST_ITEMS"
     )
@@ -62,6 +67,7 @@ class ApiSettings(ServiceSettings, NatsSettings, S3Settings, KubeSettings, Profi
     )
     # Download URLs: a public base URL (a CDN in front of the bucket) or presigned GETs.
     public_base_url: str | None = Field(default=None, validation_alias="EMULSION_PUBLIC_BASE_URL")
+    # How long a presigned download URL stays valid.
     download_expiry_seconds: int = Field(
         default=3600, ge=1, le=7 * 86400, validation_alias="EMULSION_DOWNLOAD_EXPIRY_SECONDS"
     )
@@ -69,6 +75,7 @@ class ApiSettings(ServiceSettings, NatsSettings, S3Settings, KubeSettings, Profi
     io_threads: int = Field(default=32, ge=1, le=512, validation_alias="EMULSION_API_IO_THREADS")
     # Open watches (long polls and event streams) run on threads of their own.
     max_watches: int = Field(default=64, ge=1, le=4096, validation_alias="EMULSION_API_MAX_WATCHES")
+    # ttlSecondsAfterFinished of the jobs the API creates; unset: kept.
     ttl_seconds_after_finished: int | None = Field(
         default=None, ge=0, le=31_536_000, validation_alias="EMULSION_JOB_TTL_SECONDS"
     )

@@ -47,7 +47,7 @@ def work_messages(
         msg_id = messaging.work_msg_id(ref.uid, index)
         if msg_id_suffix:
             msg_id = f"{msg_id}/{msg_id_suffix}"
-        headers = telemetry.inject({messaging.HEADER_MSG_ID: msg_id})
+        headers = telemetry.message_headers(subject, {messaging.HEADER_MSG_ID: msg_id})
         messages.append(Outgoing(subject, work.to_bytes(), headers))
     return messages
 

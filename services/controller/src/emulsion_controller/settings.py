@@ -15,6 +15,7 @@ class ControllerSettings(ServiceSettings, NatsSettings, KubeSettings):
     # Peering: of several running controllers only the highest priority acts; give each
     # replica a distinct priority so two never pause each other at the same level.
     peering_priority: int = Field(default=0, validation_alias="EMULSION_CONTROLLER_PRIORITY")
+    # Name of the ClusterKopfPeering the controllers of one installation share.
     peering_name: str = Field(
         default="emulsion-controller", validation_alias="EMULSION_CONTROLLER_PEERING"
     )
@@ -39,6 +40,7 @@ class ControllerSettings(ServiceSettings, NatsSettings, KubeSettings):
     result_deadline: float = Field(
         default=600.0, gt=0, validation_alias="EMULSION_RESULT_DEADLINE_SECONDS"
     )
+    # How often running jobs are checked for lost results.
     reconcile_interval: float = Field(
         default=30.0, gt=0, validation_alias="EMULSION_RECONCILE_INTERVAL_SECONDS"
     )

@@ -99,15 +99,11 @@ class GcConsumer:
             metrics.GC_MESSAGES.labels("deferred").inc()
             await msg.nak(delay=wait)
             return
-        with tracer.start_as_current_span(
-            "janitor.delete",
-            context=telemetry.extract(msg.headers),
-            kind=trace.SpanKind.CONSUMER,
-            attributes={
-                "emulsion.gc.reason": request.reason,
-                "emulsion.gc.keys": len(request.keys),
-                "messaging.destination.name": msg.subject,
-            },
+        with telemetry.messaging_span(
+            telemetry.Operation.PROCESS,
+            msg.subject,
+            msg.headers,
+            {"emulsion.gc.reason": request.reason, "emulsion.gc.keys": len(request.keys)},
         ) as span:
             report = await self.carry_out(request, msg)
             span.set_attribute("emulsion.gc.deleted", report.deleted)

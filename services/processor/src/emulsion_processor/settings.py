@@ -28,6 +28,7 @@ class ProcessorSettings(ServiceSettings, NatsSettings, S3Settings, ProfilesSetti
     min_free_scratch_bytes: int = Field(
         default=256 * MIB, ge=0, validation_alias="EMULSION_MIN_FREE_SCRATCH_BYTES"
     )
+    # The largest original accepted; a larger one fails as SourceTooLarge.
     max_source_bytes: int = Field(
         default=200 * MIB, ge=1, validation_alias="EMULSION_MAX_SOURCE_BYTES"
     )
@@ -36,6 +37,7 @@ class ProcessorSettings(ServiceSettings, NatsSettings, S3Settings, ProfilesSetti
     # +-9%, either way; Pillow releases the GIL in decode, resize and encode), and a
     # process pool costs ~85 MB RSS per worker more: threads are the default.
     concurrency: int = Field(default=2, ge=1, le=64, validation_alias="EMULSION_CONCURRENCY")
+    # "thread" or "process" workers for decode and styles.
     executor: Literal["thread", "process"] = Field(
         default="thread", validation_alias="EMULSION_EXECUTOR"
     )
@@ -53,6 +55,7 @@ class ProcessorSettings(ServiceSettings, NatsSettings, S3Settings, ProfilesSetti
     memory_budget_bytes: int = Field(
         default_factory=default_budget, ge=1, validation_alias="EMULSION_MEMORY_BUDGET_BYTES"
     )
+    # Most frames an image may have; more fail as TooManyFrames.
     max_frames: int = Field(default=300, ge=1, validation_alias="EMULSION_MAX_FRAMES")
     # Must stay well under the consumer's ack_wait (30 s) so a long item is never redelivered.
     heartbeat_seconds: float = Field(
@@ -67,6 +70,7 @@ class ProcessorSettings(ServiceSettings, NatsSettings, S3Settings, ProfilesSetti
     retry_delay_seconds: float = Field(
         default=1.0, ge=0, validation_alias="EMULSION_RETRY_DELAY_SECONDS"
     )
+    # The cap of that doubling wait.
     retry_max_delay_seconds: float = Field(
         default=30.0, gt=0, validation_alias="EMULSION_RETRY_MAX_DELAY_SECONDS"
     )

@@ -200,12 +200,20 @@ class ItemWorker:
             "emulsion.index": item.index,
             "emulsion.version": item.version,
             "messaging.delivery": attempt,
+            **telemetry.messaging_attributes(
+                telemetry.Operation.PROCESS,
+                msg.subject,
+                (msg.headers or {}).get(messaging.HEADER_MSG_ID),
+            ),
         }
         patience = Patience(self.settings.outage_budget_seconds)
         _patience.set(patience)  # this task's own context: one per item
         with (
             tracer.start_as_current_span(
-                "process item", context=context, kind=trace.SpanKind.CONSUMER, attributes=attributes
+                telemetry.messaging_span_name(telemetry.Operation.PROCESS, msg.subject),
+                context=context,
+                kind=trace.SpanKind.CONSUMER,
+                attributes=attributes,
             ) as span,
             self._heartbeat(msg, patience),
         ):
@@ -551,7 +559,7 @@ class ItemWorker:
         )
 
     async def _publish(self, subject: str, payload: bytes, msg_id: str) -> None:
-        headers = telemetry.inject({messaging.HEADER_MSG_ID: msg_id})
+        headers = telemetry.message_headers(subject, {messaging.HEADER_MSG_ID: msg_id})
         # Deduplicated by Nats-Msg-Id, so a publish that timed out may simply be repeated.
         await self._patiently(
             "publish", partial(self.clients.js.publish, subject, payload, headers=headers)

@@ -1,0 +1,83 @@
+"""The docs live in the repository, link only to what exists, and match the code."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TOOL = REPO_ROOT / "tools" / "config_reference.py"
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def load_tool() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("config_reference", TOOL)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_configuration_reference_is_generated_from_the_settings() -> None:
+    result = subprocess.run(
+        [sys.executable, str(TOOL), "--check"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_every_setting_of_every_component_is_listed_and_described() -> None:
+    tool = load_tool()
+    text = (REPO_ROOT / "docs" / "configuration.md").read_text()
+    for _, target in (*tool.PARTS, *tool.COMPONENTS):
+        cls = tool.load(target)
+        for name, info, owner in tool.own_fields(cls):
+            names = tool.variables(info)
+            assert names, f"{target}.{name} has no environment variable"
+            assert f"`{names[0]}`" in text, names[0]
+            assert info.description or tool.comment_above(owner, name), (
+                f"{target}.{name} ({names[0]}) has no comment saying what it does"
+            )
+    # Every field of every service is owned by exactly one documented class.
+    documented = {tool.load(t) for _, t in (*tool.PARTS, *tool.COMPONENTS)}
+    for _, target in tool.COMPONENTS:
+        cls = tool.load(target)
+        for name in cls.model_fields:
+            owners = [c for c in cls.__mro__ if name in getattr(c, "__annotations__", {})]
+            assert owners and owners[0] in documented, f"{target}.{name}"
+
+
+def markdown_files() -> list[Path]:
+    return [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
+
+
+def test_docs_exist_and_their_relative_links_resolve() -> None:
+    for name in ("architecture", "api-walkthrough", "configuration", "troubleshooting"):
+        assert (REPO_ROOT / "docs" / f"{name}.md").is_file(), name
+    for document in markdown_files():
+        for target in LINK.findall(document.read_text()):
+            if re.match(r"^[a-z]+:", target) or target.startswith("#"):
+                continue
+            path = (document.parent / target.split("#", 1)[0]).resolve()
+            assert path.exists(), f"{document.name}: {target} does not exist"
+            assert path.is_relative_to(REPO_ROOT), f"{document.name}: {target} leaves the repo"
+
+
+def test_readme_links_the_architecture_document() -> None:
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert "(docs/architecture.md)" in readme
+    assert "../shared" not in readme
+
+
+def test_architecture_describes_the_key_layout_as_keys_py_builds_it() -> None:
+    from emulsion_contracts import keys
+
+    text = (REPO_ROOT / "docs" / "architecture.md").read_text()
+    name = "Café à la plage.jpg"
+    assert f"`{keys.asset_segment(name)}`" in text
+    for prefix in keys.PREFIXES:
+        assert prefix in text
