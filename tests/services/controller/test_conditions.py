@@ -8,6 +8,7 @@ table says what each phase must read as to both.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Literal
 
 import pytest
@@ -183,3 +184,20 @@ def test_complete_and_failed_are_never_both_true(outcomes: list[Outcome | None])
     assert (found["Ready"] == "True") == (progress.phase == Phase.SUCCEEDED)
     assert (found["Reconciling"] == "True") == (not progress.phase.finished)
     assert (found["Stalled"] == "True") == (progress.phase.finished and bool(progress.failed))
+
+
+def test_the_readme_check_is_the_one_tested_here() -> None:
+    """The Lua in README reads the conditions in argo_health's order and words."""
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    lua = readme.split("resource.customizations.health.emulsion.dev_IngestJob: |", 1)[1]
+    lua = lua.split("```", 1)[0]
+    steps = [
+        'hs = {status = "Progressing", message = "Waiting for the controller"}',
+        'byType["Stalled"]',
+        'hs.status = "Degraded"',
+        'byType["Ready"]',
+        'hs.status = "Healthy"',
+        'byType["Reconciling"] or ready',
+    ]
+    found = [lua.find(step) for step in steps]
+    assert -1 not in found and found == sorted(found), dict(zip(steps, found, strict=True))
