@@ -280,7 +280,7 @@ def services(
 
 
 def test_an_image_is_ingested_by_services_holding_only_the_charts_identities(
-    services: Running, release_namespace: str, stack: Endpoints, s3: Any
+    services: Running, release_namespace: str, stack: Endpoints, s3: Any, kube: Any
 ) -> None:
     namespace = release_namespace
     api_url = LocalStack.service_url(services.records["api"])
@@ -331,6 +331,15 @@ def test_an_image_is_ingested_by_services_holding_only_the_charts_identities(
     assert ("patch", "status", f"{prefix}-controller") in writes, writes
     writers = {user for _verb, _sub, user in writes}
     assert writers <= {f"{prefix}-api", f"{prefix}-controller"}, writers
+    # The Role lets the controller post the job's Events in the namespace it serves.
+    core = client.CoreV1Api(kube)
+
+    def completed_event() -> list[Any]:
+        listed = core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={job}")
+        return [e for e in listed.items if e.reason == "Completed"]
+
+    (event,) = wait_for(completed_event, f"a Completed Event of {job}", timeout=30)
+    assert event.reporting_component == "emulsion.dev/controller"
     # And neither process was refused anything it tried (kopf logs a refusal and retries).
     for component in ("api", "controller"):
         log = Path(services.records[component].log).read_text()

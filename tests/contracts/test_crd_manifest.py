@@ -64,6 +64,34 @@ def test_limits_and_patterns_match_the_key_layout() -> None:
     assert status["failures"]["maxItems"] == crd.MAX_FAILURES_LISTED
 
 
+def undescribed(node: dict[str, Any], path: str) -> list[str]:
+    """Every field under `node` (itself included) whose schema has no description."""
+    missing = [] if str(node.get("description", "")).strip() else [path]
+    for name, child in (node.get("properties") or {}).items():
+        missing += undescribed(child, f"{path}.{name}")
+    if isinstance(node.get("items"), dict):
+        missing += undescribed(node["items"], f"{path}[]")
+    return missing
+
+
+def test_every_field_of_the_schema_is_described() -> None:
+    """`kubectl explain ingestjob.<field>` has something to say about every field.
+    `metadata` is the exception the apiserver makes: a CRD may not describe it (its
+    documentation is ObjectMeta's)."""
+    root = load()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    assert undescribed(root, "ingestjob") == ["ingestjob.metadata"]
+
+
+def test_a_field_without_a_description_is_found_however_deep() -> None:
+    node = {
+        "description": "root",
+        "properties": {
+            "a": {"description": "a", "items": {"properties": {"b": {"type": "string"}}}},
+        },
+    }
+    assert undescribed(node, "x") == ["x.a[]", "x.a[].b"]
+
+
 def test_worst_case_job_fits_etcd() -> None:
     """A full job (2,000 items of the longest source and asset name) and its status must
     stay under etcd's 1.5 MiB. The controller's kopf diff base leaves `spec.items` out

@@ -1,4 +1,5 @@
-"""`kubectl get ingestjobs` against the real apiserver shows the designed columns."""
+"""kubectl against the real apiserver: `get ingestjobs` shows the designed columns and
+`explain ingestjob` describes the fields."""
 
 from __future__ import annotations
 
@@ -74,3 +75,11 @@ def test_get_ingestjobs_shows_phase_collection_progress_failed_age(
     assert row.split()[-3:] == ["1m12s", "default", "b-123"]
 
     assert name in kubectl(stack, "get", "emulsion", "-o", "name")
+
+
+def test_kubectl_explain_describes_the_items_and_the_status(stack: Endpoints) -> None:
+    items = kubectl(stack, "explain", "ingestjob.spec.items")
+    assert "The images (1 to 2000)" in items
+    assert "Key of the uploaded original in the staging area" in items  # its fields too
+    status = kubectl(stack, "explain", "ingestjob.status.conditions.type")
+    assert "Reconciling" in status

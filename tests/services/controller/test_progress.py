@@ -121,7 +121,9 @@ def test_conditions_of_a_finished_job_say_how_it_ended() -> None:
     found = {c["type"]: c for c in status["conditions"]}
     assert found[ConditionType.DISPATCHED]["status"] == "True"
     assert found[ConditionType.COMPLETE]["status"] == "True"
-    assert found[ConditionType.FAILED]["reason"] == "SomeItemsFailed"
+    assert found[ConditionType.FAILED]["status"] == "False"  # see conditions.py
+    assert found[ConditionType.FAILED]["reason"] == "PartiallyFailed"
+    assert found[ConditionType.FAILED]["message"] == "1 of 2 items failed (1 DecompressionBomb)"
     assert status["duration"] == "1m12s"
     assert status["completedAt"] == "2026-01-02T03:05:17Z"
 

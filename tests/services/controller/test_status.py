@@ -21,7 +21,8 @@ def conditions(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
     ("failing", "phase", "complete", "failed"),
     [
         (set(), crd.Phase.SUCCEEDED, "True", "False"),
-        ({1, 3}, crd.Phase.PARTIALLY_FAILED, "True", "True"),
+        # Ran to its end with something to show for it: Complete, not Failed.
+        ({1, 3}, crd.Phase.PARTIALLY_FAILED, "True", "False"),
         ({0, 1, 2, 3}, crd.Phase.FAILED, "False", "True"),
     ],
 )

@@ -63,6 +63,15 @@ class Phase(StrEnum):
 
 
 class ConditionType(StrEnum):
+    """See README "Health in Argo CD" and the controller's conditions.py for their meaning.
+
+    Complete/Failed say how the job ended, exclusively (like batch/v1 Jobs); Ready,
+    Reconciling and Stalled are the summary that kstatus and Argo CD read.
+    """
+
     DISPATCHED = "Dispatched"
     COMPLETE = "Complete"
     FAILED = "Failed"
+    READY = "Ready"
+    RECONCILING = "Reconciling"
+    STALLED = "Stalled"

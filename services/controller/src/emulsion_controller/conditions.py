@@ -1,17 +1,145 @@
-"""The one way the controller sets a status condition.
+"""The one way the controller sets a job's status conditions.
 
 As cert-manager does it: `lastTransitionTime` moves only when the condition's status
 changes, so "since when has this been true" survives the many writes in between;
 reason, message and observedGeneration are refreshed on every write.
+
+Which conditions a job has, by phase (`expected_conditions` is this table in code, and
+README "Health in Argo CD" reads it):
+
+| phase           | Dispatched | Complete | Failed | Ready | Reconciling | Stalled |
+|-----------------|------------|----------|--------|-------|-------------|---------|
+| Pending         | -          | -        | -      | False | True        | False   |
+| Queued          | True       | -        | -      | False | True        | False   |
+| Processing      | True       | -        | -      | False | True        | False   |
+| Succeeded       | True       | True     | False  | True  | False       | False   |
+| PartiallyFailed | True       | True     | False  | False | False       | True    |
+| Failed          | True       | False    | True   | False | False       | True    |
+| Failed (spec)   | -          | False    | True   | False | False       | True    |
+
+Two questions, two sets of conditions:
+- Complete/Failed: how did the job end? Exclusive, like a batch/v1 Job's. A partially
+  failed job ran to its end with something to show for it, so it is Complete (reason
+  PartiallyFailed) and not Failed; both say "N of M items failed" and why. Failed means
+  nothing came of it: every item failed, or the spec was refused (InvalidSpec).
+- Ready/Reconciling/Stalled: is everything it was asked for done? The summary kstatus
+  and Argo CD read (abnormal-true Reconciling and Stalled, normal-true Ready): Ready only
+  when every item succeeded, Reconciling while items are still running, Stalled when it
+  ended with any failure, since nothing but a new job will make those items.
+Every condition's reason is the phase (AllItemsFailed or InvalidSpec for Failed).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Final
 
-from emulsion_contracts.crd import ConditionType
-from emulsion_contracts.ingestjob import Condition, ConditionStatus
+from emulsion_contracts.crd import ConditionType, Phase
+from emulsion_contracts.ingestjob import Condition, ConditionStatus, ItemFailure
+from emulsion_contracts.reasons import FailureReason
+
+ALL_ITEMS_FAILED: Final = "AllItemsFailed"
+
+
+@dataclass(frozen=True)
+class JobState:
+    """What a job's conditions summarise."""
+
+    phase: Phase
+    dispatched: bool
+    total: int
+    succeeded: int
+    failed: int
+    # The failures status lists (the first ones), for the messages.
+    failures: Sequence[ItemFailure] = ()
+    # Why the spec was refused; None for a valid job.
+    rejection: str | None = None
+
+    @property
+    def reason(self) -> str:
+        if self.rejection is not None:
+            return str(FailureReason.INVALID_SPEC)
+        if self.phase == Phase.FAILED:
+            return ALL_ITEMS_FAILED
+        return str(self.phase)
+
+    @property
+    def message(self) -> str:
+        if self.rejection is not None:
+            return self.rejection
+        if self.phase == Phase.PENDING:
+            return f"{self.total} items waiting to be queued"
+        finished = self.succeeded + self.failed
+        if not self.phase.finished:
+            return f"{finished} of {self.total} items finished, {self.failed} failed"
+        if not self.failed:
+            return f"{self.succeeded} of {self.total} items succeeded"
+        return failure_summary(self.total, self.failed, self.failures)
+
+
+def failure_summary(total: int, failed: int, failures: Sequence[ItemFailure]) -> str:
+    """ "2 of 4 items failed (2 DecompressionBomb)": how many, and why, most common first;
+    the reasons of the listed failures only when status lists fewer than failed."""
+    counts = Counter(str(f.reason) for f in failures)
+    reasons = ", ".join(f"{n} {reason}" for reason, n in counts.most_common())
+    if reasons and len(failures) < failed:
+        reasons = f"first {len(failures)}: {reasons}"
+    return f"{failed} of {total} items failed" + (f" ({reasons})" if reasons else "")
+
+
+# How each phase reads: (Complete, Failed, Ready, Reconciling, Stalled); None: not set.
+# Dispatched is True once the work is queued, whatever the phase.
+Row = tuple[bool | None, bool | None, bool, bool, bool]
+RUNNING: Final[Row] = (None, None, False, True, False)
+ROWS: Final[dict[Phase, Row]] = {
+    Phase.PENDING: RUNNING,
+    Phase.QUEUED: RUNNING,
+    Phase.PROCESSING: RUNNING,
+    Phase.SUCCEEDED: (True, False, True, False, False),
+    Phase.PARTIALLY_FAILED: (True, False, False, False, True),
+    Phase.FAILED: (False, True, False, False, True),
+}
+COLUMNS: Final = (
+    ConditionType.COMPLETE,
+    ConditionType.FAILED,
+    ConditionType.READY,
+    ConditionType.RECONCILING,
+    ConditionType.STALLED,
+)
+
+
+def expected_conditions(state: JobState) -> dict[ConditionType, bool]:
+    """The conditions a job in `state` has, and whether each is True (the module's table)."""
+    found = {ConditionType.DISPATCHED: True} if state.dispatched else {}
+    row = ROWS[Phase.FAILED if state.rejection is not None else state.phase]
+    found.update(
+        {kind: value for kind, value in zip(COLUMNS, row, strict=True) if value is not None}
+    )
+    return found
+
+
+def job_conditions(
+    conditions: Sequence[Condition], state: JobState, *, generation: int, now: datetime
+) -> list[Condition]:
+    """`conditions` brought in line with `state`; conditions of other types are kept."""
+    updated = list(conditions)
+    for kind, value in expected_conditions(state).items():
+        reason, message = state.reason, state.message
+        if kind == ConditionType.DISPATCHED:
+            reason, message = "ItemsQueued", f"{state.total} work items published"
+        updated = set_condition(
+            updated,
+            type=kind,
+            status="True" if value else "False",
+            reason=reason,
+            message=message,
+            generation=generation,
+            now=now,
+        )
+    return updated
 
 
 def set_condition(

@@ -1,4 +1,5 @@
-"""The controller's own apiserver calls (kopf makes its own): IngestJob reads and writes.
+"""The controller's own apiserver calls (kopf makes its own): IngestJob reads and writes,
+and the Events it posts about them.
 
 The official client is synchronous; calls run on a small dedicated thread pool, which
 also bounds how many requests the controller has in flight at once.
@@ -19,6 +20,7 @@ from emulsion_contracts.blocking import run_blocking
 T = TypeVar("T")
 
 MERGE_PATCH = "application/merge-patch+json"
+EVENT_TIMEOUT_SECONDS = 10.0
 
 
 class Conflict(Exception):
@@ -28,6 +30,7 @@ class Conflict(Exception):
 class Kube:
     def __init__(self, api_client: Any, concurrency: int) -> None:
         self._custom = client.CustomObjectsApi(api_client)
+        self._core = client.CoreV1Api(api_client)
         self._version = client.VersionApi(api_client)
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="kube")
 
@@ -112,6 +115,15 @@ class Kube:
                 return False
             raise
         return True
+
+    async def post_event(self, namespace: str, body: dict[str, Any]) -> None:
+        """Create a core/v1 Event (see events.py); a slow apiserver is not waited for long."""
+        await self._call(
+            self._core.create_namespaced_event,
+            namespace,
+            body,
+            _request_timeout=EVENT_TIMEOUT_SECONDS,
+        )
 
     async def ensure_cluster_peering(self, name: str) -> None:
         """Create kopf's ClusterKopfPeering object if missing (kopf only ever patches it)."""

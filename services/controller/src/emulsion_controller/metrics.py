@@ -60,3 +60,8 @@ BACKGROUND_FAILURES = Counter(
     "Background loops that died (the controller then stops and exits non-zero)",
     ["task"],
 )
+EVENTS = Counter(
+    "emulsion_controller_events_total",
+    "Kubernetes Events about IngestJobs by outcome: posted, failed (refused), dropped (queue full)",
+    ["outcome"],
+)

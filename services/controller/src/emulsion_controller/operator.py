@@ -19,11 +19,13 @@ import kopf
 
 from emulsion_contracts import crd, health, telemetry
 from emulsion_contracts.ingestjob import IngestJob, InvalidSpec
-from emulsion_controller import metrics
+from emulsion_contracts.messages import JobRef
+from emulsion_controller import events, metrics
 from emulsion_controller.bus import Bus
 from emulsion_controller.census import Census
 from emulsion_controller.consumers import consume_exhausted, consume_results
 from emulsion_controller.dispatch import dispatch
+from emulsion_controller.events import EventRecorder
 from emulsion_controller.kube import Kube
 from emulsion_controller.peering import PeeringWatch
 from emulsion_controller.progress import JobProgress
@@ -59,6 +61,7 @@ class Runtime:
     census: Census = field(default_factory=Census)
     bus: Bus | None = None
     kube: Kube | None = None
+    recorder: EventRecorder | None = None
     writer: StatusWriter | None = None
     peering: PeeringWatch | None = None
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
@@ -69,6 +72,9 @@ class Runtime:
     # thread that nothing ever ends, and the interpreter would hang at exit.
     stop_flag: asyncio.Event = field(default_factory=asyncio.Event)
     failure: str | None = None
+    # The last DispatchFailed Event of each job whose dispatch is failing: a retry with
+    # the same error posts no second one (kopf's own error Event says each retry).
+    dispatch_errors: dict[str, str] = field(default_factory=dict)
     _apiserver: tuple[float, bool] = (-APISERVER_CHECK_SECONDS, False)
 
     def parts(self) -> tuple[Bus, Kube, StatusWriter]:
@@ -126,8 +132,10 @@ class Runtime:
 def configure(settings: kopf.OperatorSettings, config: ControllerSettings) -> None:
     """kopf's settings, chosen for thousands of jobs of up to 2,000 items each."""
     # Kubernetes Events are objects in etcd: one per log line would write more than the
-    # jobs themselves. Only warnings and errors become Events.
-    settings.posting.loggers = False
+    # jobs themselves. Of kopf's own logs about a job only warnings and errors (a handler
+    # that failed) become Events; ours are posted by events.EventRecorder.
+    settings.posting.enabled = True
+    settings.posting.loggers = True
     settings.posting.level = logging.WARNING
     # Bounded concurrency: a burst of created jobs queues instead of opening thousands
     # of handler tasks, API requests and NATS publishes at once.
@@ -182,11 +190,13 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     runtime.kube = Kube.from_environment(runtime.config.kube_concurrency, runtime.config.kubeconfig)
     await runtime.kube.ensure_cluster_peering(runtime.config.peering_name)
     runtime.bus = await Bus.connect(runtime.config.nats_url)
+    runtime.recorder = EventRecorder(runtime.kube.post_event, runtime.identity)
     runtime.writer = StatusWriter(
         runtime.kube,
         runtime.bus,
         runtime.config.status_interval,
         runtime.config.status_retry_ceiling,
+        runtime.recorder,
     )
     metrics.RESULTS_HELD.set_function(runtime.writer.held)
     runtime.peering = PeeringWatch(
@@ -195,6 +205,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         runtime.identity,
         runtime.config.peering_priority,
     )
+    runtime.start("events", runtime.recorder.run(runtime.stopping))
     runtime.start("results", consume_results(runtime.bus, runtime.writer, runtime.stopping))
     runtime.start("exhausted", consume_exhausted(runtime.bus, runtime.writer, runtime.stopping))
     runtime.start("ttl", sweep_expired(runtime))
@@ -242,14 +253,32 @@ async def background_alive(memo: kopf.Memo, **_: Any) -> str:
 # Dispatch is idempotent and cheap to repeat, so a failure (apiserver or NATS away) is
 # retried after seconds rather than kopf's default minute.
 @kopf.on.create(crd.GROUP, crd.VERSION, crd.PLURAL, backoff=DISPATCH_RETRY_SECONDS)
-async def dispatch_job(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+async def dispatch_job(
+    body: kopf.Body,
+    uid: str,
+    namespace: str | None,
+    name: str,
+    memo: kopf.Memo,
+    logger: Any,
+    **_: Any,
+) -> None:
     """Publish the job's work; kopf runs it again after a restart until it succeeds."""
-    bus, _kube, writer = memo.runtime.parts()
+    runtime: Runtime = memo.runtime
+    bus, _kube, writer = runtime.parts()
+    ref = JobRef(namespace=namespace or "", name=name, uid=uid)
     try:
         outcome = await dispatch(body, bus, writer)
     except InvalidSpec as error:
-        # Its status already says Failed with the reason (dispatch wrote it).
+        # Its status already says Failed with the reason, and its Event too.
+        runtime.dispatch_errors.pop(uid, None)
         raise kopf.PermanentError(str(error)) from error
+    except Exception as error:
+        event = events.dispatch_failed(error, DISPATCH_RETRY_SECONDS)
+        if runtime.dispatch_errors.get(uid) != event.message:
+            runtime.dispatch_errors[uid] = event.message
+            writer.announce(ref, event)
+        raise
+    runtime.dispatch_errors.pop(uid, None)
     logger.debug(outcome)
 
 
@@ -259,13 +288,16 @@ async def cancel_job(
 ) -> None:
     """A job deleted before it finished: its remaining items must not change any asset."""
     assert namespace is not None  # IngestJobs are namespaced
-    bus, _kube, writer = memo.runtime.parts()
+    runtime: Runtime = memo.runtime
+    bus, _kube, writer = runtime.parts()
+    runtime.dispatch_errors.pop(uid, None)
     job = IngestJob.read(body)
     progress = writer.progress_of(uid) or JobProgress.from_job(job)
     writer.forget(uid)
     if not progress.done:
         purged = await bus.cancel(uid, namespace, name)
         metrics.JOBS_CANCELLED.inc()
+        writer.announce(job.ref, events.cancelled(progress.finished, progress.total, purged))
         log.info(
             "job cancelled",
             extra={"namespace": namespace, "job": name, "purged": purged},

@@ -22,7 +22,7 @@ from emulsion_contracts.ingestjob import (
 )
 from emulsion_contracts.messages import ItemResult
 from emulsion_contracts.reasons import FailureReason
-from emulsion_controller.conditions import set_condition
+from emulsion_controller.conditions import JobState, job_conditions
 
 
 @dataclass
@@ -165,43 +165,22 @@ class JobProgress:
         ).to_body()
 
     def _update_conditions(self, now: datetime) -> None:
-        def put(kind: ConditionType, state: bool, reason: str, message: str) -> None:
-            self.conditions = set_condition(
-                self.conditions,
-                type=kind,
-                status="True" if state else "False",
-                reason=reason,
-                message=message,
-                generation=self.generation,
-                now=now,
-            )
-
-        if self.dispatched:
-            put(
-                ConditionType.DISPATCHED,
-                True,
-                "ItemsQueued",
-                f"{self.total} work items published",
-            )
-        if not self.done:
-            return
-        if self.rejection is not None:
-            put(ConditionType.COMPLETE, False, FailureReason.INVALID_SPEC, self.rejection)
-            put(ConditionType.FAILED, True, FailureReason.INVALID_SPEC, self.rejection)
-            return
-        # Like batch/v1 Jobs: Complete when the job ran to its end with something to show
-        # for it; Failed when any item failed (the reason says whether all of them did).
-        phase = self.phase
-        summary = (
-            f"{len(self.succeeded)} of {self.total} items succeeded, {len(self.failed)} failed"
+        self.conditions = job_conditions(
+            self.conditions, self.state, generation=self.generation, now=now
         )
-        put(ConditionType.COMPLETE, phase != Phase.FAILED, str(phase), summary)
-        failed_reason = {
-            Phase.SUCCEEDED: "NoItemFailed",
-            Phase.PARTIALLY_FAILED: "SomeItemsFailed",
-            Phase.FAILED: "AllItemsFailed",
-        }[phase]
-        put(ConditionType.FAILED, phase != Phase.SUCCEEDED, failed_reason, summary)
+
+    @property
+    def state(self) -> JobState:
+        """What the job's conditions (and its Events) summarise."""
+        return JobState(
+            phase=self.phase,
+            dispatched=self.dispatched,
+            total=self.total,
+            succeeded=len(self.succeeded),
+            failed=len(self.failed),
+            failures=tuple(self.failures),
+            rejection=self.rejection,
+        )
 
 
 def format_duration(elapsed: timedelta) -> str:

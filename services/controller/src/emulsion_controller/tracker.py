@@ -36,8 +36,8 @@ from opentelemetry import trace
 
 from emulsion_contracts import telemetry
 from emulsion_contracts.ingestjob import IngestJob
-from emulsion_contracts.messages import ItemResult
-from emulsion_controller import metrics
+from emulsion_contracts.messages import ItemResult, JobRef
+from emulsion_controller import events, metrics
 from emulsion_controller.bus import Bus
 from emulsion_controller.kube import Conflict, Kube
 from emulsion_controller.progress import JobProgress
@@ -72,6 +72,9 @@ class TrackedJob:
     links: list[trace.Link] = field(default_factory=list)
     changed: bool = False
     dispatching: bool = False
+    # Whether the Dispatched Event is due no more: posted, or the status read already
+    # said Dispatched (see _write).
+    dispatch_announced: bool = False
     last_write: float = -math.inf
     # What the last read or write saw; every write is conditional on it (see _patch).
     resource_version: str | None = None
@@ -82,8 +85,16 @@ class TrackedJob:
 
 
 class StatusWriter:
-    def __init__(self, kube: Kube, bus: Bus, interval: float, retry_ceiling: float = 30.0) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        bus: Bus,
+        interval: float,
+        retry_ceiling: float = 30.0,
+        recorder: events.EventRecorder | None = None,
+    ) -> None:
         self._kube = kube
+        self._recorder = recorder
         self._bus = bus
         self._interval = interval
         self._retry_ceiling = retry_ceiling
@@ -196,6 +207,7 @@ class StatusWriter:
 
     def _adopt(self, job: TrackedJob, parsed: IngestJob) -> None:
         job.progress = JobProgress.from_job(parsed)
+        job.dispatch_announced = job.progress.dispatched
         job.upload_ids = parsed.spec.upload_ids()
         job.resource_version = parsed.metadata.resource_version
 
@@ -288,6 +300,12 @@ class StatusWriter:
             # Written or not (the caller retries), no tracker outlives the attempt.
             self._jobs.pop(job.uid, None)
 
+    def announce(self, job: JobRef, event: events.JobEvent) -> None:
+        """Post a Kubernetes Event about the job (a writer made without a recorder posts
+        none)."""
+        if self._recorder is not None:
+            self._recorder.record(job, event)
+
     def progress_of(self, uid: str) -> JobProgress | None:
         job = self._jobs.get(uid)
         return job.progress if job else None
@@ -296,6 +314,11 @@ class StatusWriter:
 
     async def _write(self, job: TrackedJob, kind: str) -> None:
         assert job.progress is not None
+        # The Events this write makes true, posted once it succeeded and in this order
+        # (a fast job's results can end it in the very write that records its dispatch).
+        # `ends` is read before to_status stamps completedAt.
+        queued = job.progress.dispatched and not job.dispatch_announced
+        ends = job.progress.done and job.progress.completed_at is None
         status = job.progress.to_status(datetime.now(UTC))
         links, job.links = job.links, []
         with tracer.start_as_current_span(
@@ -312,6 +335,13 @@ class StatusWriter:
             self._drop(job)
             return
         metrics.STATUS_PATCHES.labels(kind).inc()
+        ref = JobRef(namespace=job.namespace, name=job.name, uid=job.uid)
+        if queued:
+            job.dispatch_announced = True
+            progress = job.progress
+            self.announce(ref, events.dispatched(progress.total, progress.version or "unknown"))
+        if ends:
+            self.announce(ref, events.finished(job.progress.state))
         job.last_write = time.monotonic()
         job.changed = False
         await self._acknowledge(job)

@@ -1,0 +1,201 @@
+"""Kubernetes Events on IngestJobs: what `kubectl describe ij` shows besides status.
+
+The controller posts one Event per thing a person would want to see in a job's history:
+
+| reason          | type    | when                                                  |
+|-----------------|---------|-------------------------------------------------------|
+| Dispatched      | Normal  | its work is queued                                    |
+| DispatchFailed  | Warning | queueing failed and is retried (once per distinct error) |
+| InvalidSpec     | Warning | its spec cannot become work; it failed as a whole     |
+| Completed       | Normal  | every item succeeded                                  |
+| PartiallyFailed | Warning | it ended with some items failed (how many, the first reasons) |
+| Failed          | Warning | it ended with every item failed                       |
+| Cancelled       | Normal  | it was deleted before it finished                     |
+
+Why our own poster and not `kopf.event`: kopf's poster is reachable only from inside
+kopf's per-object handler tasks (a context variable), while most jobs end in the status
+writer's tasks, driven by NATS. So one recorder posts every Event of ours, from a queue,
+in order, one at a time: Events are best effort, and must never delay or fail a job.
+A full queue or a refused post drops the Event (counted and logged), nothing more.
+kopf keeps posting its own: handler errors become Events (settings.posting in
+operator.configure), its info chatter does not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Final
+
+from emulsion_contracts import crd
+from emulsion_contracts.crd import Phase
+from emulsion_contracts.ingestjob import format_time
+from emulsion_contracts.messages import JobRef
+from emulsion_controller import metrics
+from emulsion_controller.conditions import JobState
+
+log = logging.getLogger(__name__)
+
+COMPONENT: Final = "emulsion-controller"
+REPORTING_COMPONENT: Final = f"{crd.GROUP}/controller"
+# Events waiting to be posted; beyond this (an apiserver too slow for a burst of
+# finishing jobs) new ones are dropped rather than held without bound.
+QUEUE_LIMIT: Final = 2000
+# The longest message posted: the events.k8s.io limit, which kubectl also shows whole.
+MESSAGE_MAX: Final = 1024
+# Failures named in a PartiallyFailed/Failed Event.
+FAILURES_NAMED: Final = 3
+
+
+class Reason(StrEnum):
+    DISPATCHED = "Dispatched"
+    DISPATCH_FAILED = "DispatchFailed"
+    INVALID_SPEC = "InvalidSpec"
+    COMPLETED = "Completed"
+    PARTIALLY_FAILED = "PartiallyFailed"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+
+    @property
+    def action(self) -> str:
+        """What the controller was doing (an Event's `action`)."""
+        if self in (Reason.DISPATCHED, Reason.DISPATCH_FAILED, Reason.INVALID_SPEC):
+            return "Dispatch"
+        return "Cancel" if self == Reason.CANCELLED else "Finish"
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    reason: Reason
+    message: str
+    warning: bool = False
+
+    @property
+    def type(self) -> str:
+        return "Warning" if self.warning else "Normal"
+
+
+def dispatched(items: int, version: str) -> JobEvent:
+    return JobEvent(Reason.DISPATCHED, f"{items} work items queued as version {version}")
+
+
+def dispatch_failed(error: BaseException, retry_seconds: float) -> JobEvent:
+    what = str(error) or type(error).__name__
+    return JobEvent(
+        Reason.DISPATCH_FAILED,
+        f"queueing the work failed, retried every {retry_seconds:g} s: {what}",
+        warning=True,
+    )
+
+
+def cancelled(finished: int, total: int, withdrawn: int) -> JobEvent:
+    return JobEvent(
+        Reason.CANCELLED,
+        f"deleted before it finished: {finished} of {total} items had finished; "
+        f"{withdrawn} queued items withdrawn, the rest change no asset",
+    )
+
+
+def finished(state: JobState) -> JobEvent:
+    """How a job ended; when items failed, the first of those status lists are named
+    (by index)."""
+    if state.rejection is not None:
+        return JobEvent(Reason.INVALID_SPEC, state.rejection, warning=True)
+    if state.phase == Phase.SUCCEEDED:
+        return JobEvent(Reason.COMPLETED, state.message)
+    named = "; ".join(
+        f"[{f.index}] {f.asset or '?'}: {f.reason}" + (f" ({f.message})" if f.message else "")
+        for f in sorted(state.failures, key=lambda f: f.index)[:FAILURES_NAMED]
+    )
+    message = state.message + (f"; first: {named}" if named else "")
+    reason = Reason.PARTIALLY_FAILED if state.phase == Phase.PARTIALLY_FAILED else Reason.FAILED
+    return JobEvent(reason, message, warning=True)
+
+
+def event_body(job: JobRef, event: JobEvent, instance: str, now: datetime) -> dict[str, Any]:
+    """A core/v1 Event about `job` (kubectl describe finds it by the involved object's
+    kind, name, namespace and uid).
+
+    Named as client-go's recorder names them, `<job>.<nanoseconds in hex>`: kubectl
+    orders a job's Events by lastTimestamp, which is to the second, and a fast job's
+    Dispatched and Completed are often in one second; ties keep the order they are
+    listed in, which is by name, so a time-ordered name keeps them in order.
+    """
+    message = event.message
+    if len(message) > MESSAGE_MAX:
+        message = message[: MESSAGE_MAX - 3] + "..."
+    stamp = f"{int(now.timestamp() * 1e6) * 1000:x}"
+    # A name is at most 253 characters; a shortened job name must still end a label well.
+    prefix = job.name[: 252 - len(stamp)].rstrip(".-")
+    moment = format_time(now)
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": f"{prefix}.{stamp}", "namespace": job.namespace},
+        "involvedObject": {
+            "apiVersion": crd.API_VERSION,
+            "kind": crd.KIND,
+            "name": job.name,
+            "namespace": job.namespace,
+            "uid": job.uid,
+        },
+        "reason": str(event.reason),
+        "message": message,
+        "type": event.type,
+        "action": event.reason.action,
+        "source": {"component": COMPONENT},
+        "reportingComponent": REPORTING_COMPONENT,
+        "reportingInstance": instance[:128],
+        "eventTime": now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "firstTimestamp": moment,
+        "lastTimestamp": moment,
+        "count": 1,
+    }
+
+
+Post = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+class EventRecorder:
+    """Queues Events and posts them in the background (see the module's note)."""
+
+    def __init__(self, post: Post, instance: str, limit: int = QUEUE_LIMIT) -> None:
+        self._post = post
+        self._instance = instance
+        self._queue: asyncio.Queue[tuple[JobRef, JobEvent, datetime]] = asyncio.Queue(limit)
+
+    def record(self, job: JobRef, event: JobEvent) -> None:
+        try:
+            self._queue.put_nowait((job, event, datetime.now(UTC)))
+        except asyncio.QueueFull:
+            metrics.EVENTS.labels("dropped").inc()
+            log.warning(
+                "event dropped: too many waiting to be posted",
+                extra={"namespace": job.namespace, "job": job.name, "reason": event.reason},
+            )
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Post queued Events, in order, until `stopping` is set."""
+        while not stopping.is_set():
+            try:
+                job, event, at = await asyncio.wait_for(self._queue.get(), 0.5)
+            except TimeoutError:
+                continue
+            await self._deliver(job, event, at)
+
+    async def _deliver(self, job: JobRef, event: JobEvent, at: datetime) -> None:
+        try:
+            await self._post(job.namespace, event_body(job, event, self._instance, at))
+        except Exception as error:
+            metrics.EVENTS.labels("failed").inc()
+            log.warning(
+                "event could not be posted: %s",
+                error,
+                extra={"namespace": job.namespace, "job": job.name, "reason": event.reason},
+            )
+            return
+        metrics.EVENTS.labels("posted").inc()
