@@ -338,7 +338,7 @@ def test_an_image_is_ingested_by_services_holding_only_the_charts_identities(
         listed = core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={job}")
         return [e for e in listed.items if e.reason == "Completed"]
 
-    (event,) = wait_for(completed_event, f"a Completed Event of {job}", timeout=30)
+    (event,) = wait_for(f"a Completed Event of {job}", completed_event, timeout=30)
     assert event.reporting_component == "emulsion.dev/controller"
     # And neither process was refused anything it tried (kopf logs a refusal and retries).
     for component in ("api", "controller"):
