@@ -95,3 +95,17 @@ def test_the_asset_name_an_upload_records_is_kept_and_forgotten_with_it(tmp_path
 def test_a_backslash_is_flattened_like_a_slash_in_the_upload_name() -> None:
     # The API takes the base name after '/' or '\\' as the asset name.
     assert image("a/b\\c 日本.jpg", "s").upload_name == "a-b-c 日本.jpg"
+
+
+def test_an_upload_in_flight_is_kept_until_it_is_answered(tmp_path: Path) -> None:
+    """A run stopped mid-upload leaves its in-flight keys, so the next run can ask the API
+    which reached the bucket instead of storing them twice."""
+    state = ResumeState(tmp_path / "state.json")
+    state.record_in_flight("a", "staging/01J00000000000000000000000/a.jpg", "a.jpg")
+    state.record_in_flight("b", "staging/01J00000000000000000000001/b.jpg", "b.jpg")
+    state.record_upload("b", "staging/01J00000000000000000000001/b.jpg", "b.jpg")
+    state.save()
+
+    again = ResumeState.load(state.path)
+    assert again.in_flight == {"a": ("staging/01J00000000000000000000000/a.jpg", "a.jpg")}
+    assert again.uploads == {"b": "staging/01J00000000000000000000001/b.jpg"}

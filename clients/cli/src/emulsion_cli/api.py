@@ -40,6 +40,8 @@ BACKOFF_MAX_SECONDS: Final = 10.0
 JITTER_SECONDS: Final = 1.0
 # A server asking for a longer pause than this is not coming back soon enough to wait for.
 MAX_RETRY_AFTER_SECONDS: Final = 60.0
+# Keys per `uploads/present` request: far under the API's batch limit (5,000 by default).
+PRESENT_BATCH: Final = 500
 RETRY_TIMEOUT_SECONDS: Final = 180.0
 
 T = TypeVar("T")
@@ -205,6 +207,20 @@ class Api:
             )
             for u in response.json()["uploads"]
         ]
+
+    async def uploads_present(self, keys: list[str]) -> list[str]:
+        """Which of these staging keys hold an upload (in batches the API accepts)."""
+        present: list[str] = []
+        for start in range(0, len(keys), PRESENT_BATCH):
+            present.extend(await self._present(keys[start : start + PRESENT_BATCH]))
+        return present
+
+    async def _present(self, keys: list[str]) -> list[str]:
+        body = {"keys": keys}
+        response = await self._with_retries(
+            lambda: self._request("POST", "/v1/uploads/present", json=body)
+        )
+        return [str(key) for key in response.json()["present"]]
 
     async def upload(self, upload: Upload, path: Path, content_type: str) -> None:
         """POST the file with the presigned form; a lost connection is retried (the form

@@ -307,6 +307,7 @@ async def _upload_all(run: _Run, images: list[ImageFile]) -> list[Staged]:
     earlier run."""
     staged: dict[ImageFile, Staged] = {}
     todo: list[ImageFile] = []
+    await _settle_in_flight(run)
     for image in images:
         recorded = run.state.uploads.get(file_id(image))
         if recorded is not None:
@@ -326,12 +327,29 @@ async def _upload_all(run: _Run, images: list[ImageFile]) -> list[Staged]:
                         [(i.upload_name, i.content_type, i.size) for i in batch]
                     )
                     for image, form in zip(batch, forms, strict=True):
+                        run.state.record_in_flight(file_id(image), form.key, form.asset)
                         group.create_task(_upload_one(run, limit, image, form, staged))
+                    run.state.save()
         except* CliError as group_error:
             raise group_error.exceptions[0] from None
         finally:
             run.tally.upload_seconds += time.monotonic() - started
     return [staged[image] for image in images]
+
+
+async def _settle_in_flight(run: _Run) -> None:
+    """Uploads an earlier run sent but saw no answer to (stopped mid-way): those that
+    reached the bucket count as uploaded, so no file is stored twice; the rest go again."""
+    in_flight = dict(run.state.in_flight)
+    if not in_flight:
+        return
+    present = set(await run.api.uploads_present([key for key, _ in in_flight.values()]))
+    for fid, (key, asset) in in_flight.items():
+        if key in present:
+            run.state.record_upload(fid, key, asset)
+        else:
+            run.state.in_flight.pop(fid, None)
+    run.state.save()
 
 
 async def _upload_one(

@@ -70,6 +70,9 @@ class ResumeState:
     upload_assets: dict[str, str] = field(default_factory=dict)
     pending: dict[str, Pending] = field(default_factory=dict)
     ingested: dict[str, Ingested] = field(default_factory=dict)
+    # Uploads sent but not yet answered: a run stopped then may have stored them anyway,
+    # so the next run asks the API which of these keys exist before uploading again.
+    in_flight: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     @classmethod
     def for_collection(cls, api_url: str, collection: str, root: Path | None = None) -> ResumeState:
@@ -93,6 +96,9 @@ class ResumeState:
                 upload_assets={str(k): str(v) for k, v in raw.get("upload_assets", {}).items()},
                 pending={str(k): Pending(**v) for k, v in raw.get("pending", {}).items()},
                 ingested={str(k): Ingested(**v) for k, v in raw.get("ingested", {}).items()},
+                in_flight={
+                    str(k): (str(v[0]), str(v[1])) for k, v in raw.get("in_flight", {}).items()
+                },
             )
         except (TypeError, AttributeError):
             return cls(path)
@@ -106,6 +112,7 @@ class ResumeState:
             "upload_assets": self.upload_assets,
             "pending": {k: asdict(v) for k, v in self.pending.items()},
             "ingested": {k: asdict(v) for k, v in self.ingested.items()},
+            "in_flight": {k: list(v) for k, v in self.in_flight.items()},
         }
         descriptor, temporary = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
         try:
@@ -117,7 +124,11 @@ class ResumeState:
                 Path(temporary).unlink()
             raise
 
+    def record_in_flight(self, fid: str, key: str, asset: str) -> None:
+        self.in_flight[fid] = (key, asset)
+
     def record_upload(self, fid: str, key: str, asset: str | None = None) -> None:
+        self.in_flight.pop(fid, None)
         self.uploads[fid] = key
         if asset is not None:
             self.upload_assets[fid] = asset
