@@ -1,7 +1,7 @@
 """The Emulsion HTTP API, as the CLI uses it (httpx only; no server code is imported).
 
 Every failure becomes one `CliError` line: the API unreachable, the token refused, or
-the API's JSON error shape (`code`, `message`, `details`).
+the API's errors, RFC 9457 problems (`code`, `detail`, `errors`).
 """
 
 from __future__ import annotations
@@ -66,8 +66,9 @@ def _error_from(response: httpx.Response) -> CliError:
         )
     try:
         body = response.json()
-        code, message = str(body["code"]), str(body["message"])
-        details = body.get("details") or []
+        # An RFC 9457 problem: `code` is stable, `detail` for people, `errors` the parts.
+        code, message = str(body["code"]), str(body["detail"])
+        details = body.get("errors") or []
     except (ValueError, KeyError, TypeError):
         return ApiRequestError(response.status_code, "http_error", response.reason_phrase)
     if details:

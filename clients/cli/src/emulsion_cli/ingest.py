@@ -404,7 +404,7 @@ def _on_event(job: str, event: Event, on_progress: Callable[[int], None]) -> Jso
     if event.event == "error":
         data = event_json(event)
         # The API could not read the job mid-stream; reconnecting is the remedy.
-        raise ApiRequestError(503, str(data.get("code")), str(data.get("message")))
+        raise ApiRequestError(503, str(data.get("code")), str(data.get("detail")))
     return None
 
 

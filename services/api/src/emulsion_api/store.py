@@ -230,3 +230,58 @@ class Store:
         except (ClientError, BotoCoreError):
             return False
         return True
+
+
+@dataclass(frozen=True)
+class ListedManifest:
+    """A manifest key as listed: when it was last written, and the asset it names."""
+
+    key: str
+    asset: str
+    modified: datetime
+
+
+def _list_manifests(s3: Any, bucket: str, collection: str) -> list[ListedManifest]:
+    prefix = f"{keys.MANIFESTS}{keys.check_collection(collection)}/"
+    listed: list[ListedManifest] = []
+    arguments: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+    while True:
+        page = s3.list_objects_v2(**arguments)
+        for entry in page.get("Contents", []):
+            key = str(entry["Key"])
+            parsed = keys.parse_key(key)
+            # Anything else under the prefix is not a manifest of this layout; never shown.
+            if parsed is not None and parsed.area == "assets" and parsed.asset is not None:
+                listed.append(ListedManifest(key, parsed.asset, entry["LastModified"]))
+        if not page.get("IsTruncated"):
+            return listed
+        arguments["ContinuationToken"] = page["NextContinuationToken"]
+
+
+async def list_manifests(store: Store, collection: str) -> list[ListedManifest]:
+    """Every manifest key of `collection` (live and tombstones) with its write time.
+
+    One listing call per 1,000 assets: the order the API pages in (newest first) is not
+    the store's key order, so the whole collection is listed and each page read from it.
+    """
+    try:
+        return await store._blocking.run(_list_manifests, store._s3, store._bucket, collection)
+    except (ClientError, BotoCoreError) as error:
+        raise _unavailable(error) from error
+
+
+async def read_manifest_or_tombstone(
+    store: Store, collection: str, asset: str
+) -> StoredManifest | None:
+    """The manifest of `asset` as stored, a tombstone too; None when there is none."""
+    key = keys.manifest_key(collection, asset)
+    try:
+        response = await store._blocking.run(store._s3.get_object, Bucket=store._bucket, Key=key)
+        body = await store._blocking.run(response["Body"].read)
+    except ClientError as error:
+        if _code(error) in _MISSING:
+            return None
+        raise _unavailable(error) from error
+    except BotoCoreError as error:
+        raise _unavailable(error) from error
+    return StoredManifest(AssetManifest.from_bytes(body), str(response["ETag"]))
