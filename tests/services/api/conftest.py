@@ -36,11 +36,19 @@ TENANT_A_PREFIX = "tenant-a-"
 TENANT_B_COLLECTION = "tenant-b"
 
 
+def metrics_url_of(record: ProcessRecord) -> str:
+    """Where a started API serves /metrics: its ops port, from its environment."""
+    environment = Path(f"/proc/{record.pid}/environ").read_bytes().split(b"\0")
+    port = next(v for v in environment if v.startswith(b"EMULSION_METRICS_PORT="))
+    return f"http://127.0.0.1:{port.split(b'=', 1)[1].decode()}/metrics"
+
+
 @dataclass(frozen=True)
 class ApiProcess:
     url: str
     token: str
     record: ProcessRecord
+    metrics_url: str
 
     def client(self, token: str | None = None, **arguments: Any) -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.token if token is None else token}"}
@@ -68,7 +76,9 @@ def api_process(stack: Endpoints, stack_state_dir: Path) -> ApiProcess:
             "EMULSION_API_TOKEN_SCOPES": json.dumps(scopes),
         },
     )
-    return ApiProcess(LocalStack.service_url(record), stack.api_token, record)
+    return ApiProcess(
+        LocalStack.service_url(record), stack.api_token, record, metrics_url_of(record)
+    )
 
 
 @pytest.fixture

@@ -266,7 +266,7 @@ def test_concurrent_retries_with_one_key_make_one_job(
 @pytest.fixture
 def watch_count(api_process: ApiProcess) -> Callable[[], float]:
     def count() -> float:
-        metrics = httpx.get(f"{api_process.url}/metrics").text
+        metrics = httpx.get(api_process.metrics_url).text
         found = re.search(r"^emulsion_api_open_watches (\S+)$", metrics, re.MULTILINE)
         return float(found.group(1)) if found else 0.0
 
@@ -370,7 +370,7 @@ def test_an_upload_missing_among_many_is_named_and_nothing_is_created(
 
     assert response.status_code == 422, response.text
     assert response.json()["code"] == "upload_missing"
-    assert response.json()["details"] == [
+    assert response.json()["errors"] == [
         {"field": "body.items", "message": f"{gone} was not uploaded"}
     ]
     assert list_jobs(custom, f"{crd.LABEL_COLLECTION}={collection}") == []
@@ -511,5 +511,18 @@ def test_bad_request_is_refused_with_its_code_and_creates_nothing(
 
     assert response.status_code == status, response.text
     assert response.json()["code"] == code
-    assert set(response.json()) == {"code", "message", "details"}
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert set(problem) == {
+        "type",
+        "title",
+        "status",
+        "detail",
+        "instance",
+        "code",
+        "trace_id",
+        "errors",
+    }
+    assert (problem["status"], problem["type"]) == (status, f"urn:emulsion:problem:{code}")
+    assert problem["instance"] == "/v1/ingests"
     assert len(list_jobs(custom)) == before
