@@ -34,6 +34,8 @@ TENANT_A_TOKEN = secrets.token_urlsafe(24)
 TENANT_B_TOKEN = secrets.token_urlsafe(24)
 TENANT_A_PREFIX = "tenant-a-"
 TENANT_B_COLLECTION = "tenant-b"
+# A browser page on this origin may call the API (CORS).
+GALLERY_ORIGIN = "https://gallery.example.com"
 
 
 def metrics_url_of(record: ProcessRecord) -> str:
@@ -74,6 +76,7 @@ def api_process(stack: Endpoints, stack_state_dir: Path) -> ApiProcess:
             "EMULSION_GC_GRACE_SECONDS": "120",
             "EMULSION_API_TOKENS": ",".join((stack.api_token, TENANT_A_TOKEN, TENANT_B_TOKEN)),
             "EMULSION_API_TOKEN_SCOPES": json.dumps(scopes),
+            "EMULSION_CORS_ALLOWED_ORIGINS": f"{GALLERY_ORIGIN}, https://admin.example.com/",
         },
     )
     return ApiProcess(
