@@ -66,7 +66,10 @@ def decode_cursor(cursor: str, collection: str, state: StateFilter) -> Position:
         fields = json.loads(base64.urlsafe_b64decode(padded.encode()))
         if fields["c"] != collection or fields["s"] != state:
             raise ValueError("the cursor belongs to another list")
-        return Position(datetime.fromisoformat(fields["t"]), str(fields["k"]))
+        modified = datetime.fromisoformat(fields["t"])
+        if modified.tzinfo is None:
+            raise ValueError("a cursor's time has a zone, as the store's times do")
+        return Position(modified, str(fields["k"]))
     except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
         raise ApiError(
             422, "invalid_cursor", "the cursor is not one this list gave out; start again"

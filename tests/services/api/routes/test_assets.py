@@ -132,9 +132,10 @@ def _commit_in_order(s3: Any, bucket: str, collection: str, names: list[str]) ->
     previous: datetime | None = None
     for name in names:
         if previous is not None:
+            written = previous
             wait_for(
                 "the store's clock to tick",
-                lambda: _store_now(s3, bucket, collection) > previous,  # noqa: B023
+                lambda: _store_now(s3, bucket, collection) > written,  # noqa: B023
                 timeout=5,
             )
         commit_manifest(s3, bucket, collection, name, keys.version_id(keys.new_ulid(), 0))
