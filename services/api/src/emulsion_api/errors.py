@@ -27,7 +27,6 @@ TYPE_PREFIX: Final = "urn:emulsion:problem:"
 
 ErrorCode = Literal[
     "malformed_json",
-    "bad_request",
     "unauthorized",
     "forbidden",
     "not_found",
@@ -60,7 +59,6 @@ class CodeInfo:
 
 CODES: Final[dict[ErrorCode, CodeInfo]] = {
     "malformed_json": CodeInfo(400, "The body is not valid JSON"),
-    "bad_request": CodeInfo(400, "Bad request"),
     "unauthorized": CodeInfo(401, "A valid bearer token is required"),
     "forbidden": CodeInfo(403, "The token may not change this collection"),
     "not_found": CodeInfo(404, "No such resource"),
@@ -273,7 +271,8 @@ async def _validation_error(request: Request, error: Exception) -> JSONResponse:
 
 
 _HTTP_CODES: Final[dict[int, ErrorCode]] = {
-    400: "bad_request",
+    # FastAPI's only 400 is a body it cannot parse (not UTF-8, say): malformed, as bad JSON.
+    400: "malformed_json",
     401: "unauthorized",
     403: "forbidden",
     404: "not_found",

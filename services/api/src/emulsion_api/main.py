@@ -58,7 +58,7 @@ CORS_RESPONSE_HEADERS = (
     "WWW-Authenticate",
 )
 # Problems any path can answer with, from the framework rather than a route.
-GENERIC_CODES: tuple[errors.ErrorCode, ...] = ("bad_request", "method_not_allowed", "http_error")
+GENERIC_CODES: tuple[errors.ErrorCode, ...] = ("method_not_allowed", "http_error")
 DESCRIPTION = f"""Presigned direct uploads, 202-accepted ingests, status, lists and asset deletion.
 
 Every error is an RFC 9457 problem (`application/problem+json`) with a stable `code`; each

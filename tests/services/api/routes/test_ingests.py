@@ -581,3 +581,12 @@ def test_a_bad_ingest_cursor_is_refused(api: httpx.Client) -> None:
     response = api.get("/v1/ingests", params={"cursor": "bm90IGEgY29udGludWUgdG9rZW4"})
     assert response.status_code == 422, response.text
     assert response.json()["code"] == "invalid_cursor"
+
+
+def test_a_body_that_is_not_utf8_is_malformed_json(api: httpx.Client) -> None:
+    # FastAPI refuses it before JSON parsing; the document names one code for a 400.
+    response = api.post(
+        "/v1/ingests", content=b"\xff\xfe\x00{", headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["code"] == "malformed_json"

@@ -229,7 +229,8 @@ async def list_ingests(
             description="Only this collection's jobs (404 outside the token's scopes).",
         ),
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=500, description="Most jobs per page.")] = 50,
+    # A job carries its whole item list (up to 1,000 items), so pages stay small.
+    limit: Annotated[int, Query(ge=1, le=100, description="Most jobs per page.")] = 20,
     cursor: Annotated[
         str | None,
         Query(
