@@ -79,14 +79,25 @@ def test_every_container_is_hardened_probed_and_bounded(default: list[dict[str, 
         assert "memory" in container["resources"]["limits"], name
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
         assert ports == (
-            {"http": 8080, "metrics": 9090} if name == "controller" else {"http": 8080}
+            {"http": 8080, "metrics": 9090} if name in ("api", "controller") else {"http": 8080}
         )
+        # The API checks its backends on its own port; its ops port serves only metrics.
+        ready_port = container["readinessProbe"]["httpGet"]["port"]
+        assert ready_port == ("metrics" if name == "controller" else "http"), name
 
 
 def test_services_reach_each_components_metrics(default: list[dict[str, Any]]) -> None:
     for service in by_kind(default, "Service").values():
         name = component_of(service)
-        (port,) = service["spec"]["ports"]
+        ports = {port["name"]: port for port in service["spec"]["ports"]}
+        if name == "api":
+            # The public API, and its ops port apart, named for a ServiceMonitor.
+            assert {n: (p["port"], p["targetPort"]) for n, p in ports.items()} == {
+                "http": (80, "http"),
+                "metrics": (9090, "metrics"),
+            }
+            continue
+        (port,) = ports.values()
         # kopf's liveness endpoint owns the controller's http port; metrics have their own.
         assert port["targetPort"] == ("metrics" if name == "controller" else "http"), name
         selector = service["spec"]["selector"]
@@ -314,7 +325,8 @@ def test_network_policies_allow_only_the_designed_egress(tools: Tools) -> None:
         assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
         ingress_ports = {p["port"] for r in policy["spec"]["ingress"] for p in r["ports"]}
         # kopf's liveness endpoint owns the controller's http port; it is scraped on metrics.
-        assert ingress_ports == ({"metrics"} if name == "controller" else {"http"}), name
+        expected_ingress = {"controller": {"metrics"}, "api": {"metrics", "http"}}
+        assert ingress_ports == expected_ingress.get(name, {"http"}), name
 
 
 def test_network_policy_peers_come_from_values(tools: Tools) -> None:
@@ -338,6 +350,7 @@ def test_network_policy_peers_come_from_values(tools: Tools) -> None:
         {"profiles": [{"name": "web", "styles": [{"name": "a", "width": 1, "height": 1, "x": 1}]}]},
         {"logLevel": "LOUD"},
         {"s3.credentials.existingSecret": 5},
+        {"cors.allowedOrigins": ["https://gallery.example.com/path"]},
     ],
     ids=lambda values: next(iter(values)),
 )
@@ -723,3 +736,16 @@ def test_otlp_protocol_comes_from_values(tools: Tools, protocol: str) -> None:
         assert env["OTEL_EXPORTER_OTLP_PROTOCOL"] == protocol, name
         assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://collector:4317", name
         assert "OTEL_TRACES_EXPORTER" not in env, name
+
+
+def test_cors_origins_reach_the_api_only(tools: Tools) -> None:
+    origins = ["https://gallery.example.com", "http://localhost:5173"]
+    objects = render(tools, {"cors.allowedOrigins": origins})
+    for name, deployment in deployments(objects).items():
+        (container,) = pod_spec(deployment)["containers"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        if name == "api":
+            assert env["EMULSION_CORS_ALLOWED_ORIGINS"] == ",".join(origins)
+        else:
+            assert "EMULSION_CORS_ALLOWED_ORIGINS" not in env, name
+    assert "EMULSION_CORS_ALLOWED_ORIGINS" not in str(render(tools, {}))

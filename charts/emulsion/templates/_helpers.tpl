@@ -54,12 +54,13 @@ What each component's code needs, which is not the operator's choice and so not 
   servesApi      - receives client traffic (ingress rule, API tokens)
   scratch        - streams originals to a scratch volume
   itemWorker     - holds image items through SIGTERM (grace > longest item)
-  metricsPort    - /metrics and /readyz on a port of their own (kopf owns httpPort)
+  metricsPort    - /metrics on a port of their own (the API: apart from its public port;
+                   the controller: /readyz too, since kopf owns httpPort)
   clusterPeering - kopf peering through a cluster-scoped ClusterKopfPeering
 */}}
 {{- define "emulsion.traits" -}}
 api:
-  metricsPort: 0
+  metricsPort: 9090
   clusterPeering: false
   itemWorker: false
   kubernetesApi: true
@@ -220,6 +221,10 @@ then what only some components need. Args: root, name, traits.
 {{- with .root.Values.apiTokens.scopes }}
 - name: EMULSION_API_TOKEN_SCOPES
   value: {{ toJson . | quote }}
+{{- end }}
+{{- with $v.cors.allowedOrigins }}
+- name: EMULSION_CORS_ALLOWED_ORIGINS
+  value: {{ join "," . | quote }}
 {{- end }}
 {{- end }}
 {{- if .traits.scratch }}

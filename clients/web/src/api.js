@@ -33,9 +33,9 @@ async function errorOf(response) {
   try {
     const body = await response.json();
     code = body.code || code;
-    message = body.message || message;
+    message = body.detail || message;
   } catch {
-    // not the API's JSON error shape: keep the status line
+    // not an RFC 9457 problem from the API: keep the status line
   }
   return new ApiError(response.status, code, message);
 }

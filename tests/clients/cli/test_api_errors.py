@@ -1,4 +1,4 @@
-"""Turning API answers into one clear line: 401, the JSON error shape, anything else."""
+"""Turning API answers into one clear line: 401, an RFC 9457 problem, anything else."""
 
 from __future__ import annotations
 
@@ -9,17 +9,22 @@ from emulsion_cli.errors import ApiRequestError
 
 
 def test_401_says_to_check_the_token() -> None:
-    error = error_from_response(httpx.Response(401, json={"code": "unauthorized", "message": "no"}))
+    error = error_from_response(httpx.Response(401, json={"code": "unauthorized", "detail": "no"}))
     assert isinstance(error, ApiRequestError)
     assert error.code == "unauthorized"
     assert "check EMULSION_TOKEN" in error.message
 
 
-def test_the_json_error_shape_gives_code_message_and_first_detail() -> None:
+def test_a_problem_gives_code_detail_and_first_error() -> None:
     body = {
+        "type": "urn:emulsion:problem:upload_missing",
+        "title": "An upload is not in the staging area",
+        "status": 422,
         "code": "upload_missing",
-        "message": "2 upload(s) not found in the staging area",
-        "details": [
+        "detail": "2 upload(s) not found in the staging area",
+        "instance": "/v1/ingests",
+        "trace_id": None,
+        "errors": [
             {"field": "body.items", "message": "staging/A/x.jpg was not uploaded"},
             {"field": "body.items", "message": "staging/B/y.jpg was not uploaded"},
         ],

@@ -32,7 +32,7 @@ def test_deleted_and_error() -> None:
     with pytest.raises(CliError, match="job j was deleted"):
         handle_event("j", Event("deleted", '{"name": "j"}'), print)
     with pytest.raises(ApiRequestError) as raised:
-        handle_event("j", Event("error", '{"code": "unavailable", "message": "apiserver"}'), print)
+        handle_event("j", Event("error", '{"code": "unavailable", "detail": "apiserver"}'), print)
     assert (raised.value.status, raised.value.code) == (503, "unavailable")
 
 

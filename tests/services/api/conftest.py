@@ -34,6 +34,15 @@ TENANT_A_TOKEN = secrets.token_urlsafe(24)
 TENANT_B_TOKEN = secrets.token_urlsafe(24)
 TENANT_A_PREFIX = "tenant-a-"
 TENANT_B_COLLECTION = "tenant-b"
+# A browser page on this origin may call the API (CORS).
+GALLERY_ORIGIN = "https://gallery.example.com"
+
+
+def metrics_url_of(record: ProcessRecord) -> str:
+    """Where a started API serves /metrics: its ops port, from its environment."""
+    environment = Path(f"/proc/{record.pid}/environ").read_bytes().split(b"\0")
+    port = next(v for v in environment if v.startswith(b"EMULSION_METRICS_PORT="))
+    return f"http://127.0.0.1:{port.split(b'=', 1)[1].decode()}/metrics"
 
 
 @dataclass(frozen=True)
@@ -41,6 +50,7 @@ class ApiProcess:
     url: str
     token: str
     record: ProcessRecord
+    metrics_url: str
 
     def client(self, token: str | None = None, **arguments: Any) -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.token if token is None else token}"}
@@ -66,9 +76,12 @@ def api_process(stack: Endpoints, stack_state_dir: Path) -> ApiProcess:
             "EMULSION_GC_GRACE_SECONDS": "120",
             "EMULSION_API_TOKENS": ",".join((stack.api_token, TENANT_A_TOKEN, TENANT_B_TOKEN)),
             "EMULSION_API_TOKEN_SCOPES": json.dumps(scopes),
+            "EMULSION_CORS_ALLOWED_ORIGINS": f"{GALLERY_ORIGIN}, https://admin.example.com/",
         },
     )
-    return ApiProcess(LocalStack.service_url(record), stack.api_token, record)
+    return ApiProcess(
+        LocalStack.service_url(record), stack.api_token, record, metrics_url_of(record)
+    )
 
 
 @pytest.fixture

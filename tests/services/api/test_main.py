@@ -15,7 +15,7 @@ import httpx
 from emulsion_devstack.processes import log_tail
 from emulsion_devstack.stack import Endpoints, LocalStack
 
-from .conftest import new_collection, wait_for
+from .conftest import metrics_url_of, new_collection, wait_for
 
 
 def test_missing_settings_stop_the_process_naming_each_variable() -> None:
@@ -73,7 +73,8 @@ def test_sigterm_ends_open_streams_and_exits(
 
     follower = threading.Thread(target=follow, daemon=True)
     follower.start()
-    wait_for("the event stream to open", lambda: "Pending" in _events_sent(url))
+    metrics_url = metrics_url_of(record)
+    wait_for("the event stream to open", lambda: "Pending" in _events_sent(metrics_url))
 
     os.killpg(record.pid, signal.SIGTERM)
 
@@ -82,8 +83,8 @@ def test_sigterm_ends_open_streams_and_exits(
     assert "Application shutdown complete" in log_tail(record.log, 40)
 
 
-def _events_sent(url: str) -> str:
+def _events_sent(metrics_url: str) -> str:
     # The stream's first event is written once the request has been routed and counted
     # as in flight; /metrics shows the open watch that follows it.
-    metrics = httpx.get(f"{url}/metrics").text
+    metrics = httpx.get(metrics_url).text
     return "Pending" if "emulsion_api_open_watches 1.0" in metrics else ""

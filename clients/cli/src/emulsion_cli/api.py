@@ -1,7 +1,7 @@
 """The Emulsion HTTP API, as the CLI uses it (httpx only; no server code is imported).
 
 Every failure becomes one `CliError` line: the API unreachable, the token refused, or
-the API's JSON error shape (`code`, `message`, `details`).
+the API's errors, RFC 9457 problems (`code`, `detail`, `errors`).
 
 Retries (stamina): lost connections and 429/502/503/504 answers are tried again with
 exponential backoff and jitter; when the answer carries `Retry-After`, that is the wait
@@ -101,8 +101,9 @@ def error_from_response(response: httpx.Response) -> ApiRequestError:
         )
     try:
         body = response.json()
-        code, message = str(body["code"]), str(body.get("message") or body.get("detail") or "")
-        details = body.get("details") or []
+        # An RFC 9457 problem: `code` is stable, `detail` for people, `errors` the parts.
+        code, message = str(body["code"]), str(body["detail"])
+        details = body.get("errors") or []
     except (ValueError, KeyError, TypeError, AttributeError):
         return ApiRequestError(
             response.status_code, "http_error", response.reason_phrase, retry_after

@@ -503,7 +503,7 @@ def handle_event(
     if event.event == "error":
         data = event_json(event)
         # The API could not read the job mid-stream; reconnecting is the remedy.
-        raise ApiRequestError(503, str(data.get("code")), str(data.get("message")))
+        raise ApiRequestError(503, str(data.get("code")), str(data.get("detail")))
     return None
 
 

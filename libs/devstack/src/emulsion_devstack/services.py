@@ -49,6 +49,13 @@ def _controller_environment(endpoints: Endpoints, data_dir: Path) -> dict[str, s
     }
 
 
+def _api_environment(endpoints: Endpoints, data_dir: Path) -> dict[str, str]:
+    from emulsion_devstack.processes import free_port
+
+    # /metrics is served on an ops port of its own, apart from the public API.
+    return {"EMULSION_API_TOKENS": endpoints.api_token, "EMULSION_METRICS_PORT": str(free_port())}
+
+
 SERVICES: dict[str, ServiceSpec] = {}
 SERVICES["controller"] = ServiceSpec(
     "controller",
@@ -65,7 +72,7 @@ SERVICES["janitor"] = ServiceSpec("janitor", "emulsion_janitor")
 SERVICES["api"] = ServiceSpec(
     "api",
     "emulsion_api",
-    environment=lambda endpoints, data_dir: {"EMULSION_API_TOKENS": endpoints.api_token},
+    environment=_api_environment,
     ready_path="/readyz",
     exports=lambda url: {"EMULSION_API_URL": url},
 )

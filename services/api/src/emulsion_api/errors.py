@@ -1,39 +1,158 @@
-"""One JSON error shape for every failure, with stable machine-readable `code` strings.
+"""Every failure as an RFC 9457 problem (`application/problem+json`) with a stable `code`.
 
-Clients branch on `code`, never on `message` (which is for people and may change).
-Every route declares the errors it can answer with, so the OpenAPI document is true.
+Clients branch on `code`, never on `detail` (which is for people and may change). Every
+code the API can answer with is registered in `CODES` with its status and title, and
+`ErrorCode` is the type of that name, so an unregistered code does not type-check.
+Routes document their errors with `problems(...)`, naming the codes they can answer
+with: the OpenAPI document then lists them per route, one schema per status code.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Final, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from opentelemetry import trace
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+PROBLEM_MEDIA_TYPE: Final = "application/problem+json"
+# A problem type is a URI naming the code; it is not meant to be fetched.
+TYPE_PREFIX: Final = "urn:emulsion:problem:"
+
+ErrorCode = Literal[
+    "malformed_json",
+    "unauthorized",
+    "forbidden",
+    "not_found",
+    "method_not_allowed",
+    "asset_changed",
+    "precondition_failed",
+    "body_too_large",
+    "invalid_request",
+    "invalid_cursor",
+    "upload_missing",
+    "idempotency_key_reused",
+    "invalid_idempotency_key",
+    "unknown_profile",
+    "too_many_items",
+    "file_too_large",
+    "duplicate_asset",
+    "overloaded",
+    "too_many_watches",
+    "internal",
+    "unavailable",
+    "http_error",
+]
+
+
+@dataclass(frozen=True)
+class CodeInfo:
+    status: int
+    title: str
+
+
+CODES: Final[dict[ErrorCode, CodeInfo]] = {
+    "malformed_json": CodeInfo(400, "The body is not valid JSON"),
+    "unauthorized": CodeInfo(401, "A valid bearer token is required"),
+    "forbidden": CodeInfo(403, "The token may not change this collection"),
+    "not_found": CodeInfo(404, "No such resource"),
+    "method_not_allowed": CodeInfo(405, "Method not allowed"),
+    "asset_changed": CodeInfo(409, "A new version of the asset went live meanwhile"),
+    "precondition_failed": CodeInfo(412, "If-Match names another version of the asset"),
+    "body_too_large": CodeInfo(413, "The request body is over the size limit"),
+    "invalid_request": CodeInfo(422, "The request is invalid"),
+    "invalid_cursor": CodeInfo(422, "The page cursor is not one this API gave out"),
+    "upload_missing": CodeInfo(422, "An upload is not in the staging area"),
+    "idempotency_key_reused": CodeInfo(422, "Idempotency-Key reused with another body"),
+    "invalid_idempotency_key": CodeInfo(422, "Idempotency-Key is malformed"),
+    "unknown_profile": CodeInfo(422, "No such processing profile"),
+    "too_many_items": CodeInfo(422, "Too many items in one request"),
+    "file_too_large": CodeInfo(422, "A file is over the upload size limit"),
+    "duplicate_asset": CodeInfo(422, "An asset appears twice in one request"),
+    "overloaded": CodeInfo(429, "The apiserver is throttling requests"),
+    "too_many_watches": CodeInfo(429, "Too many open watches"),
+    "internal": CodeInfo(500, "Internal error"),
+    "unavailable": CodeInfo(503, "A backend is unavailable"),
+    # Any other status Starlette answers with (e.g. 406); not raised by the API itself.
+    "http_error": CodeInfo(400, "HTTP error"),
+}
+
+# Response headers that go with some statuses, declared in the document.
+_STATUS_HEADERS: Final[dict[int, dict[str, dict[str, Any]]]] = {
+    401: {
+        "WWW-Authenticate": {
+            "description": "The authentication scheme to use: `Bearer`.",
+            "schema": {"type": "string", "example": "Bearer"},
+        }
+    },
+    429: {
+        "Retry-After": {
+            "description": "Seconds to wait before retrying.",
+            "schema": {"type": "string", "example": "1"},
+        }
+    },
+}
+
 
 class ErrorDetail(BaseModel):
-    # Where in the request the problem is, e.g. "body.items.3.asset"; None for the whole.
-    field: str | None = None
-    message: str
+    field: str | None = Field(
+        default=None,
+        description="Where in the request the problem is; null for the request as a whole.",
+        examples=["body.items.3.asset"],
+    )
+    message: str = Field(
+        description="What is wrong there, for people.",
+        examples=["asset 'a.jpg' is also item 0"],
+    )
 
 
-class Error(BaseModel):
-    code: str
-    message: str
-    details: list[ErrorDetail] = []
+class Problem(BaseModel):
+    """An RFC 9457 problem; `code` is the stable, machine-readable name of the error."""
+
+    type: str = Field(
+        description="A URI naming the problem type: `urn:emulsion:problem:<code>`.",
+        examples=["urn:emulsion:problem:upload_missing"],
+    )
+    title: str = Field(
+        description="A short summary of the problem type; the same for every occurrence.",
+        examples=["An upload is not in the staging area"],
+    )
+    status: int = Field(description="The HTTP status code.", examples=[422])
+    detail: str = Field(
+        description="This occurrence explained, for people (may change; never branch on it).",
+        examples=["1 upload(s) not found in the staging area"],
+    )
+    instance: str | None = Field(
+        default=None,
+        description="The request path this problem occurred on.",
+        examples=["/v1/ingests"],
+    )
+    code: str = Field(
+        description="The stable error code clients branch on.", examples=["upload_missing"]
+    )
+    trace_id: str | None = Field(
+        default=None,
+        description="The request's OpenTelemetry trace id (32 hex digits), to find it in logs.",
+        examples=["4bf92f3577b34da6a3ce929d0e0e4736"],
+    )
+    errors: list[ErrorDetail] = Field(
+        default=[],
+        description="The individual problems, for a request with several.",
+        examples=[[{"field": "body.items", "message": "staging/01J.../a.jpg was not uploaded"}]],
+    )
 
 
 class ApiError(Exception):
     def __init__(
         self,
         status: int,
-        code: str,
+        code: ErrorCode,
         message: str,
         details: list[ErrorDetail] | None = None,
         headers: Mapping[str, str] | None = None,
@@ -46,44 +165,84 @@ class ApiError(Exception):
         self.headers = dict(headers or {})
 
 
-def _response(status: int, error: Error, headers: Mapping[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(error.model_dump(mode="json"), status_code=status, headers=headers)
+def _trace_id() -> str | None:
+    context = trace.get_current_span().get_span_context()
+    return format(context.trace_id, "032x") if context.is_valid else None
 
 
-def error_response(error: ApiError) -> JSONResponse:
-    return _response(
-        error.status,
-        Error(code=error.code, message=error.message, details=error.details),
-        error.headers,
+def problem(
+    status: int,
+    code: ErrorCode,
+    detail: str,
+    instance: str | None = None,
+    errors: list[ErrorDetail] | None = None,
+) -> Problem:
+    return Problem(
+        type=TYPE_PREFIX + code,
+        title=CODES[code].title,
+        status=status,
+        detail=detail,
+        instance=instance,
+        code=code,
+        trace_id=_trace_id(),
+        errors=errors or [],
     )
 
 
-# The shape FastAPI's `responses=` takes; routes merge these to document their errors.
+def problem_response(problem: Problem, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(
+        problem.model_dump(mode="json"),
+        status_code=problem.status,
+        headers=headers,
+        media_type=PROBLEM_MEDIA_TYPE,
+    )
+
+
+def error_response(error: ApiError, instance: str | None = None) -> JSONResponse:
+    found = problem(error.status, error.code, error.message, instance, error.details)
+    return problem_response(found, error.headers)
+
+
+# The shape FastAPI's `responses=` takes.
 Responses = dict[int | str, dict[str, Any]]
 
 
-def _documented(description: str) -> dict[str, Any]:
-    return {"model": Error, "description": description}
+def problems(*codes: ErrorCode) -> Responses:
+    """The error responses of a route that can answer with `codes`: one per status, whose
+    schema is `Problem` with `code` limited to the codes of that status."""
+    by_status: dict[int, list[ErrorCode]] = {}
+    for code in codes:
+        by_status.setdefault(CODES[code].status, []).append(code)
+    documented: Responses = {}
+    for status, listed in sorted(by_status.items()):
+        names = ", ".join(f"`{code}` ({CODES[code].title.lower()})" for code in listed)
+        documented[status] = {
+            "model": Problem,
+            "description": f"Problem: {names}",
+            "x-codes": sorted(set(listed)),
+        }
+        if status in _STATUS_HEADERS:
+            documented[status]["headers"] = _STATUS_HEADERS[status]
+    return documented
 
 
-UNAUTHORIZED: Responses = {401: _documented("Missing or unknown bearer token (`unauthorized`)")}
-FORBIDDEN: Responses = {
-    403: _documented("The token may not change this collection (`forbidden`)"),
-}
-INVALID: Responses = {
-    422: _documented("The request breaks a rule; `details` says which (`invalid_request`, ...)"),
-}
-INVALID_BODY: Responses = {
-    400: _documented("Malformed JSON (`malformed_json`)"),
-    413: _documented("Request body over the size limit (`body_too_large`)"),
-    **INVALID,
-}
-NOT_FOUND: Responses = {404: _documented("No such resource (`not_found`)")}
-CONFLICT: Responses = {409: _documented("The request conflicts with the resource's state")}
-BACKENDS: Responses = {
-    429: _documented("The apiserver is throttling; retry after `Retry-After` (`overloaded`)"),
-    503: _documented("The apiserver, object store or message bus is unreachable (`unavailable`)"),
-}
+def document(schema: dict[str, Any]) -> dict[str, Any]:
+    """Rewrite the generated document's error responses: their content is
+    `application/problem+json`, and `code` is an enum of the codes the route names."""
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            for status, response in operation.get("responses", {}).items():
+                if not status.isdigit() or int(status) < 400:
+                    continue
+                codes = response.pop("x-codes", None)
+                if codes is None:
+                    continue  # not a problem (e.g. /readyz answers 503 with its checks)
+                problem_schema = {
+                    "allOf": [{"$ref": "#/components/schemas/Problem"}],
+                    "properties": {"code": {"enum": codes}},
+                }
+                response["content"] = {PROBLEM_MEDIA_TYPE: {"schema": problem_schema}}
+    return schema
 
 
 def _field(location: tuple[Any, ...] | list[Any]) -> str:
@@ -92,26 +251,28 @@ def _field(location: tuple[Any, ...] | list[Any]) -> str:
 
 async def _api_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, ApiError)
-    return error_response(error)
+    return error_response(error, request.url.path)
 
 
 async def _validation_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, RequestValidationError)
-    problems = list(error.errors())
-    if any(problem.get("type") == "json_invalid" for problem in problems):
-        return _response(400, Error(code="malformed_json", message="the body is not valid JSON"))
+    problems_found = list(error.errors())
+    path = request.url.path
+    if any(found.get("type") == "json_invalid" for found in problems_found):
+        return problem_response(problem(400, "malformed_json", "the body is not valid JSON", path))
     # Only the location and pydantic's message: never echo the (possibly hostile) input.
     details = [
-        ErrorDetail(field=_field(problem.get("loc", ())), message=str(problem.get("msg", "")))
-        for problem in problems
+        ErrorDetail(field=_field(found.get("loc", ())), message=str(found.get("msg", "")))
+        for found in problems_found
     ]
-    return _response(
-        422, Error(code="invalid_request", message="the request is invalid", details=details)
+    return problem_response(
+        problem(422, "invalid_request", "the request is invalid", path, details)
     )
 
 
-_HTTP_CODES = {
-    400: "bad_request",
+_HTTP_CODES: Final[dict[int, ErrorCode]] = {
+    # FastAPI's only 400 is a body it cannot parse (not UTF-8, say): malformed, as bad JSON.
+    400: "malformed_json",
     401: "unauthorized",
     403: "forbidden",
     404: "not_found",
@@ -137,11 +298,12 @@ async def _http_error(request: Request, error: Exception) -> JSONResponse:
     headers = dict(error.headers or {})
     if error.status_code == 405:
         headers["Allow"] = _allowed_methods(request)
-    return _response(error.status_code, Error(code=code, message=str(error.detail)), headers)
+    found = problem(error.status_code, code, str(error.detail), request.url.path)
+    return problem_response(found, headers)
 
 
 async def _unexpected(request: Request, error: Exception) -> JSONResponse:
-    return _response(500, Error(code="internal", message="internal error"))
+    return problem_response(problem(500, "internal", "internal error", request.url.path))
 
 
 def install(app: FastAPI) -> None:

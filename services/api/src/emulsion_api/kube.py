@@ -101,6 +101,31 @@ class Kube:
             raise _translate(error) from error
         return cast(Job, job)
 
+    async def list_page(
+        self, label_selector: str, limit: int, continue_token: str | None
+    ) -> tuple[list[Job], str | None]:
+        """One page of IngestJobs (the apiserver's order: by name, so oldest first) and the
+        token for the next; an expired or foreign token is 422 `invalid_cursor`."""
+        arguments: dict[str, Any] = {"label_selector": label_selector, "limit": limit}
+        if continue_token:
+            arguments["_continue"] = continue_token
+        try:
+            listed = await self._blocking.run(
+                self._custom.list_namespaced_custom_object, *self._resource(), **arguments
+            )
+        except ApiException as error:
+            # 410: the token's snapshot was compacted away; 400: not a token at all.
+            if continue_token and error.status in (400, 410):
+                raise ApiError(
+                    422, "invalid_cursor", "the cursor is expired or not valid; start again"
+                ) from None
+            raise _translate(error) from error
+        except (Urllib3Error, OSError) as error:
+            raise _translate(error) from error
+        body = cast(dict[str, Any], listed)
+        token = (body.get("metadata") or {}).get("continue") or None
+        return cast(list[Job], body["items"]), token
+
     async def list(self, label_selector: str) -> list[Job]:
         listed = await self._call(
             self._custom.list_namespaced_custom_object,

@@ -15,15 +15,19 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.routing import APIRoute
 from opentelemetry.instrumentation.botocore import BotocoreInstrumentor
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from pydantic import BaseModel
 
-from emulsion_api import errors
+from emulsion_api import errors, models
 from emulsion_api.bus import Bus
 from emulsion_api.deps import Services
 from emulsion_api.kube import Kube
 from emulsion_api.middleware import BodyLimitMiddleware, MetricsMiddleware
-from emulsion_api.routes import access, assets, batches, health, ingests, uploads, web
+from emulsion_api.ops import serve_metrics
+from emulsion_api.routes import access, assets, batches, health, ingests, profiles, uploads, web
 from emulsion_api.settings import ApiSettings, load_api_settings
 from emulsion_api.store import Store
 from emulsion_contracts import kube, storage, telemetry
@@ -35,8 +39,32 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = "emulsion-api"
 # Open event streams would hold a shutdown forever; past this they are cut.
 SHUTDOWN_GRACE_SECONDS = 10
-# Probes and scrapes every few seconds would bury the requests in traces.
-UNTRACED_URLS = "healthz,readyz,metrics"
+# Probes every few seconds would bury the requests in traces.
+UNTRACED_URLS = "healthz,readyz"
+# What a browser page on an allowed origin may send, and read back, across origins.
+CORS_REQUEST_HEADERS = (
+    "Authorization",
+    "Content-Type",
+    "Idempotency-Key",
+    "If-Match",
+    "If-None-Match",
+    "Last-Event-ID",
+)
+CORS_RESPONSE_HEADERS = (
+    "ETag",
+    "Location",
+    "Retry-After",
+    "Idempotent-Replayed",
+    "WWW-Authenticate",
+)
+# Problems any path can answer with, from the framework rather than a route.
+GENERIC_CODES: tuple[errors.ErrorCode, ...] = ("method_not_allowed", "http_error")
+DESCRIPTION = f"""Presigned direct uploads, 202-accepted ingests, status, lists and asset deletion.
+
+Every error is an RFC 9457 problem (`application/problem+json`) with a stable `code`; each
+operation lists the codes it can answer with. Besides those, any path may answer
+{", ".join(f"`{code}`" for code in GENERIC_CODES)} (e.g. 405 with `Allow`).
+"""
 
 
 def _services(settings: ApiSettings, blocking: Blocking) -> Services:
@@ -67,10 +95,15 @@ def create_app(settings: ApiSettings) -> FastAPI:
         services = _services(settings, blocking)
         services.bus.start()
         app.state.services = services
-        log.info("serving", extra={"namespace": settings.namespace})
+        ops = serve_metrics(settings.metrics_port)
+        log.info(
+            "serving",
+            extra={"namespace": settings.namespace, "metrics_port": settings.metrics_port},
+        )
         try:
             yield
         finally:
+            ops.close()
             await services.bus.close()
             services.kube.close()
             blocking.close()
@@ -78,14 +111,28 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app = FastAPI(
         title="Emulsion API",
         version="1",
-        summary="Presigned direct uploads, 202-accepted ingests, status and asset deletion",
+        summary="Presigned direct uploads, 202-accepted ingests, status, lists and asset deletion",
+        description=DESCRIPTION,
         lifespan=lifespan,
+        # Every route names its operationId; this keeps any other one stable too.
+        generate_unique_id_function=_operation_id,
     )
     errors.install(app)
-    for module in (uploads, ingests, batches, assets, access, health, web):
+    for module in (uploads, ingests, batches, assets, profiles, access, health, web):
         app.include_router(module.router)
-    # Outermost first: metrics see every answer, including a 413 from the body limit.
+    # Added innermost first: metrics see every answer, a preflight too; CORS headers go
+    # on every answer a page may read, a 413 from the body limit too.
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=list(settings.cors_origins()),
+        allow_methods=["GET", "POST", "DELETE"],
+        allow_headers=list(CORS_REQUEST_HEADERS),
+        expose_headers=list(CORS_RESPONSE_HEADERS),
+        # Bearer tokens, not cookies: no credentialed requests.
+        allow_credentials=False,
+        max_age=600,
+    )
     app.add_middleware(MetricsMiddleware)
     # One server span per request; per-message send/receive spans cost more than they tell.
     FastAPIInstrumentor.instrument_app(
@@ -95,25 +142,69 @@ def create_app(settings: ApiSettings) -> FastAPI:
     return app
 
 
-def _document_limits(app: FastAPI, settings: ApiSettings) -> None:
-    """Put the configured limits into the OpenAPI document, so it tells clients the truth.
+def _operation_id(route: APIRoute) -> str:
+    return route.name
 
-    The models cannot carry them (they are fixed at import, the limits at start-up); the
-    routes enforce them with their own error codes.
+
+def _document_limits(app: FastAPI, settings: ApiSettings) -> None:
+    """Finish the OpenAPI document, so it tells clients the truth: the configured limits
+    (the models are fixed at import, the limits at start-up; the routes enforce them
+    with their own error codes), problems as `application/problem+json`, and the event
+    stream's events typed.
     """
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schemas = generate()["components"]["schemas"]
+            document = generate()
+            schemas = document["components"]["schemas"]
             schemas["UploadRequest"]["properties"]["size"]["maximum"] = settings.upload_max_bytes
             schemas["UploadBatchRequest"]["properties"]["files"]["maxItems"] = (
                 settings.max_upload_batch
             )
             schemas["IngestRequest"]["properties"]["items"]["maxItems"] = settings.max_request_items
+            errors.document(document)
+            _document_events(document)
         return app.openapi_schema or generate()
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+# The event stream's events: name -> the model of its JSON `data`.
+STREAM_EVENTS: dict[str, type[BaseModel]] = {
+    "status": models.JobSummary,
+    "end": models.JobSummary,
+    "deleted": models.JobDeletedEvent,
+    "error": models.StreamErrorEvent,
+}
+
+
+def _document_events(document: dict[str, Any]) -> None:
+    schemas = document["components"]["schemas"]
+    variants = []
+    for event, model in STREAM_EVENTS.items():
+        name = model.__name__
+        if name not in schemas:
+            schemas[name] = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        variants.append(
+            {
+                "type": "object",
+                "required": ["event", "data"],
+                "properties": {
+                    "event": {"const": event},
+                    "id": {"type": "string", "description": "The job's resourceVersion."},
+                    "data": {
+                        "type": "string",
+                        "contentMediaType": "application/json",
+                        "contentSchema": {"$ref": f"#/components/schemas/{name}"},
+                    },
+                },
+            }
+        )
+    operation = document["paths"]["/v1/ingests/{name}/events"]["get"]
+    operation["responses"]["200"]["content"] = {
+        "text/event-stream": {"itemSchema": {"oneOf": variants}}
+    }
 
 
 def main() -> None:

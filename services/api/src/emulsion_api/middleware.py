@@ -13,6 +13,8 @@ from prometheus_client import Counter, Histogram
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from emulsion_api.errors import PROBLEM_MEDIA_TYPE, problem
+
 REQUESTS = Counter(
     "emulsion_api_requests_total",
     "HTTP requests by method, route template and status",
@@ -71,7 +73,7 @@ class BodyLimitMiddleware:
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await _too_large(send, self.limit)
+            await _too_large(send, self.limit, str(scope.get("path", "")))
             return
         seen = 0
 
@@ -88,18 +90,15 @@ class BodyLimitMiddleware:
         await self.app(scope, counting_receive, send)
 
 
-async def _too_large(send: Send, limit: int) -> None:
-    body = (
-        b'{"code":"body_too_large","message":"the request body is over '
-        + str(limit).encode()
-        + b' bytes","details":[]}'
-    )
+async def _too_large(send: Send, limit: int, path: str) -> None:
+    found = problem(413, "body_too_large", f"the request body is over {limit} bytes", path)
+    body = found.model_dump_json().encode()
     await send(
         {
             "type": "http.response.start",
             "status": 413,
             "headers": [
-                (b"content-type", b"application/json"),
+                (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
                 (b"content-length", str(len(body)).encode()),
                 (b"connection", b"close"),
             ],

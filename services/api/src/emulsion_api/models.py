@@ -1,14 +1,18 @@
-"""Request and response bodies: what the OpenAPI document shows clients."""
+"""Request and response bodies: what the OpenAPI document shows clients.
+
+Every property carries a description and an example (a test checks the document), so a
+client author can read the API from the document alone.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from emulsion_contracts import crd, keys
-from emulsion_contracts.formats import AcceptedContentType
+from emulsion_contracts.formats import AcceptedContentType, OutputFormat
 from emulsion_contracts.ingestjob import DEFAULT_PROFILE_NAME, PROFILE_PATTERN
 from emulsion_contracts.messages import AssetName
 from emulsion_contracts.reasons import FailureReason
@@ -18,6 +22,21 @@ from emulsion_contracts.reasons import FailureReason
 FILENAME_MAX = 1024
 
 ItemState = Literal["pending", "succeeded", "failed"]
+# An asset's manifest is live, or a tombstone left by a delete (until an ingest revives it).
+AssetState = Literal["live", "deleted"]
+
+_STAGING_EXAMPLE = "staging/01JDQ3F9ZK8V6N2XG4T7C5W1RB/IMG_0001.jpg"
+_VERSION_EXAMPLE = "01JDQ3G2M4P8R6T0V2X4Z6B8D0-00000"
+_JOB_EXAMPLE = "01jdq3g2m4p8r6t0v2x4z6b8d0"
+_TIME_EXAMPLE = "2026-11-23T10:15:30Z"
+_DOWNLOAD_EXAMPLE = (
+    "https://cdn.example.com/derivatives/holiday-2026/IMG_0001.jpg/"
+    "01JDQ3G2M4P8R6T0V2X4Z6B8D0-00000/thumb.jpg"
+)
+
+
+def _field(description: str, example: Any, **constraints: Any) -> Any:
+    return Field(description=description, examples=[example], **constraints)
 
 
 class Request(BaseModel):
@@ -27,51 +46,76 @@ class Request(BaseModel):
 class UploadRequest(Request):
     filename: Annotated[
         str,
-        Field(
+        _field(
+            "The client's file name: its base name (NFC) is the asset name an ingest "
+            "defaults to; the staging key holds a safe ASCII form of it.",
+            "IMG_0001.jpg",
             min_length=1,
             max_length=FILENAME_MAX,
-            description=(
-                "The client's file name: its base name (NFC) is the asset name an ingest "
-                "defaults to; the staging key holds a safe ASCII form of it."
-            ),
         ),
     ]
     content_type: Annotated[
         AcceptedContentType,
-        Field(description="The image's type, one of the accepted formats; the form requires it."),
+        _field(
+            "The image's type, one of the accepted formats; the form requires it.",
+            "image/jpeg",
+        ),
     ]
     size: Annotated[
         int,
-        Field(
+        _field(
+            "The file's exact size in bytes, at most the configured maximum; the form "
+            "accepts a file of this size only.",
+            2_483_012,
             ge=1,
-            description=(
-                "The file's exact size in bytes, at most the configured maximum; the form "
-                "accepts a file of this size only."
-            ),
         ),
     ]
 
 
 class UploadBatchRequest(Request):
-    files: Annotated[list[UploadRequest], Field(min_length=1)]
+    files: Annotated[
+        list[UploadRequest],
+        _field(
+            "The files to presign, at most the configured batch size.",
+            [{"filename": "IMG_0001.jpg", "content_type": "image/jpeg", "size": 2483012}],
+            min_length=1,
+        ),
+    ]
 
 
 class Upload(BaseModel):
-    upload_id: str
-    key: str = Field(description="The staging key to name in `POST /v1/ingests`.")
-    asset: str = Field(
-        description=(
-            "The asset name an ingest of this upload defaults to: the file's base name (NFC), "
-            "or its safe form when the base name is not a valid asset name."
-        )
+    upload_id: str = _field("The upload's id (a ULID).", "01JDQ3F9ZK8V6N2XG4T7C5W1RB")
+    key: str = _field("The staging key to name in `POST /v1/ingests`.", _STAGING_EXAMPLE)
+    asset: str = _field(
+        "The asset name an ingest of this upload defaults to: the file's base name (NFC), "
+        "or its safe form when the base name is not a valid asset name.",
+        "IMG_0001.jpg",
     )
-    url: str = Field(description="POST a multipart form here: `fields`, then `file`.")
-    fields: dict[str, str]
-    expires_at: datetime
+    url: str = _field(
+        "POST a multipart form here: `fields`, then `file`.",
+        "https://s3.example.com/emulsion",
+    )
+    fields: dict[str, str] = _field(
+        "The form fields to send before the file, as given.",
+        {"key": _STAGING_EXAMPLE, "Content-Type": "image/jpeg", "policy": "eyJl..."},
+    )
+    expires_at: datetime = _field("When the form stops being accepted.", _TIME_EXAMPLE)
 
 
 class UploadBatch(BaseModel):
-    uploads: list[Upload]
+    uploads: list[Upload] = _field(
+        "One presigned form per file, in request order.",
+        [
+            {
+                "upload_id": "01JDQ3F9ZK8V6N2XG4T7C5W1RB",
+                "key": _STAGING_EXAMPLE,
+                "asset": "IMG_0001.jpg",
+                "url": "https://s3.example.com/emulsion",
+                "fields": {"key": _STAGING_EXAMPLE},
+                "expires_at": _TIME_EXAMPLE,
+            }
+        ],
+    )
 
 
 StagingKey = Annotated[
@@ -80,166 +124,341 @@ StagingKey = Annotated[
 
 
 class PresentRequest(Request):
-    keys: Annotated[list[StagingKey], Field(min_length=1)]
+    keys: Annotated[
+        list[StagingKey],
+        _field("Staging keys to look for.", [_STAGING_EXAMPLE], min_length=1),
+    ]
 
 
 class Present(BaseModel):
-    present: list[str] = Field(description="The keys asked about that hold an upload.")
+    present: list[str] = _field("The keys asked about that hold an upload.", [_STAGING_EXAMPLE])
 
 
 class IngestItem(Request):
     upload_key: Annotated[
         str,
-        Field(
+        _field(
+            "A key returned by `POST /v1/uploads` (staging/<upload-id>/<name>).",
+            _STAGING_EXAMPLE,
             max_length=keys.STAGING_KEY_MAX,
             pattern=f"^{keys.STAGING_KEY_PATTERN}$",
-            description="A key returned by `POST /v1/uploads` (staging/<upload-id>/<name>).",
         ),
     ]
     asset: Annotated[
         AssetName | None,
-        Field(
-            description=(
-                "Name inside the collection (Unicode, kept as given in NFC); defaults to the "
-                "base name of the file named in `POST /v1/uploads`."
-            ),
+        _field(
+            "Name inside the collection (Unicode, kept as given in NFC); defaults to the "
+            "base name of the file named in `POST /v1/uploads`.",
+            "Strand bei Nacht.jpg",
         ),
     ] = None
 
 
 class IngestRequest(Request):
     collection: Annotated[
-        str, Field(max_length=keys.COLLECTION_MAX, pattern=f"^{keys.COLLECTION_PATTERN}$")
+        str,
+        _field(
+            "The collection the assets go into.",
+            "holiday-2026",
+            max_length=keys.COLLECTION_MAX,
+            pattern=f"^{keys.COLLECTION_PATTERN}$",
+        ),
     ]
     items: Annotated[
         list[IngestItem],
-        Field(
+        _field(
+            "1 to the configured maximum (default 10,000). Requests over "
+            f"{crd.MAX_ITEMS} items become several IngestJobs with one batch id.",
+            [{"upload_key": _STAGING_EXAMPLE}],
             min_length=1,
-            description=(
-                "1 to the configured maximum (default 10,000). Requests over "
-                f"{crd.MAX_ITEMS} items become several IngestJobs with one batch id."
-            ),
         ),
     ]
-    profile: Annotated[str, Field(max_length=63, pattern=PROFILE_PATTERN)] = DEFAULT_PROFILE_NAME
+    profile: Annotated[
+        str,
+        _field(
+            "The processing profile (`GET /v1/profiles` lists them).",
+            DEFAULT_PROFILE_NAME,
+            max_length=63,
+            pattern=PROFILE_PATTERN,
+        ),
+    ] = DEFAULT_PROFILE_NAME
 
 
 class AcceptedItem(BaseModel):
-    index: int = Field(description="Position in the request.")
-    job: str = Field(description="The IngestJob that makes this item.")
-    job_index: int = Field(description="Position inside that job.")
-    upload_key: str
-    asset: str
+    index: int = _field("Position in the request.", 0)
+    job: str = _field("The IngestJob that makes this item.", _JOB_EXAMPLE)
+    job_index: int = _field("Position inside that job.", 0)
+    upload_key: str = _field("The item's staging key.", _STAGING_EXAMPLE)
+    asset: str = _field("The asset the item makes.", "IMG_0001.jpg")
 
 
 class IngestAccepted(BaseModel):
-    name: str = Field(description="The IngestJob's name, or the batch id when split.")
-    status_url: str
-    batch: str | None = None
-    jobs: list[str]
-    items: list[AcceptedItem]
+    name: str = _field("The IngestJob's name, or the batch id when split.", _JOB_EXAMPLE)
+    status_url: str = _field(
+        "Where to follow the request: the ingest's or the batch's URL.",
+        f"/v1/ingests/{_JOB_EXAMPLE}",
+    )
+    batch: str | None = _field(
+        "The batch id when the request was split, else null.", None, default=None
+    )
+    jobs: list[str] = _field("The IngestJobs made, in item order.", [_JOB_EXAMPLE])
+    items: list[AcceptedItem] = _field(
+        "Every item with the job and position that makes it.",
+        [
+            {
+                "index": 0,
+                "job": _JOB_EXAMPLE,
+                "job_index": 0,
+                "upload_key": _STAGING_EXAMPLE,
+                "asset": "IMG_0001.jpg",
+            }
+        ],
+    )
 
 
 class Failure(BaseModel):
-    index: int
-    asset: str | None = None
-    reason: FailureReason
-    message: str | None = None
+    index: int = _field("The failed item's position in its job.", 3)
+    asset: str | None = _field("The item's asset, when known.", "IMG_0004.jpg", default=None)
+    reason: FailureReason = _field("Why it failed (a stable name).", FailureReason.NOT_AN_IMAGE)
+    message: str | None = _field(
+        "What happened, for people.", "not an image Pillow can open", default=None
+    )
 
 
 class Output(BaseModel):
-    style: str
-    url: str
-    width: int
-    height: int
-    bytes: int
-    content_type: str
+    style: str = _field("The style's name in the profile.", "thumb")
+    url: str = _field(
+        "Where to download it (presigned or under the public base URL).", _DOWNLOAD_EXAMPLE
+    )
+    width: int = _field("Width in pixels.", 100)
+    height: int = _field("Height in pixels.", 100)
+    bytes: int = _field("Size in bytes.", 4711)
+    content_type: str = _field("The file's media type.", "image/jpeg")
 
 
 class Original(BaseModel):
-    url: str
-    filename: str
-    content_type: str
-    bytes: int
-    width: int
-    height: int
+    url: str = _field("Where to download the original.", _DOWNLOAD_EXAMPLE)
+    filename: str = _field("The file name it was uploaded as.", "IMG_0001.jpg")
+    content_type: str = _field("Its media type.", "image/jpeg")
+    bytes: int = _field("Size in bytes.", 2_483_012)
+    width: int = _field("Width in pixels.", 4032)
+    height: int = _field("Height in pixels.", 3024)
+
+
+_OUTPUTS_EXAMPLE = [
+    {
+        "style": "thumb",
+        "url": _DOWNLOAD_EXAMPLE,
+        "width": 100,
+        "height": 100,
+        "bytes": 4711,
+        "content_type": "image/jpeg",
+    }
+]
+_ORIGINAL_EXAMPLE = {
+    "url": _DOWNLOAD_EXAMPLE,
+    "filename": "IMG_0001.jpg",
+    "content_type": "image/jpeg",
+    "bytes": 2483012,
+    "width": 4032,
+    "height": 3024,
+}
 
 
 class ItemStatus(BaseModel):
-    index: int
-    asset: str
-    upload_key: str
-    state: ItemState
-    version: str | None = Field(
-        default=None, description="The asset version this item writes (<job version>-<index>)."
-    )
-    live: bool | None = Field(
+    index: int = _field("Position in the job.", 0)
+    asset: str = _field("The asset the item makes.", "IMG_0001.jpg")
+    upload_key: str = _field("The item's staging key.", _STAGING_EXAMPLE)
+    state: ItemState = _field("Whether the item is done, and how.", "succeeded")
+    version: str | None = _field(
+        "The asset version this item writes (<job version>-<index>).",
+        _VERSION_EXAMPLE,
         default=None,
-        description="For succeeded items: whether this version is still the asset's live one.",
     )
-    reason: FailureReason | None = None
-    original: Original | None = None
-    outputs: list[Output] = []
+    live: bool | None = _field(
+        "For succeeded items: whether this version is still the asset's live one.",
+        True,
+        default=None,
+    )
+    reason: FailureReason | None = _field(
+        "For failed items: why (a stable name).", FailureReason.NOT_AN_IMAGE, default=None
+    )
+    original: Original | None = _field(
+        "For live items: the original, with its download URL.", _ORIGINAL_EXAMPLE, default=None
+    )
+    outputs: list[Output] = _field(
+        "For live items: every style made.", _OUTPUTS_EXAMPLE, default=[]
+    )
 
 
 class JobSummary(BaseModel):
-    name: str
-    status_url: str
-    collection: str
-    profile: str
-    batch: str | None = None
-    phase: crd.Phase
-    finished: bool
-    total: int
-    succeeded: int
-    failed: int
-    progress: str
-    version: str | None = None
-    created_at: datetime | None = None
-    started_at: datetime | None = None
-    completed_at: datetime | None = None
-    duration: str | None = None
-    failures: list[Failure] = []
+    name: str = _field("The IngestJob's name.", _JOB_EXAMPLE)
+    status_url: str = _field("This job's status URL.", f"/v1/ingests/{_JOB_EXAMPLE}")
+    collection: str = _field("The collection its assets go into.", "holiday-2026")
+    profile: str = _field("The processing profile.", DEFAULT_PROFILE_NAME)
+    batch: str | None = _field(
+        "The batch it is part of, if the request was split.", None, default=None
+    )
+    phase: crd.Phase = _field("Where the job is in its life.", crd.Phase.PROCESSING)
+    finished: bool = _field("Whether the phase is final.", False)
+    total: int = _field("Items in the job.", 120)
+    succeeded: int = _field("Items made.", 80)
+    failed: int = _field("Items that failed.", 1)
+    progress: str = _field("Finished items over all items.", "81/120")
+    version: str | None = _field(
+        "The job's version ULID (its items' versions are <version>-<index>).",
+        "01JDQ3G2M4P8R6T0V2X4Z6B8D0",
+        default=None,
+    )
+    created_at: datetime | None = _field("When the job was created.", _TIME_EXAMPLE, default=None)
+    started_at: datetime | None = _field(
+        "When the controller dispatched it.", _TIME_EXAMPLE, default=None
+    )
+    completed_at: datetime | None = _field("When it finished.", None, default=None)
+    duration: str | None = _field("How long it ran, once finished.", "42s", default=None)
+    failures: list[Failure] = _field(
+        "The first failures, with their reasons.",
+        [{"index": 3, "asset": "IMG_0004.jpg", "reason": "NotAnImage", "message": None}],
+        default=[],
+    )
 
 
 class IngestStatus(JobSummary):
-    item_offset: int = 0
-    items: list[ItemStatus] = Field(
-        default=[], description="A page of items (see `item_offset` and `item_limit`)."
+    item_offset: int = _field("Position of the first item in `items`.", 0, default=0)
+    items: list[ItemStatus] = _field(
+        "A page of items (see `item_offset` and `item_limit`).",
+        [
+            {
+                "index": 0,
+                "asset": "IMG_0001.jpg",
+                "upload_key": _STAGING_EXAMPLE,
+                "state": "pending",
+            }
+        ],
+        default=[],
+    )
+
+
+class IngestList(BaseModel):
+    items: list[JobSummary] = _field(
+        "A page of IngestJobs, oldest first (the apiserver's order). It may hold fewer "
+        "than `limit` entries while `next_cursor` is set: jobs outside the token's "
+        "scopes are left out after listing.",
+        [],
+    )
+    next_cursor: str | None = _field(
+        "Pass as `cursor` for the next page; null on the last page.", None, default=None
     )
 
 
 class BatchStatus(BaseModel):
-    batch: str
-    status_url: str
-    phase: crd.Phase
-    finished: bool
-    total: int
-    succeeded: int
-    failed: int
-    progress: str
-    jobs: list[JobSummary]
+    batch: str = _field("The batch id.", _JOB_EXAMPLE)
+    status_url: str = _field("This batch's status URL.", f"/v1/batches/{_JOB_EXAMPLE}")
+    phase: crd.Phase = _field("Over all parts: running while any runs.", crd.Phase.PROCESSING)
+    finished: bool = _field("Whether every part has finished.", False)
+    total: int = _field("Items over all parts.", 2500)
+    succeeded: int = _field("Items made over all parts.", 1800)
+    failed: int = _field("Items failed over all parts.", 0)
+    progress: str = _field("Finished items over all items.", "1800/2500")
+    jobs: list[JobSummary] = _field("Each part's summary, in item order.", [])
 
 
 class Asset(BaseModel):
-    collection: str
-    asset: str
-    version: str
-    job: str
-    index: int
-    committed_at: datetime
-    original: Original
-    outputs: list[Output]
+    collection: str = _field("The asset's collection.", "holiday-2026")
+    asset: str = _field("The asset's name.", "IMG_0001.jpg")
+    version: str = _field("The live version (also the `ETag`).", _VERSION_EXAMPLE)
+    job: str = _field("The IngestJob that made this version.", _JOB_EXAMPLE)
+    index: int = _field("The item's position in that job.", 0)
+    committed_at: datetime = _field("When this version went live.", _TIME_EXAMPLE)
+    original: Original = _field("The original, with its download URL.", _ORIGINAL_EXAMPLE)
+    outputs: list[Output] = _field("Every style made, with download URLs.", _OUTPUTS_EXAMPLE)
+
+
+class AssetEntry(BaseModel):
+    collection: str = _field("The asset's collection.", "holiday-2026")
+    asset: str = _field("The asset's name.", "IMG_0001.jpg")
+    url: str = _field(
+        "The asset's own URL in this API (percent-encoded name).",
+        "/v1/assets/holiday-2026/IMG_0001.jpg",
+    )
+    state: AssetState = _field("`live`, or `deleted` for a tombstone.", "live")
+    version: str = _field(
+        "The live version, or the deleting version of a tombstone.", _VERSION_EXAMPLE
+    )
+    updated_at: datetime = _field(
+        "When the manifest was last written (committed or deleted): the list's order.",
+        _TIME_EXAMPLE,
+    )
+    committed_at: datetime = _field("When this version was committed.", _TIME_EXAMPLE)
+    deleted_at: datetime | None = _field(
+        "When it was deleted; null while live.", None, default=None
+    )
+    original: Original | None = _field(
+        "The original with its download URL; null for a tombstone.", _ORIGINAL_EXAMPLE, default=None
+    )
+    outputs: list[Output] = _field(
+        "Every style with its download URL (a gallery's thumbnails); empty for a tombstone.",
+        _OUTPUTS_EXAMPLE,
+    )
+
+
+class AssetList(BaseModel):
+    items: list[AssetEntry] = _field("A page of assets, newest first.", [])
+    next_cursor: str | None = _field(
+        "Pass as `cursor` for the next page; null on the last page.", None, default=None
+    )
+
+
+class StyleInfo(BaseModel):
+    name: str = _field("The style's name: the `style` of an asset's outputs.", "thumb")
+    width: int = _field("The box's width in pixels.", 100)
+    height: int = _field("The box's height in pixels.", 100)
+    fit: Literal["fit", "crop"] = _field(
+        "`fit`: scaled to fit inside the box; `crop`: scaled and cropped to fill it.", "crop"
+    )
+    format: OutputFormat = _field("The encoding of this style's files.", "jpeg")
+    watermarked: bool = _field("Whether the profile's watermark is drawn on it.", False)
+
+
+class ProfileInfo(BaseModel):
+    name: str = _field("The profile's name, for `profile` in `POST /v1/ingests`.", "default")
+    format: OutputFormat = _field("The profile's default encoding.", "jpeg")
+    quality: int = _field("The profile's default encoder quality (1-100).", 82)
+    styles: list[StyleInfo] = _field(
+        "The styles an ingest with this profile makes.",
+        [{"name": "thumb", "width": 100, "height": 100, "fit": "crop", "format": "jpeg"}],
+    )
+
+
+class ProfileList(BaseModel):
+    items: list[ProfileInfo] = _field("Every profile, by name.", [])
 
 
 class Deleted(BaseModel):
-    collection: str
-    asset: str
-    version: str
-    keys: int = Field(description="How many objects were handed to the janitor.")
-    not_before: datetime
+    collection: str = _field("The asset's collection.", "holiday-2026")
+    asset: str = _field("The asset's name.", "IMG_0001.jpg")
+    version: str = _field("The version that stopped being live.", _VERSION_EXAMPLE)
+    keys: int = _field("How many objects were handed to the janitor.", 6)
+    not_before: datetime = _field("The janitor deletes them no earlier than this.", _TIME_EXAMPLE)
+
+
+class JobDeletedEvent(BaseModel):
+    """The `deleted` event of an event stream: the job is gone."""
+
+    name: str = _field("The IngestJob's name.", _JOB_EXAMPLE)
+
+
+class StreamErrorEvent(BaseModel):
+    """The `error` event of an event stream: it cannot go on (the stream then ends)."""
+
+    code: str = _field("The stable error code, as in a problem.", "unavailable")
+    detail: str = _field("What happened, for people.", "the Kubernetes apiserver is unavailable")
 
 
 class Health(BaseModel):
-    status: Literal["ok", "unavailable"]
-    checks: dict[str, bool] = {}
+    status: Literal["ok", "unavailable"] = _field("`ok` when every check passed.", "ok")
+    checks: dict[str, bool] = _field(
+        "Each backend checked and whether it answered.",
+        {"apiserver": True, "object_store": True},
+        default={},
+    )

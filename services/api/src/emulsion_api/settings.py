@@ -79,11 +79,23 @@ class ApiSettings(ServiceSettings, NatsSettings, S3Settings, KubeSettings, Profi
     ttl_seconds_after_finished: int | None = Field(
         default=None, ge=0, le=31_536_000, validation_alias="EMULSION_JOB_TTL_SECONDS"
     )
+    # Prometheus `/metrics` is served on this port, apart from the public API's.
+    metrics_port: int = Field(
+        default=9090, ge=1, le=65535, validation_alias="EMULSION_METRICS_PORT"
+    )
+    # Browser pages on these origins may call the API (CORS), comma-separated, e.g.
+    # `https://gallery.example.com,https://admin.example.com`; empty: none (same origin only).
+    cors_allowed_origins: str = Field(default="", validation_alias="EMULSION_CORS_ALLOWED_ORIGINS")
     # The browser uploader's built bundle (served at /upload); default: the checkout's.
     web_dir: str | None = Field(default=None, validation_alias="EMULSION_WEB_DIR")
 
     def web_directory(self) -> Path:
         return Path(self.web_dir) if self.web_dir else CHECKOUT_WEB_DIR
+
+    def cors_origins(self) -> tuple[str, ...]:
+        return tuple(
+            o.strip().rstrip("/") for o in self.cors_allowed_origins.split(",") if o.strip()
+        )
 
     def tokens(self) -> tuple[str, ...]:
         """Every accepted bearer token, from the variable and the mounted file together."""

@@ -165,7 +165,23 @@ class Store:
             raise _unavailable(error) from error
         return None
 
-    async def read_manifest(self, collection: str, asset: str) -> StoredManifest | None:
+    async def list_manifests(self, collection: str) -> list[ListedManifest]:
+        """Every manifest key of `collection` (live and tombstones) with its write time.
+
+        One listing call per 1,000 assets: the order the API pages in (newest first) is
+        not the store's key order, so the whole collection is listed and each page read
+        from it.
+        """
+        try:
+            return await self._blocking.run(_list_manifests, self._s3, self._bucket, collection)
+        except (ClientError, BotoCoreError) as error:
+            raise _unavailable(error) from error
+
+    async def read_manifest(
+        self, collection: str, asset: str, *, tombstones: bool = False
+    ) -> StoredManifest | None:
+        """The asset's manifest; None when there is none, or when it is a tombstone
+        unless `tombstones` (a list of deleted assets shows them)."""
         key = keys.manifest_key(collection, asset)
         try:
             read = await self._blocking.run(storage.read_manifest, self._s3, self._bucket, key)
@@ -176,8 +192,8 @@ class Store:
         if read.invalid is not None:
             raise read.invalid  # not a manifest the API can show: a server error
         stored = read.stored()
-        if stored is None or stored.manifest.is_tombstone:
-            # Deleted: nothing is live, and the tombstone is not the API's to show.
+        if stored is None or (stored.manifest.is_tombstone and not tombstones):
+            # Deleted: nothing is live, and the tombstone is shown only when asked for.
             return None
         return stored
 
@@ -218,3 +234,29 @@ class Store:
         except (ClientError, BotoCoreError):
             return False
         return True
+
+
+@dataclass(frozen=True)
+class ListedManifest:
+    """A manifest key as listed: when it was last written, and the asset it names."""
+
+    key: str
+    asset: str
+    modified: datetime
+
+
+def _list_manifests(s3: Any, bucket: str, collection: str) -> list[ListedManifest]:
+    prefix = f"{keys.MANIFESTS}{keys.check_collection(collection)}/"
+    listed: list[ListedManifest] = []
+    arguments: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+    while True:
+        page = s3.list_objects_v2(**arguments)
+        for entry in page.get("Contents", []):
+            key = str(entry["Key"])
+            parsed = keys.parse_key(key)
+            # Anything else under the prefix is not a manifest of this layout; never shown.
+            if parsed is not None and parsed.area == "assets" and parsed.asset is not None:
+                listed.append(ListedManifest(key, parsed.asset, entry["LastModified"]))
+        if not page.get("IsTruncated"):
+            return listed
+        arguments["ContinuationToken"] = page["NextContinuationToken"]

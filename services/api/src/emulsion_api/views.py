@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from urllib.parse import quote
 
 from emulsion_api import jobs
 from emulsion_api.deps import Services
-from emulsion_api.models import Asset, IngestStatus, ItemStatus, Original, Output
-from emulsion_api.store import Store, StoredManifest
+from emulsion_api.models import Asset, AssetEntry, IngestStatus, ItemStatus, Original, Output
+from emulsion_api.store import ListedManifest, Store, StoredManifest
 from emulsion_contracts import keys
 from emulsion_contracts.ingestjob import IngestJob, JobItem
 from emulsion_contracts.manifest import AssetManifest
@@ -99,3 +100,24 @@ async def ingest_status(services: Services, job: jobs.Job, offset: int, limit: i
     items = await services.store.run(lambda: [item_status(i, item) for i, item in page])
     summary = jobs.job_summary(parsed)
     return IngestStatus(**summary.model_dump(), item_offset=offset, items=items)
+
+
+def asset_url(collection: str, asset: str) -> str:
+    return f"/v1/assets/{collection}/{quote(asset, safe='')}"
+
+
+def asset_entry(store: Store, listed: ListedManifest, stored: StoredManifest) -> AssetEntry:
+    manifest = stored.manifest
+    tombstone = manifest.is_tombstone
+    return AssetEntry(
+        collection=manifest.collection,
+        asset=manifest.asset,
+        url=asset_url(manifest.collection, manifest.asset),
+        state="deleted" if tombstone else "live",
+        version=manifest.version,
+        updated_at=listed.modified,
+        committed_at=manifest.committed_at,
+        deleted_at=manifest.deleted_at,
+        original=None if tombstone else _original(store, manifest),
+        outputs=[] if tombstone else _outputs(store, manifest),
+    )

@@ -1,4 +1,5 @@
-"""`/v1/assets/<collection>/<asset>`: the live manifest with URLs; delete hands files to GC."""
+"""`/v1/assets/<collection>`: newest-first pages; `/v1/assets/<collection>/<asset>`: the live
+manifest with URLs and its ETag; delete hands files to GC, If-Match guards it."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from emulsion_contracts.manifest import AssetManifest
 from emulsion_contracts.messages import GcRequest
 from emulsion_devstack.stack import Endpoints
 
-from ..conftest import commit_manifest, new_collection
+from ..conftest import TENANT_A_TOKEN, ApiProcess, commit_manifest, new_collection, wait_for
 
 
 def test_asset_shows_the_live_version_with_download_urls(
@@ -120,3 +121,165 @@ def test_unicode_assets_are_read_and_deleted_by_their_percent_encoded_name(
     assert api.get(f"/v1/assets/{collection}/{decomposed}").status_code == 200
     assert api.delete(path).status_code == 202
     assert api.get(path).status_code == 404
+
+
+# -- listing a collection -------------------------------------------------------------------
+
+
+def _commit_in_order(s3: Any, bucket: str, collection: str, names: list[str]) -> None:
+    """Commit `names` oldest to newest; S3 times are whole seconds, so each waits for the
+    store's clock to move on (polled, not slept blindly) to make the order observable."""
+    previous: datetime | None = None
+    for name in names:
+        if previous is not None:
+            written = previous
+            wait_for(
+                "the store's clock to tick",
+                lambda: _store_now(s3, bucket, collection) > written,  # noqa: B023
+                timeout=5,
+            )
+        commit_manifest(s3, bucket, collection, name, keys.version_id(keys.new_ulid(), 0))
+        previous = s3.head_object(Bucket=bucket, Key=keys.manifest_key(collection, name))[
+            "LastModified"
+        ]
+
+
+def _store_now(s3: Any, bucket: str, collection: str) -> datetime:
+    key = f"staging/{keys.new_ulid()}/clock-{collection}.txt"
+    s3.put_object(Bucket=bucket, Key=key, Body=b"")
+    modified: datetime = s3.head_object(Bucket=bucket, Key=key)["LastModified"]
+    s3.delete_object(Bucket=bucket, Key=key)
+    return modified
+
+
+def _all_pages(api: httpx.Client, path: str, **params: Any) -> list[list[dict[str, Any]]]:
+    pages: list[list[dict[str, Any]]] = []
+    cursor: str | None = None
+    while True:
+        response = api.get(path, params={**params, **({"cursor": cursor} if cursor else {})})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        pages.append(body["items"])
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return pages
+
+
+def test_a_collection_lists_newest_first_in_pages_with_urls_for_a_gallery(
+    api: httpx.Client, s3: Any, stack: Endpoints
+) -> None:
+    collection = new_collection()
+    names = ["first.jpg", "second.jpg", "Strand bei Nacht.jpg"]
+    _commit_in_order(s3, stack.bucket, collection, names)
+
+    pages = _all_pages(api, f"/v1/assets/{collection}", limit=2)
+
+    assert [len(page) for page in pages] == [2, 1]
+    entries = [entry for page in pages for entry in page]
+    assert [entry["asset"] for entry in entries] == list(reversed(names))
+    newest = entries[0]
+    assert newest["state"] == "live"
+    assert newest["url"] == f"/v1/assets/{collection}/{quote('Strand bei Nacht.jpg', safe='')}"
+    thumb = next(output for output in newest["outputs"] if output["style"] == "thumb")
+    assert httpx.get(thumb["url"]).content == b"jpg"
+    assert api.get(newest["url"]).json()["asset"] == "Strand bei Nacht.jpg"
+
+
+def test_deleted_assets_are_hidden_unless_asked_for(
+    api: httpx.Client, s3: Any, stack: Endpoints
+) -> None:
+    collection = new_collection()
+    for name in ("kept.jpg", "gone.jpg"):
+        commit_manifest(s3, stack.bucket, collection, name, keys.version_id(keys.new_ulid(), 0))
+    assert api.delete(f"/v1/assets/{collection}/gone.jpg").status_code == 202
+
+    def listed(state: str) -> list[tuple[str, str]]:
+        items = api.get(f"/v1/assets/{collection}", params={"state": state}).json()["items"]
+        return sorted((item["asset"], item["state"]) for item in items)
+
+    assert listed("live") == [("kept.jpg", "live")]
+    assert listed("deleted") == [("gone.jpg", "deleted")]
+    assert listed("all") == [("gone.jpg", "deleted"), ("kept.jpg", "live")]
+    tombstone = api.get(f"/v1/assets/{collection}", params={"state": "deleted"}).json()["items"][0]
+    assert tombstone["original"] is None and tombstone["outputs"] == []
+    assert tombstone["deleted_at"] is not None
+
+
+def test_a_cursor_from_another_list_or_forged_is_refused(
+    api: httpx.Client, s3: Any, stack: Endpoints
+) -> None:
+    collection = new_collection()
+    for name in ("a.jpg", "b.jpg"):
+        commit_manifest(s3, stack.bucket, collection, name, keys.version_id(keys.new_ulid(), 0))
+    cursor = api.get(f"/v1/assets/{collection}", params={"limit": 1}).json()["next_cursor"]
+    assert cursor is not None
+
+    for params in (
+        {"cursor": cursor, "state": "all"},
+        {"cursor": "not-a-cursor"},
+        {"cursor": cursor[:-4]},
+    ):
+        response = api.get(f"/v1/assets/{collection}", params={"limit": 1, **params})
+        assert response.status_code == 422, params
+        assert response.json()["code"] == "invalid_cursor"
+    other = api.get(f"/v1/assets/{new_collection()}", params={"cursor": cursor})
+    assert other.json()["code"] == "invalid_cursor"
+
+
+def test_an_empty_collection_is_an_empty_page(api: httpx.Client) -> None:
+    assert api.get(f"/v1/assets/{new_collection()}").json() == {"items": [], "next_cursor": None}
+
+
+def test_a_collection_outside_the_tokens_scopes_is_not_found(
+    api_process: ApiProcess, s3: Any, stack: Endpoints
+) -> None:
+    collection = new_collection()
+    commit_manifest(s3, stack.bucket, collection, "a.jpg", keys.version_id(keys.new_ulid(), 0))
+    with api_process.client(TENANT_A_TOKEN) as tenant:
+        response = tenant.get(f"/v1/assets/{collection}")
+    assert response.status_code == 404
+    assert response.json()["code"] == "not_found"
+
+
+# -- conditional requests -------------------------------------------------------------------
+
+
+def test_etag_is_the_version_and_if_none_match_answers_304(
+    api: httpx.Client, s3: Any, stack: Endpoints
+) -> None:
+    collection = new_collection()
+    version = keys.version_id(keys.new_ulid(), 0)
+    commit_manifest(s3, stack.bucket, collection, "a.jpg", version)
+    path = f"/v1/assets/{collection}/a.jpg"
+
+    first = api.get(path)
+    assert first.headers["etag"] == f'"{version}"'
+
+    unchanged = api.get(path, headers={"If-None-Match": first.headers["etag"]})
+    assert unchanged.status_code == 304 and unchanged.content == b""
+    assert unchanged.headers["etag"] == f'"{version}"'
+    assert api.get(path, headers={"If-None-Match": f'W/"{version}", "x"'}).status_code == 304
+
+    newer = keys.version_id(keys.new_ulid(), 1)
+    commit_manifest(s3, stack.bucket, collection, "a.jpg", newer)
+    changed = api.get(path, headers={"If-None-Match": first.headers["etag"]})
+    assert changed.status_code == 200 and changed.json()["version"] == newer
+
+
+def test_delete_with_if_match_refuses_another_version(
+    api: httpx.Client, s3: Any, stack: Endpoints
+) -> None:
+    collection = new_collection()
+    old = keys.version_id(keys.new_ulid(), 0)
+    commit_manifest(s3, stack.bucket, collection, "a.jpg", old)
+    newer = keys.version_id(keys.new_ulid(), 1)
+    commit_manifest(s3, stack.bucket, collection, "a.jpg", newer)
+    path = f"/v1/assets/{collection}/a.jpg"
+
+    refused = api.delete(path, headers={"If-Match": f'"{old}"'})
+
+    assert refused.status_code == 412, refused.text
+    assert refused.json()["code"] == "precondition_failed"
+    assert api.get(path).json()["version"] == newer
+    accepted = api.delete(path, headers={"If-Match": f'"{newer}"'})
+    assert accepted.status_code == 202 and accepted.json()["version"] == newer

@@ -11,20 +11,30 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from emulsion_api.deps import PrincipalDep
-from emulsion_api.errors import UNAUTHORIZED
+from emulsion_api.errors import problems
 
 router = APIRouter(prefix="/v1/access", tags=["access"])
 
 
 class Access(BaseModel):
-    all_collections: bool = Field(description="The token may use every collection.")
-    collections: list[str] = Field(description="Collections the token may use by name.")
+    all_collections: bool = Field(
+        description="The token may use every collection.", examples=[False]
+    )
+    collections: list[str] = Field(
+        description="Collections the token may use by name.", examples=[["holiday-2026"]]
+    )
     prefixes: list[str] = Field(
-        description="The token may use every collection whose name starts with one of these."
+        description="The token may use every collection whose name starts with one of these.",
+        examples=[["acme-"]],
     )
 
 
-@router.get("", response_model=Access, responses={**UNAUTHORIZED})
+@router.get(
+    "",
+    response_model=Access,
+    operation_id="getAccess",
+    responses=problems("unauthorized", "internal"),
+)
 async def get_access(caller: PrincipalDep) -> Access:
     """The caller's scopes; 401 for a token the API does not accept."""
     scopes = caller.scopes

@@ -1,36 +1,66 @@
-"""`/v1/assets/<collection>/<asset>`: the live version of an asset, and its deletion."""
+"""`/v1/assets/<collection>`: a collection's assets, newest first;
+`/v1/assets/<collection>/<asset>`: the live version of an asset, and its deletion.
+
+An asset's `ETag` is its live version (`"<version>"`): `If-None-Match` on a read answers
+304 while the version is unchanged, `If-Match` on a delete refuses (412) to delete a
+version other than the one the client saw.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Path, status
+from fastapi import APIRouter, Header, Path, Query, Response, status
 
-from emulsion_api import views
+from emulsion_api import listing, views
 from emulsion_api.deps import PrincipalDep, ServicesDep
-from emulsion_api.errors import (
-    BACKENDS,
-    CONFLICT,
-    FORBIDDEN,
-    INVALID,
-    NOT_FOUND,
-    UNAUTHORIZED,
-    ApiError,
+from emulsion_api.errors import ApiError, Responses, problems
+from emulsion_api.models import Asset, AssetList, Deleted
+from emulsion_api.store import (
+    ListedManifest,
+    StoredManifest,
 )
-from emulsion_api.models import Asset, Deleted
 from emulsion_contracts import keys
 from emulsion_contracts.messages import AssetName
 
 router = APIRouter(prefix="/v1/assets", tags=["assets"])
 
 CollectionName = Annotated[
-    str, Path(pattern=f"^{keys.COLLECTION_PATTERN}$", max_length=keys.COLLECTION_MAX)
+    str,
+    Path(
+        pattern=f"^{keys.COLLECTION_PATTERN}$",
+        max_length=keys.COLLECTION_MAX,
+        description="The collection's name.",
+        examples=["holiday-2026"],
+    ),
 ]
 # The user's name, percent-encoded in the URL like any path segment (NFC after decoding).
 AssetPath = Annotated[
-    AssetName, Path(description="The asset's name, percent-encoded in the URL (UTF-8).")
+    AssetName,
+    Path(
+        description="The asset's name, percent-encoded in the URL (UTF-8).",
+        examples=["IMG_0001.jpg"],
+    ),
 ]
+
+_ETAG_HEADER: Responses = {
+    "ETag": {
+        "description": "The live version, quoted: send it back in If-None-Match or If-Match.",
+        "schema": {"type": "string", "example": '"01JDQ3G2M4P8R6T0V2X4Z6B8D0-00000"'},
+    }
+}
+
+
+def etag(version: str) -> str:
+    return f'"{version}"'
+
+
+def _matches(header: str, version: str) -> bool:
+    """Whether an If-Match / If-None-Match list names `version` (or is `*`); weak
+    validators compare like strong ones, since a version names exact bytes."""
+    tags = {tag.strip().removeprefix("W/") for tag in header.split(",")}
+    return "*" in tags or etag(version) in tags
 
 
 def _checked(collection: str, asset: str) -> None:
@@ -45,13 +75,93 @@ def _not_found(collection: str, asset: str) -> ApiError:
 
 
 @router.get(
+    "/{collection}",
+    response_model=AssetList,
+    operation_id="listAssets",
+    responses=problems(
+        "unauthorized", "not_found", "invalid_request", "invalid_cursor", "unavailable", "internal"
+    ),
+)
+async def list_assets(
+    collection: CollectionName,
+    services: ServicesDep,
+    caller: PrincipalDep,
+    state: Annotated[
+        listing.StateFilter,
+        Query(
+            description=(
+                "`live` (default): assets that can be downloaded; `deleted`: tombstones of "
+                "deleted assets (until their files are collected and a new ingest revives "
+                "them); `all`: both."
+            )
+        ),
+    ] = "live",
+    limit: Annotated[
+        int, Query(ge=1, le=listing.MAX_PAGE, description="Most entries per page.")
+    ] = 50,
+    cursor: Annotated[
+        str | None,
+        Query(
+            max_length=listing.CURSOR_MAX,
+            description="`next_cursor` of the previous page; none for the first page.",
+        ),
+    ] = None,
+) -> AssetList:
+    """A page of the collection's assets, newest first (by when each manifest was last
+    written), with the download URLs of the original and every style: enough for a
+    gallery page. A collection outside the token's scopes answers 404."""
+    if not caller.may_read(collection):
+        raise ApiError(404, "not_found", f"no collection {collection!r}")
+    position = listing.decode_cursor(cursor, collection, state) if cursor else None
+    ordered = listing.newest_first(await services.store.list_manifests(collection))
+    candidates = listing.after(ordered, position)
+
+    async def read(entry: ListedManifest) -> StoredManifest | None:
+        return await services.store.read_manifest(collection, entry.asset, tombstones=True)
+
+    found = await listing.page(candidates, state, limit, read)
+    # Presigning is CPU work; a page of URLs must not stall the event loop.
+    items = await services.store.run(
+        lambda: [
+            views.asset_entry(services.store, entry, stored) for entry, stored in found.entries
+        ]
+    )
+    next_cursor = (
+        listing.encode_cursor(collection, state, found.next_position)
+        if found.next_position
+        else None
+    )
+    return AssetList(items=items, next_cursor=next_cursor)
+
+
+@router.get(
     "/{collection}/{asset}",
     response_model=Asset,
-    responses={**UNAUTHORIZED, **NOT_FOUND, **INVALID, **BACKENDS},
+    operation_id="getAsset",
+    responses={
+        200: {"description": "The live asset", "headers": _ETAG_HEADER},
+        304: {
+            "description": "Not modified: If-None-Match names the live version",
+            "headers": _ETAG_HEADER,
+        },
+        **problems("unauthorized", "not_found", "invalid_request", "unavailable", "internal"),
+    },
 )
 async def get_asset(
-    collection: CollectionName, asset: AssetPath, services: ServicesDep, caller: PrincipalDep
-) -> Asset:
+    collection: CollectionName,
+    asset: AssetPath,
+    services: ServicesDep,
+    caller: PrincipalDep,
+    response: Response,
+    if_none_match: Annotated[
+        str | None,
+        Header(
+            alias="If-None-Match",
+            max_length=1024,
+            description="An `ETag` seen before: answers 304 while it is still the live version.",
+        ),
+    ] = None,
+) -> Asset | Response:
     """The live manifest, with download URLs for the original and every style."""
     _checked(collection, asset)
     if not caller.may_read(collection):
@@ -59,6 +169,10 @@ async def get_asset(
     stored = await services.store.read_manifest(collection, asset)
     if stored is None:
         raise _not_found(collection, asset)
+    version = stored.manifest.version
+    if if_none_match is not None and _matches(if_none_match, version):
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag(version)})
+    response.headers["ETag"] = etag(version)
     return await services.store.run(lambda: views.asset(services.store, stored))
 
 
@@ -66,10 +180,31 @@ async def get_asset(
     "/{collection}/{asset}",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=Deleted,
-    responses={**UNAUTHORIZED, **FORBIDDEN, **NOT_FOUND, **INVALID, **CONFLICT, **BACKENDS},
+    operation_id="deleteAsset",
+    responses=problems(
+        "unauthorized",
+        "forbidden",
+        "not_found",
+        "invalid_request",
+        "asset_changed",
+        "precondition_failed",
+        "unavailable",
+        "internal",
+    ),
 )
 async def delete_asset(
-    collection: CollectionName, asset: AssetPath, services: ServicesDep, caller: PrincipalDep
+    collection: CollectionName,
+    asset: AssetPath,
+    services: ServicesDep,
+    caller: PrincipalDep,
+    if_match: Annotated[
+        str | None,
+        Header(
+            alias="If-Match",
+            max_length=1024,
+            description="Delete only if the live version is this `ETag` (412 otherwise).",
+        ),
+    ] = None,
 ) -> Deleted:
     """Replace the manifest by a tombstone (the asset stops being live at once); its files go later.
 
@@ -84,6 +219,12 @@ async def delete_asset(
     stored = await services.store.read_manifest(collection, asset)
     if stored is None:
         raise _not_found(collection, asset)
+    if if_match is not None and not _matches(if_match, stored.manifest.version):
+        raise ApiError(
+            412,
+            "precondition_failed",
+            f"the live version is {etag(stored.manifest.version)}, which If-Match does not name",
+        )
     grace = services.settings.gc_grace_seconds
     not_before = datetime.now(UTC) + timedelta(seconds=grace)
     await services.bus.publish_deleted(stored.manifest, not_before)

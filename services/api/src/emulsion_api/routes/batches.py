@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path
 
 from emulsion_api import jobs
 from emulsion_api.deps import PrincipalDep, ServicesDep
-from emulsion_api.errors import BACKENDS, INVALID, NOT_FOUND, UNAUTHORIZED, ApiError
+from emulsion_api.errors import ApiError, problems
 from emulsion_api.models import BatchStatus
 from emulsion_contracts import crd
 
@@ -16,14 +16,23 @@ router = APIRouter(prefix="/v1/batches", tags=["batches"])
 
 # A label value, since the batch id is one.
 BatchId = Annotated[
-    str, Path(pattern=r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$", max_length=63)
+    str,
+    Path(
+        pattern=r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$",
+        max_length=63,
+        description="The batch id (the `name` of a split request's 202).",
+        examples=["01jdq3g2m4p8r6t0v2x4z6b8d0"],
+    ),
 ]
 
 
 @router.get(
     "/{batch}",
     response_model=BatchStatus,
-    responses={**UNAUTHORIZED, **NOT_FOUND, **INVALID, **BACKENDS},
+    operation_id="getBatch",
+    responses=problems(
+        "unauthorized", "not_found", "invalid_request", "overloaded", "unavailable", "internal"
+    ),
 )
 async def get_batch(batch: BatchId, services: ServicesDep, caller: PrincipalDep) -> BatchStatus:
     """Phase and counts over all parts, and each part's summary (items: per part)."""

@@ -1,4 +1,5 @@
-"""Probes and metrics, open without a token: kubelets and Prometheus carry none."""
+"""Probes, open without a token: kubelets carry none. `/metrics` is not here: it is served
+on the ops port (`EMULSION_METRICS_PORT`, see `emulsion_api.ops`), away from the public API."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from emulsion_api.deps import ServicesDep
 from emulsion_api.models import Health
@@ -18,7 +18,7 @@ router = APIRouter(tags=["health"])
 READY_TIMEOUT = 3.0
 
 
-@router.get("/healthz", response_model=Health)
+@router.get("/healthz", response_model=Health, operation_id="healthz")
 async def healthz() -> Health:
     """The process serves requests (liveness); says nothing about its dependencies."""
     return Health(status="ok")
@@ -27,6 +27,7 @@ async def healthz() -> Health:
 @router.get(
     "/readyz",
     response_model=Health,
+    operation_id="readyz",
     responses={503: {"model": Health, "description": "The apiserver or the object store is down"}},
 )
 async def readyz(services: ServicesDep) -> Response:
@@ -49,13 +50,3 @@ async def _within(check: Coroutine[Any, Any, bool], seconds: float) -> bool:
             return await check
     except TimeoutError:
         return False
-
-
-@router.get(
-    "/metrics",
-    response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
-)
-async def metrics() -> Response:
-    """Prometheus exposition: request counts and latency by route and status, and more."""
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -3,30 +3,27 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Query, Response, status
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Depends, Header, Path, Query, Response, status
+from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from emulsion_api import jobs, views
-from emulsion_api.deps import Principal, PrincipalDep, Services, ServicesDep
-from emulsion_api.errors import (
-    BACKENDS,
-    FORBIDDEN,
-    INVALID,
-    INVALID_BODY,
-    NOT_FOUND,
-    UNAUTHORIZED,
-    ApiError,
-    ErrorDetail,
-)
+from emulsion_api.deps import Principal, PrincipalDep, ServicesDep
+from emulsion_api.errors import ApiError, ErrorDetail, problems
 from emulsion_api.kube import Kube
-from emulsion_api.models import IngestAccepted, IngestRequest, IngestStatus, JobSummary
-from emulsion_contracts import telemetry
+from emulsion_api.models import (
+    IngestAccepted,
+    IngestList,
+    IngestRequest,
+    IngestStatus,
+    JobDeletedEvent,
+    StreamErrorEvent,
+)
+from emulsion_contracts import crd, keys, telemetry
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +31,15 @@ router = APIRouter(prefix="/v1/ingests", tags=["ingests"])
 
 # Kubernetes object names (DNS subdomains).
 JOB_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
-JobName = Annotated[str, Path(pattern=JOB_NAME_PATTERN, max_length=253)]
+JobName = Annotated[
+    str,
+    Path(
+        pattern=JOB_NAME_PATTERN,
+        max_length=253,
+        description="The IngestJob's name (from `POST /v1/ingests`).",
+        examples=["01jdq3g2m4p8r6t0v2x4z6b8d0"],
+    ),
+]
 # How long an event stream's watch runs before a keep-alive comment and a fresh read.
 KEEPALIVE_SECONDS = 15.0
 # A watch shorter than this is not worth opening; the server's watch timeout is whole seconds.
@@ -57,15 +62,43 @@ async def _job_or_404(kube: Kube, name: str, caller: Principal) -> jobs.Job:
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=IngestAccepted,
+    operation_id="createIngest",
     responses={
-        **UNAUTHORIZED,
-        **FORBIDDEN,
-        **INVALID_BODY,
-        **BACKENDS,
         202: {
             "description": "Accepted; `Location` is the status URL",
-            "headers": {"Location": {"schema": {"type": "string"}}},
+            "headers": {
+                "Location": {
+                    "description": "The status URL (`status_url`).",
+                    "schema": {
+                        "type": "string",
+                        "example": "/v1/ingests/01jdq3g2m4p8r6t0v2x4z6b8d0",
+                    },
+                },
+                "Idempotent-Replayed": {
+                    "description": (
+                        "`true` when the Idempotency-Key was seen before and this is the "
+                        "first request's answer; absent otherwise."
+                    ),
+                    "schema": {"type": "string", "enum": ["true"]},
+                },
+            },
         },
+        **problems(
+            "unauthorized",
+            "forbidden",
+            "malformed_json",
+            "body_too_large",
+            "invalid_request",
+            "too_many_items",
+            "duplicate_asset",
+            "unknown_profile",
+            "invalid_idempotency_key",
+            "idempotency_key_reused",
+            "upload_missing",
+            "overloaded",
+            "unavailable",
+            "internal",
+        ),
     },
 )
 async def create_ingest(
@@ -172,9 +205,73 @@ async def _settle_race(kube: Kube, label: str, created: list[jobs.Job]) -> list[
 
 
 @router.get(
+    "",
+    response_model=IngestList,
+    operation_id="listIngests",
+    responses=problems(
+        "unauthorized",
+        "not_found",
+        "invalid_request",
+        "invalid_cursor",
+        "overloaded",
+        "unavailable",
+        "internal",
+    ),
+)
+async def list_ingests(
+    services: ServicesDep,
+    caller: PrincipalDep,
+    collection: Annotated[
+        str | None,
+        Query(
+            pattern=f"^{keys.COLLECTION_PATTERN}$",
+            max_length=keys.COLLECTION_MAX,
+            description="Only this collection's jobs (404 outside the token's scopes).",
+        ),
+    ] = None,
+    # A job carries its whole item list (up to 1,000 items), so pages stay small.
+    limit: Annotated[int, Query(ge=1, le=100, description="Most jobs per page.")] = 20,
+    cursor: Annotated[
+        str | None,
+        Query(
+            max_length=4096,
+            description="`next_cursor` of the previous page; none for the first page.",
+        ),
+    ] = None,
+) -> IngestList:
+    """A page of IngestJob summaries, oldest first (the apiserver's order), of one
+    collection or of every collection the token may see."""
+    selector = ""
+    if collection is not None:
+        if not caller.may_read(collection):
+            raise ApiError(404, "not_found", f"no collection {collection!r}")
+        selector = f"{crd.LABEL_COLLECTION}={jobs.collection_label(collection)}"
+    listed, next_cursor = await services.kube.list_page(selector, limit, cursor)
+    # The label is the collection cut to a label value; the spec says which it is.
+    shown = [
+        job
+        for job in listed
+        if caller.may_read(str(job["spec"]["collection"]))
+        and (collection is None or job["spec"]["collection"] == collection)
+    ]
+    return IngestList(items=[jobs.summary(job) for job in shown], next_cursor=next_cursor)
+
+
+@router.get(
     "/{name}",
     response_model=IngestStatus,
-    responses={**UNAUTHORIZED, **NOT_FOUND, **INVALID, **BACKENDS},
+    operation_id="getIngest",
+    responses={
+        **problems(
+            "unauthorized",
+            "not_found",
+            "invalid_request",
+            "overloaded",
+            "too_many_watches",
+            "unavailable",
+            "internal",
+        )
+    },
 )
 async def get_ingest(
     name: JobName,
@@ -188,8 +285,10 @@ async def get_ingest(
             description="Seconds to wait for the status to change (capped by the server)",
         ),
     ] = 0,
-    item_offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
-    item_limit: Annotated[int, Query(ge=0, le=2000)] = 100,
+    item_offset: Annotated[
+        int, Query(ge=0, le=100_000, description="Position of the first item to show")
+    ] = 0,
+    item_limit: Annotated[int, Query(ge=0, le=2000, description="Most items to show")] = 100,
 ) -> IngestStatus:
     """Phase, counts, failures and a page of items with the URLs of what they made.
 
@@ -224,40 +323,39 @@ async def _status_change(kube: Kube, job: jobs.Job, seconds: float) -> jobs.Job:
     return current
 
 
+async def _followed_job(name: JobName, services: ServicesDep, caller: PrincipalDep) -> jobs.Job:
+    # A dependency, so a missing job is a 404 before the event stream starts.
+    return await _job_or_404(services.kube, name, caller)
+
+
 @router.get(
     "/{name}/events",
-    response_class=StreamingResponse,
+    response_class=EventSourceResponse,
+    operation_id="followIngest",
     responses={
-        **UNAUTHORIZED,
-        **NOT_FOUND,
-        **INVALID,
-        **BACKENDS,
         200: {
             "description": (
                 "Server-sent events: `status` (a JobSummary) on every change, then `end` "
-                "(the final JobSummary) when the job has finished, or `deleted`/`error`"
+                "(the final JobSummary) when the job has finished, or `deleted` "
+                "(JobDeletedEvent) / `error` (StreamErrorEvent); each event's `id` is the "
+                "job's resourceVersion."
             ),
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
         },
+        **problems(
+            "unauthorized",
+            "not_found",
+            "invalid_request",
+            "overloaded",
+            "too_many_watches",
+            "unavailable",
+            "internal",
+        ),
     },
 )
-async def ingest_events(name: JobName, services: ServicesDep, caller: PrincipalDep) -> Response:
+async def ingest_events(
+    services: ServicesDep, job: Annotated[jobs.Job, Depends(_followed_job)]
+) -> AsyncIterator[ServerSentEvent]:
     """The job's status as server-sent events, until the job ends."""
-    job = await _job_or_404(services.kube, name, caller)
-    return StreamingResponse(
-        _event_stream(services, job),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
-
-
-def _event(kind: str, data: JobSummary | dict[str, Any], event_id: str | None = None) -> str:
-    payload = data.model_dump_json() if isinstance(data, JobSummary) else json.dumps(data)
-    head = f"id: {event_id}\n" if event_id else ""
-    return f"{head}event: {kind}\ndata: {payload}\n\n"
-
-
-async def _event_stream(services: Services, job: jobs.Job) -> AsyncIterator[str]:
     name = job["metadata"]["name"]
     current: jobs.Job = job
     sent: Any = object()
@@ -266,24 +364,26 @@ async def _event_stream(services: Services, job: jobs.Job) -> AsyncIterator[str]
             summary = jobs.summary(current)
             version = str(current["metadata"].get("resourceVersion") or "") or None
             if summary.finished:
-                yield _event("end", summary, version)
+                yield ServerSentEvent(event="end", data=summary, id=version)
                 return
             if current.get("status") != sent:
                 sent = current.get("status")
-                yield _event("status", summary, version)
+                yield ServerSentEvent(event="status", data=summary, id=version)
+            # FastAPI sends a keep-alive comment while this waits.
             change = await services.kube.next_change(current, KEEPALIVE_SECONDS)
             if change is None:
-                yield ": keep-alive\n\n"
                 fresh = await services.kube.get(name)
                 if fresh is None:
-                    yield _event("deleted", {"name": name})
+                    yield ServerSentEvent(event="deleted", data=JobDeletedEvent(name=name))
                     return
                 current = fresh
             elif change.kind == "deleted":
-                yield _event("deleted", {"name": name})
+                yield ServerSentEvent(event="deleted", data=JobDeletedEvent(name=name))
                 return
             else:
                 current = change.job
     except ApiError as error:
         # The response has started; the failure can only be told as an event.
-        yield _event("error", {"code": error.code, "message": error.message})
+        yield ServerSentEvent(
+            event="error", data=StreamErrorEvent(code=error.code, detail=error.message)
+        )

@@ -6,7 +6,7 @@ from fastapi import APIRouter, status
 
 from emulsion_api import jobs
 from emulsion_api.deps import PrincipalDep, ServicesDep
-from emulsion_api.errors import BACKENDS, INVALID_BODY, UNAUTHORIZED, ApiError, ErrorDetail
+from emulsion_api.errors import ApiError, ErrorDetail, problems
 from emulsion_api.models import (
     Present,
     PresentRequest,
@@ -53,7 +53,16 @@ def _presign(store: Store, file: UploadRequest) -> Upload:
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=Upload | UploadBatch,
-    responses={**UNAUTHORIZED, **INVALID_BODY, **BACKENDS},
+    operation_id="createUploads",
+    responses=problems(
+        "unauthorized",
+        "malformed_json",
+        "body_too_large",
+        "invalid_request",
+        "too_many_items",
+        "file_too_large",
+        "internal",
+    ),
 )
 async def create_uploads(
     body: UploadRequest | UploadBatchRequest, services: ServicesDep, caller: PrincipalDep
@@ -77,7 +86,16 @@ async def create_uploads(
 @router.post(
     "/present",
     response_model=Present,
-    responses={**UNAUTHORIZED, **INVALID_BODY, **BACKENDS},
+    operation_id="uploadsPresent",
+    responses=problems(
+        "unauthorized",
+        "malformed_json",
+        "body_too_large",
+        "invalid_request",
+        "too_many_items",
+        "unavailable",
+        "internal",
+    ),
 )
 async def uploads_present(
     body: PresentRequest, services: ServicesDep, caller: PrincipalDep
