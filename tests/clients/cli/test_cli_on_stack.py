@@ -382,3 +382,25 @@ def test_a_signal_mid_upload_stops_within_seconds_and_says_how_to_resume(
     assert "Run the same command again to resume: emulsion ingest" in stderr
     interrupted = json.loads(stdout)  # what was done, for scripts too
     assert 1 <= interrupted["uploaded_files"] <= len(names)
+
+
+def test_ls_and_jobs_page_through_the_list_api(cli: Cli, tmp_path: Path) -> None:
+    photos, names = small_gallery(tmp_path, 3, seed=15)
+    code, _, stderr = ingest_json(cli, photos, "cli-list")
+    assert code == 0, stderr
+
+    listed = cli.run("ls", "cli-list", "--page-size", "1", "-o", "json")
+    assert listed.returncode == 0, listed.stderr
+    assert sorted(entry["asset"] for entry in json.loads(listed.stdout)) == sorted(names)
+
+    assert cli.run("delete", "cli-list", names[0]).returncode == 0
+    live = json.loads(cli.run("ls", "cli-list", "-o", "json").stdout)
+    deleted = json.loads(cli.run("ls", "cli-list", "--state", "deleted", "-o", "json").stdout)
+    assert sorted(entry["asset"] for entry in live) == sorted(names[1:])
+    assert [entry["asset"] for entry in deleted] == [names[0]]
+
+    jobs = cli.run("jobs", "-c", "cli-list", "--page-size", "1", "-o", "json")
+    assert jobs.returncode == 0, jobs.stderr
+    listed_jobs = json.loads(jobs.stdout)
+    assert listed_jobs
+    assert all(job["collection"] == "cli-list" for job in listed_jobs), listed_jobs

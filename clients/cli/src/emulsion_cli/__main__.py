@@ -797,7 +797,7 @@ def parser() -> argparse.ArgumentParser:
     jobs = _command(
         commands,
         "jobs",
-        "list ingest jobs, newest first",
+        "list ingest jobs, in the order the API lists them (oldest first)",
         """  emulsion jobs
   emulsion jobs --collection wedding-2026 -o yaml""",
     )
