@@ -97,24 +97,30 @@ class Monkey(threading.Thread):
                 self.stack.kill(name, signal.SIGKILL)
                 self.kills[name] += 1
                 self.stack.start(name)
-                self.events.append(f"{elapsed:6.0f}s SIGKILL {name}, restarted")
+                self._event(f"{elapsed:6.0f}s SIGKILL {name}, restarted")
             except Exception as error:  # keep the monkey going; report at the end
                 self.errors.append(f"{elapsed:.0f}s: {type(error).__name__}: {error}")
+
+    def _event(self, line: str) -> None:
+        """Kept for the report, and printed now with the share done: a long soak shows
+        what it is doing while it runs."""
+        self.events.append(line)
+        say(f"  {line}  ({self.progress():.0%} of items done)")
 
     def _outage(self, what: str, elapsed: float) -> None:
         if what == "nats":
             self.stack.restart("nats-server")
-            self.events.append(f"{elapsed:6.0f}s NATS restarted")
+            self._event(f"{elapsed:6.0f}s NATS restarted")
         else:
             self.stack.stop("minio")
-            self.events.append(f"{elapsed:6.0f}s MinIO stopped for {self.minio_outage:.0f}s")
+            self._event(f"{elapsed:6.0f}s MinIO stopped for {self.minio_outage:.0f}s")
             self.stopping.wait(self.minio_outage)
             self.stack.start("minio")
         # What a kubelet would do for anything that exited meanwhile.
         for name in SERVICES:
             if not self.stack.record(name).alive():
                 self.stack.start(name)
-                self.events.append(f"{elapsed:6.0f}s {name} had exited; restarted")
+                self._event(f"{elapsed:6.0f}s {name} had exited; restarted")
 
     def stop(self) -> None:
         self.stopping.set()
@@ -225,8 +231,6 @@ def main(argv: list[str] | None = None) -> int:
             spans = otlp.spans()
         finally:
             stack.down()
-    for event in monkey.events:
-        say(f"  {event}")
     for error in monkey.errors:
         say(f"  monkey error: {error}")
     report = {
