@@ -51,7 +51,7 @@ def router(request: Request) -> Reply:
         return paged(ASSETS)(request)
     if request.path == "/v1/ingests":
         return paged(JOBS)(request)
-    return Reply(404, {"code": "not_found", "message": f"no {request.path}"})
+    return Reply(404, {"code": "not_found", "status": 404, "detail": f"no {request.path}"})
 
 
 def test_ls_walks_every_page(tmp_path: Path) -> None:
