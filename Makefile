@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 .PHONY: help setup tools up down status test lint fmt clean
 
 help: ## Show this help
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-17s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(CACHE_HOME)/uv-$(UV_VERSION)/bin/uv:
 	@echo "uv not found on PATH; installing uv $(UV_VERSION) into $(CACHE_HOME)"
