@@ -31,7 +31,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark each test by what it needs: `unit` (pure logic, seconds), `integration`
     (the real stack or its binaries), and the folder suites `faults`, `web`, `cluster`."""
     for item in items:
-        folder = item.path.relative_to(TESTS).parts[0]
+        # A test outside tests/ (a pytest session a test runs in a temporary folder with
+        # this conftest) has no folder suite; its fixtures still decide unit or not.
+        inside = item.path.is_relative_to(TESTS)
+        folder = item.path.relative_to(TESTS).parts[0] if inside else ""
         if folder in SUITES:
             item.add_marker(SUITES[folder])
         needs_stack = not STACK_FIXTURES.isdisjoint(getattr(item, "fixturenames", ()))

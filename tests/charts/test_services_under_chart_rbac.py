@@ -49,16 +49,17 @@ class Pod:
 
 
 def resolve_env(
-    entries: list[Any], namespace: str, secrets: dict[str, dict[str, str]]
+    entries: list[Any], namespace: str, pod_name: str, secrets: dict[str, dict[str, str]]
 ) -> dict[str, str]:
+    fields = {"metadata.namespace": namespace, "metadata.name": pod_name}
     environment: dict[str, str] = {}
     for entry in entries:
         source = entry.value_from
         if source is None:
             value = entry.value or ""
         elif source.field_ref is not None:
-            assert source.field_ref.field_path == "metadata.namespace", entry.name
-            value = namespace
+            assert source.field_ref.field_path in fields, entry.name
+            value = fields[source.field_ref.field_path]
         else:
             reference = source.secret_key_ref
             assert reference is not None, f"{entry.name}: unsupported valueFrom"
@@ -128,7 +129,8 @@ def pods_of_release(core: Any, apps: Any, namespace: str, root: Path) -> dict[st
         spec = deployment.spec.template.spec
         mounts = materialise_volumes(spec, core, namespace, secrets, root / component)
         (container,) = spec.containers
-        environment = resolve_env(container.env, namespace, secrets)
+        pod_name = f"{deployment.metadata.name}-0"
+        environment = resolve_env(container.env, namespace, pod_name, secrets)
         pods[component] = Pod(
             component=component,
             environment={k: v for k, v in relocate(environment, mounts).items() if k not in PORTS},
