@@ -2,33 +2,22 @@
 
 from __future__ import annotations
 
-import importlib.util
-import subprocess
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import yaml
 
-from .conftest import CHART, REPO_ROOT
+from tests import tools
 
-TOOL = REPO_ROOT / "tools" / "chart_values_table.py"
+from .conftest import CHART
 
 
 def load_tool() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("chart_values_table", TOOL)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    # Dataclasses look their module up in sys.modules while the class is made.
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return tools.load_tool("chart_values_table")
 
 
 def test_readme_values_table_is_generated_from_values_yaml() -> None:
-    result = subprocess.run(
-        [sys.executable, str(TOOL), "--check"], capture_output=True, text=True, check=False
-    )
+    result = tools.check("chart_values_table")
     assert result.returncode == 0, result.stderr
 
 

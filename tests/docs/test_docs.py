@@ -2,31 +2,22 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import subprocess
-import sys
 from pathlib import Path
 from types import ModuleType
 
+from tests import tools
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
-TOOL = REPO_ROOT / "tools" / "config_reference.py"
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 
 
 def load_tool() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("config_reference", TOOL)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return tools.load_tool("config_reference")
 
 
 def test_configuration_reference_is_generated_from_the_settings() -> None:
-    result = subprocess.run(
-        [sys.executable, str(TOOL), "--check"], capture_output=True, text=True, check=False
-    )
+    result = tools.check("config_reference")
     assert result.returncode == 0, result.stderr
 
 
