@@ -3,7 +3,7 @@ import re
 import unicodedata
 
 import pytest
-from hypothesis import assume, given
+from hypothesis import given
 from hypothesis import strategies as st
 
 from emulsion_contracts import keys
@@ -151,8 +151,26 @@ def is_asset_name(text: str) -> bool:
 
 
 # Any Unicode text, NFC-normalised, that the asset rule accepts: the whole space of names.
+# Built from allowed characters rather than filtered from all of them, since most random
+# code points are unassigned and filtering them away trips Hypothesis's health check;
+# the few left to the filter are names with whitespace at an end, "." and "..", and the
+# rare NFC expansion past 200 bytes.
+_name_characters = st.characters(
+    codec="utf-8", exclude_categories=("Cc", "Cf", "Cs", "Co", "Cn"), exclude_characters="/\\"
+)
 asset_names = (
-    st.text(st.characters(codec="utf-8"), min_size=1, max_size=keys.ASSET_NAME_MAX)
+    st.one_of(
+        # Up to 200 bytes of any script (4 bytes at most per character) ...
+        st.text(_name_characters, min_size=1, max_size=keys.ASSET_NAME_MAX // 4),
+        # ... and names at the length limit, where the byte and character counts meet.
+        st.text(
+            st.characters(
+                codec="ascii", categories=("L", "N", "P", "Zs"), exclude_characters="/\\"
+            ),
+            min_size=1,
+            max_size=keys.ASSET_NAME_MAX,
+        ),
+    )
     .map(lambda text: unicodedata.normalize("NFC", text))
     .filter(is_asset_name)
 )
@@ -173,15 +191,15 @@ def test_asset_segments_round_trip(name: str) -> None:
     assert len(segment) <= keys.ASSET_SEGMENT_MAX
 
 
-@given(asset_names, asset_names)
-def test_different_names_never_share_a_segment_or_keys(first: str, second: str) -> None:
-    assume(first != second)
-    assert keys.asset_segment(first) != keys.asset_segment(second)
-    assert keys.manifest_key("c1", first) != keys.manifest_key("c1", second)
+@given(st.lists(asset_names, min_size=2, max_size=8, unique=True))
+def test_different_names_never_share_a_segment_or_keys(names: list[str]) -> None:
     version = keys.version_id("01JDZ8Q6W1B2C3D4E5F6G7H8J9", 0)
-    assert keys.version_prefix("originals", "c1", first, version) != keys.version_prefix(
-        "originals", "c1", second, version
-    )
+    for build in (
+        keys.asset_segment,
+        lambda name: keys.manifest_key("c1", name),
+        lambda name: keys.version_prefix("originals", "c1", name, version),
+    ):
+        assert len({build(name) for name in names}) == len(names)
 
 
 @given(asset_names, versions)
