@@ -197,7 +197,14 @@ class LocalStack:
         if state:
             records = [ProcessRecord.from_json(raw) for raw in reversed(state.get("processes", []))]
             stopped = [r.name for r in records if r.alive()]
-            stop_all(records)
+            # Clients first, then the apiserver, then what it stands on: stopped all at once,
+            # the controller and the apiserver each wait out the whole grace period for a
+            # peer that is already gone (15 s a stack); in this order the stack is down in ~4 s.
+            clients = [r for r in records if r.name not in SERVERS]
+            apiserver = [r for r in records if r.name == "kube-apiserver"]
+            storage = [r for r in records if r.name in SERVERS and r not in apiserver]
+            for tier in (clients, apiserver, storage):
+                stop_all(tier)
             data_dir = state.get("data_dir")
             if data_dir:
                 shutil.rmtree(data_dir, ignore_errors=True)
