@@ -29,7 +29,9 @@ JOBS = [
 ]  # fmt: skip
 
 
-def run(url: str, *arguments: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+def run(
+    url: str, *arguments: str, tmp_path: Path, **environment: str
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "emulsion_cli", *arguments],
         env={
@@ -38,6 +40,7 @@ def run(url: str, *arguments: str, tmp_path: Path) -> subprocess.CompletedProces
             "XDG_CONFIG_HOME": str(tmp_path / "config"),
             "COLUMNS": "200",
             "PATH": "/usr/bin:/bin",
+            **environment,
         },
         capture_output=True,
         text=True,
@@ -105,7 +108,8 @@ def test_an_api_error_exits_3_and_unreachable_exits_4(tmp_path: Path) -> None:
     assert missing.returncode == EXIT_API
     assert "404 not_found" in missing.stderr
 
-    gone = run(f"http://127.0.0.1:{free_port()}", "jobs", tmp_path=tmp_path)
+    # Two tries, not five: a retry of a dead API still happens, without 8 s of backoff.
+    gone = run(f"http://127.0.0.1:{free_port()}", "jobs", tmp_path=tmp_path, EMULSION_RETRIES="2")
     assert gone.returncode == EXIT_UNREACHABLE
     assert "cannot reach the Emulsion API" in gone.stderr
 

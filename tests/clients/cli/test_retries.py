@@ -13,14 +13,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from emulsion_cli.api import (
+    ATTEMPTS,
     JITTER_SECONDS,
     MAX_RETRY_AFTER_SECONDS,
     Api,
     retry_after_seconds,
+    retry_attempts,
     retry_backoff,
 )
 from emulsion_cli.config import Config
-from emulsion_cli.errors import EXIT_API, ApiRequestError, CliError, Unreachable
+from emulsion_cli.errors import EXIT_API, ApiRequestError, CliError, Unreachable, UsageError
 
 from .stub import Reply, Request, serve
 
@@ -88,3 +90,30 @@ def test_a_404_is_one_request_and_an_api_error() -> None:
 
     assert raised.value.exit_code == EXIT_API
     assert len(stub.requests) == 1
+
+
+@pytest.mark.parametrize("attempts", [1, 2])
+def test_emulsion_retries_sets_how_often_a_call_is_tried(
+    attempts: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EMULSION_RETRIES", str(attempts))
+    with serve(lambda request: Reply(503, {"code": "unavailable", "message": "later"})) as stub:
+
+        async def ask() -> object:
+            async with Api(Config(stub.url, "t")) as api:
+                return await api.job("job-1")
+
+        with pytest.raises(ApiRequestError):
+            asyncio.run(ask())
+
+    assert len(stub.requests) == attempts
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "many", ""])
+def test_an_unusable_emulsion_retries_is_a_usage_error(value: str) -> None:
+    with pytest.raises(UsageError, match="EMULSION_RETRIES"):
+        retry_attempts({"EMULSION_RETRIES": value})
+
+
+def test_without_emulsion_retries_a_call_is_tried_five_times() -> None:
+    assert retry_attempts({}) == ATTEMPTS == 5

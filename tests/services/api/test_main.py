@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,10 @@ from emulsion_devstack.processes import log_tail
 from emulsion_devstack.stack import Endpoints, LocalStack
 
 from .conftest import metrics_url_of, new_collection, wait_for
+
+SHUTDOWN_GRACE = 1
+# Under the default grace of 10 s, over the configured one plus a loaded machine's exit.
+EXITED_WITHIN = 7.0
 
 
 def test_missing_settings_stop_the_process_naming_each_variable() -> None:
@@ -50,7 +55,10 @@ def test_no_token_configured_stops_the_process(stack: Endpoints) -> None:
 def test_sigterm_ends_open_streams_and_exits(
     stack: Endpoints, stack_state_dir: Path, stage: Any
 ) -> None:
-    record = LocalStack(stack_state_dir, say=lambda line: None).start_service("api")
+    # A shutdown grace of a second, not the default 10 s: past it the stream is cut.
+    record = LocalStack(stack_state_dir, say=lambda line: None).start_service(
+        "api", {"EMULSION_SHUTDOWN_GRACE_SECONDS": str(SHUTDOWN_GRACE)}
+    )
     url = LocalStack.service_url(record)
     headers = {"Authorization": f"Bearer {stack.api_token}"}
     body = {"collection": new_collection(), "items": [{"upload_key": stage(1)[0]}]}
@@ -77,8 +85,11 @@ def test_sigterm_ends_open_streams_and_exits(
     wait_for("the event stream to open", lambda: "Pending" in _events_sent(metrics_url))
 
     os.killpg(record.pid, signal.SIGTERM)
+    signalled = time.monotonic()
 
     wait_for("the process to exit", lambda: not record.alive(), timeout=30)
+    # Well before the default grace (10 s): the configured one ended the wait.
+    assert time.monotonic() - signalled < EXITED_WITHIN
     assert ended.wait(timeout=5), "the open event stream was not closed"
     assert "Application shutdown complete" in log_tail(record.log, 40)
 

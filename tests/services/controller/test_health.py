@@ -67,7 +67,9 @@ def test_readiness_follows_the_apiserver(api_proxy: Any, controllers: Any) -> No
 def test_two_controllers_with_one_priority_are_reported_not_silently_frozen(
     controllers: Any, jobs: Any, streams: Any, run: Any
 ) -> None:
-    same = controllers.priority()
+    # The peering object is read every second, not every 10 s: the conflict is seen, and
+    # seen to end, a check after it begins and ends.
+    same = {**controllers.priority(), "EMULSION_PEERING_CHECK_SECONDS": "1"}
     first = controllers.start(same)
     second = controllers.start(same)
     for record in (first, second):

@@ -9,10 +9,13 @@ import time
 from typing import Any
 
 from emulsion_contracts import crd, messaging
+from tests.consumers import redelivered_after
 
 ITEMS = 10
 # Short enough for a test; the point is that retries are spread out, not how far.
 RETRY_CEILING = 4.0
+# The results' redelivery wait: long enough for several spread-out retries meanwhile.
+REDELIVERY = 5.0
 
 
 def test_an_apiserver_answering_503_is_retried_slowly_and_nothing_is_lost(
@@ -33,11 +36,13 @@ def test_an_apiserver_answering_503_is_retried_slowly_and_nothing_is_lost(
     record = controllers.start(environment)
     held: list[float | None] = []
 
-    async def outage() -> int:
+    async def processed() -> None:
         async with streams.processing() as processor:
             await streams.wait_for_async(
                 "every item to be processed", lambda: len(processor.processed) == ITEMS
             )
+
+    async def redelivered() -> int:
         async with streams.session() as js:
             # Until JetStream has delivered every result again (ack_wait), the controller
             # has been holding them unwritten; what it keeps meanwhile must stay bounded.
@@ -50,7 +55,11 @@ def test_an_apiserver_answering_503_is_retried_slowly_and_nothing_is_lost(
                 assert time.monotonic() < deadline, f"no redelivery yet: {info}"
                 await asyncio.sleep(0.5)
 
-    run(outage())
+    run(processed())
+    # The redelivery, not the durable's 30 s AckWait, is what is tested: shortened once the
+    # controller (which puts the configured wait back when it starts) is consuming.
+    with redelivered_after(streams.stack.nats_url, messaging.CONTROLLER, seconds=REDELIVERY):
+        run(redelivered())
     ended = time.monotonic()
     api_proxy.recover()
     status = jobs.wait_phase("outage", crd.Phase.SUCCEEDED, timeout=60)

@@ -15,9 +15,11 @@ from typing import Any
 
 from PIL import Image
 
+from emulsion_contracts import messaging
 from emulsion_contracts.messages import StyleSpec, WorkItem
 from emulsion_devstack.processes import ProcessRecord
 from emulsion_devstack.stack import Endpoints, LocalStack
+from tests.consumers import redelivered_after
 
 from .conftest import Bus, metric, object_keys, running_processor, stage, wait_for, work_item
 
@@ -62,8 +64,14 @@ def test_a_worker_killed_mid_item_has_it_redelivered_and_completed(
         return len(await bus.results(item))
 
     assert with_bus(no_result_yet) == 0
-    with running_processor(local_stack):
+    # Heartbeats well inside the shortened redelivery wait below, so the item is not taken
+    # from the next worker while it works on it.
+    with running_processor(local_stack, EMULSION_HEARTBEAT_SECONDS="0.5") as successor:
         assert not leftovers.exists()  # ...so the next worker does
+        # JetStream redelivers the dead worker's item after the durable's AckWait (30 s);
+        # what is tested is that it is redelivered and completed, not the 30 s.
+        with redelivered_after(stack.nats_url, messaging.PROCESSORS, seconds=1):
+            wait_in_hand(successor)
 
         async def redelivered(bus: Bus) -> Any:
             return await bus.result(item, within=120)

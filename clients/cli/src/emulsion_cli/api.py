@@ -11,8 +11,9 @@ exponential backoff and jitter; when the answer carries `Retry-After`, that is t
 from __future__ import annotations
 
 import json
+import os
 import random
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -24,7 +25,7 @@ import httpx
 import stamina
 
 from emulsion_cli.config import Config
-from emulsion_cli.errors import ApiRequestError, CliError, Unreachable
+from emulsion_cli.errors import ApiRequestError, CliError, Unreachable, UsageError
 from emulsion_cli.paging import Page, parse_page
 from emulsion_cli.sse import Event, parse_stream
 
@@ -34,6 +35,7 @@ EVENTS_TIMEOUT: Final = httpx.Timeout(60.0, connect=5.0)
 UPLOAD_TIMEOUT: Final = httpx.Timeout(300.0, connect=10.0)
 # Retried: the apiserver throttling (429) or briefly away (503), and lost connections.
 RETRYABLE_STATUS: Final = frozenset({429, 502, 503, 504})
+# Tries per call; EMULSION_RETRIES overrides it (1: no retry, as a test of a dead API wants).
 ATTEMPTS: Final = 5
 BACKOFF_INITIAL_SECONDS: Final = 0.5
 BACKOFF_MAX_SECONDS: Final = 10.0
@@ -121,6 +123,21 @@ def _asset_path(collection: str, asset: str) -> str:
     return f"/v1/assets/{quote(collection, safe='')}/{quote(asset, safe='')}"
 
 
+def retry_attempts(environ: Mapping[str, str] | None = None) -> int:
+    """How many times a call is tried: EMULSION_RETRIES when set, else ATTEMPTS."""
+    environ = os.environ if environ is None else environ
+    value = environ.get("EMULSION_RETRIES")
+    if value is None:
+        return ATTEMPTS
+    try:
+        attempts = int(value)
+    except ValueError:
+        attempts = 0
+    if attempts < 1:
+        raise UsageError(f"EMULSION_RETRIES must be a whole number of tries, 1 or more: {value!r}")
+    return attempts
+
+
 def retry_backoff(error: Exception) -> bool | float:
     """stamina's backoff hook: False gives up at once (a deterministic answer is not
     transient), True waits its exponential backoff, a number waits that many seconds."""
@@ -185,7 +202,7 @@ class Api:
     ) -> T:
         async for attempt in stamina.retry_context(
             on=on,
-            attempts=ATTEMPTS,
+            attempts=retry_attempts(),
             timeout=RETRY_TIMEOUT_SECONDS,
             wait_initial=BACKOFF_INITIAL_SECONDS,
             wait_max=BACKOFF_MAX_SECONDS,

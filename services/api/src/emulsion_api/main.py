@@ -37,8 +37,6 @@ from emulsion_contracts.profiles import load_profiles
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "emulsion-api"
-# Open event streams would hold a shutdown forever; past this they are cut.
-SHUTDOWN_GRACE_SECONDS = 10
 # Probes every few seconds would bury the requests in traces.
 UNTRACED_URLS = "healthz,readyz"
 # What a browser page on an allowed origin may send, and read back, across origins.
@@ -219,7 +217,8 @@ def main() -> None:
             port=settings.http_port,
             log_config=None,  # keep the JSON logging telemetry.setup installed
             access_log=False,  # the metrics and traces cover requests
-            timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+            # Open event streams would hold a shutdown forever; past this they are cut.
+            timeout_graceful_shutdown=settings.shutdown_grace_seconds,
         )
     finally:
         telemetry.shutdown()

@@ -88,6 +88,11 @@ class ApiSettings(ServiceSettings, NatsSettings, S3Settings, KubeSettings, Profi
     cors_allowed_origins: str = Field(default="", validation_alias="EMULSION_CORS_ALLOWED_ORIGINS")
     # The browser uploader's built bundle (served at /upload); default: the checkout's.
     web_dir: str | None = Field(default=None, validation_alias="EMULSION_WEB_DIR")
+    # On SIGTERM, how long open requests (event streams, long polls) may go on; past it
+    # they are cut and the process exits.
+    shutdown_grace_seconds: int = Field(
+        default=10, ge=0, le=3600, validation_alias="EMULSION_SHUTDOWN_GRACE_SECONDS"
+    )
 
     def web_directory(self) -> Path:
         return Path(self.web_dir) if self.web_dir else CHECKOUT_WEB_DIR

@@ -1,0 +1,50 @@
+"""A durable consumer's redelivery wait scaled down for one test on a shared stack.
+
+JetStream redelivers an unacknowledged message after the consumer's AckWait (or its
+BackOff step): 30 s and more for Emulsion's durables. A test of what happens on that
+redelivery needs the redelivery, not the 30 s, so it shortens the wait on the live
+consumer (the server applies a changed AckWait to messages already pending) and puts the
+configuration of `messaging.CONSUMERS` back afterwards, for the tests that share the stack.
+
+A service started meanwhile puts the configured wait back itself (`ensure_jetstream`), so
+shorten after the services a test starts are ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import nats
+
+from emulsion_contracts import messaging
+
+
+def _spec(durable: str) -> messaging.ConsumerSpec:
+    return next(c for c in messaging.CONSUMERS if c.durable == durable)
+
+
+async def _configure(nats_url: str, durable: str, seconds: float | None) -> None:
+    spec = _spec(durable)
+    config = spec.config()
+    if seconds is not None:
+        config.ack_wait = seconds
+        if spec.backoff:
+            config.backoff = [seconds * 2**n for n in range(len(spec.backoff))]
+    connection = await nats.connect(nats_url, connect_timeout=5)
+    try:
+        await connection.jetstream().add_consumer(spec.stream, config)
+    finally:
+        await connection.close()
+
+
+@contextmanager
+def redelivered_after(nats_url: str, durable: str, seconds: float) -> Iterator[None]:
+    """Within the block, `durable` redelivers after `seconds` (its backoff doubling from
+    there) instead of its configured AckWait; afterwards, as configured again."""
+    asyncio.run(_configure(nats_url, durable, seconds))
+    try:
+        yield
+    finally:
+        asyncio.run(_configure(nats_url, durable, None))
