@@ -3,6 +3,7 @@ formats, cached, and regenerated when a previous generation was interrupted."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from PIL import Image
@@ -72,3 +73,12 @@ def test_an_interrupted_generation_starts_over(tmp_path: Path) -> None:
         image.verify()
     assert (directory / MARKER).exists()
     assert {p.name for p in directory.iterdir()} == {MARKER, *(s.name for s in plan(SMALL))}
+
+
+def test_two_runs_at_once_both_get_one_complete_gallery(tmp_path: Path) -> None:
+    with ThreadPoolExecutor(2) as pool:
+        made = list(pool.map(lambda _: ensure_gallery(SMALL, tmp_path, workers=1), range(2)))
+    directory = gallery_dir(SMALL, tmp_path)
+    assert made == [directory, directory]
+    assert {p.name for p in directory.iterdir()} == {MARKER, *(s.name for s in plan(SMALL))}
+    assert list(directory.parent.iterdir()) == [directory]

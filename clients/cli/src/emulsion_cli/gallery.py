@@ -20,6 +20,7 @@ import os
 import random
 import shutil
 import sys
+import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -194,8 +195,23 @@ def ensure_gallery(
     if (directory / MARKER).exists():
         return directory
     if directory.exists():
-        shutil.rmtree(directory)
-    directory.mkdir(parents=True)
+        shutil.rmtree(directory, ignore_errors=True)
+    # Generated beside its place and renamed into it, so two runs at once (parallel test
+    # workers, two terminals) never see each other's half-written gallery.
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(prefix=f"{directory.name}.building-", dir=directory.parent))
+    _generate(params, building, workers)
+    try:
+        building.rename(directory)
+    except OSError:
+        # Another run finished the same gallery first; its copy is identical.
+        shutil.rmtree(building, ignore_errors=True)
+        if not (directory / MARKER).exists():
+            raise
+    return directory
+
+
+def _generate(params: GalleryParams, directory: Path, workers: int | None) -> None:
     specs = plan(params)
     jobs = [(spec, str(directory)) for spec in specs]
     workers = workers or os.cpu_count() or 1
@@ -208,7 +224,6 @@ def ensure_gallery(
     (directory / MARKER).write_text(
         json.dumps({"params": asdict(params), "files": [s.name for s in specs]})
     )
-    return directory
 
 
 def main(argv: list[str] | None = None) -> int:
