@@ -84,15 +84,20 @@ fmt: setup ## Format and autofix with ruff
 	$(UV) run --locked ruff format .
 	$(UV) run --locked ruff check --fix .
 
+# Two pytest runs: the unit and integration tests on two workers (one stack each; they
+# mostly wait on servers, so two share the cores well), then the fault, browser and
+# real-node suites alone, since their timing-bound cases must not compete for the cores.
+PARALLEL_SUITES := not (faults or web or cluster)
 test: lint tools web browser ## Everything CI runs: lint, then unit, integration, fault and browser tests on a real stack
-	$(UV) run --locked pytest $(PYTEST_ARGS)
+	$(UV) run --locked pytest -n 2 --dist loadfile -m "$(PARALLEL_SUITES)" $(PYTEST_ARGS)
+	$(UV) run --locked pytest -m "not ($(PARALLEL_SUITES))" $(PYTEST_ARGS)
 
 .PHONY: unit integration
 unit: setup ## Pure-logic tests alone, no servers, in seconds (tests the conftest marks `unit`)
 	$(UV) run --locked pytest -m unit $(PYTEST_ARGS)
 
 integration: setup tools web ## Tests on the real stack, without the fault, browser and real-node suites
-	$(UV) run --locked pytest -m "integration and not (faults or web or cluster)" $(PYTEST_ARGS)
+	$(UV) run --locked pytest -n 2 --dist loadfile -m "integration and $(PARALLEL_SUITES)" $(PYTEST_ARGS)
 
 .PHONY: chart-crds chart-test
 chart-crds: ## Copy crds/*.yaml into the chart (charts/emulsion/files/crds/); a test fails on drift
