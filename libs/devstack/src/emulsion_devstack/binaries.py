@@ -112,6 +112,9 @@ ETCD_VERSION = "v3.6.16"
 HELM_VERSION = "v4.3.1"
 # MinIO publishes no module tags; this master commit has the fix for
 # conditional PUT (If-Match) on a missing key, minio/minio#21526.
+METRICS_SERVER_VERSION = "v0.8.0"
+LOCAL_PATH_PROVISIONER_VERSION = "v0.0.30"
+KEDA_VERSION = "v2.21.0"
 MINIO_VERSION = "v0.0.0-20260212201848-7aac2a2c5b7c"
 MINIO_COMMIT_TIME = "2026-02-12T20:18:48Z"
 MINIO_COMMIT = "7aac2a2c5b7c"
@@ -183,6 +186,48 @@ TOOLS: dict[str, Tool] = {
                 ),
             )
             for name in ("kubelet", "kube-controller-manager", "kube-scheduler")
+        ),
+        Tool(
+            name="metrics-server",
+            version=METRICS_SERVER_VERSION,
+            source=GoBuild(
+                wrapper="metrics-server",
+                module="sigs.k8s.io/metrics-server",
+                package="sigs.k8s.io/metrics-server/cmd/metrics-server",
+                x_defs=(
+                    ("sigs.k8s.io/metrics-server/pkg/version.gitVersion", METRICS_SERVER_VERSION),
+                ),
+                approx_minutes=3,
+            ),
+        ),
+        Tool(
+            name="local-path-provisioner",
+            version=LOCAL_PATH_PROVISIONER_VERSION,
+            source=GoBuild(
+                wrapper="local-path-provisioner",
+                module="github.com/rancher/local-path-provisioner",
+                package="github.com/rancher/local-path-provisioner",
+                x_defs=(("main.VERSION", LOCAL_PATH_PROVISIONER_VERSION),),
+                approx_minutes=2,
+            ),
+        ),
+        # KEDA's operator and its metrics adapter (the external.metrics.k8s.io API
+        # server the HPA asks for the NATS lag), built together.
+        *(
+            Tool(
+                name=f"keda-{role}",
+                version=KEDA_VERSION,
+                source=GoBuild(
+                    wrapper="keda",
+                    module="github.com/kedacore/keda/v2",
+                    package=f"github.com/kedacore/keda/v2/cmd/{role}",
+                    x_defs=(
+                        ("github.com/kedacore/keda/v2/version.Version", KEDA_VERSION.lstrip("v")),
+                    ),
+                    approx_minutes=12,
+                ),
+            )
+            for role in ("operator", "adapter")
         ),
         Tool(
             name="kubectl",
@@ -401,8 +446,6 @@ def _go_build_together(
     packages = []
     for tool, binary in targets:
         assert isinstance(tool.source, GoBuild)
-        if Path(tool.source.package).name != tool.name:
-            raise BinaryError(f"{tool.source.package} does not build a binary named {tool.name}")
         packages.append(tool.source.package)
         binary.parent.mkdir(parents=True, exist_ok=True)
     minutes = max(
@@ -415,6 +458,10 @@ def _go_build_together(
         flush=True,
     )
     started = time.monotonic()
+    # `go build -o DIR/` names each binary after its package's last element.
+    outputs = [Path(package).name for package in packages]
+    if len(set(outputs)) != len(outputs):
+        raise BinaryError(f"{names}: two packages would build binaries of one name")
     with tempfile.TemporaryDirectory(prefix=".build-", dir=cache_dir()) as out:
         result = subprocess.run(
             [
@@ -441,8 +488,8 @@ def _go_build_together(
             raise BuildError(
                 f"go build of {names} failed (exit {result.returncode}) in {wrapper}:\n{tail}"
             )
-        for tool, binary in targets:
-            built = Path(out) / tool.name
+        for (_, binary), output in zip(targets, outputs, strict=True):
+            built = Path(out) / output
             built.chmod(0o755)
             # Same filesystem (the cache), so each appears complete by one rename.
             built.replace(binary)
