@@ -66,7 +66,7 @@ CGROUP_NAME = "emulsion-node"
 NAT_CHAIN = "EMULSION-NODE"
 CNI_NETWORK = "emulsion-node"
 CNI_BIN_DIR = Path("/usr/lib/cni")
-PAUSE_IMAGE = "localhost/emulsion/pause:3.10"
+PAUSE_IMAGE = "localhost/emulsion/pause:3.10"  # images.PAUSE_IMAGE
 START_TIMEOUT = 120.0
 # Host kernel parameters kubelet and the bridge plugin set when they differ; inside the
 # node's mount namespace each is a private file, so the host's values stay as they are.
@@ -988,9 +988,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         print(f"\nnode {info.name}: pods on {BRIDGE} ({POD_CIDR}); they reach the stack at")
         print(f"  apiserver {info.apiserver}  nats {info.nats}  s3 {info.s3}")
-        print(
-            f"Next: make images && make cluster-install; source {stack.env_file} && kubectl get nodes,pods -A"
-        )
+        print("Next: make images && make cluster-install")
+        print(f"      source {stack.env_file} && kubectl get nodes,pods -A")
         return 0
     if args.command == "down":
         stopped = node.down()
