@@ -102,9 +102,13 @@ def image_exists(ref: str) -> bool:
 # -- the base -----------------------------------------------------------------------------
 
 
-def ensure_base(say: Say = print) -> str:
+def base_ref() -> str:
     key = _digest([BASE_SUITE, *BASE_PACKAGES, DEBIAN_MIRROR])
-    ref = f"{REGISTRY}/python-base:{BASE_SUITE}-{key}"
+    return f"{REGISTRY}/python-base:{BASE_SUITE}-{key}"
+
+
+def ensure_base(say: Say = print) -> str:
+    ref = base_ref()
     if image_exists(ref):
         return ref
     started = time.monotonic()

@@ -64,6 +64,7 @@ BRIDGE_ADDRESS = str(next(POD_CIDR.hosts()))  # 10.244.0.1
 SERVICE_IP = "10.0.0.1"  # the kubernetes Service in the stack's 10.0.0.0/24
 CGROUP_NAME = "emulsion-node"
 NAT_CHAIN = "EMULSION-NODE"
+LOCAL_PATH_NAMESPACE = "local-path-storage"
 CNI_NETWORK = "emulsion-node"
 CNI_BIN_DIR = Path("/usr/lib/cni")
 PAUSE_IMAGE = "localhost/emulsion/pause:3.10"  # images.PAUSE_IMAGE
@@ -146,7 +147,12 @@ class Node:
             )
         binaries = {
             name: ensure_binary(name)
-            for name in ("kubelet", "kube-controller-manager", "kube-scheduler")
+            for name in (
+                "kubelet",
+                "kube-controller-manager",
+                "kube-scheduler",
+                "local-path-provisioner",
+            )
         }
         began = time.monotonic()
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -172,6 +178,7 @@ class Node:
             self._start_scheduler(state, binaries["kube-scheduler"], ca, endpoints)
             self._start_kubelet(state, binaries["kubelet"], holder, socket, ca, endpoints)
             self._wait_node_ready(endpoints)
+            self._start_local_path_provisioner(state, binaries["local-path-provisioner"], endpoints)
         except BaseException:
             self.down()
             raise
@@ -180,8 +187,9 @@ class Node:
         self.say(f"node {NODE_NAME} ready in {time.monotonic() - began:.1f}s")
         return info
 
-    def down(self) -> list[str]:
-        """Remove everything `up` made; idempotent, and tolerant of a half-made node."""
+    def down(self, restore_apiserver: bool = True) -> list[str]:
+        """Remove everything `up` made; idempotent, and tolerant of a half-made node.
+        `restore_apiserver=False` when the stack is going down anyway."""
         state = self._read_state()
         if state is None:
             return []
@@ -197,7 +205,7 @@ class Node:
             _remove_nat_chain()
         if made.get("bridge"):
             _run(["ip", "link", "delete", BRIDGE], check=False)
-        if made.get("apiserver_argv"):
+        if made.get("apiserver_argv") and restore_apiserver:
             self._restore_apiserver(made["apiserver_argv"])
         for path in made.get("host_paths", []):
             # Directories the runtime made on the host (e.g. /var/run/netns) when they
@@ -624,6 +632,103 @@ class Node:
                 )
             time.sleep(0.5)
 
+    def _start_local_path_provisioner(
+        self, state: dict[str, Any], binary: Path, endpoints: Endpoints
+    ) -> None:
+        """The default StorageClass `local-path`: each PersistentVolumeClaim (the
+        processors' generic ephemeral volumes) gets a directory under the node's state
+        dir, made and removed by a helper pod of the Python base image."""
+        from kubernetes import config, utils
+
+        api_client = config.new_client_from_config(config_file=endpoints.kubeconfig)
+        helper_image = _helper_image()
+        volumes = self.dir / "local-path"
+        volumes.mkdir(parents=True, exist_ok=True)
+        helper_pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "helper-pod"},
+            "spec": {
+                "containers": [
+                    {"name": "helper-pod", "image": helper_image, "imagePullPolicy": "Never"}
+                ]
+            },
+        }
+        manifests = [
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": LOCAL_PATH_NAMESPACE}},
+            {
+                "apiVersion": "v1",
+                "kind": "ServiceAccount",
+                "metadata": {"name": "local-path-provisioner", "namespace": LOCAL_PATH_NAMESPACE},
+            },
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "local-path-config", "namespace": LOCAL_PATH_NAMESPACE},
+                "data": {
+                    "config.json": json.dumps(
+                        {
+                            "nodePathMap": [
+                                {
+                                    "node": "DEFAULT_PATH_FOR_NON_LISTED_NODES",
+                                    "paths": [str(volumes)],
+                                }
+                            ]
+                        }
+                    ),
+                    "setup": '#!/bin/sh\nset -eu\nmkdir -m 0777 -p "$VOL_DIR"\n',
+                    "teardown": '#!/bin/sh\nset -eu\nrm -rf "$VOL_DIR"\n',
+                    "helperPod.yaml": yaml.safe_dump(helper_pod),
+                },
+            },
+            {
+                "apiVersion": "storage.k8s.io/v1",
+                "kind": "StorageClass",
+                "metadata": {
+                    "name": "local-path",
+                    "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+                },
+                "provisioner": "rancher.io/local-path",
+                "volumeBindingMode": "WaitForFirstConsumer",
+                "reclaimPolicy": "Delete",
+            },
+        ]
+        for manifest in manifests:
+            with contextlib.suppress(utils.FailToCreateError):
+                utils.create_from_dict(api_client, manifest)
+        config_file = self.dir / "local-path-config.json"
+        config_file.write_text(manifests[2]["data"]["config.json"])  # type: ignore[index]
+        helper_file = self.dir / "local-path-helper-pod.yaml"
+        helper_file.write_text(yaml.safe_dump(helper_pod))
+        self._started(
+            state,
+            spawn(
+                "local-path-provisioner",
+                [
+                    str(binary),
+                    "start",
+                    "--config",
+                    str(config_file),
+                    "--provisioner-name",
+                    "rancher.io/local-path",
+                    "--namespace",
+                    LOCAL_PATH_NAMESPACE,
+                    "--helper-image",
+                    helper_image,
+                    "--kubeconfig",
+                    endpoints.kubeconfig,
+                    "--configmap-name",
+                    "local-path-config",
+                    "--service-account-name",
+                    "local-path-provisioner",
+                    "--helper-pod-file",
+                    str(helper_file),
+                ],
+                self.dir / "logs" / "local-path-provisioner.log",
+            ),
+        )
+        self.say(f"  local-path      StorageClass local-path (default) in {volumes}")
+
     # -- state ----------------------------------------------------------------------------
 
     def _started(self, state: dict[str, Any], record: ProcessRecord) -> ProcessRecord:
@@ -806,6 +911,13 @@ def _write_kubeconfig(path: Path, server: str, ca: Path, cert: Path, key: Path) 
 
 
 # -- host plumbing ------------------------------------------------------------------------
+
+
+def _helper_image() -> str:
+    # The Python base (make images) has the sh, mkdir and rm the helper pods run.
+    from emulsion_devstack import images
+
+    return images.base_ref()
 
 
 def _exe(path: str) -> bool:

@@ -197,7 +197,7 @@ class LocalStack:
             # would otherwise outlive the apiserver they serve.
             from emulsion_devstack.node import Node
 
-            Node(self, say=self.say).down()
+            Node(self, say=self.say).down(restore_apiserver=False)
         state = self._read_state()
         stopped = []
         if state:
