@@ -232,9 +232,9 @@ def build(say: Say = print) -> Images:
                     f"PYTHON_IMAGE={base}",
                     "--volume",
                     f"{offline}:/offline",
-                    # No registry is reachable from inside a build; nothing needs one.
-                    "--network",
-                    "none",
+                    # chroot isolation: no runtime, cgroups or network namespace to set
+                    # up. It shares the host's network, but nothing in the build
+                    # fetches: uv runs offline on /offline.
                     "--isolation",
                     "chroot",
                     "--pull=never",
@@ -263,7 +263,11 @@ def _offline_dir(services: Sequence[str], say: Say) -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     uv = _uv()
     shutil.copy2(uv, offline / "uv")
+    lock = _digest([(REPO_ROOT / "uv.lock").read_text()])
     for service in services:
+        filled = cache / f".filled-{lock}-{service}"
+        if filled.exists():
+            continue
         with tempfile.TemporaryDirectory(dir=_work_dir()) as environment:
             result = subprocess.run(
                 [
@@ -294,6 +298,7 @@ def _offline_dir(services: Sequence[str], say: Say) -> Path:
                 raise StackError(
                     f"uv sync for the {service} image's cache failed:\n{result.stderr}"
                 )
+        filled.touch()
     say(f"  offline uv cache for {', '.join(services)} in {cache}")
     return offline
 
