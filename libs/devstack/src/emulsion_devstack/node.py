@@ -65,6 +65,7 @@ SERVICE_IP = "10.0.0.1"  # the kubernetes Service in the stack's 10.0.0.0/24
 CGROUP_NAME = "emulsion-node"
 NAT_CHAIN = "EMULSION-NODE"
 LOCAL_PATH_NAMESPACE = "local-path-storage"
+HOST_PATHS = ("/run/containerd", "/var/run/netns", "/var/lib/cni")
 CNI_NETWORK = "emulsion-node"
 CNI_BIN_DIR = Path("/usr/lib/cni")
 PAUSE_IMAGE = "localhost/emulsion/pause:3.10"  # images.PAUSE_IMAGE
@@ -207,12 +208,8 @@ class Node:
             _run(["ip", "link", "delete", BRIDGE], check=False)
         if made.get("apiserver_argv") and restore_apiserver:
             self._restore_apiserver(made["apiserver_argv"])
-        for path in made.get("host_paths", []):
-            # Directories the runtime made on the host (e.g. /var/run/netns) when they
-            # did not exist before; removed only when empty.
-            with contextlib.suppress(OSError):
-                Path(path).rmdir()
-        _remove_cni_cache()
+        for path, before in (made.get("host_paths") or {}).items():
+            _remove_new_entries(Path(path), before)
         shutil.rmtree(self.dir, ignore_errors=True)
         return stopped
 
@@ -439,13 +436,13 @@ class Node:
             private.parent.mkdir(parents=True, exist_ok=True)
             private.write_text(value + "\n")
             binds.append(f"mount --bind {private} /proc/sys/{name}")
-        # Paths the runtime makes on the host: remember those that are new, to remove
-        # them (when empty) at `down`.
-        state["made"]["host_paths"] = [
-            p
-            for p in ("/var/run/netns", "/run/containerd/s", "/run/containerd")
-            if not Path(p).exists()
-        ]
+        # Paths the runtime makes on the host outside its configured root (containerd
+        # 1.6's shim sockets, the netns files, libcni's cache): what is in them now is
+        # not the node's; whatever `down` finds beyond that is.
+        state["made"]["host_paths"] = {
+            path: sorted(p.name for p in Path(path).iterdir()) if Path(path).is_dir() else None
+            for path in HOST_PATHS
+        }
         script = " && ".join([*binds, f"exec sleep {365 * 24 * 3600}"])
         record = self._started(
             state,
@@ -794,6 +791,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         BinaryName = "/usr/sbin/runc"
+        Root = "{base / "runc"}"
         SystemdCgroup = false
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{CNI_BIN_DIR}"
@@ -1069,12 +1067,19 @@ def _remove_nat_chain() -> None:
     _run(["iptables", "-w", "-t", "nat", "-X", NAT_CHAIN], check=False)
 
 
-def _remove_cni_cache() -> None:
-    # libcni caches each attachment's result under /var/lib/cni/results, named by the
-    # network; only the node's own are removed.
-    results = Path("/var/lib/cni/results")
-    for path in results.glob(f"{CNI_NETWORK}-*"):
-        path.unlink(missing_ok=True)
+def _remove_new_entries(path: Path, before: list[str] | None) -> None:
+    """Remove `path` if it did not exist before the node (`before` is None), else the
+    entries in it that are new."""
+    if before is None:
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    with contextlib.suppress(FileNotFoundError):
+        for entry in path.iterdir():
+            if entry.name not in before:
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
 
 
 def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
