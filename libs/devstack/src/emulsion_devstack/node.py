@@ -64,7 +64,10 @@ BRIDGE_ADDRESS = str(next(POD_CIDR.hosts()))  # 10.244.0.1
 SERVICE_IP = "10.0.0.1"  # the kubernetes Service in the stack's 10.0.0.0/24
 CGROUP_NAME = "emulsion-node"
 NAT_CHAIN = "EMULSION-NODE"
+KUBELET_CANARY = "KUBE-KUBELET-CANARY"
 LOCAL_PATH_NAMESPACE = "local-path-storage"
+# Which state dir's node holds this machine (one node per machine).
+CLAIM = Path("/run/emulsion-node.owner")
 HOST_PATHS = ("/run/containerd", "/var/run/netns", "/var/lib/cni")
 CNI_NETWORK = "emulsion-node"
 CNI_BIN_DIR = Path("/usr/lib/cni")
@@ -106,6 +109,34 @@ class NodeInfo:
     nats: str
     nats_monitor: str
     s3: str
+
+
+def host_snapshot() -> dict[str, Any]:
+    """What of the host a node touches, to compare before `up` and after `down`:
+    kernel parameters, network links, iptables rules, mounts, cgroups, runtime paths."""
+    iptables = {
+        f"{command} {table}": sorted(
+            # Chains (":NAME POLICY [counters]") by name; rules as they are.
+            line.split()[0] if line.startswith(":") else line
+            for line in _run([command, "-t", table], check=False).stdout.splitlines()
+            if not line.startswith("#")
+        )
+        for command in ("iptables-save", "ip6tables-save")
+        for table in ("mangle", "nat", "filter")
+    }
+    mounts = sorted(
+        line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
+    )
+    return {
+        "sysctls": host_sysctls(),
+        "links": sorted(p.name for p in Path("/sys/class/net").iterdir()),
+        "iptables": iptables,
+        "mounts": mounts,
+        "cgroups": sorted(
+            str(h / CGROUP_NAME) for h in _cgroup_hierarchies() if (h / CGROUP_NAME).exists()
+        ),
+        "paths": {path: Path(path).exists() for path in HOST_PATHS},
+    }
 
 
 def host_sysctls() -> dict[str, str]:
@@ -155,6 +186,7 @@ class Node:
                 "local-path-provisioner",
             )
         }
+        self._claim_machine()
         began = time.monotonic()
         self.dir.mkdir(parents=True, exist_ok=True)
         state: dict[str, Any] = {
@@ -205,13 +237,45 @@ class Node:
         if made.get("nat_chain"):
             _remove_nat_chain()
         if made.get("bridge"):
+            # The pods' veths first: a pod's network namespace may outlive its processes
+            # for a while, and with it the host end of its veth, which deleting the
+            # bridge would only detach.
+            for veth in _bridge_ports():
+                _run(["ip", "link", "delete", veth], check=False)
             _run(["ip", "link", "delete", BRIDGE], check=False)
+        for command, table in made.get("kubelet_chains", []):
+            # kubelet's canary chains (it watches them to notice an iptables flush).
+            _run([command, "-w", "-t", table, "-F", KUBELET_CANARY], check=False)
+            _run([command, "-w", "-t", table, "-X", KUBELET_CANARY], check=False)
         if made.get("apiserver_argv") and restore_apiserver:
             self._restore_apiserver(made["apiserver_argv"])
         for path, before in (made.get("host_paths") or {}).items():
             _remove_new_entries(Path(path), before)
         shutil.rmtree(self.dir, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            if CLAIM.read_text().strip() == str(self.dir):
+                CLAIM.unlink()
         return stopped
+
+    def _claim_machine(self) -> None:
+        """One node per machine: the bridge, the pod range and the cgroup names are
+        fixed. A node of another state dir that still runs is not ours to replace."""
+        try:
+            owner = Path(CLAIM.read_text().strip())
+        except FileNotFoundError:
+            owner = None
+        if owner is not None and owner != self.dir and (owner / "node.json").exists():
+            other = Node(LocalStack(owner.parent), say=self.say)
+            if other.running() is not None:
+                raise StackError(
+                    f"a node of {owner.parent} runs on this machine (one node per machine); "
+                    f"remove it first: python -m emulsion_devstack.node down --state-dir "
+                    f"{owner.parent}"
+                )
+            self.say(f"removing what is left of the node of {owner.parent}")
+            other.down()
+        CLAIM.parent.mkdir(parents=True, exist_ok=True)
+        CLAIM.write_text(f"{self.dir}\n")
 
     def running(self) -> NodeInfo | None:
         state = self._read_state()
@@ -370,6 +434,14 @@ class Node:
         if not Path(f"/sys/class/net/{BRIDGE}").exists():
             _run(["ip", "link", "add", BRIDGE, "type", "bridge"])
         state["made"]["bridge"] = True
+        # kubelet adds its canary chain to these tables; those that have none now get
+        # theirs removed at `down`.
+        state["made"]["kubelet_chains"] = [
+            (command, table)
+            for command in ("iptables", "ip6tables")
+            for table in ("mangle", "nat", "filter")
+            if _run([command, "-w", "-t", table, "-L", KUBELET_CANARY], check=False).returncode != 0
+        ]
         self._write_state(state)
         address = f"{BRIDGE_ADDRESS}/{POD_CIDR.prefixlen}"
         if address not in _run(["ip", "-o", "addr", "show", "dev", BRIDGE]).stdout:
@@ -1049,6 +1121,11 @@ def _remove_cgroups(timeout: float = 30.0) -> None:
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.1)
+
+
+def _bridge_ports() -> list[str]:
+    ports = Path(f"/sys/class/net/{BRIDGE}/brif")
+    return sorted(p.name for p in ports.iterdir()) if ports.is_dir() else []
 
 
 def _ensure_nat_chain() -> None:

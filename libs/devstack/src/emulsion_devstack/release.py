@@ -172,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"make cluster-install failed: {error}", file=sys.stderr)
         return 1
     print(f"\nsource {stack.env_file} && kubectl -n {namespace} get pods,ij")
-    print(f"The API: kubectl -n {namespace} port-forward svc/{RELEASE}-api 8080:8080")
+    print(f"The API: kubectl -n {namespace} port-forward svc/{RELEASE}-api 8080:80")
     print("  then EMULSION_API_URL=http://127.0.0.1:8080 emulsion ingest DIR --collection demo")
     return 0
 
