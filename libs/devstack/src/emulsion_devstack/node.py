@@ -184,6 +184,7 @@ class Node:
                 "kube-controller-manager",
                 "kube-scheduler",
                 "local-path-provisioner",
+                "metrics-server",
             )
         }
         self._claim_machine()
@@ -212,6 +213,7 @@ class Node:
             self._start_kubelet(state, binaries["kubelet"], holder, socket, ca, endpoints)
             self._wait_node_ready(endpoints)
             self._start_local_path_provisioner(state, binaries["local-path-provisioner"], endpoints)
+            self._start_metrics_server(state, binaries["metrics-server"], endpoints)
         except BaseException:
             self.down()
             raise
@@ -247,6 +249,11 @@ class Node:
             # kubelet's canary chains (it watches them to notice an iptables flush).
             _run([command, "-w", "-t", table, "-F", KUBELET_CANARY], check=False)
             _run([command, "-w", "-t", table, "-X", KUBELET_CANARY], check=False)
+        endpoints = self.stack.running()
+        if endpoints is not None and restore_apiserver:
+            # The node's API objects: an APIService left pointing at a stopped
+            # metrics-server would fail every client's discovery.
+            _delete(endpoints.kubeconfig, NODE_OBJECTS)
         if made.get("apiserver_argv") and restore_apiserver:
             self._restore_apiserver(made["apiserver_argv"])
         for path, before in (made.get("host_paths") or {}).items():
@@ -707,11 +714,11 @@ class Node:
         """The default StorageClass `local-path`: each PersistentVolumeClaim (the
         processors' generic ephemeral volumes) gets a directory under the node's state
         dir, made and removed by a helper pod of the Python base image."""
-        from kubernetes import config, utils
-
-        api_client = config.new_client_from_config(config_file=endpoints.kubeconfig)
         helper_image = _helper_image()
-        volumes = self.dir / "local-path"
+        # In the stack's data dir, not the node's: the PersistentVolumes live in the
+        # stack's etcd, so their directories last as long as it does (make down), and a
+        # `make cluster-down && make cluster` finds the pods' volumes where they were.
+        volumes = Path(endpoints.data_dir) / "node-volumes"
         volumes.mkdir(parents=True, exist_ok=True)
         helper_pod = {
             "apiVersion": "v1",
@@ -762,9 +769,7 @@ class Node:
                 "reclaimPolicy": "Delete",
             },
         ]
-        for manifest in manifests:
-            with contextlib.suppress(utils.FailToCreateError):
-                utils.create_from_dict(api_client, manifest)
+        _apply(endpoints.kubeconfig, manifests)
         config_file = self.dir / "local-path-config.json"
         config_file.write_text(manifests[2]["data"]["config.json"])  # type: ignore[index]
         helper_file = self.dir / "local-path-helper-pod.yaml"
@@ -797,6 +802,81 @@ class Node:
             ),
         )
         self.say(f"  local-path      StorageClass local-path (default) in {volumes}")
+
+    def _start_metrics_server(
+        self, state: dict[str, Any], binary: Path, endpoints: Endpoints
+    ) -> None:
+        """metrics.k8s.io for the CPU HPA and `kubectl top`: metrics-server as a host
+        process on the bridge address, registered as an APIService whose Service has
+        no selector and one endpoint, that address (the apiserver routes to endpoints)."""
+        port = free_port()
+        record = self._started(
+            state,
+            spawn(
+                "metrics-server",
+                [
+                    str(binary),
+                    "--kubeconfig",
+                    endpoints.kubeconfig,
+                    "--authentication-kubeconfig",
+                    endpoints.kubeconfig,
+                    "--authorization-kubeconfig",
+                    endpoints.kubeconfig,
+                    "--bind-address",
+                    BRIDGE_ADDRESS,
+                    "--secure-port",
+                    str(port),
+                    "--cert-dir",
+                    str(self.dir / "metrics-server"),
+                    "--kubelet-preferred-address-types",
+                    "InternalIP",
+                    # The kubelet's serving certificate is self-signed (no CSR signer).
+                    "--kubelet-insecure-tls",
+                    # kubelet serves on a free port, which the Node status names.
+                    "--kubelet-use-node-status-port",
+                    "--metric-resolution",
+                    "15s",
+                ],
+                self.dir / "logs" / "metrics-server.log",
+            ),
+        )
+        wait_until(record, lambda: _tcp_open(BRIDGE_ADDRESS, port), START_TIMEOUT)
+        manifests: list[dict[str, Any]] = [
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": "metrics-server", "namespace": "kube-system"},
+                "spec": {"ports": [{"name": "https", "port": 443, "targetPort": port}]},
+            },
+            {
+                "apiVersion": "discovery.k8s.io/v1",
+                "kind": "EndpointSlice",
+                "metadata": {
+                    "name": "metrics-server",
+                    "namespace": "kube-system",
+                    "labels": {"kubernetes.io/service-name": "metrics-server"},
+                },
+                "addressType": "IPv4",
+                "endpoints": [{"addresses": [BRIDGE_ADDRESS], "conditions": {"ready": True}}],
+                "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+            },
+            {
+                "apiVersion": "apiregistration.k8s.io/v1",
+                "kind": "APIService",
+                "metadata": {"name": "v1beta1.metrics.k8s.io"},
+                "spec": {
+                    "group": "metrics.k8s.io",
+                    "version": "v1beta1",
+                    "service": {"name": "metrics-server", "namespace": "kube-system"},
+                    # Its serving certificate is self-signed, as in the upstream manifest.
+                    "insecureSkipTLSVerify": True,
+                    "groupPriorityMinimum": 100,
+                    "versionPriority": 100,
+                },
+            },
+        ]
+        _apply(endpoints.kubeconfig, manifests)
+        self.say(f"  metrics-server  {BRIDGE_ADDRESS}:{port} (metrics.k8s.io)")
 
     # -- state ----------------------------------------------------------------------------
 
@@ -1121,6 +1201,39 @@ def _remove_cgroups(timeout: float = 30.0) -> None:
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.1)
+
+
+# What the node creates through the API, for `down` to delete (kind/name or -n ns kind/name).
+NODE_OBJECTS = (
+    ("", "apiservice/v1beta1.metrics.k8s.io"),
+    ("kube-system", "service/metrics-server"),
+    ("kube-system", "endpointslice/metrics-server"),
+    ("", "storageclass/local-path"),
+    ("", f"namespace/{LOCAL_PATH_NAMESPACE}"),
+    ("", f"node/{NODE_NAME}"),
+)
+
+
+def _kubectl(
+    kubeconfig: str, *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    command = [str(ensure_binary("kubectl")), "--kubeconfig", kubeconfig, *args]
+    result = subprocess.run(command, input=stdin, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise StackError(f"kubectl {' '.join(args)} failed:\n{result.stderr}")
+    return result
+
+
+def _apply(kubeconfig: str, manifests: Sequence[dict[str, Any]]) -> None:
+    documents = yaml.safe_dump_all(list(manifests))
+    _kubectl(kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", "-", stdin=documents)
+
+
+def _delete(kubeconfig: str, objects: Sequence[tuple[str, str]]) -> None:
+    for namespace, name in objects:
+        scope = ["--namespace", namespace] if namespace else []
+        with contextlib.suppress(StackError):
+            _kubectl(kubeconfig, "delete", *scope, name, "--ignore-not-found", "--wait=false")
 
 
 def _bridge_ports() -> list[str]:
