@@ -64,7 +64,6 @@ BRIDGE_ADDRESS = str(next(POD_CIDR.hosts()))  # 10.244.0.1
 SERVICE_IP = "10.0.0.1"  # the kubernetes Service in the stack's 10.0.0.0/24
 CGROUP_NAME = "emulsion-node"
 NAT_CHAIN = "EMULSION-NODE"
-KUBELET_CANARY = "KUBE-KUBELET-CANARY"
 LOCAL_PATH_NAMESPACE = "local-path-storage"
 # Which state dir's node holds this machine (one node per machine).
 CLAIM = Path("/run/emulsion-node.owner")
@@ -245,10 +244,10 @@ class Node:
             for veth in _bridge_ports():
                 _run(["ip", "link", "delete", veth], check=False)
             _run(["ip", "link", "delete", BRIDGE], check=False)
-        for command, table in made.get("kubelet_chains", []):
-            # kubelet's canary chains (it watches them to notice an iptables flush).
-            _run([command, "-w", "-t", table, "-F", KUBELET_CANARY], check=False)
-            _run([command, "-w", "-t", table, "-X", KUBELET_CANARY], check=False)
+        if "kube_chains" in made:
+            # kubelet's chains (KUBE-FIREWALL, KUBE-IPTABLES-HINT, its canaries) and the
+            # jumps to them, where the host had none before the node.
+            _remove_new_kube_chains(made["kube_chains"])
         endpoints = self.stack.running()
         if endpoints is not None and restore_apiserver:
             # The node's API objects: an APIService left pointing at a stopped
@@ -441,14 +440,9 @@ class Node:
         if not Path(f"/sys/class/net/{BRIDGE}").exists():
             _run(["ip", "link", "add", BRIDGE, "type", "bridge"])
         state["made"]["bridge"] = True
-        # kubelet adds its canary chain to these tables; those that have none now get
-        # theirs removed at `down`.
-        state["made"]["kubelet_chains"] = [
-            (command, table)
-            for command in ("iptables", "ip6tables")
-            for table in ("mangle", "nat", "filter")
-            if _run([command, "-w", "-t", table, "-L", KUBELET_CANARY], check=False).returncode != 0
-        ]
+        # kubelet adds chains of its own (KUBE-FIREWALL with jumps from INPUT and
+        # OUTPUT, KUBE-IPTABLES-HINT, canaries); those the host has now are not ours.
+        state["made"]["kube_chains"] = _kube_chains()
         self._write_state(state)
         address = f"{BRIDGE_ADDRESS}/{POD_CIDR.prefixlen}"
         if address not in _run(["ip", "-o", "addr", "show", "dev", BRIDGE]).stdout:
@@ -1234,6 +1228,46 @@ def _delete(kubeconfig: str, objects: Sequence[tuple[str, str]]) -> None:
         scope = ["--namespace", namespace] if namespace else []
         with contextlib.suppress(StackError):
             _kubectl(kubeconfig, "delete", *scope, name, "--ignore-not-found", "--wait=false")
+
+
+IPTABLES = (("iptables", "iptables-save"), ("ip6tables", "ip6tables-save"))
+TABLES = ("mangle", "nat", "filter")
+
+
+def _kube_chains() -> dict[str, list[str]]:
+    """The KUBE-* chains of each table, keyed "<command> <table>"."""
+    chains = {}
+    for command, save in IPTABLES:
+        for table in TABLES:
+            lines = _run([save, "-t", table], check=False).stdout.splitlines()
+            chains[f"{command} {table}"] = sorted(
+                line[1:].split()[0] for line in lines if line.startswith(":KUBE-")
+            )
+    return chains
+
+
+def _remove_new_kube_chains(before: dict[str, list[str]]) -> None:
+    import shlex
+
+    for key, chains in _kube_chains().items():
+        command, table = key.split()
+        new = set(chains) - set(before.get(key, []))
+        if not new:
+            continue
+        save = dict(IPTABLES)[command]
+        for line in _run([save, "-t", table], check=False).stdout.splitlines():
+            words = shlex.split(line) if line.startswith("-A ") else []
+            if (
+                words
+                and words[1] not in new
+                and "-j" in words
+                and words[words.index("-j") + 1] in new
+            ):
+                _run([command, "-w", "-t", table, "-D", *words[1:]], check=False)
+        for chain in new:
+            _run([command, "-w", "-t", table, "-F", chain], check=False)
+        for chain in new:
+            _run([command, "-w", "-t", table, "-X", chain], check=False)
 
 
 def _bridge_ports() -> list[str]:
