@@ -18,7 +18,10 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     UV_LINK_MODE=copy \
     UV_PYTHON_DOWNLOADS=never \
     UV_PROJECT_ENVIRONMENT=/opt/emulsion
-RUN python -m pip install --no-cache-dir "uv==${UV_VERSION}"
+# Where no registry is reachable from inside the build (`make images`), /offline is
+# bind-mounted with uv itself and a uv cache the host filled with every locked wheel.
+RUN if [ -x /offline/uv ]; then cp /offline/uv /usr/local/bin/uv; \
+    else python -m pip install --no-cache-dir "uv==${UV_VERSION}"; fi
 WORKDIR /src
 COPY . .
 # --locked: fail rather than resolve anything uv.lock does not say; --no-editable: the
@@ -26,6 +29,7 @@ COPY . .
 # The service's console script is linked under one name, so the entrypoint (exec form,
 # where no variable is expanded) is the same for every service.
 RUN test -n "${SERVICE}" \
+    && if [ -d /offline/uv-cache ]; then export UV_CACHE_DIR=/offline/uv-cache UV_OFFLINE=1; fi \
     && uv sync --locked --no-dev --no-editable --package "emulsion-${SERVICE}" \
     && ln -s "emulsion-${SERVICE}" /opt/emulsion/bin/emulsion-service
 # The API serves the browser uploader. Its bundle is built on the host by `make web`
@@ -40,7 +44,8 @@ RUN if [ "${SERVICE}" = api ]; then \
 # -- runtime: the virtualenv only; no uv, pip, compilers or sources --------------------
 FROM ${PYTHON_IMAGE} AS runtime
 ARG SERVICE
-RUN python -m pip uninstall --yes pip \
+# A Debian base (make images) has no pip to remove.
+RUN if python -m pip --version >/dev/null 2>&1; then python -m pip uninstall --yes pip; fi \
     && groupadd --system --gid 10001 emulsion \
     && useradd --system --uid 10001 --gid emulsion --no-create-home \
         --home-dir /nonexistent --shell /usr/sbin/nologin emulsion

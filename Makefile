@@ -99,6 +99,25 @@ unit: setup ## Pure-logic tests alone, no servers, in seconds (tests the conftes
 integration: setup tools web ## Tests on the real stack, without the fault, browser and real-node suites
 	$(UV) run --locked pytest -n 2 --dist loadfile -m "integration and $(PARALLEL_SUITES)" $(PYTEST_ARGS)
 
+.PHONY: node-packages cluster cluster-down images cluster-install
+node-packages: ## Install Debian's containerd, runc, CNI plugins, podman, buildah, debootstrap (once; nothing is started)
+	@bash tools/install-node-packages.sh
+
+cluster: setup node-packages ## A real node on the stack (containerd, kubelet, controller-manager, scheduler); starts the stack if needed
+	$(UV) run --locked python -m emulsion_devstack.binaries ensure etcd kube-apiserver kubectl helm minio nats-server kubelet kube-controller-manager kube-scheduler
+	@if ! .venv/bin/python -m emulsion_devstack status --state-dir $(STATE_DIR) >/dev/null 2>&1; then \
+		$(UV) run --locked python -m emulsion_devstack up --services '' --state-dir $(STATE_DIR); fi
+	$(UV) run --locked python -m emulsion_devstack.node up --state-dir $(STATE_DIR)
+
+cluster-down: ## Remove the node and everything it made (processes, mounts, cgroups, bridge, iptables chain); the stack keeps running
+	@if [ -x .venv/bin/python ]; then .venv/bin/python -m emulsion_devstack.node down --state-dir $(STATE_DIR); else echo "no node was running"; fi
+
+images: setup node-packages web ## Build the Debian Python base, pause and the four service images (cached per user); load them into a running node
+	$(UV) run --locked python -m emulsion_devstack.images load --state-dir $(STATE_DIR)
+
+cluster-install: images ## helm install/upgrade charts/emulsion on the node with the locally built images
+	$(UV) run --locked python -m emulsion_devstack.release install --state-dir $(STATE_DIR)
+
 .PHONY: chart-crds chart-test
 chart-crds: ## Copy crds/*.yaml into the chart (charts/emulsion/files/crds/); a test fails on drift
 	rm -f charts/emulsion/files/crds/*.yaml

@@ -2,6 +2,8 @@
 
 One throw-away CA signs the serving certificate (127.0.0.1, localhost) and an admin
 client certificate in `system:masters`, which RBAC lets do anything, as envtest does.
+The CA's key is kept beside it (`ca.key`, mode 0600) so the real node (node.py) can
+issue its components' own identities from the same CA.
 """
 
 from __future__ import annotations
@@ -133,6 +135,7 @@ def make_apiserver_pki(directory: Path) -> ApiserverPki:
         service_account_pub=directory / "sa.pub",
     )
     _write_cert(pki.ca_cert, ca)
+    _write_key(directory / "ca.key", ca_key)
     _write_cert(pki.serving_cert, serving)
     _write_key(pki.serving_key, serving_key)
     _write_cert(pki.admin_cert, admin)
@@ -144,3 +147,55 @@ def make_apiserver_pki(directory: Path) -> ApiserverPki:
         )
     )
     return pki
+
+
+def issue_certificate(
+    directory: Path,
+    name: str,
+    common_name: str,
+    *,
+    organization: str | None = None,
+    server_names: tuple[str, ...] = (),
+) -> tuple[Path, Path]:
+    """Issue `<name>.crt`/`<name>.key` in `directory` from the CA there (`ca.crt`,
+    `ca.key`): a client certificate, or a serving one when `server_names` (IPs or DNS
+    names) are given. Returns (certificate, key)."""
+    ca_cert = x509.load_pem_x509_certificate((directory / "ca.crt").read_bytes())
+    try:
+        ca_key = serialization.load_pem_private_key((directory / "ca.key").read_bytes(), None)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{directory / 'ca.key'} is missing: the stack was started by an older "
+            "emulsion_devstack; restart it (make down && make up)"
+        ) from None
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise TypeError(f"{directory / 'ca.key'} is not an EC key")
+    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+    key = _key()
+    usage = ExtendedKeyUsageOID.SERVER_AUTH if server_names else ExtendedKeyUsageOID.CLIENT_AUTH
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(common_name, organization))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+    )
+    if server_names:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([_general_name(n) for n in server_names]), critical=False
+        )
+    cert_path, key_path = directory / f"{name}.crt", directory / f"{name}.key"
+    _write_cert(cert_path, builder.sign(ca_key, hashes.SHA256()))
+    _write_key(key_path, key)
+    return cert_path, key_path
+
+
+def _general_name(value: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(value))
+    except ValueError:
+        return x509.DNSName(value)

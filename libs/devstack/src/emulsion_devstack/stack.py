@@ -192,6 +192,12 @@ class LocalStack:
     def down(self) -> list[str]:
         """Stop every process this stack recorded (all at once); remove its data. Idempotent."""
         shutdown.release(self)
+        if (self.state_dir / "node" / "node.json").exists():
+            # A real node on this stack (node.py) goes first: its kubelet and containerd
+            # would otherwise outlive the apiserver they serve.
+            from emulsion_devstack.node import Node
+
+            Node(self, say=self.say).down(restore_apiserver=False)
         state = self._read_state()
         stopped = []
         if state:
