@@ -88,7 +88,7 @@ fmt: setup ## Format and autofix with ruff
 # mostly wait on servers, so two share the cores well), then the fault, browser and
 # real-node suites alone, since their timing-bound cases must not compete for the cores.
 PARALLEL_SUITES := not (faults or web or cluster)
-test: lint tools web browser ## Everything CI runs: lint, then unit, integration, fault and browser tests on a real stack
+test: lint tools web browser node-packages images ## Everything CI runs: lint, then unit, integration, fault, browser and real-node tests
 	$(UV) run --locked pytest -n 2 --dist loadfile -m "$(PARALLEL_SUITES)" $(PYTEST_ARGS)
 	$(UV) run --locked pytest -m "not ($(PARALLEL_SUITES))" $(PYTEST_ARGS)
 
