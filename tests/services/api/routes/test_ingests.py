@@ -183,6 +183,22 @@ def test_status_shows_counts_item_states_failures_and_live_outputs(
         assert httpx.get(url).content == b"jpg"
     assert body["items"][1]["outputs"] == [] and body["items"][1]["original"] is None
 
+    # Outcomes alone: the same states, versions and reasons, with no URL and no asset read.
+    s3.delete_object(Bucket=stack.bucket, Key=keys.manifest_key(collection, "IMG_00000.jpg"))
+    lean = api.get(f"/v1/ingests/{name}", params={"urls": "false"})
+
+    assert lean.status_code == 200, lean.text
+    lean_body = lean.json()
+    assert {k: v for k, v in lean_body.items() if k != "items"} == {
+        k: v for k, v in body.items() if k != "items"
+    }
+    assert [
+        (item["asset"], item["state"], item["version"], item["reason"])
+        for item in lean_body["items"]
+    ] == [(item["asset"], item["state"], item["version"], item["reason"]) for item in body["items"]]
+    for item in lean_body["items"]:
+        assert (item["live"], item["original"], item["outputs"]) == (None, None, [])
+
 
 def test_succeeded_item_whose_version_was_replaced_is_not_live(
     api: httpx.Client, custom: Any, s3: Any, stack: Endpoints, stage: Stage

@@ -117,7 +117,9 @@ async def create_ingest(
 ) -> IngestAccepted:
     """Validate the items, create one IngestJob (or a batch of them) and return at once.
 
-    Never touches image bytes: the uploads are only checked to exist (HEAD).
+    Never touches image bytes: the uploads are only checked to exist (a HEAD each for a
+    few, a listing of their key range for many; a large request in a range crowded with
+    other uploads is not checked, and a missing upload fails its item with `SourceMissing`).
     """
     settings = services.settings
     caller.check_write(body.collection)
@@ -289,8 +291,20 @@ async def get_ingest(
         int, Query(ge=0, le=100_000, description="Position of the first item to show")
     ] = 0,
     item_limit: Annotated[int, Query(ge=0, le=2000, description="Most items to show")] = 100,
+    urls: Annotated[
+        bool,
+        Query(
+            description=(
+                "Whether succeeded items carry `live`, their `original` and `outputs` with "
+                "download URLs. `false` answers each item's state, version and reason "
+                "alone, without reading the assets (`live` null, no `original`, `outputs` "
+                "empty): the cheap page for a client that wants outcomes, not files."
+            )
+        ),
+    ] = True,
 ) -> IngestStatus:
-    """Phase, counts, failures and a page of items with the URLs of what they made.
+    """Phase, counts, failures and a page of items with the URLs of what they made
+    (or, with `urls=false`, their states and versions alone).
 
     With `wait`, answers as soon as the job's status changes (a watch on the apiserver),
     or after `wait` seconds with the status unchanged.
@@ -300,7 +314,7 @@ async def get_ingest(
         job = await _status_change(
             services.kube, job, min(wait, services.settings.max_wait_seconds)
         )
-    return await views.ingest_status(services, job, item_offset, item_limit)
+    return await views.ingest_status(services, job, item_offset, item_limit, urls=urls)
 
 
 async def _status_change(kube: Kube, job: jobs.Job, seconds: float) -> jobs.Job:
