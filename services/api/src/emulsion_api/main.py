@@ -23,6 +23,7 @@ from pydantic import BaseModel
 
 from emulsion_api import errors, models
 from emulsion_api.bus import Bus
+from emulsion_api.commits import GroupCommit
 from emulsion_api.deps import Services
 from emulsion_api.kube import Kube, http_session
 from emulsion_api.middleware import BodyLimitMiddleware, MetricsMiddleware
@@ -30,7 +31,7 @@ from emulsion_api.ops import serve_metrics
 from emulsion_api.routes import access, assets, batches, health, ingests, profiles, uploads, web
 from emulsion_api.settings import ApiSettings, load_api_settings
 from emulsion_api.store import Store
-from emulsion_contracts import kube, storage, telemetry
+from emulsion_contracts import crd, kube, storage, telemetry
 from emulsion_contracts.blocking import Blocking
 from emulsion_contracts.profiles import load_profiles
 
@@ -79,6 +80,7 @@ def _services(settings: ApiSettings, blocking: Blocking) -> Services:
             blocking,
         ),
         bus=Bus(settings.nats_url),
+        commits=GroupCommit(crd.MAX_ITEMS),
     )
 
 

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Response, status
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from emulsion_api import jobs, views
+from emulsion_api import commits, jobs, views
 from emulsion_api.deps import Principal, PrincipalDep, ServicesDep
 from emulsion_api.errors import ApiError, ErrorDetail, problems
 from emulsion_api.kube import Kube
@@ -157,6 +159,16 @@ async def create_ingest(
         idempotency=idempotency,
         ttl_seconds_after_finished=settings.ttl_seconds_after_finished,
     )
+    if idempotency is None and len(planned) <= commits.MAX_GROUPED_REQUEST_ITEMS:
+        job, offset = await services.commits.submit(
+            (caller.id, body.collection, body.profile),
+            planned,
+            plan.trace_headers,
+            functools.partial(_create_group, services.kube, plan),
+        )
+        result = jobs.accepted_share(job, offset, len(planned))
+        response.headers["Location"] = result.status_url
+        return result
     created = await _create_all(services.kube, jobs.build_jobs(plan))
     if idempotency is not None:
         winner = await _settle_race(services.kube, idempotency[0], created)
@@ -165,6 +177,14 @@ async def create_ingest(
     result = jobs.accepted(created)
     response.headers["Location"] = result.status_url
     return result
+
+
+async def _create_group(
+    kube: Kube, plan: jobs.JobPlan, items: list[jobs.PlannedItem], trace: Mapping[str, str]
+) -> jobs.Job:
+    """One job for a group's items (the group commit keeps them within one job)."""
+    [body] = jobs.build_jobs(dataclasses.replace(plan, items=items, trace_headers=trace))
+    return await kube.create(body)
 
 
 def _replay(existing: list[jobs.Job], body_hash: str, response: Response) -> IngestAccepted:
