@@ -122,6 +122,11 @@ async def create_ingest(
     Never touches image bytes: the uploads are only checked to exist (a HEAD each for a
     few, a listing of their key range for many; a large request in a range crowded with
     other uploads is not checked, and a missing upload fails its item with `SourceMissing`).
+
+    Small requests without an `Idempotency-Key` that arrive while a create for the same
+    token, collection and profile is in flight share the next create (group commit): the
+    answer lists this request's items only, each with the shared job and its `job_index`,
+    and the job's status counts the items of every request in it.
     """
     settings = services.settings
     caller.check_write(body.collection)
