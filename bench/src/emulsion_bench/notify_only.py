@@ -49,6 +49,10 @@ def summary(name: str, figures: dict[str, object]) -> None:
     )
     cpu = ", ".join(f"{process} {use['cpu_seconds']:.2f}" for process, use in processes.items())
     say(f"  [{name}] CPU seconds by process: {cpu}")
+    jobs = figures.get("jobs")
+    if isinstance(jobs, list):
+        # Fewer jobs than requests: the API's group commit put requests together.
+        say(f"  [{name}] {figures['requests']} requests made {len(set(jobs))} IngestJobs")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,6 +104,12 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 busy.terminate()
                 busy.wait(timeout=60)
+        except BaseException:
+            # The servers' logs go with the stack's temporary directory: show the API's.
+            for record in stack.processes():
+                if record.name == "api":
+                    say(Path(record.log).read_text(errors="replace")[-6000:])
+            raise
         finally:
             stack.down()
     return 0

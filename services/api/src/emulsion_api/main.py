@@ -40,6 +40,10 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = "emulsion-api"
 # Open event streams would hold a shutdown forever; past this they are cut.
 SHUTDOWN_GRACE_SECONDS = 10
+# Longer than the idle timeout of clients and proxies (httpx 5 s, most load balancers 60 s),
+# so the client closes an idle connection first: with equal timeouts (uvicorn's default is
+# 5 s) a request sent just as the server closes the connection fails with a reset.
+KEEP_ALIVE_SECONDS = 75
 # Probes every few seconds would bury the requests in traces.
 UNTRACED_URLS = "healthz,readyz"
 # What a browser page on an allowed origin may send, and read back, across origins.
@@ -224,6 +228,7 @@ def main() -> None:
             log_config=None,  # keep the JSON logging telemetry.setup installed
             access_log=False,  # the metrics and traces cover requests
             timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+            timeout_keep_alive=KEEP_ALIVE_SECONDS,
             # The C event loop and HTTP parser: less CPU per request than asyncio's and h11.
             loop="uvloop",
             http="httptools",
