@@ -156,6 +156,10 @@ bench-controller: tools ## Controller: 5,000 one-item + 5 thousand-item IngestJo
 bench-api: tools ## API: POST /v1/ingests (one item) p50/p99 at 1 and 32 clients, max req/s, memory (BENCH_API_ARGS="--requests 640")
 	$(UV) run --locked python -m emulsion_bench.api $(BENCH_API_ARGS)
 
+.PHONY: bench-notify
+bench-notify: tools ## make bench's notify phases alone: open loop at 1 and 32 clients, idle and during a gallery (BENCH_NOTIFY_ARGS="--idle-only")
+	$(UV) run --locked python -m emulsion_bench.notify_only $(BENCH_NOTIFY_ARGS)
+
 .PHONY: bench-janitor
 bench-janitor: tools ## Janitor: one sweep over 20,000 keys on a stack of its own; time, keys/s, peak memory (BENCH_JANITOR_ARGS="--keys 2000")
 	$(UV) run --locked python -m emulsion_bench.janitor $(BENCH_JANITOR_ARGS)

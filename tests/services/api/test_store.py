@@ -18,13 +18,13 @@ from .conftest import commit_manifest, new_collection
 
 
 @contextmanager
-def store_over(s3: Any, stack: Endpoints) -> Iterator[Store]:
+def store_over(s3: Any, stack: Endpoints, **listing: int) -> Iterator[Store]:
     settings = ApiSettings.model_validate(
         {"NATS_URL": stack.nats_url, "EMULSION_BUCKET": stack.bucket, "EMULSION_API_TOKENS": "t"}
     )
     blocking = Blocking(4, "test-io")
     try:
-        yield Store(s3, settings, blocking)
+        yield Store(s3, settings, blocking, **listing)
     finally:
         blocking.close()
 
@@ -90,3 +90,26 @@ def test_many_uploads_are_found_by_listing_their_key_range(
         s3.delete_object(Bucket=stack.bucket, Key=staged[7])
         assert run(store.missing(staged)) == [staged[7]]
     assert counting.heads == 0  # one listing of the range, not a HEAD per upload
+
+
+def test_many_uploads_in_a_crowded_range_are_left_to_the_processor_not_headed(
+    s3: Any, stack: Endpoints, run: Any
+) -> None:
+    # Ours and another client's uploads presigned at the same time interleave in key order.
+    ours: list[str] = []
+    for number in range(30):
+        for owner in ("ours", "theirs"):
+            key = keys.staging_key(keys.new_ulid(), f"{owner}-{number}.jpg")
+            s3.put_object(Bucket=stack.bucket, Key=key, Body=b"x")
+            if owner == "ours":
+                ours.append(key)
+    s3.delete_object(Bucket=stack.bucket, Key=ours[7])
+    counting = CountingHeads(s3)
+    # Two pages of five keys cannot cover the sixty keys of the range.
+    with store_over(counting, stack, list_pages=2, page_keys=5) as store:
+        assert run(store.missing(ours)) == []
+    assert counting.heads == 0
+    # With room to list the whole range, the missing upload is found without a HEAD.
+    with store_over(counting, stack, list_pages=20, page_keys=5) as store:
+        assert run(store.missing(ours)) == [ours[7]]
+    assert counting.heads == 0

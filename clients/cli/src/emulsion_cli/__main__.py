@@ -238,9 +238,15 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     if tally.found == 0:
         err.print(f"no images found in {args.directory}", markup=False)
     if not options.wait and tally.jobs:
+        # One job per upload batch: a large gallery is several; a rerun follows them all.
+        how = (
+            f"`emulsion status {tally.jobs[0]} --watch`"
+            if len(tally.jobs) == 1
+            else "`emulsion status JOB --watch` for each, or all of them by running the "
+            "same command without --no-wait"
+        )
         err.print(
-            f"handed {tally.items} file(s) to {', '.join(tally.jobs)}; follow with "
-            f"`emulsion status {tally.jobs[0]} --watch`",
+            f"handed {tally.items} file(s) to {', '.join(tally.jobs)}; follow with {how}",
             markup=False,
             highlight=False,
             soft_wrap=True,

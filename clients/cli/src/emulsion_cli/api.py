@@ -300,8 +300,14 @@ class Api:
             replayed=response.headers.get("Idempotent-Replayed") == "true",
         )
 
-    async def job(self, name: str, item_offset: int = 0, item_limit: int = 0) -> Json:
-        params = {"item_offset": item_offset, "item_limit": item_limit}
+    async def job(
+        self, name: str, item_offset: int = 0, item_limit: int = 0, *, urls: bool = True
+    ) -> Json:
+        """`GET /v1/ingests/<name>`; `urls=False` asks for the items' states and versions
+        alone, without their originals' and outputs' download URLs."""
+        params: dict[str, Any] = {"item_offset": item_offset, "item_limit": item_limit}
+        if not urls:
+            params["urls"] = "false"
         response = await self._with_retries(
             lambda: self._request("GET", f"/v1/ingests/{quote(name, safe='')}", params=params)
         )
@@ -309,10 +315,10 @@ class Api:
         return result
 
     async def job_items(self, name: str, page: int = 1000) -> list[Json]:
-        """Every item of a job, page by page."""
+        """Every item of a job (state, version, reason; no URLs), page by page."""
         items: list[Json] = []
         while True:
-            status = await self.job(name, item_offset=len(items), item_limit=page)
+            status = await self.job(name, item_offset=len(items), item_limit=page, urls=False)
             batch = status.get("items") or []
             items.extend(batch)
             if len(batch) < page or len(items) >= int(status.get("total") or 0):

@@ -2,9 +2,10 @@
 
 The steps, each recorded in the resume state as it completes (see `resume`):
 find the images → settle what earlier runs did → presign in batches and upload to the
-object store in parallel → one `POST /v1/ingests` per request-sized chunk, with an
-Idempotency-Key from the file set → follow every job's server-sent events → per-item
-outcomes.
+object store in parallel → one `POST /v1/ingests` per batch as soon as its files are up
+(so the first images are processed while the rest upload), with an Idempotency-Key from
+the batch's files → follow every job's server-sent events from its acceptance → per-item
+outcomes, without download URLs.
 """
 
 from __future__ import annotations
@@ -27,10 +28,12 @@ from emulsion_cli.patterns import Selection
 from emulsion_cli.resume import Ingested, Pending, ResumeState, file_id
 from emulsion_cli.sse import Event
 
-# Presigning is cheap; small batches let the first uploads start at once.
+# Presigning is cheap; small batches let the first uploads start at once. Each batch is
+# one `POST /v1/ingests` once uploaded: the first is small, so processing starts after a
+# few files, and batches double up to the largest (fewer jobs for the controller to run).
+# Far below the API's request maximum (10,000) and its upload batch maximum (5,000).
+FIRST_BATCH: Final = 25
 PRESIGN_BATCH: Final = 200
-# Below the API's default request maximum (10,000) and its upload batch maximum (5,000).
-REQUEST_ITEMS: Final = 5000
 # Saving the state after every file would rewrite it thousands of times.
 SAVE_EVERY_SECONDS: Final = 1.0
 MAX_RECONNECTS: Final = 5
@@ -72,6 +75,9 @@ class Options:
     selection: Selection = field(default_factory=Selection)
     # False (`--no-wait`): upload, hand the files to the API, and return with the job names.
     wait: bool = True
+    # The sizes of the presign-upload-notify batches (see `batch_sizes`).
+    first_batch: int = FIRST_BATCH
+    most_batch: int = PRESIGN_BATCH
 
 
 @dataclass(frozen=True)
@@ -126,6 +132,7 @@ class _Run:
     sources: dict[tuple[str, int], ImageFile] = field(default_factory=dict)
     progress: dict[str, int] = field(default_factory=dict)
     last_save: float = 0.0
+    upload_started: float = 0.0
 
     def save_soon(self) -> None:
         if time.monotonic() - self.last_save >= SAVE_EVERY_SECONDS:
@@ -149,24 +156,41 @@ async def ingest(api: Api, options: Options, reporter: Reporter, tally: Tally) -
     try:
         in_flight = await _settle_pending(run, found.images)
         remaining = await _without_ingested(run, [i for i in found.images if i not in in_flight])
-        new_jobs = await _send(run, remaining)
-        jobs = sorted({*new_jobs, *(job for job, _ in run.sources)})
-        tally.items = len(run.sources)
-        tally.jobs = jobs
-        if not options.wait:
-            # The jobs run on without us; a later run (or `emulsion status`) follows them.
-            return tally
-        reporter.processing_planned(len(run.sources))
+        if options.wait:
+            # At most this many; exact once every batch is accepted (clashing names drop out).
+            reporter.processing_planned(len(run.sources) + len(remaining))
         try:
-            async with asyncio.TaskGroup() as group:
-                for job in jobs:
-                    group.create_task(_follow_and_settle(run, job))
+            async with asyncio.TaskGroup() as following:
+
+                def follow(jobs: Sequence[str]) -> None:
+                    # Each job is followed from its acceptance, while later batches upload.
+                    for job in jobs:
+                        if options.wait and job not in tally.jobs:
+                            following.create_task(_follow_and_settle(run, job))
+                        if job not in tally.jobs:
+                            tally.jobs.append(job)
+
+                follow(sorted({job for job, _ in run.sources}))
+                await _send(run, remaining, follow)
+                tally.items = len(run.sources)
+                tally.jobs.sort()
+                if options.wait:
+                    reporter.processing_planned(len(run.sources))
         except* CliError as group_error:
-            raise group_error.exceptions[0] from None
+            raise first_error(group_error) from None
     finally:
         run.save()
         tally.finished = time.monotonic()
     return tally
+
+
+def first_error(group: BaseExceptionGroup[CliError]) -> CliError:
+    """The first error of a (nested) task group's failure: the one the user is told."""
+    first: BaseException = group
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    assert isinstance(first, CliError)
+    return first
 
 
 async def find_images(root: Path, selection: Selection) -> Discovery:
@@ -291,50 +315,81 @@ async def _without_ingested(run: _Run, images: list[ImageFile]) -> list[ImageFil
 Staged = tuple[str, str | None]
 
 
-async def _send(run: _Run, images: list[ImageFile]) -> list[str]:
-    jobs: list[str] = []
-    for start in range(0, len(images), REQUEST_ITEMS):
-        chunk = images[start : start + REQUEST_ITEMS]
-        staged = await _upload_all(run, chunk)
-        chunk, staged = _unique_assets(run, chunk, staged)
-        if chunk:
-            jobs.extend(await _notify(run, chunk, staged))
-    return jobs
+def batch_sizes(total: int, first: int, most: int) -> list[int]:
+    """How `total` files are cut into batches: `first`, then doubling up to `most`."""
+    sizes: list[int] = []
+    size = max(1, min(first, most))
+    while total > 0:
+        sizes.append(min(size, total))
+        total -= sizes[-1]
+        size = min(size * 2, max(most, 1))
+    return sizes
 
 
-async def _upload_all(run: _Run, images: list[ImageFile]) -> list[Staged]:
-    """Staging keys (and asset names) for the files, uploading those without one from an
-    earlier run."""
-    staged: dict[ImageFile, Staged] = {}
-    todo: list[ImageFile] = []
+async def _send(
+    run: _Run, images: list[ImageFile], follow: Callable[[Sequence[str]], None]
+) -> None:
+    """Presign, upload and notify batch by batch: a batch is handed to the API as soon as
+    its files are up, while the next batches upload (`follow` gets its jobs)."""
     await _settle_in_flight(run)
-    for image in images:
-        recorded = run.state.uploads.get(file_id(image))
-        if recorded is not None:
-            staged[image] = (recorded, run.state.upload_assets.get(file_id(image)))
-        else:
-            todo.append(image)
+    todo = [image for image in images if file_id(image) not in run.state.uploads]
     run.tally.reused_uploads += len(images) - len(todo)
     run.reporter.uploads_planned(len(todo), sum(image.size for image in todo))
-    if todo:
-        limit = asyncio.Semaphore(run.options.concurrency)
-        started = time.monotonic()
-        try:
-            async with asyncio.TaskGroup() as group:
-                for batch_start in range(0, len(todo), PRESIGN_BATCH):
-                    batch = todo[batch_start : batch_start + PRESIGN_BATCH]
-                    forms = await run.api.presign(
-                        [(i.upload_name, i.content_type, i.size) for i in batch]
-                    )
-                    for image, form in zip(batch, forms, strict=True):
-                        run.state.record_in_flight(file_id(image), form.key, form.asset)
-                        group.create_task(_upload_one(run, limit, image, form, staged))
-                    run.state.save()
-        except* CliError as group_error:
-            raise group_error.exceptions[0] from None
-        finally:
-            run.tally.upload_seconds += time.monotonic() - started
-    return [staged[image] for image in images]
+    limit = asyncio.Semaphore(run.options.concurrency)
+    seen: dict[str, ImageFile] = {}
+    run.upload_started = time.monotonic()
+    position = 0
+    async with asyncio.TaskGroup() as group:
+        for size in batch_sizes(len(images), run.options.first_batch, run.options.most_batch):
+            batch = images[position : position + size]
+            position += size
+            staged = await _presign(run, batch)
+            kept, kept_staged = _unique_assets(run, batch, staged, seen)
+            if kept:
+                group.create_task(_upload_and_notify(run, limit, kept, kept_staged, follow))
+
+
+async def _presign(run: _Run, images: list[ImageFile]) -> list[Staged | Upload]:
+    """Each file's staging key and asset name from an earlier run's upload, or a fresh
+    presigned form (recorded as in flight) for those without one."""
+    todo = [image for image in images if file_id(image) not in run.state.uploads]
+    forms = (
+        await run.api.presign([(i.upload_name, i.content_type, i.size) for i in todo])
+        if todo
+        else []
+    )
+    fresh = dict(zip(todo, forms, strict=True))
+    for image, form in fresh.items():
+        run.state.record_in_flight(file_id(image), form.key, form.asset)
+    if fresh:
+        run.state.save()
+    return [
+        fresh.get(image)
+        or (run.state.uploads[file_id(image)], run.state.upload_assets.get(file_id(image)))
+        for image in images
+    ]
+
+
+async def _upload_and_notify(
+    run: _Run,
+    limit: asyncio.Semaphore,
+    images: list[ImageFile],
+    planned: list[Staged | Upload],
+    follow: Callable[[Sequence[str]], None],
+) -> None:
+    staged = await _upload_batch(run, limit, images, planned)
+    follow(await _notify(run, limit, images, staged))
+
+
+async def _upload_batch(
+    run: _Run, limit: asyncio.Semaphore, images: list[ImageFile], planned: list[Staged | Upload]
+) -> list[Staged]:
+    """Upload the files that have a form; every file's (staging key, asset name)."""
+    async with asyncio.TaskGroup() as group:
+        for image, form in zip(images, planned, strict=True):
+            if isinstance(form, Upload):
+                group.create_task(_upload_one(run, limit, image, form))
+    return [(form.key, form.asset) if isinstance(form, Upload) else form for form in planned]
 
 
 async def _settle_in_flight(run: _Run) -> None:
@@ -352,46 +407,46 @@ async def _settle_in_flight(run: _Run) -> None:
     run.state.save()
 
 
-async def _upload_one(
-    run: _Run,
-    limit: asyncio.Semaphore,
-    image: ImageFile,
-    form: Upload,
-    staged: dict[ImageFile, Staged],
-) -> None:
+async def _upload_one(run: _Run, limit: asyncio.Semaphore, image: ImageFile, form: Upload) -> None:
     async with limit:
         await run.api.upload(form, image.path, image.content_type)
-    staged[image] = (form.key, form.asset)
     run.state.record_upload(file_id(image), form.key, form.asset)
     run.tally.uploaded_files += 1
     run.tally.uploaded_bytes += image.size
+    # From the first presign to the last upload's answer: notifies overlap the uploads.
+    run.tally.upload_seconds = time.monotonic() - run.upload_started
     run.reporter.uploaded(image.size)
     run.save_soon()
 
 
 def _unique_assets(
-    run: _Run, images: list[ImageFile], staged: list[Staged]
-) -> tuple[list[ImageFile], list[Staged]]:
-    """The API refuses a request naming one asset twice. Names are the files' own
-    (Unicode kept), so only files whose flattened paths are the same name clash (`a/b.jpg`
-    and `a-b.jpg`, or one name written in two Unicode forms). The first one wins."""
-    seen: dict[str, ImageFile] = {}
+    run: _Run, images: list[ImageFile], planned: list[Staged | Upload], seen: dict[str, ImageFile]
+) -> tuple[list[ImageFile], list[Staged | Upload]]:
+    """The API refuses a request naming one asset twice, and two requests naming one
+    asset would make two versions of it. Names are the files' own (Unicode kept), so only
+    files whose flattened paths are the same name clash (`a/b.jpg` and `a-b.jpg`, or one
+    name written in two Unicode forms). The first one in the run (`seen`) wins; the others
+    are not uploaded."""
     kept_images: list[ImageFile] = []
-    kept: list[Staged] = []
-    for image, (key, recorded) in zip(images, staged, strict=True):
+    kept: list[Staged | Upload] = []
+    for image, form in zip(images, planned, strict=True):
+        key, recorded = (form.key, form.asset) if isinstance(form, Upload) else form
         asset = recorded or key.rsplit("/", 1)[-1]
         if asset in seen:
             reason = f"same asset name {asset!r} as {seen[asset].relative}"
             run.reporter.note(f"skipped {image.relative}: {reason}")
             run.tally.failures.append(Failure(image.relative, reason))
+            run.state.in_flight.pop(file_id(image), None)
             continue
         seen[asset] = image
         kept_images.append(image)
-        kept.append((key, recorded))
+        kept.append(form)
     return kept_images, kept
 
 
-async def _notify(run: _Run, images: list[ImageFile], staged: list[Staged]) -> list[str]:
+async def _notify(
+    run: _Run, limit: asyncio.Semaphore, images: list[ImageFile], staged: list[Staged]
+) -> list[str]:
     collection, profile = run.options.collection, run.options.profile
     files = [(image.sha256, image.relative) for image in images]
     try:
@@ -404,7 +459,7 @@ async def _notify(run: _Run, images: list[ImageFile], staged: list[Staged]) -> l
             run.reporter.note("uploads from an earlier run have expired; uploading again")
             for image in images:
                 run.state.forget_upload(file_id(image))
-            staged = await _upload_all(run, images)
+            staged = await _upload_batch(run, limit, images, await _presign(run, images))
         elif error.code != "idempotency_key_reused":
             raise
         accepted = await run.api.ingest(

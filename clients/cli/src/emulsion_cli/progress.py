@@ -226,7 +226,10 @@ class RichReporter:
             self.progress.update(self._upload, advance=size, files=self._files_field())
 
     def processing_planned(self, items: int) -> None:
-        if items > 0:
+        # Called again as batches are accepted, with the total known so far.
+        if self._process is not None:
+            self.progress.update(self._process, total=items)
+        elif items > 0:
             self._process = self.progress.add_task("process", total=items, unit="images")
 
     def processed(self, done: int) -> None:

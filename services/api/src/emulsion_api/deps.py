@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from emulsion_api.bus import Bus
+from emulsion_api.commits import GroupCommit
 from emulsion_api.errors import ApiError
 from emulsion_api.kube import Kube
 from emulsion_api.scopes import Scopes
@@ -30,6 +31,8 @@ class Services:
     kube: Kube
     store: Store
     bus: Bus
+    # Concurrent small ingests of one caller, collection and profile share a create.
+    commits: GroupCommit
 
 
 @dataclass(frozen=True)

@@ -257,6 +257,26 @@ def accepted(jobs: list[Job]) -> IngestAccepted:
     )
 
 
+def accepted_share(job: Job, offset: int, count: int) -> IngestAccepted:
+    """The 202 body for one request of a group commit: its `count` items, from `offset`
+    in the job they share with other requests."""
+    parsed = IngestJob.read(job)
+    name = parsed.metadata.name
+    items = [
+        AcceptedItem(
+            index=index,
+            job=name,
+            job_index=offset + index,
+            upload_key=item.source,
+            asset=item.asset,
+        )
+        for index, item in enumerate(parsed.spec.items[offset : offset + count])
+    ]
+    return IngestAccepted(
+        name=name, status_url=ingest_url(name), batch=None, jobs=[name], items=items
+    )
+
+
 def _version_order(job: IngestJob) -> str:
     return job.version or ""
 

@@ -71,9 +71,9 @@ class ApiSettings(ServiceSettings, NatsSettings, S3Settings, KubeSettings, Profi
     download_expiry_seconds: int = Field(
         default=3600, ge=1, le=7 * 86400, validation_alias="EMULSION_DOWNLOAD_EXPIRY_SECONDS"
     )
-    # Threads for blocking apiserver and S3 calls, and how many connections each may open.
+    # Threads for blocking S3 calls, and the apiserver connections calls share (async).
     io_threads: int = Field(default=32, ge=1, le=512, validation_alias="EMULSION_API_IO_THREADS")
-    # Open watches (long polls and event streams) run on threads of their own.
+    # Most open watches (long polls and event streams), each on a connection of its own.
     max_watches: int = Field(default=64, ge=1, le=4096, validation_alias="EMULSION_API_MAX_WATCHES")
     # ttlSecondsAfterFinished of the jobs the API creates; unset: kept.
     ttl_seconds_after_finished: int | None = Field(

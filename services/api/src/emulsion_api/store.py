@@ -31,8 +31,9 @@ T = TypeVar("T")
 
 # From this many keys on, listing the staging range beats one HEAD per key.
 LIST_FROM_KEYS = 20
-# 1,000 keys a page: a range holding more than this many foreign uploads is HEADed instead.
+# A range holding more than this many pages of foreign uploads goes unchecked (see `missing`).
 LIST_MAX_PAGES = 10
+LIST_PAGE_KEYS = 1000
 
 # The upload's asset name, stored with the object (percent-encoded like a key segment).
 ASSET_METADATA = "asset"
@@ -52,11 +53,21 @@ def _unavailable(error: Exception) -> ApiError:
 
 
 class Store:
-    def __init__(self, s3: Any, settings: ApiSettings, blocking: Blocking) -> None:
+    def __init__(
+        self,
+        s3: Any,
+        settings: ApiSettings,
+        blocking: Blocking,
+        *,
+        list_pages: int = LIST_MAX_PAGES,
+        page_keys: int = LIST_PAGE_KEYS,
+    ) -> None:
         self._s3 = s3
         self._bucket = settings.bucket
         self._settings = settings
         self._blocking = blocking
+        self._list_pages = list_pages
+        self._page_keys = page_keys
 
     async def run(self, function: Callable[[], T]) -> T:
         """Run CPU-heavy signing work (many presigned forms) off the event loop."""
@@ -128,33 +139,42 @@ class Store:
         return True
 
     async def missing(self, keys_to_check: list[str]) -> list[str]:
-        """The keys among `keys_to_check` that are not in the bucket.
+        """The keys among `keys_to_check` known not to be in the bucket.
 
-        A gallery's uploads were presigned together, and staging keys begin with a ULID,
-        so they sit side by side in key order: a few listings of that key range answer
-        for thousands of keys where one HEAD each would take seconds. A range crowded
-        with other uploads falls back to HEADs, run concurrently.
+        A few keys are checked with one HEAD each, run concurrently. A gallery's uploads
+        were presigned together, and staging keys begin with a ULID, so they sit side by
+        side in key order: a few listings of that key range answer for thousands of keys.
+        A large request whose range is crowded with other uploads is not checked key by
+        key (thousands of HEADs would hold the answer for seconds): its items are
+        accepted, and an item whose upload is missing fails in the processor with
+        `SourceMissing`.
         """
         if len(keys_to_check) >= LIST_FROM_KEYS:
             listed = await self._blocking.run(
                 self._listed_between, min(keys_to_check), max(keys_to_check)
             )
-            if listed is not None:
-                return [key for key in keys_to_check if key not in listed]
+            if listed is None:
+                log.info(
+                    "%d uploads in a crowded key range: left to the processor to find",
+                    len(keys_to_check),
+                )
+                return []
+            return [key for key in keys_to_check if key not in listed]
         found = await asyncio.gather(*(self.exists(key) for key in keys_to_check))
         return [key for key, present in zip(keys_to_check, found, strict=True) if not present]
 
     def _listed_between(self, first: str, last: str) -> set[str] | None:
-        """Every key from `first` to `last`, or None past `LIST_MAX_PAGES` pages."""
+        """Every key from `first` to `last`, or None past the most pages to list."""
         listed: set[str] = set()
         # StartAfter is exclusive; the key one character shorter sorts just before `first`.
         arguments: dict[str, Any] = {
             "Bucket": self._bucket,
             "Prefix": keys.STAGING,
             "StartAfter": first[:-1],
+            "MaxKeys": self._page_keys,
         }
         try:
-            for _ in range(LIST_MAX_PAGES):
+            for _ in range(self._list_pages):
                 page = self._s3.list_objects_v2(**arguments)
                 names = [str(entry["Key"]) for entry in page.get("Contents", [])]
                 listed.update(names)

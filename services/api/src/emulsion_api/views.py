@@ -54,19 +54,24 @@ def asset(store: Store, stored: StoredManifest) -> Asset:
     )
 
 
-async def ingest_status(services: Services, job: jobs.Job, offset: int, limit: int) -> IngestStatus:
+async def ingest_status(
+    services: Services, job: jobs.Job, offset: int, limit: int, *, urls: bool = True
+) -> IngestStatus:
     """The job's summary and one page of its items.
 
     A succeeded item's outputs come from its asset's manifest, and only while that
     manifest still names this item's version: a later upload or a delete replaces them,
-    and the superseded files are on their way to the janitor.
+    and the superseded files are on their way to the janitor. Without `urls`, no manifest
+    is read and nothing is presigned: states, versions and reasons alone.
     """
     parsed = IngestJob.read(job)
     states = jobs.item_states(parsed.status)
     version = parsed.version
     collection = parsed.spec.collection
     page = list(enumerate(parsed.spec.items))[offset : offset + limit]
-    succeeded_assets = sorted({item.asset for i, item in page if states.state(i) == "succeeded"})
+    succeeded_assets = (
+        sorted({item.asset for i, item in page if states.state(i) == "succeeded"}) if urls else []
+    )
     manifests = await asyncio.gather(
         *(services.store.read_manifest(collection, name) for name in succeeded_assets)
     )
@@ -83,7 +88,7 @@ async def ingest_status(services: Services, job: jobs.Job, offset: int, limit: i
             version=item_version,
             reason=states.reasons.get(index) if state == "failed" else None,
         )
-        if state != "succeeded":
+        if state != "succeeded" or not urls:
             return view
         stored = by_asset.get(item.asset)
         if stored is None or stored.manifest.version != item_version:
@@ -96,8 +101,11 @@ async def ingest_status(services: Services, job: jobs.Job, offset: int, limit: i
             }
         )
 
-    # Presigning is CPU work; a page of a hundred items must not stall the event loop.
-    items = await services.store.run(lambda: [item_status(i, item) for i, item in page])
+    if urls:
+        # Presigning is CPU work; a page of a hundred items must not stall the event loop.
+        items = await services.store.run(lambda: [item_status(i, item) for i, item in page])
+    else:
+        items = [item_status(i, item) for i, item in page]
     summary = jobs.job_summary(parsed)
     return IngestStatus(**summary.model_dump(), item_offset=offset, items=items)
 

@@ -8,6 +8,7 @@ import threading
 import time
 import unicodedata
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -182,6 +183,22 @@ def test_status_shows_counts_item_states_failures_and_live_outputs(
     for url in [done["original"]["url"], *(output["url"] for output in done["outputs"])]:
         assert httpx.get(url).content == b"jpg"
     assert body["items"][1]["outputs"] == [] and body["items"][1]["original"] is None
+
+    # Outcomes alone: the same states, versions and reasons, with no URL and no asset read.
+    s3.delete_object(Bucket=stack.bucket, Key=keys.manifest_key(collection, "IMG_00000.jpg"))
+    lean = api.get(f"/v1/ingests/{name}", params={"urls": "false"})
+
+    assert lean.status_code == 200, lean.text
+    lean_body = lean.json()
+    assert {k: v for k, v in lean_body.items() if k != "items"} == {
+        k: v for k, v in body.items() if k != "items"
+    }
+    assert [
+        (item["asset"], item["state"], item["version"], item["reason"])
+        for item in lean_body["items"]
+    ] == [(item["asset"], item["state"], item["version"], item["reason"]) for item in body["items"]]
+    for item in lean_body["items"]:
+        assert (item["live"], item["original"], item["outputs"]) == (None, None, [])
 
 
 def test_succeeded_item_whose_version_was_replaced_is_not_live(
@@ -590,3 +607,37 @@ def test_a_body_that_is_not_utf8_is_malformed_json(api: httpx.Client) -> None:
     )
     assert response.status_code == 400, response.text
     assert response.json()["code"] == "malformed_json"
+
+
+def test_concurrent_small_ingests_share_jobs_and_each_is_answered_with_its_own_items(
+    api_process: ApiProcess, custom: Any, stage: Stage
+) -> None:
+    """Group commit: requests that arrive while a create is in flight go in the next one."""
+    staged = stage(32)
+    collection = new_collection()
+    start = threading.Barrier(len(staged))
+
+    def post(key: str) -> httpx.Response:
+        with api_process.client() as session:
+            start.wait()
+            return session.post(
+                "/v1/ingests", json={"collection": collection, "items": [{"upload_key": key}]}
+            )
+
+    with ThreadPoolExecutor(len(staged)) as pool:
+        answers = list(pool.map(post, staged))
+
+    assert [answer.status_code for answer in answers] == [202] * len(staged)
+    jobs = {job["metadata"]["name"]: job for job in list_jobs(custom)}
+    for key, answer in zip(staged, answers, strict=True):
+        body = answer.json()
+        [item] = body["items"]
+        assert (item["index"], item["upload_key"], body["jobs"]) == (0, key, [body["name"]])
+        assert answer.headers["Location"] == f"/v1/ingests/{body['name']}"
+        # Where the answer says the item is, the job holds it.
+        spec = jobs[item["job"]]["spec"]
+        assert spec["collection"] == collection
+        assert spec["items"][item["job_index"]] == {"source": key, "asset": item["asset"]}
+    made = {answer.json()["name"] for answer in answers}
+    assert len(made) < len(staged)  # 32 requests at once: fewer creates than requests
+    assert sum(len(jobs[name]["spec"]["items"]) for name in made) == len(staged)

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Response, status
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from emulsion_api import jobs, views
+from emulsion_api import commits, jobs, views
 from emulsion_api.deps import Principal, PrincipalDep, ServicesDep
 from emulsion_api.errors import ApiError, ErrorDetail, problems
 from emulsion_api.kube import Kube
@@ -117,7 +119,14 @@ async def create_ingest(
 ) -> IngestAccepted:
     """Validate the items, create one IngestJob (or a batch of them) and return at once.
 
-    Never touches image bytes: the uploads are only checked to exist (HEAD).
+    Never touches image bytes: the uploads are only checked to exist (a HEAD each for a
+    few, a listing of their key range for many; a large request in a range crowded with
+    other uploads is not checked, and a missing upload fails its item with `SourceMissing`).
+
+    Small requests without an `Idempotency-Key` that arrive while a create for the same
+    token, collection and profile is in flight share the next create (group commit): the
+    answer lists this request's items only, each with the shared job and its `job_index`,
+    and the job's status counts the items of every request in it.
     """
     settings = services.settings
     caller.check_write(body.collection)
@@ -155,6 +164,16 @@ async def create_ingest(
         idempotency=idempotency,
         ttl_seconds_after_finished=settings.ttl_seconds_after_finished,
     )
+    if idempotency is None and len(planned) <= commits.MAX_GROUPED_REQUEST_ITEMS:
+        job, offset = await services.commits.submit(
+            (caller.id, body.collection, body.profile),
+            planned,
+            plan.trace_headers,
+            functools.partial(_create_group, services.kube, plan),
+        )
+        result = jobs.accepted_share(job, offset, len(planned))
+        response.headers["Location"] = result.status_url
+        return result
     created = await _create_all(services.kube, jobs.build_jobs(plan))
     if idempotency is not None:
         winner = await _settle_race(services.kube, idempotency[0], created)
@@ -163,6 +182,14 @@ async def create_ingest(
     result = jobs.accepted(created)
     response.headers["Location"] = result.status_url
     return result
+
+
+async def _create_group(
+    kube: Kube, plan: jobs.JobPlan, items: list[jobs.PlannedItem], trace: Mapping[str, str]
+) -> jobs.Job:
+    """One job for a group's items (the group commit keeps them within one job)."""
+    [body] = jobs.build_jobs(dataclasses.replace(plan, items=items, trace_headers=trace))
+    return await kube.create(body)
 
 
 def _replay(existing: list[jobs.Job], body_hash: str, response: Response) -> IngestAccepted:
@@ -289,8 +316,20 @@ async def get_ingest(
         int, Query(ge=0, le=100_000, description="Position of the first item to show")
     ] = 0,
     item_limit: Annotated[int, Query(ge=0, le=2000, description="Most items to show")] = 100,
+    urls: Annotated[
+        bool,
+        Query(
+            description=(
+                "Whether succeeded items carry `live`, their `original` and `outputs` with "
+                "download URLs. `false` answers each item's state, version and reason "
+                "alone, without reading the assets (`live` null, no `original`, `outputs` "
+                "empty): the cheap page for a client that wants outcomes, not files."
+            )
+        ),
+    ] = True,
 ) -> IngestStatus:
-    """Phase, counts, failures and a page of items with the URLs of what they made.
+    """Phase, counts, failures and a page of items with the URLs of what they made
+    (or, with `urls=false`, their states and versions alone).
 
     With `wait`, answers as soon as the job's status changes (a watch on the apiserver),
     or after `wait` seconds with the status unchanged.
@@ -300,7 +339,7 @@ async def get_ingest(
         job = await _status_change(
             services.kube, job, min(wait, services.settings.max_wait_seconds)
         )
-    return await views.ingest_status(services, job, item_offset, item_limit)
+    return await views.ingest_status(services, job, item_offset, item_limit, urls=urls)
 
 
 async def _status_change(kube: Kube, job: jobs.Job, seconds: float) -> jobs.Job:
