@@ -37,6 +37,8 @@ def test_an_admin_token_may_use_every_collection(api_process: ApiProcess) -> Non
             },
         ),
     ],
+    # The tokens are random: named ids keep the test ids the same in every worker.
+    ids=["tenant-a", "tenant-b"],
 )
 def test_a_scoped_token_sees_only_its_own_scopes(
     api_process: ApiProcess, token: str, expected: dict[str, object]
@@ -48,7 +50,11 @@ def test_a_scoped_token_sees_only_its_own_scopes(
     assert response.json() == expected
 
 
-@pytest.mark.parametrize("token", ["wrong", TENANT_A_TOKEN + "x", TENANT_A_TOKEN[:-1]])
+@pytest.mark.parametrize(
+    "token",
+    ["wrong", TENANT_A_TOKEN + "x", TENANT_A_TOKEN[:-1]],
+    ids=["wrong", "one-character-more", "one-character-less"],
+)
 def test_a_token_the_api_does_not_accept_is_401(api_process: ApiProcess, token: str) -> None:
     with api_process.client(token) as api:
         response = api.get("/v1/access")
