@@ -72,6 +72,45 @@ class Interleaving:
         return call
 
 
+class CallLog:
+    """Wraps the S3 client to record every call as (operation, key)."""
+
+    def __init__(self, s3: Any) -> None:
+        self._s3 = s3
+        self.calls: list[tuple[str, str]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        real = getattr(self._s3, name)
+        if not callable(real) or name.startswith("_"):
+            return real
+
+        def call(*positional: Any, **arguments: Any) -> Any:
+            self.calls.append((name, str(arguments.get("Key", ""))))
+            return real(*positional, **arguments)
+
+        return call
+
+
+def test_a_new_item_reads_its_manifest_once_and_commits_on_that_read(
+    stack: Endpoints, s3: Any, with_bus: Any, tmp_path: Path
+) -> None:
+    # The ETag of the read that decided to do the work is the commit's condition: a
+    # second GET of the same manifest before the PUT is a storage round trip for nothing.
+    item = work_item(stage(s3, stack.bucket, jpeg(600, 400)))
+    manifest_key = keys.manifest_key(item.collection, item.asset)
+    calls = CallLog(s3)
+
+    async def body(bus: Bus) -> ItemResult:
+        with in_process_worker(stack, calls, bus, tmp_path) as worker:
+            return await worker.process(item, 1)
+
+    result = with_bus(body)
+    assert result.committed
+    on_manifest = [operation for operation, key in calls.calls if key == manifest_key]
+    assert on_manifest == ["get_object", "put_object"]
+    assert manifest_of(s3, stack.bucket, item).version == item.version
+
+
 def test_an_item_is_stored_committed_and_its_upload_sent_to_gc(
     stack: Endpoints, s3: Any, with_bus: Any, tmp_path: Path
 ) -> None:
