@@ -58,6 +58,7 @@ from emulsion_contracts.profiles import Profile
 from emulsion_contracts.reasons import FailureReason
 from emulsion_processor import imaging, metrics, store
 from emulsion_processor.admission import MemoryBudget
+from emulsion_processor.cancelled import CancelledJobs
 from emulsion_processor.reasons import ItemRejected, TransientTrouble
 from emulsion_processor.settings import ProcessorSettings
 
@@ -170,6 +171,7 @@ class ItemWorker:
         io: Executor,
         scratch: Path,
         renew_cpu: Callable[[], Executor] | None = None,
+        cancelled_jobs: CancelledJobs | None = None,
     ) -> None:
         self.settings = settings
         self.clients = clients
@@ -178,6 +180,8 @@ class ItemWorker:
         self.io = io
         self.scratch = scratch
         self.renew_cpu = renew_cpu
+        # Answers the check before an item's work from memory; None: read the bucket.
+        self.cancelled_jobs = cancelled_jobs
         self.memory = MemoryBudget(settings.memory_budget_bytes)
 
     # -- the message ---------------------------------------------------------------------
@@ -399,7 +403,7 @@ class ItemWorker:
     # -- the item ------------------------------------------------------------------------
 
     async def process(self, item: WorkItem, attempt: int) -> ItemResult:
-        await self._stop_if_cancelled(item)
+        await self._stop_if_cancelled(item, exact=self.cancelled_jobs is None)
         profile, styles = styles_for(item, self.profiles)
         manifest_key = keys.manifest_key(item.collection, item.asset)
         current = await self._io(
@@ -535,9 +539,15 @@ class ItemWorker:
         return downloaded.path
 
     async def _stop_if_cancelled(
-        self, item: WorkItem, written: frozenset[str] = frozenset()
+        self, item: WorkItem, written: frozenset[str] = frozenset(), *, exact: bool = True
     ) -> None:
-        if not await self._patiently("cancelled check", partial(self._is_cancelled, item)):
+        """Reject `item` if its job was deleted: `exact` reads the bucket, else the watch
+        answers (it may lag; the exact check before the commit is what guards it)."""
+        if exact:
+            cancelled = await self._patiently("cancelled check", partial(self._is_cancelled, item))
+        else:
+            cancelled = self.cancelled_jobs is not None and item.job.uid in self.cancelled_jobs
+        if not cancelled:
             return
         if written:
             # Never made live, so nothing will reference them: the janitor may take them.
