@@ -121,9 +121,11 @@ def test_killed_between_upload_and_commit(fault: FaultStack, tmp_path: Path) -> 
 def test_killed_between_commit_and_ack(fault: FaultStack, tmp_path: Path) -> None:
     case = fault.case().watching("kill-ack")
     # The first ack stays in the proxy: that item is committed and its result published.
-    # (nats-py acks with an empty body to the message's $JS.ACK subject; ack_sync makes it
-    # a request, with a reply inbox.)
-    hold = fault.proxy("processor", "nats").arm(Hold(rb"PUB \$JS\.ACK\.\S+ (?:_INBOX\.\S+ )?0\r\n"))
+    # (nats-py acks with an empty body to the message's $JS.ACK subject: `ack` with an
+    # empty reply field, so two spaces; `ack_sync` makes it a request, with a reply inbox.)
+    hold = fault.proxy("processor", "nats").arm(
+        Hold(rb"PUB \$JS\.ACK\.\S+ +(?:_INBOX\.\S+ )?0\r\n")
+    )
     job, _ = _start_job(fault, tmp_path, "kill-ack", seed=14)
     case.jobs.append(job)
     hold.wait(90)

@@ -27,9 +27,11 @@ from emulsion_contracts.manifest import AssetManifest
 from emulsion_contracts.messages import ItemResult, StyleSpec, WorkItem
 from emulsion_contracts.profiles import DEFAULT_PROFILE
 from emulsion_contracts.reasons import FailureReason
+from emulsion_devstack.processes import until
 from emulsion_devstack.stack import Endpoints
 from emulsion_processor import imaging, store
 from emulsion_processor import worker as worker_module
+from emulsion_processor.cancelled import CancelledJobs
 from emulsion_processor.reasons import ItemRejected
 from emulsion_processor.worker import WORK_CONSUMER, GiveBack, gc_msg_id
 
@@ -70,6 +72,45 @@ class Interleaving:
             return real(**arguments)
 
         return call
+
+
+class CallLog:
+    """Wraps the S3 client to record every call as (operation, key)."""
+
+    def __init__(self, s3: Any) -> None:
+        self._s3 = s3
+        self.calls: list[tuple[str, str]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        real = getattr(self._s3, name)
+        if not callable(real) or name.startswith("_"):
+            return real
+
+        def call(*positional: Any, **arguments: Any) -> Any:
+            self.calls.append((name, str(arguments.get("Key", ""))))
+            return real(*positional, **arguments)
+
+        return call
+
+
+def test_a_new_item_reads_its_manifest_once_and_commits_on_that_read(
+    stack: Endpoints, s3: Any, with_bus: Any, tmp_path: Path
+) -> None:
+    # The ETag of the read that decided to do the work is the commit's condition: a
+    # second GET of the same manifest before the PUT is a storage round trip for nothing.
+    item = work_item(stage(s3, stack.bucket, jpeg(600, 400)))
+    manifest_key = keys.manifest_key(item.collection, item.asset)
+    calls = CallLog(s3)
+
+    async def body(bus: Bus) -> ItemResult:
+        with in_process_worker(stack, calls, bus, tmp_path) as worker:
+            return await worker.process(item, 1)
+
+    result = with_bus(body)
+    assert result.committed
+    on_manifest = [operation for operation, key in calls.calls if key == manifest_key]
+    assert on_manifest == ["get_object", "put_object"]
+    assert manifest_of(s3, stack.bucket, item).version == item.version
 
 
 def test_an_item_is_stored_committed_and_its_upload_sent_to_gc(
@@ -374,6 +415,58 @@ def test_a_cancelled_job_commits_nothing(
         )
     assert object_keys(s3, stack.bucket, f"originals/{before.collection}/") == []
     assert list(tmp_path.iterdir()) == []
+
+
+class CountingBucket:
+    """Wraps a KeyValue bucket to count the reads made through it."""
+
+    def __init__(self, bucket: Any) -> None:
+        self._bucket = bucket
+        self.gets = 0
+
+    async def get(self, key: str) -> Any:
+        self.gets += 1
+        return await self._bucket.get(key)
+
+
+def test_the_watch_answers_the_check_before_the_work_and_the_commit_check_reads(
+    stack: Endpoints, s3: Any, with_bus: Any, tmp_path: Path
+) -> None:
+    # One read of the cancelled bucket per item, not two: the watch answers the check
+    # before the work (no source is even fetched for a cancelled job's item), and the
+    # check that guards the commit still reads the bucket itself.
+    live = work_item(stage(s3, stack.bucket, jpeg(500, 500)))
+    gone = work_item(stage(s3, stack.bucket, jpeg(500, 500)))
+    calls = CallLog(s3)
+
+    async def body(bus: Bus) -> None:
+        watch = CancelledJobs(bus.cancelled)
+        watch.start()
+        try:
+            await asyncio.wait_for(watch.caught_up.wait(), 30)
+            counted = CountingBucket(bus.cancelled)
+            with in_process_worker(stack, calls, bus, tmp_path) as worker:
+                worker.clients = type(worker.clients)(s3=calls, js=bus.js, cancelled=counted)  # type: ignore[arg-type]
+                worker.cancelled_jobs = watch
+                result = await worker.process(live, 1)
+                assert result.committed
+                assert counted.gets == 1
+                await bus.cancelled.put(gone.job.uid, b"deleted")
+
+                async def seen() -> bool:
+                    return gone.job.uid in watch
+
+                await until("the watch to see the cancellation", seen, 30)
+                with pytest.raises(ItemRejected) as rejected:
+                    await worker.process(gone, 1)
+                assert rejected.value.reason is FailureReason.CANCELLED
+                assert counted.gets == 1  # the watch said so: no read
+        finally:
+            await watch.stop()
+
+    with_bus(body)
+    assert ("get_object", gone.source) not in calls.calls
+    assert object_keys(s3, stack.bucket, f"originals/{gone.collection}/") == []
 
 
 def test_a_missing_source_fails_the_item_permanently(

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
-from emulsion_contracts import telemetry
+from emulsion_contracts import allocator, telemetry
 from emulsion_processor import settings as settings_module
 from emulsion_processor.service import run
 
 
 def main() -> None:
+    # Before any thread starts: sixteen I/O threads and the renders share one arena.
+    allocator.limit_arenas()
     settings = settings_module.load()
     telemetry.setup("emulsion-processor", settings.log_level)
     try:

@@ -18,6 +18,7 @@ from nats.aio.msg import Msg
 from emulsion_contracts import health, messaging, storage
 from emulsion_contracts.consuming import FetchPolicy, PullLoop
 from emulsion_contracts.profiles import load_profiles
+from emulsion_processor.cancelled import CancelledJobs
 from emulsion_processor.settings import ProcessorSettings
 from emulsion_processor.worker import Clients, ItemWorker
 
@@ -78,6 +79,7 @@ async def run(settings: ProcessorSettings) -> None:
     io = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="io")
     tasks: set[asyncio.Task[None]] = set()
     worker: ItemWorker | None = None
+    cancelled_jobs: CancelledJobs | None = None
     connection, js = await messaging.connect(settings.nats_url, "emulsion-processor")
     try:
         clients = Clients(
@@ -86,6 +88,8 @@ async def run(settings: ProcessorSettings) -> None:
             js=js,
             cancelled=await js.key_value(messaging.CANCELLED_BUCKET),
         )
+        cancelled_jobs = CancelledJobs(clients.cancelled)
+        cancelled_jobs.start()
         worker = ItemWorker(
             settings,
             clients,
@@ -94,6 +98,7 @@ async def run(settings: ProcessorSettings) -> None:
             io,
             scratch,
             renew_cpu=lambda: render_executor(settings),
+            cancelled_jobs=cancelled_jobs,
         )
         stopping = asyncio.Event()
         pulling = PullLoop(
@@ -121,6 +126,8 @@ async def run(settings: ProcessorSettings) -> None:
         # Also when the pull loop died: items in hand still get their result or go back
         # while the connection is open, never abandoned to the ack timeout.
         await drain(tasks, settings.drain_seconds)
+        if cancelled_jobs is not None:
+            await cancelled_jobs.stop()
         with contextlib.suppress(Exception):
             await connection.drain()
         (worker.cpu if worker else cpu).shutdown(wait=True, cancel_futures=True)

@@ -149,16 +149,31 @@ def decide(current: Current | None, version: str) -> Outcome | None:
     return None
 
 
+class Unread(Enum):
+    """No read of the manifest is at hand: the commit starts with one."""
+
+    UNREAD = "unread"
+
+
 def commit_manifest(
-    s3: Any, bucket: str, key: str, manifest: AssetManifest, attempts: int = COMMIT_ATTEMPTS
+    s3: Any,
+    bucket: str,
+    key: str,
+    manifest: AssetManifest,
+    attempts: int = COMMIT_ATTEMPTS,
+    read: Current | Unread | None = Unread.UNREAD,
 ) -> CommitResult:
     """Make `manifest` live unless a later version already is, with conditional writes only.
 
     Each round reads the manifest and its ETag, decides, and writes on the condition that
-    nothing changed in between; a lost race re-reads and decides again.
+    nothing changed in between; a lost race re-reads and decides again. `read`, the
+    manifest as an earlier read found it, stands in for the first round's read: however
+    old it is, the write is conditional on its ETag (or on no manifest), so a change
+    since then fails the write and the next round reads afresh.
     """
     for _ in range(attempts):
-        current = read_manifest(s3, bucket, key)
+        current = read_manifest(s3, bucket, key) if read is Unread.UNREAD else read
+        read = Unread.UNREAD
         decided = decide(current, manifest.version)
         if decided is not None:
             return CommitResult(decided, current.manifest if current else None)
