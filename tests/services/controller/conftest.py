@@ -369,12 +369,15 @@ class Streams:
 
 @pytest.fixture
 def streams(stack: Endpoints, run: Any) -> Streams:
-    """Also empties the work queue: the stream is shared by the session's tests."""
+    """Also empties the work queue and the results: the streams are shared by the session's
+    tests, and whatever an earlier test (of any folder, in any order) left there would be
+    delivered to this test's controller."""
     streams = Streams(stack)
 
     async def purge() -> None:
         async with streams.session() as js:
             await js.purge_stream(messaging.WORK_STREAM)
+            await js.purge_stream(messaging.EVENTS_STREAM)
 
     run(purge())
     return streams

@@ -67,7 +67,10 @@ def test_an_apiserver_answering_503_is_retried_slowly_and_nothing_is_lost(
     calls = api_proxy.requested(began, ended, lambda r: r.path.startswith(job_path))
     seconds = ended - began
     assert calls >= 3, "the writer gave up instead of retrying"
-    assert calls / seconds < 1.0, f"{calls} calls in {seconds:.0f} s"
+    # Backed off, not in a loop: a writer retrying at once makes dozens of calls a second.
+    # The line leaves room for the backoff's first short steps (0.5-1 s, 1-2 s) in a window
+    # of only ~7 s, where 1 call/s was met or missed at random.
+    assert calls / seconds < 2.0, f"{calls} calls in {seconds:.0f} s"
     # One held result per item, however many deliveries came meanwhile.
     assert None not in held
     assert max(h or 0 for h in held) <= ITEMS, held

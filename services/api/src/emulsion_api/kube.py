@@ -106,7 +106,9 @@ def http_session(configuration: Any, connections: int) -> aiohttp.ClientSession:
 def _token(configuration: Any) -> dict[str, str]:
     """The configuration's bearer token, read per request: in a pod the Kubernetes
     client refreshes the projected service-account token through a hook this calls."""
-    token = configuration.get_api_key_with_prefix("authorization")
+    # In a pod the client stores it as "BearerToken", from a kubeconfig as "authorization";
+    # the client's own auth_settings() asks the same way.
+    token = configuration.get_api_key_with_prefix("BearerToken", alias="authorization")
     return {"Authorization": token} if token else {}
 
 
