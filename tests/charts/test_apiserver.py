@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 import yaml
-from kubernetes import client
+from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from emulsion_contracts import crd
 from emulsion_devstack.processes import wait_for
-from emulsion_devstack.stack import Endpoints, apply_crds
+from emulsion_devstack.stack import Endpoints, LocalStack
 
 from .conftest import CHART, REPO_ROOT, Tools, template
 
@@ -170,31 +170,32 @@ def test_the_apiserver_rejects_what_the_chart_must_not_render(
 
 
 @pytest.fixture
-def without_stack_crds(kube: Any, stack: Endpoints) -> Iterator[None]:
-    """A cluster without Emulsion's CRDs, as a first install finds it (the stack
-    bootstrapped them, and Helm refuses to adopt objects it did not make); afterwards the
-    stack's own CRDs are put back, so later tests in the session see the repository's."""
-    extensions: Any = client.ApiextensionsV1Api(kube)
-    names = [
-        yaml.safe_load(p.read_text())["metadata"]["name"]
-        for p in (REPO_ROOT / "crds").glob("*.yaml")
-    ]
-    for name in names:
-        try:
-            extensions.delete_custom_resource_definition(name)
-        except ApiException as error:
-            if error.status != 404:
-                raise
-
-    def gone() -> bool:
-        present = {c.metadata.name for c in extensions.list_custom_resource_definition().items}
-        return not present & set(names)
-
-    wait_for("the stack's CRDs to be deleted", gone)
+def chartless_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoints]:
+    """A stack of its own without Emulsion's CRDs, as a first install finds a cluster (the
+    stack bootstraps them, and Helm refuses to adopt objects it did not make). Not the
+    session's: deleting a CRD deletes every IngestJob of it and waits on their finalizers,
+    which would take the jobs of whatever tests share the session stack with this one."""
+    local = LocalStack(tmp_path_factory.mktemp("chart-stack"), services=(), say=lambda line: None)
     try:
-        yield
+        endpoints = local.up()
+        extensions: Any = client.ApiextensionsV1Api(
+            config.new_client_from_config(config_file=endpoints.kubeconfig)
+        )
+        names = [
+            yaml.safe_load(p.read_text())["metadata"]["name"]
+            for p in (REPO_ROOT / "crds").glob("*.yaml")
+        ]
+        for name in names:
+            extensions.delete_custom_resource_definition(name)
+
+        def gone() -> bool:
+            present = {c.metadata.name for c in extensions.list_custom_resource_definition().items}
+            return not present & set(names)
+
+        wait_for("the stack's CRDs to be deleted", gone)
+        yield endpoints
     finally:
-        apply_crds(stack.kubeconfig)
+        local.down()
 
 
 def chart_with_extra_printer_column(tmp_path: Path) -> Path:
@@ -232,10 +233,13 @@ def resource_versions(
     return versions
 
 
-@pytest.mark.usefixtures("without_stack_crds")
 def test_install_upgrade_and_uninstall_keep_the_crd_and_the_jobs(
-    tools: Tools, stack: Endpoints, kube: Any, namespace: str, tmp_path: Path
+    tools: Tools, chartless_stack: Endpoints, tmp_path: Path
 ) -> None:
+    stack = chartless_stack
+    kube = config.new_client_from_config(config_file=stack.kubeconfig)
+    namespace = unique("chart")
+    tools.kubectl_("create", "namespace", namespace, kubeconfig=stack.kubeconfig)
     release = "emulsion"
     jobs: Any = client.CustomObjectsApi(kube)
     apps: Any = client.AppsV1Api(kube)
@@ -297,9 +301,6 @@ def test_install_upgrade_and_uninstall_keep_the_crd_and_the_jobs(
     assert kept.metadata.annotations["helm.sh/resource-policy"] == "keep"
     fetched = jobs.get_namespaced_custom_object(crd.GROUP, crd.VERSION, namespace, crd.PLURAL, job)
     assert fetched["status"]["total"] == 1361
-    # Kept, and now out of the way: a controller started later in the session serves
-    # every namespace and would pick it up.
-    jobs.delete_namespaced_custom_object(crd.GROUP, crd.VERSION, namespace, crd.PLURAL, job)
 
 
 # -- RBAC, as the apiserver enforces it for tokens of the chart's own ServiceAccounts ----
