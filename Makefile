@@ -85,14 +85,19 @@ fmt: setup ## Format and autofix with ruff
 	$(UV) run --locked ruff check --fix .
 
 # Two pytest runs: the unit and integration tests on two workers (one stack each; they
-# mostly wait on servers, so two share the cores well), then the fault, browser and
-# real-node suites alone, since their timing-bound cases must not compete for the cores.
+# mostly wait on servers, so two share the cores well), then the fault and browser suites
+# alone, since their timing-bound cases must not compete for the cores. The real-node
+# suite is `make test-cluster` until its autoscaling, upgrade and pod-fault tests exist
+# (issue 15); then it joins the second run.
 PARALLEL_SUITES := not (faults or web or cluster)
-test: lint tools web browser node-packages images ## Everything CI runs: lint, then unit, integration, fault, browser and real-node tests
+test: lint tools web browser ## Everything CI runs: lint, then unit, integration, fault and browser tests on a real stack
 	$(UV) run --locked pytest -n 2 --dist loadfile -m "$(PARALLEL_SUITES)" $(PYTEST_ARGS)
-	$(UV) run --locked pytest -m "not ($(PARALLEL_SUITES))" $(PYTEST_ARGS)
+	$(UV) run --locked pytest -m "faults or web" $(PYTEST_ARGS)
 
-.PHONY: unit integration
+test-cluster: setup tools node-packages images ## The real-node suite (tests/cluster): the chart as pods on containerd + kubelet
+	$(UV) run --locked pytest -m cluster $(PYTEST_ARGS)
+
+.PHONY: unit integration test-cluster
 unit: setup ## Pure-logic tests alone, no servers, in seconds (tests the conftest marks `unit`)
 	$(UV) run --locked pytest -m unit $(PYTEST_ARGS)
 
