@@ -175,7 +175,9 @@ TOOLS: dict[str, Tool] = {
         ),
         # The node's three (make cluster) share the apiserver's wrapper module, and
         # binaries.py builds every missing tool of one wrapper in one `go build`, so
-        # the packages they share compile once.
+        # the packages they share compile once. The node's tools are on demand: built by
+        # `make cluster`/`make test-cluster`, not by `make tools`, so `make test` does not
+        # pay their ~15 cold minutes while the node suite runs apart from it.
         *(
             Tool(
                 name=name,
@@ -187,6 +189,7 @@ TOOLS: dict[str, Tool] = {
                     x_defs=_kubernetes_x_defs(KUBERNETES_VERSION),
                     approx_minutes=9,
                 ),
+                on_demand=True,
             )
             for name in ("kubelet", "kube-controller-manager", "kube-scheduler")
         ),
@@ -202,6 +205,7 @@ TOOLS: dict[str, Tool] = {
                 ),
                 approx_minutes=3,
             ),
+            on_demand=True,
         ),
         Tool(
             name="local-path-provisioner",
@@ -213,6 +217,7 @@ TOOLS: dict[str, Tool] = {
                 x_defs=(("main.VERSION", LOCAL_PATH_PROVISIONER_VERSION),),
                 approx_minutes=2,
             ),
+            on_demand=True,
         ),
         # KEDA's operator and its metrics adapter (the external.metrics.k8s.io API
         # server the HPA asks for the NATS lag), built together.
