@@ -31,7 +31,13 @@ class Services:
 @pytest.fixture(scope="module")
 def services(stack: Endpoints, stack_state_dir: Path) -> Iterator[Services]:
     local = LocalStack(stack_state_dir, say=lambda line: None)
-    records = [local.start_service(name) for name in ("controller", "processor", "api")]
+    # The controller serves the API's namespace only: IngestJobs other tests left in theirs
+    # (their controllers gone) are not this module's to dispatch.
+    records = [
+        local.start_service("controller", {"EMULSION_NAMESPACES": "default"}),
+        local.start_service("processor"),
+        local.start_service("api", {"EMULSION_NAMESPACE": "default"}),
+    ]
     try:
         yield Services(LocalStack.service_url(records[-1]), stack.api_token)
     finally:

@@ -48,12 +48,20 @@ class Controllers:
     """Starts controller processes on the session's stack; stops them after each test."""
 
     local: LocalStack
+    namespace: str
     running: list[ProcessRecord] = field(default_factory=list)
 
     def start(self, environment: dict[str, str] | None = None) -> ProcessRecord:
         record = self.local.start_service(
             "controller",
-            {**FAST, "EMULSION_CONTROLLER_PRIORITY": str(next(_priorities)), **(environment or {})},
+            {
+                **FAST,
+                # The test's own namespace: IngestJobs other tests left on the shared stack
+                # (in any order, under pytest-xdist) are not this controller's to dispatch.
+                "EMULSION_NAMESPACES": self.namespace,
+                "EMULSION_CONTROLLER_PRIORITY": str(next(_priorities)),
+                **(environment or {}),
+            },
         )
         self.running.append(record)
         return record
@@ -93,8 +101,8 @@ class Controllers:
 
 
 @pytest.fixture
-def controllers(stack: Endpoints, stack_state_dir: Path) -> Iterator[Controllers]:
-    started = Controllers(LocalStack(stack_state_dir, say=lambda line: None))
+def controllers(stack: Endpoints, stack_state_dir: Path, jobs: Jobs) -> Iterator[Controllers]:
+    started = Controllers(LocalStack(stack_state_dir, say=lambda line: None), jobs.namespace)
     try:
         yield started
     finally:

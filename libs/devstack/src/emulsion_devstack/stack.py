@@ -521,7 +521,7 @@ class LocalStack:
         record = spawn(
             service.name,
             [sys.executable, "-m", service.module],
-            data_dir / "logs" / f"{service.name}.log",
+            _fresh_log(data_dir / "logs", service.name),
             env={
                 **endpoints.environment(),
                 "OTEL_SERVICE_NAME": f"emulsion-{service.name}",
@@ -691,3 +691,15 @@ def ensure_bucket(endpoints: Endpoints) -> None:
         s3.head_bucket(Bucket=endpoints.bucket)
     except ClientError:
         s3.create_bucket(Bucket=endpoints.bucket)
+
+
+def _fresh_log(logs: Path, name: str) -> Path:
+    """`<name>.log` for a service's first process on this stack, `<name>-2.log` and on for
+    the next ones: whoever reads a process's log (a test, `log_tail` in an error) must
+    not find what an earlier process of the same service wrote."""
+    log = logs / f"{name}.log"
+    serial = 1
+    while log.exists():
+        serial += 1
+        log = logs / f"{name}-{serial}.log"
+    return log
