@@ -21,10 +21,12 @@ from .conftest import Cluster
 from .workload import (
     assert_committed_once,
     assert_derivatives_written_once,
+    deliveries,
     enable_versioning,
     finished_items,
     pods,
     ready,
+    redeliveries,
     start_ingest,
     wait_succeeded,
 )
@@ -146,6 +148,7 @@ def test_helm_upgrade_during_an_ingest_loses_nothing_and_keeps_one_controller(
         component: {p.metadata.name for p in pods(cluster, component)} for component in COMPONENTS
     }
     watch = RolloutWatch(cluster, controller_peering(cluster))
+    delivered_before = deliveries(cluster)
     jobs = start_ingest(cluster, gallery, "node-upgrade")
     new_tag = retag_images(cluster, "rebuilt")
     thread = threading.Thread(target=watch.run, daemon=True)
@@ -172,6 +175,7 @@ def test_helm_upgrade_during_an_ingest_loses_nothing_and_keeps_one_controller(
     assert watch.peers_seen, "the controllers' peering never named a live controller"
     assert_committed_once(cluster, "node-upgrade", assets=ITEMS)
     assert_derivatives_written_once(cluster, "node-upgrade")
+    assert redeliveries(delivered_before, deliveries(cluster)) == 0
     print(
         f"finished items: {finished_at_upgrade} at the upgrade, {finished_after_rollout} after"
         f" the rollout; controllers seen {sorted(watch.peers_seen)};"

@@ -138,8 +138,8 @@ def assert_derivatives_written_once(cluster: Cluster, collection: str) -> int:
     return len(derivatives)
 
 
-def items_in_hand(cluster: Cluster) -> int:
-    """Work messages delivered to a processor and not yet acknowledged."""
+def processors_consumer(cluster: Cluster) -> dict[str, Any]:
+    """The `processors` durable's state, from the NATS monitoring endpoint."""
     answer = httpx.get(
         f"{cluster.endpoints.nats_monitor_url}/jsz", params={"consumers": "true"}, timeout=5
     ).json()
@@ -149,5 +149,22 @@ def items_in_hand(cluster: Cluster) -> int:
                 continue
             for consumer in stream.get("consumer_detail", []):
                 if consumer["name"] == messaging.PROCESSORS:
-                    return int(consumer.get("num_ack_pending", 0))
-    return 0
+                    return dict(consumer)
+    raise AssertionError(f"no {messaging.PROCESSORS} consumer on {messaging.WORK_STREAM}")
+
+
+def items_in_hand(cluster: Cluster) -> int:
+    """Work messages delivered to a processor and not yet acknowledged."""
+    return int(processors_consumer(cluster).get("num_ack_pending", 0))
+
+
+def deliveries(cluster: Cluster) -> tuple[int, int]:
+    """(deliveries made, last stream sequence delivered): between two readings, once
+    every message is delivered, the first grows by the second's growth plus one for
+    each redelivery."""
+    delivered = processors_consumer(cluster)["delivered"]
+    return int(delivered["consumer_seq"]), int(delivered["stream_seq"])
+
+
+def redeliveries(before: tuple[int, int], after: tuple[int, int]) -> int:
+    return (after[0] - before[0]) - (after[1] - before[1])
