@@ -32,8 +32,12 @@ class Cluster:
     endpoints: Endpoints
     namespace: str
     # The API's Service, reached through `kubectl port-forward` on 127.0.0.1.
-    api_url: str
+    forward: ApiForward
     kube: Any
+
+    @property
+    def api_url(self) -> str:
+        return self.forward.url()
 
     def client_environment(self) -> dict[str, str]:
         return {**self.stack.client_environment(), "EMULSION_API_URL": self.api_url}
@@ -62,12 +66,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         (state_dir / "images").write_text(f"{built.registry}\n{built.tag}\n")
         images.load(built, Path(node.containerd_socket), say=lambda line: None)
         namespace = release.install(stack, say=lambda line: None)
-        with _port_forward(endpoints, namespace) as api_url:
+        with _port_forward(endpoints, namespace) as forward:
             yield Cluster(
                 stack=stack,
                 endpoints=endpoints,
                 namespace=namespace,
-                api_url=api_url,
+                forward=forward,
                 kube=config.new_client_from_config(config_file=endpoints.kubeconfig),
             )
     finally:
@@ -77,36 +81,59 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     assert not changed, f"the node left the host changed: {changed}"
 
 
-@contextlib.contextmanager
-def _port_forward(endpoints: Endpoints, namespace: str) -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            str(ensure_binary("kubectl")),
-            "--kubeconfig",
-            endpoints.kubeconfig,
-            "--namespace",
-            namespace,
-            "port-forward",
-            "--address",
-            "127.0.0.1",
-            f"svc/{release.RELEASE}-api",
-            f"{port}:80",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
+class ApiForward:
+    """`kubectl port-forward svc/...` binds one pod: when a rollout or a test replaces
+    the API's pod, kubectl exits, and the next use starts it again on the same port."""
+
+    def __init__(self, endpoints: Endpoints, namespace: str) -> None:
+        self.endpoints = endpoints
+        self.namespace = namespace
+        self.port = free_port()
+        self.process: subprocess.Popen[str] | None = None
+
+    def url(self) -> str:
+        address = f"http://127.0.0.1:{self.port}"
+        if self.process is not None and self.process.poll() is None and _healthy(address):
+            return address
+        self.close()
+        self.process = subprocess.Popen(
+            [
+                str(ensure_binary("kubectl")),
+                "--kubeconfig",
+                self.endpoints.kubeconfig,
+                "--namespace",
+                self.namespace,
+                "port-forward",
+                "--address",
+                "127.0.0.1",
+                f"svc/{release.RELEASE}-api",
+                f"{self.port}:80",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
         assert re.match(r"Forwarding from 127\.0\.0\.1:\d+", line), line
-        wait_for("the API through port-forward", lambda: _healthy(url), timeout=30)
-        yield url
+        wait_for("the API through port-forward", lambda: _healthy(address), timeout=30)
+        return address
+
+    def close(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+@contextlib.contextmanager
+def _port_forward(endpoints: Endpoints, namespace: str) -> Iterator[ApiForward]:
+    forward = ApiForward(endpoints, namespace)
+    try:
+        forward.url()
+        yield forward
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        forward.close()
 
 
 def _healthy(url: str) -> bool:

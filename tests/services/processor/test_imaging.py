@@ -576,3 +576,16 @@ def test_a_full_scratch_disk_while_rendering_is_transient(
     monkeypatch.setattr(imaging, "encode", disk_full)
     with pytest.raises(TransientTrouble, match="No space left"):
         render(tmp_path, encoded(Image.new("RGB", (40, 30)), "PNG"))
+
+
+def test_scratch_files_vanishing_while_rendering_is_transient(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A force-deleted pod's ephemeral volume is removed while its process still runs:
+    # the item must go back to another pod, not fail as if the image were bad.
+    def volume_gone(image: object, path: Path, *arguments: object) -> None:
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", str(path))
+
+    monkeypatch.setattr(imaging, "encode", volume_gone)
+    with pytest.raises(TransientTrouble, match="No such file"):
+        render(tmp_path, encoded(Image.new("RGB", (40, 30)), "PNG"))

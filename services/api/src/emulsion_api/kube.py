@@ -105,11 +105,14 @@ def http_session(configuration: Any, connections: int) -> aiohttp.ClientSession:
 
 def _token(configuration: Any) -> dict[str, str]:
     """The configuration's bearer token, read per request: in a pod the Kubernetes
-    client refreshes the projected service-account token through a hook this calls."""
-    # In a pod the client stores it as "BearerToken", from a kubeconfig as "authorization";
-    # the client's own auth_settings() asks the same way.
-    token = configuration.get_api_key_with_prefix("BearerToken", alias="authorization")
-    return {"Authorization": token} if token else {}
+    client refreshes the projected service-account token through a hook this calls.
+    auth_settings() finds the token under either key the loaders use (the in-cluster
+    loader's `BearerToken`, a kubeconfig's `authorization`)."""
+    return {
+        setting["key"]: setting["value"]
+        for setting in configuration.auth_settings().values()
+        if setting.get("in") == "header" and setting.get("value")
+    }
 
 
 class Kube:

@@ -72,8 +72,20 @@ PEAK_OVER_DECODED: Final = 3.5
 _STORED_BYTES: Final[dict[str, int]] = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2}
 # Errors of the scratch volume or the machine, not of the image: worth trying again.
 # (Pillow raises OSError without an errno for its own refusals, which are not.)
+# ENOENT/ESTALE: the processor made every scratch path itself, so one vanishing means
+# the volume went away (a force-deleted pod's ephemeral volume is removed while its
+# process still runs), never that the image is bad.
 _TRANSIENT_ERRNOS: Final = frozenset(
-    {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ENOMEM, errno.EMFILE, errno.ENFILE}
+    {
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EIO,
+        errno.ENOMEM,
+        errno.EMFILE,
+        errno.ENFILE,
+        errno.ENOENT,
+        errno.ESTALE,
+    }
 )
 
 
