@@ -87,7 +87,7 @@ fmt: setup ## Format and autofix with ruff
 # Two pytest runs: the unit and integration tests on two workers (one stack each; they
 # mostly wait on servers, so two share the cores well), then the fault and browser suites
 # alone, since their timing-bound cases must not compete for the cores. The real-node
-# suite is `make test-cluster` until its autoscaling, upgrade and pod-fault tests exist
+# suite is `make test-cluster` until its autoscaling test (KEDA) exists
 # (issue 15); then it joins the second run.
 PARALLEL_SUITES := not (faults or web or cluster)
 test: lint tools web browser ## Everything CI runs: lint, then unit, integration, fault and browser tests on a real stack
