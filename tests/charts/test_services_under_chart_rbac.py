@@ -11,6 +11,7 @@ the API, and the audit log shows which identity made each IngestJob write.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -20,12 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import nats
 import pytest
 import yaml
 from kubernetes import client
 from PIL import Image
 
-from emulsion_contracts import crd, keys
+from emulsion_contracts import crd, keys, messaging
 from emulsion_devstack.processes import ProcessRecord, log_tail, stop, wait_for
 from emulsion_devstack.stack import Endpoints, LocalStack
 
@@ -221,6 +223,19 @@ class Running:
         )
 
 
+async def purge_streams(nats_url: str) -> None:
+    connection = await nats.connect(nats_url)
+    try:
+        for stream in (
+            messaging.WORK_STREAM,
+            messaging.EVENTS_STREAM,
+            messaging.ADVISORIES_STREAM,
+        ):
+            await connection.jetstream().purge_stream(stream)
+    finally:
+        await connection.close()
+
+
 @pytest.fixture
 def services(
     release_namespace: str,
@@ -237,6 +252,10 @@ def services(
     assert set(pods) == set(COMPONENTS)
     local = LocalStack(stack_state_dir, say=lambda line: None)
     running = Running({})
+    # The streams are shared by the stack's tests: work and results other tests left for
+    # jobs in their namespaces would reach this release's processor and controller, whose
+    # RBAC (rightly) refuses them those jobs.
+    asyncio.run(purge_streams(stack.nats_url))
     try:
         # The controller first: the API's jobs must find it already watching.
         for component in ("controller", "processor", "janitor", "api"):
