@@ -84,15 +84,13 @@ fmt: setup ## Format and autofix with ruff
 	$(UV) run --locked ruff format .
 	$(UV) run --locked ruff check --fix .
 
-# Two pytest runs: the unit and integration tests on two workers (one stack each; they
-# mostly wait on servers, so two share the cores well), then the fault and browser suites
-# alone, since their timing-bound cases must not compete for the cores. The real-node
-# suite is `make test-cluster` until its autoscaling test (KEDA) exists
-# (issue 15); then it joins the second run.
-PARALLEL_SUITES := not (faults or web or cluster)
+# One serial pytest run. pytest-xdist is installed and the suites are safe to share a
+# stack in any order (`make integration PYTEST_ARGS="-n 2 --dist loadfile"` halves the
+# integration tests' time), but on two cores the extra load still makes two timing-bound
+# controller tests flaky, so CI keeps the proven serial run. The real-node suite is
+# `make test-cluster` until its autoscaling test (KEDA) exists (issue 15).
 test: lint tools web browser ## Everything CI runs: lint, then unit, integration, fault and browser tests on a real stack
-	$(UV) run --locked pytest -n 2 --dist loadfile -m "$(PARALLEL_SUITES)" $(PYTEST_ARGS)
-	$(UV) run --locked pytest -m "faults or web" $(PYTEST_ARGS)
+	$(UV) run --locked pytest -m "not cluster" $(PYTEST_ARGS)
 
 test-cluster: setup tools node-packages images ## The real-node suite (tests/cluster): the chart as pods on containerd + kubelet
 	$(UV) run --locked pytest -m cluster $(PYTEST_ARGS)
@@ -102,7 +100,7 @@ unit: setup ## Pure-logic tests alone, no servers, in seconds (tests the conftes
 	$(UV) run --locked pytest -m unit $(PYTEST_ARGS)
 
 integration: setup tools web ## Tests on the real stack, without the fault, browser and real-node suites
-	$(UV) run --locked pytest -n 2 --dist loadfile -m "integration and $(PARALLEL_SUITES)" $(PYTEST_ARGS)
+	$(UV) run --locked pytest -m "integration and not (faults or web or cluster)" $(PYTEST_ARGS)
 
 .PHONY: node-packages cluster cluster-down images cluster-install
 node-packages: ## Install Debian's containerd, runc, CNI plugins, podman, buildah, debootstrap (once; nothing is started)

@@ -21,8 +21,9 @@ import pytest
 from emulsion_devstack.processes import ProcessRecord, stop_all, wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-# A stack has up to ten processes; each gets a SIGTERM at once, kube-apiserver is the slowest.
-STOPPED_WITHIN = 25.0
+# A stack has up to ten processes, stopped in three tiers in ~5 s; the bench may first spend
+# up to ~16 s in boto's retries against a MinIO already gone. A deadline, not a wait.
+STOPPED_WITHIN = 60.0
 
 
 def state_with_endpoints(state_file: Path) -> dict[str, Any] | None:
