@@ -88,6 +88,7 @@ def test_a_request_within_max_items_is_one_job_without_a_batch() -> None:
     assert job["metadata"]["name"] == job["spec"]["version"].lower()
     assert job["metadata"]["annotations"][crd.ANNOTATION_TRACEPARENT].startswith("00-111")
     assert job["metadata"]["labels"][jobs.LABEL_IDEMPOTENCY] == "label"
+    assert job["metadata"]["finalizers"] == [crd.FINALIZER]
 
 
 def test_a_larger_request_is_split_into_ordered_parts_of_one_batch() -> None:

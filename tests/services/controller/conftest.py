@@ -134,6 +134,7 @@ class Jobs:
         version: bool = True,
         ttl: int | None = None,
         collection: str = "gallery",
+        finalizer: bool = False,
     ) -> dict[str, Any]:
         upload = keys.new_ulid()
         spec: dict[str, Any] = {
@@ -150,7 +151,12 @@ class Jobs:
         return {
             "apiVersion": crd.API_VERSION,
             "kind": crd.KIND,
-            "metadata": {"name": name, "namespace": self.namespace},
+            "metadata": {
+                "name": name,
+                "namespace": self.namespace,
+                # As the API creates jobs: the controller's finalizer already in place.
+                "finalizers": [crd.FINALIZER] if finalizer else [],
+            },
             "spec": spec,
         }
 
@@ -207,6 +213,10 @@ class Jobs:
 
     def audit_status_writes(self, name: str) -> list[dict[str, Any]]:
         """Every attempt to write this job's status, as the apiserver's audit log has them."""
+        return self.audit_writes(name, subresource="status")
+
+    def audit_writes(self, name: str, subresource: str | None) -> list[dict[str, Any]]:
+        """Every attempt to write this job (`subresource` None: the object itself)."""
         writes = []
         for line in Path(self.stack.audit_log).read_text().splitlines():
             entry = json.loads(line)
@@ -214,7 +224,7 @@ class Jobs:
             if (
                 entry.get("stage") == "ResponseComplete"
                 and ref.get("resource") == crd.PLURAL
-                and ref.get("subresource") == "status"
+                and ref.get("subresource") == subresource
                 and ref.get("namespace") == self.namespace
                 and ref.get("name") == name
                 and entry.get("verb") in ("patch", "update")

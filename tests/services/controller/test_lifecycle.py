@@ -184,8 +184,13 @@ def test_a_finished_job_is_deleted_after_its_ttl(
     assert jobs.get("forever") is not None
 
 
+# The API creates jobs with the controller's finalizer in place (one write fewer per
+# job); jobs created by hand get it from kopf. Both must be cancelled on deletion.
+@pytest.mark.parametrize(
+    "finalizer", [True, False], ids=["created-with-finalizer", "added-by-kopf"]
+)
 def test_deleting_a_running_job_cancels_its_remaining_items(
-    controller: ProcessRecord, jobs: Any, streams: Any, run: Any
+    controller: ProcessRecord, jobs: Any, streams: Any, run: Any, finalizer: bool
 ) -> None:
     items, finished = 6, 2
 
@@ -194,10 +199,14 @@ def test_deleting_a_running_job_cancels_its_remaining_items(
 
     async def scenario() -> tuple[str, str]:
         async with streams.processing(outcome) as processor:
-            body = await asyncio.to_thread(jobs.create, "doomed", items)
+            body = await asyncio.to_thread(jobs.create, "doomed", items, finalizer=finalizer)
             status = await asyncio.to_thread(
                 jobs.wait_phase, "doomed", crd.Phase.PROCESSING, timeout=60
             )
+            # Before the deletion the controller writes only the status, unless it had
+            # to add its finalizer itself.
+            metadata_writes = await asyncio.to_thread(jobs.audit_writes, "doomed", None)
+            assert len(metadata_writes) == (0 if finalizer else 1)
             await streams.wait_for_async(
                 "the other items to be held", lambda: len(processor.held) >= items - finished
             )

@@ -241,6 +241,7 @@ class ObjectMeta(_KubeModel):
     deletion_timestamp: KubeTime | None = None
     labels: dict[str, str] = {}
     annotations: dict[str, str] = {}
+    finalizers: tuple[str, ...] = ()
 
 
 class JobOutline(_KubeModel):
