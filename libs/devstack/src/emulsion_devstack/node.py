@@ -902,11 +902,13 @@ class Node:
         source = module_source("keda-operator")
         namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": keda.NAMESPACE}}
         crds, rbac = keda.crds(source), keda.rbac(source)
-        # Recorded before they exist, so a half-made node's `down` deletes them too.
+        # Recorded before they exist, so a half-made node's `down` deletes them too. Not
+        # the CRDs: deleting them deletes every ScaledObject, whose KEDA finalizer no
+        # stopped operator would remove (the CRD would hang in Terminating); like the
+        # stack's own CRDs they stay, and the next `make cluster` applies them again.
         state["made"]["keda_objects"] = [
             ("", f"apiservice/{keda.EXTERNAL_METRICS_APISERVICE}"),
             *keda.object_names(rbac),
-            *keda.object_names(crds),
             ("", f"namespace/{keda.NAMESPACE}"),
         ]
         self._write_state(state)
