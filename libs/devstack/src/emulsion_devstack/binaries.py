@@ -49,8 +49,8 @@ __all__ = [
     "Wheel",
     "cache_dir",
     "ensure_binary",
-    "module_source",
     "main",
+    "module_source",
 ]
 
 
