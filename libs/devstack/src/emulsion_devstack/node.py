@@ -1,5 +1,7 @@
 """A real single-node cluster on top of the local stack: containerd, kubelet,
-kube-controller-manager and kube-scheduler, so the chart runs as pods.
+kube-controller-manager and kube-scheduler, so the chart runs as pods; with
+local-path-provisioner, metrics-server and KEDA (operator and metrics adapter) as host
+processes, so its volumes and both of its autoscalers work.
 
 One implementation for `make cluster` / `make cluster-down` and the tests in
 tests/cluster. Everything the node makes is named in `<state_dir>/node/node.json` and
@@ -598,7 +600,8 @@ class Node:
                     # A pod stuck on a dead node is rescheduled within a minute, not five.
                     "--node-monitor-grace-period",
                     "40s",
-                    # HPA: the stock 15 s sync and 5 min down-stabilisation.
+                    # HPA: the stock 15 s sync; each HPA has its own scale-down window
+                    # (the chart's autoscaling.scaleDownStabilizationSeconds).
                     "--v=1",
                 ],
                 self.dir / "logs" / "kube-controller-manager.log",
