@@ -25,6 +25,7 @@ from .workload import (
     items_in_hand,
     ready_pods,
     redeliveries,
+    settled_deliveries,
     start_ingest,
     wait_succeeded,
 )
@@ -71,7 +72,7 @@ def test_a_force_deleted_processor_pod_loses_no_item_and_finishes_each_once(
     enable_versioning(cluster)
     gallery = ensure_gallery(GalleryParams(count=8, seed=1501, **SLOWER_ITEMS))
     pod = the_processor(cluster)
-    delivered_before = deliveries(cluster)
+    delivered_before = settled_deliveries(cluster)
     jobs = start_ingest(cluster, gallery, "node-force-delete")
     wait_holding_items(cluster, at_least=3)
     cluster.kubectl(
@@ -96,7 +97,7 @@ def test_a_deleted_processor_pod_drains_its_items_within_its_grace_period(
     gallery = ensure_gallery(GalleryParams(count=6, seed=1502, **SLOW_ITEMS))
     pod = the_processor(cluster)
     grace = pod.spec.termination_grace_period_seconds
-    delivered_before = deliveries(cluster)
+    delivered_before = settled_deliveries(cluster)
     jobs = start_ingest(cluster, gallery, "node-drain")
     wait_holding_items(cluster)
     deleted = time.monotonic()
