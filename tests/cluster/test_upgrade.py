@@ -27,7 +27,6 @@ from .workload import (
     pods,
     ready,
     redeliveries,
-    settled_deliveries,
     start_ingest,
     wait_succeeded,
 )
@@ -166,7 +165,7 @@ def test_helm_upgrade_during_an_ingest_loses_nothing_and_keeps_one_controller(
         for component in COMPONENTS
     }
     watch = RolloutWatch(cluster, controller_peering(cluster))
-    delivered_before = settled_deliveries(cluster)
+    delivered_before = deliveries(cluster)
     jobs = start_ingest(cluster, gallery, "node-upgrade")
     new_tag = retag_images(cluster, "rebuilt")
     thread = threading.Thread(target=watch.run, daemon=True)

@@ -166,19 +166,5 @@ def deliveries(cluster: Cluster) -> tuple[int, int]:
     return int(delivered["consumer_seq"]), int(delivered["stream_seq"])
 
 
-def settled_deliveries(cluster: Cluster, ack_wait: float = 30.0) -> tuple[int, int]:
-    """`deliveries` once no work message waits or is in hand: a pod an earlier test
-    force-deleted may have held items it had already committed, which JetStream delivers
-    again one ack_wait later; counted from here, those are not this test's."""
-
-    def quiet() -> tuple[int, int] | None:
-        consumer = processors_consumer(cluster)
-        if int(consumer.get("num_pending", 0)) or int(consumer.get("num_ack_pending", 0)):
-            return None
-        return deliveries(cluster)
-
-    return wait_for("no work message pending or in hand", quiet, timeout=3 * ack_wait)
-
-
 def redeliveries(before: tuple[int, int], after: tuple[int, int]) -> int:
     return (after[0] - before[0]) - (after[1] - before[1])
