@@ -106,8 +106,8 @@ integration: setup tools web ## Tests on the real stack, without the fault, brow
 node-packages: ## Install Debian's containerd, runc, CNI plugins, podman, buildah, debootstrap (once; nothing is started)
 	@bash tools/install-node-packages.sh
 
-cluster: setup node-packages ## A real node on the stack (containerd, kubelet, controller-manager, scheduler); starts the stack if needed
-	$(UV) run --locked python -m emulsion_devstack.binaries ensure etcd kube-apiserver kubectl helm minio nats-server kubelet kube-controller-manager kube-scheduler
+cluster: setup node-packages ## A real node on the stack (containerd, kubelet, controller-manager, scheduler, metrics-server, KEDA); starts the stack if needed
+	$(UV) run --locked python -m emulsion_devstack.binaries ensure etcd kube-apiserver kubectl helm minio nats-server kubelet kube-controller-manager kube-scheduler local-path-provisioner metrics-server keda-operator keda-adapter
 	@if ! .venv/bin/python -m emulsion_devstack status --state-dir $(STATE_DIR) >/dev/null 2>&1; then \
 		$(UV) run --locked python -m emulsion_devstack up --services '' --state-dir $(STATE_DIR); fi
 	$(UV) run --locked python -m emulsion_devstack.node up --state-dir $(STATE_DIR)

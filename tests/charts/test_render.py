@@ -265,6 +265,19 @@ def test_keda_replaces_the_processor_hpa_with_a_valid_scaled_object(tools: Tools
     assert validate_with_keda_models(scaled) == scaled
 
 
+@pytest.mark.parametrize("keda", [False, True], ids=["hpa", "keda"])
+def test_the_scale_down_window_reaches_the_hpa_either_way(tools: Tools, keda: bool) -> None:
+    window = "components.processor.autoscaling.scaleDownStabilizationSeconds"
+    objects = render(tools, {"keda.enabled": keda, window: 15})
+    if keda:
+        (scaled,) = by_kind(objects, "ScaledObject").values()
+        behavior = scaled["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+    else:
+        (hpa,) = by_kind(objects, "HorizontalPodAutoscaler").values()
+        behavior = hpa["spec"]["behavior"]
+    assert behavior == {"scaleDown": {"stabilizationWindowSeconds": 15}}
+
+
 # No package ships KEDA's CRD YAML; cloudcoil-models-keda ships models generated from it.
 # It runs in a throwaway environment because cloudcoil registers a pytest plugin that
 # needs extras this workspace does not have.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -75,6 +76,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                 kube=config.new_client_from_config(config_file=endpoints.kubeconfig),
             )
     finally:
+        # `down` removes the node's directory; its logs stay next to the state dir for a
+        # post-mortem (pytest keeps the last three runs' tmp dirs).
+        with contextlib.suppress(OSError):
+            shutil.copytree(state_dir / "node" / "logs", state_dir.parent / "cluster-node-logs")
         stack.down()
     after = host_snapshot()
     changed = {key: (before[key], after[key]) for key in before if before[key] != after[key]}

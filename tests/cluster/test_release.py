@@ -20,6 +20,7 @@ from emulsion_cli.gallery import GalleryParams, ensure_gallery
 from emulsion_devstack.processes import wait_for
 
 from .conftest import Cluster
+from .workload import ready
 
 # The first test pays for the node, the images (built by `make images` before the
 # suite, so normally found in the cache) and the release.
@@ -155,7 +156,8 @@ def test_processor_scratch_is_a_generic_ephemeral_volume_that_dies_with_its_pod(
     from kubernetes import client
 
     core: Any = client.CoreV1Api(cluster.kube)
-    pod = pods(cluster, "processor")[0]
+    # A Ready pod: KEDA may be scaling the processors down after the ingest above.
+    pod = next(p for p in pods(cluster, "processor") if ready(p))
     claim_name = f"{pod.metadata.name}-scratch"
     claim = core.read_namespaced_persistent_volume_claim(claim_name, cluster.namespace)
     assert claim.status.phase == "Bound"

@@ -25,6 +25,7 @@ import argparse
 import fcntl
 import hashlib
 import importlib.metadata
+import json
 import os
 import platform
 import re
@@ -49,6 +50,7 @@ __all__ = [
     "cache_dir",
     "ensure_binary",
     "main",
+    "module_source",
 ]
 
 
@@ -323,6 +325,34 @@ def ensure_binary(name: str) -> Path:
     if isinstance(tool.source, GoBuild):
         return _ensure_built(tool, tool.source)
     return _wheel_binary(tool, tool.source)
+
+
+def module_source(name: str) -> Path:
+    """The source tree of tool ``name``'s pinned module, from the Go module cache that
+    built it (e.g. KEDA's config/crd). `go mod download` in the wrapper module finds it
+    there; only a cache cleaned since the build makes it fetch that one module again,
+    checked against the wrapper's go.sum."""
+    tool = TOOLS[name]
+    if not isinstance(tool.source, GoBuild):
+        raise BinaryError(f"{name} is not built from a Go module")
+    go = shutil.which("go")
+    if go is None:
+        raise BinaryError(f"reading {name}'s module source needs the Go toolchain on PATH")
+    wrapper = _repo_root() / "tools" / "go" / tool.source.wrapper
+    result = subprocess.run(
+        [go, "mod", "download", "-json", tool.source.module],
+        cwd=wrapper,
+        env=_go_env(*_host_platform()),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise BinaryError(f"go mod download {tool.source.module} failed:\n{result.stderr}")
+    found = json.loads(result.stdout)
+    if found.get("Version") != tool.version or not found.get("Dir"):
+        raise BinaryError(f"{tool.source.module}: expected {tool.version}, got {found}")
+    return Path(found["Dir"])
 
 
 def _existing_executable(value: str, origin: str) -> Path:

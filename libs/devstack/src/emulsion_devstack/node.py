@@ -1,5 +1,7 @@
 """A real single-node cluster on top of the local stack: containerd, kubelet,
-kube-controller-manager and kube-scheduler, so the chart runs as pods.
+kube-controller-manager and kube-scheduler, so the chart runs as pods; with
+local-path-provisioner, metrics-server and KEDA (operator and metrics adapter) as host
+processes, so its volumes and both of its autoscalers work.
 
 One implementation for `make cluster` / `make cluster-down` and the tests in
 tests/cluster. Everything the node makes is named in `<state_dir>/node/node.json` and
@@ -44,8 +46,8 @@ from typing import Any
 
 import yaml
 
-from emulsion_devstack import pki
-from emulsion_devstack.binaries import ensure_binary
+from emulsion_devstack import keda, pki
+from emulsion_devstack.binaries import ensure_binary, module_source
 from emulsion_devstack.processes import (
     ProcessRecord,
     StackError,
@@ -184,6 +186,8 @@ class Node:
                 "kube-scheduler",
                 "local-path-provisioner",
                 "metrics-server",
+                "keda-operator",
+                "keda-adapter",
             )
         }
         self._claim_machine()
@@ -213,6 +217,9 @@ class Node:
             self._wait_node_ready(endpoints)
             self._start_local_path_provisioner(state, binaries["local-path-provisioner"], endpoints)
             self._start_metrics_server(state, binaries["metrics-server"], endpoints)
+            self._start_keda(
+                state, binaries["keda-operator"], binaries["keda-adapter"], data_dir, endpoints
+            )
         except BaseException:
             self.down()
             raise
@@ -251,8 +258,9 @@ class Node:
         endpoints = self.stack.running()
         if endpoints is not None and restore_apiserver:
             # The node's API objects: an APIService left pointing at a stopped
-            # metrics-server would fail every client's discovery.
-            _delete(endpoints.kubeconfig, NODE_OBJECTS)
+            # metrics-server or KEDA adapter would fail every client's discovery.
+            keda_objects = [(str(ns), str(name)) for ns, name in made.get("keda_objects", [])]
+            _delete(endpoints.kubeconfig, [*NODE_OBJECTS, *keda_objects])
         if made.get("apiserver_argv") and restore_apiserver:
             self._restore_apiserver(made["apiserver_argv"])
         for path, before in (made.get("host_paths") or {}).items():
@@ -592,7 +600,8 @@ class Node:
                     # A pod stuck on a dead node is rescheduled within a minute, not five.
                     "--node-monitor-grace-period",
                     "40s",
-                    # HPA: the stock 15 s sync and 5 min down-stabilisation.
+                    # HPA: the stock 15 s sync; each HPA has its own scale-down window
+                    # (the chart's autoscaling.scaleDownStabilizationSeconds).
                     "--v=1",
                 ],
                 self.dir / "logs" / "kube-controller-manager.log",
@@ -871,6 +880,182 @@ class Node:
         ]
         _apply(endpoints.kubeconfig, manifests)
         self.say(f"  metrics-server  {BRIDGE_ADDRESS}:{port} (metrics.k8s.io)")
+
+    def _start_keda(
+        self,
+        state: dict[str, Any],
+        operator: Path,
+        adapter: Path,
+        data_dir: Path,
+        endpoints: Endpoints,
+    ) -> None:
+        """KEDA, the chart's autoscaler of the processors: keda-operator (the
+        ScaledObject controller, which makes the HPA and asks the NATS scaler for the
+        lag) and keda-adapter (external.metrics.k8s.io, which the HPA controller asks
+        through the apiserver, and which asks the operator over gRPC) as host processes,
+        with KEDA's CRDs and RBAC from the pinned module the binaries were built from.
+
+        Certificates come from the node's CA, not from KEDA's own rotation
+        (--enable-cert-rotation): that writes the Secret `kedaorg-certs` and waits for a
+        pod's volume to put it into --cert-dir, which a host process has not, and it
+        names the certificates after Service DNS names nothing here resolves. The node's
+        CA also lets the APIService verify the adapter (caBundle) where metrics-server
+        needs insecureSkipTLSVerify."""
+        pki_dir = data_dir / "pki"
+        source = module_source("keda-operator")
+        namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": keda.NAMESPACE}}
+        crds, rbac = keda.crds(source), keda.rbac(source)
+        # Recorded before they exist, so a half-made node's `down` deletes them too. Not
+        # the CRDs: deleting them deletes every ScaledObject, whose KEDA finalizer no
+        # stopped operator would remove (the CRD would hang in Terminating); like the
+        # stack's own CRDs they stay, and the next `make cluster` applies them again.
+        state["made"]["keda_objects"] = [
+            ("", f"apiservice/{keda.EXTERNAL_METRICS_APISERVICE}"),
+            *keda.object_names(rbac),
+            ("", f"namespace/{keda.NAMESPACE}"),
+        ]
+        self._write_state(state)
+        _wait_namespace_usable(endpoints.kubeconfig, keda.NAMESPACE)
+        _apply(endpoints.kubeconfig, [namespace, *crds, *rbac])
+        _kubectl(
+            endpoints.kubeconfig,
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            *(f"crd/{crd['metadata']['name']}" for crd in crds),
+        )
+        client_cert, client_key = pki.issue_certificate(pki_dir, "node-keda", keda.USER)
+        kubeconfig = self.dir / "keda.kubeconfig"
+        _write_kubeconfig(
+            kubeconfig, endpoints.apiserver_url, pki_dir / "ca.crt", client_cert, client_key
+        )
+        # Each --cert-dir holds what KEDA's gRPC TLS reads: ca.crt, tls.crt, tls.key. The
+        # gRPC link is mutual TLS, so the adapter's serving pair is a client one too.
+        operator_certs = self._keda_cert_dir(pki_dir, "keda-operator", server_names=("127.0.0.1",))
+        adapter_certs = self._keda_cert_dir(
+            pki_dir,
+            "keda-adapter",
+            server_names=(
+                f"{keda.ADAPTER_SERVICE}.{keda.NAMESPACE}.svc",
+                BRIDGE_ADDRESS,
+                "127.0.0.1",
+            ),
+        )
+        environment = {
+            "KUBECONFIG": str(kubeconfig),
+            "POD_NAMESPACE": keda.NAMESPACE,
+            "KEDA_CLUSTER_OBJECT_NAMESPACE": keda.NAMESPACE,
+            # Every namespace (KEDA requires the variable to be set).
+            "WATCH_NAMESPACE": "",
+        }
+        grpc_port, health_port = free_port(), free_port()
+        record = self._started(
+            state,
+            spawn(
+                "keda-operator",
+                [
+                    str(operator),
+                    "--leader-elect=false",
+                    "--zap-log-level=info",
+                    "--zap-encoder=console",
+                    # The adapter dials this on loopback (no Service DNS here).
+                    f"--metrics-service-bind-address=127.0.0.1:{grpc_port}",
+                    f"--health-probe-bind-address=127.0.0.1:{health_port}",
+                    "--metrics-bind-address=0",
+                    f"--cert-dir={operator_certs}",
+                ],
+                self.dir / "logs" / "keda-operator.log",
+                env=environment,
+            ),
+        )
+        wait_until(record, lambda: _tcp_open("127.0.0.1", grpc_port), START_TIMEOUT)
+        adapter_port = free_port()
+        record = self._started(
+            state,
+            spawn(
+                "keda-adapter",
+                [
+                    str(adapter),
+                    f"--secure-port={adapter_port}",
+                    f"--bind-address={BRIDGE_ADDRESS}",
+                    f"--cert-dir={adapter_certs}",
+                    f"--tls-cert-file={adapter_certs / 'tls.crt'}",
+                    f"--tls-private-key-file={adapter_certs / 'tls.key'}",
+                    f"--authentication-kubeconfig={kubeconfig}",
+                    f"--authorization-kubeconfig={kubeconfig}",
+                    f"--lister-kubeconfig={kubeconfig}",
+                    f"--metrics-service-address=127.0.0.1:{grpc_port}",
+                    # Its Prometheus endpoint binds every interface (KEDA has no
+                    # address flag for it), so at least on a free port.
+                    f"--port={free_port()}",
+                    "--zap-log-level=info",
+                    "--zap-encoder=console",
+                ],
+                self.dir / "logs" / "keda-adapter.log",
+                env=environment,
+            ),
+        )
+        wait_until(record, lambda: _tcp_open(BRIDGE_ADDRESS, adapter_port), START_TIMEOUT)
+        ca_bundle = base64.b64encode((pki_dir / "ca.crt").read_bytes()).decode()
+        _apply(
+            endpoints.kubeconfig,
+            [
+                {
+                    "apiVersion": "v1",
+                    "kind": "Service",
+                    "metadata": {"name": keda.ADAPTER_SERVICE, "namespace": keda.NAMESPACE},
+                    "spec": {"ports": [{"name": "https", "port": 443, "targetPort": adapter_port}]},
+                },
+                {
+                    "apiVersion": "discovery.k8s.io/v1",
+                    "kind": "EndpointSlice",
+                    "metadata": {
+                        "name": keda.ADAPTER_SERVICE,
+                        "namespace": keda.NAMESPACE,
+                        "labels": {"kubernetes.io/service-name": keda.ADAPTER_SERVICE},
+                    },
+                    "addressType": "IPv4",
+                    "endpoints": [{"addresses": [BRIDGE_ADDRESS], "conditions": {"ready": True}}],
+                    "ports": [{"name": "https", "port": adapter_port, "protocol": "TCP"}],
+                },
+                {
+                    "apiVersion": "apiregistration.k8s.io/v1",
+                    "kind": "APIService",
+                    "metadata": {"name": keda.EXTERNAL_METRICS_APISERVICE},
+                    "spec": {
+                        "group": "external.metrics.k8s.io",
+                        "version": "v1beta1",
+                        "service": {"name": keda.ADAPTER_SERVICE, "namespace": keda.NAMESPACE},
+                        "caBundle": ca_bundle,
+                        "groupPriorityMinimum": 100,
+                        "versionPriority": 100,
+                    },
+                },
+            ],
+        )
+        _kubectl(
+            endpoints.kubeconfig,
+            "wait",
+            "--for=condition=Available",
+            f"--timeout={START_TIMEOUT:.0f}s",
+            f"apiservice/{keda.EXTERNAL_METRICS_APISERVICE}",
+        )
+        self.say(
+            f"  keda            operator gRPC 127.0.0.1:{grpc_port}, adapter "
+            f"{BRIDGE_ADDRESS}:{adapter_port} (external.metrics.k8s.io)"
+        )
+
+    def _keda_cert_dir(self, pki_dir: Path, name: str, server_names: tuple[str, ...]) -> Path:
+        cert, key = pki.issue_certificate(
+            pki_dir, f"node-{name}", name, server_names=server_names, client_too=True
+        )
+        directory = self.dir / name
+        directory.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(pki_dir / "ca.crt", directory / "ca.crt")
+        shutil.copyfile(cert, directory / "tls.crt")
+        shutil.copyfile(key, directory / "tls.key")
+        (directory / "tls.key").chmod(0o600)
+        return directory
 
     # -- state ----------------------------------------------------------------------------
 
@@ -1221,6 +1406,22 @@ def _kubectl(
 def _apply(kubeconfig: str, manifests: Sequence[dict[str, Any]]) -> None:
     documents = yaml.safe_dump_all(list(manifests))
     _kubectl(kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", "-", stdin=documents)
+
+
+def _wait_namespace_usable(kubeconfig: str, name: str, timeout: float = 120.0) -> None:
+    """A namespace a previous node deleted (`down` stops the controller-manager first)
+    stays Terminating until this node's namespace controller empties it; nothing can be
+    created in it until then."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = _kubectl(
+            kubeconfig, "get", "namespace", name, "--ignore-not-found", "-o", "json"
+        ).stdout.strip()
+        if not found or json.loads(found).get("status", {}).get("phase") != "Terminating":
+            return
+        if time.monotonic() > deadline:
+            raise StackError(f"namespace {name} still Terminating after {timeout:.0f}s")
+        time.sleep(1)
 
 
 def _delete(kubeconfig: str, objects: Sequence[tuple[str, str]]) -> None:

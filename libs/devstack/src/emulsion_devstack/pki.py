@@ -156,10 +156,12 @@ def issue_certificate(
     *,
     organization: str | None = None,
     server_names: tuple[str, ...] = (),
+    client_too: bool = False,
 ) -> tuple[Path, Path]:
     """Issue `<name>.crt`/`<name>.key` in `directory` from the CA there (`ca.crt`,
     `ca.key`): a client certificate, or a serving one when `server_names` (IPs or DNS
-    names) are given. Returns (certificate, key)."""
+    names) are given; `client_too` makes a serving certificate a client one as well
+    (for mutual TLS with one key pair). Returns (certificate, key)."""
     ca_cert = x509.load_pem_x509_certificate((directory / "ca.crt").read_bytes())
     try:
         ca_key = serialization.load_pem_private_key((directory / "ca.key").read_bytes(), None)
@@ -172,7 +174,9 @@ def issue_certificate(
         raise TypeError(f"{directory / 'ca.key'} is not an EC key")
     now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
     key = _key()
-    usage = ExtendedKeyUsageOID.SERVER_AUTH if server_names else ExtendedKeyUsageOID.CLIENT_AUTH
+    usages = [ExtendedKeyUsageOID.SERVER_AUTH] if server_names else []
+    if client_too or not server_names:
+        usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
     builder = (
         x509.CertificateBuilder()
         .subject_name(_name(common_name, organization))
@@ -182,7 +186,7 @@ def issue_certificate(
         .not_valid_before(now)
         .not_valid_after(now + VALIDITY)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
     )
     if server_names:
         builder = builder.add_extension(

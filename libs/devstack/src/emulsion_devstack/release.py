@@ -30,6 +30,8 @@ REPO_ROOT = Path(__file__).resolve().parents[4]
 CHART = REPO_ROOT / "charts" / "emulsion"
 RELEASE = "emulsion"
 NAMESPACE = "emulsion"
+# The processors' ceiling on the node (release_values).
+MAX_PROCESSORS = 4
 Say = Callable[[str], None]
 
 
@@ -51,7 +53,13 @@ def release_values(endpoints: Endpoints, node: NodeInfo, registry: str, tag: str
             "ports": [s3_port],
             "credentials": {"existingSecret": f"{RELEASE}-s3"},
         },
-        "keda": {"enabled": False, "natsMonitoringEndpoint": node.nats_monitor},
+        # The chart's autoscaler: KEDA (make cluster runs its operator and adapter) on
+        # the lag of the processors' consumer, read through the relay like NATS itself.
+        "keda": {
+            "enabled": True,
+            "natsMonitoringEndpoint": node.nats_monitor,
+            "pollingInterval": 5,
+        },
         "networkPolicy": {"kubeApiserverPorts": [443, api_port]},
         "components": {
             "api": {"replicas": 1, "resources": small},
@@ -61,6 +69,14 @@ def release_values(endpoints: Endpoints, node: NodeInfo, registry: str, tag: str
                 "resources": {
                     "requests": {"cpu": "100m", "memory": "256Mi"},
                     "limits": {"memory": "2Gi"},
+                },
+                # MAX_PROCESSORS x the requests fits the node's two cores next to the
+                # other pods and a rollout's surge; a minute (not five) after the
+                # backlog drains they are back at one.
+                "autoscaling": {
+                    "minReplicas": 1,
+                    "maxReplicas": MAX_PROCESSORS,
+                    "scaleDownStabilizationSeconds": 60,
                 },
             },
             "janitor": {"resources": small},
