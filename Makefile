@@ -92,7 +92,7 @@ fmt: setup ## Format and autofix with ruff
 test: lint tools web browser ## Everything CI runs: lint, then unit, integration, fault and browser tests on a real stack
 	$(UV) run --locked pytest -m "not cluster" $(PYTEST_ARGS)
 
-test-cluster: setup tools node-packages images ## The real-node suite (tests/cluster): the chart as pods on containerd + kubelet
+test-cluster: setup tools node-tools node-packages images ## The real-node suite (tests/cluster): the chart as pods on containerd + kubelet
 	$(UV) run --locked pytest -m cluster $(PYTEST_ARGS)
 
 .PHONY: unit integration test-cluster
@@ -102,12 +102,17 @@ unit: setup ## Pure-logic tests alone, no servers, in seconds (tests the conftes
 integration: setup tools web ## Tests on the real stack, without the fault, browser and real-node suites
 	$(UV) run --locked pytest -m "integration and not (faults or web or cluster)" $(PYTEST_ARGS)
 
-.PHONY: node-packages cluster cluster-down images cluster-install
+.PHONY: node-packages node-tools cluster cluster-down images cluster-install
+# The node's own binaries, built from pinned modules (about 30 min cold on two cores,
+# cached per user): not part of `make tools`, so `make up` never pays for them.
+NODE_TOOLS := kubelet kube-controller-manager kube-scheduler local-path-provisioner metrics-server keda-operator keda-adapter
+node-tools: setup ## Build or find the real node's binaries (kubelet, controller-manager, scheduler, local-path-provisioner, metrics-server, KEDA)
+	$(UV) run --locked python -m emulsion_devstack.binaries ensure $(NODE_TOOLS)
+
 node-packages: ## Install Debian's containerd, runc, CNI plugins, podman, buildah, debootstrap (once; nothing is started)
 	@bash tools/install-node-packages.sh
 
-cluster: setup node-packages ## A real node on the stack (containerd, kubelet, controller-manager, scheduler, metrics-server, KEDA); starts the stack if needed
-	$(UV) run --locked python -m emulsion_devstack.binaries ensure etcd kube-apiserver kubectl helm minio nats-server kubelet kube-controller-manager kube-scheduler local-path-provisioner metrics-server keda-operator keda-adapter
+cluster: tools node-tools node-packages ## A real node on the stack (containerd, kubelet, controller-manager, scheduler, metrics-server, KEDA); starts the stack if needed
 	@if ! .venv/bin/python -m emulsion_devstack status --state-dir $(STATE_DIR) >/dev/null 2>&1; then \
 		$(UV) run --locked python -m emulsion_devstack up --services '' --state-dir $(STATE_DIR); fi
 	$(UV) run --locked python -m emulsion_devstack.node up --state-dir $(STATE_DIR)
