@@ -241,16 +241,17 @@ def test_redeliveries_of_results_already_folded_are_held_once_per_item() -> None
         writer = await dispatched(kube, retry_ceiling=0.01)
         kube.failing = True
         held = []
-        for delivery in range(15):  # each item redelivered again and again
+        for round_ in range(5):  # each item redelivered again and again
             failed = kube.failed
-            writer.submit(result(delivery % 3), ack_of(delivery), None)
+            for index in range(3):
+                writer.submit(result(index), ack_of(3 * round_ + index), None)
+            held.append(writer.held())
 
-            # The driver folds what came and fails its write before the next delivery.
+            # The driver folds what came and fails its write before the next deliveries.
             async def attempted(before: int = failed) -> bool:
                 return kube.failed > before
 
             await until("a write to be attempted", attempted, 5)
-            held.append(writer.held())
         kube.failing = False
 
         async def written() -> bool:
