@@ -27,9 +27,10 @@ INTEGRATION_FOLDERS = frozenset({"charts", "e2e", "stack", *SUITES})
 STACK_FIXTURES = frozenset({"stack", "stack_state_dir"})
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark each test by what it needs: `unit` (pure logic, seconds), `integration`
-    (the real stack or its binaries), and the folder suites `faults`, `web`, `cluster`."""
+    (the real stack or its binaries), and the folder suites `faults`, `web`, `cluster`;
+    on a pytest-xdist worker, also put the longest files first (see `_longest_first`)."""
     for item in items:
         # A test outside tests/ (a pytest session a test runs in a temporary folder with
         # this conftest) has no folder suite; its fixtures still decide unit or not.
@@ -42,6 +43,74 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker("integration")
         else:
             item.add_marker("unit")
+    if hasattr(config, "workerinput"):
+        _longest_first(config, items)
+
+
+# Under pytest-xdist (`make test`'s first stage, `--dist loadfile`) each file is a unit of
+# work, handed to whichever worker runs short in the order the files were collected. By
+# default xdist orders them by their number of tests, so the many quick pure-logic files
+# went first and a file of one long test (a sweep of thousands of keys) last, to run alone
+# on one worker while the other had nothing left. Longest first instead: by each file's
+# seconds in the last run (in pytest's cache), and before any run, every file that needs
+# the stack before the pure-logic ones.
+FILE_SECONDS = "emulsion/file-seconds"
+UNMEASURED_INTEGRATION_SECONDS = 10.0
+# Folders whose files share a session-scoped system of their own (e2e: a second stack with
+# the four services): one unit of work, so only one worker starts it.
+ONE_UNIT_FOLDERS = ("tests/e2e/",)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("dist", "no") != "no":
+        # The order `_longest_first` gave the collection is the order work is handed out.
+        config.option.loadscopereorder = False
+
+
+def _file_of(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
+def _longest_first(config: pytest.Config, items: list[pytest.Item]) -> None:
+    measured: dict[str, float] = config.cache.get(FILE_SECONDS, {}) if config.cache else {}
+
+    def seconds(item: pytest.Item) -> float:
+        known = measured.get(_file_of(item.nodeid))
+        if known is not None:
+            return known
+        return UNMEASURED_INTEGRATION_SECONDS if item.get_closest_marker("integration") else 0.0
+
+    # Stable: each file's tests keep their order.
+    items.sort(key=lambda item: -seconds(item))
+
+
+_ran: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    # On the controller this sees every worker's reports: setup, call and teardown.
+    _ran[_file_of(report.nodeid)] = _ran.get(_file_of(report.nodeid), 0.0) + report.duration
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    config = session.config
+    if config.cache is not None and _ran and not hasattr(config, "workerinput"):
+        config.cache.set(FILE_SECONDS, {**config.cache.get(FILE_SECONDS, {}), **_ran})
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    if config.getoption("dist", "no") != "loadfile":
+        return None
+    # pytest-xdist ships no type information.
+    from xdist.scheduler import LoadFileScheduling  # type: ignore[import-untyped]
+
+    class FoldersAsOneUnit(LoadFileScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            path = _file_of(nodeid)
+            return next((f for f in ONE_UNIT_FOLDERS if path.startswith(f)), path)
+
+    return FoldersAsOneUnit(config, log)
 
 
 @pytest.fixture(scope="session")

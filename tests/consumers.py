@@ -1,4 +1,5 @@
-"""A durable consumer's redelivery wait scaled down for one test on a shared stack.
+"""A durable consumer's redelivery wait scaled down for one test on a shared stack (or
+for a whole suite on a stack of its own: the fault suite).
 
 JetStream redelivers an unacknowledged message after the consumer's AckWait (or its
 BackOff step): 30 s and more for Emulsion's durables. A test of what happens on that
@@ -13,7 +14,7 @@ shorten after the services a test starts are ready.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 import nats
@@ -21,20 +22,22 @@ import nats
 from emulsion_contracts import messaging
 
 
-def _spec(durable: str) -> messaging.ConsumerSpec:
-    return next(c for c in messaging.CONSUMERS if c.durable == durable)
-
-
-async def _configure(nats_url: str, durable: str, seconds: float | None) -> None:
-    spec = _spec(durable)
-    config = spec.config()
-    if seconds is not None:
-        config.ack_wait = seconds
-        if spec.backoff:
-            config.backoff = [seconds * 2**n for n in range(len(spec.backoff))]
+async def set_ack_wait(nats_url: str, durables: Iterable[str], seconds: float | None) -> None:
+    """Each of `durables` redelivers after `seconds` (its backoff doubling from there), or,
+    with None, as `messaging.CONSUMERS` configures it."""
+    wanted = set(durables)
     connection = await nats.connect(nats_url, connect_timeout=5)
     try:
-        await connection.jetstream().add_consumer(spec.stream, config)
+        js = connection.jetstream()
+        for spec in messaging.CONSUMERS:
+            if spec.durable not in wanted:
+                continue
+            config = spec.config()
+            if seconds is not None:
+                config.ack_wait = seconds
+                if spec.backoff:
+                    config.backoff = [seconds * 2**n for n in range(len(spec.backoff))]
+            await js.add_consumer(spec.stream, config)
     finally:
         await connection.close()
 
@@ -43,8 +46,8 @@ async def _configure(nats_url: str, durable: str, seconds: float | None) -> None
 def redelivered_after(nats_url: str, durable: str, seconds: float) -> Iterator[None]:
     """Within the block, `durable` redelivers after `seconds` (its backoff doubling from
     there) instead of its configured AckWait; afterwards, as configured again."""
-    asyncio.run(_configure(nats_url, durable, seconds))
+    asyncio.run(set_ack_wait(nats_url, (durable,), seconds))
     try:
         yield
     finally:
-        asyncio.run(_configure(nats_url, durable, None))
+        asyncio.run(set_ack_wait(nats_url, (durable,), None))

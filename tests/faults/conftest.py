@@ -31,6 +31,7 @@ import yaml
 
 from emulsion_contracts import messaging
 from emulsion_devstack.stack import SERVERS, LocalStack, s3_client
+from tests.consumers import set_ack_wait
 from tests.faults.oracle import Case
 from tests.faults.proxy import Proxy
 from tests.faults.workload import Client
@@ -65,7 +66,7 @@ class FaultStack:
         """Start a killed service again; its start reconciles the consumers, so the suite's
         short AckWait is put back after it."""
         self.stack.start(name)
-        asyncio.run(shorten_ack_wait(self.environment["NATS_URL"], ACK_WAIT_SECONDS))
+        shorten_ack_wait(self.environment["NATS_URL"])
 
     def revive(self) -> list[str]:
         """What a kubelet does: start again every service that exited or whose liveness
@@ -101,24 +102,11 @@ class FaultStack:
                 proxy.disarm()
 
 
-async def shorten_ack_wait(nats_url: str, seconds: float) -> None:
-    """The processors' and the controller's consumers with AckWait `seconds` (and the
-    processors' backoff scaled to it); the next `ensure_jetstream` puts them back."""
-    import nats
-
-    connection = await nats.connect(nats_url, connect_timeout=5)
-    try:
-        js = connection.jetstream()
-        for spec in messaging.CONSUMERS:
-            if spec.durable not in (messaging.PROCESSORS, messaging.CONTROLLER):
-                continue
-            config = spec.config()
-            config.ack_wait = seconds
-            if spec.backoff:
-                config.backoff = [seconds * 2**n for n in range(len(spec.backoff))]
-            await js.add_consumer(spec.stream, config)
-    finally:
-        await connection.close()
+def shorten_ack_wait(nats_url: str) -> None:
+    """The processors' and the controller's consumers with the suite's short AckWait (and
+    the processors' backoff scaled to it); the next `ensure_jetstream` puts them back."""
+    durables = (messaging.PROCESSORS, messaging.CONTROLLER)
+    asyncio.run(set_ack_wait(nats_url, durables, ACK_WAIT_SECONDS))
 
 
 def _port(url: str) -> int:
@@ -198,7 +186,7 @@ def faults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultStack]:
                 **endpoints.environment(),
                 "EMULSION_API_URL": api_url,
             }
-            asyncio.run(shorten_ack_wait(endpoints.nats_url, ACK_WAIT_SECONDS))
+            shorten_ack_wait(endpoints.nats_url)
             yield FaultStack(stack, client, environment, proxies, scratch)
     finally:
         # The services' logs outlive the stack, for whoever reads a failure.

@@ -159,7 +159,12 @@ def test_ctrl_c_then_rerun_uploads_each_file_once(
     assert summary["succeeded"] + summary["already_ingested"] == len(names)
     # Every file reached the staging area exactly once, over both runs.
     assert staging_count() == before + len(names)
-    assert interrupted["uploaded_files"] + summary["uploaded_files"] == len(names)
+    # With --concurrency 1 at most one upload was on its way when the signal came. If it
+    # reached the bucket though its answer never came, the rerun finds it there and reuses
+    # it (resume's in-flight uploads): neither run counts it as its upload.
+    unanswered = len(names) - interrupted["uploaded_files"] - summary["uploaded_files"]
+    assert unanswered in (0, 1), (interrupted, summary)
+    assert summary["reused_uploads"] >= unanswered
 
 
 def test_a_corrupt_image_fails_its_item_and_the_exit_code(cli: Cli, tmp_path: Path) -> None:

@@ -101,8 +101,8 @@ async def acknowledged() -> None:
     return None
 
 
-async def dispatched(kube: FakeKube) -> StatusWriter:
-    writer = StatusWriter(cast(Kube, kube), cast(Bus, FakeBus()), interval=0.001)
+async def dispatched(kube: FakeKube, retry_ceiling: float = 30.0) -> StatusWriter:
+    writer = StatusWriter(cast(Kube, kube), cast(Bus, FakeBus()), 0.001, retry_ceiling)
     job = writer.begin_dispatch(IngestJob.read(kube.event()))
     assert await writer.end_dispatch(job, VERSION)
     return writer
@@ -211,3 +211,57 @@ def test_redeliveries_while_the_apiserver_fails_are_held_once_per_item() -> None
     assert held == 3  # the newest delivery's acknowledgement of each item
     assert acked == []  # nothing acknowledged before it is written
     assert reads >= 1
+
+
+def test_redeliveries_of_results_already_folded_are_held_once_per_item() -> None:
+    """A job the watch showed (kopf's resume) is folded without a read, so its results
+    wait as acknowledgements while the status writes fail; a redelivery of one of them
+    only takes the older acknowledgement's place, and the newest is the one sent."""
+
+    class FailingWrites(FakeKube):
+        failing = False
+        failed = 0
+
+        async def patch_status(self, *args: Any, **kwargs: Any) -> dict[str, Any] | None:
+            if self.failing:
+                self.failed += 1
+                raise RuntimeError("503")
+            return await super().patch_status(*args, **kwargs)
+
+    acked: list[int] = []
+
+    def ack_of(delivery: int) -> Any:
+        async def ack() -> None:
+            acked.append(delivery)
+
+        return ack
+
+    async def scenario() -> tuple[list[int], FailingWrites]:
+        kube = FailingWrites(items=3)
+        writer = await dispatched(kube, retry_ceiling=0.01)
+        kube.failing = True
+        held = []
+        for round_ in range(5):  # each item redelivered again and again
+            failed = kube.failed
+            for index in range(3):
+                writer.submit(result(index), ack_of(3 * round_ + index), None)
+            held.append(writer.held())
+
+            # The driver folds what came and fails its write before the next deliveries.
+            async def attempted(before: int = failed) -> bool:
+                return kube.failed > before
+
+            await until("a write to be attempted", attempted, 5)
+        kube.failing = False
+
+        async def written() -> bool:
+            return writer.held() == 0
+
+        await until("the results to be written", written, 10)
+        await writer.close()
+        return held, kube
+
+    held, kube = asyncio.run(scenario())
+    assert max(held) == 3, held  # one per item, however often it was redelivered
+    assert sorted(acked) == [12, 13, 14]  # the newest delivery of each item
+    assert kube.body["status"]["succeeded"] == 3

@@ -15,8 +15,8 @@ ahead without the conflict, the re-read and the retry (see `observe`).
 While the apiserver fails (429, 5xx, 403 while RBAC is being fixed), a job's reads and
 writes are retried with capped exponential backoff and jitter, never at once: a tight
 retry loop per job would hammer an apiserver that is already struggling. What is held
-meanwhile is bounded: one pending result and one acknowledgement per item and channel,
-however often JetStream redelivers (every ack_wait) while nothing can be written.
+meanwhile is bounded: one result or acknowledgement per item and channel, however often
+JetStream redelivers (every ack_wait) while nothing can be written.
 """
 
 from __future__ import annotations
@@ -114,7 +114,9 @@ class StatusWriter:
         """Queue one item result; it is folded, written and then acknowledged.
 
         A result for an item already waiting here (a redelivery while writes fail) only
-        replaces the acknowledgement held for it, so nothing grows with redeliveries.
+        replaces the acknowledgement held for it, so nothing grows with redeliveries:
+        whether it waits to be folded (inbox) or, folded, for its write (unacked), where
+        a later result of the same item could change nothing (the first outcome wins).
         """
         metrics.RESULTS.labels(result.outcome).inc()
         uid = result.job.uid
@@ -126,7 +128,10 @@ class StatusWriter:
             job = self._jobs[uid] = TrackedJob(result.job.namespace, result.job.name, uid)
         key = (result.index, channel)
         waiting = job.inbox.get(key)
-        if waiting is not None:
+        if key in job.unacked:
+            metrics.RESULTS.labels("duplicate").inc()
+            job.unacked[key] = ack
+        elif waiting is not None:
             metrics.RESULTS.labels("duplicate").inc()
             job.inbox[key] = (waiting[0], ack, waiting[2])
         else:

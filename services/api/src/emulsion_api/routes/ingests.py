@@ -284,21 +284,23 @@ async def list_ingests(
     return IngestList(items=[jobs.summary(job) for job in shown], next_cursor=next_cursor)
 
 
+# A job's status, read once or followed (a long poll's `wait`, or its event stream).
+FOLLOWING_PROBLEMS = problems(
+    "unauthorized",
+    "not_found",
+    "invalid_request",
+    "overloaded",
+    "too_many_watches",
+    "unavailable",
+    "internal",
+)
+
+
 @router.get(
     "/{name}",
     response_model=IngestStatus,
     operation_id="getIngest",
-    responses={
-        **problems(
-            "unauthorized",
-            "not_found",
-            "invalid_request",
-            "overloaded",
-            "too_many_watches",
-            "unavailable",
-            "internal",
-        )
-    },
+    responses=FOLLOWING_PROBLEMS,
 )
 async def get_ingest(
     name: JobName,
@@ -380,15 +382,7 @@ async def _followed_job(name: JobName, services: ServicesDep, caller: PrincipalD
                 "job's resourceVersion."
             ),
         },
-        **problems(
-            "unauthorized",
-            "not_found",
-            "invalid_request",
-            "overloaded",
-            "too_many_watches",
-            "unavailable",
-            "internal",
-        ),
+        **FOLLOWING_PROBLEMS,
     },
 )
 async def ingest_events(
