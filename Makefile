@@ -89,16 +89,18 @@ fmt: setup ## Format and autofix with ruff
 #  1. everything but the fault, browser and real-node suites on two pytest-xdist workers
 #     (`--dist loadfile`: a module's tests share its fixtures on one worker, each worker
 #     its own stack), about half the serial time on two cores;
-#  2. the fault and browser suites serially: each starts a whole system of its own (the
-#     servers and four services), kills and stops its processes on a schedule, and
-#     measures throughput; beside a second worker their time budgets would be the load's.
-# The real-node suite is `make test-cluster` until its autoscaling test (KEDA) exists (issue 15).
-test: lint tools web browser ## Everything CI runs: lint, then unit and integration tests on 2 workers, then the fault and browser suites
+#  2. the fault, browser and real-node suites serially: each starts a whole system of its
+#     own (the servers and four services, or the node with the chart installed), kills and
+#     stops its processes on a schedule, and measures throughput or scaling; beside a
+#     second worker their time budgets would be the load's.
+# The node's binaries, packages and images are built (or found in the per-user cache)
+# before any test runs, so no fixture pays a cold build inside its timeout.
+test: lint tools web browser node-tools node-packages images ## Everything CI runs: lint, unit and integration tests on 2 workers, then the fault, browser and real-node suites
 	@status=0; \
 	echo "== stage 1: unit and integration tests on 2 workers"; \
 	$(UV) run --locked pytest -n 2 --dist loadfile -m "not (faults or web or cluster)" $(PYTEST_ARGS) || status=1; \
-	echo "== stage 2: the fault and browser suites, serially"; \
-	$(UV) run --locked pytest -m "faults or web" $(PYTEST_ARGS) || status=1; \
+	echo "== stage 2: the fault, browser and real-node suites, serially"; \
+	$(UV) run --locked pytest -m "faults or web or cluster" $(PYTEST_ARGS) || status=1; \
 	exit $$status
 
 test-cluster: setup tools node-tools node-packages images ## The real-node suite (tests/cluster): the chart as pods on containerd + kubelet
