@@ -72,7 +72,9 @@ def _file_of(nodeid: str) -> str:
 
 
 def _longest_first(config: pytest.Config, items: list[pytest.Item]) -> None:
-    measured: dict[str, float] = config.cache.get(FILE_SECONDS, {}) if config.cache else {}
+    # `config.cache` is missing altogether under `-p no:cacheprovider`.
+    cache = getattr(config, "cache", None)
+    measured: dict[str, float] = cache.get(FILE_SECONDS, {}) if cache else {}
 
     def seconds(item: pytest.Item) -> float:
         known = measured.get(_file_of(item.nodeid))
@@ -94,8 +96,9 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
-    if config.cache is not None and _ran and not hasattr(config, "workerinput"):
-        config.cache.set(FILE_SECONDS, {**config.cache.get(FILE_SECONDS, {}), **_ran})
+    cache = getattr(config, "cache", None)
+    if cache is not None and _ran and not hasattr(config, "workerinput"):
+        cache.set(FILE_SECONDS, {**cache.get(FILE_SECONDS, {}), **_ran})
 
 
 @pytest.hookimpl(optionalhook=True)
