@@ -204,22 +204,23 @@ def requested(cluster: Cluster, replicas: dict[str, int]) -> tuple[int, int]:
     return int(cpu * 1000), int(memory / 2**20)
 
 
-@pytest.fixture
-def keda_release(cluster: Cluster) -> Iterator[None]:
-    release.install(cluster.stack, overrides=KEDA_RELEASE, say=lambda line: None)
+def upgraded_to(cluster: Cluster, overrides: Any) -> Iterator[None]:
+    """The release with `overrides` for one test, then back to the suite's own."""
+    release.install(cluster.stack, overrides=overrides, say=lambda line: None)
     try:
         yield
     finally:
         release.install(cluster.stack, say=lambda line: None)
+
+
+@pytest.fixture
+def keda_release(cluster: Cluster) -> Iterator[None]:
+    yield from upgraded_to(cluster, KEDA_RELEASE)
 
 
 @pytest.fixture
 def cpu_release(cluster: Cluster) -> Iterator[None]:
-    release.install(cluster.stack, overrides=CPU_RELEASE, say=lambda line: None)
-    try:
-        yield
-    finally:
-        release.install(cluster.stack, say=lambda line: None)
+    yield from upgraded_to(cluster, CPU_RELEASE)
 
 
 def show(curve: Curve, tmp_path: Path, title: str) -> None:
