@@ -20,7 +20,11 @@ from emulsion_contracts.blocking import run_blocking
 T = TypeVar("T")
 
 MERGE_PATCH = "application/merge-patch+json"
-EVENT_TIMEOUT_SECONDS = 10.0
+# (connect, read) seconds for every call. Without one, urllib3 waits for ever: a request
+# sent to an apiserver that accepted the connection and never answers (restarting,
+# partitioned, a dropped NAT entry) would hold its job's status writer, and so every
+# result of that job, until the process was restarted.
+REQUEST_TIMEOUT = (10.0, 30.0)
 
 
 class Conflict(Exception):
@@ -28,8 +32,14 @@ class Conflict(Exception):
 
 
 class Kube:
-    def __init__(self, api_client: Any, concurrency: int) -> None:
+    def __init__(
+        self,
+        api_client: Any,
+        concurrency: int,
+        request_timeout: tuple[float, float] = REQUEST_TIMEOUT,
+    ) -> None:
         self._api_client = api_client
+        self._request_timeout = request_timeout
         self._custom = client.CustomObjectsApi(api_client)
         # No CoreV1Api: building it costs ~72 MB of RSS (its validated methods) for the
         # one core call made here, posting an Event; see post_event.
@@ -43,7 +53,13 @@ class Kube:
         return cls(kube.api_client(kubeconfig, connections=concurrency), concurrency)
 
     async def _call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        return await run_blocking(function, *args, executor=self._pool, **kwargs)
+        return await run_blocking(
+            function,
+            *args,
+            executor=self._pool,
+            _request_timeout=self._request_timeout,
+            **kwargs,
+        )
 
     async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
@@ -119,13 +135,15 @@ class Kube:
         return True
 
     async def post_event(self, namespace: str, body: dict[str, Any]) -> None:
-        """Create a core/v1 Event (see events.py); a slow apiserver is not waited for long.
+        """Create a core/v1 Event (see events.py).
 
         Sent through the ApiClient itself (same auth, same pool): see __init__.
         """
         await self._call(self._create_event, namespace, body)
 
-    def _create_event(self, namespace: str, body: dict[str, Any]) -> None:
+    def _create_event(
+        self, namespace: str, body: dict[str, Any], _request_timeout: tuple[float, float]
+    ) -> None:
         request = self._api_client.param_serialize(
             method="POST",
             resource_path="/api/v1/namespaces/{namespace}/events",
@@ -134,7 +152,7 @@ class Kube:
             body=body,
             auth_settings=["BearerToken"],
         )
-        response = self._api_client.call_api(*request, _request_timeout=EVENT_TIMEOUT_SECONDS)
+        response = self._api_client.call_api(*request, _request_timeout=_request_timeout)
         response.read()
         # Raises ApiException for any status outside 2xx, as the generated method does.
         self._api_client.response_deserialize(response, {"2XX": "object"})

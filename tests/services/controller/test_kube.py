@@ -1,0 +1,81 @@
+"""The controller's apiserver calls give up on a server that accepted the connection and
+never answers (restarting, partitioned): each raises within its timeout instead of holding
+a status writer, and every result of its job, for ever."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from emulsion_controller.kube import Kube
+
+TIMEOUT = (0.5, 0.5)
+# urllib3 retries an idempotent request three times after a read timeout; a bound well
+# above that, and far below "never".
+DEADLINE_SECONDS = 10.0
+
+CALLS: dict[str, Callable[[Kube], Awaitable[Any]]] = {
+    "get_job": lambda kube: kube.get_job("default", "job"),
+    "patch_status": lambda kube: kube.patch_status("default", "job", "uid", {"phase": "Running"}),
+    "delete_job": lambda kube: kube.delete_job("default", "job", "uid"),
+    "post_event": lambda kube: kube.post_event("default", {"kind": "Event"}),
+    "ensure_cluster_peering": lambda kube: kube.ensure_cluster_peering("peering"),
+    "get_cluster_peering": lambda kube: kube.get_cluster_peering("peering"),
+}
+
+
+@pytest.fixture
+def silent_server() -> Iterator[str]:
+    """A TCP server that accepts every connection, reads what is sent, and never answers."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+    closing = threading.Event()
+
+    def accept() -> None:
+        while not closing.is_set():
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            accepted.append(connection)
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    closing.set()
+    listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(); close() alone does not
+    listener.close()
+    for connection in accepted:
+        connection.close()
+    thread.join(5)
+
+
+@pytest.mark.parametrize("call", sorted(CALLS))
+def test_every_call_to_an_apiserver_that_never_answers_fails_within_its_timeout(
+    silent_server: str, call: str
+) -> None:
+    configuration = client.Configuration(host=silent_server)
+    configuration.api_key = {"BearerToken": "Bearer token"}
+    kube = Kube(client.ApiClient(configuration), concurrency=2, request_timeout=TIMEOUT)
+
+    async def attempt() -> BaseException | None:
+        try:
+            await asyncio.wait_for(CALLS[call](kube), DEADLINE_SECONDS)
+        except TimeoutError:
+            return None  # still waiting at the deadline: the defect
+        except Exception as error:
+            return error
+        raise AssertionError("a server that never answers cannot have answered")
+
+    try:
+        error = asyncio.run(attempt())
+    finally:
+        kube.close()
+    assert error is not None, f"{call} still waited after {DEADLINE_SECONDS:.0f} s"
+    assert "timed out" in str(error).lower()
