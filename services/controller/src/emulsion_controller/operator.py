@@ -40,6 +40,9 @@ DISPATCH_RETRY_SECONDS = 3.0
 IDLE_WORKER_SECONDS = 0.5
 # How long one answer about the apiserver's reachability serves readiness probes.
 APISERVER_CHECK_SECONDS = 2.0
+# Quick at first as kopf's default, then every 10 s (a returning apiserver is found soon),
+# ten minutes in all.
+KOPF_ERROR_BACKOFFS = (1, 1, 2, 3, 5, 8, *(10,) * 58)
 
 
 def _identity() -> str:
@@ -161,6 +164,11 @@ def configure(settings: kopf.OperatorSettings, config: ControllerSettings) -> No
     settings.watching.chunk_size = 200
     settings.networking.connect_timeout = 10
     settings.networking.request_timeout = 60
+    # kopf gives a failing request up after its backoffs (by default 54 s in all), and its
+    # peering keep-alive task dies with it, never started again (see peering.py): so an
+    # apiserver away for a minute, the length our fault suite stops it for, left the
+    # controller unannounced to its standbys. Its own requests keep trying for ten minutes.
+    settings.networking.error_backoffs = KOPF_ERROR_BACKOFFS
     # One active controller: all replicas peer cluster-wide and only the highest
     # priority acts (distinct priorities, so two replicas never pause each other).
     # Mandatory: running without peering could mean two controllers dispatching.
@@ -344,6 +352,15 @@ async def watch_peering(runtime: Runtime) -> None:
             await runtime.peering.check()
         except Exception:
             log.warning("could not read the peering object; retried", exc_info=True)
+        if runtime.peering.keepalive_lost:
+            reason = (
+                "kopf's peering keep-alive stopped (this controller's entry has been stale "
+                f"for {runtime.peering.stale_for.total_seconds():.0f} s while the apiserver "
+                "answers); a standby would resume beside it, so this process stops"
+            )
+            log.error(reason)
+            runtime.fail(reason, "peering")
+            return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(runtime.stopping.wait(), runtime.config.peering_check_interval)
 
