@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import shutil
 import signal
 import subprocess
@@ -46,6 +47,7 @@ SCRATCH_BYTES = 96 * 1024 * 1024
 MIN_FREE_SCRATCH_BYTES = 4 * 1024 * 1024
 PROXIED = ("processor", "controller", "janitor")
 LOGS = Path(tempfile.gettempdir()) / "emulsion-faults-logs"
+COMPLAINT = re.compile(r'"level": "(WARNING|ERROR|CRITICAL)"|Traceback')
 
 
 @dataclass
@@ -88,6 +90,19 @@ class FaultStack:
                     return True
             threading.Event().wait(1.0)  # a probe's period
         return False
+
+    def complaints(self, last: int = 25, width: int = 400) -> dict[str, str]:
+        """The last warning, error and critical lines of each service's log."""
+        found = {}
+        for record in self.stack.processes():
+            if record.name not in ("api", *PROXIED):
+                continue
+            with contextlib.suppress(OSError):
+                lines = Path(record.log).read_text(errors="replace").splitlines()
+                loud = [line[:width] for line in lines if COMPLAINT.search(line)]
+                if loud:
+                    found[record.name] = "\n".join(loud[-last:])
+        return found
 
     def reset(self) -> None:
         """After a failed case: every service killed and started afresh, so the next case
@@ -208,6 +223,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = outcome.get_result()  # type: ignore[attr-defined]
     if report.when == "call":
         item.stash[FAILED] = report.failed
+        stack = item.funcargs.get("fault") if hasattr(item, "funcargs") else None
+        if report.failed and isinstance(stack, FaultStack):
+            # What the services said goes into the failure itself: CI keeps the test
+            # report, not the log files.
+            for name, lines in stack.complaints().items():
+                report.sections.append((f"{name}: its last warnings and errors", lines))
 
 
 FAILED = pytest.StashKey[bool]()
