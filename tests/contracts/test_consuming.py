@@ -1,6 +1,7 @@
 """The one pull loop, against the real NATS server: messages are handled, a failing handler
 leaves its message for redelivery, transient fetch errors are retried with a capped backoff,
-and a deleted durable or stream ends the loop with ConsumerGone."""
+a deleted durable or stream ends the loop with ConsumerGone, and a message delivered
+after its fetch gave up is still handled."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import nats
 import pytest
@@ -23,6 +25,7 @@ from nats.js.errors import NotFoundError
 
 from emulsion_contracts.consuming import ConsumerGone, FetchPolicy, PullLoop
 from emulsion_devstack.stack import Endpoints
+from tests.faults.proxy import Hold, Proxy
 
 QUICK = FetchPolicy(timeout=0.2, first_delay=0.05, max_delay=0.2, check_interval=0.2)
 DEADLINE = 15.0
@@ -156,3 +159,58 @@ def test_transient_fetch_errors_are_logged_and_retried_with_backoff(
         logger.removeHandler(counting)
     delays = [record.args[2] for record in retries if isinstance(record.args, tuple)]
     assert delays[:3] == [0.05, 0.1, 0.2]
+
+
+def test_a_message_delivered_after_its_fetch_gave_up_is_handled_while_the_loop_waits_for_room(
+    stack: Endpoints, run: Any
+) -> None:
+    """The late delivery made exact: the fetch's pull request is held on its way to the
+    server until the fetch has given up, so the server's answer reaches a loop that is
+    waiting for room (every slot busy). It must be handled then, once, not lie unseen
+    until ack_wait brings it back."""
+    server = urlsplit(stack.nats_url)
+    assert server.hostname is not None and server.port is not None
+    proxy = Proxy(server.hostname, server.port, "nats")
+    pull = proxy.arm(Hold(rb"PUB \$JS\.API\.CONSUMER\.MSG\.NEXT", release_after=QUICK.timeout * 4))
+
+    async def body() -> list[tuple[bytes, int]]:
+        async with durable(stack) as (setup, stream, name):
+            await setup.publish(f"{stream.lower()}.x", b"late")
+            connection = await nats.connect(f"nats://127.0.0.1:{proxy.port}", connect_timeout=5)
+            seen: list[tuple[bytes, int]] = []
+            handled = asyncio.Event()
+            stopping = asyncio.Event()
+            fetches = 0
+
+            async def room() -> int:
+                # One fetch, then no room again until the test ends.
+                nonlocal fetches
+                fetches += 1
+                if fetches > 1:
+                    await stopping.wait()
+                return 1
+
+            async def handle(message: Msg) -> None:
+                seen.append((message.data, message.metadata.num_delivered or 0))
+                await message.ack()
+                handled.set()
+
+            try:
+                loop = PullLoop(
+                    connection.jetstream(), stream, name, handle, room=room, policy=QUICK
+                )
+                task = asyncio.create_task(loop.run(stopping))
+                await until("the late message handled", handled)
+                assert fetches == 2  # it came while the loop waited for room
+                stopping.set()
+                await asyncio.wait_for(task, DEADLINE)
+            finally:
+                await connection.drain()
+            return seen
+
+    try:
+        seen = run(body())
+    finally:
+        proxy.close()
+    assert pull.released.is_set()
+    assert seen == [(b"late", 1)]

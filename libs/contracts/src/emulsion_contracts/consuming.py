@@ -10,6 +10,14 @@
 
 A handler that raises leaves its message unacknowledged (JetStream delivers it again
 after ack_wait); the loop goes on with the next one.
+
+Every message delivered to the loop reaches the handler, including a late one: a fetch's
+wait on the client and its pull request's expiry on the server end at about the same
+moment, and the server's clock starts when the request arrives, later than the client's.
+A message sent in between arrives after the fetch gave up; nats-py keeps it on the
+subscription until the next fetch. While the loop waits for room (every slot busy) or
+stops, such a message would have no handler and no heartbeat, and would come back after
+ack_wait as a second delivery. So the loop hands them over while it waits, and at its end.
 """
 
 from __future__ import annotations
@@ -47,6 +55,8 @@ class FetchPolicy:
     max_delay: float = 10.0
     # How often an idle loop asks whether its durable still exists.
     check_interval: float = 5.0
+    # How often a loop waiting for room looks for messages that arrived late.
+    late_check: float = 0.25
 
     def delay(self, failures: int) -> float:
         """The wait before the retry after `failures` (>= 1) fetches failed in a row."""
@@ -100,7 +110,7 @@ class PullLoop:
         checked = time.monotonic()
         try:
             while not stopping.is_set():
-                size = await self.room()
+                size = await self._room_handling_late()
                 if stopping.is_set():
                     return
                 try:
@@ -130,9 +140,44 @@ class PullLoop:
                 for message in batch:
                     await self._handle(message)
         finally:
+            for message in self._late():
+                await self._handle(message)
             subscription, self._subscription = self._subscription, None
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
+
+    async def _room_handling_late(self) -> int:
+        """`room()`, handling messages that arrive late (see the module) while it waits."""
+        waiting = asyncio.ensure_future(self.room())
+        try:
+            while True:
+                done, _ = await asyncio.wait({waiting}, timeout=self.policy.late_check)
+                for message in self._late():
+                    await self._handle(message)
+                if done:
+                    return waiting.result()
+        finally:
+            waiting.cancel()
+
+    def _late(self) -> list[Msg]:
+        """Messages delivered for fetches that had already given up.
+
+        nats-py keeps them only in its subscription's queue, which its own fetch drains
+        first exactly so (nats-py's version is pinned in uv.lock, and
+        tests/contracts/test_consuming.py catches a change); the status messages there
+        answer expired requests.
+        """
+        subscription = self._subscription
+        if subscription is None or subscription.pending_msgs == 0:
+            return []
+        inner = subscription._sub
+        late = []
+        while not inner._pending_queue.empty():
+            message = inner._pending_queue.get_nowait()
+            inner._pending_size -= len(message.data)
+            if not JetStreamContext.is_status_msg(message):
+                late.append(message)
+        return late
 
     async def _handle(self, message: Msg) -> None:
         try:
