@@ -52,15 +52,13 @@ def test_items_wait_while_scratch_is_full_and_finish_when_space_returns(
     verify(case, timeout=150, all_succeed=True)
     assert time.monotonic() - began > DISK_FULL_SECONDS
     # The items waited in the processor's hands: the 20 s outage did not spend the
-    # delivery budget (before, the suite's 1 + 2 + 4 + 8 s backoff burnt all five). The
-    # aim is no extra delivery at all; on a loaded CI machine one item in ten was seen
-    # twice in 2 of 4 runs (cause open: a late heartbeat or a lost ack confirmation), so
-    # the bound here is one extra delivery for one item, not the budget.
+    # delivery budget (before, the suite's 1 + 2 + 4 + 8 s backoff burnt all five), and
+    # no item was delivered twice. (One item in ten was, in some loaded runs, until the
+    # pull loop handed over messages delivered after their fetch gave up: see
+    # emulsion_contracts.consuming.)
     results = _results(fault.environment["NATS_URL"], case.jobs[0])
     assert len({r.index for r in results}) == 10
-    attempts = sorted((r.index, r.attempts) for r in results)
-    assert sum(r.attempts > 1 for r in results) <= 1, attempts
-    assert max(r.attempts for r in results) <= 2, attempts
+    assert all(r.attempts == 1 for r in results), sorted((r.index, r.attempts) for r in results)
 
 
 def _results(nats_url: str, job: str) -> list[ItemResult]:
