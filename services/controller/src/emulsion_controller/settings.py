@@ -46,7 +46,8 @@ class ControllerSettings(ServiceSettings, NatsSettings, KubeSettings):
     )
     # Re-dispatches of a lost item before it is failed with reason ResultLost.
     redispatch_rounds: int = Field(default=2, ge=0, validation_alias="EMULSION_REDISPATCH_ROUNDS")
-    # How often the peering object is read for a controller of the same priority.
+    # How often the peering object is read: for a controller of the same priority, and for
+    # this one's own entry (kopf's keep-alive; see peering.py).
     peering_check_interval: float = Field(
         default=10.0, gt=0, validation_alias="EMULSION_PEERING_CHECK_SECONDS"
     )
