@@ -140,8 +140,7 @@ class PullLoop:
                 for message in batch:
                     await self._handle(message)
         finally:
-            for message in self._late():
-                await self._handle(message)
+            await self._handle_late()
             subscription, self._subscription = self._subscription, None
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
@@ -152,15 +151,14 @@ class PullLoop:
         try:
             while True:
                 done, _ = await asyncio.wait({waiting}, timeout=self.policy.late_check)
-                for message in self._late():
-                    await self._handle(message)
+                await self._handle_late()
                 if done:
                     return waiting.result()
         finally:
             waiting.cancel()
 
-    def _late(self) -> list[Msg]:
-        """Messages delivered for fetches that had already given up.
+    async def _handle_late(self) -> None:
+        """Handle the messages delivered for fetches that had already given up.
 
         nats-py keeps them only in its subscription's queue, which its own fetch drains
         first exactly so (nats-py's version is pinned in uv.lock, and
@@ -169,15 +167,13 @@ class PullLoop:
         """
         subscription = self._subscription
         if subscription is None or subscription.pending_msgs == 0:
-            return []
-        inner = subscription._sub
-        late = []
-        while not inner._pending_queue.empty():
-            message = inner._pending_queue.get_nowait()
-            inner._pending_size -= len(message.data)
+            return
+        queue = subscription._sub._pending_queue
+        while not queue.empty():
+            message = queue.get_nowait()
+            subscription._sub._pending_size -= len(message.data)
             if not JetStreamContext.is_status_msg(message):
-                late.append(message)
-        return late
+                await self._handle(message)
 
     async def _handle(self, message: Msg) -> None:
         try:

@@ -82,11 +82,9 @@ class PeeringWatch:
     def _observe_own_entry(self, entry: Any, now: datetime) -> None:
         if isinstance(entry, Mapping) and is_live(entry, now):
             self.stale_since = None
-            self.stale_for = timedelta(0)
-            return
-        if self.stale_since is None:
+        elif self.stale_since is None:
             self.stale_since = now
-        self.stale_for = now - self.stale_since
+        self.stale_for = now - (self.stale_since or now)
 
 
 def is_live(info: Mapping[str, Any], now: datetime) -> bool:
