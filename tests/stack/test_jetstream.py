@@ -7,7 +7,6 @@ import logging
 import uuid
 from typing import Any
 
-import nats
 import pytest
 from nats.js.api import AckPolicy, RetentionPolicy, StreamConfig
 
@@ -18,8 +17,8 @@ DAY = messaging.DAY
 LIMITS = RetentionPolicy.LIMITS
 
 
-async def inspect(url: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    connection = await nats.connect(url)
+async def inspect(stack: Endpoints) -> tuple[dict[str, Any], dict[str, Any]]:
+    connection = await stack.nats_connect()
     try:
         js = connection.jetstream()
         streams = {s.name: await js.stream_info(s.name) for s in messaging.STREAMS}
@@ -32,7 +31,7 @@ async def inspect(url: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def test_streams_and_consumers_have_the_configured_settings(stack: Endpoints, run: Any) -> None:
-    streams, consumers = run(inspect(stack.nats_url))
+    streams, consumers = run(inspect(stack))
     for spec in messaging.STREAMS:
         config = streams[spec.name].config
         assert config.subjects == list(spec.subjects)
@@ -54,7 +53,7 @@ def test_streams_and_consumers_have_the_configured_settings(stack: Endpoints, ru
 
 def test_the_same_msg_id_is_stored_once(stack: Endpoints, run: Any) -> None:
     async def publish_twice() -> tuple[bool, bool, int]:
-        connection = await nats.connect(stack.nats_url)
+        connection = await stack.nats_connect()
         try:
             js = connection.jetstream()
             subject = messaging.events_subject("dedup", "job-1")
@@ -75,7 +74,7 @@ def test_the_same_msg_id_is_stored_once(stack: Endpoints, run: Any) -> None:
 
 def test_reconciling_updates_an_existing_durable(stack: Endpoints, run: Any) -> None:
     async def reconcile() -> tuple[int, int]:
-        connection = await nats.connect(stack.nats_url)
+        connection = await stack.nats_connect()
         try:
             js = connection.jetstream()
             original = next(c for c in messaging.CONSUMERS if c.durable == messaging.JANITOR)
@@ -132,7 +131,7 @@ def test_ensure_jetstream_keeps_what_operators_changed_on_a_live_stream_and_logs
     bucket = messaging.BucketSpec(f"{name}_KV", DAY, "a test bucket")
 
     async def scenario() -> tuple[StreamConfig, StreamConfig]:
-        connection = await nats.connect(stack.nats_url)
+        connection = await stack.nats_connect()
         try:
             js = connection.jetstream()
             await messaging.ensure_jetstream(js, (spec,), (), (bucket,))

@@ -39,7 +39,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import nats
 from PIL import Image
 
 from emulsion_bench import inputs, procstat
@@ -161,9 +160,13 @@ def job_items(collection: str, staged: list[str]) -> list[WorkItem]:
     ]
 
 
-async def process_all(nats_url: str, items: list[WorkItem]) -> tuple[float, list[ItemResult]]:
+async def process_all(
+    endpoints: Endpoints, items: list[WorkItem]
+) -> tuple[float, list[ItemResult]]:
     """Publish `items` as the controller does; seconds until every result is in."""
-    connection = await nats.connect(nats_url)
+    # The admin: it publishes work as the controller and reads results as the controller's
+    # durable would, in one client.
+    connection = await endpoints.nats_connect()
     try:
         js = connection.jetstream()
         job = items[0].job
@@ -200,14 +203,14 @@ def measure_processor(
     with processor(stack, executor, concurrency) as record:
         # Untimed first items: pool start-up, first connections, lazy imports.
         warm_up = job_items(f"warm-{executor}", staged[: 2 * concurrency])
-        asyncio.run(process_all(endpoints.nats_url, warm_up))
+        asyncio.run(process_all(endpoints, warm_up))
         items = job_items(f"bench-{executor}", staged)
 
         meter = procstat.PhaseMeter(
             {"processor": record.pid, "minio": servers["minio"], "nats": servers["nats-server"]}
         )
         meter.start()
-        seconds, results = asyncio.run(process_all(endpoints.nats_url, items))
+        seconds, results = asyncio.run(process_all(endpoints, items))
         spent = procstat.cpu_per_item(meter.stop(), len(items))
     failed = sum(1 for result in results if result.outcome != "succeeded")
     return Run(
@@ -219,7 +222,7 @@ def peak_rss(stack: LocalStack, endpoints: Endpoints, staged: str, executor: str
     """VmHWM in MB (10^6 bytes) of the processor and its workers after one large item."""
     items = job_items(f"bench-rss-{executor}", [staged])
     with processor(stack, executor, 1) as record:
-        _, results = asyncio.run(process_all(endpoints.nats_url, items))
+        _, results = asyncio.run(process_all(endpoints, items))
         if results[0].outcome != "succeeded":
             raise SystemExit(f"the 50 MP item failed: {results[0].reason}: {results[0].message}")
         pids = [record.pid, *procstat.descendants(record.pid)]

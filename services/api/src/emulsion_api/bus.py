@@ -16,9 +16,10 @@ from nats.js import JetStreamContext
 from nats.js.errors import Error as JetStreamError
 
 from emulsion_api.errors import ApiError
-from emulsion_contracts import keys, messaging, telemetry
+from emulsion_contracts import keys, messaging, natsauth, telemetry
 from emulsion_contracts.manifest import AssetManifest
 from emulsion_contracts.messages import GcRequest
+from emulsion_contracts.settings import NatsSettings
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +27,8 @@ RETRY_SECONDS = 2.0
 
 
 class Bus:
-    def __init__(self, url: str) -> None:
-        self._url = url
+    def __init__(self, settings: NatsSettings) -> None:
+        self._settings = settings
         self._connection: Client | None = None
         self._js: JetStreamContext | None = None
         self._connecting: asyncio.Task[None] | None = None
@@ -38,7 +39,9 @@ class Bus:
     async def _connect_until_done(self) -> None:
         while True:
             try:
-                self._connection, self._js = await messaging.connect(self._url, "emulsion-api")
+                self._connection, self._js = await messaging.connect(
+                    self._settings, natsauth.API_IDENTITY
+                )
             except (NatsError, JetStreamError, OSError, TimeoutError) as error:
                 log.warning("cannot reach NATS yet (%s); retrying", error)
                 await asyncio.sleep(RETRY_SECONDS)  # a reconnect backoff, not a test wait

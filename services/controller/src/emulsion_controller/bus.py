@@ -14,7 +14,8 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
-from emulsion_contracts import messaging
+from emulsion_contracts import messaging, natsauth
+from emulsion_contracts.settings import NatsSettings
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,9 @@ class Bus:
         self._cancelled = cancelled
 
     @classmethod
-    async def connect(cls, url: str) -> Bus:
-        connection, js = await messaging.connect(url, "emulsion-controller")
+    async def connect(cls, settings: NatsSettings) -> Bus:
+        # The bootstrap identity: this connect creates what is missing.
+        connection, js = await messaging.connect(settings, natsauth.CONTROLLER_IDENTITY)
         leases = await js.key_value(messaging.STAGING_LEASES_BUCKET)
         cancelled = await js.key_value(messaging.CANCELLED_BUCKET)
         return cls(connection, js, leases, cancelled)
