@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import nats
 import pytest
 import yaml
 from kubernetes import client
 from PIL import Image
 
 from emulsion_contracts import crd, keys, messaging
+from emulsion_devstack import release
 from emulsion_devstack.processes import ProcessRecord, log_tail, stop, wait_for
 from emulsion_devstack.stack import Endpoints, LocalStack
 
@@ -198,9 +198,14 @@ def release_namespace(tools: Tools, stack: Endpoints, kube: Any) -> Iterator[str
             "stringData": {"tokens": API_TOKEN},
         },
     )
+    # The stack's NATS identities and CA, as the operator's Secrets: the services below
+    # then connect with exactly what the chart mounts (a user each, TLS against the CA).
+    for name, data in release.nats_secrets(stack).items():
+        core.create_namespaced_secret(namespace, {"metadata": {"name": name}, "stringData": data})
+    port = int(stack.nats_url.rsplit(":", 1)[1])
     values = {
         "crds.enabled": False,
-        "nats.url": stack.nats_url,
+        "nats": release.nats_values(stack, f"127.0.0.1:{port}", port),
         "s3.bucket": stack.bucket,
         "s3.endpointUrl": stack.s3_endpoint_url,
         "s3.credentials.existingSecret": S3_SECRET,
@@ -223,8 +228,8 @@ class Running:
         )
 
 
-async def purge_streams(nats_url: str) -> None:
-    connection = await nats.connect(nats_url)
+async def purge_streams(stack: Endpoints) -> None:
+    connection = await stack.nats_connect()
     try:
         for stream in (
             messaging.WORK_STREAM,
@@ -255,7 +260,7 @@ def services(
     # The streams are shared by the stack's tests: work and results other tests left for
     # jobs in their namespaces would reach this release's processor and controller, whose
     # RBAC (rightly) refuses them those jobs.
-    asyncio.run(purge_streams(stack.nats_url))
+    asyncio.run(purge_streams(stack))
     try:
         # The controller first: the API's jobs must find it already watching.
         for component in ("controller", "processor", "janitor", "api"):
