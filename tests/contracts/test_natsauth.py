@@ -119,7 +119,12 @@ def test_connect_options_use_the_identitys_credentials_inbox_and_ca(
     monkeypatch.setenv("NATS_CA_FILE", str(ca))
     settings = load_settings(NatsSettings)
     captured: list[str] = []
-    monkeypatch.setattr(natsauth, "tls_context", lambda path: captured.append(str(path)) or "ctx")
+
+    def tls_context(path: Path) -> str:
+        captured.append(str(path))
+        return "ctx"
+
+    monkeypatch.setattr(natsauth, "tls_context", tls_context)
     options = natsauth.connect_options(settings)
     assert options == {
         "servers": ["tls://nats:4222"],
