@@ -5,16 +5,22 @@ password only, and the NATS server's `authorization` snippet is the table exactl
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
 from emulsion_contracts import natsauth
+from emulsion_devstack import natsauth as devstack_nats
+from emulsion_devstack import release
+from emulsion_devstack.node import NodeInfo
+from emulsion_devstack.stack import Endpoints
 
-from .conftest import COMPONENTS, Tools, by_kind, component_of, render, template
+from .conftest import CHART, COMPONENTS, Tools, by_kind, component_of, render, template
 
 BCRYPT = re.compile(r"^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$")
 
@@ -149,3 +155,48 @@ def test_the_schema_rejects_unknown_or_bad_nats_values(
     result = template(tools, values, check=False)
     assert result.returncode != 0
     assert "values don't meet the specifications of the schema" in result.stderr
+
+
+def test_the_real_node_release_connects_each_pod_as_itself_over_tls(
+    tools: Tools, tmp_path: Path
+) -> None:
+    """`make cluster-install`'s values (release.py), rendered: the stack's NATS through the
+    relay, each component with the stack's password for its identity, the stack's CA."""
+    auth = devstack_nats.make(tmp_path / "nats", ("127.0.0.1",))
+    fields = {f.name: "" for f in dataclasses.fields(Endpoints)}
+    endpoints = Endpoints(
+        **{
+            **fields,
+            "nats_url": "tls://127.0.0.1:4222",
+            "bucket": "emulsion",
+            "nats_ca_file": str(auth.ca_file),
+            "nats_auth_dir": str(auth.directory),
+        }
+    )
+    node = NodeInfo(
+        name="n",
+        bridge_address="10.244.0.1",
+        containerd_socket="/run/c.sock",
+        apiserver="10.244.0.1:6443",
+        nats="10.244.0.1:4222",
+        nats_monitor="10.244.0.1:8222",
+        s3="10.244.0.1:9000",
+    )
+    values = release.release_values(endpoints, node, "localhost/emulsion", "dev")
+    file = tmp_path / "values.yaml"
+    file.write_text(yaml.safe_dump(values))
+    output = tools.run(
+        "helm", "template", "emulsion", str(CHART), "-n", "emulsion", "--values", str(file)
+    ).stdout
+    objects = [doc for doc in yaml.safe_load_all(output) if doc]
+    assert not [n for n in by_kind(objects, "Secret") if "nats" in n]
+    secrets = release.nats_secrets(endpoints)
+    assert set(secrets[release.NATS_SECRET]) == set(COMPONENTS)
+    assert secrets[release.NATS_CA_SECRET]["ca.crt"] == auth.ca_file.read_text()
+    for name, deployment in deployments(objects).items():
+        env = env_of(deployment)
+        assert env["NATS_URL"] == "tls://10.244.0.1:4222"
+        assert (env["NATS_USER"], env["NATS_CA_FILE"]) == (name, "/etc/emulsion/nats-ca/ca.crt")
+        volumes = volumes_of(deployment)
+        assert volumes["nats-password"]["secret"]["secretName"] == release.NATS_SECRET
+        assert volumes["nats-ca"]["secret"]["secretName"] == release.NATS_CA_SECRET
