@@ -275,7 +275,11 @@ class LocalStack:
         records = [ProcessRecord.from_json(raw) for raw in state["processes"]]
         if not all(r.alive() for r in records if r.name in SERVERS):
             return None
-        return Endpoints(**state["endpoints"])
+        try:
+            return Endpoints(**state["endpoints"])
+        except TypeError:
+            # Written by an older devstack (e.g. before NATS had users): `up` restarts it.
+            return None
 
     def processes(self) -> list[ProcessRecord]:
         state = self._read_state()
