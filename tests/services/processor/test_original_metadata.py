@@ -365,6 +365,7 @@ def test_an_ifd_chain_that_loops_later_is_caught(tmp_path: Path) -> None:
         (b"\xff\xd8\xff\xe1\x00\x01", "has length 1"),
         (b"\xff\xd8\x00\x00", "expected a JPEG marker"),
         (b"\xff\xd8" + b"\xff" * 100_000, "ends early"),
+        (b"\xff\xd8" + b"\xff\xfe\x00\x02" * 5000, "more than 4096 JPEG segments"),
         (_PNG + struct.pack(">I4s", 0x7FFFFFF0, b"eXIf"), "ends early"),
         (_PNG + struct.pack(">I4s", 0xFFFFFFF0, b"IDAT"), "claims"),
         (_PNG + png_chunk(b"IHDR", b"\x00" * 13), "before its IEND"),

@@ -58,6 +58,9 @@ _EXIF_POINTER: Final = 0x8769
 # More IFDs in one chain than any camera writes (IFD0, the thumbnail's IFD1): a longer
 # chain is a loop or garbage.
 _MAX_CHAIN: Final = 8
+# Segments before a JPEG's first scan, which are held until the scan starts: cameras write
+# a dozen or so; a file of millions of empty segments would otherwise hold gigabytes.
+_MAX_JPEG_SEGMENTS: Final = 4096
 
 
 class MetadataError(ValueError):
@@ -155,6 +158,8 @@ def _jpeg(src: BinaryIO, dst: BinaryIO, plan: Plan, result: Stripped) -> None:
         tuple[int, bytes, bytes]
     ] = []  # marker, its raw bytes before the payload, payload
     while True:
+        if len(segments) >= _MAX_JPEG_SEGMENTS:
+            raise MetadataError(f"more than {_MAX_JPEG_SEGMENTS} JPEG segments before the image")
         start = src.tell()
         first = _exactly(src, 2, "a JPEG marker")
         if first[0] != 0xFF:
