@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Final
 
 # Whole kinds of metadata, each removed wherever the format keeps it.
-GPS: Final = "gps"  # the Exif GPS IFD (and any XMP packet that holds a GPS property)
+GPS: Final = "gps"  # the Exif GPS IFD (and any XMP packet that mentions GPS)
 XMP: Final = "xmp"  # XMP packets: JPEG APP1 (and extended XMP), PNG iTXt, WebP XMP chunk
 IPTC: Final = "iptc"  # JPEG APP13 (Photoshop resources), PNG "Raw profile type iptc"
 GROUPS: Final = frozenset({GPS, XMP, IPTC})

@@ -13,8 +13,8 @@ pixels that were validated and rendered.
   zeroes the whole GPS IFD with its values.
 - XMP and IPTC are dropped whole (APP1 XMP and extended XMP, APP13; PNG iTXt/tEXt/zTXt
   packets; the WebP XMP chunk, with the RIFF size and the VP8X flag fixed). An XMP
-  packet that holds a GPS property is dropped as well when `gps` is named, since XMP is
-  the other place GPS lives.
+  packet that mentions "GPS" at all (exif:GPSLatitude...) is dropped whole as well when
+  `gps` is named, since XMP is the other place GPS lives (XML is not edited here).
 - PNG's legacy "Raw profile type exif" text chunk (ImageMagick's) is dropped whole when
   any Exif name is stripped: no browser reads it, so no orientation is lost for display.
 - GIF has no Exif; its XMP (an application extension) is dropped when `xmp` is named.
