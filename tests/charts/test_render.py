@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from emulsion_contracts import crd, messaging
+from emulsion_contracts import crd, messaging, stripping
 from emulsion_contracts.profiles import load_profiles
 
 from .conftest import CHART, COMPONENTS, REPO_ROOT, Tools, by_kind, component_of, render, template
@@ -417,6 +417,7 @@ def test_example_profiles_are_valid_for_the_services(tools: Tools, tmp_path: Any
         "quality": 80,
         "watermark": {"text": "(c) studio", "opacity": 0.3, "position": "bottom-right"},
         "styles": [{"name": "large", "width": 1600, "height": 1600, "fit": "fit"}],
+        "original": {"strip": ["gps", "xmp", "MakerNote"]},
     }
     objects = render(tools, {"profiles": [profile]})
     (config_map,) = by_kind(objects, "ConfigMap").values()
@@ -425,6 +426,14 @@ def test_example_profiles_are_valid_for_the_services(tools: Tools, tmp_path: Any
     profiles = load_profiles(path)
     assert set(profiles) == {"default", "web"}
     assert profiles["web"].styles[0].width == 1600
+    assert profiles["web"].original.strip == ("gps", "xmp", "MakerNote")
+
+
+def test_the_schema_knows_exactly_the_strippable_metadata_names() -> None:
+    # The chart refuses a typo at install, before any pod reads the profiles and stops.
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    profile = schema["properties"]["profiles"]["items"]["properties"]
+    assert set(profile["original"]["properties"]["strip"]["items"]["enum"]) == stripping.NAMES
 
 
 def test_crd_is_rendered_from_the_one_source_and_kept(default: list[dict[str, Any]]) -> None:

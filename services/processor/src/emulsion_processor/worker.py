@@ -56,7 +56,7 @@ from emulsion_contracts.messages import (
 )
 from emulsion_contracts.profiles import Profile
 from emulsion_contracts.reasons import FailureReason
-from emulsion_processor import imaging, metrics, store
+from emulsion_processor import imaging, metrics, original_metadata, store
 from emulsion_processor.admission import MemoryBudget
 from emulsion_processor.cancelled import CancelledJobs
 from emulsion_processor.reasons import ItemRejected, TransientTrouble
@@ -467,9 +467,10 @@ class ItemWorker:
         async with self.memory.admit(cost):
             rendered = await self._patiently("render", partial(self._render, job))
         record_timings(rendered.timings)
-        manifest = build_manifest(item, rendered, source.bytes)
+        stripped = await self._stripped_original(profile, source.path, workdir)
+        manifest = build_manifest(item, rendered, stripped.bytes if stripped else source.bytes)
         with self._stage("upload"):
-            await self._upload(item, rendered, manifest)
+            await self._upload(item, rendered, manifest, stripped.path if stripped else None)
         await self._stop_if_cancelled(item, written=manifest.live_keys())
         with self._stage("commit"):
             # The read that decided to do the work is the first round's: its ETag (or
@@ -500,13 +501,43 @@ class ItemWorker:
                 broken.shutdown(wait=False, cancel_futures=True)
             raise RenderCrashed(f"the render worker died: {error}") from None
 
+    async def _stripped_original(
+        self, profile: Profile, source: Path, workdir: Path
+    ) -> store.Downloaded | None:
+        """The original without the metadata the profile strips, made from the scratch file
+        that was validated and rendered; None when the profile strips nothing."""
+        if not profile.original.strip:
+            return None
+        plan = original_metadata.Plan.from_names(profile.original.strip)
+        with self._stage("strip"):
+            try:
+                stripped = await self._io(
+                    original_metadata.strip_file, source, workdir / "original", plan
+                )
+            except original_metadata.MetadataError as error:
+                # Storing it unstripped would break the profile's promise (GPS could stay).
+                raise ItemRejected(
+                    FailureReason.CORRUPT_IMAGE,
+                    f"the metadata the profile strips from the original cannot be read: {error}",
+                ) from None
+        log.debug("stripped %s from the original", ", ".join(stripped.removed) or "nothing")
+        return store.Downloaded(workdir / "original", stripped.bytes)
+
     async def _upload(
-        self, item: WorkItem, rendered: imaging.Rendered, manifest: AssetManifest
+        self,
+        item: WorkItem,
+        rendered: imaging.Rendered,
+        manifest: AssetManifest,
+        stripped: Path | None = None,
     ) -> None:
         s3, bucket = self.clients.s3, self.settings.bucket
         original = manifest.original
+        # A stripped original is other bytes than the upload, so it is put from scratch;
+        # otherwise the upload is promoted by a server-side copy.
         calls = [
-            self._io(
+            self._io(store.upload_file, s3, bucket, original.key, stripped, original.content_type)
+            if stripped is not None
+            else self._io(
                 store.copy_original, s3, bucket, item.source, original.key, original.content_type
             )
         ]
