@@ -243,7 +243,8 @@ def test_install_upgrade_and_uninstall_keep_the_crd_and_the_jobs(
     release = "emulsion"
     jobs: Any = client.CustomObjectsApi(kube)
     apps: Any = client.AppsV1Api(kube)
-    helm = ["-n", namespace]
+    # One tenant: the chart refuses to install without scopes unless told so.
+    helm = ["-n", namespace, "--set", "apiTokens.allowAdminTokens=true"]
 
     tools.helm_("install", release, str(CHART), *helm, kubeconfig=stack.kubeconfig)
 
@@ -367,6 +368,7 @@ def test_service_accounts_can_do_exactly_what_their_component_needs(
     release = "rbac"
     tools.helm_(
         "install", release, str(CHART), "-n", namespace, "--set", "crds.enabled=false",
+        "--set", "apiTokens.allowAdminTokens=true",
         kubeconfig=stack.kubeconfig,
     )  # fmt: skip
     core: Any = client.CoreV1Api(kube)

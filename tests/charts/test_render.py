@@ -45,7 +45,7 @@ def env_of(deployment: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_helm_lint_is_clean_in_strict_mode(tools: Tools) -> None:
-    output = tools.helm_("lint", "--strict", str(CHART))
+    output = tools.helm_("lint", "--strict", str(CHART), "--set", "apiTokens.allowAdminTokens=true")
     assert "1 chart(s) linted, 0 chart(s) failed" in output
 
 
@@ -457,22 +457,60 @@ def test_token_scopes_reach_the_api_only_and_are_checked_by_the_schema(tools: To
     digest = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
     scopes = {digest: ["acme-*", "shared"], "a" * 64: ["*"]}
 
-    found = deployments(render(tools, {"apiTokens": {"scopes": scopes}}))
+    objects = render(tools, {"apiTokens": {"scopes": scopes}})
+    found = deployments(objects)
 
-    assert json.loads(env_of(found["api"])["EMULSION_API_TOKEN_SCOPES"]) == scopes
+    # A file the API re-reads, beside the tokens in one projected volume (no subPath, so
+    # the kubelet updates both in place): a change of scopes needs no restart.
+    path = env_of(found["api"])["EMULSION_API_TOKEN_SCOPES_FILE"]
+    config_map = by_kind(objects, "ConfigMap")["t-emulsion-api-token-scopes"]
+    assert json.loads(config_map["data"]["scopes.json"]) == scopes
+    spec = found["api"]["spec"]["template"]["spec"]
+    (mount,) = [m for m in spec["containers"][0]["volumeMounts"] if m["name"] == "api-tokens"]
+    assert path == f"{mount['mountPath']}/scopes.json" and "subPath" not in mount
+    (volume,) = [v for v in spec["volumes"] if v["name"] == "api-tokens"]
+    sources = volume["projected"]["sources"]
+    assert sources[1]["configMap"] == {
+        "name": "t-emulsion-api-token-scopes",
+        "items": [{"key": "scopes.json", "path": "scopes.json"}],
+    }
+    assert sources[0]["secret"]["items"][0]["path"] == "tokens"
     for name, deployment in found.items():
-        assert name == "api" or "EMULSION_API_TOKEN_SCOPES" not in env_of(deployment)
-    assert "EMULSION_API_TOKEN_SCOPES" not in env_of(deployments(render(tools))["api"])
+        env = env_of(deployment)
+        assert name == "api" or not {
+            "EMULSION_API_TOKEN_SCOPES_FILE",
+            "EMULSION_API_TOKEN_SCOPES",
+        } & set(env)
+    one_tenant = render(tools, {"apiTokens.allowAdminTokens": True})
+    assert "EMULSION_API_TOKEN_SCOPES_FILE" not in env_of(deployments(one_tenant)["api"])
+    assert "t-emulsion-api-token-scopes" not in by_kind(one_tenant, "ConfigMap")
     malformed: list[dict[str, Any]] = [
         {"not-a-digest": ["*"]},
         {digest: ["a/b"]},
         {digest: []},
         {digest: "*"},
+        # A prefix must say where it ends (issue 21): `acme*` also covered `acmecorp`.
+        {digest: ["acme*"]},
     ]
     for bad in malformed:
         refused = template(tools, {"apiTokens": {"scopes": bad}}, check=False)
         assert refused.returncode != 0, bad
         assert "values don't meet the specifications of the schema" in refused.stderr
+
+
+def test_an_install_without_scopes_is_refused_unless_admin_tokens_are_allowed(
+    tools: Tools,
+) -> None:
+    """Issue 21: without scopes every token is an admin; the chart says so and refuses."""
+    for values in ({}, {"apiTokens.allowAdminTokens": False}):
+        refused = template(tools, {"apiTokens.scopes": {}, **values}, check=False)
+        assert refused.returncode != 0
+        assert "apiTokens.scopes is empty" in refused.stderr
+        assert "apiTokens.allowAdminTokens: true" in refused.stderr
+    # Without the API there are no tokens to scope.
+    assert template(tools, {"apiTokens.scopes": {}, "components.api.enabled": False}).stdout
+    unknown = template(tools, {"apiTokens.allowAdminToken": True}, check=False)
+    assert "additional properties 'allowAdminToken' not allowed" in unknown.stderr
 
 
 # -- operations: monitoring, exposure, helm test, scheduling, images, env -----------------
