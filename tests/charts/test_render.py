@@ -453,6 +453,40 @@ def test_crd_switches(tools: Tools) -> None:
         assert "helm.sh/resource-policy" not in definition["metadata"].get("annotations", {})
 
 
+def test_each_component_can_have_its_own_storage_identity(tools: Tools) -> None:
+    """Issue 21: the API, the processors and the janitor each hold only their own S3
+    policy: a Secret each (or the shared one), or an IAM role on their ServiceAccount."""
+    role = "eks.amazonaws.com/role-arn"
+    objects = render(
+        tools,
+        {
+            "s3.credentials.existingSecret": "shared-s3",
+            "s3.identities.api.existingSecret": "api-s3",
+            "s3.identities.processor.existingSecret": "processor-s3",
+            "s3.identities.janitor.serviceAccountAnnotations": {role: "arn:aws:iam::1:role/j"},
+            "serviceAccount.annotations": {role: "arn:aws:iam::1:role/all", "team": "photos"},
+        },
+    )
+    found = deployments(objects)
+    expected = {"api": "api-s3", "processor": "processor-s3", "janitor": "shared-s3"}
+    for name, secret in expected.items():
+        env = env_of(found[name])
+        for variable in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            assert env[variable]["secretKeyRef"]["name"] == secret, (name, variable)
+    assert "AWS_ACCESS_KEY_ID" not in env_of(found["controller"])
+    accounts = {
+        component_of(a): a["metadata"]["annotations"]
+        for a in by_kind(objects, "ServiceAccount").values()
+    }
+    # The component's own role wins over the shared one; other annotations are kept.
+    assert accounts["janitor"] == {role: "arn:aws:iam::1:role/j", "team": "photos"}
+    for name in ("api", "processor", "controller"):
+        assert accounts[name] == {role: "arn:aws:iam::1:role/all", "team": "photos"}, name
+    # The controller never touches S3: it has no identity to give.
+    refused = template(tools, {"s3.identities.controller": {"existingSecret": "x"}}, check=False)
+    assert "additional properties 'controller' not allowed" in refused.stderr
+
+
 def test_token_scopes_reach_the_api_only_and_are_checked_by_the_schema(tools: Tools) -> None:
     digest = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
     scopes = {digest: ["acme-*", "shared"], "a" * 64: ["*"]}

@@ -158,16 +158,18 @@ then what only some components need. Args: root, name, traits.
 - name: AWS_ENDPOINT_URL
   value: {{ $v.s3.endpointUrl | quote }}
 {{- end }}
-{{- if and .traits.objectStorage $v.s3.credentials.existingSecret }}
+{{- /* The component's own storage identity (s3.identities), else the shared one. */}}
+{{- $s3Secret := dig .name "existingSecret" "" $v.s3.identities | default $v.s3.credentials.existingSecret }}
+{{- if and .traits.objectStorage $s3Secret }}
 - name: AWS_ACCESS_KEY_ID
   valueFrom:
     secretKeyRef:
-      name: {{ $v.s3.credentials.existingSecret }}
+      name: {{ $s3Secret }}
       key: {{ $v.s3.credentials.accessKeyIdKey }}
 - name: AWS_SECRET_ACCESS_KEY
   valueFrom:
     secretKeyRef:
-      name: {{ $v.s3.credentials.existingSecret }}
+      name: {{ $s3Secret }}
       key: {{ $v.s3.credentials.secretAccessKeyKey }}
 {{- end }}
 - name: OTEL_SERVICE_NAME
