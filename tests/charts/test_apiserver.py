@@ -295,7 +295,7 @@ def test_install_upgrade_and_uninstall_keep_the_crd_and_the_jobs(
     tools.helm_("upgrade", release, str(upgraded), *helm, *changed, kubeconfig=stack.kubeconfig)
     assert resource_versions(tools, stack, namespace, objects) == before
 
-    tools.helm_("uninstall", release, *helm, kubeconfig=stack.kubeconfig)
+    tools.helm_("uninstall", release, "-n", namespace, kubeconfig=stack.kubeconfig)
     assert not apps.list_namespaced_deployment(namespace).items
     extensions: Any = client.ApiextensionsV1Api(kube)
     kept = extensions.read_custom_resource_definition(crd.CRD_NAME)
