@@ -130,6 +130,9 @@ namespace too; two releases must never pause each other's controller.
 
 {{- define "emulsion.profilesFile" -}}/etc/emulsion/profiles/profiles.yaml{{- end -}}
 {{- define "emulsion.apiTokensFile" -}}/etc/emulsion/api-tokens/tokens{{- end -}}
+{{- /* Beside the tokens, in the same projected volume. */ -}}
+{{- define "emulsion.apiTokenScopesFile" -}}/etc/emulsion/api-tokens/scopes.json{{- end -}}
+{{- define "emulsion.apiTokenScopesConfigMap" -}}{{ printf "%s-api-token-scopes" (include "emulsion.fullname" .) }}{{- end -}}
 {{- define "emulsion.scratchDir" -}}/var/lib/emulsion/scratch{{- end -}}
 
 {{/*
@@ -155,16 +158,18 @@ then what only some components need. Args: root, name, traits.
 - name: AWS_ENDPOINT_URL
   value: {{ $v.s3.endpointUrl | quote }}
 {{- end }}
-{{- if and .traits.objectStorage $v.s3.credentials.existingSecret }}
+{{- /* The component's own storage identity (s3.identities), else the shared one. */}}
+{{- $s3Secret := dig .name "existingSecret" "" $v.s3.identities | default $v.s3.credentials.existingSecret }}
+{{- if and .traits.objectStorage $s3Secret }}
 - name: AWS_ACCESS_KEY_ID
   valueFrom:
     secretKeyRef:
-      name: {{ $v.s3.credentials.existingSecret }}
+      name: {{ $s3Secret }}
       key: {{ $v.s3.credentials.accessKeyIdKey }}
 - name: AWS_SECRET_ACCESS_KEY
   valueFrom:
     secretKeyRef:
-      name: {{ $v.s3.credentials.existingSecret }}
+      name: {{ $s3Secret }}
       key: {{ $v.s3.credentials.secretAccessKeyKey }}
 {{- end }}
 - name: OTEL_SERVICE_NAME
@@ -218,9 +223,9 @@ then what only some components need. Args: root, name, traits.
 {{- if .traits.servesApi }}
 - name: EMULSION_API_TOKENS_FILE
   value: {{ include "emulsion.apiTokensFile" .root | quote }}
-{{- with .root.Values.apiTokens.scopes }}
-- name: EMULSION_API_TOKEN_SCOPES
-  value: {{ toJson . | quote }}
+{{- if .root.Values.apiTokens.scopes }}
+- name: EMULSION_API_TOKEN_SCOPES_FILE
+  value: {{ include "emulsion.apiTokenScopesFile" .root | quote }}
 {{- end }}
 {{- with $v.cors.allowedOrigins }}
 - name: EMULSION_CORS_ALLOWED_ORIGINS

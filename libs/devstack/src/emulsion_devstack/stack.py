@@ -28,7 +28,7 @@ import yaml
 from emulsion_contracts import crd, messaging, storage
 from emulsion_contracts.settings import S3Settings
 from emulsion_devstack import pki as pki_module
-from emulsion_devstack import shutdown
+from emulsion_devstack import shutdown, storage_identities
 from emulsion_devstack.binaries import ensure_binary
 from emulsion_devstack.processes import (
     ProcessRecord,
@@ -526,6 +526,8 @@ class LocalStack:
                 **endpoints.environment(),
                 "OTEL_SERVICE_NAME": f"emulsion-{service.name}",
                 "EMULSION_HTTP_PORT": str(port),
+                # The service's own MinIO user in place of the root user (issue 21).
+                **storage_identities.environment(endpoints, service.name),
                 **service.environment(endpoints, data_dir),
                 **(environment or {}),
             },
@@ -541,6 +543,7 @@ class LocalStack:
         crds = apply_crds(endpoints.kubeconfig)
         asyncio.run(_ensure_jetstream(endpoints.nats_url))
         ensure_bucket(endpoints)
+        storage_identities.create(endpoints)
         self.say(
             f"  bootstrapped    CRDs {', '.join(crds)}; streams "
             f"{', '.join(s.name for s in messaging.STREAMS)}, bucket {endpoints.bucket}"

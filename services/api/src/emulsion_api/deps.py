@@ -17,6 +17,7 @@ from emulsion_api.kube import Kube
 from emulsion_api.scopes import Scopes
 from emulsion_api.settings import ApiSettings
 from emulsion_api.store import Store
+from emulsion_api.tokens import Tokens
 from emulsion_contracts.profiles import Profile
 
 
@@ -25,8 +26,8 @@ class Services:
     """Everything the routes use, made once in the app's lifespan."""
 
     settings: ApiSettings
-    # Every accepted token with the collections it may use.
-    tokens: tuple[tuple[bytes, Scopes], ...]
+    # Every accepted token with the collections it may use, re-read from its files.
+    tokens: Tokens
     profiles: dict[str, Profile]
     kube: Kube
     store: Store
@@ -70,7 +71,7 @@ async def principal(
     accepted: Scopes | None = None
     # Compare with every token, each in constant time: neither timing nor the position
     # of the matching token tells a caller anything.
-    for token, scopes in (await services(request)).tokens:
+    for token, scopes in (await services(request)).tokens.current:
         if hmac.compare_digest(offered, token):
             accepted = scopes
     if not offered or accepted is None:

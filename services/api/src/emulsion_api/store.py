@@ -249,8 +249,12 @@ class Store:
         return True
 
     async def ready(self) -> bool:
+        # A one-key listing of the manifests rather than HeadBucket: that needs ListBucket
+        # on the whole bucket, more than the API's least policy (storage_access) grants.
         try:
-            await self._blocking.run(self._s3.head_bucket, Bucket=self._bucket)
+            await self._blocking.run(
+                self._s3.list_objects_v2, Bucket=self._bucket, Prefix=keys.MANIFESTS, MaxKeys=1
+            )
         except (ClientError, BotoCoreError):
             return False
         return True
