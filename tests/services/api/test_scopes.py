@@ -90,7 +90,7 @@ def test_a_token_cannot_reach_another_tenants_collection(
     commit_manifest(s3, stack.bucket, collection, "日本.jpg", version)
     asset = f"/v1/assets/{collection}/%E6%97%A5%E6%9C%AC.jpg"
     never = f"/v1/assets/{collection}/never-was.jpg"
-    staged = stage(2)
+    staged = stage(2, collection)
     ingest = {"collection": collection, "items": [{"upload_key": staged[0]}]}
     with (
         api_process.client(TENANT_A_TOKEN) as tenant_a,
