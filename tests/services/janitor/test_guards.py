@@ -79,7 +79,16 @@ def thumb(version: str) -> str:
 
 
 def staged() -> str:
-    return keys.staging_key(UPLOAD, "IMG_0001.jpg")
+    return keys.staging_key(COLLECTION, UPLOAD, "IMG_0001.jpg")
+
+
+def claimed() -> str:
+    return keys.claim_key(staged())
+
+
+def legacy() -> str:
+    """An upload of the layout before keys named their collection."""
+    return f"staging/{UPLOAD}/IMG_0001.jpg"
 
 
 def check(
@@ -107,6 +116,18 @@ def test_an_old_superseded_key_and_an_old_unleased_upload_may_go() -> None:
     assert check(staged(), Facts(leased=False)) is None
 
 
+@pytest.mark.parametrize("key", [staged, claimed, legacy], ids=["upload", "claim", "legacy"])
+def test_uploads_of_either_layout_and_claim_markers_are_guarded_alike(key: Any) -> None:
+    """Issue 21: the claim marker goes by its upload's rules (the upload id's lease, the
+    TTL from its own write), and the old layout is still swept."""
+    assert check(key(), Facts(leased=False)) is None
+    assert check(key(), Facts(leased=True)) is Guard.LEASED
+    assert check(key(), Facts()) is Guard.LEASED  # a lease that could not be read
+    ttl = settings()
+    assert select(at(key(), timedelta(hours=25)), None, NOW, ttl) == "abandoned"
+    assert select(at(key(), timedelta(hours=23)), None, NOW, ttl) is None
+
+
 def test_every_version_of_a_deleted_asset_may_go() -> None:
     gone = Live.nothing(COLLECTION, ASSET)
     assert check(original(LIVE_VERSION), Facts(live=gone)) is None
@@ -121,6 +142,9 @@ def test_every_version_of_a_deleted_asset_may_go() -> None:
         f"originals/{COLLECTION}/loose.jpg",
         f"derivatives/{COLLECTION}/{ASSET}/not-a-version/thumb.jpg",
         f"staging/{UPLOAD}/../../assets/{COLLECTION}/{ASSET}.json",
+        f"staging/{COLLECTION}/{UPLOAD}/../{ASSET}",
+        f"staging/{COLLECTION}/{UPLOAD}/.other",
+        f"staging/{COLLECTION}/{UPLOAD}/a/.claim",
         "staging/not-an-upload-id/x.jpg",
         f"Staging/{UPLOAD}/x.jpg",
         f"/staging/{UPLOAD}/x.jpg",
