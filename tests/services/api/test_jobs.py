@@ -92,7 +92,8 @@ def test_one_upload_twice_in_a_request_is_refused_naming_the_repeats() -> None:
             IngestItem(upload_key=key, asset="four.jpg"),
         ],
     )
-    for recorded in (None, {}):  # before any read, and when planning
+    nothing_recorded: dict[str, str] = {}
+    for recorded in (None, nothing_recorded):  # before any read, and when planning
         with pytest.raises(ApiError) as refused:
             jobs.plan_items(request, max_items=10, recorded=recorded)
         assert (refused.value.status, refused.value.code) == (422, "duplicate_upload")
