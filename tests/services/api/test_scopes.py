@@ -127,7 +127,8 @@ def test_a_token_cannot_reach_another_tenants_collection(
                 assert session.get(path).status_code == 200, (path, session.get(path).text)
             events = session.get(f"/v1/ingests/{job}/events")
             assert events.status_code == 200 and "event: end" in events.text
-        other = {"collection": "tenant-b", "items": [{"upload_key": staged[1]}]}
+        # An upload is for one collection: the admin's ingest into tenant-b names one of it.
+        other = {"collection": "tenant-b", "items": [{"upload_key": stage(1, "tenant-b")[0]}]}
         assert admin.post("/v1/ingests", json=other).status_code == 202
         assert tenant_a.post("/v1/ingests", json=other).status_code == 403
         assert tenant_a.delete(asset).status_code == 202
