@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from emulsion_contracts import keys, storage
 from emulsion_contracts.messages import ItemResult
@@ -35,25 +36,26 @@ def test_an_upload_of_another_collection_is_refused_unread_and_never_sent_to_gc(
 ) -> None:
     """A work item (a job made with kubectl, say) naming tenant B's upload for tenant A."""
     theirs = stage(s3, stack.bucket, jpeg(300, 200), collection="tenant-b")
-    legacy = f"staging/{keys.new_ulid()}/IMG_0001.jpg"
-    s3.put_object(Bucket=stack.bucket, Key=legacy, Body=jpeg(10, 10))
+    # A key of the old layout (no collection) is no work item at all: the CRD refuses it,
+    # and the contracts fail a job stored before the upgrade as InvalidSpec.
+    with pytest.raises(ValidationError):
+        work_item(f"staging/{keys.new_ulid()}/IMG_0001.jpg", collection="tenant-a")
     calls = CallLog(s3)
-    for source in (theirs, legacy):
-        item = work_item(source, collection="tenant-a")
+    item = work_item(theirs, collection="tenant-a")
 
-        async def body(bus: Bus, item: Any = item) -> tuple[Any, Any]:
-            with in_process_worker(stack, calls, bus, tmp_path) as worker:
-                result = await worker.result_or_give_back(item, 1)
-            gc = await bus.gc_request("promoted", gc_msg_id("promoted", item.version))
-            return result, gc
+    async def body(bus: Bus) -> tuple[Any, Any]:
+        with in_process_worker(stack, calls, bus, tmp_path) as worker:
+            result = await worker.result_or_give_back(item, 1)
+        gc = await bus.gc_request("promoted", gc_msg_id("promoted", item.version))
+        return result, gc
 
-        result, gc = with_bus(body)
-        assert isinstance(result, ItemResult)
-        assert (result.outcome, result.reason) == ("failed", "UploadNotInCollection")
-        assert "tenant-a" in (result.message or "")
-        assert gc is None  # B's upload is not handed to the janitor
-        assert [call for call in calls.calls if call[1] == source] == []  # nor read
-        assert object_keys(s3, stack.bucket, "originals/tenant-a/") == []
+    result, gc = with_bus(body)
+    assert isinstance(result, ItemResult)
+    assert (result.outcome, result.reason) == ("failed", "UploadNotInCollection")
+    assert "tenant-a" in (result.message or "")
+    assert gc is None  # B's upload is not handed to the janitor
+    assert [call for call in calls.calls if call[1] == theirs] == []  # nor read
+    assert object_keys(s3, stack.bucket, "originals/tenant-a/") == []
     assert s3.head_object(Bucket=stack.bucket, Key=theirs)
 
 
