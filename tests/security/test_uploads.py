@@ -250,7 +250,7 @@ def test_an_unauthenticated_client_is_refused_everywhere_alike(system: System) -
         ("/v1/uploads/present", {"keys": [key]}),
         ("/v1/ingests", {"collection": collection, "items": [{"upload_key": key}]}),
     ]
-    for token in (None, "", "not-a-token", TENANT_A + "x"):
+    for token in (None, "not-a-token", TENANT_A + "x", TENANT_A[:-1]):
         with system.api(token) as stranger:
             for path, body in requests:
                 refused = stranger.post(path, json=body)
