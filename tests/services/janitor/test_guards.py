@@ -22,7 +22,7 @@ from emulsion_janitor.guards import (
     tombstone_removable,
 )
 from emulsion_janitor.settings import JanitorSettings
-from emulsion_janitor.sweep import select
+from emulsion_janitor.sweep import Claims, select
 
 BUCKET = "emulsion"
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -326,3 +326,34 @@ def test_tombstones_are_kept_at_least_a_day_longer_than_the_work_stream_keeps_it
     assert settings(tombstone_keep=30 * 86400.0).tombstones_kept(86400.0) == timedelta(days=30)
     assert configured.tombstones_kept(0.0) == timedelta.max  # items kept forever
     assert settings().tombstones_kept() == timedelta(days=8)
+
+
+def _swept(*listed: tuple[str, str | None]) -> list[str]:
+    """The keys the sweep queues, in order, for a listing of (key, reason picked)."""
+    claims = Claims()
+    queued: list[str] = []
+    for key, reason in listed:
+        stored = at(key, timedelta(days=2))
+        queued += [s.key for s, _ in claims.decide(stored, keys.parse_key(key), reason)]
+    queued += [s.key for s, _ in claims.decide(None, None, None)]
+    return queued
+
+
+def test_a_claim_marker_goes_with_its_upload_never_before_it() -> None:
+    """Issue 21: deleted while its upload is still there (a form replayed after the
+    promotion wrote it anew), the marker would let the key be ingested again."""
+    upload, marker = staged(), claimed()
+    # Both old enough: the upload first, then its marker.
+    assert _swept((marker, "abandoned"), (upload, "abandoned")) == [upload, marker]
+    # The upload beside it is younger than the TTL (a replay): the marker stays too.
+    assert _swept((marker, "abandoned"), (upload, None)) == []
+    # The marker is younger: the upload goes, the marker stays.
+    assert _swept((marker, None), (upload, "abandoned")) == [upload]
+    # Alone (its upload promoted and deleted), at the end of the listing or before
+    # another upload's keys: by its own age.
+    other = keys.staging_key(COLLECTION, keys.new_ulid(), "IMG_0002.jpg")
+    assert _swept((marker, "abandoned")) == [marker]
+    assert _swept((marker, "abandoned"), (other, None)) == [marker]
+    assert _swept((marker, None), (other, "abandoned")) == [other]
+    # Keys of other areas pass through untouched.
+    assert _swept((original(EARLIER), "superseded")) == [original(EARLIER)]
