@@ -166,6 +166,37 @@ def test_abandoned_staging_upload_goes_after_the_ttl_and_a_leased_one_stays(
     assert layout.present([leased, leased_claim]) == set()
 
 
+def test_a_claim_marker_stays_while_a_replayed_upload_sits_beside_it(
+    stack: Endpoints, s3: Any, layout: Layout, settings_for: Settings, run: Any
+) -> None:
+    """Issue 21: a form replayed after the promotion writes the upload anew, later than
+    its marker; the marker is what keeps the key from being ingested again, so it goes
+    only with the upload."""
+    ttl = 5.0
+    key = keys.staging_key(STAGING_COLLECTION, keys.new_ulid(), "IMG_0111.jpg")
+    marker = layout.put(keys.claim_key(key), b"{}")
+
+    def marker_past_the_ttl() -> bool:
+        written = last_modified(s3, layout.bucket, marker)
+        return datetime.now(UTC) - written > timedelta(seconds=ttl)
+
+    wait_for("the marker to pass the upload TTL", marker_past_the_ttl, 30)
+    layout.put(key)  # the replay
+
+    sweep(stack, s3, run, settings_for(upload_ttl=ttl))
+    assert layout.present([marker, key]) == {marker, key}
+
+    # Once the replayed upload is past the TTL as well, both go.
+    sweep_until(
+        "the upload and its marker to go",
+        lambda: not layout.present([marker, key]),
+        stack,
+        s3,
+        run,
+        settings_for(upload_ttl=ttl),
+    )
+
+
 def test_keys_outside_the_prefixes_and_the_layout_are_untouched(
     stack: Endpoints, s3: Any, layout: Layout, collection: str, settings_for: Settings, run: Any
 ) -> None:
