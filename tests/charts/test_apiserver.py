@@ -40,7 +40,9 @@ def ingest_job(name: str) -> dict[str, Any]:
         "metadata": {"name": name},
         "spec": {
             "collection": "gallery-42",
-            "items": [{"source": f"staging/{UPLOAD}/IMG_0001.jpg", "asset": "IMG_0001.jpg"}],
+            "items": [
+                {"source": f"staging/gallery-42/{UPLOAD}/IMG_0001.jpg", "asset": "IMG_0001.jpg"}
+            ],
         },
     }
 

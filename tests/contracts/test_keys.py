@@ -67,9 +67,10 @@ def test_layout_builds_the_documented_keys() -> None:
         == f"derivatives/gallery-42/IMG_0001.jpg/{version}/thumb.jpg"
     )
     assert keys.manifest_key("gallery-42", "IMG_0001.jpg") == "assets/gallery-42/IMG_0001.jpg.json"
-    staging = keys.staging_key("01JDZ8Q6W1B2C3D4E5F6G7H8J9", "../My Photo.JPG")
-    assert staging == "staging/01JDZ8Q6W1B2C3D4E5F6G7H8J9/My-Photo.jpg"
+    staging = keys.staging_key("gallery-42", "01JDZ8Q6W1B2C3D4E5F6G7H8J9", "../My Photo.JPG")
+    assert staging == "staging/gallery-42/01JDZ8Q6W1B2C3D4E5F6G7H8J9/My-Photo.jpg"
     assert keys.check_staging_key(staging) == staging
+    assert keys.claim_key(staging) == "staging/gallery-42/01JDZ8Q6W1B2C3D4E5F6G7H8J9/.claim"
 
 
 def test_versions_of_one_job_order_by_index_and_jobs_by_time() -> None:
@@ -228,11 +229,71 @@ def test_every_key_stays_in_its_prefix_and_fits_s3(name: str, version: str) -> N
         "staging/01JDZ8Q6W1B2C3D4E5F6G7H8J9/",
         "staging/not-a-ulid/x.jpg",
         "staging/01JDZ8Q6W1B2C3D4E5F6G7H8J9/a/b.jpg",
+        "staging/c1/01JDZ8Q6W1B2C3D4E5F6G7H8J9/.claim",
+        "staging/c1/01JDZ8Q6W1B2C3D4E5F6G7H8J9/../x.jpg",
+        "staging/../01JDZ8Q6W1B2C3D4E5F6G7H8J9/x.jpg",
+        "staging/c1/not-a-ulid/x.jpg",
+        "staging/c1/01JDZ8Q6W1B2C3D4E5F6G7H8J9/a/b.jpg",
     ],
 )
 def test_only_staging_keys_pass_the_staging_check(bad: str) -> None:
     with pytest.raises(keys.InvalidKey):
         keys.check_staging_key(bad)
+    with pytest.raises(keys.InvalidKey):
+        keys.check_any_staging_key(bad)
+    assert keys.staging_collection(bad) is None
+
+
+def test_the_legacy_layout_is_parsed_marked_and_never_a_current_key() -> None:
+    legacy = "staging/01JDZ8Q6W1B2C3D4E5F6G7H8J9/IMG_1.jpg"
+    assert keys.parse_key(legacy) == keys.ParsedKey(
+        "staging", upload_id="01JDZ8Q6W1B2C3D4E5F6G7H8J9", name="IMG_1.jpg", legacy=True
+    )
+    assert keys.check_any_staging_key(legacy) == legacy
+    assert keys.staging_collection(legacy) is None
+    with pytest.raises(keys.InvalidKey):
+        keys.check_staging_key(legacy)
+    with pytest.raises(keys.InvalidKey):
+        keys.claim_key(legacy)
+
+
+collections = st.from_regex(keys.COLLECTION_PATTERN, fullmatch=True).filter(
+    lambda name: ".." not in name
+)
+upload_ids = st.builds(keys.new_ulid, st.floats(min_value=0, max_value=2**40, allow_nan=False))
+
+
+@given(collections, upload_ids, st.text(max_size=300))
+def test_staging_keys_name_their_collection_and_parse_back(
+    collection: str, upload_id: str, filename: str
+) -> None:
+    key = keys.staging_key(collection, upload_id, filename)
+    assert key.startswith(keys.staging_prefix(collection))
+    assert keys.check_staging_key(key) == keys.check_any_staging_key(key) == key
+    assert len(key) <= keys.STAGING_KEY_MAX
+    assert keys.parse_key(key) == keys.ParsedKey(
+        "staging", collection, upload_id=upload_id, name=keys.safe_name(filename)
+    )
+    assert keys.staging_collection(key) == collection
+    claim = keys.claim_key(key)
+    assert claim.startswith(keys.upload_prefix(key)) and key.startswith(keys.upload_prefix(key))
+    assert keys.parse_key(claim) == keys.ParsedKey(
+        "staging", collection, upload_id=upload_id, claim=True
+    )
+    # A claim is never an upload key: no form can be presigned for it, nothing ingests it.
+    assert keys.staging_collection(claim) is None
+    with pytest.raises(keys.InvalidKey):
+        keys.check_any_staging_key(claim)
+
+
+@given(collections, collections, upload_ids, st.text(max_size=50))
+def test_a_key_of_one_collection_is_never_inside_another(
+    mine: str, other: str, upload_id: str, filename: str
+) -> None:
+    """`acme` must not cover `acme-corp`'s uploads: the prefix ends at its '/'."""
+    key = keys.staging_key(other, upload_id, filename)
+    assert key.startswith(keys.staging_prefix(mine)) == (mine == other)
+    assert (keys.staging_collection(key) == mine) == (mine == other)
 
 
 def test_parse_key_inverts_the_builders() -> None:

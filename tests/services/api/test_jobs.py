@@ -16,7 +16,9 @@ def _request(*assets: str | None, collection: str = "c") -> IngestRequest:
     return IngestRequest(
         collection=collection,
         items=[
-            IngestItem(upload_key=keys.staging_key(keys.new_ulid(), f"f{i}.jpg"), asset=asset)
+            IngestItem(
+                upload_key=keys.staging_key(collection, keys.new_ulid(), f"f{i}.jpg"), asset=asset
+            )
             for i, asset in enumerate(assets)
         ],
     )
@@ -24,7 +26,8 @@ def _request(*assets: str | None, collection: str = "c") -> IngestRequest:
 
 def _plan(count: int) -> jobs.JobPlan:
     items = [
-        jobs.PlannedItem(keys.staging_key(keys.new_ulid(), "a.jpg"), f"a{i}") for i in range(count)
+        jobs.PlannedItem(keys.staging_key("c", keys.new_ulid(), "a.jpg"), f"a{i}")
+        for i in range(count)
     ]
     return jobs.JobPlan(
         namespace="ns",
@@ -74,6 +77,42 @@ def test_one_asset_twice_in_a_request_is_refused() -> None:
         jobs.plan_items(_request("x.jpg", None, "x.jpg"), max_items=10, recorded={})
     assert (refused.value.status, refused.value.code) == (422, "duplicate_asset")
     assert refused.value.details[0].field == "body.items.2.asset"
+
+
+def test_one_upload_twice_in_a_request_is_refused_naming_the_repeats() -> None:
+    """Issue 21, finding 2: one upload listed 50 times rendered and copied it 50 times."""
+    key = keys.staging_key("c", keys.new_ulid(), "a.jpg")
+    other = keys.staging_key("c", keys.new_ulid(), "b.jpg")
+    request = IngestRequest(
+        collection="c",
+        items=[
+            IngestItem(upload_key=key, asset="one.jpg"),
+            IngestItem(upload_key=other, asset="two.jpg"),
+            IngestItem(upload_key=key, asset="three.jpg"),
+            IngestItem(upload_key=key, asset="four.jpg"),
+        ],
+    )
+    nothing_recorded: dict[str, str] = {}
+    for recorded in (None, nothing_recorded):  # before any read, and when planning
+        with pytest.raises(ApiError) as refused:
+            jobs.plan_items(request, max_items=10, recorded=recorded)
+        assert (refused.value.status, refused.value.code) == (422, "duplicate_upload")
+        assert [d.field for d in refused.value.details] == [
+            "body.items.2.upload_key",
+            "body.items.3.upload_key",
+        ]
+        assert all("is also item 0" in d.message for d in refused.value.details)
+
+
+def test_keys_of_either_layout_pass_the_form_check_others_do_not() -> None:
+    """Whose upload a key is, is the route's question: the form check says nothing of it."""
+    legacy = f"staging/{keys.new_ulid()}/a.jpg"
+    foreign = keys.staging_key("d", keys.new_ulid(), "b.jpg")
+    request = IngestRequest(
+        collection="c",
+        items=[IngestItem(upload_key=legacy), IngestItem(upload_key=foreign)],
+    )
+    jobs.check_items(request, max_items=10)
 
 
 def test_more_items_than_the_request_maximum_are_refused() -> None:

@@ -125,7 +125,7 @@ def test_a_token_cannot_reach_another_tenants_collection(
     commit_manifest(s3, stack.bucket, collection, "日本.jpg", version)
     asset = f"/v1/assets/{collection}/%E6%97%A5%E6%9C%AC.jpg"
     never = f"/v1/assets/{collection}/never-was.jpg"
-    staged = stage(2)
+    staged = stage(2, collection)
     ingest = {"collection": collection, "items": [{"upload_key": staged[0]}]}
     with (
         api_process.client(TENANT_A_TOKEN) as tenant_a,
@@ -162,7 +162,8 @@ def test_a_token_cannot_reach_another_tenants_collection(
                 assert session.get(path).status_code == 200, (path, session.get(path).text)
             events = session.get(f"/v1/ingests/{job}/events")
             assert events.status_code == 200 and "event: end" in events.text
-        other = {"collection": "tenant-b", "items": [{"upload_key": staged[1]}]}
+        # An upload is for one collection: the admin's ingest into tenant-b names one of it.
+        other = {"collection": "tenant-b", "items": [{"upload_key": stage(1, "tenant-b")[0]}]}
         assert admin.post("/v1/ingests", json=other).status_code == 202
         assert tenant_a.post("/v1/ingests", json=other).status_code == 403
         assert tenant_a.delete(asset).status_code == 202

@@ -83,7 +83,7 @@ class CountingHeads:
 def test_many_uploads_are_found_by_listing_their_key_range(
     stage: Any, s3: Any, stack: Endpoints, run: Any
 ) -> None:
-    staged = stage(30)
+    staged = stage(30, new_collection())
     counting = CountingHeads(s3)
     with store_over(counting, stack) as store:
         assert run(store.missing(staged)) == []
@@ -95,11 +95,13 @@ def test_many_uploads_are_found_by_listing_their_key_range(
 def test_many_uploads_in_a_crowded_range_are_left_to_the_processor_not_headed(
     s3: Any, stack: Endpoints, run: Any
 ) -> None:
-    # Ours and another client's uploads presigned at the same time interleave in key order.
+    # Ours and another client's uploads to one collection presigned at the same time
+    # interleave in key order.
+    collection = new_collection()
     ours: list[str] = []
     for number in range(30):
         for owner in ("ours", "theirs"):
-            key = keys.staging_key(keys.new_ulid(), f"{owner}-{number}.jpg")
+            key = keys.staging_key(collection, keys.new_ulid(), f"{owner}-{number}.jpg")
             s3.put_object(Bucket=stack.bucket, Key=key, Body=b"x")
             if owner == "ours":
                 ours.append(key)

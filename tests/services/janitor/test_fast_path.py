@@ -31,6 +31,9 @@ pytestmark = pytest.mark.usefixtures("empty_gc_queue")
 
 Settings = Callable[..., JanitorSettings]
 
+# The collection the uploads in these tests were presigned for.
+STAGING_COLLECTION = "janitor-uploads"
+
 
 def gc_messages(outcome: str) -> float:
     return metric("emulsion_janitor_gc_messages_total", outcome=outcome)
@@ -192,7 +195,7 @@ def test_a_leased_staging_upload_is_kept_until_its_lease_ends(
     stack: Endpoints, s3: Any, layout: Layout, settings_for: Settings, run: Any
 ) -> None:
     upload = keys.new_ulid()
-    staged = layout.put(keys.staging_key(upload, "IMG_0007.jpg"))
+    staged = layout.put(keys.staging_key(STAGING_COLLECTION, upload, "IMG_0007.jpg"))
     before = refusals("leased")
     retries_before = gc_messages("retry")
 

@@ -22,7 +22,7 @@ from emulsion_janitor.guards import (
     tombstone_removable,
 )
 from emulsion_janitor.settings import JanitorSettings
-from emulsion_janitor.sweep import select
+from emulsion_janitor.sweep import Claims, select
 
 BUCKET = "emulsion"
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -79,7 +79,16 @@ def thumb(version: str) -> str:
 
 
 def staged() -> str:
-    return keys.staging_key(UPLOAD, "IMG_0001.jpg")
+    return keys.staging_key(COLLECTION, UPLOAD, "IMG_0001.jpg")
+
+
+def claimed() -> str:
+    return keys.claim_key(staged())
+
+
+def legacy() -> str:
+    """An upload of the layout before keys named their collection."""
+    return f"staging/{UPLOAD}/IMG_0001.jpg"
 
 
 def check(
@@ -107,6 +116,18 @@ def test_an_old_superseded_key_and_an_old_unleased_upload_may_go() -> None:
     assert check(staged(), Facts(leased=False)) is None
 
 
+@pytest.mark.parametrize("key", [staged, claimed, legacy], ids=["upload", "claim", "legacy"])
+def test_uploads_of_either_layout_and_claim_markers_are_guarded_alike(key: Any) -> None:
+    """Issue 21: the claim marker goes by its upload's rules (the upload id's lease, the
+    TTL from its own write), and the old layout is still swept."""
+    assert check(key(), Facts(leased=False)) is None
+    assert check(key(), Facts(leased=True)) is Guard.LEASED
+    assert check(key(), Facts()) is Guard.LEASED  # a lease that could not be read
+    ttl = settings()
+    assert select(at(key(), timedelta(hours=25)), None, NOW, ttl) == "abandoned"
+    assert select(at(key(), timedelta(hours=23)), None, NOW, ttl) is None
+
+
 def test_every_version_of_a_deleted_asset_may_go() -> None:
     gone = Live.nothing(COLLECTION, ASSET)
     assert check(original(LIVE_VERSION), Facts(live=gone)) is None
@@ -121,6 +142,9 @@ def test_every_version_of_a_deleted_asset_may_go() -> None:
         f"originals/{COLLECTION}/loose.jpg",
         f"derivatives/{COLLECTION}/{ASSET}/not-a-version/thumb.jpg",
         f"staging/{UPLOAD}/../../assets/{COLLECTION}/{ASSET}.json",
+        f"staging/{COLLECTION}/{UPLOAD}/../{ASSET}",
+        f"staging/{COLLECTION}/{UPLOAD}/.other",
+        f"staging/{COLLECTION}/{UPLOAD}/a/.claim",
         "staging/not-an-upload-id/x.jpg",
         f"Staging/{UPLOAD}/x.jpg",
         f"/staging/{UPLOAD}/x.jpg",
@@ -302,3 +326,34 @@ def test_tombstones_are_kept_at_least_a_day_longer_than_the_work_stream_keeps_it
     assert settings(tombstone_keep=30 * 86400.0).tombstones_kept(86400.0) == timedelta(days=30)
     assert configured.tombstones_kept(0.0) == timedelta.max  # items kept forever
     assert settings().tombstones_kept() == timedelta(days=8)
+
+
+def _swept(*listed: tuple[str, str | None]) -> list[str]:
+    """The keys the sweep queues, in order, for a listing of (key, reason picked)."""
+    claims = Claims()
+    queued: list[str] = []
+    for key, reason in listed:
+        stored = at(key, timedelta(days=2))
+        queued += [s.key for s, _ in claims.decide(stored, keys.parse_key(key), reason)]
+    queued += [s.key for s, _ in claims.decide(None, None, None)]
+    return queued
+
+
+def test_a_claim_marker_goes_with_its_upload_never_before_it() -> None:
+    """Issue 21: deleted while its upload is still there (a form replayed after the
+    promotion wrote it anew), the marker would let the key be ingested again."""
+    upload, marker = staged(), claimed()
+    # Both old enough: the upload first, then its marker.
+    assert _swept((marker, "abandoned"), (upload, "abandoned")) == [upload, marker]
+    # The upload beside it is younger than the TTL (a replay): the marker stays too.
+    assert _swept((marker, "abandoned"), (upload, None)) == []
+    # The marker is younger: the upload goes, the marker stays.
+    assert _swept((marker, None), (upload, "abandoned")) == [upload]
+    # Alone (its upload promoted and deleted), at the end of the listing or before
+    # another upload's keys: by its own age.
+    other = keys.staging_key(COLLECTION, keys.new_ulid(), "IMG_0002.jpg")
+    assert _swept((marker, "abandoned")) == [marker]
+    assert _swept((marker, "abandoned"), (other, None)) == [marker]
+    assert _swept((marker, None), (other, "abandoned")) == [other]
+    # Keys of other areas pass through untouched.
+    assert _swept((original(EARLIER), "superseded")) == [original(EARLIER)]

@@ -24,7 +24,7 @@ from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 from PIL import Image
 
-from emulsion_contracts import keys, messaging, telemetry
+from emulsion_contracts import keys, messaging, storage, telemetry
 from emulsion_contracts.messages import GcRequest, ItemResult, JobRef, StyleSpec, WorkItem
 from emulsion_contracts.profiles import DEFAULT_PROFILE
 from emulsion_devstack.processes import ProcessRecord, log_tail, stop, until
@@ -64,7 +64,8 @@ def work_item(
         job=JobRef(namespace=NAMESPACE, name=name, uid=str(uuid.uuid4())),
         index=index,
         source=source,
-        collection=collection or f"c-{uuid.uuid4().hex[:8]}",
+        # An upload's key names its collection; the item is for that one unless told.
+        collection=collection or keys.staging_collection(source) or f"c-{uuid.uuid4().hex[:8]}",
         asset=asset,
         version=keys.version_id(job_version or keys.new_ulid(), index),
         profile=profile,
@@ -72,9 +73,24 @@ def work_item(
     )
 
 
-def stage(s3: Any, bucket: str, data: bytes, filename: str = "IMG_0001.jpg") -> str:
-    key = keys.staging_key(keys.new_ulid(), filename)
-    s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType="image/jpeg")
+def stage(
+    s3: Any,
+    bucket: str,
+    data: bytes,
+    filename: str = "IMG_0001.jpg",
+    collection: str | None = None,
+) -> str:
+    """Put `data` where a presigned form for `collection` (a fresh one unless given) would,
+    with the collection its form records."""
+    collection = collection or f"c-{uuid.uuid4().hex[:8]}"
+    key = keys.staging_key(collection, keys.new_ulid(), filename)
+    s3.put_object(
+        Bucket=bucket,
+        Key=key,
+        Body=data,
+        ContentType="image/jpeg",
+        Metadata={storage.UPLOAD_COLLECTION_METADATA: collection},
+    )
     return key
 
 

@@ -40,7 +40,9 @@ def test_an_older_item_processed_after_the_delete_stays_dead_and_a_newer_ingest_
 ) -> None:
     v1 = work_item(stage(s3, stack.bucket, jpeg(800, 800)))
     v2 = work_item(
-        stage(s3, stack.bucket, jpeg(700, 700)), asset=v1.asset, collection=v1.collection
+        stage(s3, stack.bucket, jpeg(700, 700), collection=v1.collection),
+        asset=v1.asset,
+        collection=v1.collection,
     )
     assert v2.version > v1.version
     manifest_key = keys.manifest_key(v1.collection, v1.asset)
@@ -66,7 +68,9 @@ def test_an_older_item_processed_after_the_delete_stays_dead_and_a_newer_ingest_
 
             # An ingest made after the delete is a new life of the asset.
             v3 = work_item(
-                stage(s3, stack.bucket, jpeg(600, 600)), asset=v1.asset, collection=v1.collection
+                stage(s3, stack.bucket, jpeg(600, 600), collection=v1.collection),
+                asset=v1.asset,
+                collection=v1.collection,
             )
             reborn = await worker.process(v3, 1)
         return late, reborn
@@ -91,7 +95,9 @@ def test_a_tombstone_is_written_only_over_the_version_that_was_read(
 ) -> None:
     v1 = work_item(stage(s3, stack.bucket, jpeg(300, 300)))
     v2 = work_item(
-        stage(s3, stack.bucket, jpeg(200, 200)), asset=v1.asset, collection=v1.collection
+        stage(s3, stack.bucket, jpeg(200, 200), collection=v1.collection),
+        asset=v1.asset,
+        collection=v1.collection,
     )
 
     async def body(bus: Bus) -> None:

@@ -1,6 +1,7 @@
 """The object-key layout of DESIGN.md, and the only place keys are built or parsed.
 
-    staging/<upload-id>/<safe-name>
+    staging/<collection>/<upload-id>/<safe-name>
+    staging/<collection>/<upload-id>/.claim
     originals/<collection>/<asset-segment>/<version>/<safe-name>
     derivatives/<collection>/<asset-segment>/<version>/<style>.<ext>
     assets/<collection>/<asset-segment>.json
@@ -9,6 +10,12 @@ User-supplied names reach a key only through `safe_name` (filenames, lossy: they
 a unique upload id or version), after matching `COLLECTION_PATTERN` (collections), or
 through `asset_segment` (asset names: Unicode, encoded without loss, so two names never
 share keys). No key can escape its prefix.
+
+A staging key names the collection its upload was presigned for, so an ingest into another
+collection can refuse it by its key alone; `.claim` beside it marks an upload a job has
+promoted (the processor writes it once, with If-None-Match). The older layout
+`staging/<upload-id>/<safe-name>` (no collection) is still parsed, as `legacy`, so the
+janitor sweeps what was uploaded before; nothing ingests it.
 """
 
 from __future__ import annotations
@@ -45,8 +52,14 @@ NAME_PATTERN: Final = rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{SAFE_NAME_MAX - 1}}}"
 COLLECTION_PATTERN: Final = rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{COLLECTION_MAX - 1}}}"
 STYLE_PATTERN: Final = "[a-z0-9][a-z0-9_-]{0,31}"
 VERSION_PATTERN: Final = rf"{ULID_PATTERN}-[0-9]{{5}}"
-STAGING_KEY_PATTERN: Final = rf"staging/{ULID_PATTERN}/{NAME_PATTERN}"
-STAGING_KEY_MAX: Final = len(STAGING) + 26 + 1 + SAFE_NAME_MAX
+STAGING_KEY_PATTERN: Final = rf"staging/{COLLECTION_PATTERN}/{ULID_PATTERN}/{NAME_PATTERN}"
+STAGING_KEY_MAX: Final = len(STAGING) + COLLECTION_MAX + 1 + 26 + 1 + SAFE_NAME_MAX
+# Before uploads named their collection; parsed (the janitor sweeps them), never ingested.
+LEGACY_STAGING_KEY_PATTERN: Final = rf"staging/{ULID_PATTERN}/{NAME_PATTERN}"
+# Either layout: what a client may name (an old key is then answered as a missing upload).
+ANY_STAGING_KEY_PATTERN: Final = rf"staging/(?:{COLLECTION_PATTERN}/)?{ULID_PATTERN}/{NAME_PATTERN}"
+# The claim marker's file part: a leading dot, so no safe name (and no upload) is ever it.
+CLAIM_NAME: Final = ".claim"
 
 _NAME_RE: Final = re.compile(NAME_PATTERN)
 _COLLECTION_RE: Final = re.compile(COLLECTION_PATTERN)
@@ -54,6 +67,7 @@ _STYLE_RE: Final = re.compile(STYLE_PATTERN)
 _VERSION_RE: Final = re.compile(VERSION_PATTERN)
 _ULID_RE: Final = re.compile(ULID_PATTERN)
 _STAGING_RE: Final = re.compile(STAGING_KEY_PATTERN)
+_ANY_STAGING_RE: Final = re.compile(ANY_STAGING_KEY_PATTERN)
 _UNSAFE_RUN: Final = re.compile(r"[^A-Za-z0-9._-]+")
 _DOT_RUN: Final = re.compile(r"\.{2,}")
 _DASH_RUN: Final = re.compile(r"-{2,}")
@@ -204,9 +218,46 @@ def check_style(value: str) -> str:
 
 
 def check_staging_key(key: str) -> str:
+    """A staging key of the current layout, `staging/<collection>/<upload-id>/<safe-name>`."""
     if not _STAGING_RE.fullmatch(key) or ".." in key:
-        raise InvalidKey(f"{key!r} is not a staging key (staging/<upload-id>/<safe-name>)")
+        raise InvalidKey(
+            f"{key!r} is not a staging key (staging/<collection>/<upload-id>/<safe-name>)"
+        )
     return key
+
+
+def check_any_staging_key(key: str) -> str:
+    """A staging key of either layout: the form of what a client may name in a request."""
+    if not _ANY_STAGING_RE.fullmatch(key) or ".." in key:
+        raise InvalidKey(
+            f"{key!r} is not a staging key (staging/<collection>/<upload-id>/<safe-name>)"
+        )
+    return key
+
+
+def staging_collection(key: str) -> str | None:
+    """The collection an upload key of the current layout was presigned for; None for
+    anything else (a legacy key, a claim marker, a key outside staging/)."""
+    parsed = parse_key(key)
+    if parsed is None or parsed.area != "staging" or parsed.legacy or parsed.claim:
+        return None
+    return parsed.collection
+
+
+def staging_prefix(collection: str) -> str:
+    """Where every upload presigned for `collection` lives: `staging/<collection>/`."""
+    return f"{STAGING}{check_collection(collection)}/"
+
+
+def upload_prefix(key: str) -> str:
+    """`staging/<collection>/<upload-id>/`: the upload's own folder (its file and claim)."""
+    check_staging_key(key)
+    return key.rsplit("/", 1)[0] + "/"
+
+
+def claim_key(key: str) -> str:
+    """The claim marker of the upload at `key`: `staging/<collection>/<upload-id>/.claim`."""
+    return upload_prefix(key) + CLAIM_NAME
 
 
 def version_id(job_version: str, index: int) -> str:
@@ -222,10 +273,11 @@ def version_id(job_version: str, index: int) -> str:
     return f"{job_version}-{index:05d}"
 
 
-def staging_key(upload_id: str, filename: str) -> str:
+def staging_key(collection: str, upload_id: str, filename: str) -> str:
+    """Where an upload of `filename` for `collection` goes."""
     if not _ULID_RE.fullmatch(upload_id):
         raise InvalidKey(f"upload id {upload_id!r} is not a ULID")
-    return f"{STAGING}{upload_id}/{safe_name(filename)}"
+    return f"{staging_prefix(collection)}{upload_id}/{safe_name(filename)}"
 
 
 def version_prefix(
@@ -257,7 +309,11 @@ def manifest_key(collection: str, asset: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ParsedKey:
-    """A key taken apart; `asset` is the decoded asset NAME, not its key segment."""
+    """A key taken apart; `asset` is the decoded asset NAME, not its key segment.
+
+    Under staging/: `legacy` marks the old layout (no collection), `claim` an upload's
+    claim marker (`name` is then None).
+    """
 
     area: Literal["staging", "originals", "derivatives", "assets"]
     collection: str | None = None
@@ -265,14 +321,23 @@ class ParsedKey:
     version: str | None = None
     upload_id: str | None = None
     name: str | None = None
+    legacy: bool = False
+    claim: bool = False
 
 
 def parse_key(key: str) -> ParsedKey | None:
     """The inverse of the builders above; None for anything outside the layout."""
     parts = key.split("/")
     match parts:
+        case ["staging", collection, upload_id, name] if _valid_collection(
+            collection
+        ) and _ULID_RE.fullmatch(upload_id):
+            if name == CLAIM_NAME:
+                return ParsedKey("staging", collection, upload_id=upload_id, claim=True)
+            if _valid_name(name):
+                return ParsedKey("staging", collection, upload_id=upload_id, name=name)
         case ["staging", upload_id, name] if _ULID_RE.fullmatch(upload_id) and _valid_name(name):
-            return ParsedKey("staging", upload_id=upload_id, name=name)
+            return ParsedKey("staging", upload_id=upload_id, name=name, legacy=True)
         case [("originals" | "derivatives") as area, collection, segment, version, name] if (
             _valid_collection(collection)
             and _VERSION_RE.fullmatch(version)

@@ -27,6 +27,12 @@ CONFLICT_CODES: Final = frozenset(
 
 USER_AGENT: Final = "emulsion"
 
+# An upload's object metadata, bound into its presigned form (the browser cannot change
+# them): the collection it was presigned for, and who asked (the first 16 hex digits of
+# the token's SHA-256). S3 returns them without the `x-amz-meta-` prefix.
+UPLOAD_COLLECTION_METADATA: Final = "emulsion-collection"
+UPLOAD_OWNER_METADATA: Final = "emulsion-owner"
+
 
 def s3_client(
     settings: S3Settings, *, max_pool_connections: int = 10, **client_arguments: Any

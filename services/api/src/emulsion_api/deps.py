@@ -18,6 +18,7 @@ from emulsion_api.scopes import Scopes
 from emulsion_api.settings import ApiSettings
 from emulsion_api.store import Store
 from emulsion_api.tokens import Tokens
+from emulsion_contracts import keys
 from emulsion_contracts.profiles import Profile
 
 
@@ -42,10 +43,25 @@ class Principal:
     id: str
     scopes: Scopes
 
+    @property
+    def owner(self) -> str:
+        """The caller's identity as recorded with its uploads: the first 16 hex digits of
+        its token's SHA-256 (enough to tell tokens apart, useless to find one)."""
+        return self.id[:16]
+
     def may_read(self, collection: str) -> bool:
         """Whether the caller may see `collection`; a route answers 404 when not, exactly
         as for something that does not exist, so a token learns nothing of other tenants."""
         return self.scopes.allows(collection)
+
+    def may_use_upload(self, key: str, collection: str | None = None) -> bool:
+        """Whether `key` is an upload presigned for a collection the caller may use (and,
+        given `collection`, for that one): the only uploads the API looks up or ingests
+        for it. Any other key is answered as if it did not exist, without a read."""
+        presigned_for = keys.staging_collection(key)
+        if presigned_for is None or not self.scopes.allows(presigned_for):
+            return False
+        return collection is None or presigned_for == collection
 
     def check_write(self, collection: str) -> None:
         """Refuse (403) a change to a collection outside the caller's scopes."""

@@ -43,6 +43,7 @@ ErrorCode = Literal[
     "too_many_items",
     "file_too_large",
     "duplicate_asset",
+    "duplicate_upload",
     "overloaded",
     "too_many_watches",
     "internal",
@@ -75,6 +76,7 @@ CODES: Final[dict[ErrorCode, CodeInfo]] = {
     "too_many_items": CodeInfo(422, "Too many items in one request"),
     "file_too_large": CodeInfo(422, "A file is over the upload size limit"),
     "duplicate_asset": CodeInfo(422, "An asset appears twice in one request"),
+    "duplicate_upload": CodeInfo(422, "An upload appears twice in one request"),
     "overloaded": CodeInfo(429, "The apiserver is throttling requests"),
     "too_many_watches": CodeInfo(429, "Too many open watches"),
     "internal": CodeInfo(500, "Internal error"),
@@ -144,7 +146,14 @@ class Problem(BaseModel):
     errors: list[ErrorDetail] = Field(
         default=[],
         description="The individual problems, for a request with several.",
-        examples=[[{"field": "body.items", "message": "staging/01J.../a.jpg was not uploaded"}]],
+        examples=[
+            [
+                {
+                    "field": "body.items",
+                    "message": "staging/holiday-2026/01J.../a.jpg was not uploaded",
+                }
+            ]
+        ],
     )
 
 

@@ -87,9 +87,28 @@ def plan_items(
     planned: list[PlannedItem] = []
     problems: list[ErrorDetail] = []
     seen: dict[str, int] = {}
+    uploads: dict[str, int] = {}
+    duplicates: list[ErrorDetail] = []
     for index, item in enumerate(request.items):
         try:
-            keys.check_staging_key(item.upload_key)
+            # Either layout passes here; whose upload it is, is the route's question
+            # (answered like a missing upload), so no answer tells a key's owner.
+            keys.check_any_staging_key(item.upload_key)
+        except keys.InvalidKey as error:
+            problems.append(ErrorDetail(field=f"body.items.{index}", message=str(error)))
+            continue
+        if item.upload_key in uploads:
+            # One upload, one asset per request: a repeated key would render and copy the
+            # same file again and again.
+            duplicates.append(
+                ErrorDetail(
+                    field=f"body.items.{index}.upload_key",
+                    message=f"upload {item.upload_key} is also item {uploads[item.upload_key]}",
+                )
+            )
+            continue
+        uploads[item.upload_key] = index
+        try:
             if item.asset is None and recorded is None:
                 continue
             asset = item.asset or (recorded or {}).get(item.upload_key)
@@ -107,12 +126,24 @@ def plan_items(
             continue
         seen[asset] = index
         planned.append(PlannedItem(item.upload_key, asset))
-    if problems:
-        duplicate = all("is also item" in problem.message for problem in problems)
+    if duplicates and not problems:
         raise ApiError(
             422,
-            "duplicate_asset" if duplicate else "invalid_request",
-            "an asset may appear once per request" if duplicate else "some items are invalid",
+            "duplicate_upload",
+            f"an upload may appear once per request; repeated at items "
+            f"{', '.join(d.field.split('.')[2] for d in duplicates if d.field)}",
+            duplicates,
+        )
+    problems += duplicates
+    if problems:
+        duplicate = all("is also item" in problem.message for problem in problems)
+        asset_only = all(p.field and p.field.endswith(".asset") for p in problems)
+        raise ApiError(
+            422,
+            "duplicate_asset" if duplicate and asset_only else "invalid_request",
+            "an asset may appear once per request"
+            if duplicate and asset_only
+            else "some items are invalid",
             problems,
         )
     try:

@@ -167,7 +167,8 @@ def _document_limits(app: FastAPI, settings: ApiSettings) -> None:
         if app.openapi_schema is None:
             document = generate()
             schemas = document["components"]["schemas"]
-            schemas["UploadRequest"]["properties"]["size"]["maximum"] = settings.upload_max_bytes
+            for schema in ("UploadRequest", "UploadFile"):
+                schemas[schema]["properties"]["size"]["maximum"] = settings.upload_max_bytes
             schemas["UploadBatchRequest"]["properties"]["files"]["maxItems"] = (
                 settings.max_upload_batch
             )

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any, Final
@@ -31,6 +31,10 @@ COMMIT_ATTEMPTS: Final = 8
 class Downloaded:
     path: Path
     bytes: int
+    # The ETag of exactly these bytes: the promotion copies on it (CopySourceIfMatch).
+    etag: str = ""
+    # The object's user metadata (without the x-amz-meta- prefix).
+    metadata: dict[str, str] = field(default_factory=dict)
 
 
 def download(
@@ -72,22 +76,34 @@ def download(
                 written += len(chunk)
         if written != size:
             raise TransientTrouble(f"{key}: read {written} of {size} bytes")
-        return Downloaded(destination, written)
+        return Downloaded(
+            destination,
+            written,
+            str(response.get("ETag") or ""),
+            dict(response.get("Metadata") or {}),
+        )
     finally:
         body.close()
 
 
-def copy_original(s3: Any, bucket: str, source: str, destination: str, content_type: str) -> None:
+def copy_original(
+    s3: Any, bucket: str, source: str, destination: str, content_type: str, etag: str
+) -> None:
     """Promote the upload by a server-side copy: the bytes never pass through here.
 
-    The stored type is `content_type`, what the processor detected: the client's own
-    (say `image/svg+xml` on PNG bytes) must not be served with the original.
+    The copy is conditional on `etag`, the ETag of the bytes that were downloaded, checked
+    and rendered: if the staging object was replaced meanwhile (a replayed upload form),
+    the store refuses the copy and the item fails as `SourceChanged`, so the original is
+    always the image that was checked. The stored type is `content_type`, what the
+    processor detected: the client's own (say `image/svg+xml` on PNG bytes) must not be
+    served with the original.
     """
     try:
         s3.copy_object(
             Bucket=bucket,
             Key=destination,
             CopySource={"Bucket": bucket, "Key": source},
+            CopySourceIfMatch=etag,
             MetadataDirective="REPLACE",
             ContentType=content_type,
             CacheControl=IMMUTABLE,
@@ -95,6 +111,11 @@ def copy_original(s3: Any, bucket: str, source: str, destination: str, content_t
     except ClientError as error:
         if storage.is_missing(error):
             raise ItemRejected(FailureReason.SOURCE_MISSING, f"{source} disappeared") from None
+        if storage.is_conflict(error):
+            raise ItemRejected(
+                FailureReason.SOURCE_CHANGED,
+                f"{source} was replaced after it was checked (ETag {etag} no longer matches)",
+            ) from None
         raise
 
 

@@ -56,7 +56,7 @@ from emulsion_contracts.messages import (
 )
 from emulsion_contracts.profiles import Profile
 from emulsion_contracts.reasons import FailureReason
-from emulsion_processor import imaging, metrics, original_metadata, store
+from emulsion_processor import imaging, metrics, original_metadata, store, uploads
 from emulsion_processor.admission import MemoryBudget
 from emulsion_processor.cancelled import CancelledJobs
 from emulsion_processor.reasons import ItemRejected, TransientTrouble
@@ -403,6 +403,8 @@ class ItemWorker:
     # -- the item ------------------------------------------------------------------------
 
     async def process(self, item: WorkItem, attempt: int) -> ItemResult:
+        # First: an upload of another collection is never read, nor named in a GC request.
+        uploads.check_source(item)
         await self._stop_if_cancelled(item, exact=self.cancelled_jobs is None)
         profile, styles = styles_for(item, self.profiles)
         manifest_key = keys.manifest_key(item.collection, item.asset)
@@ -449,6 +451,7 @@ class ItemWorker:
                 )
             )
             metrics.BYTES.labels("downloaded").inc(source.bytes)
+            uploads.check_recorded_collection(item, source.metadata)
             watermark_image = await self._watermark_image(profile, styles, workdir)
         outputs = workdir / "out"
         outputs.mkdir()
@@ -470,7 +473,16 @@ class ItemWorker:
         stripped = await self._stripped_original(profile, source.path, workdir)
         manifest = build_manifest(item, rendered, stripped.bytes if stripped else source.bytes)
         with self._stage("upload"):
-            await self._upload(item, rendered, manifest, stripped.path if stripped else None)
+            await self._io(uploads.claim, s3, settings.bucket, item)
+            try:
+                await self._upload(
+                    item, rendered, manifest, source.etag, stripped.path if stripped else None
+                )
+            except ItemRejected:
+                # The original was not promoted (its source changed or vanished): the
+                # derivatives written beside it will never be live.
+                await self._gc(item, "stale", tuple(sorted(manifest.live_keys())))
+                raise
         await self._stop_if_cancelled(item, written=manifest.live_keys())
         with self._stage("commit"):
             # The read that decided to do the work is the first round's: its ETag (or
@@ -528,6 +540,7 @@ class ItemWorker:
         item: WorkItem,
         rendered: imaging.Rendered,
         manifest: AssetManifest,
+        etag: str,
         stripped: Path | None = None,
     ) -> None:
         s3, bucket = self.clients.s3, self.settings.bucket
@@ -538,7 +551,13 @@ class ItemWorker:
             self._io(store.upload_file, s3, bucket, original.key, stripped, original.content_type)
             if stripped is not None
             else self._io(
-                store.copy_original, s3, bucket, item.source, original.key, original.content_type
+                store.copy_original,
+                s3,
+                bucket,
+                item.source,
+                original.key,
+                original.content_type,
+                etag,
             )
         ]
         for output, derivative in zip(rendered.styles, manifest.derivatives, strict=True):
