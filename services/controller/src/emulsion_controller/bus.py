@@ -1,4 +1,4 @@
-"""The controller's JetStream side: work messages, staging leases, cancellations."""
+"""The controller's JetStream side: signed work messages, staging leases, cancellations."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
-from emulsion_contracts import messaging
+from emulsion_contracts import messaging, worksigning
 
 log = logging.getLogger(__name__)
 
@@ -47,24 +47,39 @@ async def _bounded(calls: Iterable[Awaitable[T]]) -> list[T]:
 
 class Bus:
     def __init__(
-        self, connection: Client, js: JetStreamContext, leases: KeyValue, cancelled: KeyValue
+        self,
+        connection: Client,
+        js: JetStreamContext,
+        leases: KeyValue,
+        cancelled: KeyValue,
+        signing_key: bytes,
     ) -> None:
         self.connection = connection
         self.js = js
         self._leases = leases
         self._cancelled = cancelled
+        self._signing_key = signing_key
 
     @classmethod
-    async def connect(cls, url: str) -> Bus:
+    async def connect(cls, url: str, signing_key: bytes) -> Bus:
         connection, js = await messaging.connect(url, "emulsion-controller")
         leases = await js.key_value(messaging.STAGING_LEASES_BUCKET)
         cancelled = await js.key_value(messaging.CANCELLED_BUCKET)
-        return cls(connection, js, leases, cancelled)
+        return cls(connection, js, leases, cancelled, signing_key)
 
     async def publish(self, messages: Sequence[Outgoing]) -> int:
-        """Publish and wait for every ack; returns how many the stream took as new."""
+        """Sign each work message, publish, and wait for every ack; returns how many the
+        stream took as new. Every work message leaves through here, first dispatches and
+        re-dispatches alike, so none goes out unsigned."""
         acks = await _bounded(
-            self.js.publish(m.subject, m.payload, headers=m.headers) for m in messages
+            self.js.publish(
+                m.subject,
+                m.payload,
+                headers=worksigning.signed_headers(
+                    self._signing_key, m.subject, m.payload, m.headers
+                ),
+            )
+            for m in messages
         )
         return sum(1 for ack in acks if not ack.duplicate)
 
