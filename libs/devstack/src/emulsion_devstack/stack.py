@@ -507,14 +507,22 @@ class LocalStack:
         self.say(f"  minio           {url}")
         return url, access_key, secret_key
 
-    def start_service(self, name: str, environment: dict[str, str] | None = None) -> ProcessRecord:
-        """Start one more service process on a running stack; `down` stops it too."""
+    def start_service(
+        self,
+        name: str,
+        environment: dict[str, str] | None = None,
+        command_prefix: tuple[str, ...] = (),
+    ) -> ProcessRecord:
+        """Start one more service process on a running stack; `down` stops it too.
+
+        `command_prefix` runs it under another command (e.g. `faketime -f +180`, a host
+        clock minutes ahead); a restart keeps it."""
         endpoints = self.running()
         state = self._read_state()
         if endpoints is None or state is None:
             raise StackError("the stack is not running")
         record, _ = self._start_service(
-            SERVICES[name], endpoints, Path(state["data_dir"]), environment
+            SERVICES[name], endpoints, Path(state["data_dir"]), environment, command_prefix
         )
         self.track(record)
         return record
@@ -532,11 +540,12 @@ class LocalStack:
         endpoints: Endpoints,
         data_dir: Path,
         environment: dict[str, str] | None = None,
+        command_prefix: tuple[str, ...] = (),
     ) -> tuple[ProcessRecord, str]:
         port = free_port()
         record = spawn(
             service.name,
-            [sys.executable, "-m", service.module],
+            [*command_prefix, sys.executable, "-m", service.module],
             _fresh_log(data_dir / "logs", service.name),
             env={
                 **endpoints.environment(),
