@@ -573,6 +573,7 @@ def test_alerts_use_only_metrics_the_services_export(tools: Tools) -> None:
     assert {
         "EmulsionQueueLag",
         "EmulsionItemsFailing",
+        "EmulsionForgedWork",
         "EmulsionControllerNotFolding",
         "EmulsionJanitorBacklog",
     } <= set(alerts)
