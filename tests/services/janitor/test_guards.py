@@ -398,3 +398,9 @@ def test_the_guards_delete_a_version_only_where_the_sweep_s_rules_would(
         # Not yet live (or never to be): refused while younger than the age rule.
         old_enough = timedelta(minutes=age_minutes) >= ORPHAN_AGE
         assert (guard is Guard.NEWER_THAN_LIVE) == (not old_enough)
+
+
+def test_an_orphan_age_of_zero_lets_even_an_age_the_store_rounded_up_pass() -> None:
+    zero = Policy(BUCKET, timedelta(0), dry_run=False, orphan_age=timedelta(0))
+    ahead = StoredObject(original(LATER), 10, NOW + timedelta(seconds=1))
+    assert may_delete(BUCKET, ahead, Facts(live=LIVE), zero, Budget(None), NOW) is None

@@ -144,6 +144,10 @@ def newer_than_live(version: str, live: Live) -> bool:
 def orphan_age_left(stored: StoredObject, orphan_age: timedelta | None, now: datetime) -> timedelta:
     """How much longer a key newer than the live version must be kept (<= 0: not at all);
     forever (a day, asked again) when its age or the rule is unknown."""
+    if orphan_age is not None and not orphan_age:
+        # A rule of zero lets every age pass, even one the store rounded up past `now`
+        # (as a grace of zero does).
+        return timedelta(0)
     if stored.last_modified is None or orphan_age is None:
         return timedelta(days=1)
     return stored.last_modified + orphan_age - now
