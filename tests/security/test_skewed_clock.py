@@ -73,7 +73,13 @@ def system(stack: Endpoints, stack_state_dir: Path, kube: Any) -> Iterator[Syste
         records.append(
             local.start_service(
                 "controller",
-                {"EMULSION_NAMESPACES": namespace, "EMULSION_STATUS_INTERVAL_SECONDS": "0.5"},
+                {
+                    "EMULSION_NAMESPACES": namespace,
+                    "EMULSION_STATUS_INTERVAL_SECONDS": "0.5",
+                    # A peering of its own: no other test's controller (or its leftover
+                    # record) on this stack can pause this one.
+                    "EMULSION_CONTROLLER_PEERING": namespace,
+                },
             )
         )
         api = {"EMULSION_NAMESPACE": namespace}
