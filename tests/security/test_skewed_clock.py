@@ -11,6 +11,7 @@ upload made after the delete (on the slow replica) still wins.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import shutil
 import time
@@ -22,11 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import nats
 import pytest
 from kubernetes import client
 from PIL import Image
 
-from emulsion_contracts import keys
+from emulsion_contracts import clock, keys, messaging
 from emulsion_contracts.manifest import AssetManifest
 from emulsion_devstack.processes import ProcessRecord, log_tail, stop, wait_for
 from emulsion_devstack.stack import Endpoints, LocalStack
@@ -202,3 +204,36 @@ def test_a_delete_wins_over_a_queued_ingest_from_a_replica_minutes_ahead(
     assert live.status_code == 200, live.text
     [made] = status(normal, reborn)["items"]
     assert live.json()["version"] == made["version"] > mark.version
+
+
+def test_concurrent_minters_on_skewed_clocks_get_unique_versions_in_minting_order(
+    stack: Endpoints,
+) -> None:
+    """The real bucket's compare-and-set: 8 minters whose clocks differ by up to three
+    minutes mint 25 versions each at once. Every version is unique, and each one sorts
+    after every version whose mint had completed before its own began."""
+
+    async def run() -> list[tuple[float, float, str]]:
+        connection = await nats.connect(stack.nats_url)
+        try:
+            kv = await connection.jetstream().key_value(messaging.CLOCK_BUCKET)
+
+            async def minter(skew: float) -> list[tuple[float, float, str]]:
+                minted = []
+                for _ in range(25):
+                    began = time.monotonic()
+                    [version] = await clock.mint_versions(kv, 1, now=lambda: time.time() + skew)
+                    minted.append((began, time.monotonic(), version))
+                return minted
+
+            skews = [0.0, SKEW_SECONDS, -SKEW_SECONDS, 30.0, -1.5, 90.0, 0.001, -60.0]
+            everyone = await asyncio.gather(*(minter(skew) for skew in skews))
+            return [mint for mints in everyone for mint in mints]
+        finally:
+            await connection.drain()
+
+    mints = asyncio.run(run())
+    assert len({version for *_, version in mints}) == len(mints) == 200
+    for began, _, version in mints:
+        earlier = [v for _, ended, v in mints if ended < began]
+        assert all(version > other for other in earlier)
