@@ -556,6 +556,35 @@ def test_an_install_without_scopes_is_refused_unless_admin_tokens_are_allowed(
     assert "additional properties 'allowAdminToken' not allowed" in unknown.stderr
 
 
+def test_the_work_signing_key_is_mounted_into_the_controller_and_processor_only(
+    default: list[dict[str, Any]], tools: Tools
+) -> None:
+    [secret] = [
+        o for o in by_kind(default, "Secret").values() if "work-signing" in o["metadata"]["name"]
+    ]
+    key_field = secret["data"]["key"]
+    assert len(key_field) >= 44  # base64 of a generated key of 64 characters
+    for name, deployment in deployments(default).items():
+        env = env_of(deployment)
+        volumes = {v["name"]: v for v in pod_spec(deployment).get("volumes", [])}
+        if name in ("controller", "processor"):
+            assert env["EMULSION_WORK_SIGNING_KEY_FILE"] == "/etc/emulsion/work-signing/key"
+            assert volumes["work-signing"]["secret"]["secretName"] == secret["metadata"]["name"]
+        else:
+            assert "EMULSION_WORK_SIGNING_KEY_FILE" not in env, name
+            assert "work-signing" not in volumes, name
+    own = render(tools, {"workSigning": {"existingSecret": "signing", "key": "hmac"}})
+    assert not [
+        o for o in by_kind(own, "Secret").values() if "work-signing" in o["metadata"]["name"]
+    ]
+    for name in ("controller", "processor"):
+        [volume] = [
+            v for v in pod_spec(deployments(own)[name])["volumes"] if v["name"] == "work-signing"
+        ]
+        assert volume["secret"]["secretName"] == "signing"
+        assert volume["secret"]["items"] == [{"key": "hmac", "path": "key"}]
+
+
 # -- operations: monitoring, exposure, helm test, scheduling, images, env -----------------
 
 
@@ -625,6 +654,7 @@ def test_alerts_use_only_metrics_the_services_export(tools: Tools) -> None:
     assert {
         "EmulsionQueueLag",
         "EmulsionItemsFailing",
+        "EmulsionForgedWork",
         "EmulsionControllerNotFolding",
         "EmulsionJanitorBacklog",
     } <= set(alerts)

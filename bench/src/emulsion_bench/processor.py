@@ -45,7 +45,7 @@ from PIL import Image
 from emulsion_bench import inputs, procstat
 from emulsion_bench.limit import measure as measure_limit
 from emulsion_bench.limit import memory_dir
-from emulsion_contracts import keys, messaging, storage, telemetry
+from emulsion_contracts import keys, messaging, storage, telemetry, worksigning
 from emulsion_contracts.messages import ItemResult, JobRef, WorkItem
 from emulsion_devstack.processes import ProcessRecord, stop
 from emulsion_devstack.stack import Endpoints, LocalStack, s3_client
@@ -188,9 +188,12 @@ def job_items(collection: str, staged: list[str]) -> list[WorkItem]:
     ]
 
 
-async def process_all(nats_url: str, items: list[WorkItem]) -> tuple[float, list[ItemResult]]:
-    """Publish `items` as the controller does; seconds until every result is in."""
-    connection = await nats.connect(nats_url)
+async def process_all(
+    endpoints: Endpoints, items: list[WorkItem]
+) -> tuple[float, list[ItemResult]]:
+    """Publish `items` as the controller does (signed); seconds until every result is in."""
+    key = endpoints.work_signing_key()
+    connection = await nats.connect(endpoints.nats_url)
     try:
         js = connection.jetstream()
         job = items[0].job
@@ -206,13 +209,14 @@ async def process_all(nats_url: str, items: list[WorkItem]) -> tuple[float, list
 
         await connection.subscribe(messaging.events_subject(job.namespace, job.name), cb=collect)
         started = time.perf_counter()
+        subject = messaging.work_subject(job.namespace, job.name)
         for item in items:
+            body = item.to_bytes()
+            headers = telemetry.inject(
+                {messaging.HEADER_MSG_ID: messaging.work_msg_id(job.uid, item.index)}
+            )
             await js.publish(
-                messaging.work_subject(job.namespace, job.name),
-                item.to_bytes(),
-                headers=telemetry.inject(
-                    {messaging.HEADER_MSG_ID: messaging.work_msg_id(job.uid, item.index)}
-                ),
+                subject, body, headers=worksigning.signed_headers(key, subject, body, headers)
             )
         await asyncio.wait_for(done.wait(), timeout=60 + 10 * len(items))
         return time.perf_counter() - started, results
@@ -231,14 +235,14 @@ def measure_processor(
     with processor(stack, executor, concurrency) as record:
         # Untimed first items: pool start-up, first connections, lazy imports.
         warm_up = job_items(warm, warm_sources)
-        asyncio.run(process_all(endpoints.nats_url, warm_up))
+        asyncio.run(process_all(endpoints, warm_up))
         items = job_items(bench, sources)
 
         meter = procstat.PhaseMeter(
             {"processor": record.pid, "minio": servers["minio"], "nats": servers["nats-server"]}
         )
         meter.start()
-        seconds, results = asyncio.run(process_all(endpoints.nats_url, items))
+        seconds, results = asyncio.run(process_all(endpoints, items))
         spent = procstat.cpu_per_item(meter.stop(), len(items))
     failed = sum(1 for result in results if result.outcome != "succeeded")
     return Run(
@@ -253,7 +257,7 @@ def peak_rss(stack: LocalStack, endpoints: Endpoints, staged: str, executor: str
         collection, restage(s3_client(endpoints), endpoints.bucket, [staged], collection)
     )
     with processor(stack, executor, 1) as record:
-        _, results = asyncio.run(process_all(endpoints.nats_url, items))
+        _, results = asyncio.run(process_all(endpoints, items))
         if results[0].outcome != "succeeded":
             raise SystemExit(f"the 50 MP item failed: {results[0].reason}: {results[0].message}")
         pids = [record.pid, *procstat.descendants(record.pid)]

@@ -57,6 +57,7 @@ What each component's code needs, which is not the operator's choice and so not 
   metricsPort    - /metrics on a port of their own (the API: apart from its public port;
                    the controller: /readyz too, since kopf owns httpPort)
   clusterPeering - kopf peering through a cluster-scoped ClusterKopfPeering
+  workSigning    - signs (controller) or verifies (processor) work messages: mounts the key
 */}}
 {{- define "emulsion.traits" -}}
 api:
@@ -68,6 +69,7 @@ api:
   singleton: false
   servesApi: true
   scratch: false
+  workSigning: false
 controller:
   metricsPort: 9090
   clusterPeering: true
@@ -77,6 +79,7 @@ controller:
   singleton: true
   servesApi: false
   scratch: false
+  workSigning: true
 processor:
   metricsPort: 0
   clusterPeering: false
@@ -86,6 +89,7 @@ processor:
   singleton: false
   servesApi: false
   scratch: true
+  workSigning: true
 janitor:
   metricsPort: 0
   clusterPeering: false
@@ -95,6 +99,7 @@ janitor:
   singleton: false
   servesApi: false
   scratch: false
+  workSigning: false
 {{- end -}}
 
 {{/* registry/repository:tag, or registry/repository@digest when a digest pins it. */}}
@@ -128,6 +133,11 @@ namespace too; two releases must never pause each other's controller.
 {{- .Values.apiTokens.existingSecret | default (printf "%s-api-tokens" (include "emulsion.fullname" .)) -}}
 {{- end -}}
 
+{{- define "emulsion.workSigningSecret" -}}
+{{- .Values.workSigning.existingSecret | default (printf "%s-work-signing" (include "emulsion.fullname" .)) -}}
+{{- end -}}
+
+{{- define "emulsion.workSigningKeyFile" -}}/etc/emulsion/work-signing/key{{- end -}}
 {{- define "emulsion.profilesFile" -}}/etc/emulsion/profiles/profiles.yaml{{- end -}}
 {{- define "emulsion.apiTokensFile" -}}/etc/emulsion/api-tokens/tokens{{- end -}}
 {{- /* Beside the tokens, in the same projected volume. */ -}}
@@ -231,6 +241,10 @@ then what only some components need. Args: root, name, traits.
 - name: EMULSION_CORS_ALLOWED_ORIGINS
   value: {{ join "," . | quote }}
 {{- end }}
+{{- end }}
+{{- if .traits.workSigning }}
+- name: EMULSION_WORK_SIGNING_KEY_FILE
+  value: {{ include "emulsion.workSigningKeyFile" .root | quote }}
 {{- end }}
 {{- if .traits.scratch }}
 - name: EMULSION_SCRATCH_DIR

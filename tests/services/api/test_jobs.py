@@ -122,7 +122,7 @@ def test_more_items_than_the_request_maximum_are_refused() -> None:
 
 
 def test_a_request_within_max_items_is_one_job_without_a_batch() -> None:
-    [job] = jobs.build_jobs(_plan(crd.MAX_ITEMS))
+    [job] = jobs.build_jobs(_plan(crd.MAX_ITEMS), [keys.new_ulid()])
     assert crd.LABEL_BATCH not in job["metadata"]["labels"]
     assert job["metadata"]["name"] == job["spec"]["version"].lower()
     assert job["metadata"]["annotations"][crd.ANNOTATION_TRACEPARENT].startswith("00-111")
@@ -131,10 +131,11 @@ def test_a_request_within_max_items_is_one_job_without_a_batch() -> None:
 
 
 def test_a_larger_request_is_split_into_ordered_parts_of_one_batch() -> None:
-    parts = jobs.build_jobs(_plan(2 * crd.MAX_ITEMS + 1), now=1_700_000_000.0)
+    minted = [keys.new_ulid(millis=1_700_000_000_000 + part) for part in range(3)]
+    assert jobs.part_count(2 * crd.MAX_ITEMS + 1) == 3
+    parts = jobs.build_jobs(_plan(2 * crd.MAX_ITEMS + 1), minted)
     assert [len(p["spec"]["items"]) for p in parts] == [crd.MAX_ITEMS, crd.MAX_ITEMS, 1]
-    versions = [p["spec"]["version"] for p in parts]
-    assert versions == sorted(versions) and len(set(versions)) == 3
+    assert [p["spec"]["version"] for p in parts] == minted
     batches = {p["metadata"]["labels"][crd.LABEL_BATCH] for p in parts}
     assert batches == {parts[0]["metadata"]["name"]}
     accepted = jobs.accepted(list(reversed(parts)))
@@ -196,3 +197,9 @@ def test_idempotency_key_is_printable_ascii_and_bounded() -> None:
         with pytest.raises(ApiError):
             jobs.check_idempotency_key(bad)
     assert jobs.idempotency_label("p1", "k") != jobs.idempotency_label("p2", "k")
+
+
+def test_each_part_needs_its_own_minted_version() -> None:
+    with pytest.raises(ValueError, match="versions"):
+        jobs.build_jobs(_plan(crd.MAX_ITEMS + 1), [keys.new_ulid()])
+    assert [jobs.part_count(n) for n in (0, 1, crd.MAX_ITEMS, crd.MAX_ITEMS + 1)] == [1, 1, 1, 2]

@@ -58,13 +58,13 @@ def test_a_manifest_changed_since_it_was_read_is_not_deleted(
         s3, stack.bucket, collection, "a.jpg", keys.version_id(keys.new_ulid(), 1)
     )
 
-    assert run(store.delete_manifest(read)) is False
+    assert run(store.delete_manifest(read, keys.new_ulid())) is False
 
     current = run(store.read_manifest(collection, "a.jpg"))
     assert current is not None and current.manifest.version == newer.version
-    assert run(store.delete_manifest(current)) is True
+    assert run(store.delete_manifest(current, keys.new_ulid())) is True
     assert run(store.read_manifest(collection, "a.jpg")) is None
-    assert run(store.delete_manifest(current)) is False
+    assert run(store.delete_manifest(current, keys.new_ulid())) is False
 
 
 class CountingHeads:

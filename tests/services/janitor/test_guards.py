@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from emulsion_contracts import keys
 from emulsion_contracts.manifest import AssetManifest, Original
@@ -27,6 +29,7 @@ from emulsion_janitor.sweep import Claims, select
 BUCKET = "emulsion"
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 GRACE = timedelta(minutes=5)
+ORPHAN_AGE = timedelta(hours=1)
 OLD = NOW - timedelta(hours=2)
 COLLECTION = "gallery-1"
 ASSET = "IMG_0001.jpg"
@@ -104,7 +107,7 @@ def check(
         bucket,
         StoredObject(key, 10, last_modified),
         facts,
-        Policy(BUCKET, GRACE, dry_run),
+        Policy(BUCKET, GRACE, dry_run, ORPHAN_AGE),
         budget or Budget(None),
         NOW,
     )
@@ -357,3 +360,102 @@ def test_a_claim_marker_goes_with_its_upload_never_before_it() -> None:
     assert _swept((marker, None), (other, "abandoned")) == [other]
     # Keys of other areas pass through untouched.
     assert _swept((original(EARLIER), "superseded")) == [original(EARLIER)]
+
+
+# -- the fast path and versions newer than the live one --------------------------------
+
+
+def test_a_version_newer_than_the_live_one_goes_only_once_it_is_an_orphan() -> None:
+    # An item still being made writes its keys before its commit: a GC request for them
+    # (forged, or mistaken) must not take them from under it.
+    for key in (original(LATER), thumb(LATER)):
+        young = NOW - ORPHAN_AGE + timedelta(seconds=1)
+        assert check(key, Facts(live=LIVE), last_modified=young) is Guard.NEWER_THAN_LIVE
+        assert check(key, Facts(live=LIVE), last_modified=NOW - ORPHAN_AGE) is None
+
+
+@pytest.mark.parametrize(
+    "live",
+    [
+        Live.nothing(COLLECTION, ASSET),  # a first ingest in flight: no manifest yet
+        Live.of(AssetManifest.tombstone(COLLECTION, ASSET, NOW - timedelta(hours=3))),
+    ],
+    ids=["no-manifest", "after-a-tombstone"],
+)
+def test_a_version_after_a_delete_or_before_any_commit_is_protected_while_young(
+    live: Live,
+) -> None:
+    young = NOW - timedelta(minutes=10)
+    assert check(original(LATER), Facts(live=live), last_modified=young) is Guard.NEWER_THAN_LIVE
+
+
+def test_a_newer_version_of_unknown_age_or_without_an_age_rule_is_never_deleted() -> None:
+    assert check(original(LATER), Facts(live=LIVE), last_modified=None) in (
+        Guard.NEWER_THAN_LIVE,
+        Guard.GRACE,
+    )
+    no_rule = Policy(BUCKET, GRACE, dry_run=False)
+    ancient = StoredObject(original(LATER), 10, NOW - timedelta(days=365))
+    assert may_delete(BUCKET, ancient, Facts(live=LIVE), no_rule, Budget(None), NOW) is (
+        Guard.NEWER_THAN_LIVE
+    )
+    assert Guard.NEWER_THAN_LIVE.passes_with_time
+
+
+MINUTE_MS = 60_000
+NOW_MS = int(NOW.timestamp() * 1000)
+
+
+@given(
+    live_offset=st.integers(-600, 600),
+    key_offset=st.integers(-600, 600),
+    index=st.integers(0, 3),
+    age_minutes=st.integers(0, 180),
+    superseded_minutes=st.integers(0, 180),
+    state=st.sampled_from(["live", "tombstone", "nothing"]),
+)
+def test_the_guards_delete_a_version_only_where_the_sweep_s_rules_would(
+    live_offset: int,
+    key_offset: int,
+    index: int,
+    age_minutes: int,
+    superseded_minutes: int,
+    state: str,
+) -> None:
+    """Over every ordering of a key's version against the live one (before, equal, after;
+    live, deleted, or never committed): whatever a GC request names, the guards let it go
+    only when the sweep would pick it by its own rules, so the fast path can never delete
+    a version the sweep's age rule still protects."""
+    live_ulid = keys.new_ulid(millis=NOW_MS + live_offset * MINUTE_MS)
+    live_version = keys.version_id(live_ulid, 0)
+    key_version = keys.version_id(keys.new_ulid(millis=NOW_MS + key_offset * MINUTE_MS), index)
+    superseded = NOW - timedelta(minutes=superseded_minutes)
+    if state == "live":
+        live = Live.of(manifest(live_version, committed_at=superseded))
+    elif state == "tombstone":
+        tombstone = AssetManifest.tombstone(COLLECTION, ASSET, superseded, live_ulid)
+        live = Live.of(tombstone)
+    else:
+        live = Live.nothing(COLLECTION, ASSET)
+    stored = at(original(key_version), timedelta(minutes=age_minutes))
+    guard = may_delete(
+        BUCKET,
+        stored,
+        Facts(live=live),
+        Policy(BUCKET, GRACE, False, ORPHAN_AGE),
+        Budget(None),
+        NOW,
+    )
+    swept = select(stored, live, NOW, settings(orphan_age=ORPHAN_AGE.total_seconds()))
+    if guard is None:
+        assert swept is not None
+    if live.version is None or key_version > live.version:
+        # Not yet live (or never to be): refused while younger than the age rule.
+        old_enough = timedelta(minutes=age_minutes) >= ORPHAN_AGE
+        assert (guard is Guard.NEWER_THAN_LIVE) == (not old_enough)
+
+
+def test_an_orphan_age_of_zero_lets_even_an_age_the_store_rounded_up_pass() -> None:
+    zero = Policy(BUCKET, timedelta(0), dry_run=False, orphan_age=timedelta(0))
+    ahead = StoredObject(original(LATER), 10, NOW + timedelta(seconds=1))
+    assert may_delete(BUCKET, ahead, Facts(live=LIVE), zero, Budget(None), NOW) is None

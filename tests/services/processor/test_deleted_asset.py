@@ -53,7 +53,7 @@ def test_an_older_item_processed_after_the_delete_stays_dead_and_a_newer_ingest_
             # DELETE /v1/assets/<collection>/<asset>, as the route does it.
             read = await api_store.read_manifest(v1.collection, v1.asset)
             assert read is not None and read.manifest.version == v2.version
-            assert await api_store.delete_manifest(read)
+            assert await api_store.delete_manifest(read, keys.new_ulid())
             assert await api_store.read_manifest(v1.collection, v1.asset) is None  # GET: 404
 
             # v1 was still queued (or is a retry): it must not bring the asset back.
@@ -106,11 +106,13 @@ def test_a_tombstone_is_written_only_over_the_version_that_was_read(
             read = await api_store.read_manifest(v1.collection, v1.asset)
             assert read is not None
             await worker.process(v2, 1)  # goes live between the read and the delete
-            assert not await api_store.delete_manifest(read)
+            assert not await api_store.delete_manifest(read, keys.new_ulid())
             current = await api_store.read_manifest(v1.collection, v1.asset)
             assert current is not None and current.manifest.version == v2.version
-            assert await api_store.delete_manifest(current)
-            assert not await api_store.delete_manifest(current)  # deleted twice: no-op
+            assert await api_store.delete_manifest(current, keys.new_ulid())
+            assert not await api_store.delete_manifest(
+                current, keys.new_ulid()
+            )  # deleted twice: no-op
 
     with_bus(body)
     tombstone = store.read_manifest(s3, stack.bucket, keys.manifest_key(v1.collection, v1.asset))

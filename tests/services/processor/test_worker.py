@@ -713,7 +713,7 @@ def test_a_poison_item_that_kills_its_renderer_every_time_fails_after_its_delive
                 max_deliver=WORK_CONSUMER.max_deliver,
             ),
         )
-        await bus.js.publish(subject, item.to_bytes())
+        await bus.publish_signed(subject, item.to_bytes())
         subscription = await bus.js.pull_subscribe_bind(durable="poison", stream=stream)
         deliveries = []
         with in_process_worker(stack, s3, bus, tmp_path, retry_delay_seconds=0.01) as worker:

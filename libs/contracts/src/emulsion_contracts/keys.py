@@ -93,11 +93,24 @@ class InvalidKey(ValueError):
     """A name or key that does not follow the layout; the message says which rule."""
 
 
-def new_ulid(now: float | None = None) -> str:
-    """A ULID: 48 bits of milliseconds then 80 random bits, so string order is time order."""
-    millis = int((time.time() if now is None else now) * 1000)
+def new_ulid(now: float | None = None, *, millis: int | None = None) -> str:
+    """A ULID: 48 bits of milliseconds then 80 random bits, so string order is time order.
+
+    `millis` gives the time part exactly (the shared clock's versions, emulsion_contracts.
+    clock); a float of seconds could round it down by one.
+    """
+    if millis is None:
+        millis = int((time.time() if now is None else now) * 1000)
     value = (millis << 80) | int.from_bytes(os.urandom(10), "big")
     return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
+
+
+def ulid_millis(ulid: str) -> int:
+    """The millisecond time part of a ULID (its first 10 characters)."""
+    value = 0
+    for character in ulid[:10].upper():
+        value = value * 32 + _CROCKFORD.index(character)
+    return value
 
 
 def safe_name(filename: str) -> str:

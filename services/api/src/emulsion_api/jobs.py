@@ -8,9 +8,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import time
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -183,10 +182,9 @@ def job_name(version: str) -> str:
     return version.lower()
 
 
-def versions(count: int, now: float | None = None) -> list[str]:
-    """`count` ULIDs a millisecond apart, so the parts of a split request sort in order."""
-    start = time.time() if now is None else now
-    return [keys.new_ulid(start + part / 1000) for part in range(count)]
+def part_count(items: int) -> int:
+    """How many IngestJobs a request of `items` items becomes (`crd.MAX_ITEMS` each)."""
+    return max(1, -(-items // crd.MAX_ITEMS))
 
 
 @dataclass(frozen=True)
@@ -200,13 +198,18 @@ class JobPlan:
     ttl_seconds_after_finished: int | None = None
 
 
-def build_jobs(plan: JobPlan, now: float | None = None) -> list[Job]:
-    """One IngestJob per `crd.MAX_ITEMS` items; a split request shares one batch label."""
+def build_jobs(plan: JobPlan, part_versions: Sequence[str]) -> list[Job]:
+    """One IngestJob per `crd.MAX_ITEMS` items; a split request shares one batch label.
+
+    `part_versions`: one version per part (`part_count`), in order, minted from the
+    shared clock (emulsion_contracts.clock), never from this replica's own.
+    """
     chunks = [
         plan.items[start : start + crd.MAX_ITEMS]
         for start in range(0, len(plan.items), crd.MAX_ITEMS)
     ]
-    part_versions = versions(len(chunks), now)
+    if len(part_versions) != len(chunks):
+        raise ValueError(f"{len(chunks)} parts need as many versions, not {len(part_versions)}")
     batch = job_name(part_versions[0]) if len(chunks) > 1 else None
     labels = {
         crd.LABEL_MANAGED_BY: MANAGED_BY,

@@ -256,11 +256,12 @@ class Store:
             return None
         return stored
 
-    async def delete_manifest(self, stored: StoredManifest) -> bool:
+    async def delete_manifest(self, stored: StoredManifest, version: str) -> bool:
         """Replace the manifest by a tombstone only if it is still the one read; False if
         it changed since (or is gone).
 
-        The tombstone's version is later than any version ingested before the delete, so
+        `version` is minted from the shared clock for this delete, so the tombstone's
+        version is later than any version ingested before the delete, so
         an older item still queued or retried cannot commit over it and bring the asset
         back; a newer ingest replaces it. The write carries If-Match on the ETag read,
         which the store enforces on PUT (MinIO too), so a processor committing a new
@@ -268,7 +269,9 @@ class Store:
         """
         manifest = stored.manifest
         key = keys.manifest_key(manifest.collection, manifest.asset)
-        tombstone = AssetManifest.tombstone(manifest.collection, manifest.asset, datetime.now(UTC))
+        tombstone = AssetManifest.tombstone(
+            manifest.collection, manifest.asset, datetime.now(UTC), version
+        )
         try:
             await self._blocking.run(
                 self._s3.put_object,

@@ -42,7 +42,7 @@ from nats.js.kv import KeyValue
 from opentelemetry import trace
 from pydantic import ValidationError
 
-from emulsion_contracts import keys, messaging, telemetry
+from emulsion_contracts import keys, messaging, telemetry, worksigning
 from emulsion_contracts.blocking import run_blocking
 from emulsion_contracts.manifest import AssetManifest, Original
 from emulsion_contracts.messages import (
@@ -183,12 +183,15 @@ class ItemWorker:
         # Answers the check before an item's work from memory; None: read the bucket.
         self.cancelled_jobs = cancelled_jobs
         self.memory = MemoryBudget(settings.memory_budget_bytes)
+        self.signing_key = settings.signing_key()
 
     # -- the message ---------------------------------------------------------------------
 
     async def handle(self, msg: Msg) -> None:
         """Process `msg` to a published result and an ack; give it back only at shutdown."""
         received = time.monotonic()
+        if not await self._trusted(msg):
+            return
         try:
             item = WorkItem.from_bytes(msg.data)
         except ValidationError as error:
@@ -248,7 +251,8 @@ class ItemWorker:
         outage could fail an item that never crashed anything. The copy gets its own
         Nats-Msg-Id (the original's is still in the duplicate window) and carries the
         deliveries so far, so `attempts` stays true. A crash between the two steps leaves
-        both copies, which is harmless: every item is idempotent.
+        both copies, which is harmless: every item is idempotent. The copy keeps the
+        controller's signature header: it signs only the subject and body, both unchanged.
         """
         headers = dict(msg.headers or {})
         original_id = headers.get(messaging.HEADER_MSG_ID, "")
@@ -263,6 +267,33 @@ class ItemWorker:
             log.warning("could not republish a handed-back item, giving it back: %s", error)
             with contextlib.suppress(NatsError, TimeoutError, OSError):
                 await msg.nak()
+
+    async def _trusted(self, msg: Msg) -> bool:
+        """Whether `msg` carries the controller's signature; one that does not is terminated.
+
+        Checked before the body is even parsed: an unsigned or forged item must not make
+        this processor read a source, write a key, commit a manifest, ask for a GC or
+        publish a result (a forged result could end a real job's item). Terminated, not
+        given back: no redelivery can ever make it verify.
+        """
+        headers = msg.headers or {}
+        cause = worksigning.refusal(
+            self.signing_key, msg.subject, msg.data, headers.get(worksigning.HEADER)
+        )
+        if cause is None:
+            return True
+        log.warning(
+            "refused a work message whose signature is %s; terminated without reading it",
+            cause,
+            extra={
+                "subject": msg.subject,
+                "msg_id": headers.get(messaging.HEADER_MSG_ID),
+                "cause": cause,
+            },
+        )
+        metrics.REFUSED.labels(cause).inc()
+        await msg.term()
+        return False
 
     async def _invalid_message(self, msg: Msg, error: ValidationError) -> None:
         """A work message that cannot be read fails as an item, if it can be addressed."""

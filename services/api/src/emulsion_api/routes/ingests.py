@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Response, status
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from emulsion_api import commits, jobs, views
-from emulsion_api.deps import Principal, PrincipalDep, ServicesDep
+from emulsion_api.deps import Principal, PrincipalDep, Services, ServicesDep
 from emulsion_api.errors import ApiError, ErrorDetail, problems
 from emulsion_api.kube import Kube
 from emulsion_api.models import (
@@ -175,12 +175,15 @@ async def create_ingest(
             (caller.id, body.collection, body.profile),
             planned,
             plan.trace_headers,
-            functools.partial(_create_group, services.kube, plan),
+            functools.partial(_create_group, services, plan),
         )
         result = jobs.accepted_share(job, offset, len(planned))
         response.headers["Location"] = result.status_url
         return result
-    created = await _create_all(services.kube, jobs.build_jobs(plan))
+    # Minted right before the jobs are made: each version follows every version (and
+    # tombstone) minted before, whichever replica minted it (emulsion_contracts.clock).
+    versions = await services.bus.mint_versions(jobs.part_count(len(planned)))
+    created = await _create_all(services.kube, jobs.build_jobs(plan, versions))
     if idempotency is not None:
         winner = await _settle_race(services.kube, idempotency[0], created)
         if winner is not created:
@@ -203,11 +206,15 @@ async def _missing_uploads(
 
 
 async def _create_group(
-    kube: Kube, plan: jobs.JobPlan, items: list[jobs.PlannedItem], trace: Mapping[str, str]
+    services: Services,
+    plan: jobs.JobPlan,
+    items: list[jobs.PlannedItem],
+    trace: Mapping[str, str],
 ) -> jobs.Job:
     """One job for a group's items (the group commit keeps them within one job)."""
-    [body] = jobs.build_jobs(dataclasses.replace(plan, items=items, trace_headers=trace))
-    return await kube.create(body)
+    versions = await services.bus.mint_versions(1)
+    [body] = jobs.build_jobs(dataclasses.replace(plan, items=items, trace_headers=trace), versions)
+    return await services.kube.create(body)
 
 
 def _replay(existing: list[jobs.Job], body_hash: str, response: Response) -> IngestAccepted:
