@@ -80,7 +80,8 @@ class Store:
         """
         expiry = self._settings.upload_expiry_seconds
         expires_at = datetime.now(UTC) + timedelta(seconds=expiry)
-        recorded = keys.asset_segment(asset)  # ASCII, as metadata values must be
+        # The whole name, without loss, in ASCII (as metadata values must be).
+        recorded = keys.encoded_name(asset)
         form = self._s3.generate_presigned_post(
             Bucket=self._bucket,
             Key=key,
@@ -202,7 +203,10 @@ class Store:
     ) -> StoredManifest | None:
         """The asset's manifest; None when there is none, or when it is a tombstone
         unless `tombstones` (a list of deleted assets shows them)."""
-        key = keys.manifest_key(collection, asset)
+        return await self.read_manifest_at(keys.manifest_key(collection, asset), tombstones)
+
+    async def read_manifest_at(self, key: str, tombstones: bool = False) -> StoredManifest | None:
+        """The manifest at `key` (as listed), like `read_manifest`."""
         try:
             read = await self._blocking.run(storage.read_manifest, self._s3, self._bucket, key)
         except (ClientError, BotoCoreError) as error:
@@ -258,10 +262,11 @@ class Store:
 
 @dataclass(frozen=True)
 class ListedManifest:
-    """A manifest key as listed: when it was last written, and the asset it names."""
+    """A manifest key as listed: when it was last written, and the asset segment it names
+    (a shortened one does not hold the name; the manifest does)."""
 
     key: str
-    asset: str
+    segment: str
     modified: datetime
 
 
@@ -275,8 +280,8 @@ def _list_manifests(s3: Any, bucket: str, collection: str) -> list[ListedManifes
             key = str(entry["Key"])
             parsed = keys.parse_key(key)
             # Anything else under the prefix is not a manifest of this layout; never shown.
-            if parsed is not None and parsed.area == "assets" and parsed.asset is not None:
-                listed.append(ListedManifest(key, parsed.asset, entry["LastModified"]))
+            if parsed is not None and parsed.area == "assets" and parsed.segment is not None:
+                listed.append(ListedManifest(key, parsed.segment, entry["LastModified"]))
         if not page.get("IsTruncated"):
             return listed
         arguments["ContinuationToken"] = page["NextContinuationToken"]
