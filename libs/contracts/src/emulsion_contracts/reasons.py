@@ -44,6 +44,10 @@ class FailureReason(StrEnum):
     TOO_LARGE_FOR_MEMORY = "TooLargeForMemory"
     """Decoding the image needs more memory than the processor's whole budget
     (`EMULSION_MEMORY_BUDGET_BYTES`), so it could never be admitted."""
+    INVALID_KEY = "InvalidKey"
+    """The object store refused a key the item writes or reads (e.g. MinIO's
+    `XMinioInvalidObjectName`, S3's `KeyTooLongError`); the message gives the store's code.
+    Keys are built to fit every store, so this means a store stricter than S3 and MinIO."""
     INVALID_MESSAGE = "InvalidMessage"
     """The work message itself cannot be read (an unknown schema version, bad JSON); its
     job and index came from its subject and `Nats-Msg-Id` header."""
