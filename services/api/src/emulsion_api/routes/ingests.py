@@ -90,6 +90,7 @@ async def _job_or_404(kube: Kube, name: str, caller: Principal) -> jobs.Job:
             "forbidden",
             "malformed_json",
             "body_too_large",
+            "job_too_large",
             "invalid_request",
             "too_many_items",
             "duplicate_asset",
