@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -46,7 +46,8 @@ def _client_error(code: str, message: str = "", argument: str | None = None) -> 
     error: dict[str, str] = {"Code": code, "Message": message}
     if argument is not None:
         error["ArgumentName"] = argument
-    return ClientError({"Error": error}, "PutObject")
+    # Only the fields read here; botocore types the whole response.
+    return ClientError(cast(Any, {"Error": error}), "PutObject")
 
 
 @pytest.mark.parametrize(

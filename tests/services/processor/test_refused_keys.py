@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from botocore.exceptions import ClientError
@@ -68,7 +68,7 @@ class Refusing:
 
         def call(**arguments: Any) -> Any:
             self.calls += 1
-            raise ClientError({"Error": self._error}, self._operation)
+            raise ClientError(cast(Any, {"Error": self._error}), self._operation)
 
         return call
 
