@@ -195,7 +195,8 @@ def stored_json_size(value: Any) -> int:
     characters Python writes as "\\b" or "\\f" are counted as six bytes (older Go)."""
     text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
     shorthand = text.count("\\b") + text.count("\\f")
-    return len(text.encode("utf-8")) + 5 * len(_GO_ESCAPED.findall(text)) + 4 * shorthand
+    escaped = sum(6 - len(char.encode("utf-8")) for char in _GO_ESCAPED.findall(text))
+    return len(text.encode("utf-8")) + escaped + 4 * shorthand
 
 
 def stored_size(job: Job) -> int:
