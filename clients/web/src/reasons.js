@@ -20,6 +20,7 @@ const WORDS = {
   UnknownProfile: 'The processing settings are not known (ask your administrator).',
   InvalidStyles: 'The processing settings are invalid (ask your administrator).',
   InvalidMessage: 'The processing request was unreadable (ask your administrator).',
+  InvalidKey: 'The storage refused the name this picture is stored under (ask your administrator).',
 };
 
 export function reasonInWords(code) {

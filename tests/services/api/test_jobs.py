@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from emulsion_api import jobs
 from emulsion_api.errors import ApiError
@@ -203,3 +207,61 @@ def test_each_part_needs_its_own_minted_version() -> None:
     with pytest.raises(ValueError, match="versions"):
         jobs.build_jobs(_plan(crd.MAX_ITEMS + 1), [keys.new_ulid()])
     assert [jobs.part_count(n) for n in (0, 1, crd.MAX_ITEMS, crd.MAX_ITEMS + 1)] == [1, 1, 1, 2]
+
+
+# Names by what a character costs as the apiserver stores it: 1, 6 ('<' '>' '&' are
+# escaped by Go's JSON), 2 ('"' as \"), 3 (CJK), 4 (emoji).
+_stored_characters = st.sampled_from(["a", "<", ">", "&", '"', "日", "😀"])
+
+
+def _names(count: int, stem: str) -> list[str]:
+    tail_room = keys.ASSET_NAME_MAX - 6
+    while len(stem.encode()) > tail_room:
+        stem = stem[:-1]
+    return [f"{stem}-{index:05d}" for index in range(count)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    count=st.integers(min_value=1, max_value=3 * crd.MAX_ITEMS),
+    stem=st.text(_stored_characters, min_size=0, max_size=keys.ASSET_NAME_MAX),
+)
+def test_every_part_fits_by_count_and_stored_size_and_keeps_the_order(
+    count: int, stem: str
+) -> None:
+    items = [
+        jobs.PlannedItem(keys.staging_key(keys.new_ulid(), "a.jpg"), name)
+        for name in _names(count, stem)
+    ]
+    plan = jobs.JobPlan("default", "c1", "default", items, {"traceparent": "00-" + "1" * 52})
+    parts = jobs.build_jobs(plan)
+    assert all(len(part["spec"]["items"]) <= crd.MAX_ITEMS for part in parts)
+    assert all(jobs.stored_size(part) <= jobs.MAX_JOB_BYTES for part in parts)
+    flat = [item["asset"] for part in parts for item in part["spec"]["items"]]
+    assert flat == [item.asset for item in items]
+    # Greedy: a part is cut only when the next item would not fit in it.
+    for part, following in itertools.pairwise(parts):
+        first = following["spec"]["items"][0]
+        used = sum(
+            jobs.item_bytes(jobs.PlannedItem(i["source"], i["asset"]))
+            for i in part["spec"]["items"]
+        )
+        next_size = jobs.item_bytes(jobs.PlannedItem(first["source"], first["asset"]))
+        assert (
+            len(part["spec"]["items"]) == crd.MAX_ITEMS or used + next_size > jobs.MAX_ITEMS_BYTES
+        )
+
+
+@pytest.mark.parametrize(
+    ("value", "size"),
+    [
+        ("a", 3),  # "a" with its quotes
+        ("<", 8),  # "\u003c": Go escapes it, Python does not
+        ("a&b>", 2 + 1 + 6 + 1 + 6),
+        ("日", 5),  # UTF-8 as it is
+        ('"', 4),  # \"
+        ("\u2028", 8),  # \u2028 (6 bytes), not its 3 bytes of UTF-8
+    ],
+)
+def test_stored_json_is_measured_as_go_writes_it(value: str, size: int) -> None:
+    assert jobs.stored_json_size(value) == size

@@ -399,3 +399,35 @@ def test_a_deleted_assets_versions_go_and_its_tombstone_only_after_it_was_kept(
     assert datetime.now(UTC) >= tombstone.committed_at + timedelta(seconds=1)
     assert layout.exists(keys.manifest_key(collection, "IMG_0114.jpg"))
     assert layout.present(reborn.keys) == set(reborn.keys)
+
+
+@pytest.mark.parametrize(
+    "asset",
+    ["日本の美しい風景写真コレクション二千二十六年十二月七日撮影分その一.jpg", "<" * 150 + ".jpg"],
+)
+def test_an_asset_whose_segment_is_shortened_is_swept_by_its_segment(
+    stack: Endpoints,
+    s3: Any,
+    layout: Layout,
+    collection: str,
+    settings_for: Settings,
+    run: Any,
+    asset: str,
+) -> None:
+    """Its keys do not hold its name (a readable prefix and a hash): the sweep finds the
+    manifest by the segment, removes the stale version and keeps the live and newer ones."""
+    segment = keys.asset_segment(asset)
+    assert segment != keys.encoded_name(asset)
+    live = layout.version(collection, asset, version_id(time.time() - 60))
+    layout.commit(live)
+    stale = layout.version(collection, asset, version_id(time.time() - 120))
+    in_flight = layout.version(collection, asset, version_id())
+    assert all(f"/{segment}/" in key for key in stale.keys)
+
+    report = sweep(stack, s3, run, settings_for(orphan_age=HOUR))
+
+    assert layout.present(stale.keys) == set()
+    assert layout.present(live.keys) == set(live.keys)
+    assert layout.present(in_flight.keys) == set(in_flight.keys)
+    assert report.deletion.deleted == len(stale.keys)
+    assert report.unrecognised == 0

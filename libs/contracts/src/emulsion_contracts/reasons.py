@@ -54,6 +54,10 @@ class FailureReason(StrEnum):
     SOURCE_CHANGED = "SourceChanged"
     """The staging object was replaced (a replayed upload form) between the download that
     was checked and rendered and its promotion; other bytes are never stored."""
+    INVALID_KEY = "InvalidKey"
+    """The object store refused a key the item writes or reads (e.g. MinIO's
+    `XMinioInvalidObjectName`, S3's `KeyTooLongError`); the message gives the store's code.
+    Keys are built to fit every store, so this means a store stricter than S3 and MinIO."""
     INVALID_MESSAGE = "InvalidMessage"
     """The work message itself cannot be read (an unknown schema version, bad JSON); its
     job and index came from its subject and `Nats-Msg-Id` header."""

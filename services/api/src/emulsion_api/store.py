@@ -86,7 +86,8 @@ class Store:
         """
         expiry = self._settings.upload_expiry_seconds
         expires_at = datetime.now(UTC) + timedelta(seconds=expiry)
-        recorded = keys.asset_segment(asset)  # ASCII, as metadata values must be
+        # The whole name, without loss, in ASCII (as metadata values must be).
+        recorded = keys.encoded_name(asset)
         fields = {
             "Content-Type": content_type,
             ASSET_METADATA_FIELD: recorded,
@@ -241,10 +242,25 @@ class Store:
     ) -> StoredManifest | None:
         """The asset's manifest; None when there is none, or when it is a tombstone
         unless `tombstones` (a list of deleted assets shows them)."""
-        key = keys.manifest_key(collection, asset)
+        found = await self.read_manifest_at(keys.manifest_key(collection, asset), True)
+        legacy = keys.encoded_name(asset)
+        if found is None and legacy != keys.asset_segment(asset):
+            # Written before key segments were bounded: an S3 store took the name's whole
+            # encoding (up to 600 bytes). Asked only for such names, and only on a miss.
+            found = await self.read_manifest_at(keys.segment_manifest_key(collection, legacy), True)
+        if found is None or (found.manifest.is_tombstone and not tombstones):
+            return None
+        return found
+
+    async def read_manifest_at(self, key: str, tombstones: bool = False) -> StoredManifest | None:
+        """The manifest at `key` (as listed), like `read_manifest`."""
         try:
             read = await self._blocking.run(storage.read_manifest, self._s3, self._bucket, key)
-        except (ClientError, BotoCoreError) as error:
+        except ClientError as error:
+            if storage.is_key_refused(error):
+                return None  # a key the store refuses holds nothing (MinIO: over 255 bytes)
+            raise _unavailable(error) from error
+        except BotoCoreError as error:
             raise _unavailable(error) from error
         if read is None:
             return None
@@ -304,10 +320,11 @@ class Store:
 
 @dataclass(frozen=True)
 class ListedManifest:
-    """A manifest key as listed: when it was last written, and the asset it names."""
+    """A manifest key as listed: when it was last written, and the asset segment it names
+    (a shortened one does not hold the name; the manifest does)."""
 
     key: str
-    asset: str
+    segment: str
     modified: datetime
 
 
@@ -321,8 +338,8 @@ def _list_manifests(s3: Any, bucket: str, collection: str) -> list[ListedManifes
             key = str(entry["Key"])
             parsed = keys.parse_key(key)
             # Anything else under the prefix is not a manifest of this layout; never shown.
-            if parsed is not None and parsed.area == "assets" and parsed.asset is not None:
-                listed.append(ListedManifest(key, parsed.asset, entry["LastModified"]))
+            if parsed is not None and parsed.area == "assets" and parsed.segment is not None:
+                listed.append(ListedManifest(key, parsed.segment, entry["LastModified"]))
         if not page.get("IsTruncated"):
             return listed
         arguments["ContinuationToken"] = page["NextContinuationToken"]

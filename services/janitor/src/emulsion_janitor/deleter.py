@@ -157,12 +157,14 @@ class Deleter:
                 continue
             if parsed.area == "staging" and parsed.upload_id:
                 uploads.setdefault(parsed.upload_id, []).append(stored.key)
-            elif parsed.area in ("originals", "derivatives") and parsed.collection and parsed.asset:
-                assets.setdefault((parsed.collection, parsed.asset), []).append(stored.key)
+            elif (
+                parsed.area in ("originals", "derivatives") and parsed.collection and parsed.segment
+            ):
+                assets.setdefault((parsed.collection, parsed.segment), []).append(stored.key)
         lives = await asyncio.gather(
             *(
-                run_blocking(read_live, self.s3, self.policy.bucket, collection, asset)
-                for collection, asset in assets
+                run_blocking(read_live, self.s3, self.policy.bucket, collection, segment)
+                for collection, segment in assets
             )
         )
         held = await asyncio.gather(*(self.leases.held(upload) for upload in uploads))

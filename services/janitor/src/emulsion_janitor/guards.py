@@ -53,7 +53,9 @@ class Live:
     """What one asset's manifest says is live, as read right before a deletion."""
 
     collection: str
-    asset: str
+    # The asset as its keys name it (`keys.asset_segment`): a shortened segment does not
+    # hold the name, so keys are matched to their manifest by segment.
+    segment: str
     readable: bool
     version: str | None = None
     keys: frozenset[str] = frozenset()
@@ -66,7 +68,7 @@ class Live:
     tombstone: bool = False
 
     @classmethod
-    def of(cls, manifest: AssetManifest) -> Live:
+    def of(cls, manifest: AssetManifest, segment: str | None = None) -> Live:
         # The live version's whole prefixes, not only the listed keys: a key the manifest
         # forgot to list (or a style added later) under the live version is still live.
         prefixes = tuple(
@@ -75,7 +77,9 @@ class Live:
         )
         return cls(
             manifest.collection,
-            manifest.asset,
+            # The segment its manifest was read under: a key written before segments were
+            # bounded may carry the whole encoding of a name that is now shortened.
+            segment or keys.asset_segment(manifest.asset),
             True,
             manifest.version,
             manifest.live_keys(),
@@ -85,13 +89,13 @@ class Live:
         )
 
     @classmethod
-    def nothing(cls, collection: str, asset: str) -> Live:
+    def nothing(cls, collection: str, segment: str) -> Live:
         """The asset has no manifest: never committed yet, or its tombstone was removed."""
-        return cls(collection, asset, True)
+        return cls(collection, segment, True)
 
     @classmethod
-    def unreadable(cls, collection: str, asset: str) -> Live:
-        return cls(collection, asset, False)
+    def unreadable(cls, collection: str, segment: str) -> Live:
+        return cls(collection, segment, False)
 
     def protects(self, key: str) -> bool:
         return key in self.keys or key.startswith(self.prefixes)
@@ -261,7 +265,7 @@ def may_delete(
         if (
             live is None
             or not live.readable
-            or (live.collection, live.asset) != (parsed.collection, parsed.asset)
+            or (live.collection, live.segment) != (parsed.collection, parsed.segment)
         ):
             return Guard.UNREADABLE_MANIFEST
         if live.protects(stored.key):

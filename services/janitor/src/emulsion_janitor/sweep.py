@@ -198,14 +198,14 @@ class Sweeper:
         Only to pick candidates: the Deleter reads them again right before deleting.
         """
         assets = {
-            (parsed.collection, parsed.asset)
+            (parsed.collection, parsed.segment)
             for parsed in map(keys.parse_key, (stored.key for stored in page))
-            if parsed is not None and parsed.collection and parsed.asset
+            if parsed is not None and parsed.collection and parsed.segment
         }
         lives = await asyncio.gather(
             *(
-                run_blocking(read_live, self.s3, self.settings.bucket, collection, asset)
-                for collection, asset in assets
+                run_blocking(read_live, self.s3, self.settings.bucket, collection, segment)
+                for collection, segment in assets
             )
         )
         return dict(zip(assets, lives, strict=True))
@@ -241,7 +241,7 @@ class Sweeper:
                     if parsed is None:
                         report.unrecognised += 1
                         continue
-                    live = lives.get((parsed.collection or "", parsed.asset or ""))
+                    live = lives.get((parsed.collection or "", parsed.segment or ""))
                     reason = select(stored, live, now, self.settings)
                     for stored_now, reason_now in claims.decide(stored, parsed, reason):
                         await queue(stored_now, reason_now)

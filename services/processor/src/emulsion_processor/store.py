@@ -27,6 +27,23 @@ IMMUTABLE: Final = "public, max-age=31536000, immutable"
 COMMIT_ATTEMPTS: Final = 8
 
 
+def keys_refused_for_good(function: Any, *arguments: Any) -> Any:
+    """`function(*arguments)`, a storage call; a store's refusal of the key becomes the
+    item's failure (InvalidKey, with the store's code and words). Otherwise it is a
+    ClientError, which the worker waits out as an outage: the item would stay Queued
+    for ever, retried every few seconds, for a key the store will never take."""
+    try:
+        return function(*arguments)
+    except ClientError as error:
+        if storage.is_key_refused(error):
+            said = error.response.get("Error", {}).get("Message", "")
+            raise ItemRejected(
+                FailureReason.INVALID_KEY,
+                f"the object store refused the key: {storage.error_code(error)}: {said}",
+            ) from None
+        raise
+
+
 @dataclass(frozen=True, slots=True)
 class Downloaded:
     path: Path

@@ -598,7 +598,16 @@ class ItemWorker:
                 )
             )
             metrics.BYTES.labels("uploaded").inc(output.bytes)
-        await asyncio.gather(*calls)
+        tasks = [asyncio.ensure_future(call) for call in calls]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            # One upload ended the item (a refused key, a vanished source): the others
+            # must not go on retrying, or writing, after its result is out.
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
 
     async def _watermark_image(
         self, profile: Profile, styles: tuple[StyleSpec, ...], workdir: Path
@@ -669,7 +678,10 @@ class ItemWorker:
         """A storage call on the I/O threads, waited out through transient trouble."""
         name = getattr(getattr(function, "func", function), "__name__", "storage")
         return await self._patiently(
-            name, lambda: run_blocking(function, *arguments, executor=self.io)
+            name,
+            lambda: run_blocking(
+                store.keys_refused_for_good, function, *arguments, executor=self.io
+            ),
         )
 
     @contextmanager

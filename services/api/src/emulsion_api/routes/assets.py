@@ -117,7 +117,7 @@ async def list_assets(
     candidates = listing.after(ordered, position)
 
     async def read(entry: ListedManifest) -> StoredManifest | None:
-        return await services.store.read_manifest(collection, entry.asset, tombstones=True)
+        return await services.store.read_manifest_at(entry.key, tombstones=True)
 
     found = await listing.page(candidates, state, limit, read)
     # Presigning is CPU work; a page of URLs must not stall the event loop.

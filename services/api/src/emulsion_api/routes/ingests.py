@@ -90,6 +90,7 @@ async def _job_or_404(kube: Kube, name: str, caller: Principal) -> jobs.Job:
             "forbidden",
             "malformed_json",
             "body_too_large",
+            "job_too_large",
             "invalid_request",
             "too_many_items",
             "duplicate_asset",
@@ -182,7 +183,7 @@ async def create_ingest(
         return result
     # Minted right before the jobs are made: each version follows every version (and
     # tombstone) minted before, whichever replica minted it (emulsion_contracts.clock).
-    versions = await services.bus.mint_versions(jobs.part_count(len(planned)))
+    versions = await services.bus.mint_versions(jobs.part_count(planned))
     created = await _create_all(services.kube, jobs.build_jobs(plan, versions))
     if idempotency is not None:
         winner = await _settle_race(services.kube, idempotency[0], created)
