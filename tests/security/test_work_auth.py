@@ -27,7 +27,7 @@ import pytest
 from nats.js import JetStreamContext
 from PIL import Image
 
-from emulsion_contracts import keys, messaging, worksigning
+from emulsion_contracts import keys, messaging, storage, worksigning
 from emulsion_contracts.manifest import AssetManifest
 from emulsion_contracts.messages import ItemResult, JobRef, WorkItem
 from emulsion_devstack.processes import ProcessRecord, log_tail, stop, until
@@ -109,9 +109,16 @@ async def work_left(js: JetStreamContext) -> int:
     return int(info.num_pending) + int(info.num_ack_pending)
 
 
-def stage(s3: Any, bucket: str, data: bytes) -> str:
-    key = keys.staging_key(keys.new_ulid(), "IMG_0001.jpg")
-    s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType="image/jpeg")
+def stage(s3: Any, bucket: str, collection: str, data: bytes) -> str:
+    """Put `data` where a presigned form for `collection` would, recording its collection."""
+    key = keys.staging_key(collection, keys.new_ulid(), "IMG_0001.jpg")
+    s3.put_object(
+        Bucket=bucket,
+        Key=key,
+        Body=data,
+        ContentType="image/jpeg",
+        Metadata={storage.UPLOAD_COLLECTION_METADATA: collection},
+    )
     return key
 
 
@@ -128,7 +135,10 @@ def target(stack: Endpoints, s3: Any, processor: ProcessRecord) -> Target:
     """An asset made live by a correctly signed work item: the processor is working."""
     collection = f"tenant-b-{uuid.uuid4().hex[:8]}"
     item = work(
-        stage(s3, stack.bucket, jpeg((20, 160, 40))), collection, "private.jpg", keys.new_ulid()
+        stage(s3, stack.bucket, collection, jpeg((20, 160, 40))),
+        collection,
+        "private.jpg",
+        keys.new_ulid(),
     )
 
     async def run() -> ItemResult:
@@ -161,7 +171,7 @@ def forgeries(
 
     def item() -> WorkItem:
         # A version minted now sorts after the target's: it would win a commit.
-        source = stage(s3, stack.bucket, jpeg((200, 0, 0)))
+        source = stage(s3, stack.bucket, target.collection, jpeg((200, 0, 0)))
         return work(source, target.collection, target.asset, keys.new_ulid())
 
     unsigned = item()
@@ -195,7 +205,10 @@ def forgeries(
     # A body the controller really signed (an innocent item of a throwaway collection),
     # sent with that signature but the attacker's body: the version and target changed.
     innocent = work(
-        stage(s3, stack.bucket, jpeg((0, 0, 200))), "scratch-x", "x.jpg", keys.new_ulid()
+        stage(s3, stack.bucket, "scratch-x", jpeg((0, 0, 200))),
+        "scratch-x",
+        "x.jpg",
+        keys.new_ulid(),
     )
     swapped = item().model_copy(update={"job": innocent.job, "index": innocent.index})
     signature = worksigning.sign(key, subject_of(innocent), innocent.to_bytes())

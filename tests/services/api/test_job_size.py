@@ -67,9 +67,15 @@ def _names(count: int, stem: str) -> list[str]:
     return names
 
 
+def minted(count: int) -> list[str]:
+    """`count` versions in order, as the shared clock mints them."""
+    return [keys.new_ulid(millis=1_700_000_000_000 + part) for part in range(count)]
+
+
 def _plan(names: list[str], collection: str) -> jobs.JobPlan:
     items = [
-        jobs.PlannedItem(keys.staging_key(keys.new_ulid(), "IMG_0001.jpg"), name) for name in names
+        jobs.PlannedItem(keys.staging_key(collection, keys.new_ulid(), "IMG_0001.jpg"), name)
+        for name in names
     ]
     return jobs.JobPlan(NAMESPACE, collection, "default", items, {})
 
@@ -86,7 +92,8 @@ def _plan(names: list[str], collection: str) -> jobs.JobPlan:
 def test_the_estimate_is_never_below_what_etcd_stores_and_every_part_is_accepted(
     stack: Endpoints, custom: Any, count: int, stem: str
 ) -> None:
-    bodies = jobs.build_jobs(_plan(_names(count, stem), new_collection()))
+    plan = _plan(_names(count, stem), new_collection())
+    bodies = jobs.build_jobs(plan, minted(jobs.part_count(plan.items)))
     assert sum(len(body["spec"]["items"]) for body in bodies) == count
     for body in bodies:
         estimate = jobs.stored_size(body)
@@ -114,7 +121,10 @@ def _one_job(count: int, asset_of: Any) -> dict[str, Any]:
             "profile": "default",
             "version": version,
             "items": [
-                {"source": keys.staging_key(keys.new_ulid(), "a.jpg"), "asset": asset_of(index)}
+                {
+                    "source": keys.staging_key("c1", keys.new_ulid(), "a.jpg"),
+                    "asset": asset_of(index),
+                }
                 for index in range(count)
             ],
         },
@@ -159,7 +169,8 @@ def test_what_etcd_refuses_the_estimate_puts_over_the_limit_and_the_api_answers_
         [jobs.PlannedItem(item["source"], item["asset"]) for item in body["spec"]["items"]],
         {},
     )
-    assert all(jobs.stored_size(part) <= jobs.MAX_JOB_BYTES for part in jobs.build_jobs(plan))
+    parts = jobs.build_jobs(plan, minted(jobs.part_count(plan.items)))
+    assert all(jobs.stored_size(part) <= jobs.MAX_JOB_BYTES for part in parts)
 
 
 def test_the_apiservers_size_and_validation_refusals_are_4xx_never_503(stack: Endpoints) -> None:

@@ -28,6 +28,11 @@ def _request(*assets: str | None, collection: str = "c") -> IngestRequest:
     )
 
 
+def minted(count: int) -> list[str]:
+    """`count` versions in order, as the shared clock mints them."""
+    return [keys.new_ulid(millis=1_700_000_000_000 + part) for part in range(count)]
+
+
 def _plan(count: int) -> jobs.JobPlan:
     items = [
         jobs.PlannedItem(keys.staging_key("c", keys.new_ulid(), "a.jpg"), f"a{i}")
@@ -136,7 +141,7 @@ def test_a_request_within_max_items_is_one_job_without_a_batch() -> None:
 
 def test_a_larger_request_is_split_into_ordered_parts_of_one_batch() -> None:
     minted = [keys.new_ulid(millis=1_700_000_000_000 + part) for part in range(3)]
-    assert jobs.part_count(2 * crd.MAX_ITEMS + 1) == 3
+    assert jobs.part_count(_plan(2 * crd.MAX_ITEMS + 1).items) == 3
     parts = jobs.build_jobs(_plan(2 * crd.MAX_ITEMS + 1), minted)
     assert [len(p["spec"]["items"]) for p in parts] == [crd.MAX_ITEMS, crd.MAX_ITEMS, 1]
     assert [p["spec"]["version"] for p in parts] == minted
@@ -206,7 +211,12 @@ def test_idempotency_key_is_printable_ascii_and_bounded() -> None:
 def test_each_part_needs_its_own_minted_version() -> None:
     with pytest.raises(ValueError, match="versions"):
         jobs.build_jobs(_plan(crd.MAX_ITEMS + 1), [keys.new_ulid()])
-    assert [jobs.part_count(n) for n in (0, 1, crd.MAX_ITEMS, crd.MAX_ITEMS + 1)] == [1, 1, 1, 2]
+    assert [jobs.part_count(_plan(n).items) for n in (0, 1, crd.MAX_ITEMS, crd.MAX_ITEMS + 1)] == [
+        1,
+        1,
+        1,
+        2,
+    ]
 
 
 # Names by what a character costs as the apiserver stores it: 1, 6 ('<' '>' '&' are
@@ -230,11 +240,11 @@ def test_every_part_fits_by_count_and_stored_size_and_keeps_the_order(
     count: int, stem: str
 ) -> None:
     items = [
-        jobs.PlannedItem(keys.staging_key(keys.new_ulid(), "a.jpg"), name)
+        jobs.PlannedItem(keys.staging_key("c1", keys.new_ulid(), "a.jpg"), name)
         for name in _names(count, stem)
     ]
     plan = jobs.JobPlan("default", "c1", "default", items, {"traceparent": "00-" + "1" * 52})
-    parts = jobs.build_jobs(plan)
+    parts = jobs.build_jobs(plan, minted(jobs.part_count(items)))
     assert all(len(part["spec"]["items"]) <= crd.MAX_ITEMS for part in parts)
     assert all(jobs.stored_size(part) <= jobs.MAX_JOB_BYTES for part in parts)
     flat = [item["asset"] for part in parts for item in part["spec"]["items"]]

@@ -37,7 +37,10 @@ def job(items: int = 3) -> IngestJob:
             "spec": {
                 "collection": "gallery",
                 "items": [
-                    {"source": keys.staging_key(keys.new_ulid(), f"{i}.jpg"), "asset": f"{i}.jpg"}
+                    {
+                        "source": keys.staging_key("gallery", keys.new_ulid(), f"{i}.jpg"),
+                        "asset": f"{i}.jpg",
+                    }
                     for i in range(items)
                 ],
             },
