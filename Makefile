@@ -53,7 +53,7 @@ run: up web ## Ingest a demo gallery (made once, cached) with the CLI; the stack
 	exit $$status
 
 WEB_DIR := clients/web
-.PHONY: web browser bench-web
+.PHONY: web browser faketime bench-web
 web: $(WEB_DIR)/node_modules/.package-lock.json ## Build the browser uploader (npm ci from the lock, esbuild) into clients/web/dist, served at /upload
 	cd $(WEB_DIR) && node build.mjs
 
@@ -63,6 +63,9 @@ $(WEB_DIR)/node_modules/.package-lock.json: $(WEB_DIR)/package.json $(WEB_DIR)/p
 
 browser: ## Install Debian's Chromium for the browser tests (tests/web), once
 	@bash tools/install-chromium.sh
+
+faketime: ## Install Debian's faketime for the skewed-clock test (tests/security), once
+	@bash tools/install-faketime.sh
 
 BENCH_WEB_ARGS ?=
 bench-web: setup tools web browser ## Upload throughput from the browser page vs the CLI on the same files (BENCH_WEB_ARGS="--count 60")
@@ -95,7 +98,7 @@ fmt: setup ## Format and autofix with ruff
 #     second worker their time budgets would be the load's.
 # The node's binaries, packages and images are built (or found in the per-user cache)
 # before any test runs, so no fixture pays a cold build inside its timeout.
-test: lint tools web browser node-tools node-packages images ## Everything CI runs: lint, unit and integration tests on 2 workers, then the fault, browser and real-node suites
+test: lint tools web browser faketime node-tools node-packages images ## Everything CI runs: lint, unit and integration tests on 2 workers, then the fault, browser and real-node suites
 	@status=0; \
 	echo "== stage 1: unit and integration tests on 2 workers"; \
 	$(UV) run --locked pytest -n 2 --dist loadfile -m "not (faults or web or cluster)" $(PYTEST_ARGS) || status=1; \
@@ -110,7 +113,7 @@ test-cluster: setup tools node-tools node-packages images ## The real-node suite
 unit: setup ## Pure-logic tests alone, no servers, in seconds (tests the conftest marks `unit`)
 	$(UV) run --locked pytest -m unit $(PYTEST_ARGS)
 
-integration: setup tools web ## Tests on the real stack, without the fault, browser and real-node suites (2 workers)
+integration: setup tools web faketime ## Tests on the real stack, without the fault, browser and real-node suites (2 workers)
 	$(UV) run --locked pytest -n 2 --dist loadfile -m "integration and not (faults or web or cluster)" $(PYTEST_ARGS)
 
 .PHONY: node-packages node-tools cluster cluster-down images cluster-install

@@ -21,8 +21,9 @@ TESTS = Path(__file__).resolve().parent
 # Folders whose every test is a suite of its own, with budgets of their own (issue 13).
 SUITES = {"faults": "faults", "web": "web", "cluster": "cluster"}
 # Folders that need real servers or the stack's binaries even where a test does not ask
-# for the session's `stack`: stacks of their own (e2e, stack), helm and kubectl (charts).
-INTEGRATION_FOLDERS = frozenset({"charts", "e2e", "stack", *SUITES})
+# for the session's `stack`: stacks of their own (e2e, security, stack), helm and kubectl
+# (charts).
+INTEGRATION_FOLDERS = frozenset({"charts", "e2e", "security", "stack", *SUITES})
 # A test whose fixtures reach one of these runs against the real stack.
 STACK_FIXTURES = frozenset({"stack", "stack_state_dir"})
 

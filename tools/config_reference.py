@@ -33,6 +33,7 @@ PARTS: tuple[tuple[str, str], ...] = (
     ("S3", "emulsion_contracts.settings:S3Settings"),
     ("Kubernetes", "emulsion_contracts.settings:KubeSettings"),
     ("Profiles", "emulsion_contracts.settings:ProfilesSettings"),
+    ("Work signing", "emulsion_contracts.settings:WorkSigningSettings"),
 )
 COMPONENTS: tuple[tuple[str, str], ...] = (
     ("api", "emulsion_api.settings:ApiSettings"),

@@ -40,7 +40,9 @@ def ingest_job(name: str) -> dict[str, Any]:
         "metadata": {"name": name},
         "spec": {
             "collection": "gallery-42",
-            "items": [{"source": f"staging/{UPLOAD}/IMG_0001.jpg", "asset": "IMG_0001.jpg"}],
+            "items": [
+                {"source": f"staging/gallery-42/{UPLOAD}/IMG_0001.jpg", "asset": "IMG_0001.jpg"}
+            ],
         },
     }
 
@@ -243,7 +245,8 @@ def test_install_upgrade_and_uninstall_keep_the_crd_and_the_jobs(
     release = "emulsion"
     jobs: Any = client.CustomObjectsApi(kube)
     apps: Any = client.AppsV1Api(kube)
-    helm = ["-n", namespace]
+    # One tenant: the chart refuses to install without scopes unless told so.
+    helm = ["-n", namespace, "--set", "apiTokens.allowAdminTokens=true"]
 
     tools.helm_("install", release, str(CHART), *helm, kubeconfig=stack.kubeconfig)
 
@@ -294,7 +297,7 @@ def test_install_upgrade_and_uninstall_keep_the_crd_and_the_jobs(
     tools.helm_("upgrade", release, str(upgraded), *helm, *changed, kubeconfig=stack.kubeconfig)
     assert resource_versions(tools, stack, namespace, objects) == before
 
-    tools.helm_("uninstall", release, *helm, kubeconfig=stack.kubeconfig)
+    tools.helm_("uninstall", release, "-n", namespace, kubeconfig=stack.kubeconfig)
     assert not apps.list_namespaced_deployment(namespace).items
     extensions: Any = client.ApiextensionsV1Api(kube)
     kept = extensions.read_custom_resource_definition(crd.CRD_NAME)
@@ -367,6 +370,7 @@ def test_service_accounts_can_do_exactly_what_their_component_needs(
     release = "rbac"
     tools.helm_(
         "install", release, str(CHART), "-n", namespace, "--set", "crds.enabled=false",
+        "--set", "apiTokens.allowAdminTokens=true",
         kubeconfig=stack.kubeconfig,
     )  # fmt: skip
     core: Any = client.CoreV1Api(kube)

@@ -56,3 +56,27 @@ def test_descriptions_span_their_continuation_lines() -> None:
     tool = load_tool()
     text = "a:\n  # -- first line\n  # second line\n  b: 1\n# plain comment\nc: 2\n"
     assert tool.documented_keys(text) == [("a.b", "first line second line")]
+
+
+def storage_policy_rows() -> list[str]:
+    """The rows the README's least-policy table must have, from the contracts' table."""
+    from emulsion_contracts.storage_access import ACCESS
+
+    def cell(patterns: tuple[str, ...]) -> str:
+        return " ".join(f"`{pattern}`" for pattern in patterns) or "—"
+
+    return [
+        f"| `{component}` | {cell(access.read)} | {cell(access.write)} | "
+        f"{cell(access.delete)} | {cell(access.list)} |"
+        for component, access in ACCESS.items()
+    ]
+
+
+def test_the_readme_storage_policy_is_the_one_the_local_stack_enforces() -> None:
+    """Issue 21: the least S3 policy the README gives an operator is the table the local
+    stack's MinIO policies are made from (tests/security proves them there)."""
+    text = (CHART / "README.md").read_text()
+    start = text.index("<!-- storage-policy:start")
+    table = text[start : text.index("<!-- storage-policy:end -->")].splitlines()
+    rows = [line for line in table if line.startswith("| `")]
+    assert rows == storage_policy_rows()

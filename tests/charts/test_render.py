@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from emulsion_contracts import crd, messaging
+from emulsion_contracts import crd, messaging, stripping
 from emulsion_contracts.profiles import load_profiles
 
 from .conftest import CHART, COMPONENTS, REPO_ROOT, Tools, by_kind, component_of, render, template
@@ -45,7 +45,7 @@ def env_of(deployment: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_helm_lint_is_clean_in_strict_mode(tools: Tools) -> None:
-    output = tools.helm_("lint", "--strict", str(CHART))
+    output = tools.helm_("lint", "--strict", str(CHART), "--set", "apiTokens.allowAdminTokens=true")
     assert "1 chart(s) linted, 0 chart(s) failed" in output
 
 
@@ -417,6 +417,7 @@ def test_example_profiles_are_valid_for_the_services(tools: Tools, tmp_path: Any
         "quality": 80,
         "watermark": {"text": "(c) studio", "opacity": 0.3, "position": "bottom-right"},
         "styles": [{"name": "large", "width": 1600, "height": 1600, "fit": "fit"}],
+        "original": {"strip": ["gps", "xmp", "MakerNote"]},
     }
     objects = render(tools, {"profiles": [profile]})
     (config_map,) = by_kind(objects, "ConfigMap").values()
@@ -425,6 +426,14 @@ def test_example_profiles_are_valid_for_the_services(tools: Tools, tmp_path: Any
     profiles = load_profiles(path)
     assert set(profiles) == {"default", "web"}
     assert profiles["web"].styles[0].width == 1600
+    assert profiles["web"].original.strip == ("gps", "xmp", "MakerNote")
+
+
+def test_the_schema_knows_exactly_the_strippable_metadata_names() -> None:
+    # The chart refuses a typo at install, before any pod reads the profiles and stops.
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    profile = schema["properties"]["profiles"]["items"]["properties"]
+    assert set(profile["original"]["properties"]["strip"]["items"]["enum"]) == stripping.NAMES
 
 
 def test_crd_is_rendered_from_the_one_source_and_kept(default: list[dict[str, Any]]) -> None:
@@ -453,26 +462,127 @@ def test_crd_switches(tools: Tools) -> None:
         assert "helm.sh/resource-policy" not in definition["metadata"].get("annotations", {})
 
 
+def test_each_component_can_have_its_own_storage_identity(tools: Tools) -> None:
+    """Issue 21: the API, the processors and the janitor each hold only their own S3
+    policy: a Secret each (or the shared one), or an IAM role on their ServiceAccount."""
+    role = "eks.amazonaws.com/role-arn"
+    objects = render(
+        tools,
+        {
+            "s3.credentials.existingSecret": "shared-s3",
+            "s3.identities.api.existingSecret": "api-s3",
+            "s3.identities.processor.existingSecret": "processor-s3",
+            "s3.identities.janitor.serviceAccountAnnotations": {role: "arn:aws:iam::1:role/j"},
+            "serviceAccount.annotations": {role: "arn:aws:iam::1:role/all", "team": "photos"},
+        },
+    )
+    found = deployments(objects)
+    expected = {"api": "api-s3", "processor": "processor-s3", "janitor": "shared-s3"}
+    for name, secret in expected.items():
+        env = env_of(found[name])
+        for variable in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            assert env[variable]["secretKeyRef"]["name"] == secret, (name, variable)
+    assert "AWS_ACCESS_KEY_ID" not in env_of(found["controller"])
+    accounts = {
+        component_of(a): a["metadata"]["annotations"]
+        for a in by_kind(objects, "ServiceAccount").values()
+    }
+    # The component's own role wins over the shared one; other annotations are kept.
+    assert accounts["janitor"] == {role: "arn:aws:iam::1:role/j", "team": "photos"}
+    for name in ("api", "processor", "controller"):
+        assert accounts[name] == {role: "arn:aws:iam::1:role/all", "team": "photos"}, name
+    # The controller never touches S3: it has no identity to give.
+    refused = template(tools, {"s3.identities.controller": {"existingSecret": "x"}}, check=False)
+    assert "additional properties 'controller' not allowed" in refused.stderr
+
+
 def test_token_scopes_reach_the_api_only_and_are_checked_by_the_schema(tools: Tools) -> None:
     digest = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
     scopes = {digest: ["acme-*", "shared"], "a" * 64: ["*"]}
 
-    found = deployments(render(tools, {"apiTokens": {"scopes": scopes}}))
+    objects = render(tools, {"apiTokens": {"scopes": scopes}})
+    found = deployments(objects)
 
-    assert json.loads(env_of(found["api"])["EMULSION_API_TOKEN_SCOPES"]) == scopes
+    # A file the API re-reads, beside the tokens in one projected volume (no subPath, so
+    # the kubelet updates both in place): a change of scopes needs no restart.
+    path = env_of(found["api"])["EMULSION_API_TOKEN_SCOPES_FILE"]
+    config_map = by_kind(objects, "ConfigMap")["t-emulsion-api-token-scopes"]
+    assert json.loads(config_map["data"]["scopes.json"]) == scopes
+    spec = found["api"]["spec"]["template"]["spec"]
+    (mount,) = [m for m in spec["containers"][0]["volumeMounts"] if m["name"] == "api-tokens"]
+    assert path == f"{mount['mountPath']}/scopes.json" and "subPath" not in mount
+    (volume,) = [v for v in spec["volumes"] if v["name"] == "api-tokens"]
+    sources = volume["projected"]["sources"]
+    assert sources[1]["configMap"] == {
+        "name": "t-emulsion-api-token-scopes",
+        "items": [{"key": "scopes.json", "path": "scopes.json"}],
+    }
+    assert sources[0]["secret"]["items"][0]["path"] == "tokens"
     for name, deployment in found.items():
-        assert name == "api" or "EMULSION_API_TOKEN_SCOPES" not in env_of(deployment)
-    assert "EMULSION_API_TOKEN_SCOPES" not in env_of(deployments(render(tools))["api"])
+        env = env_of(deployment)
+        assert name == "api" or not {
+            "EMULSION_API_TOKEN_SCOPES_FILE",
+            "EMULSION_API_TOKEN_SCOPES",
+        } & set(env)
+    one_tenant = render(tools, {"apiTokens.allowAdminTokens": True})
+    assert "EMULSION_API_TOKEN_SCOPES_FILE" not in env_of(deployments(one_tenant)["api"])
+    assert "t-emulsion-api-token-scopes" not in by_kind(one_tenant, "ConfigMap")
     malformed: list[dict[str, Any]] = [
         {"not-a-digest": ["*"]},
         {digest: ["a/b"]},
         {digest: []},
         {digest: "*"},
+        # A prefix must say where it ends (issue 21): `acme*` also covered `acmecorp`.
+        {digest: ["acme*"]},
     ]
     for bad in malformed:
         refused = template(tools, {"apiTokens": {"scopes": bad}}, check=False)
         assert refused.returncode != 0, bad
         assert "values don't meet the specifications of the schema" in refused.stderr
+
+
+def test_an_install_without_scopes_is_refused_unless_admin_tokens_are_allowed(
+    tools: Tools,
+) -> None:
+    """Issue 21: without scopes every token is an admin; the chart says so and refuses."""
+    for values in ({}, {"apiTokens.allowAdminTokens": False}):
+        refused = template(tools, {"apiTokens.scopes": {}, **values}, check=False)
+        assert refused.returncode != 0
+        assert "apiTokens.scopes is empty" in refused.stderr
+        assert "apiTokens.allowAdminTokens: true" in refused.stderr
+    # Without the API there are no tokens to scope.
+    assert template(tools, {"apiTokens.scopes": {}, "components.api.enabled": False}).stdout
+    unknown = template(tools, {"apiTokens.allowAdminToken": True}, check=False)
+    assert "additional properties 'allowAdminToken' not allowed" in unknown.stderr
+
+
+def test_the_work_signing_key_is_mounted_into_the_controller_and_processor_only(
+    default: list[dict[str, Any]], tools: Tools
+) -> None:
+    [secret] = [
+        o for o in by_kind(default, "Secret").values() if "work-signing" in o["metadata"]["name"]
+    ]
+    key_field = secret["data"]["key"]
+    assert len(key_field) >= 44  # base64 of a generated key of 64 characters
+    for name, deployment in deployments(default).items():
+        env = env_of(deployment)
+        volumes = {v["name"]: v for v in pod_spec(deployment).get("volumes", [])}
+        if name in ("controller", "processor"):
+            assert env["EMULSION_WORK_SIGNING_KEY_FILE"] == "/etc/emulsion/work-signing/key"
+            assert volumes["work-signing"]["secret"]["secretName"] == secret["metadata"]["name"]
+        else:
+            assert "EMULSION_WORK_SIGNING_KEY_FILE" not in env, name
+            assert "work-signing" not in volumes, name
+    own = render(tools, {"workSigning": {"existingSecret": "signing", "key": "hmac"}})
+    assert not [
+        o for o in by_kind(own, "Secret").values() if "work-signing" in o["metadata"]["name"]
+    ]
+    for name in ("controller", "processor"):
+        [volume] = [
+            v for v in pod_spec(deployments(own)[name])["volumes"] if v["name"] == "work-signing"
+        ]
+        assert volume["secret"]["secretName"] == "signing"
+        assert volume["secret"]["items"] == [{"key": "hmac", "path": "key"}]
 
 
 # -- operations: monitoring, exposure, helm test, scheduling, images, env -----------------
@@ -544,6 +654,7 @@ def test_alerts_use_only_metrics_the_services_export(tools: Tools) -> None:
     assert {
         "EmulsionQueueLag",
         "EmulsionItemsFailing",
+        "EmulsionForgedWork",
         "EmulsionControllerNotFolding",
         "EmulsionJanitorBacklog",
     } <= set(alerts)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import io
 import json
 from collections.abc import Iterator
@@ -93,6 +94,16 @@ def materialise_volumes(
             data = secrets[volume.secret.secret_name]
             items = volume.secret.items or [client.V1KeyToPath(key=k, path=k) for k in data]
             files = {item.path: data[item.key] for item in items}
+        elif volume.projected is not None:
+            # The API's tokens (a Secret) and their scopes (a ConfigMap) in one directory.
+            for source in volume.projected.sources:
+                if source.secret is not None:
+                    data, items = secrets[source.secret.name], source.secret.items
+                else:
+                    read = core.read_namespaced_config_map(source.config_map.name, namespace)
+                    data, items = dict(read.data or {}), source.config_map.items
+                items = items or [client.V1KeyToPath(key=k, path=k) for k in data]
+                files.update({item.path: data[item.key] for item in items})
         else:
             # emptyDir and the generic ephemeral scratch volume: an empty writable dir.
             assert volume.empty_dir is not None or volume.ephemeral is not None, mount.name
@@ -210,6 +221,8 @@ def release_namespace(tools: Tools, stack: Endpoints, kube: Any) -> Iterator[str
         "s3.endpointUrl": stack.s3_endpoint_url,
         "s3.credentials.existingSecret": S3_SECRET,
         "gcGraceSeconds": 5,
+        # The API reads its token's scopes from the ConfigMap the chart mounts.
+        "apiTokens.scopes": {hashlib.sha256(API_TOKEN.encode()).hexdigest(): ["*"]},
     }
     overrides = [arg for k, v in values.items() for arg in ("--set-json", f"{k}={json.dumps(v)}")]
     tools.helm_(

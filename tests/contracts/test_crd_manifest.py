@@ -97,7 +97,10 @@ def test_worst_case_job_fits_etcd() -> None:
     stay under etcd's 1.5 MiB. The controller's kopf diff base leaves `spec.items` out
     (services/controller operator.py), so the items are stored once; the status (bounded
     failures, index ranges, kopf's bookkeeping) gets a generous 400 kB."""
-    longest_source = "staging/" + "0" * 26 + "/" + "n" * keys.SAFE_NAME_MAX
+    longest_source = (
+        "staging/" + "c" * keys.COLLECTION_MAX + "/" + "0" * 26 + "/" + "n" * keys.SAFE_NAME_MAX
+    )
+    assert len(longest_source) == keys.STAGING_KEY_MAX
     # The apiserver stores Go's JSON, which writes UTF-8 as it is: 200 bytes at most.
     longest_asset = "日" * 66 + "xx"
     assert keys.check_asset_name(longest_asset)
@@ -127,7 +130,12 @@ def _create_job(kube: Any, asset: str) -> None:
             "metadata": {"name": keys.new_ulid().lower()},
             "spec": {
                 "collection": "crd-names",
-                "items": [{"source": f"staging/{keys.new_ulid()}/x.jpg", "asset": asset}],
+                "items": [
+                    {
+                        "source": keys.staging_key("crd-names", keys.new_ulid(), "x.jpg"),
+                        "asset": asset,
+                    }
+                ],
             },
         },
     )

@@ -104,7 +104,11 @@ def test_a_job_built_by_the_api_reads_back_the_same() -> None:
         spec=IngestJobSpec(
             collection="gallery",
             version=version,
-            items=(JobItem(source=keys.staging_key(keys.new_ulid(), "a.jpg"), asset="日本.jpg"),),
+            items=(
+                JobItem(
+                    source=keys.staging_key("gallery", keys.new_ulid(), "a.jpg"), asset="日本.jpg"
+                ),
+            ),
             ttl_seconds_after_finished=60,
         ),
     )
@@ -119,7 +123,11 @@ def test_a_job_built_by_the_api_reads_back_the_same() -> None:
 def test_an_item_the_contracts_refuse_is_invalid_with_its_path() -> None:
     spec = IngestJobSpec(
         collection="gallery",
-        items=(JobItem(source=keys.staging_key(keys.new_ulid(), "a.jpg"), asset="../escape"),),
+        items=(
+            JobItem(
+                source=keys.staging_key("gallery", keys.new_ulid(), "a.jpg"), asset="../escape"
+            ),
+        ),
     )
     job = JobRef(namespace="ns", name="job", uid="uid")
     with pytest.raises(InvalidSpec, match=r"^spec\.items\[0\]: asset: "):

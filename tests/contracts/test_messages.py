@@ -15,7 +15,7 @@ def work_item(**overrides: object) -> WorkItem:
     fields: dict[str, object] = {
         "job": JOB,
         "index": 0,
-        "source": "staging/01JDZ8Q6W1B2C3D4E5F6G7H8J9/IMG_0001.jpg",
+        "source": "staging/gallery-42/01JDZ8Q6W1B2C3D4E5F6G7H8J9/IMG_0001.jpg",
         "collection": "gallery-42",
         "asset": "IMG_0001.jpg",
         "version": VERSION,

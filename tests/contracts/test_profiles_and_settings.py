@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -80,3 +81,47 @@ def test_settings_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch)
         "http://127.0.0.1:9000",
     )
     assert settings.gc_grace_seconds == 5
+
+
+def test_a_profile_strips_nothing_from_the_original_by_default(tmp_path: Path) -> None:
+    path = tmp_path / "profiles.yaml"
+    path.write_text("- name: web\n  styles: [{name: hero, width: 10, height: 10}]\n")
+    assert load_profiles(path)["web"].original.strip == ()
+    assert DEFAULT_PROFILE.original.strip == ()
+
+
+def test_a_profile_names_the_metadata_to_strip_from_the_original(tmp_path: Path) -> None:
+    path = tmp_path / "profiles.yaml"
+    path.write_text(
+        "- name: public\n"
+        "  styles: [{name: hero, width: 10, height: 10}]\n"
+        "  original: {strip: [gps, xmp, iptc, MakerNote, BodySerialNumber]}\n"
+    )
+    assert load_profiles(path)["public"].original.strip == (
+        "gps",
+        "xmp",
+        "iptc",
+        "MakerNote",
+        "BodySerialNumber",
+    )
+
+
+@pytest.mark.parametrize(
+    ("strip", "says"),
+    [
+        ("[gps, GPSInfo]", "'GPSInfo' is not strippable metadata; known: gps, iptc, xmp"),
+        ("[Orientation]", "must keep its orientation"),
+        ("[exif]", "the whole Exif block holds the orientation"),
+        ("[gps, gps]", "names repeat"),
+    ],
+)
+def test_an_unknown_or_unsafe_strip_name_is_refused_at_load(
+    tmp_path: Path, strip: str, says: str
+) -> None:
+    path = tmp_path / "profiles.yaml"
+    path.write_text(
+        f"- name: public\n  styles: [{{name: a, width: 1, height: 1}}]\n"
+        f"  original: {{strip: {strip}}}\n"
+    )
+    with pytest.raises(ValueError, match=re.escape(says)):
+        load_profiles(path)

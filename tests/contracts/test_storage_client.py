@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -38,3 +38,38 @@ def test_the_client_skips_flexible_checksums_and_per_call_rebuilds() -> None:
     (request,) = sent
     assert request.headers["User-Agent"].decode().startswith(f"{storage.USER_AGENT} ")
     assert not any(name.lower().startswith("x-amz-checksum") for name in request.headers)
+
+
+def _client_error(code: str, message: str = "", argument: str | None = None) -> Any:
+    from botocore.exceptions import ClientError
+
+    error: dict[str, str] = {"Code": code, "Message": message}
+    if argument is not None:
+        error["ArgumentName"] = argument
+    # Only the fields read here; botocore types the whole response.
+    return ClientError(cast(Any, {"Error": error}), "PutObject")
+
+
+@pytest.mark.parametrize(
+    ("code", "message", "argument", "refused"),
+    [
+        # MinIO: a segment over 255 bytes, a key over 1,024, characters it does not take.
+        ("XMinioInvalidObjectName", "Object name contains unsupported characters.", None, True),
+        ("KeyTooLongError", "Your key is too long", None, True),
+        ("InvalidArgument", "Object name cannot be longer than 1024 characters", None, True),
+        ("InvalidArgument", "", "key", True),
+        ("InvalidRequest", "The key is invalid", None, True),
+        # Trouble that is not about the key stays what it was (an outage, a conflict...).
+        ("InvalidArgument", "x-amz-content-sha256 must be UNSIGNED-PAYLOAD", None, False),
+        ("SlowDown", "Please reduce your request rate.", None, False),
+        ("InternalError", "We encountered an internal error.", None, False),
+        ("503", "", None, False),
+        ("NoSuchKey", "The specified key does not exist.", None, False),
+        ("PreconditionFailed", "", None, False),
+        ("AccessDenied", "Access Denied.", None, False),
+    ],
+)
+def test_a_store_refusing_the_key_is_told_from_an_outage(
+    code: str, message: str, argument: str | None, refused: bool
+) -> None:
+    assert storage.is_key_refused(_client_error(code, message, argument)) is refused

@@ -72,3 +72,8 @@ def test_architecture_describes_the_key_layout_as_keys_py_builds_it() -> None:
     assert f"`{keys.asset_segment(name)}`" in text
     for prefix in keys.PREFIXES:
         assert prefix in text
+    # Uploads name their collection, and the claim marker sits beside them.
+    upload = keys.staging_key("c", keys.new_ulid(), "a.jpg")
+    documented = "staging/<collection>/<upload-id>/<safe-name>"
+    assert upload.split("/")[:2] == ["staging", "c"] and documented in text
+    assert f"staging/<collection>/<upload-id>/{keys.CLAIM_NAME}" in text

@@ -50,7 +50,7 @@ def test_controller_killed_between_create_and_dispatch(fault: FaultStack, tmp_pa
     case = fault.case().watching("ctl-dispatch")
     # The controller's first work message never reaches NATS (its leases may have).
     hold = fault.proxy("controller", "nats").arm(Hold(rb"PUB emulsion\.work\."))
-    staged = upload(fault.client, gallery(tmp_path / "g", ITEMS, seed=21))
+    staged = upload(fault.client, "ctl-dispatch", gallery(tmp_path / "g", ITEMS, seed=21))
     case.jobs += ingest(fault.client, "ctl-dispatch", staged)
     hold.wait(60)
     assert finished_items(read_job(fault.client, case.jobs[0])) == 0
@@ -63,7 +63,7 @@ def test_controller_killed_between_a_result_and_its_status_write(
     fault: FaultStack, tmp_path: Path
 ) -> None:
     case = fault.case().watching("ctl-status")
-    staged = upload(fault.client, gallery(tmp_path / "g", ITEMS, seed=22))
+    staged = upload(fault.client, "ctl-status", gallery(tmp_path / "g", ITEMS, seed=22))
     case.jobs += ingest(fault.client, "ctl-status", staged)
     [job] = case.jobs
     wait_for(
@@ -91,7 +91,7 @@ def test_janitor_killed_mid_batch(fault: FaultStack, tmp_path: Path) -> None:
     case = fault.case().watching("jan-batch")
     photos = gallery(tmp_path / "g", JANITOR_ITEMS, seed=23)
     names = [p.name for p in photos]
-    case.jobs += ingest(fault.client, "jan-batch", upload(fault.client, photos), names)
+    case.jobs += ingest(fault.client, "jan-batch", upload(fault.client, "jan-batch", photos), names)
     first = case.jobs[0]
     wait_for(
         "the first version live",
@@ -105,7 +105,7 @@ def test_janitor_killed_mid_batch(fault: FaultStack, tmp_path: Path) -> None:
     )
     # The same photos ingested again: a later job's versions supersede every asset, and
     # the janitor has the old versions and the staging uploads to delete.
-    case.jobs += ingest(fault.client, "jan-batch", upload(fault.client, photos), names)
+    case.jobs += ingest(fault.client, "jan-batch", upload(fault.client, "jan-batch", photos), names)
     hold.wait(90)
     _restart(fault, "janitor")
     assert list_keys(fault.client, "originals/jan-batch/")

@@ -36,7 +36,7 @@ def _some_finished(fault: FaultStack, job: str, at_least: int) -> None:
 @pytest.mark.timeout(240)
 def test_nats_restarted_mid_job(fault: FaultStack, tmp_path: Path) -> None:
     case = fault.case().watching("nats-restart")
-    staged = upload(fault.client, gallery(tmp_path / "g", 20, seed=31))
+    staged = upload(fault.client, "nats-restart", gallery(tmp_path / "g", 20, seed=31))
     case.jobs += ingest(fault.client, "nats-restart", staged)
     _some_finished(fault, case.jobs[0], 3)
     fault.stack.restart("nats-server")
@@ -47,7 +47,7 @@ def test_nats_restarted_mid_job(fault: FaultStack, tmp_path: Path) -> None:
 @pytest.mark.timeout(MINIO_OUTAGE + 360)
 def test_minio_stopped_for_3_minutes(fault: FaultStack, tmp_path: Path) -> None:
     case = fault.case().watching("minio-stop")
-    staged = upload(fault.client, gallery(tmp_path / "g", 30, seed=32))
+    staged = upload(fault.client, "minio-stop", gallery(tmp_path / "g", 30, seed=32))
     case.jobs += ingest(fault.client, "minio-stop", staged)
     _some_finished(fault, case.jobs[0], 2)
     fault.stack.stop("minio")
@@ -61,7 +61,7 @@ def test_minio_stopped_for_3_minutes(fault: FaultStack, tmp_path: Path) -> None:
 @pytest.mark.timeout(APISERVER_OUTAGE + 240)
 def test_apiserver_stopped_for_1_minute(fault: FaultStack, tmp_path: Path) -> None:
     case = fault.case().watching("apiserver-stop")
-    staged = upload(fault.client, gallery(tmp_path / "g", 20, seed=33))
+    staged = upload(fault.client, "apiserver-stop", gallery(tmp_path / "g", 20, seed=33))
     case.jobs += ingest(fault.client, "apiserver-stop", staged)
     wait_for(
         "the job dispatched",

@@ -32,7 +32,7 @@ def _bucket_path(fault: FaultStack, key: str) -> bytes:
 def _start_job(fault: FaultStack, tmp_path: Path, collection: str, seed: int) -> tuple[str, str]:
     """A job whose first item is a big photo; returns (job, the big photo's staging key)."""
     photos = [big_image(tmp_path / "big.jpg"), *gallery(tmp_path / "g", ITEMS - 1, seed)]
-    staged = upload(fault.client, photos)
+    staged = upload(fault.client, collection, photos)
     return ingest(fault.client, collection, staged)[0], staged[0]
 
 

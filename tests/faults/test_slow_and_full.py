@@ -43,7 +43,7 @@ def test_items_wait_while_scratch_is_full_and_finish_when_space_returns(
         os.posix_fallocate(sink.fileno(), 0, shutil.disk_usage(fault.scratch).free - MIB)
     try:
         began = time.monotonic()
-        staged = upload(fault.client, gallery(tmp_path / "g", 10, seed=41))
+        staged = upload(fault.client, "disk-full", gallery(tmp_path / "g", 10, seed=41))
         case.jobs += ingest(fault.client, "disk-full", staged)
         threading.Event().wait(DISK_FULL_SECONDS)  # the outage is the case's specification
         assert finished_items(read_job(fault.client, case.jobs[0])) == 0
@@ -101,7 +101,7 @@ def test_an_item_outliving_the_ack_wait_three_times_is_never_redelivered(
     heartbeats = fault.proxy("processor", "nats")
     heartbeats.log_requests(re.escape(b"+WPI"))
     began = time.monotonic()
-    staged = upload(fault.client, [big, *gallery(tmp_path / "g", 4, seed=42)])
+    staged = upload(fault.client, "slow-item", [big, *gallery(tmp_path / "g", 4, seed=42)])
     case.jobs += ingest(fault.client, "slow-item", staged)
     verify(case, timeout=120, all_succeed=True)
     assert time.monotonic() - began > SLOW_ITEM_SECONDS

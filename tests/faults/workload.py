@@ -13,7 +13,7 @@ import httpx
 from PIL import Image
 
 from emulsion_cli.gallery import GalleryParams, ensure_gallery
-from emulsion_contracts import crd, indexes, keys
+from emulsion_contracts import crd, indexes, keys, storage
 
 # Small photos keep each case quick on two cores; the soak uses full-size ones.
 SMALL = {"min_megapixels": 0.2, "max_megapixels": 0.8}
@@ -46,12 +46,18 @@ def big_image(path: Path, width: int = 4000, height: int = 3000, seed: int = 7) 
     return path
 
 
-def upload(client: Client, files: Sequence[Path]) -> list[str]:
-    """Put each file in the staging area as a presigned POST would; the staging keys."""
+def upload(client: Client, collection: str, files: Sequence[Path]) -> list[str]:
+    """Put each file in `collection`'s staging area as a presigned POST for it would (its
+    key, the collection its form records); the staging keys."""
     staged = []
     for path in files:
-        key = f"{keys.STAGING}{keys.new_ulid()}/{keys.safe_name(path.name)}"
-        client.s3.put_object(Bucket=client.bucket, Key=key, Body=path.read_bytes())
+        key = keys.staging_key(collection, keys.new_ulid(), path.name)
+        client.s3.put_object(
+            Bucket=client.bucket,
+            Key=key,
+            Body=path.read_bytes(),
+            Metadata={storage.UPLOAD_COLLECTION_METADATA: collection},
+        )
         staged.append(key)
     return staged
 

@@ -24,7 +24,10 @@ def job(name: str, items: int = 1, **spec: Any) -> dict[str, Any]:
         "spec": {
             "collection": "gallery-42",
             "items": [
-                {"source": f"staging/{UPLOAD}/IMG_{i:04d}.jpg", "asset": f"IMG_{i:04d}.jpg"}
+                {
+                    "source": f"staging/gallery-42/{UPLOAD}/IMG_{i:04d}.jpg",
+                    "asset": f"IMG_{i:04d}.jpg",
+                }
                 for i in range(items)
             ],
             **spec,
@@ -91,14 +94,23 @@ def test_watch_sees_a_new_job(jobs: Any) -> None:
         ({"items": []}, "spec.items: Invalid value"),
         (
             {
-                "items": [{"source": f"staging/{UPLOAD}/x.jpg", "asset": "x.jpg"}]
+                "items": [{"source": f"staging/gallery-42/{UPLOAD}/x.jpg", "asset": "x.jpg"}]
                 * (crd.MAX_ITEMS + 1)
             },
             "must have at most 2000 items",
         ),
         ({"items": [{"source": "originals/../x.jpg", "asset": "x.jpg"}]}, "spec.items[0].source"),
+        # The layout before keys named their collection is never ingested.
         (
-            {"items": [{"source": f"staging/{UPLOAD}/x.jpg", "asset": "../x"}]},
+            {"items": [{"source": f"staging/{UPLOAD}/x.jpg", "asset": "x.jpg"}]},
+            "spec.items[0].source",
+        ),
+        (
+            {"items": [{"source": f"staging/gallery-42/{UPLOAD}/.claim", "asset": "x.jpg"}]},
+            "spec.items[0].source",
+        ),
+        (
+            {"items": [{"source": f"staging/gallery-42/{UPLOAD}/x.jpg", "asset": "../x"}]},
             "spec.items[0].asset",
         ),
         ({"collection": "a/b"}, "spec.collection"),
@@ -122,7 +134,10 @@ def test_largest_job_the_schema_allows_is_stored(jobs: Any) -> None:
     longest = "n" * (keys.SAFE_NAME_MAX - 4) + ".jpg"
     body = job(name)
     body["spec"]["items"] = [
-        {"source": f"staging/{keys.new_ulid()}/{longest}", "asset": f"{i:04d}{longest[4:]}"}
+        {
+            "source": keys.staging_key("c" * keys.COLLECTION_MAX, keys.new_ulid(), longest),
+            "asset": f"{i:04d}{longest[4:]}",
+        }
         for i in range(crd.MAX_ITEMS)
     ]
     created = create(jobs, body)

@@ -43,7 +43,12 @@ def test_get_ingestjobs_shows_phase_collection_progress_failed_age(
             "metadata": {"name": name, "labels": {crd.LABEL_BATCH: "b-123"}},
             "spec": {
                 "collection": "gallery-42",
-                "items": [{"source": "staging/01JDZ8Q6W1B2C3D4E5F6G7H8J9/a.jpg", "asset": "a.jpg"}],
+                "items": [
+                    {
+                        "source": "staging/gallery-42/01JDZ8Q6W1B2C3D4E5F6G7H8J9/a.jpg",
+                        "asset": "a.jpg",
+                    }
+                ],
             },
         },
     )

@@ -218,10 +218,9 @@ def notify_runs(
 ) -> dict[str, Any]:
     runs = []
     for load in plan.loads:
-        keys = notify.stage_uploads(plan.s3, plan.bucket, load.requests)
-        row = asyncio.run(
-            notify.open_loop(plan.api_url, plan.token, load, keys, f"notify-{label}-{load.clients}")
-        )
+        collection = f"notify-{label}-{load.clients}"
+        keys = notify.stage_uploads(plan.s3, plan.bucket, load.requests, collection)
+        row = asyncio.run(notify.open_loop(plan.api_url, plan.token, load, keys, collection))
         if still_busy is not None:
             row["gallery_running_at_end"] = still_busy()
         runs.append(row)

@@ -90,7 +90,7 @@ def main() -> None:
             )
             url, token = exports["EMULSION_API_URL"], endpoints.api_token
             [api] = [record for record in stack.processes() if record.name == "api"]
-            upload_key = keys.staging_key(keys.new_ulid(), "bench.jpg")
+            upload_key = keys.staging_key("bench", keys.new_ulid(), "bench.jpg")
             s3_client(endpoints).put_object(Bucket=endpoints.bucket, Key=upload_key, Body=b"x")
             print(f"API {url} (pid {api.pid}); RSS at start: {procstat.rss_mb(api.pid):.1f} MB")
             asyncio.run(run_round(url, token, upload_key, 8, 25))  # warm-up: connections, caches

@@ -88,7 +88,7 @@ def job_manifest(name: str, items: int) -> dict[str, Any]:
             "collection": "bench",
             "version": keys.new_ulid(),
             "items": [
-                {"source": f"staging/{upload}/img-{i}.jpg", "asset": f"img-{i}.jpg"}
+                {"source": f"staging/bench/{upload}/img-{i}.jpg", "asset": f"img-{i}.jpg"}
                 for i in range(items)
             ],
         },

@@ -99,7 +99,7 @@ def _objects(
             yield key, b"x"
         yield keys.manifest_key(collection, asset), _manifest(collection, asset, live, styles)
     for n, upload_id in enumerate(upload_ids):
-        yield keys.staging_key(upload_id, f"IMG_{n:05d}.jpg"), b"x"
+        yield keys.staging_key("bench", upload_id, f"IMG_{n:05d}.jpg"), b"x"
 
 
 def populate(

@@ -24,7 +24,7 @@ import httpx
 from PIL import Image
 
 from emulsion_bench.stats import percentile
-from emulsion_contracts import keys
+from emulsion_contracts import keys, storage
 
 
 @dataclass(frozen=True)
@@ -56,13 +56,20 @@ def tiny_jpeg() -> bytes:
     return buffer.getvalue()
 
 
-def stage_uploads(s3: Any, bucket: str, count: int) -> list[str]:
-    """`count` distinct tiny uploads in staging, as presigned uploads would leave them."""
+def stage_uploads(s3: Any, bucket: str, count: int, collection: str) -> list[str]:
+    """`count` distinct tiny uploads in `collection`'s staging area, as presigned uploads
+    would leave them."""
     body = tiny_jpeg()
     staged = []
     for _ in range(count):
-        key = keys.staging_key(keys.new_ulid(), "notify.jpg")
-        s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="image/jpeg")
+        key = keys.staging_key(collection, keys.new_ulid(), "notify.jpg")
+        s3.put_object(
+            Bucket=bucket,
+            Key=key,
+            Body=body,
+            ContentType="image/jpeg",
+            Metadata={storage.UPLOAD_COLLECTION_METADATA: collection},
+        )
         staged.append(key)
     return staged
 

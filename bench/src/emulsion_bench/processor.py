@@ -44,7 +44,7 @@ from PIL import Image
 from emulsion_bench import inputs, procstat
 from emulsion_bench.limit import measure as measure_limit
 from emulsion_bench.limit import memory_dir
-from emulsion_contracts import keys, messaging, telemetry
+from emulsion_contracts import keys, messaging, storage, telemetry, worksigning
 from emulsion_contracts.messages import ItemResult, JobRef, WorkItem
 from emulsion_devstack.processes import ProcessRecord, stop
 from emulsion_devstack.stack import Endpoints, LocalStack, s3_client
@@ -135,13 +135,40 @@ def processor(stack: LocalStack, executor: str, concurrency: int) -> Iterator[Pr
         stop(record)
 
 
-def stage_all(s3: Any, bucket: str, sources: list[Path]) -> list[str]:
+def stage_all(s3: Any, bucket: str, sources: list[Path], collection: str = "bench") -> list[str]:
+    """Each file as an upload presigned for `collection` leaves it (its key, its metadata)."""
     staged = []
     for path in sources:
-        key = keys.staging_key(keys.new_ulid(), path.name)
-        s3.upload_file(str(path), bucket, key, ExtraArgs={"ContentType": "image/jpeg"})
+        key = keys.staging_key(collection, keys.new_ulid(), path.name)
+        s3.upload_file(
+            str(path),
+            bucket,
+            key,
+            ExtraArgs={
+                "ContentType": "image/jpeg",
+                "Metadata": {storage.UPLOAD_COLLECTION_METADATA: collection},
+            },
+        )
         staged.append(key)
     return staged
+
+
+def restage(s3: Any, bucket: str, staged: list[str], collection: str) -> list[str]:
+    """Fresh uploads of `collection` with the bytes of `staged` (server-side copies): an
+    upload is promoted once, so every run needs its own."""
+    fresh = []
+    for key in staged:
+        copy = keys.staging_key(collection, keys.new_ulid(), key.rsplit("/", 1)[-1])
+        s3.copy_object(
+            Bucket=bucket,
+            Key=copy,
+            CopySource={"Bucket": bucket, "Key": key},
+            MetadataDirective="REPLACE",
+            ContentType="image/jpeg",
+            Metadata={storage.UPLOAD_COLLECTION_METADATA: collection},
+        )
+        fresh.append(copy)
+    return fresh
 
 
 def job_items(collection: str, staged: list[str]) -> list[WorkItem]:
@@ -163,7 +190,8 @@ def job_items(collection: str, staged: list[str]) -> list[WorkItem]:
 async def process_all(
     endpoints: Endpoints, items: list[WorkItem]
 ) -> tuple[float, list[ItemResult]]:
-    """Publish `items` as the controller does; seconds until every result is in."""
+    """Publish `items` as the controller does (signed); seconds until every result is in."""
+    key = endpoints.work_signing_key()
     # The admin: it publishes work as the controller and reads results as the controller's
     # durable would, in one client.
     connection = await endpoints.nats_connect()
@@ -182,13 +210,14 @@ async def process_all(
 
         await connection.subscribe(messaging.events_subject(job.namespace, job.name), cb=collect)
         started = time.perf_counter()
+        subject = messaging.work_subject(job.namespace, job.name)
         for item in items:
+            body = item.to_bytes()
+            headers = telemetry.inject(
+                {messaging.HEADER_MSG_ID: messaging.work_msg_id(job.uid, item.index)}
+            )
             await js.publish(
-                messaging.work_subject(job.namespace, job.name),
-                item.to_bytes(),
-                headers=telemetry.inject(
-                    {messaging.HEADER_MSG_ID: messaging.work_msg_id(job.uid, item.index)}
-                ),
+                subject, body, headers=worksigning.signed_headers(key, subject, body, headers)
             )
         await asyncio.wait_for(done.wait(), timeout=60 + 10 * len(items))
         return time.perf_counter() - started, results
@@ -200,11 +229,15 @@ def measure_processor(
     stack: LocalStack, endpoints: Endpoints, staged: list[str], executor: str, concurrency: int
 ) -> Run:
     servers = {record.name: record.pid for record in stack.processes()}
+    s3 = s3_client(endpoints)
+    warm, bench = f"warm-{executor}", f"bench-{executor}"
+    warm_sources = restage(s3, endpoints.bucket, staged[: 2 * concurrency], warm)
+    sources = restage(s3, endpoints.bucket, staged, bench)
     with processor(stack, executor, concurrency) as record:
         # Untimed first items: pool start-up, first connections, lazy imports.
-        warm_up = job_items(f"warm-{executor}", staged[: 2 * concurrency])
+        warm_up = job_items(warm, warm_sources)
         asyncio.run(process_all(endpoints, warm_up))
-        items = job_items(f"bench-{executor}", staged)
+        items = job_items(bench, sources)
 
         meter = procstat.PhaseMeter(
             {"processor": record.pid, "minio": servers["minio"], "nats": servers["nats-server"]}
@@ -220,7 +253,10 @@ def measure_processor(
 
 def peak_rss(stack: LocalStack, endpoints: Endpoints, staged: str, executor: str) -> list[float]:
     """VmHWM in MB (10^6 bytes) of the processor and its workers after one large item."""
-    items = job_items(f"bench-rss-{executor}", [staged])
+    collection = f"bench-rss-{executor}"
+    items = job_items(
+        collection, restage(s3_client(endpoints), endpoints.bucket, [staged], collection)
+    )
     with processor(stack, executor, 1) as record:
         _, results = asyncio.run(process_all(endpoints, items))
         if results[0].outcome != "succeeded":

@@ -57,6 +57,7 @@ What each component's code needs, which is not the operator's choice and so not 
   metricsPort    - /metrics on a port of their own (the API: apart from its public port;
                    the controller: /readyz too, since kopf owns httpPort)
   clusterPeering - kopf peering through a cluster-scoped ClusterKopfPeering
+  workSigning    - signs (controller) or verifies (processor) work messages: mounts the key
 */}}
 {{- define "emulsion.traits" -}}
 api:
@@ -68,6 +69,7 @@ api:
   singleton: false
   servesApi: true
   scratch: false
+  workSigning: false
 controller:
   metricsPort: 9090
   clusterPeering: true
@@ -77,6 +79,7 @@ controller:
   singleton: true
   servesApi: false
   scratch: false
+  workSigning: true
 processor:
   metricsPort: 0
   clusterPeering: false
@@ -86,6 +89,7 @@ processor:
   singleton: false
   servesApi: false
   scratch: true
+  workSigning: true
 janitor:
   metricsPort: 0
   clusterPeering: false
@@ -95,6 +99,7 @@ janitor:
   singleton: false
   servesApi: false
   scratch: false
+  workSigning: false
 {{- end -}}
 
 {{/* registry/repository:tag, or registry/repository@digest when a digest pins it. */}}
@@ -136,8 +141,17 @@ namespace too; two releases must never pause each other's controller.
 {{- define "emulsion.natsPasswordFile" -}}/etc/emulsion/nats/password{{- end -}}
 {{- define "emulsion.natsCaFile" -}}/etc/emulsion/nats-ca/ca.crt{{- end -}}
 
+{{- define "emulsion.workSigningSecret" -}}
+{{- .Values.workSigning.existingSecret | default (printf "%s-work-signing" (include "emulsion.fullname" .)) -}}
+{{- end -}}
+
+{{- define "emulsion.workSigningKeyFile" -}}/etc/emulsion/work-signing/key{{- end -}}
+
 {{- define "emulsion.profilesFile" -}}/etc/emulsion/profiles/profiles.yaml{{- end -}}
 {{- define "emulsion.apiTokensFile" -}}/etc/emulsion/api-tokens/tokens{{- end -}}
+{{- /* Beside the tokens, in the same projected volume. */ -}}
+{{- define "emulsion.apiTokenScopesFile" -}}/etc/emulsion/api-tokens/scopes.json{{- end -}}
+{{- define "emulsion.apiTokenScopesConfigMap" -}}{{ printf "%s-api-token-scopes" (include "emulsion.fullname" .) }}{{- end -}}
 {{- define "emulsion.scratchDir" -}}/var/lib/emulsion/scratch{{- end -}}
 
 {{/*
@@ -174,16 +188,18 @@ then what only some components need. Args: root, name, traits.
 - name: AWS_ENDPOINT_URL
   value: {{ $v.s3.endpointUrl | quote }}
 {{- end }}
-{{- if and .traits.objectStorage $v.s3.credentials.existingSecret }}
+{{- /* The component's own storage identity (s3.identities), else the shared one. */}}
+{{- $s3Secret := dig .name "existingSecret" "" $v.s3.identities | default $v.s3.credentials.existingSecret }}
+{{- if and .traits.objectStorage $s3Secret }}
 - name: AWS_ACCESS_KEY_ID
   valueFrom:
     secretKeyRef:
-      name: {{ $v.s3.credentials.existingSecret }}
+      name: {{ $s3Secret }}
       key: {{ $v.s3.credentials.accessKeyIdKey }}
 - name: AWS_SECRET_ACCESS_KEY
   valueFrom:
     secretKeyRef:
-      name: {{ $v.s3.credentials.existingSecret }}
+      name: {{ $s3Secret }}
       key: {{ $v.s3.credentials.secretAccessKeyKey }}
 {{- end }}
 - name: OTEL_SERVICE_NAME
@@ -237,14 +253,18 @@ then what only some components need. Args: root, name, traits.
 {{- if .traits.servesApi }}
 - name: EMULSION_API_TOKENS_FILE
   value: {{ include "emulsion.apiTokensFile" .root | quote }}
-{{- with .root.Values.apiTokens.scopes }}
-- name: EMULSION_API_TOKEN_SCOPES
-  value: {{ toJson . | quote }}
+{{- if .root.Values.apiTokens.scopes }}
+- name: EMULSION_API_TOKEN_SCOPES_FILE
+  value: {{ include "emulsion.apiTokenScopesFile" .root | quote }}
 {{- end }}
 {{- with $v.cors.allowedOrigins }}
 - name: EMULSION_CORS_ALLOWED_ORIGINS
   value: {{ join "," . | quote }}
 {{- end }}
+{{- end }}
+{{- if .traits.workSigning }}
+- name: EMULSION_WORK_SIGNING_KEY_FILE
+  value: {{ include "emulsion.workSigningKeyFile" .root | quote }}
 {{- end }}
 {{- if .traits.scratch }}
 - name: EMULSION_SCRATCH_DIR

@@ -144,15 +144,25 @@ function keyboardScrollableFileList() {
 new MutationObserver(keyboardScrollableFileList).observe($('drop'), { childList: true, subtree: true });
 
 // Presign every file of an upload run in batches before any is sent; a restored file
-// keeps its form (same staging key, so a resumed upload only replaces its own object).
+// keeps its form (same staging key, so a resumed upload only replaces its own object)
+// while it is valid and was made for the chosen collection: an upload is presigned for
+// one collection, and only an ingest into that one accepts it.
+function formStillGood(form, now) {
+  return form && Date.parse(form.expires_at) - FORM_MARGIN_MS > now
+    && form.key.startsWith(`staging/${state.collection}/`);
+}
+
 uppy.addPreProcessor(async (fileIDs) => {
   const now = Date.now();
   const todo = uppy.getFilesByIds(fileIDs).filter((file) => !file.progress.uploadComplete
-    && !(file.meta.form && Date.parse(file.meta.form.expires_at) - FORM_MARGIN_MS > now));
+    && !formStillGood(file.meta.form, now));
   for (let start = 0; start < todo.length; start += PRESIGN_BATCH) {
     const batch = todo.slice(start, start + PRESIGN_BATCH);
     const { uploads } = await withRetries(() => request('POST', '/v1/uploads', {
-      json: { files: batch.map((file) => ({ filename: file.meta.uploadName, content_type: file.type, size: file.size })) },
+      json: {
+        collection: state.collection,
+        files: batch.map((file) => ({ filename: file.meta.uploadName, content_type: file.type, size: file.size })),
+      },
     }));
     batch.forEach((file, index) => {
       const { key, asset, url, fields, expires_at } = uploads[index];

@@ -11,12 +11,16 @@ const WORDS = {
   TooManyFrames: 'The animation has too many frames.',
   EmptyFile: 'The file is empty.',
   SourceMissing: 'The upload was not found (it may have expired); add the file again.',
+  UploadNotInCollection: 'The upload was made for another collection; add the file again.',
+  UploadAlreadyIngested: 'This upload was already added once; add the file again.',
+  SourceChanged: 'The upload changed while it was processed; add the file again.',
   RetriesExhausted: 'The service kept having trouble with it; try again later.',
   Cancelled: 'Processing was cancelled.',
   RenderFailed: 'The picture could not be converted.',
   UnknownProfile: 'The processing settings are not known (ask your administrator).',
   InvalidStyles: 'The processing settings are invalid (ask your administrator).',
   InvalidMessage: 'The processing request was unreadable (ask your administrator).',
+  InvalidKey: 'The storage refused the name this picture is stored under (ask your administrator).',
 };
 
 export function reasonInWords(code) {

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from emulsion_contracts.keys import parse_key
 from emulsion_devstack.processes import stop_all
 from emulsion_devstack.stack import Endpoints, LocalStack
 
@@ -87,8 +88,11 @@ def cli(services: Services, tmp_path: Path) -> Cli:
 
 @pytest.fixture
 def staging_count(s3: Any, stack: Endpoints) -> Callable[[], int]:
+    """How many uploads staging/ holds (not the claim markers promotion leaves beside them)."""
+
     def count() -> int:
         pages = s3.get_paginator("list_objects_v2").paginate(Bucket=stack.bucket, Prefix="staging/")
-        return sum(page.get("KeyCount", 0) for page in pages)
+        listed = (parse_key(entry["Key"]) for page in pages for entry in page.get("Contents", []))
+        return sum(1 for parsed in listed if parsed is None or not parsed.claim)
 
     return count

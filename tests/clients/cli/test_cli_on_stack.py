@@ -257,15 +257,26 @@ def _state(cli: Cli, collection: str) -> ResumeState:
     )
 
 
-def test_expired_uploads_from_an_earlier_run_are_uploaded_again(cli: Cli, tmp_path: Path) -> None:
+@pytest.mark.parametrize("layout", ["current", "legacy"])
+def test_expired_uploads_from_an_earlier_run_are_uploaded_again(
+    cli: Cli, tmp_path: Path, layout: str
+) -> None:
+    """Also a resume state written before keys named their collection (`legacy`): the API
+    answers its keys as missing, and the files are uploaded again."""
     photos, names = small_gallery(tmp_path, 2, seed=16)
-    state = _state(cli, "cli-expired")
+    collection = f"cli-expired-{layout}"
+    state = _state(cli, collection)
     for image in discover(photos).images:
         # As if an earlier run had uploaded it and the staging object had since expired.
-        state.record_upload(file_id(image), f"staging/{'0' * 26}/{image.upload_name}")
+        key = (
+            f"staging/{collection}/{'0' * 26}/{image.upload_name}"
+            if layout == "current"
+            else f"staging/{'0' * 26}/{image.upload_name}"
+        )
+        state.record_upload(file_id(image), key)
     state.save()
 
-    code, summary, stderr = ingest_json(cli, photos, "cli-expired")
+    code, summary, stderr = ingest_json(cli, photos, collection)
 
     assert code == 0, stderr
     assert "expired" in stderr

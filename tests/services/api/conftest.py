@@ -119,10 +119,13 @@ def patch_status(custom: Any, name: str, status: dict[str, Any]) -> dict[str, An
 
 @pytest.fixture
 def stage(s3: Any, stack: Endpoints) -> Callable[..., list[str]]:
-    """Put `count` small objects into the staging area (IMG_00000.jpg, ...); returns their keys."""
+    """Put `count` small objects into `collection`'s staging area (IMG_00000.jpg, ...), as
+    uploads presigned for it; returns their keys."""
 
-    def put(count: int = 1) -> list[str]:
-        staged = [keys.staging_key(keys.new_ulid(), f"IMG_{i:05d}.jpg") for i in range(count)]
+    def put(count: int, collection: str) -> list[str]:
+        staged = [
+            keys.staging_key(collection, keys.new_ulid(), f"IMG_{i:05d}.jpg") for i in range(count)
+        ]
 
         def one(key: str) -> None:
             s3.put_object(Bucket=stack.bucket, Key=key, Body=b"\xff\xd8 not decoded by the API")

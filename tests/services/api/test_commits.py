@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from emulsion_api.commits import GroupCommit
-from emulsion_api.jobs import Job, PlannedItem
+from emulsion_api.jobs import Job, PlannedItem, item_bytes
 
 
 class RecordingCreate:
@@ -109,21 +109,26 @@ def test_a_client_gone_away_does_not_cancel_its_groups_create() -> None:
     assert [offset for _, offset in answers] == [0, 1]
 
 
+# Short names, and names whose stored size is large ('<' is six bytes as stored).
+_assets = st.sampled_from(["a", "b", "c", "d", "e", "<" * 150, "<" * 199 + "x", "日" * 66])
+
+
 @settings(max_examples=200)
 @given(
     requests=st.lists(
-        st.lists(st.sampled_from("abcdefgh"), min_size=1, max_size=4, unique=True),
+        st.lists(_assets, min_size=1, max_size=4, unique=True),
         min_size=1,
         max_size=24,
     ),
     max_items=st.integers(min_value=4, max_value=12),
+    max_bytes=st.integers(min_value=200, max_value=8000),
     keys=st.integers(min_value=1, max_value=3),
 )
 def test_every_request_finds_exactly_its_items_and_no_job_breaks_the_limits(
-    requests: list[list[str]], max_items: int, keys: int
+    requests: list[list[str]], max_items: int, max_bytes: int, keys: int
 ) -> None:
     create = RecordingCreate()
-    commits = GroupCommit(max_items)
+    commits = GroupCommit(max_items, max_bytes)
     planned = [request(*assets) for assets in requests]
 
     async def run() -> list[tuple[Job, int]]:
@@ -136,7 +141,10 @@ def test_every_request_finds_exactly_its_items_and_no_job_breaks_the_limits(
     for items, (job, offset) in zip(planned, answers, strict=True):
         shared = job["spec"]["items"][offset : offset + len(items)]
         assert shared == [{"source": i.upload_key, "asset": i.asset} for i in items]
+    largest_request = max(sum(map(item_bytes, items)) for items in planned)
     for group in create.groups:
         assert len(group) <= max_items
         assert len({item.asset for item in group}) == len(group)
+        # Within the stored-size bound, unless one request alone is over it.
+        assert sum(map(item_bytes, group)) <= max(max_bytes, largest_request)
     assert sum(len(group) for group in create.groups) == sum(len(items) for items in planned)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from emulsion_api import jobs
 from emulsion_api.errors import ApiError
@@ -16,15 +20,23 @@ def _request(*assets: str | None, collection: str = "c") -> IngestRequest:
     return IngestRequest(
         collection=collection,
         items=[
-            IngestItem(upload_key=keys.staging_key(keys.new_ulid(), f"f{i}.jpg"), asset=asset)
+            IngestItem(
+                upload_key=keys.staging_key(collection, keys.new_ulid(), f"f{i}.jpg"), asset=asset
+            )
             for i, asset in enumerate(assets)
         ],
     )
 
 
+def minted(count: int) -> list[str]:
+    """`count` versions in order, as the shared clock mints them."""
+    return [keys.new_ulid(millis=1_700_000_000_000 + part) for part in range(count)]
+
+
 def _plan(count: int) -> jobs.JobPlan:
     items = [
-        jobs.PlannedItem(keys.staging_key(keys.new_ulid(), "a.jpg"), f"a{i}") for i in range(count)
+        jobs.PlannedItem(keys.staging_key("c", keys.new_ulid(), "a.jpg"), f"a{i}")
+        for i in range(count)
     ]
     return jobs.JobPlan(
         namespace="ns",
@@ -76,6 +88,42 @@ def test_one_asset_twice_in_a_request_is_refused() -> None:
     assert refused.value.details[0].field == "body.items.2.asset"
 
 
+def test_one_upload_twice_in_a_request_is_refused_naming_the_repeats() -> None:
+    """Issue 21, finding 2: one upload listed 50 times rendered and copied it 50 times."""
+    key = keys.staging_key("c", keys.new_ulid(), "a.jpg")
+    other = keys.staging_key("c", keys.new_ulid(), "b.jpg")
+    request = IngestRequest(
+        collection="c",
+        items=[
+            IngestItem(upload_key=key, asset="one.jpg"),
+            IngestItem(upload_key=other, asset="two.jpg"),
+            IngestItem(upload_key=key, asset="three.jpg"),
+            IngestItem(upload_key=key, asset="four.jpg"),
+        ],
+    )
+    nothing_recorded: dict[str, str] = {}
+    for recorded in (None, nothing_recorded):  # before any read, and when planning
+        with pytest.raises(ApiError) as refused:
+            jobs.plan_items(request, max_items=10, recorded=recorded)
+        assert (refused.value.status, refused.value.code) == (422, "duplicate_upload")
+        assert [d.field for d in refused.value.details] == [
+            "body.items.2.upload_key",
+            "body.items.3.upload_key",
+        ]
+        assert all("is also item 0" in d.message for d in refused.value.details)
+
+
+def test_keys_of_either_layout_pass_the_form_check_others_do_not() -> None:
+    """Whose upload a key is, is the route's question: the form check says nothing of it."""
+    legacy = f"staging/{keys.new_ulid()}/a.jpg"
+    foreign = keys.staging_key("d", keys.new_ulid(), "b.jpg")
+    request = IngestRequest(
+        collection="c",
+        items=[IngestItem(upload_key=legacy), IngestItem(upload_key=foreign)],
+    )
+    jobs.check_items(request, max_items=10)
+
+
 def test_more_items_than_the_request_maximum_are_refused() -> None:
     with pytest.raises(ApiError) as refused:
         jobs.plan_items(_request(None, None, None), max_items=2, recorded={})
@@ -83,7 +131,7 @@ def test_more_items_than_the_request_maximum_are_refused() -> None:
 
 
 def test_a_request_within_max_items_is_one_job_without_a_batch() -> None:
-    [job] = jobs.build_jobs(_plan(crd.MAX_ITEMS))
+    [job] = jobs.build_jobs(_plan(crd.MAX_ITEMS), [keys.new_ulid()])
     assert crd.LABEL_BATCH not in job["metadata"]["labels"]
     assert job["metadata"]["name"] == job["spec"]["version"].lower()
     assert job["metadata"]["annotations"][crd.ANNOTATION_TRACEPARENT].startswith("00-111")
@@ -92,10 +140,11 @@ def test_a_request_within_max_items_is_one_job_without_a_batch() -> None:
 
 
 def test_a_larger_request_is_split_into_ordered_parts_of_one_batch() -> None:
-    parts = jobs.build_jobs(_plan(2 * crd.MAX_ITEMS + 1), now=1_700_000_000.0)
+    minted = [keys.new_ulid(millis=1_700_000_000_000 + part) for part in range(3)]
+    assert jobs.part_count(_plan(2 * crd.MAX_ITEMS + 1).items) == 3
+    parts = jobs.build_jobs(_plan(2 * crd.MAX_ITEMS + 1), minted)
     assert [len(p["spec"]["items"]) for p in parts] == [crd.MAX_ITEMS, crd.MAX_ITEMS, 1]
-    versions = [p["spec"]["version"] for p in parts]
-    assert versions == sorted(versions) and len(set(versions)) == 3
+    assert [p["spec"]["version"] for p in parts] == minted
     batches = {p["metadata"]["labels"][crd.LABEL_BATCH] for p in parts}
     assert batches == {parts[0]["metadata"]["name"]}
     accepted = jobs.accepted(list(reversed(parts)))
@@ -157,3 +206,72 @@ def test_idempotency_key_is_printable_ascii_and_bounded() -> None:
         with pytest.raises(ApiError):
             jobs.check_idempotency_key(bad)
     assert jobs.idempotency_label("p1", "k") != jobs.idempotency_label("p2", "k")
+
+
+def test_each_part_needs_its_own_minted_version() -> None:
+    with pytest.raises(ValueError, match="versions"):
+        jobs.build_jobs(_plan(crd.MAX_ITEMS + 1), [keys.new_ulid()])
+    assert [jobs.part_count(_plan(n).items) for n in (0, 1, crd.MAX_ITEMS, crd.MAX_ITEMS + 1)] == [
+        1,
+        1,
+        1,
+        2,
+    ]
+
+
+# Names by what a character costs as the apiserver stores it: 1, 6 ('<' '>' '&' are
+# escaped by Go's JSON), 2 ('"' as \"), 3 (CJK), 4 (emoji).
+_stored_characters = st.sampled_from(["a", "<", ">", "&", '"', "日", "😀"])
+
+
+def _names(count: int, stem: str) -> list[str]:
+    tail_room = keys.ASSET_NAME_MAX - 6
+    while len(stem.encode()) > tail_room:
+        stem = stem[:-1]
+    return [f"{stem}-{index:05d}" for index in range(count)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    count=st.integers(min_value=1, max_value=3 * crd.MAX_ITEMS),
+    stem=st.text(_stored_characters, min_size=0, max_size=keys.ASSET_NAME_MAX),
+)
+def test_every_part_fits_by_count_and_stored_size_and_keeps_the_order(
+    count: int, stem: str
+) -> None:
+    items = [
+        jobs.PlannedItem(keys.staging_key("c1", keys.new_ulid(), "a.jpg"), name)
+        for name in _names(count, stem)
+    ]
+    plan = jobs.JobPlan("default", "c1", "default", items, {"traceparent": "00-" + "1" * 52})
+    parts = jobs.build_jobs(plan, minted(jobs.part_count(items)))
+    assert all(len(part["spec"]["items"]) <= crd.MAX_ITEMS for part in parts)
+    assert all(jobs.stored_size(part) <= jobs.MAX_JOB_BYTES for part in parts)
+    flat = [item["asset"] for part in parts for item in part["spec"]["items"]]
+    assert flat == [item.asset for item in items]
+    # Greedy: a part is cut only when the next item would not fit in it.
+    for part, following in itertools.pairwise(parts):
+        first = following["spec"]["items"][0]
+        used = sum(
+            jobs.item_bytes(jobs.PlannedItem(i["source"], i["asset"]))
+            for i in part["spec"]["items"]
+        )
+        next_size = jobs.item_bytes(jobs.PlannedItem(first["source"], first["asset"]))
+        assert (
+            len(part["spec"]["items"]) == crd.MAX_ITEMS or used + next_size > jobs.MAX_ITEMS_BYTES
+        )
+
+
+@pytest.mark.parametrize(
+    ("value", "size"),
+    [
+        ("a", 3),  # "a" with its quotes
+        ("<", 8),  # "\u003c": Go escapes it, Python does not
+        ("a&b>", 2 + 1 + 6 + 1 + 6),
+        ("日", 5),  # UTF-8 as it is
+        ('"', 4),  # \"
+        ("\u2028", 8),  # \u2028 (6 bytes), not its 3 bytes of UTF-8
+    ],
+)
+def test_stored_json_is_measured_as_go_writes_it(value: str, size: int) -> None:
+    assert jobs.stored_json_size(value) == size

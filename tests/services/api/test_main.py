@@ -62,7 +62,8 @@ def test_sigterm_ends_open_streams_and_exits(
     )
     url = LocalStack.service_url(record)
     headers = {"Authorization": f"Bearer {stack.api_token}"}
-    body = {"collection": new_collection(), "items": [{"upload_key": stage(1)[0]}]}
+    collection = new_collection()
+    body = {"collection": collection, "items": [{"upload_key": stage(1, collection)[0]}]}
     name = httpx.post(f"{url}/v1/ingests", json=body, headers=headers).json()["name"]
     ended = threading.Event()
 

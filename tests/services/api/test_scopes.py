@@ -1,4 +1,5 @@
-"""Tenant scoping (issue 12, defect 3): a token sees and changes only its collections.
+"""Tenant scoping (issue 12, defect 3): a token sees and changes only its collections; a
+prefix scope says where its prefix ends (issue 21).
 
 Token A may use `tenant-a-*`, token B `tenant-b` and `other-*`, the stack's token is an
 admin (`*`). Out of scope, a read is 404 (as for nothing at all: existence does not leak)
@@ -15,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from emulsion_api import jobs
-from emulsion_api.scopes import EVERYTHING, Scopes
+from emulsion_api.scopes import EVERYTHING, SEPARATORS, Scopes
 from emulsion_contracts import crd, keys
 from emulsion_devstack.stack import Endpoints
 
@@ -37,11 +38,42 @@ collections = st.from_regex(f"^{keys.COLLECTION_PATTERN}$", fullmatch=True).filt
 )
 
 
-@given(collections, collections)
+# A prefix as written before its `*`: the start of a name, ending with a separator.
+prefixes = st.builds(
+    lambda stem, separator: f"{stem[:61]}{separator}",
+    collections,
+    st.sampled_from(SEPARATORS),
+).filter(lambda prefix: ".." not in prefix)
+
+
+@given(prefixes, collections)
 def test_a_prefix_scope_allows_exactly_the_names_it_begins(prefix: str, collection: str) -> None:
-    scopes = Scopes.parse([f"{prefix[:62]}*"])
-    assert scopes.allows(collection) == collection.startswith(prefix[:62])
+    scopes = Scopes.parse([f"{prefix}*"])
+    assert scopes.allows(collection) == collection.startswith(prefix)
     assert EVERYTHING.allows(collection)
+
+
+@given(prefixes, collections, st.text("abcXYZ019", min_size=1, max_size=3))
+def test_a_prefix_scope_never_covers_a_name_without_its_full_prefix(
+    prefix: str, collection: str, continuation: str
+) -> None:
+    """Issue 21: `acme*` covered `acmecorp`. A prefix scope covers a name only when the
+    name starts with the whole prefix, its separator included: never the stem's other
+    continuations, nor the stem alone."""
+    scopes = Scopes.parse([f"{prefix}*"])
+    stem = prefix[:-1]
+    if not collection.startswith(prefix):
+        assert not scopes.allows(collection)
+    assert not scopes.allows(stem + continuation)  # `acme-*` never covers `acmecorp`
+    assert not scopes.allows(stem)  # nor `acme` itself
+
+
+@given(collections.filter(lambda name: name[-1] not in SEPARATORS and len(name) < 63))
+def test_a_prefix_that_does_not_say_where_it_ends_is_refused(stem: str) -> None:
+    """The old form `acme*` is refused, not reinterpreted: the error names both readings."""
+    with pytest.raises(ValueError, match="must end with a separator") as refused:
+        Scopes.parse([f"{stem}*"])
+    assert repr(f"{stem}-*") in str(refused.value) and repr(stem) in str(refused.value)
 
 
 @given(collections, collections)
@@ -49,7 +81,10 @@ def test_a_name_scope_allows_that_collection_only(name: str, collection: str) ->
     assert Scopes.parse([name]).allows(collection) == (collection == name)
 
 
-@pytest.mark.parametrize("bad", ["", "**", "a/b", "-x", "a*b", "*x", "c" * 64, "..*"])
+@pytest.mark.parametrize(
+    "bad",
+    ["", "**", "a/b", "-x", "a*b", "*x", "c" * 64, "..*", "acme*", "a..-*", "-*", "c" * 63 + "-*"],
+)
 def test_malformed_scopes_are_refused(bad: str) -> None:
     with pytest.raises(ValueError, match="scope"):
         Scopes.parse([bad])
@@ -90,7 +125,7 @@ def test_a_token_cannot_reach_another_tenants_collection(
     commit_manifest(s3, stack.bucket, collection, "日本.jpg", version)
     asset = f"/v1/assets/{collection}/%E6%97%A5%E6%9C%AC.jpg"
     never = f"/v1/assets/{collection}/never-was.jpg"
-    staged = stage(2)
+    staged = stage(2, collection)
     ingest = {"collection": collection, "items": [{"upload_key": staged[0]}]}
     with (
         api_process.client(TENANT_A_TOKEN) as tenant_a,
@@ -127,7 +162,8 @@ def test_a_token_cannot_reach_another_tenants_collection(
                 assert session.get(path).status_code == 200, (path, session.get(path).text)
             events = session.get(f"/v1/ingests/{job}/events")
             assert events.status_code == 200 and "event: end" in events.text
-        other = {"collection": "tenant-b", "items": [{"upload_key": staged[1]}]}
+        # An upload is for one collection: the admin's ingest into tenant-b names one of it.
+        other = {"collection": "tenant-b", "items": [{"upload_key": stage(1, "tenant-b")[0]}]}
         assert admin.post("/v1/ingests", json=other).status_code == 202
         assert tenant_a.post("/v1/ingests", json=other).status_code == 403
         assert tenant_a.delete(asset).status_code == 202

@@ -14,7 +14,12 @@ from emulsion_contracts.settings import SettingsError
 
 @pytest.fixture(autouse=True)
 def base_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("EMULSION_API_TOKENS", "EMULSION_API_TOKENS_FILE", "EMULSION_API_TOKEN_SCOPES"):
+    for name in (
+        "EMULSION_API_TOKENS",
+        "EMULSION_API_TOKENS_FILE",
+        "EMULSION_API_TOKEN_SCOPES",
+        "EMULSION_API_TOKEN_SCOPES_FILE",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("NATS_URL", "nats://127.0.0.1:1")
     monkeypatch.setenv("EMULSION_BUCKET", "b")
@@ -80,6 +85,8 @@ def test_scopes_are_given_by_the_tokens_sha256(monkeypatch: pytest.MonkeyPatch) 
         ('{"DIGEST": "*"}', "JSON object"),
         ('{"abc": ["*"]}', "SHA-256"),
         ('{"DIGEST": ["a/b"]}', "scope"),
+        # The old prefix form, whose end was not said: refused, naming both readings.
+        ('{"DIGEST": ["acme*"]}', r"must end with a separator.*'acme-\*'.*'acme'"),
         ("{}", "no scopes for the token"),
     ],
 )
@@ -104,3 +111,18 @@ def test_each_missing_required_variable_is_named(
     message = str(failure.value.code)
     assert message.startswith("invalid configuration:")
     assert [name for name in ("NATS_URL", "EMULSION_BUCKET") if name in message] == [missing]
+
+
+def test_scopes_come_from_a_file_too(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    scopes_file = tmp_path / "scopes.json"
+    scopes_file.write_text(json.dumps({token_digest("acme"): ["acme-*"]}))
+    monkeypatch.setenv("EMULSION_API_TOKENS", "acme")
+    monkeypatch.setenv("EMULSION_API_TOKEN_SCOPES_FILE", str(scopes_file))
+    assert load_api_settings().scoped_tokens() == (("acme", Scopes.parse(["acme-*"])),)
+
+    scopes_file.write_text("{}")
+    with pytest.raises(SettingsError, match=r"EMULSION_API_TOKEN_SCOPES_FILE: .*no scopes"):
+        load_api_settings()
+    monkeypatch.setenv("EMULSION_API_TOKEN_SCOPES", "{}")
+    with pytest.raises(SettingsError, match="not both"):
+        load_api_settings()

@@ -139,7 +139,7 @@ class Jobs:
         spec: dict[str, Any] = {
             "collection": collection,
             "items": [
-                {"source": f"staging/{upload}/img-{i}.jpg", "asset": f"img-{i}.jpg"}
+                {"source": f"staging/{collection}/{upload}/img-{i}.jpg", "asset": f"img-{i}.jpg"}
                 for i in range(items)
             ],
         }

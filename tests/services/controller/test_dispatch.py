@@ -13,6 +13,13 @@ from emulsion_devstack.processes import ProcessRecord
 TRACEPARENT = re.compile(r"^00-(?P<trace>[0-9a-f]{32})-(?P<span>[0-9a-f]{16})-[0-9a-f]{2}$")
 
 
+def _upload_id(source: str) -> str:
+    """The upload id a staging key holds: what the controller's lease is keyed on."""
+    parsed = keys.parse_key(source)
+    assert parsed is not None and parsed.upload_id is not None
+    return parsed.upload_id
+
+
 def test_a_job_made_with_kubectl_gets_one_message_per_item(
     controller: ProcessRecord, jobs: Any, streams: Any, run: Any
 ) -> None:
@@ -35,7 +42,7 @@ def test_a_job_made_with_kubectl_gets_one_message_per_item(
         async with streams.session() as js:
             messages = await streams.read_queue(js, jobs.namespace, "from-kubectl")
             leases = await js.key_value(messaging.STAGING_LEASES_BUCKET)
-            upload = body["spec"]["items"][0]["source"].split("/")[1]
+            upload = _upload_id(body["spec"]["items"][0]["source"])
             lease = await leases.get(messaging.staging_lease_key(upload, uid))
             return messages, [lease.value]
 
@@ -96,7 +103,7 @@ def test_an_invalid_job_is_failed_with_its_reason_and_forgotten(
     uid = body["metadata"]["uid"]
 
     async def scenario() -> tuple[bool, int]:
-        bus = await Bus.connect(stack.nats_settings("controller"))
+        bus = await Bus.connect(stack.nats_settings("controller"), stack.work_signing_key())
         writer = StatusWriter(Kube(kube, 2), bus, 1.0)
         try:
             with pytest.raises(InvalidSpec, match=r"spec\.items\[1\]"):

@@ -11,11 +11,18 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 from nats.js.errors import KeyDeletedError, KeyNotFoundError
 
-from emulsion_contracts import crd, messaging
+from emulsion_contracts import crd, keys, messaging
 from emulsion_contracts.messages import WorkItem
 from emulsion_devstack.processes import ProcessRecord
 
 HOLD_LABEL = "test.emulsion.dev/hold-status"
+
+
+def _upload_id(source: str) -> str:
+    """The upload id a staging key holds: what the controller's lease is keyed on."""
+    parsed = keys.parse_key(source)
+    assert parsed is not None and parsed.upload_id is not None
+    return parsed.upload_id
 
 
 @pytest.fixture
@@ -226,7 +233,7 @@ def test_deleting_a_running_job_cancels_its_remaining_items(
             mark = (await cancelled.get(uid)).value or b""
             leases = await js.key_value(messaging.STAGING_LEASES_BUCKET)
             try:
-                await leases.get(messaging.staging_lease_key(source.split("/")[1], uid))
+                await leases.get(messaging.staging_lease_key(_upload_id(source), uid))
             except (KeyNotFoundError, KeyDeletedError):
                 released = True
             else:

@@ -7,7 +7,15 @@ import pytest
 from emulsion_contracts.settings import SettingsError
 from emulsion_controller.settings import load
 
-UNSET = ("NATS_URL", "EMULSION_BUCKET", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "KUBECONFIG")
+UNSET = (
+    "NATS_URL",
+    "EMULSION_BUCKET",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "KUBECONFIG",
+    "EMULSION_WORK_SIGNING_KEY",
+    "EMULSION_WORK_SIGNING_KEY_FILE",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -18,6 +26,7 @@ def bare_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_settings_parse_without_any_s3_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NATS_URL", "nats://127.0.0.1:4222")
+    monkeypatch.setenv("EMULSION_WORK_SIGNING_KEY", "k" * 32)
     settings = load()
     assert settings.nats_url == "nats://127.0.0.1:4222"
     assert not hasattr(settings, "bucket")
@@ -29,3 +38,12 @@ def test_a_missing_nats_url_stops_the_start_naming_only_it() -> None:
     message = str(failure.value.code)
     assert "NATS_URL" in message
     assert "EMULSION_BUCKET" not in message
+
+
+def test_without_a_work_signing_key_the_controller_does_not_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("NATS_URL", "nats://127.0.0.1:4222")
+    with pytest.raises(SettingsError) as failure:
+        load()
+    assert "EMULSION_WORK_SIGNING_KEY" in str(failure.value.code)

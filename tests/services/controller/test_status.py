@@ -8,9 +8,16 @@ from typing import Any
 
 import pytest
 
-from emulsion_contracts import crd, indexes, messaging
+from emulsion_contracts import crd, indexes, keys, messaging
 from emulsion_contracts.messages import JobRef, WorkItem
 from emulsion_devstack.processes import ProcessRecord, until
+
+
+def _upload_id(source: str) -> str:
+    """The upload id a staging key holds: what the controller's lease is keyed on."""
+    parsed = keys.parse_key(source)
+    assert parsed is not None and parsed.upload_id is not None
+    return parsed.upload_id
 
 
 def conditions(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -69,7 +76,7 @@ def test_results_finish_the_job_in_the_phase_they_add_up_to(
             leases = await js.key_value(messaging.STAGING_LEASES_BUCKET)
             job = jobs.get("four")
             source = job["spec"]["items"][0]["source"]
-            key = messaging.staging_lease_key(source.split("/")[1], job["metadata"]["uid"])
+            key = messaging.staging_lease_key(_upload_id(source), job["metadata"]["uid"])
             try:
                 return await leases.get(key)
             except Exception as error:

@@ -31,6 +31,9 @@ pytestmark = pytest.mark.usefixtures("empty_gc_queue")
 
 Settings = Callable[..., JanitorSettings]
 
+# The collection the uploads in these tests were presigned for.
+STAGING_COLLECTION = "janitor-uploads"
+
 
 def gc_messages(outcome: str) -> float:
     return metric("emulsion_janitor_gc_messages_total", outcome=outcome)
@@ -138,6 +141,38 @@ def test_keys_younger_than_the_grace_period_stay_and_the_request_waits(
     assert pending + unacknowledged == 1
 
 
+def test_a_request_for_a_version_newer_than_the_live_one_waits_for_the_orphan_age(
+    stack: Endpoints, s3: Any, layout: Layout, collection: str, settings_for: Settings, run: Any
+) -> None:
+    live = layout.version(collection, "IMG_0009.jpg", version_id(time.time() - 60))
+    layout.commit(live)
+    # An item still being made: its keys are written, its commit has not happened yet.
+    # A GC request naming them (a producer's mistake, or a forged one) must not take them.
+    in_flight = layout.version(collection, "IMG_0009.jpg")
+    before = refusals("newer_than_live")
+    retries_before = gc_messages("retry")
+
+    async def scenario() -> tuple[int, int]:
+        # Grace 0 and not_before passed: only the age rule for newer versions holds them.
+        async with (
+            janitor(stack, s3, settings_for(orphan_age=3600)),
+            connected(stack) as bus,
+        ):
+            await bus.publish("stale", in_flight.keys)
+            await wait_for_async("a retry", lambda: gc_messages("retry") > retries_before)
+            backlog: tuple[int, int] = await bus.gc_backlog()
+            return backlog
+
+    pending, unacknowledged = run(scenario())
+    assert refusals("newer_than_live") - before == len(in_flight.keys)
+    assert layout.present(in_flight.keys) == set(in_flight.keys)
+    # Kept for a later attempt (when the orphan age may have passed), not dropped.
+    assert pending + unacknowledged == 1
+    # The item commits, and everything its manifest names is there.
+    layout.commit(in_flight)
+    assert layout.present(in_flight.keys) == set(in_flight.keys)
+
+
 def test_keys_outside_the_prefixes_are_refused_and_untouched(
     stack: Endpoints, s3: Any, layout: Layout, collection: str, settings_for: Settings, run: Any
 ) -> None:
@@ -192,7 +227,7 @@ def test_a_leased_staging_upload_is_kept_until_its_lease_ends(
     stack: Endpoints, s3: Any, layout: Layout, settings_for: Settings, run: Any
 ) -> None:
     upload = keys.new_ulid()
-    staged = layout.put(keys.staging_key(upload, "IMG_0007.jpg"))
+    staged = layout.put(keys.staging_key(STAGING_COLLECTION, upload, "IMG_0007.jpg"))
     before = refusals("leased")
     retries_before = gc_messages("retry")
 

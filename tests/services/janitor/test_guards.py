@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from emulsion_contracts import keys
 from emulsion_contracts.manifest import AssetManifest, Original
@@ -22,11 +24,12 @@ from emulsion_janitor.guards import (
     tombstone_removable,
 )
 from emulsion_janitor.settings import JanitorSettings
-from emulsion_janitor.sweep import select
+from emulsion_janitor.sweep import Claims, select
 
 BUCKET = "emulsion"
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 GRACE = timedelta(minutes=5)
+ORPHAN_AGE = timedelta(hours=1)
 OLD = NOW - timedelta(hours=2)
 COLLECTION = "gallery-1"
 ASSET = "IMG_0001.jpg"
@@ -79,7 +82,16 @@ def thumb(version: str) -> str:
 
 
 def staged() -> str:
-    return keys.staging_key(UPLOAD, "IMG_0001.jpg")
+    return keys.staging_key(COLLECTION, UPLOAD, "IMG_0001.jpg")
+
+
+def claimed() -> str:
+    return keys.claim_key(staged())
+
+
+def legacy() -> str:
+    """An upload of the layout before keys named their collection."""
+    return f"staging/{UPLOAD}/IMG_0001.jpg"
 
 
 def check(
@@ -95,7 +107,7 @@ def check(
         bucket,
         StoredObject(key, 10, last_modified),
         facts,
-        Policy(BUCKET, GRACE, dry_run),
+        Policy(BUCKET, GRACE, dry_run, ORPHAN_AGE),
         budget or Budget(None),
         NOW,
     )
@@ -105,6 +117,18 @@ def test_an_old_superseded_key_and_an_old_unleased_upload_may_go() -> None:
     assert check(original(EARLIER), Facts(live=LIVE)) is None
     assert check(thumb(EARLIER), Facts(live=LIVE)) is None
     assert check(staged(), Facts(leased=False)) is None
+
+
+@pytest.mark.parametrize("key", [staged, claimed, legacy], ids=["upload", "claim", "legacy"])
+def test_uploads_of_either_layout_and_claim_markers_are_guarded_alike(key: Any) -> None:
+    """Issue 21: the claim marker goes by its upload's rules (the upload id's lease, the
+    TTL from its own write), and the old layout is still swept."""
+    assert check(key(), Facts(leased=False)) is None
+    assert check(key(), Facts(leased=True)) is Guard.LEASED
+    assert check(key(), Facts()) is Guard.LEASED  # a lease that could not be read
+    ttl = settings()
+    assert select(at(key(), timedelta(hours=25)), None, NOW, ttl) == "abandoned"
+    assert select(at(key(), timedelta(hours=23)), None, NOW, ttl) is None
 
 
 def test_every_version_of_a_deleted_asset_may_go() -> None:
@@ -121,6 +145,9 @@ def test_every_version_of_a_deleted_asset_may_go() -> None:
         f"originals/{COLLECTION}/loose.jpg",
         f"derivatives/{COLLECTION}/{ASSET}/not-a-version/thumb.jpg",
         f"staging/{UPLOAD}/../../assets/{COLLECTION}/{ASSET}.json",
+        f"staging/{COLLECTION}/{UPLOAD}/../{ASSET}",
+        f"staging/{COLLECTION}/{UPLOAD}/.other",
+        f"staging/{COLLECTION}/{UPLOAD}/a/.claim",
         "staging/not-an-upload-id/x.jpg",
         f"Staging/{UPLOAD}/x.jpg",
         f"/staging/{UPLOAD}/x.jpg",
@@ -302,3 +329,133 @@ def test_tombstones_are_kept_at_least_a_day_longer_than_the_work_stream_keeps_it
     assert settings(tombstone_keep=30 * 86400.0).tombstones_kept(86400.0) == timedelta(days=30)
     assert configured.tombstones_kept(0.0) == timedelta.max  # items kept forever
     assert settings().tombstones_kept() == timedelta(days=8)
+
+
+def _swept(*listed: tuple[str, str | None]) -> list[str]:
+    """The keys the sweep queues, in order, for a listing of (key, reason picked)."""
+    claims = Claims()
+    queued: list[str] = []
+    for key, reason in listed:
+        stored = at(key, timedelta(days=2))
+        queued += [s.key for s, _ in claims.decide(stored, keys.parse_key(key), reason)]
+    queued += [s.key for s, _ in claims.decide(None, None, None)]
+    return queued
+
+
+def test_a_claim_marker_goes_with_its_upload_never_before_it() -> None:
+    """Issue 21: deleted while its upload is still there (a form replayed after the
+    promotion wrote it anew), the marker would let the key be ingested again."""
+    upload, marker = staged(), claimed()
+    # Both old enough: the upload first, then its marker.
+    assert _swept((marker, "abandoned"), (upload, "abandoned")) == [upload, marker]
+    # The upload beside it is younger than the TTL (a replay): the marker stays too.
+    assert _swept((marker, "abandoned"), (upload, None)) == []
+    # The marker is younger: the upload goes, the marker stays.
+    assert _swept((marker, None), (upload, "abandoned")) == [upload]
+    # Alone (its upload promoted and deleted), at the end of the listing or before
+    # another upload's keys: by its own age.
+    other = keys.staging_key(COLLECTION, keys.new_ulid(), "IMG_0002.jpg")
+    assert _swept((marker, "abandoned")) == [marker]
+    assert _swept((marker, "abandoned"), (other, None)) == [marker]
+    assert _swept((marker, None), (other, "abandoned")) == [other]
+    # Keys of other areas pass through untouched.
+    assert _swept((original(EARLIER), "superseded")) == [original(EARLIER)]
+
+
+# -- the fast path and versions newer than the live one --------------------------------
+
+
+def test_a_version_newer_than_the_live_one_goes_only_once_it_is_an_orphan() -> None:
+    # An item still being made writes its keys before its commit: a GC request for them
+    # (forged, or mistaken) must not take them from under it.
+    for key in (original(LATER), thumb(LATER)):
+        young = NOW - ORPHAN_AGE + timedelta(seconds=1)
+        assert check(key, Facts(live=LIVE), last_modified=young) is Guard.NEWER_THAN_LIVE
+        assert check(key, Facts(live=LIVE), last_modified=NOW - ORPHAN_AGE) is None
+
+
+@pytest.mark.parametrize(
+    "live",
+    [
+        Live.nothing(COLLECTION, ASSET),  # a first ingest in flight: no manifest yet
+        Live.of(AssetManifest.tombstone(COLLECTION, ASSET, NOW - timedelta(hours=3))),
+    ],
+    ids=["no-manifest", "after-a-tombstone"],
+)
+def test_a_version_after_a_delete_or_before_any_commit_is_protected_while_young(
+    live: Live,
+) -> None:
+    young = NOW - timedelta(minutes=10)
+    assert check(original(LATER), Facts(live=live), last_modified=young) is Guard.NEWER_THAN_LIVE
+
+
+def test_a_newer_version_of_unknown_age_or_without_an_age_rule_is_never_deleted() -> None:
+    assert check(original(LATER), Facts(live=LIVE), last_modified=None) in (
+        Guard.NEWER_THAN_LIVE,
+        Guard.GRACE,
+    )
+    no_rule = Policy(BUCKET, GRACE, dry_run=False)
+    ancient = StoredObject(original(LATER), 10, NOW - timedelta(days=365))
+    assert may_delete(BUCKET, ancient, Facts(live=LIVE), no_rule, Budget(None), NOW) is (
+        Guard.NEWER_THAN_LIVE
+    )
+    assert Guard.NEWER_THAN_LIVE.passes_with_time
+
+
+MINUTE_MS = 60_000
+NOW_MS = int(NOW.timestamp() * 1000)
+
+
+@given(
+    live_offset=st.integers(-600, 600),
+    key_offset=st.integers(-600, 600),
+    index=st.integers(0, 3),
+    age_minutes=st.integers(0, 180),
+    superseded_minutes=st.integers(0, 180),
+    state=st.sampled_from(["live", "tombstone", "nothing"]),
+)
+def test_the_guards_delete_a_version_only_where_the_sweep_s_rules_would(
+    live_offset: int,
+    key_offset: int,
+    index: int,
+    age_minutes: int,
+    superseded_minutes: int,
+    state: str,
+) -> None:
+    """Over every ordering of a key's version against the live one (before, equal, after;
+    live, deleted, or never committed): whatever a GC request names, the guards let it go
+    only when the sweep would pick it by its own rules, so the fast path can never delete
+    a version the sweep's age rule still protects."""
+    live_ulid = keys.new_ulid(millis=NOW_MS + live_offset * MINUTE_MS)
+    live_version = keys.version_id(live_ulid, 0)
+    key_version = keys.version_id(keys.new_ulid(millis=NOW_MS + key_offset * MINUTE_MS), index)
+    superseded = NOW - timedelta(minutes=superseded_minutes)
+    if state == "live":
+        live = Live.of(manifest(live_version, committed_at=superseded))
+    elif state == "tombstone":
+        tombstone = AssetManifest.tombstone(COLLECTION, ASSET, superseded, live_ulid)
+        live = Live.of(tombstone)
+    else:
+        live = Live.nothing(COLLECTION, ASSET)
+    stored = at(original(key_version), timedelta(minutes=age_minutes))
+    guard = may_delete(
+        BUCKET,
+        stored,
+        Facts(live=live),
+        Policy(BUCKET, GRACE, False, ORPHAN_AGE),
+        Budget(None),
+        NOW,
+    )
+    swept = select(stored, live, NOW, settings(orphan_age=ORPHAN_AGE.total_seconds()))
+    if guard is None:
+        assert swept is not None
+    if live.version is None or key_version > live.version:
+        # Not yet live (or never to be): refused while younger than the age rule.
+        old_enough = timedelta(minutes=age_minutes) >= ORPHAN_AGE
+        assert (guard is Guard.NEWER_THAN_LIVE) == (not old_enough)
+
+
+def test_an_orphan_age_of_zero_lets_even_an_age_the_store_rounded_up_pass() -> None:
+    zero = Policy(BUCKET, timedelta(0), dry_run=False, orphan_age=timedelta(0))
+    ahead = StoredObject(original(LATER), 10, NOW + timedelta(seconds=1))
+    assert may_delete(BUCKET, ahead, Facts(live=LIVE), zero, Budget(None), NOW) is None

@@ -32,6 +32,7 @@ def test_an_upload_stays_leased_until_every_job_using_it_has_released_it(
                 js,
                 await js.key_value(messaging.STAGING_LEASES_BUCKET),
                 await js.key_value(messaging.CANCELLED_BUCKET),
+                stack.work_signing_key(),
             )
             leases = await KvLeases.bind(js)
             seen = [await leases.held(upload)]

@@ -25,6 +25,9 @@ from .conftest import Layout, connected, until
 
 CONSOLE_SCRIPT = Path(sys.executable).parent / "emulsion-janitor"
 
+# The collection the uploads in these tests were presigned for.
+STAGING_COLLECTION = "janitor-uploads"
+
 
 @pytest.fixture(scope="session")
 def local_stack(stack: Endpoints, stack_state_dir: Path) -> LocalStack:
@@ -114,7 +117,7 @@ def test_sweep_once_with_dry_run_reports_and_then_a_real_sweep_deletes(
 ) -> None:
     doomed = [
         *layout.version(collection, "IMG_0202.jpg").keys,  # an asset without a manifest
-        layout.put(keys.staging_key(keys.new_ulid(), "IMG_0203.jpg")),
+        layout.put(keys.staging_key(STAGING_COLLECTION, keys.new_ulid(), "IMG_0203.jpg")),
     ]
     env = environment(
         stack,

@@ -33,6 +33,9 @@ from .conftest import (
 Settings = Callable[..., JanitorSettings]
 HOUR = 3600.0
 
+# The collection the uploads in these tests were presigned for.
+STAGING_COLLECTION = "janitor-uploads"
+
 
 def sweep(stack: Endpoints, s3: Any, run: Any, settings: JanitorSettings) -> SweepReport:
     report: SweepReport = run(sweep_once(stack, s3, settings))
@@ -120,8 +123,14 @@ def test_abandoned_staging_upload_goes_after_the_ttl_and_a_leased_one_stays(
     stack: Endpoints, s3: Any, layout: Layout, settings_for: Settings, run: Any
 ) -> None:
     abandoned_id, leased_id = keys.new_ulid(), keys.new_ulid()
-    abandoned = layout.put(keys.staging_key(abandoned_id, "IMG_0103.jpg"))
-    leased = layout.put(keys.staging_key(leased_id, "IMG_0104.jpg"))
+    abandoned = layout.put(keys.staging_key(STAGING_COLLECTION, abandoned_id, "IMG_0103.jpg"))
+    leased = layout.put(keys.staging_key(STAGING_COLLECTION, leased_id, "IMG_0104.jpg"))
+    # Claim markers go with their uploads, under the same guards; an upload of the old
+    # layout (before keys named their collection) is still swept.
+    abandoned_claim = layout.put(keys.claim_key(abandoned), b"{}")
+    leased_claim = layout.put(keys.claim_key(leased), b"{}")
+    legacy = layout.put(f"staging/{keys.new_ulid()}/IMG_0103.jpg")
+    abandoned_together = [abandoned, abandoned_claim, legacy]
     lease_refusals = refusals("leased")
 
     async def lease(held: bool) -> None:
@@ -131,25 +140,61 @@ def test_abandoned_staging_upload_goes_after_the_ttl_and_a_leased_one_stays(
     run(lease(True))
     try:
         sweep(stack, s3, run, settings_for(upload_ttl=HOUR))
-        assert layout.present([abandoned, leased]) == {abandoned, leased}, "swept before the TTL"
+        everything = [*abandoned_together, leased, leased_claim]
+        assert layout.present(everything) == set(everything), "swept before the TTL"
 
         # Both uploads pass the TTL within a sweep or two of each other (the second was
         # written a little later), so sweep until the abandoned one has gone and the
         # leased one has been considered and refused.
         sweep_until(
             "the abandoned upload to go and the leased one to be refused",
-            lambda: not layout.exists(abandoned) and refusals("leased") > lease_refusals,
+            lambda: (
+                not layout.present(abandoned_together) and refusals("leased") >= lease_refusals + 2
+            ),
             stack,
             s3,
             run,
             settings_for(upload_ttl=1.0),
         )
-        assert layout.exists(leased), "swept an upload a running job references"
+        assert layout.present([leased, leased_claim]) == {leased, leased_claim}, (
+            "swept an upload a running job references"
+        )
     finally:
         run(lease(False))
     # The job ended and released its lease: now the upload is abandoned too.
     sweep(stack, s3, run, settings_for(upload_ttl=1.0))
-    assert not layout.exists(leased)
+    assert layout.present([leased, leased_claim]) == set()
+
+
+def test_a_claim_marker_stays_while_a_replayed_upload_sits_beside_it(
+    stack: Endpoints, s3: Any, layout: Layout, settings_for: Settings, run: Any
+) -> None:
+    """Issue 21: a form replayed after the promotion writes the upload anew, later than
+    its marker; the marker is what keeps the key from being ingested again, so it goes
+    only with the upload."""
+    ttl = 5.0
+    key = keys.staging_key(STAGING_COLLECTION, keys.new_ulid(), "IMG_0111.jpg")
+    marker = layout.put(keys.claim_key(key), b"{}")
+
+    def marker_past_the_ttl() -> bool:
+        written = last_modified(s3, layout.bucket, marker)
+        return datetime.now(UTC) - written > timedelta(seconds=ttl)
+
+    wait_for("the marker to pass the upload TTL", marker_past_the_ttl, 30)
+    layout.put(key)  # the replay
+
+    sweep(stack, s3, run, settings_for(upload_ttl=ttl))
+    assert layout.present([marker, key]) == {marker, key}
+
+    # Once the replayed upload is past the TTL as well, both go.
+    sweep_until(
+        "the upload and its marker to go",
+        lambda: not layout.present([marker, key]),
+        stack,
+        s3,
+        run,
+        settings_for(upload_ttl=ttl),
+    )
 
 
 def test_keys_outside_the_prefixes_and_the_layout_are_untouched(
@@ -165,7 +210,7 @@ def test_keys_outside_the_prefixes_and_the_layout_are_untouched(
         layout.put(f"staging/{keys.new_ulid()}/nested/x.jpg"),
     ]
     # Something the sweep does delete, so it is known to have run over these prefixes.
-    abandoned = layout.put(keys.staging_key(keys.new_ulid(), "x.jpg"))
+    abandoned = layout.put(keys.staging_key(STAGING_COLLECTION, keys.new_ulid(), "x.jpg"))
 
     report = sweep(stack, s3, run, settings_for())
 
@@ -202,7 +247,7 @@ def test_dry_run_deletes_nothing_and_reports_what_a_real_run_deletes(
     live = layout.version(collection, "IMG_0107.jpg")
     layout.commit(live)
     deleted = layout.version(collection, "IMG_0108.jpg")
-    abandoned = layout.put(keys.staging_key(keys.new_ulid(), "IMG_0109.jpg"))
+    abandoned = layout.put(keys.staging_key(STAGING_COLLECTION, keys.new_ulid(), "IMG_0109.jpg"))
     everything = [*superseded.keys, *live.keys, *deleted.keys, abandoned]
     doomed = [*superseded.keys, *deleted.keys, abandoned]
 
@@ -225,7 +270,10 @@ def test_the_cap_stops_a_sweep_with_a_clear_log_line_and_the_next_one_goes_on(
     run: Any,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    uploads = [layout.put(keys.staging_key(keys.new_ulid(), f"IMG_{n}.jpg")) for n in range(7)]
+    uploads = [
+        layout.put(keys.staging_key(STAGING_COLLECTION, keys.new_ulid(), f"IMG_{n}.jpg"))
+        for n in range(7)
+    ]
     capped = settings_for(max_deletions_per_sweep=3)
 
     with caplog.at_level(logging.WARNING, logger="emulsion_janitor.sweep"):
@@ -248,7 +296,7 @@ def test_a_deleter_bound_to_another_bucket_deletes_nothing(
     stack: Endpoints, s3: Any, layout: Layout, settings_for: Settings, run: Any
 ) -> None:
     other = make_bucket(s3)
-    stray = keys.staging_key(keys.new_ulid(), "IMG_0110.jpg")
+    stray = keys.staging_key(STAGING_COLLECTION, keys.new_ulid(), "IMG_0110.jpg")
     s3.put_object(Bucket=other, Key=stray, Body=b"x")
     stored = stat(s3, other, stray)
     assert stored is not None
@@ -351,3 +399,35 @@ def test_a_deleted_assets_versions_go_and_its_tombstone_only_after_it_was_kept(
     assert datetime.now(UTC) >= tombstone.committed_at + timedelta(seconds=1)
     assert layout.exists(keys.manifest_key(collection, "IMG_0114.jpg"))
     assert layout.present(reborn.keys) == set(reborn.keys)
+
+
+@pytest.mark.parametrize(
+    "asset",
+    ["日本の美しい風景写真コレクション二千二十六年十二月七日撮影分その一.jpg", "<" * 150 + ".jpg"],
+)
+def test_an_asset_whose_segment_is_shortened_is_swept_by_its_segment(
+    stack: Endpoints,
+    s3: Any,
+    layout: Layout,
+    collection: str,
+    settings_for: Settings,
+    run: Any,
+    asset: str,
+) -> None:
+    """Its keys do not hold its name (a readable prefix and a hash): the sweep finds the
+    manifest by the segment, removes the stale version and keeps the live and newer ones."""
+    segment = keys.asset_segment(asset)
+    assert segment != keys.encoded_name(asset)
+    live = layout.version(collection, asset, version_id(time.time() - 60))
+    layout.commit(live)
+    stale = layout.version(collection, asset, version_id(time.time() - 120))
+    in_flight = layout.version(collection, asset, version_id())
+    assert all(f"/{segment}/" in key for key in stale.keys)
+
+    report = sweep(stack, s3, run, settings_for(orphan_age=HOUR))
+
+    assert layout.present(stale.keys) == set()
+    assert layout.present(live.keys) == set(live.keys)
+    assert layout.present(in_flight.keys) == set(in_flight.keys)
+    assert report.deletion.deleted == len(stale.keys)
+    assert report.unrecognised == 0

@@ -23,7 +23,7 @@ from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 from PIL import Image
 
-from emulsion_contracts import keys, messaging, telemetry
+from emulsion_contracts import keys, messaging, storage, telemetry, worksigning
 from emulsion_contracts.messages import GcRequest, ItemResult, JobRef, StyleSpec, WorkItem
 from emulsion_contracts.profiles import DEFAULT_PROFILE
 from emulsion_devstack.processes import ProcessRecord, log_tail, stop, until
@@ -63,7 +63,8 @@ def work_item(
         job=JobRef(namespace=NAMESPACE, name=name, uid=str(uuid.uuid4())),
         index=index,
         source=source,
-        collection=collection or f"c-{uuid.uuid4().hex[:8]}",
+        # An upload's key names its collection; the item is for that one unless told.
+        collection=collection or keys.staging_collection(source) or f"c-{uuid.uuid4().hex[:8]}",
         asset=asset,
         version=keys.version_id(job_version or keys.new_ulid(), index),
         profile=profile,
@@ -71,9 +72,24 @@ def work_item(
     )
 
 
-def stage(s3: Any, bucket: str, data: bytes, filename: str = "IMG_0001.jpg") -> str:
-    key = keys.staging_key(keys.new_ulid(), filename)
-    s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType="image/jpeg")
+def stage(
+    s3: Any,
+    bucket: str,
+    data: bytes,
+    filename: str = "IMG_0001.jpg",
+    collection: str | None = None,
+) -> str:
+    """Put `data` where a presigned form for `collection` (a fresh one unless given) would,
+    with the collection its form records."""
+    collection = collection or f"c-{uuid.uuid4().hex[:8]}"
+    key = keys.staging_key(collection, keys.new_ulid(), filename)
+    s3.put_object(
+        Bucket=bucket,
+        Key=key,
+        Body=data,
+        ContentType="image/jpeg",
+        Metadata={storage.UPLOAD_COLLECTION_METADATA: collection},
+    )
     return key
 
 
@@ -85,19 +101,31 @@ def object_keys(s3: Any, bucket: str, prefix: str) -> list[str]:
 class Bus:
     """A JetStream connection used as the controller uses it: publish work, read results."""
 
-    def __init__(self, connection: Client, js: JetStreamContext, cancelled: KeyValue) -> None:
+    def __init__(
+        self, connection: Client, js: JetStreamContext, cancelled: KeyValue, signing_key: bytes
+    ) -> None:
         self.connection = connection
         self.js = js
         self.cancelled = cancelled
+        self.signing_key = signing_key
 
     async def publish_work(self, item: WorkItem, msg_id: str | None = None) -> None:
+        """Publish `item` signed with the stack's key, as the controller does."""
         headers = telemetry.inject(
             {messaging.HEADER_MSG_ID: msg_id or messaging.work_msg_id(item.job.uid, item.index)}
         )
+        subject = messaging.work_subject(item.job.namespace, item.job.name)
+        await self.publish_signed(subject, item.to_bytes(), headers)
+
+    async def publish_signed(
+        self, subject: str, body: bytes, headers: dict[str, str] | None = None
+    ) -> None:
+        """Publish any bytes as a work message the controller signed (the processors then
+        trust it and read it: how odd bodies reach the parsing they test)."""
         await self.js.publish(
-            messaging.work_subject(item.job.namespace, item.job.name),
-            item.to_bytes(),
-            headers=headers,
+            subject,
+            body,
+            headers=worksigning.signed_headers(self.signing_key, subject, body, headers),
         )
 
     async def results(self, item: WorkItem) -> list[ItemResult]:
@@ -152,7 +180,7 @@ def with_bus(stack: Endpoints) -> Callable[[Callable[[Bus], Awaitable[T]]], T]:
             try:
                 js = connection.jetstream()
                 cancelled = await js.key_value(messaging.CANCELLED_BUCKET)
-                return await body(Bus(connection, js, cancelled))
+                return await body(Bus(connection, js, cancelled, stack.work_signing_key()))
             finally:
                 await connection.drain()
 
@@ -198,6 +226,7 @@ def settings_for(stack: Endpoints, scratch: Path, **overrides: Any) -> Processor
         "s3_endpoint_url": stack.s3_endpoint_url,
         "scratch_dir": scratch,
         "gc_grace_seconds": 60.0,
+        "work_signing_key_file": stack.work_signing_key_file,
         **overrides,
     }
     return ProcessorSettings(**values)

@@ -40,7 +40,9 @@ def test_an_older_item_processed_after_the_delete_stays_dead_and_a_newer_ingest_
 ) -> None:
     v1 = work_item(stage(s3, stack.bucket, jpeg(800, 800)))
     v2 = work_item(
-        stage(s3, stack.bucket, jpeg(700, 700)), asset=v1.asset, collection=v1.collection
+        stage(s3, stack.bucket, jpeg(700, 700), collection=v1.collection),
+        asset=v1.asset,
+        collection=v1.collection,
     )
     assert v2.version > v1.version
     manifest_key = keys.manifest_key(v1.collection, v1.asset)
@@ -51,7 +53,7 @@ def test_an_older_item_processed_after_the_delete_stays_dead_and_a_newer_ingest_
             # DELETE /v1/assets/<collection>/<asset>, as the route does it.
             read = await api_store.read_manifest(v1.collection, v1.asset)
             assert read is not None and read.manifest.version == v2.version
-            assert await api_store.delete_manifest(read)
+            assert await api_store.delete_manifest(read, keys.new_ulid())
             assert await api_store.read_manifest(v1.collection, v1.asset) is None  # GET: 404
 
             # v1 was still queued (or is a retry): it must not bring the asset back.
@@ -66,7 +68,9 @@ def test_an_older_item_processed_after_the_delete_stays_dead_and_a_newer_ingest_
 
             # An ingest made after the delete is a new life of the asset.
             v3 = work_item(
-                stage(s3, stack.bucket, jpeg(600, 600)), asset=v1.asset, collection=v1.collection
+                stage(s3, stack.bucket, jpeg(600, 600), collection=v1.collection),
+                asset=v1.asset,
+                collection=v1.collection,
             )
             reborn = await worker.process(v3, 1)
         return late, reborn
@@ -91,7 +95,9 @@ def test_a_tombstone_is_written_only_over_the_version_that_was_read(
 ) -> None:
     v1 = work_item(stage(s3, stack.bucket, jpeg(300, 300)))
     v2 = work_item(
-        stage(s3, stack.bucket, jpeg(200, 200)), asset=v1.asset, collection=v1.collection
+        stage(s3, stack.bucket, jpeg(200, 200), collection=v1.collection),
+        asset=v1.asset,
+        collection=v1.collection,
     )
 
     async def body(bus: Bus) -> None:
@@ -100,11 +106,13 @@ def test_a_tombstone_is_written_only_over_the_version_that_was_read(
             read = await api_store.read_manifest(v1.collection, v1.asset)
             assert read is not None
             await worker.process(v2, 1)  # goes live between the read and the delete
-            assert not await api_store.delete_manifest(read)
+            assert not await api_store.delete_manifest(read, keys.new_ulid())
             current = await api_store.read_manifest(v1.collection, v1.asset)
             assert current is not None and current.manifest.version == v2.version
-            assert await api_store.delete_manifest(current)
-            assert not await api_store.delete_manifest(current)  # deleted twice: no-op
+            assert await api_store.delete_manifest(current, keys.new_ulid())
+            assert not await api_store.delete_manifest(
+                current, keys.new_ulid()
+            )  # deleted twice: no-op
 
     with_bus(body)
     tombstone = store.read_manifest(s3, stack.bucket, keys.manifest_key(v1.collection, v1.asset))

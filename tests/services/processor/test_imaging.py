@@ -278,6 +278,36 @@ def test_metadata_is_stripped_from_derivatives(tmp_path: Path) -> None:
             assert "exif" not in image.info
 
 
+@pytest.mark.parametrize("source_format", ["JPEG", "PNG", "WEBP"])
+@pytest.mark.parametrize("output", ["jpeg", "png", "webp"])
+def test_no_derivative_of_any_format_carries_gps_or_other_metadata(
+    tmp_path: Path, source_format: str, output: str
+) -> None:
+    # The README promises "derivatives: no metadata at all" whatever a profile strips
+    # from the original: every source container, every output encoder.
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: applied to the pixels, then gone
+    exif[0x010F] = "SecretCamera"  # Make
+    exif.get_ifd(0x8825)[2] = (51.0, 30.0, 0.0)  # GPSLatitude
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    data = encoded(
+        Image.new("RGB", (400, 300), BLUE),
+        source_format,
+        exif=exif,
+        icc_profile=icc,
+        xmp=b'<x:xmpmeta xmlns:x="adobe:ns:meta/">secret</x:xmpmeta>',
+    )
+    styles = (StyleSpec(name="large", width=200, height=200, format=output),)  # type: ignore[arg-type]
+    (style,) = render(tmp_path, data, styles=styles).styles
+    raw = style.path.read_bytes()
+    assert b"SecretCamera" not in raw and b"secret" not in raw
+    with Image.open(style.path) as image:
+        image.load()
+        assert image.size == (150, 200)  # upright
+        assert not image.getexif()
+        assert not {"exif", "icc_profile", "xmp", "XML:com.adobe.xmp"} & set(image.info)
+
+
 def test_watermark_marks_only_the_chosen_styles(tmp_path: Path) -> None:
     data = encoded(Image.new("RGB", (1000, 1000), (0, 0, 0)), "PNG")
     styles = (

@@ -54,7 +54,10 @@ CGROUP_V1_MEMORY = Path("/sys/fs/cgroup/memory")
 def test_the_pixel_limit_is_pillows_and_cannot_be_set_above_it(tmp_path: Path) -> None:
     assert Image.MAX_IMAGE_PIXELS is not None
     assert imaging.PILLOW_MAX_PIXELS == Image.MAX_IMAGE_PIXELS
-    stack = Endpoints(**{f: "x" for f in Endpoints.__dataclass_fields__})
+    key = tmp_path / "work-signing.key"
+    key.write_text("k" * 32)
+    fields = {f: "x" for f in Endpoints.__dataclass_fields__}
+    stack = Endpoints(**{**fields, "work_signing_key_file": str(key)})
     assert settings_for(stack, tmp_path).max_pixels == Image.MAX_IMAGE_PIXELS
     with pytest.raises(ValidationError):
         settings_for(stack, tmp_path, max_pixels=Image.MAX_IMAGE_PIXELS + 1)

@@ -7,7 +7,7 @@ import pytest
 from emulsion_contracts.settings import SettingsError
 from emulsion_processor.settings import load
 
-REQUIRED = ("NATS_URL", "EMULSION_BUCKET", "EMULSION_SCRATCH_DIR")
+REQUIRED = ("NATS_URL", "EMULSION_BUCKET", "EMULSION_SCRATCH_DIR", "EMULSION_WORK_SIGNING_KEY")
 
 
 @pytest.mark.parametrize("missing", REQUIRED)
@@ -17,6 +17,7 @@ def test_each_missing_required_variable_is_named(
     monkeypatch.setenv("NATS_URL", "nats://127.0.0.1:4222")
     monkeypatch.setenv("EMULSION_BUCKET", "photos")
     monkeypatch.setenv("EMULSION_SCRATCH_DIR", "/tmp/scratch")
+    monkeypatch.setenv("EMULSION_WORK_SIGNING_KEY", "k" * 32)
     monkeypatch.delenv(missing)
     with pytest.raises(SettingsError) as failure:
         load()

@@ -22,7 +22,7 @@ from botocore.exceptions import EndpointConnectionError
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 from PIL import Image
 
-from emulsion_contracts import keys
+from emulsion_contracts import keys, storage
 from emulsion_contracts.manifest import AssetManifest
 from emulsion_contracts.messages import ItemResult, StyleSpec, WorkItem
 from emulsion_contracts.profiles import DEFAULT_PROFILE
@@ -166,7 +166,7 @@ def test_a_later_version_supersedes_and_sends_the_previous_keys_to_gc(
     stack: Endpoints, s3: Any, with_bus: Any, tmp_path: Path
 ) -> None:
     first = work_item(stage(s3, stack.bucket, jpeg(1000, 1000)))
-    second = later_item(first, stage(s3, stack.bucket, jpeg(600, 400)))
+    second = later_item(first, stage(s3, stack.bucket, jpeg(600, 400), collection=first.collection))
 
     async def body(bus: Bus) -> None:
         with in_process_worker(stack, s3, bus, tmp_path) as worker:
@@ -225,7 +225,7 @@ def test_an_older_job_loses_to_a_newer_one_that_already_committed(
     stack: Endpoints, s3: Any, with_bus: Any, tmp_path: Path
 ) -> None:
     older = work_item(stage(s3, stack.bucket, jpeg(800, 800)))
-    newer = later_item(older, stage(s3, stack.bucket, jpeg(700, 700)))
+    newer = later_item(older, stage(s3, stack.bucket, jpeg(700, 700), collection=older.collection))
 
     async def body(bus: Bus) -> ItemResult:
         with in_process_worker(stack, s3, bus, tmp_path) as worker:
@@ -259,7 +259,7 @@ def test_a_commit_that_loses_the_race_sends_its_own_keys_to_gc(
     stack: Endpoints, s3: Any, with_bus: Any, tmp_path: Path
 ) -> None:
     older = work_item(stage(s3, stack.bucket, jpeg(800, 800)))
-    newer = later_item(older, stage(s3, stack.bucket, jpeg(700, 700)))
+    newer = later_item(older, stage(s3, stack.bucket, jpeg(700, 700), collection=older.collection))
     manifest_key = keys.manifest_key(older.collection, older.asset)
 
     async def body(bus: Bus) -> ItemResult:
@@ -472,7 +472,7 @@ def test_the_watch_answers_the_check_before_the_work_and_the_commit_check_reads(
 def test_a_missing_source_fails_the_item_permanently(
     stack: Endpoints, s3: Any, with_bus: Any, tmp_path: Path
 ) -> None:
-    item = work_item(keys.staging_key(keys.new_ulid(), "never-uploaded.jpg"))
+    item = work_item(keys.staging_key("c1", keys.new_ulid(), "never-uploaded.jpg"))
 
     async def body(bus: Bus) -> Any:
         with in_process_worker(stack, s3, bus, tmp_path) as worker:
@@ -637,8 +637,14 @@ def test_the_stored_original_has_the_detected_content_type_not_the_clients(
 ) -> None:
     buffer = io.BytesIO()
     Image.new("RGB", (60, 40), (1, 2, 3)).save(buffer, "PNG")
-    key = keys.staging_key(keys.new_ulid(), "drawing.svg")
-    s3.put_object(Bucket=stack.bucket, Key=key, Body=buffer.getvalue(), ContentType="image/svg+xml")
+    key = keys.staging_key("c1", keys.new_ulid(), "drawing.svg")
+    s3.put_object(
+        Bucket=stack.bucket,
+        Key=key,
+        Body=buffer.getvalue(),
+        ContentType="image/svg+xml",
+        Metadata={storage.UPLOAD_COLLECTION_METADATA: "c1"},
+    )
     item = work_item(key)
 
     async def body(bus: Bus) -> ItemResult:
@@ -707,7 +713,7 @@ def test_a_poison_item_that_kills_its_renderer_every_time_fails_after_its_delive
                 max_deliver=WORK_CONSUMER.max_deliver,
             ),
         )
-        await bus.js.publish(subject, item.to_bytes())
+        await bus.publish_signed(subject, item.to_bytes())
         subscription = await bus.js.pull_subscribe_bind(durable="poison", stream=stream)
         deliveries = []
         with in_process_worker(stack, s3, bus, tmp_path, retry_delay_seconds=0.01) as worker:

@@ -212,9 +212,13 @@ class Api:
                 return await call()
         raise AssertionError("stamina gives up by raising the last error")
 
-    async def presign(self, files: list[tuple[str, str, int]]) -> list[Upload]:
-        """One presigned POST per (filename, content type, size), in the order given."""
-        body = {"files": [{"filename": n, "content_type": t, "size": s} for n, t, s in files]}
+    async def presign(self, collection: str, files: list[tuple[str, str, int]]) -> list[Upload]:
+        """One presigned POST per (filename, content type, size), in the order given, for
+        uploads to `collection` (only an ingest into it accepts them)."""
+        body = {
+            "collection": collection,
+            "files": [{"filename": n, "content_type": t, "size": s} for n, t, s in files],
+        }
         response = await self._with_retries(lambda: self._request("POST", "/v1/uploads", json=body))
         return [
             Upload(
@@ -227,7 +231,8 @@ class Api:
         ]
 
     async def uploads_present(self, keys: list[str]) -> list[str]:
-        """Which of these staging keys hold an upload (in batches the API accepts)."""
+        """Which of these staging keys hold an upload not yet ingested (in batches the API
+        accepts); a key of an older layout or another collection never does."""
         present: list[str] = []
         for start in range(0, len(keys), PRESENT_BATCH):
             present.extend(await self._present(keys[start : start + PRESENT_BATCH]))

@@ -354,7 +354,9 @@ async def _presign(run: _Run, images: list[ImageFile]) -> list[Staged | Upload]:
     presigned form (recorded as in flight) for those without one."""
     todo = [image for image in images if file_id(image) not in run.state.uploads]
     forms = (
-        await run.api.presign([(i.upload_name, i.content_type, i.size) for i in todo])
+        await run.api.presign(
+            run.options.collection, [(i.upload_name, i.content_type, i.size) for i in todo]
+        )
         if todo
         else []
     )
@@ -455,7 +457,8 @@ async def _notify(
         )
     except ApiRequestError as error:
         if error.code == "upload_missing":
-            # Staging keys recorded by an earlier run have expired: upload those again.
+            # Staging keys recorded by an earlier run have expired, were ingested already,
+            # or are of an older key layout: upload those again.
             run.reporter.note("uploads from an earlier run have expired; uploading again")
             for image in images:
                 run.state.forget_upload(file_id(image))

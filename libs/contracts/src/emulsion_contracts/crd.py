@@ -20,8 +20,8 @@ CRD_NAME: Final = f"{PLURAL}.{GROUP}"
 
 # A job's spec must fit in etcd (1.5 MiB per object) twice over: once as the spec
 # and once as the controller's diff base (kopf keeps a copy of the spec). Worst case
-# per item is {"source": 140 chars, "asset": 100 chars} ~ 265 bytes of JSON, so 2,000
-# items are ~530 KB, ~1.06 MB with the copy, leaving room for status. A seed gallery
+# per item is {"source": 199 chars, "asset": 200 bytes} ~ 425 bytes of JSON, so 2,000
+# items are ~850 KB (kopf's diff base leaves the items out), leaving room for status. A seed gallery
 # (1,361 images) fits in one job; the API splits anything larger into a batch.
 MAX_ITEMS: Final = 2000
 MAX_FAILURES_LISTED: Final = 50

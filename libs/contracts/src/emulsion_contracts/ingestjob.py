@@ -161,7 +161,7 @@ class IngestJobSpec(SpecOutline):
             raise InvalidSpec(f"spec.items[{index}]: {error}") from error
 
     def upload_ids(self) -> tuple[str, ...]:
-        """The staging upload ids the job reads (the second segment of each source), once."""
+        """The staging upload ids the job reads (the ULID segment of each source), once."""
         found: dict[str, None] = {}
         for item in self.items:
             parsed = keys.parse_key(item.source)

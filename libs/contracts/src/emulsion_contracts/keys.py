@@ -1,18 +1,33 @@
 """The object-key layout of DESIGN.md, and the only place keys are built or parsed.
 
-    staging/<upload-id>/<safe-name>
+    staging/<collection>/<upload-id>/<safe-name>
+    staging/<collection>/<upload-id>/.claim
     originals/<collection>/<asset-segment>/<version>/<safe-name>
     derivatives/<collection>/<asset-segment>/<version>/<style>.<ext>
     assets/<collection>/<asset-segment>.json
 
 User-supplied names reach a key only through `safe_name` (filenames, lossy: they sit under
 a unique upload id or version), after matching `COLLECTION_PATTERN` (collections), or
-through `asset_segment` (asset names: Unicode, encoded without loss, so two names never
-share keys). No key can escape its prefix.
+through `asset_segment` (asset names: Unicode, percent-encoded, so two names never share
+keys). No key can escape its prefix.
+
+Every store must accept every key built here, whatever the name: MinIO refuses an object
+name with a segment over 255 bytes (`XMinioInvalidObjectName`) and S3 a key over 1,024.
+So an asset segment is at most `ASSET_SEGMENT_MAX` bytes: the name's whole encoding when
+it fits (what every key was before, so nothing stored moves), otherwise a readable prefix
+of it cut at a character boundary, then "~" and a hash of the whole name. "~" is never in
+a whole encoding (it would be "%7E"), so the two forms cannot meet.
+
+A staging key names the collection its upload was presigned for, so an ingest into another
+collection can refuse it by its key alone; `.claim` beside it marks an upload a job has
+promoted (the processor writes it once, with If-None-Match). The older layout
+`staging/<upload-id>/<safe-name>` (no collection) is still parsed, as `legacy`, so the
+janitor sweeps what was uploaded before; nothing ingests it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import time
@@ -30,8 +45,19 @@ PREFIXES: Final = (STAGING, ORIGINALS, DERIVATIVES, MANIFESTS)
 SAFE_NAME_MAX: Final = 100
 # An asset name is bounded in characters and in UTF-8 bytes alike.
 ASSET_NAME_MAX: Final = 200
-# Every byte of the name may become "%XX".
-ASSET_SEGMENT_MAX: Final = 3 * ASSET_NAME_MAX
+# The longest key segment any store accepts (MinIO: 255 bytes); S3 has no segment limit.
+STORE_SEGMENT_MAX: Final = 255
+MANIFEST_SUFFIX: Final = ".json"
+# An asset segment, so that even the manifest's "<segment>.json" fits in one store segment.
+ASSET_SEGMENT_MAX: Final = STORE_SEGMENT_MAX - len(MANIFEST_SUFFIX)
+# The whole encoding of the longest name (every byte may become "%XX"): the longest
+# segment keys written before the limit above may carry, which `parse_key` still reads.
+ENCODED_NAME_MAX: Final = 3 * ASSET_NAME_MAX
+# A shortened segment ends in "~" and this many hex digits of the name's SHA-256: 128 bits,
+# so two long names sharing a segment is as likely as a SHA-256 collision of that width.
+SEGMENT_HASH_HEX: Final = 32
+SEGMENT_HASH_MARK: Final = "~"
+READABLE_PREFIX_MAX: Final = ASSET_SEGMENT_MAX - len(SEGMENT_HASH_MARK) - SEGMENT_HASH_HEX
 # S3's limit on a key, in UTF-8 bytes; every key built here stays well under it.
 S3_KEY_MAX: Final = 1024
 COLLECTION_MAX: Final = 63
@@ -45,8 +71,14 @@ NAME_PATTERN: Final = rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{SAFE_NAME_MAX - 1}}}"
 COLLECTION_PATTERN: Final = rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{COLLECTION_MAX - 1}}}"
 STYLE_PATTERN: Final = "[a-z0-9][a-z0-9_-]{0,31}"
 VERSION_PATTERN: Final = rf"{ULID_PATTERN}-[0-9]{{5}}"
-STAGING_KEY_PATTERN: Final = rf"staging/{ULID_PATTERN}/{NAME_PATTERN}"
-STAGING_KEY_MAX: Final = len(STAGING) + 26 + 1 + SAFE_NAME_MAX
+STAGING_KEY_PATTERN: Final = rf"staging/{COLLECTION_PATTERN}/{ULID_PATTERN}/{NAME_PATTERN}"
+STAGING_KEY_MAX: Final = len(STAGING) + COLLECTION_MAX + 1 + 26 + 1 + SAFE_NAME_MAX
+# Before uploads named their collection; parsed (the janitor sweeps them), never ingested.
+LEGACY_STAGING_KEY_PATTERN: Final = rf"staging/{ULID_PATTERN}/{NAME_PATTERN}"
+# Either layout: what a client may name (an old key is then answered as a missing upload).
+ANY_STAGING_KEY_PATTERN: Final = rf"staging/(?:{COLLECTION_PATTERN}/)?{ULID_PATTERN}/{NAME_PATTERN}"
+# The claim marker's file part: a leading dot, so no safe name (and no upload) is ever it.
+CLAIM_NAME: Final = ".claim"
 
 _NAME_RE: Final = re.compile(NAME_PATTERN)
 _COLLECTION_RE: Final = re.compile(COLLECTION_PATTERN)
@@ -54,6 +86,7 @@ _STYLE_RE: Final = re.compile(STYLE_PATTERN)
 _VERSION_RE: Final = re.compile(VERSION_PATTERN)
 _ULID_RE: Final = re.compile(ULID_PATTERN)
 _STAGING_RE: Final = re.compile(STAGING_KEY_PATTERN)
+_ANY_STAGING_RE: Final = re.compile(ANY_STAGING_KEY_PATTERN)
 _UNSAFE_RUN: Final = re.compile(r"[^A-Za-z0-9._-]+")
 _DOT_RUN: Final = re.compile(r"\.{2,}")
 _DASH_RUN: Final = re.compile(r"-{2,}")
@@ -63,6 +96,9 @@ _SEGMENT_KEPT: Final = frozenset(
     b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-."
 )
 _SEGMENT_RE: Final = re.compile(r"(?:[A-Za-z0-9_.-]|%[0-9A-F]{2})+")
+_SHORTENED_RE: Final = re.compile(
+    rf"((?:[A-Za-z0-9_.-]|%[0-9A-F]{{2}})+){re.escape(SEGMENT_HASH_MARK)}([0-9a-f]{{{SEGMENT_HASH_HEX}}})"
+)
 # Control, format, surrogate, private-use and unassigned code points: invisible or
 # ambiguous in a name, and never needed to tell two photos apart.
 _FORBIDDEN_CATEGORIES: Final = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})
@@ -79,11 +115,24 @@ class InvalidKey(ValueError):
     """A name or key that does not follow the layout; the message says which rule."""
 
 
-def new_ulid(now: float | None = None) -> str:
-    """A ULID: 48 bits of milliseconds then 80 random bits, so string order is time order."""
-    millis = int((time.time() if now is None else now) * 1000)
+def new_ulid(now: float | None = None, *, millis: int | None = None) -> str:
+    """A ULID: 48 bits of milliseconds then 80 random bits, so string order is time order.
+
+    `millis` gives the time part exactly (the shared clock's versions, emulsion_contracts.
+    clock); a float of seconds could round it down by one.
+    """
+    if millis is None:
+        millis = int((time.time() if now is None else now) * 1000)
     value = (millis << 80) | int.from_bytes(os.urandom(10), "big")
     return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
+
+
+def ulid_millis(ulid: str) -> int:
+    """The millisecond time part of a ULID (its first 10 characters)."""
+    value = 0
+    for character in ulid[:10].upper():
+        value = value * 32 + _CROCKFORD.index(character)
+    return value
 
 
 def safe_name(filename: str) -> str:
@@ -153,39 +202,111 @@ def _asset_name_problem(value: str) -> str | None:
     return None
 
 
-def asset_segment(name: str) -> str:
-    """The one key segment naming asset `name`: its UTF-8 bytes percent-encoded, keeping
-    only A-Z a-z 0-9 '_' '-' '.' (a leading '.' is encoded too, so no segment is '.', '..'
-    or hidden), upper-case hex. Injective, and `parse_key` decodes it back."""
+def encoded_name(name: str) -> str:
+    """`name` encoded without loss into ASCII: its UTF-8 bytes percent-encoded, keeping only
+    A-Z a-z 0-9 '_' '-' '.' (a leading '.' is encoded too, so it is never '.', '..' or
+    hidden), upper-case hex. Up to `ENCODED_NAME_MAX` bytes; `asset_name` decodes it."""
     check_asset_name(name)
-    encoded = name.encode("utf-8")
-    return "".join(
-        chr(byte)
-        if byte in _SEGMENT_KEPT and not (position == 0 and byte == 0x2E)
-        else f"%{byte:02X}"
-        for position, byte in enumerate(encoded)
-    )
+    return "".join(_encoded_characters(name))
+
+
+def _encoded_characters(name: str) -> list[str]:
+    """The encoding of each character of `name` in turn (so a cut between two items never
+    splits a character or a "%XX")."""
+    encoded: list[str] = []
+    for position, char in enumerate(name):
+        encoded.append(
+            "".join(
+                chr(byte)
+                if byte in _SEGMENT_KEPT and not (position == 0 and byte == 0x2E)
+                else f"%{byte:02X}"
+                for byte in char.encode("utf-8")
+            )
+        )
+    return encoded
+
+
+def asset_segment(name: str) -> str:
+    """The one key segment naming asset `name`, at most `ASSET_SEGMENT_MAX` bytes.
+
+    The whole `encoded_name` when it fits (the segment every key had before the limit, so
+    nothing stored moves); else its longest prefix of whole characters that leaves room
+    for "~" and 32 hex digits of SHA-256 over the name's UTF-8. Two names never share a
+    segment: whole encodings are injective and carry no "~"; shortened ones differ in the
+    hash unless SHA-256 collides."""
+    characters = _encoded_characters(check_asset_name(name))
+    whole = "".join(characters)
+    if len(whole) <= ASSET_SEGMENT_MAX:
+        return whole
+    prefix, used = [], 0
+    for encoded in characters:
+        if used + len(encoded) > READABLE_PREFIX_MAX:
+            break
+        prefix.append(encoded)
+        used += len(encoded)
+    return "".join(prefix) + SEGMENT_HASH_MARK + _name_hash(name)
+
+
+def _name_hash(name: str) -> str:
+    return hashlib.sha256(name.encode("utf-8")).hexdigest()[:SEGMENT_HASH_HEX]
+
+
+def is_segment_of(segment: str, name: str) -> bool:
+    """Whether `segment` names asset `name`: its segment now, or the whole encoding that
+    keys written before the segment limit carry (up to `ENCODED_NAME_MAX` bytes)."""
+    try:
+        return segment in (asset_segment(name), encoded_name(name))
+    except InvalidKey:
+        return False
 
 
 def asset_name(segment: str) -> str:
-    """The asset name a key segment encodes; raises InvalidKey unless `segment` is exactly
-    what `asset_segment` makes of a valid name (so key <-> name is a bijection)."""
+    """The asset name an `encoded_name` (a whole-encoding segment) decodes to; raises
+    InvalidKey unless `segment` is exactly what `encoded_name` makes of a valid name (so
+    key <-> name is a bijection). A shortened segment does not hold the whole name: the
+    asset's manifest does."""
     name = _decoded_segment(segment)
     if name is None:
-        raise InvalidKey(f"{segment[: ASSET_SEGMENT_MAX + 1]!r} is not an encoded asset name")
+        raise InvalidKey(f"{segment[: ENCODED_NAME_MAX + 1]!r} is not an encoded asset name")
     return name
 
 
 def _decoded_segment(segment: str) -> str | None:
-    if len(segment) > ASSET_SEGMENT_MAX or not _SEGMENT_RE.fullmatch(segment):
+    if len(segment) > ENCODED_NAME_MAX or not _SEGMENT_RE.fullmatch(segment):
         return None
     try:
         name = urllib.parse.unquote_to_bytes(segment).decode("utf-8")
     except UnicodeDecodeError:
         return None
-    if _asset_name_problem(name) or asset_segment(name) != segment:
+    if _asset_name_problem(name) or encoded_name(name) != segment:
         return None
     return name
+
+
+def _valid_segment(segment: str) -> bool:
+    """A segment some name has (or had, before the limit): a whole encoding, or a
+    shortened one whose readable part is whole characters of a name's beginning."""
+    if _decoded_segment(segment) is not None:
+        return True
+    shortened = _SHORTENED_RE.fullmatch(segment)
+    if shortened is None or len(segment) > ASSET_SEGMENT_MAX:
+        return False
+    readable = shortened.group(1)
+    # Only a name whose whole encoding does not fit is shortened, and then the prefix is
+    # as long as whole characters allow: a multi-byte character is at most 12 bytes.
+    if len(readable) <= READABLE_PREFIX_MAX - 12:
+        return False
+    try:
+        beginning = urllib.parse.unquote_to_bytes(readable).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return (
+        "/" not in beginning
+        and "\\" not in beginning
+        and not beginning[0].isspace()
+        and not any(unicodedata.category(char) in _FORBIDDEN_CATEGORIES for char in beginning)
+        and "".join(_encoded_characters(beginning)) == readable
+    )
 
 
 def check_collection(value: str) -> str:
@@ -204,9 +325,46 @@ def check_style(value: str) -> str:
 
 
 def check_staging_key(key: str) -> str:
+    """A staging key of the current layout, `staging/<collection>/<upload-id>/<safe-name>`."""
     if not _STAGING_RE.fullmatch(key) or ".." in key:
-        raise InvalidKey(f"{key!r} is not a staging key (staging/<upload-id>/<safe-name>)")
+        raise InvalidKey(
+            f"{key!r} is not a staging key (staging/<collection>/<upload-id>/<safe-name>)"
+        )
     return key
+
+
+def check_any_staging_key(key: str) -> str:
+    """A staging key of either layout: the form of what a client may name in a request."""
+    if not _ANY_STAGING_RE.fullmatch(key) or ".." in key:
+        raise InvalidKey(
+            f"{key!r} is not a staging key (staging/<collection>/<upload-id>/<safe-name>)"
+        )
+    return key
+
+
+def staging_collection(key: str) -> str | None:
+    """The collection an upload key of the current layout was presigned for; None for
+    anything else (a legacy key, a claim marker, a key outside staging/)."""
+    parsed = parse_key(key)
+    if parsed is None or parsed.area != "staging" or parsed.legacy or parsed.claim:
+        return None
+    return parsed.collection
+
+
+def staging_prefix(collection: str) -> str:
+    """Where every upload presigned for `collection` lives: `staging/<collection>/`."""
+    return f"{STAGING}{check_collection(collection)}/"
+
+
+def upload_prefix(key: str) -> str:
+    """`staging/<collection>/<upload-id>/`: the upload's own folder (its file and claim)."""
+    check_staging_key(key)
+    return key.rsplit("/", 1)[0] + "/"
+
+
+def claim_key(key: str) -> str:
+    """The claim marker of the upload at `key`: `staging/<collection>/<upload-id>/.claim`."""
+    return upload_prefix(key) + CLAIM_NAME
 
 
 def version_id(job_version: str, index: int) -> str:
@@ -222,10 +380,11 @@ def version_id(job_version: str, index: int) -> str:
     return f"{job_version}-{index:05d}"
 
 
-def staging_key(upload_id: str, filename: str) -> str:
+def staging_key(collection: str, upload_id: str, filename: str) -> str:
+    """Where an upload of `filename` for `collection` goes."""
     if not _ULID_RE.fullmatch(upload_id):
         raise InvalidKey(f"upload id {upload_id!r} is not a ULID")
-    return f"{STAGING}{upload_id}/{safe_name(filename)}"
+    return f"{staging_prefix(collection)}{upload_id}/{safe_name(filename)}"
 
 
 def version_prefix(
@@ -252,12 +411,26 @@ def derivative_key(collection: str, asset: str, version: str, style: str, extens
 
 
 def manifest_key(collection: str, asset: str) -> str:
-    return f"{MANIFESTS}{check_collection(collection)}/{asset_segment(asset)}.json"
+    return segment_manifest_key(collection, asset_segment(asset))
+
+
+def segment_manifest_key(collection: str, segment: str) -> str:
+    """The manifest key of the asset whose key segment is `segment` (a parsed key's): the
+    way from a version's keys to the name, when the segment is shortened."""
+    if not _valid_segment(segment):
+        raise InvalidKey(f"{segment[: ENCODED_NAME_MAX + 1]!r} is not an asset segment")
+    return f"{MANIFESTS}{check_collection(collection)}/{segment}{MANIFEST_SUFFIX}"
 
 
 @dataclass(frozen=True, slots=True)
 class ParsedKey:
-    """A key taken apart; `asset` is the decoded asset NAME, not its key segment."""
+    """A key taken apart; `asset` is the decoded asset NAME, not its key segment, or None
+    when the segment is shortened (the name is then in the manifest at
+    `segment_manifest_key(collection, segment)`). `segment` identifies the asset always.
+
+    Under staging/: `legacy` marks the old layout (no collection), `claim` an upload's
+    claim marker (`name` is then None).
+    """
 
     area: Literal["staging", "originals", "derivatives", "assets"]
     collection: str | None = None
@@ -265,27 +438,39 @@ class ParsedKey:
     version: str | None = None
     upload_id: str | None = None
     name: str | None = None
+    legacy: bool = False
+    claim: bool = False
+    segment: str | None = None
 
 
 def parse_key(key: str) -> ParsedKey | None:
     """The inverse of the builders above; None for anything outside the layout."""
     parts = key.split("/")
     match parts:
+        case ["staging", collection, upload_id, name] if _valid_collection(
+            collection
+        ) and _ULID_RE.fullmatch(upload_id):
+            if name == CLAIM_NAME:
+                return ParsedKey("staging", collection, upload_id=upload_id, claim=True)
+            if _valid_name(name):
+                return ParsedKey("staging", collection, upload_id=upload_id, name=name)
         case ["staging", upload_id, name] if _ULID_RE.fullmatch(upload_id) and _valid_name(name):
-            return ParsedKey("staging", upload_id=upload_id, name=name)
+            return ParsedKey("staging", upload_id=upload_id, name=name, legacy=True)
         case [("originals" | "derivatives") as area, collection, segment, version, name] if (
             _valid_collection(collection)
             and _VERSION_RE.fullmatch(version)
             and _valid_name(name)
-            and (asset := _decoded_segment(segment)) is not None
+            and _valid_segment(segment)
         ):
-            return ParsedKey(area, collection, asset, version, name=name)
+            return ParsedKey(
+                area, collection, _decoded_segment(segment), version, name=name, segment=segment
+            )
         case ["assets", collection, manifest] if (
             _valid_collection(collection)
-            and manifest.endswith(".json")
-            and (asset := _decoded_segment(manifest.removesuffix(".json"))) is not None
+            and manifest.endswith(MANIFEST_SUFFIX)
+            and _valid_segment(segment := manifest.removesuffix(MANIFEST_SUFFIX))
         ):
-            return ParsedKey("assets", collection, asset)
+            return ParsedKey("assets", collection, _decoded_segment(segment), segment=segment)
     return None
 
 

@@ -62,12 +62,19 @@ class AssetManifest(BaseModel):
         return self
 
     @classmethod
-    def tombstone(cls, collection: str, asset: str, now: datetime) -> AssetManifest:
-        """The manifest a delete leaves: nothing live, at a version later than any before."""
+    def tombstone(
+        cls, collection: str, asset: str, now: datetime, version: str | None = None
+    ) -> AssetManifest:
+        """The manifest a delete leaves: nothing live, at a version later than any before.
+
+        `version`: a job version minted for the delete from the shared clock
+        (emulsion_contracts.clock), which is what makes it later than every version
+        minted before, whatever the clocks; without it, one from `now` (tests).
+        """
         return cls(
             collection=collection,
             asset=asset,
-            version=keys.version_id(keys.new_ulid(now.timestamp()), 0),
+            version=keys.version_id(version or keys.new_ulid(now.timestamp()), 0),
             job=None,
             index=None,
             original=None,

@@ -64,10 +64,11 @@ HEADER_MSG_ID: Final = "Nats-Msg-Id"
 #   one per dispatched item and removes its own when the job ends; the janitor never
 #   sweeps an upload that any job still leases. Two jobs of one upload hold two leases,
 #   so the first to finish cannot release the other's.
+# - the version clock (`emulsion_contracts.clock`): one key, the last millisecond any
+#   version was minted at, so versions from replicas with different clocks still sort in
+#   the order they were minted. No TTL: losing it would let a slow clock mint the past.
 CANCELLED_BUCKET: Final = "EMULSION_CANCELLED"
 STAGING_LEASES_BUCKET: Final = "EMULSION_STAGING_LEASES"
-# - the version clock (issue 21): the last version minted, read and compare-and-set by
-#   the API and the controller; never expires.
 CLOCK_BUCKET: Final = "EMULSION_CLOCK"
 # JetStream keeps a KV bucket as this stream, one subject per key.
 STAGING_LEASES_STREAM: Final = f"KV_{STAGING_LEASES_BUCKET}"
@@ -245,7 +246,7 @@ BUCKETS: Final = (
     BucketSpec(CANCELLED_BUCKET, 7 * DAY, "uids of IngestJobs deleted while running"),
     # Outlives any job that can still be running; a lease left by a crash expires.
     BucketSpec(STAGING_LEASES_BUCKET, 7 * DAY, "staging uploads referenced by running jobs"),
-    BucketSpec(CLOCK_BUCKET, 0.0, "the last job version minted (a hybrid logical clock)"),
+    BucketSpec(CLOCK_BUCKET, 0.0, "the hybrid logical clock job versions are minted from"),
 )
 
 

@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter
 
+from emulsion_contracts import stripping
 from emulsion_contracts.formats import OutputFormat
 from emulsion_contracts.messages import DEFAULT_PROFILE_NAME, StyleSpec
 
@@ -27,6 +28,18 @@ class Watermark(BaseModel):
     opacity: Annotated[float, Field(gt=0, le=1)] = 0.5
 
 
+class OriginalPolicy(BaseModel):
+    """What happens to the stored original: by default it is the upload, byte for byte.
+
+    `strip` names metadata to remove from it without re-encoding the image (see
+    `emulsion_contracts.stripping` for the names); an unknown name fails the load.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    strip: Annotated[tuple[str, ...], AfterValidator(stripping.check_names)] = ()
+
+
 class Profile(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -35,6 +48,7 @@ class Profile(BaseModel):
     format: OutputFormat = "jpeg"
     quality: Annotated[int, Field(ge=1, le=100)] = 82
     watermark: Watermark | None = None
+    original: OriginalPolicy = OriginalPolicy()
 
 
 DEFAULT_PROFILE = Profile(

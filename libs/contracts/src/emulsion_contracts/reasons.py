@@ -44,6 +44,20 @@ class FailureReason(StrEnum):
     TOO_LARGE_FOR_MEMORY = "TooLargeForMemory"
     """Decoding the image needs more memory than the processor's whole budget
     (`EMULSION_MEMORY_BUDGET_BYTES`), so it could never be admitted."""
+    UPLOAD_NOT_IN_COLLECTION = "UploadNotInCollection"
+    """The upload was not presigned for the item's collection: its key is not under
+    `staging/<collection>/` (or is of the old layout), or its recorded collection
+    (`emulsion-collection` metadata) is another. Nothing of it was read into the asset."""
+    UPLOAD_ALREADY_INGESTED = "UploadAlreadyIngested"
+    """Another job (or another item) already claimed this upload: an upload becomes one
+    asset version once."""
+    SOURCE_CHANGED = "SourceChanged"
+    """The staging object was replaced (a replayed upload form) between the download that
+    was checked and rendered and its promotion; other bytes are never stored."""
+    INVALID_KEY = "InvalidKey"
+    """The object store refused a key the item writes or reads (e.g. MinIO's
+    `XMinioInvalidObjectName`, S3's `KeyTooLongError`); the message gives the store's code.
+    Keys are built to fit every store, so this means a store stricter than S3 and MinIO."""
     INVALID_MESSAGE = "InvalidMessage"
     """The work message itself cannot be read (an unknown schema version, bad JSON); its
     job and index came from its subject and `Nats-Msg-Id` header."""

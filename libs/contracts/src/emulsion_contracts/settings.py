@@ -10,10 +10,12 @@ message naming every missing variable, instead of failing later on first use.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TypeVar
+from typing import Self, TypeVar
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from emulsion_contracts.worksigning import MIN_KEY_LENGTH
 
 
 class SettingsError(SystemExit):
@@ -111,6 +113,47 @@ class JetStreamSettings(_Settings):
     replicas: int = Field(default=1, ge=1, le=5, validation_alias="EMULSION_JETSTREAM_REPLICAS")
 
 
+class WorkSigningSettings(_Settings):
+    """The key that work messages are signed with (controller) and checked with (processor):
+    one of the two variables is required, the key at least 32 characters, or the service
+    refuses to start (a controller could not sign, a processor could trust nothing).
+    """
+
+    # A file holding the work-signing key (the chart mounts a Secret here); wins over
+    # EMULSION_WORK_SIGNING_KEY. Surrounding whitespace is ignored.
+    work_signing_key_file: str | None = Field(
+        default=None, validation_alias="EMULSION_WORK_SIGNING_KEY_FILE"
+    )
+    # The work-signing key itself, for setups without a file.
+    work_signing_key: str = Field(
+        default="", validation_alias="EMULSION_WORK_SIGNING_KEY", repr=False
+    )
+
+    @model_validator(mode="after")
+    def _key_is_usable(self) -> Self:
+        self.signing_key()
+        return self
+
+    def signing_key(self) -> bytes:
+        """The key as bytes; raises ValueError naming the variables when it is unusable."""
+        names = "EMULSION_WORK_SIGNING_KEY_FILE or EMULSION_WORK_SIGNING_KEY"
+        if self.work_signing_key_file:
+            try:
+                text = Path(self.work_signing_key_file).read_text()
+            except OSError as error:
+                raise ValueError(f"EMULSION_WORK_SIGNING_KEY_FILE: cannot read: {error}") from None
+        else:
+            text = self.work_signing_key
+        key = text.strip()
+        if not key:
+            raise ValueError(f"{names}: no work-signing key configured")
+        if len(key) < MIN_KEY_LENGTH:
+            raise ValueError(
+                f"{names}: the work-signing key must be at least {MIN_KEY_LENGTH} characters"
+            )
+        return key.encode()
+
+
 S = TypeVar("S", bound=BaseSettings)
 
 
@@ -120,8 +163,11 @@ def load_settings(cls: type[S]) -> S:
         return cls()
     except ValidationError as error:
         # Fields are read by their environment names, so `loc` already names the variable.
+        # A check across fields (a model validator) names its variables in its message.
         problems = [
             f"{'.'.join(str(part) for part in issue['loc'])}: {issue['msg']}"
+            if issue["loc"]
+            else str(issue["msg"]).removeprefix("Value error, ")
             for issue in error.errors()
         ]
         raise SettingsError("invalid configuration:\n  " + "\n  ".join(problems)) from None

@@ -25,7 +25,21 @@ CONFLICT_CODES: Final = frozenset(
     {"412", "PreconditionFailed", "409", "ConditionalRequestConflict"}
 )
 
+# The store refuses the key itself (its length or characters): the same key is refused
+# for ever, so waiting is no use. MinIO says XMinioInvalidObjectName (a segment over 255
+# bytes, a key over 1,024, characters it does not take); S3 says KeyTooLongError.
+KEY_REFUSED_CODES: Final = frozenset({"XMinioInvalidObjectName", "KeyTooLongError"})
+# Codes that refuse some argument; a refusal of the key when its message names the key.
+_ARGUMENT_CODES: Final = frozenset({"InvalidArgument", "InvalidRequest"})
+_KEY_WORDS: Final = ("key", "object name", "object-name", "objectname")
+
 USER_AGENT: Final = "emulsion"
+
+# An upload's object metadata, bound into its presigned form (the browser cannot change
+# them): the collection it was presigned for, and who asked (the first 16 hex digits of
+# the token's SHA-256). S3 returns them without the `x-amz-meta-` prefix.
+UPLOAD_COLLECTION_METADATA: Final = "emulsion-collection"
+UPLOAD_OWNER_METADATA: Final = "emulsion-owner"
 
 
 def s3_client(
@@ -70,6 +84,19 @@ def error_code(error: ClientError) -> str:
 def is_missing(error: ClientError) -> bool:
     """The object (or bucket) the call named does not exist."""
     return error_code(error) in MISSING_CODES
+
+
+def is_key_refused(error: ClientError) -> bool:
+    """The store refused the object's key (too long, a segment too long, characters it does
+    not allow): a permanent failure of whatever wanted that key, never an outage."""
+    code = error_code(error)
+    if code in KEY_REFUSED_CODES:
+        return True
+    if code not in _ARGUMENT_CODES:
+        return False
+    details = error.response.get("Error", {})
+    said = f"{details.get('ArgumentName', '')} {details.get('Message', '')}".lower()
+    return any(word in said for word in _KEY_WORDS)
 
 
 def is_conflict(error: ClientError) -> bool:

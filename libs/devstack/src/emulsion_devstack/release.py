@@ -11,6 +11,7 @@ CLI: ``python -m emulsion_devstack.release install [--state-dir DIR]``
 from __future__ import annotations
 
 import argparse
+import hashlib
 import subprocess
 import sys
 import tempfile
@@ -64,6 +65,9 @@ def release_values(endpoints: Endpoints, node: NodeInfo, registry: str, tag: str
             "pollingInterval": 5,
         },
         "networkPolicy": {"kubeApiserverPorts": [443, api_port]},
+        # The stack's token, scoped explicitly: the chart refuses an install where every
+        # token would be an admin by omission.
+        "apiTokens": {"scopes": {hashlib.sha256(endpoints.api_token.encode()).hexdigest(): ["*"]}},
         "components": {
             "api": {"replicas": 1, "resources": small},
             "controller": {"resources": small},

@@ -36,6 +36,11 @@ class ServiceSpec:
     exports: Callable[[str], dict[str, str]] = field(default=_no_exports)
 
 
+def _work_signing(endpoints: Endpoints) -> dict[str, str]:
+    # Only the controller (signs) and the processors (verify) get the key.
+    return {"EMULSION_WORK_SIGNING_KEY_FILE": endpoints.work_signing_key_file}
+
+
 def _controller_environment(endpoints: Endpoints, data_dir: Path) -> dict[str, str]:
     from emulsion_devstack.processes import free_port
 
@@ -46,6 +51,7 @@ def _controller_environment(endpoints: Endpoints, data_dir: Path) -> dict[str, s
     return {
         "EMULSION_METRICS_PORT": str(free_port()),
         "POD_ID": f"devstack-controller-{secrets.token_hex(3)}",
+        **_work_signing(endpoints),
     }
 
 
@@ -66,7 +72,10 @@ SERVICES["controller"] = ServiceSpec(
 SERVICES["processor"] = ServiceSpec(
     "processor",
     "emulsion_processor",
-    environment=lambda endpoints, data_dir: {"EMULSION_SCRATCH_DIR": str(data_dir / "scratch")},
+    environment=lambda endpoints, data_dir: {
+        "EMULSION_SCRATCH_DIR": str(data_dir / "scratch"),
+        **_work_signing(endpoints),
+    },
 )
 SERVICES["janitor"] = ServiceSpec("janitor", "emulsion_janitor")
 SERVICES["api"] = ServiceSpec(

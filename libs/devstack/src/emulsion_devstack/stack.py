@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
 import shlex
 import shutil
@@ -30,7 +31,7 @@ from emulsion_contracts import natsauth as nats_table
 from emulsion_contracts.settings import NatsSettings, S3Settings
 from emulsion_devstack import natsauth as nats_auth
 from emulsion_devstack import pki as pki_module
-from emulsion_devstack import shutdown
+from emulsion_devstack import shutdown, storage_identities
 from emulsion_devstack.binaries import ensure_binary
 from emulsion_devstack.processes import (
     ProcessRecord,
@@ -57,6 +58,7 @@ SERVERS = ("etcd", "kube-apiserver", "nats-server", "minio")
 # the API's public origin (POST, and the ETag/Location response headers).
 PAGE_ORIGINS = ("http://127.0.0.1:*", "http://localhost:*")
 START_TIMEOUT = 120.0
+WORK_SIGNING_KEY_FILE = "work-signing.key"
 
 # Only IngestJob writes are audited: enough to count the controller's status patches
 # without filling the disk with every watch and discovery call.
@@ -97,6 +99,13 @@ class Endpoints:
     # services' and the devstack's admin).
     nats_ca_file: str
     nats_auth_dir: str
+    # The key work messages are signed with: a file in the state directory, given to the
+    # controller and the processors only (services.py), never exported to clients.
+    work_signing_key_file: str = ""
+
+    def work_signing_key(self) -> bytes:
+        """The key, for a test or benchmark that publishes work as the controller does."""
+        return Path(self.work_signing_key_file).read_text().strip().encode()
 
     def environment(self) -> dict[str, str]:
         """What `.emulsion/env` exports; NATS as the devstack's admin identity (each
@@ -166,6 +175,7 @@ class LocalStack:
         self.say = say
         self.state_file = self.state_dir / "state.json"
         self.env_file = self.state_dir / "env"
+        self.work_signing_key_file = self.state_dir / WORK_SIGNING_KEY_FILE
 
     # -- public -------------------------------------------------------------------
 
@@ -216,6 +226,7 @@ class LocalStack:
                 api_token=secrets.token_urlsafe(32),
                 nats_ca_file=str(auth.ca_file) if self.nats_tls else "",
                 nats_auth_dir=str(auth.directory),
+                work_signing_key_file=str(self._new_work_signing_key()),
             )
             self._bootstrap(endpoints)
             exports: dict[str, str] = {}
@@ -259,7 +270,12 @@ class LocalStack:
             data_dir = state.get("data_dir")
             if data_dir:
                 shutil.rmtree(data_dir, ignore_errors=True)
-        for path in (self.state_file, self.env_file, self.state_dir / "kubeconfig"):
+        for path in (
+            self.state_file,
+            self.env_file,
+            self.state_dir / "kubeconfig",
+            self.work_signing_key_file,
+        ):
             path.unlink(missing_ok=True)
         return stopped
 
@@ -537,14 +553,22 @@ class LocalStack:
         self.say(f"  minio           {url}")
         return url, access_key, secret_key
 
-    def start_service(self, name: str, environment: dict[str, str] | None = None) -> ProcessRecord:
-        """Start one more service process on a running stack; `down` stops it too."""
+    def start_service(
+        self,
+        name: str,
+        environment: dict[str, str] | None = None,
+        command_prefix: tuple[str, ...] = (),
+    ) -> ProcessRecord:
+        """Start one more service process on a running stack; `down` stops it too.
+
+        `command_prefix` runs it under another command (e.g. `faketime -f +180`, a host
+        clock minutes ahead); a restart keeps it."""
         endpoints = self.running()
         state = self._read_state()
         if endpoints is None or state is None:
             raise StackError("the stack is not running")
         record, _ = self._start_service(
-            SERVICES[name], endpoints, Path(state["data_dir"]), environment
+            SERVICES[name], endpoints, Path(state["data_dir"]), environment, command_prefix
         )
         self.track(record)
         return record
@@ -562,11 +586,12 @@ class LocalStack:
         endpoints: Endpoints,
         data_dir: Path,
         environment: dict[str, str] | None = None,
+        command_prefix: tuple[str, ...] = (),
     ) -> tuple[ProcessRecord, str]:
         port = free_port()
         record = spawn(
             service.name,
-            [sys.executable, "-m", service.module],
+            [*command_prefix, sys.executable, "-m", service.module],
             _fresh_log(data_dir / "logs", service.name),
             env={
                 **endpoints.environment(),
@@ -574,6 +599,8 @@ class LocalStack:
                 **endpoints.nats_environment(service.name),
                 "OTEL_SERVICE_NAME": f"emulsion-{service.name}",
                 "EMULSION_HTTP_PORT": str(port),
+                # The service's own MinIO user in place of the root user (issue 21).
+                **storage_identities.environment(endpoints, service.name),
                 **service.environment(endpoints, data_dir),
                 **(environment or {}),
             },
@@ -589,12 +616,23 @@ class LocalStack:
         crds = apply_crds(endpoints.kubeconfig)
         asyncio.run(_ensure_jetstream(endpoints))
         ensure_bucket(endpoints)
+        storage_identities.create(endpoints)
         self.say(
             f"  bootstrapped    CRDs {', '.join(crds)}; streams "
             f"{', '.join(s.name for s in messaging.STREAMS)}, bucket {endpoints.bucket}"
         )
 
     # -- state ----------------------------------------------------------------------------
+
+    def _new_work_signing_key(self) -> Path:
+        """A fresh key for this stack's work messages, readable by this user only."""
+        self.work_signing_key_file.unlink(missing_ok=True)
+        descriptor = os.open(
+            self.work_signing_key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600
+        )
+        with os.fdopen(descriptor, "w") as key:
+            key.write(secrets.token_urlsafe(48) + "\n")
+        return self.work_signing_key_file
 
     def _read_state(self) -> dict[str, Any] | None:
         try:

@@ -1,7 +1,9 @@
-"""The API's one message: GC requests for deleted assets, published to EMULSION_GC.
+"""The API's NATS side: job and tombstone versions from the shared clock, and GC requests
+for deleted assets, published to EMULSION_GC.
 
-The connection is made in the background so the API serves ingests and status while
-NATS is still coming up; a delete before it is connected answers 503.
+The connection is made in the background; the API is not ready until it is made once.
+Without NATS no version can be minted (emulsion_contracts.clock): an ingest or a delete
+then answers 503 with Retry-After, and the client tries again. Reads never need NATS.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.errors import Error as JetStreamError
+from nats.js.kv import KeyValue
 
 from emulsion_api.errors import ApiError
-from emulsion_contracts import keys, messaging, natsauth, telemetry
+from emulsion_contracts import clock, keys, messaging, natsauth, telemetry
 from emulsion_contracts.manifest import AssetManifest
 from emulsion_contracts.messages import GcRequest
 from emulsion_contracts.settings import NatsSettings
@@ -24,6 +27,11 @@ from emulsion_contracts.settings import NatsSettings
 log = logging.getLogger(__name__)
 
 RETRY_SECONDS = 2.0
+# The longest a mint may take before the request is answered 503: a reconnecting client
+# queues requests instead of failing them, and a caller must not hang on an outage.
+MINT_TIMEOUT = 3.0
+# What a 503 for an unreachable bus tells the client to wait.
+RETRY_AFTER = {"Retry-After": "2"}
 
 
 class Bus:
@@ -31,6 +39,7 @@ class Bus:
         self._settings = settings
         self._connection: Client | None = None
         self._js: JetStreamContext | None = None
+        self._versions: KeyValue | None = None
         self._connecting: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -39,9 +48,9 @@ class Bus:
     async def _connect_until_done(self) -> None:
         while True:
             try:
-                self._connection, self._js = await messaging.connect(
-                    self._settings, natsauth.API_IDENTITY
-                )
+                connection, js = await messaging.connect(self._settings, natsauth.API_IDENTITY)
+                self._versions = await js.key_value(messaging.CLOCK_BUCKET)
+                self._connection, self._js = connection, js
             except (NatsError, JetStreamError, OSError, TimeoutError) as error:
                 log.warning("cannot reach NATS yet (%s); retrying", error)
                 await asyncio.sleep(RETRY_SECONDS)  # a reconnect backoff, not a test wait
@@ -49,10 +58,35 @@ class Bus:
                 log.info("connected to NATS")
                 return
 
+    @property
+    def connected_once(self) -> bool:
+        """Whether the connection was made (it then reconnects by itself after an outage)."""
+        return self._js is not None
+
+    async def mint_versions(self, count: int = 1) -> list[str]:
+        """`count` versions from the shared clock, or 503 with Retry-After without NATS."""
+        if self._versions is None:
+            raise ApiError(
+                503, "unavailable", "the message bus is not connected yet", headers=RETRY_AFTER
+            )
+        try:
+            async with asyncio.timeout(MINT_TIMEOUT):
+                return await clock.mint_versions(self._versions, count)
+        except (NatsError, JetStreamError, TimeoutError, clock.ClockContended) as error:
+            log.warning("cannot mint a version: %s", error)
+            raise ApiError(
+                503,
+                "unavailable",
+                "the message bus is unavailable; versions cannot be minted",
+                headers=RETRY_AFTER,
+            ) from error
+
     async def publish_deleted(self, manifest: AssetManifest, not_before: datetime) -> None:
         """Hand the deleted asset's keys to the janitor, deduplicated per asset version."""
         if self._js is None:
-            raise ApiError(503, "unavailable", "the message bus is not connected yet")
+            raise ApiError(
+                503, "unavailable", "the message bus is not connected yet", headers=RETRY_AFTER
+            )
         request = GcRequest(
             reason="deleted",
             keys=tuple(sorted(manifest.live_keys())),
@@ -72,7 +106,9 @@ class Bus:
             )
         except (NatsError, JetStreamError, TimeoutError) as error:
             log.warning("GC publish failed: %s", error)
-            raise ApiError(503, "unavailable", "the message bus is unavailable") from error
+            raise ApiError(
+                503, "unavailable", "the message bus is unavailable", headers=RETRY_AFTER
+            ) from error
 
     async def close(self) -> None:
         if self._connecting is not None and not self._connecting.done():

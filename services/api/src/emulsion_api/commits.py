@@ -21,7 +21,7 @@ import logging
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 
-from emulsion_api.jobs import Job, PlannedItem
+from emulsion_api.jobs import MAX_ITEMS_BYTES, Job, PlannedItem, item_bytes
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +42,20 @@ class _Member:
     def assets(self) -> set[str]:
         return {item.asset for item in self.items}
 
+    @property
+    def bytes(self) -> int:
+        return sum(item_bytes(item) for item in self.items)
+
 
 # Makes the job for a group: its items (members' in order) and the first member's trace.
 Create = Callable[[list[PlannedItem], Mapping[str, str]], Awaitable[Job]]
 
 
 class GroupCommit:
-    def __init__(self, max_items: int) -> None:
+    def __init__(self, max_items: int, max_bytes: int = MAX_ITEMS_BYTES) -> None:
         self._max_items = max_items
+        # The items' size as stored, so a group always fits in one job (see jobs.py).
+        self._max_bytes = max_bytes
         self._queues: dict[Hashable, list[_Member]] = {}
         self._committers: dict[Hashable, asyncio.Task[None]] = {}
 
@@ -70,16 +76,21 @@ class GroupCommit:
 
     def _take(self, queue: list[_Member]) -> list[_Member]:
         """The next group: members in arrival order while their assets are new to it and
-        the items fit in one job."""
+        the items fit in one job, by count and by stored size."""
         group: list[_Member] = []
         assets: set[str] = set()
-        count = 0
+        count = size = 0
         for member in queue:
-            if group and (count + len(member.items) > self._max_items or assets & member.assets):
+            if group and (
+                count + len(member.items) > self._max_items
+                or size + member.bytes > self._max_bytes
+                or assets & member.assets
+            ):
                 break
             group.append(member)
             assets |= member.assets
             count += len(member.items)
+            size += member.bytes
         del queue[: len(group)]
         return group
 

@@ -17,6 +17,8 @@ from emulsion_api.kube import Kube
 from emulsion_api.scopes import Scopes
 from emulsion_api.settings import ApiSettings
 from emulsion_api.store import Store
+from emulsion_api.tokens import Tokens
+from emulsion_contracts import keys
 from emulsion_contracts.profiles import Profile
 
 
@@ -25,8 +27,8 @@ class Services:
     """Everything the routes use, made once in the app's lifespan."""
 
     settings: ApiSettings
-    # Every accepted token with the collections it may use.
-    tokens: tuple[tuple[bytes, Scopes], ...]
+    # Every accepted token with the collections it may use, re-read from its files.
+    tokens: Tokens
     profiles: dict[str, Profile]
     kube: Kube
     store: Store
@@ -41,10 +43,25 @@ class Principal:
     id: str
     scopes: Scopes
 
+    @property
+    def owner(self) -> str:
+        """The caller's identity as recorded with its uploads: the first 16 hex digits of
+        its token's SHA-256 (enough to tell tokens apart, useless to find one)."""
+        return self.id[:16]
+
     def may_read(self, collection: str) -> bool:
         """Whether the caller may see `collection`; a route answers 404 when not, exactly
         as for something that does not exist, so a token learns nothing of other tenants."""
         return self.scopes.allows(collection)
+
+    def may_use_upload(self, key: str, collection: str | None = None) -> bool:
+        """Whether `key` is an upload presigned for a collection the caller may use (and,
+        given `collection`, for that one): the only uploads the API looks up or ingests
+        for it. Any other key is answered as if it did not exist, without a read."""
+        presigned_for = keys.staging_collection(key)
+        if presigned_for is None or not self.scopes.allows(presigned_for):
+            return False
+        return collection is None or presigned_for == collection
 
     def check_write(self, collection: str) -> None:
         """Refuse (403) a change to a collection outside the caller's scopes."""
@@ -70,7 +87,7 @@ async def principal(
     accepted: Scopes | None = None
     # Compare with every token, each in constant time: neither timing nor the position
     # of the matching token tells a caller anything.
-    for token, scopes in (await services(request)).tokens:
+    for token, scopes in (await services(request)).tokens.current:
         if hmac.compare_digest(offered, token):
             accepted = scopes
     if not offered or accepted is None:

@@ -34,6 +34,7 @@ ErrorCode = Literal[
     "asset_changed",
     "precondition_failed",
     "body_too_large",
+    "job_too_large",
     "invalid_request",
     "invalid_cursor",
     "upload_missing",
@@ -43,6 +44,7 @@ ErrorCode = Literal[
     "too_many_items",
     "file_too_large",
     "duplicate_asset",
+    "duplicate_upload",
     "overloaded",
     "too_many_watches",
     "internal",
@@ -66,6 +68,7 @@ CODES: Final[dict[ErrorCode, CodeInfo]] = {
     "asset_changed": CodeInfo(409, "A new version of the asset went live meanwhile"),
     "precondition_failed": CodeInfo(412, "If-Match names another version of the asset"),
     "body_too_large": CodeInfo(413, "The request body is over the size limit"),
+    "job_too_large": CodeInfo(413, "An IngestJob of these items is over what etcd stores"),
     "invalid_request": CodeInfo(422, "The request is invalid"),
     "invalid_cursor": CodeInfo(422, "The page cursor is not one this API gave out"),
     "upload_missing": CodeInfo(422, "An upload is not in the staging area"),
@@ -75,6 +78,7 @@ CODES: Final[dict[ErrorCode, CodeInfo]] = {
     "too_many_items": CodeInfo(422, "Too many items in one request"),
     "file_too_large": CodeInfo(422, "A file is over the upload size limit"),
     "duplicate_asset": CodeInfo(422, "An asset appears twice in one request"),
+    "duplicate_upload": CodeInfo(422, "An upload appears twice in one request"),
     "overloaded": CodeInfo(429, "The apiserver is throttling requests"),
     "too_many_watches": CodeInfo(429, "Too many open watches"),
     "internal": CodeInfo(500, "Internal error"),
@@ -144,7 +148,14 @@ class Problem(BaseModel):
     errors: list[ErrorDetail] = Field(
         default=[],
         description="The individual problems, for a request with several.",
-        examples=[[{"field": "body.items", "message": "staging/01J.../a.jpg was not uploaded"}]],
+        examples=[
+            [
+                {
+                    "field": "body.items",
+                    "message": "staging/holiday-2026/01J.../a.jpg was not uploaded",
+                }
+            ]
+        ],
     )
 
 

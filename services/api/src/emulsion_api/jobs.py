@@ -8,9 +8,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import time
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -41,6 +40,25 @@ LABEL_IDEMPOTENCY: Final = f"{crd.GROUP}/idempotency"
 ANNOTATION_REQUEST_HASH: Final = f"{crd.GROUP}/request-sha256"
 MANAGED_BY: Final = "emulsion-api"
 IDEMPOTENCY_KEY_MAX: Final = 255
+
+# etcd refuses a write over 1.5 MiB (its default `--max-request-bytes`), and the apiserver
+# then answers 500 "etcdserver: request is too large": the size of an IngestJob, not the
+# item count, is the limit. The API creates a job at most MAX_JOB_BYTES as stored, so its
+# status still fits beside the spec: at most MAX_FAILURES_LISTED failures of a 1,024-char
+# message and a 200-byte name (~0.4 MiB escaped at worst), index ranges, conditions.
+ETCD_REQUEST_MAX: Final = 1_572_864
+MAX_JOB_BYTES: Final = 1024 * 1024
+# What the apiserver adds to an object it creates (uid, creationTimestamp, generation,
+# managedFields): 381 bytes measured for the API's jobs; counted as 1 KiB.
+SERVER_FIELDS_BYTES: Final = 1024
+# The most a job's metadata and spec without items may take (name, labels, annotations
+# with a trace context and an idempotency key, collection, profile, version): the items
+# of a grouped job get the rest, so a group never needs a second job.
+JOB_FRAME_MAX: Final = 8 * 1024
+MAX_ITEMS_BYTES: Final = MAX_JOB_BYTES - JOB_FRAME_MAX
+# Go's encoding/json (the apiserver's, for custom resources) writes these as "\u003c"
+# and the like: six bytes each, where Python writes the character itself.
+_GO_ESCAPED: Final = re.compile("[<>&\u2028\u2029]")
 _IDEMPOTENCY_KEY_RE: Final = re.compile(rf"[\x21-\x7e]{{1,{IDEMPOTENCY_KEY_MAX}}}")
 _LABEL_EDGE: Final = re.compile(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$")
 
@@ -87,9 +105,28 @@ def plan_items(
     planned: list[PlannedItem] = []
     problems: list[ErrorDetail] = []
     seen: dict[str, int] = {}
+    uploads: dict[str, int] = {}
+    duplicates: list[ErrorDetail] = []
     for index, item in enumerate(request.items):
         try:
-            keys.check_staging_key(item.upload_key)
+            # Either layout passes here; whose upload it is, is the route's question
+            # (answered like a missing upload), so no answer tells a key's owner.
+            keys.check_any_staging_key(item.upload_key)
+        except keys.InvalidKey as error:
+            problems.append(ErrorDetail(field=f"body.items.{index}", message=str(error)))
+            continue
+        if item.upload_key in uploads:
+            # One upload, one asset per request: a repeated key would render and copy the
+            # same file again and again.
+            duplicates.append(
+                ErrorDetail(
+                    field=f"body.items.{index}.upload_key",
+                    message=f"upload {item.upload_key} is also item {uploads[item.upload_key]}",
+                )
+            )
+            continue
+        uploads[item.upload_key] = index
+        try:
             if item.asset is None and recorded is None:
                 continue
             asset = item.asset or (recorded or {}).get(item.upload_key)
@@ -107,12 +144,24 @@ def plan_items(
             continue
         seen[asset] = index
         planned.append(PlannedItem(item.upload_key, asset))
-    if problems:
-        duplicate = all("is also item" in problem.message for problem in problems)
+    if duplicates and not problems:
         raise ApiError(
             422,
-            "duplicate_asset" if duplicate else "invalid_request",
-            "an asset may appear once per request" if duplicate else "some items are invalid",
+            "duplicate_upload",
+            f"an upload may appear once per request; repeated at items "
+            f"{', '.join(d.field.split('.')[2] for d in duplicates if d.field)}",
+            duplicates,
+        )
+    problems += duplicates
+    if problems:
+        duplicate = all("is also item" in problem.message for problem in problems)
+        asset_only = all(p.field and p.field.endswith(".asset") for p in problems)
+        raise ApiError(
+            422,
+            "duplicate_asset" if duplicate and asset_only else "invalid_request",
+            "an asset may appear once per request"
+            if duplicate and asset_only
+            else "some items are invalid",
             problems,
         )
     try:
@@ -152,10 +201,9 @@ def job_name(version: str) -> str:
     return version.lower()
 
 
-def versions(count: int, now: float | None = None) -> list[str]:
-    """`count` ULIDs a millisecond apart, so the parts of a split request sort in order."""
-    start = time.time() if now is None else now
-    return [keys.new_ulid(start + part / 1000) for part in range(count)]
+def part_count(items: list[PlannedItem]) -> int:
+    """How many IngestJobs a request of `items` becomes (`split_items`)."""
+    return max(1, len(split_items(items)))
 
 
 @dataclass(frozen=True)
@@ -169,13 +217,70 @@ class JobPlan:
     ttl_seconds_after_finished: int | None = None
 
 
-def build_jobs(plan: JobPlan, now: float | None = None) -> list[Job]:
-    """One IngestJob per `crd.MAX_ITEMS` items; a split request shares one batch label."""
-    chunks = [
-        plan.items[start : start + crd.MAX_ITEMS]
-        for start in range(0, len(plan.items), crd.MAX_ITEMS)
-    ]
-    part_versions = versions(len(chunks), now)
+def stored_json_size(value: Any) -> int:
+    """Bytes of `value` as the apiserver stores a custom resource in etcd: compact JSON
+    from Go's encoding/json, which escapes '<', '>', '&', U+2028 and U+2029 as six bytes
+    and keeps other non-ASCII characters as UTF-8. Never below the real size: control
+    characters Python writes as "\\b" or "\\f" are counted as six bytes (older Go)."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    shorthand = text.count("\\b") + text.count("\\f")
+    escaped = sum(6 - len(char.encode("utf-8")) for char in _GO_ESCAPED.findall(text))
+    return len(text.encode("utf-8")) + escaped + 4 * shorthand
+
+
+def stored_size(job: Job) -> int:
+    """The bytes `job` takes in etcd once the apiserver created it (never fewer)."""
+    return stored_json_size(job) + SERVER_FIELDS_BYTES
+
+
+def item_bytes(item: PlannedItem) -> int:
+    """What one item adds to a job as stored: its entry of spec.items and a comma."""
+    # JobItem's body, written out: validating a model per item would cost more than this.
+    return stored_json_size({"source": item.upload_key, "asset": item.asset}) + 1
+
+
+def split_items(items: list[PlannedItem]) -> list[list[PlannedItem]]:
+    """The items in order, cut into jobs of at most `crd.MAX_ITEMS` items and
+    `MAX_ITEMS_BYTES` of items as stored (so the whole job stays within MAX_JOB_BYTES)."""
+    chunks: list[list[PlannedItem]] = []
+    current: list[PlannedItem] = []
+    used = 0
+    for item in items:
+        size = item_bytes(item)
+        if size > MAX_ITEMS_BYTES:  # no name the contract accepts is this long
+            raise too_large(size)
+        if current and (len(current) == crd.MAX_ITEMS or used + size > MAX_ITEMS_BYTES):
+            chunks.append(current)
+            current, used = [], 0
+        current.append(item)
+        used += size
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def too_large(size: int) -> ApiError:
+    return ApiError(
+        413,
+        "job_too_large",
+        f"the request makes an IngestJob of {size:,} bytes as stored (JSON escapes "
+        f"included); the limit is {MAX_JOB_BYTES:,} bytes",
+        [ErrorDetail(field="body.items", message=f"limit: {MAX_JOB_BYTES} bytes per job")],
+    )
+
+
+def build_jobs(plan: JobPlan, part_versions: Sequence[str]) -> list[Job]:
+    """One IngestJob per `crd.MAX_ITEMS` items or `MAX_JOB_BYTES` as stored, whichever
+    comes first; a split request shares one batch label. Each is measured as the
+    apiserver will store it before anything is sent: etcd's refusal (a 500 from the
+    apiserver, which a client would retry for ever) is a 413 here.
+
+    `part_versions`: one version per part (`part_count`), in order, minted from the
+    shared clock (emulsion_contracts.clock), never from this replica's own.
+    """
+    chunks = split_items(plan.items)
+    if len(part_versions) != len(chunks):
+        raise ValueError(f"{len(chunks)} parts need as many versions, not {len(part_versions)}")
     batch = job_name(part_versions[0]) if len(chunks) > 1 else None
     labels = {
         crd.LABEL_MANAGED_BY: MANAGED_BY,
@@ -193,7 +298,7 @@ def build_jobs(plan: JobPlan, now: float | None = None) -> list[Job]:
         labels[LABEL_IDEMPOTENCY] = label
         annotations[crd.ANNOTATION_IDEMPOTENCY_KEY] = client_key
         annotations[ANNOTATION_REQUEST_HASH] = body_hash
-    return [
+    bodies = [
         IngestJob(
             metadata=ObjectMeta(
                 name=job_name(version),
@@ -215,6 +320,11 @@ def build_jobs(plan: JobPlan, now: float | None = None) -> list[Job]:
         ).to_body()
         for version, chunk in zip(part_versions, chunks, strict=True)
     ]
+    for body in bodies:
+        size = stored_size(body)
+        if size > MAX_JOB_BYTES:  # a frame beyond JOB_FRAME_MAX: never with today's fields
+            raise too_large(size)
+    return bodies
 
 
 def ingest_url(name: str) -> str:

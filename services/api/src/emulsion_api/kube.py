@@ -1,7 +1,8 @@
 """The API's IngestJob calls to the apiserver: create, read, list, delete and watch.
 
 Apiserver failures become API errors here, once: throttling is 429 with Retry-After,
-an unreachable or failing apiserver is 503, a schema rejection is 422.
+an unreachable or failing apiserver is 503, a schema rejection is 422, an object too
+large to store is 413. Only what waiting can cure is 503: a client retries that.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ from prometheus_client import Gauge
 
 from emulsion_api.errors import ApiError
 from emulsion_contracts import crd
+
+# etcd's refusal of a write over its `--max-request-bytes`, which the apiserver passes on
+# as a 500; the same object is refused again however long one waits.
+ETCD_TOO_LARGE = "request is too large"
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +63,14 @@ def _translate(error: Exception) -> ApiError:
                 "the apiserver is throttling requests",
                 headers={"Retry-After": retry_after},
             )
-        if error.status == 422:
+        if error.status == 413 or (error.status == 500 and ETCD_TOO_LARGE in error.reason):
+            return ApiError(
+                413,
+                "job_too_large",
+                f"the apiserver could not store the job: {error.reason}",
+            )
+        if error.status in (400, 422):
+            # "Too long", "Too many", a bad value: the request's fault, never cured by time.
             return ApiError(
                 422, "invalid_request", f"the apiserver rejected the job: {error.reason}"
             )

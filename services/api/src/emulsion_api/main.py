@@ -31,6 +31,7 @@ from emulsion_api.ops import serve_metrics
 from emulsion_api.routes import access, assets, batches, health, ingests, profiles, uploads, web
 from emulsion_api.settings import ApiSettings, load_api_settings
 from emulsion_api.store import Store
+from emulsion_api.tokens import Tokens
 from emulsion_contracts import crd, kube, storage, telemetry
 from emulsion_contracts.blocking import Blocking
 from emulsion_contracts.profiles import load_profiles
@@ -73,7 +74,7 @@ operation lists the codes it can answer with. Besides those, any path may answer
 def _services(settings: ApiSettings, blocking: Blocking) -> Services:
     return Services(
         settings=settings,
-        tokens=tuple((token.encode(), scopes) for token, scopes in settings.scoped_tokens()),
+        tokens=Tokens(settings),
         profiles=load_profiles(settings.profiles_file),
         kube=_kube(settings),
         store=Store(
@@ -100,6 +101,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         blocking = Blocking(settings.io_threads, "io")
         services = _services(settings, blocking)
         services.bus.start()
+        services.tokens.start()
         app.state.services = services
         ops = serve_metrics(settings.metrics_port)
         log.info(
@@ -110,6 +112,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
             yield
         finally:
             ops.close()
+            await services.tokens.close()
             await services.bus.close()
             await services.kube.close()
             blocking.close()
@@ -164,7 +167,8 @@ def _document_limits(app: FastAPI, settings: ApiSettings) -> None:
         if app.openapi_schema is None:
             document = generate()
             schemas = document["components"]["schemas"]
-            schemas["UploadRequest"]["properties"]["size"]["maximum"] = settings.upload_max_bytes
+            for schema in ("UploadRequest", "UploadFile"):
+                schemas[schema]["properties"]["size"]["maximum"] = settings.upload_max_bytes
             schemas["UploadBatchRequest"]["properties"]["files"]["maxItems"] = (
                 settings.max_upload_batch
             )

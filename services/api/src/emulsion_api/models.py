@@ -25,7 +25,7 @@ ItemState = Literal["pending", "succeeded", "failed"]
 # An asset's manifest is live, or a tombstone left by a delete (until an ingest revives it).
 AssetState = Literal["live", "deleted"]
 
-_STAGING_EXAMPLE = "staging/01JDQ3F9ZK8V6N2XG4T7C5W1RB/IMG_0001.jpg"
+_STAGING_EXAMPLE = "staging/holiday-2026/01JDQ3F9ZK8V6N2XG4T7C5W1RB/IMG_0001.jpg"
 _VERSION_EXAMPLE = "01JDQ3G2M4P8R6T0V2X4Z6B8D0-00000"
 _JOB_EXAMPLE = "01jdq3g2m4p8r6t0v2x4z6b8d0"
 _TIME_EXAMPLE = "2026-11-23T10:15:30Z"
@@ -43,7 +43,23 @@ class Request(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class UploadRequest(Request):
+def _collection_field(description: str) -> Any:
+    return _field(
+        description,
+        "holiday-2026",
+        max_length=keys.COLLECTION_MAX,
+        pattern=f"^{keys.COLLECTION_PATTERN}$",
+    )
+
+
+_UPLOAD_COLLECTION = (
+    "The collection the upload is for: the token must be allowed to use it (403 "
+    "otherwise), the key names it, and the form binds it (and the token's identity) into "
+    "the object's metadata. Only an ingest into this collection accepts the upload."
+)
+
+
+class UploadFile(Request):
     filename: Annotated[
         str,
         _field(
@@ -72,9 +88,14 @@ class UploadRequest(Request):
     ]
 
 
+class UploadRequest(UploadFile):
+    collection: Annotated[str, _collection_field(_UPLOAD_COLLECTION)]
+
+
 class UploadBatchRequest(Request):
+    collection: Annotated[str, _collection_field(_UPLOAD_COLLECTION)]
     files: Annotated[
-        list[UploadRequest],
+        list[UploadFile],
         _field(
             "The files to presign, at most the configured batch size.",
             [{"filename": "IMG_0001.jpg", "content_type": "image/jpeg", "size": 2483012}],
@@ -97,7 +118,12 @@ class Upload(BaseModel):
     )
     fields: dict[str, str] = _field(
         "The form fields to send before the file, as given.",
-        {"key": _STAGING_EXAMPLE, "Content-Type": "image/jpeg", "policy": "eyJl..."},
+        {
+            "key": _STAGING_EXAMPLE,
+            "Content-Type": "image/jpeg",
+            "x-amz-meta-emulsion-collection": "holiday-2026",
+            "policy": "eyJl...",
+        },
     )
     expires_at: datetime = _field("When the form stops being accepted.", _TIME_EXAMPLE)
 
@@ -118,30 +144,44 @@ class UploadBatch(BaseModel):
     )
 
 
+# Either key layout: a key of the old one (no collection) is answered like a missing
+# upload, never ingested.
 StagingKey = Annotated[
-    str, Field(max_length=keys.STAGING_KEY_MAX, pattern=f"^{keys.STAGING_KEY_PATTERN}$")
+    str, Field(max_length=keys.STAGING_KEY_MAX, pattern=f"^{keys.ANY_STAGING_KEY_PATTERN}$")
 ]
 
 
 class PresentRequest(Request):
     keys: Annotated[
         list[StagingKey],
-        _field("Staging keys to look for.", [_STAGING_EXAMPLE], min_length=1),
+        _field(
+            "Staging keys to look for. A key of a collection the token may not use is "
+            "reported as not present, whether or not it exists.",
+            [_STAGING_EXAMPLE],
+            min_length=1,
+        ),
     ]
 
 
 class Present(BaseModel):
-    present: list[str] = _field("The keys asked about that hold an upload.", [_STAGING_EXAMPLE])
+    present: list[str] = _field(
+        "The keys asked about that hold an upload not yet ingested, of collections the "
+        "token may use.",
+        [_STAGING_EXAMPLE],
+    )
 
 
 class IngestItem(Request):
     upload_key: Annotated[
         str,
         _field(
-            "A key returned by `POST /v1/uploads` (staging/<upload-id>/<name>).",
+            "A key returned by `POST /v1/uploads` for this request's collection "
+            "(staging/<collection>/<upload-id>/<name>), at most once per request. A key "
+            "of another collection, or one already ingested, is answered like a missing "
+            "upload (`upload_missing`).",
             _STAGING_EXAMPLE,
             max_length=keys.STAGING_KEY_MAX,
-            pattern=f"^{keys.STAGING_KEY_PATTERN}$",
+            pattern=f"^{keys.ANY_STAGING_KEY_PATTERN}$",
         ),
     ]
     asset: Annotated[

@@ -7,8 +7,12 @@ Bearer tokens: `EMULSION_API_TOKENS` (comma-separated) and/or `EMULSION_API_TOKE
 (one a line). Their scopes (the collections each may use, see `scopes.py`):
 `EMULSION_API_TOKEN_SCOPES`, a JSON object from the hex SHA-256 of a token to its list of
 scopes, e.g. `{"9f86d0...": ["acme-*"], "60303a...": ["beta-photos", "beta-video"],
-"a665a4...": ["*"]}`. Without it every token is an admin (the single-tenant setup); with
-it, every token must be listed (a token left out is a start-up error, never an admin).
+"a665a4...": ["*"]}`, or the same JSON in the file `EMULSION_API_TOKEN_SCOPES_FILE`. Without
+either every token is an admin (the single-tenant setup); with one, every token must be
+listed (a token left out is a start-up error, never an admin).
+
+The two files are read again every `EMULSION_API_TOKENS_RELOAD_SECONDS` (`tokens.py`): a
+token removed from the file stops working without a restart.
 """
 
 from __future__ import annotations
@@ -37,10 +41,20 @@ CHECKOUT_WEB_DIR = Path(__file__).resolve().parents[4] / "clients" / "web" / "di
 class ApiSettings(ServiceSettings, NatsSettings, S3Settings, KubeSettings, ProfilesSettings):
     # Bearer tokens, comma-separated (and/or one a line in EMULSION_API_TOKENS_FILE).
     api_tokens: str = Field(default="", validation_alias="EMULSION_API_TOKENS")
-    # A file of bearer tokens, one a line (the chart mounts a Secret here).
+    # A file of bearer tokens, one a line (the chart mounts a Secret here); re-read while
+    # the API runs (EMULSION_API_TOKENS_RELOAD_SECONDS), so removing a token revokes it.
     api_tokens_file: str | None = Field(default=None, validation_alias="EMULSION_API_TOKENS_FILE")
-    # JSON: {"<sha256 of a token>": ["<collection>" | "<prefix>*" | "*", ...], ...}
+    # JSON: {"<sha256 of a token>": ["<collection>" | "<prefix>-*" | "*", ...], ...}
     api_token_scopes: str = Field(default="", validation_alias="EMULSION_API_TOKEN_SCOPES")
+    # The same JSON in a file (the chart mounts a ConfigMap here); re-read like the tokens.
+    api_token_scopes_file: str | None = Field(
+        default=None, validation_alias="EMULSION_API_TOKEN_SCOPES_FILE"
+    )
+    # How often the tokens and scopes files are read again: a revoked token stops
+    # working within this long (plus the kubelet's delay in updating a mounted Secret).
+    api_tokens_reload_seconds: float = Field(
+        default=5.0, gt=0, le=60, validation_alias="EMULSION_API_TOKENS_RELOAD_SECONDS"
+    )
     # The namespace the API creates IngestJobs in.
     namespace: str = Field(default="default", validation_alias="EMULSION_NAMESPACE")
     # Uploads: the largest original a client may POST, and how long a presigned form lives.
@@ -109,12 +123,22 @@ class ApiSettings(ServiceSettings, NatsSettings, S3Settings, KubeSettings, Profi
             raw += Path(self.api_tokens_file).read_text().splitlines()
         return tuple(token.strip() for token in raw if token.strip())
 
+    def token_scopes(self) -> str | None:
+        """The scopes' JSON as configured now (the file read afresh); None: none configured."""
+        if self.api_token_scopes_file:
+            if self.api_token_scopes.strip():
+                raise ValueError("set EMULSION_API_TOKEN_SCOPES or its _FILE, not both")
+            return Path(self.api_token_scopes_file).read_text()
+        return self.api_token_scopes if self.api_token_scopes.strip() else None
+
     def scoped_tokens(self) -> tuple[tuple[str, Scopes], ...]:
-        """Every token with its scopes; raises ValueError on malformed or missing scopes."""
-        if not self.api_token_scopes.strip():
+        """Every token with its scopes, the files read now; raises OSError when a file
+        cannot be read, ValueError on malformed or missing scopes."""
+        written = self.token_scopes()
+        if written is None:
             return tuple((token, EVERYTHING) for token in self.tokens())
         try:
-            configured = json.loads(self.api_token_scopes)
+            configured = json.loads(written)
         except ValueError as error:
             raise ValueError(f"not JSON: {error}") from None
         if not isinstance(configured, dict) or not all(
@@ -142,10 +166,11 @@ def load_api_settings() -> ApiSettings:
         raise SettingsError(f"EMULSION_API_TOKENS_FILE: cannot read: {error}") from None
     try:
         settings.scoped_tokens()
+    except OSError as error:
+        raise SettingsError(f"EMULSION_API_TOKEN_SCOPES_FILE: cannot read: {error}") from None
     except ValueError as error:
-        raise SettingsError(
-            f"invalid configuration:\n  EMULSION_API_TOKEN_SCOPES: {error}"
-        ) from None
+        source = "EMULSION_API_TOKEN_SCOPES" + ("_FILE" if settings.api_token_scopes_file else "")
+        raise SettingsError(f"invalid configuration:\n  {source}: {error}") from None
     if not tokens:
         raise SettingsError(
             "invalid configuration:\n  EMULSION_API_TOKENS or EMULSION_API_TOKENS_FILE: "

@@ -38,6 +38,8 @@ LIST_PAGE_KEYS = 1000
 # The upload's asset name, stored with the object (percent-encoded like a key segment).
 ASSET_METADATA = "asset"
 ASSET_METADATA_FIELD = f"x-amz-meta-{ASSET_METADATA}"
+COLLECTION_METADATA_FIELD = f"x-amz-meta-{storage.UPLOAD_COLLECTION_METADATA}"
+OWNER_METADATA_FIELD = f"x-amz-meta-{storage.UPLOAD_OWNER_METADATA}"
 
 
 @dataclass(frozen=True)
@@ -73,22 +75,32 @@ class Store:
         """Run CPU-heavy signing work (many presigned forms) off the event loop."""
         return await self._blocking.run(function)
 
-    def presign_post(self, key: str, content_type: str, size: int, asset: str) -> PresignedPost:
+    def presign_post(
+        self, key: str, content_type: str, size: int, asset: str, *, collection: str, owner: str
+    ) -> PresignedPost:
         """A form for exactly `key`, `content_type` and a file of exactly `size` bytes, which
-        records `asset` (the name an ingest defaults to) with the object. S3 enforces every
-        condition, so a client cannot store a larger file or another type than it declared.
+        records `asset` (the name an ingest defaults to), the `collection` it is for and its
+        `owner` (the caller's identity) with the object. S3 enforces every condition, so a
+        client cannot store a larger file or another type than it declared, nor record
+        another collection or owner.
         """
         expiry = self._settings.upload_expiry_seconds
         expires_at = datetime.now(UTC) + timedelta(seconds=expiry)
-        recorded = keys.asset_segment(asset)  # ASCII, as metadata values must be
+        # The whole name, without loss, in ASCII (as metadata values must be).
+        recorded = keys.encoded_name(asset)
+        fields = {
+            "Content-Type": content_type,
+            ASSET_METADATA_FIELD: recorded,
+            COLLECTION_METADATA_FIELD: keys.check_collection(collection),
+            OWNER_METADATA_FIELD: owner,
+        }
         form = self._s3.generate_presigned_post(
             Bucket=self._bucket,
             Key=key,
-            Fields={"Content-Type": content_type, ASSET_METADATA_FIELD: recorded},
+            Fields=fields,
             Conditions=[
                 ["content-length-range", size, size],
-                {"Content-Type": content_type},
-                {ASSET_METADATA_FIELD: recorded},
+                *({name: value} for name, value in fields.items()),
             ],
             ExpiresIn=expiry,
         )
@@ -139,38 +151,66 @@ class Store:
         return True
 
     async def missing(self, keys_to_check: list[str]) -> list[str]:
-        """The keys among `keys_to_check` known not to be in the bucket.
+        """The keys among `keys_to_check` known not to hold an upload an ingest may take:
+        not in the bucket, or claimed (`keys.claim_key`: a job promoted it already).
 
-        A few keys are checked with one HEAD each, run concurrently. A gallery's uploads
-        were presigned together, and staging keys begin with a ULID, so they sit side by
-        side in key order: a few listings of that key range answer for thousands of keys.
-        A large request whose range is crowded with other uploads is not checked key by
-        key (thousands of HEADs would hold the answer for seconds): its items are
-        accepted, and an item whose upload is missing fails in the processor with
-        `SourceMissing`.
+        Keys must be of the current layout (the caller has refused the others). A few keys
+        are checked with HEADs (the key and its claim), run concurrently. A gallery's
+        uploads were presigned together, and staging keys are their collection's prefix and
+        a ULID, so they sit side by side in key order: a few listings of that key range
+        (which show the claims too) answer for thousands of keys. A large request whose
+        range is crowded with other uploads is not checked key by key (thousands of HEADs
+        would hold the answer for seconds): its items are accepted, and an item whose
+        upload is missing or claimed fails in the processor (`SourceMissing`,
+        `UploadAlreadyIngested`).
         """
+        by_collection: dict[str, list[str]] = {}
+        for key in keys_to_check:
+            collection = keys.staging_collection(key)
+            if collection is None:
+                raise ValueError(f"{key!r} is not a staging key of the current layout")
+            by_collection.setdefault(collection, []).append(key)
+        answers = await asyncio.gather(
+            *(self._missing_in(collection, group) for collection, group in by_collection.items())
+        )
+        gone = set().union(*answers)
+        return [key for key in keys_to_check if key in gone]
+
+    async def _missing_in(self, collection: str, keys_to_check: list[str]) -> set[str]:
         if len(keys_to_check) >= LIST_FROM_KEYS:
             listed = await self._blocking.run(
-                self._listed_between, min(keys_to_check), max(keys_to_check)
+                self._listed_between, collection, min(keys_to_check), max(keys_to_check)
             )
             if listed is None:
                 log.info(
                     "%d uploads in a crowded key range: left to the processor to find",
                     len(keys_to_check),
                 )
-                return []
-            return [key for key in keys_to_check if key not in listed]
-        found = await asyncio.gather(*(self.exists(key) for key in keys_to_check))
-        return [key for key, present in zip(keys_to_check, found, strict=True) if not present]
+                return set()
+            return {
+                key for key in keys_to_check if key not in listed or keys.claim_key(key) in listed
+            }
+        found = await asyncio.gather(
+            *(self.exists(key) for key in keys_to_check),
+            *(self.exists(keys.claim_key(key)) for key in keys_to_check),
+        )
+        present, claimed = found[: len(keys_to_check)], found[len(keys_to_check) :]
+        return {
+            key
+            for key, there, taken in zip(keys_to_check, present, claimed, strict=True)
+            if not there or taken
+        }
 
-    def _listed_between(self, first: str, last: str) -> set[str] | None:
-        """Every key from `first` to `last`, or None past the most pages to list."""
+    def _listed_between(self, collection: str, first: str, last: str) -> set[str] | None:
+        """Every key of `collection`'s uploads from `first`'s upload folder to `last`, or
+        None past the most pages to list."""
         listed: set[str] = set()
-        # StartAfter is exclusive; the key one character shorter sorts just before `first`.
+        # StartAfter is exclusive; the folder without its '/' sorts just before everything
+        # in it, the claim marker (which sorts before the file) included.
         arguments: dict[str, Any] = {
             "Bucket": self._bucket,
-            "Prefix": keys.STAGING,
-            "StartAfter": first[:-1],
+            "Prefix": keys.staging_prefix(collection),
+            "StartAfter": keys.upload_prefix(first)[:-1],
             "MaxKeys": self._page_keys,
         }
         try:
@@ -202,10 +242,25 @@ class Store:
     ) -> StoredManifest | None:
         """The asset's manifest; None when there is none, or when it is a tombstone
         unless `tombstones` (a list of deleted assets shows them)."""
-        key = keys.manifest_key(collection, asset)
+        found = await self.read_manifest_at(keys.manifest_key(collection, asset), True)
+        legacy = keys.encoded_name(asset)
+        if found is None and legacy != keys.asset_segment(asset):
+            # Written before key segments were bounded: an S3 store took the name's whole
+            # encoding (up to 600 bytes). Asked only for such names, and only on a miss.
+            found = await self.read_manifest_at(keys.segment_manifest_key(collection, legacy), True)
+        if found is None or (found.manifest.is_tombstone and not tombstones):
+            return None
+        return found
+
+    async def read_manifest_at(self, key: str, tombstones: bool = False) -> StoredManifest | None:
+        """The manifest at `key` (as listed), like `read_manifest`."""
         try:
             read = await self._blocking.run(storage.read_manifest, self._s3, self._bucket, key)
-        except (ClientError, BotoCoreError) as error:
+        except ClientError as error:
+            if storage.is_key_refused(error):
+                return None  # a key the store refuses holds nothing (MinIO: over 255 bytes)
+            raise _unavailable(error) from error
+        except BotoCoreError as error:
             raise _unavailable(error) from error
         if read is None:
             return None
@@ -217,11 +272,12 @@ class Store:
             return None
         return stored
 
-    async def delete_manifest(self, stored: StoredManifest) -> bool:
+    async def delete_manifest(self, stored: StoredManifest, version: str) -> bool:
         """Replace the manifest by a tombstone only if it is still the one read; False if
         it changed since (or is gone).
 
-        The tombstone's version is later than any version ingested before the delete, so
+        `version` is minted from the shared clock for this delete, so the tombstone's
+        version is later than any version ingested before the delete, so
         an older item still queued or retried cannot commit over it and bring the asset
         back; a newer ingest replaces it. The write carries If-Match on the ETag read,
         which the store enforces on PUT (MinIO too), so a processor committing a new
@@ -229,7 +285,9 @@ class Store:
         """
         manifest = stored.manifest
         key = keys.manifest_key(manifest.collection, manifest.asset)
-        tombstone = AssetManifest.tombstone(manifest.collection, manifest.asset, datetime.now(UTC))
+        tombstone = AssetManifest.tombstone(
+            manifest.collection, manifest.asset, datetime.now(UTC), version
+        )
         try:
             await self._blocking.run(
                 self._s3.put_object,
@@ -249,8 +307,12 @@ class Store:
         return True
 
     async def ready(self) -> bool:
+        # A one-key listing of the manifests rather than HeadBucket: that needs ListBucket
+        # on the whole bucket, more than the API's least policy (storage_access) grants.
         try:
-            await self._blocking.run(self._s3.head_bucket, Bucket=self._bucket)
+            await self._blocking.run(
+                self._s3.list_objects_v2, Bucket=self._bucket, Prefix=keys.MANIFESTS, MaxKeys=1
+            )
         except (ClientError, BotoCoreError):
             return False
         return True
@@ -258,10 +320,11 @@ class Store:
 
 @dataclass(frozen=True)
 class ListedManifest:
-    """A manifest key as listed: when it was last written, and the asset it names."""
+    """A manifest key as listed: when it was last written, and the asset segment it names
+    (a shortened one does not hold the name; the manifest does)."""
 
     key: str
-    asset: str
+    segment: str
     modified: datetime
 
 
@@ -275,8 +338,8 @@ def _list_manifests(s3: Any, bucket: str, collection: str) -> list[ListedManifes
             key = str(entry["Key"])
             parsed = keys.parse_key(key)
             # Anything else under the prefix is not a manifest of this layout; never shown.
-            if parsed is not None and parsed.area == "assets" and parsed.asset is not None:
-                listed.append(ListedManifest(key, parsed.asset, entry["LastModified"]))
+            if parsed is not None and parsed.area == "assets" and parsed.segment is not None:
+                listed.append(ListedManifest(key, parsed.segment, entry["LastModified"]))
         if not page.get("IsTruncated"):
             return listed
         arguments["ContinuationToken"] = page["NextContinuationToken"]

@@ -1,4 +1,5 @@
-"""The controller's JetStream side: work messages, staging leases, cancellations."""
+"""The controller's JetStream side: signed work messages, staging leases, cancellations,
+and job versions for IngestJobs that came without one (made with kubectl)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
-from emulsion_contracts import messaging, natsauth
+from emulsion_contracts import clock, messaging, natsauth, worksigning
 from emulsion_contracts.settings import NatsSettings
 
 log = logging.getLogger(__name__)
@@ -48,27 +49,51 @@ async def _bounded(calls: Iterable[Awaitable[T]]) -> list[T]:
 
 class Bus:
     def __init__(
-        self, connection: Client, js: JetStreamContext, leases: KeyValue, cancelled: KeyValue
+        self,
+        connection: Client,
+        js: JetStreamContext,
+        leases: KeyValue,
+        cancelled: KeyValue,
+        signing_key: bytes,
+        versions: KeyValue | None = None,
     ) -> None:
         self.connection = connection
         self.js = js
         self._leases = leases
         self._cancelled = cancelled
+        self._signing_key = signing_key
+        self._versions = versions
 
     @classmethod
-    async def connect(cls, settings: NatsSettings) -> Bus:
+    async def connect(cls, settings: NatsSettings, signing_key: bytes) -> Bus:
         # The bootstrap identity: this connect creates what is missing.
         connection, js = await messaging.connect(settings, natsauth.CONTROLLER_IDENTITY)
         leases = await js.key_value(messaging.STAGING_LEASES_BUCKET)
         cancelled = await js.key_value(messaging.CANCELLED_BUCKET)
-        return cls(connection, js, leases, cancelled)
+        versions = await js.key_value(messaging.CLOCK_BUCKET)
+        return cls(connection, js, leases, cancelled, signing_key, versions)
 
     async def publish(self, messages: Sequence[Outgoing]) -> int:
-        """Publish and wait for every ack; returns how many the stream took as new."""
+        """Sign each work message, publish, and wait for every ack; returns how many the
+        stream took as new. Every work message leaves through here, first dispatches and
+        re-dispatches alike, so none goes out unsigned."""
         acks = await _bounded(
-            self.js.publish(m.subject, m.payload, headers=m.headers) for m in messages
+            self.js.publish(
+                m.subject,
+                m.payload,
+                headers=worksigning.signed_headers(
+                    self._signing_key, m.subject, m.payload, m.headers
+                ),
+            )
+            for m in messages
         )
         return sum(1 for ack in acks if not ack.duplicate)
+
+    async def mint_version(self) -> str:
+        """A job version from the shared clock (see emulsion_contracts.clock)."""
+        if self._versions is None:
+            raise RuntimeError("this bus was made without the version clock")
+        return await clock.mint_version(self._versions)
 
     async def lease(self, job_uid: str, upload_ids: Iterable[str]) -> None:
         """Tell the janitor these staging uploads are in use by this job."""

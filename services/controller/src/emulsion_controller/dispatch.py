@@ -16,7 +16,7 @@ from typing import Any
 
 from opentelemetry import trace
 
-from emulsion_contracts import crd, keys, messaging, telemetry
+from emulsion_contracts import crd, messaging, telemetry
 from emulsion_contracts.ingestjob import IngestJob, InvalidSpec
 from emulsion_controller import metrics
 from emulsion_controller.bus import Bus, Outgoing
@@ -84,7 +84,9 @@ async def dispatch(body: Mapping[str, Any], bus: Bus, writer: StatusWriter) -> s
         ) as span:
             version = parsed.spec.version or job.progress.version
             if not version:
-                version = keys.new_ulid()
+                # A job made with kubectl: its version comes from the clock the API's
+                # versions come from, so it sorts among theirs by when it was minted.
+                version = await bus.mint_version()
                 if not await writer.record_version(job, version):
                     return "job is gone"
             try:

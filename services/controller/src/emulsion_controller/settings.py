@@ -5,10 +5,16 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from emulsion_contracts.settings import KubeSettings, NatsSettings, ServiceSettings, load_settings
+from emulsion_contracts.settings import (
+    KubeSettings,
+    NatsSettings,
+    ServiceSettings,
+    WorkSigningSettings,
+    load_settings,
+)
 
 
-class ControllerSettings(ServiceSettings, NatsSettings, KubeSettings):
+class ControllerSettings(ServiceSettings, NatsSettings, KubeSettings, WorkSigningSettings):
     # No S3 part: the controller never touches the object store.
     # Comma-separated namespaces to serve; empty means the whole cluster.
     namespaces_csv: str = Field(default="", validation_alias="EMULSION_NAMESPACES")

@@ -9,7 +9,7 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from emulsion_contracts import keys
@@ -23,6 +23,7 @@ from emulsion_janitor.guards import (
     StoredObject,
     grace_left,
     may_delete,
+    orphan_age_left,
 )
 from emulsion_janitor.leases import Leases
 from emulsion_janitor.settings import JanitorSettings
@@ -61,7 +62,12 @@ class Deleter:
         self.source = source
         # The bucket the calls go to; the guard checks it against the configured one.
         self.bucket = bucket or settings.bucket
-        self.policy = Policy(settings.bucket, settings.grace, settings.dry_run)
+        self.policy = Policy(
+            settings.bucket,
+            settings.grace,
+            settings.dry_run,
+            timedelta(seconds=settings.orphan_age),
+        )
 
     async def delete(
         self, objects: Sequence[StoredObject], reason: str, budget: Budget
@@ -131,6 +137,9 @@ class Deleter:
             report.retry_after = max(report.retry_after or 0.0, left, 1.0)
         elif guard is Guard.LEASED:
             report.retry_after = max(report.retry_after or 0.0, self.settings.lease_recheck)
+        elif guard is Guard.NEWER_THAN_LIVE:
+            left = orphan_age_left(stored, self.policy.orphan_age, now).total_seconds()
+            report.retry_after = max(report.retry_after or 0.0, left, 1.0)
         extra = {"key": stored.key, "guard": guard.value, "reason": reason}
         if guard is Guard.DRY_RUN:
             log.info("dry run: would delete %s (%d bytes)", stored.key, stored.size, extra=extra)
@@ -148,12 +157,14 @@ class Deleter:
                 continue
             if parsed.area == "staging" and parsed.upload_id:
                 uploads.setdefault(parsed.upload_id, []).append(stored.key)
-            elif parsed.area in ("originals", "derivatives") and parsed.collection and parsed.asset:
-                assets.setdefault((parsed.collection, parsed.asset), []).append(stored.key)
+            elif (
+                parsed.area in ("originals", "derivatives") and parsed.collection and parsed.segment
+            ):
+                assets.setdefault((parsed.collection, parsed.segment), []).append(stored.key)
         lives = await asyncio.gather(
             *(
-                run_blocking(read_live, self.s3, self.policy.bucket, collection, asset)
-                for collection, asset in assets
+                run_blocking(read_live, self.s3, self.policy.bucket, collection, segment)
+                for collection, segment in assets
             )
         )
         held = await asyncio.gather(*(self.leases.held(upload) for upload in uploads))

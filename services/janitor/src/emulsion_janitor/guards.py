@@ -28,6 +28,7 @@ class Guard(StrEnum):
     PREFIX = "prefix"
     UNREADABLE_MANIFEST = "unreadable_manifest"
     LIVE = "live"
+    NEWER_THAN_LIVE = "newer_than_live"
     LEASED = "leased"
     GRACE = "grace"
     CAP = "cap"
@@ -36,7 +37,7 @@ class Guard(StrEnum):
     @property
     def passes_with_time(self) -> bool:
         """A refusal that a later attempt may get past (the key is not protected forever)."""
-        return self in (Guard.GRACE, Guard.LEASED)
+        return self in (Guard.GRACE, Guard.LEASED, Guard.NEWER_THAN_LIVE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +53,9 @@ class Live:
     """What one asset's manifest says is live, as read right before a deletion."""
 
     collection: str
-    asset: str
+    # The asset as its keys name it (`keys.asset_segment`): a shortened segment does not
+    # hold the name, so keys are matched to their manifest by segment.
+    segment: str
     readable: bool
     version: str | None = None
     keys: frozenset[str] = frozenset()
@@ -65,7 +68,7 @@ class Live:
     tombstone: bool = False
 
     @classmethod
-    def of(cls, manifest: AssetManifest) -> Live:
+    def of(cls, manifest: AssetManifest, segment: str | None = None) -> Live:
         # The live version's whole prefixes, not only the listed keys: a key the manifest
         # forgot to list (or a style added later) under the live version is still live.
         prefixes = tuple(
@@ -74,7 +77,9 @@ class Live:
         )
         return cls(
             manifest.collection,
-            manifest.asset,
+            # The segment its manifest was read under: a key written before segments were
+            # bounded may carry the whole encoding of a name that is now shortened.
+            segment or keys.asset_segment(manifest.asset),
             True,
             manifest.version,
             manifest.live_keys(),
@@ -84,13 +89,13 @@ class Live:
         )
 
     @classmethod
-    def nothing(cls, collection: str, asset: str) -> Live:
+    def nothing(cls, collection: str, segment: str) -> Live:
         """The asset has no manifest: never committed yet, or its tombstone was removed."""
-        return cls(collection, asset, True)
+        return cls(collection, segment, True)
 
     @classmethod
-    def unreadable(cls, collection: str, asset: str) -> Live:
-        return cls(collection, asset, False)
+    def unreadable(cls, collection: str, segment: str) -> Live:
+        return cls(collection, segment, False)
 
     def protects(self, key: str) -> bool:
         return key in self.keys or key.startswith(self.prefixes)
@@ -111,6 +116,10 @@ class Policy:
     bucket: str
     grace: timedelta
     dry_run: bool
+    # The sweep's age rule for a version newer than the live one (an item in flight, or
+    # one that failed after writing): such a key goes only once it is this old. None:
+    # never (no rule known, so no age is old enough).
+    orphan_age: timedelta | None = None
 
 
 def grace_starts(stored: StoredObject, facts: Facts) -> datetime | None:
@@ -128,6 +137,24 @@ def grace_starts(stored: StoredObject, facts: Facts) -> datetime | None:
     if superseded_at.tzinfo is None:  # a writer that left out the zone means UTC
         superseded_at = superseded_at.replace(tzinfo=UTC)
     return max(stored.last_modified, superseded_at)
+
+
+def newer_than_live(version: str, live: Live) -> bool:
+    """Whether `version` sorts after the asset's live version (or its tombstone's), or
+    the asset has no manifest at all: such a version has not been, or is not yet, live."""
+    return live.version is None or version > live.version
+
+
+def orphan_age_left(stored: StoredObject, orphan_age: timedelta | None, now: datetime) -> timedelta:
+    """How much longer a key newer than the live version must be kept (<= 0: not at all);
+    forever (a day, asked again) when its age or the rule is unknown."""
+    if orphan_age is not None and not orphan_age:
+        # A rule of zero lets every age pass, even one the store rounded up past `now`
+        # (as a grace of zero does).
+        return timedelta(0)
+    if stored.last_modified is None or orphan_age is None:
+        return timedelta(days=1)
+    return stored.last_modified + orphan_age - now
 
 
 def grace_left(stored: StoredObject, facts: Facts, grace: timedelta, now: datetime) -> timedelta:
@@ -238,11 +265,20 @@ def may_delete(
         if (
             live is None
             or not live.readable
-            or (live.collection, live.asset) != (parsed.collection, parsed.asset)
+            or (live.collection, live.segment) != (parsed.collection, parsed.segment)
         ):
             return Guard.UNREADABLE_MANIFEST
         if live.protects(stored.key):
             return Guard.LIVE
+        # A GC request is not proof that a version is finished with: a version after the
+        # live one may be an item still being made (its commit would then point at deleted
+        # keys), and a forged or mistaken request must not be able to take it. Only the
+        # sweep's own rule for such keys, their age, lets them go.
+        assert parsed.version is not None
+        if newer_than_live(parsed.version, live) and orphan_age_left(
+            stored, policy.orphan_age, now
+        ) > timedelta(0):
+            return Guard.NEWER_THAN_LIVE
     if policy.grace and grace_left(stored, facts, policy.grace, now) > timedelta(0):
         return Guard.GRACE
     if not budget.take():

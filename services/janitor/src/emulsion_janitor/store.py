@@ -51,12 +51,13 @@ def stat(s3: Any, bucket: str, key: str) -> StoredObject | None:
     return StoredObject(key, int(response.get("ContentLength", 0)), last_modified)
 
 
-def read_live(s3: Any, bucket: str, collection: str, asset: str) -> Live:
-    """The asset's manifest, read now; an unreadable one protects the whole asset."""
-    manifest_key = keys.manifest_key(collection, asset)
+def read_live(s3: Any, bucket: str, collection: str, segment: str) -> Live:
+    """The manifest of the asset whose keys carry `segment`, read now; an unreadable one
+    protects the whole asset."""
+    manifest_key = keys.segment_manifest_key(collection, segment)
     read = storage.read_manifest(s3, bucket, manifest_key)
     if read is None:
-        return Live.nothing(collection, asset)
+        return Live.nothing(collection, segment)
     manifest = read.manifest
     if manifest is None:
         error = read.invalid
@@ -65,11 +66,11 @@ def read_live(s3: Any, bucket: str, collection: str, asset: str) -> Live:
             manifest_key,
             error.errors()[0]["msg"] if error is not None and error.errors() else error,
         )
-        return Live.unreadable(collection, asset)
-    if (manifest.collection, manifest.asset) != (collection, asset):
+        return Live.unreadable(collection, segment)
+    if manifest.collection != collection or not keys.is_segment_of(segment, manifest.asset):
         log.warning("manifest %s names another asset; the asset is left alone", manifest_key)
-        return Live.unreadable(collection, asset)
-    return Live.of(manifest)
+        return Live.unreadable(collection, segment)
+    return Live.of(manifest, segment)
 
 
 @dataclass(frozen=True, slots=True)

@@ -110,6 +110,46 @@ def select(
     return "orphaned" if age >= orphan_age else None
 
 
+class Claims:
+    """Claim markers go with their uploads, never before them.
+
+    A marker (`staging/<collection>/<upload-id>/.claim`) says a job promoted the upload
+    beside it; while it exists, neither the API nor a processor takes that key again.
+    Deleted while its upload is still there (a form replayed after the promotion writes
+    the key anew, and later than the marker), the key could be ingested again. So the
+    sweep holds each marker until it sees the key after it (a marker sorts before its
+    upload's file): an upload still beside it takes the marker along only when it goes
+    itself; a marker left alone (its upload promoted and deleted) goes by the upload's
+    rule (the TTL from its own write). Both are then guarded alike (the upload id's lease).
+    """
+
+    def __init__(self) -> None:
+        self._held: tuple[StoredObject, str | None] | None = None
+
+    def decide(
+        self, stored: StoredObject | None, parsed: keys.ParsedKey | None, reason: str | None
+    ) -> list[tuple[StoredObject, str]]:
+        """What to delete now, given the next listed key (None: the listing ended); an
+        upload comes before its marker, so a marker never goes in an earlier batch."""
+        chosen: list[tuple[StoredObject, str]] = []
+        is_claim = parsed is not None and parsed.area == "staging" and parsed.claim
+        if stored is not None and not is_claim and reason is not None:
+            chosen.append((stored, reason))
+        if self._held is not None:
+            marker, marker_reason = self._held
+            self._held = None
+            beside = stored is not None and _folder(stored.key) == _folder(marker.key)
+            if marker_reason is not None and (not beside or reason is not None):
+                chosen.append((marker, marker_reason))
+        if stored is not None and is_claim:
+            self._held = (stored, reason)
+        return chosen
+
+
+def _folder(key: str) -> str:
+    return key.rsplit("/", 1)[0]
+
+
 class Sweeper:
     def __init__(
         self,
@@ -158,14 +198,14 @@ class Sweeper:
         Only to pick candidates: the Deleter reads them again right before deleting.
         """
         assets = {
-            (parsed.collection, parsed.asset)
+            (parsed.collection, parsed.segment)
             for parsed in map(keys.parse_key, (stored.key for stored in page))
-            if parsed is not None and parsed.collection and parsed.asset
+            if parsed is not None and parsed.collection and parsed.segment
         }
         lives = await asyncio.gather(
             *(
-                run_blocking(read_live, self.s3, self.settings.bucket, collection, asset)
-                for collection, asset in assets
+                run_blocking(read_live, self.s3, self.settings.bucket, collection, segment)
+                for collection, segment in assets
             )
         )
         return dict(zip(assets, lives, strict=True))
@@ -179,8 +219,15 @@ class Sweeper:
                 report.deletion.add(await self.deleter.delete(batch, reason, budget))
                 report.capped = report.capped or budget.exhausted
 
+        async def queue(stored: StoredObject, reason: str) -> None:
+            report.candidates += 1
+            pending.setdefault(reason, []).append(stored)
+            if len(pending[reason]) >= MAX_BATCH:
+                await flush(reason)
+
         for prefix in SWEPT_PREFIXES:
             listing: Iterator[list[StoredObject]] = pages(self.s3, self.settings.bucket, prefix)
+            claims = Claims()
             while not (report.capped or stopping.is_set()):
                 page = await run_blocking(next, listing, None)
                 if page is None:
@@ -194,16 +241,15 @@ class Sweeper:
                     if parsed is None:
                         report.unrecognised += 1
                         continue
-                    live = lives.get((parsed.collection or "", parsed.asset or ""))
+                    live = lives.get((parsed.collection or "", parsed.segment or ""))
                     reason = select(stored, live, now, self.settings)
-                    if reason is None:
-                        continue
-                    report.candidates += 1
-                    pending.setdefault(reason, []).append(stored)
-                    if len(pending[reason]) >= MAX_BATCH:
-                        await flush(reason)
-                        if report.capped:
-                            break
+                    for stored_now, reason_now in claims.decide(stored, parsed, reason):
+                        await queue(stored_now, reason_now)
+                    if report.capped:
+                        break
+            for stored_now, reason_now in claims.decide(None, None, None):
+                if not (report.capped or stopping.is_set()):
+                    await queue(stored_now, reason_now)
             if report.capped or stopping.is_set():
                 break
         if report.capped:

@@ -11,6 +11,11 @@ ITEMS: Final = Counter(
     "Work items finished, by outcome and failure reason",
     ["outcome", "reason"],
 )
+REFUSED: Final = Counter(
+    "emulsion_processor_work_refused_total",
+    "Work messages refused unread: their signature was missing or did not verify",
+    ["cause"],
+)
 GIVEN_BACK: Final = Counter(
     "emulsion_processor_items_given_back_total",
     "Work items handed back for redelivery (transient trouble or shutdown)",

@@ -12,6 +12,7 @@ from emulsion_contracts.settings import (
     ProfilesSettings,
     S3Settings,
     ServiceSettings,
+    WorkSigningSettings,
     load_settings,
 )
 from emulsion_processor.admission import default_budget
@@ -20,7 +21,9 @@ from emulsion_processor.imaging import PILLOW_MAX_PIXELS
 MIB = 1024 * 1024
 
 
-class ProcessorSettings(ServiceSettings, NatsSettings, S3Settings, ProfilesSettings):
+class ProcessorSettings(
+    ServiceSettings, NatsSettings, S3Settings, ProfilesSettings, WorkSigningSettings
+):
     # Sources are streamed here, never held in memory; a generic ephemeral volume in the chart.
     scratch_dir: Path = Field(validation_alias="EMULSION_SCRATCH_DIR")
     # Free space that must remain after a download, so a full volume gives work back

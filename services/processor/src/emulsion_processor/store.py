@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any, Final
@@ -27,10 +27,31 @@ IMMUTABLE: Final = "public, max-age=31536000, immutable"
 COMMIT_ATTEMPTS: Final = 8
 
 
+def keys_refused_for_good(function: Any, *arguments: Any) -> Any:
+    """`function(*arguments)`, a storage call; a store's refusal of the key becomes the
+    item's failure (InvalidKey, with the store's code and words). Otherwise it is a
+    ClientError, which the worker waits out as an outage: the item would stay Queued
+    for ever, retried every few seconds, for a key the store will never take."""
+    try:
+        return function(*arguments)
+    except ClientError as error:
+        if storage.is_key_refused(error):
+            said = error.response.get("Error", {}).get("Message", "")
+            raise ItemRejected(
+                FailureReason.INVALID_KEY,
+                f"the object store refused the key: {storage.error_code(error)}: {said}",
+            ) from None
+        raise
+
+
 @dataclass(frozen=True, slots=True)
 class Downloaded:
     path: Path
     bytes: int
+    # The ETag of exactly these bytes: the promotion copies on it (CopySourceIfMatch).
+    etag: str = ""
+    # The object's user metadata (without the x-amz-meta- prefix).
+    metadata: dict[str, str] = field(default_factory=dict)
 
 
 def download(
@@ -72,22 +93,34 @@ def download(
                 written += len(chunk)
         if written != size:
             raise TransientTrouble(f"{key}: read {written} of {size} bytes")
-        return Downloaded(destination, written)
+        return Downloaded(
+            destination,
+            written,
+            str(response.get("ETag") or ""),
+            dict(response.get("Metadata") or {}),
+        )
     finally:
         body.close()
 
 
-def copy_original(s3: Any, bucket: str, source: str, destination: str, content_type: str) -> None:
+def copy_original(
+    s3: Any, bucket: str, source: str, destination: str, content_type: str, etag: str
+) -> None:
     """Promote the upload by a server-side copy: the bytes never pass through here.
 
-    The stored type is `content_type`, what the processor detected: the client's own
-    (say `image/svg+xml` on PNG bytes) must not be served with the original.
+    The copy is conditional on `etag`, the ETag of the bytes that were downloaded, checked
+    and rendered: if the staging object was replaced meanwhile (a replayed upload form),
+    the store refuses the copy and the item fails as `SourceChanged`, so the original is
+    always the image that was checked. The stored type is `content_type`, what the
+    processor detected: the client's own (say `image/svg+xml` on PNG bytes) must not be
+    served with the original.
     """
     try:
         s3.copy_object(
             Bucket=bucket,
             Key=destination,
             CopySource={"Bucket": bucket, "Key": source},
+            CopySourceIfMatch=etag,
             MetadataDirective="REPLACE",
             ContentType=content_type,
             CacheControl=IMMUTABLE,
@@ -95,6 +128,11 @@ def copy_original(s3: Any, bucket: str, source: str, destination: str, content_t
     except ClientError as error:
         if storage.is_missing(error):
             raise ItemRejected(FailureReason.SOURCE_MISSING, f"{source} disappeared") from None
+        if storage.is_conflict(error):
+            raise ItemRejected(
+                FailureReason.SOURCE_CHANGED,
+                f"{source} was replaced after it was checked (ETag {etag} no longer matches)",
+            ) from None
         raise
 
 

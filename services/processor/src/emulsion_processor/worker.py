@@ -42,7 +42,7 @@ from nats.js.kv import KeyValue
 from opentelemetry import trace
 from pydantic import ValidationError
 
-from emulsion_contracts import keys, messaging, telemetry
+from emulsion_contracts import keys, messaging, telemetry, worksigning
 from emulsion_contracts.blocking import run_blocking
 from emulsion_contracts.manifest import AssetManifest, Original
 from emulsion_contracts.messages import (
@@ -56,7 +56,7 @@ from emulsion_contracts.messages import (
 )
 from emulsion_contracts.profiles import Profile
 from emulsion_contracts.reasons import FailureReason
-from emulsion_processor import imaging, metrics, store
+from emulsion_processor import imaging, metrics, original_metadata, store, uploads
 from emulsion_processor.admission import MemoryBudget
 from emulsion_processor.cancelled import CancelledJobs
 from emulsion_processor.reasons import ItemRejected, TransientTrouble
@@ -183,12 +183,15 @@ class ItemWorker:
         # Answers the check before an item's work from memory; None: read the bucket.
         self.cancelled_jobs = cancelled_jobs
         self.memory = MemoryBudget(settings.memory_budget_bytes)
+        self.signing_key = settings.signing_key()
 
     # -- the message ---------------------------------------------------------------------
 
     async def handle(self, msg: Msg) -> None:
         """Process `msg` to a published result and an ack; give it back only at shutdown."""
         received = time.monotonic()
+        if not await self._trusted(msg):
+            return
         try:
             item = WorkItem.from_bytes(msg.data)
         except ValidationError as error:
@@ -248,7 +251,8 @@ class ItemWorker:
         outage could fail an item that never crashed anything. The copy gets its own
         Nats-Msg-Id (the original's is still in the duplicate window) and carries the
         deliveries so far, so `attempts` stays true. A crash between the two steps leaves
-        both copies, which is harmless: every item is idempotent.
+        both copies, which is harmless: every item is idempotent. The copy keeps the
+        controller's signature header: it signs only the subject and body, both unchanged.
         """
         headers = dict(msg.headers or {})
         original_id = headers.get(messaging.HEADER_MSG_ID, "")
@@ -263,6 +267,33 @@ class ItemWorker:
             log.warning("could not republish a handed-back item, giving it back: %s", error)
             with contextlib.suppress(NatsError, TimeoutError, OSError):
                 await msg.nak()
+
+    async def _trusted(self, msg: Msg) -> bool:
+        """Whether `msg` carries the controller's signature; one that does not is terminated.
+
+        Checked before the body is even parsed: an unsigned or forged item must not make
+        this processor read a source, write a key, commit a manifest, ask for a GC or
+        publish a result (a forged result could end a real job's item). Terminated, not
+        given back: no redelivery can ever make it verify.
+        """
+        headers = msg.headers or {}
+        cause = worksigning.refusal(
+            self.signing_key, msg.subject, msg.data, headers.get(worksigning.HEADER)
+        )
+        if cause is None:
+            return True
+        log.warning(
+            "refused a work message whose signature is %s; terminated without reading it",
+            cause,
+            extra={
+                "subject": msg.subject,
+                "msg_id": headers.get(messaging.HEADER_MSG_ID),
+                "cause": cause,
+            },
+        )
+        metrics.REFUSED.labels(cause).inc()
+        await msg.term()
+        return False
 
     async def _invalid_message(self, msg: Msg, error: ValidationError) -> None:
         """A work message that cannot be read fails as an item, if it can be addressed."""
@@ -403,6 +434,8 @@ class ItemWorker:
     # -- the item ------------------------------------------------------------------------
 
     async def process(self, item: WorkItem, attempt: int) -> ItemResult:
+        # First: an upload of another collection is never read, nor named in a GC request.
+        uploads.check_source(item)
         await self._stop_if_cancelled(item, exact=self.cancelled_jobs is None)
         profile, styles = styles_for(item, self.profiles)
         manifest_key = keys.manifest_key(item.collection, item.asset)
@@ -449,6 +482,7 @@ class ItemWorker:
                 )
             )
             metrics.BYTES.labels("downloaded").inc(source.bytes)
+            uploads.check_recorded_collection(item, source.metadata)
             watermark_image = await self._watermark_image(profile, styles, workdir)
         outputs = workdir / "out"
         outputs.mkdir()
@@ -467,9 +501,19 @@ class ItemWorker:
         async with self.memory.admit(cost):
             rendered = await self._patiently("render", partial(self._render, job))
         record_timings(rendered.timings)
-        manifest = build_manifest(item, rendered, source.bytes)
+        stripped = await self._stripped_original(profile, source.path, workdir)
+        manifest = build_manifest(item, rendered, stripped.bytes if stripped else source.bytes)
         with self._stage("upload"):
-            await self._upload(item, rendered, manifest)
+            await self._io(uploads.claim, s3, settings.bucket, item)
+            try:
+                await self._upload(
+                    item, rendered, manifest, source.etag, stripped.path if stripped else None
+                )
+            except ItemRejected:
+                # The original was not promoted (its source changed or vanished): the
+                # derivatives written beside it will never be live.
+                await self._gc(item, "stale", tuple(sorted(manifest.live_keys())))
+                raise
         await self._stop_if_cancelled(item, written=manifest.live_keys())
         with self._stage("commit"):
             # The read that decided to do the work is the first round's: its ETag (or
@@ -500,14 +544,51 @@ class ItemWorker:
                 broken.shutdown(wait=False, cancel_futures=True)
             raise RenderCrashed(f"the render worker died: {error}") from None
 
+    async def _stripped_original(
+        self, profile: Profile, source: Path, workdir: Path
+    ) -> store.Downloaded | None:
+        """The original without the metadata the profile strips, made from the scratch file
+        that was validated and rendered; None when the profile strips nothing."""
+        if not profile.original.strip:
+            return None
+        plan = original_metadata.Plan.from_names(profile.original.strip)
+        with self._stage("strip"):
+            try:
+                stripped = await self._io(
+                    original_metadata.strip_file, source, workdir / "original", plan
+                )
+            except original_metadata.MetadataError as error:
+                # Storing it unstripped would break the profile's promise (GPS could stay).
+                raise ItemRejected(
+                    FailureReason.CORRUPT_IMAGE,
+                    f"the metadata the profile strips from the original cannot be read: {error}",
+                ) from None
+        log.debug("stripped %s from the original", ", ".join(stripped.removed) or "nothing")
+        return store.Downloaded(workdir / "original", stripped.bytes)
+
     async def _upload(
-        self, item: WorkItem, rendered: imaging.Rendered, manifest: AssetManifest
+        self,
+        item: WorkItem,
+        rendered: imaging.Rendered,
+        manifest: AssetManifest,
+        etag: str,
+        stripped: Path | None = None,
     ) -> None:
         s3, bucket = self.clients.s3, self.settings.bucket
         original = manifest.original
+        # A stripped original is other bytes than the upload, so it is put from scratch;
+        # otherwise the upload is promoted by a server-side copy.
         calls = [
-            self._io(
-                store.copy_original, s3, bucket, item.source, original.key, original.content_type
+            self._io(store.upload_file, s3, bucket, original.key, stripped, original.content_type)
+            if stripped is not None
+            else self._io(
+                store.copy_original,
+                s3,
+                bucket,
+                item.source,
+                original.key,
+                original.content_type,
+                etag,
             )
         ]
         for output, derivative in zip(rendered.styles, manifest.derivatives, strict=True):
@@ -517,7 +598,16 @@ class ItemWorker:
                 )
             )
             metrics.BYTES.labels("uploaded").inc(output.bytes)
-        await asyncio.gather(*calls)
+        tasks = [asyncio.ensure_future(call) for call in calls]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            # One upload ended the item (a refused key, a vanished source): the others
+            # must not go on retrying, or writing, after its result is out.
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
 
     async def _watermark_image(
         self, profile: Profile, styles: tuple[StyleSpec, ...], workdir: Path
@@ -588,7 +678,10 @@ class ItemWorker:
         """A storage call on the I/O threads, waited out through transient trouble."""
         name = getattr(getattr(function, "func", function), "__name__", "storage")
         return await self._patiently(
-            name, lambda: run_blocking(function, *arguments, executor=self.io)
+            name,
+            lambda: run_blocking(
+                store.keys_refused_for_good, function, *arguments, executor=self.io
+            ),
         )
 
     @contextmanager

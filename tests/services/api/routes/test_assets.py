@@ -144,7 +144,7 @@ def _commit_in_order(s3: Any, bucket: str, collection: str, names: list[str]) ->
 
 
 def _store_now(s3: Any, bucket: str, collection: str) -> datetime:
-    key = f"staging/{keys.new_ulid()}/clock-{collection}.txt"
+    key = keys.staging_key(collection, keys.new_ulid(), "clock.txt")
     s3.put_object(Bucket=bucket, Key=key, Body=b"")
     modified: datetime = s3.head_object(Bucket=bucket, Key=key)["LastModified"]
     s3.delete_object(Bucket=bucket, Key=key)

@@ -16,8 +16,8 @@ def test_oversized_request_is_split_into_one_batch_and_aggregated(
     api: httpx.Client, custom: Any, stage: Callable[..., list[str]]
 ) -> None:
     count = crd.MAX_ITEMS + 1
-    staged = stage(count)
     collection = new_collection()
+    staged = stage(count, collection)
 
     response = api.post(
         "/v1/ingests",

@@ -15,7 +15,11 @@ def test_probes_and_openapi_need_no_token(api_process: ApiProcess) -> None:
         assert anonymous.get("/healthz").json() == {"status": "ok", "checks": {}}
         ready = anonymous.get("/readyz")
         assert ready.status_code == 200
-        assert ready.json()["checks"] == {"apiserver": True, "object_store": True}
+        assert ready.json()["checks"] == {
+            "apiserver": True,
+            "object_store": True,
+            "message_bus": True,
+        }
         assert anonymous.get("/openapi.json").json()["info"]["title"] == "Emulsion API"
 
 

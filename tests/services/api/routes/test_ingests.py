@@ -45,16 +45,20 @@ def test_presigned_upload_then_ingest_is_accepted_and_creates_the_job(
 ) -> None:
     upload = api.post(
         "/v1/uploads",
-        json={"filename": "My Photo (1).JPG", "content_type": "image/jpeg", "size": 5},
+        json={
+            "filename": "My Photo (1).JPG",
+            "content_type": "image/jpeg",
+            "size": 5,
+            "collection": (collection := new_collection()),
+        },
     )
     assert upload.status_code == 201, upload.text
     form = upload.json()
-    assert form["key"] == f"staging/{form['upload_id']}/My-Photo-1.jpg"
+    assert form["key"] == f"staging/{collection}/{form['upload_id']}/My-Photo-1.jpg"
     posted = httpx.post(form["url"], data=form["fields"], files={"file": ("x", b"\xff\xd8abc")})
     assert posted.status_code in (200, 201, 204), posted.text
     assert s3.head_object(Bucket=stack.bucket, Key=form["key"])["ContentLength"] == 5
 
-    collection = new_collection()
     response = api.post(
         "/v1/ingests",
         json={"collection": collection, "items": [{"upload_key": form["key"]}]},
@@ -90,9 +94,15 @@ def test_presigned_upload_then_ingest_is_accepted_and_creates_the_job(
     assert traceparent != TRACEPARENT
 
 
-def _uploaded(api: httpx.Client, filename: str) -> str:
+def _uploaded(api: httpx.Client, filename: str, collection: str) -> str:
     form = api.post(
-        "/v1/uploads", json={"filename": filename, "content_type": "image/jpeg", "size": 4}
+        "/v1/uploads",
+        json={
+            "filename": filename,
+            "content_type": "image/jpeg",
+            "size": 4,
+            "collection": collection,
+        },
     ).json()
     posted = httpx.post(form["url"], data=form["fields"], files={"file": ("x", b"\xff\xd8ab")})
     assert posted.status_code in (200, 201, 204), posted.text
@@ -104,9 +114,9 @@ def test_names_the_safe_name_folds_together_stay_different_assets(
 ) -> None:
     """Issue 12, defect 1: 日本.jpg and 中国.jpg were both the asset 'file.jpg'."""
     names = ["日本.jpg", "中国.jpg", "Фото 1.jpg", "photo 1.JPG", "photo 1.jpg"]
-    staged = [_uploaded(api, name) for name in names]
-    assert len({key.rsplit("/", 1)[1] for key in staged}) < len(names)  # the safe names clash
     collection = new_collection()
+    staged = [_uploaded(api, name, collection) for name in names]
+    assert len({key.rsplit("/", 1)[1] for key in staged}) < len(names)  # the safe names clash
 
     response = ingest(api, staged, collection)
 
@@ -119,10 +129,11 @@ def test_names_the_safe_name_folds_together_stay_different_assets(
 def test_an_explicit_unicode_asset_name_is_accepted_in_nfc(
     api: httpx.Client, custom: Any, stage: Stage
 ) -> None:
-    staged = stage(2)
+    collection = new_collection()
+    staged = stage(2, collection)
     decomposed = unicodedata.normalize("NFD", "Café 1.jpg")
     body = {
-        "collection": new_collection(),
+        "collection": collection,
         "items": [
             {"upload_key": staged[0], "asset": "日本.jpg"},
             {"upload_key": staged[1], "asset": decomposed},
@@ -140,7 +151,7 @@ def test_status_shows_counts_item_states_failures_and_live_outputs(
     api: httpx.Client, custom: Any, s3: Any, stack: Endpoints, stage: Stage
 ) -> None:
     collection = new_collection()
-    accepted = ingest(api, stage(3), collection).json()
+    accepted = ingest(api, stage(3, collection), collection).json()
     name = accepted["name"]
     version = get_job(custom, name)["spec"]["version"]
     # The controller's status after item 0 succeeded and item 2 failed; item 0's processor
@@ -205,7 +216,7 @@ def test_succeeded_item_whose_version_was_replaced_is_not_live(
     api: httpx.Client, custom: Any, s3: Any, stack: Endpoints, stage: Stage
 ) -> None:
     collection = new_collection()
-    name = ingest(api, stage(1), collection).json()["name"]
+    name = ingest(api, stage(1, collection), collection).json()["name"]
     # A later upload of the same asset owns the manifest now.
     commit_manifest(
         s3, stack.bucket, collection, "IMG_00000.jpg", keys.version_id(keys.new_ulid(), 0)
@@ -227,7 +238,10 @@ def test_retry_with_idempotency_key_returns_the_same_job(
     api: httpx.Client, custom: Any, stage: Stage
 ) -> None:
     collection = new_collection()
-    body = {"collection": collection, "items": [{"upload_key": key} for key in stage(2)]}
+    body = {
+        "collection": collection,
+        "items": [{"upload_key": key} for key in stage(2, collection)],
+    }
     headers = {"Idempotency-Key": f"retry-{collection}"}
 
     first = api.post("/v1/ingests", json=body, headers=headers)
@@ -255,7 +269,10 @@ def test_concurrent_retries_with_one_key_make_one_job(
     api_process: ApiProcess, custom: Any, stage: Stage
 ) -> None:
     collection = new_collection()
-    body = {"collection": collection, "items": [{"upload_key": key} for key in stage(1)]}
+    body = {
+        "collection": collection,
+        "items": [{"upload_key": key} for key in stage(1, collection)],
+    }
     headers = {"Idempotency-Key": f"race-{collection}"}
     results: list[httpx.Response] = []
 
@@ -299,7 +316,7 @@ def test_long_poll_returns_when_the_status_changes(
     stage: Stage,
     watch_count: Callable[[], float],
 ) -> None:
-    name = ingest(api, stage(1), new_collection()).json()["name"]
+    name = ingest(api, stage(1, collection := new_collection()), collection).json()["name"]
     answers: list[httpx.Response] = []
 
     def long_poll() -> None:
@@ -323,7 +340,7 @@ def test_long_poll_returns_when_the_status_changes(
 def test_long_poll_without_change_answers_when_the_wait_ends(
     api: httpx.Client, stage: Stage
 ) -> None:
-    name = ingest(api, stage(1), new_collection()).json()["name"]
+    name = ingest(api, stage(1, collection := new_collection()), collection).json()["name"]
     started = time.monotonic()
 
     answer = api.get(f"/v1/ingests/{name}", params={"wait": 1.5})
@@ -347,7 +364,7 @@ def _events(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, Any]]]:
 def test_event_stream_follows_the_job_and_ends_when_it_ends(
     api: httpx.Client, custom: Any, stage: Stage
 ) -> None:
-    name = ingest(api, stage(2), new_collection()).json()["name"]
+    name = ingest(api, stage(2, collection := new_collection()), collection).json()["name"]
     seen: list[tuple[str, str, str]] = []
 
     with api.stream("GET", f"/v1/ingests/{name}/events") as stream:
@@ -380,10 +397,10 @@ def test_event_stream_of_unknown_job_is_404(api: httpx.Client) -> None:
 def test_an_upload_missing_among_many_is_named_and_nothing_is_created(
     count: int, api: httpx.Client, custom: Any, s3: Any, stack: Endpoints, stage: Stage
 ) -> None:
-    staged = stage(count)
+    collection = new_collection()
+    staged = stage(count, collection)
     gone = staged[count // 2]
     s3.delete_object(Bucket=stack.bucket, Key=gone)
-    collection = new_collection()
 
     response = ingest(api, staged, collection)
 
@@ -393,13 +410,23 @@ def test_an_upload_missing_among_many_is_named_and_nothing_is_created(
         {"field": "body.items", "message": f"{gone} was not uploaded"}
     ]
     assert list_jobs(custom, f"{crd.LABEL_COLLECTION}={collection}") == []
+    # An upload a job has claimed (promoted) is answered the same way, by HEAD or listing.
+    s3.put_object(Bucket=stack.bucket, Key=gone, Body=b"x")
+    claimed = staged[-1]
+    s3.put_object(Bucket=stack.bucket, Key=keys.claim_key(claimed), Body=b"{}")
+    again = ingest(api, staged, collection)
+    assert again.status_code == 422, again.text
+    assert again.json()["errors"] == [
+        {"field": "body.items", "message": f"{claimed} was not uploaded"}
+    ]
+    s3.delete_object(Bucket=stack.bucket, Key=keys.claim_key(claimed))
     # With the upload back in place, the same request is accepted.
     s3.put_object(Bucket=stack.bucket, Key=gone, Body=b"x")
     assert ingest(api, staged, collection).status_code == 202
 
 
-def _valid_key() -> str:
-    return keys.staging_key(keys.new_ulid(), "IMG_1.jpg")
+def _valid_key(collection: str = "c") -> str:
+    return keys.staging_key(collection, keys.new_ulid(), "IMG_1.jpg")
 
 
 BAD_REQUESTS: dict[str, tuple[Any, int, str]] = {
@@ -477,9 +504,27 @@ BAD_REQUESTS: dict[str, tuple[Any, int, str]] = {
     "empty items": ({"collection": "c", "items": []}, 422, "invalid_request"),
     "too many items": ({"collection": "c", "items": "MANY"}, 422, "too_many_items"),
     "duplicate asset": (
-        {"collection": "c", "items": [{"upload_key": "VALID"}, {"upload_key": "VALID"}]},
+        {
+            "collection": "c",
+            "items": [{"upload_key": "VALID", "asset": "a"}, {"upload_key": "OTHER", "asset": "a"}],
+        },
         422,
         "duplicate_asset",
+    ),
+    "duplicate upload": (
+        {"collection": "c", "items": [{"upload_key": "VALID"}, {"upload_key": "VALID"}]},
+        422,
+        "duplicate_upload",
+    ),
+    "another collection's key": (
+        {"collection": "c", "items": [{"upload_key": "FOREIGN"}]},
+        422,
+        "upload_missing",
+    ),
+    "old layout key": (
+        {"collection": "c", "items": [{"upload_key": "LEGACY"}]},
+        422,
+        "upload_missing",
     ),
     "unknown field": (
         {"collection": "c", "items": [{"upload_key": "VALID"}], "x": 1},
@@ -492,19 +537,22 @@ BAD_REQUESTS: dict[str, tuple[Any, int, str]] = {
 }
 
 
-def _materialise(value: Any, staged: str) -> Any:
+def _materialise(value: Any, staged: str, other: str = "") -> Any:
     """Fill the placeholders: real keys are only known once the test has staged them."""
     replacements = {
         "MISSING": _valid_key(),
+        "FOREIGN": _valid_key("d"),
+        "LEGACY": f"staging/{keys.new_ulid()}/IMG_1.jpg",
         "VALID": staged,
+        "OTHER": other,
         "DOTS": staged.rsplit("/", 1)[0] + "/a..b.jpg",
         "NUL": staged + "\x00",
         "MANY": [{"upload_key": staged, "asset": f"a{i}"} for i in range(10_001)],
     }
     if isinstance(value, dict):
-        return {k: _materialise(v, staged) for k, v in value.items()}
+        return {k: _materialise(v, staged, other) for k, v in value.items()}
     if isinstance(value, list):
-        return [_materialise(v, staged) for v in value]
+        return [_materialise(v, staged, other) for v in value]
     return replacements.get(value, value) if isinstance(value, str) else value
 
 
@@ -513,7 +561,7 @@ def test_bad_request_is_refused_with_its_code_and_creates_nothing(
     case: str, api: httpx.Client, custom: Any, stage: Stage
 ) -> None:
     body, status, code = BAD_REQUESTS[case]
-    staged = stage(1)[0]
+    staged, other = stage(2, "c")
     before = len(list_jobs(custom))
     if body == "HUGE":
         response = api.post(
@@ -526,7 +574,7 @@ def test_bad_request_is_refused_with_its_code_and_creates_nothing(
             "/v1/ingests", content=body, headers={"Content-Type": "application/json"}
         )
     else:
-        response = api.post("/v1/ingests", json=_materialise(body, staged))
+        response = api.post("/v1/ingests", json=_materialise(body, staged, other))
 
     assert response.status_code == status, response.text
     assert response.json()["code"] == code
@@ -567,8 +615,10 @@ def _listed(client: httpx.Client, **params: Any) -> list[dict[str, Any]]:
 
 def test_ingests_of_a_collection_list_in_pages(api: httpx.Client, stage: Stage) -> None:
     collection = new_collection()
-    made = [ingest(api, stage(1), collection).json()["name"] for _ in range(3)]
-    other = ingest(api, stage(1), new_collection()).json()["name"]
+    made = [ingest(api, stage(1, collection), collection).json()["name"] for _ in range(3)]
+    other = ingest(api, stage(1, other_collection := new_collection()), other_collection).json()[
+        "name"
+    ]
 
     listed = [job["name"] for job in _listed(api, collection=collection, limit=2)]
 
@@ -582,9 +632,9 @@ def test_ingest_lists_keep_to_the_tokens_scopes(
     api: httpx.Client, api_process: ApiProcess, stage: Stage
 ) -> None:
     theirs = new_collection()
-    ingest(api, stage(1), theirs)
+    ingest(api, stage(1, theirs), theirs)
     mine = f"{TENANT_A_PREFIX}{keys.new_ulid().lower()[-8:]}"
-    made = ingest(api, stage(1), mine).json()["name"]
+    made = ingest(api, stage(1, mine), mine).json()["name"]
 
     with api_process.client(TENANT_A_TOKEN) as tenant:
         assert tenant.get("/v1/ingests", params={"collection": theirs}).status_code == 404
@@ -613,8 +663,8 @@ def test_concurrent_small_ingests_share_jobs_and_each_is_answered_with_its_own_i
     api_process: ApiProcess, custom: Any, stage: Stage
 ) -> None:
     """Group commit: requests that arrive while a create is in flight go in the next one."""
-    staged = stage(32)
     collection = new_collection()
+    staged = stage(32, collection)
     start = threading.Barrier(len(staged))
 
     def post(key: str) -> httpx.Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import httpx
@@ -10,11 +11,21 @@ import pytest
 from emulsion_contracts import keys
 from emulsion_devstack.stack import Endpoints
 
+from ..conftest import TENANT_A_TOKEN, TENANT_B_COLLECTION, ApiProcess, new_collection
+
+COLLECTION = "uploads-tests"
+
 
 def presign(api: httpx.Client, filename: str = "IMG_1.jpg", **extra: Any) -> httpx.Response:
     return api.post(
         "/v1/uploads",
-        json={"filename": filename, "content_type": "image/jpeg", "size": 4, **extra},
+        json={
+            "filename": filename,
+            "content_type": "image/jpeg",
+            "size": 4,
+            "collection": COLLECTION,
+            **extra,
+        },
     )
 
 
@@ -37,7 +48,7 @@ def test_hostile_filenames_become_one_safe_staging_key(api: httpx.Client, filena
     assert response.status_code == 201, response.text
     upload = response.json()
     assert keys.check_staging_key(upload["key"]) == upload["key"]
-    assert upload["key"].startswith(f"staging/{upload['upload_id']}/")
+    assert upload["key"].startswith(f"staging/{COLLECTION}/{upload['upload_id']}/")
     assert len(upload["key"].rsplit("/", 1)[1]) <= keys.SAFE_NAME_MAX
     assert upload["fields"]["key"] == upload["key"]
 
@@ -57,6 +68,11 @@ def test_the_form_uploads_exactly_its_key_with_an_image_type(
     # The signature covers the key and the content type: changing either is refused.
     elsewhere = {**fields, "key": "originals/c/a/evil.jpg"}
     assert httpx.post(upload["url"], data=elsewhere, files={"file": ("f", b"x")}).status_code == 403
+    other_collection = {**fields, "key": upload["key"].replace(COLLECTION, "other", 1)}
+    assert (
+        httpx.post(upload["url"], data=other_collection, files={"file": ("f", b"x")}).status_code
+        == 403
+    )
     html = {**fields, "Content-Type": "text/html"}
     assert httpx.post(upload["url"], data=html, files={"file": ("f", b"x")}).status_code == 403
     # An empty file is outside the content-length range.
@@ -134,17 +150,66 @@ def test_the_upload_records_the_asset_name_an_ingest_defaults_to(
     assert forged.status_code == 403
 
 
+def test_the_form_records_the_collection_and_the_callers_identity_which_it_binds(
+    api_process: ApiProcess, s3: Any, stack: Endpoints
+) -> None:
+    """Issue 21: an upload names who asked and for which collection, and the browser
+    cannot change either (they are `eq` conditions of the signed policy)."""
+    collection = f"{TENANT_B_COLLECTION}"
+    with api_process.client(TENANT_A_TOKEN) as tenant_a, api_process.client() as admin:
+        mine = f"tenant-a-{keys.new_ulid().lower()[-8:]}"
+        upload = presign(tenant_a, collection=mine).json()
+        fields = upload["fields"]
+        identity = hashlib.sha256(TENANT_A_TOKEN.encode()).hexdigest()[:16]
+        assert fields["x-amz-meta-emulsion-collection"] == mine
+        assert fields["x-amz-meta-emulsion-owner"] == identity
+        for name, value in (
+            ("x-amz-meta-emulsion-collection", collection),
+            ("x-amz-meta-emulsion-owner", "0" * 16),
+        ):
+            forged = _post(upload, b"abcd", **{name: value})
+            assert forged.status_code == 403, (name, forged.text)
+            assert s3.list_objects_v2(Bucket=stack.bucket, Prefix=upload["key"])["KeyCount"] == 0
+        assert _post(upload, b"abcd").status_code in (200, 201, 204)
+        stored = s3.head_object(Bucket=stack.bucket, Key=upload["key"])["Metadata"]
+        assert (stored["emulsion-collection"], stored["emulsion-owner"]) == (mine, identity)
+        # The admin token's identity is another one.
+        theirs = presign(admin, collection=mine).json()["fields"]["x-amz-meta-emulsion-owner"]
+        assert theirs != identity
+
+
+def test_a_token_may_presign_only_for_a_collection_it_may_use(api_process: ApiProcess) -> None:
+    with api_process.client(TENANT_A_TOKEN) as tenant_a:
+        for body in (
+            {"filename": "a.jpg", "content_type": "image/jpeg", "size": 4},
+            {"files": [{"filename": "a.jpg", "content_type": "image/jpeg", "size": 4}]},
+        ):
+            refused = tenant_a.post("/v1/uploads", json={**body, "collection": TENANT_B_COLLECTION})
+            assert refused.status_code == 403, refused.text
+            assert refused.json()["code"] == "forbidden"
+            missing = tenant_a.post("/v1/uploads", json=body)
+            assert missing.status_code == 422, missing.text
+    with api_process.client("not-a-token") as stranger:
+        refused = stranger.post(
+            "/v1/uploads",
+            json={"filename": "a.jpg", "content_type": "image/jpeg", "size": 4, "collection": "x"},
+        )
+        assert refused.status_code == 401
+
+
 def test_batch_form_presigns_every_file(api: httpx.Client) -> None:
     files = [
         {"filename": f"IMG_{i}.jpg", "content_type": "image/jpeg", "size": 10} for i in range(40)
     ]
+    collection = new_collection()
 
-    response = api.post("/v1/uploads", json={"files": files})
+    response = api.post("/v1/uploads", json={"collection": collection, "files": files})
 
     assert response.status_code == 201, response.text
     uploads = response.json()["uploads"]
     assert [u["key"].rsplit("/", 1)[1] for u in uploads] == [f"IMG_{i}.jpg" for i in range(40)]
     assert len({u["upload_id"] for u in uploads}) == 40
+    assert all(keys.staging_collection(u["key"]) == collection for u in uploads)
 
 
 @pytest.mark.parametrize(
@@ -162,11 +227,23 @@ def test_batch_form_presigns_every_file(api: httpx.Client) -> None:
             {"files": [{"filename": "a.jpg", "content_type": "image/jpeg", "size": 1}] * 5001},
             "too_many_items",
         ),
+        (
+            {"filename": "a.jpg", "content_type": "image/jpeg", "size": 1, "collection": "a/b"},
+            "invalid_request",
+        ),
     ],
-    ids=["not an image", "empty", "no name", "too large", "no files", "too many files"],
+    ids=[
+        "not an image",
+        "empty",
+        "no name",
+        "too large",
+        "no files",
+        "too many files",
+        "bad collection",
+    ],
 )
 def test_bad_upload_requests_are_refused(api: httpx.Client, body: Any, code: str) -> None:
-    response = api.post("/v1/uploads", json=body)
+    response = api.post("/v1/uploads", json={"collection": COLLECTION, **body})
 
     assert response.status_code == 422, response.text
     assert response.json()["code"] == code
@@ -175,16 +252,28 @@ def test_bad_upload_requests_are_refused(api: httpx.Client, body: Any, code: str
 def test_present_tells_which_staging_keys_hold_an_upload(
     api: httpx.Client, s3: Any, stack: Endpoints
 ) -> None:
-    uploaded, absent = (keys.staging_key(keys.new_ulid(), f"IMG_{i}.jpg") for i in range(2))
-    s3.put_object(Bucket=stack.bucket, Key=uploaded, Body=b"\xff\xd8")
+    uploaded, absent, claimed = (
+        keys.staging_key(COLLECTION, keys.new_ulid(), f"IMG_{i}.jpg") for i in range(3)
+    )
+    for key in (uploaded, claimed, keys.claim_key(claimed)):
+        s3.put_object(Bucket=stack.bucket, Key=key, Body=b"\xff\xd8")
 
-    response = api.post("/v1/uploads/present", json={"keys": [absent, uploaded]})
+    response = api.post("/v1/uploads/present", json={"keys": [absent, uploaded, claimed]})
 
     assert response.status_code == 200, response.text
+    # A claimed upload was ingested already: it is not there to be ingested again.
     assert response.json() == {"present": [uploaded]}
 
 
-@pytest.mark.parametrize("key", ["originals/x/y", "staging/../x", "staging/NOTAULID/a.jpg"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "originals/x/y",
+        "staging/../x",
+        "staging/NOTAULID/a.jpg",
+        f"staging/c/{keys.new_ulid()}/.claim",
+    ],
+)
 def test_present_refuses_what_is_no_staging_key(api: httpx.Client, key: str) -> None:
     response = api.post("/v1/uploads/present", json={"keys": [key]})
 

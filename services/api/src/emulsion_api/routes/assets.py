@@ -117,7 +117,7 @@ async def list_assets(
     candidates = listing.after(ordered, position)
 
     async def read(entry: ListedManifest) -> StoredManifest | None:
-        return await services.store.read_manifest(collection, entry.asset, tombstones=True)
+        return await services.store.read_manifest_at(entry.key, tombstones=True)
 
     found = await listing.page(candidates, state, limit, read)
     # Presigning is CPU work; a page of URLs must not stall the event loop.
@@ -208,8 +208,9 @@ async def delete_asset(
 ) -> Deleted:
     """Replace the manifest by a tombstone (the asset stops being live at once); its files go later.
 
-    The tombstone carries a version newer than every job created before it, so a queued or
-    retried older item can never make the asset live again; a newer ingest can. The keys are
+    The tombstone carries a version newer than every job created before it (minted from the
+    shared clock, so whatever the replicas' clocks say), so a queued or retried older item
+    can never make the asset live again; a newer ingest can. The keys are
     handed to the janitor first: if the tombstone write then fails or loses to a newer commit
     (409), the janitor still never deletes a key a manifest points to, and the old version's
     keys were due for collection anyway.
@@ -225,10 +226,13 @@ async def delete_asset(
             "precondition_failed",
             f"the live version is {etag(stored.manifest.version)}, which If-Match does not name",
         )
+    # Minted after the manifest was read: later than the version read, and than every
+    # job accepted before this delete (503 with Retry-After while NATS is down).
+    [version] = await services.bus.mint_versions(1)
     grace = services.settings.gc_grace_seconds
     not_before = datetime.now(UTC) + timedelta(seconds=grace)
     await services.bus.publish_deleted(stored.manifest, not_before)
-    if not await services.store.delete_manifest(stored):
+    if not await services.store.delete_manifest(stored, version):
         if await services.store.read_manifest(collection, asset) is None:
             raise _not_found(collection, asset)
         raise ApiError(

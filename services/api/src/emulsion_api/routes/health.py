@@ -28,17 +28,25 @@ async def healthz() -> Health:
     "/readyz",
     response_model=Health,
     operation_id="readyz",
-    responses={503: {"model": Health, "description": "The apiserver or the object store is down"}},
+    responses={
+        503: {
+            "model": Health,
+            "description": "The apiserver or the object store is down, or NATS never reached",
+        }
+    },
 )
 async def readyz(services: ServicesDep) -> Response:
-    """Ready when the apiserver lets us list IngestJobs and the bucket answers."""
+    """Ready when the apiserver lets us list IngestJobs, the bucket answers, and NATS was
+    reached once (versions are minted there). A later NATS outage keeps the API ready:
+    reads need no NATS, and ingests and deletes answer 503 with Retry-After meanwhile."""
     kube_ok, store_ok = await asyncio.gather(
         _within(services.kube.ready(), READY_TIMEOUT),
         _within(services.store.ready(), READY_TIMEOUT),
     )
+    bus_ok = services.bus.connected_once
     health = Health(
-        status="ok" if kube_ok and store_ok else "unavailable",
-        checks={"apiserver": kube_ok, "object_store": store_ok},
+        status="ok" if kube_ok and store_ok and bus_ok else "unavailable",
+        checks={"apiserver": kube_ok, "object_store": store_ok, "message_bus": bus_ok},
     )
     return JSONResponse(health.model_dump(), status_code=200 if health.status == "ok" else 503)
 

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Response, status
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from emulsion_api import commits, jobs, views
-from emulsion_api.deps import Principal, PrincipalDep, ServicesDep
+from emulsion_api.deps import Principal, PrincipalDep, Services, ServicesDep
 from emulsion_api.errors import ApiError, ErrorDetail, problems
 from emulsion_api.kube import Kube
 from emulsion_api.models import (
@@ -90,9 +90,11 @@ async def _job_or_404(kube: Kube, name: str, caller: Principal) -> jobs.Job:
             "forbidden",
             "malformed_json",
             "body_too_large",
+            "job_too_large",
             "invalid_request",
             "too_many_items",
             "duplicate_asset",
+            "duplicate_upload",
             "unknown_profile",
             "invalid_idempotency_key",
             "idempotency_key_reused",
@@ -119,9 +121,14 @@ async def create_ingest(
 ) -> IngestAccepted:
     """Validate the items, create one IngestJob (or a batch of them) and return at once.
 
-    Never touches image bytes: the uploads are only checked to exist (a HEAD each for a
-    few, a listing of their key range for many; a large request in a range crowded with
-    other uploads is not checked, and a missing upload fails its item with `SourceMissing`).
+    Never touches image bytes: the uploads are only checked to exist and be unclaimed (a
+    HEAD each for a few, a listing of their key range for many; a large request in a range
+    crowded with other uploads is not checked, and a missing upload fails its item with
+    `SourceMissing`). Only uploads presigned for this collection are accepted: any other
+    key (another collection's, or of the old layout) is answered exactly like a missing
+    upload, without being read, so an answer never tells whether someone else's exists.
+    An upload key may appear once per request (`duplicate_upload` names the repeats); one
+    a job already promoted is answered like a missing upload too.
 
     Small requests without an `Idempotency-Key` that arrive while a create for the same
     token, collection and profile is in flight share the next create (group commit): the
@@ -144,7 +151,7 @@ async def create_ingest(
         existing = await services.kube.list(f"{jobs.LABEL_IDEMPOTENCY}={label}")
         if existing:
             return _replay(jobs.first_request(existing), idempotency[2], response)
-    missing = await services.store.missing([item.upload_key for item in body.items])
+    missing = await _missing_uploads(services, caller, body)
     if missing:
         raise ApiError(
             422,
@@ -169,12 +176,15 @@ async def create_ingest(
             (caller.id, body.collection, body.profile),
             planned,
             plan.trace_headers,
-            functools.partial(_create_group, services.kube, plan),
+            functools.partial(_create_group, services, plan),
         )
         result = jobs.accepted_share(job, offset, len(planned))
         response.headers["Location"] = result.status_url
         return result
-    created = await _create_all(services.kube, jobs.build_jobs(plan))
+    # Minted right before the jobs are made: each version follows every version (and
+    # tombstone) minted before, whichever replica minted it (emulsion_contracts.clock).
+    versions = await services.bus.mint_versions(jobs.part_count(planned))
+    created = await _create_all(services.kube, jobs.build_jobs(plan, versions))
     if idempotency is not None:
         winner = await _settle_race(services.kube, idempotency[0], created)
         if winner is not created:
@@ -184,12 +194,28 @@ async def create_ingest(
     return result
 
 
+async def _missing_uploads(
+    services: ServicesDep, caller: Principal, body: IngestRequest
+) -> list[str]:
+    """The request's upload keys it may not ingest, in request order: those not presigned
+    for its collection (never looked up) and those missing or claimed in the store."""
+    wanted = [item.upload_key for item in body.items]
+    own = [key for key in wanted if caller.may_use_upload(key, body.collection)]
+    gone = set(await services.store.missing(own)) if own else set()
+    mine = set(own)
+    return [key for key in wanted if key not in mine or key in gone]
+
+
 async def _create_group(
-    kube: Kube, plan: jobs.JobPlan, items: list[jobs.PlannedItem], trace: Mapping[str, str]
+    services: Services,
+    plan: jobs.JobPlan,
+    items: list[jobs.PlannedItem],
+    trace: Mapping[str, str],
 ) -> jobs.Job:
     """One job for a group's items (the group commit keeps them within one job)."""
-    [body] = jobs.build_jobs(dataclasses.replace(plan, items=items, trace_headers=trace))
-    return await kube.create(body)
+    versions = await services.bus.mint_versions(1)
+    [body] = jobs.build_jobs(dataclasses.replace(plan, items=items, trace_headers=trace), versions)
+    return await services.kube.create(body)
 
 
 def _replay(existing: list[jobs.Job], body_hash: str, response: Response) -> IngestAccepted:
