@@ -330,7 +330,12 @@ def test_an_image_is_ingested_by_services_holding_only_the_charts_identities(
         assert api.get("/v1/ingests/nope", headers={"Authorization": "Bearer x"}).status_code == 401
         upload = api.post(
             "/v1/uploads",
-            json={"filename": "IMG_0001.jpg", "content_type": "image/jpeg", "size": len(image)},
+            json={
+                "collection": collection,
+                "filename": "IMG_0001.jpg",
+                "content_type": "image/jpeg",
+                "size": len(image),
+            },
         )
         assert upload.status_code == 201, upload.text
         form = upload.json()
