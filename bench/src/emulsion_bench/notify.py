@@ -56,12 +56,15 @@ def tiny_jpeg() -> bytes:
     return buffer.getvalue()
 
 
-def stage_uploads(s3: Any, bucket: str, count: int) -> list[str]:
-    """`count` distinct tiny uploads in staging, as presigned uploads would leave them."""
-    body = tiny_jpeg()
+def stage_uploads(
+    s3: Any, bucket: str, count: int, body: bytes | None = None, name: str = "notify.jpg"
+) -> list[str]:
+    """`count` distinct tiny uploads in staging, as presigned uploads would leave them
+    (`body`: a tiny JPEG unless given, e.g. bytes that are no image)."""
+    body = tiny_jpeg() if body is None else body
     staged = []
     for _ in range(count):
-        key = keys.staging_key(keys.new_ulid(), "notify.jpg")
+        key = keys.staging_key(keys.new_ulid(), name)
         s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="image/jpeg")
         staged.append(key)
     return staged
