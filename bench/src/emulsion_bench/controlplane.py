@@ -393,7 +393,15 @@ def main() -> None:
     parser.add_argument("--label", default="", help="names the results, e.g. before")
     parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="where results go")
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument(
+        "--render", type=Path, help="only write the Markdown of a results JSON again"
+    )
     args = parser.parse_args()
+    if args.render:
+        rendered = args.render.with_suffix(".md")
+        rendered.write_text(controlplane_figures.markdown(json.loads(args.render.read_text())))
+        say(f"wrote {rendered}")
+        return
     if args.finished_jobs and args.list_template not in {int(n) for n in args.items.split(",")}:
         parser.error("--list-template must be one of --items")
 

@@ -176,8 +176,13 @@ def markdown(results: dict[str, Any]) -> str:
         ]
     lines += [
         "",
-        "Byte and request counts depend on what the code writes, hardly on the machine; "
-        "*Finished in* and the `kubectl` latencies are timings, sensitive to the load of a "
-        "shared machine (so is the background correction, a rate times a duration).",
+        "What is timing-sensitive: *Finished in* and the `kubectl` latencies are timings, "
+        "sensitive to the load of a shared machine (so is the background correction, a rate "
+        "times a duration). The controller writes a running job's status at most once per "
+        "status interval (`EMULSION_STATUS_INTERVAL_SECONDS`, 1 s by default), so the status "
+        "patches of a job that runs longer than a few intervals, and the etcd bytes they "
+        "write (each patch stores the whole object again), grow with how long it runs: a "
+        "slower machine shows more of both. The create, the Events and the stored size at "
+        "the end depend on the code alone.",
     ]
     return "\n".join(lines) + "\n"
