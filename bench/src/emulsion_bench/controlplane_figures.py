@@ -162,7 +162,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"idle stack's own writes ({background['put_bytes_per_second']:.0f} B/s of puts, "
         f"{background['wal_bytes_per_second']:.0f} B/s of WAL, measured over "
         f"{background['seconds']:.0f} s) for the job's duration. The uploads have short "
-        "names (staging keys of 45 bytes, assets like `img-00001.jpg`); longer names make "
+        "names (staging keys of 43 to 47 bytes, assets like `img-00001.jpg`); longer names make "
         "a larger spec. A verb missing from *IngestJob writes* did not happen: no job was "
         "deleted within the run.",
         "",
