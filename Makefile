@@ -186,6 +186,10 @@ bench-api: tools ## API: POST /v1/ingests (one item) p50/p99 at 1 and 32 clients
 bench-notify: tools ## make bench's notify phases alone: open loop at 1 and 32 clients, idle and during a gallery (BENCH_NOTIFY_ARGS="--idle-only")
 	$(UV) run --locked python -m emulsion_bench.notify_only $(BENCH_NOTIFY_ARGS)
 
+.PHONY: bench-controlplane
+bench-controlplane: tools ## etcd bytes, apiserver writes and stored size of 20/200/2,000-item IngestJobs; kubectl get ij -A with 5,000 (BENCH_CONTROLPLANE_ARGS="--label before")
+	$(UV) run --locked python -m emulsion_bench.controlplane $(BENCH_CONTROLPLANE_ARGS)
+
 .PHONY: bench-janitor
 bench-janitor: tools ## Janitor: one sweep over 20,000 keys on a stack of its own; time, keys/s, peak memory (BENCH_JANITOR_ARGS="--keys 2000")
 	$(UV) run --locked python -m emulsion_bench.janitor $(BENCH_JANITOR_ARGS)

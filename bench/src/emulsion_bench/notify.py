@@ -56,13 +56,20 @@ def tiny_jpeg() -> bytes:
     return buffer.getvalue()
 
 
-def stage_uploads(s3: Any, bucket: str, count: int, collection: str) -> list[str]:
+def stage_uploads(
+    s3: Any,
+    bucket: str,
+    count: int,
+    collection: str,
+    body: bytes | None = None,
+    name: str = "notify.jpg",
+) -> list[str]:
     """`count` distinct tiny uploads in `collection`'s staging area, as presigned uploads
-    would leave them."""
-    body = tiny_jpeg()
+    would leave them (`body`: a tiny JPEG unless given, e.g. bytes that are no image)."""
+    body = tiny_jpeg() if body is None else body
     staged = []
     for _ in range(count):
-        key = keys.staging_key(collection, keys.new_ulid(), "notify.jpg")
+        key = keys.staging_key(collection, keys.new_ulid(), name)
         s3.put_object(
             Bucket=bucket,
             Key=key,
