@@ -145,6 +145,10 @@ chart-crds: ## Copy crds/*.yaml into the chart (charts/emulsion/files/crds/); a 
 	rm -f charts/emulsion/files/crds/*.yaml
 	cp crds/*.yaml charts/emulsion/files/crds/
 
+.PHONY: chart-nats
+chart-nats: setup ## Regenerate the chart's NATS permissions (files/nats-permissions.json) from emulsion_contracts.natsauth; a test fails on drift
+	$(UV) run --locked python tools/nats_permissions.py
+
 .PHONY: docs
 docs: setup ## Regenerate docs/configuration.md from the settings classes; a test fails on drift
 	$(UV) run --locked python tools/config_reference.py

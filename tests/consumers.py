@@ -7,8 +7,11 @@ redelivery needs the redelivery, not the 30 s, so it shortens the wait on the li
 consumer (the server applies a changed AckWait to messages already pending) and puts the
 configuration of `messaging.CONSUMERS` back afterwards, for the tests that share the stack.
 
-A service started meanwhile puts the configured wait back itself (`ensure_jetstream`), so
-shorten after the services a test starts are ready.
+A controller started meanwhile puts the configured wait back itself (`ensure_jetstream`:
+it is the bootstrap identity, the other services only bind), so shorten after the
+controller a test starts is ready. The change is made as the devstack's admin identity
+(`Endpoints.nats_connect`), as an operator would: no service may change a durable but the
+controller.
 """
 
 from __future__ import annotations
@@ -17,16 +20,15 @@ import asyncio
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
-import nats
-
 from emulsion_contracts import messaging
+from emulsion_devstack.stack import Endpoints
 
 
-async def set_ack_wait(nats_url: str, durables: Iterable[str], seconds: float | None) -> None:
+async def set_ack_wait(stack: Endpoints, durables: Iterable[str], seconds: float | None) -> None:
     """Each of `durables` redelivers after `seconds` (its backoff doubling from there), or,
     with None, as `messaging.CONSUMERS` configures it."""
     wanted = set(durables)
-    connection = await nats.connect(nats_url, connect_timeout=5)
+    connection = await stack.nats_connect(connect_timeout=5)
     try:
         js = connection.jetstream()
         for spec in messaging.CONSUMERS:
@@ -43,11 +45,11 @@ async def set_ack_wait(nats_url: str, durables: Iterable[str], seconds: float | 
 
 
 @contextmanager
-def redelivered_after(nats_url: str, durable: str, seconds: float) -> Iterator[None]:
+def redelivered_after(stack: Endpoints, durable: str, seconds: float) -> Iterator[None]:
     """Within the block, `durable` redelivers after `seconds` (its backoff doubling from
     there) instead of its configured AckWait; afterwards, as configured again."""
-    asyncio.run(set_ack_wait(nats_url, (durable,), seconds))
+    asyncio.run(set_ack_wait(stack, (durable,), seconds))
     try:
         yield
     finally:
-        asyncio.run(set_ack_wait(nats_url, (durable,), None))
+        asyncio.run(set_ack_wait(stack, (durable,), None))

@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import nats
 import pytest
 import yaml
 from kubernetes import client
 from PIL import Image
 
 from emulsion_contracts import crd, keys, messaging
+from emulsion_devstack import release
 from emulsion_devstack.processes import ProcessRecord, log_tail, stop, wait_for
 from emulsion_devstack.stack import Endpoints, LocalStack
 
@@ -209,9 +209,14 @@ def release_namespace(tools: Tools, stack: Endpoints, kube: Any) -> Iterator[str
             "stringData": {"tokens": API_TOKEN},
         },
     )
+    # The stack's NATS identities and CA, as the operator's Secrets: the services below
+    # then connect with exactly what the chart mounts (a user each, TLS against the CA).
+    for name, data in release.nats_secrets(stack).items():
+        core.create_namespaced_secret(namespace, {"metadata": {"name": name}, "stringData": data})
+    port = int(stack.nats_url.rsplit(":", 1)[1])
     values = {
         "crds.enabled": False,
-        "nats.url": stack.nats_url,
+        "nats": release.nats_values(stack, f"127.0.0.1:{port}", port),
         "s3.bucket": stack.bucket,
         "s3.endpointUrl": stack.s3_endpoint_url,
         "s3.credentials.existingSecret": S3_SECRET,
@@ -236,8 +241,8 @@ class Running:
         )
 
 
-async def purge_streams(nats_url: str) -> None:
-    connection = await nats.connect(nats_url)
+async def purge_streams(stack: Endpoints) -> None:
+    connection = await stack.nats_connect()
     try:
         for stream in (
             messaging.WORK_STREAM,
@@ -268,7 +273,7 @@ def services(
     # The streams are shared by the stack's tests: work and results other tests left for
     # jobs in their namespaces would reach this release's processor and controller, whose
     # RBAC (rightly) refuses them those jobs.
-    asyncio.run(purge_streams(stack.nats_url))
+    asyncio.run(purge_streams(stack))
     try:
         # The controller first: the API's jobs must find it already watching.
         for component in ("controller", "processor", "janitor", "api"):
@@ -325,7 +330,12 @@ def test_an_image_is_ingested_by_services_holding_only_the_charts_identities(
         assert api.get("/v1/ingests/nope", headers={"Authorization": "Bearer x"}).status_code == 401
         upload = api.post(
             "/v1/uploads",
-            json={"filename": "IMG_0001.jpg", "content_type": "image/jpeg", "size": len(image)},
+            json={
+                "collection": collection,
+                "filename": "IMG_0001.jpg",
+                "content_type": "image/jpeg",
+                "size": len(image),
+            },
         )
         assert upload.status_code == 201, upload.text
         form = upload.json()

@@ -8,9 +8,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -24,6 +26,8 @@ from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 from nats.js.errors import NotFoundError
 
 from emulsion_contracts.consuming import ConsumerGone, FetchPolicy, PullLoop
+from emulsion_devstack.binaries import ensure_binary
+from emulsion_devstack.processes import free_port, spawn, stop, wait_until
 from emulsion_devstack.stack import Endpoints
 from tests.faults.proxy import Hold, Proxy
 
@@ -46,10 +50,16 @@ def test_the_retry_delay_grows_from_the_first_and_never_passes_the_cap(
 
 
 @asynccontextmanager
-async def durable(stack: Endpoints) -> AsyncIterator[tuple[JetStreamContext, str, str]]:
-    """A stream and durable of this test's own, removed afterwards if still there."""
+async def durable(
+    stack: Endpoints | str,
+) -> AsyncIterator[tuple[JetStreamContext, str, str]]:
+    """A stream and durable of this test's own, removed afterwards if still there; on
+    the stack's NATS (as its admin), or on the plain server at a URL."""
     name = f"PULL_{uuid.uuid4().hex[:8].upper()}"
-    connection = await nats.connect(stack.nats_url, connect_timeout=5)
+    if isinstance(stack, str):
+        connection = await nats.connect(stack, connect_timeout=5)
+    else:
+        connection = await stack.nats_connect(connect_timeout=5)
     js = connection.jetstream()
     try:
         await js.add_stream(StreamConfig(name=name, subjects=[f"{name.lower()}.>"]))
@@ -61,6 +71,32 @@ async def durable(stack: Endpoints) -> AsyncIterator[tuple[JetStreamContext, str
         with contextlib.suppress(NotFoundError):  # the test deleted it itself
             await js.delete_stream(name)
         await connection.drain()
+
+
+@pytest.fixture
+def plain_nats(tmp_path: Path) -> Iterator[str]:
+    """A JetStream server without TLS or users, on 127.0.0.1, for this module's proxy test."""
+    port = free_port()
+    record = spawn(
+        "nats-server",
+        [
+            str(ensure_binary("nats-server")),
+            "--addr", "127.0.0.1", "--port", str(port),
+            "--jetstream", "--store_dir", str(tmp_path / "js"),
+        ],
+        tmp_path / "nats-server.log",
+    )  # fmt: skip
+    try:
+        wait_until(record, lambda: _accepts(port), DEADLINE)
+        yield f"nats://127.0.0.1:{port}"
+    finally:
+        stop(record)
+
+
+def _accepts(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+        return True
+    return False
 
 
 async def until(what: str, event: asyncio.Event) -> None:
@@ -124,7 +160,7 @@ def test_transient_fetch_errors_are_logged_and_retried_with_backoff(
     stack: Endpoints, run: Any
 ) -> None:
     async def body() -> None:
-        connection = await nats.connect(stack.nats_url, connect_timeout=5)
+        connection = await stack.nats_connect(connect_timeout=5)
         try:
             # No JetStream answers under this prefix: every fetch fails with "no responders",
             # and whether the durable exists cannot be told either.
@@ -162,19 +198,22 @@ def test_transient_fetch_errors_are_logged_and_retried_with_backoff(
 
 
 def test_a_message_delivered_after_its_fetch_gave_up_is_handled_while_the_loop_waits_for_room(
-    stack: Endpoints, run: Any
+    stack: Endpoints, plain_nats: str, run: Any
 ) -> None:
     """The late delivery made exact: the fetch's pull request is held on its way to the
     server until the fetch has given up, so the server's answer reaches a loop that is
     waiting for room (every slot busy). It must be handled then, once, not lie unseen
     until ack_wait brings it back."""
-    server = urlsplit(stack.nats_url)
+    # (`stack` marks the test as one needing the stack's binaries, like its neighbours.)
+    # The proxy reads NATS protocol lines, which the stack's NATS hides under TLS: a plain
+    # JetStream server of this test's own (no users; the pull loop is what is tested).
+    server = urlsplit(plain_nats)
     assert server.hostname is not None and server.port is not None
     proxy = Proxy(server.hostname, server.port, "nats")
     pull = proxy.arm(Hold(rb"PUB \$JS\.API\.CONSUMER\.MSG\.NEXT", release_after=QUICK.timeout * 4))
 
     async def body() -> list[tuple[bytes, int]]:
-        async with durable(stack) as (setup, stream, name):
+        async with durable(plain_nats) as (setup, stream, name):
             await setup.publish(f"{stream.lower()}.x", b"late")
             connection = await nats.connect(f"nats://127.0.0.1:{proxy.port}", connect_timeout=5)
             seen: list[tuple[bytes, int]] = []

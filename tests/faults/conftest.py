@@ -31,7 +31,7 @@ import pytest
 import yaml
 
 from emulsion_contracts import messaging
-from emulsion_devstack.stack import SERVERS, LocalStack, s3_client
+from emulsion_devstack.stack import SERVERS, Endpoints, LocalStack, s3_client
 from tests.consumers import set_ack_wait
 from tests.faults.oracle import Case
 from tests.faults.proxy import Proxy
@@ -58,6 +58,11 @@ class FaultStack:
     proxies: dict[str, dict[str, Proxy]]  # service -> {"nats", "s3", "kube"}
     scratch: Path
 
+    def endpoints(self) -> Endpoints:
+        endpoints = self.stack.running()
+        assert endpoints is not None, "the fault suite's stack is not running"
+        return endpoints
+
     def proxy(self, service: str, server: str) -> Proxy:
         return self.proxies[service][server]
 
@@ -65,10 +70,11 @@ class FaultStack:
         return Case(self.client, self.environment, GRACE_SECONDS)
 
     def start(self, name: str) -> None:
-        """Start a killed service again; its start reconciles the consumers, so the suite's
-        short AckWait is put back after it."""
+        """Start a killed service again; a controller's start reconciles the consumers, so
+        the suite's short AckWait is put back after it."""
         self.stack.start(name)
-        shorten_ack_wait(self.environment["NATS_URL"])
+        if name == "controller":
+            shorten_ack_wait(self.endpoints())
 
     def revive(self) -> list[str]:
         """What a kubelet does: start again every service that exited or whose liveness
@@ -117,11 +123,12 @@ class FaultStack:
                 proxy.disarm()
 
 
-def shorten_ack_wait(nats_url: str) -> None:
+def shorten_ack_wait(endpoints: Endpoints) -> None:
     """The processors' and the controller's consumers with the suite's short AckWait (and
-    the processors' backoff scaled to it); the next `ensure_jetstream` puts them back."""
+    the processors' backoff scaled to it); the next `ensure_jetstream` (a controller's
+    start: only the bootstrap identity reconciles durables) puts them back."""
     durables = (messaging.PROCESSORS, messaging.CONTROLLER)
-    asyncio.run(set_ack_wait(nats_url, durables, ACK_WAIT_SECONDS))
+    asyncio.run(set_ack_wait(endpoints, durables, ACK_WAIT_SECONDS))
 
 
 def _port(url: str) -> int:
@@ -150,7 +157,9 @@ def faults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultStack]:
     root = tmp_path_factory.mktemp("faults")
     scratch = root / "scratch"
     _mount_tmpfs(scratch, SCRATCH_BYTES)
-    stack = LocalStack(root / "state", say=lambda line: None)
+    # NATS without TLS (passwords and permissions as always): the proxies read and hold
+    # NATS protocol lines (a work publish, an ack, the processors' heartbeats).
+    stack = LocalStack(root / "state", say=lambda line: None, nats_tls=False)
     opened: list[Proxy] = []
     try:
         with pytest.MonkeyPatch.context() as patch:
@@ -178,7 +187,7 @@ def faults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultStack]:
                 proxied_kubeconfig = root / f"{service}.kubeconfig"
                 proxied_kubeconfig.write_text(yaml.safe_dump(config))
                 environment = {
-                    "NATS_URL": f"nats://127.0.0.1:{through['nats'].port}",
+                    "NATS_URL": f"nats://127.0.0.1:{through['nats'].port}",  # no TLS, above
                     "AWS_ENDPOINT_URL": f"http://127.0.0.1:{through['s3'].port}",
                     "KUBECONFIG": str(proxied_kubeconfig),
                 }
@@ -201,7 +210,7 @@ def faults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultStack]:
                 **endpoints.environment(),
                 "EMULSION_API_URL": api_url,
             }
-            shorten_ack_wait(endpoints.nats_url)
+            shorten_ack_wait(endpoints)
             yield FaultStack(stack, client, environment, proxies, scratch)
     finally:
         # The services' logs outlive the stack, for whoever reads a failure.

@@ -9,11 +9,11 @@ import re
 import signal
 from pathlib import Path
 
-import nats
 import pytest
 
 from emulsion_contracts import messaging
 from emulsion_devstack.processes import wait_for
+from emulsion_devstack.stack import Endpoints
 from tests.faults.conftest import FaultStack
 from tests.faults.oracle import list_keys, verify
 from tests.faults.proxy import Hold
@@ -29,11 +29,11 @@ def _restart(fault: FaultStack, name: str) -> None:
     fault.start(name)
 
 
-def _results_delivered_unacked(nats_url: str) -> int:
+def _results_delivered_unacked(endpoints: Endpoints) -> int:
     """Item results the controller has taken from the stream and not yet acknowledged."""
 
     async def ask() -> int:
-        connection = await nats.connect(nats_url, connect_timeout=5)
+        connection = await endpoints.nats_connect(connect_timeout=5)
         try:
             info = await connection.jetstream().consumer_info(
                 messaging.EVENTS_STREAM, messaging.CONTROLLER
@@ -74,10 +74,10 @@ def test_controller_killed_between_a_result_and_its_status_write(
     # From now on nothing the controller sends reaches the apiserver: results come in,
     # their status writes do not go out.
     fault.proxy("controller", "kube").hold_all()
-    nats_url = fault.environment["NATS_URL"]
+    endpoints = fault.endpoints()
     wait_for(
         "results taken by the controller and held unacknowledged",
-        lambda: _results_delivered_unacked(nats_url),
+        lambda: _results_delivered_unacked(endpoints),
         timeout=90,
     )
     assert finished_items(read_job(fault.client, job)) == 0

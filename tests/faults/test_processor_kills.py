@@ -123,9 +123,7 @@ def test_killed_between_commit_and_ack(fault: FaultStack, tmp_path: Path) -> Non
     # The first ack stays in the proxy: that item is committed and its result published.
     # (nats-py acks with an empty body to the message's $JS.ACK subject: `ack` with an
     # empty reply field, so two spaces; `ack_sync` makes it a request, with a reply inbox.)
-    hold = fault.proxy("processor", "nats").arm(
-        Hold(rb"PUB \$JS\.ACK\.\S+ +(?:_INBOX\.\S+ )?0\r\n")
-    )
+    hold = fault.proxy("processor", "nats").arm(Hold(rb"PUB \$JS\.ACK\.\S+ +(?:_INBOX\S+ )?0\r\n"))
     job, _ = _start_job(fault, tmp_path, "kill-ack", seed=14)
     case.jobs.append(job)
     hold.wait(90)

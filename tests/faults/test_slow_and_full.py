@@ -15,11 +15,11 @@ import threading
 import time
 from pathlib import Path
 
-import nats
 import pytest
 
 from emulsion_contracts import messaging
 from emulsion_contracts.messages import ItemResult
+from emulsion_devstack.stack import Endpoints
 from tests.faults.conftest import ACK_WAIT_SECONDS, FaultStack
 from tests.faults.oracle import verify
 from tests.faults.proxy import Hold
@@ -56,14 +56,14 @@ def test_items_wait_while_scratch_is_full_and_finish_when_space_returns(
     # no item was delivered twice. (One item in ten was, in some loaded runs, until the
     # pull loop handed over messages delivered after their fetch gave up: see
     # emulsion_contracts.consuming.)
-    results = _results(fault.environment["NATS_URL"], case.jobs[0])
+    results = _results(fault.endpoints(), case.jobs[0])
     assert len({r.index for r in results}) == 10
     assert all(r.attempts == 1 for r in results), sorted((r.index, r.attempts) for r in results)
 
 
-def _results(nats_url: str, job: str) -> list[ItemResult]:
+def _results(endpoints: Endpoints, job: str) -> list[ItemResult]:
     async def read() -> list[ItemResult]:
-        connection = await nats.connect(nats_url, connect_timeout=5)
+        connection = await endpoints.nats_connect(connect_timeout=5)
         try:
             js = connection.jetstream()
             subscription = await js.subscribe(
@@ -87,7 +87,7 @@ def test_an_item_outliving_the_ack_wait_three_times_is_never_redelivered(
     fault: FaultStack, tmp_path: Path
 ) -> None:
     case = fault.case().watching("slow-item")
-    nats_url = fault.environment["NATS_URL"]
+    endpoints = fault.endpoints()
     big = big_image(tmp_path / "big.jpg")
     # The big photo's bytes stall in the proxy for over three AckWaits, then flow on.
     fault.proxy("processor", "s3").arm(
@@ -105,7 +105,7 @@ def test_an_item_outliving_the_ack_wait_three_times_is_never_redelivered(
     case.jobs += ingest(fault.client, "slow-item", staged)
     verify(case, timeout=120, all_succeed=True)
     assert time.monotonic() - began > SLOW_ITEM_SECONDS
-    results = _results(nats_url, case.jobs[0])
+    results = _results(endpoints, case.jobs[0])
     assert len({r.index for r in results}) == 5
     assert all(r.attempts == 1 for r in results), [(r.index, r.attempts) for r in results]
     assert len(heartbeats.logged(began)) >= 3

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import nats
 import pytest
 from kubernetes import client
 from PIL import Image
@@ -104,11 +103,16 @@ def system(stack: Endpoints, stack_state_dir: Path, kube: Any) -> Iterator[Syste
             print(f"--- {record.name} {record.pid}\n{log_tail(record.log, lines=15)}")
 
 
-def upload(api: httpx.Client, data: bytes) -> str:
+def upload(api: httpx.Client, data: bytes, collection: str) -> str:
     """Presign on the API and POST the form to the store, as the CLI does."""
     presigned = api.post(
         "/v1/uploads",
-        json={"filename": "IMG_0001.jpg", "content_type": "image/jpeg", "size": len(data)},
+        json={
+            "collection": collection,
+            "filename": "IMG_0001.jpg",
+            "content_type": "image/jpeg",
+            "size": len(data),
+        },
     )
     assert presigned.status_code == 201, presigned.text
     form = presigned.json()
@@ -167,12 +171,12 @@ def test_a_delete_wins_over_a_queued_ingest_from_a_replica_minutes_ahead(
 
     # The asset is live (made with a processor running).
     processor = system.start_processor()
-    first = ingest(normal, collection, upload(normal, jpeg((10, 120, 10))), asset)
+    first = ingest(normal, collection, upload(normal, jpeg((10, 120, 10)), collection), asset)
     assert until_phase(normal, first, FINISHED)["phase"] == "Succeeded"
     stop(processor)
 
     # The fast replica accepts a new version; no processor runs, so it waits in the queue.
-    queued = ingest(fast, collection, upload(normal, jpeg((200, 0, 0))), asset)
+    queued = ingest(fast, collection, upload(normal, jpeg((200, 0, 0)), collection), asset)
     waiting = until_phase(normal, queued, ("Queued",))
     queued_version = waiting["version"]
     # Its version's time part is from the fast replica's clock: minutes in the future.
@@ -198,7 +202,7 @@ def test_a_delete_wins_over_a_queued_ingest_from_a_replica_minutes_ahead(
 
     # An upload after the delete, accepted by the replica whose clock is behind the
     # shared one, is newer than the tombstone and brings the asset back as itself.
-    reborn = ingest(normal, collection, upload(normal, jpeg((0, 0, 220))), asset)
+    reborn = ingest(normal, collection, upload(normal, jpeg((0, 0, 220)), collection), asset)
     assert until_phase(normal, reborn, FINISHED)["phase"] == "Succeeded"
     live = normal.get(f"/v1/assets/{collection}/{asset}")
     assert live.status_code == 200, live.text
@@ -214,7 +218,7 @@ def test_concurrent_minters_on_skewed_clocks_get_unique_versions_in_minting_orde
     after every version whose mint had completed before its own began."""
 
     async def run() -> list[tuple[float, float, str]]:
-        connection = await nats.connect(stack.nats_url)
+        connection = await stack.nats_connect()
         try:
             kv = await connection.jetstream().key_value(messaging.CLOCK_BUCKET)
 

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import nats
 import pytest
 from nats.js import JetStreamContext
 from PIL import Image
@@ -142,7 +141,7 @@ def target(stack: Endpoints, s3: Any, processor: ProcessRecord) -> Target:
     )
 
     async def run() -> ItemResult:
-        connection = await nats.connect(stack.nats_url)
+        connection = await stack.nats_connect()
         try:
             js = connection.jetstream()
             body = item.to_bytes()
@@ -248,7 +247,7 @@ def test_forged_work_is_terminated_unread_and_never_commits(
     }
 
     async def run() -> list[list[ItemResult]]:
-        connection = await nats.connect(stack.nats_url)
+        connection = await stack.nats_connect()
         try:
             js = connection.jetstream()
             for _, item, body, headers in forged:

@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import logging
 import uuid
 from typing import Any
 
-import nats
 import pytest
 from nats.js.api import AckPolicy, RetentionPolicy, StreamConfig
 
-from emulsion_contracts import messaging
+from emulsion_contracts import messaging, natsauth
 from emulsion_devstack.stack import Endpoints
+from tests.consumers import set_ack_wait
 
 DAY = messaging.DAY
 LIMITS = RetentionPolicy.LIMITS
 
 
-async def inspect(url: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    connection = await nats.connect(url)
+async def inspect(stack: Endpoints) -> tuple[dict[str, Any], dict[str, Any]]:
+    connection = await stack.nats_connect()
     try:
         js = connection.jetstream()
         streams = {s.name: await js.stream_info(s.name) for s in messaging.STREAMS}
@@ -32,7 +34,7 @@ async def inspect(url: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def test_streams_and_consumers_have_the_configured_settings(stack: Endpoints, run: Any) -> None:
-    streams, consumers = run(inspect(stack.nats_url))
+    streams, consumers = run(inspect(stack))
     for spec in messaging.STREAMS:
         config = streams[spec.name].config
         assert config.subjects == list(spec.subjects)
@@ -54,7 +56,7 @@ def test_streams_and_consumers_have_the_configured_settings(stack: Endpoints, ru
 
 def test_the_same_msg_id_is_stored_once(stack: Endpoints, run: Any) -> None:
     async def publish_twice() -> tuple[bool, bool, int]:
-        connection = await nats.connect(stack.nats_url)
+        connection = await stack.nats_connect()
         try:
             js = connection.jetstream()
             subject = messaging.events_subject("dedup", "job-1")
@@ -75,7 +77,7 @@ def test_the_same_msg_id_is_stored_once(stack: Endpoints, run: Any) -> None:
 
 def test_reconciling_updates_an_existing_durable(stack: Endpoints, run: Any) -> None:
     async def reconcile() -> tuple[int, int]:
-        connection = await nats.connect(stack.nats_url)
+        connection = await stack.nats_connect()
         try:
             js = connection.jetstream()
             original = next(c for c in messaging.CONSUMERS if c.durable == messaging.JANITOR)
@@ -132,7 +134,7 @@ def test_ensure_jetstream_keeps_what_operators_changed_on_a_live_stream_and_logs
     bucket = messaging.BucketSpec(f"{name}_KV", DAY, "a test bucket")
 
     async def scenario() -> tuple[StreamConfig, StreamConfig]:
-        connection = await nats.connect(stack.nats_url)
+        connection = await stack.nats_connect()
         try:
             js = connection.jetstream()
             await messaging.ensure_jetstream(js, (spec,), (), (bucket,))
@@ -165,3 +167,72 @@ def test_ensure_jetstream_keeps_what_operators_changed_on_a_live_stream_and_logs
         " kept as it is" in warnings
     )
     assert any(m.startswith(f"stream {bucket.stream}: max_age is {2 * DAY}") for m in warnings)
+
+
+def test_a_service_that_is_not_the_bootstrap_waits_until_what_it_binds_to_exists(
+    stack: Endpoints, run: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    name = f"EMULSION_WAIT_{uuid.uuid4().hex[:8].upper()}"
+    stream = messaging.StreamSpec(name, (f"{name.lower()}.>",), LIMITS, DAY)
+    consumer = messaging.ConsumerSpec(name, "d", f"{name.lower()}.>", ack_wait=30.0, max_deliver=1)
+    bucket = messaging.BucketSpec(f"{name}_KV", DAY, "a test bucket")
+    identity = natsauth.Identity(
+        "probe", publish=(), consumers=((name, "d"),), buckets=(bucket.name,)
+    )
+    monkeypatch.setattr(messaging, "BOOTSTRAP_POLL_SECONDS", 0.05)
+
+    async def scenario() -> tuple[list[str], bool, list[str]]:
+        connection = await stack.nats_connect()
+        js = connection.jetstream()
+        try:
+            with caplog.at_level(logging.WARNING, logger="emulsion_contracts.messaging"):
+                waiting = asyncio.create_task(messaging.wait_for_bootstrap(js, identity))
+                missing = await messaging.missing_for(js, identity)
+                # Still waiting after several polls: nothing it binds to exists yet.
+                await asyncio.wait({waiting}, timeout=0.5)
+                waited = not waiting.done()
+                # What the controller's start does; then the wait ends (its deadline: 10 s).
+                await messaging.ensure_jetstream(js, (stream,), (consumer,), (bucket,))
+                await asyncio.wait_for(waiting, timeout=10)
+            return missing, waited, await messaging.missing_for(js, identity)
+        finally:
+            with contextlib.suppress(Exception):
+                await js.delete_stream(name)
+                await js.delete_key_value(bucket.name)
+            await connection.drain()
+
+    missing, waited, after = run(scenario())
+    assert missing == [f"consumer d of stream {name}", f"stream KV_{bucket.name}"]
+    assert waited and after == []
+    assert any(
+        r.getMessage().startswith("waiting for the controller to create consumer d")
+        for r in caplog.records
+    )
+
+
+def test_only_the_controllers_start_resets_a_durable(stack: Endpoints, run: Any) -> None:
+    """A processor's start binds to the durable as it is (it may not change it); the
+    controller's start puts the configured settings back."""
+    spec = next(c for c in messaging.CONSUMERS if c.durable == messaging.PROCESSORS)
+
+    async def ack_wait() -> float:
+        connection = await stack.nats_connect()
+        try:
+            info = await connection.jetstream().consumer_info(spec.stream, spec.durable)
+            return float(info.config.ack_wait or 0)
+        finally:
+            await connection.close()
+
+    async def start_as(identity: str) -> None:
+        connection, _ = await messaging.connect(stack.nats_settings(identity), identity)
+        await connection.close()
+
+    run(set_ack_wait(stack, (spec.durable,), 7.0))
+    try:
+        run(start_as("processor"))
+        after_processor = run(ack_wait())
+        run(start_as("controller"))
+        after_controller = run(ack_wait())
+    finally:
+        run(set_ack_wait(stack, (spec.durable,), None))
+    assert (after_processor, after_controller) == (7.0, spec.ack_wait)

@@ -6,7 +6,6 @@ import asyncio
 import signal
 from pathlib import Path
 
-import nats
 import pytest
 
 from emulsion_devstack.processes import StackError
@@ -32,7 +31,7 @@ def test_a_killed_or_stopped_server_comes_back_on_its_port_with_its_data(tmp_pat
         stack.restart("nats-server")
 
         async def streams() -> list[str]:
-            connection = await nats.connect(endpoints.nats_url, connect_timeout=5)
+            connection = await endpoints.nats_connect(connect_timeout=5)
             try:
                 return [str(s.config.name) for s in await connection.jetstream().streams_info()]
             finally:

@@ -30,7 +30,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import nats
 from kubernetes import client, config, watch
 
 from emulsion_bench import procstat
@@ -129,9 +128,9 @@ def watch_jobs(api_client: Any, timeline: Timeline, stopping: threading.Event) -
             raise
 
 
-async def process_everything(nats_url: str, stopping: asyncio.Event) -> int:
+async def process_everything(endpoints: Endpoints, stopping: asyncio.Event) -> int:
     """Stands in for the processors: every work item succeeds at once."""
-    connection = await nats.connect(nats_url)
+    connection = await endpoints.nats_connect("processor")
     js = connection.jetstream()
     subscription = await js.pull_subscribe_bind(
         durable=messaging.PROCESSORS, stream=messaging.WORK_STREAM
@@ -237,7 +236,7 @@ def measure(args: argparse.Namespace, local: LocalStack, endpoints: Endpoints) -
     processing = asyncio.Event()
     loop = asyncio.new_event_loop()
     processor = threading.Thread(
-        target=lambda: loop.run_until_complete(process_everything(endpoints.nats_url, processing)),
+        target=lambda: loop.run_until_complete(process_everything(endpoints, processing)),
         daemon=True,
     )
     processor.start()

@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import nats
-
 from emulsion_contracts import keys, messaging
 from emulsion_contracts.manifest import AssetManifest, Original
 from emulsion_contracts.messages import Derivative, JobRef
@@ -156,7 +154,7 @@ def _put_extracted(s3: Any, bucket: str, objects: list[tuple[str, bytes]]) -> No
 
 def _set_leases(stack: Endpoints, uploads: tuple[str, ...], *, held: bool) -> None:
     async def main() -> None:
-        connection = await nats.connect(stack.nats_url)
+        connection = await stack.nats_connect("controller")
         try:
             kv = await connection.jetstream().key_value(messaging.STAGING_LEASES_BUCKET)
             for upload in uploads:
@@ -173,7 +171,7 @@ def release(stack: Endpoints, population: Population) -> None:
 
 def settings_for(stack: Endpoints, bucket: str) -> JanitorSettings:
     return JanitorSettings(
-        nats_url=stack.nats_url,
+        **stack.nats_fields("janitor"),
         bucket=bucket,
         s3_endpoint_url=stack.s3_endpoint_url,
         gc_grace_seconds=0.0,
@@ -187,7 +185,7 @@ async def measured_sweep(
 ) -> Measurement:
     """One sweep and its wall time; with `trace_memory`, also the Python heap's peak from
     the first listing to the last delete (tracing slows the sweep down several times)."""
-    connection = await nats.connect(stack.nats_url)
+    connection = await stack.nats_connect("janitor")
     try:
         leases = await KvLeases.bind(connection.jetstream())
         sweeper = Sweeper(s3, Deleter(s3, leases, settings, "sweep"), settings)

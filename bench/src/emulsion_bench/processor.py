@@ -39,7 +39,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import nats
 from PIL import Image
 
 from emulsion_bench import inputs, procstat
@@ -193,7 +192,9 @@ async def process_all(
 ) -> tuple[float, list[ItemResult]]:
     """Publish `items` as the controller does (signed); seconds until every result is in."""
     key = endpoints.work_signing_key()
-    connection = await nats.connect(endpoints.nats_url)
+    # The admin: it publishes work as the controller and reads results as the controller's
+    # durable would, in one client.
+    connection = await endpoints.nats_connect()
     try:
         js = connection.jetstream()
         job = items[0].job

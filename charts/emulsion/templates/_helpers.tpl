@@ -133,11 +133,20 @@ namespace too; two releases must never pause each other's controller.
 {{- .Values.apiTokens.existingSecret | default (printf "%s-api-tokens" (include "emulsion.fullname" .)) -}}
 {{- end -}}
 
+{{/* The Secret of the components' NATS passwords, one key per component. */}}
+{{- define "emulsion.natsCredentialsSecret" -}}
+{{- .Values.nats.auth.existingSecret | default (printf "%s-nats-credentials" (include "emulsion.fullname" .)) -}}
+{{- end -}}
+
+{{- define "emulsion.natsPasswordFile" -}}/etc/emulsion/nats/password{{- end -}}
+{{- define "emulsion.natsCaFile" -}}/etc/emulsion/nats-ca/ca.crt{{- end -}}
+
 {{- define "emulsion.workSigningSecret" -}}
 {{- .Values.workSigning.existingSecret | default (printf "%s-work-signing" (include "emulsion.fullname" .)) -}}
 {{- end -}}
 
 {{- define "emulsion.workSigningKeyFile" -}}/etc/emulsion/work-signing/key{{- end -}}
+
 {{- define "emulsion.profilesFile" -}}/etc/emulsion/profiles/profiles.yaml{{- end -}}
 {{- define "emulsion.apiTokensFile" -}}/etc/emulsion/api-tokens/tokens{{- end -}}
 {{- /* Beside the tokens, in the same projected volume. */ -}}
@@ -158,6 +167,17 @@ then what only some components need. Args: root, name, traits.
       fieldPath: metadata.name
 - name: NATS_URL
   value: {{ $v.nats.url | quote }}
+{{- if $v.nats.auth.enabled }}
+{{- /* The component's own NATS identity (emulsion_contracts.natsauth): its name. */}}
+- name: NATS_USER
+  value: {{ .name | quote }}
+- name: NATS_PASSWORD_FILE
+  value: {{ include "emulsion.natsPasswordFile" .root | quote }}
+{{- end }}
+{{- if $v.nats.tls.caSecret }}
+- name: NATS_CA_FILE
+  value: {{ include "emulsion.natsCaFile" .root | quote }}
+{{- end }}
 - name: EMULSION_JETSTREAM_REPLICAS
   value: {{ $v.nats.jetstream.replicas | quote }}
 - name: EMULSION_BUCKET

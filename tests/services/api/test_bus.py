@@ -14,6 +14,7 @@ from emulsion_api import bus as bus_module
 from emulsion_api.bus import Bus
 from emulsion_api.errors import ApiError
 from emulsion_contracts import keys
+from emulsion_contracts.settings import NatsSettings
 
 
 class UnreachableKv:
@@ -27,7 +28,7 @@ class HangingKv:
 
 
 def test_before_nats_was_reached_a_mint_is_refused_with_retry_after() -> None:
-    bus = Bus("nats://127.0.0.1:1")
+    bus = Bus(NatsSettings(nats_url="nats://127.0.0.1:1"))
     assert not bus.connected_once
     with pytest.raises(ApiError) as refused:
         asyncio.run(bus.mint_versions(1))
@@ -40,7 +41,7 @@ def test_a_nats_outage_is_a_503_with_retry_after_within_the_mint_timeout(
     kv: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(bus_module, "MINT_TIMEOUT", 0.2)
-    bus = Bus("nats://127.0.0.1:1")
+    bus = Bus(NatsSettings(nats_url="nats://127.0.0.1:1"))
     bus._versions = kv  # connected once, then NATS went away
     with pytest.raises(ApiError) as refused:
         asyncio.run(bus.mint_versions(2))
@@ -73,7 +74,7 @@ class MemoryKv:
 
 
 def test_the_parts_of_one_request_get_consecutive_increasing_versions() -> None:
-    bus = Bus("nats://127.0.0.1:1")
+    bus = Bus(NatsSettings(nats_url="nats://127.0.0.1:1"))
     bus._versions = MemoryKv()  # type: ignore[assignment]
     first = asyncio.run(bus.mint_versions(3))
     [after] = asyncio.run(bus.mint_versions(1))

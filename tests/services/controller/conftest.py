@@ -21,7 +21,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
-import nats
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
@@ -340,7 +339,7 @@ class Streams:
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[JetStreamContext]:
-        connection = await nats.connect(self.stack.nats_url)
+        connection = await self.stack.nats_connect()
         try:
             yield connection.jetstream()
         finally:

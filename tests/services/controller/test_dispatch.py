@@ -103,7 +103,7 @@ def test_an_invalid_job_is_failed_with_its_reason_and_forgotten(
     uid = body["metadata"]["uid"]
 
     async def scenario() -> tuple[bool, int]:
-        bus = await Bus.connect(stack.nats_url, stack.work_signing_key())
+        bus = await Bus.connect(stack.nats_settings("controller"), stack.work_signing_key())
         writer = StatusWriter(Kube(kube, 2), bus, 1.0)
         try:
             with pytest.raises(InvalidSpec, match=r"spec\.items\[1\]"):

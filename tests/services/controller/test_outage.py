@@ -63,7 +63,7 @@ def test_an_apiserver_answering_503_is_retried_slowly_and_nothing_is_lost(
     run(processed())
     # The redelivery, not the durable's 30 s AckWait, is what is tested: shortened once the
     # controller (which puts the configured wait back when it starts) is consuming.
-    with redelivered_after(streams.stack.nats_url, messaging.CONTROLLER, seconds=REDELIVERY):
+    with redelivered_after(streams.stack, messaging.CONTROLLER, seconds=REDELIVERY):
         run(redelivered())
     # The outage lasts until the writer has tried a third time: how many tries fit before
     # the redelivery depends on how fast the controller started, not on the writer.

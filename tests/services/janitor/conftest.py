@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import nats
 import pytest
 from botocore.exceptions import ClientError
 from nats.aio.client import Client
@@ -187,7 +186,7 @@ def settings_for(stack: Endpoints, bucket: str) -> Callable[..., JanitorSettings
 
     def make(**overrides: Any) -> JanitorSettings:
         values: dict[str, Any] = {
-            "nats_url": stack.nats_url,
+            **stack.nats_fields("janitor"),
             "bucket": bucket,
             "s3_endpoint_url": stack.s3_endpoint_url,
             "gc_grace_seconds": 0.0,
@@ -249,7 +248,7 @@ class Bus:
 
 @asynccontextmanager
 async def connected(stack: Endpoints) -> AsyncIterator[Bus]:
-    connection = await nats.connect(stack.nats_url)
+    connection = await stack.nats_connect()
     try:
         yield Bus(connection.jetstream(), connection)
     finally:

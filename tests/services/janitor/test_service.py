@@ -73,7 +73,14 @@ def exit_status(record: ProcessRecord) -> int:
 
 
 def environment(stack: Endpoints, **overrides: str) -> dict[str, str]:
-    return {**os.environ, **stack.environment(), "OTEL_SDK_DISABLED": "true", **overrides}
+    # As the janitor's own NATS identity, not the stack's admin: what it may do is enough.
+    return {
+        **os.environ,
+        **stack.environment(),
+        **stack.nats_environment("janitor"),
+        "OTEL_SDK_DISABLED": "true",
+        **overrides,
+    }
 
 
 @pytest.mark.usefixtures("empty_gc_queue")

@@ -16,7 +16,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-import nats
 import pytest
 from nats.aio.client import Client
 from nats.js import JetStreamContext
@@ -177,7 +176,7 @@ def with_bus(stack: Endpoints) -> Callable[[Callable[[Bus], Awaitable[T]]], T]:
 
     def runner(body: Callable[[Bus], Awaitable[T]]) -> T:
         async def main() -> T:
-            connection = await nats.connect(stack.nats_url)
+            connection = await stack.nats_connect()
             try:
                 js = connection.jetstream()
                 cancelled = await js.key_value(messaging.CANCELLED_BUCKET)
@@ -222,7 +221,7 @@ def metric(url: str, name: str) -> float:
 
 def settings_for(stack: Endpoints, scratch: Path, **overrides: Any) -> ProcessorSettings:
     values: dict[str, Any] = {
-        "nats_url": stack.nats_url,
+        **stack.nats_fields("processor"),
         "bucket": stack.bucket,
         "s3_endpoint_url": stack.s3_endpoint_url,
         "scratch_dir": scratch,

@@ -1,17 +1,20 @@
 """Streams, subjects and durable consumers of DESIGN.md, as data, and their reconciliation.
 
-Every service calls `ensure_jetstream` at start-up: what is missing is created with the
-settings here, durable consumers are updated to them, and an existing stream or KV bucket
-keeps what operators set (replicas, max age, added subjects); differences are logged.
+The controller, the bootstrap identity (emulsion_contracts.natsauth), calls
+`ensure_jetstream` at start-up: what is missing is created with the settings here, durable
+consumers are updated to them, and an existing stream or KV bucket keeps what operators
+set (replicas, max age, added subjects); differences are logged. The other services have
+no right to create anything: `connect` makes them wait until what they bind to exists.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import re
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import nats
 from nats.aio.client import Client
@@ -28,7 +31,10 @@ from nats.js.api import (
 )
 from nats.js.errors import NotFoundError
 
-from emulsion_contracts.settings import JetStreamSettings, load_settings
+from emulsion_contracts.settings import JetStreamSettings, NatsSettings, load_settings
+
+if TYPE_CHECKING:
+    from emulsion_contracts.natsauth import Identity
 
 log = logging.getLogger(__name__)
 
@@ -363,18 +369,72 @@ async def ensure_jetstream(
             await js.update_stream(plan.update)
 
 
-async def connect(
-    url: str, name: str, replicas: int | None = None
-) -> tuple[Client, JetStreamContext]:
-    """Connect, reconnecting forever, and create the streams and consumers that are missing.
+# How often a service that is not the bootstrap asks again whether its durables and
+# buckets exist, and how many of those asks pass between two log lines.
+BOOTSTRAP_POLL_SECONDS: Final = 2.0
+BOOTSTRAP_LOG_EVERY: Final = 15
 
-    `replicas` defaults to EMULSION_JETSTREAM_REPLICAS (the chart's `jetstream.replicas`).
+
+async def missing_for(js: JetStreamContext, identity: Identity) -> list[str]:
+    """What `identity` binds to that does not exist yet (its durables, buckets, streams)."""
+    missing: list[str] = []
+    for stream, durable in identity.consumers:
+        try:
+            await js.consumer_info(stream, durable)
+        except NotFoundError:
+            missing.append(f"consumer {durable} of stream {stream}")
+    for name in (*identity.streams, *(f"KV_{bucket}" for bucket in identity.buckets)):
+        try:
+            await js.stream_info(name)
+        except NotFoundError:
+            missing.append(f"stream {name}")
+    return missing
+
+
+async def wait_for_bootstrap(js: JetStreamContext, identity: Identity) -> None:
+    """Return once everything `identity` binds to exists (the controller creates it)."""
+    asks = 0
+    while missing := await missing_for(js, identity):
+        if asks % BOOTSTRAP_LOG_EVERY == 0:
+            log.warning(
+                "waiting for the controller to create %s",
+                ", ".join(missing),
+                extra={"identity": identity.name},
+            )
+        asks += 1
+        await asyncio.sleep(BOOTSTRAP_POLL_SECONDS)  # a poll of the server, not a test wait
+
+
+async def connect(
+    settings: NatsSettings, identity: str, replicas: int | None = None
+) -> tuple[Client, JetStreamContext]:
+    """Connect as `identity`'s service, reconnecting forever; the bootstrap identity (the
+    controller) creates the streams, consumers and buckets that are missing, every other
+    one waits until those it binds to exist (its readiness stays false meanwhile).
+
+    Credentials and TLS come from `settings` (natsauth.connect_options). `replicas`
+    defaults to EMULSION_JETSTREAM_REPLICAS (the chart's `jetstream.replicas`).
     """
-    if replicas is None:
-        replicas = load_settings(JetStreamSettings).replicas
+    # natsauth's table is built from this module's streams: imported here, not above.
+    from emulsion_contracts import natsauth
+
+    role = natsauth.IDENTITIES[identity]
     connection = await nats.connect(
-        url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=1, connect_timeout=5
+        **natsauth.connect_options(settings),
+        name=f"emulsion-{identity}",
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=1,
+        connect_timeout=5,
     )
     js = connection.jetstream()
-    await ensure_jetstream(js, replicas=replicas)
+    try:
+        if role.bootstrap:
+            if replicas is None:
+                replicas = load_settings(JetStreamSettings).replicas
+            await ensure_jetstream(js, replicas=replicas)
+        else:
+            await wait_for_bootstrap(js, role)
+    except BaseException:
+        await connection.close()
+        raise
     return connection, js

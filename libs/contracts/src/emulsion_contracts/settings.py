@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Self, TypeVar
 
-from pydantic import AliasChoices, Field, ValidationError, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from emulsion_contracts.worksigning import MIN_KEY_LENGTH
@@ -36,8 +36,36 @@ class ServiceSettings(_Settings):
 
 
 class NatsSettings(_Settings):
-    # The NATS server (or cluster) with JetStream, e.g. nats://nats:4222.
+    """Where NATS is and who this service is there (emulsion_contracts.natsauth)."""
+
+    # The NATS server (or cluster) with JetStream, e.g. nats://nats:4222, or tls://nats:4222.
     nats_url: str = Field(validation_alias="NATS_URL")
+    # This service's NATS user (api, controller, processor or janitor); its permissions
+    # are the table in emulsion_contracts.natsauth. Unset: connect without credentials.
+    nats_user: str | None = Field(default=None, validation_alias="NATS_USER")
+    # The user's password; NATS_PASSWORD_FILE (a mounted Secret) is read instead when set.
+    nats_password: SecretStr | None = Field(default=None, validation_alias="NATS_PASSWORD")
+    # A file holding the user's password (trailing whitespace ignored).
+    nats_password_file: Path | None = Field(default=None, validation_alias="NATS_PASSWORD_FILE")
+    # The CA that signed the NATS server's certificate: when set, TLS is used and the
+    # server verified against this CA only.
+    nats_ca_file: Path | None = Field(default=None, validation_alias="NATS_CA_FILE")
+
+    @model_validator(mode="after")
+    def _credentials_complete(self) -> NatsSettings:
+        has_password = self.nats_password is not None or self.nats_password_file is not None
+        if self.nats_user and not has_password:
+            raise ValueError("NATS_USER is set without NATS_PASSWORD or NATS_PASSWORD_FILE")
+        if has_password and not self.nats_user:
+            raise ValueError("a NATS password is set without NATS_USER")
+        return self
+
+    def password(self) -> str | None:
+        """The password, read from NATS_PASSWORD_FILE at each call (a rotated Secret is
+        picked up on the next connect), else NATS_PASSWORD."""
+        if self.nats_password_file is not None:
+            return self.nats_password_file.read_text().strip()
+        return self.nats_password.get_secret_value() if self.nats_password else None
 
 
 class S3Settings(_Settings):
@@ -73,14 +101,15 @@ class ProfilesSettings(_Settings):
 
 
 class JetStreamSettings(_Settings):
-    """How the streams and KV buckets are created when missing (every service may create them).
+    """How the streams and KV buckets are created when missing (by the controller, the
+    bootstrap identity of emulsion_contracts.natsauth).
 
     Replicas apply only to what a service creates: an existing stream or bucket keeps its
     replicas (a service start never lowers an operator's R3), and is raised to this
     number if it has fewer. 1 for a single NATS server; 3 for a cluster.
     """
 
-    # Replicas of the streams and KV buckets a service creates (never lowered).
+    # Replicas of the streams and KV buckets the controller creates (never lowered).
     replicas: int = Field(default=1, ge=1, le=5, validation_alias="EMULSION_JETSTREAM_REPLICAS")
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from emulsion_contracts import natsauth
 from emulsion_devstack.binaries import ensure_binary
 from emulsion_devstack.node import Node, NodeInfo
 from emulsion_devstack.processes import StackError
@@ -31,6 +32,8 @@ REPO_ROOT = Path(__file__).resolve().parents[4]
 CHART = REPO_ROOT / "charts" / "emulsion"
 RELEASE = "emulsion"
 NAMESPACE = "emulsion"
+NATS_SECRET = f"{RELEASE}-nats"
+NATS_CA_SECRET = f"{RELEASE}-nats-ca"
 # The processors' ceiling on the node (release_values).
 MAX_PROCESSORS = 4
 Say = Callable[[str], None]
@@ -47,7 +50,7 @@ def release_values(endpoints: Endpoints, node: NodeInfo, registry: str, tag: str
         "image": {"registry": registry, "tag": tag, "pullPolicy": "Never"},
         # The stack applied the CRDs already (they are not the release's to own).
         "crds": {"enabled": False},
-        "nats": {"url": f"nats://{node.nats}", "port": nats_port},
+        "nats": nats_values(endpoints, node.nats, nats_port),
         "s3": {
             "bucket": endpoints.bucket,
             "endpointUrl": f"http://{node.s3}",
@@ -86,6 +89,36 @@ def release_values(endpoints: Endpoints, node: NodeInfo, registry: str, tag: str
             "janitor": {"resources": small},
         },
     }
+
+
+def nats_values(endpoints: Endpoints, address: str, port: int) -> dict[str, Any]:
+    """The stack's NATS through the relay: each component as its own identity (the
+    passwords the stack made, in the Secret NATS_SECRET), over TLS verified against the
+    stack's NATS CA (NATS_CA_SECRET; the server's certificate names the bridge address).
+    The stack's server has the users already (from the same table): no snippet."""
+    tls = bool(endpoints.nats_ca_file)
+    values: dict[str, Any] = {
+        "url": f"{'tls' if tls else 'nats'}://{address}",
+        "port": port,
+        "auth": {"enabled": True, "existingSecret": NATS_SECRET, "serverSnippet": False},
+    }
+    if tls:
+        values["tls"] = {"caSecret": NATS_CA_SECRET, "caKey": "ca.crt"}
+    return values
+
+
+def nats_secrets(endpoints: Endpoints) -> dict[str, dict[str, str]]:
+    """The Secrets `nats_values` names: each identity's password, and the CA."""
+    directory = Path(endpoints.nats_auth_dir)
+    secrets = {
+        NATS_SECRET: {
+            identity: (directory / f"{identity}.password").read_text().strip()
+            for identity in natsauth.IDENTITIES
+        }
+    }
+    if endpoints.nats_ca_file:
+        secrets[NATS_CA_SECRET] = {"ca.crt": Path(endpoints.nats_ca_file).read_text()}
+    return secrets
 
 
 def install(
@@ -157,6 +190,7 @@ def _ensure_secrets(endpoints: Endpoints) -> None:
             "AWS_SECRET_ACCESS_KEY": endpoints.s3_secret_key,
         },
         f"{RELEASE}-api-tokens": {"tokens": endpoints.api_token + "\n"},
+        **nats_secrets(endpoints),
     }
     for name, data in secrets.items():
         body = client.V1Secret(metadata=client.V1ObjectMeta(name=name), string_data=data)

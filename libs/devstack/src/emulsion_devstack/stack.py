@@ -27,7 +27,9 @@ from typing import Any
 import yaml
 
 from emulsion_contracts import crd, messaging, storage
-from emulsion_contracts.settings import S3Settings
+from emulsion_contracts import natsauth as nats_table
+from emulsion_contracts.settings import NatsSettings, S3Settings
+from emulsion_devstack import natsauth as nats_auth
 from emulsion_devstack import pki as pki_module
 from emulsion_devstack import shutdown, storage_identities
 from emulsion_devstack.binaries import ensure_binary
@@ -92,6 +94,11 @@ class Endpoints:
     data_dir: str
     # The bearer token the local API accepts and clients send (EMULSION_TOKEN).
     api_token: str
+    # The CA NATS's certificate is signed by ("" when the stack runs NATS without TLS),
+    # and the folder of each NATS identity's password file (`<identity>.password`: the
+    # services' and the devstack's admin).
+    nats_ca_file: str
+    nats_auth_dir: str
     # The key work messages are signed with: a file in the state directory, given to the
     # controller and the processors only (services.py), never exported to clients.
     work_signing_key_file: str = ""
@@ -101,9 +108,11 @@ class Endpoints:
         return Path(self.work_signing_key_file).read_text().strip().encode()
 
     def environment(self) -> dict[str, str]:
+        """What `.emulsion/env` exports; NATS as the devstack's admin identity (each
+        service process gets its own identity instead, `nats_environment`)."""
         return {
             "KUBECONFIG": self.kubeconfig,
-            "NATS_URL": self.nats_url,
+            **self.nats_environment(nats_auth.ADMIN),
             "AWS_ENDPOINT_URL": self.s3_endpoint_url,
             "AWS_ACCESS_KEY_ID": self.s3_access_key,
             "AWS_SECRET_ACCESS_KEY": self.s3_secret_key,
@@ -111,6 +120,34 @@ class Endpoints:
             "EMULSION_BUCKET": self.bucket,
             "EMULSION_TOKEN": self.api_token,
         }
+
+    def nats_environment(self, identity: str) -> dict[str, str]:
+        """NATS_* for a process connecting as `identity` (a service's, or ADMIN)."""
+        return {
+            "NATS_URL": self.nats_url,
+            **({"NATS_CA_FILE": self.nats_ca_file} if self.nats_ca_file else {}),
+            "NATS_USER": identity,
+            "NATS_PASSWORD_FILE": str(Path(self.nats_auth_dir) / f"{identity}.password"),
+        }
+
+    def nats_fields(self, identity: str = nats_auth.ADMIN) -> dict[str, Any]:
+        """NatsSettings' fields for `identity`, to build any service's settings with."""
+        return {
+            "nats_url": self.nats_url,
+            "nats_user": identity,
+            "nats_password_file": Path(self.nats_auth_dir) / f"{identity}.password",
+            "nats_ca_file": Path(self.nats_ca_file) if self.nats_ca_file else None,
+        }
+
+    def nats_settings(self, identity: str = nats_auth.ADMIN) -> NatsSettings:
+        return NatsSettings(**self.nats_fields(identity))
+
+    async def nats_connect(self, identity: str = nats_auth.ADMIN, **options: Any) -> Any:
+        """A nats-py client connected as `identity` (the admin by default) over TLS."""
+        import nats
+
+        settings = self.nats_settings(identity)
+        return await nats.connect(**nats_table.connect_options(settings), **options)
 
 
 class LocalStack:
@@ -124,9 +161,13 @@ class LocalStack:
         services: tuple[str, ...] = (),
         say: Callable[[str], None] = print,
         outlive: bool = False,
+        nats_tls: bool = True,
     ) -> None:
         """`outlive`: once up, the stack outlives this process (`make up`); until then,
-        and always otherwise, Ctrl-C, SIGTERM, SIGHUP or the process's exit stop it."""
+        and always otherwise, Ctrl-C, SIGTERM, SIGHUP or the process's exit stop it.
+        `nats_tls=False`: NATS still requires each identity's password, but over plain
+        TCP, for the fault suite, whose proxies read and hold NATS protocol lines."""
+        self.nats_tls = nats_tls
         self.state_dir = state_dir.resolve()
         self.outlive = outlive
         self.bucket = bucket
@@ -166,7 +207,9 @@ class LocalStack:
             apiserver_url, kubeconfig, audit_log = self._start_apiserver(
                 binaries["kube-apiserver"], data_dir, etcd_url, started
             )
-            nats_url, nats_monitor = self._start_nats(binaries["nats-server"], data_dir, started)
+            nats_url, nats_monitor, auth = self._start_nats(
+                binaries["nats-server"], data_dir, started
+            )
             s3_url, access_key, secret_key = self._start_minio(binaries["minio"], data_dir, started)
             endpoints = Endpoints(
                 kubeconfig=str(kubeconfig),
@@ -181,6 +224,8 @@ class LocalStack:
                 audit_log=str(audit_log),
                 data_dir=str(data_dir),
                 api_token=secrets.token_urlsafe(32),
+                nats_ca_file=str(auth.ca_file) if self.nats_tls else "",
+                nats_auth_dir=str(auth.directory),
                 work_signing_key_file=str(self._new_work_signing_key()),
             )
             self._bootstrap(endpoints)
@@ -246,7 +291,11 @@ class LocalStack:
         records = [ProcessRecord.from_json(raw) for raw in state["processes"]]
         if not all(r.alive() for r in records if r.name in SERVERS):
             return None
-        return Endpoints(**state["endpoints"])
+        try:
+            return Endpoints(**state["endpoints"])
+        except TypeError:
+            # Written by an older devstack (e.g. before NATS had users): `up` restarts it.
+            return None
 
     def processes(self) -> list[ProcessRecord]:
         state = self._read_state()
@@ -435,30 +484,27 @@ class LocalStack:
 
     def _start_nats(
         self, binary: Path, data_dir: Path, started: Callable[[ProcessRecord], ProcessRecord]
-    ) -> tuple[str, str]:
+    ) -> tuple[str, str, nats_auth.NatsAuth]:
+        # The real node's pods reach NATS through the relay on the bridge address, with
+        # the same certificate (node.py imports this module: imported here, not above).
+        from emulsion_devstack.node import BRIDGE_ADDRESS
+
         port, monitor = free_port(), free_port()
+        auth = nats_auth.make(self.state_dir / "nats", ("127.0.0.1", "localhost", BRIDGE_ADDRESS))
+        server_config = nats_auth.server_config(
+            auth,
+            port=port,
+            monitor_port=monitor,
+            store_dir=data_dir / "nats",
+            server_name="emulsion-local",
+        )
+        if not self.nats_tls:
+            del server_config["tls"]
+        config = nats_auth.write_config(auth.directory / "nats.conf", server_config)
         record = started(
             spawn(
                 "nats-server",
-                [
-                    str(binary),
-                    "--addr",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "--http_port",
-                    str(monitor),
-                    # One R1 server with JetStream's default sync_interval (2m): a crash of
-                    # the machine, not of the process, may lose that long of acknowledged
-                    # writes. Clusters use R3 (charts/emulsion/README.md, "JetStream
-                    # replicas and durability"); `sync_interval: always` trades throughput
-                    # for no such loss.
-                    "--jetstream",
-                    "--store_dir",
-                    str(data_dir / "nats"),
-                    "--server_name",
-                    "emulsion-local",
-                ],
+                [str(binary), "--config", str(config)],
                 data_dir / "logs" / "nats-server.log",
             )
         )
@@ -466,9 +512,9 @@ class LocalStack:
         wait_until(
             record, lambda: _http_ok(f"{monitor_url}/healthz?js-enabled-only=true"), START_TIMEOUT
         )
-        url = f"nats://127.0.0.1:{port}"
-        self.say(f"  nats-server     {url} (monitoring {monitor_url})")
-        return url, monitor_url
+        url = f"{'tls' if self.nats_tls else 'nats'}://127.0.0.1:{port}"
+        self.say(f"  nats-server     {url} (monitoring {monitor_url}; one user per service)")
+        return url, monitor_url, auth
 
     def _start_minio(
         self,
@@ -549,6 +595,8 @@ class LocalStack:
             _fresh_log(data_dir / "logs", service.name),
             env={
                 **endpoints.environment(),
+                # Each service connects to NATS as its own identity, not as the admin.
+                **endpoints.nats_environment(service.name),
                 "OTEL_SERVICE_NAME": f"emulsion-{service.name}",
                 "EMULSION_HTTP_PORT": str(port),
                 # The service's own MinIO user in place of the root user (issue 21).
@@ -566,7 +614,7 @@ class LocalStack:
 
     def _bootstrap(self, endpoints: Endpoints) -> None:
         crds = apply_crds(endpoints.kubeconfig)
-        asyncio.run(_ensure_jetstream(endpoints.nats_url))
+        asyncio.run(_ensure_jetstream(endpoints))
         ensure_bucket(endpoints)
         storage_identities.create(endpoints)
         self.say(
@@ -698,10 +746,11 @@ def apply_crds(kubeconfig: str, timeout: float = 60.0) -> list[str]:
     return applied
 
 
-async def _ensure_jetstream(url: str) -> None:
-    import nats
-
-    connection = await nats.connect(url, connect_timeout=5)
+async def _ensure_jetstream(endpoints: Endpoints) -> None:
+    # As the controller would at its start (the bootstrap identity): the servers are up
+    # before any service, so tests that start a processor or janitor alone find their
+    # durables; its own rights suffice, which this also checks at every start.
+    connection = await endpoints.nats_connect(nats_table.BOOTSTRAP, connect_timeout=5)
     try:
         await messaging.ensure_jetstream(connection.jetstream())
     finally:

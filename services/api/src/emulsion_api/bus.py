@@ -19,9 +19,10 @@ from nats.js.errors import Error as JetStreamError
 from nats.js.kv import KeyValue
 
 from emulsion_api.errors import ApiError
-from emulsion_contracts import clock, keys, messaging, telemetry
+from emulsion_contracts import clock, keys, messaging, natsauth, telemetry
 from emulsion_contracts.manifest import AssetManifest
 from emulsion_contracts.messages import GcRequest
+from emulsion_contracts.settings import NatsSettings
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,8 @@ RETRY_AFTER = {"Retry-After": "2"}
 
 
 class Bus:
-    def __init__(self, url: str) -> None:
-        self._url = url
+    def __init__(self, settings: NatsSettings) -> None:
+        self._settings = settings
         self._connection: Client | None = None
         self._js: JetStreamContext | None = None
         self._versions: KeyValue | None = None
@@ -47,7 +48,7 @@ class Bus:
     async def _connect_until_done(self) -> None:
         while True:
             try:
-                connection, js = await messaging.connect(self._url, "emulsion-api")
+                connection, js = await messaging.connect(self._settings, natsauth.API_IDENTITY)
                 self._versions = await js.key_value(messaging.CLOCK_BUCKET)
                 self._connection, self._js = connection, js
             except (NatsError, JetStreamError, OSError, TimeoutError) as error:

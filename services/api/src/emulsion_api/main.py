@@ -82,7 +82,7 @@ def _services(settings: ApiSettings, blocking: Blocking) -> Services:
             settings,
             blocking,
         ),
-        bus=Bus(settings.nats_url),
+        bus=Bus(settings),
         commits=GroupCommit(crd.MAX_ITEMS),
     )
 

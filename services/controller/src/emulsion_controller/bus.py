@@ -15,7 +15,8 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
-from emulsion_contracts import clock, messaging, worksigning
+from emulsion_contracts import clock, messaging, natsauth, worksigning
+from emulsion_contracts.settings import NatsSettings
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +65,9 @@ class Bus:
         self._versions = versions
 
     @classmethod
-    async def connect(cls, url: str, signing_key: bytes) -> Bus:
-        connection, js = await messaging.connect(url, "emulsion-controller")
+    async def connect(cls, settings: NatsSettings, signing_key: bytes) -> Bus:
+        # The bootstrap identity: this connect creates what is missing.
+        connection, js = await messaging.connect(settings, natsauth.CONTROLLER_IDENTITY)
         leases = await js.key_value(messaging.STAGING_LEASES_BUCKET)
         cancelled = await js.key_value(messaging.CANCELLED_BUCKET)
         versions = await js.key_value(messaging.CLOCK_BUCKET)

@@ -197,7 +197,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     configure(settings, runtime.config)
     runtime.kube = Kube.from_environment(runtime.config.kube_concurrency, runtime.config.kubeconfig)
     await runtime.kube.ensure_cluster_peering(runtime.config.peering_name)
-    runtime.bus = await Bus.connect(runtime.config.nats_url, runtime.config.signing_key())
+    runtime.bus = await Bus.connect(runtime.config, runtime.config.signing_key())
     runtime.recorder = EventRecorder(runtime.kube.post_event, runtime.identity)
     runtime.writer = StatusWriter(
         runtime.kube,

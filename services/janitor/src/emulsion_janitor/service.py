@@ -21,7 +21,7 @@ from typing import Any
 
 from nats.aio.client import Client
 
-from emulsion_contracts import health, messaging, storage, telemetry
+from emulsion_contracts import health, messaging, natsauth, storage, telemetry
 from emulsion_janitor.consumer import GcConsumer
 from emulsion_janitor.deleter import Deleter
 from emulsion_janitor.leases import KvLeases
@@ -39,7 +39,7 @@ class Janitor:
 
     @classmethod
     async def connect(cls, settings: JanitorSettings, s3: Any | None = None) -> Janitor:
-        connection, js = await messaging.connect(settings.nats_url, "emulsion-janitor")
+        connection, js = await messaging.connect(settings, natsauth.JANITOR_IDENTITY)
         s3 = s3 if s3 is not None else storage.s3_client(settings)
         leases = await KvLeases.bind(js)
         consumer = GcConsumer(js, s3, Deleter(s3, leases, settings, "gc"))
@@ -70,13 +70,22 @@ async def sweep_periodically(sweeper: Sweeper, interval: float, stopping: asynci
 
 
 async def serve(settings: JanitorSettings, stopping: asyncio.Event) -> int:
-    janitor = await Janitor.connect(settings)
     # A dry run must lose nothing: GC requests stay on the stream for a janitor that deletes
     # (acknowledging them after only reporting would drop them), so it only sweeps.
     consuming = not settings.dry_run
+    connected: list[Janitor] = []
+    # Served before connecting: while the controller has not created the GC consumer and
+    # the leases bucket yet, the janitor waits live but not ready.
     server = health.serve(
-        settings.http_port, ready=lambda: janitor.ready(consuming) and not stopping.is_set()
+        settings.http_port,
+        ready=lambda: bool(connected) and connected[0].ready(consuming) and not stopping.is_set(),
     )
+    try:
+        janitor = await Janitor.connect(settings)
+    except BaseException:
+        server.shutdown()
+        raise
+    connected.append(janitor)
     tasks = [
         asyncio.create_task(
             sweep_periodically(janitor.sweeper, settings.sweep_interval, stopping), name="sweep"

@@ -15,7 +15,7 @@ from typing import Final
 
 from nats.aio.msg import Msg
 
-from emulsion_contracts import health, messaging, storage
+from emulsion_contracts import health, messaging, natsauth, storage
 from emulsion_contracts.consuming import FetchPolicy, PullLoop
 from emulsion_contracts.profiles import load_profiles
 from emulsion_processor.cancelled import CancelledJobs
@@ -80,7 +80,7 @@ async def run(settings: ProcessorSettings) -> None:
     tasks: set[asyncio.Task[None]] = set()
     worker: ItemWorker | None = None
     cancelled_jobs: CancelledJobs | None = None
-    connection, js = await messaging.connect(settings.nats_url, "emulsion-processor")
+    connection, js = await messaging.connect(settings, natsauth.PROCESSOR_IDENTITY)
     try:
         clients = Clients(
             # One connection per I/O thread, or the pool reconnects on every upload burst.

@@ -9,7 +9,6 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
-import nats
 import pytest
 
 from emulsion_contracts import keys, messaging
@@ -62,7 +61,7 @@ def test_delete_removes_the_manifest_and_publishes_the_keys_to_gc(
         s3.head_object(Bucket=stack.bucket, Key=key)
 
     async def last_gc_message() -> Any:
-        connection = await nats.connect(stack.nats_url)
+        connection = await stack.nats_connect()
         try:
             return await connection.jetstream().get_last_msg(
                 messaging.GC_STREAM, messaging.gc_subject("deleted")

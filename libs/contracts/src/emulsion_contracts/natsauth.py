@@ -1,0 +1,277 @@
+"""Who may publish and subscribe what on NATS: one table, the source of every permission.
+
+Each service connects as its own NATS user (`api`, `controller`, `processor`, `janitor`)
+and may publish and subscribe exactly the subjects listed here: its own stream subjects,
+the JetStream API calls of its own durable consumers and KV buckets, and its own inbox
+(`_INBOX_<identity>.>`, set as nats-py's `inbox_prefix`, so no identity can read another's
+replies). The devstack's nats-server configuration, the chart's `authorization` snippet
+(`charts/emulsion/files/nats-permissions.json`, `tools/nats_permissions.py`) and the
+permission-matrix test (tests/security/test_nats.py) are all derived from `IDENTITIES`.
+
+The controller is the bootstrap identity: only it may create or update the streams,
+durable consumers and KV buckets (`messaging.ensure_jetstream`); the other services wait,
+not ready, until what they bind to exists (`messaging.connect`).
+
+No identity has `allow_responses`: none of the services answers requests. JetStream's
+own replies (API responses, acks' confirmations, pull deliveries) are sent by the server
+to the requester's inbox and need only the subscribe permission on it.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, get_args
+
+from emulsion_contracts import messaging
+from emulsion_contracts.messages import GcReason
+from emulsion_contracts.settings import NatsSettings
+
+API: Final = "$JS.API"
+
+API_IDENTITY: Final = "api"
+CONTROLLER_IDENTITY: Final = "controller"
+PROCESSOR_IDENTITY: Final = "processor"
+JANITOR_IDENTITY: Final = "janitor"
+# The identity that creates and updates streams, consumers and buckets.
+BOOTSTRAP: Final = CONTROLLER_IDENTITY
+
+# The shared version clock (issue 21, decision 4): read and written by the API and the
+# controller with compare-and-set. Its BucketSpec is in messaging.BUCKETS.
+CLOCK_BUCKET: Final = messaging.CLOCK_BUCKET
+
+
+def inbox_prefix(identity: str) -> str:
+    """The inbox prefix of `identity` (nats-py's `inbox_prefix`): its replies land below it."""
+    return f"_INBOX_{identity}"
+
+
+def _stream_of(bucket: str) -> str:
+    return f"KV_{bucket}"
+
+
+def _pull(stream: str, durable: str) -> tuple[str, ...]:
+    """A pull consumer bound by name: fetch, ask whether it exists, ack/nak/progress/term."""
+    return (
+        f"{API}.CONSUMER.MSG.NEXT.{stream}.{durable}",
+        f"{API}.CONSUMER.INFO.{stream}.{durable}",
+        f"$JS.ACK.{stream}.{durable}.>",
+    )
+
+
+def _kv_read(bucket: str) -> tuple[str, ...]:
+    """Bind (stream info, also with a subject filter) and get, direct or not: nats-py uses
+    the direct form only when the bucket's stream allows it."""
+    stream = _stream_of(bucket)
+    return (
+        f"{API}.STREAM.INFO.{stream}",
+        f"{API}.STREAM.MSG.GET.{stream}",
+        f"{API}.DIRECT.GET.{stream}",
+        f"{API}.DIRECT.GET.{stream}.>",
+    )
+
+
+def _kv_write(bucket: str) -> tuple[str, ...]:
+    """Put, compare-and-set and delete are all publishes on the bucket's key subjects."""
+    return (f"$KV.{bucket}.>",)
+
+
+def _kv_watch(bucket: str) -> tuple[str, ...]:
+    """nats-py's watch: an ephemeral ordered push consumer (unnamed create, info of its
+    server-given name) and its flow-control replies."""
+    stream = _stream_of(bucket)
+    return (
+        f"{API}.CONSUMER.CREATE.{stream}",
+        f"{API}.CONSUMER.INFO.{stream}.*",
+        f"$JS.FC.{stream}.>",
+    )
+
+
+def _bootstrap() -> tuple[str, ...]:
+    """Create and update exactly Emulsion's streams, buckets and durables (both the
+    legacy durable-create subject nats-py uses and the named form newer clients use)."""
+    streams = [s.name for s in messaging.STREAMS] + [b.stream for b in messaging.BUCKETS]
+    subjects: list[str] = []
+    for stream in streams:
+        subjects += [
+            f"{API}.STREAM.CREATE.{stream}",
+            f"{API}.STREAM.UPDATE.{stream}",
+            f"{API}.STREAM.INFO.{stream}",
+        ]
+    for consumer in messaging.CONSUMERS:
+        subjects += [
+            f"{API}.CONSUMER.DURABLE.CREATE.{consumer.stream}.{consumer.durable}",
+            f"{API}.CONSUMER.CREATE.{consumer.stream}.{consumer.durable}",
+            f"{API}.CONSUMER.CREATE.{consumer.stream}.{consumer.durable}.>",
+        ]
+    return tuple(subjects)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """One NATS user: what it may publish and subscribe, and what it binds to."""
+
+    name: str
+    publish: tuple[str, ...]
+    # Streams (by stream name), durables (stream, durable) and buckets it binds to at
+    # start: a service that is not the bootstrap waits until they all exist.
+    consumers: tuple[tuple[str, str], ...] = ()
+    buckets: tuple[str, ...] = ()
+    streams: tuple[str, ...] = ()
+    allow_responses: bool = False
+
+    @property
+    def inbox_prefix(self) -> str:
+        return inbox_prefix(self.name)
+
+    @property
+    def subscribe(self) -> tuple[str, ...]:
+        # Every delivery (pull fetches, KV watches, JetStream API replies) comes to the
+        # inbox: no identity subscribes to a stream subject directly.
+        return (f"{self.inbox_prefix}.>",)
+
+    @property
+    def bootstrap(self) -> bool:
+        return self.name == BOOTSTRAP
+
+
+# Where the processor publishes GC requests: every reason but the API's delete and the
+# janitor's own sweep (`abandoned`, never published).
+PROCESSOR_GC_REASONS: Final = tuple(
+    reason for reason in get_args(GcReason) if reason not in ("deleted", "abandoned")
+)
+WORK: Final = messaging.WORK_STREAM
+EVENTS: Final = messaging.EVENTS_STREAM
+GC: Final = messaging.GC_STREAM
+ADVISORIES: Final = messaging.ADVISORIES_STREAM
+
+IDENTITIES: Final[dict[str, Identity]] = {
+    identity.name: identity
+    for identity in (
+        Identity(
+            API_IDENTITY,
+            publish=(
+                # GC requests for deleted assets (bus.py).
+                messaging.gc_subject("deleted"),
+                *_kv_read(CLOCK_BUCKET),
+                *_kv_write(CLOCK_BUCKET),
+            ),
+            buckets=(CLOCK_BUCKET,),
+        ),
+        Identity(
+            CONTROLLER_IDENTITY,
+            publish=(
+                "emulsion.work.>",
+                *_bootstrap(),
+                # Results and exhausted work: its two durables.
+                *_pull(EVENTS, messaging.CONTROLLER),
+                *_pull(ADVISORIES, messaging.CONTROLLER_ADVISORIES),
+                # A cancelled job's queued work: counted, purged; an advisory's work
+                # message read and deleted; a job's queued items read by subject.
+                f"{API}.STREAM.PURGE.{WORK}",
+                f"{API}.STREAM.MSG.GET.{WORK}",
+                f"{API}.STREAM.MSG.DELETE.{WORK}",
+                *_kv_read(messaging.STAGING_LEASES_BUCKET),
+                *_kv_write(messaging.STAGING_LEASES_BUCKET),
+                *_kv_read(messaging.CANCELLED_BUCKET),
+                *_kv_write(messaging.CANCELLED_BUCKET),
+                *_kv_read(CLOCK_BUCKET),
+                *_kv_write(CLOCK_BUCKET),
+            ),
+            consumers=(
+                (EVENTS, messaging.CONTROLLER),
+                (ADVISORIES, messaging.CONTROLLER_ADVISORIES),
+            ),
+            buckets=(messaging.STAGING_LEASES_BUCKET, messaging.CANCELLED_BUCKET, CLOCK_BUCKET),
+        ),
+        Identity(
+            PROCESSOR_IDENTITY,
+            publish=(
+                # A hand-back republishes the work message it holds (worker.hand_back):
+                # the same signed body on the same subject, so it can forge nothing the
+                # signature check would let through.
+                "emulsion.work.>",
+                "emulsion.events.>",
+                *(messaging.gc_subject(reason) for reason in PROCESSOR_GC_REASONS),
+                *_pull(WORK, messaging.PROCESSORS),
+                *_kv_read(messaging.CANCELLED_BUCKET),
+                *_kv_watch(messaging.CANCELLED_BUCKET),
+            ),
+            consumers=((WORK, messaging.PROCESSORS),),
+            buckets=(messaging.CANCELLED_BUCKET,),
+        ),
+        Identity(
+            JANITOR_IDENTITY,
+            publish=(
+                *_pull(GC, messaging.JANITOR),
+                *_kv_read(messaging.STAGING_LEASES_BUCKET),
+                # The work stream's max age: tombstones outlive it (service.py).
+                f"{API}.STREAM.INFO.{WORK}",
+            ),
+            consumers=((GC, messaging.JANITOR),),
+            buckets=(messaging.STAGING_LEASES_BUCKET,),
+            streams=(WORK,),
+        ),
+    )
+}
+
+
+def server_users(passwords: dict[str, str]) -> list[dict[str, Any]]:
+    """nats-server's `authorization.users`: one user per identity, with its password
+    (plain, or a bcrypt hash) from `passwords`, in the table's order."""
+    return [
+        {
+            "user": identity.name,
+            "password": passwords[identity.name],
+            "permissions": permissions(identity),
+        }
+        for identity in IDENTITIES.values()
+    ]
+
+
+def permissions(identity: Identity) -> dict[str, Any]:
+    """One identity's `permissions` block in nats-server's configuration."""
+    block: dict[str, Any] = {
+        # In the table's order, once each (helpers overlap: stream info is both a
+        # bootstrap call and a bucket bind).
+        "publish": {"allow": list(dict.fromkeys(identity.publish))},
+        "subscribe": {"allow": list(identity.subscribe)},
+    }
+    if identity.allow_responses:
+        block["allow_responses"] = True
+    return block
+
+
+def permissions_document() -> str:
+    """The table as JSON, for the chart (`files/nats-permissions.json`); a test checks
+    the chart's copy against it."""
+    document = {
+        "identities": [{"user": i.name, "permissions": permissions(i)} for i in IDENTITIES.values()]
+    }
+    return json.dumps(document, indent=2) + "\n"
+
+
+def identity_of(user: str | None) -> Identity | None:
+    return IDENTITIES.get(user or "")
+
+
+def tls_context(ca_file: str | Path) -> ssl.SSLContext:
+    """A client context that trusts only `ca_file` and checks the server's name."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_file))
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def connect_options(settings: NatsSettings) -> dict[str, Any]:
+    """nats.connect's keyword arguments for these settings: servers, credentials, the
+    identity's inbox prefix, and TLS verified against NATS_CA_FILE when it is set."""
+    options: dict[str, Any] = {"servers": [settings.nats_url]}
+    if settings.nats_user:
+        options["user"] = settings.nats_user
+        options["password"] = settings.password()
+        options["inbox_prefix"] = inbox_prefix(settings.nats_user)
+    if settings.nats_ca_file:
+        options["tls"] = tls_context(settings.nats_ca_file)
+    return options
