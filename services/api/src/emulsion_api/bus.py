@@ -40,6 +40,9 @@ class Bus:
         self._connection: Client | None = None
         self._js: JetStreamContext | None = None
         self._versions: KeyValue | None = None
+        # One mint at a time in this process: its requests would otherwise lose the
+        # compare-and-set to each other; only other replicas' mints still meet it.
+        self._minting = asyncio.Lock()
         self._connecting: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -70,7 +73,7 @@ class Bus:
                 503, "unavailable", "the message bus is not connected yet", headers=RETRY_AFTER
             )
         try:
-            async with asyncio.timeout(MINT_TIMEOUT):
+            async with asyncio.timeout(MINT_TIMEOUT), self._minting:
                 return await clock.mint_versions(self._versions, count)
         except (NatsError, JetStreamError, TimeoutError, clock.ClockContended) as error:
             log.warning("cannot mint a version: %s", error)
