@@ -211,8 +211,8 @@ def test_apiserver_answers_map_to_what_a_client_should_do(
 def test_the_issues_2000_items_named_with_150_lt_are_accepted_in_parts(
     api: httpx.Client, api_process: ApiProcess, stage: Any, custom: Any, stack: Endpoints
 ) -> None:
-    uploads = stage(crd.MAX_ITEMS)
     collection = new_collection()
+    uploads = stage(crd.MAX_ITEMS, collection)
     items = [
         {"upload_key": key, "asset": "<" * 150 + f"{index:05d}"}
         for index, key in enumerate(uploads)
