@@ -67,7 +67,9 @@ class KubeFailure(Exception):
     """An apiserver answer that is an error: its status, headers and reason."""
 
     def __init__(self, status: int, headers: Mapping[str, str], reason: str) -> None:
-        super().__init__(f"{status} {reason}")
+        # "(503) ..." as the official client's ApiException began: Events and logs that
+        # quote a failure read the same, without its headers and body.
+        super().__init__(f"({status}) {reason}")
         self.status = status
         self.headers = headers
         self.reason = reason
