@@ -4,11 +4,12 @@ the bound on every call, and every call against the stack's real apiserver."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,9 +64,10 @@ BOUND = (0.5, 0.5)
 DEADLINE_SECONDS = 10.0
 
 
-async def _first(events: AsyncIterator[WatchEvent]) -> WatchEvent | None:
-    async for event in events:
-        return event
+async def _first(events: AsyncGenerator[WatchEvent, None]) -> WatchEvent | None:
+    async with contextlib.aclosing(events):
+        async for event in events:
+            return event
     return None
 
 

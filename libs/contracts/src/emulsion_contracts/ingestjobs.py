@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal, TypeVar, cast
 
@@ -297,7 +297,7 @@ class ApiServer:
         field_selector: str | None = None,
         label_selector: str | None = None,
         bookmarks: bool = False,
-    ) -> AsyncIterator[WatchEvent]:
+    ) -> AsyncGenerator[WatchEvent, None]:
         """Changes after `resource_version` until the server ends the watch after
         `seconds`; bounded here too, by `seconds` plus a grace. An ERROR event (usually
         410 Gone: the version was compacted) is yielded for the caller to re-read."""
@@ -397,7 +397,8 @@ class IngestJobs:
 
     def watch(
         self, namespace: str, *, resource_version: str, seconds: int, name: str | None = None
-    ) -> AsyncIterator[WatchEvent]:
+    ) -> AsyncGenerator[WatchEvent, None]:
+        """See ApiServer.watch; close it (contextlib.aclosing) when leaving it early."""
         return self.server.watch(
             INGESTJOBS,
             namespace,

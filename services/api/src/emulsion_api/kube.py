@@ -9,6 +9,7 @@ large to store is 413. Only what waiting can cure is 503: a client retries that.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -167,16 +168,18 @@ class Kube:
             resource_version=metadata["resourceVersion"],
             seconds=max(1, round(seconds_left)),
         )
-        async for event in events:
-            if event.kind == "ERROR":
-                # Usually 410 Gone: the version is too old to watch from; re-read instead.
-                return None
-            if event.object.get("metadata", {}).get("uid") != metadata["uid"]:
-                continue
-            if event.kind == "DELETED":
-                return Change("deleted", event.object)
-            if event.kind == "MODIFIED":
-                return Change("modified", event.object)
+        # Closed on return, not when collected: the watch's connection goes back at once.
+        async with contextlib.aclosing(events):
+            async for event in events:
+                if event.kind == "ERROR":
+                    # Usually 410 Gone: the version is too old to watch from; re-read.
+                    return None
+                if event.object.get("metadata", {}).get("uid") != metadata["uid"]:
+                    continue
+                if event.kind == "DELETED":
+                    return Change("deleted", event.object)
+                if event.kind == "MODIFIED":
+                    return Change("modified", event.object)
         return None
 
     async def close(self) -> None:
