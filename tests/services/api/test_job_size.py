@@ -19,9 +19,10 @@ from hypothesis import strategies as st
 
 from emulsion_api import jobs
 from emulsion_api.errors import ApiError
-from emulsion_api.kube import Kube, KubeFailure, _translate, http_session
+from emulsion_api.kube import Kube, KubeFailure, _translate
 from emulsion_contracts import crd, keys
 from emulsion_contracts import kube as contracts_kube
+from emulsion_contracts.ingestjobs import ApiServer
 from emulsion_devstack.stack import Endpoints
 
 from .conftest import NAMESPACE, ApiProcess, list_jobs, new_collection
@@ -136,11 +137,13 @@ def _create(stack: Endpoints, body: dict[str, Any]) -> ApiError | None:
 
     async def attempt() -> ApiError | None:
         configuration = contracts_kube.api_client(stack.kubeconfig).configuration
-        async with http_session(configuration, 2) as session:
-            try:
-                await Kube(session, configuration, NAMESPACE, 1).create(body)
-            except ApiError as error:
-                return error
+        kube = Kube(ApiServer(configuration, 2), NAMESPACE, 1)
+        try:
+            await kube.create(body)
+        except ApiError as error:
+            return error
+        finally:
+            await kube.close()
         return None
 
     return asyncio.run(attempt())

@@ -104,7 +104,8 @@ def test_an_invalid_job_is_failed_with_its_reason_and_forgotten(
 
     async def scenario() -> tuple[bool, int]:
         bus = await Bus.connect(stack.nats_settings("controller"), stack.work_signing_key())
-        writer = StatusWriter(Kube(kube, 2), bus, 1.0)
+        client = Kube(kube.configuration, 2)
+        writer = StatusWriter(client, bus, 1.0)
         try:
             with pytest.raises(InvalidSpec, match=r"spec\.items\[1\]"):
                 await dispatch(body, bus, writer)
@@ -113,6 +114,7 @@ def test_an_invalid_job_is_failed_with_its_reason_and_forgotten(
         finally:
             await writer.close()
             await bus.close()
+            await client.close()
         return tracked, queued
 
     tracked, queued = run(scenario())

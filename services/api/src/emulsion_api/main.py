@@ -25,7 +25,7 @@ from emulsion_api import errors, models
 from emulsion_api.bus import Bus
 from emulsion_api.commits import GroupCommit
 from emulsion_api.deps import Services
-from emulsion_api.kube import Kube, http_session
+from emulsion_api.kube import Kube
 from emulsion_api.middleware import BodyLimitMiddleware, MetricsMiddleware
 from emulsion_api.ops import serve_metrics
 from emulsion_api.routes import access, assets, batches, health, ingests, profiles, uploads, web
@@ -34,6 +34,7 @@ from emulsion_api.store import Store
 from emulsion_api.tokens import Tokens
 from emulsion_contracts import crd, kube, storage, telemetry
 from emulsion_contracts.blocking import Blocking
+from emulsion_contracts.ingestjobs import ApiServer
 from emulsion_contracts.profiles import load_profiles
 
 log = logging.getLogger(__name__)
@@ -91,8 +92,8 @@ def _kube(settings: ApiSettings) -> Kube:
     # The Kubernetes client only finds the credentials (in-cluster or kubeconfig); calls
     # go over one async pool, where a watch holds a connection, not a thread.
     configuration = kube.api_client(settings.kubeconfig).configuration
-    session = http_session(configuration, settings.io_threads + settings.max_watches)
-    return Kube(session, configuration, settings.namespace, settings.max_watches)
+    server = ApiServer(configuration, settings.io_threads + settings.max_watches)
+    return Kube(server, settings.namespace, settings.max_watches)
 
 
 def create_app(settings: ApiSettings) -> FastAPI:

@@ -1,30 +1,27 @@
 """The controller's own apiserver calls (kopf makes its own): IngestJob reads and writes,
-and the Events it posts about them.
+the Events it posts about them, and kopf's ClusterKopfPeering object.
 
-The official client is synchronous; calls run on a small dedicated thread pool, which
-also bounds how many requests the controller has in flight at once.
+Through the shared async client (emulsion_contracts.ingestjobs): no thread per call, and
+every call bounded (10 s connect, 30 s read; see REQUEST_TIMEOUT there). The connection
+pool's size bounds how many requests the controller has in flight at once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar, cast
+import asyncio
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
 
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
+from emulsion_contracts.ingestjobs import (
+    CLUSTER_PEERINGS,
+    REQUEST_TIMEOUT,
+    ApiServer,
+    IngestJobs,
+    KubeFailure,
+    configuration,
+)
 
-from emulsion_contracts import crd, kube
-from emulsion_contracts.blocking import run_blocking
-
-T = TypeVar("T")
-
-MERGE_PATCH = "application/merge-patch+json"
-# (connect, read) seconds for every call. Without one, urllib3 waits for ever: a request
-# sent to an apiserver that accepted the connection and never answers (restarting,
-# partitioned, a dropped NAT entry) would hold its job's status writer, and so every
-# result of that job, until the process was restarted.
-REQUEST_TIMEOUT = (10.0, 30.0)
+__all__ = ["REQUEST_TIMEOUT", "Conflict", "Kube", "KubeFailure"]
 
 
 class Conflict(Exception):
@@ -34,48 +31,27 @@ class Conflict(Exception):
 class Kube:
     def __init__(
         self,
-        api_client: Any,
+        config: Any,
         concurrency: int,
         request_timeout: tuple[float, float] = REQUEST_TIMEOUT,
     ) -> None:
-        self._api_client = api_client
-        self._request_timeout = request_timeout
-        self._custom = client.CustomObjectsApi(api_client)
-        # No CoreV1Api: building it costs ~72 MB of RSS (its validated methods) for the
-        # one core call made here, posting an Event; see post_event.
-        self._version = client.VersionApi(api_client)
-        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="kube")
+        self._server = ApiServer(config, concurrency, request_timeout)
+        self._jobs = IngestJobs(self._server)
+        # The loop the calls run on, for the readiness probe made from the health thread.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
     def from_environment(cls, concurrency: int, kubeconfig: str | None = None) -> Kube:
         """In-cluster credentials in a pod, else the kubeconfig, as kopf does."""
-        # One connection per thread, so no call waits for a pooled connection.
-        return cls(kube.api_client(kubeconfig, connections=concurrency), concurrency)
+        return cls(configuration(kubeconfig), concurrency)
 
-    async def _call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        return await run_blocking(
-            function,
-            *args,
-            executor=self._pool,
-            _request_timeout=self._request_timeout,
-            **kwargs,
-        )
+    def _bind(self) -> None:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
 
     async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            body = await self._call(
-                self._custom.get_namespaced_custom_object,
-                crd.GROUP,
-                crd.VERSION,
-                namespace,
-                crd.PLURAL,
-                name,
-            )
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
-        return cast(dict[str, Any], body)
+        self._bind()
+        return await self._jobs.get(namespace, name)
 
     async def patch_status(
         self,
@@ -87,118 +63,72 @@ class Kube:
     ) -> dict[str, Any] | None:
         """Merge `status` into the job; the job as written, or None if it is gone.
 
-        The uid in the patch is a precondition: a job deleted and created again under
-        the same name answers 409 instead of receiving its predecessor's progress. With
-        `resource_version`, so is that: a write by anyone else since raises Conflict.
+        With `resource_version`, a write by anyone else since (a job deleted and created
+        again under the same name included) raises Conflict. The uid is sent but, on the
+        status subresource, the apiserver does not check it (ApiServer.patch_status): a
+        write without `resource_version` lands on whatever job has the name now.
         """
-        metadata = {"uid": uid}
-        if resource_version is not None:
-            metadata["resourceVersion"] = resource_version
+        self._bind()
         try:
-            body = await self._call(
-                self._custom.patch_namespaced_custom_object_status,
-                crd.GROUP,
-                crd.VERSION,
-                namespace,
-                crd.PLURAL,
-                name,
-                {"metadata": metadata, "status": status},
-                _content_type=MERGE_PATCH,
+            return await self._jobs.patch_status(
+                namespace, name, status, uid=uid, resource_version=resource_version
             )
-        except ApiException as error:
+        except KubeFailure as error:
             if error.status == 409 and resource_version is not None:
                 raise Conflict(f"{namespace}/{name} changed since {resource_version}") from error
             if error.status in (404, 409):
                 return None
             raise
-        return cast(dict[str, Any], body)
 
     async def delete_job(self, namespace: str, name: str, uid: str) -> bool:
         """Delete exactly this job (uid precondition); False if it is already gone."""
+        self._bind()
         try:
-            await self._call(
-                self._custom.delete_namespaced_custom_object,
-                crd.GROUP,
-                crd.VERSION,
-                namespace,
-                crd.PLURAL,
-                name,
-                body=client.V1DeleteOptions(
-                    preconditions=client.V1Preconditions(uid=uid),
-                    propagation_policy="Background",
-                ),
-            )
-        except ApiException as error:
-            if error.status in (404, 409):
+            return await self._jobs.delete(namespace, name, uid=uid)
+        except KubeFailure as error:
+            if error.status == 409:
                 return False
             raise
-        return True
 
     async def post_event(self, namespace: str, body: dict[str, Any]) -> None:
-        """Create a core/v1 Event (see events.py).
-
-        Sent through the ApiClient itself (same auth, same pool): see __init__.
-        """
-        await self._call(self._create_event, namespace, body)
-
-    def _create_event(
-        self, namespace: str, body: dict[str, Any], _request_timeout: tuple[float, float]
-    ) -> None:
-        request = self._api_client.param_serialize(
-            method="POST",
-            resource_path="/api/v1/namespaces/{namespace}/events",
-            path_params={"namespace": namespace},
-            header_params={"Accept": "application/json", "Content-Type": "application/json"},
-            body=body,
-            auth_settings=["BearerToken"],
-        )
-        response = self._api_client.call_api(*request, _request_timeout=_request_timeout)
-        response.read()
-        # Raises ApiException for any status outside 2xx, as the generated method does.
-        self._api_client.response_deserialize(response, {"2XX": "object"})
+        """Create a core/v1 Event (see events.py)."""
+        self._bind()
+        await self._jobs.post_event(namespace, body)
 
     async def ensure_cluster_peering(self, name: str) -> None:
         """Create kopf's ClusterKopfPeering object if missing (kopf only ever patches it)."""
+        self._bind()
         body = {
             "apiVersion": "kopf.dev/v1",
             "kind": "ClusterKopfPeering",
             "metadata": {"name": name},
         }
         try:
-            await self._call(
-                self._custom.create_cluster_custom_object,
-                "kopf.dev",
-                "v1",
-                "clusterkopfpeerings",
-                body,
-            )
-        except ApiException as error:
+            await self._server.create(CLUSTER_PEERINGS, None, body)
+        except KubeFailure as error:
             if error.status != 409:
                 raise
 
     async def get_cluster_peering(self, name: str) -> dict[str, Any] | None:
         """kopf's ClusterKopfPeering object (each live controller's keep-alive is in status)."""
-        try:
-            body = await self._call(
-                self._custom.get_cluster_custom_object,
-                "kopf.dev",
-                "v1",
-                "clusterkopfpeerings",
-                name,
-            )
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
-        return cast(dict[str, Any], body)
+        self._bind()
+        return await self._server.get(CLUSTER_PEERINGS, None, name)
 
     def reachable(self, timeout: float = 2.0) -> bool:
-        """Whether the apiserver answers (`/version`); blocking, for the readiness thread."""
+        """Whether the apiserver answers (`/version`); blocking, for the readiness thread:
+        the probe runs on the controller's loop, whose session it shares."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return False
+        probe = asyncio.run_coroutine_threadsafe(self._server.version(), loop)
         try:
-            self._version.get_code(_request_timeout=timeout)
+            probe.result(timeout)
+        except FutureTimeout:
+            probe.cancel()
+            return False
         except Exception:
             return False
         return True
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+    async def close(self) -> None:
+        await self._server.close()

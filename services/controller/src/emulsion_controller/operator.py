@@ -235,7 +235,7 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     if runtime.bus is not None:
         await runtime.bus.close()
     if runtime.kube is not None:
-        runtime.kube.close()
+        await runtime.kube.close()
     telemetry.shutdown()
     # kopf waits on our stop flag in a task of its own, and gives tasks still pending
     # after its root tasks 5 s before cancelling them: set it, so SIGTERM ends at once.

@@ -59,7 +59,7 @@ class ControllerSettings(ServiceSettings, NatsSettings, KubeSettings, WorkSignin
     )
     # Objects handled at once by kopf; bounds memory and apiserver load under a burst.
     worker_limit: int = Field(default=64, ge=1, validation_alias="EMULSION_CONTROLLER_WORKERS")
-    # Concurrent apiserver calls of the status writer (a thread each).
+    # Concurrent apiserver calls of the controller (connections of one async pool).
     kube_concurrency: int = Field(default=16, ge=1, validation_alias="EMULSION_KUBE_CONCURRENCY")
 
     @property
