@@ -271,7 +271,7 @@ def test_present_tells_which_staging_keys_hold_an_upload(
         "originals/x/y",
         "staging/../x",
         "staging/NOTAULID/a.jpg",
-        f"staging/c/{keys.new_ulid()}/.claim",
+        "staging/c/01M97GDBSFA4SKJQF652N93NQJ/.claim",
     ],
 )
 def test_present_refuses_what_is_no_staging_key(api: httpx.Client, key: str) -> None:
