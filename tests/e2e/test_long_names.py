@@ -38,14 +38,15 @@ def _client(system: LocalStack) -> httpx.Client:
     )
 
 
-def _upload(api: httpx.Client, names: list[str]) -> list[str]:
-    """Each name uploaded as a file of that name through presigned forms; the keys."""
+def _upload(api: httpx.Client, collection: str, names: list[str]) -> list[str]:
+    """Each name uploaded for `collection` as a file of that name through presigned forms;
+    the keys."""
     photos = [_tiny_jpeg(index) for index in range(len(names))]
     files = [
         {"filename": name, "content_type": "image/jpeg", "size": len(photo)}
         for name, photo in zip(names, photos, strict=True)
     ]
-    answer = api.post("/v1/uploads", json={"files": files})
+    answer = api.post("/v1/uploads", json={"collection": collection, "files": files})
     assert answer.status_code == 201, answer.text
     uploads = answer.json()["uploads"]
     with httpx.Client(timeout=60) as s3:
@@ -58,7 +59,7 @@ def _upload(api: httpx.Client, names: list[str]) -> list[str]:
 
 
 def _ingest_and_finish(api: httpx.Client, collection: str, names: list[str]) -> dict[str, Any]:
-    staged = _upload(api, names)
+    staged = _upload(api, collection, names)
     answer = api.post(
         "/v1/ingests",
         json={"collection": collection, "items": [{"upload_key": key} for key in staged]},
