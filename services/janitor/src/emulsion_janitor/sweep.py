@@ -299,11 +299,16 @@ class Sweeper:
         its progress says so (and when it began, from which the next one is due)."""
         stopping = stopping or asyncio.Event()
         progress = await run_blocking(read_progress, self.s3, self.settings.bucket)
+        begun = progress is None or progress.finished
         if progress is None or progress.finished:
             progress = PassProgress(started_at=now or datetime.now(UTC))
         cursor = Cursor(
             self.s3, self.settings.bucket, progress, pace or Pace(self.settings.full_pass_rate)
         )
+        if begun:
+            # Stored at once: a restart before the first page goes on with this pass,
+            # not a new one, so the interval still counts from this start.
+            await cursor.save(SWEPT_PREFIXES[0], None)
         report = await self.sweep(stopping, cursor=cursor)
         if not (report.capped or report.interrupted or stopping.is_set()):
             await cursor.finish()
@@ -410,6 +415,8 @@ class Sweeper:
             page = await run_blocking(next, listing, None)
             if page is None:
                 break
+            if not page:  # an empty area answers one empty page
+                continue
             if cursor is not None:
                 await cursor.pace.take(len(page), stopping)
             report.scanned += len(page)
@@ -471,6 +478,8 @@ class Sweeper:
             page = await run_blocking(next, listing, None)
             if page is None:
                 return
+            if not page:
+                continue
             if cursor is not None:
                 await cursor.pace.take(len(page), stopping)
             report.manifests_scanned += len(page)
