@@ -325,3 +325,14 @@ def test_a_pass_is_due_at_once_if_unfinished_else_an_interval_after_the_last_beg
     else:
         assert due == 0.0
     assert pass_due_in(None, interval, now) == 0.0
+
+
+def test_a_dry_run_pass_deletes_nothing_and_leaves_the_real_pass_s_place_alone(
+    stack: Endpoints, s3: Any, run: Any, layout: Layout, collection: str, settings_for: Settings
+) -> None:
+    doomed, kept = populate(layout, collection, assets=2, uploads=2)
+    clock = FakeClock()
+    report = run(full_pass(stack, s3, settings_for(dry_run=True), Pace(1000, clock, clock.sleep)))
+    assert report.deletion.refused  # it found them, and only reported them
+    assert layout.present(sorted(doomed | kept)) == doomed | kept
+    assert read_progress(s3, layout.bucket) is None

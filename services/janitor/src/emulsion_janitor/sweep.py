@@ -200,11 +200,19 @@ async def _sleep_unless_stopping(seconds: float, stopping: asyncio.Event) -> Non
 class Cursor:
     """The full pass's place, saved in the bucket after each page it finished."""
 
-    def __init__(self, s3: Any, bucket: str, progress: PassProgress, pace: Pace) -> None:
+    def __init__(
+        self, s3: Any, bucket: str, progress: PassProgress, pace: Pace, persist: bool = True
+    ) -> None:
         self.s3 = s3
         self.bucket = bucket
         self.progress = progress
         self.pace = pace
+        # A dry run deletes nothing, so its place must not move a real pass's on.
+        self.persist = persist
+
+    async def _write(self) -> None:
+        if self.persist:
+            await run_blocking(write_progress, self.s3, self.bucket, self.progress)
 
     def resume_at(self, stages: tuple[str, ...]) -> tuple[int, str | None] | None:
         """The stage to go on with and the key after which to list; None: from the start."""
@@ -214,13 +222,13 @@ class Cursor:
 
     async def save(self, prefix: str, after: str | None) -> None:
         self.progress = self.progress.model_copy(update={"prefix": prefix, "after": after})
-        await run_blocking(write_progress, self.s3, self.bucket, self.progress)
+        await self._write()
 
     async def finish(self) -> None:
         self.progress = self.progress.model_copy(
             update={"prefix": None, "after": None, "finished_at": datetime.now(UTC)}
         )
-        await run_blocking(write_progress, self.s3, self.bucket, self.progress)
+        await self._write()
 
 
 class Sweeper:
@@ -303,7 +311,11 @@ class Sweeper:
         if progress is None or progress.finished:
             progress = PassProgress(started_at=now or datetime.now(UTC))
         cursor = Cursor(
-            self.s3, self.settings.bucket, progress, pace or Pace(self.settings.full_pass_rate)
+            self.s3,
+            self.settings.bucket,
+            progress,
+            pace or Pace(self.settings.full_pass_rate),
+            persist=not self.settings.dry_run,
         )
         if begun:
             # Stored at once: a restart before the first page goes on with this pass,
