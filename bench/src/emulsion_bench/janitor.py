@@ -179,14 +179,19 @@ def main() -> None:
                     "before_sweep_seconds_per_hour": round(photos.keys / BEFORE_KEYS_PER_SECOND),
                 }
                 print(f"{size} photos: {photos.keys} keys written in {filled:.0f} s", flush=True)
+            # Written before the stack goes: removing half a million objects takes minutes.
+            write(results, args.label)
         finally:
             local.down()
-    print(markdown(results))
+
+
+def write(results: dict[str, Any], label: str) -> None:
+    print(markdown(results), flush=True)
     RESULTS.mkdir(exist_ok=True)
-    stem = f"{datetime.now(UTC):%Y-%m-%d}-janitor{'-' + args.label if args.label else ''}"
+    stem = f"{datetime.now(UTC):%Y-%m-%d}-janitor{'-' + label if label else ''}"
     (RESULTS / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
     (RESULTS / f"{stem}.md").write_text(markdown(results))
-    print(f"wrote {RESULTS / stem}.json and .md")
+    print(f"wrote {RESULTS / stem}.json and .md", flush=True)
 
 
 def markdown(results: dict[str, Any]) -> str:
