@@ -191,7 +191,7 @@ bench-controlplane: tools ## etcd bytes, apiserver writes and stored size of 20/
 	$(UV) run --locked python -m emulsion_bench.controlplane $(BENCH_CONTROLPLANE_ARGS)
 
 .PHONY: bench-janitor
-bench-janitor: tools ## Janitor: one sweep over 20,000 keys on a stack of its own; time, keys/s, peak memory (BENCH_JANITOR_ARGS="--keys 2000")
+bench-janitor: tools ## Janitor: hourly CPU s and S3 requests at 20,000 and 200,000 stored photos, and the full pass's keys/s (BENCH_JANITOR_ARGS="--photos 2000,20000")
 	$(UV) run --locked python -m emulsion_bench.janitor $(BENCH_JANITOR_ARGS)
 
 clean: down ## Remove the venv and caches of this checkout (not the per-user binary cache)

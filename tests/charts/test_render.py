@@ -873,3 +873,20 @@ def test_cors_origins_reach_the_api_only(tools: Tools) -> None:
         else:
             assert "EMULSION_CORS_ALLOWED_ORIGINS" not in env, name
     assert "EMULSION_CORS_ALLOWED_ORIGINS" not in str(render(tools, {}))
+
+
+def test_the_full_pass_schedule_and_pace_reach_the_janitor_only(tools: Tools) -> None:
+    """Issue 22: the janitor's daily pass and its keys/s are chart values (defaults: a
+    day, 200 keys/s), set on the janitor and no other component."""
+    names = ("EMULSION_JANITOR_FULL_PASS_SECONDS", "EMULSION_JANITOR_FULL_PASS_KEYS_PER_SECOND")
+    for overrides, expected in (
+        ({}, ("86400", "200")),
+        ({"janitor.fullPassSeconds": 43200, "janitor.fullPassKeysPerSecond": 50}, ("43200", "50")),
+    ):
+        for name, deployment in deployments(render(tools, overrides)).items():
+            (container,) = pod_spec(deployment)["containers"]
+            env = {e["name"]: e.get("value") for e in container["env"]}
+            if name == "janitor":
+                assert tuple(env[n] for n in names) == expected
+            else:
+                assert not set(names) & set(env), name

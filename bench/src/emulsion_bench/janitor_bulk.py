@@ -208,3 +208,80 @@ def count(s3: Any, bucket: str) -> int:
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
         total += len(page.get("Contents", ()))
     return total
+
+
+@dataclass(frozen=True)
+class Photos:
+    """A bucket of stored photos (an original and a manifest each, the live version `v0`)
+    and the uploads of the last upload TTL in staging/ (fresh, so none is due yet)."""
+
+    bucket: str
+    collection: str
+    photos: int
+    uploads: int
+    v0: str
+
+    @property
+    def keys(self) -> int:
+        return 2 * self.photos + self.uploads
+
+    def asset(self, n: int) -> str:
+        return f"IMG_{n:06d}.jpg"
+
+
+def _photo_objects(photos: Photos) -> Iterator[tuple[str, bytes]]:
+    for n in range(photos.photos):
+        asset = photos.asset(n)
+        yield keys.original_key(photos.collection, asset, photos.v0, asset), b"x"
+        yield (
+            keys.manifest_key(photos.collection, asset),
+            _manifest(photos.collection, asset, photos.v0, ()),
+        )
+    for n in range(photos.uploads):
+        yield keys.staging_key(photos.collection, keys.new_ulid(), f"IMG_{n:06d}.jpg"), b"x"
+
+
+def populate_photos(stack: Endpoints, bucket: str, photos: int, uploads: int) -> Photos:
+    """`photos` stored photos and `uploads` fresh staging uploads, written as tar archives
+    MinIO extracts (a few thousand objects per request), so 200,000 photos take minutes."""
+    s3 = s3_client(stack)
+    s3.create_bucket(Bucket=bucket)
+    made = Photos(
+        bucket,
+        f"bulk-{uuid.uuid4().hex[:8]}",
+        photos,
+        uploads,
+        keys.version_id(keys.new_ulid(time.time() - 3600), 0),
+    )
+    with ThreadPoolExecutor(WRITERS) as pool:
+        for _ in pool.map(
+            lambda chunk: _put_extracted(s3, bucket, chunk), _chunks(_photo_objects(made))
+        ):
+            pass
+    return made
+
+
+def supersede(s3: Any, photos: Photos, first: int, count: int) -> list[tuple[str, str, str]]:
+    """An hour's re-ingests, as the processor writes them: a new version's original and a
+    manifest pointing at it, for `count` photos from `first`. Returns (asset, old key,
+    new version) for each: the GC requests the processor would publish."""
+    version = keys.version_id(keys.new_ulid(), 0)
+    made: list[tuple[str, str, str]] = []
+
+    def one(n: int) -> tuple[str, str, str]:
+        asset = photos.asset(n)
+        s3.put_object(
+            Bucket=photos.bucket,
+            Key=keys.original_key(photos.collection, asset, version, asset),
+            Body=b"x",
+        )
+        s3.put_object(
+            Bucket=photos.bucket,
+            Key=keys.manifest_key(photos.collection, asset),
+            Body=_manifest(photos.collection, asset, version, ()),
+        )
+        return asset, keys.original_key(photos.collection, asset, photos.v0, asset), version
+
+    with ThreadPoolExecutor(16) as pool:
+        made.extend(pool.map(one, range(first, first + count)))
+    return made

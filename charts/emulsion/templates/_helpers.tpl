@@ -278,6 +278,12 @@ then what only some components need. Args: root, name, traits.
 - name: EMULSION_DRAIN_SECONDS
   value: {{ $v.processing.longestItemSeconds | quote }}
 {{- end }}
+{{- if eq .name "janitor" }}
+- name: EMULSION_JANITOR_FULL_PASS_SECONDS
+  value: {{ $v.janitor.fullPassSeconds | quote }}
+- name: EMULSION_JANITOR_FULL_PASS_KEYS_PER_SECOND
+  value: {{ $v.janitor.fullPassKeysPerSecond | quote }}
+{{- end }}
 {{- range $key, $value := .component.env }}
 - name: {{ $key }}
 {{- if kindIs "map" $value }}

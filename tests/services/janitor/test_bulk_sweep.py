@@ -2,7 +2,8 @@
 batches instead of holding them, so more keys must not take more memory.
 
 Twice the keys is enough to tell a held listing (over 200 bytes a key) from none; the
-20,000-key run and its time are `make bench-janitor`'s (emulsion_bench.janitor)."""
+full pass's keys/s over 20,000 and 200,000 photos are `make bench-janitor`'s
+(emulsion_bench.janitor)."""
 
 from __future__ import annotations
 

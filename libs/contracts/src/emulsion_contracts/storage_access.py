@@ -15,7 +15,9 @@ be refused. The rules, read from each service's S3 calls:
   writes the original, writes derivatives, reads and conditionally writes the manifest.
   It never deletes and never lists.
 - the **janitor** lists every area, HEADs what it deletes, reads manifests, and deletes
-  (DeleteObject; DeleteObjects is authorised per key as DeleteObject). It never writes.
+  (DeleteObject; DeleteObjects is authorised per key as DeleteObject). It writes only
+  its own state under `janitor/` (the full pass's progress, so a restart resumes it),
+  which no other component reads or writes.
 
 Reading also needs the listing right on the same prefix: S3 answers a GET or HEAD of a
 missing key with 403 instead of 404 when the caller may not list, and every service
@@ -34,6 +36,9 @@ from emulsion_contracts import keys
 AREAS: Final = (keys.STAGING, keys.ORIGINALS, keys.DERIVATIVES, keys.MANIFESTS)
 # The processor's claim on an upload: the one object it writes under staging/.
 CLAIM_PATTERN: Final = f"{keys.STAGING}*/.claim"
+# The janitor's own state (the full pass's progress): outside the key layout, so no guard
+# ever lets it be deleted and no other component lists it.
+JANITOR_STATE: Final = "janitor/"
 
 
 @dataclass(frozen=True)
@@ -73,9 +78,10 @@ ACCESS: Final[dict[str, Access]] = {
         list=(keys.STAGING, keys.MANIFESTS),
     ),
     "janitor": Access(
-        read=tuple(f"{area}*" for area in AREAS),
+        read=(*(f"{area}*" for area in AREAS), f"{JANITOR_STATE}*"),
+        write=(f"{JANITOR_STATE}*",),
         delete=tuple(f"{area}*" for area in AREAS),
-        list=AREAS,
+        list=(*AREAS, JANITOR_STATE),
     ),
 }
 

@@ -1,8 +1,12 @@
 """The janitor process: the GC consumer, the periodic sweep, health and metrics.
 
-`emulsion-janitor --sweep-once` runs one sweep, prints its summary as JSON and exits
-(for tests and operators); `--dry-run` reports instead of deleting, in either mode, and
-leaves GC requests on the stream.
+Running, it sweeps staging/ every EMULSION_JANITOR_SWEEP_SECONDS (the routine work, which
+follows the uploads) and runs the full reconciliation pass every
+EMULSION_JANITOR_FULL_PASS_SECONDS, paced and resumable (its progress is kept in the
+bucket under janitor/). `emulsion-janitor --sweep-once` runs one unpaced sweep of every
+area, prints its summary as JSON and exits (for tests and operators); `--full-pass-once`
+goes on with (or begins) the paced, resumable full pass, to its end; `--dry-run` reports
+instead of deleting, in any mode, and leaves GC requests on the stream.
 SIGTERM (or SIGINT) stops fetching, finishes the batch in hand and exits 0.
 """
 
@@ -17,15 +21,18 @@ import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from nats.aio.client import Client
 
 from emulsion_contracts import health, messaging, natsauth, storage, telemetry
+from emulsion_contracts.blocking import run_blocking
 from emulsion_janitor.consumer import GcConsumer
 from emulsion_janitor.deleter import Deleter
 from emulsion_janitor.leases import KvLeases
 from emulsion_janitor.settings import JanitorSettings, load
+from emulsion_janitor.store import PassProgress, read_progress
 from emulsion_janitor.sweep import Sweeper
 
 log = logging.getLogger("emulsion.janitor")
@@ -57,16 +64,54 @@ class Janitor:
             await self.connection.drain()
 
 
+async def _wait(stopping: asyncio.Event, seconds: float) -> bool:
+    """Wait `seconds` unless stopping first; True if stopping."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stopping.wait(), timeout=max(seconds, 0.0))
+        return True
+    return stopping.is_set()
+
+
 async def sweep_periodically(sweeper: Sweeper, interval: float, stopping: asyncio.Event) -> None:
-    while not stopping.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), timeout=interval)
-            return
+    """The routine sweep of staging/, every `interval`."""
+    while not await _wait(stopping, interval):
         try:
-            await sweeper.sweep(stopping)
+            await sweeper.routine(stopping)
         except Exception:
             # Storage or NATS trouble: nothing was deleted unchecked; try at the next turn.
             log.exception("sweep failed; trying again in %.0f s", interval)
+
+
+def pass_due_in(progress: PassProgress | None, interval: float, now: datetime) -> float:
+    """Seconds until the full pass should run: at once if none ever ran or one is
+    unfinished (a restart goes on with it), else `interval` after the last one began."""
+    if progress is None or not progress.finished:
+        return 0.0
+    started = progress.started_at
+    if started.tzinfo is None:
+        started = started.replace(tzinfo=UTC)
+    return (started + timedelta(seconds=interval) - now).total_seconds()
+
+
+async def pass_periodically(
+    sweeper: Sweeper, settings: JanitorSettings, stopping: asyncio.Event
+) -> None:
+    """The full pass, every EMULSION_JANITOR_FULL_PASS_SECONDS from the last one's start;
+    an unfinished one (a restart, the deletion cap, an error) goes on after a sweep
+    interval from where it stopped."""
+    while not stopping.is_set():
+        try:
+            progress = await run_blocking(read_progress, sweeper.s3, settings.bucket)
+            due = pass_due_in(progress, settings.full_pass_interval, datetime.now(UTC))
+            if await _wait(stopping, due):
+                return
+            report = await sweeper.full_pass(stopping)
+            finished = not (report.capped or report.interrupted)
+        except Exception:
+            log.exception("full pass failed; going on in %.0f s", settings.sweep_interval)
+            finished = False
+        if not finished and await _wait(stopping, settings.sweep_interval):
+            return
 
 
 async def serve(settings: JanitorSettings, stopping: asyncio.Event) -> int:
@@ -89,7 +134,10 @@ async def serve(settings: JanitorSettings, stopping: asyncio.Event) -> int:
     tasks = [
         asyncio.create_task(
             sweep_periodically(janitor.sweeper, settings.sweep_interval, stopping), name="sweep"
-        )
+        ),
+        asyncio.create_task(
+            pass_periodically(janitor.sweeper, settings, stopping), name="full-pass"
+        ),
     ]
     if consuming:
         tasks.append(
@@ -102,6 +150,8 @@ async def serve(settings: JanitorSettings, stopping: asyncio.Event) -> int:
             "dry_run": settings.dry_run,
             "consuming_gc_requests": consuming,
             "sweep_interval": settings.sweep_interval,
+            "full_pass_interval": settings.full_pass_interval,
+            "full_pass_keys_per_second": settings.full_pass_rate,
         },
     )
     try:
@@ -131,11 +181,23 @@ async def sweep_once(settings: JanitorSettings, stopping: asyncio.Event) -> int:
     return 0
 
 
-async def run(settings: JanitorSettings, once: bool) -> int:
+async def full_pass_once(settings: JanitorSettings, stopping: asyncio.Event) -> int:
+    janitor = await Janitor.connect(settings)
+    try:
+        report = await janitor.sweeper.full_pass(stopping)
+    finally:
+        await janitor.close()
+    print(json.dumps(report.summary()))
+    return 0
+
+
+async def run(settings: JanitorSettings, once: bool, full_pass: bool = False) -> int:
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
+    if full_pass:
+        return await full_pass_once(settings, stopping)
     return await (sweep_once if once else serve)(settings, stopping)
 
 
@@ -146,6 +208,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--sweep-once", action="store_true", help="run one safety-net sweep, print it, exit"
+    )
+    parser.add_argument(
+        "--full-pass-once",
+        action="store_true",
+        help="go on with (or begin) the paced, resumable full pass, print it, exit",
     )
     parser.add_argument(
         "--dry-run", action="store_true", help="report what would be deleted, delete nothing"
@@ -160,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings = settings.model_copy(update={"dry_run": True})
     telemetry.setup("emulsion-janitor", settings.log_level)
     try:
-        code = asyncio.run(run(settings, args.sweep_once))
+        code = asyncio.run(run(settings, args.sweep_once, args.full_pass_once))
     finally:
         telemetry.shutdown()
     sys.exit(code)

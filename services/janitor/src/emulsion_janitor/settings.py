@@ -16,9 +16,23 @@ WORK_MAX_AGE: Final = next(s.max_age for s in messaging.STREAMS if s.name == mes
 
 
 class JanitorSettings(ServiceSettings, NatsSettings, S3Settings):
-    # How often the safety-net sweep runs; it catches whatever a lost GC message left.
+    # How often the routine sweep of staging/ runs (abandoned uploads). staging/ holds only
+    # the uploads of the last upload TTL, so this costs what was uploaded, not what is stored.
     sweep_interval: float = Field(
         default=HOUR, gt=0, validation_alias="EMULSION_JANITOR_SWEEP_SECONDS"
+    )
+    # How often the full reconciliation pass starts (from the start of the last one): it
+    # lists every area and catches whatever a lost GC message or a crash between a write
+    # and its GC request left. Resumable: its progress is kept in the bucket, under
+    # janitor/, and a restarted janitor goes on from the last page it finished.
+    full_pass_interval: float = Field(
+        default=DAY, gt=0, validation_alias="EMULSION_JANITOR_FULL_PASS_SECONDS"
+    )
+    # Keys the full pass lists per second at most (its manifest reads and deletes follow
+    # from them), so it never competes with ingestion for the store: 200 keys/s lists a
+    # million keys in about 1.4 hours.
+    full_pass_rate: float = Field(
+        default=200.0, gt=0, validation_alias="EMULSION_JANITOR_FULL_PASS_KEYS_PER_SECOND"
     )
     # A staging upload older than this that no running job leases is abandoned.
     upload_ttl: float = Field(default=DAY, ge=0, validation_alias="EMULSION_UPLOAD_TTL_SECONDS")

@@ -8,12 +8,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 from botocore.exceptions import ClientError
+from pydantic import BaseModel, ValidationError
 
 from emulsion_contracts import keys, storage
+from emulsion_contracts.storage_access import JANITOR_STATE
 from emulsion_janitor.guards import Live, StoredObject
 
 log = logging.getLogger(__name__)
@@ -25,11 +27,15 @@ MAX_BATCH: Final = 1000
 _HTTP_DATE_RESOLUTION: Final = timedelta(seconds=1)
 
 
-def pages(s3: Any, bucket: str, prefix: str) -> Iterator[list[StoredObject]]:
-    """The objects under `prefix`, one listing page (at most MAX_BATCH) at a time, in key order."""
+def pages(
+    s3: Any, bucket: str, prefix: str, start_after: str | None = None, page_size: int = MAX_BATCH
+) -> Iterator[list[StoredObject]]:
+    """The objects under `prefix` (after `start_after`, if given), one listing page (at most
+    `page_size`) at a time, in key order."""
     paginator = s3.get_paginator("list_objects_v2")
+    extra = {"StartAfter": start_after} if start_after else {}
     for page in paginator.paginate(
-        Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": MAX_BATCH}
+        Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": page_size}, **extra
     ):
         yield [
             StoredObject(item["Key"], int(item.get("Size", 0)), item.get("LastModified"))
@@ -128,3 +134,51 @@ def remove_tombstone(s3: Any, bucket: str, key: str, etag: str) -> bool:
             return False
         raise
     return True
+
+
+# Where the full pass keeps its progress: one small object, rewritten after each page.
+PROGRESS_KEY: Final = f"{JANITOR_STATE}full-pass.json"
+
+
+class PassProgress(BaseModel):
+    """How far the full pass got: the area it lists and the last key it finished with.
+
+    `after` is the key after which a resumed pass lists (None: the area from its start).
+    A finished pass keeps its start, from which the next one is due.
+    """
+
+    started_at: datetime
+    prefix: str | None = None
+    after: str | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.finished_at is not None
+
+
+def read_progress(s3: Any, bucket: str) -> PassProgress | None:
+    """The full pass's stored progress; None if there is none or it does not parse (then a
+    new pass starts: listing again costs time, never a key)."""
+    try:
+        body = s3.get_object(Bucket=bucket, Key=PROGRESS_KEY)["Body"].read()
+    except ClientError as error:
+        if storage.is_missing(error):
+            return None
+        raise
+    try:
+        return PassProgress.model_validate_json(body)
+    except ValidationError as error:
+        log.warning(
+            "the full pass's progress %s does not parse; starting anew: %s", PROGRESS_KEY, error
+        )
+        return None
+
+
+def write_progress(s3: Any, bucket: str, progress: PassProgress) -> None:
+    s3.put_object(
+        Bucket=bucket,
+        Key=PROGRESS_KEY,
+        Body=progress.model_dump_json().encode(),
+        ContentType="application/json",
+    )

@@ -9,9 +9,10 @@ listing page, its manifests, and MAX_BATCH pending keys per reason are in memory
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -33,10 +34,13 @@ from emulsion_janitor.guards import (
 from emulsion_janitor.settings import JanitorSettings
 from emulsion_janitor.store import (
     MAX_BATCH,
+    PassProgress,
     pages,
     read_live,
+    read_progress,
     read_tombstone,
     remove_tombstone,
+    write_progress,
 )
 
 log = logging.getLogger(__name__)
@@ -60,6 +64,8 @@ class SweepReport:
     interrupted: bool = False
     seconds: float = 0.0
     tombstones_removed: int = 0
+    # Manifests listed to find tombstones old enough to remove.
+    manifests_scanned: int = 0
 
     def summary(self) -> dict[str, object]:
         return {
@@ -73,6 +79,7 @@ class SweepReport:
             "capped": self.capped,
             "interrupted": self.interrupted,
             "tombstones_removed": self.tombstones_removed,
+            "manifests_scanned": self.manifests_scanned,
             "seconds": round(self.seconds, 3),
         }
 
@@ -126,6 +133,13 @@ class Claims:
     def __init__(self) -> None:
         self._held: tuple[StoredObject, str | None] | None = None
 
+    @property
+    def held(self) -> bool:
+        return self._held is not None
+
+    def holds(self, stored: StoredObject) -> bool:
+        return self._held is not None and self._held[0] is stored
+
     def decide(
         self, stored: StoredObject | None, parsed: keys.ParsedKey | None, reason: str | None
     ) -> list[tuple[StoredObject, str]]:
@@ -150,6 +164,73 @@ def _folder(key: str) -> str:
     return key.rsplit("/", 1)[0]
 
 
+class Pace:
+    """At most `rate` keys listed per second, counted, not timed per request: after each
+    page the pass waits until the keys listed so far are within `rate` times the time
+    since it began. So by any moment it has listed at most that plus one page (a page is
+    at most a second's worth of keys)."""
+
+    def __init__(
+        self,
+        rate: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float, asyncio.Event], Awaitable[None]] | None = None,
+    ) -> None:
+        self.rate = rate
+        self.page_size = max(1, min(MAX_BATCH, int(rate)))
+        self._clock = clock
+        self._sleep = sleep or _sleep_unless_stopping
+        self._began: float | None = None
+        self.taken = 0
+
+    async def take(self, listed: int, stopping: asyncio.Event) -> None:
+        if self._began is None:
+            self._began = self._clock()
+        self.taken += listed
+        wait = self._began + self.taken / self.rate - self._clock()
+        if wait > 0:
+            await self._sleep(wait, stopping)
+
+
+async def _sleep_unless_stopping(seconds: float, stopping: asyncio.Event) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stopping.wait(), timeout=seconds)
+
+
+class Cursor:
+    """The full pass's place, saved in the bucket after each page it finished."""
+
+    def __init__(
+        self, s3: Any, bucket: str, progress: PassProgress, pace: Pace, persist: bool = True
+    ) -> None:
+        self.s3 = s3
+        self.bucket = bucket
+        self.progress = progress
+        self.pace = pace
+        # A dry run deletes nothing, so its place must not move a real pass's on.
+        self.persist = persist
+
+    async def _write(self) -> None:
+        if self.persist:
+            await run_blocking(write_progress, self.s3, self.bucket, self.progress)
+
+    def resume_at(self, stages: tuple[str, ...]) -> tuple[int, str | None] | None:
+        """The stage to go on with and the key after which to list; None: from the start."""
+        if self.progress.prefix is None or self.progress.prefix not in stages:
+            return None
+        return stages.index(self.progress.prefix), self.progress.after
+
+    async def save(self, prefix: str, after: str | None) -> None:
+        self.progress = self.progress.model_copy(update={"prefix": prefix, "after": after})
+        await self._write()
+
+    async def finish(self) -> None:
+        self.progress = self.progress.model_copy(
+            update={"prefix": None, "after": None, "finished_at": datetime.now(UTC)}
+        )
+        await self._write()
+
+
 class Sweeper:
     def __init__(
         self,
@@ -163,14 +244,31 @@ class Sweeper:
         self.settings = settings
         self.tombstones_kept = tombstones_kept or settings.tombstones_kept()
 
-    async def sweep(self, stopping: asyncio.Event | None = None) -> SweepReport:
+    async def sweep(
+        self,
+        stopping: asyncio.Event | None = None,
+        prefixes: tuple[str, ...] = SWEPT_PREFIXES,
+        tombstones: bool = True,
+        cursor: Cursor | None = None,
+    ) -> SweepReport:
+        """One sweep of `prefixes` (then of old tombstones, if `tombstones`). With a
+        `cursor`, it goes on where the cursor says, paced, and saves its place per page."""
         report = SweepReport()
         began = time.monotonic()
         budget = Budget(self.settings.max_deletions_per_sweep)
-        log.info("sweep started", extra={"dry_run": self.settings.dry_run})
+        log.info(
+            "sweep started",
+            extra={
+                "dry_run": self.settings.dry_run,
+                "prefixes": list(prefixes),
+                "resumed": cursor.progress.after if cursor is not None else None,
+            },
+        )
         with tracer.start_as_current_span("janitor.sweep") as span:
             try:
-                await self._sweep(report, budget, stopping or asyncio.Event())
+                await self._sweep(
+                    report, budget, stopping or asyncio.Event(), prefixes, tombstones, cursor
+                )
             finally:
                 report.seconds = time.monotonic() - began
                 metrics.SWEEP_DURATION.observe(report.seconds)
@@ -192,6 +290,42 @@ class Sweeper:
         log.info("sweep finished", extra=report.summary())
         return report
 
+    async def routine(self, stopping: asyncio.Event | None = None) -> SweepReport:
+        """The hourly sweep: staging/ alone (abandoned uploads, which no GC request names).
+        staging/ holds the uploads of the last upload TTL, so its cost follows the uploads,
+        not the photos stored; versions are the GC requests' and the full pass's."""
+        return await self.sweep(stopping, prefixes=(keys.STAGING,), tombstones=False)
+
+    async def full_pass(
+        self,
+        stopping: asyncio.Event | None = None,
+        pace: Pace | None = None,
+        now: datetime | None = None,
+    ) -> SweepReport:
+        """The full reconciliation, resumed from its stored progress (or begun anew if the
+        last one finished), paced at EMULSION_JANITOR_FULL_PASS_KEYS_PER_SECOND. Finished,
+        its progress says so (and when it began, from which the next one is due)."""
+        stopping = stopping or asyncio.Event()
+        progress = await run_blocking(read_progress, self.s3, self.settings.bucket)
+        begun = progress is None or progress.finished
+        if progress is None or progress.finished:
+            progress = PassProgress(started_at=now or datetime.now(UTC))
+        cursor = Cursor(
+            self.s3,
+            self.settings.bucket,
+            progress,
+            pace or Pace(self.settings.full_pass_rate),
+            persist=not self.settings.dry_run,
+        )
+        if begun:
+            # Stored at once: a restart before the first page goes on with this pass,
+            # not a new one, so the interval still counts from this start.
+            await cursor.save(SWEPT_PREFIXES[0], None)
+        report = await self.sweep(stopping, cursor=cursor)
+        if not (report.capped or report.interrupted or stopping.is_set()):
+            await cursor.finish()
+        return report
+
     async def _lives_of(self, page: list[StoredObject]) -> dict[tuple[str, str], Live]:
         """The manifests of the assets on one listing page, read concurrently.
 
@@ -210,7 +344,15 @@ class Sweeper:
         )
         return dict(zip(assets, lives, strict=True))
 
-    async def _sweep(self, report: SweepReport, budget: Budget, stopping: asyncio.Event) -> None:
+    async def _sweep(
+        self,
+        report: SweepReport,
+        budget: Budget,
+        stopping: asyncio.Event,
+        prefixes: tuple[str, ...] = SWEPT_PREFIXES,
+        tombstones: bool = True,
+        cursor: Cursor | None = None,
+    ) -> None:
         pending: dict[str, list[StoredObject]] = {}
 
         async def flush(reason: str) -> None:
@@ -225,31 +367,24 @@ class Sweeper:
             if len(pending[reason]) >= MAX_BATCH:
                 await flush(reason)
 
-        for prefix in SWEPT_PREFIXES:
-            listing: Iterator[list[StoredObject]] = pages(self.s3, self.settings.bucket, prefix)
-            claims = Claims()
-            while not (report.capped or stopping.is_set()):
-                page = await run_blocking(next, listing, None)
-                if page is None:
+        stages = (*prefixes, MANIFESTS) if tombstones else prefixes
+        resume = cursor.resume_at(stages) if cursor is not None else None
+        for stage, prefix in enumerate(stages):
+            if resume is not None and stage < resume[0]:
+                continue
+            after = resume[1] if resume is not None and stage == resume[0] else None
+            if prefix == MANIFESTS:
+                # Only once every version and upload was judged: a tombstone removed
+                # earlier would leave its asset's versions without a manifest.
+                if report.capped or stopping.is_set():
                     break
-                report.scanned += len(page)
-                metrics.SWEEP_SCANNED.inc(len(page))
-                lives = await self._lives_of(page)
-                now = datetime.now(UTC)
-                for stored in page:
-                    parsed = keys.parse_key(stored.key)
-                    if parsed is None:
-                        report.unrecognised += 1
-                        continue
-                    live = lives.get((parsed.collection or "", parsed.segment or ""))
-                    reason = select(stored, live, now, self.settings)
-                    for stored_now, reason_now in claims.decide(stored, parsed, reason):
-                        await queue(stored_now, reason_now)
-                    if report.capped:
-                        break
-            for stored_now, reason_now in claims.decide(None, None, None):
-                if not (report.capped or stopping.is_set()):
-                    await queue(stored_now, reason_now)
+                for reason in list(pending):
+                    await flush(reason)
+                if report.capped:
+                    return
+                await self._remove_tombstones(report, budget, stopping, after, cursor)
+                break
+            await self._list_area(report, stopping, prefix, after, queue, flush, pending, cursor)
             if report.capped or stopping.is_set():
                 break
         if report.capped:
@@ -267,48 +402,133 @@ class Sweeper:
             log.warning(
                 "sweep left %d keys alone that do not follow the key layout", report.unrecognised
             )
-        await self._remove_tombstones(report, budget, stopping)
+
+    async def _list_area(
+        self,
+        report: SweepReport,
+        stopping: asyncio.Event,
+        prefix: str,
+        after: str | None,
+        queue: Callable[[StoredObject, str], Awaitable[None]],
+        flush: Callable[[str], Awaitable[None]],
+        pending: dict[str, list[StoredObject]],
+        cursor: Cursor | None,
+    ) -> None:
+        page_size = cursor.pace.page_size if cursor is not None else MAX_BATCH
+        listing: Iterator[list[StoredObject]] = pages(
+            self.s3, self.settings.bucket, prefix, after, page_size
+        )
+        claims = Claims()
+        # The key listed just before the marker Claims holds: a pass resumed after a
+        # restart lists from there, so the held marker is judged again with its upload.
+        previous: str | None = after
+        before_held: str | None = None
+        while not (report.capped or stopping.is_set()):
+            page = await run_blocking(next, listing, None)
+            if page is None:
+                break
+            if not page:  # an empty area answers one empty page
+                continue
+            if cursor is not None:
+                await cursor.pace.take(len(page), stopping)
+            report.scanned += len(page)
+            metrics.SWEEP_SCANNED.inc(len(page))
+            lives = await self._lives_of(page)
+            now = datetime.now(UTC)
+            for stored in page:
+                parsed = keys.parse_key(stored.key)
+                if parsed is None:
+                    report.unrecognised += 1
+                    previous = stored.key
+                    continue
+                live = lives.get((parsed.collection or "", parsed.segment or ""))
+                reason = select(stored, live, now, self.settings)
+                for stored_now, reason_now in claims.decide(stored, parsed, reason):
+                    await queue(stored_now, reason_now)
+                if claims.holds(stored):
+                    before_held = previous
+                previous = stored.key
+                if report.capped:
+                    break
+            if cursor is not None and not (report.capped or stopping.is_set()):
+                # Every candidate of the page is judged before the page counts as done,
+                # so a pass resumed from here skips nothing.
+                for reason in list(pending):
+                    await flush(reason)
+                if not (report.capped or stopping.is_set()):
+                    done = before_held if claims.held else previous
+                    await cursor.save(prefix, done)
+                    log.info(
+                        "full pass page done",
+                        extra={
+                            "prefix": prefix,
+                            "first": page[0].key,
+                            "last": page[-1].key,
+                            "listed": len(page),
+                        },
+                    )
+        for stored_now, reason_now in claims.decide(None, None, None):
+            if not (report.capped or stopping.is_set()):
+                await queue(stored_now, reason_now)
 
     async def _remove_tombstones(
-        self, report: SweepReport, budget: Budget, stopping: asyncio.Event
+        self,
+        report: SweepReport,
+        budget: Budget,
+        stopping: asyncio.Event,
+        after: str | None = None,
+        cursor: Cursor | None = None,
     ) -> None:
         """Remove the tombstones kept long enough that no older item can arrive any more.
 
         A tombstone is written once; a later ingest replaces it. So only a small manifest
         last written longer ago than the keep time can be one, and only those are read.
         """
-        listing = pages(self.s3, self.settings.bucket, MANIFESTS)
+        page_size = cursor.pace.page_size if cursor is not None else MAX_BATCH
+        listing = pages(self.s3, self.settings.bucket, MANIFESTS, after, page_size)
         while not (budget.exhausted or stopping.is_set()):
             page = await run_blocking(next, listing, None)
             if page is None:
                 return
-            now = datetime.now(UTC)
-            candidates = [
-                stored
-                for stored in page
-                if stored.size <= TOMBSTONE_MAX_BYTES
-                and (age := _age(stored, now)) is not None
-                and age >= self.tombstones_kept
-            ]
-            found = await asyncio.gather(
-                *(
-                    run_blocking(read_tombstone, self.s3, self.settings.bucket, stored.key)
-                    for stored in candidates
-                )
+            if not page:
+                continue
+            if cursor is not None:
+                await cursor.pace.take(len(page), stopping)
+            report.manifests_scanned += len(page)
+            await self._tombstones_on(page, report, budget)
+            if cursor is not None and not (report.capped or stopping.is_set()):
+                await cursor.save(MANIFESTS, page[-1].key)
+
+    async def _tombstones_on(
+        self, page: list[StoredObject], report: SweepReport, budget: Budget
+    ) -> None:
+        now = datetime.now(UTC)
+        candidates = [
+            stored
+            for stored in page
+            if stored.size <= TOMBSTONE_MAX_BYTES
+            and (age := _age(stored, now)) is not None
+            and age >= self.tombstones_kept
+        ]
+        found = await asyncio.gather(
+            *(
+                run_blocking(read_tombstone, self.s3, self.settings.bucket, stored.key)
+                for stored in candidates
             )
-            for stored, tombstone in zip(candidates, found, strict=True):
-                if tombstone is None or not tombstone_removable(
-                    tombstone.manifest, self.tombstones_kept, now
-                ):
-                    continue
-                if not budget.take():
-                    report.capped = True
-                    return
-                if self.settings.dry_run:
-                    log.info("dry run: would remove the tombstone %s", stored.key)
-                    continue
-                if await run_blocking(
-                    remove_tombstone, self.s3, self.settings.bucket, stored.key, tombstone.etag
-                ):
-                    report.tombstones_removed += 1
-                    log.info("removed the tombstone %s", stored.key, extra={"key": stored.key})
+        )
+        for stored, tombstone in zip(candidates, found, strict=True):
+            if tombstone is None or not tombstone_removable(
+                tombstone.manifest, self.tombstones_kept, now
+            ):
+                continue
+            if not budget.take():
+                report.capped = True
+                return
+            if self.settings.dry_run:
+                log.info("dry run: would remove the tombstone %s", stored.key)
+                continue
+            if await run_blocking(
+                remove_tombstone, self.s3, self.settings.bucket, stored.key, tombstone.etag
+            ):
+                report.tombstones_removed += 1
+                log.info("removed the tombstone %s", stored.key, extra={"key": stored.key})
