@@ -890,3 +890,18 @@ def test_the_full_pass_schedule_and_pace_reach_the_janitor_only(tools: Tools) ->
                 assert tuple(env[n] for n in names) == expected
             else:
                 assert not set(names) & set(env), name
+
+
+def test_finished_jobs_expire_after_an_hour_by_default_and_the_value_sets_it(
+    tools: Tools, default: list[dict[str, Any]]
+) -> None:
+    """jobs.ttlSecondsAfterFinished reaches the API alone (it sets it on every job it
+    creates); by default an hour, so etcd does not keep every job ever made."""
+    rendered = deployments(default)
+    assert env_of(rendered["api"])["EMULSION_JOB_TTL_SECONDS"] == "3600"
+    for component in set(rendered) - {"api"}:
+        assert "EMULSION_JOB_TTL_SECONDS" not in env_of(rendered[component])
+    longer = deployments(render(tools, {"jobs": {"ttlSecondsAfterFinished": 86400}}))
+    assert env_of(longer["api"])["EMULSION_JOB_TTL_SECONDS"] == "86400"
+    refused = template(tools, {"jobs": {"ttlSecondsAfterFinished": -1}}, check=False)
+    assert refused.returncode != 0

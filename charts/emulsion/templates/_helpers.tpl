@@ -232,6 +232,8 @@ then what only some components need. Args: root, name, traits.
 - name: EMULSION_PROFILES_FILE
   value: {{ include "emulsion.profilesFile" .root | quote }}
 {{- if .traits.servesApi }}
+- name: EMULSION_JOB_TTL_SECONDS
+  value: {{ $v.jobs.ttlSecondsAfterFinished | int64 | quote }}
 - name: EMULSION_NAMESPACE
   valueFrom:
     fieldRef:

@@ -126,3 +126,13 @@ def test_scopes_come_from_a_file_too(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     monkeypatch.setenv("EMULSION_API_TOKEN_SCOPES", "{}")
     with pytest.raises(SettingsError, match="not both"):
         load_api_settings()
+
+
+def test_finished_jobs_expire_after_an_hour_unless_told_otherwise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("EMULSION_API_TOKENS", "one")
+    monkeypatch.delenv("EMULSION_JOB_TTL_SECONDS", raising=False)
+    assert load_api_settings().ttl_seconds_after_finished == 3600
+    monkeypatch.setenv("EMULSION_JOB_TTL_SECONDS", "86400")
+    assert load_api_settings().ttl_seconds_after_finished == 86400

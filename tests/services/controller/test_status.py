@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from emulsion_api.jobs import stored_json_size
 from emulsion_contracts import crd, indexes, keys, messaging
 from emulsion_contracts.messages import JobRef, WorkItem
 from emulsion_devstack.processes import ProcessRecord, until
@@ -146,3 +147,42 @@ def test_a_redelivered_result_changes_nothing(
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
     assert after["status"] == before["status"]
     assert len(jobs.status_writes("again")) == writes
+
+
+def test_a_job_of_two_thousand_failed_items_keeps_a_small_status_written_few_times(
+    controller: ProcessRecord, jobs: Any, streams: Any, run: Any, stack: Any
+) -> None:
+    """On the real apiserver and etcd: every item of a 2,000-item job fails (three reasons,
+    interleaved); status counts them all per reason, lists five examples, stays within a
+    few KB as etcd stores it, and is written at most once per 10 s while running."""
+    items = crd.MAX_ITEMS
+    reasons = ["DecompressionBomb", "NotAnImage", "CorruptImage"]
+
+    def outcome(work: WorkItem) -> str | None:
+        return reasons[work.index % len(reasons)]
+
+    async def scenario() -> tuple[dict[str, Any], float]:
+        async with streams.processing(outcome):
+            began = time.monotonic()
+            await asyncio.to_thread(jobs.create, "thousands", items)
+            status: dict[str, Any] = await asyncio.to_thread(
+                jobs.wait_phase, "thousands", crd.Phase.FAILED, timeout=300
+            )
+            return status, time.monotonic() - began
+
+    status, seconds = run(scenario())
+    assert (status["failed"], status["failedIndexes"]) == (items, f"0-{items - 1}")
+    assert len(status["failures"]) == crd.MAX_FAILURES_LISTED
+    counted = {c["reason"]: c for c in status["failureReasons"]}
+    assert {r: c["count"] for r, c in counted.items()} == {
+        r: len(range(i, items, len(reasons))) for i, r in enumerate(reasons)
+    }
+    assert indexes.expand(counted["NotAnImage"]["indexes"]) == set(range(1, items, 3))
+    owned = {k: v for k, v in status.items() if k != "kopf"}
+    size = stored_json_size(owned)
+    # Three interleaved reasons are the worst case for failureReasons' index ranges: ~667
+    # single indexes each, ~5 bytes an item (measured: 11,128 bytes in all); reasons in
+    # runs take a few hundred bytes (test_bounded_status: at most 3.7 KB).
+    assert size <= 5 * items + 3700, size
+    writes = jobs.status_writes("thousands")
+    assert len(writes) <= seconds / 10 + 6, (len(writes), seconds)

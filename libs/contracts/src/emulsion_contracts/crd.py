@@ -24,7 +24,9 @@ CRD_NAME: Final = f"{PLURAL}.{GROUP}"
 # items are ~850 KB (kopf's diff base leaves the items out), leaving room for status. A seed gallery
 # (1,361 images) fits in one job; the API splits anything larger into a batch.
 MAX_ITEMS: Final = 2000
-MAX_FAILURES_LISTED: Final = 50
+# Status stays small whatever a job's size: it lists the first few failures as examples
+# and counts the rest per reason (status.failureReasons), never one entry per item.
+MAX_FAILURES_LISTED: Final = 5
 
 LABEL_BATCH: Final = f"{GROUP}/batch"
 LABEL_COLLECTION: Final = f"{GROUP}/collection"

@@ -16,7 +16,9 @@ does not know is read as Pending (not finished, so nothing acts on it as ended) 
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal, Self
@@ -50,6 +52,7 @@ __all__ = [
     "PROFILE_PATTERN",
     "Condition",
     "ConditionStatus",
+    "FailureCount",
     "IngestJob",
     "IngestJobSpec",
     "IngestJobStatus",
@@ -59,15 +62,48 @@ __all__ = [
     "JobOutline",
     "ObjectMeta",
     "SpecOutline",
+    "fit_text",
     "format_time",
     "parse_time",
+    "stored_text_bytes",
 ]
 
 PROFILE_PATTERN: Final = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 MAX_STYLES: Final = 16
 TTL_MAX_SECONDS: Final = 365 * 24 * 3600
-# The longest status.failures[].message the CRD stores.
-FAILURE_MESSAGE_MAX: Final = 1024
+# The longest status.failures[].message (and rejection message) the controller writes.
+FAILURE_MESSAGE_MAX: Final = 256
+# What one listed failure's message and asset may take as etcd stores them (Go escapes
+# '<', '>', '&' as six bytes): five examples stay under 2 KB whatever the names.
+EXAMPLE_TEXT_BYTES: Final = 128
+# How many distinct reasons status.failureReasons counts (more than FailureReason has).
+MAX_FAILURE_REASONS: Final = 32
+
+
+# -- Sizes as stored -------------------------------------------------------------------
+
+_GO_ESCAPED = re.compile("[<>&\u2028\u2029]")
+
+
+def stored_text_bytes(text: str) -> int:
+    """Bytes of `text` as a JSON string in etcd (Go's encoding/json), quotes included."""
+    encoded = json.dumps(text, ensure_ascii=False)
+    escaped = sum(6 - len(c.encode("utf-8")) for c in _GO_ESCAPED.findall(encoded))
+    return len(encoded.encode("utf-8")) + escaped
+
+
+def fit_text(text: str, limit: int) -> str:
+    """The longest prefix of `text` that takes at most `limit` bytes as stored."""
+    if stored_text_bytes(text) <= limit:
+        return text
+    low, high = 0, len(text)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if stored_text_bytes(text[:middle]) <= limit:
+            low = middle
+        else:
+            high = middle - 1
+    return text[:low]
 
 
 # -- Kubernetes time -------------------------------------------------------------------
@@ -194,6 +230,27 @@ class ItemFailure(_KubeModel):
     message: str | None = None
 
 
+class FailureCount(_KubeModel):
+    """How many items failed for one reason, and which (compressed index ranges): exact
+    and mergeable (a union per reason), whereas the examples in `failures` are a sample."""
+
+    reason: str
+    count: Annotated[int, Field(ge=0)]
+    indexes: str | None = None
+
+    def index_set(self) -> set[int]:
+        return indexes.expand(self.indexes)
+
+
+def _first(limit: int) -> BeforeValidator:
+    """Read at most `limit` entries: an older controller's longer list still reads."""
+
+    def cut(value: object) -> object:
+        return value[:limit] if isinstance(value, list | tuple) else value
+
+    return BeforeValidator(cut)
+
+
 class IngestJobStatus(_KubeModel):
     """What the controller writes (kopf keeps its own bookkeeping in `status.kopf`)."""
 
@@ -207,7 +264,10 @@ class IngestJobStatus(_KubeModel):
     # Compressed index ranges ("0-811,813"); see succeeded_set/failed_set.
     succeeded_indexes: str | None = None
     failed_indexes: str | None = None
-    failures: Annotated[tuple[ItemFailure, ...], Field(max_length=crd.MAX_FAILURES_LISTED)] = ()
+    # The first failures, as examples (at most crd.MAX_FAILURES_LISTED).
+    failures: Annotated[tuple[ItemFailure, ...], _first(crd.MAX_FAILURES_LISTED)] = ()
+    # Every failed item counted by reason (bounded by the number of reasons).
+    failure_reasons: Annotated[tuple[FailureCount, ...], _first(MAX_FAILURE_REASONS)] = ()
     started_at: KubeTime | None = None
     completed_at: KubeTime | None = None
     duration: str | None = None

@@ -78,6 +78,10 @@ class FailureReason(StrEnum):
     """The job's spec cannot become work messages (the apiserver took it, the contracts
     refuse it): the job is Failed as a whole and no item runs. The reason of its
     Complete/Failed conditions, not of an item."""
+    STATUS_UNWRITABLE = "StatusUnwritable"
+    """The apiserver refused the job's status as such (422, 413): the job is Failed as a
+    whole with what could be written, its results are acknowledged and no longer held.
+    The reason of its Complete/Failed conditions, not of an item."""
 
     # -- A reader's fallback. --------------------------------------------------------------
     UNKNOWN = "Unknown"

@@ -478,7 +478,18 @@ def item_states(status: IngestJobStatus) -> ItemStates:
     except ValueError:
         # A malformed range list is the writer's bug; show the items as pending, not a 500.
         succeeded, failed = set(), set()
-    return ItemStates(succeeded, failed, {f.index: f.reason for f in status.failures})
+    # Every failed item's reason, from the counts per reason (their index ranges); the
+    # listed examples fill in for a status written before those existed.
+    reasons: dict[int, FailureReason] = {f.index: f.reason for f in status.failures}
+    for counted in status.failure_reasons:
+        try:
+            found = counted.index_set()
+        except ValueError:
+            continue
+        reason = FailureReason.parse(counted.reason)
+        for index in found & failed:
+            reasons[index] = reason
+    return ItemStates(succeeded, failed, reasons)
 
 
 def batch_status(batch: str, jobs: list[Job]) -> BatchStatus:

@@ -89,9 +89,11 @@ class ApiSettings(ServiceSettings, NatsSettings, S3Settings, KubeSettings, Profi
     io_threads: int = Field(default=32, ge=1, le=512, validation_alias="EMULSION_API_IO_THREADS")
     # Most open watches (long polls and event streams), each on a connection of its own.
     max_watches: int = Field(default=64, ge=1, le=4096, validation_alias="EMULSION_API_MAX_WATCHES")
-    # ttlSecondsAfterFinished of the jobs the API creates; unset: kept.
+    # ttlSecondsAfterFinished of the jobs the API creates: finished jobs expire (an hour
+    # by default) so etcd does not grow with every ingest ever made. It also bounds the
+    # Idempotency-Key window (earlier jobs are found by label while they exist).
     ttl_seconds_after_finished: int | None = Field(
-        default=None, ge=0, le=31_536_000, validation_alias="EMULSION_JOB_TTL_SECONDS"
+        default=3600, ge=0, le=31_536_000, validation_alias="EMULSION_JOB_TTL_SECONDS"
     )
     # Prometheus `/metrics` is served on this port, apart from the public API's.
     metrics_port: int = Field(

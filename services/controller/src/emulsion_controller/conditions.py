@@ -38,10 +38,13 @@ from datetime import datetime
 from typing import Final
 
 from emulsion_contracts.crd import ConditionType, Phase
-from emulsion_contracts.ingestjob import Condition, ConditionStatus, ItemFailure
+from emulsion_contracts.ingestjob import Condition, ConditionStatus, FailureCount, ItemFailure
 from emulsion_contracts.reasons import FailureReason
 
 ALL_ITEMS_FAILED: Final = "AllItemsFailed"
+# Reasons a condition's message names (most common first); the rest are counted together,
+# so five conditions repeating it stay short however many reasons a job met.
+REASONS_NAMED: Final = 3
 
 
 @dataclass(frozen=True)
@@ -55,13 +58,17 @@ class JobState:
     failed: int
     # The failures status lists (the first ones), for the messages.
     failures: Sequence[ItemFailure] = ()
+    # Every failure counted by reason (status.failureReasons); empty: count the listed ones.
+    reasons: Sequence[FailureCount] = ()
     # Why the spec was refused; None for a valid job.
     rejection: str | None = None
+    # Why the job failed as a whole: InvalidSpec, or StatusUnwritable.
+    rejection_reason: str = FailureReason.INVALID_SPEC
 
     @property
     def reason(self) -> str:
         if self.rejection is not None:
-            return str(FailureReason.INVALID_SPEC)
+            return str(self.rejection_reason)
         if self.phase == Phase.FAILED:
             return ALL_ITEMS_FAILED
         return str(self.phase)
@@ -77,16 +84,33 @@ class JobState:
             return f"{finished} of {self.total} items finished, {self.failed} failed"
         if not self.failed:
             return f"{self.succeeded} of {self.total} items succeeded"
-        return failure_summary(self.total, self.failed, self.failures)
+        return failure_summary(self.total, self.failed, self.failures, self.reasons)
 
 
-def failure_summary(total: int, failed: int, failures: Sequence[ItemFailure]) -> str:
-    """ "2 of 4 items failed (2 DecompressionBomb)": how many, and why, most common first;
-    the reasons of the listed failures only when status lists fewer than failed."""
-    counts = Counter(str(f.reason) for f in failures)
-    reasons = ", ".join(f"{n} {reason}" for reason, n in counts.most_common())
-    if reasons and len(failures) < failed:
-        reasons = f"first {len(failures)}: {reasons}"
+def failure_summary(
+    total: int,
+    failed: int,
+    failures: Sequence[ItemFailure],
+    reasons_counted: Sequence[FailureCount] = (),
+) -> str:
+    """ "2 of 4 items failed (2 DecompressionBomb)": how many, and why, most common first.
+
+    The counts per reason cover every failed item; a status without them (an older
+    controller's) names the reasons of the listed failures, as "first N:" when status
+    lists fewer than failed."""
+    counts = Counter({c.reason: c.count for c in reasons_counted if c.count})
+    counted = sum(counts.values())
+    if not counts:
+        counts = Counter(str(f.reason) for f in failures)
+        counted = len(failures)
+    common = counts.most_common()
+    named = common[:REASONS_NAMED]
+    reasons = ", ".join(f"{n} {reason}" for reason, n in named)
+    if len(common) > len(named):
+        rest = common[len(named) :]
+        reasons += f", {sum(n for _, n in rest)} for {len(rest)} other reasons"
+    if reasons and counted < failed:
+        reasons = f"first {counted}: {reasons}"
     return f"{failed} of {total} items failed" + (f" ({reasons})" if reasons else "")
 
 

@@ -55,6 +55,7 @@ class Reason(StrEnum):
     DISPATCHED = "Dispatched"
     DISPATCH_FAILED = "DispatchFailed"
     INVALID_SPEC = "InvalidSpec"
+    STATUS_UNWRITABLE = "StatusUnwritable"
     COMPLETED = "Completed"
     PARTIALLY_FAILED = "PartiallyFailed"
     FAILED = "Failed"
@@ -104,7 +105,7 @@ def finished(state: JobState) -> JobEvent:
     """How a job ended; when items failed, the first of those status lists are named
     (by index)."""
     if state.rejection is not None:
-        return JobEvent(Reason.INVALID_SPEC, state.rejection, warning=True)
+        return JobEvent(Reason(state.rejection_reason), state.rejection, warning=True)
     if state.phase == Phase.SUCCEEDED:
         return JobEvent(Reason.COMPLETED, state.message)
     named = "; ".join(

@@ -28,6 +28,15 @@ class Conflict(Exception):
     """The object changed since the resourceVersion a write was based on (or was replaced)."""
 
 
+class Unwritable(Exception):
+    """The apiserver refused a status as such (422, 413, 400): writing it again can
+    never succeed, so the caller fails the job instead of retrying."""
+
+
+# Answers to a write that say the body itself is refused, not that the server is unwell.
+REFUSED_STATUSES = (400, 413, 422)
+
+
 class Kube:
     def __init__(
         self,
@@ -78,6 +87,8 @@ class Kube:
                 raise Conflict(f"{namespace}/{name} changed since {resource_version}") from error
             if error.status in (404, 409):
                 return None
+            if error.status in REFUSED_STATUSES:
+                raise Unwritable(f"{namespace}/{name}: {error.status} {error.reason}") from error
             raise
 
     async def delete_job(self, namespace: str, name: str, uid: str) -> bool:

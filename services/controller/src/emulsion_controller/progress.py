@@ -14,11 +14,16 @@ from typing import Any
 from emulsion_contracts import crd, indexes
 from emulsion_contracts.crd import ConditionType, Phase
 from emulsion_contracts.ingestjob import (
+    EXAMPLE_TEXT_BYTES,
     FAILURE_MESSAGE_MAX,
+    MAX_FAILURE_REASONS,
     Condition,
+    FailureCount,
     IngestJob,
     IngestJobStatus,
     ItemFailure,
+    fit_text,
+    stored_text_bytes,
 )
 from emulsion_contracts.messages import ItemResult
 from emulsion_contracts.reasons import FailureReason
@@ -36,11 +41,17 @@ class JobProgress:
     succeeded: set[int] = field(default_factory=set)
     failed: set[int] = field(default_factory=set)
     failures: list[ItemFailure] = field(default_factory=list)
+    # Failed indexes per reason: every failure, exact and mergeable (status.failureReasons).
+    reasons: dict[str, set[int]] = field(default_factory=dict)
     started_at: datetime | None = None
     completed_at: datetime | None = None
     conditions: list[Condition] = field(default_factory=list)
     # Why the whole job was refused (its spec cannot be dispatched); None for a valid job.
     rejection: str | None = None
+    # InvalidSpec, or StatusUnwritable (see `abandon`).
+    rejection_reason: str = FailureReason.INVALID_SPEC
+    # Write counts and conditions only, without the per-reason and example lists.
+    compact: bool = False
 
     @classmethod
     def from_object(cls, body: Mapping[str, Any]) -> JobProgress:
@@ -52,7 +63,8 @@ class JobProgress:
         status = job.status
         dispatched = status.condition(ConditionType.DISPATCHED)
         failed = status.condition(ConditionType.FAILED)
-        rejected = failed is not None and failed.reason == FailureReason.INVALID_SPEC
+        whole = (FailureReason.INVALID_SPEC, FailureReason.STATUS_UNWRITABLE)
+        rejected = failed is not None and failed.reason in whole
         return cls(
             total=len(job.spec.items),
             generation=job.metadata.generation or 1,
@@ -61,10 +73,14 @@ class JobProgress:
             succeeded=status.succeeded_set(),
             failed=status.failed_set(),
             failures=list(status.failures),
+            reasons=_reasons_of(status),
             started_at=status.started_at,
             completed_at=status.completed_at,
             conditions=list(status.conditions),
             rejection=failed.message if failed is not None and rejected else None,
+            rejection_reason=failed.reason
+            if failed is not None and rejected
+            else FailureReason.INVALID_SPEC,
         )
 
     @property
@@ -96,13 +112,19 @@ class JobProgress:
             self.succeeded.add(index)
             return True
         self.failed.add(index)
+        reason = str(result.reason or FailureReason.UNKNOWN)
+        self.reasons.setdefault(reason, set()).add(index)
         if len(self.failures) < crd.MAX_FAILURES_LISTED:
             self.failures.append(
                 ItemFailure(
                     index=index,
                     reason=result.reason or FailureReason.UNKNOWN,
-                    message=(result.message or "")[:FAILURE_MESSAGE_MAX] or None,
-                    asset=result.asset or None,
+                    # Examples only: cut to a few stored bytes (the API serves the rest);
+                    # a name too long to show whole is left out rather than cut.
+                    message=fit_text(result.message or "", EXAMPLE_TEXT_BYTES) or None,
+                    asset=result.asset
+                    if result.asset and stored_text_bytes(result.asset) <= EXAMPLE_TEXT_BYTES
+                    else None,
                 )
             )
         return True
@@ -118,12 +140,21 @@ class JobProgress:
         listed = {f.index for f in recorded.failures}
         ours = [f for f in self.failures if f.index not in listed and f.index in self.failed]
         self.failures = (recorded.failures + ours)[: crd.MAX_FAILURES_LISTED]
+        # An index's reason is the recorded one when both know it, like its outcome.
+        claimed = set().union(*recorded.reasons.values()) if recorded.reasons else set()
+        reasons: dict[str, set[int]] = {r: set(found) for r, found in recorded.reasons.items()}
+        for reason, found in self.reasons.items():
+            reasons.setdefault(reason, set()).update(found - claimed)
+        reasons = {r: found & self.failed for r, found in reasons.items()}
+        reasons = {r: found for r, found in reasons.items() if found}
+        self.reasons = reasons
         self.version = recorded.version or self.version
         self.dispatched = self.dispatched or recorded.dispatched
         starts = [t for t in (self.started_at, recorded.started_at) if t]
         self.started_at = min(starts) if starts else None
         self.completed_at = recorded.completed_at or self.completed_at
-        self.rejection = recorded.rejection or self.rejection
+        if recorded.rejection is not None:
+            self.rejection, self.rejection_reason = recorded.rejection, recorded.rejection_reason
         known = {c.type for c in recorded.conditions}
         self.conditions = list(recorded.conditions) + [
             c for c in self.conditions if c.type not in known
@@ -132,6 +163,14 @@ class JobProgress:
     def reject(self, message: str) -> None:
         """The spec cannot be dispatched: the job fails as a whole, no item is run."""
         self.rejection = message[:FAILURE_MESSAGE_MAX]
+        self.rejection_reason = FailureReason.INVALID_SPEC
+
+    def abandon(self, message: str) -> None:
+        """The apiserver refuses this job's status as such: fail the job as a whole and
+        write from now on only what cannot grow (counts, phase, conditions)."""
+        self.rejection = message[:FAILURE_MESSAGE_MAX]
+        self.rejection_reason = FailureReason.STATUS_UNWRITABLE
+        self.compact = True
 
     def mark_dispatched(self, version: str, now: datetime) -> None:
         self.version = version
@@ -155,9 +194,10 @@ class JobProgress:
             succeeded=len(self.succeeded),
             failed=len(self.failed),
             progress=f"{self.finished}/{self.total}",
-            succeeded_indexes=indexes.compress(self.succeeded),
-            failed_indexes=indexes.compress(self.failed),
-            failures=tuple(self.failures),
+            succeeded_indexes=None if self.compact else indexes.compress(self.succeeded),
+            failed_indexes=None if self.compact else indexes.compress(self.failed),
+            failures=() if self.compact else tuple(self.failures),
+            failure_reasons=() if self.compact else self.failure_counts(),
             started_at=self.started_at,
             completed_at=self.completed_at,
             duration=duration,
@@ -179,8 +219,30 @@ class JobProgress:
             succeeded=len(self.succeeded),
             failed=len(self.failed),
             failures=tuple(self.failures),
+            reasons=self.failure_counts(),
             rejection=self.rejection,
+            rejection_reason=self.rejection_reason,
         )
+
+    def failure_counts(self) -> tuple[FailureCount, ...]:
+        """Failed items per reason, most first (then by name, so a write is stable)."""
+        ordered = sorted(self.reasons.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+        return tuple(
+            FailureCount(reason=reason, count=len(found), indexes=indexes.compress(found))
+            for reason, found in ordered[:MAX_FAILURE_REASONS]
+            if found
+        )
+
+
+def _reasons_of(status: IngestJobStatus) -> dict[str, set[int]]:
+    """The failed indexes per reason a status records; a status written before
+    failureReasons existed gives the reasons of the failures it lists."""
+    if status.failure_reasons:
+        return {c.reason: c.index_set() for c in status.failure_reasons}
+    found: dict[str, set[int]] = {}
+    for failure in status.failures:
+        found.setdefault(str(failure.reason), set()).add(failure.index)
+    return found
 
 
 def format_duration(elapsed: timedelta) -> str:

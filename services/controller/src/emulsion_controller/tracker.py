@@ -39,7 +39,7 @@ from emulsion_contracts.ingestjob import IngestJob
 from emulsion_contracts.messages import ItemResult, JobRef
 from emulsion_controller import events, metrics
 from emulsion_controller.bus import Bus
-from emulsion_controller.kube import Conflict, Kube
+from emulsion_controller.kube import Conflict, Kube, Unwritable
 from emulsion_controller.progress import JobProgress
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,17 @@ MAX_LINKS = 64
 GONE_REMEMBERED = 10_000
 # Conflicting writes in a row before giving up this round (the caller retries later).
 CONFLICT_RETRIES = 5
+# A running job's status is written at most once per `interval` up to this many items,
+# then at an interval proportional to its size, up to MAX_INTERVAL: a 2,000-item job
+# costs about as many etcd revisions while it runs as a 200-item one.
+INTERVAL_ITEMS = 200
+MAX_INTERVAL = 10.0
+
+
+def write_interval(base: float, total: int) -> float:
+    """The least time between two status writes of a running job of `total` items."""
+    scaled = base * max(total, 0) / INTERVAL_ITEMS
+    return max(base, min(MAX_INTERVAL, scaled))
 
 
 @dataclass
@@ -165,7 +176,8 @@ class StatusWriter:
                             return
                         self._apply_inbox(job)
                         assert job.progress is not None
-                        wait = job.last_write + self._interval - time.monotonic()
+                        interval = write_interval(self._interval, job.progress.total)
+                        wait = job.last_write + interval - time.monotonic()
                         if job.changed and (job.progress.done or wait <= 0 or failures):
                             await self._write(job, "final" if job.progress.done else "progress")
                         elif not job.changed:
@@ -176,6 +188,9 @@ class StatusWriter:
                             failures = 0
                             continue
                     failures = 0
+                except Unwritable as error:
+                    await self._unwritable(job, error)
+                    return
                 except Exception:
                     failures += 1
                     delay = self.backoff(failures)
@@ -316,6 +331,43 @@ class StatusWriter:
         return job.progress if job else None
 
     # -- writing ------------------------------------------------------------------------
+
+    async def _unwritable(self, job: TrackedJob, error: Unwritable) -> None:
+        """The apiserver refuses this job's status as such: no retry can write it, and
+        holding its results would hold them for ever (and, past JetStream's limit of
+        unacknowledged messages, every tenant's). Fail the job with the reason (a
+        condition, an Event), write what cannot grow if that is accepted, acknowledge
+        everything held, and keep nothing of it."""
+        assert job.progress is not None
+        message = f"the apiserver refused the job's status ({error}); it ended here"
+        log.error(message, extra={"namespace": job.namespace, "job": job.name})
+        metrics.STATUS_PATCHES.labels("unwritable").inc()
+        async with job.lock:
+            job.progress.abandon(message)
+            try:
+                written = await self._kube.patch_status(
+                    job.namespace,
+                    job.name,
+                    job.uid,
+                    job.progress.to_status(datetime.now(UTC)),
+                    None,
+                )
+                if written is not None:
+                    self._wrote(job, written)
+            except Exception:
+                log.exception(
+                    "even the compact status of a failed job could not be written",
+                    extra={"namespace": job.namespace, "job": job.name},
+                )
+        self.announce(
+            JobRef(namespace=job.namespace, name=job.name, uid=job.uid),
+            events.finished(job.progress.state),
+        )
+        try:
+            await self._bus.release(job.uid, job.upload_ids)
+        except Exception:
+            log.exception("releasing a failed job's uploads failed")
+        self._drop(job)
 
     async def _write(self, job: TrackedJob, kind: str) -> None:
         assert job.progress is not None

@@ -212,6 +212,45 @@ def test_status_shows_counts_item_states_failures_and_live_outputs(
         assert (item["live"], item["original"], item["outputs"]) == (None, None, [])
 
 
+def test_every_failed_item_has_its_reason_beyond_the_listed_examples(
+    api: httpx.Client, custom: Any, stage: Stage
+) -> None:
+    """Status lists a few failures as examples and counts all of them per reason with
+    their index ranges; the API gives each failed item its reason from those."""
+    collection = new_collection()
+    name = ingest(api, stage(4, collection), collection).json()["name"]
+    patch_status(
+        custom,
+        name,
+        {
+            "phase": "PartiallyFailed",
+            "total": 4,
+            "succeeded": 1,
+            "failed": 3,
+            "progress": "4/4",
+            "succeededIndexes": "0",
+            "failedIndexes": "1-3",
+            "failures": [{"index": 1, "asset": "IMG_00001.jpg", "reason": "NotAnImage"}],
+            "failureReasons": [
+                {"reason": "DecompressionBomb", "count": 2, "indexes": "2-3"},
+                {"reason": "NotAnImage", "count": 1, "indexes": "1"},
+            ],
+        },
+    )
+
+    body = api.get(f"/v1/ingests/{name}", params={"urls": "false"}).json()
+
+    assert body["failures"] == [
+        {"index": 1, "asset": "IMG_00001.jpg", "reason": "NotAnImage", "message": None}
+    ]
+    assert [(item["state"], item["reason"]) for item in body["items"]] == [
+        ("succeeded", None),
+        ("failed", "NotAnImage"),
+        ("failed", "DecompressionBomb"),
+        ("failed", "DecompressionBomb"),
+    ]
+
+
 def test_succeeded_item_whose_version_was_replaced_is_not_live(
     api: httpx.Client, custom: Any, s3: Any, stack: Endpoints, stage: Stage
 ) -> None:
