@@ -12,6 +12,7 @@ import sys
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import pytest
 from emulsion_contracts import keys
 from emulsion_devstack.processes import ProcessRecord, stop
 from emulsion_devstack.stack import Endpoints, LocalStack
+from emulsion_janitor.store import PassProgress, write_progress
 
 from .conftest import Layout, connected, until
 
@@ -37,8 +39,13 @@ def local_stack(stack: Endpoints, stack_state_dir: Path) -> LocalStack:
 
 @contextmanager
 def running_janitor(
-    local_stack: LocalStack, bucket: str, **environment: str
+    local_stack: LocalStack, layout: Layout, **environment: str
 ) -> Iterator[tuple[ProcessRecord, str]]:
+    # A full pass just finished: the next is a day away, so only the fast path deletes
+    # here (a first start would otherwise begin a pass at once, racing the fast path).
+    now = datetime.now(UTC)
+    write_progress(layout.s3, layout.bucket, PassProgress(started_at=now, finished_at=now))
+    bucket = layout.bucket
     record = local_stack.start_service(
         "janitor",
         {
@@ -97,7 +104,7 @@ def test_the_process_carries_out_gc_requests_and_exits_cleanly_on_sigterm(
             await bus.publish("superseded", [*old.keys, *new.keys])
             await until("the request to be acknowledged", bus.settled)
 
-    with running_janitor(local_stack, layout.bucket) as (record, url):
+    with running_janitor(local_stack, layout) as (record, url):
         with urllib.request.urlopen(f"{url}/readyz", timeout=5) as response:  # noqa: S310
             assert response.status == 200
         run(publish_and_wait())
@@ -194,13 +201,13 @@ def test_a_dry_run_janitor_leaves_gc_requests_for_one_that_deletes(
             await until("the request to be acknowledged", bus.settled)
 
     dry_run = {"EMULSION_JANITOR_DRY_RUN": "true"}
-    with running_janitor(local_stack, layout.bucket, **dry_run) as (_, url):
+    with running_janitor(local_stack, layout, **dry_run) as (_, url):
         run(publish())
         assert run(backlog()) == (1, 0)
         assert scrape(url, "emulsion_janitor_gc_messages_total") == 0
     # Had the dry run taken the request, it would be gone and this janitor would idle.
     assert layout.present(old.keys) == set(old.keys)
 
-    with running_janitor(local_stack, layout.bucket):
+    with running_janitor(local_stack, layout):
         run(settled())
     assert layout.present(old.keys) == set()
