@@ -8,6 +8,8 @@ its own state directory, so a developer's `make up` stack is never touched.
 from __future__ import annotations
 
 import asyncio
+import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -151,3 +153,29 @@ def run() -> Any:
         return asyncio.run(coroutine)
 
     return runner
+
+
+@pytest.fixture
+def silent_server() -> Iterator[str]:
+    """A TCP server that accepts every connection, reads what is sent, and never answers."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+    closing = threading.Event()
+
+    def accept() -> None:
+        while not closing.is_set():
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            accepted.append(connection)
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    closing.set()
+    listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(); close() alone does not
+    listener.close()
+    for connection in accepted:
+        connection.close()
+    thread.join(5)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import threading
 import time
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
@@ -86,32 +85,6 @@ CALLS: dict[str, Callable[[IngestJobs], Awaitable[Any]]] = {
     "get_cluster_object": lambda jobs: jobs.server.get(CLUSTER_PEERINGS, None, "peering"),
     "version": lambda jobs: jobs.server.version(),
 }
-
-
-@pytest.fixture
-def silent_server() -> Iterator[str]:
-    """A TCP server that accepts every connection, reads what is sent, and never answers."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    accepted: list[socket.socket] = []
-    closing = threading.Event()
-
-    def accept() -> None:
-        while not closing.is_set():
-            try:
-                connection, _ = listener.accept()
-            except OSError:
-                return
-            accepted.append(connection)
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    closing.set()
-    listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(); close() alone does not
-    listener.close()
-    for connection in accepted:
-        connection.close()
-    thread.join(5)
 
 
 @pytest.mark.parametrize("call", sorted(CALLS))

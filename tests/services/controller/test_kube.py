@@ -5,9 +5,7 @@ a status writer, and every result of its job, for ever."""
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -28,32 +26,6 @@ CALLS: dict[str, Callable[[Kube], Awaitable[Any]]] = {
     "ensure_cluster_peering": lambda kube: kube.ensure_cluster_peering("peering"),
     "get_cluster_peering": lambda kube: kube.get_cluster_peering("peering"),
 }
-
-
-@pytest.fixture
-def silent_server() -> Iterator[str]:
-    """A TCP server that accepts every connection, reads what is sent, and never answers."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    accepted: list[socket.socket] = []
-    closing = threading.Event()
-
-    def accept() -> None:
-        while not closing.is_set():
-            try:
-                connection, _ = listener.accept()
-            except OSError:
-                return
-            accepted.append(connection)
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    closing.set()
-    listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(); close() alone does not
-    listener.close()
-    for connection in accepted:
-        connection.close()
-    thread.join(5)
 
 
 @pytest.mark.parametrize("call", sorted(CALLS))

@@ -58,17 +58,15 @@ def _write_cert(path: Path, cert: x509.Certificate) -> None:
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
-def make_apiserver_pki(directory: Path) -> ApiserverPki:
-    directory.mkdir(parents=True, exist_ok=True)
-    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)  # tolerate small clock skew
-
-    ca_key = _key()
-    ca_name = _name("emulsion-local-ca")
-    ca = (
+def _ca_certificate(
+    key: ec.EllipticCurvePrivateKey, name: x509.Name, now: dt.datetime
+) -> x509.Certificate:
+    """A self-signed CA certificate that may sign leaf certificates only (path length 0)."""
+    return (
         x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now)
         .not_valid_after(now + VALIDITY)
@@ -87,8 +85,17 @@ def make_apiserver_pki(directory: Path) -> ApiserverPki:
             ),
             critical=True,
         )
-        .sign(ca_key, hashes.SHA256())
+        .sign(key, hashes.SHA256())
     )
+
+
+def make_apiserver_pki(directory: Path) -> ApiserverPki:
+    directory.mkdir(parents=True, exist_ok=True)
+    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)  # tolerate small clock skew
+
+    ca_key = _key()
+    ca_name = _name("emulsion-local-ca")
+    ca = _ca_certificate(ca_key, ca_name, now)
 
     def issue(
         subject: x509.Name,
@@ -212,31 +219,7 @@ def make_ca(directory: Path, common_name: str) -> Path:
     now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
     key = _key()
     name = _name(common_name)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_cert_sign=True,
-                crl_sign=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(key, hashes.SHA256())
-    )
+    cert = _ca_certificate(key, name, now)
     _write_cert(directory / "ca.crt", cert)
     _write_key(directory / "ca.key", key)
     return directory / "ca.crt"
