@@ -111,6 +111,14 @@ class JetStreamSettings(_Settings):
 
     # Replicas of the streams and KV buckets the controller creates (never lowered).
     replicas: int = Field(default=1, ge=1, le=5, validation_alias="EMULSION_JETSTREAM_REPLICAS")
+    # How long IngestJobs' item lists, outcomes, failures and summaries are kept
+    # (emulsion_contracts.jobrecords): the API answers 410 with them for a job its TTL
+    # removed, so this must outlive the longest job plus its ttlSecondsAfterFinished.
+    records_retention_seconds: float = Field(
+        default=7 * 24 * 3600,
+        ge=2 * 24 * 3600,
+        validation_alias="EMULSION_RECORDS_RETENTION_SECONDS",
+    )
 
 
 class WorkSigningSettings(_Settings):
