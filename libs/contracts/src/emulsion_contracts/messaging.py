@@ -387,7 +387,7 @@ async def ensure_jetstream(
                 ttl=records_retention,
                 storage=StorageType.FILE,
                 replicas=replicas,
-            )
+            ),
         )
         log.info("created object store %s with %d replicas", INGESTS_STORE, replicas)
     else:
