@@ -15,10 +15,10 @@ from emulsion_contracts import jobrecords, messaging, natsauth
 from emulsion_contracts.jobrecords import (
     FailureDetail,
     ItemsRef,
+    JobItem,
     JobRecords,
     JobSummaryRecord,
     OutcomeRecord,
-    StoredItem,
 )
 from emulsion_devstack.stack import Endpoints
 
@@ -43,9 +43,9 @@ def test_keys_of_two_jobs_never_meet(namespace: str, job: str, other: str, index
     assert same == (job == other)
 
 
-def items(count: int) -> list[StoredItem]:
+def items(count: int) -> list[JobItem]:
     return [
-        StoredItem(source=f"staging/c/01JQ{index:022d}/p{index}.jpg", asset=f"ü<{index}>.jpg")
+        JobItem(source=f"staging/c/01JQ{index:022d}/p{index}.jpg", asset=f"ü<{index}>.jpg")
         for index in range(count)
     ]
 
@@ -60,7 +60,7 @@ def test_the_api_writes_an_item_list_the_controller_reads_checked(
     job = f"j{uuid.uuid4().hex[:12]}"
     written = items(2000)
 
-    async def scenario() -> tuple[ItemsRef, tuple[StoredItem, ...]]:
+    async def scenario() -> tuple[ItemsRef, tuple[JobItem, ...]]:
         api = await connected(stack, natsauth.API_IDENTITY)
         controller = await connected(stack, natsauth.CONTROLLER_IDENTITY)
         try:

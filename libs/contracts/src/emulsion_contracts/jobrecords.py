@@ -42,7 +42,8 @@ from nats.js.errors import NotFoundError as JetStreamNotFound
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from emulsion_contracts import crd, indexes, messaging
+from emulsion_contracts import indexes, messaging
+from emulsion_contracts.ingestjob import ItemsRef, JobItem
 
 __all__ = [
     "INGESTS_STORE",
@@ -66,7 +67,6 @@ INGESTS_STORE: Final = messaging.INGESTS_STORE
 RECORDS_BUCKET: Final = messaging.RECORDS_BUCKET
 # The longest failure message kept per item (the processor's messages are shorter).
 FAILURE_MESSAGE_MAX: Final = 1024
-SHA256_PATTERN: Final = "^[0-9a-f]{64}$"
 
 
 class _Record(BaseModel):
@@ -79,23 +79,10 @@ class _Record(BaseModel):
 # -- the item list ---------------------------------------------------------------------
 
 
-class ItemsRef(_Record):
-    """`spec.itemsRef`: where a job's items are, how many, and their exact bytes' digest."""
-
-    name: Annotated[str, Field(min_length=3, max_length=317)]
-    sha256: Annotated[str, Field(pattern=SHA256_PATTERN)]
-    count: Annotated[int, Field(ge=1, le=crd.MAX_ITEMS)]
-
-
-class StoredItem(_Record):
-    source: str
-    asset: str
-
-
 class ItemsDocument(_Record):
     """The object's body: the items in order, as the API accepted them."""
 
-    items: tuple[StoredItem, ...]
+    items: tuple[JobItem, ...]
 
 
 class ItemsMissing(LookupError):
@@ -110,13 +97,13 @@ def items_object_name(namespace: str, job: str) -> str:
     return f"{namespace}/{job}"
 
 
-def encode_items(items: Sequence[StoredItem]) -> bytes:
+def encode_items(items: Sequence[JobItem]) -> bytes:
     """The canonical bytes of an item list: what is stored and what the digest covers."""
     return ItemsDocument(items=tuple(items)).encode()
 
 
 async def put_items(
-    js: JetStreamContext, namespace: str, job: str, items: Sequence[StoredItem]
+    js: JetStreamContext, namespace: str, job: str, items: Sequence[JobItem]
 ) -> ItemsRef:
     """Store a job's items before the job is created; the reference goes in its spec."""
     body = encode_items(items)
@@ -126,7 +113,7 @@ async def put_items(
     return ItemsRef(name=name, sha256=hashlib.sha256(body).hexdigest(), count=len(items))
 
 
-async def get_items(js: JetStreamContext, ref: ItemsRef) -> tuple[StoredItem, ...]:
+async def get_items(js: JetStreamContext, ref: ItemsRef) -> tuple[JobItem, ...]:
     """The items `ref` names, checked against its digest and count.
 
     Read message by message (the object's meta, then each chunk by subject) rather than
