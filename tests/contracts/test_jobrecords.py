@@ -12,10 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from emulsion_contracts import jobrecords, messaging, natsauth
+from emulsion_contracts.ingestjob import ItemsRef, JobItem
 from emulsion_contracts.jobrecords import (
     FailureDetail,
-    ItemsRef,
-    JobItem,
     JobRecords,
     JobSummaryRecord,
     OutcomeRecord,

@@ -52,7 +52,6 @@ __all__ = [
     "ItemsCorrupt",
     "ItemsDocument",
     "ItemsMissing",
-    "ItemsRef",
     "JobRecords",
     "JobSummaryRecord",
     "OutcomeRecord",
