@@ -10,6 +10,8 @@ CACHE_HOME := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/emulsion
 UV := $(or $(shell command -v uv 2>/dev/null),$(CACHE_HOME)/uv-$(UV_VERSION)/bin/uv)
 STATE_DIR := .emulsion
 PYTEST_ARGS ?=
+# NATS servers of `make up`: 1, or 3 for a cluster with streams and buckets at R3.
+NATS ?= 1
 
 .PHONY: help setup tools up down status test lint fmt clean
 
@@ -27,8 +29,8 @@ setup: $(UV) ## Install the Python workspace (.venv) from uv.lock
 tools: setup ## Build or find etcd, kube-apiserver, kubectl, helm, minio, nats-server
 	$(UV) run --locked python -m emulsion_devstack.binaries ensure
 
-up: tools ## Start the local stack on 127.0.0.1 and write .emulsion/env
-	$(UV) run --locked python -m emulsion_devstack up --state-dir $(STATE_DIR)
+up: tools ## Start the local stack on 127.0.0.1 and write .emulsion/env (NATS=3: a NATS cluster, R3)
+	$(UV) run --locked python -m emulsion_devstack up --state-dir $(STATE_DIR) --nats-servers $(NATS)
 
 down: ## Stop exactly what `make up` started
 	@if [ -x .venv/bin/python ]; then .venv/bin/python -m emulsion_devstack down --state-dir $(STATE_DIR); else echo "nothing was running"; fi
@@ -98,23 +100,27 @@ fmt: setup ## Format and autofix with ruff
 #     second worker their time budgets would be the load's.
 # The node's binaries, packages and images are built (or found in the per-user cache)
 # before any test runs, so no fixture pays a cold build inside its timeout.
-test: lint tools web browser faketime node-tools node-packages images ## Everything CI runs: lint, unit and integration tests on 2 workers, then the fault, browser and real-node suites
+test: lint tools web browser faketime node-tools node-packages images ## Everything CI runs: lint, unit and integration tests on 2 workers, then the fault, browser, scale-out and real-node suites
 	@status=0; \
 	echo "== stage 1: unit and integration tests on 2 workers"; \
-	$(UV) run --locked pytest -n 2 --dist loadfile -m "not (faults or web or cluster)" $(PYTEST_ARGS) || status=1; \
-	echo "== stage 2: the fault, browser and real-node suites, serially"; \
-	$(UV) run --locked pytest -m "faults or web or cluster" $(PYTEST_ARGS) || status=1; \
+	$(UV) run --locked pytest -n 2 --dist loadfile -m "not (faults or web or cluster or scaleout)" $(PYTEST_ARGS) || status=1; \
+	echo "== stage 2: the fault, browser, scale-out and real-node suites, serially"; \
+	$(UV) run --locked pytest -m "faults or web or cluster or scaleout" $(PYTEST_ARGS) || status=1; \
 	exit $$status
 
 test-cluster: setup tools node-tools node-packages images ## The real-node suite (tests/cluster): the chart as pods on containerd + kubelet
 	$(UV) run --locked pytest -m cluster $(PYTEST_ARGS)
 
-.PHONY: unit integration test-cluster
+# Serial, like the faults: RAFT's heartbeats need the machine's time (tests/scaleout).
+test-scaleout: setup tools ## The scale-out suite (tests/scaleout): a NATS cluster of three, servers lost mid-flow
+	$(UV) run --locked pytest -m scaleout $(PYTEST_ARGS)
+
+.PHONY: unit integration test-cluster test-scaleout
 unit: setup ## Pure-logic tests alone, no servers, in seconds (tests the conftest marks `unit`)
 	$(UV) run --locked pytest -m unit $(PYTEST_ARGS)
 
 integration: setup tools web faketime ## Tests on the real stack, without the fault, browser and real-node suites (2 workers)
-	$(UV) run --locked pytest -n 2 --dist loadfile -m "integration and not (faults or web or cluster)" $(PYTEST_ARGS)
+	$(UV) run --locked pytest -n 2 --dist loadfile -m "integration and not (faults or web or cluster or scaleout)" $(PYTEST_ARGS)
 
 .PHONY: node-packages node-tools cluster cluster-down images cluster-install
 # The node's own binaries, built from pinned modules (about 30 min cold on two cores,
