@@ -12,6 +12,9 @@ STATE_DIR := .emulsion
 PYTEST_ARGS ?=
 # NATS servers of `make up`: 1, or 3 for a cluster with streams and buckets at R3.
 NATS ?= 1
+# MinIO of `make up`: one drive, or MINIO_DRIVES=4, four drives erasure coded (EC:2).
+MINIO_DRIVES ?= 1
+MINIO_LAYOUT = $(if $(filter 4,$(MINIO_DRIVES)),drives,single)
 
 .PHONY: help setup tools up down status test lint fmt clean
 
@@ -29,8 +32,8 @@ setup: $(UV) ## Install the Python workspace (.venv) from uv.lock
 tools: setup ## Build or find etcd, kube-apiserver, kubectl, helm, minio, nats-server
 	$(UV) run --locked python -m emulsion_devstack.binaries ensure
 
-up: tools ## Start the local stack on 127.0.0.1 and write .emulsion/env (NATS=3: a NATS cluster, R3)
-	$(UV) run --locked python -m emulsion_devstack up --state-dir $(STATE_DIR) --nats-servers $(NATS)
+up: tools ## Start the local stack on 127.0.0.1 and write .emulsion/env (NATS=3: a NATS cluster, R3; MINIO_DRIVES=4: erasure coded)
+	$(UV) run --locked python -m emulsion_devstack up --state-dir $(STATE_DIR) --nats-servers $(NATS) --minio-layout $(MINIO_LAYOUT)
 
 down: ## Stop exactly what `make up` started
 	@if [ -x .venv/bin/python ]; then .venv/bin/python -m emulsion_devstack down --state-dir $(STATE_DIR); else echo "nothing was running"; fi

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from emulsion_devstack.processes import StackError
 from emulsion_devstack.services import SERVICES
-from emulsion_devstack.stack import LocalStack
+from emulsion_devstack.stack import MINIO_LAYOUTS, LocalStack
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,6 +33,12 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="one NATS server, or a cluster of three with streams and buckets at R3",
     )
+    parser.add_argument(
+        "--minio-layout",
+        choices=MINIO_LAYOUTS,
+        default="single",
+        help="one drive, or four drives erasure coded (EC:2)",
+    )
     args = parser.parse_args(argv)
     services = (
         [name for name in args.services.split(",") if name]
@@ -45,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         services=tuple(services),
         outlive=True,
         nats_servers=args.nats_servers,
+        minio_layout=args.minio_layout,
     )
 
     if args.command == "up":

@@ -63,6 +63,12 @@ START_TIMEOUT = 120.0
 # stream's leader at `<server name>.<monitoring host>`, and tests stop one server by name.
 NATS_CLUSTER_ADDRESSES = ("127.0.0.11", "127.0.0.12", "127.0.0.13")
 NATS_CLUSTER_NAME = "emulsion-local"
+# MinIO's layouts: one drive (no erasure coding), or four drives in one process (erasure
+# coded, EC:2: any two drives may be lost for reads, one for writes). Four processes of
+# one drive each are not possible here: in a container MinIO waits for ever for a
+# distributed endpoint on a loopback address to "resolve to a valid IP".
+MINIO_LAYOUTS = ("single", "drives")
+MINIO_ERASURE_SET = 4
 WORK_SIGNING_KEY_FILE = "work-signing.key"
 
 # Only IngestJob writes are audited: enough to count the controller's status patches
@@ -171,17 +177,22 @@ class LocalStack:
         outlive: bool = False,
         nats_tls: bool = True,
         nats_servers: int = 1,
+        minio_layout: str = "single",
     ) -> None:
         """`outlive`: once up, the stack outlives this process (`make up`); until then,
         and always otherwise, Ctrl-C, SIGTERM, SIGHUP or the process's exit stop it.
         `nats_tls=False`: NATS still requires each identity's password, but over plain
         TCP, for the fault suite, whose proxies read and hold NATS protocol lines.
         `nats_servers=3`: a NATS cluster (NATS_CLUSTER_ADDRESSES), streams and buckets
-        at R3; each server a process of its own, `nats-server-1` to `nats-server-3`."""
+        at R3; each server a process of its own, `nats-server-1` to `nats-server-3`.
+        `minio_layout`: see MINIO_LAYOUTS (the drives: `minio_drive`)."""
         if nats_servers not in (1, len(NATS_CLUSTER_ADDRESSES)):
             raise StackError(f"NATS runs as 1 or {len(NATS_CLUSTER_ADDRESSES)} servers")
+        if minio_layout not in MINIO_LAYOUTS:
+            raise StackError(f"MinIO's layout is one of {', '.join(MINIO_LAYOUTS)}")
         self.nats_tls = nats_tls
         self.nats_servers = nats_servers
+        self.minio_layout = minio_layout
         self.state_dir = state_dir.resolve()
         self.outlive = outlive
         self.bucket = bucket
@@ -377,7 +388,7 @@ class LocalStack:
             monitor = nats_monitor_of(record.name, endpoints.nats_monitor_url)
             return lambda: _nats_ready(monitor)
         if record.name == "minio":
-            return lambda: _http_ok(f"{endpoints.s3_endpoint_url}/minio/health/ready")
+            return lambda: _http_ok(f"{endpoints.s3_endpoint_url}{_minio_health(record)}")
         port = record.env.get("EMULSION_HTTP_PORT")
         if record.name not in SERVICES or port is None:
             raise StackError(f"no readiness check is known for {record.name}")
@@ -556,35 +567,44 @@ class LocalStack:
         data_dir: Path,
         started: Callable[[ProcessRecord], ProcessRecord],
     ) -> tuple[str, str, str]:
-        port, console = free_port(), free_port()
         access_key = f"emulsion-{secrets.token_hex(4)}"
         secret_key = secrets.token_urlsafe(24)
+        environment = {
+            "MINIO_ROOT_USER": access_key,
+            "MINIO_ROOT_PASSWORD": secret_key,
+            "MINIO_UPDATE": "off",
+            "MINIO_BROWSER": "off",
+            "MINIO_API_CORS_ALLOW_ORIGIN": ",".join(PAGE_ORIGINS),
+        }
+        if self.minio_layout != "single":
+            # Erasure-coded MinIO refuses drives on the root disk ("drive not found, will
+            # be retried", for ever); the stack's drives are folders of one temp dir.
+            environment["MINIO_CI_CD"] = "on"
+        drives = [str(data_dir / "minio")]
+        if self.minio_layout == "drives":
+            drives = [str(minio_drive(data_dir, n)) for n in range(1, MINIO_ERASURE_SET + 1)]
+        port = free_port()
         record = started(
             spawn(
                 "minio",
                 [
                     str(binary),
                     "server",
-                    str(data_dir / "minio"),
+                    *drives,
                     "--address",
                     f"127.0.0.1:{port}",
                     "--console-address",
-                    f"127.0.0.1:{console}",
+                    f"127.0.0.1:{free_port()}",
                     "--quiet",
                 ],
                 data_dir / "logs" / "minio.log",
-                env={
-                    "MINIO_ROOT_USER": access_key,
-                    "MINIO_ROOT_PASSWORD": secret_key,
-                    "MINIO_UPDATE": "off",
-                    "MINIO_BROWSER": "off",
-                    "MINIO_API_CORS_ALLOW_ORIGIN": ",".join(PAGE_ORIGINS),
-                },
+                env=environment,
             )
         )
         url = f"http://127.0.0.1:{port}"
-        wait_until(record, lambda: _http_ok(f"{url}/minio/health/ready"), START_TIMEOUT)
-        self.say(f"  minio           {url}")
+        wait_until(record, lambda: _http_ok(f"{url}{_minio_health(record)}"), START_TIMEOUT)
+        layout = "one drive" if len(drives) == 1 else f"{len(drives)} drives, erasure coded"
+        self.say(f"  minio           {url} ({layout})")
         return url, access_key, secret_key
 
     def start_service(
@@ -778,6 +798,19 @@ def apply_crds(kubeconfig: str, timeout: float = 60.0) -> list[str]:
             time.sleep(0.1)
         applied.append(name)
     return applied
+
+
+def minio_drive(data_dir: Path, number: int) -> Path:
+    """Drive `number` (from 1) of an erasure-coded MinIO."""
+    return data_dir / f"minio-drive-{number}"
+
+
+def _minio_health(record: ProcessRecord) -> str:
+    """Ready to serve: one drive answers `ready` once up; an erasure-coded MinIO only
+    once its drives are formatted and in write quorum (`ready` comes before that, and a
+    first request then gets XMinioServerNotInitialized)."""
+    drives = [arg for arg in record.argv if "/minio-drive-" in arg]
+    return "/minio/health/cluster" if drives else "/minio/health/ready"
 
 
 def nats_monitor_of(record: str, first: str) -> str:
