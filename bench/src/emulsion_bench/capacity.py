@@ -212,9 +212,7 @@ def job_figures(path: Path, items: int) -> JobFigures:
             "measured",
             f"{name} {where}.apiserver.event_writes",
         ),
-        stored_bytes=Cited(
-            case["stored_bytes"], "B", "measured", f"{name} {where}.stored_bytes"
-        ),
+        stored_bytes=Cited(case["stored_bytes"], "B", "measured", f"{name} {where}.stored_bytes"),
         status_writes=Cited(
             writes.get("patch status", 0),
             "writes",
@@ -276,7 +274,9 @@ def load(results: Path = RESULTS, assumptions: Assumptions | None = None) -> Inp
     before_path = _latest(results, "*-controlplane-before.json")
     janitor_path = _latest(results, "*-janitor.json")
     if before_path is None or janitor_path is None:
-        raise FileNotFoundError(f"bench-controlplane (before) and bench-janitor results in {results}")
+        raise FileNotFoundError(
+            f"bench-controlplane (before) and bench-janitor results in {results}"
+        )
     after_path = _latest(results, "*-controlplane-after.json")
     before = job_figures(before_path, items)
     before_raw = _case(json.loads(before_path.read_text()), 2000)
@@ -301,7 +301,10 @@ def load(results: Path = RESULTS, assumptions: Assumptions | None = None) -> Inp
             size["hour"]["s3_requests"], "requests/h", "measured", f"{jname}.hour.s3_requests"
         ),
         "writes_per_hour": Cited(
-            janitor["writes_per_hour"], "writes/h", "measured", f"{janitor_path.name} writes_per_hour"
+            janitor["writes_per_hour"],
+            "writes/h",
+            "measured",
+            f"{janitor_path.name} writes_per_hour",
         ),
         "staging_listed": Cited(
             size["hour"]["staging_listed"], "keys", "measured", f"{jname}.hour.staging_listed"
@@ -326,7 +329,8 @@ def load(results: Path = RESULTS, assumptions: Assumptions | None = None) -> Inp
         size["full_pass"]["default_pace_keys_per_second"],
         "keys/s",
         "default",
-        f"{jname}.full_pass.default_pace_keys_per_second (EMULSION_JANITOR_FULL_PASS_KEYS_PER_SECOND)",
+        f"{jname}.full_pass.default_pace_keys_per_second"
+        " (EMULSION_JANITOR_FULL_PASS_KEYS_PER_SECOND)",
     )
 
     from emulsion_janitor.settings import JanitorSettings
@@ -344,7 +348,8 @@ def load(results: Path = RESULTS, assumptions: Assumptions | None = None) -> Inp
             1 + 1 + styles + 1,
             "requests",
             "counted",
-            f"the upload (a presigned POST, clients), the claim (uploads.claim), {styles} derivatives"
+            "the upload (a presigned POST, clients), the claim (uploads.claim),"
+            f" {styles} derivatives"
             f" (DEFAULT_PROFILE.styles, {worker} _upload) and the manifest (store.commit_manifest)",
         ),
         "COPY": Cited(1, "requests", "counted", f"the original out of staging ({worker} _upload)"),
@@ -428,7 +433,8 @@ def load(results: Path = RESULTS, assumptions: Assumptions | None = None) -> Inp
         "outcomes CAS": replace(
             after.status_writes,
             unit="ops",
-            source=f"one KV compare-and-set per status write (decision 2), {after.status_writes.source}",
+            source="one KV compare-and-set per status write (decision 2), "
+            + after.status_writes.source,
         ),
         "summary": Cited(1, "ops", "counted", "the JobSummaryRecord at the end (decision 2)"),
     }
@@ -467,7 +473,8 @@ def load(results: Path = RESULTS, assumptions: Assumptions | None = None) -> Inp
             1 + styles + 1,
             "keys",
             "counted",
-            f"the original, {styles} derivatives and the manifest (docs/architecture.md key layout)",
+            f"the original, {styles} derivatives and the manifest"
+            " (docs/architecture.md key layout)",
         ),
         staging_keys_per_photo=Cited(
             1,
@@ -476,7 +483,10 @@ def load(results: Path = RESULTS, assumptions: Assumptions | None = None) -> Inp
             "the .claim marker, kept the upload TTL (the upload itself goes after the GC grace)",
         ),
         upload_ttl=Cited(
-            float(janitor_defaults["upload_ttl"].default), "s", "default", "EMULSION_UPLOAD_TTL_SECONDS"
+            float(janitor_defaults["upload_ttl"].default),
+            "s",
+            "default",
+            "EMULSION_UPLOAD_TTL_SECONDS",
         ),
         job_ttl=Cited(
             float(values["jobs"]["ttlSecondsAfterFinished"]),
@@ -500,7 +510,8 @@ def load(results: Path = RESULTS, assumptions: Assumptions | None = None) -> Inp
             processor["autoscaling"]["targetCPUUtilizationPercentage"] / 100,
             "",
             "default",
-            "charts/emulsion/values.yaml components.processor.autoscaling.targetCPUUtilizationPercentage",
+            "charts/emulsion/values.yaml"
+            " components.processor.autoscaling.targetCPUUtilizationPercentage",
         ),
         processor_max_replicas=Cited(
             processor["autoscaling"]["maxReplicas"],
@@ -598,9 +609,7 @@ def etcd_held_per_photo_day(inputs: Inputs, design: Design, assumptions: Assumpt
     )
 
 
-def model(
-    photos_per_day: float, inputs: Inputs, design: Design, assumptions: Assumptions
-) -> Row:
+def model(photos_per_day: float, inputs: Inputs, design: Design, assumptions: Assumptions) -> Row:
     items = float(assumptions.items_per_job)
     peak_factor = float(assumptions.peak_to_mean)
     mean = photos_per_day / DAY
@@ -613,9 +622,9 @@ def model(
     pods = math.ceil(cores["processor"] / pod_cores) if photos_per_day > 0 else 0
     s3 = {cls: peak * n for cls, n in s3_per_photo_total(inputs, items).items()}
     alive = peak_jobs * float(inputs.job_ttl)
-    staging_keys = photos_per_day * float(inputs.staging_keys_per_photo) * float(
-        inputs.upload_ttl
-    ) / DAY
+    staging_keys = (
+        photos_per_day * float(inputs.staging_keys_per_photo) * float(inputs.upload_ttl) / DAY
+    )
     records = 0.0
     if design == "after":
         retention = float(inputs.records_retention) / DAY
@@ -692,8 +701,11 @@ def limits(inputs: Inputs, assumptions: Assumptions) -> list[Limit]:
         Limit(
             f"items in flight reach the processors' max_ack_pending"
             f" ({int(inputs.processor_max_ack_pending)})",
-            same(float(inputs.processor_max_ack_pending) / float(assumptions.item_seconds)
-                 / peak_per_day),
+            same(
+                float(inputs.processor_max_ack_pending)
+                / float(assumptions.item_seconds)
+                / peak_per_day
+            ),
             "raise `max_ack_pending` of the `processors` durable (emulsion_contracts.messaging);"
             " past it more pods only wait",
         ),
@@ -711,7 +723,10 @@ def limits(inputs: Inputs, assumptions: Assumptions) -> list[Limit]:
         ),
         Limit(
             "etcd holds its 2 GiB quota (jobs alive + revisions until compaction)",
-            {d: ETCD_QUOTA_BYTES / etcd_held_per_photo_day(inputs, d, assumptions) for d in DESIGNS},
+            {
+                d: ETCD_QUOTA_BYTES / etcd_held_per_photo_day(inputs, d, assumptions)
+                for d in DESIGNS
+            },
             "a shorter TTL; `--quota-backend-bytes` up to 8 GiB; a dedicated etcd for events",
         ),
         Limit(
@@ -764,7 +779,9 @@ def table(inputs: Inputs, assumptions: Assumptions) -> str:
     line("controller cores (peak)", lambda r: f"{r.cores['controller']:.2f}")
     line(
         "API / apiserver / etcd / NATS cores (peak)",
-        lambda r: " / ".join(f"{r.cores[n]:.1f}" for n in ("api", "kube-apiserver", "etcd", "nats")),
+        lambda r: " / ".join(
+            f"{r.cores[n]:.1f}" for n in ("api", "kube-apiserver", "etcd", "nats")
+        ),
     )
     line("items in flight (peak)", lambda r: f"{r.in_flight:,.0f}")
     line("NATS operations/s (peak)", lambda r: _si(r.nats_ops_per_second))
@@ -775,7 +792,10 @@ def table(inputs: Inputs, assumptions: Assumptions) -> str:
     line("IngestJobs alive (peak, TTL)", lambda r: f"{r.jobs_alive:,.0f}")
     line("namespaces for 600 jobs each", lambda r: f"{r.namespaces_for_target:,}")
     line("etcd bytes held (peak, TTL + compaction)", lambda r: _bytes(r.etcd_held))
-    line("JetStream records held (retention)", lambda r: _bytes(r.records_held) if r.records_held else "—")
+    line(
+        "JetStream records held (retention)",
+        lambda r: _bytes(r.records_held) if r.records_held else "—",
+    )
     line("janitor CPU s/hour", lambda r: f"{r.janitor_cpu_per_hour:,.0f}")
     line("hourly staging sweep, s", lambda r: f"{r.sweep_seconds:,.0f}")
     line("full pass after a year, days", lambda r: f"{r.full_pass_days_after_a_year:,.0f}")
@@ -790,7 +810,9 @@ def breaks(inputs: Inputs, assumptions: Assumptions) -> str:
     for number, limit in enumerate(limits(inputs, assumptions), 1):
         before, after = limit.photos_per_day["before"], limit.photos_per_day["after"]
         reached = (
-            _volume(before) if math.isclose(before, after) else f"{_volume(before)} / {_volume(after)}"
+            _volume(before)
+            if math.isclose(before, after)
+            else f"{_volume(before)} / {_volume(after)}"
         )
         lines.append(f"| {number} | {limit.what} | {reached} | {limit.action} |")
     return "\n".join(lines)
@@ -806,8 +828,8 @@ def janitor_table(inputs: Inputs) -> str:
             f" {float(hour['staging_listed']):,.0f} |",
             f"| CPU s | {float(hour['cpu_seconds']):.2f} |",
             f"| S3 requests | {float(hour['s3_requests']):,.0f} |",
-            f"| full pass, listing rate (slower size) | {float(inputs.janitor_keys_per_second):,.0f}"
-            " keys/s |",
+            "| full pass, listing rate (slower size) |"
+            f" {float(inputs.janitor_keys_per_second):,.0f} keys/s |",
         ]
     )
 
@@ -856,9 +878,7 @@ def inputs_table(inputs: Inputs, assumptions: Assumptions) -> str:
 
 def section(inputs: Inputs, assumptions: Assumptions) -> str:
     if inputs.after_measured:
-        status = (
-            "The *after* columns are **measured** (`make bench-controlplane --label after`)."
-        )
+        status = "The *after* columns are **measured** (`make bench-controlplane --label after`)."
     else:
         status = (
             "**The *after* columns are pending**: no `bench/results/*-controlplane-after.json`"
@@ -866,10 +886,11 @@ def section(inputs: Inputs, assumptions: Assumptions) -> str:
             " 4 KB bound). `make capacity` switches to the measured file once the lead has run"
             " `make bench-controlplane BENCH_CONTROLPLANE_ARGS='--label after'`."
         )
+    files = ", ".join(f"`bench/results/{name}`" for name in inputs.files)
     return "\n\n".join(
         [
-            f"Computed by `make capacity` (`emulsion_bench.capacity`) from {', '.join(f'`bench/results/{f}`' for f in inputs.files)},"
-            f" {int(float(assumptions.items_per_job))} items per job. {status}",
+            f"Computed by `make capacity` (`emulsion_bench.capacity`) from {files},"
+            f" {int(assumptions.items_per_job)} items per job. {status}",
             "### The table",
             table(inputs, assumptions),
             "### Where it breaks first",
