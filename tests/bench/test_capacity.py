@@ -143,6 +143,9 @@ def test_more_photos_never_need_less(a: float, b: float) -> None:
         smaller = figures(model(low, INPUTS, design, ASSUMPTIONS))
         larger = figures(model(high, INPUTS, design, ASSUMPTIONS))
         for name, value in smaller.items():
+            if name == "days_to_quota_without_ttl":
+                assert larger[name] <= value  # sooner, the more photos
+                continue
             assert larger[name] >= value, (design, name, low, high)
 
 
@@ -154,6 +157,9 @@ def test_rates_and_bytes_scale_with_the_volume(volume: float, factor: int) -> No
         for name, value in one.items():
             if name in ("processor_pods", "namespaces_for_target"):
                 continue  # whole pods and namespaces: rounded up
+            if name == "days_to_quota_without_ttl":
+                assert many[name] == pytest.approx(value / factor, rel=1e-9)
+                continue
             assert many[name] == pytest.approx(value * factor, rel=1e-9), name
 
 
@@ -206,6 +212,11 @@ def test_each_limit_is_reached_at_the_volume_it_lists() -> None:
     assert at("IngestJobs alive").jobs_alive == pytest.approx(capacity.K8S_OBJECTS_PER_CLUSTER)
     assert at("in flight").in_flight == pytest.approx(float(INPUTS.processor_max_ack_pending))
     assert at("controller").cores["controller"] == pytest.approx(1.0)
+    assert at("janitor (one process)").janitor_cpu_per_hour == pytest.approx(capacity.HOUR)
+    capped = at("deletion cap")
+    # At the mean rate, an hour's promoted uploads are the cap's worth.
+    hourly = capped.photos_per_day / 24 * capacity.JANITOR_S3["DELETE"]
+    assert hourly == pytest.approx(float(INPUTS.deletion_cap) * float(INPUTS.janitor_replicas))
     for design in DESIGNS:
         assert at("etcd", design).etcd_held == pytest.approx(capacity.ETCD_QUOTA_BYTES)
     row = at("per prefix")

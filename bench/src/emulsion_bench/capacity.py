@@ -88,6 +88,31 @@ AFTER_OBJECT_BOUND_BYTES: Final = 4_096.0
 OBJECT_CHUNK_BYTES: Final = 128 * 1024
 
 
+# A new photo's requests by part, as the code makes them (a new asset, the default
+# profile, nothing stripped, succeeding). The processor's and the janitor's are checked
+# on the real stack (tests/services/{processor,janitor}/test_capacity_counts.py).
+def processor_s3(styles: int) -> dict[str, int]:
+    """The manifest read that decides (a 404 for a new asset) and the download; the claim,
+    one PUT per style and the manifest; the original's server-side copy."""
+    return {"GET": 2, "PUT": 1 + styles + 1, "COPY": 1}
+
+
+# The ItemResult and the promoted upload's GC request; the EMULSION_CANCELLED read before
+# the commit; the work message's ack.
+PROCESSOR_NATS: Final = {"publish": 2, "kv": 1, "ack": 1}
+# The promoted upload's GC request: a stat of the upload, one DeleteObjects.
+JANITOR_S3: Final = {"HEAD": 1, "DELETE": 1}
+# Its lease check (KvLeases.held): the lease stream's subjects for the upload, a get of
+# the job's released lease (a delete marker) and one of the legacy key.
+JANITOR_NATS: Final = {"stream info": 1, "kv": 2}
+# The sweep's DeleteObjects batch (emulsion_janitor.store.MAX_BATCH).
+SWEEP_BATCH: Final = 1000
+# The upload itself (a presigned POST is a PUT-class request).
+CLIENT_S3: Final = {"PUT": 1}
+# The work message; the upload's lease put and delete; the result's ack.
+CONTROLLER_NATS: Final = {"publish": 1, "kv": 2, "ack": 1}
+
+
 @dataclass(frozen=True)
 class Assumptions:
     """What no bench measures; each stated in the document with its reason."""
@@ -147,6 +172,9 @@ class Inputs:
     failure_record_bytes: Cited
     janitor_hour: Mapping[str, Cited]
     janitor_keys_per_second: Cited
+    staging_keys_per_second: Cited
+    deletion_cap: Cited
+    janitor_replicas: Cited
     full_pass_pace: Cited
     full_pass_interval: Cited
     keys_per_photo: Cited
@@ -325,6 +353,13 @@ def load(results: Path = RESULTS, assumptions: Assumptions | None = None) -> Inp
         "measured",
         f"{janitor_path.name} sizes[{slowest_size}].full_pass.keys_per_second (the slower size)",
     )
+    staging_rate = Cited(
+        round(size["hour"]["staging_listed"] / size["hour"]["wall_seconds"]),
+        "keys/s",
+        "measured",
+        f"{jname}.hour.staging_listed / .hour.wall_seconds (a lower bound: that hour also"
+        " carried out its GC requests)",
+    )
     pace = Cited(
         size["full_pass"]["default_pace_keys_per_second"],
         "keys/s",
@@ -342,37 +377,33 @@ def load(results: Path = RESULTS, assumptions: Assumptions | None = None) -> Inp
     work = next(c for c in messaging.CONSUMERS if c.durable == messaging.PROCESSORS)
     styles = len(DEFAULT_PROFILE.styles)
 
-    worker = "services/processor/src/emulsion_processor/worker.py"
+    checked = "checked by tests/services/{}/test_capacity_counts.py"
+    s3_parts = (CLIENT_S3, processor_s3(styles), JANITOR_S3)
+    s3_why = {
+        "PUT": f"the upload (a presigned POST); the claim, {styles} derivatives"
+        " (DEFAULT_PROFILE) and the manifest (processor)",
+        "COPY": "the original out of staging (processor)",
+        "GET": "the manifest read that decides (a 404 for a new photo) and the download"
+        " (processor)",
+        "DELETE": "the promoted upload's GC request: one DeleteObjects (janitor)",
+        "HEAD": "the janitor's stat of the promoted upload before deleting it",
+        "LIST": "per job and per sweep instead (below)",
+    }
     s3_per_photo = {
-        "PUT": Cited(
-            1 + 1 + styles + 1,
+        cls: Cited(
+            sum(part.get(cls, 0) for part in s3_parts),
             "requests",
             "counted",
-            "the upload (a presigned POST, clients), the claim (uploads.claim),"
-            f" {styles} derivatives"
-            f" (DEFAULT_PROFILE.styles, {worker} _upload) and the manifest (store.commit_manifest)",
-        ),
-        "COPY": Cited(1, "requests", "counted", f"the original out of staging ({worker} _upload)"),
-        "GET": Cited(
-            2,
-            "requests",
-            "counted",
-            "the manifest read that decides (store.read_manifest; a 404 for a new photo) and"
-            " the original's download (store.download)",
-        ),
-        "DELETE": Cited(
-            1,
-            "requests",
-            "counted",
-            "the promoted upload's GC request, one DeleteObjects (janitor consumer, one key)",
-        ),
-        "HEAD": Cited(
-            1,
-            "requests",
-            "counted",
-            "the janitor's stat of the promoted upload before deleting it (consumer._stat_all)",
-        ),
-        "LIST": Cited(0, "requests", "counted", "per job and per sweep instead (below)"),
+            s3_why[cls]
+            + (
+                f"; {checked.format('processor')}"
+                if cls in processor_s3(styles)
+                else f"; {checked.format('janitor')}"
+                if cls in JANITOR_S3
+                else ""
+            ),
+        )
+        for cls in S3_CLASSES
     }
     s3_per_job = {
         "LIST": Cited(
@@ -385,32 +416,35 @@ def load(results: Path = RESULTS, assumptions: Assumptions | None = None) -> Inp
     }
     nats_per_photo = {
         "publish": Cited(
-            3,
+            CONTROLLER_NATS["publish"] + PROCESSOR_NATS["publish"],
             "ops",
             "counted",
-            "the work message (controller dispatch), the ItemResult and the promoted GC"
-            f" request ({worker} _publish, _gc)",
+            "the work message (controller); the ItemResult and the promoted GC request"
+            f" (processor, {checked.format('processor')})",
         ),
         "deliver": Cited(
             4,
             "ops",
             "counted",
             "work to a processor, the result to the controller, the GC request to the janitor"
-            " twice (first before its grace has passed, then due)",
+            " twice (first before its grace has passed: a nak with the time left)",
         ),
         "ack": Cited(
-            4,
+            CONTROLLER_NATS["ack"] + PROCESSOR_NATS["ack"] + 2,
             "ops",
             "counted",
-            "ack_sync of the work, the controller's ack of the result, the janitor's nak until"
-            " due and its ack",
+            f"the work's ack_sync (processor, {checked.format('processor')}), the result's"
+            " ack (controller), the janitor's nak until due and its ack",
         ),
         "kv": Cited(
-            4,
+            CONTROLLER_NATS["kv"] + PROCESSOR_NATS["kv"] + 2 * sum(JANITOR_NATS.values()),
             "ops",
             "counted",
-            "the upload's lease put and delete (controller bus.lease/release), the processor's"
-            " EMULSION_CANCELLED get, the janitor's lease get",
+            "the upload's lease put and delete (controller bus.lease/release); the"
+            f" EMULSION_CANCELLED get before the commit ({checked.format('processor')}); the"
+            " janitor's lease check: the lease stream's info for the upload, a get of the"
+            f" released lease and of the legacy key ({checked.format('janitor')}), and the"
+            " same check again when the hourly sweep deletes the upload's claim marker",
         ),
     }
     nats_per_job = {
@@ -462,6 +496,20 @@ def load(results: Path = RESULTS, assumptions: Assumptions | None = None) -> Inp
         ),
         janitor_hour=hour,
         janitor_keys_per_second=keys_per_second,
+        staging_keys_per_second=staging_rate,
+        deletion_cap=Cited(
+            float(janitor_defaults["max_deletions_per_sweep"].default),
+            "keys/h",
+            "default",
+            "EMULSION_JANITOR_MAX_DELETIONS_PER_SWEEP, per sweep and per sweep interval (an"
+            " hour) on the fast path, per janitor",
+        ),
+        janitor_replicas=Cited(
+            values["components"]["janitor"]["replicas"],
+            "pods",
+            "default",
+            "charts/emulsion/values.yaml components.janitor.replicas",
+        ),
         full_pass_pace=pace,
         full_pass_interval=Cited(
             float(values["janitor"]["fullPassSeconds"]),
@@ -560,9 +608,12 @@ class Row:
     jobs_alive: float
     namespaces_for_target: int
     etcd_held: float
+    # Without a TTL (the default before issue 22): every finished job stays.
+    days_to_quota_without_ttl: float
     records_held: float
     in_flight: float
     sweep_seconds: float
+    gc_deletions_per_hour: float
     janitor_cpu_per_hour: float
     full_pass_days_after_a_year: float
 
@@ -584,6 +635,8 @@ def s3_per_photo_total(inputs: Inputs, items_per_job: float) -> dict[str, float]
         / keys_per_list
     )
     per["LIST"] += lists_per_photo_day
+    # The sweep deletes each claim marker once, a DeleteObjects per batch.
+    per["DELETE"] += float(inputs.staging_keys_per_photo) / SWEEP_BATCH
     return per
 
 
@@ -653,9 +706,11 @@ def model(photos_per_day: float, inputs: Inputs, design: Design, assumptions: As
         jobs_alive=alive,
         namespaces_for_target=max(1, math.ceil(alive / K8S_OBJECTS_PER_NAMESPACE)),
         etcd_held=photos_per_day * etcd_held_per_photo_day(inputs, design, assumptions),
+        days_to_quota_without_ttl=ETCD_QUOTA_BYTES / (jobs_per_day * float(job.stored_bytes)),
         records_held=records,
         in_flight=peak * float(assumptions.item_seconds),
-        sweep_seconds=staging_keys / float(inputs.janitor_keys_per_second),
+        sweep_seconds=staging_keys / float(inputs.staging_keys_per_second),
+        gc_deletions_per_hour=peak * HOUR * JANITOR_S3["DELETE"],
         janitor_cpu_per_hour=float(hour["cpu_seconds"]) * janitor_scale,
         full_pass_days_after_a_year=stored_after_a_year / float(inputs.full_pass_pace) / DAY,
     )
@@ -678,7 +733,8 @@ def limits(inputs: Inputs, assumptions: Assumptions) -> list[Limit]:
     peak_per_day = float(assumptions.peak_to_mean) / DAY  # peak photos/s per photo/day
     processor_s = float(inputs.cpu_ms["processor"]) / 1000
     pod_cores = float(inputs.processor_cpu_request) * float(inputs.processor_target_utilisation)
-    put_class = sum(float(inputs.s3_per_photo[c]) for c in ("PUT", "COPY", "DELETE"))
+    per_photo = s3_per_photo_total(inputs, items)
+    put_class = sum(per_photo[c] for c in ("PUT", "COPY", "DELETE"))
     staging_per_photo_day = float(inputs.staging_keys_per_photo) * float(inputs.upload_ttl) / DAY
 
     def same(value: float) -> dict[Design, float]:
@@ -711,9 +767,34 @@ def limits(inputs: Inputs, assumptions: Assumptions) -> list[Limit]:
         ),
         Limit(
             "the hourly sweep of staging/ no longer fits its hour",
-            same(HOUR * float(inputs.janitor_keys_per_second) / staging_per_photo_day),
+            same(HOUR * float(inputs.staging_keys_per_second) / staging_per_photo_day),
             "shorten `EMULSION_UPLOAD_TTL_SECONDS` (claim markers stay that long; it must exceed"
             " the upload forms' 15 min), or lengthen `EMULSION_JANITOR_SWEEP_SECONDS`",
+        ),
+        Limit(
+            f"the janitor's deletion cap ({float(inputs.deletion_cap):,.0f} keys an hour):"
+            " promoted uploads' GC requests wait, and at the mean rate never catch up",
+            same(
+                float(inputs.deletion_cap)
+                * float(inputs.janitor_replicas)
+                * DAY
+                / HOUR
+                / JANITOR_S3["DELETE"]
+            ),
+            "raise `EMULSION_JANITOR_MAX_DELETIONS_PER_SWEEP` (janitor.env) to a few times the"
+            " peak hour's deletions: it is a brake against a bug emptying the bucket, not a"
+            " rate; a second janitor shares the fast path (and has a cap of its own)",
+        ),
+        Limit(
+            "the janitor (one process) needs a whole core",
+            same(
+                HOUR
+                / float(inputs.janitor_hour["cpu_seconds"])
+                * float(inputs.janitor_hour["writes_per_hour"])
+                * 24
+            ),
+            "a second replica shares the GC requests, but each replica sweeps on its own"
+            " (the sweep is not split between replicas: not built)",
         ),
         Limit(
             f"IngestJobs alive pass Kubernetes' {int(K8S_OBJECTS_PER_CLUSTER):,} per cluster",
@@ -792,11 +873,13 @@ def table(inputs: Inputs, assumptions: Assumptions) -> str:
     line("IngestJobs alive (peak, TTL)", lambda r: f"{r.jobs_alive:,.0f}")
     line("namespaces for 600 jobs each", lambda r: f"{r.namespaces_for_target:,}")
     line("etcd bytes held (peak, TTL + compaction)", lambda r: _bytes(r.etcd_held))
+    line("without a TTL: days to etcd's quota", lambda r: f"{r.days_to_quota_without_ttl:,.1f}")
     line(
         "JetStream records held (retention)",
         lambda r: _bytes(r.records_held) if r.records_held else "—",
     )
     line("janitor CPU s/hour", lambda r: f"{r.janitor_cpu_per_hour:,.0f}")
+    line("GC deletions/hour (peak)", lambda r: _si(r.gc_deletions_per_hour))
     line("hourly staging sweep, s", lambda r: f"{r.sweep_seconds:,.0f}")
     line("full pass after a year, days", lambda r: f"{r.full_pass_days_after_a_year:,.0f}")
     return "\n".join(lines)
@@ -851,7 +934,10 @@ def inputs_table(inputs: Inputs, assumptions: Assumptions) -> str:
         ("item list, bytes per item", inputs.item_spec_bytes),
         ("FailureDetail record", inputs.failure_record_bytes),
         *((f"janitor hour: {k.replace('_', ' ')}", v) for k, v in inputs.janitor_hour.items()),
-        ("janitor listing rate", inputs.janitor_keys_per_second),
+        ("janitor listing rate, full pass", inputs.janitor_keys_per_second),
+        ("janitor listing rate, staging sweep", inputs.staging_keys_per_second),
+        ("janitor deletion cap", inputs.deletion_cap),
+        ("janitor replicas", inputs.janitor_replicas),
         ("full pass pace", inputs.full_pass_pace),
         ("full pass interval", inputs.full_pass_interval),
         ("stored keys per photo", inputs.keys_per_photo),
