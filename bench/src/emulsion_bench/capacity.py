@@ -24,13 +24,14 @@ import math
 import re
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final, Literal
 
 import yaml
 
 from emulsion_cli.ingest import PRESIGN_BATCH
+from emulsion_janitor.store import MAX_BATCH
 
 RESULTS: Final = Path(__file__).resolve().parents[2] / "results"
 REPO_ROOT: Final = Path(__file__).resolve().parents[3]
@@ -67,11 +68,10 @@ class Cited:
 # S3 request classes as the table shows them (a POST upload and DeleteObjects are
 # requests of their own, counted with the class whose limits and prices they share).
 S3_CLASSES: Final = ("PUT", "COPY", "GET", "LIST", "DELETE", "HEAD")
-# Amazon S3's documented per-prefix rates (Best practices design patterns: optimizing
-# Amazon S3 performance): 3,500 PUT/COPY/POST/DELETE and 5,500 GET/HEAD per second
-# per partitioned prefix.
+# Amazon S3's documented per-prefix rate (Best practices design patterns: optimizing
+# Amazon S3 performance): 3,500 PUT/COPY/POST/DELETE per second per partitioned prefix
+# (and 5,500 GET/HEAD, which a photo's three reads never reach first).
 S3_WRITE_PER_PREFIX: Final = 3_500.0
-S3_READ_PER_PREFIX: Final = 5_500.0
 # Kubernetes' scale targets for custom resources (the CRD GA KEP's SLIs): objects of
 # 10-25 KB, about 600 per namespace and 4,000 in the cluster.
 K8S_OBJECTS_PER_NAMESPACE: Final = 600.0
@@ -105,8 +105,8 @@ JANITOR_S3: Final = {"HEAD": 1, "DELETE": 1}
 # Its lease check (KvLeases.held): the lease stream's subjects for the upload, a get of
 # the job's released lease (a delete marker) and one of the legacy key.
 JANITOR_NATS: Final = {"stream info": 1, "kv": 2}
-# The sweep's DeleteObjects batch (emulsion_janitor.store.MAX_BATCH).
-SWEEP_BATCH: Final = 1000
+# The sweep deletes in batches of this many keys, one DeleteObjects each.
+SWEEP_BATCH: Final = MAX_BATCH
 # The upload itself (a presigned POST is a PUT-class request).
 CLIENT_S3: Final = {"PUT": 1}
 # The work message; the upload's lease put and delete; the result's ack.
@@ -121,8 +121,8 @@ class Assumptions:
         PRESIGN_BATCH,
         "items",
         "default",
-        "clients/cli/src/emulsion_cli/ingest.py PRESIGN_BATCH (the CLI's and the uploader's"
-        " batch: one POST /v1/ingests, one IngestJob, per batch)",
+        "clients/cli/src/emulsion_cli/ingest.py PRESIGN_BATCH (the CLI's batch:"
+        " one POST /v1/ingests, one IngestJob, per batch)",
     )
     peak_to_mean: Cited = Cited(
         3.0,
@@ -250,7 +250,7 @@ def job_figures(path: Path, items: int) -> JobFigures:
     )
 
 
-def estimated_after(before: JobFigures, spec_bytes: Cited) -> JobFigures:
+def estimated_after(before: JobFigures) -> JobFigures:
     """The after design, until its bench is run: the same writes (the write interval is
     unchanged, and it sets how many), each storing at most the 4 KB bound instead of
     the whole spec and status."""
@@ -315,7 +315,7 @@ def load(results: Path = RESULTS, assumptions: Assumptions | None = None) -> Inp
         f"{before_path.name} cases[items=2000, succeeded].apiserver.ingestjob_body_bytes"
         ".create / 2,000 (the spec is the item list; short bench names)",
     )
-    after = job_figures(after_path, items) if after_path else estimated_after(before, spec_bytes)
+    after = job_figures(after_path, items) if after_path else estimated_after(before)
 
     janitor = json.loads(janitor_path.read_text())
     largest = max(janitor["sizes"], key=int)
@@ -723,7 +723,6 @@ class Limit:
     what: str
     photos_per_day: dict[Design, float]
     action: str
-    inputs: tuple[str, ...] = field(default=())
 
 
 def limits(inputs: Inputs, assumptions: Assumptions) -> list[Limit]:
