@@ -170,6 +170,7 @@ class Inputs:
     after_measured: bool
     item_spec_bytes: Cited
     failure_record_bytes: Cited
+    records_per_job_bytes: Cited
     janitor_hour: Mapping[str, Cited]
     janitor_keys_per_second: Cited
     staging_keys_per_second: Cited
@@ -494,6 +495,12 @@ def load(results: Path = RESULTS, assumptions: Assumptions | None = None) -> Inp
             "estimate",
             "a FailureDetail: uid, index, asset and reason, a message of a few hundred bytes",
         ),
+        records_per_job_bytes=Cited(
+            2 * 1024,
+            "B",
+            "estimate",
+            "the OutcomeRecord (index ranges, reasons) and the JobSummaryRecord of a job",
+        ),
         janitor_hour=hour,
         janitor_keys_per_second=keys_per_second,
         staging_keys_per_second=staging_rate,
@@ -681,7 +688,7 @@ def model(photos_per_day: float, inputs: Inputs, design: Design, assumptions: As
     records = 0.0
     if design == "after":
         retention = float(inputs.records_retention) / DAY
-        per_job = items * float(inputs.item_spec_bytes) + 2 * 1024  # outcomes + summary
+        per_job = items * float(inputs.item_spec_bytes) + float(inputs.records_per_job_bytes)
         per_failed = float(inputs.failure_record_bytes)
         records = retention * (
             jobs_per_day * per_job
@@ -932,6 +939,7 @@ def inputs_table(inputs: Inputs, assumptions: Assumptions) -> str:
         ),
         ("item list, bytes per item", inputs.item_spec_bytes),
         ("FailureDetail record", inputs.failure_record_bytes),
+        ("outcomes and summary records per job", inputs.records_per_job_bytes),
         *((f"janitor hour: {k.replace('_', ' ')}", v) for k, v in inputs.janitor_hour.items()),
         ("janitor listing rate, full pass", inputs.janitor_keys_per_second),
         ("janitor listing rate, staging sweep", inputs.staging_keys_per_second),
