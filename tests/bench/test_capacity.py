@@ -238,3 +238,22 @@ def test_the_section_replaces_only_what_is_between_the_markers() -> None:
     assert rendered.endswith(f"{capacity.END}\ntail\n")
     assert "new table" in rendered and "old table" not in rendered
     assert capacity.render(rendered, "new table") == rendered
+
+
+def test_the_servers_nats_count_is_shown_as_a_check_once_make_bench_records_it(
+    tmp_path: Path,
+) -> None:
+    results = results_without_after(tmp_path)
+    bench = capacity._bench_file(results)
+    figures = json.loads(bench.read_text())
+    figures["phases"]["emulsion"].pop("nats", None)
+    bench.write_text(json.dumps(figures))
+    assert capacity.load(results).nats_server_per_photo is None
+    assert "| — | pending |" in capacity.inputs_table(capacity.load(results), ASSUMPTIONS)
+    figures["phases"]["emulsion"]["nats"] = {"in_msgs_per_image": 12.5, "out_msgs_per_image": 9.5}
+    bench.write_text(json.dumps(figures))
+    inputs = capacity.load(results)
+    assert inputs.nats_server_per_photo is not None
+    assert float(inputs.nats_server_per_photo) == 22.0
+    assert inputs.nats_server_per_photo.kind == "measured"
+    assert "22 messages/photo | measured" in capacity.inputs_table(inputs, ASSUMPTIONS)

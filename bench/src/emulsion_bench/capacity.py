@@ -160,6 +160,9 @@ class Inputs:
     files: tuple[str, ...]
     # make bench: CPU per image of each process (ms), the processor's tree included.
     cpu_ms: Mapping[str, Cited]
+    # make bench's server-counted NATS messages per photo (in + out), when it recorded
+    # them: a check of the counted operations' size, not an input of the model.
+    nats_server_per_photo: Cited | None
     s3_per_photo: Mapping[str, Cited]
     s3_per_job: Mapping[str, Cited]
     nats_per_photo: Mapping[str, Cited]
@@ -286,6 +289,19 @@ def _cpu(path: Path) -> dict[str, Cited]:
         )
         for name in ("processor", "controller", "api", "kube-apiserver", "etcd", "nats")
     }
+
+
+def _nats_server(path: Path) -> Cited | None:
+    nats = json.loads(path.read_text())["phases"]["emulsion"].get("nats")
+    if not nats:
+        return None
+    return Cited(
+        nats["in_msgs_per_image"] + nats["out_msgs_per_image"],
+        "messages/photo",
+        "measured",
+        f"{path.name} phases.emulsion.nats.in_msgs_per_image + .out_msgs_per_image"
+        " (the server's /varz, every message: deliveries, API replies, heartbeats)",
+    )
 
 
 def _values() -> dict[str, Any]:
@@ -478,6 +494,7 @@ def load(results: Path = RESULTS, assumptions: Assumptions | None = None) -> Inp
             p.name for p in (bench, before_path, janitor_path, after_path) if p is not None
         ),
         cpu_ms=_cpu(bench),
+        nats_server_per_photo=_nats_server(bench),
         s3_per_photo=s3_per_photo,
         s3_per_job=s3_per_job,
         nats_per_photo=nats_per_photo,
@@ -966,6 +983,17 @@ def inputs_table(inputs: Inputs, assumptions: Assumptions) -> str:
     for name, cited in rows:
         value = f"{cited.value:,.6g} {cited.unit}".strip()
         lines.append(f"| {name} | {value} | {cited.kind} | {cited.source} |")
+    check = "check, not an input: NATS messages per photo counted by the server"
+    if inputs.nats_server_per_photo is None:
+        lines.append(
+            f"| {check} | — | pending | `make bench` records the server's counts"
+            " (phases.emulsion.nats) from its next run |"
+        )
+    else:
+        cited = inputs.nats_server_per_photo
+        lines.append(
+            f"| {check} | {cited.value:,.4g} {cited.unit} | {cited.kind} | {cited.source} |"
+        )
     return "\n".join(lines)
 
 
