@@ -566,11 +566,14 @@ def load(results: Path = RESULTS, assumptions: Assumptions | None = None) -> Inp
             "default",
             "charts/emulsion/values.yaml jobs.ttlSecondsAfterFinished",
         ),
+        # The chart's value once issue 22's records land; until then decision 2's default.
         records_retention=Cited(
-            7 * DAY,
+            float(values["jobs"].get("recordsRetentionSeconds", 7 * DAY)),
             "s",
             "default",
-            "EMULSION_RECORDS_RETENTION_SECONDS (decision 2: 7 days)",
+            "charts/emulsion/values.yaml jobs.recordsRetentionSeconds"
+            if "recordsRetentionSeconds" in values["jobs"]
+            else "EMULSION_RECORDS_RETENTION_SECONDS (decision 2: 7 days; not yet in the chart)",
         ),
         processor_cpu_request=Cited(
             _cores(processor["resources"]["requests"]["cpu"]),
