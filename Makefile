@@ -205,3 +205,7 @@ bench-janitor: tools ## Janitor: hourly CPU s and S3 requests at 20,000 and 200,
 
 clean: down ## Remove the venv and caches of this checkout (not the per-user binary cache)
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache
+
+.PHONY: capacity
+capacity: setup ## The capacity model: print it and regenerate docs/capacity.md's table from bench/results/ (a test fails on drift)
+	$(UV) run --locked python -m emulsion_bench.capacity
