@@ -33,8 +33,8 @@ OUTPUT_CONTENT_TYPES: Final[dict[str, str]] = {
 # The encoder quality that matches JPEG at the profile's default quality (82) in SSIM on
 # the bench gallery (`make bench-formats`, bench/results/*-formats.md): what a style that
 # lists several formats encodes WebP and AVIF at unless its `qualities` say otherwise.
-EQUAL_QUALITY: Final[dict[str, int]] = {"webp": 82, "avif": 60}
+EQUAL_QUALITY: Final[dict[str, int]] = {"webp": 82, "avif": 67}
 # The AVIF encoder's speed (libavif, 0 slowest .. 10 fastest): chosen by the same bench
 # so that a style's AVIF rendering keeps the processor's CPU per image within 1.5x of JPEG
 # alone.
-AVIF_SPEED: Final = 8
+AVIF_SPEED: Final = 9
