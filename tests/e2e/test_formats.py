@@ -74,7 +74,7 @@ def test_a_style_serves_avif_webp_and_a_jpeg_fallback_and_the_janitor_takes_old_
         ]:
             response = client.get(style, headers={"Accept": accept})
             assert response.status_code == 302, response.text
-            assert response.headers["Vary"] == "Accept"
+            assert "Accept" in [v.strip() for v in response.headers["Vary"].split(",")]
             with Image.open(io.BytesIO(httpx.get(response.headers["Location"]).content)) as image:
                 assert image.format == expected, accept
 
