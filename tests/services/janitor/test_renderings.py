@@ -4,6 +4,7 @@ the guards (every key, any age) and on the real NATS and MinIO (the fast path)."
 
 from __future__ import annotations
 
+import typing
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -14,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from emulsion_contracts import keys
-from emulsion_contracts.formats import OUTPUT_CONTENT_TYPES
+from emulsion_contracts.formats import OUTPUT_CONTENT_TYPES, OutputFormat
 from emulsion_contracts.manifest import AssetManifest, Original
 from emulsion_contracts.messages import Derivative, JobRef, Rendering
 from emulsion_devstack.stack import Endpoints
@@ -40,7 +41,7 @@ GRACE = timedelta(minutes=5)
 STYLES = ("large", "thumb", "tiny")
 
 formats_lists = st.lists(
-    st.sampled_from(["avif", "webp", "jpeg", "png"]), min_size=1, max_size=4, unique=True
+    st.sampled_from(typing.get_args(OutputFormat)), min_size=1, max_size=4, unique=True
 )
 
 
@@ -48,7 +49,7 @@ def multi_format_manifest(
     collection: str,
     asset: str,
     version: str,
-    formats: dict[str, list[str]],
+    formats: dict[str, list[OutputFormat]],
     committed_at: datetime,
 ) -> AssetManifest:
     derivatives = []
@@ -102,7 +103,9 @@ def rendering_keys(manifest: AssetManifest) -> set[str]:
     st.integers(0, 10 * 24 * 3600),
 )
 def test_no_live_rendering_may_go_and_every_superseded_one_may(
-    old_formats: dict[str, list[str]], live_formats: dict[str, list[str]], age_seconds: int
+    old_formats: dict[str, list[OutputFormat]],
+    live_formats: dict[str, list[OutputFormat]],
+    age_seconds: int,
 ) -> None:
     earlier = keys.version_id(keys.new_ulid(NOW.timestamp() - 3600), 0)
     current = keys.version_id(keys.new_ulid(NOW.timestamp() - 1800), 0)
@@ -147,7 +150,11 @@ def test_the_fast_path_removes_every_superseded_rendering_and_no_live_one(
     stack: Endpoints, s3: Any, layout: Layout, collection: str, settings_for: Settings, run: Any
 ) -> None:
     asset = "IMG_0002.HEIC"
-    every = {"large": ["avif", "webp", "jpeg"], "thumb": ["avif", "jpeg"], "tiny": ["jpeg"]}
+    every: dict[str, list[OutputFormat]] = {
+        "large": ["avif", "webp", "jpeg"],
+        "thumb": ["avif", "jpeg"],
+        "tiny": ["jpeg"],
+    }
     old = multi_format_manifest(collection, asset, version_id(), every, datetime.now(UTC))
     new = multi_format_manifest(collection, asset, version_id(), every, datetime.now(UTC))
     for manifest in (old, new):

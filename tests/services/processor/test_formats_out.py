@@ -12,13 +12,13 @@ from PIL import Image, ImageCms
 from pydantic import ValidationError
 
 from emulsion_contracts import keys
-from emulsion_contracts.formats import EQUAL_QUALITY, OUTPUT_CONTENT_TYPES
+from emulsion_contracts.formats import EQUAL_QUALITY, OUTPUT_CONTENT_TYPES, OutputFormat
 from emulsion_contracts.messages import JobRef, StyleSpec, WorkItem
 from emulsion_contracts.profiles import DEFAULT_PROFILE
 from emulsion_processor import imaging, worker
 
 PIL_NAMES = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP", "avif": "AVIF"}
-EVERY = ("avif", "webp", "jpeg")
+EVERY: tuple[OutputFormat, ...] = ("avif", "webp", "jpeg")
 
 
 def photo(size: tuple[int, int] = (1200, 900), mode: str = "RGB") -> Image.Image:

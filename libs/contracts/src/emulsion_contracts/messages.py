@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import unicodedata
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, cast
 
 from pydantic import (
     AfterValidator,
@@ -190,7 +190,7 @@ class Derivative(BaseModel):
         extension = self.key.rpartition(".")[2]
         return (
             Rendering(
-                format=keys.EXTENSION_FORMATS.get(extension, "jpeg"),
+                format=cast(OutputFormat, keys.EXTENSION_FORMATS.get(extension, "jpeg")),
                 key=self.key,
                 bytes=self.bytes,
                 content_type=self.content_type,

@@ -593,8 +593,7 @@ class ItemWorker:
             )
         ]
         for output, derivative in zip(rendered.styles, manifest.derivatives, strict=True):
-            files = output.files or (output,)
-            for file, rendering in zip(files, derivative.all_renderings(), strict=True):
+            for file, rendering in zip(output.files, derivative.all_renderings(), strict=True):
                 calls.append(
                     self._io(
                         store.upload_file, s3, bucket, rendering.key, file.path, file.content_type

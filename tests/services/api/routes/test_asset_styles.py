@@ -10,14 +10,14 @@ import httpx
 import pytest
 
 from emulsion_contracts import keys
-from emulsion_contracts.formats import OUTPUT_CONTENT_TYPES
+from emulsion_contracts.formats import OUTPUT_CONTENT_TYPES, OutputFormat
 from emulsion_contracts.manifest import AssetManifest, Original
 from emulsion_contracts.messages import Derivative, JobRef, Rendering
 from emulsion_devstack.stack import Endpoints
 
 from ..conftest import NAMESPACE, TENANT_B_TOKEN, ApiProcess, new_collection
 
-FORMATS = ("avif", "webp", "jpeg")
+FORMATS: tuple[OutputFormat, ...] = ("avif", "webp", "jpeg")
 
 
 def commit_renderings(s3: Any, bucket: str, collection: str, asset: str) -> AssetManifest:
