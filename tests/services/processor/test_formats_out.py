@@ -5,6 +5,8 @@ metadata; their keys and the manifest's list of them."""
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -173,3 +175,41 @@ def test_every_rendering_has_a_planned_key_and_a_manifest_entry(tmp_path: Path) 
     # A single-format style's entry is what it always was: no `renderings` in the bytes.
     assert b'"renderings"' not in thumb.model_dump_json().encode()
     assert manifest.from_bytes(manifest.to_bytes()) == manifest
+
+
+def test_the_admission_counts_the_avif_encoder(tmp_path: Path) -> None:
+    source = tmp_path / "source.jpg"
+    photo((2400, 1800)).save(source, "JPEG")
+    jpeg = (StyleSpec(name="large", width=1600, height=1600),)
+    avif = (StyleSpec(name="large", width=1600, height=1600, formats=("avif", "jpeg")),)
+
+    def cost(styles: tuple[StyleSpec, ...]) -> int:
+        return imaging.decode_cost(
+            imaging.RenderJob(source=source, out_dir=tmp_path, styles=styles)
+        )
+
+    extra = cost(avif) - cost(jpeg)
+    assert extra == imaging.AVIF_ENCODER_FIXED + imaging.AVIF_ENCODER_PER_PIXEL * 1600 * 1200
+
+
+def test_the_avif_encoder_takes_no_more_memory_than_the_admission_counts(
+    tmp_path: Path,
+) -> None:
+    # Measured in a fresh process: the peak RSS an AVIF encode adds over the frame.
+    script = f"""
+import io, resource
+from PIL import Image
+from emulsion_processor import imaging
+image = Image.linear_gradient("L").resize((1600, 1200)).convert("RGB")
+noise = Image.effect_noise((1600, 1200), 60)
+image = Image.merge("RGB", [image.getchannel(0), noise, image.getchannel(2)])
+image.save(io.BytesIO(), "JPEG")
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+imaging.encode(image, __import__("pathlib").Path({str(tmp_path / "x.avif")!r}), "avif", 67)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before)
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    measured = int(result.stdout.strip())
+    assert measured <= imaging.AVIF_ENCODER_FIXED + imaging.AVIF_ENCODER_PER_PIXEL * 1600 * 1200

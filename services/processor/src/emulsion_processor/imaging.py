@@ -65,6 +65,11 @@ PILLOW_MAX_PIXELS: Final = int(Image.MAX_IMAGE_PIXELS or 89_478_485)
 # mode conversion, Pillow's premultiplied copy for resizing with alpha, and the first
 # resized frame. Measured with `ru_maxrss` on 4000² PNGs: RGBA 3.4x, RGB 2.4x, L 2.7x.
 PEAK_OVER_DECODED: Final = 3.5
+# libavif's encoder (aom, speed 9, one thread) beyond the frame it encodes, measured with
+# `ru_maxrss` on RGB squares of 100 to 2400 pixels: 8.5 MB, then about 22 bytes a pixel
+# (21.6 MB at 800, 65 MB at 1600, 135 MB at 2400). JPEG, PNG and WebP take under 1 MB.
+AVIF_ENCODER_FIXED: Final = 12 * 2**20
+AVIF_ENCODER_PER_PIXEL: Final = 24
 # Bytes per pixel as Pillow stores each mode (RGB takes four, like RGBA).
 _STORED_BYTES: Final[dict[str, int]] = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2}
 # Errors of the scratch volume or the machine, not of the image: worth trying again.
@@ -289,11 +294,12 @@ def decode_cost(job: RenderJob) -> int:
         scale = max(required_scale(style, width, height) for style in job.styles)
         draft(image, scale)  # headers only: sets the reduced size without decoding
         decoded = stored_bytes(image.mode, *image.size)
+    steps = plan(job.styles, width, height, (width, height))
     frames = sum(
         2 * stored_bytes("RGBA", *step.size)  # the frame and its encoder's copy
-        for step in plan(job.styles, width, height, (width, height))
+        for step in steps
     )
-    return int(decoded * PEAK_OVER_DECODED) + frames
+    return int(decoded * PEAK_OVER_DECODED) + frames + encoders_cost(steps, job.format)
 
 
 def draft(image: Image.Image, scale: float) -> None:
@@ -598,6 +604,17 @@ def _write_file(
         content_type=CONTENT_TYPES[output_format],
         bytes=path.stat().st_size,
     )
+
+
+def encoders_cost(steps: tuple[Step, ...], default_format: OutputFormat) -> int:
+    """The memory the encoders take beyond the frames (`decode_cost` counts those): AVIF's
+    alone is large, and styles are encoded one at a time, so the largest AVIF style's."""
+    avif = [
+        step.size[0] * step.size[1]
+        for step in steps
+        if "avif" in step.style.output_formats(default_format)
+    ]
+    return AVIF_ENCODER_FIXED + AVIF_ENCODER_PER_PIXEL * max(avif) if avif else 0
 
 
 def encode(image: Image.Image, path: Path, output_format: OutputFormat, quality: int) -> None:
