@@ -100,3 +100,10 @@ def test_browsers() -> None:
     assert style[choose("image/avif;q=0, image/*", style)] == "image/webp"
     # Case and odd q-values: types are case-insensitive, a bad q counts as 1.
     assert style[choose("IMAGE/WEBP;Q=0.9, image/jpeg;q=abc", style)] == "image/jpeg"
+
+
+def test_a_huge_header_is_read_only_so_far() -> None:
+    style = ["image/avif", "image/jpeg"]
+    padding = ", ".join(f"text/x-{i}" for i in range(1000))  # past ACCEPT_MAX
+    assert style[choose(f"image/jpeg, {padding}, image/avif", style)] == "image/jpeg"
+    assert style[choose(f"{padding}, image/jpeg", style)] == "image/avif"  # none read: first

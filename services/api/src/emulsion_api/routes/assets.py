@@ -219,9 +219,9 @@ async def get_asset_style(
     accept: Annotated[
         str | None,
         Header(
-            max_length=negotiation.ACCEPT_MAX,
             description=(
-                "The formats the client reads, with q-values (`image/avif,image/webp,*/*`). "
+                "The formats the client reads, with q-values (`image/avif,image/webp,*/*`); "
+                f"read up to its first {negotiation.ACCEPT_MAX} characters. "
                 "The best accepted rendering in the style's order; none or `*/*`: the first "
                 "of the style's `formats`; nothing acceptable: JPEG if the style has it."
             ),
