@@ -30,11 +30,12 @@ OUTPUT_CONTENT_TYPES: Final[dict[str, str]] = {
     "webp": "image/webp",
     "avif": "image/avif",
 }
-# The encoder quality that matches JPEG at the profile's default quality (82) in SSIM on
-# the bench gallery (`make bench-formats`, bench/results/*-formats.md): what a style that
-# lists several formats encodes WebP and AVIF at unless its `qualities` say otherwise.
-EQUAL_QUALITY: Final[dict[str, int]] = {"webp": 82, "avif": 67}
-# The AVIF encoder's speed (libavif, 0 slowest .. 10 fastest): chosen by the same bench
-# so that a style's AVIF rendering keeps the processor's CPU per image within 1.5x of JPEG
-# alone.
+# The encoder quality that matches JPEG at the profile's default quality (82) in mean SSIM
+# over the default styles of 24 demo-gallery images (`make bench-formats`,
+# bench/results/2026-12-07-formats-speed9.md): what a style that lists several formats
+# encodes WebP and AVIF at unless its `qualities` say otherwise.
+EQUAL_QUALITY: Final[dict[str, int]] = {"webp": 81, "avif": 67}
+# The AVIF encoder's speed (libavif, 0 slowest .. 10 fastest): the slowest of 6, 8, 9, 10
+# (bench/results/2026-12-07-formats.md) whose `[avif, jpeg]` styles keep the processor's
+# render CPU per image within 1.5x of JPEG alone (measured 1.42x; speed 8: 1.81x).
 AVIF_SPEED: Final = 9
