@@ -199,6 +199,10 @@ bench-notify: tools ## make bench's notify phases alone: open loop at 1 and 32 c
 bench-controlplane: tools ## etcd bytes, apiserver writes and stored size of 20/200/2,000-item IngestJobs; kubectl get ij -A with 5,000 (BENCH_CONTROLPLANE_ARGS="--label before")
 	$(UV) run --locked python -m emulsion_bench.controlplane $(BENCH_CONTROLPLANE_ARGS)
 
+.PHONY: bench-formats
+bench-formats: setup ## Output formats: bytes, encode CPU and SSIM per style for JPEG/WebP/AVIF at equal SSIM; render CPU with AVIF on (BENCH_FORMATS_ARGS="--images 12")
+	$(UV) run --locked python -m emulsion_bench.formats $(BENCH_FORMATS_ARGS)
+
 .PHONY: bench-janitor
 bench-janitor: tools ## Janitor: hourly CPU s and S3 requests at 20,000 and 200,000 stored photos, and the full pass's keys/s (BENCH_JANITOR_ARGS="--photos 2000,20000")
 	$(UV) run --locked python -m emulsion_bench.janitor $(BENCH_JANITOR_ARGS)
