@@ -169,6 +169,11 @@ chart-docs: setup ## Regenerate the chart README's values table from values.yaml
 chart-test: setup tools ## Helm chart and Dockerfiles: lint, render, validate, install/upgrade/RBAC on the real apiserver
 	$(UV) run --locked pytest tests/charts $(PYTEST_ARGS)
 
+BENCH_NATS_ARGS ?=
+.PHONY: bench-nats
+bench-nats: tools ## JetStream's durability priced: one server vs a cluster of three at R3 vs R3 with sync_interval always (BENCH_NATS_ARGS="--messages 5000")
+	$(UV) run --locked python -m emulsion_bench.nats_durability $(BENCH_NATS_ARGS)
+
 BENCH_ARGS ?=
 .PHONY: bench
 bench: tools ## Emulsion end to end vs the pure-Pillow limit and the synchronous baseline (BENCH_ARGS="--images 200")

@@ -63,6 +63,7 @@ def server_config(
     store_dir: Path,
     server_name: str,
     host: str = "127.0.0.1",
+    sync_always: bool = False,
 ) -> dict[str, Any]:
     """nats-server's configuration: JetStream, TLS required, and the table's users."""
     passwords = {
@@ -85,7 +86,10 @@ def server_config(
         # machine, not of the process, may lose that long of acknowledged writes.
         # Clusters use R3 (charts/emulsion/README.md, "JetStream replicas and
         # durability"); `sync_interval: always` trades throughput for no such loss.
-        "jetstream": {"store_dir": str(store_dir)},
+        "jetstream": {
+            "store_dir": str(store_dir),
+            **({"sync_interval": "always"} if sync_always else {}),
+        },
         "tls": {"cert_file": str(auth.cert_file), "key_file": str(auth.key_file), "timeout": 5},
         "authorization": {"users": users},
     }

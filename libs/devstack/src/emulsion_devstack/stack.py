@@ -178,6 +178,7 @@ class LocalStack:
         nats_tls: bool = True,
         nats_servers: int = 1,
         minio_layout: str = "single",
+        nats_sync_always: bool = False,
     ) -> None:
         """`outlive`: once up, the stack outlives this process (`make up`); until then,
         and always otherwise, Ctrl-C, SIGTERM, SIGHUP or the process's exit stop it.
@@ -185,7 +186,9 @@ class LocalStack:
         TCP, for the fault suite, whose proxies read and hold NATS protocol lines.
         `nats_servers=3`: a NATS cluster (NATS_CLUSTER_ADDRESSES), streams and buckets
         at R3; each server a process of its own, `nats-server-1` to `nats-server-3`.
-        `minio_layout`: see MINIO_LAYOUTS (the drives: `minio_drive`)."""
+        `minio_layout`: see MINIO_LAYOUTS (the drives: `minio_drive`).
+        `nats_sync_always`: JetStream fsyncs every write (`sync_interval: always`) instead
+        of every two minutes; what it costs is `make bench-nats`'s to measure."""
         if nats_servers not in (1, len(NATS_CLUSTER_ADDRESSES)):
             raise StackError(f"NATS runs as 1 or {len(NATS_CLUSTER_ADDRESSES)} servers")
         if minio_layout not in MINIO_LAYOUTS:
@@ -193,6 +196,7 @@ class LocalStack:
         self.nats_tls = nats_tls
         self.nats_servers = nats_servers
         self.minio_layout = minio_layout
+        self.nats_sync_always = nats_sync_always
         self.state_dir = state_dir.resolve()
         self.outlive = outlive
         self.bucket = bucket
@@ -535,6 +539,7 @@ class LocalStack:
                 monitor_port=monitor,
                 store_dir=data_dir / name,
                 server_name=f"{NATS_CLUSTER_NAME}-{number}" if clustered else NATS_CLUSTER_NAME,
+                sync_always=self.nats_sync_always,
             )
             if clustered:
                 server_config["cluster"] = nats_auth.cluster_config(
