@@ -332,12 +332,16 @@ def load_reduced(image: Image.Image, scale: float) -> Image.Image:
     except Image.DecompressionBombError as error:
         raise ItemRejected(FailureReason.DECOMPRESSION_BOMB, str(error)) from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
-        if "truncated" in str(error).lower() or isinstance(error, EOFError):
+        text = str(error).strip()
+        # libheif says "Unexpected end of file" where Pillow's decoders say "truncated".
+        if any(w in text.lower() for w in ("truncated", "end of file")) or isinstance(
+            error, EOFError
+        ):
             raise ItemRejected(
-                FailureReason.TRUNCATED, f"the image data ends early ({error})"
+                FailureReason.TRUNCATED, f"the image data ends early ({text})"
             ) from None
         raise ItemRejected(
-            FailureReason.CORRUPT_IMAGE, f"cannot decode the image ({error})"
+            FailureReason.CORRUPT_IMAGE, f"cannot decode the image ({text})"
         ) from None
     return image
 
