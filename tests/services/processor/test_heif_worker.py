@@ -1,0 +1,46 @@
+"""HEIC through a processor on the real stack: a photo is processed on its first
+delivery with its type recorded; a damaged one fails on its first delivery with a clear
+reason, and is not given back for another try (it would fail the same way again)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from emulsion_contracts import keys
+from emulsion_contracts.manifest import AssetManifest
+from emulsion_contracts.messages import ItemResult
+from emulsion_devstack.stack import Endpoints
+from tests import phone_photos as photos
+
+from .conftest import Bus, in_process_worker, stage, work_item
+
+
+def test_a_heic_is_processed_and_a_damaged_one_fails_at_once_for_good(
+    stack: Endpoints, s3: Any, with_bus: Any, tmp_path: Path
+) -> None:
+    seen = photos.marked(900, 1200)
+    good = photos.heic(photos.stored_for(seen, 6), orientation=6, tile_size=512)
+    damaged = good[:40] + b"\xa5" * 400
+    items = [
+        work_item(stage(s3, stack.bucket, good, "IMG_0001.HEIC"), asset="IMG_0001.HEIC"),
+        work_item(stage(s3, stack.bucket, damaged, "IMG_0002.HEIC"), asset="IMG_0002.HEIC"),
+    ]
+
+    async def body(bus: Bus) -> list[Any]:
+        with in_process_worker(stack, s3, bus, tmp_path / "scratch") as worker:
+            return [await worker.result_or_give_back(item, 1) for item in items]
+
+    processed, failed = with_bus(body)
+    assert isinstance(processed, ItemResult) and isinstance(failed, ItemResult)
+    assert (processed.outcome, processed.attempts) == ("succeeded", 1)
+    assert (failed.outcome, failed.reason, failed.attempts) == ("failed", "CorruptImage", 1)
+    assert failed.message and failed.message.startswith("the HEIC/HEIF file cannot be read (")
+    body = s3.get_object(
+        Bucket=stack.bucket, Key=keys.manifest_key(items[0].collection, items[0].asset)
+    )["Body"].read()
+    manifest = AssetManifest.model_validate_json(body)
+    assert manifest.original.content_type == "image/heic"
+    assert (manifest.original.width, manifest.original.height) == (900, 1200)
+    large = next(d for d in manifest.derivatives if d.style == "large")
+    assert (large.width, large.height) == (600, 800)
