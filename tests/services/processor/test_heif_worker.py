@@ -36,10 +36,10 @@ def test_a_heic_is_processed_and_a_damaged_one_fails_at_once_for_good(
     assert (processed.outcome, processed.attempts) == ("succeeded", 1)
     assert (failed.outcome, failed.reason, failed.attempts) == ("failed", "CorruptImage", 1)
     assert failed.message and failed.message.startswith("the HEIC/HEIF file cannot be read (")
-    body = s3.get_object(
+    stored = s3.get_object(
         Bucket=stack.bucket, Key=keys.manifest_key(items[0].collection, items[0].asset)
     )["Body"].read()
-    manifest = AssetManifest.model_validate_json(body)
+    manifest = AssetManifest.model_validate_json(stored)
     assert manifest.original.content_type == "image/heic"
     assert (manifest.original.width, manifest.original.height) == (900, 1200)
     large = next(d for d in manifest.derivatives if d.style == "large")
