@@ -79,6 +79,23 @@ def heic(
     return buffer.getvalue()
 
 
+def heic_nclx(image: Image.Image, primaries: int, transfer: int) -> bytes:
+    """A HEIC whose colours are given as H.273 code points (an `nclx` box), no ICC profile,
+    as Android phones and many converters write them."""
+    buffer = io.BytesIO()
+    image.save(
+        buffer,
+        "HEIF",
+        quality=90,
+        color_primaries=primaries,
+        transfer_characteristics=transfer,
+        matrix_coefficients=6,
+        full_range_flag=1,
+        enc_params={"preset": "ultrafast"},
+    )
+    return buffer.getvalue()
+
+
 def heic_high_depth(image: Image.Image, bits: int = 10, tile_size: int = 0) -> bytes:
     """A 10- or 12-bit HEIC of `image` (its 8-bit values scaled to the full 16-bit range)."""
     wide = np.asarray(image.convert("RGB"), dtype=np.uint16) * 257

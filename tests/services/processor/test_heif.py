@@ -188,6 +188,27 @@ def test_a_display_p3_photo_is_converted_to_srgb(tmp_path: Path, encode: Any) ->
     assert close(output(render(tmp_path, data)).getpixel((32, 32)), expected, 6)
 
 
+@pytest.mark.parametrize(("primaries", "transfer", "converted"), [(12, 13, True), (1, 13, False)])
+def test_a_heic_in_p3_by_code_points_is_converted_too(
+    tmp_path: Path, primaries: int, transfer: int, converted: bool
+) -> None:
+    # No ICC profile: the colours are H.273 code points (P3 primaries, sRGB's curve).
+    colour = (200, 100, 50)
+    data = photos.heic_nclx(Image.new("RGB", (64, 64), colour), primaries, transfer)
+    with Image.open(io.BytesIO(data)) as image:
+        assert "icc_profile" not in image.info
+        assert image.info["nclx_profile"]["color_primaries"] == primaries
+    # The test's own Display P3 profile (built with numpy) says where the colour goes.
+    as_p3 = ImageCms.profileToProfile(
+        Image.new("RGB", (1, 1), colour),
+        ImageCms.ImageCmsProfile(io.BytesIO(photos.display_p3_icc())),
+        ImageCms.createProfile("sRGB"),
+    )
+    assert as_p3 is not None
+    expected = as_p3.getpixel((0, 0)) if converted else colour
+    assert close(output(render(tmp_path, data)).getpixel((32, 32)), expected, 6)
+
+
 def test_a_multi_image_heic_shows_its_primary_image_not_the_first(tmp_path: Path) -> None:
     first = Image.new("RGB", (64, 48), (0, 200, 0))
     primary = photos.marked(80, 120)

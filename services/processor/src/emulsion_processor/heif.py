@@ -28,6 +28,7 @@ libde265), registered on import. Where they differ from JPEG, PNG, WebP and GIF:
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 from typing import Final
 
@@ -99,12 +100,141 @@ def content_type(image: Image.Image) -> str:
     return Image.MIME.get(image.format or "", "application/octet-stream")
 
 
-def release_decoder(image: Image.Image) -> None:
-    """Drop what an AVIF reader keeps after decoding: libavif's decoder holds the coded
-    planes (up to 6 bytes a pixel) until the image is closed, for seeking to other
-    frames, which Emulsion never does. (libheif's are freed by pillow-heif's `load`.)"""
+def after_decode(image: Image.Image) -> None:
+    """Once the pixels are out: free what the decoder keeps, and name the colours.
+
+    libavif's decoder holds the coded planes (up to 6 bytes a pixel) until the image is
+    closed, for seeking to other frames, which Emulsion never does; it is dropped.
+    (libheif's are freed by pillow-heif's `load`.) A HEIF photo may give its colours as
+    code points (an `nclx` box) instead of an ICC profile; Display P3 given so gets the
+    Display P3 profile, which `normalise` then converts to sRGB like an embedded one.
+    """
     if image.format == "AVIF":
         image._decoder = None  # type: ignore[attr-defined]
+    if image.format == "HEIF" and "icc_profile" not in image.info:
+        nclx = image.info.get("nclx_profile") or {}
+        if (
+            nclx.get("color_primaries") == _P3_PRIMARIES_CODE
+            and nclx.get("transfer_characteristics") in _SRGB_LIKE_TRANSFERS
+        ):
+            image.info["icc_profile"] = DISPLAY_P3_ICC
+
+
+# ITU-T H.273 code points: colour primaries 12 is P3 with a D65 white ("Display P3");
+# transfer 13 is sRGB's curve, and 1, 6, 14, 15 (BT.709/601/2020 SDR) are close enough
+# to it that P3 photos written with them are meant to look the same. PQ and HLG (HDR)
+# would need tone mapping, which is not done: such photos are shown as their 8-bit values.
+_P3_PRIMARIES_CODE: Final = 12
+_SRGB_LIKE_TRANSFERS: Final = frozenset({1, 6, 13, 14, 15})
+
+
+# -- a Display P3 ICC profile, built once: Pillow ships only sRGB ---------------------------
+
+_Matrix = tuple[tuple[float, ...], ...]
+_D50: Final = (0.9642, 1.0, 0.8249)
+_BRADFORD: Final[_Matrix] = (
+    (0.8951, 0.2664, -0.1614),
+    (-0.7502, 1.7135, 0.0367),
+    (0.0389, -0.0685, 1.0296),
+)
+
+
+def _xyz(x: float, y: float) -> tuple[float, float, float]:
+    return (x / y, 1.0, (1 - x - y) / y)
+
+
+def _multiply(a: _Matrix, b: _Matrix) -> _Matrix:
+    return tuple(
+        tuple(sum(a[i][k] * b[k][j] for k in range(3)) for j in range(3)) for i in range(3)
+    )
+
+
+def _apply(m: _Matrix, v: tuple[float, ...]) -> tuple[float, ...]:
+    return (
+        m[0][0] * v[0] + m[0][1] * v[1] + m[0][2] * v[2],
+        m[1][0] * v[0] + m[1][1] * v[1] + m[1][2] * v[2],
+        m[2][0] * v[0] + m[2][1] * v[1] + m[2][2] * v[2],
+    )
+
+
+def _inverse(m: _Matrix) -> _Matrix:
+    (a, b, c), (d, e, f), (g, h, i) = m
+    det = a * (e * i - f * h) - b * (d * i - f * g) + c * (d * h - e * g)
+    return (
+        ((e * i - f * h) / det, (c * h - b * i) / det, (b * f - c * e) / det),
+        ((f * g - d * i) / det, (a * i - c * g) / det, (c * d - a * f) / det),
+        ((d * h - e * g) / det, (b * g - a * h) / det, (a * e - b * d) / det),
+    )
+
+
+def _s15(value: float) -> bytes:
+    return struct.pack(">i", round(value * 65536))
+
+
+def _xyz_tag(xyz: tuple[float, ...]) -> bytes:
+    return b"XYZ \0\0\0\0" + b"".join(_s15(v) for v in xyz)
+
+
+def matrix_shaper_icc(
+    name: str, primaries: tuple[tuple[float, float], ...], white: tuple[float, float]
+) -> bytes:
+    """An ICC v2 RGB display profile: these primaries and white, sRGB's transfer curve,
+    its colorants adapted to D50 with Bradford (as ICC requires)."""
+    columns = [_xyz(*xy) for xy in primaries]
+    m = tuple(tuple(columns[j][i] for j in range(3)) for i in range(3))
+    white_xyz = _xyz(*white)
+    scale = _apply(_inverse(m), white_xyz)
+    to_xyz = tuple(tuple(m[i][j] * scale[j] for j in range(3)) for i in range(3))
+    cone_white, cone_d50 = _apply(_BRADFORD, white_xyz), _apply(_BRADFORD, _D50)
+    diagonal = tuple(
+        tuple(cone_d50[i] / cone_white[i] if i == j else 0.0 for j in range(3)) for i in range(3)
+    )
+    adapt = _multiply(_inverse(_BRADFORD), _multiply(diagonal, _BRADFORD))
+    colorants = _multiply(adapt, to_xyz)
+    # sRGB's curve as a parametric curve (type 3): Y = (aX+b)^g above d, cX below.
+    curve = (
+        b"para\0\0\0\0"
+        + struct.pack(">HH", 3, 0)
+        + b"".join(_s15(v) for v in (2.4, 1 / 1.055, 0.055 / 1.055, 1 / 12.92, 0.04045))
+    )
+    text = name.encode("ascii")
+    description = (
+        b"desc\0\0\0\0" + struct.pack(">I", len(text) + 1) + text + b"\0" + bytes(4 + 2 + 1 + 67)
+    )
+    tags = [
+        (b"desc", description),
+        (b"wtpt", _xyz_tag(_D50)),
+        (b"rXYZ", _xyz_tag(tuple(row[0] for row in colorants))),
+        (b"gXYZ", _xyz_tag(tuple(row[1] for row in colorants))),
+        (b"bXYZ", _xyz_tag(tuple(row[2] for row in colorants))),
+        (b"rTRC", curve),
+        (b"gTRC", curve),
+        (b"bTRC", curve),
+        (b"cprt", b"text\0\0\0\0no copyright, use freely\0"),
+    ]
+    table_end = 128 + 4 + 12 * len(tags)
+    table, body = b"", b""
+    for signature, data in tags:
+        table += signature + struct.pack(">II", table_end + len(body), len(data))
+        body += data + bytes(-len(data) % 4)
+    header = (
+        struct.pack(">I", table_end + len(body))
+        + bytes(4)
+        + bytes([2, 0x10, 0, 0])
+        + b"mntrRGB XYZ "
+        + bytes(12)
+        + b"acsp"
+        + bytes(24)
+        + bytes(4)
+        + b"".join(_s15(v) for v in _D50)
+        + bytes(48)
+    )
+    return header + struct.pack(">I", len(tags)) + table + body
+
+
+DISPLAY_P3_ICC: Final = matrix_shaper_icc(
+    "Display P3 (Emulsion)", ((0.680, 0.320), (0.265, 0.690), (0.150, 0.060)), (0.3127, 0.3290)
+)
 
 
 def decoder_bytes(image: Image.Image, file_bytes: int) -> int:

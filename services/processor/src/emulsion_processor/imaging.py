@@ -328,7 +328,7 @@ def load_reduced(image: Image.Image, scale: float) -> Image.Image:
     draft(image, scale)
     try:
         image.load()
-        heif.release_decoder(image)
+        heif.after_decode(image)
     except Image.DecompressionBombError as error:
         raise ItemRejected(FailureReason.DECOMPRESSION_BOMB, str(error)) from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
