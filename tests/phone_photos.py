@@ -96,7 +96,9 @@ def heic_nclx(image: Image.Image, primaries: int, transfer: int) -> bytes:
     return buffer.getvalue()
 
 
-def heic_high_depth(image: Image.Image, bits: int = 10, tile_size: int = 0) -> bytes:
+def heic_high_depth(
+    image: Image.Image, bits: int = 10, tile_size: int = 0, icc: bytes | None = None
+) -> bytes:
     """A 10- or 12-bit HEIC of `image` (its 8-bit values scaled to the full 16-bit range)."""
     wide = np.asarray(image.convert("RGB"), dtype=np.uint16) * 257
     heif = pillow_heif.from_bytes(mode="RGB;16", size=image.size, data=wide.tobytes())
@@ -104,6 +106,8 @@ def heic_high_depth(image: Image.Image, bits: int = 10, tile_size: int = 0) -> b
     options: dict[str, object] = {"quality": 85, "enc_params": {"preset": "ultrafast"}}
     if tile_size:
         options["tile_size"] = tile_size
+    if icc is not None:
+        options["icc_profile"] = icc
     # pillow-heif takes the depth of 16-bit data from a global option only.
     saved = pillow_heif.options.SAVE_HDR_TO_12_BIT
     pillow_heif.options.SAVE_HDR_TO_12_BIT = bits == 12
