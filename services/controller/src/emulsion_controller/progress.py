@@ -1,4 +1,6 @@
-"""A job's progress, folded from item results, and the status it is written as.
+"""A job's progress, folded from item results, and what it is written as: the outcome
+record (every finished item, in the records bucket) and the status (compact: counts,
+conditions, a few examples).
 
 Pure logic: no I/O. Folding is a set union keyed by item index, so a redelivered result
 changes nothing, and the first outcome recorded for an index is final.
@@ -25,6 +27,7 @@ from emulsion_contracts.ingestjob import (
     fit_text,
     stored_text_bytes,
 )
+from emulsion_contracts.jobrecords import JobSummaryRecord, OutcomeRecord
 from emulsion_contracts.messages import ItemResult
 from emulsion_contracts.reasons import FailureReason
 from emulsion_controller.conditions import JobState, job_conditions
@@ -59,14 +62,17 @@ class JobProgress:
 
     @classmethod
     def from_job(cls, job: IngestJob) -> JobProgress:
-        """Resume from what an earlier write (maybe by another controller) left in status."""
+        """Resume from what an earlier write (maybe by another controller) left in status:
+        counts' conditions, times, the rejection; the outcomes of each item come from the
+        outcome record (`merge_record`), or from a status an older controller wrote with
+        index ranges."""
         status = job.status
         dispatched = status.condition(ConditionType.DISPATCHED)
         failed = status.condition(ConditionType.FAILED)
         whole = (FailureReason.INVALID_SPEC, FailureReason.STATUS_UNWRITABLE)
         rejected = failed is not None and failed.reason in whole
         return cls(
-            total=len(job.spec.items),
+            total=job.spec.count,
             generation=job.metadata.generation or 1,
             version=job.version,
             dispatched=dispatched is not None and dispatched.status == "True",
@@ -160,6 +166,46 @@ class JobProgress:
             c for c in self.conditions if c.type not in known
         ]
 
+    @classmethod
+    def from_record(cls, record: OutcomeRecord, generation: int = 1) -> JobProgress:
+        """The outcomes a record holds, as a progress to merge (nothing else is in it)."""
+        return cls(
+            total=record.total,
+            generation=generation,
+            succeeded=record.succeeded_set(),
+            failed=record.failed_set(),
+            reasons={r: found for r, found in record.reason_sets().items() if found},
+        )
+
+    def merge_record(self, record: OutcomeRecord) -> None:
+        """Take in the outcomes recorded (by us before a restart, or another replica)."""
+        self.merge(JobProgress.from_record(record, self.generation))
+
+    def outcome_record(self, uid: str) -> OutcomeRecord:
+        """Every finished item of the job, as the records bucket keeps it."""
+        return OutcomeRecord(
+            uid=uid,
+            total=self.total,
+            succeeded=indexes.compress(self.succeeded),
+            failed=indexes.compress(self.failed),
+            reasons={r: indexes.compress(found) for r, found in sorted(self.reasons.items())},
+        )
+
+    def summary(self, uid: str, collection: str) -> JobSummaryRecord:
+        """How the job ended, kept past its TTL (call after to_status stamped the end)."""
+        return JobSummaryRecord(
+            uid=uid,
+            collection=collection,
+            phase=str(self.phase),
+            total=self.total,
+            succeeded=len(self.succeeded),
+            failed=len(self.failed),
+            version=self.version,
+            started_at=self.started_at,
+            completed_at=self.completed_at,
+            reasons={r: len(found) for r, found in self.reasons.items() if found},
+        )
+
     def reject(self, message: str) -> None:
         """The spec cannot be dispatched: the job fails as a whole, no item is run."""
         self.rejection = message[:FAILURE_MESSAGE_MAX]
@@ -178,7 +224,12 @@ class JobProgress:
         self.started_at = self.started_at or now.replace(microsecond=0)
 
     def to_status(self, now: datetime) -> dict[str, Any]:
-        """The whole status the controller owns (kopf's `status.kopf` is left alone)."""
+        """The whole status the controller owns (kopf's `status.kopf` is left alone).
+
+        Compact whatever the job's size: which items finished is in the outcome record,
+        so succeededIndexes/failedIndexes are no longer written (a merge patch of the
+        whole status leaves an older controller's in place; see IngestJobStatus) and
+        failureReasons only counts."""
         if self.done and not self.completed_at:
             self.completed_at = now.replace(microsecond=0)
         self._update_conditions(now)
@@ -194,10 +245,8 @@ class JobProgress:
             succeeded=len(self.succeeded),
             failed=len(self.failed),
             progress=f"{self.finished}/{self.total}",
-            succeeded_indexes=None if self.compact else indexes.compress(self.succeeded),
-            failed_indexes=None if self.compact else indexes.compress(self.failed),
             failures=() if self.compact else tuple(self.failures),
-            failure_reasons=() if self.compact else self.failure_counts(),
+            failure_reasons=() if self.compact else self.failure_counts(with_indexes=False),
             started_at=self.started_at,
             completed_at=self.completed_at,
             duration=duration,
@@ -224,11 +273,15 @@ class JobProgress:
             rejection_reason=self.rejection_reason,
         )
 
-    def failure_counts(self) -> tuple[FailureCount, ...]:
+    def failure_counts(self, with_indexes: bool = True) -> tuple[FailureCount, ...]:
         """Failed items per reason, most first (then by name, so a write is stable)."""
         ordered = sorted(self.reasons.items(), key=lambda kv: (-len(kv[1]), kv[0]))
         return tuple(
-            FailureCount(reason=reason, count=len(found), indexes=indexes.compress(found))
+            FailureCount(
+                reason=reason,
+                count=len(found),
+                indexes=indexes.compress(found) if with_indexes else None,
+            )
             for reason, found in ordered[:MAX_FAILURE_REASONS]
             if found
         )
@@ -238,7 +291,9 @@ def _reasons_of(status: IngestJobStatus) -> dict[str, set[int]]:
     """The failed indexes per reason a status records; a status written before
     failureReasons existed gives the reasons of the failures it lists."""
     if status.failure_reasons:
-        return {c.reason: c.index_set() for c in status.failure_reasons}
+        # A compact status counts without indexes: those come from the outcome record.
+        found_sets = {c.reason: c.index_set() for c in status.failure_reasons}
+        return {reason: found for reason, found in found_sets.items() if found}
     found: dict[str, set[int]] = {}
     for failure in status.failures:
         found.setdefault(str(failure.reason), set()).add(failure.index)
