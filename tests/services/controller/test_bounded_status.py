@@ -39,6 +39,8 @@ from .test_tracker import UID, VERSION, FakeBus, FakeKube
 # 1.4 KB) - above the issue's 4 KB, which needs the reasons out of the object. Before, 50
 # failures of up to 1,024 characters: up to ~370 KB escaped.
 STATUS_BUDGET = 4608
+# What the whole job object may take as etcd stores it (issue 22).
+OBJECT_BUDGET = 4096
 NOW = datetime(2026, 12, 7, tzinfo=UTC)
 ITEM_REASONS = [r for r in FailureReason if r not in ("InvalidSpec", "StatusUnwritable")]
 
@@ -212,3 +214,23 @@ async def _refused() -> None:
     assert resumed.done
     assert resumed.rejection_reason == FailureReason.STATUS_UNWRITABLE
     await writer.close()
+
+
+def api_metadata(name: str, namespace: str) -> dict[str, Any]:
+    """A job's metadata as the API writes it, at its longest: labels, a trace context
+    with the longest tracestate, an idempotency key of its longest (255 characters)."""
+    return {
+        "name": name,
+        "namespace": namespace,
+        "labels": {
+            crd.LABEL_MANAGED_BY: "emulsion-api",
+            crd.LABEL_COLLECTION: "g" * 63,
+            f"{crd.GROUP}/idempotency": "f" * 40,
+        },
+        "annotations": {
+            crd.ANNOTATION_TRACEPARENT: "00-" + "a" * 32 + "-" + "b" * 16 + "-01",
+            crd.ANNOTATION_TRACESTATE: "vendor=" + "x" * 249,
+            crd.ANNOTATION_IDEMPOTENCY_KEY: "<" * 255,
+            f"{crd.GROUP}/request-sha256": "e" * 64,
+        },
+    }

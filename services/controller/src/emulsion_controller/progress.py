@@ -8,8 +8,10 @@ changes nothing, and the first outcome recorded for an index is final.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -31,6 +33,28 @@ from emulsion_contracts.jobrecords import JobSummaryRecord, OutcomeRecord
 from emulsion_contracts.messages import ItemResult
 from emulsion_contracts.reasons import FailureReason
 from emulsion_controller.conditions import JobState, job_conditions
+
+# The most the status the controller writes (kopf's bookkeeping aside) may take as etcd
+# stores it. With kopf's (~150 bytes), the managedFields of both writers (~700) and the
+# API's metadata and spec (up to FRAME_BYTES) the whole object stays within 4 KB (issue
+# 22; tests/services/controller/test_bounded_status.py proves it as a property). Counts,
+# phase, times and the six conditions take ~1.1 KB at most; the rest holds the reasons
+# in the condition messages, the example failures and the counts per reason, given up
+# in that order when they do not fit (see to_status).
+STATUS_BYTES = 1536
+# The room the rest of the object has: metadata and spec as the API writes them, its
+# managedFields, kopf's bookkeeping and the managedFields of the status writers.
+FRAME_BYTES = 4096 - STATUS_BYTES
+
+_GO_ESCAPED = re.compile("[<>&\u2028\u2029]")
+
+
+def stored_json_bytes(value: object) -> int:
+    """Bytes of `value` as the apiserver stores it in etcd: compact JSON from Go's
+    encoding/json, which writes '<', '>', '&', U+2028 and U+2029 as six bytes each."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    escaped = sum(6 - len(c.encode("utf-8")) for c in _GO_ESCAPED.findall(text))
+    return len(text.encode("utf-8")) + escaped
 
 
 @dataclass
@@ -232,30 +256,47 @@ class JobProgress:
         failureReasons only counts."""
         if self.done and not self.completed_at:
             self.completed_at = now.replace(microsecond=0)
-        self._update_conditions(now)
         duration = None
         if self.started_at:
             end = self.completed_at or now
             duration = format_duration(end - self.started_at)
-        return IngestJobStatus(
-            observed_generation=self.generation,
-            phase=self.phase,
-            version=self.version,
-            total=self.total,
-            succeeded=len(self.succeeded),
-            failed=len(self.failed),
-            progress=f"{self.finished}/{self.total}",
-            failures=() if self.compact else tuple(self.failures),
-            failure_reasons=() if self.compact else self.failure_counts(with_indexes=False),
-            started_at=self.started_at,
-            completed_at=self.completed_at,
-            duration=duration,
-            conditions=tuple(self.conditions),
-        ).to_body()
+        failures = () if self.compact else tuple(self.failures)
+        reasons = () if self.compact else self.failure_counts(with_indexes=False)
+        # Fitted to STATUS_BYTES: first the condition messages go brief (the counts per
+        # reason still say why), then the examples go from the last, then the counts of
+        # the rarest reasons; the counts, phase and conditions always stay.
+        brief = False
+        while True:
+            self._update_conditions(now, brief)
+            body = IngestJobStatus(
+                observed_generation=self.generation,
+                phase=self.phase,
+                version=self.version,
+                total=self.total,
+                succeeded=len(self.succeeded),
+                failed=len(self.failed),
+                progress=f"{self.finished}/{self.total}",
+                failures=failures,
+                failure_reasons=reasons,
+                started_at=self.started_at,
+                completed_at=self.completed_at,
+                duration=duration,
+                conditions=tuple(self.conditions),
+            ).to_body()
+            if stored_json_bytes(body) <= STATUS_BYTES:
+                return body
+            if not brief:
+                brief = True
+            elif failures:
+                failures = failures[:-1]
+            elif reasons:
+                reasons = reasons[:-1]
+            else:
+                return body
 
-    def _update_conditions(self, now: datetime) -> None:
+    def _update_conditions(self, now: datetime, brief: bool = False) -> None:
         self.conditions = job_conditions(
-            self.conditions, self.state, generation=self.generation, now=now
+            self.conditions, replace(self.state, brief=brief), generation=self.generation, now=now
         )
 
     @property
