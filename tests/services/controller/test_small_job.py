@@ -146,6 +146,7 @@ def test_a_job_whose_item_list_is_missing_or_altered_fails_as_a_whole(
     assert failed["reason"] == FailureReason.INVALID_SPEC
     assert "spec.itemsRef" in failed["message"]
     assert ("not in" if wrong == "missing" else "sha256") in failed["message"]
+
     # Failed for good, as a whole: nothing was queued, no item counted.
     async def queued() -> int:
         async with streams.session() as js:
@@ -180,9 +181,11 @@ def test_a_job_whose_every_item_failed_stays_within_four_kilobytes(
     status = run(scenario())
     assert (status["failed"], status["succeeded"]) == (total, 0), status
     size = stored_bytes(jobs, name)
-    open(f"/tmp/ctl-job-{total}.json","wb").write(jobs.api.get_namespaced_custom_object(
-        crd.GROUP, crd.VERSION, jobs.namespace, crd.PLURAL, name, _preload_content=False
-    ).data)
+    open(f"/tmp/ctl-job-{total}.json", "wb").write(
+        jobs.api.get_namespaced_custom_object(
+            crd.GROUP, crd.VERSION, jobs.namespace, crd.PLURAL, name, _preload_content=False
+        ).data
+    )
     print(f"stored object of a {total}-item job, every item failed: {size} bytes")
     assert size <= OBJECT_BUDGET, size
     assert "failedIndexes" not in status

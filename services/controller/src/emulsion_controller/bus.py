@@ -109,7 +109,9 @@ class Bus:
             except (jobrecords.ItemsMissing, jobrecords.ItemsCorrupt) as error:
                 raise InvalidSpec(f"spec.itemsRef: {error}") from error
             except Exception as error:
-                raise ItemsUnavailable(f"item list {ref.name} could not be read: {error}") from error
+                raise ItemsUnavailable(
+                    f"item list {ref.name} could not be read: {error}"
+                ) from error
             self._item_lists[uid] = items
             while len(self._item_lists) > ITEM_LISTS_KEPT:
                 self._item_lists.popitem(last=False)

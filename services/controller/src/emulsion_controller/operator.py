@@ -186,18 +186,19 @@ def configure(settings: kopf.OperatorSettings, config: ControllerSettings) -> No
     # the handler progress go to status.kopf instead; and since the spec is immutable (a
     # CEL rule), inline items are left out of the diff base, which keeps every kopf
     # write small (the API's jobs name theirs in spec.itemsRef, a few hundred bytes).
-    # The metadata and the rest of the spec but its collection and profile are left out
-    # too: no handler reacts to a change (the spec is immutable), and kopf keeps the diff
-    # base as a JSON string in the object, where the API's annotations (an idempotency
-    # key of up to 255 characters, a trace state) and the item reference would be stored
-    # a second time, escaped twice (issue 22: the whole object within 4 KB). What is left
-    # is never empty (a collection is required): kopf reads an empty base as "new".
+    # The metadata and the rest of the spec but its collection are left out too: no
+    # handler reacts to a change (the spec is immutable), and kopf keeps the diff base as
+    # a JSON string in the object, where the API's annotations (an idempotency key of up
+    # to 255 characters, a trace state) and the item reference would be stored a second
+    # time, escaped twice (issue 22: the whole object within 4 KB). What is left is never
+    # empty (a collection is required): kopf would read an empty base as no base at all.
     settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(
         name="kopf",
         ignored_fields=[
             "metadata",
             "spec.items",
             "spec.itemsRef",
+            "spec.profile",
             "spec.version",
             "spec.styles",
             "spec.ttlSecondsAfterFinished",

@@ -35,16 +35,17 @@ from emulsion_contracts.reasons import FailureReason
 from emulsion_controller.conditions import JobState, job_conditions
 
 # The most the status the controller writes (kopf's bookkeeping aside) may take as etcd
-# stores it. With kopf's (~150 bytes), the managedFields of both writers (~700) and the
-# API's metadata and spec (up to FRAME_BYTES) the whole object stays within 4 KB (issue
-# 22; tests/services/controller/test_bounded_status.py proves it as a property). Counts,
-# phase, times and the six conditions take ~1.1 KB at most; the rest holds the reasons
-# in the condition messages, the example failures and the counts per reason, given up
-# in that order when they do not fit (see to_status).
+# stores it. Counts, phase, times and the six conditions take ~1.3 KB at most; the rest
+# holds the reasons in the condition messages, the example failures and the counts per
+# reason, given up in that order when they do not fit (see to_status).
 STATUS_BYTES = 1536
-# The room the rest of the object has: metadata and spec as the API writes them, its
-# managedFields, kopf's bookkeeping and the managedFields of the status writers.
-FRAME_BYTES = 4096 - STATUS_BYTES
+# All the controller's part of a job object may take: that status, kopf's bookkeeping
+# (status.kopf, ~100 bytes) and the managedFields entries of both status writers (~650).
+CONTROLLER_BYTES = 2368
+# What is left of 4 KB (issue 22) for the rest: the metadata and spec as the API writes
+# them, the apiserver's own fields and the API's managedFields entry. Within it the whole
+# object stays within 4 KB (tests/services/controller/test_bounded_status.py).
+FRAME_BYTES = 4096 - CONTROLLER_BYTES
 
 _GO_ESCAPED = re.compile("[<>&\u2028\u2029]")
 
