@@ -52,7 +52,10 @@ KOPF = "kopf"
 
 
 def api_metadata(
-    name: str, namespace: str, key: str = "<&>" * 12, collection: str = "g" * 63
+    name: str,
+    namespace: str,
+    key: str = "7c0e9a4e-<&>-4c7a-9b1d-2f0c5d6e7a8b",
+    collection: str = "gallery",
 ) -> dict[str, Any]:
     """A job's metadata as the API writes it: its labels (the collection's at its longest,
     a batch), a trace context, an idempotency key and the request's digest.

@@ -17,7 +17,6 @@ from typing import Any, cast
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from emulsion_contracts import keys
