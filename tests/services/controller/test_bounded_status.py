@@ -216,14 +216,15 @@ def test_the_stored_job_whose_every_item_failed_stays_within_four_kilobytes(
     assert all("indexes" not in c for c in status.get("failureReasons", ()))
     namespace = "n" * namespace_length
     name = keys.new_ulid().lower()
-    spec = {
-        "collection": "c" * collection_length,
+    collection = "c" * collection_length
+    spec: dict[str, Any] = {
+        "collection": collection,
         "profile": profile,
         "version": VERSION,
         "ttlSecondsAfterFinished": 31_536_000,
         "itemsRef": {"name": f"{namespace}/{name}", "sha256": "a" * 64, "count": total},
     }
-    job = stored_job(api_metadata(name, namespace, key, spec["collection"]), spec, status)
+    job = stored_job(api_metadata(name, namespace, key, collection), spec, status)
     size = stored_json_bytes(job)
     # The controller's part is bounded whatever the job, and so the whole object is, as
     # long as the API's part (its metadata, spec and managedFields) keeps to FRAME_BYTES.
