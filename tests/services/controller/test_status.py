@@ -62,7 +62,9 @@ def test_results_finish_the_job_in_the_phase_they_add_up_to(
     assert recorded.failed_set() == failing
     assert recorded.succeeded_set() == {0, 1, 2, 3} - failing
     assert "failedIndexes" not in status and "succeededIndexes" not in status
-    assert [f["index"] for f in status["failures"]] == sorted(failing)
+    # The first failures as examples, as many as the status's byte budget holds.
+    listed = [f["index"] for f in status.get("failures", ())]
+    assert listed == sorted(failing)[: len(listed)] and (listed or not failing)
     assert {f["reason"] for f in status["failures"]} <= {"DecompressionBomb"}
     assert status["startedAt"] <= status["completedAt"]
     assert status["duration"].endswith("s")
