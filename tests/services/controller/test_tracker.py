@@ -357,3 +357,23 @@ def test_redeliveries_of_results_already_folded_are_held_once_per_item() -> None
     assert max(held) == 3, held  # one per item, however often it was redelivered
     assert sorted(acked) == [12, 13, 14]  # the newest delivery of each item
     assert kube.body["status"]["succeeded"] == 3
+
+
+def test_pinning_a_version_is_conditional_and_yields_to_one_already_pinned() -> None:
+    """A job made without a version: the controller's pick is written only over the
+    resourceVersion it read (the status subresource does not check the uid), and a
+    version another replica pinned first is the one used."""
+
+    async def scenario() -> tuple[str | None, FakeKube]:
+        kube = FakeKube(items=2)
+        del kube.body["spec"]["version"]
+        writer = StatusWriter(cast(Kube, kube), cast(Bus, FakeBus()), 0.001)
+        job = await writer.begin_dispatch(IngestJob.read(kube.event()))
+        kube.someone_writes({"version": VERSION})  # a second replica pinned its own
+        pinned = await writer.record_version(job, keys.new_ulid())
+        return pinned, kube
+
+    pinned, kube = asyncio.run(scenario())
+    assert pinned == VERSION
+    assert kube.conditional_on == ["1"]
+    assert kube.body["status"]["version"] == VERSION
