@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import random
 import time
 from collections.abc import Sequence
@@ -13,7 +15,9 @@ import httpx
 from PIL import Image
 
 from emulsion_cli.gallery import GalleryParams, ensure_gallery
-from emulsion_contracts import crd, indexes, keys, storage
+from emulsion_contracts import crd, indexes, jobrecords, keys, messaging, storage
+from emulsion_contracts.ingestjob import ItemsRef
+from emulsion_contracts.jobrecords import JobRecords
 
 # Small photos keep each case quick on two cores; the soak uses full-size ones.
 SMALL = {"min_megapixels": 0.2, "max_megapixels": 0.8}
@@ -28,6 +32,8 @@ class Client:
     bucket: str
     kube: Any  # a kubernetes ApiClient
     namespace: str = "default"
+    # The stack's Endpoints: NATS, where a job's item list and outcomes are (issue 22).
+    endpoints: Any = None
 
 
 def gallery(root: Path, count: int, seed: int) -> list[Path]:
@@ -92,6 +98,43 @@ def read_job(client: Client, name: str) -> dict[str, Any]:
         crd.GROUP, crd.VERSION, client.namespace, crd.PLURAL, name, _request_timeout=10
     )
     assert isinstance(body, dict)
+    return with_records(client, body)
+
+
+def with_records(client: Client, body: dict[str, Any]) -> dict[str, Any]:
+    """The job as the oracle reads it: its items in `spec.items` (read from EMULSION_INGESTS
+    when the spec names them) and which items finished in `status.succeededIndexes` and
+    `status.failedIndexes` (from its outcome record, where the controller keeps them since
+    issue 22; a status of an older controller keeps its own)."""
+    ref = body["spec"].get("itemsRef")
+    metadata = body["metadata"]
+    if client.endpoints is None or (ref is None and "status" not in body):
+        return body
+
+    async def read() -> tuple[list[dict[str, Any]] | None, jobrecords.OutcomeRecord | None]:
+        connection = await client.endpoints.nats_connect()
+        try:
+            js = connection.jetstream()
+            items = None
+            if ref is not None:
+                found = await jobrecords.get_items(js, ItemsRef.model_validate(ref))
+                items = [item.to_body() for item in found]
+            kv = await js.key_value(messaging.RECORDS_BUCKET)
+            record, _ = await JobRecords(kv).outcomes(
+                metadata["namespace"], metadata["name"], metadata["uid"]
+            )
+            return items, record
+        finally:
+            await connection.close()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        items, record = pool.submit(asyncio.run, read()).result(30)
+    if items is not None:
+        body["spec"]["items"] = items
+    if record is not None:
+        status = body.setdefault("status", {})
+        status["succeededIndexes"] = record.succeeded
+        status["failedIndexes"] = record.failed
     return body
 
 
