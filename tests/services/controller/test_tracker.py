@@ -377,3 +377,27 @@ def test_pinning_a_version_is_conditional_and_yields_to_one_already_pinned() -> 
     assert pinned == VERSION
     assert kube.conditional_on == ["1"]
     assert kube.body["status"]["version"] == VERSION
+
+
+def test_a_record_ahead_of_the_status_is_written_again() -> None:
+    """A crash between the record (results acknowledged) and the status write: the
+    record ends the job, and catching up writes the status it adds up to."""
+
+    async def scenario() -> FakeKube:
+        kube, bus = FakeKube(items=2), FakeBus()
+        kube.someone_writes({"phase": "Processing", "version": VERSION})
+        record = OutcomeRecord(uid=UID, total=2, succeeded="0", failed="1", reasons={"X": "1"})
+        await bus.records.write_outcomes("ns", "job", record, None)
+        writer = StatusWriter(cast(Kube, kube), cast(Bus, bus), 0.001)
+        writer.catch_up(JobRef(namespace="ns", name="job", uid=UID))
+
+        async def finished() -> bool:
+            return kube.body["status"].get("phase") == "PartiallyFailed"
+
+        await until("the status to catch up with the record", finished, 10)
+        await writer.close()
+        return kube
+
+    status = asyncio.run(scenario()).body["status"]
+    assert (status["succeeded"], status["failed"], status["progress"]) == (1, 1, "2/2")
+    assert status["failureReasons"] == [{"reason": "X", "count": 1}]
