@@ -392,7 +392,7 @@ def test_a_record_ahead_of_the_status_is_written_again() -> None:
         writer.catch_up(JobRef(namespace="ns", name="job", uid=UID))
 
         async def finished() -> bool:
-            return kube.body["status"].get("phase") == "PartiallyFailed"
+            return bool(kube.body["status"].get("phase") == "PartiallyFailed")
 
         await until("the status to catch up with the record", finished, 10)
         await writer.close()
