@@ -213,3 +213,31 @@ def test_a_job_whose_every_item_failed_stays_within_four_kilobytes(
     assert failed == list(range(total))
     assert summary is not None and summary.uid == uid
     assert (summary.phase, summary.failed, summary.total) == ("Failed", total, total)
+
+
+def test_a_job_an_older_controller_left_half_done_resumes_from_its_index_ranges(
+    controllers: Any, jobs: Any, streams: Any, run: Any
+) -> None:
+    """Its status's ranges are merged into the outcome record once, then removed."""
+    jobs.create("older", 3)
+    jobs.api.patch_namespaced_custom_object_status(
+        crd.GROUP,
+        crd.VERSION,
+        jobs.namespace,
+        crd.PLURAL,
+        "older",
+        {"status": {"phase": "Processing", "total": 3, "succeeded": 1, "succeededIndexes": "1"}},
+    )
+    controllers.start()
+
+    async def scenario() -> dict[str, Any]:
+        async with streams.processing():
+            status: dict[str, Any] = await asyncio.to_thread(
+                jobs.wait_phase, "older", crd.Phase.SUCCEEDED
+            )
+            return status
+
+    status = run(scenario())
+    assert (status["succeeded"], status["progress"]) == (3, "3/3")
+    assert "succeededIndexes" not in status and "failedIndexes" not in status
+    assert jobs.outcomes("older").succeeded == "0-2"

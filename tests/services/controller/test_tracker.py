@@ -62,6 +62,8 @@ class FakeKube:
     def someone_writes(self, status: dict[str, Any]) -> dict[str, Any]:
         """An unconditional merge of `status` by another writer (kopf, a second replica)."""
         self.body["status"].update(copy.deepcopy(status))
+        # A merge patch's null removes the field.
+        self.body["status"] = {k: v for k, v in self.body["status"].items() if v is not None}
         self.revision += 1
         self._stamp()
         return self.event()
@@ -252,6 +254,8 @@ def test_an_old_status_with_index_ranges_is_merged_into_the_record_once() -> Non
     status = kube.body["status"]
     assert (status["phase"], status["succeeded"], status["failed"]) == ("PartiallyFailed", 2, 1)
     assert status["failureReasons"] == [{"reason": "NotAnImage", "count": 1}]
+    # The older controller's ranges are gone from the status: the record has them.
+    assert "succeededIndexes" not in status and "failedIndexes" not in status
 
 
 def test_a_stale_event_is_not_adopted() -> None:

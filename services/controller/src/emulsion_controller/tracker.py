@@ -99,6 +99,9 @@ class TrackedJob:
     details: dict[int, FailureDetail] = field(default_factory=dict)
     # Whether the Event of how the job ended is due no more.
     end_announced: bool = False
+    # The status holds an older controller's index ranges: the next write removes them
+    # (merged into the record by then), so they never contradict the counts.
+    stale_indexes: bool = False
     inbox: dict[HeldKey, tuple[ItemResult, Ack, trace.Link | None]] = field(default_factory=dict)
     unacked: dict[HeldKey, Ack] = field(default_factory=dict)
     links: list[trace.Link] = field(default_factory=list)
@@ -279,6 +282,8 @@ class StatusWriter:
         job.upload_ids = upload_ids
         job.collection = parsed.spec.collection
         job.resource_version = parsed.metadata.resource_version
+        status = parsed.status
+        job.stale_indexes = bool(status.succeeded_indexes or status.failed_indexes)
 
     def _apply_inbox(self, job: TrackedJob) -> None:
         assert job.progress is not None
@@ -518,6 +523,9 @@ class StatusWriter:
         """
         assert job.progress is not None
         for _ in range(CONFLICT_RETRIES):
+            if job.stale_indexes:
+                # null in a merge patch removes the field.
+                status = {**status, "succeededIndexes": None, "failedIndexes": None}
             try:
                 written = await self._kube.patch_status(
                     job.namespace, job.name, job.uid, status, job.resource_version
@@ -534,6 +542,7 @@ class StatusWriter:
                 continue
             if written is None:
                 return False
+            job.stale_indexes = False
             self._wrote(job, written)
             return True
         raise RuntimeError(f"status of {job.namespace}/{job.name} kept changing under us")
