@@ -11,7 +11,8 @@ import '@uppy/core/css/style.min.css';
 import '@uppy/dashboard/css/style.min.css';
 import './style.css';
 import {
-  ApiError, forgetToken, keepToken, request, streamEvents, tokenInSession, withRetries,
+  ApiError, forgetToken, keepToken, request, streamEvents, throttledWaitMs, tokenInSession,
+  withRetries,
 } from './api.js';
 import { reasonInWords } from './reasons.js';
 import { Ledger, batchKey } from './ledger.js';
@@ -341,6 +342,12 @@ function follow(name) {
           Object.assign(job, { finished: true, phase: 'Gone' });
           renderJobs();
           return;
+        }
+        // The token's open streams at their limit: wait as the API said, not a failure.
+        const throttled = throttledWaitMs(error);
+        if (throttled !== null) {
+          await new Promise((resolve) => setTimeout(resolve, throttled));
+          continue;
         }
         failures += 1;
       }

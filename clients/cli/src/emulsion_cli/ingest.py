@@ -20,7 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-from emulsion_cli.api import Api, Json, Upload, event_json
+from emulsion_cli.api import (
+    THROTTLED_PATIENCE_SECONDS,
+    Api,
+    Json,
+    Upload,
+    event_json,
+    throttled_wait,
+)
 from emulsion_cli.discovery import Discovery, ImageFile, Skipped, discover
 from emulsion_cli.errors import ApiRequestError, CliError
 from emulsion_cli.idempotency import idempotency_key
@@ -526,6 +533,7 @@ async def follow_job(
     API starts every stream with the current status, so nothing is missed.
     """
     failures = 0
+    patience = asyncio.get_running_loop().time() + THROTTLED_PATIENCE_SECONDS
     while True:
         try:
             async with contextlib.aclosing(api.events(job)) as events:
@@ -534,6 +542,12 @@ async def follow_job(
                     if final is not None:
                         return final
         except ApiRequestError as error:
+            wait = throttled_wait(error)
+            if wait is not None and asyncio.get_running_loop().time() + wait < patience:
+                # The token's open streams are at its limit: wait as told, without
+                # counting it a failure; a stream of this run ends soon and frees one.
+                await asyncio.sleep(wait)
+                continue
             if error.status not in (429, 503) or failures >= MAX_RECONNECTS:
                 raise
         except CliError as error:
