@@ -56,7 +56,7 @@ IN_FLIGHT_RETRY_SECONDS: Final = 5
 METRIC_TOKENS_MAX: Final = 50
 
 THROTTLED = Counter(
-    "emulsion_api_throttled_requests",
+    "emulsion_api_throttled_requests_total",
     "Requests answered 429 by a per-token limit, by token identity (first 16 hex of its "
     "SHA-256; at most 50 tokens per pod, then 'other') and limit",
     ["token", "limit"],
