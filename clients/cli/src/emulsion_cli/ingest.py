@@ -44,6 +44,10 @@ PRESIGN_BATCH: Final = 200
 # Saving the state after every file would rewrite it thousands of times.
 SAVE_EVERY_SECONDS: Final = 1.0
 MAX_RECONNECTS: Final = 5
+# Event streams one run keeps open at once: a 10,000-photo run makes some fifty jobs, and
+# a token may hold 16 streams per API pod by default; jobs finish roughly in order, so
+# following the earliest few loses nothing (a stream starts with the job's status).
+MAX_FOLLOWS: Final = 8
 RECONNECT_BACKOFF_SECONDS: Final = 1.0
 
 
@@ -140,6 +144,7 @@ class _Run:
     progress: dict[str, int] = field(default_factory=dict)
     last_save: float = 0.0
     upload_started: float = 0.0
+    follows: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MAX_FOLLOWS))
 
     def save_soon(self) -> None:
         if time.monotonic() - self.last_save >= SAVE_EVERY_SECONDS:
@@ -494,7 +499,8 @@ async def _notify(
 
 
 async def _follow_and_settle(run: _Run, job: str) -> None:
-    final = await follow_job(run.api, job, lambda done: _job_progress(run, job, done))
+    async with run.follows:
+        final = await follow_job(run.api, job, lambda done: _job_progress(run, job, done))
     items = await run.api.job_items(job)
     messages = {f.get("index"): f.get("message") for f in final.get("failures") or []}
     for item in items:
