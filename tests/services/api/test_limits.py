@@ -186,6 +186,28 @@ def test_items_in_flight_are_counted_then_added_to_until_the_next_count() -> Non
     asyncio.run(run())
 
 
+def test_a_token_under_its_limit_is_counted_once_a_minute_not_per_request() -> None:
+    clock = Clock()
+    limiter = Limiter(64, clock)
+    cap = TokenLimits(itemsInFlight=1000)
+    counted: list[int] = []
+
+    async def count() -> int:
+        counted.append(1)
+        return 10
+
+    async def run() -> None:
+        for _ in range(15):
+            await limiter.admit_items("a", cap, 5, count)
+            clock.now += 3
+        assert len(counted) == 1  # 45 s of requests, one listing
+        clock.now += limits.IN_FLIGHT_MAX_AGE_SECONDS
+        await limiter.admit_items("a", cap, 5, count)
+        assert len(counted) == 2
+
+    asyncio.run(run())
+
+
 def test_a_request_larger_than_the_limit_passes_when_nothing_is_in_flight() -> None:
     limiter = Limiter(64, Clock())
 

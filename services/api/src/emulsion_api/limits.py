@@ -18,10 +18,13 @@ fresh bucket is full, so dropping one changes nothing), and past `MAX_TRACKED` t
 the least recently used goes first. Follow counts exist only while a follow is open.
 
 Items in flight are counted from the token's unfinished IngestJobs (the API labels every
-job it makes with the token's identity), listed page by page at most once per
-`IN_FLIGHT_REFRESH_SECONDS` per token and pod, plus what this pod admitted since: no
-controller change, no counter to keep in step with job deletion and TTL expiry, and an
-apiserver list only while the token notifies.
+job it makes with the token's identity), listed page by page, plus what this pod admitted
+since: no controller change, no counter to keep in step with job deletion and TTL
+expiry. Items only leave flight, so a count plus this pod's admissions is an upper bound:
+a request under it is admitted without listing, and the jobs are listed again only when
+that bound would refuse (at most once per `IN_FLIGHT_REFRESH_SECONDS`) or the count is
+older than `IN_FLIGHT_MAX_AGE_SECONDS`. A token well under its limit costs one list a
+minute per pod while it notifies; only a refusal is decided on a fresh count.
 """
 
 from __future__ import annotations
@@ -46,10 +49,13 @@ LimitName = Literal["presigns_per_second", "notifies_per_second", "items_in_flig
 
 # Tokens whose buckets are kept at most; a deployment has tens of tokens, not thousands.
 MAX_TRACKED: Final = 10_000
-# How stale a token's count of items in flight may be before a request lists its jobs.
+# How stale a token's count of items in flight may be before a refusal lists its jobs.
 IN_FLIGHT_REFRESH_SECONDS: Final = 2.0
-# Jobs per apiserver page while counting items in flight (each job's items stay small).
-IN_FLIGHT_PAGE: Final = 50
+# How long a count serves at all (other pods admit items this pod does not see).
+IN_FLIGHT_MAX_AGE_SECONDS: Final = 60.0
+# Jobs per apiserver page while counting items in flight: few, as in reads.py (a job
+# written with kubectl may still carry a thousand items inline).
+IN_FLIGHT_PAGE: Final = 10
 # What a client over its items in flight is told to wait: jobs finish in seconds.
 IN_FLIGHT_RETRY_SECONDS: Final = 5
 # Distinct token labels on the throttling metric; the rest are counted as "other".
@@ -296,11 +302,19 @@ class Limiter:
         count: Callable[[], Awaitable[int]],
     ) -> None:
         """Admit `items` more items in flight for the token, or raise 429. `count` lists
-        the token's unfinished items (called when the pod's figure is older than
-        IN_FLIGHT_REFRESH_SECONDS)."""
+        the token's unfinished items: called when the pod has no count younger than
+        IN_FLIGHT_MAX_AGE_SECONDS, or when the one it has would refuse and is older than
+        IN_FLIGHT_REFRESH_SECONDS."""
         now = self._clock()
         known = self._in_flight.get(owner)
-        if known is None or now - known[1] >= IN_FLIGHT_REFRESH_SECONDS:
+        if (
+            known is None
+            or now - known[1] >= IN_FLIGHT_MAX_AGE_SECONDS
+            or (
+                known[0] + items > limits.items_in_flight
+                and now - known[1] >= IN_FLIGHT_REFRESH_SECONDS
+            )
+        ):
             known = (await count(), self._clock())
         in_flight, stamp = known
         if in_flight and in_flight + items > limits.items_in_flight:
@@ -324,7 +338,7 @@ class Limiter:
         now = self._clock()
         while self._in_flight:
             oldest, (_, stamp) = next(iter(self._in_flight.items()))
-            if len(self._in_flight) > MAX_TRACKED or now - stamp >= IN_FLIGHT_REFRESH_SECONDS:
+            if len(self._in_flight) > MAX_TRACKED or now - stamp >= IN_FLIGHT_MAX_AGE_SECONDS:
                 del self._in_flight[oldest]
             else:
                 break
