@@ -124,18 +124,21 @@ def test_buckets_are_capped_even_when_no_token_is_idle(monkeypatch: pytest.Monke
 def test_follows_never_pass_a_tokens_limit_nor_the_pods_and_all_come_back(
     steps: list[tuple[str, bool]],
 ) -> None:
-    limiter = Limiter(5, Clock())
+    limiter = Limiter(5, Clock())  # one slot kept for tokens that hold none
     per_token = TokenLimits(watches=3)
     held: list[Any] = []
     for owner, opening in steps:
         if opening or not held:
             slot = limiter.following(owner, per_token)
+            own = limiter.follows(owner)
+            total = sum(limiter.follows(o) for o in "abc")
             try:
                 slot.__enter__()
             except ApiError as refused:
                 assert refused.status == 429
-                at_own = limiter.follows(owner) >= 3
-                assert refused.code == ("rate_limited" if at_own else "too_many_watches")
+                held_back = own >= 3 or (own > 0 and total >= 4)
+                assert refused.code == ("rate_limited" if held_back else "too_many_watches")
+                assert own > 0 or total >= 5  # a newcomer is refused only by a full pod
                 continue
             held.append((owner, slot))
         else:
@@ -149,7 +152,7 @@ def test_follows_never_pass_a_tokens_limit_nor_the_pods_and_all_come_back(
 
 
 def test_a_token_at_its_follow_limit_leaves_the_rest_to_others() -> None:
-    limiter = Limiter(4, Clock())
+    limiter = Limiter(8, Clock())
     one = TokenLimits(watches=2)
     a1, a2 = limiter.following("a", one), limiter.following("a", one)
     a1.__enter__()
@@ -294,3 +297,31 @@ def test_a_page_is_read_a_chunk_at_a_time_and_pages_on_exactly(
                 return seen
 
     assert asyncio.run(every_page()) == [n for n in range(jobs) if n not in hidden]
+
+
+def test_busy_tokens_never_take_the_pods_last_slots_from_a_newcomer() -> None:
+    limiter = Limiter(16, Clock())  # 2 kept for tokens that hold none
+    generous = TokenLimits(watches=16)
+    # Held here: a slot whose context manager is collected is given back.
+    held: list[Any] = []
+
+    def take(owner: str) -> ApiError | None:
+        slot = limiter.following(owner, generous)
+        try:
+            slot.__enter__()
+        except ApiError as refused:
+            return refused
+        held.append(slot)
+        return None
+
+    while take("a") is None:
+        pass
+    assert limiter.follows("a") == 14
+    # Newcomers get the kept slots, one each; a second one is a busy token's again.
+    assert take("b") is None
+    refused = take("b")
+    assert refused is not None and refused.limit == "watches"
+    assert take("c") is None
+    # Only a pod full to the last slot refuses a newcomer.
+    refused = take("d")
+    assert refused is not None and refused.code == "too_many_watches"

@@ -206,6 +206,9 @@ class Limiter:
         self._follows: dict[str, int] = {}
         self._follows_total = 0
         self._max_follows = max_watches
+        # The pod's last slots are kept for tokens that hold none: however many busy
+        # tokens there are, together they never shut a newcomer out.
+        self._newcomer_reserve = max(1, max_watches // 8)
         # owner -> (items in flight when counted + admitted since, when counted)
         self._in_flight: OrderedDict[str, tuple[int, float]] = OrderedDict()
 
@@ -262,7 +265,8 @@ class Limiter:
     def following(self, owner: str, limits: TokenLimits) -> Iterator[None]:
         """Hold one of the token's open follows (an event stream or a long poll) for the
         block; a token at its limit is refused before the pod's total, so it never takes
-        the slots other tokens would have."""
+        the slots other tokens would have, and a token that holds one already may not
+        take the pod's last few (kept for tokens that hold none)."""
         held = self._follows.get(owner, 0)
         if held >= limits.watches:
             raise throttled(
@@ -271,6 +275,14 @@ class Limiter:
                 1,
                 f"this token has {held} event streams and long polls open; at most "
                 f"{limits.watches}",
+            )
+        if held and self._follows_total >= self._max_follows - self._newcomer_reserve:
+            raise throttled(
+                owner,
+                "watches",
+                1,
+                f"this token has {held} event streams and long polls open and this API "
+                "pod's are nearly all taken; the last are kept for other tokens",
             )
         if self._follows_total >= self._max_follows:
             raise ApiError(
