@@ -6,10 +6,17 @@ the API's errors, RFC 9457 problems (`code`, `detail`, `errors`).
 Retries (stamina): lost connections and 429/502/503/504 answers are tried again with
 exponential backoff and jitter; when the answer carries `Retry-After`, that is the wait
 (plus up to a second of jitter, so clients throttled together do not return together).
+
+A token's own limits (429 `rate_limited`: presigns or notifies per second, items in
+flight, open event streams) are not failures: the API did nothing, and says when to come
+back. Such an answer is waited out (its Retry-After, capped) and the request sent again,
+without spending a retry, for as long as THROTTLED_PATIENCE_SECONDS: a well-behaved run
+under a tight limit goes slower and still finishes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
@@ -45,6 +52,10 @@ MAX_RETRY_AFTER_SECONDS: Final = 60.0
 # Keys per `uploads/present` request: far under the API's batch limit (5,000 by default).
 PRESENT_BATCH: Final = 500
 RETRY_TIMEOUT_SECONDS: Final = 180.0
+# How long one call keeps waiting out the token's own limits (429 rate_limited).
+THROTTLED_PATIENCE_SECONDS: Final = 1800.0
+# The wait when a throttled answer names none.
+THROTTLED_DEFAULT_SECONDS: Final = 1.0
 
 T = TypeVar("T")
 Json = dict[str, Any]
@@ -138,6 +149,15 @@ def retry_attempts(environ: Mapping[str, str] | None = None) -> int:
     return attempts
 
 
+def throttled_wait(error: ApiRequestError) -> float | None:
+    """The pause before asking again when the token's own limit refused a call (429
+    `rate_limited`): its Retry-After, capped, plus jitter; None for any other answer."""
+    if error.status != 429 or error.code != "rate_limited":
+        return None
+    wait = error.retry_after if error.retry_after is not None else THROTTLED_DEFAULT_SECONDS
+    return min(wait, MAX_RETRY_AFTER_SECONDS) + random.uniform(0, JITTER_SECONDS)  # noqa: S311
+
+
 def retry_backoff(error: Exception) -> bool | float:
     """stamina's backoff hook: False gives up at once (a deterministic answer is not
     transient), True waits its exponential backoff, a number waits that many seconds."""
@@ -187,13 +207,21 @@ class Api:
         return Unreachable(f"cannot reach the Emulsion API at {self.config.api_url}: {error!r}")
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            response = await self._client.request(method, path, **kwargs)
-        except httpx.TransportError as error:
-            raise self._unreachable(error) from error
-        if response.is_error:
-            raise error_from_response(response)
-        return response
+        loop = asyncio.get_running_loop()
+        patience = loop.time() + THROTTLED_PATIENCE_SECONDS
+        while True:
+            try:
+                response = await self._client.request(method, path, **kwargs)
+            except httpx.TransportError as error:
+                raise self._unreachable(error) from error
+            if not response.is_error:
+                return response
+            refused = error_from_response(response)
+            wait = throttled_wait(refused)
+            if wait is None or loop.time() + wait > patience:
+                raise refused
+            # The token's own limit: nothing was done; wait as told and ask again.
+            await asyncio.sleep(wait)
 
     async def _with_retries(
         self,

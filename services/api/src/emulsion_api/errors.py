@@ -47,6 +47,7 @@ ErrorCode = Literal[
     "duplicate_upload",
     "overloaded",
     "too_many_watches",
+    "rate_limited",
     "internal",
     "unavailable",
     "http_error",
@@ -81,6 +82,8 @@ CODES: Final[dict[ErrorCode, CodeInfo]] = {
     "duplicate_upload": CodeInfo(422, "An upload appears twice in one request"),
     "overloaded": CodeInfo(429, "The apiserver is throttling requests"),
     "too_many_watches": CodeInfo(429, "Too many open watches"),
+    # A per-token limit (limits.py); the problem's `limit` names which.
+    "rate_limited": CodeInfo(429, "A limit of this token is reached"),
     "internal": CodeInfo(500, "Internal error"),
     "unavailable": CodeInfo(503, "A backend is unavailable"),
     # Any other status Starlette answers with (e.g. 406); not raised by the API itself.
@@ -145,6 +148,14 @@ class Problem(BaseModel):
         description="The request's OpenTelemetry trace id (32 hex digits), to find it in logs.",
         examples=["4bf92f3577b34da6a3ce929d0e0e4736"],
     )
+    limit: str | None = Field(
+        default=None,
+        description=(
+            "For `rate_limited`: the token's limit that was reached (`presigns_per_second`, "
+            "`notifies_per_second`, `items_in_flight` or `watches`); null otherwise."
+        ),
+        examples=["notifies_per_second"],
+    )
     errors: list[ErrorDetail] = Field(
         default=[],
         description="The individual problems, for a request with several.",
@@ -167,8 +178,10 @@ class ApiError(Exception):
         message: str,
         details: list[ErrorDetail] | None = None,
         headers: Mapping[str, str] | None = None,
+        limit: str | None = None,
     ) -> None:
         super().__init__(message)
+        self.limit = limit
         self.status = status
         self.code = code
         self.message = message
@@ -187,8 +200,10 @@ def problem(
     detail: str,
     instance: str | None = None,
     errors: list[ErrorDetail] | None = None,
+    limit: str | None = None,
 ) -> Problem:
     return Problem(
+        limit=limit,
         type=TYPE_PREFIX + code,
         title=CODES[code].title,
         status=status,
@@ -202,7 +217,8 @@ def problem(
 
 def problem_response(problem: Problem, headers: Mapping[str, str] | None = None) -> JSONResponse:
     return JSONResponse(
-        problem.model_dump(mode="json"),
+        # `limit` only where it applies, so other problems read as before.
+        problem.model_dump(mode="json", exclude={"limit"} if problem.limit is None else None),
         status_code=problem.status,
         headers=headers,
         media_type=PROBLEM_MEDIA_TYPE,
@@ -210,7 +226,7 @@ def problem_response(problem: Problem, headers: Mapping[str, str] | None = None)
 
 
 def error_response(error: ApiError, instance: str | None = None) -> JSONResponse:
-    found = problem(error.status, error.code, error.message, instance, error.details)
+    found = problem(error.status, error.code, error.message, instance, error.details, error.limit)
     return problem_response(found, error.headers)
 
 

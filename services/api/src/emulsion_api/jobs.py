@@ -38,6 +38,9 @@ from emulsion_contracts.reasons import FailureReason
 LABEL_IDEMPOTENCY: Final = f"{crd.GROUP}/idempotency"
 # The hash of the request body the key was first used with: same key, other body -> 422.
 ANNOTATION_REQUEST_HASH: Final = f"{crd.GROUP}/request-sha256"
+# The identity of the token that made the job (Principal.owner): its items in flight are
+# counted by this label (limits.py).
+LABEL_OWNER: Final = f"{crd.GROUP}/owner"
 MANAGED_BY: Final = "emulsion-api"
 IDEMPOTENCY_KEY_MAX: Final = 255
 
@@ -215,6 +218,7 @@ class JobPlan:
     trace_headers: Mapping[str, str]
     idempotency: tuple[str, str, str] | None = None  # (label, client key, request hash)
     ttl_seconds_after_finished: int | None = None
+    owner: str | None = None  # the token's identity, labelled for its items in flight
 
 
 def stored_json_size(value: Any) -> int:
@@ -287,6 +291,8 @@ def build_jobs(plan: JobPlan, part_versions: Sequence[str]) -> list[Job]:
         crd.LABEL_COLLECTION: collection_label(plan.collection),
     }
     annotations: dict[str, str] = {}
+    if plan.owner:
+        labels[LABEL_OWNER] = plan.owner
     if batch:
         labels[crd.LABEL_BATCH] = batch
     if "traceparent" in plan.trace_headers:

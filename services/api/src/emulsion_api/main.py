@@ -26,6 +26,7 @@ from emulsion_api.bus import Bus
 from emulsion_api.commits import GroupCommit
 from emulsion_api.deps import Services
 from emulsion_api.kube import Kube
+from emulsion_api.limits import Limiter
 from emulsion_api.middleware import BodyLimitMiddleware, MetricsMiddleware
 from emulsion_api.ops import serve_metrics
 from emulsion_api.routes import access, assets, batches, health, ingests, profiles, uploads, web
@@ -85,6 +86,7 @@ def _services(settings: ApiSettings, blocking: Blocking) -> Services:
         ),
         bus=Bus(settings),
         commits=GroupCommit(crd.MAX_ITEMS),
+        limiter=Limiter(settings.max_watches),
     )
 
 

@@ -13,8 +13,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Path, Query, Response, status
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from emulsion_api import commits, jobs, views
-from emulsion_api.deps import Principal, PrincipalDep, Services, ServicesDep
+from emulsion_api import commits, jobs, reads, views
+from emulsion_api.deps import FollowingDep, Principal, PrincipalDep, Services, ServicesDep
 from emulsion_api.errors import ApiError, ErrorDetail, problems
 from emulsion_api.kube import Kube
 from emulsion_api.models import (
@@ -23,6 +23,7 @@ from emulsion_api.models import (
     IngestRequest,
     IngestStatus,
     JobDeletedEvent,
+    JobSummary,
     StreamErrorEvent,
 )
 from emulsion_contracts import crd, keys, telemetry
@@ -100,6 +101,7 @@ async def _job_or_404(kube: Kube, name: str, caller: Principal) -> jobs.Job:
             "idempotency_key_reused",
             "upload_missing",
             "overloaded",
+            "rate_limited",
             "unavailable",
             "internal",
         ),
@@ -137,6 +139,7 @@ async def create_ingest(
     """
     settings = services.settings
     caller.check_write(body.collection)
+    services.limiter.notifies(caller.owner, caller.limits)
     jobs.check_items(body, settings.max_request_items)
     if body.profile not in services.profiles:
         raise ApiError(
@@ -170,7 +173,9 @@ async def create_ingest(
         trace_headers=telemetry.inject(),
         idempotency=idempotency,
         ttl_seconds_after_finished=settings.ttl_seconds_after_finished,
+        owner=caller.owner,
     )
+    await services.limiter.admit_jobs(services.kube, caller.owner, caller.limits, len(planned))
     if idempotency is None and len(planned) <= commits.MAX_GROUPED_REQUEST_ITEMS:
         job, offset = await services.commits.submit(
             (caller.id, body.collection, body.profile),
@@ -299,15 +304,19 @@ async def list_ingests(
         if not caller.may_read(collection):
             raise ApiError(404, "not_found", f"no collection {collection!r}")
         selector = f"{crd.LABEL_COLLECTION}={jobs.collection_label(collection)}"
-    listed, next_cursor = await services.kube.list_page(selector, limit, cursor)
-    # The label is the collection cut to a label value; the spec says which it is.
-    shown = [
-        job
-        for job in listed
-        if caller.may_read(str(job["spec"]["collection"]))
-        and (collection is None or job["spec"]["collection"] == collection)
-    ]
-    return IngestList(items=[jobs.summary(job) for job in shown], next_cursor=next_cursor)
+
+    def shown(job: jobs.Job) -> JobSummary | None:
+        # The label is the collection cut to a label value; the spec says which it is.
+        found = str(job["spec"]["collection"])
+        if not caller.may_read(found) or (collection is not None and found != collection):
+            return None
+        return jobs.summary(job)
+
+    # Read a few jobs at a time (reads.py): memory follows the summaries returned.
+    items, next_cursor = await reads.page_of(
+        services.kube.list_page, selector, limit, cursor, shown
+    )
+    return IngestList(items=items, next_cursor=next_cursor)
 
 
 # A job's status, read once or followed (a long poll's `wait`, or its event stream).
@@ -317,6 +326,7 @@ FOLLOWING_PROBLEMS = problems(
     "invalid_request",
     "overloaded",
     "too_many_watches",
+    "rate_limited",
     "unavailable",
     "internal",
 )
@@ -364,9 +374,10 @@ async def get_ingest(
     """
     job = await _job_or_404(services.kube, name, caller)
     if wait > 0 and not jobs.phase(job).finished:
-        job = await _status_change(
-            services.kube, job, min(wait, services.settings.max_wait_seconds)
-        )
+        with services.limiter.following(caller.owner, caller.limits):
+            job = await _status_change(
+                services.kube, job, min(wait, services.settings.max_wait_seconds)
+            )
     return await views.ingest_status(services, job, item_offset, item_limit, urls=urls)
 
 
@@ -412,7 +423,9 @@ async def _followed_job(name: JobName, services: ServicesDep, caller: PrincipalD
     },
 )
 async def ingest_events(
-    services: ServicesDep, job: Annotated[jobs.Job, Depends(_followed_job)]
+    services: ServicesDep,
+    job: Annotated[jobs.Job, Depends(_followed_job)],
+    _following: FollowingDep,
 ) -> AsyncIterator[ServerSentEvent]:
     """The job's status as server-sent events, until the job ends."""
     name = job["metadata"]["name"]
