@@ -14,6 +14,7 @@ from emulsion_api.bus import Bus
 from emulsion_api.commits import GroupCommit
 from emulsion_api.errors import ApiError
 from emulsion_api.kube import Kube
+from emulsion_api.records import Records
 from emulsion_api.scopes import Scopes
 from emulsion_api.settings import ApiSettings
 from emulsion_api.store import Store
@@ -33,6 +34,8 @@ class Services:
     kube: Kube
     store: Store
     bus: Bus
+    # Item lists, outcomes, failures and summaries kept in JetStream (emulsion_api.records).
+    records: Records
     # Concurrent small ingests of one caller, collection and profile share a create.
     commits: GroupCommit
 
