@@ -117,10 +117,11 @@ def test_errors_are_problems_with_one_shape_per_status(document: dict[str, Any])
                 # A Problem, or a Problem with extension members (410: ExpiredIngestProblem).
                 [ref] = schema["allOf"]
                 model = ref["$ref"].rsplit("/", 1)[1]
-                assert model == "Problem" or "Problem" in str(
-                    document["components"]["schemas"][model].get("allOf", "")
-                ) or set(document["components"]["schemas"]["Problem"]["properties"]) <= set(
-                    document["components"]["schemas"][model]["properties"]
+                assert (
+                    model == "Problem"
+                    or "Problem" in str(document["components"]["schemas"][model].get("allOf", ""))
+                    or set(document["components"]["schemas"]["Problem"]["properties"])
+                    <= set(document["components"]["schemas"][model]["properties"])
                 ), (name, status, model)
                 codes = schema["properties"]["code"]["enum"]
                 assert all(errors.CODES[code].status == int(status) for code in codes), name

@@ -9,11 +9,11 @@ import httpx
 
 from emulsion_contracts import crd
 
-from ..conftest import list_jobs, new_collection, patch_status
+from ..conftest import ItemsOf, list_jobs, new_collection, patch_status
 
 
 def test_oversized_request_is_split_into_one_batch_and_aggregated(
-    api: httpx.Client, custom: Any, stage: Callable[..., list[str]]
+    items_of: ItemsOf, api: httpx.Client, custom: Any, stage: Callable[..., list[str]]
 ) -> None:
     count = crd.MAX_ITEMS + 1
     collection = new_collection()
@@ -33,8 +33,8 @@ def test_oversized_request_is_split_into_one_batch_and_aggregated(
         list_jobs(custom, f"{crd.LABEL_BATCH}={batch}"), key=lambda j: j["spec"]["version"]
     )
     assert [p["metadata"]["name"] for p in parts] == body["jobs"]
-    assert [len(p["spec"]["items"]) for p in parts] == [crd.MAX_ITEMS, 1]
-    assert [item["source"] for p in parts for item in p["spec"]["items"]] == staged
+    assert [len(items_of(p)) for p in parts] == [crd.MAX_ITEMS, 1]
+    assert [item["source"] for p in parts for item in items_of(p)] == staged
     assert all(p["metadata"]["labels"][crd.LABEL_COLLECTION] == collection for p in parts)
     # Each request item says which job and which index inside it makes it.
     last = body["items"][-1]
