@@ -905,3 +905,27 @@ def test_finished_jobs_expire_after_an_hour_by_default_and_the_value_sets_it(
     assert env_of(longer["api"])["EMULSION_JOB_TTL_SECONDS"] == "86400"
     refused = template(tools, {"jobs": {"ttlSecondsAfterFinished": -1}}, check=False)
     assert refused.returncode != 0
+
+
+def test_job_records_outlive_the_jobs_ttl_by_a_day_and_reach_the_controller(
+    tools: Tools, default: list[dict[str, Any]]
+) -> None:
+    """jobs.recordsRetentionSeconds reaches the controller (it creates the stores); the
+    chart refuses a retention that does not outlive the jobs' TTL by more than a day: the
+    API answers 410 for an expired job from those records."""
+    rendered = deployments(default)
+    assert env_of(rendered["controller"])["EMULSION_RECORDS_RETENTION_SECONDS"] == "604800"
+    for component in set(rendered) - {"controller"}:
+        assert "EMULSION_RECORDS_RETENTION_SECONDS" not in env_of(rendered[component])
+    longer = {"jobs": {"ttlSecondsAfterFinished": 86400, "recordsRetentionSeconds": 14 * 86400}}
+    controller = deployments(render(tools, longer))["controller"]
+    assert env_of(controller)["EMULSION_RECORDS_RETENTION_SECONDS"] == str(14 * 86400)
+    for values in (
+        {"jobs": {"ttlSecondsAfterFinished": 7 * 86400}},
+        {"jobs": {"ttlSecondsAfterFinished": 3600, "recordsRetentionSeconds": 86400 + 3600}},
+    ):
+        refused = template(tools, values, check=False)
+        assert refused.returncode != 0
+        assert "must exceed jobs.ttlSecondsAfterFinished" in refused.stderr or (
+            "recordsRetentionSeconds" in refused.stderr
+        )
