@@ -299,6 +299,29 @@ class FailurePage(BaseModel):
     )
 
 
+class BatchFailureEntry(FailureEntry):
+    job: str = _field("The part (IngestJob) the item is in.", _JOB_EXAMPLE)
+
+
+class BatchFailurePage(BaseModel):
+    batch: str = _field("The batch id.", _JOB_EXAMPLE)
+    items: list[BatchFailureEntry] = _field(
+        "Failed items, part after part, each part's in index order.",
+        [
+            {
+                "job": _JOB_EXAMPLE,
+                "index": 3,
+                "asset": "IMG_0004.jpg",
+                "reason": "NotAnImage",
+                "message": "cannot identify image file",
+            }
+        ],
+    )
+    next_cursor: str | None = _field(
+        "Pass as `cursor` for the next page; null at the end.", None, default=None
+    )
+
+
 class MadeAsset(BaseModel):
     index: int = _field("The item's position in its job.", 0)
     asset: str = _field("The asset it made (exactly as named).", "IMG_0001.jpg")
