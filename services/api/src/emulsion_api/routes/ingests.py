@@ -310,7 +310,8 @@ async def list_ingests(
             description="Only this collection's jobs (404 outside the token's scopes).",
         ),
     ] = None,
-    # A job carries its whole item list (up to 1,000 items), so pages stay small.
+    # Each entry is a job's summary (its items are not read), so pages cost the apiserver
+    # little; the bound keeps a page's answer small all the same.
     limit: Annotated[int, Query(ge=1, le=100, description="Most jobs per page.")] = 20,
     cursor: Annotated[
         str | None,
