@@ -929,3 +929,23 @@ def test_job_records_outlive_the_jobs_ttl_by_a_day_and_reach_the_controller(
         assert "must exceed jobs.ttlSecondsAfterFinished" in refused.stderr or (
             "recordsRetentionSeconds" in refused.stderr
         )
+
+
+def test_the_nats_cluster_example_renders_r3_and_the_leader_lookup(tools: Tools) -> None:
+    """charts/emulsion/examples/nats-cluster.yaml (issue 29): every server in NATS_URL,
+    streams created at R3, and KEDA on the headless Service, where `<server>.<host>`
+    reaches a consumer's leader."""
+    example = yaml.safe_load((CHART / "examples" / "nats-cluster.yaml").read_text())
+    objects = render(tools, example)
+    for name, deployment in deployments(objects).items():
+        servers = env_of(deployment)["NATS_URL"].split(",")
+        assert [s.split("//")[1].split(".")[0] for s in servers] == ["nats-0", "nats-1", "nats-2"]
+        if name == "controller":
+            assert env_of(deployment)["EMULSION_JETSTREAM_REPLICAS"] == "3"
+    (scaled,) = by_kind(objects, "ScaledObject").values()
+    endpoint = scaled["spec"]["triggers"][0]["metadata"]["natsServerMonitoringEndpoint"]
+    host = endpoint.rsplit(":", 1)[0]
+    assert host.startswith("nats-headless.")
+    # The leader's monitoring address, as KEDA builds it, is a pod of the StatefulSet.
+    assert f"nats-0.{host}".startswith("nats-0.nats-headless.nats.svc")
+    assert validate_with_keda_models(scaled) == scaled

@@ -304,7 +304,7 @@ def tls_context(ca_file: str | Path) -> ssl.SSLContext:
 def connect_options(settings: NatsSettings) -> dict[str, Any]:
     """nats.connect's keyword arguments for these settings: servers, credentials, the
     identity's inbox prefix, and TLS verified against NATS_CA_FILE when it is set."""
-    options: dict[str, Any] = {"servers": [settings.nats_url]}
+    options: dict[str, Any] = {"servers": settings.servers()}
     if settings.nats_user:
         options["user"] = settings.nats_user
         options["password"] = settings.password()

@@ -7,7 +7,15 @@ from urllib.parse import quote
 
 from emulsion_api import jobs
 from emulsion_api.deps import Services
-from emulsion_api.models import Asset, AssetEntry, IngestStatus, ItemStatus, Original, Output
+from emulsion_api.models import (
+    Asset,
+    AssetEntry,
+    IngestStatus,
+    ItemStatus,
+    Original,
+    Output,
+    RenderingInfo,
+)
 from emulsion_api.store import ListedManifest, Store, StoredManifest
 from emulsion_contracts import keys
 from emulsion_contracts.ingestjob import IngestJob, JobItem
@@ -35,9 +43,23 @@ def _outputs(store: Store, manifest: AssetManifest) -> list[Output]:
             height=derivative.height,
             bytes=derivative.bytes,
             content_type=derivative.content_type,
+            renderings=[
+                RenderingInfo(
+                    format=rendering.format,
+                    url=store.download_url(rendering.key),
+                    bytes=rendering.bytes,
+                    content_type=rendering.content_type,
+                )
+                for rendering in derivative.renderings
+            ],
         )
         for derivative in manifest.derivatives
     ]
+
+
+def style_url(collection: str, asset: str, style: str) -> str:
+    """The style's own URL, which redirects to the rendering the request's `Accept` picks."""
+    return f"{asset_url(collection, asset)}/styles/{style}"
 
 
 def asset(store: Store, stored: StoredManifest) -> Asset:

@@ -51,6 +51,7 @@ from emulsion_contracts.messages import (
     GcRequest,
     ItemResult,
     JobRef,
+    Rendering,
     StyleSpec,
     WorkItem,
 )
@@ -592,12 +593,13 @@ class ItemWorker:
             )
         ]
         for output, derivative in zip(rendered.styles, manifest.derivatives, strict=True):
-            calls.append(
-                self._io(
-                    store.upload_file, s3, bucket, derivative.key, output.path, output.content_type
+            for file, rendering in zip(output.files, derivative.all_renderings(), strict=True):
+                calls.append(
+                    self._io(
+                        store.upload_file, s3, bucket, rendering.key, file.path, file.content_type
+                    )
                 )
-            )
-            metrics.BYTES.labels("uploaded").inc(output.bytes)
+                metrics.BYTES.labels("uploaded").inc(file.bytes)
         tasks = [asyncio.ensure_future(call) for call in calls]
         try:
             await asyncio.gather(*tasks)
@@ -716,14 +718,9 @@ def planned_keys(
         item.collection, item.asset, item.version, source_filename(item.source)
     )
     derivatives = (
-        keys.derivative_key(
-            item.collection,
-            item.asset,
-            item.version,
-            style.name,
-            imaging.EXTENSIONS[style.format or profile.format],
-        )
+        keys.rendering_key(item.collection, item.asset, item.version, style.name, output_format)
         for style in styles
+        for output_format in style.output_formats(profile.format)
     )
     return tuple(sorted({original, *derivatives}))
 
@@ -742,19 +739,7 @@ def build_manifest(item: WorkItem, rendered: imaging.Rendered, source_bytes: int
         width=rendered.width,
         height=rendered.height,
     )
-    derivatives = tuple(
-        Derivative(
-            style=output.style,
-            key=keys.derivative_key(
-                item.collection, item.asset, item.version, output.style, output.extension
-            ),
-            width=output.width,
-            height=output.height,
-            bytes=output.bytes,
-            content_type=output.content_type,
-        )
-        for output in rendered.styles
-    )
+    derivatives = tuple(_derivative(item, output) for output in rendered.styles)
     return AssetManifest(
         collection=item.collection,
         asset=item.asset,
@@ -764,6 +749,32 @@ def build_manifest(item: WorkItem, rendered: imaging.Rendered, source_bytes: int
         original=original,
         derivatives=derivatives,
         committed_at=datetime.now(UTC),
+    )
+
+
+def _derivative(item: WorkItem, output: imaging.RenderedStyle) -> Derivative:
+    """A style's manifest entry; a style with several formats lists each rendering."""
+    renderings = tuple(
+        Rendering(
+            format=file.format,
+            key=keys.rendering_key(
+                item.collection, item.asset, item.version, output.style, file.format
+            ),
+            bytes=file.bytes,
+            content_type=file.content_type,
+        )
+        for file in output.files
+    )
+    return Derivative(
+        style=output.style,
+        key=keys.derivative_key(
+            item.collection, item.asset, item.version, output.style, output.extension
+        ),
+        width=output.width,
+        height=output.height,
+        bytes=output.bytes,
+        content_type=output.content_type,
+        renderings=renderings if len(renderings) > 1 else (),
     )
 
 
