@@ -175,3 +175,14 @@ def test_the_event_stream_events_are_typed(document: dict[str, Any]) -> None:
     }
     for ref in set(events.values()):
         assert ref.rsplit("/", 1)[1] in document["components"]["schemas"]
+
+
+def test_the_expired_ingests_example_is_an_expired_ingest_problem(
+    document: dict[str, Any],
+) -> None:
+    from emulsion_api.models import ExpiredIngestProblem
+
+    for path in ("/v1/ingests/{name}", "/v1/ingests/{name}/events"):
+        gone = document["paths"][path]["get"]["responses"]["410"]
+        example = gone["content"]["application/problem+json"]["example"]
+        assert ExpiredIngestProblem.model_validate(example).code == "ingest_expired"

@@ -228,7 +228,11 @@ def error_response(error: ApiError, instance: str | None = None) -> JSONResponse
 Responses = dict[int | str, dict[str, Any]]
 
 
-def problems(*codes: ErrorCode, models: Mapping[int, type[Problem]] | None = None) -> Responses:
+def problems(
+    *codes: ErrorCode,
+    models: Mapping[int, type[Problem]] | None = None,
+    examples: Mapping[int, dict[str, Any]] | None = None,
+) -> Responses:
     """The error responses of a route that can answer with `codes`: one per status, whose
     schema is `Problem` (or the status' model in `models`, a Problem with extension
     members) with `code` limited to the codes of that status."""
@@ -245,6 +249,8 @@ def problems(*codes: ErrorCode, models: Mapping[int, type[Problem]] | None = Non
             "x-codes": sorted(set(listed)),
             "x-model": model.__name__,
         }
+        if status in (examples or {}):
+            documented[status]["x-example"] = (examples or {})[status]
         if status in _STATUS_HEADERS:
             documented[status]["headers"] = _STATUS_HEADERS[status]
     return documented
@@ -260,13 +266,17 @@ def document(schema: dict[str, Any]) -> dict[str, Any]:
                     continue
                 codes = response.pop("x-codes", None)
                 model = response.pop("x-model", "Problem")
+                example = response.pop("x-example", None)
                 if codes is None:
                     continue  # not a problem (e.g. /readyz answers 503 with its checks)
                 problem_schema = {
                     "allOf": [{"$ref": f"#/components/schemas/{model}"}],
                     "properties": {"code": {"enum": codes}},
                 }
-                response["content"] = {PROBLEM_MEDIA_TYPE: {"schema": problem_schema}}
+                content: dict[str, Any] = {"schema": problem_schema}
+                if example is not None:
+                    content["example"] = example
+                response["content"] = {PROBLEM_MEDIA_TYPE: content}
     return schema
 
 

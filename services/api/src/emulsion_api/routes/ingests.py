@@ -351,6 +351,39 @@ FOLLOWING_PROBLEMS = problems(
     "unavailable",
     "internal",
     models={410: ExpiredIngestProblem},
+    examples={
+        410: {
+            "type": "urn:emulsion:problem:ingest_expired",
+            "title": "The ingest finished and expired; what is still known",
+            "status": 410,
+            "detail": "ingest '01jdq3g2m4p8r6t0v2x4z6b8d0' finished PartiallyFailed and expired: "
+            "it is no longer in the cluster; what is still known is in `ingest`, every "
+            "failure at /v1/ingests/01jdq3g2m4p8r6t0v2x4z6b8d0/failures",
+            "instance": "/v1/ingests/01jdq3g2m4p8r6t0v2x4z6b8d0",
+            "code": "ingest_expired",
+            "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+            "errors": [],
+            "ingest": {
+                "name": "01jdq3g2m4p8r6t0v2x4z6b8d0",
+                "collection": "holiday-2026",
+                "phase": "PartiallyFailed",
+                "total": 3,
+                "succeeded": 2,
+                "failed": 1,
+                "version": "01JDQ3G2M4P8R6T0V2X4Z6B8D0",
+                "started_at": "2026-11-23T10:15:30Z",
+                "completed_at": "2026-11-23T10:15:42Z",
+                "reasons": {"NotAnImage": 1},
+                "failures_url": "/v1/ingests/01jdq3g2m4p8r6t0v2x4z6b8d0/failures",
+                "assets_total": 2,
+                "asset_offset": 0,
+                "assets": [
+                    {"index": 0, "asset": "IMG_0001.jpg"},
+                    {"index": 2, "asset": "IMG_0003.jpg"},
+                ],
+            },
+        }
+    },
 )
 
 
