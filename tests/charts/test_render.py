@@ -941,6 +941,30 @@ def test_finished_jobs_expire_after_an_hour_by_default_and_the_value_sets_it(
     assert refused.returncode != 0
 
 
+def test_job_records_outlive_the_jobs_ttl_by_a_day_and_reach_the_controller(
+    tools: Tools, default: list[dict[str, Any]]
+) -> None:
+    """jobs.recordsRetentionSeconds reaches the controller (it creates the stores); the
+    chart refuses a retention that does not outlive the jobs' TTL by more than a day: the
+    API answers 410 for an expired job from those records."""
+    rendered = deployments(default)
+    assert env_of(rendered["controller"])["EMULSION_RECORDS_RETENTION_SECONDS"] == "604800"
+    for component in set(rendered) - {"controller"}:
+        assert "EMULSION_RECORDS_RETENTION_SECONDS" not in env_of(rendered[component])
+    longer = {"jobs": {"ttlSecondsAfterFinished": 86400, "recordsRetentionSeconds": 14 * 86400}}
+    controller = deployments(render(tools, longer))["controller"]
+    assert env_of(controller)["EMULSION_RECORDS_RETENTION_SECONDS"] == str(14 * 86400)
+    for values in (
+        {"jobs": {"ttlSecondsAfterFinished": 7 * 86400}},
+        {"jobs": {"ttlSecondsAfterFinished": 3600, "recordsRetentionSeconds": 86400 + 3600}},
+    ):
+        refused = template(tools, values, check=False)
+        assert refused.returncode != 0
+        assert "must exceed jobs.ttlSecondsAfterFinished" in refused.stderr or (
+            "recordsRetentionSeconds" in refused.stderr
+        )
+
+
 def test_the_nats_cluster_example_renders_r3_and_the_leader_lookup(tools: Tools) -> None:
     """charts/emulsion/examples/nats-cluster.yaml (issue 29): every server in NATS_URL,
     streams created at R3, and KEDA on the headless Service, where `<server>.<host>`

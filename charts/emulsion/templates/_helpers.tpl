@@ -283,6 +283,11 @@ then what only some components need. Args: root, name, traits.
 - name: EMULSION_DRAIN_SECONDS
   value: {{ $v.processing.longestItemSeconds | quote }}
 {{- end }}
+{{- if eq .name "controller" }}
+# The controller creates the records bucket and the item lists' store with this max age.
+- name: EMULSION_RECORDS_RETENTION_SECONDS
+  value: {{ $v.jobs.recordsRetentionSeconds | int64 | quote }}
+{{- end }}
 {{- if eq .name "janitor" }}
 - name: EMULSION_JANITOR_FULL_PASS_SECONDS
   value: {{ $v.janitor.fullPassSeconds | quote }}

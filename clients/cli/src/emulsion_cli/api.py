@@ -32,13 +32,21 @@ import httpx
 import stamina
 
 from emulsion_cli.config import Config
-from emulsion_cli.errors import ApiRequestError, CliError, Unreachable, UsageError
+from emulsion_cli.errors import (
+    ApiRequestError,
+    CliError,
+    IngestExpired,
+    Unreachable,
+    UsageError,
+)
 from emulsion_cli.paging import Page, parse_page
 from emulsion_cli.sse import Event, parse_stream
 
 TIMEOUT: Final = httpx.Timeout(30.0, connect=5.0)
 # An event stream is quiet between changes; the API sends a keep-alive every 15 s.
 EVENTS_TIMEOUT: Final = httpx.Timeout(60.0, connect=5.0)
+# The most failures the API gives per page.
+FAILURES_PAGE_MAX: Final = 500
 UPLOAD_TIMEOUT: Final = httpx.Timeout(300.0, connect=10.0)
 # Retried: the apiserver throttling (429) or briefly away (503), and lost connections.
 RETRYABLE_STATUS: Final = frozenset({429, 502, 503, 504})
@@ -117,6 +125,8 @@ def error_from_response(response: httpx.Response) -> ApiRequestError:
         # An RFC 9457 problem: `code` is stable, `detail` for people, `errors` the parts.
         code, message = str(body["code"]), str(body["detail"])
         details = body.get("errors") or []
+        if code == "ingest_expired" and isinstance(body.get("ingest"), dict):
+            return IngestExpired(message, body["ingest"])
     except (ValueError, KeyError, TypeError, AttributeError):
         return ApiRequestError(
             response.status_code, "http_error", response.reason_phrase, retry_after
@@ -402,6 +412,14 @@ class Api:
         if cursor is not None:
             params["cursor"] = cursor
         return await self._page("/v1/ingests", params, "list of ingest jobs")
+
+    async def failures_page(self, name: str, cursor: str | None, limit: int) -> Page:
+        """One page of `GET /v1/ingests/<name>/failures` (index order)."""
+        params: dict[str, Any] = {"limit": min(limit, FAILURES_PAGE_MAX)}
+        if cursor is not None:
+            params["cursor"] = cursor
+        path = f"/v1/ingests/{quote(name, safe='')}/failures"
+        return await self._page(path, params, f"failures of {name!r}")
 
     async def asset(self, collection: str, asset: str) -> Json:
         response = await self._with_retries(

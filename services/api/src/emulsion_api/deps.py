@@ -16,6 +16,7 @@ from emulsion_api.commits import GroupCommit
 from emulsion_api.errors import ApiError
 from emulsion_api.kube import Kube
 from emulsion_api.limits import DEFAULT_LIMITS, Limiter, TokenLimits
+from emulsion_api.records import Records
 from emulsion_api.scopes import Scopes
 from emulsion_api.settings import ApiSettings
 from emulsion_api.store import Store
@@ -35,6 +36,8 @@ class Services:
     kube: Kube
     store: Store
     bus: Bus
+    # Item lists, outcomes, failures and summaries kept in JetStream (emulsion_api.records).
+    records: Records
     # Concurrent small ingests of one caller, collection and profile share a create.
     commits: GroupCommit
     # Per-token limits of this pod (limits.py).
