@@ -331,14 +331,16 @@ def build_jobs(plan: JobPlan, parts: Sequence[Part], refs: Sequence[ItemsRef]) -
         labels[LABEL_OWNER] = plan.owner
     if batch:
         labels[crd.LABEL_BATCH] = batch
+    # The trace's parent only, and the idempotency key by its hash only (the label): a
+    # W3C tracestate (up to 512 bytes) and a client's key (up to 255 characters, six bytes
+    # each for '<', '>' and '&' in etcd) would take more than the whole status may, and
+    # the job must stay within 4 KB (issue 22; tests/services/controller/
+    # test_bounded_status.py).
     if "traceparent" in plan.trace_headers:
         annotations[crd.ANNOTATION_TRACEPARENT] = plan.trace_headers["traceparent"]
-    if plan.trace_headers.get("tracestate"):
-        annotations[crd.ANNOTATION_TRACESTATE] = plan.trace_headers["tracestate"]
     if plan.idempotency:
-        label, client_key, body_hash = plan.idempotency
+        label, _, body_hash = plan.idempotency
         labels[LABEL_IDEMPOTENCY] = label
-        annotations[crd.ANNOTATION_IDEMPOTENCY_KEY] = client_key
         annotations[ANNOTATION_REQUEST_HASH] = body_hash
     bodies = [
         IngestJob(

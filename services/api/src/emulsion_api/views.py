@@ -10,16 +10,19 @@ from emulsion_api.deps import Services
 from emulsion_api.models import (
     Asset,
     AssetEntry,
+    Failure,
     IngestStatus,
     ItemStatus,
+    JobSummary,
     Original,
     Output,
     RenderingInfo,
 )
 from emulsion_api.store import ListedManifest, Store, StoredManifest
-from emulsion_contracts import keys
+from emulsion_contracts import crd, keys
 from emulsion_contracts.ingestjob import IngestJob, JobItem
 from emulsion_contracts.manifest import AssetManifest
+from emulsion_contracts.reasons import FailureReason
 
 
 def _original(store: Store, manifest: AssetManifest) -> Original:
@@ -132,8 +135,30 @@ async def ingest_status(
         items = await services.store.run(lambda: [item_status(i, item) for i, item in page])
     else:
         items = [item_status(i, item) for i, item in page]
-    summary = jobs.job_summary(parsed)
+    summary = await first_failures(services, parsed, jobs.job_summary(parsed))
     return IngestStatus(**summary.model_dump(), item_offset=offset, items=items)
+
+
+async def first_failures(services: Services, job: IngestJob, summary: JobSummary) -> JobSummary:
+    """The summary with its first failures whole, from the job's records: the status
+    lists examples only as its bytes allow (none, for some one-item jobs), cut short."""
+    wanted = min(summary.failed, crd.MAX_FAILURES_LISTED)
+    uid = job.metadata.uid
+    if not uid or wanted == 0 or len(summary.failures) >= wanted:
+        return summary
+    found, _ = await services.records.failures(job.metadata.name, uid, -1, wanted)
+    if not found:
+        return summary
+    failures = [
+        Failure(
+            index=f.index,
+            asset=f.asset,
+            reason=FailureReason.parse(f.reason),
+            message=f.message,
+        )
+        for f in found
+    ]
+    return summary.model_copy(update={"failures": failures})
 
 
 async def item_states(services: Services, job: IngestJob) -> jobs.ItemStates:
