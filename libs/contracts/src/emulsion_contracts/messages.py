@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import unicodedata
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -18,6 +18,7 @@ from pydantic import (
     Field,
     StringConstraints,
     WithJsonSchema,
+    model_validator,
 )
 
 from emulsion_contracts import keys
@@ -86,6 +87,22 @@ class JobRef(BaseModel):
     uid: str
 
 
+# Where a `crop` style cuts: `center` (the default, and what every style did before),
+# `smart` (the part with the most detail and colour), `faces` (the faces a detector
+# finds, else `smart`). An asset's focal point, when set, wins over all three.
+Gravity = Literal["center", "smart", "faces"]
+
+
+class FocalPoint(BaseModel):
+    """A point of the upright image, as fractions of its width and height (0,0: top left),
+    that every crop of the asset keeps inside its frame."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    x: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+    y: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+
+
 class StyleSpec(BaseModel):
     """One derivative: a box, how the image meets it, and how it is encoded."""
 
@@ -98,6 +115,15 @@ class StyleSpec(BaseModel):
     format: OutputFormat | None = None
     quality: Annotated[int, Field(ge=1, le=100)] | None = None
     watermark: bool = False
+    # Only for `crop`; None is `center`. None rather than a default value so a style
+    # without it serialises as before (a processor that predates gravity reads it).
+    gravity: Gravity | None = None
+
+    @model_validator(mode="after")
+    def _gravity_crops(self) -> Self:
+        if self.gravity is not None and self.fit != "crop":
+            raise ValueError(f"style {self.name!r}: gravity applies to fit 'crop' only")
+        return self
 
 
 class WorkItem(Message):
@@ -111,6 +137,8 @@ class WorkItem(Message):
     version: VersionId
     profile: str = DEFAULT_PROFILE_NAME
     styles: tuple[StyleSpec, ...] | None = None
+    # The asset's focal point, which every crop style keeps (see FocalPoint).
+    focal_point: FocalPoint | None = None
 
 
 class Derivative(BaseModel):
