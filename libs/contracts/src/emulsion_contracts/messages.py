@@ -56,6 +56,11 @@ AssetName = Annotated[
 Name = AssetName
 Collection = Annotated[str, StringConstraints(pattern=f"^{keys.COLLECTION_PATTERN}$")]
 StagingKey = Annotated[str, StringConstraints(pattern=f"^{keys.STAGING_KEY_PATTERN}$")]
+# An upload, or the asset's own stored original (a re-render: see WorkItem.rerender).
+SourceKey = Annotated[
+    str,
+    StringConstraints(max_length=keys.SOURCE_KEY_MAX, pattern=f"^{keys.SOURCE_KEY_PATTERN}$"),
+]
 VersionId = Annotated[str, StringConstraints(pattern=f"^{keys.VERSION_PATTERN}$")]
 StyleName = Annotated[str, StringConstraints(pattern=f"^{keys.STYLE_PATTERN}$")]
 
@@ -131,14 +136,21 @@ class WorkItem(Message):
 
     job: JobRef
     index: Annotated[int, Field(ge=0)]
-    source: StagingKey
+    source: SourceKey
     collection: Collection
     asset: AssetName
     version: VersionId
     profile: str = DEFAULT_PROFILE_NAME
     styles: tuple[StyleSpec, ...] | None = None
-    # The asset's focal point, which every crop style keeps (see FocalPoint).
+    # The asset's focal point, which every crop style keeps (see FocalPoint). An upload's
+    # item without one keeps the live manifest's; a re-render's sets exactly this.
     focal_point: FocalPoint | None = None
+
+    @property
+    def rerender(self) -> bool:
+        """Whether this item re-renders the live version from its stored original (its
+        source is under originals/) instead of promoting an upload."""
+        return self.source.startswith("originals/")
 
 
 class Derivative(BaseModel):

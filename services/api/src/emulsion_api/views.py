@@ -7,7 +7,15 @@ from urllib.parse import quote
 
 from emulsion_api import jobs
 from emulsion_api.deps import Services
-from emulsion_api.models import Asset, AssetEntry, IngestStatus, ItemStatus, Original, Output
+from emulsion_api.models import (
+    Asset,
+    AssetEntry,
+    FocalPointBody,
+    IngestStatus,
+    ItemStatus,
+    Original,
+    Output,
+)
 from emulsion_api.store import ListedManifest, Store, StoredManifest
 from emulsion_contracts import keys
 from emulsion_contracts.ingestjob import IngestJob, JobItem
@@ -51,6 +59,11 @@ def asset(store: Store, stored: StoredManifest) -> Asset:
         committed_at=manifest.committed_at,
         original=_original(store, manifest),
         outputs=_outputs(store, manifest),
+        focal_point=(
+            FocalPointBody(x=manifest.focal_point.x, y=manifest.focal_point.y)
+            if manifest.focal_point
+            else None
+        ),
     )
 
 

@@ -28,6 +28,7 @@ def profile_info(profile: Profile) -> ProfileInfo:
                 height=style.height,
                 fit=style.fit,
                 format=style.format or profile.format,
+                gravity=(style.gravity or "center") if style.fit == "crop" else None,
                 watermarked=style.watermark and profile.watermark is not None,
             )
             for style in profile.styles
