@@ -227,3 +227,23 @@ def test_a_job_made_past_the_api_cannot_re_render_another_assets_original(
         after = tenant_a.get(f"/v1/assets/{A_COLLECTION}/kept.jpg").json()
         assert after["version"] == mine["version"]
         assert system.head(original) is not None
+
+
+def test_a_re_render_of_an_original_no_longer_live_changes_nothing(system: System) -> None:
+    """An upload committed after the PATCH read the manifest wins: the re-render's item
+    ends succeeded but not made live, and the newer upload's crops stay."""
+    with system.api(TENANT_A) as tenant_a, system.api(system.admin) as admin:
+        first = ingested(tenant_a, "raced.jpg", panorama(0.9))
+        listed = system.s3.list_objects_v2(
+            Bucket=system.endpoints.bucket, Prefix=f"originals/{A_COLLECTION}/raced.jpg/"
+        )["Contents"]
+        [old_original] = [item["Key"] for item in listed if first["version"] in item["Key"]]
+        second = ingested(tenant_a, "raced.jpg", panorama(0.1))
+        late = kubectl_job(system, A_COLLECTION, old_original, "raced.jpg")
+        status = finished(admin, late)
+        assert (status["phase"], status["succeeded"]) == ("Succeeded", 1), status
+        assert status["items"][0]["live"] is False, status["items"][0]
+        now = tenant_a.get(f"/v1/assets/{A_COLLECTION}/raced.jpg").json()
+        assert now["version"] == second["version"]
+        kept = {style: object_key(o["url"]) for style, o in outputs(second).items()}
+        assert {style: object_key(o["url"]) for style, o in outputs(now).items()} == kept

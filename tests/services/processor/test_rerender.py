@@ -20,8 +20,10 @@ from emulsion_processor import imaging, rerender, store, worker
 from emulsion_processor.reasons import ItemRejected
 
 JOB = JobRef(namespace="default", name="j", uid="u")
-LIVE_VERSION = keys.version_id(keys.new_ulid(), 0)
-NEW_VERSION = keys.version_id(keys.new_ulid(), 0)
+# The live version, an upload accepted after it, and the re-render accepted after both.
+LIVE_VERSION = keys.version_id(keys.new_ulid(millis=1_800_000_000_000), 0)
+UPLOAD_VERSION = keys.version_id(keys.new_ulid(millis=1_800_000_001_000), 0)
+NEW_VERSION = keys.version_id(keys.new_ulid(millis=1_800_000_002_000), 0)
 ORIGINAL = keys.original_key("c", "Café.jpg", LIVE_VERSION, "Cafe.jpg")
 
 
@@ -94,7 +96,7 @@ def test_the_version_asked_for_must_still_be_live() -> None:
     newer = live.model_copy(
         update={
             "original_or_none": live.original.model_copy(
-                update={"key": keys.original_key("c", "Café.jpg", NEW_VERSION, "Cafe.jpg")}
+                update={"key": keys.original_key("c", "Café.jpg", UPLOAD_VERSION, "Cafe.jpg")}
             )
         }
     )
