@@ -10,6 +10,11 @@ CACHE_HOME := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/emulsion
 UV := $(or $(shell command -v uv 2>/dev/null),$(CACHE_HOME)/uv-$(UV_VERSION)/bin/uv)
 STATE_DIR := .emulsion
 PYTEST_ARGS ?=
+# NATS servers of `make up`: 1, or 3 for a cluster with streams and buckets at R3.
+NATS ?= 1
+# MinIO of `make up`: one drive, or MINIO_DRIVES=4, four drives erasure coded (EC:2).
+MINIO_DRIVES ?= 1
+MINIO_LAYOUT = $(if $(filter 4,$(MINIO_DRIVES)),drives,single)
 
 .PHONY: help setup tools up down status test lint fmt clean
 
@@ -27,8 +32,8 @@ setup: $(UV) ## Install the Python workspace (.venv) from uv.lock
 tools: setup ## Build or find etcd, kube-apiserver, kubectl, helm, minio, nats-server
 	$(UV) run --locked python -m emulsion_devstack.binaries ensure
 
-up: tools ## Start the local stack on 127.0.0.1 and write .emulsion/env
-	$(UV) run --locked python -m emulsion_devstack up --state-dir $(STATE_DIR)
+up: tools ## Start the local stack on 127.0.0.1 and write .emulsion/env (NATS=3: a NATS cluster, R3; MINIO_DRIVES=4: erasure coded)
+	$(UV) run --locked python -m emulsion_devstack up --state-dir $(STATE_DIR) --nats-servers $(NATS) --minio-layout $(MINIO_LAYOUT)
 
 down: ## Stop exactly what `make up` started
 	@if [ -x .venv/bin/python ]; then .venv/bin/python -m emulsion_devstack down --state-dir $(STATE_DIR); else echo "nothing was running"; fi
@@ -98,23 +103,27 @@ fmt: setup ## Format and autofix with ruff
 #     second worker their time budgets would be the load's.
 # The node's binaries, packages and images are built (or found in the per-user cache)
 # before any test runs, so no fixture pays a cold build inside its timeout.
-test: lint tools web browser faketime node-tools node-packages images ## Everything CI runs: lint, unit and integration tests on 2 workers, then the fault, browser and real-node suites
+test: lint tools web browser faketime node-tools node-packages images ## Everything CI runs: lint, unit and integration tests on 2 workers, then the fault, browser, scale-out and real-node suites
 	@status=0; \
 	echo "== stage 1: unit and integration tests on 2 workers"; \
-	$(UV) run --locked pytest -n 2 --dist loadfile -m "not (faults or web or cluster)" $(PYTEST_ARGS) || status=1; \
-	echo "== stage 2: the fault, browser and real-node suites, serially"; \
-	$(UV) run --locked pytest -m "faults or web or cluster" $(PYTEST_ARGS) || status=1; \
+	$(UV) run --locked pytest -n 2 --dist loadfile -m "not (faults or web or cluster or scaleout)" $(PYTEST_ARGS) || status=1; \
+	echo "== stage 2: the fault, browser, scale-out and real-node suites, serially"; \
+	$(UV) run --locked pytest -m "faults or web or cluster or scaleout" $(PYTEST_ARGS) || status=1; \
 	exit $$status
 
 test-cluster: setup tools node-tools node-packages images ## The real-node suite (tests/cluster): the chart as pods on containerd + kubelet
 	$(UV) run --locked pytest -m cluster $(PYTEST_ARGS)
 
-.PHONY: unit integration test-cluster
+# Serial, like the faults: RAFT's heartbeats need the machine's time (tests/scaleout).
+test-scaleout: setup tools ## The scale-out suite (tests/scaleout): a NATS cluster of three, servers lost mid-flow
+	$(UV) run --locked pytest -m scaleout $(PYTEST_ARGS)
+
+.PHONY: unit integration test-cluster test-scaleout
 unit: setup ## Pure-logic tests alone, no servers, in seconds (tests the conftest marks `unit`)
 	$(UV) run --locked pytest -m unit $(PYTEST_ARGS)
 
 integration: setup tools web faketime ## Tests on the real stack, without the fault, browser and real-node suites (2 workers)
-	$(UV) run --locked pytest -n 2 --dist loadfile -m "integration and not (faults or web or cluster)" $(PYTEST_ARGS)
+	$(UV) run --locked pytest -n 2 --dist loadfile -m "integration and not (faults or web or cluster or scaleout)" $(PYTEST_ARGS)
 
 .PHONY: node-packages node-tools cluster cluster-down images cluster-install
 # The node's own binaries, built from pinned modules (about 30 min cold on two cores,
@@ -160,6 +169,11 @@ chart-docs: setup ## Regenerate the chart README's values table from values.yaml
 chart-test: setup tools ## Helm chart and Dockerfiles: lint, render, validate, install/upgrade/RBAC on the real apiserver
 	$(UV) run --locked pytest tests/charts $(PYTEST_ARGS)
 
+BENCH_NATS_ARGS ?=
+.PHONY: bench-nats
+bench-nats: tools ## JetStream's durability priced: one server vs a cluster of three at R3 vs R3 with sync_interval always (BENCH_NATS_ARGS="--messages 5000")
+	$(UV) run --locked python -m emulsion_bench.nats_durability $(BENCH_NATS_ARGS)
+
 BENCH_ARGS ?=
 .PHONY: bench
 bench: tools ## Emulsion end to end vs the pure-Pillow limit and the synchronous baseline (BENCH_ARGS="--images 200")
@@ -194,9 +208,17 @@ bench-notify: tools ## make bench's notify phases alone: open loop at 1 and 32 c
 bench-controlplane: tools ## etcd bytes, apiserver writes and stored size of 20/200/2,000-item IngestJobs; kubectl get ij -A with 5,000 (BENCH_CONTROLPLANE_ARGS="--label before")
 	$(UV) run --locked python -m emulsion_bench.controlplane $(BENCH_CONTROLPLANE_ARGS)
 
+.PHONY: bench-formats
+bench-formats: setup ## Output formats: bytes, encode CPU and SSIM per style for JPEG/WebP/AVIF at equal SSIM; render CPU with AVIF on (BENCH_FORMATS_ARGS="--images 12")
+	$(UV) run --locked python -m emulsion_bench.formats $(BENCH_FORMATS_ARGS)
+
 .PHONY: bench-janitor
 bench-janitor: tools ## Janitor: hourly CPU s and S3 requests at 20,000 and 200,000 stored photos, and the full pass's keys/s (BENCH_JANITOR_ARGS="--photos 2000,20000")
 	$(UV) run --locked python -m emulsion_bench.janitor $(BENCH_JANITOR_ARGS)
 
 clean: down ## Remove the venv and caches of this checkout (not the per-user binary cache)
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache
+
+.PHONY: capacity
+capacity: setup ## The capacity model: print it and regenerate docs/capacity.md's table from bench/results/ (a test fails on drift)
+	$(UV) run --locked python -m emulsion_bench.capacity

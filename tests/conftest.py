@@ -21,7 +21,7 @@ from emulsion_devstack.stack import Endpoints, LocalStack, s3_client
 TESTS = Path(__file__).resolve().parent
 
 # Folders whose every test is a suite of its own, with budgets of their own (issue 13).
-SUITES = {"faults": "faults", "web": "web", "cluster": "cluster"}
+SUITES = {"faults": "faults", "web": "web", "cluster": "cluster", "scaleout": "scaleout"}
 # Folders that need real servers or the stack's binaries even where a test does not ask
 # for the session's `stack`: stacks of their own (e2e, security, stack), helm and kubectl
 # (charts).

@@ -163,7 +163,9 @@ def test_the_real_node_release_connects_each_pod_as_itself_over_tls(
     """`make cluster-install`'s values (release.py), rendered: the stack's NATS through the
     relay, each component with the stack's password for its identity, the stack's CA."""
     auth = devstack_nats.make(tmp_path / "nats", ("127.0.0.1",))
-    fields = {f.name: "" for f in dataclasses.fields(Endpoints)}
+    fields: dict[str, Any] = {
+        f.name: "" for f in dataclasses.fields(Endpoints) if f.default is dataclasses.MISSING
+    }
     endpoints = Endpoints(
         **{
             **fields,

@@ -905,3 +905,23 @@ def test_finished_jobs_expire_after_an_hour_by_default_and_the_value_sets_it(
     assert env_of(longer["api"])["EMULSION_JOB_TTL_SECONDS"] == "86400"
     refused = template(tools, {"jobs": {"ttlSecondsAfterFinished": -1}}, check=False)
     assert refused.returncode != 0
+
+
+def test_the_nats_cluster_example_renders_r3_and_the_leader_lookup(tools: Tools) -> None:
+    """charts/emulsion/examples/nats-cluster.yaml (issue 29): every server in NATS_URL,
+    streams created at R3, and KEDA on the headless Service, where `<server>.<host>`
+    reaches a consumer's leader."""
+    example = yaml.safe_load((CHART / "examples" / "nats-cluster.yaml").read_text())
+    objects = render(tools, example)
+    for name, deployment in deployments(objects).items():
+        servers = env_of(deployment)["NATS_URL"].split(",")
+        assert [s.split("//")[1].split(".")[0] for s in servers] == ["nats-0", "nats-1", "nats-2"]
+        if name == "controller":
+            assert env_of(deployment)["EMULSION_JETSTREAM_REPLICAS"] == "3"
+    (scaled,) = by_kind(objects, "ScaledObject").values()
+    endpoint = scaled["spec"]["triggers"][0]["metadata"]["natsServerMonitoringEndpoint"]
+    host = endpoint.rsplit(":", 1)[0]
+    assert host.startswith("nats-headless.")
+    # The leader's monitoring address, as KEDA builds it, is a pod of the StatefulSet.
+    assert f"nats-0.{host}".startswith("nats-0.nats-headless.nats.svc")
+    assert validate_with_keda_models(scaled) == scaled

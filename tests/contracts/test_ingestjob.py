@@ -72,6 +72,9 @@ def compare(path: str, ours: dict[str, Any], theirs: dict[str, Any], defs: dict[
     assert ours.get("enum") == theirs.get("enum"), path
     if theirs.get("type") != "object":
         return
+    if "properties" not in theirs:  # a map: its values' schema on both sides
+        compare(f"{path}{{}}", ours["additionalProperties"], theirs["additionalProperties"], defs)
+        return
     crd_fields = {name for name in theirs["properties"] if f"{path}.{name}" != KOPF_BOOKKEEPING}
     assert set(ours["properties"]) == crd_fields, path
     assert set(ours.get("required", ())) == set(theirs.get("required", ())), path

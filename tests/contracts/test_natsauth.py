@@ -34,9 +34,14 @@ def test_only_the_controller_creates_or_updates_streams_and_durables() -> None:
         if identity.bootstrap:
             assert admin
         else:
-            # The processor's ephemeral KV watch is the one create any other identity
-            # makes: unnamed, on its own bucket only.
-            assert admin in ([], [f"{natsauth.API}.CONSUMER.CREATE.KV_EMULSION_CANCELLED"])
+            # Ephemeral KV watches are the only creates any other identity makes:
+            # unnamed, on a bucket it reads (the processor's cancellations, the API's
+            # listing of a job's failures).
+            assert admin in (
+                [],
+                [f"{natsauth.API}.CONSUMER.CREATE.KV_EMULSION_CANCELLED"],
+                [f"{natsauth.API}.CONSUMER.CREATE.KV_EMULSION_JOB_RECORDS"],
+            )
 
 
 def test_no_identity_holds_a_wildcard_on_the_jetstream_api() -> None:

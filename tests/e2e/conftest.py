@@ -18,6 +18,15 @@ from emulsion_devstack.stack import LocalStack, s3_client
 # Short enough that the janitor's fast path runs within a test, long enough that a
 # test still sees the superseded version right after the new one went live.
 GC_GRACE_SECONDS = 8
+# A profile beside the built-in default (which stays as it is): styles with several
+# output formats, as an operator opts in (test_formats.py).
+PROFILES = """
+- name: formats
+  styles:
+    - {name: large, width: 800, height: 800, fit: fit, formats: [avif, webp, jpeg]}
+    - {name: thumb, width: 100, height: 100, fit: crop, formats: [avif, jpeg]}
+    - {name: tiny, width: 50, height: 50, fit: crop}
+"""
 
 
 @pytest.fixture(scope="session")
@@ -32,6 +41,9 @@ def system(tmp_path_factory: pytest.TempPathFactory, otlp: OtlpReceiver) -> Iter
         patch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.endpoint)
         patch.setenv("OTEL_BSP_SCHEDULE_DELAY", "200")
         patch.setenv("EMULSION_GC_GRACE_SECONDS", str(GC_GRACE_SECONDS))
+        profiles = tmp_path_factory.mktemp("profiles") / "profiles.yaml"
+        profiles.write_text(PROFILES)
+        patch.setenv("EMULSION_PROFILES_FILE", str(profiles))
         stack = LocalStack(
             tmp_path_factory.mktemp("system"), services=tuple(SERVICES), say=lambda line: None
         )

@@ -205,6 +205,7 @@ def faults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultStack]:
                 s3=s3_client(endpoints),
                 bucket=endpoints.bucket,
                 kube=kube_config.new_client_from_config(config_file=endpoints.kubeconfig),
+                nats=endpoints.nats_settings(),
             )
             environment = {
                 **endpoints.environment(),

@@ -13,7 +13,9 @@ import httpx
 from PIL import Image
 
 from emulsion_cli.gallery import GalleryParams, ensure_gallery
-from emulsion_contracts import crd, indexes, keys, storage
+from emulsion_contracts import crd, keys, storage
+from emulsion_contracts.settings import NatsSettings
+from tests import jobview
 
 # Small photos keep each case quick on two cores; the soak uses full-size ones.
 SMALL = {"min_megapixels": 0.2, "max_megapixels": 0.8}
@@ -27,6 +29,7 @@ class Client:
     s3: Any
     bucket: str
     kube: Any  # a kubernetes ApiClient
+    nats: NatsSettings  # the stack's admin, to read jobs' item lists and outcome records
     namespace: str = "default"
 
 
@@ -95,19 +98,20 @@ def read_job(client: Client, name: str) -> dict[str, Any]:
     return body
 
 
+FINISHED_PHASES = frozenset({"Succeeded", "PartiallyFailed", "Failed"})
+
+
 def finished_items(job: dict[str, Any]) -> int:
-    status = job.get("status") or {}
-    return len(indexes.expand(status.get("succeededIndexes"))) + len(
-        indexes.expand(status.get("failedIndexes"))
-    )
+    return jobview.finished(job)[0]
 
 
 def is_done(job: dict[str, Any]) -> bool:
-    return finished_items(job) >= len(job["spec"]["items"])
+    return (job.get("status") or {}).get("phase") in FINISHED_PHASES
 
 
 def wait_done(client: Client, jobs: Sequence[str], timeout: float) -> dict[str, dict[str, Any]]:
-    """Poll until every job has an outcome for every item; fail at `timeout` naming them."""
+    """Poll until every job has finished, then read each with its items and outcome sets
+    (tests/jobview.py); fail at `timeout` naming the unfinished ones."""
     deadline = time.monotonic() + timeout
     last: dict[str, dict[str, Any]] = {}
     while True:
@@ -115,15 +119,10 @@ def wait_done(client: Client, jobs: Sequence[str], timeout: float) -> dict[str, 
             try:
                 last[name] = read_job(client, name)
             except Exception as error:  # the apiserver may be the fault under test
-                last.setdefault(name, {"error": str(error), "spec": {"items": [None]}})
-        if all("status" in job and is_done(job) for job in last.values()) and len(last) == len(
-            jobs
-        ):
-            return last
+                last.setdefault(name, {"error": str(error)})
+        if all(is_done(job) for job in last.values()) and len(last) == len(jobs):
+            return jobview.resolve(client.nats, last)
         if time.monotonic() > deadline:
-            progress = {
-                name: f"{finished_items(job)}/{len(job['spec']['items'])}"
-                for name, job in last.items()
-            }
+            progress = {name: "{}/{}".format(*jobview.finished(job)) for name, job in last.items()}
             raise AssertionError(f"jobs not finished after {timeout:.0f}s: {progress}")
         time.sleep(0.5)

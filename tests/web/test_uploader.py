@@ -14,6 +14,7 @@ from playwright.sync_api import Page, expect
 from emulsion_bench import page as uploader
 from emulsion_contracts import crd, keys
 from emulsion_devstack.processes import wait_for
+from tests import jobview
 
 from .conftest import TENANT_PREFIX, TENANT_TOKEN, WebSystem
 
@@ -25,7 +26,13 @@ def collection_jobs(system: WebSystem, collection: str) -> list[dict[str, Any]]:
     listed = system.kube().list_namespaced_custom_object(
         crd.GROUP, crd.VERSION, "default", crd.PLURAL
     )
-    return [job for job in listed["items"] if job["spec"]["collection"] == collection]
+    ours = {
+        job["metadata"]["name"]: job
+        for job in listed["items"]
+        if job["spec"]["collection"] == collection
+    }
+    # With their items read from the list each job names (tests/jobview.py).
+    return list(jobview.resolve(system.endpoints.nats_settings(), ours).values())
 
 
 def new_collection(prefix: str = "web") -> str:

@@ -41,7 +41,7 @@ from typing import Any
 
 import httpx
 
-from emulsion_bench import inputs, limit, machine, notify, procstat, report, targets
+from emulsion_bench import inputs, limit, machine, natsstat, notify, procstat, report, targets
 from emulsion_bench.stats import percentile
 from emulsion_cli.api import Api
 from emulsion_cli.config import Config
@@ -71,6 +71,8 @@ class Phases:
     sources: list[Path]
     roots: dict[str, int]
     results: dict[str, Any] = field(default_factory=dict)
+    # NATS's monitoring URL: each phase also records the server's message counts.
+    nats_monitor_url: str | None = None
 
     def run(
         self,
@@ -85,10 +87,14 @@ class Phases:
         roots = {**self.roots, **(extra_roots or {})}
         roots[bench_as] = roots.pop(BENCH_PROCESS)
         meter = procstat.PhaseMeter(roots)
+        nats_before = natsstat.read(self.nats_monitor_url) if self.nats_monitor_url else None
         meter.start()
         figures = body()
         used = meter.stop()
         count = int(figures.get("images") or figures.get("requests") or 0)
+        if nats_before is not None and self.nats_monitor_url:
+            nats_after = natsstat.read(self.nats_monitor_url)
+            figures["nats"] = natsstat.figures(nats_before, nats_after, count)
         figures["load_average_at_start"] = load
         figures["processes"] = {
             process: {
@@ -390,7 +396,7 @@ def run_phases(
     endpoints = stack.up()
     environment = stack.client_environment()
     config = Config(environment["EMULSION_API_URL"], environment["EMULSION_TOKEN"])
-    phases = Phases(sources, stack_roots(stack))
+    phases = Phases(sources, stack_roots(stack), nats_monitor_url=endpoints.nats_monitor_url)
     log_dir = Path(endpoints.data_dir) / "logs"
     plan = NotifyPlan(
         loads=(

@@ -208,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
                 s3=s3_client(endpoints),
                 bucket=endpoints.bucket,
                 kube=kube_config.new_client_from_config(config_file=endpoints.kubeconfig),
+                nats=endpoints.nats_settings(),
             )
             case = Case(client, environment, GRACE_SECONDS).watching(COLLECTION)
             staged = stage(client, sources)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import io
 import os
@@ -56,7 +57,9 @@ def test_the_pixel_limit_is_pillows_and_cannot_be_set_above_it(tmp_path: Path) -
     assert imaging.PILLOW_MAX_PIXELS == Image.MAX_IMAGE_PIXELS
     key = tmp_path / "work-signing.key"
     key.write_text("k" * 32)
-    fields = {f: "x" for f in Endpoints.__dataclass_fields__}
+    fields: dict[str, Any] = {
+        f.name: "x" for f in dataclasses.fields(Endpoints) if f.default is dataclasses.MISSING
+    }
     stack = Endpoints(**{**fields, "work_signing_key_file": str(key)})
     assert settings_for(stack, tmp_path).max_pixels == Image.MAX_IMAGE_PIXELS
     with pytest.raises(ValidationError):

@@ -405,6 +405,14 @@ def _print_asset(asset: Json) -> None:
             markup=False,
             soft_wrap=True,
         )
+        # A style with several formats: each rendering on its own line, under its style.
+        for rendering in (output.get("renderings") or [])[1:]:
+            out.print(
+                f"  {'':<12} {rendering['format']:<9}  {rendering['url']}",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
 
 
 def cmd_get(args: argparse.Namespace) -> int:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal, Self
 
@@ -31,6 +31,7 @@ from pydantic import (
     PlainSerializer,
     StringConstraints,
     ValidationError,
+    model_validator,
 )
 from pydantic.alias_generators import to_camel
 
@@ -59,6 +60,7 @@ __all__ = [
     "IngestJobStatus",
     "InvalidSpec",
     "ItemFailure",
+    "ItemsRef",
     "JobItem",
     "JobOutline",
     "ObjectMeta",
@@ -167,8 +169,18 @@ class JobItem(_KubeModel):
     focal_point: FocalPoint | None = None
 
 
+class ItemsRef(_KubeModel):
+    """`spec.itemsRef`: where a job's items are kept outside etcd (an object of the object
+    store EMULSION_INGESTS, see emulsion_contracts.jobrecords), how many, and the SHA-256
+    of its exact bytes, so a reader knows it got what the API accepted."""
+
+    name: Annotated[str, Field(min_length=3, max_length=317)]
+    sha256: Annotated[str, Field(pattern="^[0-9a-f]{64}$")]
+    count: Annotated[int, Field(ge=1, le=crd.MAX_ITEMS)]
+
+
 class SpecOutline(_KubeModel):
-    """A spec without its items: all that watchers of every event need, read in
+    """A spec without its inline items: all that watchers of every event need, read in
     microseconds however many items the job has (a full spec of 2,000 items takes ~1 ms)."""
 
     collection: Collection
@@ -178,14 +190,45 @@ class SpecOutline(_KubeModel):
     # Fixed at creation by the API; the controller picks one for jobs made without it.
     version: Ulid | None = None
     ttl_seconds_after_finished: Annotated[int, Field(ge=0, le=TTL_MAX_SECONDS)] | None = None
+    # Where the items are when they are not inline (the API always writes this).
+    items_ref: ItemsRef | None = None
 
 
 class IngestJobSpec(SpecOutline):
-    items: Annotated[tuple[JobItem, ...], Field(min_length=1, max_length=crd.MAX_ITEMS)]
+    """Exactly one of `items` (inline: jobs written by hand with kubectl) and `itemsRef`
+    (the API's: the job stays a few KB whatever its size); the CRD's CEL rule says so."""
+
+    items: Annotated[tuple[JobItem, ...], Field(min_length=1, max_length=crd.MAX_ITEMS)] | None = (
+        None
+    )
+
+    @model_validator(mode="after")
+    def _one_item_source(self) -> Self:
+        if (self.items is None) == (self.items_ref is None):
+            raise ValueError("a spec has exactly one of items and itemsRef")
+        return self
+
+    @property
+    def count(self) -> int:
+        """The number of items, known without reading a referenced list."""
+        if self.items is not None:
+            return len(self.items)
+        assert self.items_ref is not None
+        return self.items_ref.count
+
+    def with_items(self, items: Sequence[JobItem]) -> IngestJobSpec:
+        """This spec with its referenced items read in (see jobrecords.get_items)."""
+        return self.model_copy(update={"items": tuple(items)})
+
+    def loaded_items(self) -> tuple[JobItem, ...]:
+        """The items, inline or read in; a referenced list not read yet is a bug."""
+        if self.items is None:
+            raise RuntimeError("the job's itemsRef was not read (IngestJobSpec.with_items)")
+        return self.items
 
     def work_item(self, job: JobRef, index: int, version: str) -> WorkItem:
         """Item `index` as a work message of `version`; raises InvalidSpec."""
-        item = self.items[index]
+        item = self.loaded_items()[index]
         try:
             return WorkItem(
                 job=job,
@@ -206,7 +249,7 @@ class IngestJobSpec(SpecOutline):
     def upload_ids(self) -> tuple[str, ...]:
         """The staging upload ids the job reads (the ULID segment of each source), once."""
         found: dict[str, None] = {}
-        for item in self.items:
+        for item in self.loaded_items():
             parsed = keys.parse_key(item.source)
             if parsed is not None and parsed.upload_id:
                 found[parsed.upload_id] = None

@@ -3,7 +3,7 @@
     staging/<collection>/<upload-id>/<safe-name>
     staging/<collection>/<upload-id>/.claim
     originals/<collection>/<asset-segment>/<version>/<safe-name>
-    derivatives/<collection>/<asset-segment>/<version>/<style>.<ext>
+    derivatives/<collection>/<asset-segment>/<version>/<style>.<ext>   (one per format)
     assets/<collection>/<asset-segment>.json
 
 User-supplied names reach a key only through `safe_name` (filenames, lossy: they sit under
@@ -433,6 +433,26 @@ def derivative_key(collection: str, asset: str, version: str, style: str, extens
     return version_prefix("derivatives", collection, asset, version) + (
         f"{check_style(style)}.{extension}"
     )
+
+
+# The file extension of each output format: a style's renderings differ only in it
+# (`<style>.avif`, `<style>.webp`, `<style>.jpg`), so a single-format style's key is what
+# it always was.
+FORMAT_EXTENSIONS: Final[dict[str, str]] = {
+    "jpeg": "jpg",
+    "png": "png",
+    "webp": "webp",
+    "avif": "avif",
+}
+EXTENSION_FORMATS: Final = {extension: name for name, extension in FORMAT_EXTENSIONS.items()}
+
+
+def rendering_key(collection: str, asset: str, version: str, style: str, output_format: str) -> str:
+    """The key of `style` of `asset`'s `version` encoded as `output_format` (one rendering)."""
+    extension = FORMAT_EXTENSIONS.get(output_format)
+    if extension is None:
+        raise InvalidKey(f"format {output_format!r} is not one of {sorted(FORMAT_EXTENSIONS)}")
+    return derivative_key(collection, asset, version, style, extension)
 
 
 def manifest_key(collection: str, asset: str) -> str:

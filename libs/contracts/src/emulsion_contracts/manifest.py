@@ -126,7 +126,10 @@ class AssetManifest(BaseModel):
     def live_keys(self) -> frozenset[str]:
         if self.original_or_none is None:
             return frozenset()
-        return frozenset({self.original_or_none.key, *(d.key for d in self.derivatives)})
+        # Every rendering of every style: a superseded version's are all garbage.
+        return frozenset(
+            {self.original_or_none.key}.union(*(d.stored_keys() for d in self.derivatives))
+        )
 
     def supersedes(self, other: AssetManifest) -> bool:
         """True when this version is later than `other` (version ids sort by creation)."""

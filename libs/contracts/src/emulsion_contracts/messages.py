@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import unicodedata
 from datetime import UTC, datetime
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self, cast
 
 from pydantic import (
     AfterValidator,
@@ -18,11 +18,12 @@ from pydantic import (
     Field,
     StringConstraints,
     WithJsonSchema,
+    model_serializer,
     model_validator,
 )
 
 from emulsion_contracts import keys
-from emulsion_contracts.formats import OutputFormat
+from emulsion_contracts.formats import EQUAL_QUALITY, OutputFormat
 from emulsion_contracts.reasons import FailureReason
 
 
@@ -124,11 +125,45 @@ class StyleSpec(BaseModel):
     # without it serialises as before (a processor that predates gravity reads it).
     gravity: Gravity | None = None
 
+    # Several renderings of the style, in the order a client without a preference gets
+    # them (the first is also what a reader that knows no renderings sees): e.g.
+    # `[avif, webp, jpeg]`, JPEG last as the fallback for clients that accept neither.
+    # Instead of `format`, never with it. `quality` is then the JPEG (and PNG) quality;
+    # WebP and AVIF take `qualities`, else `formats.EQUAL_QUALITY` (measured to match JPEG).
+    formats: Annotated[tuple[OutputFormat, ...], Field(min_length=1, max_length=4)] | None = None
+    qualities: dict[OutputFormat, Annotated[int, Field(ge=1, le=100)]] | None = None
+
     @model_validator(mode="after")
     def _gravity_crops(self) -> Self:
         if self.gravity is not None and self.fit != "crop":
             raise ValueError(f"style {self.name!r}: gravity applies to fit 'crop' only")
         return self
+
+    @model_validator(mode="after")
+    def _one_way_to_say_format(self) -> Self:
+        if self.formats is not None:
+            if self.format is not None:
+                raise ValueError("a style names `format` or `formats`, not both")
+            if len(set(self.formats)) != len(self.formats):
+                raise ValueError("a style lists each of its `formats` once")
+        if self.qualities and not set(self.qualities) <= set(self.formats or ()):
+            raise ValueError("`qualities` may only name formats the style lists in `formats`")
+        return self
+
+    def output_formats(self, default: OutputFormat) -> tuple[OutputFormat, ...]:
+        """Every format this style is written in, first the one a client without a
+        preference gets; `default` is the profile's format."""
+        return self.formats or (self.format or default,)
+
+    def quality_for(self, output_format: OutputFormat, default: int) -> int:
+        """The encoder quality of this style's `output_format` rendering; `default` is the
+        profile's quality. A single-format style keeps today's meaning: its quality, or the
+        profile's, whatever the format."""
+        if self.formats is None or output_format in ("jpeg", "png"):
+            return self.quality or default
+        if self.qualities and output_format in self.qualities:
+            return self.qualities[output_format]
+        return EQUAL_QUALITY[output_format]
 
 
 class WorkItem(Message):
@@ -153,7 +188,23 @@ class WorkItem(Message):
         return self.source.startswith("originals/")
 
 
+class Rendering(BaseModel):
+    """One encoding of a style that lists several `formats`."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    format: OutputFormat
+    key: str
+    bytes: int
+    content_type: str
+
+
 class Derivative(BaseModel):
+    """One style of an asset. `key`, `bytes` and `content_type` are its first rendering,
+    so a reader that knows no renderings still finds a whole, servable file; a style with
+    several `formats` lists every rendering (that first one too) in `renderings`, in the
+    style's order. The same size in every rendering."""
+
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     style: StyleName
@@ -162,6 +213,32 @@ class Derivative(BaseModel):
     height: int
     bytes: int
     content_type: str
+    renderings: tuple[Rendering, ...] = ()
+
+    @model_serializer(mode="wrap")
+    def _without_empty_renderings(self, handler: Any) -> Any:
+        # A single-format style's manifest and result stay byte for byte what they were.
+        data = handler(self)
+        if isinstance(data, dict) and not data.get("renderings"):
+            data.pop("renderings", None)
+        return data
+
+    def all_renderings(self) -> tuple[Rendering, ...]:
+        """Every file of this style, the first one first (one for a single-format style)."""
+        if self.renderings:
+            return self.renderings
+        extension = self.key.rpartition(".")[2]
+        return (
+            Rendering(
+                format=cast(OutputFormat, keys.EXTENSION_FORMATS.get(extension, "jpeg")),
+                key=self.key,
+                bytes=self.bytes,
+                content_type=self.content_type,
+            ),
+        )
+
+    def stored_keys(self) -> frozenset[str]:
+        return frozenset({self.key, *(rendering.key for rendering in self.renderings)})
 
 
 class ItemResult(Message):

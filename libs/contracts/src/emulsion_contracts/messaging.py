@@ -25,6 +25,7 @@ from nats.js.api import (
     DeliverPolicy,
     DiscardPolicy,
     KeyValueConfig,
+    ObjectStoreConfig,
     RetentionPolicy,
     StorageType,
     StreamConfig,
@@ -70,6 +71,13 @@ HEADER_MSG_ID: Final = "Nats-Msg-Id"
 CANCELLED_BUCKET: Final = "EMULSION_CANCELLED"
 STAGING_LEASES_BUCKET: Final = "EMULSION_STAGING_LEASES"
 CLOCK_BUCKET: Final = "EMULSION_CLOCK"
+# What an IngestJob keeps outside etcd (emulsion_contracts.jobrecords): its item list in
+# an object store, its outcomes, failures and summary in a KV bucket, both kept for the
+# records' retention (JetStreamSettings.records_retention_seconds).
+INGESTS_STORE: Final = "EMULSION_INGESTS"
+RECORDS_BUCKET: Final = "EMULSION_JOB_RECORDS"
+# JetStream keeps an object store as this stream.
+INGESTS_STREAM: Final = f"OBJ_{INGESTS_STORE}"
 # JetStream keeps a KV bucket as this stream, one subject per key.
 STAGING_LEASES_STREAM: Final = f"KV_{STAGING_LEASES_BUCKET}"
 _LEASE_PART: Final = re.compile(r"[-A-Za-z0-9]+")
@@ -88,7 +96,7 @@ def staging_lease_subjects(upload_id: str) -> str:
     return f"$KV.{STAGING_LEASES_BUCKET}.{staging_lease_key(upload_id, 'x')[:-1]}*"
 
 
-def _token(value: str) -> str:
+def subject_token(value: str) -> str:
     # Kubernetes names may hold '.', which separates NATS subject tokens; they never
     # hold '_', so this mapping is one-to-one.
     if not value or any(c in value for c in " \t\r\n*>_"):
@@ -97,15 +105,15 @@ def _token(value: str) -> str:
 
 
 def work_subject(namespace: str, job: str) -> str:
-    return f"emulsion.work.{_token(namespace)}.{_token(job)}"
+    return f"emulsion.work.{subject_token(namespace)}.{subject_token(job)}"
 
 
 def events_subject(namespace: str, job: str) -> str:
-    return f"emulsion.events.{_token(namespace)}.{_token(job)}"
+    return f"emulsion.events.{subject_token(namespace)}.{subject_token(job)}"
 
 
 def gc_subject(reason: str) -> str:
-    return f"emulsion.gc.{_token(reason)}"
+    return f"emulsion.gc.{subject_token(reason)}"
 
 
 # Published by the server when a work message ran out of deliveries (`max_deliver`).
@@ -223,7 +231,8 @@ CONSUMERS: Final = (
 @dataclass(frozen=True)
 class BucketSpec:
     name: str
-    ttl: float
+    # Seconds a key is kept (0: for ever); None: the records' retention, a setting.
+    ttl: float | None
     description: str
 
     @property
@@ -231,11 +240,14 @@ class BucketSpec:
         """The stream JetStream keeps the bucket in."""
         return f"KV_{self.name}"
 
-    def config(self, replicas: int = 1) -> KeyValueConfig:
+    def kept(self, records_retention: float) -> float:
+        return records_retention if self.ttl is None else self.ttl
+
+    def config(self, replicas: int = 1, records_retention: float = 0.0) -> KeyValueConfig:
         return KeyValueConfig(
             bucket=self.name,
             description=self.description,
-            ttl=self.ttl,
+            ttl=self.kept(records_retention),
             history=1,
             storage=StorageType.FILE,
             replicas=replicas,
@@ -247,6 +259,7 @@ BUCKETS: Final = (
     # Outlives any job that can still be running; a lease left by a crash expires.
     BucketSpec(STAGING_LEASES_BUCKET, 7 * DAY, "staging uploads referenced by running jobs"),
     BucketSpec(CLOCK_BUCKET, 0.0, "the hybrid logical clock job versions are minted from"),
+    BucketSpec(RECORDS_BUCKET, None, "IngestJobs' outcomes, failures and summaries"),
 )
 
 
@@ -341,6 +354,7 @@ async def ensure_jetstream(
     consumers: tuple[ConsumerSpec, ...] = CONSUMERS,
     buckets: tuple[BucketSpec, ...] = BUCKETS,
     replicas: int = 1,
+    records_retention: float = 7 * DAY,
 ) -> None:
     """Create what is missing: streams, durable consumers and KV buckets.
 
@@ -359,14 +373,35 @@ async def ensure_jetstream(
         try:
             info = await js.stream_info(bucket.stream)
         except NotFoundError:
-            await js.create_key_value(bucket.config(replicas))
+            await js.create_key_value(bucket.config(replicas, records_retention))
             log.info("created KV bucket %s with %d replicas", bucket.name, replicas)
             continue
-        wanted = dataclasses.replace(info.config, num_replicas=replicas, max_age=bucket.ttl)
-        plan = plan_stream(wanted, info.config)
-        _report(plan)
-        if plan.update is not None:
-            await js.update_stream(plan.update)
+        await _keep_or_raise(js, info.config, replicas, bucket.kept(records_retention))
+    try:
+        info = await js.stream_info(INGESTS_STREAM)
+    except NotFoundError:
+        await js.create_object_store(
+            INGESTS_STORE,
+            config=ObjectStoreConfig(
+                description="IngestJobs' item lists, written by the API before the job",
+                ttl=records_retention,
+                storage=StorageType.FILE,
+                replicas=replicas,
+            ),
+        )
+        log.info("created object store %s with %d replicas", INGESTS_STORE, replicas)
+    else:
+        await _keep_or_raise(js, info.config, replicas, records_retention)
+
+
+async def _keep_or_raise(
+    js: JetStreamContext, live: StreamConfig, replicas: int, max_age: float
+) -> None:
+    """A bucket's or store's stream as it is, replicas raised (see plan_stream)."""
+    plan = plan_stream(dataclasses.replace(live, num_replicas=replicas, max_age=max_age), live)
+    _report(plan)
+    if plan.update is not None:
+        await js.update_stream(plan.update)
 
 
 # How often a service that is not the bootstrap asks again whether its durables and
@@ -429,9 +464,12 @@ async def connect(
     js = connection.jetstream()
     try:
         if role.bootstrap:
-            if replicas is None:
-                replicas = load_settings(JetStreamSettings).replicas
-            await ensure_jetstream(js, replicas=replicas)
+            jetstream = load_settings(JetStreamSettings)
+            await ensure_jetstream(
+                js,
+                replicas=jetstream.replicas if replicas is None else replicas,
+                records_retention=jetstream.records_retention_seconds,
+            )
         else:
             await wait_for_bootstrap(js, role)
     except BaseException:

@@ -41,6 +41,10 @@ BOOTSTRAP: Final = CONTROLLER_IDENTITY
 # The shared version clock (issue 21, decision 4): read and written by the API and the
 # controller with compare-and-set. Its BucketSpec is in messaging.BUCKETS.
 CLOCK_BUCKET: Final = messaging.CLOCK_BUCKET
+# What IngestJobs keep outside etcd (emulsion_contracts.jobrecords): the API writes item
+# lists and reads records; the controller reads item lists and writes records.
+INGESTS: Final = messaging.INGESTS_STORE
+RECORDS: Final = messaging.RECORDS_BUCKET
 
 
 def inbox_prefix(identity: str) -> str:
@@ -89,10 +93,29 @@ def _kv_watch(bucket: str) -> tuple[str, ...]:
     )
 
 
+def _object_read(store: str) -> tuple[str, ...]:
+    """Bind, then message gets: an object's last meta message, its chunks by subject
+    (jobrecords.get_items reads without consumers)."""
+    stream = f"OBJ_{store}"
+    return (
+        f"{API}.STREAM.INFO.{stream}",
+        f"{API}.STREAM.MSG.GET.{stream}",
+        f"{API}.DIRECT.GET.{stream}",
+        f"{API}.DIRECT.GET.{stream}.>",
+    )
+
+
+def _object_write(store: str) -> tuple[str, ...]:
+    """Chunks and meta are publishes. No purge: a put over an existing name would purge
+    its old chunks, and the API never writes a name twice (a job's name is its version)."""
+    return (f"$O.{store}.>",)
+
+
 def _bootstrap() -> tuple[str, ...]:
     """Create and update exactly Emulsion's streams, buckets and durables (both the
     legacy durable-create subject nats-py uses and the named form newer clients use)."""
     streams = [s.name for s in messaging.STREAMS] + [b.stream for b in messaging.BUCKETS]
+    streams.append(messaging.INGESTS_STREAM)
     subjects: list[str] = []
     for stream in streams:
         subjects += [
@@ -157,8 +180,13 @@ IDENTITIES: Final[dict[str, Identity]] = {
                 messaging.gc_subject("deleted"),
                 *_kv_read(CLOCK_BUCKET),
                 *_kv_write(CLOCK_BUCKET),
+                *_object_read(INGESTS),
+                *_object_write(INGESTS),
+                *_kv_read(RECORDS),
+                *_kv_watch(RECORDS),
             ),
-            buckets=(CLOCK_BUCKET,),
+            buckets=(CLOCK_BUCKET, RECORDS),
+            streams=(messaging.INGESTS_STREAM,),
         ),
         Identity(
             CONTROLLER_IDENTITY,
@@ -179,12 +207,21 @@ IDENTITIES: Final[dict[str, Identity]] = {
                 *_kv_write(messaging.CANCELLED_BUCKET),
                 *_kv_read(CLOCK_BUCKET),
                 *_kv_write(CLOCK_BUCKET),
+                *_object_read(INGESTS),
+                *_kv_read(RECORDS),
+                *_kv_write(RECORDS),
             ),
             consumers=(
                 (EVENTS, messaging.CONTROLLER),
                 (ADVISORIES, messaging.CONTROLLER_ADVISORIES),
             ),
-            buckets=(messaging.STAGING_LEASES_BUCKET, messaging.CANCELLED_BUCKET, CLOCK_BUCKET),
+            buckets=(
+                messaging.STAGING_LEASES_BUCKET,
+                messaging.CANCELLED_BUCKET,
+                CLOCK_BUCKET,
+                RECORDS,
+            ),
+            streams=(messaging.INGESTS_STREAM,),
         ),
         Identity(
             PROCESSOR_IDENTITY,
@@ -267,7 +304,7 @@ def tls_context(ca_file: str | Path) -> ssl.SSLContext:
 def connect_options(settings: NatsSettings) -> dict[str, Any]:
     """nats.connect's keyword arguments for these settings: servers, credentials, the
     identity's inbox prefix, and TLS verified against NATS_CA_FILE when it is set."""
-    options: dict[str, Any] = {"servers": [settings.nats_url]}
+    options: dict[str, Any] = {"servers": settings.servers()}
     if settings.nats_user:
         options["user"] = settings.nats_user
         options["password"] = settings.password()

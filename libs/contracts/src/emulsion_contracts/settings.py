@@ -10,9 +10,17 @@ message naming every missing variable, instead of failing later on first use.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Self, TypeVar
+from typing import Final, Self, TypeVar
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from emulsion_contracts.worksigning import MIN_KEY_LENGTH
@@ -35,10 +43,20 @@ class ServiceSettings(_Settings):
     http_port: int = Field(default=8080, ge=0, le=65535, validation_alias="EMULSION_HTTP_PORT")
 
 
+NATS_SCHEMES: Final = ("nats", "tls", "ws", "wss")
+
+
+def split_servers(value: str) -> list[str]:
+    """A comma-separated server list (nats-py takes one URL per entry of a list, and reads
+    "nats://a:4222,nats://b:4222" given whole as one malformed URL)."""
+    return [server.strip() for server in value.split(",") if server.strip()]
+
+
 class NatsSettings(_Settings):
     """Where NATS is and who this service is there (emulsion_contracts.natsauth)."""
 
-    # The NATS server (or cluster) with JetStream, e.g. nats://nats:4222, or tls://nats:4222.
+    # The NATS server with JetStream, e.g. nats://nats:4222 or tls://nats:4222; for a
+    # cluster, its servers separated by commas (a client starts with any that answers).
     nats_url: str = Field(validation_alias="NATS_URL")
     # This service's NATS user (api, controller, processor or janitor); its permissions
     # are the table in emulsion_contracts.natsauth. Unset: connect without credentials.
@@ -50,6 +68,22 @@ class NatsSettings(_Settings):
     # The CA that signed the NATS server's certificate: when set, TLS is used and the
     # server verified against this CA only.
     nats_ca_file: Path | None = Field(default=None, validation_alias="NATS_CA_FILE")
+
+    @field_validator("nats_url")
+    @classmethod
+    def _server_list(cls, value: str) -> str:
+        servers = split_servers(value)
+        if not servers:
+            raise ValueError("NATS_URL names no server")
+        for server in servers:
+            parsed = urlsplit(server if "://" in server else f"nats://{server}")
+            if parsed.scheme not in NATS_SCHEMES or not parsed.hostname:
+                raise ValueError(f"NATS_URL: {server!r} is not a nats://, tls://, ws:// URL")
+        return value
+
+    def servers(self) -> list[str]:
+        """NATS_URL's servers, in order (nats-py's `servers`)."""
+        return split_servers(self.nats_url)
 
     @model_validator(mode="after")
     def _credentials_complete(self) -> NatsSettings:
@@ -111,6 +145,14 @@ class JetStreamSettings(_Settings):
 
     # Replicas of the streams and KV buckets the controller creates (never lowered).
     replicas: int = Field(default=1, ge=1, le=5, validation_alias="EMULSION_JETSTREAM_REPLICAS")
+    # How long IngestJobs' item lists, outcomes, failures and summaries are kept
+    # (emulsion_contracts.jobrecords): the API answers 410 with them for a job its TTL
+    # removed, so this must outlive the longest job plus its ttlSecondsAfterFinished.
+    records_retention_seconds: float = Field(
+        default=7 * 24 * 3600,
+        ge=2 * 24 * 3600,
+        validation_alias="EMULSION_RECORDS_RETENTION_SECONDS",
+    )
 
 
 class WorkSigningSettings(_Settings):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from emulsion_devstack.processes import StackError
 from emulsion_devstack.services import SERVICES
-from emulsion_devstack.stack import LocalStack
+from emulsion_devstack.stack import MINIO_LAYOUTS, LocalStack
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,6 +26,19 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated Emulsion services to start after the servers "
         f"(default: all of {', '.join(SERVICES) or 'none registered'}; '' for none)",
     )
+    parser.add_argument(
+        "--nats-servers",
+        type=int,
+        choices=[1, 3],
+        default=1,
+        help="one NATS server, or a cluster of three with streams and buckets at R3",
+    )
+    parser.add_argument(
+        "--minio-layout",
+        choices=MINIO_LAYOUTS,
+        default="single",
+        help="one drive, or four drives erasure coded (EC:2)",
+    )
     args = parser.parse_args(argv)
     services = (
         [name for name in args.services.split(",") if name]
@@ -33,7 +46,13 @@ def main(argv: list[str] | None = None) -> int:
         else list(SERVICES)
     )
     # `up` leaves the stack running for the shell; a signal while it starts stops it.
-    stack = LocalStack(args.state_dir, services=tuple(services), outlive=True)
+    stack = LocalStack(
+        args.state_dir,
+        services=tuple(services),
+        outlive=True,
+        nats_servers=args.nats_servers,
+        minio_layout=args.minio_layout,
+    )
 
     if args.command == "up":
         try:

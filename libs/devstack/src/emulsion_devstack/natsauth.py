@@ -56,7 +56,14 @@ def make(directory: Path, server_names: tuple[str, ...]) -> NatsAuth:
 
 
 def server_config(
-    auth: NatsAuth, *, port: int, monitor_port: int, store_dir: Path, server_name: str
+    auth: NatsAuth,
+    *,
+    port: int,
+    monitor_port: int,
+    store_dir: Path,
+    server_name: str,
+    host: str = "127.0.0.1",
+    sync_always: bool = False,
 ) -> dict[str, Any]:
     """nats-server's configuration: JetStream, TLS required, and the table's users."""
     passwords = {
@@ -72,16 +79,29 @@ def server_config(
         }
     )
     return {
-        "listen": f"127.0.0.1:{port}",
-        "http": f"127.0.0.1:{monitor_port}",
+        "listen": f"{host}:{port}",
+        "http": f"{host}:{monitor_port}",
         "server_name": server_name,
         # One R1 server with JetStream's default sync_interval (2m): a crash of the
         # machine, not of the process, may lose that long of acknowledged writes.
         # Clusters use R3 (charts/emulsion/README.md, "JetStream replicas and
         # durability"); `sync_interval: always` trades throughput for no such loss.
-        "jetstream": {"store_dir": str(store_dir)},
+        "jetstream": {
+            "store_dir": str(store_dir),
+            **({"sync_interval": "always"} if sync_always else {}),
+        },
         "tls": {"cert_file": str(auth.cert_file), "key_file": str(auth.key_file), "timeout": 5},
         "authorization": {"users": users},
+    }
+
+
+def cluster_config(name: str, host: str, port: int, peers: list[str]) -> dict[str, Any]:
+    """A server's `cluster` block: routes to its peers on the same port. Routes run on
+    loopback addresses only, so they go without TLS or credentials of their own."""
+    return {
+        "name": name,
+        "listen": f"{host}:{port}",
+        "routes": [f"nats-route://{peer}:{port}" for peer in peers],
     }
 
 

@@ -58,6 +58,17 @@ SERVERS = ("etcd", "kube-apiserver", "nats-server", "minio")
 # the API's public origin (POST, and the ETag/Location response headers).
 PAGE_ORIGINS = ("http://127.0.0.1:*", "http://localhost:*")
 START_TIMEOUT = 120.0
+# A NATS cluster's servers (`make up NATS=3`) each take their own loopback address with
+# the same client, route and monitoring ports, as pods of a StatefulSet do: KEDA finds a
+# stream's leader at `<server name>.<monitoring host>`, and tests stop one server by name.
+NATS_CLUSTER_ADDRESSES = ("127.0.0.11", "127.0.0.12", "127.0.0.13")
+NATS_CLUSTER_NAME = "emulsion-local"
+# MinIO's layouts: one drive (no erasure coding), or four drives in one process (erasure
+# coded, EC:2: any two drives may be lost for reads, one for writes). Four processes of
+# one drive each are not possible here: in a container MinIO waits for ever for a
+# distributed endpoint on a loopback address to "resolve to a valid IP".
+MINIO_LAYOUTS = ("single", "drives")
+MINIO_ERASURE_SET = 4
 WORK_SIGNING_KEY_FILE = "work-signing.key"
 
 # Only IngestJob writes are audited: enough to count the controller's status patches
@@ -102,6 +113,8 @@ class Endpoints:
     # The key work messages are signed with: a file in the state directory, given to the
     # controller and the processors only (services.py), never exported to clients.
     work_signing_key_file: str = ""
+    # Replicas of the streams and buckets: 3 on a NATS cluster (`make up NATS=3`).
+    jetstream_replicas: int = 1
 
     def work_signing_key(self) -> bytes:
         """The key, for a test or benchmark that publishes work as the controller does."""
@@ -125,6 +138,7 @@ class Endpoints:
         """NATS_* for a process connecting as `identity` (a service's, or ADMIN)."""
         return {
             "NATS_URL": self.nats_url,
+            "EMULSION_JETSTREAM_REPLICAS": str(self.jetstream_replicas),
             **({"NATS_CA_FILE": self.nats_ca_file} if self.nats_ca_file else {}),
             "NATS_USER": identity,
             "NATS_PASSWORD_FILE": str(Path(self.nats_auth_dir) / f"{identity}.password"),
@@ -162,12 +176,27 @@ class LocalStack:
         say: Callable[[str], None] = print,
         outlive: bool = False,
         nats_tls: bool = True,
+        nats_servers: int = 1,
+        minio_layout: str = "single",
+        nats_sync_always: bool = False,
     ) -> None:
         """`outlive`: once up, the stack outlives this process (`make up`); until then,
         and always otherwise, Ctrl-C, SIGTERM, SIGHUP or the process's exit stop it.
         `nats_tls=False`: NATS still requires each identity's password, but over plain
-        TCP, for the fault suite, whose proxies read and hold NATS protocol lines."""
+        TCP, for the fault suite, whose proxies read and hold NATS protocol lines.
+        `nats_servers=3`: a NATS cluster (NATS_CLUSTER_ADDRESSES), streams and buckets
+        at R3; each server a process of its own, `nats-server-1` to `nats-server-3`.
+        `minio_layout`: see MINIO_LAYOUTS (the drives: `minio_drive`).
+        `nats_sync_always`: JetStream fsyncs every write (`sync_interval: always`) instead
+        of every two minutes; what it costs is `make bench-nats`'s to measure."""
+        if nats_servers not in (1, len(NATS_CLUSTER_ADDRESSES)):
+            raise StackError(f"NATS runs as 1 or {len(NATS_CLUSTER_ADDRESSES)} servers")
+        if minio_layout not in MINIO_LAYOUTS:
+            raise StackError(f"MinIO's layout is one of {', '.join(MINIO_LAYOUTS)}")
         self.nats_tls = nats_tls
+        self.nats_servers = nats_servers
+        self.minio_layout = minio_layout
+        self.nats_sync_always = nats_sync_always
         self.state_dir = state_dir.resolve()
         self.outlive = outlive
         self.bucket = bucket
@@ -227,6 +256,7 @@ class LocalStack:
                 nats_ca_file=str(auth.ca_file) if self.nats_tls else "",
                 nats_auth_dir=str(auth.directory),
                 work_signing_key_file=str(self._new_work_signing_key()),
+                jetstream_replicas=1 if self.nats_servers == 1 else 3,
             )
             self._bootstrap(endpoints)
             exports: dict[str, str] = {}
@@ -358,10 +388,11 @@ class LocalStack:
                 str(data_dir / "pki" / "admin.crt"), str(data_dir / "pki" / "admin.key")
             )
             return lambda: _http_ok(f"{endpoints.apiserver_url}/readyz", context)
-        if record.name == "nats-server":
-            return lambda: _http_ok(f"{endpoints.nats_monitor_url}/healthz?js-enabled-only=true")
+        if record.name.startswith("nats-server"):
+            monitor = nats_monitor_of(record.name, endpoints.nats_monitor_url)
+            return lambda: _nats_ready(monitor)
         if record.name == "minio":
-            return lambda: _http_ok(f"{endpoints.s3_endpoint_url}/minio/health/ready")
+            return lambda: _http_ok(f"{endpoints.s3_endpoint_url}{_minio_health(record)}")
         port = record.env.get("EMULSION_HTTP_PORT")
         if record.name not in SERVICES or port is None:
             raise StackError(f"no readiness check is known for {record.name}")
@@ -485,35 +516,54 @@ class LocalStack:
     def _start_nats(
         self, binary: Path, data_dir: Path, started: Callable[[ProcessRecord], ProcessRecord]
     ) -> tuple[str, str, nats_auth.NatsAuth]:
+        """One server on 127.0.0.1, or a cluster (see NATS_CLUSTER_ADDRESSES); the client
+        URL (a list for a cluster) and the first server's monitoring URL."""
         # The real node's pods reach NATS through the relay on the bridge address, with
         # the same certificate (node.py imports this module: imported here, not above).
         from emulsion_devstack.node import BRIDGE_ADDRESS
 
-        port, monitor = free_port(), free_port()
-        auth = nats_auth.make(self.state_dir / "nats", ("127.0.0.1", "localhost", BRIDGE_ADDRESS))
-        server_config = nats_auth.server_config(
-            auth,
-            port=port,
-            monitor_port=monitor,
-            store_dir=data_dir / "nats",
-            server_name="emulsion-local",
+        port, monitor, route = free_port(), free_port(), free_port()
+        clustered = self.nats_servers > 1
+        hosts = NATS_CLUSTER_ADDRESSES if clustered else ("127.0.0.1",)
+        auth = nats_auth.make(
+            self.state_dir / "nats", ("127.0.0.1", "localhost", BRIDGE_ADDRESS, *hosts)
         )
-        if not self.nats_tls:
-            del server_config["tls"]
-        config = nats_auth.write_config(auth.directory / "nats.conf", server_config)
-        record = started(
-            spawn(
-                "nats-server",
-                [str(binary), "--config", str(config)],
-                data_dir / "logs" / "nats-server.log",
+        scheme = "tls" if self.nats_tls else "nats"
+        records = []
+        for number, host in enumerate(hosts, start=1):
+            name = f"nats-server-{number}" if clustered else "nats-server"
+            server_config = nats_auth.server_config(
+                auth,
+                host=host,
+                port=port,
+                monitor_port=monitor,
+                store_dir=data_dir / name,
+                server_name=f"{NATS_CLUSTER_NAME}-{number}" if clustered else NATS_CLUSTER_NAME,
+                sync_always=self.nats_sync_always,
             )
-        )
-        monitor_url = f"http://127.0.0.1:{monitor}"
-        wait_until(
-            record, lambda: _http_ok(f"{monitor_url}/healthz?js-enabled-only=true"), START_TIMEOUT
-        )
-        url = f"{'tls' if self.nats_tls else 'nats'}://127.0.0.1:{port}"
-        self.say(f"  nats-server     {url} (monitoring {monitor_url}; one user per service)")
+            if clustered:
+                server_config["cluster"] = nats_auth.cluster_config(
+                    NATS_CLUSTER_NAME, host, route, [h for h in hosts if h != host]
+                )
+            if not self.nats_tls:
+                del server_config["tls"]
+            config = nats_auth.write_config(auth.directory / f"{name}.conf", server_config)
+            records.append(
+                started(
+                    spawn(
+                        name,
+                        [str(binary), "--config", str(config)],
+                        data_dir / "logs" / f"{name}.log",
+                    )
+                )
+            )
+        for record, host in zip(records, hosts, strict=True):
+            ready = f"http://{host}:{monitor}"
+            wait_until(record, lambda url=ready: _nats_ready(url), START_TIMEOUT)  # type: ignore[misc]
+        url = ",".join(f"{scheme}://{host}:{port}" for host in hosts)
+        monitor_url = f"http://{hosts[0]}:{monitor}"
+        kind = f"a cluster of {len(hosts)}, R3" if clustered else "one server"
+        self.say(f"  nats-server     {url} (monitoring {monitor_url}; {kind}; a user per service)")
         return url, monitor_url, auth
 
     def _start_minio(
@@ -522,35 +572,44 @@ class LocalStack:
         data_dir: Path,
         started: Callable[[ProcessRecord], ProcessRecord],
     ) -> tuple[str, str, str]:
-        port, console = free_port(), free_port()
         access_key = f"emulsion-{secrets.token_hex(4)}"
         secret_key = secrets.token_urlsafe(24)
+        environment = {
+            "MINIO_ROOT_USER": access_key,
+            "MINIO_ROOT_PASSWORD": secret_key,
+            "MINIO_UPDATE": "off",
+            "MINIO_BROWSER": "off",
+            "MINIO_API_CORS_ALLOW_ORIGIN": ",".join(PAGE_ORIGINS),
+        }
+        if self.minio_layout != "single":
+            # Erasure-coded MinIO refuses drives on the root disk ("drive not found, will
+            # be retried", for ever); the stack's drives are folders of one temp dir.
+            environment["MINIO_CI_CD"] = "on"
+        drives = [str(data_dir / "minio")]
+        if self.minio_layout == "drives":
+            drives = [str(minio_drive(data_dir, n)) for n in range(1, MINIO_ERASURE_SET + 1)]
+        port = free_port()
         record = started(
             spawn(
                 "minio",
                 [
                     str(binary),
                     "server",
-                    str(data_dir / "minio"),
+                    *drives,
                     "--address",
                     f"127.0.0.1:{port}",
                     "--console-address",
-                    f"127.0.0.1:{console}",
+                    f"127.0.0.1:{free_port()}",
                     "--quiet",
                 ],
                 data_dir / "logs" / "minio.log",
-                env={
-                    "MINIO_ROOT_USER": access_key,
-                    "MINIO_ROOT_PASSWORD": secret_key,
-                    "MINIO_UPDATE": "off",
-                    "MINIO_BROWSER": "off",
-                    "MINIO_API_CORS_ALLOW_ORIGIN": ",".join(PAGE_ORIGINS),
-                },
+                env=environment,
             )
         )
         url = f"http://127.0.0.1:{port}"
-        wait_until(record, lambda: _http_ok(f"{url}/minio/health/ready"), START_TIMEOUT)
-        self.say(f"  minio           {url}")
+        wait_until(record, lambda: _http_ok(f"{url}{_minio_health(record)}"), START_TIMEOUT)
+        layout = "one drive" if len(drives) == 1 else f"{len(drives)} drives, erasure coded"
+        self.say(f"  minio           {url} ({layout})")
         return url, access_key, secret_key
 
     def start_service(
@@ -746,13 +805,53 @@ def apply_crds(kubeconfig: str, timeout: float = 60.0) -> list[str]:
     return applied
 
 
+def minio_drive(data_dir: Path, number: int) -> Path:
+    """Drive `number` (from 1) of an erasure-coded MinIO."""
+    return data_dir / f"minio-drive-{number}"
+
+
+def _minio_health(record: ProcessRecord) -> str:
+    """Ready to serve: one drive answers `ready` once up; an erasure-coded MinIO only
+    once its drives are formatted and in write quorum (`ready` comes before that, and a
+    first request then gets XMinioServerNotInitialized)."""
+    drives = [arg for arg in record.argv if "/minio-drive-" in arg]
+    return "/minio/health/cluster" if drives else "/minio/health/ready"
+
+
+def nats_monitor_of(record: str, first: str) -> str:
+    """The monitoring URL of the NATS server process `record` (`nats-server`, or
+    `nats-server-<n>` of a cluster: same port, its own address)."""
+    number = record.rsplit("-", 1)[-1]
+    if not number.isdigit():
+        return first
+    port = first.rsplit(":", 1)[1]
+    return f"http://{NATS_CLUSTER_ADDRESSES[int(number) - 1]}:{port}"
+
+
+def _nats_ready(monitor_url: str) -> bool:
+    """JetStream is up and, in a cluster, this server knows the meta leader (before that,
+    a stream create answers "JetStream system temporarily unavailable")."""
+    try:
+        if not _http_ok(f"{monitor_url}/healthz?js-enabled-only=true"):
+            return False
+        # The stack's own http:// monitoring URL.
+        with urllib.request.urlopen(f"{monitor_url}/jsz", timeout=2) as response:  # noqa: S310
+            report = json.load(response)
+    except (OSError, ValueError):
+        return False
+    meta = report.get("meta_cluster") or {}
+    return "cluster_size" not in meta or bool(meta.get("leader"))
+
+
 async def _ensure_jetstream(endpoints: Endpoints) -> None:
     # As the controller would at its start (the bootstrap identity): the servers are up
     # before any service, so tests that start a processor or janitor alone find their
     # durables; its own rights suffice, which this also checks at every start.
     connection = await endpoints.nats_connect(nats_table.BOOTSTRAP, connect_timeout=5)
     try:
-        await messaging.ensure_jetstream(connection.jetstream())
+        await messaging.ensure_jetstream(
+            connection.jetstream(), replicas=endpoints.jetstream_replicas
+        )
     finally:
         await connection.drain()
 

@@ -265,15 +265,35 @@ class Failure(BaseModel):
     )
 
 
+class RenderingInfo(BaseModel):
+    format: OutputFormat = _field("The encoding.", "avif")
+    url: str = _field(
+        "Where to download it (presigned or under the public base URL).",
+        "https://cdn.example.com/derivatives/holiday-2026/IMG_0001.jpg/"
+        "01JDQ3G2M4P8R6T0V2X4Z6B8D0-00000/thumb.avif",
+    )
+    bytes: int = _field("Size in bytes.", 2113)
+    content_type: str = _field("The file's media type.", "image/avif")
+
+
 class Output(BaseModel):
     style: str = _field("The style's name in the profile.", "thumb")
     url: str = _field(
-        "Where to download it (presigned or under the public base URL).", _DOWNLOAD_EXAMPLE
+        "Where to download it (presigned or under the public base URL): the style's first "
+        "rendering.",
+        _DOWNLOAD_EXAMPLE,
     )
     width: int = _field("Width in pixels.", 100)
     height: int = _field("Height in pixels.", 100)
-    bytes: int = _field("Size in bytes.", 4711)
-    content_type: str = _field("The file's media type.", "image/jpeg")
+    bytes: int = _field("Size in bytes (of the first rendering).", 4711)
+    content_type: str = _field("The file's media type (of the first rendering).", "image/jpeg")
+    renderings: list[RenderingInfo] = _field(
+        "Every encoding of a style with several `formats`, in the style's order (the first "
+        "is `url`); empty for a style of one format. "
+        "`GET /v1/assets/{collection}/{asset}/styles/{style}` picks one by `Accept`.",
+        [],
+        default=[],
+    )
 
 
 class Original(BaseModel):
@@ -500,7 +520,14 @@ class StyleInfo(BaseModel):
     fit: Literal["fit", "crop"] = _field(
         "`fit`: scaled to fit inside the box; `crop`: scaled and cropped to fill it.", "crop"
     )
-    format: OutputFormat = _field("The encoding of this style's files.", "jpeg")
+    format: OutputFormat = _field(
+        "The encoding of this style's files (its first, when it has several).", "jpeg"
+    )
+    formats: list[OutputFormat] = _field(
+        "Every encoding this style is written in, first the one a client without a "
+        "preference gets.",
+        ["jpeg"],
+    )
     gravity: Literal["center", "smart", "faces"] | None = _field(
         "Where a crop cuts: `center`, `smart` (the most detail) or `faces`; null for `fit`. "
         "An asset's focal point wins over it.",

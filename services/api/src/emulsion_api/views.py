@@ -15,6 +15,7 @@ from emulsion_api.models import (
     ItemStatus,
     Original,
     Output,
+    RenderingInfo,
 )
 from emulsion_api.store import ListedManifest, Store, StoredManifest
 from emulsion_contracts import keys
@@ -43,9 +44,23 @@ def _outputs(store: Store, manifest: AssetManifest) -> list[Output]:
             height=derivative.height,
             bytes=derivative.bytes,
             content_type=derivative.content_type,
+            renderings=[
+                RenderingInfo(
+                    format=rendering.format,
+                    url=store.download_url(rendering.key),
+                    bytes=rendering.bytes,
+                    content_type=rendering.content_type,
+                )
+                for rendering in derivative.renderings
+            ],
         )
         for derivative in manifest.derivatives
     ]
+
+
+def style_url(collection: str, asset: str, style: str) -> str:
+    """The style's own URL, which redirects to the rendering the request's `Accept` picks."""
+    return f"{asset_url(collection, asset)}/styles/{style}"
 
 
 def asset(store: Store, stored: StoredManifest) -> Asset:

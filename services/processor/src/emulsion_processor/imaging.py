@@ -23,7 +23,8 @@ from typing import Final
 
 from PIL import Image, ImageCms, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
-from emulsion_contracts.formats import OutputFormat
+from emulsion_contracts.formats import AVIF_SPEED, OUTPUT_CONTENT_TYPES, OutputFormat
+from emulsion_contracts.keys import FORMAT_EXTENSIONS
 from emulsion_contracts.messages import FocalPoint, StyleSpec
 from emulsion_contracts.profiles import Watermark
 from emulsion_contracts.reasons import FailureReason
@@ -33,13 +34,9 @@ from emulsion_processor.reasons import ItemRejected, TransientTrouble
 # Only formats a browser shows; everything else (EPS/PDF run interpreters, PSD/FITS/TIFF
 # are large attack surfaces) is refused before any decoder sees it.
 ALLOWED_FORMATS: Final = ("JPEG", "PNG", "WEBP", "GIF")
-EXTENSIONS: Final[dict[str, str]] = {"jpeg": "jpg", "png": "png", "webp": "webp"}
-CONTENT_TYPES: Final[dict[str, str]] = {
-    "jpeg": "image/jpeg",
-    "png": "image/png",
-    "webp": "image/webp",
-}
-_PIL_FORMATS: Final[dict[str, str]] = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP"}
+EXTENSIONS: Final[dict[str, str]] = FORMAT_EXTENSIONS
+CONTENT_TYPES: Final[dict[str, str]] = OUTPUT_CONTENT_TYPES
+_PIL_FORMATS: Final[dict[str, str]] = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP", "avif": "AVIF"}
 # Known formats outside the allow-list, recognised so the reason says "unsupported"
 # rather than "not an image": (magic bytes, offset, name).
 _DISALLOWED_SIGNATURES: Final = (
@@ -69,6 +66,11 @@ PILLOW_MAX_PIXELS: Final = int(Image.MAX_IMAGE_PIXELS or 89_478_485)
 # mode conversion, Pillow's premultiplied copy for resizing with alpha, and the first
 # resized frame. Measured with `ru_maxrss` on 4000² PNGs: RGBA 3.4x, RGB 2.4x, L 2.7x.
 PEAK_OVER_DECODED: Final = 3.5
+# libavif's encoder (aom, speed 9, one thread) beyond the frame it encodes, measured with
+# `ru_maxrss` on RGB squares of 100 to 2400 pixels: 8.5 MB, then about 22 bytes a pixel
+# (21.6 MB at 800, 65 MB at 1600, 135 MB at 2400). JPEG, PNG and WebP take under 1 MB.
+AVIF_ENCODER_FIXED: Final = 12 * 2**20
+AVIF_ENCODER_PER_PIXEL: Final = 24
 # Bytes per pixel as Pillow stores each mode (RGB takes four, like RGBA).
 _STORED_BYTES: Final[dict[str, int]] = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2}
 # Errors of the scratch volume or the machine, not of the image: worth trying again.
@@ -115,7 +117,21 @@ class Timing:
 
 
 @dataclass(frozen=True, slots=True)
+class RenderedFile:
+    """One encoding of a style (a style with several `formats` has one per format)."""
+
+    format: OutputFormat
+    path: Path
+    extension: str
+    content_type: str
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
 class RenderedStyle:
+    """A style as written; `path`, `extension`, `content_type` and `bytes` are its first
+    file's, `files` all of them in the style's order."""
+
     style: str
     path: Path
     extension: str
@@ -123,6 +139,7 @@ class RenderedStyle:
     width: int
     height: int
     bytes: int
+    files: tuple[RenderedFile, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,11 +297,12 @@ def decode_cost(job: RenderJob) -> int:
         scale = max(required_scale(style, width, height) for style in job.styles)
         draft(image, scale)  # headers only: sets the reduced size without decoding
         decoded = stored_bytes(image.mode, *image.size)
+    steps = plan(job.styles, width, height, (width, height))
     frames = sum(
         2 * stored_bytes("RGBA", *step.size)  # the frame and its encoder's copy
-        for step in plan(job.styles, width, height, (width, height))
+        for step in steps
     )
-    return int(decoded * PEAK_OVER_DECODED) + frames
+    return int(decoded * PEAK_OVER_DECODED) + frames + encoders_cost(steps, job.format)
 
 
 def draft(image: Image.Image, scale: float) -> None:
@@ -560,20 +578,54 @@ def _place(
 
 
 def _write_style(image: Image.Image, style: StyleSpec, job: RenderJob) -> RenderedStyle:
-    output_format: OutputFormat = style.format or job.format
-    quality = style.quality or job.quality
-    extension = EXTENSIONS[output_format]
-    path = job.out_dir / f"{style.name}.{extension}"
-    encode(image, path, output_format, quality)
+    """Encode `image` in every format of `style`, the same pixels for each."""
+    files = tuple(
+        _write_file(
+            image,
+            style.name,
+            output_format,
+            style.quality_for(output_format, job.quality),
+            job.out_dir,
+        )
+        for output_format in style.output_formats(job.format)
+    )
+    first = files[0]
     return RenderedStyle(
         style=style.name,
+        path=first.path,
+        extension=first.extension,
+        content_type=first.content_type,
+        width=image.width,
+        height=image.height,
+        bytes=first.bytes,
+        files=files,
+    )
+
+
+def _write_file(
+    image: Image.Image, style: str, output_format: OutputFormat, quality: int, out_dir: Path
+) -> RenderedFile:
+    extension = EXTENSIONS[output_format]
+    path = out_dir / f"{style}.{extension}"
+    encode(image, path, output_format, quality)
+    return RenderedFile(
+        format=output_format,
         path=path,
         extension=extension,
         content_type=CONTENT_TYPES[output_format],
-        width=image.width,
-        height=image.height,
         bytes=path.stat().st_size,
     )
+
+
+def encoders_cost(steps: tuple[Step, ...], default_format: OutputFormat) -> int:
+    """The memory the encoders take beyond the frames (`decode_cost` counts those): AVIF's
+    alone is large, and styles are encoded one at a time, so the largest AVIF style's."""
+    avif = [
+        step.size[0] * step.size[1]
+        for step in steps
+        if "avif" in step.style.output_formats(default_format)
+    ]
+    return AVIF_ENCODER_FIXED + AVIF_ENCODER_PER_PIXEL * max(avif) if avif else 0
 
 
 def encode(image: Image.Image, path: Path, output_format: OutputFormat, quality: int) -> None:
@@ -583,11 +635,21 @@ def encode(image: Image.Image, path: Path, output_format: OutputFormat, quality:
         flat = Image.new("RGB", image.size, (255, 255, 255))
         flat.paste(image, mask=image.getchannel("A"))
         image = flat
+    image.save(path, _PIL_FORMATS[output_format], **encoder_options(output_format, quality))
+
+
+def encoder_options(output_format: OutputFormat, quality: int) -> dict[str, object]:
+    """Pillow's save options for `output_format` at `quality` (the bench uses them too)."""
     options: dict[str, object] = {}
-    if output_format in ("jpeg", "webp"):
+    if output_format in ("jpeg", "webp", "avif"):
         options["quality"] = quality
     if output_format == "webp":
         options["method"] = 4
     if output_format == "png":
         options["compress_level"] = 6
-    image.save(path, _PIL_FORMATS[output_format], **options)
+    if output_format == "avif":
+        # One thread: a processor already renders as many items at once as it has cores,
+        # and libavif's own threads would only fight them (the bench measures CPU alike).
+        options["speed"] = AVIF_SPEED
+        options["max_threads"] = 1
+    return options

@@ -52,6 +52,7 @@ from emulsion_contracts.messages import (
     GcRequest,
     ItemResult,
     JobRef,
+    Rendering,
     StyleSpec,
     WorkItem,
 )
@@ -690,12 +691,13 @@ class ItemWorker:
             )
         ]
         for output, derivative in zip(rendered.styles, manifest.derivatives, strict=True):
-            calls.append(
-                self._io(
-                    store.upload_file, s3, bucket, derivative.key, output.path, output.content_type
+            for file, rendering in zip(output.files, derivative.all_renderings(), strict=True):
+                calls.append(
+                    self._io(
+                        store.upload_file, s3, bucket, rendering.key, file.path, file.content_type
+                    )
                 )
-            )
-            metrics.BYTES.labels("uploaded").inc(output.bytes)
+                metrics.BYTES.labels("uploaded").inc(file.bytes)
         tasks = [asyncio.ensure_future(call) for call in calls]
         try:
             await asyncio.gather(*tasks)
@@ -814,14 +816,9 @@ def planned_keys(
         item.collection, item.asset, item.version, source_filename(item.source)
     )
     derivatives = (
-        keys.derivative_key(
-            item.collection,
-            item.asset,
-            item.version,
-            style.name,
-            imaging.EXTENSIONS[style.format or profile.format],
-        )
+        keys.rendering_key(item.collection, item.asset, item.version, style.name, output_format)
         for style in styles
+        for output_format in style.output_formats(profile.format)
     )
     return tuple(sorted({original, *derivatives}))
 
@@ -855,19 +852,7 @@ def build_manifest(
         width=rendered.width,
         height=rendered.height,
     )
-    derivatives = tuple(
-        Derivative(
-            style=output.style,
-            key=keys.derivative_key(
-                item.collection, item.asset, item.version, output.style, output.extension
-            ),
-            width=output.width,
-            height=output.height,
-            bytes=output.bytes,
-            content_type=output.content_type,
-        )
-        for output in rendered.styles
-    )
+    derivatives = tuple(_derivative(item, output) for output in rendered.styles)
     return AssetManifest(
         collection=item.collection,
         asset=item.asset,
@@ -879,6 +864,32 @@ def build_manifest(
         committed_at=datetime.now(UTC),
         focal_point=focal,
         profile=item.profile,
+    )
+
+
+def _derivative(item: WorkItem, output: imaging.RenderedStyle) -> Derivative:
+    """A style's manifest entry; a style with several formats lists each rendering."""
+    renderings = tuple(
+        Rendering(
+            format=file.format,
+            key=keys.rendering_key(
+                item.collection, item.asset, item.version, output.style, file.format
+            ),
+            bytes=file.bytes,
+            content_type=file.content_type,
+        )
+        for file in output.files
+    )
+    return Derivative(
+        style=output.style,
+        key=keys.derivative_key(
+            item.collection, item.asset, item.version, output.style, output.extension
+        ),
+        width=output.width,
+        height=output.height,
+        bytes=output.bytes,
+        content_type=output.content_type,
+        renderings=renderings if len(renderings) > 1 else (),
     )
 
 

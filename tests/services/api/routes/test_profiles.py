@@ -24,6 +24,7 @@ def test_profiles_list_the_default_with_its_styles(api: httpx.Client) -> None:
         "height": 100,
         "fit": "crop",
         "format": "jpeg",
+        "formats": ["jpeg"],
         "watermarked": False,
     }
 

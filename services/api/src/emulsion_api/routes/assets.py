@@ -14,7 +14,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Response, status
 
-from emulsion_api import jobs, listing, rerenders, views
+from emulsion_api import jobs, listing, negotiation, rerenders, views
 from emulsion_api.deps import PrincipalDep, ServicesDep
 from emulsion_api.errors import ApiError, Responses, problems
 from emulsion_api.models import Asset, AssetList, AssetPatch, AssetPatched, Deleted
@@ -175,6 +175,86 @@ async def get_asset(
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag(version)})
     response.headers["ETag"] = etag(version)
     return await services.store.run(lambda: views.asset(services.store, stored))
+
+
+@router.get(
+    "/{collection}/{asset}/styles/{style}",
+    status_code=status.HTTP_302_FOUND,
+    operation_id="getAssetStyle",
+    response_class=Response,
+    responses={
+        302: {
+            "description": (
+                "Found: `Location` is the download URL of the rendering `Accept` picks. "
+                "`Vary: Accept`; not stored by shared caches (the URL may be presigned)."
+            ),
+            "headers": {
+                "Location": {
+                    "description": "The chosen rendering's download URL.",
+                    "schema": {"type": "string"},
+                },
+                "Vary": {"description": "Always `Accept`.", "schema": {"type": "string"}},
+                "X-Emulsion-Format": {
+                    "description": "The chosen rendering's format, e.g. `avif`.",
+                    "schema": {"type": "string"},
+                },
+            },
+        },
+        **problems("unauthorized", "not_found", "invalid_request", "unavailable", "internal"),
+    },
+)
+async def get_asset_style(
+    collection: CollectionName,
+    asset: AssetPath,
+    style: Annotated[
+        str,
+        Path(
+            pattern=f"^{keys.STYLE_PATTERN}$",
+            max_length=32,
+            description="The style's name in the asset's profile.",
+            examples=["thumb"],
+        ),
+    ],
+    services: ServicesDep,
+    caller: PrincipalDep,
+    accept: Annotated[
+        str | None,
+        Header(
+            description=(
+                "The formats the client reads, with q-values (`image/avif,image/webp,*/*`); "
+                f"read up to its first {negotiation.ACCEPT_MAX} characters. "
+                "The best accepted rendering in the style's order; none or `*/*`: the first "
+                "of the style's `formats`; nothing acceptable: JPEG if the style has it."
+            ),
+        ),
+    ] = None,
+) -> Response:
+    """A redirect to one rendering of the style, chosen by the request's `Accept`: the
+    style's stable URL for a page that serves AVIF or WebP with a JPEG fallback."""
+    _checked(collection, asset)
+    if not caller.may_read(collection):
+        raise _not_found(collection, asset)
+    stored = await services.store.read_manifest(collection, asset)
+    if stored is None:
+        raise _not_found(collection, asset)
+    derivative = next((d for d in stored.manifest.derivatives if d.style == style), None)
+    if derivative is None:
+        raise ApiError(404, "not_found", f"asset {asset!r} has no style {style!r}")
+    renderings = derivative.all_renderings()
+    chosen = renderings[negotiation.choose(accept, [r.content_type for r in renderings])]
+    url = await services.store.run(lambda: services.store.download_url(chosen.key))
+    return Response(
+        status_code=status.HTTP_302_FOUND,
+        headers={
+            "Location": url,
+            "Vary": "Accept",
+            # The choice follows the live version, and a presigned URL expires: a private
+            # cache may keep it briefly, a shared one not at all.
+            "Cache-Control": "private, max-age=60",
+            "ETag": etag(f"{stored.manifest.version}-{chosen.format}"),
+            "X-Emulsion-Format": chosen.format,
+        },
+    )
 
 
 @router.delete(

@@ -27,7 +27,8 @@ def profile_info(profile: Profile) -> ProfileInfo:
                 width=style.width,
                 height=style.height,
                 fit=style.fit,
-                format=style.format or profile.format,
+                format=style.output_formats(profile.format)[0],
+                formats=list(style.output_formats(profile.format)),
                 gravity=(style.gravity or "center") if style.fit == "crop" else None,
                 watermarked=style.watermark and profile.watermark is not None,
             )

@@ -1,0 +1,339 @@
+"""What an IngestJob keeps outside etcd: its item list, its outcomes, its failures, its end.
+
+An IngestJob used to carry every item in its spec (up to 2,000, ~530 KB) and every
+outcome as index ranges in its status, rewritten as a new etcd revision at each status
+write. etcd holds objects of a few KB well and a cluster's worth of large ones badly (its
+quota stops writes for the whole cluster), so the object is now small and bounded — the
+user's handle: counts, phase, conditions, a few example failures — and what grows with
+the job lives in JetStream, the store every service already has:
+
+- **the item list**: an object in the object store EMULSION_INGESTS named
+  `<namespace>/<job>`, written by the API before it creates the job; the spec names it
+  and its SHA-256 (`ItemsRef`), so a reader checks it got exactly what was accepted.
+- **the outcomes** (`OutcomeRecord`): which items succeeded and failed, and why, as index
+  ranges; written by the controller with compare-and-set before the status write that
+  counts them, so a crash or a second replica loses nothing (see `write_outcomes`).
+- **each failure** (`FailureDetail`): the asset, the reason and the whole message, one
+  key per failed item, written before that item's result is acknowledged; the API pages
+  through them (`GET /v1/ingests/{name}/failures`).
+- **the summary** (`JobSummaryRecord`): how the job ended, written when it finished, so
+  the API can still answer for a job expired by its TTL (410 Gone, with what it made).
+
+Both stores keep everything for the records' retention (7 days by default, the chart's
+`jobs.recordsRetentionSeconds`), which outlives a finished job's TTL by at least a day.
+Every record carries the job's uid: a job made with kubectl may reuse a name, and a
+record of another uid is someone else's (readers ignore it, the controller overwrites it).
+
+This module is the only place these keys and object names are built or parsed.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Annotated, Final
+
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import NotFoundError as JetStreamNotFound
+from nats.js.kv import KeyValue
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from emulsion_contracts import indexes, messaging
+from emulsion_contracts.ingestjob import ItemsRef, JobItem
+
+__all__ = [
+    "INGESTS_STORE",
+    "RECORDS_BUCKET",
+    "FailureDetail",
+    "ItemsCorrupt",
+    "ItemsDocument",
+    "ItemsMissing",
+    "JobRecords",
+    "JobSummaryRecord",
+    "OutcomeRecord",
+    "RecordConflict",
+    "encode_items",
+    "get_items",
+    "items_object_name",
+    "put_items",
+]
+
+INGESTS_STORE: Final = messaging.INGESTS_STORE
+RECORDS_BUCKET: Final = messaging.RECORDS_BUCKET
+# The longest failure message kept per item (the processor's messages are shorter).
+FAILURE_MESSAGE_MAX: Final = 1024
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    def encode(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+
+# -- the item list ---------------------------------------------------------------------
+
+
+class ItemsDocument(_Record):
+    """The object's body: the items in order, as the API accepted them."""
+
+    items: tuple[JobItem, ...]
+
+
+class ItemsMissing(LookupError):
+    """The job's item list is not in the store (never written, or past its retention)."""
+
+
+class ItemsCorrupt(ValueError):
+    """The stored item list is not the one the job names (digest, count or form)."""
+
+
+def items_object_name(namespace: str, job: str) -> str:
+    return f"{namespace}/{job}"
+
+
+def encode_items(items: Sequence[JobItem]) -> bytes:
+    """The canonical bytes of an item list: what is stored and what the digest covers."""
+    return ItemsDocument(items=tuple(items)).encode()
+
+
+async def put_items(
+    js: JetStreamContext, namespace: str, job: str, items: Sequence[JobItem]
+) -> ItemsRef:
+    """Store a job's items before the job is created; the reference goes in its spec."""
+    body = encode_items(items)
+    name = items_object_name(namespace, job)
+    store = await js.object_store(INGESTS_STORE)
+    await store.put(name, body)
+    return ItemsRef(name=name, sha256=hashlib.sha256(body).hexdigest(), count=len(items))
+
+
+async def get_items(js: JetStreamContext, ref: ItemsRef) -> tuple[JobItem, ...]:
+    """The items `ref` names, checked against its digest and count.
+
+    Read message by message (the object's meta, then each chunk by subject) rather than
+    through nats-py's ObjectStore.get, whose ordered consumer needs rights to create
+    consumers and list every stream: the readers need only message gets.
+    Raises ItemsMissing when there is no such object, ItemsCorrupt when its bytes are
+    not the ones the job was created with; both are final for that job.
+    """
+    stream = messaging.INGESTS_STREAM
+    encoded = base64.urlsafe_b64encode(ref.name.encode()).decode()
+    try:
+        meta = await js.get_last_msg(stream, f"$O.{INGESTS_STORE}.M.{encoded}")
+        info = json.loads(meta.data or b"{}")
+    except JetStreamNotFound as error:
+        raise ItemsMissing(f"item list {ref.name} is not in {INGESTS_STORE}") from error
+    if info.get("deleted"):
+        raise ItemsMissing(f"item list {ref.name} was deleted from {INGESTS_STORE}")
+    chunks: list[bytes] = []
+    subject, sequence = f"$O.{INGESTS_STORE}.C.{info.get('nuid')}", 1
+    try:
+        for _ in range(int(info.get("chunks") or 0)):
+            message = await js.get_msg(stream, seq=sequence, subject=subject, next=True)
+            chunks.append(message.data or b"")
+            sequence = (message.seq or sequence) + 1
+    except JetStreamNotFound as error:
+        raise ItemsMissing(f"item list {ref.name} lost chunks in {INGESTS_STORE}") from error
+    body = b"".join(chunks)
+    if hashlib.sha256(body).hexdigest() != ref.sha256:
+        raise ItemsCorrupt(f"item list {ref.name} does not match its sha256 {ref.sha256}")
+    try:
+        document = ItemsDocument.model_validate_json(body)
+    except ValidationError as error:
+        raise ItemsCorrupt(f"item list {ref.name} cannot be read: {error}") from error
+    if len(document.items) != ref.count:
+        raise ItemsCorrupt(
+            f"item list {ref.name} holds {len(document.items)} items, the job {ref.count}"
+        )
+    return document.items
+
+
+# -- the records -----------------------------------------------------------------------
+
+
+class OutcomeRecord(_Record):
+    """Every finished item of one job: index ranges (see emulsion_contracts.indexes)."""
+
+    uid: str
+    total: Annotated[int, Field(ge=0)]
+    succeeded: str = ""
+    failed: str = ""
+    # Failed indexes per reason.
+    reasons: dict[str, str] = {}
+
+    def succeeded_set(self) -> set[int]:
+        return indexes.expand(self.succeeded)
+
+    def failed_set(self) -> set[int]:
+        return indexes.expand(self.failed)
+
+    def reason_sets(self) -> dict[str, set[int]]:
+        return {reason: indexes.expand(found) for reason, found in self.reasons.items()}
+
+
+class FailureDetail(_Record):
+    uid: str
+    index: Annotated[int, Field(ge=0)]
+    asset: str | None = None
+    reason: str
+    message: str | None = None
+
+
+class JobSummaryRecord(_Record):
+    """How a job ended, kept past its TTL."""
+
+    uid: str
+    collection: str
+    phase: str
+    total: int
+    succeeded: int
+    failed: int
+    version: str | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    # Failed items per reason.
+    reasons: dict[str, int] = {}
+
+
+class RecordConflict(RuntimeError):
+    """Another writer changed the outcomes since they were read: read, merge, write again."""
+
+
+def job_prefix(namespace: str, job: str) -> str:
+    # As in subjects: a Kubernetes name's '.' would split a key's tokens.
+    token = messaging.subject_token
+    return f"{token(namespace)}.{token(job)}"
+
+
+def outcomes_key(namespace: str, job: str) -> str:
+    return f"{job_prefix(namespace, job)}.outcomes"
+
+
+def summary_key(namespace: str, job: str) -> str:
+    return f"{job_prefix(namespace, job)}.summary"
+
+
+def failure_key(namespace: str, job: str, index: int) -> str:
+    return f"{job_prefix(namespace, job)}.failures.{index}"
+
+
+def failures_filter(namespace: str, job: str) -> str:
+    return f"{job_prefix(namespace, job)}.failures.*"
+
+
+def failure_index(key: str) -> int | None:
+    """The item index a failure key names; None for any other key."""
+    head, _, last = key.rpartition(".")
+    if not head.endswith(".failures") or not last.isdigit():
+        return None
+    return int(last)
+
+
+class JobRecords:
+    """The records bucket, as the controller writes it and the API reads it."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        self._kv = kv
+
+    async def outcomes(
+        self, namespace: str, job: str, uid: str
+    ) -> tuple[OutcomeRecord | None, int | None]:
+        """The job's outcomes and the revision to write over (None: create). A record of
+        another uid reads as none, at its revision, so the next write replaces it."""
+        try:
+            entry = await self._kv.get(outcomes_key(namespace, job))
+        except KeyNotFoundError:
+            return None, None
+        revision = entry.revision
+        try:
+            record = OutcomeRecord.model_validate_json(entry.value or b"")
+        except ValidationError:
+            return None, revision
+        return (record if record.uid == uid else None), revision
+
+    async def write_outcomes(
+        self, namespace: str, job: str, record: OutcomeRecord, revision: int | None
+    ) -> int:
+        """Write over `revision` (None: only if absent); returns the new revision.
+
+        Raises RecordConflict when someone wrote in between.
+        """
+        key = outcomes_key(namespace, job)
+        try:
+            if revision is None:
+                return await self._kv.create(key, record.encode())
+            return await self._kv.update(key, record.encode(), last=revision)
+        except KeyWrongLastSequenceError as error:
+            raise RecordConflict(key) from error
+
+    async def put_failure(self, namespace: str, job: str, detail: FailureDetail) -> None:
+        """Idempotent: a redelivered failure writes the same value again."""
+        message = detail.message
+        if message is not None and len(message) > FAILURE_MESSAGE_MAX:
+            detail = detail.model_copy(update={"message": message[:FAILURE_MESSAGE_MAX]})
+        await self._kv.put(failure_key(namespace, job, detail.index), detail.encode())
+
+    async def failure_indexes(self, namespace: str, job: str) -> list[int]:
+        """The indexes with a failure recorded (any uid), in order.
+
+        A watch filtered by subject on the server: nats-py's `keys(filters=...)` reads
+        every key of the bucket and filters by substring in the client.
+        """
+        watcher = await self._kv.watch(
+            failures_filter(namespace, job), meta_only=True, ignore_deletes=True
+        )
+        found: list[int] = []
+        try:
+            async for entry in watcher:
+                if entry is None:  # the end of what is stored now
+                    break
+                if (index := failure_index(entry.key)) is not None:
+                    found.append(index)
+        finally:
+            await watcher.stop()
+        return sorted(found)
+
+    async def failures(
+        self, namespace: str, job: str, uid: str, after: int = -1, limit: int = 100
+    ) -> tuple[list[FailureDetail], int | None]:
+        """Up to `limit` failures of the job with an index above `after`, in index order,
+        and the index to continue after (None at the end)."""
+        wanted = [i for i in await self.failure_indexes(namespace, job) if i > after]
+        page: list[FailureDetail] = []
+        for index in wanted:
+            if len(page) == limit:
+                return page, page[-1].index
+            detail = await self.failure(namespace, job, uid, index)
+            if detail is not None:
+                page.append(detail)
+        return page, None
+
+    async def failure(self, namespace: str, job: str, uid: str, index: int) -> FailureDetail | None:
+        try:
+            entry = await self._kv.get(failure_key(namespace, job, index))
+        except KeyNotFoundError:
+            return None
+        try:
+            detail = FailureDetail.model_validate_json(entry.value or b"")
+        except ValidationError:
+            return None
+        return detail if detail.uid == uid else None
+
+    async def put_summary(self, namespace: str, job: str, summary: JobSummaryRecord) -> None:
+        await self._kv.put(summary_key(namespace, job), summary.encode())
+
+    async def summary(self, namespace: str, job: str) -> JobSummaryRecord | None:
+        """The last summary written under this name (its uid says which job it was)."""
+        try:
+            entry = await self._kv.get(summary_key(namespace, job))
+        except KeyNotFoundError:
+            return None
+        try:
+            return JobSummaryRecord.model_validate_json(entry.value or b"")
+        except ValidationError:
+            return None
