@@ -12,6 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from emulsion_contracts import keys
+from emulsion_contracts.formats import OutputFormat
 from emulsion_contracts.manifest import AssetManifest, Original
 from emulsion_contracts.messages import Derivative, FocalPoint, JobRef, StyleSpec, WorkItem
 from emulsion_contracts.profiles import DEFAULT_PROFILE
@@ -103,22 +104,38 @@ def test_the_version_asked_for_must_still_be_live() -> None:
     assert rerender.live_manifest(store.Current(newer, '"e"'), item()) is None
 
 
-def rendered_crops(tmp_path: Path) -> imaging.Rendered:
+def rendered_crops(tmp_path: Path) -> tuple[Derivative, ...]:
+    """The crop styles' manifest entries as the worker makes them from a render; `thumb`
+    in two formats (AVIF with a JPEG fallback), the others in one."""
     crops = rerender.crop_styles(DEFAULT_PROFILE.styles)
     assert [s.name for s in crops] == ["thumb", "tiny", "really_tiny"]
-    return imaging.Rendered(
-        format="JPEG",
-        content_type="image/jpeg",
-        width=900,
-        height=300,
-        frames=1,
-        styles=tuple(
-            imaging.RenderedStyle(
-                style.name, tmp_path / style.name, "jpg", "image/jpeg", style.width, style.height, 2
+    outputs = []
+    for style in crops:
+        formats: tuple[OutputFormat, ...] = ("avif", "jpeg") if style.name == "thumb" else ("jpeg",)
+        files = tuple(
+            imaging.RenderedFile(
+                output_format,
+                tmp_path / f"{style.name}.{output_format}",
+                "jpg" if output_format == "jpeg" else output_format,
+                f"image/{output_format}",
+                2,
             )
-            for style in crops
-        ),
-    )
+            for output_format in formats
+        )
+        first = files[0]
+        outputs.append(
+            imaging.RenderedStyle(
+                style.name,
+                first.path,
+                first.extension,
+                first.content_type,
+                style.width,
+                style.height,
+                first.bytes,
+                files,
+            )
+        )
+    return tuple(worker._derivative(item(), output) for output in outputs)
 
 
 def test_the_new_manifest_keeps_the_original_and_the_fitted_styles_and_replaces_the_crops(
@@ -134,6 +151,9 @@ def test_the_new_manifest_keeps_the_original_and_the_fitted_styles_and_replaces_
     new = {d.style: d.key for d in made.derivatives}
     assert {s for s in new if new[s] == old[s]} == {"large", "medium"}
     assert all(NEW_VERSION in new[s] for s in ("thumb", "tiny", "really_tiny"))
+    [thumb] = [d for d in made.derivatives if d.style == "thumb"]
+    assert [r.format for r in thumb.all_renderings()] == ["avif", "jpeg"]
+    assert all(NEW_VERSION in r.key for r in thumb.all_renderings())
     # What goes to the janitor: exactly the old crops.
     assert live.live_keys() - made.live_keys() == {
         old["thumb"],

@@ -20,7 +20,7 @@ from emulsion_contracts import keys, storage
 from emulsion_contracts.manifest import AssetManifest
 from emulsion_contracts.messages import Derivative, StyleSpec, WorkItem
 from emulsion_contracts.reasons import FailureReason
-from emulsion_processor import imaging, store
+from emulsion_processor import store
 from emulsion_processor.reasons import ItemRejected
 
 
@@ -51,22 +51,11 @@ def live_manifest(read: store.Current | None, item: WorkItem) -> AssetManifest |
 
 
 def build_manifest(
-    item: WorkItem, live: AssetManifest, rendered: imaging.Rendered
+    item: WorkItem, live: AssetManifest, derivatives: tuple[Derivative, ...]
 ) -> AssetManifest:
-    """`live` at the item's version: the same original and other styles, the crops new."""
-    made = {
-        output.style: Derivative(
-            style=output.style,
-            key=keys.derivative_key(
-                item.collection, item.asset, item.version, output.style, output.extension
-            ),
-            width=output.width,
-            height=output.height,
-            bytes=output.bytes,
-            content_type=output.content_type,
-        )
-        for output in rendered.styles
-    }
+    """`live` at the item's version: the same original and other styles, the crops new
+    (`derivatives`: the re-rendered styles' entries, every rendering of each)."""
+    made = {derivative.style: derivative for derivative in derivatives}
     kept = [made.pop(d.style) if d.style in made else d for d in live.derivatives]
     return AssetManifest(
         collection=item.collection,

@@ -593,21 +593,24 @@ class ItemWorker:
         async with self.memory.admit(cost):
             rendered = await self._patiently("render", partial(self._render, job))
         record_timings(rendered.timings)
-        manifest = rerender.build_manifest(item, live, rendered)
+        made = tuple(_derivative(item, output) for output in rendered.styles)
+        manifest = rerender.build_manifest(item, live, made)
         written = manifest.live_keys() - live.live_keys()
         with self._stage("upload"):
-            by_style = {d.style: d for d in manifest.derivatives}
             await asyncio.gather(
                 *(
                     self._io(
                         store.upload_file,
                         s3,
                         settings.bucket,
-                        by_style[output.style].key,
-                        output.path,
-                        output.content_type,
+                        rendering.key,
+                        file.path,
+                        file.content_type,
                     )
-                    for output in rendered.styles
+                    for output, derivative in zip(rendered.styles, made, strict=True)
+                    for file, rendering in zip(
+                        output.files, derivative.all_renderings(), strict=True
+                    )
                 )
             )
         await self._stop_if_cancelled(item, written=written)
