@@ -14,11 +14,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
-from emulsion_contracts.messages import FocalPoint, StyleSpec
+from emulsion_contracts.messages import FocalPoint, Gravity, StyleSpec
 from emulsion_contracts.profiles import DEFAULT_PROFILE
 from emulsion_processor import gravity, imaging
 
 fractions = st.floats(0, 1, allow_nan=False)
+GRAVITIES: tuple[Gravity, ...] = ("center", "smart", "faces")
 sides = st.integers(1, 12_000)
 style_sides = st.integers(1, 8192)
 
@@ -272,3 +273,40 @@ def test_a_render_with_a_focal_point_crops_around_it(
                     red, _, blue = made.convert("RGB").split()
                     reds = [r for r, b in zip(red.tobytes(), blue.tobytes(), strict=True) if r > b]
                     assert reds, f"{output.style} of {size} lost the focal point"
+
+
+@given(
+    st.integers(1, 600),
+    st.integers(1, 600),
+    st.sampled_from(GRAVITIES),
+    st.one_of(st.none(), st.builds(FocalPoint, x=fractions, y=fractions)),
+    st.integers(1, 300),
+    st.integers(1, 300),
+)
+@settings(max_examples=120, deadline=None)
+def test_real_renders_give_every_crop_exactly_its_size_whatever_the_gravity(
+    tmp_path_factory: pytest.TempPathFactory,
+    width: int,
+    height: int,
+    gravity_name: Gravity,
+    focal: FocalPoint | None,
+    crop_width: int,
+    crop_height: int,
+) -> None:
+    directory = tmp_path_factory.mktemp("gravity")
+    source = directory / "source.png"
+    detailed_at((width, height), (0, 0, max(1, width // 3), max(1, height // 3))).save(source)
+    styles = (
+        StyleSpec(name="large", width=200, height=200),
+        StyleSpec(
+            name="crop", width=crop_width, height=crop_height, fit="crop", gravity=gravity_name
+        ),
+        StyleSpec(name="thumb", width=25, height=25, fit="crop", gravity=gravity_name),
+    )
+    rendered = imaging.render(
+        imaging.RenderJob(source=source, out_dir=directory, styles=styles, focal_point=focal)
+    )
+    made = {output.style: output for output in rendered.styles}
+    for style in styles[1:]:
+        with Image.open(made[style.name].path) as image:
+            assert image.size == (style.width, style.height)
