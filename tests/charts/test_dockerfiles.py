@@ -239,6 +239,23 @@ def test_the_dockerfiles_uv_sync_installs_the_service_and_only_it(
     # Installed as a wheel in the environment, not an editable link back to the sources.
     assert module_file.startswith(str(environment)), module_file
     assert has_main == "True", f"python -m emulsion_{name} would not run"
+    if name == "processor":
+        # The processor reads HEIC (pillow-heif bundles libheif and libde265) and AVIF
+        # (Pillow's wheel bundles libavif with dav1d): no system library in the image.
+        decoders = subprocess.run(
+            [
+                str(python),
+                "-c",
+                "import emulsion_processor.heif; from PIL import Image, features; "
+                "assert features.check('avif'); assert 'HEIF' in Image.OPEN",
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert decoders.returncode == 0, decoders.stderr
     installed = {
         p.name.split("-")[0].lower() for p in environment.glob("lib/*/site-packages/*.dist-info")
     }

@@ -9,12 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
 from playwright.sync_api import Page, expect
 
 from emulsion_bench import page as uploader
 from emulsion_contracts import crd, keys
 from emulsion_devstack.processes import wait_for
-from tests import jobview
+from tests import jobview, phone_photos
 
 from .conftest import TENANT_PREFIX, TENANT_TOKEN, WebSystem
 
@@ -171,3 +172,39 @@ def test_a_collection_outside_the_tokens_scopes_is_refused(page: Page) -> None:
     expect(page.locator("#upload-step")).to_be_hidden()
     uploader.choose_collection(page, f"{TENANT_PREFIX}photos")
     expect(page.locator("#upload-step")).to_be_visible()
+
+
+def test_iphone_heics_and_an_avif_are_accepted_processed_and_shown_upright(
+    page: Page, web_system: WebSystem, tmp_path: Path
+) -> None:
+    # Chromium on Linux shows no HEIC and gives such a file no type: the page names it
+    # by its extension, and the processor reads the bytes.
+    directory = tmp_path / "phone"
+    directory.mkdir()
+    upright = Image.new("RGB", (600, 800), uploader.BOTTOM_COLOUR)
+    upright.paste(uploader.TOP_COLOUR, (0, 0, 600, 400))
+    portrait = directory / "IMG_4001.HEIC"
+    # Stored sideways with an iPhone's transform and EXIF orientation 6.
+    portrait.write_bytes(phone_photos.heic(upright.rotate(90, expand=True), orientation=6))
+    landscape = directory / "IMG_4002.heic"
+    landscape.write_bytes(phone_photos.heic(phone_photos.marked(800, 600)))
+    avif = directory / "IMG_4003.avif"
+    avif.write_bytes(phone_photos.avif(phone_photos.marked(800, 600)))
+    files = [portrait, landscape, avif]
+
+    uploader.sign_in(page, web_system.admin_token)
+    uploader.choose_collection(page, new_collection())
+    uploader.drop_files(page, files)
+
+    wait_for("every upload at 100 %", lambda: uploader.uploaded_percent(page) == 100, 120)
+    state = wait_until_processed(page, len(files))
+    assert state["done"] == len(files)
+    expect(page.locator("#thumbs img")).to_have_count(len(files))
+    expect(page.locator("#failures li")).to_have_count(0)
+    thumbnail = page.locator(f'#thumbs img[data-asset="{portrait.name}"]')
+    thumbnail.scroll_into_view_if_needed()
+    wait_for(
+        "the HEIC portrait's thumbnail loaded",
+        lambda: thumbnail.evaluate("i => i.complete && i.naturalWidth > 0"),
+    )
+    assert uploader.is_upright_portrait(thumbnail.screenshot())

@@ -16,7 +16,16 @@ import {
 import { reasonInWords } from './reasons.js';
 import { Ledger, batchKey } from './ledger.js';
 
-const ACCEPTED_TYPES = ['image/jpeg', 'image/png', 'image/webp', 'image/gif'];
+const ACCEPTED_TYPES = [
+  'image/jpeg', 'image/png', 'image/webp', 'image/gif', 'image/avif', 'image/heic', 'image/heif',
+];
+// Browsers that cannot show HEIC (Chrome and Firefox off Apple's systems) give an iPhone
+// photo no type or a generic one: its extension names it then (the processor checks the
+// bytes either way).
+const TYPES_BY_EXTENSION = {
+  heic: 'image/heic', heif: 'image/heif', hif: 'image/heif', avif: 'image/avif',
+};
+const ACCEPTED_EXTENSIONS = Object.keys(TYPES_BY_EXTENSION).map((extension) => `.${extension}`);
 // Presigning is cheap; batches let the first uploads start at once (as the CLI).
 const PRESIGN_BATCH = 200;
 // Uploads per ingest request: small enough that processing starts while the rest upload.
@@ -105,11 +114,17 @@ const uppy = new Uppy({
   id: 'emulsion',
   autoProceed: true,
   allowMultipleUploadBatches: true,
-  restrictions: { allowedFileTypes: ACCEPTED_TYPES },
+  restrictions: { allowedFileTypes: [...ACCEPTED_TYPES, ...ACCEPTED_EXTENSIONS] },
   // The API names the asset after this: the path inside a dropped folder, flattened
   // (as the CLI does), so a/IMG_1.jpg and b/IMG_1.jpg stay two assets.
   onBeforeFileAdded: (file) => ({ ...file, meta: { ...file.meta, uploadName: uploadName(file) } }),
 });
+
+function contentType(file) {
+  if (ACCEPTED_TYPES.includes(file.type)) return file.type;
+  const extension = (file.name || '').split('.').pop().toLowerCase();
+  return TYPES_BY_EXTENSION[extension] || file.type;
+}
 
 function uploadName(file) {
   const relative = file.meta && file.meta.relativePath;
@@ -129,7 +144,7 @@ uppy.use(Dashboard, {
   showProgressDetails: true,
   // Local previews cost a decode per photo; the grid below shows the real thumbnails.
   disableThumbnailGenerator: true,
-  note: 'JPEG, PNG, WebP or GIF photos, or a whole folder of them.',
+  note: 'JPEG, PNG, WebP, GIF, AVIF or HEIC photos, or a whole folder of them.',
   disabled: true,
 });
 
@@ -161,7 +176,7 @@ uppy.addPreProcessor(async (fileIDs) => {
     const { uploads } = await withRetries(() => request('POST', '/v1/uploads', {
       json: {
         collection: state.collection,
-        files: batch.map((file) => ({ filename: file.meta.uploadName, content_type: file.type, size: file.size })),
+        files: batch.map((file) => ({ filename: file.meta.uploadName, content_type: contentType(file), size: file.size })),
       },
     }));
     batch.forEach((file, index) => {

@@ -4,7 +4,7 @@ const WORDS = {
   NotAnImage: 'This file is not a picture: its contents are no image format.',
   Truncated: 'The picture is cut short: the file is incomplete (an interrupted copy?).',
   CorruptImage: 'The picture is damaged and cannot be read.',
-  UnsupportedFormat: 'This image format is not supported; use JPEG, PNG, WebP or GIF.',
+  UnsupportedFormat: 'This image format is not supported; use JPEG, PNG, WebP, GIF, AVIF or HEIC.',
   SourceTooLarge: 'The file is too large to process.',
   DecompressionBomb: 'The picture has too many pixels to process safely.',
   TooLargeForMemory: 'The picture is too large for the processing service\u2019s memory.',

@@ -10,6 +10,7 @@ from pathlib import Path
 from PIL import Image
 
 from emulsion_cli.discovery import ImageFile, Skipped, discover, sniff_content_type
+from tests import phone_photos as photos
 
 
 def image_bytes(fmt: str) -> bytes:
@@ -50,8 +51,45 @@ def test_skips_non_images_with_a_reason(tmp_path: Path) -> None:
     assert [i.relative for i in found.images] == ["photo.jpg"]
     reasons = {s.relative: s.reason for s in found.skipped}
     assert reasons["notes.txt"] == "not an image extension"
-    assert "not a JPEG, PNG, WebP or GIF" in reasons["fake.jpg"]
+    assert "not a JPEG, PNG, WebP, GIF, AVIF or HEIC" in reasons["fake.jpg"]
     assert "not a JPEG" in reasons["empty.png"]
+
+
+def test_phone_photos_are_found_as_heic_heif_and_avif(tmp_path: Path) -> None:
+    picture = Image.new("RGB", (64, 48), (200, 10, 10))
+    (tmp_path / "IMG_0001.HEIC").write_bytes(photos.heic(picture, orientation=6))
+    (tmp_path / "IMG_0002.avif").write_bytes(photos.avif(picture))
+    (tmp_path / "DSCF0003.HIF").write_bytes(photos.heic(picture))
+    (tmp_path / "burst.heif").write_bytes(photos.multi_image_heic([picture, picture], 1))
+    (tmp_path / "clip.heic").write_bytes(b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2")
+
+    found = discover(tmp_path)
+
+    # The bytes decide: the .heif and .HIF files hold HEVC, so they are HEIC.
+    assert [(i.relative, i.content_type) for i in found.images] == [
+        ("DSCF0003.HIF", "image/heic"),
+        ("IMG_0001.HEIC", "image/heic"),
+        ("IMG_0002.avif", "image/avif"),
+        ("burst.heif", "image/heic"),
+    ]
+    assert [s.relative for s in found.skipped] == ["clip.heic"]
+
+
+def ftyp(major: bytes, *compatible: bytes) -> bytes:
+    body = b"ftyp" + major + b"\x00\x00\x00\x00" + b"".join(compatible)
+    return (len(body) + 4).to_bytes(4, "big") + body + b"\x00\x00\x00\x08meta"
+
+
+def test_the_ftyp_brands_name_the_type() -> None:
+    assert sniff_content_type(ftyp(b"heic", b"mif1", b"heic")) == "image/heic"
+    assert sniff_content_type(ftyp(b"avif", b"mif1", b"miaf")) == "image/avif"
+    assert sniff_content_type(ftyp(b"mif1", b"mif1", b"avif")) == "image/avif"
+    assert sniff_content_type(ftyp(b"mif1", b"mif1", b"heic")) == "image/heic"
+    assert sniff_content_type(ftyp(b"mif1", b"mif1")) == "image/heif"
+    # Brands past the box's own end belong to the next box, not to this one.
+    assert sniff_content_type(ftyp(b"mif1") + b"avif") == "image/heif"
+    for other in (b"isom", b"mp42", b"qt  ", b"jxl ", b"crx "):
+        assert sniff_content_type(ftyp(other, other)) is None
 
 
 def test_the_bytes_decide_the_type(tmp_path: Path) -> None:

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from emulsion_contracts import keys
-from emulsion_devstack.processes import ProcessRecord, stop
+from emulsion_contracts import keys, messaging
+from emulsion_devstack.processes import ProcessRecord, stop, wait_for
 from emulsion_devstack.stack import Endpoints, LocalStack
 from emulsion_janitor.store import PassProgress, write_progress
 
@@ -211,3 +211,32 @@ def test_a_dry_run_janitor_leaves_gc_requests_for_one_that_deletes(
     with running_janitor(local_stack, layout):
         run(settled())
     assert layout.present(old.keys) == set()
+
+
+def test_two_janitors_consume_alike_but_one_at_a_time_sweeps(
+    local_stack: LocalStack, layout: Layout
+) -> None:
+    """The chart lets the janitor scale to two: both take GC requests, only the holder of
+    the sweeper role (emulsion_contracts.singleton) sweeps; stopped, it hands over."""
+    with running_janitor(local_stack, layout) as (first, first_url):
+        wait_for("a sweeper", lambda: scrape(first_url, "emulsion_janitor_sweeper") == 1, 30)
+        with running_janitor(local_stack, layout) as (_, second_url):
+            wait_for("the second janitor ready", lambda: _ready(second_url), 30)
+            assert scrape(second_url, "emulsion_janitor_sweeper") == 0
+            os.killpg(first.pid, signal.SIGTERM)
+            assert exit_status(first) == 0
+            # It gave the role up on the way out: taken at the next try, not after the TTL.
+            renew = messaging.SINGLETON_TTL / 3
+            wait_for(
+                "the second janitor sweeping",
+                lambda: scrape(second_url, "emulsion_janitor_sweeper") == 1,
+                renew + 10,
+            )
+
+
+def _ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/readyz", timeout=5) as response:  # noqa: S310
+            return bool(response.status == 200)
+    except OSError:
+        return False

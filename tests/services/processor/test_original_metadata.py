@@ -372,7 +372,7 @@ def test_an_ifd_chain_that_loops_later_is_caught(tmp_path: Path) -> None:
         (webp_file([(b"VP8X", b"\x00" * 10)])[:-4], "ends early"),
         (b"RIFF\x40\x00\x00\x00WEBPEXIF\xff\x00\x00\x00", "runs past the RIFF end"),
         (b"GIF89a" + b"\x00" * 7 + b"\x99", "unknown GIF block"),
-        (b"BM" + b"\x00" * 40, "not a JPEG, PNG, WebP or GIF"),
+        (b"BM" + b"\x00" * 40, "not a JPEG, PNG, WebP, GIF, AVIF or HEIF"),
     ],
 )
 def test_broken_containers_are_named_in_the_error(tmp_path: Path, data: bytes, says: str) -> None:

@@ -17,7 +17,7 @@ from typing import Final
 
 from emulsion_cli.patterns import Selection
 
-# What the processor's format allow-list accepts (JPEG, PNG, WebP, GIF).
+# What the processor's format allow-list accepts (JPEG, PNG, WebP, GIF, AVIF, HEIC/HEIF).
 EXTENSIONS: Final[dict[str, str]] = {
     ".jpg": "image/jpeg",
     ".jpeg": "image/jpeg",
@@ -25,8 +25,20 @@ EXTENSIONS: Final[dict[str, str]] = {
     ".png": "image/png",
     ".webp": "image/webp",
     ".gif": "image/gif",
+    ".avif": "image/avif",
+    ".heic": "image/heic",
+    ".heif": "image/heif",
+    ".hif": "image/heif",  # Canon's and Fujifilm's name for HEIF
 }
-SNIFF_BYTES: Final = 12
+# Enough for an ISO media `ftyp` box with a few compatible brands after its major brand.
+SNIFF_BYTES: Final = 64
+# `ftyp` brands: AV1 (AVIF), HEVC (HEIC), and the bare HEIF container brands, which say
+# what the file holds only through the compatible brands that follow.
+_AVIF_BRANDS: Final = frozenset({b"avif", b"avis"})
+_HEIC_BRANDS: Final = frozenset(
+    {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs"}
+)
+_HEIF_BRANDS: Final = frozenset({b"mif1", b"msf1"})
 HASH_CHUNK: Final = 1024 * 1024
 
 
@@ -81,6 +93,28 @@ def sniff_content_type(head: bytes) -> str | None:
         return "image/webp"
     if head[:6] in (b"GIF87a", b"GIF89a"):
         return "image/gif"
+    return _sniff_iso_media(head)
+
+
+def _sniff_iso_media(head: bytes) -> str | None:
+    """AVIF, HEIC or HEIF from an ISO media `ftyp` box (the same box starts MP4 video,
+    JPEG XL and camera raws, which are not images Emulsion takes)."""
+    if len(head) < 16 or head[4:8] != b"ftyp":
+        return None
+    size = int.from_bytes(head[:4], "big")
+    major = head[8:12]
+    end = min(len(head), size) if size >= 16 else 16
+    compatible = {head[i : i + 4] for i in range(16, end - 3, 4)}
+    if major in _AVIF_BRANDS:
+        return "image/avif"
+    if major in _HEIC_BRANDS:
+        return "image/heic"
+    if major in _HEIF_BRANDS:
+        if compatible & _AVIF_BRANDS:
+            return "image/avif"
+        if compatible & _HEIC_BRANDS:
+            return "image/heic"
+        return "image/heif"
     return None
 
 
@@ -129,7 +163,7 @@ def examine(path: Path, root: Path, stop: threading.Event | None = None) -> Imag
         return Skipped(relative, f"unreadable: {error.strerror or error}")
     actual = sniff_content_type(head)
     if actual is None:
-        return Skipped(relative, "content is not a JPEG, PNG, WebP or GIF image")
+        return Skipped(relative, "content is not a JPEG, PNG, WebP, GIF, AVIF or HEIC image")
     # The bytes decide the type: a PNG named .jpg is still a PNG.
     return ImageFile(path, relative, size, actual, content_hash(path, stop))
 

@@ -76,6 +76,18 @@ CLOCK_BUCKET: Final = "EMULSION_CLOCK"
 # records' retention (JetStreamSettings.records_retention_seconds).
 INGESTS_STORE: Final = "EMULSION_INGESTS"
 RECORDS_BUCKET: Final = "EMULSION_JOB_RECORDS"
+# Roles one replica at a time holds (emulsion_contracts.singleton): a key per role,
+# expiring SINGLETON_TTL after its holder's last renewal.
+SINGLETONS_BUCKET: Final = "EMULSION_SINGLETONS"
+SINGLETON_TTL: Final = 60.0
+
+
+def janitor_sweeper_role(bucket: str) -> str:
+    """The role of sweeping `bucket`: one per bucket, so janitors of two installations
+    sharing a NATS (or tests on one stack) each sweep their own."""
+    return f"janitor-sweeper.{bucket}"
+
+
 # JetStream keeps an object store as this stream.
 INGESTS_STREAM: Final = f"OBJ_{INGESTS_STORE}"
 # JetStream keeps a KV bucket as this stream, one subject per key.
@@ -260,6 +272,7 @@ BUCKETS: Final = (
     BucketSpec(STAGING_LEASES_BUCKET, 7 * DAY, "staging uploads referenced by running jobs"),
     BucketSpec(CLOCK_BUCKET, 0.0, "the hybrid logical clock job versions are minted from"),
     BucketSpec(RECORDS_BUCKET, None, "IngestJobs' outcomes, failures and summaries"),
+    BucketSpec(SINGLETONS_BUCKET, SINGLETON_TTL, "roles one replica at a time holds"),
 )
 
 

@@ -246,9 +246,12 @@ IDENTITIES: Final[dict[str, Identity]] = {
                 *_kv_read(messaging.STAGING_LEASES_BUCKET),
                 # The work stream's max age: tombstones outlive it (service.py).
                 f"{API}.STREAM.INFO.{WORK}",
+                # One janitor at a time sweeps (emulsion_contracts.singleton).
+                *_kv_read(messaging.SINGLETONS_BUCKET),
+                *_kv_write(messaging.SINGLETONS_BUCKET),
             ),
             consumers=((GC, messaging.JANITOR),),
-            buckets=(messaging.STAGING_LEASES_BUCKET,),
+            buckets=(messaging.STAGING_LEASES_BUCKET, messaging.SINGLETONS_BUCKET),
             streams=(WORK,),
         ),
     )

@@ -73,7 +73,8 @@ class UploadFile(Request):
     content_type: Annotated[
         AcceptedContentType,
         _field(
-            "The image's type, one of the accepted formats; the form requires it.",
+            "The image's type, one of the accepted formats (an iPhone photo is "
+            "image/heic); the form requires it.",
             "image/jpeg",
         ),
     ]

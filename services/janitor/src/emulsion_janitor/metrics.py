@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 DELETED_KEYS = Counter(
     "emulsion_janitor_deleted_keys_total",
@@ -35,4 +35,8 @@ SWEEP_DURATION = Histogram(
 )
 SWEEP_SCANNED = Counter(
     "emulsion_janitor_sweep_scanned_keys_total", "Keys listed by the safety-net sweep"
+)
+SWEEPER = Gauge(
+    "emulsion_janitor_sweeper",
+    "1 while this replica holds the sweeper role (one janitor at a time sweeps), else 0",
 )

@@ -17,7 +17,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,9 +27,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from nats.aio.client import Client
+from nats.js.kv import KeyValue
 
-from emulsion_contracts import health, messaging, natsauth, storage, telemetry
+from emulsion_contracts import health, messaging, natsauth, singleton, storage, telemetry
 from emulsion_contracts.blocking import run_blocking
+from emulsion_janitor import metrics
 from emulsion_janitor.consumer import GcConsumer
 from emulsion_janitor.deleter import Deleter
 from emulsion_janitor.leases import KvLeases
@@ -43,6 +47,8 @@ class Janitor:
     connection: Client
     consumer: GcConsumer
     sweeper: Sweeper
+    # The sweeper role's lease (emulsion_contracts.singleton).
+    roles: KeyValue
 
     @classmethod
     async def connect(cls, settings: JanitorSettings, s3: Any | None = None) -> Janitor:
@@ -54,7 +60,8 @@ class Janitor:
         work = await js.stream_info(messaging.WORK_STREAM)
         kept = settings.tombstones_kept(work.config.max_age)
         sweeper = Sweeper(s3, Deleter(s3, leases, settings, "sweep"), settings, kept)
-        return cls(connection, consumer, sweeper)
+        roles = await js.key_value(messaging.SINGLETONS_BUCKET)
+        return cls(connection, consumer, sweeper, roles)
 
     def ready(self, consuming: bool) -> bool:
         return self.connection.is_connected and (self.consumer.bound or not consuming)
@@ -131,13 +138,27 @@ async def serve(settings: JanitorSettings, stopping: asyncio.Event) -> int:
         server.shutdown()
         raise
     connected.append(janitor)
+
+    async def sweeps(released: asyncio.Event) -> None:
+        await asyncio.gather(
+            sweep_periodically(janitor.sweeper, settings.sweep_interval, released),
+            pass_periodically(janitor.sweeper, settings, released),
+        )
+
+    # Every replica consumes GC requests; one at a time sweeps (see singleton.py).
     tasks = [
         asyncio.create_task(
-            sweep_periodically(janitor.sweeper, settings.sweep_interval, stopping), name="sweep"
-        ),
-        asyncio.create_task(
-            pass_periodically(janitor.sweeper, settings, stopping), name="full-pass"
-        ),
+            singleton.run_while_held(
+                janitor.roles,
+                messaging.janitor_sweeper_role(settings.bucket),
+                f"{socket.gethostname()}/{os.getpid()}",
+                sweeps,
+                stopping,
+                renew_every=messaging.SINGLETON_TTL / 3,
+                on_change=metrics.SWEEPER.set,
+            ),
+            name="sweeps",
+        )
     ]
     if consuming:
         tasks.append(

@@ -23,17 +23,24 @@ from typing import Final
 
 from PIL import Image, ImageCms, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
-from emulsion_contracts.formats import AVIF_SPEED, OUTPUT_CONTENT_TYPES, OutputFormat
+from emulsion_contracts.formats import (
+    ACCEPTED_FORMATS,
+    ACCEPTED_IN_WORDS,
+    AVIF_SPEED,
+    OUTPUT_CONTENT_TYPES,
+    OutputFormat,
+)
 from emulsion_contracts.keys import FORMAT_EXTENSIONS
 from emulsion_contracts.messages import FocalPoint, StyleSpec
 from emulsion_contracts.profiles import Watermark
 from emulsion_contracts.reasons import FailureReason
-from emulsion_processor import gravity
+from emulsion_processor import gravity, heif
 from emulsion_processor.reasons import ItemRejected, TransientTrouble
 
-# Only formats a browser shows; everything else (EPS/PDF run interpreters, PSD/FITS/TIFF
-# are large attack surfaces) is refused before any decoder sees it.
-ALLOWED_FORMATS: Final = ("JPEG", "PNG", "WEBP", "GIF")
+# Only formats a browser shows or a phone takes; everything else (EPS/PDF run
+# interpreters, PSD/FITS/TIFF are large attack surfaces) is refused before any decoder
+# sees it. Tried in this order (AVIF before HEIF: an AVIF file is a HEIF container too).
+ALLOWED_FORMATS: Final = tuple(ACCEPTED_FORMATS)
 EXTENSIONS: Final[dict[str, str]] = FORMAT_EXTENSIONS
 CONTENT_TYPES: Final[dict[str, str]] = OUTPUT_CONTENT_TYPES
 _PIL_FORMATS: Final[dict[str, str]] = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP", "avif": "AVIF"}
@@ -47,7 +54,6 @@ _DISALLOWED_SIGNATURES: Final = (
     (b"SIMPLE  =", 0, "FITS"),
     (b"II*\x00", 0, "TIFF"),
     (b"MM\x00*", 0, "TIFF"),
-    (b"ftyp", 4, "HEIF/AVIF"),
     (b"\x00\x00\x01\x00", 0, "ICO"),
     (b"qoif", 0, "QOI"),
     (b"\xff\x4f\xff\x51", 0, "JPEG 2000"),
@@ -186,6 +192,8 @@ def _render(job: RenderJob) -> Rendered:
     with image:
         with _timed(timings, "decode"):
             source_format = image.format or "?"
+            # HEIF's is image/heic for HEVC inside, image/heif otherwise.
+            content_type = heif.content_type(image)
             width, height = oriented_size(image)
             scale = max(required_scale(style, width, height) for style in job.styles)
             base = normalise(load_reduced(image, scale))
@@ -198,7 +206,7 @@ def _render(job: RenderJob) -> Rendered:
                 outputs.append(_write_style(styled, style, job))
     return Rendered(
         format=source_format,
-        content_type=Image.MIME.get(source_format, "application/octet-stream"),
+        content_type=content_type,
         width=width,
         height=height,
         frames=frames,
@@ -229,14 +237,22 @@ def open_checked(path: Path, max_pixels: int, max_frames: int) -> tuple[Image.Im
     except Image.DecompressionBombError as error:
         raise ItemRejected(FailureReason.DECOMPRESSION_BOMB, str(error)) from None
     except (UnidentifiedImageError, SyntaxError, ValueError, OSError) as error:
+        container = heif.named_container(_head(path))
+        if container is not None:
+            # Says HEIC or AVIF, but libheif/libavif cannot read it: a damaged file, not
+            # a format to refuse (and not worth a retry: it is the same file next time).
+            raise ItemRejected(
+                FailureReason.CORRUPT_IMAGE,
+                f"the {container} file cannot be read ({heif.unreadable_reason(path)})",
+            ) from None
         other = disallowed_format(path)
         if other is not None:
             raise ItemRejected(
                 FailureReason.UNSUPPORTED_FORMAT,
-                f"{other} is not accepted; send JPEG, PNG, WebP or GIF",
+                f"{other} is not accepted; send {ACCEPTED_IN_WORDS}",
             ) from None
         raise ItemRejected(
-            FailureReason.NOT_AN_IMAGE, f"not a JPEG, PNG, WebP or GIF image ({error})"
+            FailureReason.NOT_AN_IMAGE, f"not a {ACCEPTED_IN_WORDS} image ({error})"
         ) from None
     try:
         frames = _check_limits(image, max_pixels, max_frames)
@@ -262,14 +278,22 @@ def _check_limits(image: Image.Image, max_pixels: int, max_frames: int) -> int:
             FailureReason.TOO_MANY_FRAMES, f"{frames} frames; the limit is {max_frames}"
         )
     if frames > 1:
-        image.seek(0)  # derivatives show the first frame
+        heif.select_first_image(image)  # derivatives show the first frame
     return frames
+
+
+def _head(path: Path) -> bytes:
+    with path.open("rb") as handle:
+        return handle.read(32)
 
 
 def disallowed_format(path: Path) -> str | None:
     """The name of a known image format outside the allow-list that `path` starts with."""
-    with path.open("rb") as handle:
-        head = handle.read(32)
+    head = _head(path)
+    major = heif.brand(head)
+    if major is not None and heif.named_container(head) is None:
+        # The same container holds JPEG XL, camera raws (crx) and video (isom, mp42, qt).
+        return f"ISO media of brand {major.decode('latin-1').strip()!r}"
     for magic, offset, name in _DISALLOWED_SIGNATURES:
         if head[offset : offset + len(magic)] == magic:
             return name
@@ -287,10 +311,12 @@ def decode_cost(job: RenderJob) -> int:
     """The peak memory rendering `job` will take, from the source's header alone.
 
     Validates like `render` (so a bad file fails here, before it waits for memory),
-    applies the same JPEG draft reduction, and adds the styles' own frames.
+    applies the same JPEG draft reduction, and adds the styles' own frames and, for HEIF
+    and AVIF (decoded whole, never reduced), the decoder's own memory.
     """
     image, _ = open_checked(job.source, job.max_pixels, job.max_frames)
     with image:
+        decoder = heif.decoder_bytes(image, job.source.stat().st_size)
         # Not `oriented_size`: reading a PNG's EXIF decodes the whole image, and the
         # orientation changes no area that matters here.
         width, height = image.size
@@ -302,7 +328,11 @@ def decode_cost(job: RenderJob) -> int:
         2 * stored_bytes("RGBA", *step.size)  # the frame and its encoder's copy
         for step in steps
     )
-    return int(decoded * PEAK_OVER_DECODED) + frames + encoders_cost(steps, job.format)
+    # A HEIF/AVIF decoder's memory is gone before the render's own peak (normalising,
+    # resizing) starts; whichever of the two is larger is the peak. The encoders' own
+    # memory (libavif's) comes on top of the frames they encode.
+    peak = max(int(decoded * PEAK_OVER_DECODED), decoded + decoder)
+    return peak + frames + encoders_cost(steps, job.format)
 
 
 def draft(image: Image.Image, scale: float) -> None:
@@ -326,15 +356,20 @@ def load_reduced(image: Image.Image, scale: float) -> Image.Image:
     draft(image, scale)
     try:
         image.load()
+        heif.after_decode(image)
     except Image.DecompressionBombError as error:
         raise ItemRejected(FailureReason.DECOMPRESSION_BOMB, str(error)) from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
-        if "truncated" in str(error).lower() or isinstance(error, EOFError):
+        text = str(error).strip()
+        # libheif says "Unexpected end of file" where Pillow's decoders say "truncated".
+        if any(w in text.lower() for w in ("truncated", "end of file")) or isinstance(
+            error, EOFError
+        ):
             raise ItemRejected(
-                FailureReason.TRUNCATED, f"the image data ends early ({error})"
+                FailureReason.TRUNCATED, f"the image data ends early ({text})"
             ) from None
         raise ItemRejected(
-            FailureReason.CORRUPT_IMAGE, f"cannot decode the image ({error})"
+            FailureReason.CORRUPT_IMAGE, f"cannot decode the image ({text})"
         ) from None
     return image
 

@@ -18,6 +18,11 @@ pixels that were validated and rendered.
 - PNG's legacy "Raw profile type exif" text chunk (ImageMagick's) is dropped whole when
   any Exif name is stripped: no browser reads it, so no orientation is lost for display.
 - GIF has no Exif; its XMP (an application extension) is dropped when `xmp` is named.
+- HEIF and AVIF keep metadata as items (`meta` box: `iinf` says what each is, `iloc`
+  where its bytes are). The Exif item is edited in place like the others; an XMP item is
+  overwritten in place with an empty XMP packet padded with whitespace, as removing it
+  would move every item after it. Metadata in `idat` or split into several extents
+  (no writer met so far does this) is a `MetadataError` rather than stored unstripped.
 
 Everything after the image data starts (a JPEG's first scan, bytes after PNG's IEND or
 GIF's trailer) is copied as it is. Malformed metadata (truncated segments, lengths past
@@ -121,8 +126,11 @@ def strip_file(source: Path, destination: Path, plan: Plan) -> Stripped:
         elif head[:6] in (b"GIF87a", b"GIF89a"):
             result = Stripped("GIF", 0)
             _gif(src, dst, plan, result)
+        elif head[4:8] == b"ftyp":
+            result = Stripped("HEIF", 0)
+            _heif(src, dst, plan, result)
         else:
-            raise MetadataError("not a JPEG, PNG, WebP or GIF file")
+            raise MetadataError("not a JPEG, PNG, WebP, GIF, AVIF or HEIF file")
         result.bytes = dst.tell()
     return result
 
@@ -310,6 +318,201 @@ def _webp(src: BinaryIO, dst: BinaryIO, plan: Plan, result: Stripped) -> None:
         dst.seek(vp8x_at + 8)
         dst.write(bytes([flags[0] & ~_WEBP_VP8X_XMP]))
     dst.seek(after)
+
+
+# -- HEIF and AVIF ------------------------------------------------------------------------
+
+
+def _heif(src: BinaryIO, dst: BinaryIO, plan: Plan, result: Stripped) -> None:
+    """HEIF/AVIF: metadata are items, found through the `meta` box's `iinf` (what each
+    item is) and `iloc` (where its bytes are). The file is copied whole and the items are
+    edited in place, at their own size: moving nothing keeps every other item's offset
+    (the image tiles' above all) valid. Exif is edited like JPEG's; an XMP item to drop is
+    overwritten by an empty XMP packet padded with whitespace (XMP's own padding)."""
+    shutil.copyfileobj(src, dst, COPY_CHUNK)
+    end = dst.tell()
+    meta = _heif_meta(dst, end)
+    types, locations, idat = _heif_items(meta)
+    for item, (kind, content_type) in sorted(types.items()):
+        is_exif = kind == b"Exif"
+        is_xmp = kind == b"mime" and content_type == b"application/rdf+xml"
+        if not (is_exif and plan.exif) and not is_xmp:
+            continue
+        offset, length = _heif_extent(locations.get(item), idat, end, item)
+        dst.seek(offset)
+        data = bytearray(_exactly(dst, length, f"HEIF item {item}"))
+        if is_exif:
+            if length < 4:
+                raise MetadataError(f"the HEIF Exif item {item} is too short")
+            base = 4 + struct.unpack_from(">I", data, 0)[0]
+            result.removed += _strip_tiff(data, base, plan)
+        elif plan.xmp or (plan.gps and b"GPS" in data):
+            data[:] = _blank_xmp(length)
+            result.removed.append("xmp")
+        else:
+            continue
+        dst.seek(offset)
+        dst.write(data)
+    dst.seek(end)
+
+
+# The most the `meta` box may take; real ones are kilobytes (an iPhone's, ~5 KB).
+_MAX_HEIF_META: Final = 16 * 1024 * 1024
+_EMPTY_XMP_HEAD: Final = (
+    b'<?xpacket begin="\xef\xbb\xbf" id="W5M0MpCehiHzreSzNTczkc9d"?>'
+    b'<x:xmpmeta xmlns:x="adobe:ns:meta/"/>'
+)
+_EMPTY_XMP_TAIL: Final = b'<?xpacket end="w"?>'
+
+
+def _blank_xmp(length: int) -> bytes:
+    room = length - len(_EMPTY_XMP_HEAD) - len(_EMPTY_XMP_TAIL)
+    if room < 0:
+        return b" " * length  # too short for a packet: whitespace says nothing either
+    return _EMPTY_XMP_HEAD + b" " * room + _EMPTY_XMP_TAIL
+
+
+def _boxes(data: bytes, start: int, end: int) -> list[tuple[bytes, int, int]]:
+    """The boxes in data[start:end]: (type, payload start, payload end)."""
+    found = []
+    at = start
+    while at < end:
+        if at + 8 > end:
+            raise MetadataError(f"a HEIF box header at byte {at} runs past its parent")
+        size, kind = struct.unpack_from(">I4s", data, at)
+        header = 8
+        if size == 1:
+            if at + 16 > end:
+                raise MetadataError(f"a HEIF box header at byte {at} runs past its parent")
+            size = struct.unpack_from(">Q", data, at + 8)[0]
+            header = 16
+        elif size == 0:
+            size = end - at
+        if size < header or at + size > end:
+            raise MetadataError(f"HEIF box {kind!r} at byte {at} has a bad size ({size})")
+        found.append((kind, at + header, at + size))
+        at += size
+    return found
+
+
+def _heif_meta(dst: BinaryIO, end: int) -> bytes:
+    """The payload of the top-level `meta` box (after its version and flags)."""
+    at = 0
+    while at < end:
+        dst.seek(at)
+        header = _exactly(dst, 8, f"a HEIF box header at byte {at}")
+        size, kind = struct.unpack(">I4s", header)
+        length = 8
+        if size == 1:
+            size = struct.unpack(">Q", _exactly(dst, 8, "a HEIF box size"))[0]
+            length = 16
+        elif size == 0:
+            size = end - at
+        if size < length or at + size > end:
+            raise MetadataError(f"HEIF box {kind!r} at byte {at} has a bad size ({size})")
+        if kind == b"meta":
+            if size > _MAX_HEIF_META:
+                raise MetadataError(f"the HEIF meta box is too large ({size} bytes)")
+            payload = _exactly(dst, size - length, "the HEIF meta box")
+            return payload[4:]  # FullBox: version and flags
+        at += size
+    raise MetadataError("the HEIF file has no meta box")
+
+
+_Location = tuple[int, int, list[tuple[int, int]]]  # construction method, base, extents
+
+
+def _heif_items(
+    meta: bytes,
+) -> tuple[dict[int, tuple[bytes, bytes]], dict[int, _Location], tuple[int, int] | None]:
+    """Each item's (type, content type), each item's location, and where `idat` lies
+    (relative to the meta payload)."""
+    types: dict[int, tuple[bytes, bytes]] = {}
+    locations: dict[int, _Location] = {}
+    idat: tuple[int, int] | None = None
+    for kind, start, stop in _boxes(meta, 0, len(meta)):
+        if kind == b"iinf":
+            version = meta[start]
+            first = start + 4 + (2 if version == 0 else 4)
+            for entry, entry_start, entry_stop in _boxes(meta, first, stop):
+                if entry == b"infe":
+                    item, info = _infe(meta[entry_start:entry_stop])
+                    if item is not None:
+                        types[item] = info
+        elif kind == b"iloc":
+            locations = _iloc(meta[start:stop])
+        elif kind == b"idat":
+            idat = (start, stop)
+    return types, locations, idat
+
+
+def _infe(box: bytes) -> tuple[int | None, tuple[bytes, bytes]]:
+    if len(box) < 4 or box[0] not in (2, 3):
+        return None, (b"", b"")  # versions 0 and 1 predate item types
+    id_size = 2 if box[0] == 2 else 4
+    at = 4 + id_size + 2
+    if len(box) < at + 4:
+        raise MetadataError("a HEIF item info entry is too short")
+    item = int.from_bytes(box[4 : 4 + id_size], "big")
+    kind = box[at : at + 4]
+    # item_name, then (for `mime` items) content_type: NUL-terminated strings.
+    strings = box[at + 4 :].split(b"\0")
+    content_type = strings[1] if kind == b"mime" and len(strings) > 1 else b""
+    return item, (kind, content_type)
+
+
+def _iloc(box: bytes) -> dict[int, _Location]:
+    reader = _Reader(box)
+    version = reader.take(1)
+    reader.take(3)
+    sizes = reader.take(1)
+    offset_size, length_size = sizes >> 4, sizes & 15
+    sizes = reader.take(1)
+    base_size, index_size = sizes >> 4, (sizes & 15 if version in (1, 2) else 0)
+    count = reader.take(2 if version < 2 else 4)
+    locations: dict[int, _Location] = {}
+    for _ in range(count):
+        item = reader.take(2 if version < 2 else 4)
+        method = reader.take(2) & 15 if version in (1, 2) else 0
+        reader.take(2)  # data reference index
+        base = reader.take(base_size)
+        extents = []
+        for _ in range(reader.take(2)):
+            reader.take(index_size)
+            extents.append((reader.take(offset_size), reader.take(length_size)))
+        locations[item] = (method, base, extents)
+    return locations
+
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.at = 0
+
+    def take(self, size: int) -> int:
+        if size not in (0, 1, 2, 3, 4, 8) or self.at + size > len(self.data):
+            raise MetadataError("the HEIF item locations (iloc) run past their box")
+        value = int.from_bytes(self.data[self.at : self.at + size], "big")
+        self.at += size
+        return value
+
+
+def _heif_extent(
+    location: _Location | None, idat: tuple[int, int] | None, end: int, item: int
+) -> tuple[int, int]:
+    """Where a metadata item's bytes are in the file: one extent, in the file (method 0)."""
+    if location is None:
+        raise MetadataError(f"HEIF item {item} has no location")
+    method, base, extents = location
+    if method != 0 or len(extents) != 1:
+        # idat-held or split metadata: no writer Emulsion has met does this; refusing
+        # is safer than storing the original with what the profile strips.
+        raise MetadataError(f"HEIF item {item} is stored in a way not handled here")
+    offset, length = extents[0]
+    start = base + offset
+    if length == 0 or start + length > end:
+        raise MetadataError(f"HEIF item {item} lies outside the file")
+    return start, length
 
 
 # -- GIF ----------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from emulsion_contracts import keys
+from emulsion_contracts import formats, keys
 from emulsion_devstack.stack import Endpoints
 
 from ..conftest import TENANT_A_TOKEN, TENANT_B_COLLECTION, ApiProcess, new_collection
@@ -105,14 +105,16 @@ def test_the_form_accepts_exactly_the_declared_size_only(
     assert s3.head_object(Bucket=stack.bucket, Key=declared["key"])["ContentLength"] == 1000
 
 
-@pytest.mark.parametrize("content_type", ["image/jpeg", "image/png", "image/webp", "image/gif"])
+@pytest.mark.parametrize("content_type", formats.ACCEPTED_CONTENT_TYPES)
 def test_the_accepted_formats_can_be_uploaded(api: httpx.Client, content_type: str) -> None:
     upload = presign(api, content_type=content_type).json()
     assert upload["fields"]["Content-Type"] == content_type
     assert _post(upload, b"abcd").status_code in (200, 201, 204)
 
 
-@pytest.mark.parametrize("content_type", ["image/svg+xml", "image/tiff", "image/x-icon"])
+@pytest.mark.parametrize(
+    "content_type", ["image/svg+xml", "image/tiff", "image/x-icon", "image/jxl", "video/mp4"]
+)
 def test_other_image_types_are_refused_by_the_api_and_by_the_form(
     api: httpx.Client, content_type: str
 ) -> None:
