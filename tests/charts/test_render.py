@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from emulsion_api.limits import TokenLimits, parse_limits
 from emulsion_contracts import crd, messaging, stripping
 from emulsion_contracts.profiles import load_profiles
 
@@ -496,6 +497,33 @@ def test_each_component_can_have_its_own_storage_identity(tools: Tools) -> None:
     assert "additional properties 'controller' not allowed" in refused.stderr
 
 
+def test_token_limits_reach_the_api_as_a_file_it_rereads_and_are_checked_by_the_schema(
+    tools: Tools,
+) -> None:
+    digest = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+    admin: dict[str, Any] = {"apiTokens.allowAdminTokens": True}
+    objects = render(
+        tools, {**admin, "apiTokens.limits.tokens": {digest: {"notifiesPerSecond": 2}}}
+    )
+
+    path = env_of(deployments(objects)["api"])["EMULSION_API_TOKEN_LIMITS_FILE"]
+    assert path.endswith("/limits.json")
+    written = json.loads(
+        by_kind(objects, "ConfigMap")["t-emulsion-api-token-scopes"]["data"]["limits.json"]
+    )
+    # The limits the API parses: the chart's defaults, and the token's override.
+    table = parse_limits(json.dumps(written))
+    assert table.default == TokenLimits()
+    assert table.of(digest).notifies_per_second == 2
+    assert table.of(digest).watches == TokenLimits().watches
+    for values in (
+        {**admin, "apiTokens.limits.tokens": {"short": {"watches": 1}}},
+        {**admin, "apiTokens.limits.default.watches": 0},
+        {**admin, "apiTokens.limits.default.perHour": 1},
+    ):
+        assert template(tools, values, check=False).returncode != 0
+
+
 def test_token_scopes_reach_the_api_only_and_are_checked_by_the_schema(tools: Tools) -> None:
     digest = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
     scopes = {digest: ["acme-*", "shared"], "a" * 64: ["*"]}
@@ -515,7 +543,10 @@ def test_token_scopes_reach_the_api_only_and_are_checked_by_the_schema(tools: To
     sources = volume["projected"]["sources"]
     assert sources[1]["configMap"] == {
         "name": "t-emulsion-api-token-scopes",
-        "items": [{"key": "scopes.json", "path": "scopes.json"}],
+        "items": [
+            {"key": "scopes.json", "path": "scopes.json"},
+            {"key": "limits.json", "path": "limits.json"},
+        ],
     }
     assert sources[0]["secret"]["items"][0]["path"] == "tokens"
     for name, deployment in found.items():
@@ -526,7 +557,10 @@ def test_token_scopes_reach_the_api_only_and_are_checked_by_the_schema(tools: To
         } & set(env)
     one_tenant = render(tools, {"apiTokens.allowAdminTokens": True})
     assert "EMULSION_API_TOKEN_SCOPES_FILE" not in env_of(deployments(one_tenant)["api"])
-    assert "t-emulsion-api-token-scopes" not in by_kind(one_tenant, "ConfigMap")
+    # One tenant: no scopes, the limits alone.
+    assert set(by_kind(one_tenant, "ConfigMap")["t-emulsion-api-token-scopes"]["data"]) == {
+        "limits.json"
+    }
     malformed: list[dict[str, Any]] = [
         {"not-a-digest": ["*"]},
         {digest: ["a/b"]},
@@ -905,6 +939,30 @@ def test_finished_jobs_expire_after_an_hour_by_default_and_the_value_sets_it(
     assert env_of(longer["api"])["EMULSION_JOB_TTL_SECONDS"] == "86400"
     refused = template(tools, {"jobs": {"ttlSecondsAfterFinished": -1}}, check=False)
     assert refused.returncode != 0
+
+
+def test_job_records_outlive_the_jobs_ttl_by_a_day_and_reach_the_controller(
+    tools: Tools, default: list[dict[str, Any]]
+) -> None:
+    """jobs.recordsRetentionSeconds reaches the controller (it creates the stores); the
+    chart refuses a retention that does not outlive the jobs' TTL by more than a day: the
+    API answers 410 for an expired job from those records."""
+    rendered = deployments(default)
+    assert env_of(rendered["controller"])["EMULSION_RECORDS_RETENTION_SECONDS"] == "604800"
+    for component in set(rendered) - {"controller"}:
+        assert "EMULSION_RECORDS_RETENTION_SECONDS" not in env_of(rendered[component])
+    longer = {"jobs": {"ttlSecondsAfterFinished": 86400, "recordsRetentionSeconds": 14 * 86400}}
+    controller = deployments(render(tools, longer))["controller"]
+    assert env_of(controller)["EMULSION_RECORDS_RETENTION_SECONDS"] == str(14 * 86400)
+    for values in (
+        {"jobs": {"ttlSecondsAfterFinished": 7 * 86400}},
+        {"jobs": {"ttlSecondsAfterFinished": 3600, "recordsRetentionSeconds": 86400 + 3600}},
+    ):
+        refused = template(tools, values, check=False)
+        assert refused.returncode != 0
+        assert "must exceed jobs.ttlSecondsAfterFinished" in refused.stderr or (
+            "recordsRetentionSeconds" in refused.stderr
+        )
 
 
 def test_the_nats_cluster_example_renders_r3_and_the_leader_lookup(tools: Tools) -> None:

@@ -84,7 +84,7 @@ def test_get_ingestjobs_shows_phase_collection_progress_failed_age(
 
 def test_kubectl_explain_describes_the_items_and_the_status(stack: Endpoints) -> None:
     items = kubectl(stack, "explain", "ingestjob.spec.items")
-    assert "The images (1 to 2000)" in items
+    assert "The images inline (1 to 2000)" in items
     assert "Key of the uploaded original in the staging area" in items  # its fields too
     status = kubectl(stack, "explain", "ingestjob.status.conditions.type")
     assert "Reconciling" in status

@@ -151,6 +151,7 @@ namespace too; two releases must never pause each other's controller.
 {{- define "emulsion.apiTokensFile" -}}/etc/emulsion/api-tokens/tokens{{- end -}}
 {{- /* Beside the tokens, in the same projected volume. */ -}}
 {{- define "emulsion.apiTokenScopesFile" -}}/etc/emulsion/api-tokens/scopes.json{{- end -}}
+{{- define "emulsion.apiTokenLimitsFile" -}}/etc/emulsion/api-tokens/limits.json{{- end -}}
 {{- define "emulsion.apiTokenScopesConfigMap" -}}{{ printf "%s-api-token-scopes" (include "emulsion.fullname" .) }}{{- end -}}
 {{- define "emulsion.scratchDir" -}}/var/lib/emulsion/scratch{{- end -}}
 
@@ -259,6 +260,8 @@ then what only some components need. Args: root, name, traits.
 - name: EMULSION_API_TOKEN_SCOPES_FILE
   value: {{ include "emulsion.apiTokenScopesFile" .root | quote }}
 {{- end }}
+- name: EMULSION_API_TOKEN_LIMITS_FILE
+  value: {{ include "emulsion.apiTokenLimitsFile" .root | quote }}
 {{- with $v.cors.allowedOrigins }}
 - name: EMULSION_CORS_ALLOWED_ORIGINS
   value: {{ join "," . | quote }}
@@ -279,6 +282,11 @@ then what only some components need. Args: root, name, traits.
   value: {{ $v.processing.executor | quote }}
 - name: EMULSION_DRAIN_SECONDS
   value: {{ $v.processing.longestItemSeconds | quote }}
+{{- end }}
+{{- if eq .name "controller" }}
+# The controller creates the records bucket and the item lists' store with this max age.
+- name: EMULSION_RECORDS_RETENTION_SECONDS
+  value: {{ $v.jobs.recordsRetentionSeconds | int64 | quote }}
 {{- end }}
 {{- if eq .name "janitor" }}
 - name: EMULSION_JANITOR_FULL_PASS_SECONDS

@@ -1,11 +1,22 @@
 // The Emulsion API as this page uses it: same origin, bearer token from the session.
 
 export class ApiError extends Error {
-  constructor(status, code, message) {
+  // retryAfter: the server's Retry-After in seconds, when it sent one (429, 503).
+  constructor(status, code, message, retryAfter = null) {
     super(message);
     this.status = status;
     this.code = code;
+    this.retryAfter = retryAfter;
   }
+}
+
+// Retry-After as seconds: delta-seconds or an HTTP-date (RFC 9110 10.2.3); null if absent.
+function retryAfterOf(response) {
+  const value = response.headers.get('Retry-After');
+  if (value === null) return null;
+  if (/^\d+$/.test(value.trim())) return Number(value.trim());
+  const when = Date.parse(value);
+  return Number.isNaN(when) ? null : Math.max(0, (when - Date.now()) / 1000);
 }
 
 export function tokenInSession() {
@@ -37,7 +48,7 @@ async function errorOf(response) {
   } catch {
     // not an RFC 9457 problem from the API: keep the status line
   }
-  return new ApiError(response.status, code, message);
+  return new ApiError(response.status, code, message, retryAfterOf(response));
 }
 
 export async function request(method, path, { json, extraHeaders, signal } = {}) {
@@ -58,16 +69,44 @@ export async function request(method, path, { json, extraHeaders, signal } = {})
 }
 
 const RETRYABLE = new Set([0, 429, 502, 503, 504]);
+// A server asking for a longer pause than this is waited for this long, then asked again.
+const MAX_RETRY_AFTER_S = 60;
+// How long one call keeps waiting out the token's own limits.
+const THROTTLED_PATIENCE_MS = 30 * 60 * 1000;
 
+const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// The wait before asking again when the token's own limit (429 `rate_limited`: presigns
+// or notifies per second, items in flight, open event streams) refused a call: its
+// Retry-After, capped, plus up to a second of jitter; null for any other error.
+export function throttledWaitMs(error) {
+  if (!(error instanceof ApiError) || error.status !== 429 || error.code !== 'rate_limited') {
+    return null;
+  }
+  const seconds = Math.min(error.retryAfter ?? 1, MAX_RETRY_AFTER_S);
+  return seconds * 1000 + Math.random() * 1000;
+}
+
+// Transient failures are retried `attempts` times (Retry-After honoured, else exponential);
+// the token's own limits are waited out without spending an attempt: the API did nothing
+// and said when to come back, so a big upload under a tight limit goes slower and finishes.
 export async function withRetries(call, attempts = 5) {
-  for (let attempt = 0; ; attempt += 1) {
+  const patience = Date.now() + THROTTLED_PATIENCE_MS;
+  for (let attempt = 0; ; ) {
     try {
       return await call();
     } catch (error) {
-      if (attempt >= attempts - 1 || !(error instanceof ApiError) || !RETRYABLE.has(error.status)) {
+      const throttled = throttledWaitMs(error);
+      if (throttled !== null && Date.now() + throttled < patience) {
+        await pause(throttled);
+        continue;
+      }
+      attempt += 1;
+      if (attempt >= attempts || !(error instanceof ApiError) || !RETRYABLE.has(error.status)) {
         throw error;
       }
-      await new Promise((resolve) => setTimeout(resolve, 500 * 2 ** attempt));
+      const told = error.retryAfter === null ? null : Math.min(error.retryAfter, MAX_RETRY_AFTER_S);
+      await pause(told === null ? 500 * 2 ** (attempt - 1) : told * 1000 + Math.random() * 1000);
     }
   }
 }

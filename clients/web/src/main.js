@@ -11,7 +11,8 @@ import '@uppy/core/css/style.min.css';
 import '@uppy/dashboard/css/style.min.css';
 import './style.css';
 import {
-  ApiError, forgetToken, keepToken, request, streamEvents, tokenInSession, withRetries,
+  ApiError, forgetToken, keepToken, request, streamEvents, throttledWaitMs, tokenInSession,
+  withRetries,
 } from './api.js';
 import { reasonInWords } from './reasons.js';
 import { Ledger, batchKey } from './ledger.js';
@@ -328,40 +329,77 @@ function resumeLedger() {
 
 // -- following jobs ------------------------------------------------------------------
 
+// Event streams the page keeps open at once: a token may hold 16 per API pod (its
+// `watches` limit), and a large upload makes many jobs; they finish roughly in order, and
+// a stream starts with the job's status, so the later ones lose nothing by waiting.
+const MAX_FOLLOWS = 8;
+let follows = 0;
+const waitingToFollow = [];
+
+async function followSlot() {
+  if (follows < MAX_FOLLOWS) {
+    follows += 1;
+    return;
+  }
+  await new Promise((resolve) => waitingToFollow.push(resolve));
+}
+
+function releaseFollowSlot() {
+  const next = waitingToFollow.shift();
+  if (next) next();
+  else follows -= 1;
+}
+
 function follow(name) {
   if (state.jobs.has(name)) return;
   const job = { name, total: 0, succeeded: 0, failed: 0, finished: false, phase: 'Pending' };
   state.jobs.set(name, job);
   renderJobs();
   (async () => {
-    let failures = 0;
-    while (!job.finished) {
-      try {
-        await streamEvents(`/v1/ingests/${encodeURIComponent(name)}/events`, ({ event, data }) => {
-          if (event === 'status' || event === 'end') {
-            Object.assign(job, {
-              total: data.total, succeeded: data.succeeded, failed: data.failed,
-              finished: data.finished, phase: data.phase,
-            });
-            renderJobs();
-            loadItems(name);
-          } else if (event === 'deleted') {
-            Object.assign(job, { finished: true, phase: 'Deleted' });
-            renderJobs();
-          }
-        });
-        failures = 0;
-      } catch (error) {
-        if (error instanceof ApiError && error.status === 404) {
-          Object.assign(job, { finished: true, phase: 'Gone' });
-          renderJobs();
-          return;
-        }
-        failures += 1;
-      }
-      if (!job.finished) await new Promise((resolve) => setTimeout(resolve, RECONNECT_MS * Math.min(failures + 1, 10)));
+    await followSlot();
+    try {
+      await followEvents(name, job);
+    } finally {
+      releaseFollowSlot();
     }
   })();
+}
+
+// A job's events until it has finished (reconnecting after a break, or as the API says).
+async function followEvents(name, job) {
+  let failures = 0;
+  while (!job.finished) {
+    try {
+      await streamEvents(`/v1/ingests/${encodeURIComponent(name)}/events`, ({ event, data }) => {
+        if (event === 'status' || event === 'end') {
+          Object.assign(job, {
+            total: data.total, succeeded: data.succeeded, failed: data.failed,
+            finished: data.finished, phase: data.phase,
+          });
+          renderJobs();
+          loadItems(name);
+        } else if (event === 'deleted') {
+          Object.assign(job, { finished: true, phase: 'Deleted' });
+          renderJobs();
+        }
+      });
+      failures = 0;
+    } catch (error) {
+      if (error instanceof ApiError && error.status === 404) {
+        Object.assign(job, { finished: true, phase: 'Gone' });
+        renderJobs();
+        return;
+      }
+      // The token's open streams at their limit: wait as the API said, not a failure.
+      const throttled = throttledWaitMs(error);
+      if (throttled !== null) {
+        await new Promise((resolve) => setTimeout(resolve, throttled));
+        continue;
+      }
+      failures += 1;
+    }
+    if (!job.finished) await new Promise((resolve) => setTimeout(resolve, RECONNECT_MS * Math.min(failures + 1, 10)));
+  }
 }
 
 // The items of a job (thumbnails, failures), fetched after each status change; one

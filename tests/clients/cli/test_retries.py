@@ -20,6 +20,7 @@ from emulsion_cli.api import (
     retry_after_seconds,
     retry_attempts,
     retry_backoff,
+    throttled_wait,
 )
 from emulsion_cli.config import Config
 from emulsion_cli.errors import EXIT_API, ApiRequestError, CliError, Unreachable, UsageError
@@ -117,3 +118,43 @@ def test_an_unusable_emulsion_retries_is_a_usage_error(value: str) -> None:
 
 def test_without_emulsion_retries_a_call_is_tried_five_times() -> None:
     assert retry_attempts({}) == ATTEMPTS == 5
+
+
+def test_the_tokens_own_limit_is_waited_out_without_spending_a_retry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # One try only: the throttled answers must not count as tries, or this would fail.
+    monkeypatch.setenv("EMULSION_RETRIES", "1")
+    answered: list[float] = []
+
+    def route(request: Request) -> Reply:
+        answered.append(time.monotonic())
+        if len(answered) <= 3:
+            problem = {
+                "code": "rate_limited",
+                "detail": "this token may make 1 ingest requests a second",
+                "limit": "notifies_per_second",
+            }
+            return Reply(429, problem, {"Retry-After": "0"})
+        return Reply(200, {"name": "job-1", "phase": "Running", "total": 0})
+
+    async def ask(url: str) -> object:
+        async with Api(Config(url, "t")) as api:
+            return await api.job("job-1")
+
+    with serve(route) as stub:
+        status = asyncio.run(ask(stub.url))
+
+    assert status == {"name": "job-1", "phase": "Running", "total": 0}
+    assert len(answered) == 4
+
+
+@given(st.floats(0, 600))
+def test_a_throttled_wait_is_the_retry_after_capped_plus_jitter(after: float) -> None:
+    wait = throttled_wait(ApiRequestError(429, "rate_limited", "slow down", after))
+    assert wait is not None
+    base = min(after, MAX_RETRY_AFTER_SECONDS)
+    assert base <= wait <= base + JITTER_SECONDS
+    # Any other answer is not the token's own limit: the ordinary retries handle it.
+    assert throttled_wait(ApiRequestError(429, "overloaded", "apiserver", after)) is None
+    assert throttled_wait(ApiRequestError(503, "rate_limited", "?", after)) is None

@@ -5,6 +5,7 @@ uploads, and the controller's part played by patching IngestJob status directly.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 from collections.abc import Callable, Iterator
@@ -19,7 +20,8 @@ import pytest
 from kubernetes import client
 
 from emulsion_api.scopes import token_digest
-from emulsion_contracts import crd, keys
+from emulsion_contracts import crd, jobrecords, keys, natsauth
+from emulsion_contracts.ingestjob import IngestJob
 from emulsion_contracts.manifest import AssetManifest, Original
 from emulsion_contracts.messages import Derivative, JobRef
 from emulsion_devstack.processes import ProcessRecord, log_tail
@@ -115,6 +117,34 @@ def patch_status(custom: Any, name: str, status: dict[str, Any]) -> dict[str, An
         crd.GROUP, crd.VERSION, NAMESPACE, crd.PLURAL, name, {"status": status}
     )
     return patched
+
+
+ItemsOf = Callable[[dict[str, Any]], list[dict[str, str]]]
+
+
+@pytest.fixture(scope="session")
+def items_of(stack: Endpoints) -> ItemsOf:
+    """A job's items as the controller reads them: inline (kubectl), or the list its
+    itemsRef names, read as the controller and checked against the sha256."""
+
+    def read(job: dict[str, Any]) -> list[dict[str, str]]:
+        spec = IngestJob.read(job).spec
+        if spec.items is not None:
+            return [{"source": i.source, "asset": i.asset} for i in spec.items]
+        ref = spec.items_ref
+        assert ref is not None
+
+        async def get() -> list[dict[str, str]]:
+            connection = await stack.nats_connect(natsauth.CONTROLLER_IDENTITY)
+            try:
+                found = await jobrecords.get_items(connection.jetstream(), ref)
+            finally:
+                await connection.drain()
+            return [{"source": i.source, "asset": i.asset} for i in found]
+
+        return asyncio.run(get())
+
+    return read
 
 
 @pytest.fixture

@@ -114,7 +114,15 @@ def test_errors_are_problems_with_one_shape_per_status(document: dict[str, Any])
             if int(status) >= 400 and name != "GET /readyz":
                 assert list(response["content"]) == ["application/problem+json"], (name, status)
                 schema = response["content"]["application/problem+json"]["schema"]
-                assert schema["allOf"] == [{"$ref": "#/components/schemas/Problem"}]
+                # A Problem, or a Problem with extension members (410: ExpiredIngestProblem).
+                [ref] = schema["allOf"]
+                model = ref["$ref"].rsplit("/", 1)[1]
+                assert (
+                    model == "Problem"
+                    or "Problem" in str(document["components"]["schemas"][model].get("allOf", ""))
+                    or set(document["components"]["schemas"]["Problem"]["properties"])
+                    <= set(document["components"]["schemas"][model]["properties"])
+                ), (name, status, model)
                 codes = schema["properties"]["code"]["enum"]
                 assert all(errors.CODES[code].status == int(status) for code in codes), name
 
@@ -167,3 +175,14 @@ def test_the_event_stream_events_are_typed(document: dict[str, Any]) -> None:
     }
     for ref in set(events.values()):
         assert ref.rsplit("/", 1)[1] in document["components"]["schemas"]
+
+
+def test_the_expired_ingests_example_is_an_expired_ingest_problem(
+    document: dict[str, Any],
+) -> None:
+    from emulsion_api.models import ExpiredIngestProblem
+
+    for path in ("/v1/ingests/{name}", "/v1/ingests/{name}/events"):
+        gone = document["paths"][path]["get"]["responses"]["410"]
+        example = gone["content"]["application/problem+json"]["example"]
+        assert ExpiredIngestProblem.model_validate(example).code == "ingest_expired"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 
 import pytest
@@ -11,8 +12,9 @@ from hypothesis import strategies as st
 from emulsion_api import jobs
 from emulsion_api.errors import ApiError
 from emulsion_api.models import IngestItem, IngestRequest
-from emulsion_contracts import crd, keys
-from emulsion_contracts.ingestjob import IngestJobStatus
+from emulsion_contracts import crd, jobrecords, keys
+from emulsion_contracts.ingestjob import IngestJobStatus, ItemsRef
+from emulsion_contracts.jobrecords import OutcomeRecord
 from emulsion_contracts.reasons import FailureReason
 
 
@@ -46,6 +48,20 @@ def _plan(count: int) -> jobs.JobPlan:
         trace_headers={"traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"},
         idempotency=("label", "key", "hash"),
     )
+
+
+def _build(plan: jobs.JobPlan, versions: list[str]) -> tuple[list[jobs.Part], list[jobs.Job]]:
+    """The parts of `plan` and their jobs, each naming its list as `put_items` would."""
+    parts = jobs.plan_parts(plan, versions)
+    refs = [
+        ItemsRef(
+            name=jobrecords.items_object_name(plan.namespace, part.name),
+            sha256=hashlib.sha256(jobrecords.encode_items(part.items)).hexdigest(),
+            count=len(part.items),
+        )
+        for part in parts
+    ]
+    return parts, jobs.build_jobs(plan, parts, refs)
 
 
 def test_asset_defaults_to_the_name_recorded_with_the_upload() -> None:
@@ -131,7 +147,10 @@ def test_more_items_than_the_request_maximum_are_refused() -> None:
 
 
 def test_a_request_within_max_items_is_one_job_without_a_batch() -> None:
-    [job] = jobs.build_jobs(_plan(crd.MAX_ITEMS), [keys.new_ulid()])
+    _, [job] = _build(_plan(crd.MAX_ITEMS), [keys.new_ulid()])
+    # The items are stored apart: the job names them, and stays a frame of a few KB.
+    assert "items" not in job["spec"] and job["spec"]["itemsRef"]["count"] == crd.MAX_ITEMS
+    assert jobs.stored_size(job) < 4 * 1024
     assert crd.LABEL_BATCH not in job["metadata"]["labels"]
     assert job["metadata"]["name"] == job["spec"]["version"].lower()
     assert job["metadata"]["annotations"][crd.ANNOTATION_TRACEPARENT].startswith("00-111")
@@ -142,12 +161,14 @@ def test_a_request_within_max_items_is_one_job_without_a_batch() -> None:
 def test_a_larger_request_is_split_into_ordered_parts_of_one_batch() -> None:
     minted = [keys.new_ulid(millis=1_700_000_000_000 + part) for part in range(3)]
     assert jobs.part_count(_plan(2 * crd.MAX_ITEMS + 1).items) == 3
-    parts = jobs.build_jobs(_plan(2 * crd.MAX_ITEMS + 1), minted)
-    assert [len(p["spec"]["items"]) for p in parts] == [crd.MAX_ITEMS, crd.MAX_ITEMS, 1]
+    planned, parts = _build(_plan(2 * crd.MAX_ITEMS + 1), minted)
+    assert [p["spec"]["itemsRef"]["count"] for p in parts] == [crd.MAX_ITEMS, crd.MAX_ITEMS, 1]
+    assert [len(p.items) for p in planned] == [crd.MAX_ITEMS, crd.MAX_ITEMS, 1]
     assert [p["spec"]["version"] for p in parts] == minted
     batches = {p["metadata"]["labels"][crd.LABEL_BATCH] for p in parts}
     assert batches == {parts[0]["metadata"]["name"]}
-    accepted = jobs.accepted(list(reversed(parts)))
+    made = [(job, part.items) for job, part in zip(parts, planned, strict=True)]
+    accepted = jobs.accepted(list(reversed(made)))
     assert [item.index for item in accepted.items] == list(range(2 * crd.MAX_ITEMS + 1))
     assert accepted.items[crd.MAX_ITEMS].job_index == 0
 
@@ -200,6 +221,24 @@ def test_item_states_from_index_ranges_and_a_malformed_range_is_pending() -> Non
     assert broken.state(2) == "pending"
 
 
+def test_item_states_from_the_outcomes_record() -> None:
+    record = OutcomeRecord(
+        uid="u", total=6, succeeded="0-2,5", failed="3,4", reasons={"NotAnImage": "3", "New": "4"}
+    )
+    states = jobs.outcome_states(record)
+    assert [states.state(i) for i in range(7)] == [
+        *["succeeded"] * 3,
+        "failed",
+        "failed",
+        "succeeded",
+        "pending",
+    ]
+    assert states.reasons == {3: FailureReason.NOT_AN_IMAGE, 4: FailureReason.UNKNOWN}
+    assert jobs.outcome_states(OutcomeRecord(uid="u", total=3, succeeded="3-1")).state(2) == (
+        "pending"
+    )
+
+
 def test_idempotency_key_is_printable_ascii_and_bounded() -> None:
     assert jobs.check_idempotency_key("abc-123") == "abc-123"
     for bad in ("", "a b", "é", "x" * 256):
@@ -210,7 +249,7 @@ def test_idempotency_key_is_printable_ascii_and_bounded() -> None:
 
 def test_each_part_needs_its_own_minted_version() -> None:
     with pytest.raises(ValueError, match="versions"):
-        jobs.build_jobs(_plan(crd.MAX_ITEMS + 1), [keys.new_ulid()])
+        jobs.plan_parts(_plan(crd.MAX_ITEMS + 1), [keys.new_ulid()])
     assert [jobs.part_count(_plan(n).items) for n in (0, 1, crd.MAX_ITEMS, crd.MAX_ITEMS + 1)] == [
         1,
         1,
@@ -244,22 +283,23 @@ def test_every_part_fits_by_count_and_stored_size_and_keeps_the_order(
         for name in _names(count, stem)
     ]
     plan = jobs.JobPlan("default", "c1", "default", items, {"traceparent": "00-" + "1" * 52})
-    parts = jobs.build_jobs(plan, minted(jobs.part_count(items)))
-    assert all(len(part["spec"]["items"]) <= crd.MAX_ITEMS for part in parts)
-    assert all(jobs.stored_size(part) <= jobs.MAX_JOB_BYTES for part in parts)
-    flat = [item["asset"] for part in parts for item in part["spec"]["items"]]
+    parts, bodies = _build(plan, minted(jobs.part_count(items)))
+    assert all(len(part.items) <= crd.MAX_ITEMS for part in parts)
+    # The stored list, exactly as put_items writes it, within the limit; the jobs tiny.
+    stored = [len(jobrecords.encode_items(part.items)) for part in parts]
+    assert all(size <= jobs.MAX_ITEMS_BYTES for size in stored)
+    assert all(jobs.stored_size(body) < 4 * 1024 for body in bodies)
+    flat = [item.asset for part in parts for item in part.items]
     assert flat == [item.asset for item in items]
+    # The estimate is the stored size (these names hold no control characters).
+    for part, size in zip(parts, stored, strict=True):
+        estimate = sum(jobs.item_bytes(jobs.PlannedItem(i.source, i.asset)) for i in part.items)
+        assert estimate - 1 + jobs.ITEMS_FRAME_BYTES == size
     # Greedy: a part is cut only when the next item would not fit in it.
-    for part, following in itertools.pairwise(parts):
-        first = following["spec"]["items"][0]
-        used = sum(
-            jobs.item_bytes(jobs.PlannedItem(i["source"], i["asset"]))
-            for i in part["spec"]["items"]
-        )
-        next_size = jobs.item_bytes(jobs.PlannedItem(first["source"], first["asset"]))
-        assert (
-            len(part["spec"]["items"]) == crd.MAX_ITEMS or used + next_size > jobs.MAX_ITEMS_BYTES
-        )
+    for (part, size), (following, _) in itertools.pairwise(zip(parts, stored, strict=True)):
+        first = following.items[0]
+        next_size = jobs.item_bytes(jobs.PlannedItem(first.source, first.asset))
+        assert len(part.items) == crd.MAX_ITEMS or size + 1 + next_size > jobs.MAX_ITEMS_BYTES
 
 
 @pytest.mark.parametrize(

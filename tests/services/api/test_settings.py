@@ -136,3 +136,15 @@ def test_finished_jobs_expire_after_an_hour_unless_told_otherwise(
     assert load_api_settings().ttl_seconds_after_finished == 3600
     monkeypatch.setenv("EMULSION_JOB_TTL_SECONDS", "86400")
     assert load_api_settings().ttl_seconds_after_finished == 86400
+
+
+@pytest.mark.parametrize(
+    "limits", ['{"default": {"watches": 0}}', "{not json", '{"tokens": {"abc": {}}}']
+)
+def test_malformed_token_limits_stop_the_start_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, limits: str
+) -> None:
+    monkeypatch.setenv("EMULSION_API_TOKENS", "t")
+    monkeypatch.setenv("EMULSION_API_TOKEN_LIMITS", limits)
+    with pytest.raises(SettingsError, match="EMULSION_API_TOKEN_LIMITS"):
+        load_api_settings()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from emulsion_api.limits import TokenLimits
 from emulsion_api.scopes import Scopes, token_digest
 from emulsion_api.settings import load_api_settings
 from emulsion_api.tokens import CONFIGURATION_OK, Tokens
@@ -16,7 +17,7 @@ from emulsion_api.tokens import CONFIGURATION_OK, Tokens
 
 @pytest.fixture
 def files(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[Path, Path]:
-    for name in ("EMULSION_API_TOKENS", "EMULSION_API_TOKEN_SCOPES"):
+    for name in ("EMULSION_API_TOKENS", "EMULSION_API_TOKEN_SCOPES", "EMULSION_API_TOKEN_LIMITS"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("NATS_URL", "nats://127.0.0.1:1")
     monkeypatch.setenv("EMULSION_BUCKET", "b")
@@ -95,3 +96,23 @@ def test_a_malformed_change_keeps_the_last_good_configuration(
     assert tokens.check()
     assert set(accepted(tokens)) == {"alpha"}
     assert CONFIGURATION_OK._value.get() == 1
+
+
+def test_limits_are_reread_with_the_tokens_and_a_malformed_change_keeps_the_last_good(
+    files: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limits_file = files[1].with_name("limits.json")
+    limits_file.write_text(json.dumps({"default": {"watches": 3}}))
+    monkeypatch.setenv("EMULSION_API_TOKEN_LIMITS_FILE", str(limits_file))
+    tokens = Tokens(load_api_settings())
+    assert tokens.limits.of(token_digest("alpha")).watches == 3
+
+    swap(limits_file, json.dumps({"tokens": {token_digest("alpha"): {"itemsInFlight": 7}}}))
+    assert tokens.check()
+    assert tokens.limits.of(token_digest("alpha")).items_in_flight == 7
+    assert tokens.limits.of(token_digest("beta")) == TokenLimits()
+
+    swap(limits_file, json.dumps({"default": {"watches": 0}}))
+    assert not tokens.check()
+    assert tokens.limits.of(token_digest("alpha")).items_in_flight == 7
+    assert CONFIGURATION_OK._value.get() == 0

@@ -6,6 +6,7 @@ ways to look at jobs, the streams and the apiserver's audit log.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import itertools
 import json
 import os
@@ -27,7 +28,8 @@ from kubernetes.client.exceptions import ApiException
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from emulsion_contracts import crd, keys, messaging, telemetry
+from emulsion_contracts import crd, keys, messaging, natsauth, telemetry
+from emulsion_contracts.jobrecords import JobRecords, OutcomeRecord
 from emulsion_contracts.messages import ItemResult, WorkItem
 from emulsion_contracts.reasons import FailureReason
 from emulsion_devstack.binaries import ensure_binary
@@ -190,6 +192,27 @@ class Jobs:
                 return None
             raise
         return cast(dict[str, Any], body)
+
+    def outcomes(self, name: str) -> OutcomeRecord:
+        """The job's outcome record (which items finished), as the API reads it."""
+        body = self.get(name)
+        assert body is not None, f"job {name} does not exist"
+        uid = body["metadata"]["uid"]
+
+        async def read() -> OutcomeRecord | None:
+            connection = await self.stack.nats_connect(natsauth.API_IDENTITY)
+            try:
+                kv = await connection.jetstream().key_value(messaging.RECORDS_BUCKET)
+                record, _ = await JobRecords(kv).outcomes(self.namespace, name, uid)
+                return record
+            finally:
+                await connection.close()
+
+        # Its own loop on its own thread: callable from a test's coroutine too.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            record = pool.submit(asyncio.run, read()).result(30)
+        assert record is not None, f"job {name} has no outcome record"
+        return record
 
     def status(self, name: str) -> dict[str, Any]:
         body = self.get(name)

@@ -86,4 +86,4 @@ def test_an_apiserver_answering_503_is_retried_slowly_and_nothing_is_lost(
     assert None not in held
     assert max(h or 0 for h in held) <= ITEMS, held
     assert status["succeeded"] == ITEMS
-    assert status["succeededIndexes"] == f"0-{ITEMS - 1}"
+    assert jobs.outcomes("outage").succeeded == f"0-{ITEMS - 1}"

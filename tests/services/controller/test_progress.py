@@ -75,8 +75,12 @@ def test_status_written_and_read_back_is_the_same_progress() -> None:
     for index, outcome in ((0, "succeeded"), (1, "failed"), (3, "succeeded")):
         progress.record(result(index, outcome))  # type: ignore[arg-type]
     status = progress.to_status(T0)
+    # Which items finished is in the outcome record; the status keeps the rest.
+    assert "succeededIndexes" not in status and "failedIndexes" not in status
     again = JobProgress.from_object(body(5, status))
+    again.merge_record(progress.outcome_record("uid-1"))
     assert again.to_status(T0) == status
+    assert (again.succeeded, again.failed) == ({0, 3}, {1})
 
 
 def test_merging_keeps_what_each_writer_folded() -> None:
@@ -88,7 +92,9 @@ def test_merging_keeps_what_each_writer_folded() -> None:
     theirs.mark_dispatched(VERSION, T0 - timedelta(seconds=5))
     theirs.record(result(1))  # recorded first, so it stays a success
     theirs.record(result(2, "failed"))
+    # Their outcomes come from their record, their examples and times from their status.
     ours.merge(JobProgress.from_object(body(4, theirs.to_status(T0))))
+    ours.merge_record(theirs.outcome_record("uid-1"))
     assert ours.succeeded == {0, 1}
     assert ours.failed == {2}
     assert [f.index for f in ours.failures] == [2]

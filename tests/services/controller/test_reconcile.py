@@ -6,7 +6,7 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
-from emulsion_contracts import crd, indexes, messaging
+from emulsion_contracts import crd, messaging
 from emulsion_contracts.messages import ItemResult, JobRef, WorkItem
 from emulsion_contracts.reasons import FailureReason
 from emulsion_devstack.processes import ProcessRecord
@@ -44,7 +44,7 @@ def test_a_lost_result_is_redispatched_and_the_job_succeeds(
     assert ours(processor.dropped, uid) == {index: 1 for index in lost}
     # Re-dispatched once each, processed once each; nothing else was done twice.
     assert ours(processor.processed, uid) == {index: 1 for index in range(5)}
-    assert status["succeededIndexes"] == "0-4"
+    assert jobs.outcomes("lossy").succeeded == "0-4"
     assert status["failed"] == 0
 
 
@@ -67,8 +67,9 @@ def test_a_result_lost_every_time_fails_its_item_with_a_reason(
     status, processor, uid = run(scenario())
     # Dispatched, then re-dispatched twice (the budget), then given up on.
     assert ours(processor.dropped, uid) == {2: 3}
-    assert indexes.expand(status["succeededIndexes"]) == {0, 1, 3}
-    assert indexes.expand(status["failedIndexes"]) == {2}
+    recorded = jobs.outcomes("hopeless")
+    assert (recorded.succeeded_set(), recorded.failed_set()) == ({0, 1, 3}, {2})
+    assert recorded.reasons == {"ResultLost": "2"}
     assert [(f["index"], f["reason"]) for f in status["failures"]] == [(2, "ResultLost")]
 
 
@@ -103,7 +104,7 @@ def test_a_result_without_collection_asset_or_version_is_folded_by_job_and_index
 
     run(report())
     status = jobs.wait_phase("unreadable", crd.Phase.PARTIALLY_FAILED)
-    assert status["succeededIndexes"] == "0"
+    assert jobs.outcomes("unreadable").succeeded == "0"
     assert status["failures"] == [
         {"index": 1, "reason": "InvalidMessage", "message": "work message body is not JSON"}
     ]

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from emulsion_api.jobs import stored_json_size
 from emulsion_contracts import crd, indexes, keys, messaging
 from emulsion_contracts.messages import JobRef, WorkItem
+from emulsion_controller.progress import STATUS_BYTES, stored_json_bytes
 from emulsion_devstack.processes import ProcessRecord, until
 
 
@@ -58,9 +58,13 @@ def test_results_finish_the_job_in_the_phase_they_add_up_to(
     assert status["succeeded"] == 4 - len(failing)
     assert status["failed"] == len(failing)
     assert status["progress"] == "4/4"
-    assert indexes.expand(status["failedIndexes"]) == failing
-    assert indexes.expand(status["succeededIndexes"]) == {0, 1, 2, 3} - failing
-    assert [f["index"] for f in status["failures"]] == sorted(failing)
+    recorded = jobs.outcomes("four")
+    assert recorded.failed_set() == failing
+    assert recorded.succeeded_set() == {0, 1, 2, 3} - failing
+    assert "failedIndexes" not in status and "succeededIndexes" not in status
+    # The first failures as examples, as many as the status's byte budget holds.
+    listed = [f["index"] for f in status.get("failures", ())]
+    assert listed == sorted(failing)[: len(listed)] and (listed or not failing)
     assert {f["reason"] for f in status["failures"]} <= {"DecompressionBomb"}
     assert status["startedAt"] <= status["completedAt"]
     assert status["duration"].endswith("s")
@@ -103,7 +107,7 @@ def test_many_items_take_a_status_write_a_second_not_one_each(
 
     status, seconds = run(scenario())
     assert status["succeeded"] == items
-    assert status["succeededIndexes"] == f"0-{items - 1}"
+    assert jobs.outcomes("many").succeeded == f"0-{items - 1}"
     writes = jobs.status_writes("many")
     # One a second at most while running (EMULSION_STATUS_INTERVAL_SECONDS=1), one at the
     # end, and kopf's own bookkeeping: results are folded together, never written one each.
@@ -153,8 +157,9 @@ def test_a_job_of_two_thousand_failed_items_keeps_a_small_status_written_few_tim
     controller: ProcessRecord, jobs: Any, streams: Any, run: Any, stack: Any
 ) -> None:
     """On the real apiserver and etcd: every item of a 2,000-item job fails (three reasons,
-    interleaved); status counts them all per reason, lists five examples, stays within a
-    few KB as etcd stores it, and is written at most once per 10 s while running."""
+    interleaved); status counts them all per reason (the outcome record says which),
+    lists examples, stays within its budget as etcd stores it, and is written at most once
+    per 10 s while running."""
     items = crd.MAX_ITEMS
     reasons = ["DecompressionBomb", "NotAnImage", "CorruptImage"]
 
@@ -171,18 +176,18 @@ def test_a_job_of_two_thousand_failed_items_keeps_a_small_status_written_few_tim
             return status, time.monotonic() - began
 
     status, seconds = run(scenario())
-    assert (status["failed"], status["failedIndexes"]) == (items, f"0-{items - 1}")
-    assert len(status["failures"]) == crd.MAX_FAILURES_LISTED
+    assert status["failed"] == items
+    assert 1 <= len(status["failures"]) <= crd.MAX_FAILURES_LISTED
     counted = {c["reason"]: c for c in status["failureReasons"]}
     assert {r: c["count"] for r, c in counted.items()} == {
         r: len(range(i, items, len(reasons))) for i, r in enumerate(reasons)
     }
-    assert indexes.expand(counted["NotAnImage"]["indexes"]) == set(range(1, items, 3))
+    assert all("indexes" not in c for c in counted.values())
+    recorded = jobs.outcomes("thousands")
+    assert recorded.failed == f"0-{items - 1}"
+    assert indexes.expand(recorded.reasons["NotAnImage"]) == set(range(1, items, 3))
     owned = {k: v for k, v in status.items() if k != "kopf"}
-    size = stored_json_size(owned)
-    # Three interleaved reasons are the worst case for failureReasons' index ranges: ~667
-    # single indexes each, ~5 bytes an item (measured: 11,128 bytes in all); reasons in
-    # runs take a few hundred bytes (test_bounded_status: at most 3.7 KB).
-    assert size <= 5 * items + 3700, size
+    # Before issue 22, interleaved reasons' index ranges made it 11,128 bytes.
+    assert stored_json_bytes(owned) <= STATUS_BYTES
     writes = jobs.status_writes("thousands")
     assert len(writes) <= seconds / 10 + 6, (len(writes), seconds)

@@ -1,8 +1,11 @@
-"""The status writer's conditional writes against a stand-in apiserver (no I/O).
+"""The status writer's conditional writes against a stand-in apiserver and records
+bucket (no I/O).
 
 What is checked here is which resourceVersion each write is conditional on: a watch
 event showing only kopf's bookkeeping since our last write lets the next write go
-straight through, while anything else still goes the conflict-and-merge way.
+straight through, while anything else still goes the conflict-and-merge way; and that
+the outcome record, written compare-and-set before the status, keeps another writer's
+outcomes.
 """
 
 from __future__ import annotations
@@ -14,9 +17,11 @@ from typing import Any, cast
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from emulsion_contracts import keys
 from emulsion_contracts.ingestjob import IngestJob
+from emulsion_contracts.jobrecords import JobRecords, OutcomeRecord
 from emulsion_contracts.messages import ItemResult, JobRef
 from emulsion_controller.bus import Bus
 from emulsion_controller.kube import Conflict, Kube
@@ -57,6 +62,8 @@ class FakeKube:
     def someone_writes(self, status: dict[str, Any]) -> dict[str, Any]:
         """An unconditional merge of `status` by another writer (kopf, a second replica)."""
         self.body["status"].update(copy.deepcopy(status))
+        # A merge patch's null removes the field.
+        self.body["status"] = {k: v for k, v in self.body["status"].items() if v is not None}
         self.revision += 1
         self._stamp()
         return self.event()
@@ -80,9 +87,70 @@ class FakeKube:
         return self.event()
 
 
+class FakeEntry:
+    def __init__(self, key: str, value: bytes, revision: int) -> None:
+        self.key, self.value, self.revision = key, value, revision
+
+
+class FakeKV:
+    """The part of a JetStream KV bucket JobRecords uses: revisions, create, update."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, FakeEntry] = {}
+        self.sequence = 0
+        self.failing = False
+        self.failed = 0
+
+    def _check(self) -> None:
+        if self.failing:
+            self.failed += 1
+            raise TimeoutError("nats: timeout")
+
+    def _put(self, key: str, value: bytes) -> int:
+        self.sequence += 1
+        self.entries[key] = FakeEntry(key, value, self.sequence)
+        return self.sequence
+
+    async def get(self, key: str) -> FakeEntry:
+        self._check()
+        if key not in self.entries:
+            raise KeyNotFoundError
+        return self.entries[key]
+
+    async def put(self, key: str, value: bytes) -> int:
+        self._check()
+        return self._put(key, value)
+
+    async def create(self, key: str, value: bytes) -> int:
+        self._check()
+        if key in self.entries:
+            raise KeyWrongLastSequenceError
+        return self._put(key, value)
+
+    async def update(self, key: str, value: bytes, last: int) -> int:
+        self._check()
+        entry = self.entries.get(key)
+        if entry is None or entry.revision != last:
+            raise KeyWrongLastSequenceError
+        return self._put(key, value)
+
+
 class FakeBus:
+    def __init__(self) -> None:
+        self.kv = FakeKV()
+        self.records = JobRecords(cast(Any, self.kv))
+
     async def release(self, job_uid: str, upload_ids: Any) -> None:
         return None
+
+    async def with_items(self, job: IngestJob) -> IngestJob:
+        return job
+
+    def forget_items(self, uid: str) -> None:
+        return None
+
+    def outcomes(self) -> OutcomeRecord:
+        return OutcomeRecord.model_validate_json(self.kv.entries["ns.job.outcomes"].value)
 
 
 def result(index: int) -> ItemResult:
@@ -101,9 +169,12 @@ async def acknowledged() -> None:
     return None
 
 
-async def dispatched(kube: FakeKube, retry_ceiling: float = 30.0) -> StatusWriter:
-    writer = StatusWriter(cast(Kube, kube), cast(Bus, FakeBus()), 0.001, retry_ceiling)
-    job = writer.begin_dispatch(IngestJob.read(kube.event()))
+async def dispatched(
+    kube: FakeKube, retry_ceiling: float = 30.0, bus: FakeBus | None = None
+) -> StatusWriter:
+    bus = bus or FakeBus()
+    writer = StatusWriter(cast(Kube, kube), cast(Bus, bus), 0.001, retry_ceiling)
+    job = await writer.begin_dispatch(IngestJob.read(kube.event()))
     assert await writer.end_dispatch(job, VERSION)
     return writer
 
@@ -136,21 +207,55 @@ def test_an_event_with_only_kopfs_bookkeeping_spares_the_next_write_a_conflict()
 
 
 def test_an_event_with_another_writers_content_still_goes_through_the_merge() -> None:
-    async def scenario() -> FakeKube:
-        kube = FakeKube(items=3)
-        writer = await dispatched(kube)
-        # A second replica folded item 2 meanwhile; its event must not be taken as ours.
+    async def scenario() -> tuple[FakeKube, FakeBus]:
+        kube, bus = FakeKube(items=3), FakeBus()
+        writer = await dispatched(kube, bus=bus)
+        # A second replica folded item 2 meanwhile: into the record first, then status.
+        revision = bus.kv.entries["ns.job.outcomes"].revision
+        theirs_recorded = OutcomeRecord(uid=UID, total=3, succeeded="2")
+        await bus.records.write_outcomes("ns", "job", theirs_recorded, revision)
         theirs = kube.event()["status"]
-        theirs.update(succeeded=1, succeededIndexes="2", progress="1/3")
+        theirs.update(succeeded=1, progress="1/3")
         writer.observe(kube.someone_writes(theirs))
         await fold_one_result(writer, 0)
-        return kube
+        return kube, bus
 
-    kube = asyncio.run(scenario())
+    kube, bus = asyncio.run(scenario())
     assert kube.conflicts == 1
     assert kube.reads == 1
-    assert kube.body["status"]["succeededIndexes"] == "0,2"
+    assert bus.outcomes().succeeded == "0,2"
     assert kube.body["status"]["succeeded"] == 2
+    assert "succeededIndexes" not in kube.body["status"]
+
+
+def test_an_old_status_with_index_ranges_is_merged_into_the_record_once() -> None:
+    """A job an older controller wrote (index ranges in status) resumes from them."""
+
+    async def scenario() -> tuple[FakeKube, FakeBus]:
+        kube, bus = FakeKube(items=3), FakeBus()
+        kube.someone_writes(
+            {
+                "phase": "Processing",
+                "succeeded": 1,
+                "failed": 1,
+                "succeededIndexes": "1",
+                "failedIndexes": "2",
+                "failureReasons": [{"reason": "NotAnImage", "count": 1, "indexes": "2"}],
+            }
+        )
+        writer = await dispatched(kube, bus=bus)
+        await fold_one_result(writer, 0)
+        return kube, bus
+
+    kube, bus = asyncio.run(scenario())
+    recorded = bus.outcomes()
+    assert (recorded.succeeded, recorded.failed) == ("0-1", "2")
+    assert recorded.reasons == {"NotAnImage": "2"}
+    status = kube.body["status"]
+    assert (status["phase"], status["succeeded"], status["failed"]) == ("PartiallyFailed", 2, 1)
+    assert status["failureReasons"] == [{"reason": "NotAnImage", "count": 1}]
+    # The older controller's ranges are gone from the status: the record has them.
+    assert "succeededIndexes" not in status and "failedIndexes" not in status
 
 
 def test_a_stale_event_is_not_adopted() -> None:
@@ -214,19 +319,9 @@ def test_redeliveries_while_the_apiserver_fails_are_held_once_per_item() -> None
 
 
 def test_redeliveries_of_results_already_folded_are_held_once_per_item() -> None:
-    """A job the watch showed (kopf's resume) is folded without a read, so its results
-    wait as acknowledgements while the status writes fail; a redelivery of one of them
-    only takes the older acknowledgement's place, and the newest is the one sent."""
-
-    class FailingWrites(FakeKube):
-        failing = False
-        failed = 0
-
-        async def patch_status(self, *args: Any, **kwargs: Any) -> dict[str, Any] | None:
-            if self.failing:
-                self.failed += 1
-                raise RuntimeError("503")
-            return await super().patch_status(*args, **kwargs)
+    """A tracked job's results wait as acknowledgements while the record cannot be
+    written (NATS away); a redelivery of one of them only takes the older
+    acknowledgement's place, and the newest is the one sent."""
 
     acked: list[int] = []
 
@@ -236,23 +331,24 @@ def test_redeliveries_of_results_already_folded_are_held_once_per_item() -> None
 
         return ack
 
-    async def scenario() -> tuple[list[int], FailingWrites]:
-        kube = FailingWrites(items=3)
-        writer = await dispatched(kube, retry_ceiling=0.01)
-        kube.failing = True
+    async def scenario() -> tuple[list[int], FakeKube]:
+        kube, bus = FakeKube(items=3), FakeBus()
+        writer = await dispatched(kube, retry_ceiling=0.01, bus=bus)
+        failing = bus.kv
+        failing.failing = True
         held = []
         for round_ in range(5):  # each item redelivered again and again
-            failed = kube.failed
+            failed = failing.failed
             for index in range(3):
                 writer.submit(result(index), ack_of(3 * round_ + index), None)
             held.append(writer.held())
 
             # The driver folds what came and fails its write before the next deliveries.
             async def attempted(before: int = failed) -> bool:
-                return kube.failed > before
+                return failing.failed > before
 
             await until("a write to be attempted", attempted, 5)
-        kube.failing = False
+        failing.failing = False
 
         async def written() -> bool:
             return writer.held() == 0
@@ -265,3 +361,47 @@ def test_redeliveries_of_results_already_folded_are_held_once_per_item() -> None
     assert max(held) == 3, held  # one per item, however often it was redelivered
     assert sorted(acked) == [12, 13, 14]  # the newest delivery of each item
     assert kube.body["status"]["succeeded"] == 3
+
+
+def test_pinning_a_version_is_conditional_and_yields_to_one_already_pinned() -> None:
+    """A job made without a version: the controller's pick is written only over the
+    resourceVersion it read (the status subresource does not check the uid), and a
+    version another replica pinned first is the one used."""
+
+    async def scenario() -> tuple[str | None, FakeKube]:
+        kube = FakeKube(items=2)
+        del kube.body["spec"]["version"]
+        writer = StatusWriter(cast(Kube, kube), cast(Bus, FakeBus()), 0.001)
+        job = await writer.begin_dispatch(IngestJob.read(kube.event()))
+        kube.someone_writes({"version": VERSION})  # a second replica pinned its own
+        pinned = await writer.record_version(job, keys.new_ulid())
+        return pinned, kube
+
+    pinned, kube = asyncio.run(scenario())
+    assert pinned == VERSION
+    assert kube.conditional_on == ["1"]
+    assert kube.body["status"]["version"] == VERSION
+
+
+def test_a_record_ahead_of_the_status_is_written_again() -> None:
+    """A crash between the record (results acknowledged) and the status write: the
+    record ends the job, and catching up writes the status it adds up to."""
+
+    async def scenario() -> FakeKube:
+        kube, bus = FakeKube(items=2), FakeBus()
+        kube.someone_writes({"phase": "Processing", "version": VERSION})
+        record = OutcomeRecord(uid=UID, total=2, succeeded="0", failed="1", reasons={"X": "1"})
+        await bus.records.write_outcomes("ns", "job", record, None)
+        writer = StatusWriter(cast(Kube, kube), cast(Bus, bus), 0.001)
+        writer.catch_up(JobRef(namespace="ns", name="job", uid=UID))
+
+        async def finished() -> bool:
+            return bool(kube.body["status"].get("phase") == "PartiallyFailed")
+
+        await until("the status to catch up with the record", finished, 10)
+        await writer.close()
+        return kube
+
+    status = asyncio.run(scenario()).body["status"]
+    assert (status["succeeded"], status["failed"], status["progress"]) == (1, 1, "2/2")
+    assert status["failureReasons"] == [{"reason": "X", "count": 1}]

@@ -26,11 +26,13 @@ from emulsion_cli.api import Api, Json
 from emulsion_cli.config import ConfigFile, Overrides, config_path, load_config
 from emulsion_cli.errors import (
     EXIT_CODES_HELP,
+    EXIT_EXPIRED,
     EXIT_INTERRUPTED,
     EXIT_ITEMS_FAILED,
     EXIT_OK,
     EXIT_TERMINATED,
     CliError,
+    IngestExpired,
     Stopped,
     UsageError,
 )
@@ -317,7 +319,10 @@ def cmd_status(args: argparse.Namespace) -> int:
             )
 
     async def once(api: Api) -> int:
-        status = await api.job(args.job, item_limit=0)
+        try:
+            status = await api.job(args.job, item_limit=0)
+        except IngestExpired as expired:
+            raise await _with_every_asset(api, args.job, expired) from None
         emit(status, fmt, lambda: show(status))
         return EXIT_OK
 
@@ -330,15 +335,97 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
 
     async def watch(api: Api) -> int:
-        final = await follow_job(
-            api,
-            args.job,
-            on_progress=lambda done: None,
-            on_status=lambda summary: emit_in_stream(summary, fmt, lambda: line(summary)),
-        )
+        try:
+            final = await follow_job(
+                api,
+                args.job,
+                on_progress=lambda done: None,
+                on_status=lambda summary: emit_in_stream(summary, fmt, lambda: line(summary)),
+            )
+        except IngestExpired as expired:
+            raise await _with_every_asset(api, args.job, expired) from None
         return EXIT_ITEMS_FAILED if int(final.get("failed") or 0) else EXIT_OK
 
     return _run_api(args, watch if args.watch else once)
+
+
+FAILURE_COLUMNS: Final = ("index", "asset", "reason", "message")
+# Assets of an expired ingest asked for per request (the API pages them like items).
+EXPIRED_ASSETS_PAGE: Final = 1000
+
+
+async def _with_every_asset(api: Api, name: str, first: IngestExpired) -> IngestExpired:
+    """The expired ingest with every asset it made, read page after page."""
+    assets: list[Json] = []
+    last = first
+    while True:
+        try:
+            await api.job(name, item_offset=len(assets), item_limit=EXPIRED_ASSETS_PAGE)
+        except IngestExpired as page:
+            last = page
+        else:  # there again (a name reused with kubectl): what was known first stands
+            return first
+        batch = last.ingest.get("assets") or []
+        assets += batch
+        if len(batch) < EXPIRED_ASSETS_PAGE or len(assets) >= int(
+            last.ingest.get("assets_total") or 0
+        ):
+            break
+    return IngestExpired(last.message, {**last.ingest, "asset_offset": 0, "assets": assets})
+
+
+def cmd_failures(args: argparse.Namespace) -> int:
+    page_size, limit = _page_args(args)
+    fmt = _fmt(args)
+
+    async def listing(api: Api) -> int:
+        items = [
+            item
+            async for item in every_item(
+                lambda cursor, n: api.failures_page(args.job, cursor, n), page_size, limit
+            )
+        ]
+        emit(items, fmt, lambda: out.print(_rows_table(items, FAILURE_COLUMNS)))
+        return EXIT_OK
+
+    return _run_api(args, listing)
+
+
+def print_expired(error: IngestExpired, args: argparse.Namespace) -> int:
+    """An expired ingest, plainly: how it ended, the assets it made, where its failures are."""
+    ingest = error.ingest
+    if getattr(args, "output", None) in ("json", "yaml"):
+        emit(ingest, args.output, lambda: None)
+        return EXIT_EXPIRED
+    name = printable(str(ingest.get("name") or ""))
+    phase = ingest.get("phase")
+    ended = f"finished {phase}" if phase else "was removed before it finished"
+    lines = [
+        f"ingest {name} {ended} and has expired: it is no longer in the cluster.",
+        f"  collection  {printable(str(ingest.get('collection') or ''))}",
+    ]
+    if ingest.get("total") is not None:
+        lines.append(
+            f"  items       {ingest.get('total')}: succeeded {ingest.get('succeeded')}, "
+            f"failed {ingest.get('failed')}"
+        )
+    for key in ("started_at", "completed_at"):
+        if ingest.get(key):
+            lines.append(f"  {key.replace('_', ' '):<11} {ingest[key]}")
+    reasons = ingest.get("reasons") or {}
+    if reasons:
+        counted = ", ".join(f"{reason} {count}" for reason, count in sorted(reasons.items()))
+        lines.append(f"  reasons     {counted}")
+    assets = ingest.get("assets") or []
+    total = int(ingest.get("assets_total") or 0)
+    shown = "" if total == len(assets) else f" ({len(assets)} shown)"
+    lines.append(f"  assets made {total}{shown}")
+    lines += [f"    {printable(str(asset.get('asset')))}" for asset in assets]
+    if ingest.get("failed"):
+        lines.append(f"  every failure: emulsion failures {name}")
+    for line in lines:
+        out.print(line, highlight=False, markup=False, soft_wrap=True)
+    return EXIT_EXPIRED
 
 
 def _page_args(args: argparse.Namespace) -> tuple[int, int | None]:
@@ -794,6 +881,19 @@ def parser() -> argparse.ArgumentParser:
     )
     status.set_defaults(handler=cmd_status)
 
+    failures = _command(
+        commands,
+        "failures",
+        "every failed item of an ingest job, with its reason and whole message",
+        """  emulsion failures ingest-01j9z...
+  emulsion failures ingest-01j9z... -o json | jq -r '.[] | select(.reason=="NotAnImage").asset'""",
+    )
+    failures.add_argument(
+        "job", metavar="JOB", help="the job's name, as `ingest` or `jobs` prints it"
+    )
+    _paging_flags(failures)
+    failures.set_defaults(handler=cmd_failures)
+
     ls = _command(
         commands,
         "ls",
@@ -888,6 +988,9 @@ def main(argv: list[str] | None = None) -> int:
     stamina.instrumentation.set_on_retry_hooks([])
     try:
         return handler(args)
+    except IngestExpired as error:
+        # Not a failure to report but an answer: what is still known, on stdout.
+        return print_expired(error, args)
     except CliError as error:
         err.print(f"emulsion: {error.message}", highlight=False, markup=False, soft_wrap=True)
         return error.exit_code

@@ -6,10 +6,17 @@ the API's errors, RFC 9457 problems (`code`, `detail`, `errors`).
 Retries (stamina): lost connections and 429/502/503/504 answers are tried again with
 exponential backoff and jitter; when the answer carries `Retry-After`, that is the wait
 (plus up to a second of jitter, so clients throttled together do not return together).
+
+A token's own limits (429 `rate_limited`: presigns or notifies per second, items in
+flight, open event streams) are not failures: the API did nothing, and says when to come
+back. Such an answer is waited out (its Retry-After, capped) and the request sent again,
+without spending a retry, for as long as THROTTLED_PATIENCE_SECONDS: a well-behaved run
+under a tight limit goes slower and still finishes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
@@ -25,13 +32,21 @@ import httpx
 import stamina
 
 from emulsion_cli.config import Config
-from emulsion_cli.errors import ApiRequestError, CliError, Unreachable, UsageError
+from emulsion_cli.errors import (
+    ApiRequestError,
+    CliError,
+    IngestExpired,
+    Unreachable,
+    UsageError,
+)
 from emulsion_cli.paging import Page, parse_page
 from emulsion_cli.sse import Event, parse_stream
 
 TIMEOUT: Final = httpx.Timeout(30.0, connect=5.0)
 # An event stream is quiet between changes; the API sends a keep-alive every 15 s.
 EVENTS_TIMEOUT: Final = httpx.Timeout(60.0, connect=5.0)
+# The most failures the API gives per page.
+FAILURES_PAGE_MAX: Final = 500
 UPLOAD_TIMEOUT: Final = httpx.Timeout(300.0, connect=10.0)
 # Retried: the apiserver throttling (429) or briefly away (503), and lost connections.
 RETRYABLE_STATUS: Final = frozenset({429, 502, 503, 504})
@@ -45,6 +60,10 @@ MAX_RETRY_AFTER_SECONDS: Final = 60.0
 # Keys per `uploads/present` request: far under the API's batch limit (5,000 by default).
 PRESENT_BATCH: Final = 500
 RETRY_TIMEOUT_SECONDS: Final = 180.0
+# How long one call keeps waiting out the token's own limits (429 rate_limited).
+THROTTLED_PATIENCE_SECONDS: Final = 1800.0
+# The wait when a throttled answer names none.
+THROTTLED_DEFAULT_SECONDS: Final = 1.0
 
 T = TypeVar("T")
 Json = dict[str, Any]
@@ -106,6 +125,8 @@ def error_from_response(response: httpx.Response) -> ApiRequestError:
         # An RFC 9457 problem: `code` is stable, `detail` for people, `errors` the parts.
         code, message = str(body["code"]), str(body["detail"])
         details = body.get("errors") or []
+        if code == "ingest_expired" and isinstance(body.get("ingest"), dict):
+            return IngestExpired(message, body["ingest"])
     except (ValueError, KeyError, TypeError, AttributeError):
         return ApiRequestError(
             response.status_code, "http_error", response.reason_phrase, retry_after
@@ -136,6 +157,15 @@ def retry_attempts(environ: Mapping[str, str] | None = None) -> int:
     if attempts < 1:
         raise UsageError(f"EMULSION_RETRIES must be a whole number of tries, 1 or more: {value!r}")
     return attempts
+
+
+def throttled_wait(error: ApiRequestError) -> float | None:
+    """The pause before asking again when the token's own limit refused a call (429
+    `rate_limited`): its Retry-After, capped, plus jitter; None for any other answer."""
+    if error.status != 429 or error.code != "rate_limited":
+        return None
+    wait = error.retry_after if error.retry_after is not None else THROTTLED_DEFAULT_SECONDS
+    return min(wait, MAX_RETRY_AFTER_SECONDS) + random.uniform(0, JITTER_SECONDS)  # noqa: S311
 
 
 def retry_backoff(error: Exception) -> bool | float:
@@ -187,13 +217,21 @@ class Api:
         return Unreachable(f"cannot reach the Emulsion API at {self.config.api_url}: {error!r}")
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            response = await self._client.request(method, path, **kwargs)
-        except httpx.TransportError as error:
-            raise self._unreachable(error) from error
-        if response.is_error:
-            raise error_from_response(response)
-        return response
+        loop = asyncio.get_running_loop()
+        patience = loop.time() + THROTTLED_PATIENCE_SECONDS
+        while True:
+            try:
+                response = await self._client.request(method, path, **kwargs)
+            except httpx.TransportError as error:
+                raise self._unreachable(error) from error
+            if not response.is_error:
+                return response
+            refused = error_from_response(response)
+            wait = throttled_wait(refused)
+            if wait is None or loop.time() + wait > patience:
+                raise refused
+            # The token's own limit: nothing was done; wait as told and ask again.
+            await asyncio.sleep(wait)
 
     async def _with_retries(
         self,
@@ -374,6 +412,14 @@ class Api:
         if cursor is not None:
             params["cursor"] = cursor
         return await self._page("/v1/ingests", params, "list of ingest jobs")
+
+    async def failures_page(self, name: str, cursor: str | None, limit: int) -> Page:
+        """One page of `GET /v1/ingests/<name>/failures` (index order)."""
+        params: dict[str, Any] = {"limit": min(limit, FAILURES_PAGE_MAX)}
+        if cursor is not None:
+            params["cursor"] = cursor
+        path = f"/v1/ingests/{quote(name, safe='')}/failures"
+        return await self._page(path, params, f"failures of {name!r}")
 
     async def asset(self, collection: str, asset: str) -> Json:
         response = await self._with_retries(

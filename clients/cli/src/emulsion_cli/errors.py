@@ -7,18 +7,21 @@ The exit codes, for scripts (also in `emulsion --help` and the README):
     2    usage: bad arguments, a bad or missing configuration
     3    the API (or the object store) answered with an error; its `code` is printed
     4    the API could not be reached (after retries)
+    5    the ingest expired: it finished and its TTL removed it; what is still known
+         (its summary, the assets it made) is printed
     130  interrupted by Ctrl-C (SIGINT); 143 stopped by SIGTERM
 """
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 EXIT_OK: Final = 0
 EXIT_ITEMS_FAILED: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_API: Final = 3
 EXIT_UNREACHABLE: Final = 4
+EXIT_EXPIRED: Final = 5
 EXIT_INTERRUPTED: Final = 130
 EXIT_TERMINATED: Final = 143
 
@@ -28,6 +31,7 @@ EXIT_CODES_HELP: Final = """exit codes:
   2    usage error: bad arguments or configuration
   3    the API or the object store answered with an error
   4    the API could not be reached (after retries)
+  5    the ingest expired (its summary and the assets it made are printed)
   130  interrupted (Ctrl-C); 143 stopped by SIGTERM"""
 
 
@@ -70,3 +74,13 @@ class ApiRequestError(CliError):
 class Stopped(BaseException):
     """SIGTERM arrived: the run was cancelled (a BaseException, like KeyboardInterrupt,
     so no `except Exception` swallows it)."""
+
+
+class IngestExpired(ApiRequestError):
+    """410 `ingest_expired`: the job finished and its TTL removed it from the cluster;
+    `ingest` is what the API still knows (summary, a page of the assets it made)."""
+
+    def __init__(self, message: str, ingest: dict[str, Any]) -> None:
+        super().__init__(410, "ingest_expired", message)
+        self.exit_code = EXIT_EXPIRED
+        self.ingest = ingest

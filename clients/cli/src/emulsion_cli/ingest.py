@@ -20,7 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-from emulsion_cli.api import Api, Json, Upload, event_json
+from emulsion_cli.api import (
+    THROTTLED_PATIENCE_SECONDS,
+    Api,
+    Json,
+    Upload,
+    event_json,
+    throttled_wait,
+)
 from emulsion_cli.discovery import Discovery, ImageFile, Skipped, discover
 from emulsion_cli.errors import ApiRequestError, CliError
 from emulsion_cli.idempotency import idempotency_key
@@ -37,6 +44,10 @@ PRESIGN_BATCH: Final = 200
 # Saving the state after every file would rewrite it thousands of times.
 SAVE_EVERY_SECONDS: Final = 1.0
 MAX_RECONNECTS: Final = 5
+# Event streams one run keeps open at once: a 10,000-photo run makes some fifty jobs, and
+# a token may hold 16 streams per API pod by default; jobs finish roughly in order, so
+# following the earliest few loses nothing (a stream starts with the job's status).
+MAX_FOLLOWS: Final = 8
 RECONNECT_BACKOFF_SECONDS: Final = 1.0
 
 
@@ -133,6 +144,7 @@ class _Run:
     progress: dict[str, int] = field(default_factory=dict)
     last_save: float = 0.0
     upload_started: float = 0.0
+    follows: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MAX_FOLLOWS))
 
     def save_soon(self) -> None:
         if time.monotonic() - self.last_save >= SAVE_EVERY_SECONDS:
@@ -487,7 +499,8 @@ async def _notify(
 
 
 async def _follow_and_settle(run: _Run, job: str) -> None:
-    final = await follow_job(run.api, job, lambda done: _job_progress(run, job, done))
+    async with run.follows:
+        final = await follow_job(run.api, job, lambda done: _job_progress(run, job, done))
     items = await run.api.job_items(job)
     messages = {f.get("index"): f.get("message") for f in final.get("failures") or []}
     for item in items:
@@ -526,6 +539,7 @@ async def follow_job(
     API starts every stream with the current status, so nothing is missed.
     """
     failures = 0
+    patience = asyncio.get_running_loop().time() + THROTTLED_PATIENCE_SECONDS
     while True:
         try:
             async with contextlib.aclosing(api.events(job)) as events:
@@ -534,6 +548,12 @@ async def follow_job(
                     if final is not None:
                         return final
         except ApiRequestError as error:
+            wait = throttled_wait(error)
+            if wait is not None and asyncio.get_running_loop().time() + wait < patience:
+                # The token's open streams are at its limit: wait as told, without
+                # counting it a failure; a stream of this run ends soon and frees one.
+                await asyncio.sleep(wait)
+                continue
             if error.status not in (429, 503) or failures >= MAX_RECONNECTS:
                 raise
         except CliError as error:

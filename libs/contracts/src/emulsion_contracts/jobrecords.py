@@ -58,6 +58,7 @@ __all__ = [
     "RecordConflict",
     "encode_items",
     "get_items",
+    "get_items_of_gone_job",
     "items_object_name",
     "put_items",
 ]
@@ -112,24 +113,20 @@ async def put_items(
     return ItemsRef(name=name, sha256=hashlib.sha256(body).hexdigest(), count=len(items))
 
 
-async def get_items(js: JetStreamContext, ref: ItemsRef) -> tuple[JobItem, ...]:
-    """The items `ref` names, checked against its digest and count.
-
-    Read message by message (the object's meta, then each chunk by subject) rather than
-    through nats-py's ObjectStore.get, whose ordered consumer needs rights to create
-    consumers and list every stream: the readers need only message gets.
-    Raises ItemsMissing when there is no such object, ItemsCorrupt when its bytes are
-    not the ones the job was created with; both are final for that job.
-    """
+async def _read_object(js: JetStreamContext, name: str) -> bytes:
+    """An object's bytes, read message by message (the object's meta, then each chunk by
+    subject) rather than through nats-py's ObjectStore.get, whose ordered consumer needs
+    rights to create consumers and list every stream: the readers need only message gets.
+    Raises ItemsMissing when there is no such object."""
     stream = messaging.INGESTS_STREAM
-    encoded = base64.urlsafe_b64encode(ref.name.encode()).decode()
+    encoded = base64.urlsafe_b64encode(name.encode()).decode()
     try:
         meta = await js.get_last_msg(stream, f"$O.{INGESTS_STORE}.M.{encoded}")
         info = json.loads(meta.data or b"{}")
     except JetStreamNotFound as error:
-        raise ItemsMissing(f"item list {ref.name} is not in {INGESTS_STORE}") from error
+        raise ItemsMissing(f"item list {name} is not in {INGESTS_STORE}") from error
     if info.get("deleted"):
-        raise ItemsMissing(f"item list {ref.name} was deleted from {INGESTS_STORE}")
+        raise ItemsMissing(f"item list {name} was deleted from {INGESTS_STORE}")
     chunks: list[bytes] = []
     subject, sequence = f"$O.{INGESTS_STORE}.C.{info.get('nuid')}", 1
     try:
@@ -138,19 +135,43 @@ async def get_items(js: JetStreamContext, ref: ItemsRef) -> tuple[JobItem, ...]:
             chunks.append(message.data or b"")
             sequence = (message.seq or sequence) + 1
     except JetStreamNotFound as error:
-        raise ItemsMissing(f"item list {ref.name} lost chunks in {INGESTS_STORE}") from error
-    body = b"".join(chunks)
+        raise ItemsMissing(f"item list {name} lost chunks in {INGESTS_STORE}") from error
+    return b"".join(chunks)
+
+
+def _document(name: str, body: bytes) -> ItemsDocument:
+    try:
+        return ItemsDocument.model_validate_json(body)
+    except ValidationError as error:
+        raise ItemsCorrupt(f"item list {name} cannot be read: {error}") from error
+
+
+async def get_items(js: JetStreamContext, ref: ItemsRef) -> tuple[JobItem, ...]:
+    """The items `ref` names, checked against its digest and count.
+
+    Raises ItemsMissing when there is no such object, ItemsCorrupt when its bytes are
+    not the ones the job was created with; both are final for that job.
+    """
+    body = await _read_object(js, ref.name)
     if hashlib.sha256(body).hexdigest() != ref.sha256:
         raise ItemsCorrupt(f"item list {ref.name} does not match its sha256 {ref.sha256}")
-    try:
-        document = ItemsDocument.model_validate_json(body)
-    except ValidationError as error:
-        raise ItemsCorrupt(f"item list {ref.name} cannot be read: {error}") from error
+    document = _document(ref.name, body)
     if len(document.items) != ref.count:
         raise ItemsCorrupt(
             f"item list {ref.name} holds {len(document.items)} items, the job {ref.count}"
         )
     return document.items
+
+
+async def get_items_of_gone_job(
+    js: JetStreamContext, namespace: str, job: str
+) -> tuple[JobItem, ...]:
+    """The item list stored under a job's name, unchecked: for a job no longer in the
+    apiserver (expired by its TTL), whose spec — and so the digest — is gone with it.
+    Only for showing what the job made; never to act on. Raises ItemsMissing, ItemsCorrupt.
+    """
+    name = items_object_name(namespace, job)
+    return _document(name, await _read_object(js, name)).items
 
 
 # -- the records -----------------------------------------------------------------------
@@ -255,6 +276,19 @@ class JobRecords:
         except ValidationError:
             return None, revision
         return (record if record.uid == uid else None), revision
+
+    async def last_outcomes(self, namespace: str, job: str) -> OutcomeRecord | None:
+        """The outcomes last written under this name, whatever job (uid) wrote them: for a
+        job gone from the apiserver without a summary (deleted while it ran), whose uid
+        nobody else knows any more. Never to write over (see `outcomes`)."""
+        try:
+            entry = await self._kv.get(outcomes_key(namespace, job))
+        except KeyNotFoundError:
+            return None
+        try:
+            return OutcomeRecord.model_validate_json(entry.value or b"")
+        except ValidationError:
+            return None
 
     async def write_outcomes(
         self, namespace: str, job: str, record: OutcomeRecord, revision: int | None

@@ -2,8 +2,10 @@
 for deleted assets, published to EMULSION_GC.
 
 The connection is made in the background; the API is not ready until it is made once.
-Without NATS no version can be minted (emulsion_contracts.clock): an ingest or a delete
-then answers 503 with Retry-After, and the client tries again. Reads never need NATS.
+Without NATS no version can be minted (emulsion_contracts.clock) nor an item list
+stored (emulsion_api.records): an ingest or a delete then answers 503 with Retry-After,
+and the client tries again. Reads of a job's items, outcomes and failures need NATS too
+(the same 503); summaries and lists never do.
 """
 
 from __future__ import annotations
@@ -65,6 +67,14 @@ class Bus:
     def connected_once(self) -> bool:
         """Whether the connection was made (it then reconnects by itself after an outage)."""
         return self._js is not None
+
+    def jetstream(self) -> JetStreamContext:
+        """The JetStream context, or 503 with Retry-After before the first connection."""
+        if self._js is None:
+            raise ApiError(
+                503, "unavailable", "the message bus is not connected yet", headers=RETRY_AFTER
+            )
+        return self._js
 
     async def mint_versions(self, count: int = 1) -> list[str]:
         """`count` versions from the shared clock, or 503 with Retry-After without NATS."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -14,6 +15,8 @@ from emulsion_api.bus import Bus
 from emulsion_api.commits import GroupCommit
 from emulsion_api.errors import ApiError
 from emulsion_api.kube import Kube
+from emulsion_api.limits import DEFAULT_LIMITS, Limiter, TokenLimits
+from emulsion_api.records import Records
 from emulsion_api.scopes import Scopes
 from emulsion_api.settings import ApiSettings
 from emulsion_api.store import Store
@@ -33,8 +36,12 @@ class Services:
     kube: Kube
     store: Store
     bus: Bus
+    # Item lists, outcomes, failures and summaries kept in JetStream (emulsion_api.records).
+    records: Records
     # Concurrent small ingests of one caller, collection and profile share a create.
     commits: GroupCommit
+    # Per-token limits of this pod (limits.py).
+    limiter: Limiter
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,8 @@ class Principal:
     # A hash of the caller's token: scopes Idempotency-Keys per caller, never stored in clear.
     id: str
     scopes: Scopes
+    # The token's limits (limits.py), as configured when the request came in.
+    limits: TokenLimits = DEFAULT_LIMITS
 
     @property
     def owner(self) -> str:
@@ -97,8 +106,19 @@ async def principal(
             "a valid bearer token is required",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    return Principal(hashlib.sha256(offered).hexdigest()[:32], accepted)
+    digest = hashlib.sha256(offered).hexdigest()
+    return Principal(digest[:32], accepted, (await services(request)).tokens.limits.of(digest))
 
 
 ServicesDep = Annotated[Services, Depends(services)]
 PrincipalDep = Annotated[Principal, Depends(principal)]
+
+
+async def following(request: Request, caller: PrincipalDep) -> AsyncIterator[None]:
+    """Hold one of the caller's open follows (limits.py) for the whole response: an
+    event stream keeps it until the stream ends, not just while a watch is open."""
+    with (await services(request)).limiter.following(caller.owner, caller.limits):
+        yield
+
+
+FollowingDep = Annotated[None, Depends(following)]

@@ -30,6 +30,7 @@ ErrorCode = Literal[
     "unauthorized",
     "forbidden",
     "not_found",
+    "ingest_expired",
     "method_not_allowed",
     "asset_changed",
     "precondition_failed",
@@ -47,6 +48,7 @@ ErrorCode = Literal[
     "duplicate_upload",
     "overloaded",
     "too_many_watches",
+    "rate_limited",
     "internal",
     "unavailable",
     "http_error",
@@ -65,6 +67,7 @@ CODES: Final[dict[ErrorCode, CodeInfo]] = {
     "forbidden": CodeInfo(403, "The token may not change this collection"),
     "not_found": CodeInfo(404, "No such resource"),
     "method_not_allowed": CodeInfo(405, "Method not allowed"),
+    "ingest_expired": CodeInfo(410, "The ingest finished and expired; what is still known"),
     "asset_changed": CodeInfo(409, "A new version of the asset went live meanwhile"),
     "precondition_failed": CodeInfo(412, "If-Match names another version of the asset"),
     "body_too_large": CodeInfo(413, "The request body is over the size limit"),
@@ -81,6 +84,8 @@ CODES: Final[dict[ErrorCode, CodeInfo]] = {
     "duplicate_upload": CodeInfo(422, "An upload appears twice in one request"),
     "overloaded": CodeInfo(429, "The apiserver is throttling requests"),
     "too_many_watches": CodeInfo(429, "Too many open watches"),
+    # A per-token limit (limits.py); the problem's `limit` names which.
+    "rate_limited": CodeInfo(429, "A limit of this token is reached"),
     "internal": CodeInfo(500, "Internal error"),
     "unavailable": CodeInfo(503, "A backend is unavailable"),
     # Any other status Starlette answers with (e.g. 406); not raised by the API itself.
@@ -145,6 +150,14 @@ class Problem(BaseModel):
         description="The request's OpenTelemetry trace id (32 hex digits), to find it in logs.",
         examples=["4bf92f3577b34da6a3ce929d0e0e4736"],
     )
+    limit: str | None = Field(
+        default=None,
+        description=(
+            "For `rate_limited`: the token's limit that was reached (`presigns_per_second`, "
+            "`notifies_per_second`, `items_in_flight` or `watches`); null otherwise."
+        ),
+        examples=["notifies_per_second"],
+    )
     errors: list[ErrorDetail] = Field(
         default=[],
         description="The individual problems, for a request with several.",
@@ -167,13 +180,19 @@ class ApiError(Exception):
         message: str,
         details: list[ErrorDetail] | None = None,
         headers: Mapping[str, str] | None = None,
+        limit: str | None = None,
+        extensions: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
+        self.limit = limit
         self.status = status
         self.code = code
         self.message = message
         self.details = details or []
         self.headers = dict(headers or {})
+        # RFC 9457 extension members: more of the problem's body (e.g. an expired
+        # ingest's summary), documented by the route's problem model.
+        self.extensions = dict(extensions or {})
 
 
 def _trace_id() -> str | None:
@@ -187,8 +206,10 @@ def problem(
     detail: str,
     instance: str | None = None,
     errors: list[ErrorDetail] | None = None,
+    limit: str | None = None,
 ) -> Problem:
     return Problem(
+        limit=limit,
         type=TYPE_PREFIX + code,
         title=CODES[code].title,
         status=status,
@@ -200,9 +221,17 @@ def problem(
     )
 
 
-def problem_response(problem: Problem, headers: Mapping[str, str] | None = None) -> JSONResponse:
+def problem_response(
+    problem: Problem,
+    headers: Mapping[str, str] | None = None,
+    extensions: Mapping[str, Any] | None = None,
+) -> JSONResponse:
     return JSONResponse(
-        problem.model_dump(mode="json"),
+        # `limit` only where it applies, so other problems read as before.
+        {
+            **problem.model_dump(mode="json", exclude={"limit"} if problem.limit is None else None),
+            **(extensions or {}),
+        },
         status_code=problem.status,
         headers=headers,
         media_type=PROBLEM_MEDIA_TYPE,
@@ -210,28 +239,37 @@ def problem_response(problem: Problem, headers: Mapping[str, str] | None = None)
 
 
 def error_response(error: ApiError, instance: str | None = None) -> JSONResponse:
-    found = problem(error.status, error.code, error.message, instance, error.details)
-    return problem_response(found, error.headers)
+    found = problem(error.status, error.code, error.message, instance, error.details, error.limit)
+    return problem_response(found, error.headers, error.extensions)
 
 
 # The shape FastAPI's `responses=` takes.
 Responses = dict[int | str, dict[str, Any]]
 
 
-def problems(*codes: ErrorCode) -> Responses:
+def problems(
+    *codes: ErrorCode,
+    models: Mapping[int, type[Problem]] | None = None,
+    examples: Mapping[int, dict[str, Any]] | None = None,
+) -> Responses:
     """The error responses of a route that can answer with `codes`: one per status, whose
-    schema is `Problem` with `code` limited to the codes of that status."""
+    schema is `Problem` (or the status' model in `models`, a Problem with extension
+    members) with `code` limited to the codes of that status."""
     by_status: dict[int, list[ErrorCode]] = {}
     for code in codes:
         by_status.setdefault(CODES[code].status, []).append(code)
     documented: Responses = {}
     for status, listed in sorted(by_status.items()):
         names = ", ".join(f"`{code}` ({CODES[code].title.lower()})" for code in listed)
+        model = (models or {}).get(status, Problem)
         documented[status] = {
-            "model": Problem,
+            "model": model,
             "description": f"Problem: {names}",
             "x-codes": sorted(set(listed)),
+            "x-model": model.__name__,
         }
+        if status in (examples or {}):
+            documented[status]["x-example"] = (examples or {})[status]
         if status in _STATUS_HEADERS:
             documented[status]["headers"] = _STATUS_HEADERS[status]
     return documented
@@ -246,13 +284,18 @@ def document(schema: dict[str, Any]) -> dict[str, Any]:
                 if not status.isdigit() or int(status) < 400:
                     continue
                 codes = response.pop("x-codes", None)
+                model = response.pop("x-model", "Problem")
+                example = response.pop("x-example", None)
                 if codes is None:
                     continue  # not a problem (e.g. /readyz answers 503 with its checks)
                 problem_schema = {
-                    "allOf": [{"$ref": "#/components/schemas/Problem"}],
+                    "allOf": [{"$ref": f"#/components/schemas/{model}"}],
                     "properties": {"code": {"enum": codes}},
                 }
-                response["content"] = {PROBLEM_MEDIA_TYPE: {"schema": problem_schema}}
+                content: dict[str, Any] = {"schema": problem_schema}
+                if example is not None:
+                    content["example"] = example
+                response["content"] = {PROBLEM_MEDIA_TYPE: content}
     return schema
 
 

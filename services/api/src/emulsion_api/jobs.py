@@ -24,38 +24,49 @@ from emulsion_api.models import (
     JobSummary,
 )
 from emulsion_contracts import crd, keys
+from emulsion_contracts.indexes import expand as indexes_of
 from emulsion_contracts.ingestjob import (
     IngestJob,
     IngestJobSpec,
     IngestJobStatus,
+    ItemsRef,
     JobItem,
     JobOutline,
     ObjectMeta,
 )
+from emulsion_contracts.jobrecords import OutcomeRecord
 from emulsion_contracts.reasons import FailureReason
 
 # The hash of (token, Idempotency-Key), so a retried request finds its jobs by label.
 LABEL_IDEMPOTENCY: Final = f"{crd.GROUP}/idempotency"
 # The hash of the request body the key was first used with: same key, other body -> 422.
 ANNOTATION_REQUEST_HASH: Final = f"{crd.GROUP}/request-sha256"
+# The identity of the token that made the job (Principal.owner): its items in flight are
+# counted by this label (limits.py).
+LABEL_OWNER: Final = f"{crd.GROUP}/owner"
 MANAGED_BY: Final = "emulsion-api"
 IDEMPOTENCY_KEY_MAX: Final = 255
 
 # etcd refuses a write over 1.5 MiB (its default `--max-request-bytes`), and the apiserver
-# then answers 500 "etcdserver: request is too large": the size of an IngestJob, not the
-# item count, is the limit. The API creates a job at most MAX_JOB_BYTES as stored, so its
-# status still fits beside the spec: at most MAX_FAILURES_LISTED failures of a 1,024-char
-# message and a 200-byte name (~0.4 MiB escaped at worst), index ranges, conditions.
+# then answers 500 "etcdserver: request is too large". A job no longer carries its items
+# (they are an object of the object store EMULSION_INGESTS, emulsion_api.records), so the
+# job itself is a frame of a few KB: still measured as the apiserver stores it, and
+# refused beyond MAX_JOB_BYTES, so no apiserver refusal ever reaches a client as a 500.
 ETCD_REQUEST_MAX: Final = 1_572_864
 MAX_JOB_BYTES: Final = 1024 * 1024
 # What the apiserver adds to an object it creates (uid, creationTimestamp, generation,
 # managedFields): 381 bytes measured for the API's jobs; counted as 1 KiB.
 SERVER_FIELDS_BYTES: Final = 1024
-# The most a job's metadata and spec without items may take (name, labels, annotations
-# with a trace context and an idempotency key, collection, profile, version): the items
-# of a grouped job get the rest, so a group never needs a second job.
-JOB_FRAME_MAX: Final = 8 * 1024
-MAX_ITEMS_BYTES: Final = MAX_JOB_BYTES - JOB_FRAME_MAX
+# The most a job's item list may take, as stored (its canonical JSON). The object store
+# chunks any size, so this is a choice, not a store's limit: 1 MiB keeps what one job
+# costs everyone who reads its whole list in one go — the controller at dispatch, the
+# API's item cache, a retention's worth of lists in NATS — the same as when the items
+# were in etcd, and a request over it is split into jobs exactly as before (at 2,000
+# items or 1 MiB, whichever comes first). A request's size is never an outage: one item
+# cannot reach this (the contract's names are far shorter), and a request is split.
+MAX_ITEMS_BYTES: Final = 1024 * 1024
+# `{"items":[` and `]}` around the items in the canonical body.
+ITEMS_FRAME_BYTES: Final = len(b'{"items":[]}')
 # Go's encoding/json (the apiserver's, for custom resources) writes these as "\u003c"
 # and the like: six bytes each, where Python writes the character itself.
 _GO_ESCAPED: Final = re.compile("[<>&\u2028\u2029]")
@@ -215,6 +226,7 @@ class JobPlan:
     trace_headers: Mapping[str, str]
     idempotency: tuple[str, str, str] | None = None  # (label, client key, request hash)
     ttl_seconds_after_finished: int | None = None
+    owner: str | None = None  # the token's identity, labelled for its items in flight
 
 
 def stored_json_size(value: Any) -> int:
@@ -234,24 +246,28 @@ def stored_size(job: Job) -> int:
 
 
 def item_bytes(item: PlannedItem) -> int:
-    """What one item adds to a job as stored: its entry of spec.items and a comma."""
-    # JobItem's body, written out: validating a model per item would cost more than this.
-    return stored_json_size({"source": item.upload_key, "asset": item.asset}) + 1
+    """What one item adds to its job's item list as stored (jobrecords.encode_items): its
+    JSON object, UTF-8 kept as is, and a comma. Never below the real size: Python escapes
+    a control character as six bytes where pydantic may write two."""
+    # Written out: validating a model per item would cost more than this.
+    value = {"source": item.upload_key, "asset": item.asset}
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return len(text.encode("utf-8")) + 1
 
 
 def split_items(items: list[PlannedItem]) -> list[list[PlannedItem]]:
     """The items in order, cut into jobs of at most `crd.MAX_ITEMS` items and
-    `MAX_ITEMS_BYTES` of items as stored (so the whole job stays within MAX_JOB_BYTES)."""
+    `MAX_ITEMS_BYTES` of item list as stored."""
     chunks: list[list[PlannedItem]] = []
     current: list[PlannedItem] = []
-    used = 0
+    used = ITEMS_FRAME_BYTES
     for item in items:
         size = item_bytes(item)
-        if size > MAX_ITEMS_BYTES:  # no name the contract accepts is this long
-            raise too_large(size)
+        if size + ITEMS_FRAME_BYTES > MAX_ITEMS_BYTES:  # no name the contract accepts is this long
+            raise too_large(size + ITEMS_FRAME_BYTES)
         if current and (len(current) == crd.MAX_ITEMS or used + size > MAX_ITEMS_BYTES):
             chunks.append(current)
-            current, used = [], 0
+            current, used = [], ITEMS_FRAME_BYTES
         current.append(item)
         used += size
     if current:
@@ -263,17 +279,25 @@ def too_large(size: int) -> ApiError:
     return ApiError(
         413,
         "job_too_large",
-        f"the request makes an IngestJob of {size:,} bytes as stored (JSON escapes "
-        f"included); the limit is {MAX_JOB_BYTES:,} bytes",
+        f"the request makes an IngestJob (or its item list) of {size:,} bytes as stored; "
+        f"the limit is {MAX_JOB_BYTES:,} bytes",
         [ErrorDetail(field="body.items", message=f"limit: {MAX_JOB_BYTES} bytes per job")],
     )
 
 
-def build_jobs(plan: JobPlan, part_versions: Sequence[str]) -> list[Job]:
-    """One IngestJob per `crd.MAX_ITEMS` items or `MAX_JOB_BYTES` as stored, whichever
-    comes first; a split request shares one batch label. Each is measured as the
-    apiserver will store it before anything is sent: etcd's refusal (a 500 from the
-    apiserver, which a client would retry for ever) is a 413 here.
+@dataclass(frozen=True)
+class Part:
+    """One IngestJob of a request: its name, version and items (stored before the job)."""
+
+    name: str
+    version: str
+    items: tuple[JobItem, ...]
+
+
+def plan_parts(plan: JobPlan, part_versions: Sequence[str]) -> list[Part]:
+    """The request's jobs: one per `crd.MAX_ITEMS` items or `MAX_ITEMS_BYTES` of item
+    list as stored, whichever comes first; nothing is sent before every part fits, so a
+    request's size is a 413 here, never an error of a store.
 
     `part_versions`: one version per part (`part_count`), in order, minted from the
     shared clock (emulsion_contracts.clock), never from this replica's own.
@@ -281,12 +305,30 @@ def build_jobs(plan: JobPlan, part_versions: Sequence[str]) -> list[Job]:
     chunks = split_items(plan.items)
     if len(part_versions) != len(chunks):
         raise ValueError(f"{len(chunks)} parts need as many versions, not {len(part_versions)}")
-    batch = job_name(part_versions[0]) if len(chunks) > 1 else None
+    return [
+        Part(
+            name=job_name(version),
+            version=version,
+            items=tuple(JobItem(source=i.upload_key, asset=i.asset) for i in chunk),
+        )
+        for version, chunk in zip(part_versions, chunks, strict=True)
+    ]
+
+
+def build_jobs(plan: JobPlan, parts: Sequence[Part], refs: Sequence[ItemsRef]) -> list[Job]:
+    """The IngestJobs of `parts`, each naming its stored item list (`refs`, in order);
+    a split request's parts share one batch label. Each is measured as the apiserver will
+    store it before anything is sent: etcd's refusal would be a 500 the client retries."""
+    if len(refs) != len(parts):
+        raise ValueError(f"{len(parts)} parts need as many item lists, not {len(refs)}")
+    batch = parts[0].name if len(parts) > 1 else None
     labels = {
         crd.LABEL_MANAGED_BY: MANAGED_BY,
         crd.LABEL_COLLECTION: collection_label(plan.collection),
     }
     annotations: dict[str, str] = {}
+    if plan.owner:
+        labels[LABEL_OWNER] = plan.owner
     if batch:
         labels[crd.LABEL_BATCH] = batch
     if "traceparent" in plan.trace_headers:
@@ -301,7 +343,7 @@ def build_jobs(plan: JobPlan, part_versions: Sequence[str]) -> list[Job]:
     bodies = [
         IngestJob(
             metadata=ObjectMeta(
-                name=job_name(version),
+                name=part.name,
                 namespace=plan.namespace,
                 labels=labels,
                 annotations=annotations,
@@ -313,16 +355,16 @@ def build_jobs(plan: JobPlan, part_versions: Sequence[str]) -> list[Job]:
             spec=IngestJobSpec(
                 collection=plan.collection,
                 profile=plan.profile,
-                version=version,
-                items=tuple(JobItem(source=i.upload_key, asset=i.asset) for i in chunk),
+                version=part.version,
+                items_ref=ref,
                 ttl_seconds_after_finished=plan.ttl_seconds_after_finished,
             ),
         ).to_body()
-        for version, chunk in zip(part_versions, chunks, strict=True)
+        for part, ref in zip(parts, refs, strict=True)
     ]
     for body in bodies:
         size = stored_size(body)
-        if size > MAX_JOB_BYTES:  # a frame beyond JOB_FRAME_MAX: never with today's fields
+        if size > MAX_JOB_BYTES:  # a frame of a few KB: never with today's fields
             raise too_large(size)
     return bodies
 
@@ -345,49 +387,50 @@ def request_id(job: Job) -> str:
     return batch_of(job) or str(job["metadata"]["name"])
 
 
-def accepted(jobs: list[Job]) -> IngestAccepted:
-    """The 202 body for the jobs one request made (in part order); a replay gives the same."""
-    ordered = sorted((IngestJob.read(job) for job in jobs), key=_version_order)
-    batch = ordered[0].metadata.labels.get(crd.LABEL_BATCH)
-    items: list[AcceptedItem] = []
-    for job in ordered:
-        for job_index, item in enumerate(job.spec.items):
-            items.append(
+def accepted(jobs: Sequence[tuple[Job, Sequence[JobItem]]]) -> IngestAccepted:
+    """The 202 body for the jobs one request made (in part order), each with its items;
+    a replay gives the same."""
+    ordered = sorted(
+        ((IngestJob.read(job), items) for job, items in jobs), key=lambda j: _version_order(j[0])
+    )
+    batch = ordered[0][0].metadata.labels.get(crd.LABEL_BATCH)
+    accepted_items: list[AcceptedItem] = []
+    for job, job_items in ordered:
+        for job_index, item in enumerate(job_items):
+            accepted_items.append(
                 AcceptedItem(
-                    index=len(items),
+                    index=len(accepted_items),
                     job=job.metadata.name,
                     job_index=job_index,
                     upload_key=item.source,
                     asset=item.asset,
                 )
             )
-    name = batch or ordered[0].metadata.name
+    name = batch or ordered[0][0].metadata.name
     return IngestAccepted(
         name=name,
         status_url=batch_url(name) if batch else ingest_url(name),
         batch=batch,
-        jobs=[job.metadata.name for job in ordered],
-        items=items,
+        jobs=[job.metadata.name for job, _ in ordered],
+        items=accepted_items,
     )
 
 
-def accepted_share(job: Job, offset: int, count: int) -> IngestAccepted:
-    """The 202 body for one request of a group commit: its `count` items, from `offset`
-    in the job they share with other requests."""
-    parsed = IngestJob.read(job)
-    name = parsed.metadata.name
-    items = [
+def accepted_share(name: str, items: Sequence[PlannedItem], offset: int) -> IngestAccepted:
+    """The 202 body for one request of a group commit: its `items`, from `offset` in the
+    job `name` they share with other requests."""
+    shown = [
         AcceptedItem(
             index=index,
             job=name,
             job_index=offset + index,
-            upload_key=item.source,
+            upload_key=item.upload_key,
             asset=item.asset,
         )
-        for index, item in enumerate(parsed.spec.items[offset : offset + count])
+        for index, item in enumerate(items)
     ]
     return IngestAccepted(
-        name=name, status_url=ingest_url(name), batch=None, jobs=[name], items=items
+        name=name, status_url=ingest_url(name), batch=None, jobs=[name], items=shown
     )
 
 
@@ -432,7 +475,7 @@ def summary(job: Job) -> JobSummary:
 
 def job_summary(job: IngestJob) -> JobSummary:
     status = job.status
-    total = status.total or len(job.spec.items)
+    total = status.total or job.spec.count
     succeeded, failed = status.succeeded or 0, status.failed or 0
     return JobSummary(
         name=job.metadata.name,
@@ -489,6 +532,25 @@ def item_states(status: IngestJobStatus) -> ItemStates:
         reason = FailureReason.parse(counted.reason)
         for index in found & failed:
             reasons[index] = reason
+    return ItemStates(succeeded, failed, reasons)
+
+
+def outcome_states(record: OutcomeRecord) -> ItemStates:
+    """Every finished item's state and reason, from the job's outcomes record."""
+    try:
+        succeeded, failed = record.succeeded_set(), record.failed_set()
+    except ValueError:
+        # A malformed range list is the writer's bug; show the items as pending, not a 500.
+        return ItemStates(set(), set(), {})
+    reasons: dict[int, FailureReason] = {}
+    for reason, found in record.reasons.items():
+        try:
+            indexes = indexes_of(found)
+        except ValueError:
+            continue
+        parsed = FailureReason.parse(reason)
+        for index in indexes & failed:
+            reasons[index] = parsed
     return ItemStates(succeeded, failed, reasons)
 
 

@@ -144,7 +144,9 @@ class Kube:
 
         A Kubernetes watch from the job's resourceVersion, so nothing between the read
         and the watch is missed and no polling happens. Past the configured number of
-        open watches the request is refused with 429.
+        open watches the request is refused with 429: a backstop, since every follow
+        first holds a slot of its token and of the pod (limits.Limiter.following, the
+        same total), so one token never fills this alone.
         """
         if self._watch_slots.locked():
             raise ApiError(

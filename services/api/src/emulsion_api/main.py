@@ -26,8 +26,10 @@ from emulsion_api.bus import Bus
 from emulsion_api.commits import GroupCommit
 from emulsion_api.deps import Services
 from emulsion_api.kube import Kube
+from emulsion_api.limits import Limiter
 from emulsion_api.middleware import BodyLimitMiddleware, MetricsMiddleware
 from emulsion_api.ops import serve_metrics
+from emulsion_api.records import Records
 from emulsion_api.routes import access, assets, batches, health, ingests, profiles, uploads, web
 from emulsion_api.settings import ApiSettings, load_api_settings
 from emulsion_api.store import Store
@@ -73,6 +75,7 @@ operation lists the codes it can answer with. Besides those, any path may answer
 
 
 def _services(settings: ApiSettings, blocking: Blocking) -> Services:
+    bus = Bus(settings)
     return Services(
         settings=settings,
         tokens=Tokens(settings),
@@ -83,8 +86,10 @@ def _services(settings: ApiSettings, blocking: Blocking) -> Services:
             settings,
             blocking,
         ),
-        bus=Bus(settings),
+        bus=bus,
+        records=Records(bus, settings.namespace),
         commits=GroupCommit(crd.MAX_ITEMS),
+        limiter=Limiter(settings.max_watches),
     )
 
 

@@ -92,7 +92,8 @@ class BodyLimitMiddleware:
 
 async def _too_large(send: Send, limit: int, path: str) -> None:
     found = problem(413, "body_too_large", f"the request body is over {limit} bytes", path)
-    body = found.model_dump_json().encode()
+    # `limit` is for per-token limits only; other problems go without it (errors.py).
+    body = found.model_dump_json(exclude={"limit"}).encode()
     await send(
         {
             "type": "http.response.start",

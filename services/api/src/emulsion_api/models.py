@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from emulsion_api.errors import Problem
 from emulsion_contracts import crd, keys
 from emulsion_contracts.formats import AcceptedContentType, OutputFormat
 from emulsion_contracts.ingestjob import DEFAULT_PROFILE_NAME, PROFILE_PATTERN
@@ -263,6 +264,123 @@ class Failure(BaseModel):
     reason: FailureReason = _field("Why it failed (a stable name).", FailureReason.NOT_AN_IMAGE)
     message: str | None = _field(
         "What happened, for people.", "not an image Pillow can open", default=None
+    )
+
+
+class FailureEntry(BaseModel):
+    index: int = _field("The failed item's position in its job.", 3)
+    asset: str | None = _field(
+        "The item's asset, exactly as named in the request.", "IMG_0004.jpg", default=None
+    )
+    reason: FailureReason = _field("Why it failed (a stable name).", FailureReason.NOT_AN_IMAGE)
+    message: str | None = _field(
+        "What happened, for people (at most 1,024 characters).",
+        "cannot identify image file",
+        default=None,
+    )
+
+
+class FailurePage(BaseModel):
+    name: str = _field("The IngestJob's name.", _JOB_EXAMPLE)
+    items: list[FailureEntry] = _field(
+        "Failed items in index order, each with its whole message.",
+        [
+            {
+                "index": 3,
+                "asset": "IMG_0004.jpg",
+                "reason": "NotAnImage",
+                "message": "cannot identify image file",
+            }
+        ],
+    )
+    next_cursor: str | None = _field(
+        "Pass as `cursor` for the next page (the last index of this one); null at the end.",
+        None,
+        default=None,
+    )
+
+
+class BatchFailureEntry(FailureEntry):
+    job: str = _field("The part (IngestJob) the item is in.", _JOB_EXAMPLE)
+
+
+class BatchFailurePage(BaseModel):
+    batch: str = _field("The batch id.", _JOB_EXAMPLE)
+    items: list[BatchFailureEntry] = _field(
+        "Failed items, part after part, each part's in index order.",
+        [
+            {
+                "job": _JOB_EXAMPLE,
+                "index": 3,
+                "asset": "IMG_0004.jpg",
+                "reason": "NotAnImage",
+                "message": "cannot identify image file",
+            }
+        ],
+    )
+    next_cursor: str | None = _field(
+        "Pass as `cursor` for the next page; null at the end.", None, default=None
+    )
+
+
+class MadeAsset(BaseModel):
+    index: int = _field("The item's position in its job.", 0)
+    asset: str = _field("The asset it made (exactly as named).", "IMG_0001.jpg")
+
+
+class ExpiredIngest(BaseModel):
+    """What is still known of an ingest its TTL removed from the cluster (the records are
+    kept `EMULSION_RECORDS_RETENTION_SECONDS`, 7 days by default)."""
+
+    name: str = _field("The IngestJob's name.", _JOB_EXAMPLE)
+    collection: str = _field("The collection its assets went into.", "holiday-2026")
+    phase: crd.Phase | None = _field(
+        "How it ended; null when it was removed before it finished.",
+        crd.Phase.PARTIALLY_FAILED,
+        default=None,
+    )
+    total: int | None = _field("Items in the job, when known.", 120, default=None)
+    succeeded: int | None = _field("Items made.", 119, default=None)
+    failed: int | None = _field("Items that failed.", 1, default=None)
+    version: str | None = _field(
+        "The job's version ULID.", "01JDQ3G2M4P8R6T0V2X4Z6B8D0", default=None
+    )
+    started_at: datetime | None = _field("When it was dispatched.", _TIME_EXAMPLE, default=None)
+    completed_at: datetime | None = _field("When it finished.", _TIME_EXAMPLE, default=None)
+    reasons: dict[str, int] = _field(
+        "Failed items counted by reason.", {"NotAnImage": 1}, default={}
+    )
+    failures_url: str = _field(
+        "Where every failure is listed, while the records are kept.",
+        f"/v1/ingests/{_JOB_EXAMPLE}/failures",
+    )
+    assets_total: int = _field("How many assets it made (of those known).", 119)
+    asset_offset: int = _field("Position of the first entry of `assets` in that list.", 0)
+    assets: list[MadeAsset] = _field(
+        "A page of the assets it made (`item_offset`, `item_limit`), in item order; their "
+        "current state is at /v1/assets (a later upload may have replaced one).",
+        [{"index": 0, "asset": "IMG_0001.jpg"}],
+    )
+
+
+class ExpiredIngestProblem(Problem):
+    """410 `ingest_expired`: a Problem with what is still known of the ingest."""
+
+    ingest: ExpiredIngest = _field(
+        "The ingest's summary and the assets it made.",
+        {
+            "name": _JOB_EXAMPLE,
+            "collection": "holiday-2026",
+            "phase": "PartiallyFailed",
+            "total": 120,
+            "succeeded": 119,
+            "failed": 1,
+            "reasons": {"NotAnImage": 1},
+            "failures_url": f"/v1/ingests/{_JOB_EXAMPLE}/failures",
+            "assets_total": 119,
+            "asset_offset": 0,
+            "assets": [{"index": 0, "asset": "IMG_0001.jpg"}],
+        },
     )
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from pydantic import Field
 
+from emulsion_api.limits import LimitTable, parse_limits
 from emulsion_api.scopes import EVERYTHING, Scopes, check_digest, token_digest
 from emulsion_contracts.settings import (
     KubeSettings,
@@ -49,6 +50,14 @@ class ApiSettings(ServiceSettings, NatsSettings, S3Settings, KubeSettings, Profi
     # The same JSON in a file (the chart mounts a ConfigMap here); re-read like the tokens.
     api_token_scopes_file: str | None = Field(
         default=None, validation_alias="EMULSION_API_TOKEN_SCOPES_FILE"
+    )
+    # Per-token limits (limits.py), JSON: {"default": {...}, "tokens": {"<sha256>": {...}}}
+    # with presignsPerSecond, presignBurst, notifiesPerSecond, notifyBurst, itemsInFlight
+    # and watches; empty: the built-in defaults for every token.
+    api_token_limits: str = Field(default="", validation_alias="EMULSION_API_TOKEN_LIMITS")
+    # The same JSON in a file (the chart mounts a ConfigMap here); re-read like the tokens.
+    api_token_limits_file: str | None = Field(
+        default=None, validation_alias="EMULSION_API_TOKEN_LIMITS_FILE"
     )
     # How often the tokens and scopes files are read again: a revoked token stops
     # working within this long (plus the kubelet's delay in updating a mounted Secret).
@@ -133,6 +142,15 @@ class ApiSettings(ServiceSettings, NatsSettings, S3Settings, KubeSettings, Profi
             return Path(self.api_token_scopes_file).read_text()
         return self.api_token_scopes if self.api_token_scopes.strip() else None
 
+    def token_limits(self) -> LimitTable:
+        """The per-token limits as configured now (the file read afresh); raises OSError
+        when the file cannot be read, ValueError when it is malformed."""
+        if self.api_token_limits_file:
+            if self.api_token_limits.strip():
+                raise ValueError("set EMULSION_API_TOKEN_LIMITS or its _FILE, not both")
+            return parse_limits(Path(self.api_token_limits_file).read_text())
+        return parse_limits(self.api_token_limits)
+
     def scoped_tokens(self) -> tuple[tuple[str, Scopes], ...]:
         """Every token with its scopes, the files read now; raises OSError when a file
         cannot be read, ValueError on malformed or missing scopes."""
@@ -172,6 +190,13 @@ def load_api_settings() -> ApiSettings:
         raise SettingsError(f"EMULSION_API_TOKEN_SCOPES_FILE: cannot read: {error}") from None
     except ValueError as error:
         source = "EMULSION_API_TOKEN_SCOPES" + ("_FILE" if settings.api_token_scopes_file else "")
+        raise SettingsError(f"invalid configuration:\n  {source}: {error}") from None
+    try:
+        settings.token_limits()
+    except OSError as error:
+        raise SettingsError(f"EMULSION_API_TOKEN_LIMITS_FILE: cannot read: {error}") from None
+    except ValueError as error:
+        source = "EMULSION_API_TOKEN_LIMITS" + ("_FILE" if settings.api_token_limits_file else "")
         raise SettingsError(f"invalid configuration:\n  {source}: {error}") from None
     if not tokens:
         raise SettingsError(

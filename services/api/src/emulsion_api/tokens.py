@@ -1,7 +1,8 @@
 """The accepted bearer tokens and their scopes, kept up to date while the API runs.
 
-The tokens file (`EMULSION_API_TOKENS_FILE`, a mounted Secret) and the scopes file
-(`EMULSION_API_TOKEN_SCOPES_FILE`, a mounted ConfigMap) are read again every
+The tokens file (`EMULSION_API_TOKENS_FILE`, a mounted Secret), the scopes file
+(`EMULSION_API_TOKEN_SCOPES_FILE`, a mounted ConfigMap) and the limits file
+(`EMULSION_API_TOKEN_LIMITS_FILE`, beside the scopes) are read again every
 `EMULSION_API_TOKENS_RELOAD_SECONDS`. Reading both small files whole and comparing the
 bytes is simpler and surer than watching mtimes or inotify: the kubelet replaces a
 mounted Secret by swapping a symlink (no write event on the file, and the new file may
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from prometheus_client import Counter, Gauge
 
+from emulsion_api.limits import LimitTable
 from emulsion_api.scopes import Scopes
 from emulsion_api.settings import ApiSettings
 
@@ -58,12 +60,18 @@ class Tokens:
         self._settings = settings
         self._files = tuple(
             Path(path)
-            for path in (settings.api_tokens_file, settings.api_token_scopes_file)
+            for path in (
+                settings.api_tokens_file,
+                settings.api_token_scopes_file,
+                settings.api_token_limits_file,
+            )
             if path
         )
         self._seen = self._fingerprint()
         # Start-up has already refused a bad configuration (load_api_settings).
         self.current: Table = _table(settings)
+        # Each token's limits, by its hex SHA-256 (applied with the tokens, never apart).
+        self.limits: LimitTable = settings.token_limits()
         CONFIGURATION_OK.set(1)
         self._task: asyncio.Task[None] | None = None
 
@@ -86,6 +94,7 @@ class Tokens:
         self._seen = seen
         try:
             table = _table(self._settings)
+            limits = self._settings.token_limits()
         except (OSError, ValueError) as error:
             RELOADS.labels("refused").inc()
             CONFIGURATION_OK.set(0)
@@ -98,6 +107,7 @@ class Tokens:
             return False
         revoked = len({token for token, _ in self.current} - {token for token, _ in table})
         self.current = table
+        self.limits = limits
         RELOADS.labels("applied").inc()
         CONFIGURATION_OK.set(1)
         log.warning(

@@ -93,10 +93,14 @@ async def ingest_status(
     is read and nothing is presigned: states, versions and reasons alone.
     """
     parsed = IngestJob.read(job)
-    states = jobs.item_states(parsed.status)
     version = parsed.version
     collection = parsed.spec.collection
-    page = list(enumerate(parsed.spec.items))[offset : offset + limit]
+    page: list[tuple[int, JobItem]] = []
+    states = jobs.ItemStates(set(), set(), {})
+    if limit > 0 and offset < parsed.spec.count:
+        listed = await services.records.items(parsed) or ()
+        page = list(enumerate(listed))[offset : offset + limit]
+        states = await item_states(services, parsed)
     succeeded_assets = (
         sorted({item.asset for i, item in page if states.state(i) == "succeeded"}) if urls else []
     )
@@ -136,6 +140,20 @@ async def ingest_status(
         items = [item_status(i, item) for i, item in page]
     summary = jobs.job_summary(parsed)
     return IngestStatus(**summary.model_dump(), item_offset=offset, items=items)
+
+
+async def item_states(services: Services, job: IngestJob) -> jobs.ItemStates:
+    """Every finished item's state: from the job's outcomes record (the controller writes
+    it before the status that counts it), or, for a job written before those records,
+    from the index ranges its status kept."""
+    status = job.status
+    if not (status.succeeded or status.failed):
+        return jobs.ItemStates(set(), set(), {})
+    uid = job.metadata.uid
+    record = await services.records.outcomes(job.metadata.name, uid) if uid else None
+    if record is not None:
+        return jobs.outcome_states(record)
+    return jobs.item_states(status)
 
 
 def asset_url(collection: str, asset: str) -> str:

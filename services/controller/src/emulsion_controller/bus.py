@@ -1,11 +1,13 @@
 """The controller's JetStream side: signed work messages, staging leases, cancellations,
-and job versions for IngestJobs that came without one (made with kubectl)."""
+job versions for IngestJobs that came without one (made with kubectl), the item lists
+of jobs that name theirs (spec.itemsRef), and the jobs' records (jobrecords)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -15,7 +17,9 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
-from emulsion_contracts import clock, messaging, natsauth, worksigning
+from emulsion_contracts import clock, jobrecords, messaging, natsauth, worksigning
+from emulsion_contracts.ingestjob import IngestJob, InvalidSpec, JobItem
+from emulsion_contracts.jobrecords import JobRecords
 from emulsion_contracts.settings import NatsSettings
 
 log = logging.getLogger(__name__)
@@ -24,6 +28,15 @@ T = TypeVar("T")
 
 # Requests in flight at once: enough to hide round trips, few enough not to flood NATS.
 PIPELINE = 256
+# Item lists kept in memory (by job uid) while their jobs run: a running job's list is
+# read once, not on every restart of its tracker or re-dispatch. At 2,000 items of the
+# longest names a list is ~1 MB; 64 of them bound the cache whatever the load, and a job
+# pushed out is simply read again when it needs its items.
+ITEM_LISTS_KEPT = 64
+
+
+class ItemsUnavailable(Exception):
+    """The item list could not be read now (NATS away): try again later, not a verdict."""
 
 
 @dataclass(frozen=True)
@@ -33,7 +46,7 @@ class Outgoing:
     headers: dict[str, str]
 
 
-async def _bounded(calls: Iterable[Awaitable[T]]) -> list[T]:
+async def bounded(calls: Iterable[Awaitable[T]]) -> list[T]:
     """Run awaitables PIPELINE at a time, in order; the first failure is raised."""
     results: list[T] = []
     batch: list[Awaitable[T]] = []
@@ -56,6 +69,7 @@ class Bus:
         cancelled: KeyValue,
         signing_key: bytes,
         versions: KeyValue | None = None,
+        records: JobRecords | None = None,
     ) -> None:
         self.connection = connection
         self.js = js
@@ -63,6 +77,8 @@ class Bus:
         self._cancelled = cancelled
         self._signing_key = signing_key
         self._versions = versions
+        self.records = records
+        self._item_lists: OrderedDict[str, tuple[JobItem, ...]] = OrderedDict()
 
     @classmethod
     async def connect(cls, settings: NatsSettings, signing_key: bytes) -> Bus:
@@ -71,13 +87,47 @@ class Bus:
         leases = await js.key_value(messaging.STAGING_LEASES_BUCKET)
         cancelled = await js.key_value(messaging.CANCELLED_BUCKET)
         versions = await js.key_value(messaging.CLOCK_BUCKET)
-        return cls(connection, js, leases, cancelled, signing_key, versions)
+        records = JobRecords(await js.key_value(messaging.RECORDS_BUCKET))
+        return cls(connection, js, leases, cancelled, signing_key, versions, records)
+
+    async def with_items(self, job: IngestJob) -> IngestJob:
+        """The job with its items in hand: inline ones as they are, a referenced list
+        read from EMULSION_INGESTS (checked against its digest) or from the cache.
+
+        Raises InvalidSpec when the list is missing or not the one the spec names: final,
+        the spec is immutable and no retry could make it right. Raises ItemsUnavailable
+        when NATS cannot be asked now.
+        """
+        ref = job.spec.items_ref
+        if job.spec.items is not None or ref is None:
+            return job
+        uid = job.metadata.uid or ""
+        items = self._item_lists.get(uid)
+        if items is None:
+            try:
+                items = await jobrecords.get_items(self.js, ref)
+            except (jobrecords.ItemsMissing, jobrecords.ItemsCorrupt) as error:
+                raise InvalidSpec(f"spec.itemsRef: {error}") from error
+            except Exception as error:
+                raise ItemsUnavailable(
+                    f"item list {ref.name} could not be read: {error}"
+                ) from error
+            self._item_lists[uid] = items
+            while len(self._item_lists) > ITEM_LISTS_KEPT:
+                self._item_lists.popitem(last=False)
+        else:
+            self._item_lists.move_to_end(uid)
+        return job.model_copy(update={"spec": job.spec.with_items(items)})
+
+    def forget_items(self, uid: str) -> None:
+        """The job finished or went away: its item list is not needed any more."""
+        self._item_lists.pop(uid, None)
 
     async def publish(self, messages: Sequence[Outgoing]) -> int:
         """Sign each work message, publish, and wait for every ack; returns how many the
         stream took as new. Every work message leaves through here, first dispatches and
         re-dispatches alike, so none goes out unsigned."""
-        acks = await _bounded(
+        acks = await bounded(
             self.js.publish(
                 m.subject,
                 m.payload,
@@ -97,14 +147,14 @@ class Bus:
 
     async def lease(self, job_uid: str, upload_ids: Iterable[str]) -> None:
         """Tell the janitor these staging uploads are in use by this job."""
-        await _bounded(
+        await bounded(
             self._leases.put(messaging.staging_lease_key(upload_id, job_uid), job_uid.encode())
             for upload_id in upload_ids
         )
 
     async def release(self, job_uid: str, upload_ids: Iterable[str]) -> None:
         """Drop this job's leases; other jobs' leases on the same uploads stay."""
-        await _bounded(self._release_one(job_uid, upload_id) for upload_id in upload_ids)
+        await bounded(self._release_one(job_uid, upload_id) for upload_id in upload_ids)
 
     async def _release_one(self, job_uid: str, upload_id: str) -> None:
         key = messaging.staging_lease_key(upload_id, job_uid)

@@ -64,6 +64,9 @@ class JobState:
     rejection: str | None = None
     # Why the job failed as a whole: InvalidSpec, or StatusUnwritable.
     rejection_reason: str = FailureReason.INVALID_SPEC
+    # Messages without the reasons (status.failureReasons still counts them): what a
+    # status over its byte budget gives up first (see progress.JobProgress.to_status).
+    brief: bool = False
 
     @property
     def reason(self) -> str:
@@ -84,6 +87,8 @@ class JobState:
             return f"{finished} of {self.total} items finished, {self.failed} failed"
         if not self.failed:
             return f"{self.succeeded} of {self.total} items succeeded"
+        if self.brief:
+            return f"{self.failed} of {self.total} items failed"
         return failure_summary(self.total, self.failed, self.failures, self.reasons)
 
 

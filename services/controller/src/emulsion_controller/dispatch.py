@@ -1,5 +1,9 @@
 """Fan an IngestJob out: one work message per item, then record it as dispatched.
 
+A job that names its items (spec.itemsRef) has them read from EMULSION_INGESTS first
+(Bus.with_items); a list that is missing or not the one named fails the job as a whole
+(InvalidSpec), NATS away is retried (ItemsUnavailable).
+
 Order matters for restarts. The version is persisted before any message names it, so
 a re-run reuses it; messages carry `Nats-Msg-Id: <uid>/<index>`, so a re-run after a
 crash between publishing and recording is deduplicated by the stream; the status write
@@ -35,12 +39,13 @@ def work_messages(
     """One message per item (or per item in `only`), carrying the current trace context.
 
     `msg_id_suffix` makes the message ids new (`<uid>/<index>/<suffix>`), so the stream's
-    deduplication lets a deliberate re-dispatch through. Raises InvalidSpec.
+    deduplication lets a deliberate re-dispatch through. Raises InvalidSpec. The job's
+    items must be in hand (Bus.with_items).
     """
     ref = job.ref
     subject = messaging.work_subject(ref.namespace, ref.name)
     messages = []
-    for index in range(len(job.spec.items)):
+    for index in range(len(job.spec.loaded_items())):
         if only is not None and index not in only:
             continue
         work = job.spec.work_item(ref, index, version)
@@ -66,12 +71,13 @@ def annotated_context(job: IngestJob) -> Any:
 async def dispatch(body: Mapping[str, Any], bus: Bus, writer: StatusWriter) -> str:
     """Publish a job's work and mark it Queued; idempotent. Returns what was done.
 
-    Raises InvalidSpec for a job no work message can carry, after failing it for good.
+    Raises InvalidSpec for a job no work message can carry, after failing it for good;
+    ItemsUnavailable when its item list cannot be read now.
     """
     parsed = IngestJob.read(body)
     namespace, name, uid = parsed.ref.namespace, parsed.ref.name, parsed.ref.uid
     began = time.monotonic()
-    job = writer.begin_dispatch(parsed)
+    job = await writer.begin_dispatch(parsed)
     try:
         assert job.progress is not None
         if job.progress.dispatched or job.progress.done:
@@ -82,15 +88,22 @@ async def dispatch(body: Mapping[str, Any], bus: Bus, writer: StatusWriter) -> s
             context=annotated_context(parsed),
             attributes={"emulsion.job": f"{namespace}/{name}", "emulsion.job.uid": uid},
         ) as span:
+            try:
+                loaded = await bus.with_items(parsed)
+            except InvalidSpec as error:
+                # Final: the spec names an item list that is gone or not the one named.
+                await writer.reject(job, str(error))
+                log.warning("job rejected: %s", error, extra={"namespace": namespace, "job": name})
+                raise
             version = parsed.spec.version or job.progress.version
             if not version:
                 # A job made with kubectl: its version comes from the clock the API's
                 # versions come from, so it sorts among theirs by when it was minted.
-                version = await bus.mint_version()
-                if not await writer.record_version(job, version):
+                version = await writer.record_version(job, await bus.mint_version())
+                if version is None:
                     return "job is gone"
             try:
-                messages = work_messages(parsed, version)
+                messages = work_messages(loaded, version)
             except InvalidSpec as error:
                 # Final: the spec is immutable, so no retry could ever dispatch it.
                 await writer.reject(job, str(error))

@@ -35,13 +35,17 @@ STATUS_CONFLICTS = Counter(
     "emulsion_controller_status_conflicts_total",
     "Status writes refused because the job changed since it was read (then merged, retried)",
 )
+RECORD_CONFLICTS = Counter(
+    "emulsion_controller_record_conflicts_total",
+    "Outcome record writes refused because another write came first (then merged, retried)",
+)
 STATUS_RETRIES = Counter(
     "emulsion_controller_status_retries_total",
     "Status reads or writes that failed (apiserver errors) and were retried after a backoff",
 )
 RESULTS_HELD = Gauge(
     "emulsion_controller_results_held",
-    "Item results and acknowledgements held until a status write contains them",
+    "Item results and acknowledgements held until the job's outcome record holds them",
 )
 ITEMS_REDISPATCHED = Counter(
     "emulsion_controller_items_redispatched_total",

@@ -21,7 +21,7 @@ from emulsion_contracts import crd, health, telemetry
 from emulsion_contracts.ingestjob import IngestJob, InvalidSpec
 from emulsion_contracts.messages import JobRef
 from emulsion_controller import events, metrics
-from emulsion_controller.bus import Bus
+from emulsion_controller.bus import Bus, ItemsUnavailable
 from emulsion_controller.census import Census
 from emulsion_controller.consumers import consume_exhausted, consume_results
 from emulsion_controller.dispatch import dispatch
@@ -180,13 +180,29 @@ def configure(settings: kopf.OperatorSettings, config: ControllerSettings) -> No
     settings.peering.stealth = True
     # Our own finalizer name: deleting a running job must cancel its items first.
     settings.persistence.finalizer = crd.FINALIZER
-    # A job's spec can be ~530 KB (2,000 items). kopf's default keeps its diff base in
-    # an annotation, and all annotations together are capped at 256 KiB, so the job
-    # could not even be handled. Both the diff base and the handler progress go to
-    # status.kopf instead; and since the spec is immutable (a CEL rule), the items are
-    # left out of the diff base, which keeps every kopf write small.
+    # A job written with kubectl can carry its items inline, ~530 KB at 2,000. kopf's
+    # default keeps its diff base in an annotation, and all annotations together are
+    # capped at 256 KiB, so the job could not even be handled. Both the diff base and
+    # the handler progress go to status.kopf instead; and since the spec is immutable (a
+    # CEL rule), inline items are left out of the diff base, which keeps every kopf
+    # write small (the API's jobs name theirs in spec.itemsRef, a few hundred bytes).
+    # The metadata and the rest of the spec but its collection are left out too: no
+    # handler reacts to a change (the spec is immutable), and kopf keeps the diff base as
+    # a JSON string in the object, where the API's annotations (an idempotency key of up
+    # to 255 characters, a trace state) and the item reference would be stored a second
+    # time, escaped twice (issue 22: the whole object within 4 KB). What is left is never
+    # empty (a collection is required): kopf would read an empty base as no base at all.
     settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(
-        name="kopf", ignored_fields=["spec.items"]
+        name="kopf",
+        ignored_fields=[
+            "metadata",
+            "spec.items",
+            "spec.itemsRef",
+            "spec.profile",
+            "spec.version",
+            "spec.styles",
+            "spec.ttlSecondsAfterFinished",
+        ],
     )
     settings.persistence.progress_storage = kopf.StatusProgressStorage(name="kopf")
 
@@ -280,6 +296,13 @@ async def dispatch_job(
         # Its status already says Failed with the reason, and its Event too.
         runtime.dispatch_errors.pop(uid, None)
         raise kopf.PermanentError(str(error)) from error
+    except ItemsUnavailable as error:
+        # NATS away: the item list is read again shortly, not given up on.
+        event = events.dispatch_failed(error, DISPATCH_RETRY_SECONDS)
+        if runtime.dispatch_errors.get(uid) != event.message:
+            runtime.dispatch_errors[uid] = event.message
+            writer.announce(ref, event)
+        raise kopf.TemporaryError(str(error), delay=DISPATCH_RETRY_SECONDS) from error
     except Exception as error:
         event = events.dispatch_failed(error, DISPATCH_RETRY_SECONDS)
         if runtime.dispatch_errors.get(uid) != event.message:
@@ -300,17 +323,34 @@ async def cancel_job(
     bus, _kube, writer = runtime.parts()
     runtime.dispatch_errors.pop(uid, None)
     job = IngestJob.read(body)
-    progress = writer.progress_of(uid) or JobProgress.from_job(job)
+    # Which items finished is in the outcome record, not the status: the counts say how
+    # many, the phase whether it ended.
+    status = job.status
+    progress = writer.progress_of(uid)
+    done = progress.done if progress else status.phase.finished or _rejected(job)
+    finished = progress.finished if progress else (status.succeeded or 0) + (status.failed or 0)
     writer.forget(uid)
-    if not progress.done:
+    if not done:
         purged = await bus.cancel(uid, namespace, name)
         metrics.JOBS_CANCELLED.inc()
-        writer.announce(job.ref, events.cancelled(progress.finished, progress.total, purged))
+        writer.announce(job.ref, events.cancelled(finished, job.spec.count, purged))
         log.info(
             "job cancelled",
             extra={"namespace": namespace, "job": name, "purged": purged},
         )
-    await bus.release(uid, job.spec.upload_ids())
+    try:
+        loaded = await bus.with_items(job)
+    except InvalidSpec:
+        # Its item list is gone or wrong: it was never dispatched, nothing was leased.
+        return
+    except ItemsUnavailable as error:
+        raise kopf.TemporaryError(str(error), delay=DISPATCH_RETRY_SECONDS) from error
+    await bus.release(uid, loaded.spec.upload_ids())
+    bus.forget_items(uid)
+
+
+def _rejected(job: IngestJob) -> bool:
+    return JobProgress.from_job(job).rejection is not None
 
 
 @kopf.on.event(crd.GROUP, crd.VERSION, crd.PLURAL)

@@ -1,4 +1,6 @@
-"""A job's progress, folded from item results, and the status it is written as.
+"""A job's progress, folded from item results, and what it is written as: the outcome
+record (every finished item, in the records bucket) and the status (compact: counts,
+conditions, a few examples).
 
 Pure logic: no I/O. Folding is a set union keyed by item index, so a redelivered result
 changes nothing, and the first outcome recorded for an index is final.
@@ -6,8 +8,10 @@ changes nothing, and the first outcome recorded for an index is final.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,9 +29,33 @@ from emulsion_contracts.ingestjob import (
     fit_text,
     stored_text_bytes,
 )
+from emulsion_contracts.jobrecords import JobSummaryRecord, OutcomeRecord
 from emulsion_contracts.messages import ItemResult
 from emulsion_contracts.reasons import FailureReason
 from emulsion_controller.conditions import JobState, job_conditions
+
+# The most the status the controller writes (kopf's bookkeeping aside) may take as etcd
+# stores it. Counts, phase, times and the six conditions take ~1.3 KB at most; the rest
+# holds the reasons in the condition messages, the example failures and the counts per
+# reason, given up in that order when they do not fit (see to_status).
+STATUS_BYTES = 1536
+# All the controller's part of a job object may take: that status, kopf's bookkeeping
+# (status.kopf, ~100 bytes) and the managedFields entries of both status writers (~650).
+CONTROLLER_BYTES = 2368
+# What is left of 4 KB (issue 22) for the rest: the metadata and spec as the API writes
+# them, the apiserver's own fields and the API's managedFields entry. Within it the whole
+# object stays within 4 KB (tests/services/controller/test_bounded_status.py).
+FRAME_BYTES = 4096 - CONTROLLER_BYTES
+
+_GO_ESCAPED = re.compile("[<>&\u2028\u2029]")
+
+
+def stored_json_bytes(value: object) -> int:
+    """Bytes of `value` as the apiserver stores it in etcd: compact JSON from Go's
+    encoding/json, which writes '<', '>', '&', U+2028 and U+2029 as six bytes each."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    escaped = sum(6 - len(c.encode("utf-8")) for c in _GO_ESCAPED.findall(text))
+    return len(text.encode("utf-8")) + escaped
 
 
 @dataclass
@@ -59,14 +87,17 @@ class JobProgress:
 
     @classmethod
     def from_job(cls, job: IngestJob) -> JobProgress:
-        """Resume from what an earlier write (maybe by another controller) left in status."""
+        """Resume from what an earlier write (maybe by another controller) left in status:
+        counts' conditions, times, the rejection; the outcomes of each item come from the
+        outcome record (`merge_record`), or from a status an older controller wrote with
+        index ranges."""
         status = job.status
         dispatched = status.condition(ConditionType.DISPATCHED)
         failed = status.condition(ConditionType.FAILED)
         whole = (FailureReason.INVALID_SPEC, FailureReason.STATUS_UNWRITABLE)
         rejected = failed is not None and failed.reason in whole
         return cls(
-            total=len(job.spec.items),
+            total=job.spec.count,
             generation=job.metadata.generation or 1,
             version=job.version,
             dispatched=dispatched is not None and dispatched.status == "True",
@@ -160,6 +191,46 @@ class JobProgress:
             c for c in self.conditions if c.type not in known
         ]
 
+    @classmethod
+    def from_record(cls, record: OutcomeRecord, generation: int = 1) -> JobProgress:
+        """The outcomes a record holds, as a progress to merge (nothing else is in it)."""
+        return cls(
+            total=record.total,
+            generation=generation,
+            succeeded=record.succeeded_set(),
+            failed=record.failed_set(),
+            reasons={r: found for r, found in record.reason_sets().items() if found},
+        )
+
+    def merge_record(self, record: OutcomeRecord) -> None:
+        """Take in the outcomes recorded (by us before a restart, or another replica)."""
+        self.merge(JobProgress.from_record(record, self.generation))
+
+    def outcome_record(self, uid: str) -> OutcomeRecord:
+        """Every finished item of the job, as the records bucket keeps it."""
+        return OutcomeRecord(
+            uid=uid,
+            total=self.total,
+            succeeded=indexes.compress(self.succeeded),
+            failed=indexes.compress(self.failed),
+            reasons={r: indexes.compress(found) for r, found in sorted(self.reasons.items())},
+        )
+
+    def summary(self, uid: str, collection: str) -> JobSummaryRecord:
+        """How the job ended, kept past its TTL (call after to_status stamped the end)."""
+        return JobSummaryRecord(
+            uid=uid,
+            collection=collection,
+            phase=str(self.phase),
+            total=self.total,
+            succeeded=len(self.succeeded),
+            failed=len(self.failed),
+            version=self.version,
+            started_at=self.started_at,
+            completed_at=self.completed_at,
+            reasons={r: len(found) for r, found in self.reasons.items() if found},
+        )
+
     def reject(self, message: str) -> None:
         """The spec cannot be dispatched: the job fails as a whole, no item is run."""
         self.rejection = message[:FAILURE_MESSAGE_MAX]
@@ -178,35 +249,55 @@ class JobProgress:
         self.started_at = self.started_at or now.replace(microsecond=0)
 
     def to_status(self, now: datetime) -> dict[str, Any]:
-        """The whole status the controller owns (kopf's `status.kopf` is left alone)."""
+        """The whole status the controller owns (kopf's `status.kopf` is left alone).
+
+        Compact whatever the job's size: which items finished is in the outcome record,
+        so succeededIndexes/failedIndexes are no longer written (a merge patch of the
+        whole status leaves an older controller's in place; see IngestJobStatus) and
+        failureReasons only counts."""
         if self.done and not self.completed_at:
             self.completed_at = now.replace(microsecond=0)
-        self._update_conditions(now)
         duration = None
         if self.started_at:
             end = self.completed_at or now
             duration = format_duration(end - self.started_at)
-        return IngestJobStatus(
-            observed_generation=self.generation,
-            phase=self.phase,
-            version=self.version,
-            total=self.total,
-            succeeded=len(self.succeeded),
-            failed=len(self.failed),
-            progress=f"{self.finished}/{self.total}",
-            succeeded_indexes=None if self.compact else indexes.compress(self.succeeded),
-            failed_indexes=None if self.compact else indexes.compress(self.failed),
-            failures=() if self.compact else tuple(self.failures),
-            failure_reasons=() if self.compact else self.failure_counts(),
-            started_at=self.started_at,
-            completed_at=self.completed_at,
-            duration=duration,
-            conditions=tuple(self.conditions),
-        ).to_body()
+        failures = () if self.compact else tuple(self.failures)
+        reasons = () if self.compact else self.failure_counts(with_indexes=False)
+        # Fitted to STATUS_BYTES: first the condition messages go brief (the counts per
+        # reason still say why), then the examples go from the last, then the counts of
+        # the rarest reasons; the counts, phase and conditions always stay.
+        brief = False
+        while True:
+            self._update_conditions(now, brief)
+            body = IngestJobStatus(
+                observed_generation=self.generation,
+                phase=self.phase,
+                version=self.version,
+                total=self.total,
+                succeeded=len(self.succeeded),
+                failed=len(self.failed),
+                progress=f"{self.finished}/{self.total}",
+                failures=failures,
+                failure_reasons=reasons,
+                started_at=self.started_at,
+                completed_at=self.completed_at,
+                duration=duration,
+                conditions=tuple(self.conditions),
+            ).to_body()
+            if stored_json_bytes(body) <= STATUS_BYTES:
+                return body
+            if not brief:
+                brief = True
+            elif failures:
+                failures = failures[:-1]
+            elif reasons:
+                reasons = reasons[:-1]
+            else:
+                return body
 
-    def _update_conditions(self, now: datetime) -> None:
+    def _update_conditions(self, now: datetime, brief: bool = False) -> None:
         self.conditions = job_conditions(
-            self.conditions, self.state, generation=self.generation, now=now
+            self.conditions, replace(self.state, brief=brief), generation=self.generation, now=now
         )
 
     @property
@@ -224,11 +315,15 @@ class JobProgress:
             rejection_reason=self.rejection_reason,
         )
 
-    def failure_counts(self) -> tuple[FailureCount, ...]:
+    def failure_counts(self, with_indexes: bool = True) -> tuple[FailureCount, ...]:
         """Failed items per reason, most first (then by name, so a write is stable)."""
         ordered = sorted(self.reasons.items(), key=lambda kv: (-len(kv[1]), kv[0]))
         return tuple(
-            FailureCount(reason=reason, count=len(found), indexes=indexes.compress(found))
+            FailureCount(
+                reason=reason,
+                count=len(found),
+                indexes=indexes.compress(found) if with_indexes else None,
+            )
             for reason, found in ordered[:MAX_FAILURE_REASONS]
             if found
         )
@@ -238,7 +333,9 @@ def _reasons_of(status: IngestJobStatus) -> dict[str, set[int]]:
     """The failed indexes per reason a status records; a status written before
     failureReasons existed gives the reasons of the failures it lists."""
     if status.failure_reasons:
-        return {c.reason: c.index_set() for c in status.failure_reasons}
+        # A compact status counts without indexes: those come from the outcome record.
+        found_sets = {c.reason: c.index_set() for c in status.failure_reasons}
+        return {reason: found for reason, found in found_sets.items() if found}
     found: dict[str, set[int]] = {}
     for failure in status.failures:
         found.setdefault(str(failure.reason), set()).add(failure.index)

@@ -9,7 +9,8 @@ Why the streams and not the asset manifests: the controller talks to the apiserv
 NATS only (DESIGN.md), never to S3. The work stream is a work queue, so a work message
 still in it is work still pending (waiting, in progress, being retried, or out of
 deliveries and about to be reported by its advisory). An item that has no outcome in
-status and no work message left has been taken and finished, but its result is missing.
+its job's outcome record and no work message left has been taken and finished, but its
+result is missing.
 
 What is done about it, and why:
 - Re-dispatch first, with a new `Nats-Msg-Id` (`<uid>/<index>/<suffix>`) so the stream's
@@ -32,7 +33,7 @@ import time
 from dataclasses import dataclass, field
 
 from emulsion_contracts import keys
-from emulsion_contracts.ingestjob import IngestJob
+from emulsion_contracts.ingestjob import IngestJob, InvalidSpec
 from emulsion_contracts.messages import ItemResult
 from emulsion_contracts.reasons import FailureReason
 from emulsion_controller import metrics
@@ -40,7 +41,6 @@ from emulsion_controller.bus import Bus
 from emulsion_controller.census import JobKey
 from emulsion_controller.dispatch import work_messages
 from emulsion_controller.kube import Kube
-from emulsion_controller.progress import JobProgress
 from emulsion_controller.tracker import StatusWriter
 
 log = logging.getLogger(__name__)
@@ -81,15 +81,24 @@ class Reconciler:
         body = await self.kube.get_job(key.namespace, key.name)
         if body is None or body.get("metadata", {}).get("uid") != key.uid:
             return "job is gone"
-        job = IngestJob.read(body)
-        progress = JobProgress.from_job(job)
+        parsed = IngestJob.read(body)
+        progress, _, _ = await self.writer.recorded_progress(parsed)
         version = progress.version
+        if progress.done and not parsed.status.phase.finished:
+            # The record ends the job but its last status write was lost (a crash after
+            # the record, the results acknowledged): write it now.
+            self.writer.catch_up(parsed.ref)
+            return "its record is ahead of its status: written again"
         if not progress.dispatched or progress.done or version is None:
             return "not running"
         missing = set(range(progress.total)) - progress.succeeded - progress.failed
         lost = missing - await self.bus.queued_indexes(key.uid, key.namespace, key.name)
         if not lost:
             return "its remaining work is still queued"
+        try:
+            job = await self.bus.with_items(parsed)
+        except InvalidSpec as error:
+            return f"its item list cannot be read: {error}"
         attempt = self.attempts.get(key.uid) or Attempts(0, 0.0)
         if attempt.rounds < self.rounds:
             return await self._redispatch(key, job, version, lost, attempt)

@@ -1,10 +1,15 @@
-"""Folds item results into IngestJob status, coalescing the writes.
+"""Folds item results into each job's outcome record and its status, coalescing writes.
 
 One `TrackedJob` per running job holds its progress in memory. Results are applied as
-they arrive, but a running job's status is written at most once per `interval` (plus
-once at the end), and a result's message is acknowledged only after a write that
-contains it has succeeded: a crash loses nothing, and the redelivered result is then a
-no-op. All writes of one job are serialised by its lock, and each carries the whole
+they arrive, but a running job is written at most once per `interval` (plus once at the
+end). A write is, in this order: the FailureDetail of each newly failed item, the job's
+OutcomeRecord (which items finished, in the records bucket, compare-and-set), and only
+then the compact status (counts, conditions, examples). A result's message is
+acknowledged once the record holding it is written: a crash loses nothing (the
+redelivered result is then a no-op), and a status the apiserver will not take never
+holds results back, since the record already has them. A conflict on the record (a
+second replica, or our own write before a restart) is read, merged and written again.
+All writes of one job are serialised by its lock, and each carries the whole
 status the controller owns, so a later write never loses an earlier one's content. Each
 write is also conditional on the resourceVersion last seen; on a conflict the recorded
 status is merged in first, so another writer's (a second replica's) content survives too.
@@ -35,10 +40,17 @@ from typing import Any
 from opentelemetry import trace
 
 from emulsion_contracts import telemetry
-from emulsion_contracts.ingestjob import IngestJob
+from emulsion_contracts.ingestjob import IngestJob, InvalidSpec
+from emulsion_contracts.jobrecords import (
+    FailureDetail,
+    JobRecords,
+    OutcomeRecord,
+    RecordConflict,
+)
 from emulsion_contracts.messages import ItemResult, JobRef
+from emulsion_contracts.reasons import FailureReason
 from emulsion_controller import events, metrics
-from emulsion_controller.bus import Bus
+from emulsion_controller.bus import Bus, bounded
 from emulsion_controller.kube import Conflict, Kube, Unwritable
 from emulsion_controller.progress import JobProgress
 
@@ -78,6 +90,18 @@ class TrackedJob:
     uid: str
     progress: JobProgress | None = None
     upload_ids: tuple[str, ...] = ()
+    collection: str = ""
+    # The outcome record as last read or written, and the revision to write over (None:
+    # there is none yet, so the next write creates it).
+    recorded: OutcomeRecord | None = None
+    record_revision: int | None = None
+    # Failures folded but not yet in the records bucket (each written before its ack).
+    details: dict[int, FailureDetail] = field(default_factory=dict)
+    # Whether the Event of how the job ended is due no more.
+    end_announced: bool = False
+    # The status holds an older controller's index ranges: the next write removes them
+    # (merged into the record by then), so they never contradict the counts.
+    stale_indexes: bool = False
     inbox: dict[HeldKey, tuple[ItemResult, Ack, trace.Link | None]] = field(default_factory=dict)
     unacked: dict[HeldKey, Ack] = field(default_factory=dict)
     links: list[trace.Link] = field(default_factory=list)
@@ -222,14 +246,44 @@ class StatusWriter:
             )
             self._drop(job)
             return False
-        self._adopt(job, IngestJob.read(body))
+        await self._resume(job, IngestJob.read(body))
         return True
 
-    def _adopt(self, job: TrackedJob, parsed: IngestJob) -> None:
-        job.progress = JobProgress.from_job(parsed)
-        job.dispatch_announced = job.progress.dispatched
-        job.upload_ids = parsed.spec.upload_ids()
+    def _records(self) -> JobRecords:
+        if self._bus.records is None:
+            raise RuntimeError("the controller's bus was made without the records bucket")
+        return self._bus.records
+
+    async def recorded_progress(
+        self, parsed: IngestJob
+    ) -> tuple[JobProgress, OutcomeRecord | None, int | None]:
+        """The job's progress as the apiserver and the records bucket know it: the status
+        (conditions, times, a rejection; an older controller's index ranges, merged into
+        the record once by the next write) with the outcome record merged in. Also the
+        record as stored and its revision (None: no record yet)."""
+        progress = JobProgress.from_job(parsed)
+        ref = parsed.ref
+        stored, revision = await self._records().outcomes(ref.namespace, ref.name, ref.uid)
+        if stored is not None:
+            progress.merge_record(stored)
+        return progress, stored, revision
+
+    async def _resume(self, job: TrackedJob, parsed: IngestJob) -> None:
+        """Take up a job from what is stored about it (after a restart: all there is)."""
+        try:
+            upload_ids = (await self._bus.with_items(parsed)).spec.upload_ids()
+        except InvalidSpec:
+            # Its item list is gone or wrong: dispatch fails the job; no upload to release.
+            upload_ids = ()
+        progress, job.recorded, job.record_revision = await self.recorded_progress(parsed)
+        job.progress = progress
+        job.dispatch_announced = progress.dispatched
+        job.end_announced = parsed.status.phase.finished
+        job.upload_ids = upload_ids
+        job.collection = parsed.spec.collection
         job.resource_version = parsed.metadata.resource_version
+        status = parsed.status
+        job.stale_indexes = bool(status.succeeded_indexes or status.failed_indexes)
 
     def _apply_inbox(self, job: TrackedJob) -> None:
         assert job.progress is not None
@@ -237,6 +291,14 @@ class StatusWriter:
         for key, (result, ack, link) in inbox.items():
             if job.progress.record(result):
                 job.changed = True
+                if result.outcome != "succeeded":
+                    job.details[result.index] = FailureDetail(
+                        uid=job.uid,
+                        index=result.index,
+                        asset=result.asset,
+                        reason=str(result.reason or FailureReason.UNKNOWN),
+                        message=result.message,
+                    )
                 if link is not None and len(job.links) < MAX_LINKS:
                     job.links.append(link)
             else:
@@ -246,15 +308,16 @@ class StatusWriter:
 
     # -- dispatch -----------------------------------------------------------------------
 
-    def begin_dispatch(self, parsed: IngestJob) -> TrackedJob:
+    async def begin_dispatch(self, parsed: IngestJob) -> TrackedJob:
         """Track a job before its work is published, so early results fold into it."""
         ref = parsed.ref
         self._gone.pop(ref.uid, None)
         job = self._jobs.get(ref.uid)
         if job is None:
             job = self._jobs[ref.uid] = TrackedJob(ref.namespace, ref.name, ref.uid)
-        if job.progress is None:
-            self._adopt(job, parsed)
+        async with job.lock:
+            if job.progress is None:
+                await self._resume(job, parsed)
         job.dispatching = True
         return job
 
@@ -274,18 +337,50 @@ class StatusWriter:
             if job.progress is not None and job.progress.done and job.uid in self._jobs:
                 await self._finish(job)
 
-    async def record_version(self, job: TrackedJob, version: str) -> bool:
-        """Persist a version picked by the controller before any item uses it."""
+    async def record_version(self, job: TrackedJob, version: str) -> str | None:
+        """Persist a version picked by the controller before any item uses it; returns
+        the version in effect (another writer's, if one was recorded first), or None if
+        the job is gone.
+
+        Conditional on the resourceVersion last seen: the status subresource does not
+        check the uid, so a blind write could pin a version on a job of the same name
+        created since, or overwrite a version another replica already published with.
+        """
         async with job.lock:
             assert job.progress is not None
-            job.progress.version = version
-            written = await self._kube.patch_status(
-                job.namespace, job.name, job.uid, {"version": version}
-            )
-            if written is None:
-                return False
-            self._wrote(job, written)
-            return True
+            for _ in range(CONFLICT_RETRIES):
+                try:
+                    written = await self._kube.patch_status(
+                        job.namespace, job.name, job.uid, {"version": version}, job.resource_version
+                    )
+                except Conflict:
+                    metrics.STATUS_CONFLICTS.inc()
+                    body = await self._kube.get_job(job.namespace, job.name)
+                    if body is None or body.get("metadata", {}).get("uid") != job.uid:
+                        return None
+                    job.resource_version = str(body["metadata"]["resourceVersion"])
+                    recorded = IngestJob.read(body).version
+                    if recorded:
+                        job.progress.version = recorded
+                        return recorded
+                    continue
+                if written is None:
+                    return None
+                job.progress.version = version
+                self._wrote(job, written)
+                return version
+        raise RuntimeError(f"status of {job.namespace}/{job.name} kept changing under us")
+
+    def catch_up(self, ref: JobRef) -> None:
+        """Write a job's status again from its record (see Reconciler.reconcile)."""
+        if ref.uid in self._gone:
+            return
+        job = self._jobs.get(ref.uid)
+        if job is None:
+            job = self._jobs[ref.uid] = TrackedJob(ref.namespace, ref.name, ref.uid)
+        job.changed = True
+        if job.driver is None:
+            job.driver = asyncio.create_task(self._drive(job), name=f"status {ref.uid}")
 
     def observe(self, body: Mapping[str, Any]) -> None:
         """A watch event of a job: adopt its resourceVersion if it holds nothing new to us.
@@ -359,6 +454,13 @@ class StatusWriter:
                     "even the compact status of a failed job could not be written",
                     extra={"namespace": job.namespace, "job": job.name},
                 )
+            try:
+                await self._summarise(job)
+            except Exception:
+                log.exception(
+                    "the summary of a failed job could not be written",
+                    extra={"namespace": job.namespace, "job": job.name},
+                )
         self.announce(
             JobRef(namespace=job.namespace, name=job.name, uid=job.uid),
             events.finished(job.progress.state),
@@ -375,8 +477,14 @@ class StatusWriter:
         # (a fast job's results can end it in the very write that records its dispatch).
         # `ends` is read before to_status stamps completedAt.
         queued = job.progress.dispatched and not job.dispatch_announced
-        ends = job.progress.done and job.progress.completed_at is None
+        ends = job.progress.done and not job.end_announced
+        # The record first: once it holds the results, they are acknowledged, whatever
+        # becomes of the status write.
+        await self._record(job)
+        await self._acknowledge(job)
         status = job.progress.to_status(datetime.now(UTC))
+        if job.progress.done:
+            await self._summarise(job)
         links, job.links = job.links, []
         with tracer.start_as_current_span(
             "emulsion.controller.status",
@@ -398,10 +506,10 @@ class StatusWriter:
             progress = job.progress
             self.announce(ref, events.dispatched(progress.total, progress.version or "unknown"))
         if ends:
+            job.end_announced = True
             self.announce(ref, events.finished(job.progress.state))
         job.last_write = time.monotonic()
         job.changed = False
-        await self._acknowledge(job)
         if job.progress.done and not job.dispatching:
             await self._finish(job)
 
@@ -415,6 +523,9 @@ class StatusWriter:
         """
         assert job.progress is not None
         for _ in range(CONFLICT_RETRIES):
+            if job.stale_indexes:
+                # null in a merge patch removes the field.
+                status = {**status, "succeededIndexes": None, "failedIndexes": None}
             try:
                 written = await self._kube.patch_status(
                     job.namespace, job.name, job.uid, status, job.resource_version
@@ -431,9 +542,49 @@ class StatusWriter:
                 continue
             if written is None:
                 return False
+            job.stale_indexes = False
             self._wrote(job, written)
             return True
         raise RuntimeError(f"status of {job.namespace}/{job.name} kept changing under us")
+
+    async def _record(self, job: TrackedJob) -> None:
+        """Write the failures folded since the last write, then the outcome record.
+
+        Compare-and-set on the record's revision: another writer's outcomes (a second
+        replica in a rollout, our own write before a restart) are read and merged, the
+        recorded outcome of an index winning as in JobProgress.merge, then written again.
+        """
+        assert job.progress is not None
+        records = self._records()
+        details = job.details
+        await bounded(records.put_failure(job.namespace, job.name, d) for d in details.values())
+        for index in list(details):
+            job.details.pop(index, None)
+        for _ in range(CONFLICT_RETRIES):
+            record = job.progress.outcome_record(job.uid)
+            if record == job.recorded:
+                return
+            try:
+                job.record_revision = await records.write_outcomes(
+                    job.namespace, job.name, record, job.record_revision
+                )
+            except RecordConflict:
+                metrics.RECORD_CONFLICTS.inc()
+                stored, job.record_revision = await records.outcomes(
+                    job.namespace, job.name, job.uid
+                )
+                if stored is not None:
+                    job.progress.merge_record(stored)
+                continue
+            job.recorded = record
+            return
+        raise RuntimeError(f"outcomes of {job.namespace}/{job.name} kept changing under us")
+
+    async def _summarise(self, job: TrackedJob) -> None:
+        """How the job ended, for the API to tell once the job expired (idempotent)."""
+        assert job.progress is not None
+        summary = job.progress.summary(job.uid, job.collection)
+        await self._records().put_summary(job.namespace, job.name, summary)
 
     def _wrote(self, job: TrackedJob, body: Mapping[str, Any]) -> None:
         job.resource_version = str(body["metadata"]["resourceVersion"])
@@ -446,6 +597,7 @@ class StatusWriter:
 
     async def _finish(self, job: TrackedJob) -> None:
         self._jobs.pop(job.uid, None)
+        self._bus.forget_items(job.uid)
         await self._bus.release(job.uid, job.upload_ids)
         log.info(
             "job finished",
@@ -468,6 +620,7 @@ class StatusWriter:
 
     def _drop(self, job: TrackedJob) -> None:
         self._jobs.pop(job.uid, None)
+        self._bus.forget_items(job.uid)
         self._remember_gone(job.uid)
         acks = [ack for _, ack, _ in job.inbox.values()] + list(job.unacked.values())
         job.inbox, job.unacked, job.changed = {}, {}, False

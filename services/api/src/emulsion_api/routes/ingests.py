@@ -13,19 +13,25 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Path, Query, Response, status
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from emulsion_api import commits, jobs, views
-from emulsion_api.deps import Principal, PrincipalDep, Services, ServicesDep
+from emulsion_api import commits, expired, jobs, reads, views
+from emulsion_api.deps import FollowingDep, Principal, PrincipalDep, Services, ServicesDep
 from emulsion_api.errors import ApiError, ErrorDetail, problems
 from emulsion_api.kube import Kube
 from emulsion_api.models import (
+    ExpiredIngestProblem,
+    FailureEntry,
+    FailurePage,
     IngestAccepted,
     IngestList,
     IngestRequest,
     IngestStatus,
     JobDeletedEvent,
+    JobSummary,
     StreamErrorEvent,
 )
 from emulsion_contracts import crd, keys, telemetry
+from emulsion_contracts.ingestjob import IngestJob, JobOutline
+from emulsion_contracts.reasons import FailureReason
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +54,19 @@ KEEPALIVE_SECONDS = 15.0
 MIN_WATCH_SECONDS = 0.5
 
 
-def _not_found(name: str) -> ApiError:
-    return ApiError(404, "not_found", f"no ingest named {name!r}")
+_not_found = expired.not_found
 
 
-async def _job_or_404(kube: Kube, name: str, caller: Principal) -> jobs.Job:
-    """The job, if it exists and its collection is the caller's to see; else 404."""
-    job = await kube.get(name)
-    if job is None or not caller.may_read(str(job["spec"]["collection"])):
+async def _job_or_gone(
+    services: Services, name: str, caller: Principal, offset: int = 0, limit: int = 100
+) -> jobs.Job:
+    """The job, if it exists and its collection is the caller's to see; 410 with what is
+    still known if its TTL removed it (and the caller may see it); else 404."""
+    job = await services.kube.get(name)
+    if job is None:
+        gone = await expired.gone_job(services, name, caller)
+        raise await expired.expired(services, gone, offset, limit)
+    if not caller.may_read(str(job["spec"]["collection"])):
         raise _not_found(name)
     return job
 
@@ -100,6 +111,7 @@ async def _job_or_404(kube: Kube, name: str, caller: Principal) -> jobs.Job:
             "idempotency_key_reused",
             "upload_missing",
             "overloaded",
+            "rate_limited",
             "unavailable",
             "internal",
         ),
@@ -137,6 +149,7 @@ async def create_ingest(
     """
     settings = services.settings
     caller.check_write(body.collection)
+    services.limiter.notifies(caller.owner, caller.limits)
     jobs.check_items(body, settings.max_request_items)
     if body.profile not in services.profiles:
         raise ApiError(
@@ -150,7 +163,7 @@ async def create_ingest(
         idempotency = (label, idempotency_key, jobs.request_hash(body))
         existing = await services.kube.list(f"{jobs.LABEL_IDEMPOTENCY}={label}")
         if existing:
-            return _replay(jobs.first_request(existing), idempotency[2], response)
+            return await _replay(services, jobs.first_request(existing), idempotency[2], response)
     missing = await _missing_uploads(services, caller, body)
     if missing:
         raise ApiError(
@@ -170,7 +183,9 @@ async def create_ingest(
         trace_headers=telemetry.inject(),
         idempotency=idempotency,
         ttl_seconds_after_finished=settings.ttl_seconds_after_finished,
+        owner=caller.owner,
     )
+    await services.limiter.admit_jobs(services.kube, caller.owner, caller.limits, len(planned))
     if idempotency is None and len(planned) <= commits.MAX_GROUPED_REQUEST_ITEMS:
         job, offset = await services.commits.submit(
             (caller.id, body.collection, body.profile),
@@ -178,18 +193,19 @@ async def create_ingest(
             plan.trace_headers,
             functools.partial(_create_group, services, plan),
         )
-        result = jobs.accepted_share(job, offset, len(planned))
+        result = jobs.accepted_share(str(job["metadata"]["name"]), planned, offset)
         response.headers["Location"] = result.status_url
         return result
     # Minted right before the jobs are made: each version follows every version (and
     # tombstone) minted before, whichever replica minted it (emulsion_contracts.clock).
     versions = await services.bus.mint_versions(jobs.part_count(planned))
-    created = await _create_all(services.kube, jobs.build_jobs(plan, versions))
+    parts = jobs.plan_parts(plan, versions)
+    created = await _create_all(services, plan, parts)
     if idempotency is not None:
         winner = await _settle_race(services.kube, idempotency[0], created)
         if winner is not created:
-            return _replay(winner, idempotency[2], response)
-    result = jobs.accepted(created)
+            return await _replay(services, winner, idempotency[2], response)
+    result = jobs.accepted([(job, part.items) for job, part in zip(created, parts, strict=True)])
     response.headers["Location"] = result.status_url
     return result
 
@@ -213,26 +229,43 @@ async def _create_group(
     trace: Mapping[str, str],
 ) -> jobs.Job:
     """One job for a group's items (the group commit keeps them within one job)."""
-    versions = await services.bus.mint_versions(1)
-    [body] = jobs.build_jobs(dataclasses.replace(plan, items=items, trace_headers=trace), versions)
-    return await services.kube.create(body)
+    group = dataclasses.replace(plan, items=items, trace_headers=trace)
+    [job] = await _create_all(
+        services, group, jobs.plan_parts(group, await services.bus.mint_versions(1))
+    )
+    return job
 
 
-def _replay(existing: list[jobs.Job], body_hash: str, response: Response) -> IngestAccepted:
+async def _replay(
+    services: Services, existing: list[jobs.Job], body_hash: str, response: Response
+) -> IngestAccepted:
     if jobs.stored_request_hash(existing) != body_hash:
         raise ApiError(
             422,
             "idempotency_key_reused",
             "this Idempotency-Key was used with a different request body",
         )
-    result = jobs.accepted(existing)
+    parsed = [IngestJob.read(job) for job in existing]
+    listed = await asyncio.gather(*(services.records.items(job) for job in parsed))
+    result = jobs.accepted(
+        [(job, items or ()) for job, items in zip(existing, listed, strict=True)]
+    )
     response.headers["Location"] = result.status_url
     response.headers["Idempotent-Replayed"] = "true"
     return result
 
 
-async def _create_all(kube: Kube, bodies: list[jobs.Job]) -> list[jobs.Job]:
-    """Create every part, or none: a part that fails takes the others back."""
+async def _create_all(
+    services: Services, plan: jobs.JobPlan, parts: list[jobs.Part]
+) -> list[jobs.Job]:
+    """Store every part's item list, then create every part, or none: a part that fails
+    takes the others back. The lists go first so a job never names a list that is not
+    there; a list whose job was never made names no job and expires with the records."""
+    refs = await asyncio.gather(
+        *(services.records.put_items(part.name, part.items) for part in parts)
+    )
+    kube = services.kube
+    bodies = jobs.build_jobs(plan, parts, refs)
     results = await asyncio.gather(*(kube.create(body) for body in bodies), return_exceptions=True)
     created = [result for result in results if isinstance(result, dict)]
     failure = next((r for r in results if isinstance(r, BaseException)), None)
@@ -282,7 +315,8 @@ async def list_ingests(
             description="Only this collection's jobs (404 outside the token's scopes).",
         ),
     ] = None,
-    # A job carries its whole item list (up to 1,000 items), so pages stay small.
+    # Each entry is a job's summary (its items are not read), so pages cost the apiserver
+    # little; the bound keeps a page's answer small all the same.
     limit: Annotated[int, Query(ge=1, le=100, description="Most jobs per page.")] = 20,
     cursor: Annotated[
         str | None,
@@ -299,26 +333,67 @@ async def list_ingests(
         if not caller.may_read(collection):
             raise ApiError(404, "not_found", f"no collection {collection!r}")
         selector = f"{crd.LABEL_COLLECTION}={jobs.collection_label(collection)}"
-    listed, next_cursor = await services.kube.list_page(selector, limit, cursor)
-    # The label is the collection cut to a label value; the spec says which it is.
-    shown = [
-        job
-        for job in listed
-        if caller.may_read(str(job["spec"]["collection"]))
-        and (collection is None or job["spec"]["collection"] == collection)
-    ]
-    return IngestList(items=[jobs.summary(job) for job in shown], next_cursor=next_cursor)
+
+    def shown(job: jobs.Job) -> JobSummary | None:
+        # The label is the collection cut to a label value; the spec says which it is.
+        found = str(job["spec"]["collection"])
+        if not caller.may_read(found) or (collection is not None and found != collection):
+            return None
+        return jobs.summary(job)
+
+    # Read a few jobs at a time (reads.py): memory follows the summaries returned.
+    items, next_cursor = await reads.page_of(
+        services.kube.list_page, selector, limit, cursor, shown
+    )
+    return IngestList(items=items, next_cursor=next_cursor)
 
 
-# A job's status, read once or followed (a long poll's `wait`, or its event stream).
+# A job's status, read once or followed (a long poll's `wait`, or its event stream); a
+# job its TTL removed answers 410 with what is still known.
 FOLLOWING_PROBLEMS = problems(
     "unauthorized",
     "not_found",
+    "ingest_expired",
     "invalid_request",
     "overloaded",
     "too_many_watches",
+    "rate_limited",
     "unavailable",
     "internal",
+    models={410: ExpiredIngestProblem},
+    examples={
+        410: {
+            "type": "urn:emulsion:problem:ingest_expired",
+            "title": "The ingest finished and expired; what is still known",
+            "status": 410,
+            "detail": "ingest '01jdq3g2m4p8r6t0v2x4z6b8d0' finished PartiallyFailed and expired: "
+            "it is no longer in the cluster; what is still known is in `ingest`, every "
+            "failure at /v1/ingests/01jdq3g2m4p8r6t0v2x4z6b8d0/failures",
+            "instance": "/v1/ingests/01jdq3g2m4p8r6t0v2x4z6b8d0",
+            "code": "ingest_expired",
+            "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+            "errors": [],
+            "ingest": {
+                "name": "01jdq3g2m4p8r6t0v2x4z6b8d0",
+                "collection": "holiday-2026",
+                "phase": "PartiallyFailed",
+                "total": 3,
+                "succeeded": 2,
+                "failed": 1,
+                "version": "01JDQ3G2M4P8R6T0V2X4Z6B8D0",
+                "started_at": "2026-11-23T10:15:30Z",
+                "completed_at": "2026-11-23T10:15:42Z",
+                "reasons": {"NotAnImage": 1},
+                "failures_url": "/v1/ingests/01jdq3g2m4p8r6t0v2x4z6b8d0/failures",
+                "assets_total": 2,
+                "asset_offset": 0,
+                "assets": [
+                    {"index": 0, "asset": "IMG_0001.jpg"},
+                    {"index": 2, "asset": "IMG_0003.jpg"},
+                ],
+            },
+        }
+    },
 )
 
 
@@ -361,27 +436,35 @@ async def get_ingest(
 
     With `wait`, answers as soon as the job's status changes (a watch on the apiserver),
     or after `wait` seconds with the status unchanged.
+
+    A finished job is removed from the cluster `ttlSecondsAfterFinished` after it ended
+    (one hour by default). Then, while its records are kept (7 days by default), this
+    answers **410 `ingest_expired`** with its summary and a page of the assets it made
+    (`item_offset`, `item_limit` page them); after that, 404 like any unknown name.
     """
-    job = await _job_or_404(services.kube, name, caller)
+    job = await _job_or_gone(services, name, caller, item_offset, item_limit)
     if wait > 0 and not jobs.phase(job).finished:
-        job = await _status_change(
-            services.kube, job, min(wait, services.settings.max_wait_seconds)
-        )
+        with services.limiter.following(caller.owner, caller.limits):
+            job = await _status_change(
+                services, caller, job, min(wait, services.settings.max_wait_seconds)
+            )
     return await views.ingest_status(services, job, item_offset, item_limit, urls=urls)
 
 
-async def _status_change(kube: Kube, job: jobs.Job, seconds: float) -> jobs.Job:
+async def _status_change(
+    services: Services, caller: Principal, job: jobs.Job, seconds: float
+) -> jobs.Job:
+    kube = services.kube
     deadline = time.monotonic() + seconds
     initial = job.get("status")
     current = job
     while (remaining := deadline - time.monotonic()) >= MIN_WATCH_SECONDS:
         change = await kube.next_change(current, remaining)
         if change is None:
-            fresh = await kube.get(job["metadata"]["name"])
-            if fresh is None:
-                raise _not_found(job["metadata"]["name"])
-            current = fresh
+            current = await _job_or_gone(services, job["metadata"]["name"], caller)
         elif change.kind == "deleted":
+            # Gone while watched: a TTL's deletion answers 410 like a later read.
+            await _job_or_gone(services, job["metadata"]["name"], caller)
             raise _not_found(job["metadata"]["name"])
         else:
             current = change.job
@@ -392,7 +475,7 @@ async def _status_change(kube: Kube, job: jobs.Job, seconds: float) -> jobs.Job:
 
 async def _followed_job(name: JobName, services: ServicesDep, caller: PrincipalDep) -> jobs.Job:
     # A dependency, so a missing job is a 404 before the event stream starts.
-    return await _job_or_404(services.kube, name, caller)
+    return await _job_or_gone(services, name, caller)
 
 
 @router.get(
@@ -412,7 +495,9 @@ async def _followed_job(name: JobName, services: ServicesDep, caller: PrincipalD
     },
 )
 async def ingest_events(
-    services: ServicesDep, job: Annotated[jobs.Job, Depends(_followed_job)]
+    services: ServicesDep,
+    job: Annotated[jobs.Job, Depends(_followed_job)],
+    _following: FollowingDep,
 ) -> AsyncIterator[ServerSentEvent]:
     """The job's status as server-sent events, until the job ends."""
     name = job["metadata"]["name"]
@@ -446,3 +531,109 @@ async def ingest_events(
         yield ServerSentEvent(
             event="error", data=StreamErrorEvent(code=error.code, detail=error.message)
         )
+
+
+FailureCursor = Annotated[
+    str | None,
+    Query(
+        pattern=r"^[0-9]{1,7}$",
+        description="`next_cursor` of the previous page (the last index it showed); none "
+        "for the first page.",
+        examples=["41"],
+    ),
+]
+
+
+@router.get(
+    "/{name}/failures",
+    response_model=FailurePage,
+    operation_id="listIngestFailures",
+    responses={
+        200: {
+            "description": "A page of failed items, in index order",
+            "content": {
+                "application/json": {
+                    "example": {
+                        "name": "01jdq3g2m4p8r6t0v2x4z6b8d0",
+                        "items": [
+                            {
+                                "index": 3,
+                                "asset": "IMG_0004.jpg",
+                                "reason": "NotAnImage",
+                                "message": "cannot identify image file",
+                            },
+                            {
+                                "index": 17,
+                                "asset": "scan <draft>.tif",
+                                "reason": "TooLarge",
+                                "message": "121 megapixels; the limit is 100",
+                            },
+                        ],
+                        "next_cursor": "17",
+                    }
+                }
+            },
+        },
+        **problems(
+            "unauthorized",
+            "not_found",
+            "invalid_request",
+            "overloaded",
+            "unavailable",
+            "internal",
+        ),
+    },
+)
+async def ingest_failures(
+    name: JobName,
+    services: ServicesDep,
+    caller: PrincipalDep,
+    cursor: FailureCursor = None,
+    limit: Annotated[int, Query(ge=1, le=500, description="Most failures per page.")] = 100,
+) -> FailurePage:
+    """Every failed item of an ingest, a page at a time, in index order: its asset
+    (exactly as named), its reason and the whole message (up to 1,024 characters; the
+    status lists only the first few, shortened, as `kubectl describe` does).
+
+    Served from the job's records, so also for a job its TTL removed (while the records
+    are kept, 7 days by default). A name the token may not see is a 404, as unknown.
+    """
+    after = int(cursor) if cursor is not None else -1
+    job = await services.kube.get(name)
+    uid: str | None
+    if job is None:
+        gone = await expired.gone_job(services, name, caller)
+        uid = gone.uid
+        if uid is None:
+            outcomes = await services.records.last_outcomes(name)
+            uid = outcomes.uid if outcomes else None
+        examples: tuple[FailureEntry, ...] = ()
+    else:
+        if not caller.may_read(str(job["spec"]["collection"])):
+            raise _not_found(name)
+        outline = JobOutline.read(job)
+        uid = outline.metadata.uid
+        examples = tuple(
+            FailureEntry(index=f.index, asset=f.asset, reason=f.reason, message=f.message)
+            for f in outline.status.failures
+            if f.index > after
+        )
+    if uid is None:
+        return FailurePage(name=name, items=[])
+    found, next_index = await services.records.failures(name, uid, after, limit)
+    if not found and after < 0 and examples:
+        # A job from before the records: the examples its status kept are all there is.
+        return FailurePage(name=name, items=list(examples[:limit]))
+    return FailurePage(
+        name=name,
+        items=[
+            FailureEntry(
+                index=detail.index,
+                asset=detail.asset,
+                reason=FailureReason.parse(detail.reason),
+                message=detail.message,
+            )
+            for detail in found
+        ],
+        next_cursor=None if next_index is None else str(next_index),
+    )

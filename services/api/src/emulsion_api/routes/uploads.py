@@ -65,6 +65,7 @@ def _presign(store: Store, file: UploadFile, collection: str, caller: Principal)
         "invalid_request",
         "too_many_items",
         "file_too_large",
+        "rate_limited",
         "internal",
     ),
 )
@@ -83,6 +84,7 @@ async def create_uploads(
             422, "too_many_items", f"{len(files)} files; at most {settings.max_upload_batch}"
         )
     _check_sizes(files, settings.upload_max_bytes, isinstance(body, UploadRequest))
+    services.limiter.presigns(caller.owner, caller.limits, len(files))
     if isinstance(body, UploadRequest):
         return _presign(services.store, body, body.collection, caller)
     # Signing is CPU work (HMACs); thousands of forms must not stall the event loop.
