@@ -188,6 +188,10 @@ soak: tools ## The bench gallery while a monkey kills services, NATS restarts, M
 bench-processor: tools ## Processor: images/s (threads, processes) vs the pure-Pillow limit, peak RSS of a 50 MP JPEG (BENCH_PROCESSOR_ARGS="--images 40")
 	$(UV) run --locked python -m emulsion_bench.processor $(BENCH_PROCESSOR_ARGS)
 
+.PHONY: bench-gravity
+bench-gravity: setup ## Crop gravity: processor CPU per image for center, smart, faces and a focal point; OpenCV's import cost (BENCH_GRAVITY_ARGS="--images 6")
+	$(UV) run --locked python -m emulsion_bench.gravity $(BENCH_GRAVITY_ARGS)
+
 .PHONY: bench-controller
 bench-controller: tools ## Controller: 5,000 one-item + 5 thousand-item IngestJobs; RSS, create->Queued p50/p99 (BENCH_CONTROLLER_ARGS="--small-jobs 500")
 	$(UV) run --locked python -m emulsion_bench.controller $(BENCH_CONTROLLER_ARGS)

@@ -44,8 +44,8 @@ def test_limits_and_patterns_match_the_key_layout() -> None:
     items = schema()["spec"]["properties"]["items"]
     assert (items["minItems"], items["maxItems"]) == (1, crd.MAX_ITEMS)
     item = items["items"]["properties"]
-    assert item["source"]["pattern"] == f"^{keys.STAGING_KEY_PATTERN}$"
-    assert item["source"]["maxLength"] == keys.STAGING_KEY_MAX
+    assert item["source"]["pattern"] == f"^{keys.SOURCE_KEY_PATTERN}$"
+    assert item["source"]["maxLength"] == keys.SOURCE_KEY_MAX
     assert item["asset"]["pattern"] == keys.ASSET_NAME_SCHEMA_PATTERN
     assert (item["asset"]["minLength"], item["asset"]["maxLength"]) == (1, keys.ASSET_NAME_MAX)
     rule = item["asset"]["x-kubernetes-validations"][0]["rule"]
@@ -96,7 +96,8 @@ def test_worst_case_job_fits_etcd() -> None:
     """A full job (2,000 items of the longest source and asset name) and its status must
     stay under etcd's 1.5 MiB. The controller's kopf diff base leaves `spec.items` out
     (services/controller operator.py), so the items are stored once; the status (bounded
-    failures, index ranges, kopf's bookkeeping) gets a generous 400 kB."""
+    failures, index ranges, kopf's bookkeeping) gets a generous 400 kB. A source under
+    originals/ (up to 458 bytes) is only valid in a job of one item (a CEL rule)."""
     longest_source = (
         "staging/" + "c" * keys.COLLECTION_MAX + "/" + "0" * 26 + "/" + "n" * keys.SAFE_NAME_MAX
     )

@@ -35,6 +35,9 @@ def job(name: str, items: int = 1, **spec: Any) -> dict[str, Any]:
     }
 
 
+ORIGINAL = keys.original_key("gallery-42", "x.jpg", keys.version_id(UPLOAD, 0), "x.jpg")
+
+
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
@@ -115,6 +118,20 @@ def test_watch_sees_a_new_job(jobs: Any) -> None:
         ),
         ({"collection": "a/b"}, "spec.collection"),
         ({"items": [{"asset": "x.jpg"}]}, "spec.items[0].source: Required value"),
+        # A re-render of a stored original (the focal point PATCH) is a job of one item.
+        ({"items": [{"source": ORIGINAL, "asset": "x.jpg"}] * 2}, "has one item"),
+        (
+            {"items": [{"source": ORIGINAL, "asset": "x.jpg", "focalPoint": {"x": 1.5, "y": 0}}]},
+            "spec.items[0].focalPoint.x",
+        ),
+        (
+            {"styles": [{"name": "a", "width": 9, "height": 9, "gravity": "faces"}]},
+            "gravity applies to fit 'crop' only",
+        ),
+        (
+            {"styles": [{"name": "a", "width": 9, "height": 9, "fit": "crop", "gravity": "up"}]},
+            "spec.styles[0].gravity",
+        ),
     ],
 )
 def test_invalid_specs_are_refused_with_422(
@@ -126,6 +143,19 @@ def test_invalid_specs_are_refused_with_422(
         create(jobs, body)
     assert refused.value.status == 422
     assert complaint in str(refused.value.body)
+
+
+def test_a_one_item_re_render_with_a_focal_point_and_gravity_is_stored(jobs: Any) -> None:
+    body = job(unique("rerender"))
+    body["spec"]["items"] = [
+        {"source": ORIGINAL, "asset": "x.jpg", "focalPoint": {"x": 0.25, "y": 1}}
+    ]
+    body["spec"]["styles"] = [
+        {"name": "thumb", "width": 100, "height": 100, "fit": "crop", "gravity": "smart"}
+    ]
+    created = create(jobs, body)
+    assert created["spec"]["items"][0]["focalPoint"] == {"x": 0.25, "y": 1}
+    assert created["spec"]["styles"][0]["gravity"] == "smart"
 
 
 def test_largest_job_the_schema_allows_is_stored(jobs: Any) -> None:

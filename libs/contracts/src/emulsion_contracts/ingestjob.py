@@ -40,6 +40,7 @@ from emulsion_contracts.crd import ConditionType, Phase
 from emulsion_contracts.messages import (
     DEFAULT_PROFILE_NAME,
     Collection,
+    FocalPoint,
     JobRef,
     ReadReason,
     StyleSpec,
@@ -157,10 +158,15 @@ ProfileName = Annotated[str, StringConstraints(max_length=63, pattern=PROFILE_PA
 
 
 class JobItem(_KubeModel):
-    """One image: where its upload is, and the asset it becomes (see the module's note)."""
+    """One image: where its upload is, and the asset it becomes (see the module's note).
 
-    source: Annotated[str, Field(max_length=keys.STAGING_KEY_MAX)]
+    A `source` under originals/ re-renders that asset's live version from its stored
+    original (the API's focal point PATCH makes such jobs, of one item).
+    """
+
+    source: Annotated[str, Field(max_length=keys.SOURCE_KEY_MAX)]
     asset: Annotated[str, Field(max_length=keys.ASSET_NAME_MAX)]
+    focal_point: FocalPoint | None = None
 
 
 class ItemsRef(_KubeModel):
@@ -233,6 +239,7 @@ class IngestJobSpec(SpecOutline):
                 version=keys.version_id(version, index),
                 profile=self.profile,
                 styles=self.styles or None,
+                focal_point=item.focal_point,
             )
         except ValidationError as error:
             raise InvalidSpec(f"spec.items[{index}]: {describe(error)}") from error

@@ -77,6 +77,19 @@ STAGING_KEY_MAX: Final = len(STAGING) + COLLECTION_MAX + 1 + 26 + 1 + SAFE_NAME_
 LEGACY_STAGING_KEY_PATTERN: Final = rf"staging/{ULID_PATTERN}/{NAME_PATTERN}"
 # Either layout: what a client may name (an old key is then answered as a missing upload).
 ANY_STAGING_KEY_PATTERN: Final = rf"staging/(?:{COLLECTION_PATTERN}/)?{ULID_PATTERN}/{NAME_PATTERN}"
+# A stored original, as a re-render's source names it (the segment is checked in full by
+# `is_original_of`; the pattern only bounds its characters).
+ORIGINAL_KEY_PATTERN: Final = (
+    rf"originals/{COLLECTION_PATTERN}/[A-Za-z0-9_.~%-]{{1,{ASSET_SEGMENT_MAX}}}"
+    rf"/{VERSION_PATTERN}/{NAME_PATTERN}"
+)
+ORIGINAL_KEY_MAX: Final = (
+    len("originals/") + COLLECTION_MAX + 1 + ASSET_SEGMENT_MAX + 1 + 32 + 1 + SAFE_NAME_MAX
+)
+# What an IngestJob item or work message may read: an upload, or (a re-render) the
+# asset's stored original.
+SOURCE_KEY_PATTERN: Final = rf"(?:{STAGING_KEY_PATTERN}|{ORIGINAL_KEY_PATTERN})"
+SOURCE_KEY_MAX: Final = max(STAGING_KEY_MAX, ORIGINAL_KEY_MAX)
 # The claim marker's file part: a leading dot, so no safe name (and no upload) is ever it.
 CLAIM_NAME: Final = ".claim"
 
@@ -378,6 +391,18 @@ def version_id(job_version: str, index: int) -> str:
     if not 0 <= index < 100_000:
         raise InvalidKey(f"item index {index} out of range")
     return f"{job_version}-{index:05d}"
+
+
+def is_original_of(key: str, collection: str, asset: str) -> bool:
+    """Whether `key` is a stored original of `asset` in `collection` (any version)."""
+    parsed = parse_key(key)
+    return (
+        parsed is not None
+        and parsed.area == "originals"
+        and parsed.collection == collection
+        and parsed.segment is not None
+        and is_segment_of(parsed.segment, asset)
+    )
 
 
 def staging_key(collection: str, upload_id: str, filename: str) -> str:

@@ -17,7 +17,14 @@ from typing import Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from emulsion_contracts import keys
-from emulsion_contracts.messages import Collection, Derivative, JobRef, Name, VersionId
+from emulsion_contracts.messages import (
+    Collection,
+    Derivative,
+    FocalPoint,
+    JobRef,
+    Name,
+    VersionId,
+)
 
 
 class Original(BaseModel):
@@ -49,6 +56,12 @@ class AssetManifest(BaseModel):
     # When this version went live, which is when the previous one was superseded.
     committed_at: datetime
     deleted_at: datetime | None = None
+    # The point every crop keeps (PATCH /v1/assets/...): renders of this asset keep it,
+    # a new upload's included, until a PATCH clears it. None: each style's gravity.
+    focal_point: FocalPoint | None = None
+    # The profile that made it: a re-render of its crop styles uses the same one. None in
+    # manifests written before it was recorded (read as the default profile).
+    profile: str | None = None
 
     @model_validator(mode="after")
     def _tombstone_or_live(self) -> Self:

@@ -57,6 +57,11 @@ AssetName = Annotated[
 Name = AssetName
 Collection = Annotated[str, StringConstraints(pattern=f"^{keys.COLLECTION_PATTERN}$")]
 StagingKey = Annotated[str, StringConstraints(pattern=f"^{keys.STAGING_KEY_PATTERN}$")]
+# An upload, or the asset's own stored original (a re-render: see WorkItem.rerender).
+SourceKey = Annotated[
+    str,
+    StringConstraints(max_length=keys.SOURCE_KEY_MAX, pattern=f"^{keys.SOURCE_KEY_PATTERN}$"),
+]
 VersionId = Annotated[str, StringConstraints(pattern=f"^{keys.VERSION_PATTERN}$")]
 StyleName = Annotated[str, StringConstraints(pattern=f"^{keys.STYLE_PATTERN}$")]
 
@@ -88,6 +93,22 @@ class JobRef(BaseModel):
     uid: str
 
 
+# Where a `crop` style cuts: `center` (the default, and what every style did before),
+# `smart` (the part with the most detail and colour), `faces` (the faces a detector
+# finds, else `smart`). An asset's focal point, when set, wins over all three.
+Gravity = Literal["center", "smart", "faces"]
+
+
+class FocalPoint(BaseModel):
+    """A point of the upright image, as fractions of its width and height (0,0: top left),
+    that every crop of the asset keeps inside its frame."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    x: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+    y: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+
+
 class StyleSpec(BaseModel):
     """One derivative: a box, how the image meets it, and how it is encoded."""
 
@@ -100,6 +121,10 @@ class StyleSpec(BaseModel):
     format: OutputFormat | None = None
     quality: Annotated[int, Field(ge=1, le=100)] | None = None
     watermark: bool = False
+    # Only for `crop`; None is `center`. None rather than a default value so a style
+    # without it serialises as before (a processor that predates gravity reads it).
+    gravity: Gravity | None = None
+
     # Several renderings of the style, in the order a client without a preference gets
     # them (the first is also what a reader that knows no renderings sees): e.g.
     # `[avif, webp, jpeg]`, JPEG last as the fallback for clients that accept neither.
@@ -107,6 +132,12 @@ class StyleSpec(BaseModel):
     # WebP and AVIF take `qualities`, else `formats.EQUAL_QUALITY` (measured to match JPEG).
     formats: Annotated[tuple[OutputFormat, ...], Field(min_length=1, max_length=4)] | None = None
     qualities: dict[OutputFormat, Annotated[int, Field(ge=1, le=100)]] | None = None
+
+    @model_validator(mode="after")
+    def _gravity_crops(self) -> Self:
+        if self.gravity is not None and self.fit != "crop":
+            raise ValueError(f"style {self.name!r}: gravity applies to fit 'crop' only")
+        return self
 
     @model_validator(mode="after")
     def _one_way_to_say_format(self) -> Self:
@@ -140,12 +171,21 @@ class WorkItem(Message):
 
     job: JobRef
     index: Annotated[int, Field(ge=0)]
-    source: StagingKey
+    source: SourceKey
     collection: Collection
     asset: AssetName
     version: VersionId
     profile: str = DEFAULT_PROFILE_NAME
     styles: tuple[StyleSpec, ...] | None = None
+    # The asset's focal point, which every crop style keeps (see FocalPoint). An upload's
+    # item without one keeps the live manifest's; a re-render's sets exactly this.
+    focal_point: FocalPoint | None = None
+
+    @property
+    def rerender(self) -> bool:
+        """Whether this item re-renders the live version from its stored original (its
+        source is under originals/) instead of promoting an upload."""
+        return self.source.startswith("originals/")
 
 
 class Rendering(BaseModel):

@@ -13,7 +13,8 @@ be refused. The rules, read from each service's S3 calls:
 - the **processor** reads an upload (GetObject on `staging/`), writes its claim marker
   `staging/<collection>/<upload-id>/.claim` and nothing else under `staging/`, copies or
   writes the original, writes derivatives, reads and conditionally writes the manifest.
-  It never deletes and never lists.
+  It reads a stored original (GetObject on `originals/`) to re-render an asset's crops
+  around its focal point. It never deletes.
 - the **janitor** lists every area, HEADs what it deletes, reads manifests, and deletes
   (DeleteObject; DeleteObjects is authorised per key as DeleteObject). It writes only
   its own state under `janitor/` (the full pass's progress, so a restart resumes it),
@@ -73,9 +74,11 @@ ACCESS: Final[dict[str, Access]] = {
         list=(keys.STAGING, keys.MANIFESTS),
     ),
     "processor": Access(
-        read=(f"{keys.STAGING}*", f"{keys.MANIFESTS}*"),
+        # originals/: a re-render reads the stored original (its listing right makes a
+        # missing one a 404, SourceMissing, rather than a refusal waited out).
+        read=(f"{keys.STAGING}*", f"{keys.ORIGINALS}*", f"{keys.MANIFESTS}*"),
         write=(CLAIM_PATTERN, f"{keys.ORIGINALS}*", f"{keys.DERIVATIVES}*", f"{keys.MANIFESTS}*"),
-        list=(keys.STAGING, keys.MANIFESTS),
+        list=(keys.STAGING, keys.ORIGINALS, keys.MANIFESTS),
     ),
     "janitor": Access(
         read=(*(f"{area}*" for area in AREAS), f"{JANITOR_STATE}*"),

@@ -542,6 +542,45 @@ class BatchStatus(BaseModel):
     jobs: list[JobSummary] = _field("Each part's summary, in item order.", [])
 
 
+class FocalPointBody(Request):
+    x: float = _field(
+        "From the left edge of the upright image, as a fraction of its width (0 to 1).",
+        0.3,
+        ge=0,
+        le=1,
+        allow_inf_nan=False,
+    )
+    y: float = _field(
+        "From the top edge of the upright image, as a fraction of its height (0 to 1).",
+        0.25,
+        ge=0,
+        le=1,
+        allow_inf_nan=False,
+    )
+
+
+class AssetPatch(Request):
+    focal_point: FocalPointBody | None = _field(
+        "The point every crop style of the asset keeps (its thumbnails are cut around it), "
+        "or null to clear it (each style's own gravity again). Kept for later versions, a "
+        "new upload's included, until changed.",
+        {"x": 0.3, "y": 0.25},
+    )
+
+
+class AssetPatched(BaseModel):
+    collection: str = _field("The asset's collection.", "holiday-2026")
+    asset: str = _field("The asset's name.", "IMG_0001.jpg")
+    version: str = _field(
+        "The live version whose crops are made again (the new version replaces it).",
+        _VERSION_EXAMPLE,
+    )
+    focal_point: FocalPointBody | None = _field("The focal point asked for.", {"x": 0.3, "y": 0.25})
+    styles: list[str] = _field("The crop styles made again.", ["thumb", "tiny"])
+    job: str = _field("The IngestJob that re-renders them (one item).", _JOB_EXAMPLE)
+    status_url: str = _field("Where to follow it.", f"/v1/ingests/{_JOB_EXAMPLE}")
+
+
 class Asset(BaseModel):
     collection: str = _field("The asset's collection.", "holiday-2026")
     asset: str = _field("The asset's name.", "IMG_0001.jpg")
@@ -551,6 +590,11 @@ class Asset(BaseModel):
     committed_at: datetime = _field("When this version went live.", _TIME_EXAMPLE)
     original: Original = _field("The original, with its download URL.", _ORIGINAL_EXAMPLE)
     outputs: list[Output] = _field("Every style made, with download URLs.", _OUTPUTS_EXAMPLE)
+    focal_point: FocalPointBody | None = _field(
+        "The point every crop keeps (`PATCH` sets it); null: each style's gravity.",
+        {"x": 0.3, "y": 0.25},
+        default=None,
+    )
 
 
 class AssetEntry(BaseModel):
@@ -602,6 +646,12 @@ class StyleInfo(BaseModel):
         "Every encoding this style is written in, first the one a client without a "
         "preference gets.",
         ["jpeg"],
+    )
+    gravity: Literal["center", "smart", "faces"] | None = _field(
+        "Where a crop cuts: `center`, `smart` (the most detail) or `faces`; null for `fit`. "
+        "An asset's focal point wins over it.",
+        "center",
+        default=None,
     )
     watermarked: bool = _field("Whether the profile's watermark is drawn on it.", False)
 

@@ -11,6 +11,7 @@ from emulsion_api.models import (
     Asset,
     AssetEntry,
     Failure,
+    FocalPointBody,
     IngestStatus,
     ItemStatus,
     JobSummary,
@@ -76,6 +77,11 @@ def asset(store: Store, stored: StoredManifest) -> Asset:
         committed_at=manifest.committed_at,
         original=_original(store, manifest),
         outputs=_outputs(store, manifest),
+        focal_point=(
+            FocalPointBody(x=manifest.focal_point.x, y=manifest.focal_point.y)
+            if manifest.focal_point
+            else None
+        ),
     )
 
 

@@ -31,10 +31,10 @@ from emulsion_contracts.formats import (
     OutputFormat,
 )
 from emulsion_contracts.keys import FORMAT_EXTENSIONS
-from emulsion_contracts.messages import StyleSpec
+from emulsion_contracts.messages import FocalPoint, StyleSpec
 from emulsion_contracts.profiles import Watermark
 from emulsion_contracts.reasons import FailureReason
-from emulsion_processor import heif
+from emulsion_processor import gravity, heif
 from emulsion_processor.reasons import ItemRejected, TransientTrouble
 
 # Only formats a browser shows or a phone takes; everything else (EPS/PDF run
@@ -109,6 +109,8 @@ class RenderJob:
     max_frames: int = 300
     watermark: Watermark | None = None
     watermark_image: Path | None = None
+    # The asset's focal point: every crop style keeps it (see gravity.py).
+    focal_point: FocalPoint | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +199,7 @@ def _render(job: RenderJob) -> Rendered:
             base = normalise(load_reduced(image, scale))
         watermark_image = _load_watermark_image(job.watermark_image)
         outputs = []
-        for style, styled in cascade(base, job.styles, width, height):
+        for style, styled in cascade(base, job.styles, width, height, job.focal_point):
             with _timed(timings, f"style {style.name}"):
                 if style.watermark and job.watermark is not None:
                     styled = apply_watermark(styled, job.watermark, watermark_image)
@@ -543,16 +545,24 @@ def plan(
 
 
 def cascade(
-    base: Image.Image, styles: tuple[StyleSpec, ...], width: int, height: int
+    base: Image.Image,
+    styles: tuple[StyleSpec, ...],
+    width: int,
+    height: int,
+    focal_point: FocalPoint | None = None,
 ) -> Iterator[tuple[StyleSpec, Image.Image]]:
-    """Each style of `plan`, made."""
+    """Each style of `plan`, made; a crop's window placed by its gravity."""
     frames = [base]
+    subject = gravity.Subject(base, focal_point)
     for step in plan(styles, width, height, base.size):
         source = frames[step.source]
-        if step.box is None and source.size == step.size:
+        box = step.box
+        if box is not None:
+            box = subject.place(source.size, box, step.style.gravity)
+        if box is None and source.size == step.size:
             styled = source
         else:
-            styled = source.resize(step.size, _RESAMPLE, box=step.box, reducing_gap=_REDUCING_GAP)
+            styled = source.resize(step.size, _RESAMPLE, box=box, reducing_gap=_REDUCING_GAP)
         frames.append(styled)
         yield step.style, styled
 

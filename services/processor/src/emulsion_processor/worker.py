@@ -47,6 +47,7 @@ from emulsion_contracts.blocking import run_blocking
 from emulsion_contracts.manifest import AssetManifest, Original
 from emulsion_contracts.messages import (
     Derivative,
+    FocalPoint,
     GcReason,
     GcRequest,
     ItemResult,
@@ -57,7 +58,7 @@ from emulsion_contracts.messages import (
 )
 from emulsion_contracts.profiles import Profile
 from emulsion_contracts.reasons import FailureReason
-from emulsion_processor import imaging, metrics, original_metadata, store, uploads
+from emulsion_processor import imaging, metrics, original_metadata, rerender, store, uploads
 from emulsion_processor.admission import MemoryBudget
 from emulsion_processor.cancelled import CancelledJobs
 from emulsion_processor.reasons import ItemRejected, TransientTrouble
@@ -436,9 +437,14 @@ class ItemWorker:
 
     async def process(self, item: WorkItem, attempt: int) -> ItemResult:
         # First: an upload of another collection is never read, nor named in a GC request.
-        uploads.check_source(item)
+        if item.rerender:
+            rerender.check_source(item)
+        else:
+            uploads.check_source(item)
         await self._stop_if_cancelled(item, exact=self.cancelled_jobs is None)
         profile, styles = styles_for(item, self.profiles)
+        if item.rerender:
+            styles = rerender.crop_styles(styles)
         manifest_key = keys.manifest_key(item.collection, item.asset)
         current = await self._io(
             store.read_manifest, self.clients.s3, self.settings.bucket, manifest_key
@@ -451,10 +457,13 @@ class ItemWorker:
                 # An earlier delivery may have written them before it died; keys that
                 # were never written cost the janitor one harmless delete.
                 await self._gc(item, "stale", planned_keys(item, profile, styles))
-            await self._gc(item, "promoted", (item.source,))
+            if not item.rerender:  # a re-render's source is the live original
+                await self._gc(item, "promoted", (item.source,))
             return finished(item, decided, current.manifest, attempt)
         workdir = Path(tempfile.mkdtemp(prefix="item-", dir=self.scratch))
         try:
+            if item.rerender:
+                return await self._remake(item, attempt, profile, styles, workdir, current)
             return await self._make(item, attempt, profile, styles, workdir, manifest_key, current)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -497,13 +506,16 @@ class ItemWorker:
             max_frames=settings.max_frames,
             watermark=profile.watermark,
             watermark_image=watermark_image,
+            focal_point=focal_point(item, read),
         )
         cost = await self._io(imaging.decode_cost, job)
         async with self.memory.admit(cost):
             rendered = await self._patiently("render", partial(self._render, job))
         record_timings(rendered.timings)
         stripped = await self._stripped_original(profile, source.path, workdir)
-        manifest = build_manifest(item, rendered, stripped.bytes if stripped else source.bytes)
+        manifest = build_manifest(
+            item, rendered, stripped.bytes if stripped else source.bytes, job.focal_point
+        )
         with self._stage("upload"):
             await self._io(uploads.claim, s3, settings.bucket, item)
             try:
@@ -533,6 +545,95 @@ class ItemWorker:
         if committed.outcome is store.Outcome.STALE:
             return finished(item, store.Outcome.STALE, committed.other, attempt)
         return finished(item, committed.outcome, manifest, attempt)
+
+    async def _remake(
+        self,
+        item: WorkItem,
+        attempt: int,
+        profile: Profile,
+        styles: tuple[StyleSpec, ...],
+        workdir: Path,
+        read: store.Current | None,
+    ) -> ItemResult:
+        """Re-render the live version's crop styles from its stored original (rerender.py)."""
+        settings, s3 = self.settings, self.clients.s3
+        live = rerender.live_manifest(read, item)
+        if live is None or read is None:
+            current = read.manifest if read is not None else None
+            return finished(item, store.Outcome.STALE, current, attempt)
+        with self._stage("download"):
+            source = await self._io(
+                partial(
+                    store.download,
+                    s3,
+                    settings.bucket,
+                    item.source,
+                    workdir / "source",
+                    max_bytes=settings.max_source_bytes,
+                    min_free_bytes=settings.min_free_scratch_bytes,
+                )
+            )
+            metrics.BYTES.labels("downloaded").inc(source.bytes)
+            watermark_image = await self._watermark_image(profile, styles, workdir)
+        outputs = workdir / "out"
+        outputs.mkdir()
+        job = imaging.RenderJob(
+            source=source.path,
+            out_dir=outputs,
+            styles=styles,
+            format=profile.format,
+            quality=profile.quality,
+            max_pixels=settings.max_pixels,
+            max_frames=settings.max_frames,
+            watermark=profile.watermark,
+            watermark_image=watermark_image,
+            focal_point=item.focal_point,
+        )
+        cost = await self._io(imaging.decode_cost, job)
+        async with self.memory.admit(cost):
+            rendered = await self._patiently("render", partial(self._render, job))
+        record_timings(rendered.timings)
+        made = tuple(_derivative(item, output) for output in rendered.styles)
+        manifest = rerender.build_manifest(item, live, made)
+        written = manifest.live_keys() - live.live_keys()
+        with self._stage("upload"):
+            await asyncio.gather(
+                *(
+                    self._io(
+                        store.upload_file,
+                        s3,
+                        settings.bucket,
+                        rendering.key,
+                        file.path,
+                        file.content_type,
+                    )
+                    for output, derivative in zip(rendered.styles, made, strict=True)
+                    for file, rendering in zip(
+                        output.files, derivative.all_renderings(), strict=True
+                    )
+                )
+            )
+        await self._stop_if_cancelled(item, written=written)
+        with self._stage("commit"):
+            committed = await self._io(
+                partial(
+                    rerender.commit,
+                    s3,
+                    settings.bucket,
+                    keys.manifest_key(item.collection, item.asset),
+                    manifest,
+                    read,
+                )
+            )
+        if committed.outcome is store.Outcome.COMMITTED:
+            await self._gc(
+                item, "superseded", tuple(sorted(live.live_keys() - manifest.live_keys()))
+            )
+        elif committed.outcome is store.Outcome.STALE:
+            await self._gc(item, "stale", tuple(sorted(written)))
+        if committed.outcome is store.Outcome.COMMITTED:
+            return finished(item, committed.outcome, manifest, attempt)
+        return finished(item, committed.outcome, committed.other, attempt)
 
     async def _render(self, job: imaging.RenderJob) -> imaging.Rendered:
         try:
@@ -729,7 +830,22 @@ def source_filename(source: str) -> str:
     return keys.safe_name(source.rsplit("/", 1)[-1])
 
 
-def build_manifest(item: WorkItem, rendered: imaging.Rendered, source_bytes: int) -> AssetManifest:
+def focal_point(item: WorkItem, read: store.Current | None) -> FocalPoint | None:
+    """An upload's focal point: the item's, else the live manifest's (set through the API
+    on the version this upload replaces: a new photo of the asset keeps it)."""
+    if item.focal_point is not None:
+        return item.focal_point
+    if read is None or read.manifest is None:
+        return None
+    return read.manifest.focal_point
+
+
+def build_manifest(
+    item: WorkItem,
+    rendered: imaging.Rendered,
+    source_bytes: int,
+    focal: FocalPoint | None = None,
+) -> AssetManifest:
     filename = source_filename(item.source)
     original = Original(
         key=keys.original_key(item.collection, item.asset, item.version, filename),
@@ -749,6 +865,8 @@ def build_manifest(item: WorkItem, rendered: imaging.Rendered, source_bytes: int
         original=original,
         derivatives=derivatives,
         committed_at=datetime.now(UTC),
+        focal_point=focal,
+        profile=item.profile,
     )
 
 

@@ -25,8 +25,11 @@ def test_profiles_list_the_default_with_its_styles(api: httpx.Client) -> None:
         "fit": "crop",
         "format": "jpeg",
         "formats": ["jpeg"],
+        "gravity": "center",
         "watermarked": False,
     }
+    large = next(style for style in default["styles"] if style["name"] == "large")
+    assert large["gravity"] is None  # a fitted style is never cut
 
 
 def test_profiles_need_a_token(api_process: ApiProcess) -> None:

@@ -1,5 +1,6 @@
 """`/v1/assets/<collection>`: a collection's assets, newest first;
-`/v1/assets/<collection>/<asset>`: the live version of an asset, and its deletion.
+`/v1/assets/<collection>/<asset>`: the live version of an asset, its focal point, and its
+deletion.
 
 An asset's `ETag` is its live version (`"<version>"`): `If-None-Match` on a read answers
 304 while the version is unchanged, `If-Match` on a delete refuses (412) to delete a
@@ -13,16 +14,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Response, status
 
-from emulsion_api import listing, negotiation, views
+from emulsion_api import jobs, listing, negotiation, rerenders, views
 from emulsion_api.deps import PrincipalDep, ServicesDep
 from emulsion_api.errors import ApiError, Responses, problems
-from emulsion_api.models import Asset, AssetList, Deleted
+from emulsion_api.models import Asset, AssetList, AssetPatch, AssetPatched, Deleted
 from emulsion_api.store import (
     ListedManifest,
     StoredManifest,
 )
-from emulsion_contracts import keys
-from emulsion_contracts.messages import AssetName
+from emulsion_contracts import keys, telemetry
+from emulsion_contracts.messages import DEFAULT_PROFILE_NAME, AssetName, FocalPoint
 
 router = APIRouter(prefix="/v1/assets", tags=["assets"])
 
@@ -324,4 +325,106 @@ async def delete_asset(
         version=stored.manifest.version,
         keys=len(stored.manifest.live_keys()),
         not_before=not_before,
+    )
+
+
+@router.patch(
+    "/{collection}/{asset}",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=AssetPatched,
+    operation_id="patchAsset",
+    responses={
+        202: {
+            "description": "Accepted: the crops are being made again; `Location` follows it",
+            "headers": {"Location": {"description": "The re-render's status URL."}},
+        },
+        **problems(
+            "malformed_json",
+            "unauthorized",
+            "not_found",
+            "invalid_request",
+            "unknown_profile",
+            "precondition_failed",
+            "unavailable",
+            "internal",
+        ),
+    },
+)
+async def patch_asset(
+    collection: CollectionName,
+    asset: AssetPath,
+    body: AssetPatch,
+    services: ServicesDep,
+    caller: PrincipalDep,
+    response: Response,
+    if_match: Annotated[
+        str | None,
+        Header(
+            alias="If-Match",
+            max_length=1024,
+            description="Change only if the live version is this `ETag` (412 otherwise).",
+        ),
+    ] = None,
+) -> AssetPatched:
+    """Set (or clear, with null) the asset's focal point: its crop styles are made again
+    around it from the stored original, as a new version; every other style and the
+    original stay as they are. Later versions keep it.
+
+    The re-render is an IngestJob of one item (`job`), made only while the version read
+    here is live: an upload or a delete committed meanwhile wins (the item then reports
+    it was not made live). A collection outside the token's scopes answers 404, as for an
+    asset that does not exist.
+    """
+    _checked(collection, asset)
+    if not caller.may_read(collection):
+        raise _not_found(collection, asset)
+    stored = await services.store.read_manifest(collection, asset)
+    if stored is None:
+        raise _not_found(collection, asset)
+    manifest = stored.manifest
+    if if_match is not None and not _matches(if_match, manifest.version):
+        raise ApiError(
+            412,
+            "precondition_failed",
+            f"the live version is {etag(manifest.version)}, which If-Match does not name",
+        )
+    profile_name = manifest.profile or DEFAULT_PROFILE_NAME
+    profile = services.profiles.get(profile_name)
+    if profile is None:
+        raise ApiError(
+            422,
+            "unknown_profile",
+            f"profile {profile_name!r}, which made the asset, is no longer configured",
+        )
+    made = {derivative.style for derivative in manifest.derivatives}
+    crops = [s.name for s in profile.styles if s.fit == "crop" and s.name in made]
+    if not crops:
+        raise ApiError(
+            422, "invalid_request", f"the asset has no crop style (profile {profile_name!r})"
+        )
+    point = body.focal_point
+    focal = FocalPoint(x=point.x, y=point.y) if point is not None else None
+    # After the read: later than the version read, so the re-render can replace it.
+    [version] = await services.bus.mint_versions(1)
+    job = await services.kube.create(
+        rerenders.job(
+            services.kube.namespace,
+            manifest,
+            profile_name,
+            focal,
+            version,
+            telemetry.inject(),
+            services.settings.ttl_seconds_after_finished,
+        )
+    )
+    name = str(job["metadata"]["name"])
+    response.headers["Location"] = jobs.ingest_url(name)
+    return AssetPatched(
+        collection=collection,
+        asset=asset,
+        version=manifest.version,
+        focal_point=point,
+        styles=crops,
+        job=name,
+        status_url=jobs.ingest_url(name),
     )

@@ -29,6 +29,7 @@ def profile_info(profile: Profile) -> ProfileInfo:
                 fit=style.fit,
                 format=style.output_formats(profile.format)[0],
                 formats=list(style.output_formats(profile.format)),
+                gravity=(style.gravity or "center") if style.fit == "crop" else None,
                 watermarked=style.watermark and profile.watermark is not None,
             )
             for style in profile.styles
