@@ -49,7 +49,7 @@ from emulsion_cli.ingest import (
 )
 from emulsion_cli.output import FORMATS, Format, emit, emit_in_stream, key_values, out, printable
 from emulsion_cli.output import rows_table as _rows_table
-from emulsion_cli.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, every_item
+from emulsion_cli.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, every_item
 from emulsion_cli.patterns import Selection
 from emulsion_cli.progress import DEFAULT_INTERVAL_SECONDS, LineReporter, RichReporter
 from emulsion_cli.resume import ResumeState
@@ -375,20 +375,11 @@ async def _with_every_asset(api: Api, name: str, first: IngestExpired) -> Ingest
 
 
 def cmd_failures(args: argparse.Namespace) -> int:
-    page_size, limit = _page_args(args)
-    fmt = _fmt(args)
-
-    async def listing(api: Api) -> int:
-        items = [
-            item
-            async for item in every_item(
-                lambda cursor, n: api.failures_page(args.job, cursor, n), page_size, limit
-            )
-        ]
-        emit(items, fmt, lambda: out.print(_rows_table(items, FAILURE_COLUMNS)))
-        return EXIT_OK
-
-    return _run_api(args, listing)
+    return _list(
+        args,
+        lambda api, cursor, n: api.failures_page(args.job, cursor, n),
+        FAILURE_COLUMNS,
+    )
 
 
 def print_expired(error: IngestExpired, args: argparse.Namespace) -> int:
@@ -437,36 +428,34 @@ def _page_args(args: argparse.Namespace) -> tuple[int, int | None]:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    page_size, limit = _page_args(args)
-    fmt = _fmt(args)
-
-    async def listing(api: Api) -> int:
-        items = [
-            item
-            async for item in every_item(
-                lambda cursor, n: api.assets_page(args.collection, cursor, n, args.state),
-                page_size,
-                limit,
-            )
-        ]
-        emit(items, fmt, lambda: out.print(_rows_table(items, ASSET_COLUMNS)))
-        return EXIT_OK
-
-    return _run_api(args, listing)
+    return _list(
+        args,
+        lambda api, cursor, n: api.assets_page(args.collection, cursor, n, args.state),
+        ASSET_COLUMNS,
+    )
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
+    return _list(
+        args, lambda api, cursor, n: api.jobs_page(args.collection, cursor, n), JOB_COLUMNS
+    )
+
+
+# One page of a listing, asked of the API: (api, cursor, page size).
+PageOf = Callable[[Api, str | None, int], Awaitable[Page]]
+
+
+def _list(args: argparse.Namespace, page: PageOf, columns: tuple[str, ...]) -> int:
+    """Every item of a paged listing (up to --limit), as a table or in --output's format."""
     page_size, limit = _page_args(args)
     fmt = _fmt(args)
 
     async def listing(api: Api) -> int:
         items = [
             item
-            async for item in every_item(
-                lambda cursor, n: api.jobs_page(args.collection, cursor, n), page_size, limit
-            )
+            async for item in every_item(lambda cursor, n: page(api, cursor, n), page_size, limit)
         ]
-        emit(items, fmt, lambda: out.print(_rows_table(items, JOB_COLUMNS)))
+        emit(items, fmt, lambda: out.print(_rows_table(items, columns)))
         return EXIT_OK
 
     return _run_api(args, listing)

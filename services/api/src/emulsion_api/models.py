@@ -15,6 +15,7 @@ from emulsion_api.errors import Problem
 from emulsion_contracts import crd, keys
 from emulsion_contracts.formats import AcceptedContentType, OutputFormat
 from emulsion_contracts.ingestjob import DEFAULT_PROFILE_NAME, PROFILE_PATTERN
+from emulsion_contracts.jobrecords import FailureDetail
 from emulsion_contracts.messages import AssetName
 from emulsion_contracts.reasons import FailureReason
 
@@ -260,17 +261,10 @@ class IngestAccepted(BaseModel):
 
 class Failure(BaseModel):
     index: int = _field("The failed item's position in its job.", 3)
-    asset: str | None = _field("The item's asset, when known.", "IMG_0004.jpg", default=None)
-    reason: FailureReason = _field("Why it failed (a stable name).", FailureReason.NOT_AN_IMAGE)
-    message: str | None = _field(
-        "What happened, for people.", "not an image Pillow can open", default=None
-    )
-
-
-class FailureEntry(BaseModel):
-    index: int = _field("The failed item's position in its job.", 3)
     asset: str | None = _field(
-        "The item's asset, exactly as named in the request.", "IMG_0004.jpg", default=None
+        "The item's asset, exactly as named in the request (when known).",
+        "IMG_0004.jpg",
+        default=None,
     )
     reason: FailureReason = _field("Why it failed (a stable name).", FailureReason.NOT_AN_IMAGE)
     message: str | None = _field(
@@ -279,10 +273,20 @@ class FailureEntry(BaseModel):
         default=None,
     )
 
+    @classmethod
+    def of(cls, detail: FailureDetail) -> Failure:
+        """An item's failure as the controller recorded it (emulsion_contracts.jobrecords)."""
+        return cls(
+            index=detail.index,
+            asset=detail.asset,
+            reason=FailureReason.parse(detail.reason),
+            message=detail.message,
+        )
+
 
 class FailurePage(BaseModel):
     name: str = _field("The IngestJob's name.", _JOB_EXAMPLE)
-    items: list[FailureEntry] = _field(
+    items: list[Failure] = _field(
         "Failed items in index order, each with its whole message.",
         [
             {
@@ -300,7 +304,7 @@ class FailurePage(BaseModel):
     )
 
 
-class BatchFailureEntry(FailureEntry):
+class BatchFailureEntry(Failure):
     job: str = _field("The part (IngestJob) the item is in.", _JOB_EXAMPLE)
 
 

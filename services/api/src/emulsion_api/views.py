@@ -23,7 +23,6 @@ from emulsion_api.store import ListedManifest, Store, StoredManifest
 from emulsion_contracts import crd, keys
 from emulsion_contracts.ingestjob import IngestJob, JobItem
 from emulsion_contracts.manifest import AssetManifest
-from emulsion_contracts.reasons import FailureReason
 
 
 def _original(store: Store, manifest: AssetManifest) -> Original:
@@ -155,15 +154,7 @@ async def first_failures(services: Services, job: IngestJob, summary: JobSummary
     found, _ = await services.records.failures(job.metadata.name, uid, -1, wanted)
     if not found:
         return summary
-    failures = [
-        Failure(
-            index=f.index,
-            asset=f.asset,
-            reason=FailureReason.parse(f.reason),
-            message=f.message,
-        )
-        for f in found
-    ]
+    failures = [Failure.of(detail) for detail in found]
     return summary.model_copy(update={"failures": failures})
 
 

@@ -479,42 +479,11 @@ class ItemWorker:
         read: store.Current | None,
     ) -> ItemResult:
         settings, s3 = self.settings, self.clients.s3
-        with self._stage("download"):
-            source = await self._io(
-                partial(
-                    store.download,
-                    s3,
-                    settings.bucket,
-                    item.source,
-                    workdir / "source",
-                    max_bytes=settings.max_source_bytes,
-                    min_free_bytes=settings.min_free_scratch_bytes,
-                )
-            )
-            metrics.BYTES.labels("downloaded").inc(source.bytes)
-            uploads.check_recorded_collection(item, source.metadata)
-            watermark_image = await self._watermark_image(profile, styles, workdir)
-        outputs = workdir / "out"
-        outputs.mkdir()
-        job = imaging.RenderJob(
-            source=source.path,
-            out_dir=outputs,
-            styles=styles,
-            format=profile.format,
-            quality=profile.quality,
-            max_pixels=settings.max_pixels,
-            max_frames=settings.max_frames,
-            watermark=profile.watermark,
-            watermark_image=watermark_image,
-            focal_point=focal_point(item, read),
-        )
-        cost = await self._io(imaging.decode_cost, job)
-        async with self.memory.admit(cost):
-            rendered = await self._patiently("render", partial(self._render, job))
-        record_timings(rendered.timings)
+        focal = focal_point(item, read)
+        source, rendered = await self._download_and_render(item, profile, styles, workdir, focal)
         stripped = await self._stripped_original(profile, source.path, workdir)
         manifest = build_manifest(
-            item, rendered, stripped.bytes if stripped else source.bytes, job.focal_point
+            item, rendered, stripped.bytes if stripped else source.bytes, focal
         )
         with self._stage("upload"):
             await self._io(uploads.claim, s3, settings.bucket, item)
@@ -561,38 +530,9 @@ class ItemWorker:
         if live is None or read is None:
             current = read.manifest if read is not None else None
             return finished(item, store.Outcome.STALE, current, attempt)
-        with self._stage("download"):
-            source = await self._io(
-                partial(
-                    store.download,
-                    s3,
-                    settings.bucket,
-                    item.source,
-                    workdir / "source",
-                    max_bytes=settings.max_source_bytes,
-                    min_free_bytes=settings.min_free_scratch_bytes,
-                )
-            )
-            metrics.BYTES.labels("downloaded").inc(source.bytes)
-            watermark_image = await self._watermark_image(profile, styles, workdir)
-        outputs = workdir / "out"
-        outputs.mkdir()
-        job = imaging.RenderJob(
-            source=source.path,
-            out_dir=outputs,
-            styles=styles,
-            format=profile.format,
-            quality=profile.quality,
-            max_pixels=settings.max_pixels,
-            max_frames=settings.max_frames,
-            watermark=profile.watermark,
-            watermark_image=watermark_image,
-            focal_point=item.focal_point,
+        _, rendered = await self._download_and_render(
+            item, profile, styles, workdir, item.focal_point
         )
-        cost = await self._io(imaging.decode_cost, job)
-        async with self.memory.admit(cost):
-            rendered = await self._patiently("render", partial(self._render, job))
-        record_timings(rendered.timings)
         made = tuple(_derivative(item, output) for output in rendered.styles)
         manifest = rerender.build_manifest(item, live, made)
         written = manifest.live_keys() - live.live_keys()
@@ -634,6 +574,53 @@ class ItemWorker:
         if committed.outcome is store.Outcome.COMMITTED:
             return finished(item, committed.outcome, manifest, attempt)
         return finished(item, committed.outcome, committed.other, attempt)
+
+    async def _download_and_render(
+        self,
+        item: WorkItem,
+        profile: Profile,
+        styles: tuple[StyleSpec, ...],
+        workdir: Path,
+        focal: FocalPoint | None,
+    ) -> tuple[store.Downloaded, imaging.Rendered]:
+        """The source streamed to scratch (its recorded collection checked), then rendered
+        within the memory admission: the part an upload and a re-render share."""
+        settings = self.settings
+        with self._stage("download"):
+            source = await self._io(
+                partial(
+                    store.download,
+                    self.clients.s3,
+                    settings.bucket,
+                    item.source,
+                    workdir / "source",
+                    max_bytes=settings.max_source_bytes,
+                    min_free_bytes=settings.min_free_scratch_bytes,
+                )
+            )
+            metrics.BYTES.labels("downloaded").inc(source.bytes)
+            if not item.rerender:  # only an upload's form records its collection
+                uploads.check_recorded_collection(item, source.metadata)
+            watermark_image = await self._watermark_image(profile, styles, workdir)
+        outputs = workdir / "out"
+        outputs.mkdir()
+        job = imaging.RenderJob(
+            source=source.path,
+            out_dir=outputs,
+            styles=styles,
+            format=profile.format,
+            quality=profile.quality,
+            max_pixels=settings.max_pixels,
+            max_frames=settings.max_frames,
+            watermark=profile.watermark,
+            watermark_image=watermark_image,
+            focal_point=focal,
+        )
+        cost = await self._io(imaging.decode_cost, job)
+        async with self.memory.admit(cost):
+            rendered = await self._patiently("render", partial(self._render, job))
+        record_timings(rendered.timings)
+        return source, rendered
 
     async def _render(self, job: imaging.RenderJob) -> imaging.Rendered:
         try:

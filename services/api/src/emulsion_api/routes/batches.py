@@ -9,10 +9,9 @@ from fastapi import APIRouter, Path, Query
 from emulsion_api import jobs
 from emulsion_api.deps import Principal, PrincipalDep, ServicesDep
 from emulsion_api.errors import ApiError, problems
-from emulsion_api.models import BatchFailureEntry, BatchFailurePage, BatchStatus
+from emulsion_api.models import BatchFailureEntry, BatchFailurePage, BatchStatus, Failure
 from emulsion_contracts import crd
 from emulsion_contracts.ingestjob import JobOutline
-from emulsion_contracts.reasons import FailureReason
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 
@@ -91,13 +90,7 @@ async def batch_failures(
             part.metadata.name, uid, after, limit - len(found)
         )
         found += [
-            BatchFailureEntry(
-                job=part.metadata.name,
-                index=detail.index,
-                asset=detail.asset,
-                reason=FailureReason.parse(detail.reason),
-                message=detail.message,
-            )
+            BatchFailureEntry(job=part.metadata.name, **Failure.of(detail).model_dump())
             for detail in page
         ]
         if next_index is not None:

@@ -19,7 +19,7 @@ from emulsion_api.errors import ApiError, ErrorDetail, problems
 from emulsion_api.kube import Kube
 from emulsion_api.models import (
     ExpiredIngestProblem,
-    FailureEntry,
+    Failure,
     FailurePage,
     IngestAccepted,
     IngestList,
@@ -31,7 +31,6 @@ from emulsion_api.models import (
 )
 from emulsion_contracts import crd, keys, telemetry
 from emulsion_contracts.ingestjob import IngestJob, JobOutline
-from emulsion_contracts.reasons import FailureReason
 
 log = logging.getLogger(__name__)
 
@@ -607,14 +606,14 @@ async def ingest_failures(
         if uid is None:
             outcomes = await services.records.last_outcomes(name)
             uid = outcomes.uid if outcomes else None
-        examples: tuple[FailureEntry, ...] = ()
+        examples: tuple[Failure, ...] = ()
     else:
         if not caller.may_read(str(job["spec"]["collection"])):
             raise _not_found(name)
         outline = JobOutline.read(job)
         uid = outline.metadata.uid
         examples = tuple(
-            FailureEntry(index=f.index, asset=f.asset, reason=f.reason, message=f.message)
+            Failure(index=f.index, asset=f.asset, reason=f.reason, message=f.message)
             for f in outline.status.failures
             if f.index > after
         )
@@ -626,14 +625,6 @@ async def ingest_failures(
         return FailurePage(name=name, items=list(examples[:limit]))
     return FailurePage(
         name=name,
-        items=[
-            FailureEntry(
-                index=detail.index,
-                asset=detail.asset,
-                reason=FailureReason.parse(detail.reason),
-                message=detail.message,
-            )
-            for detail in found
-        ],
+        items=[Failure.of(detail) for detail in found],
         next_cursor=None if next_index is None else str(next_index),
     )
