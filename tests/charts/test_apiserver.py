@@ -129,7 +129,10 @@ def test_rendered_objects_pass_the_apiservers_validation(
     # own models instead.
     checked = [o for o in objects if o["kind"] != "ScaledObject"]
     assert len(checked) == len(objects) - (1 if values.get("keda.enabled") else 0)
-    output = apply_dry_run(tools, stack, namespace, yaml.safe_dump_all(checked))
+    # As JSON documents: PyYAML writes the string "y" bare, which YAML 1.1 readers (Go's,
+    # kubectl's) take for true (the focal point's y).
+    documents = "\n---\n".join(json.dumps(o) for o in checked)
+    output = apply_dry_run(tools, stack, namespace, documents)
     # Strict field validation: an unknown or misplaced field would have failed the apply.
     assert output.count("(server dry run)") == len(checked)
     kinds = {o["kind"] for o in checked}
@@ -209,7 +212,7 @@ def chart_with_extra_printer_column(tmp_path: Path) -> Path:
     version["additionalPrinterColumns"].insert(
         4, {"name": "Items", "type": "integer", "jsonPath": ".status.total"}
     )
-    path.write_text(yaml.safe_dump(definition, sort_keys=False))
+    path.write_text(json.dumps(definition, indent=1))  # JSON: see above, the bare y
     return copy
 
 

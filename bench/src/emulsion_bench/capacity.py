@@ -484,8 +484,8 @@ def load(results: Path = RESULTS, assumptions: Assumptions | None = None) -> Inp
         "outcomes CAS": replace(
             after.status_writes,
             unit="ops",
-            source="one KV compare-and-set per status write (decision 2), "
-            + after.status_writes.source,
+            source=after.status_writes.source
+            + " (one KV compare-and-set per status write, decision 2)",
         ),
         "summary": Cited(1, "ops", "counted", "the JobSummaryRecord at the end (decision 2)"),
     }
