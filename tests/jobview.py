@@ -11,6 +11,7 @@ inline items, or a status that still has its sets, is left as it is).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import copy
 from collections.abc import Mapping
 from typing import Any
@@ -53,7 +54,9 @@ def resolve(settings: NatsSettings, jobs: Mapping[str, Mapping[str, Any]]) -> di
         finally:
             await connection.drain()
 
-    return asyncio.run(run())
+    # In a worker thread: a caller may be inside a running loop (Playwright's sync API).
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, run()).result()
 
 
 def finished(job: Mapping[str, Any]) -> tuple[int, int]:
