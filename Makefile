@@ -115,7 +115,7 @@ test-cluster: setup tools node-tools node-packages images ## The real-node suite
 	$(UV) run --locked pytest -m cluster $(PYTEST_ARGS)
 
 # Serial, like the faults: RAFT's heartbeats need the machine's time (tests/scaleout).
-test-scaleout: setup tools ## The scale-out suite (tests/scaleout): a NATS cluster of three, servers lost mid-flow
+test-scaleout: setup tools ## The scale-out suite (tests/scaleout): a NATS cluster of three and erasure-coded MinIO, servers and drives lost mid-flow
 	$(UV) run --locked pytest -m scaleout $(PYTEST_ARGS)
 
 .PHONY: unit integration test-cluster test-scaleout

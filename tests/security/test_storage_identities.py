@@ -35,7 +35,10 @@ from emulsion_devstack.services import SERVICES
 from emulsion_devstack.stack import REGION, Endpoints, LocalStack, s3_client
 
 GC_GRACE_SECONDS = 3
-DEADLINE = 90.0
+# A GC request that meets a guard comes back after 30 s (consumer.settle); under the load
+# of stage 1's two workers, once in four CI runs, 90 s was not enough for the superseded
+# original to go (2026-12-07, never reproduced alone): a deadline, not a wait.
+DEADLINE = 180.0
 
 
 @pytest.fixture(scope="module")
