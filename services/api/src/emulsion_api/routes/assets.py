@@ -15,7 +15,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Path, Query, Response, status
 
 from emulsion_api import jobs, listing, negotiation, rerenders, views
-from emulsion_api.deps import PrincipalDep, ServicesDep
+from emulsion_api.deps import Principal, PrincipalDep, Services, ServicesDep
 from emulsion_api.errors import ApiError, Responses, problems
 from emulsion_api.models import Asset, AssetList, AssetPatch, AssetPatched, Deleted
 from emulsion_api.store import (
@@ -69,6 +69,20 @@ def _checked(collection: str, asset: str) -> None:
         keys.manifest_key(collection, asset)
     except keys.InvalidKey as error:
         raise ApiError(422, "invalid_request", str(error)) from None
+
+
+async def _readable_manifest(
+    services: Services, caller: Principal, collection: str, asset: str
+) -> StoredManifest:
+    """The asset's manifest, for a caller who may read its collection; anything else
+    (a bad name, another tenant's collection, no such asset) is one and the same 404."""
+    _checked(collection, asset)
+    if not caller.may_read(collection):
+        raise _not_found(collection, asset)
+    stored = await services.store.read_manifest(collection, asset)
+    if stored is None:
+        raise _not_found(collection, asset)
+    return stored
 
 
 def _not_found(collection: str, asset: str) -> ApiError:
@@ -164,12 +178,7 @@ async def get_asset(
     ] = None,
 ) -> Asset | Response:
     """The live manifest, with download URLs for the original and every style."""
-    _checked(collection, asset)
-    if not caller.may_read(collection):
-        raise _not_found(collection, asset)
-    stored = await services.store.read_manifest(collection, asset)
-    if stored is None:
-        raise _not_found(collection, asset)
+    stored = await _readable_manifest(services, caller, collection, asset)
     version = stored.manifest.version
     if if_none_match is not None and _matches(if_none_match, version):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag(version)})
@@ -231,12 +240,7 @@ async def get_asset_style(
 ) -> Response:
     """A redirect to one rendering of the style, chosen by the request's `Accept`: the
     style's stable URL for a page that serves AVIF or WebP with a JPEG fallback."""
-    _checked(collection, asset)
-    if not caller.may_read(collection):
-        raise _not_found(collection, asset)
-    stored = await services.store.read_manifest(collection, asset)
-    if stored is None:
-        raise _not_found(collection, asset)
+    stored = await _readable_manifest(services, caller, collection, asset)
     derivative = next((d for d in stored.manifest.derivatives if d.style == style), None)
     if derivative is None:
         raise ApiError(404, "not_found", f"asset {asset!r} has no style {style!r}")
@@ -375,12 +379,7 @@ async def patch_asset(
     it was not made live). A collection outside the token's scopes answers 404, as for an
     asset that does not exist.
     """
-    _checked(collection, asset)
-    if not caller.may_read(collection):
-        raise _not_found(collection, asset)
-    stored = await services.store.read_manifest(collection, asset)
-    if stored is None:
-        raise _not_found(collection, asset)
+    stored = await _readable_manifest(services, caller, collection, asset)
     manifest = stored.manifest
     if if_match is not None and not _matches(if_match, manifest.version):
         raise ApiError(
