@@ -253,3 +253,16 @@ def in_process_worker(
     finally:
         cpu.shutdown()
         io_pool.shutdown()
+
+
+def first_delivery(
+    with_bus: Any, stack: Endpoints, s3: Any, scratch: Path, item: WorkItem, **overrides: Any
+) -> Any:
+    """`item`'s first delivery through an in-process worker (settings `overrides`) on the
+    S3 client `s3`: its result, or the worker's give-back."""
+
+    async def body(bus: Bus) -> Any:
+        with in_process_worker(stack, s3, bus, scratch, **overrides) as worker:
+            return await worker.result_or_give_back(item, 1)
+
+    return with_bus(body)

@@ -17,16 +17,12 @@ from emulsion_processor import uploads
 from emulsion_processor.reasons import ItemRejected
 from emulsion_processor.worker import gc_msg_id
 
-from .conftest import Bus, in_process_worker, jpeg, object_keys, stage, work_item
+from .conftest import Bus, first_delivery, in_process_worker, jpeg, object_keys, stage, work_item
 from .test_worker import CallLog, Interleaving
 
 
 def _result(with_bus: Any, stack: Endpoints, s3: Any, tmp_path: Path, item: Any) -> ItemResult:
-    async def body(bus: Bus) -> Any:
-        with in_process_worker(stack, s3, bus, tmp_path) as worker:
-            return await worker.result_or_give_back(item, 1)
-
-    result = with_bus(body)
+    result = first_delivery(with_bus, stack, s3, tmp_path, item)
     assert isinstance(result, ItemResult)
     return result
 
