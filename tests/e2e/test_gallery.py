@@ -53,13 +53,19 @@ def ingest(system: LocalStack, directory: Path, collection: str) -> dict[str, An
     return summary
 
 
-def api_get(system: LocalStack, path: str) -> dict[str, Any]:
+def api_client(system: LocalStack, timeout: float = 30) -> httpx.Client:
+    """The system's API over HTTP, with the token the CLI is given."""
     environment = system.client_environment()
-    response = httpx.get(
-        environment["EMULSION_API_URL"] + path,
+    return httpx.Client(
+        base_url=environment["EMULSION_API_URL"],
         headers={"Authorization": f"Bearer {environment['EMULSION_TOKEN']}"},
-        timeout=30,
+        timeout=timeout,
     )
+
+
+def api_get(system: LocalStack, path: str) -> dict[str, Any]:
+    with api_client(system) as api:
+        response = api.get(path)
     response.raise_for_status()
     document: dict[str, Any] = response.json()
     return document
