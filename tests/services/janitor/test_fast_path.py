@@ -42,10 +42,7 @@ def gc_messages(outcome: str) -> float:
 def test_reingested_asset_old_version_goes_after_the_grace_period_new_one_stays(
     stack: Endpoints, s3: Any, layout: Layout, collection: str, settings_for: Settings, run: Any
 ) -> None:
-    old = layout.version(collection, "IMG_0001.jpg")
-    layout.commit(old)
-    new = layout.version(collection, "IMG_0001.jpg")
-    layout.commit(new)
+    old, new = layout.reingested(collection, "IMG_0001.jpg")
     deferred_before = gc_messages("deferred")
     deleted_before = metric("emulsion_janitor_deleted_keys_total", reason="superseded", source="gc")
 

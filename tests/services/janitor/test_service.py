@@ -94,10 +94,7 @@ def environment(stack: Endpoints, **overrides: str) -> dict[str, str]:
 def test_the_process_carries_out_gc_requests_and_exits_cleanly_on_sigterm(
     stack: Endpoints, local_stack: LocalStack, layout: Layout, collection: str, run: Any
 ) -> None:
-    old = layout.version(collection, "IMG_0201.jpg")
-    layout.commit(old)
-    new = layout.version(collection, "IMG_0201.jpg")
-    layout.commit(new)
+    old, new = layout.reingested(collection, "IMG_0201.jpg")
 
     async def publish_and_wait() -> None:
         async with connected(stack) as bus:
