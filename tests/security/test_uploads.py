@@ -28,8 +28,9 @@ from kubernetes import client, config
 from PIL import Image
 
 from emulsion_api.scopes import token_digest
-from emulsion_contracts import crd, keys
+from emulsion_contracts import keys
 from emulsion_devstack.stack import Endpoints, LocalStack, s3_client
+from tests.jobmaking import create_job
 from tests.systems import own_system
 
 TENANT_A = secrets.token_urlsafe(24)
@@ -188,18 +189,8 @@ def kubectl_job(system: System, collection: str, source: str, asset: str) -> str
     """An IngestJob made past the API (`kubectl create`): only the processor's own checks
     stand between it and the upload."""
     name = keys.new_ulid().lower()
-    system.jobs.create_namespaced_custom_object(
-        crd.GROUP,
-        crd.VERSION,
-        NAMESPACE,
-        crd.PLURAL,
-        {
-            "apiVersion": crd.API_VERSION,
-            "kind": crd.KIND,
-            "metadata": {"name": name},
-            "spec": {"collection": collection, "items": [{"source": source, "asset": asset}]},
-        },
-    )
+    spec = {"collection": collection, "items": [{"source": source, "asset": asset}]}
+    create_job(system.jobs, name, spec, namespace=NAMESPACE)
     return name
 
 
