@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from emulsion_contracts import crd, jobrecords, keys, messaging, natsauth, telemetry
+from emulsion_contracts import crd, jobrecords, keys, messaging, natsauth
 from emulsion_contracts.ingestjob import ItemsRef, JobItem
 from emulsion_contracts.jobrecords import JobRecords
 from emulsion_contracts.messages import ItemResult, WorkItem
@@ -37,10 +37,8 @@ REASONS = [FailureReason.NOT_AN_IMAGE, FailureReason.DECOMPRESSION_BOMB, Failure
 class FailingProcessor(Processor):
     """Fails every item at once with the longest message a processor sends."""
 
-    async def report(
-        self, work: WorkItem, reason: str | None, headers: dict[str, str] | None
-    ) -> int:
-        result = ItemResult(
+    def result(self, work: WorkItem, reason: str | None) -> ItemResult:
+        return ItemResult(
             job=work.job,
             index=work.index,
             outcome="failed",
@@ -52,13 +50,6 @@ class FailingProcessor(Processor):
             committed=False,
             finished_at=datetime.now(UTC),
         )
-        carrier = {k: v for k, v in (headers or {}).items() if k in ("traceparent", "tracestate")}
-        ack = await self.js.publish(
-            messaging.events_subject(work.job.namespace, work.job.name),
-            result.to_bytes(),
-            headers=telemetry.inject(carrier),
-        )
-        return int(ack.seq)
 
 
 def longest_items(count: int) -> list[JobItem]:
