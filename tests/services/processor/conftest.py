@@ -24,13 +24,20 @@ from nats.js.kv import KeyValue
 from PIL import Image
 
 from emulsion_contracts import keys, messaging, storage, telemetry, worksigning
-from emulsion_contracts.messages import GcRequest, ItemResult, JobRef, StyleSpec, WorkItem
+from emulsion_contracts.messages import (
+    GcReason,
+    GcRequest,
+    ItemResult,
+    JobRef,
+    StyleSpec,
+    WorkItem,
+)
 from emulsion_contracts.profiles import DEFAULT_PROFILE
 from emulsion_devstack.processes import ProcessRecord, log_tail, stop, until
 from emulsion_devstack.processes import wait_for as wait_for
 from emulsion_devstack.stack import Endpoints, LocalStack
 from emulsion_processor.settings import ProcessorSettings
-from emulsion_processor.worker import Clients, ItemWorker
+from emulsion_processor.worker import Clients, ItemWorker, gc_msg_id
 
 T = TypeVar("T")
 NAMESPACE = "photos"
@@ -91,6 +98,22 @@ def stage(
         Metadata={storage.UPLOAD_COLLECTION_METADATA: collection},
     )
     return key
+
+
+def later_item(item: WorkItem, source: str) -> WorkItem:
+    """The same asset from a job created after `item`'s."""
+    newer = work_item(source, asset=item.asset, collection=item.collection)
+    assert newer.version > item.version
+    return newer
+
+
+def rendered_keys(item: WorkItem) -> set[str]:
+    """The keys a render of `item` (staged as IMG_0001.jpg) writes with the default profile."""
+    prefix = f"{item.collection}/{item.asset}/{item.version}"
+    return {
+        f"originals/{prefix}/IMG_0001.jpg",
+        *(f"derivatives/{prefix}/{s.name}.jpg" for s in DEFAULT_PROFILE.styles),
+    }
 
 
 def object_keys(s3: Any, bucket: str, prefix: str) -> list[str]:
@@ -266,3 +289,18 @@ def first_delivery(
             return await worker.result_or_give_back(item, 1)
 
     return with_bus(body)
+
+
+def first_delivery_and_gc(
+    with_bus: Any, stack: Endpoints, s3: Any, scratch: Path, item: WorkItem, kind: GcReason
+) -> tuple[Any, GcRequest | None]:
+    """`item`'s first delivery as `first_delivery` makes it, and the GC request of `kind`
+    its version published (None: none)."""
+
+    async def body(bus: Bus) -> tuple[Any, GcRequest | None]:
+        with in_process_worker(stack, s3, bus, scratch) as worker:
+            result = await worker.result_or_give_back(item, 1)
+        return result, await bus.gc_request(kind, gc_msg_id(kind, item.version))
+
+    delivered: tuple[Any, GcRequest | None] = with_bus(body)
+    return delivered

@@ -26,7 +26,6 @@ from PIL import Image
 from emulsion_contracts import keys, storage
 from emulsion_contracts.manifest import AssetManifest
 from emulsion_contracts.messages import ItemResult, StyleSpec, WorkItem
-from emulsion_contracts.profiles import DEFAULT_PROFILE
 from emulsion_contracts.reasons import FailureReason
 from emulsion_devstack.processes import until
 from emulsion_devstack.stack import Endpoints
@@ -37,19 +36,22 @@ from emulsion_processor.reasons import ItemRejected
 from emulsion_processor.worker import WORK_CONSUMER, GiveBack, gc_msg_id
 from tests.proxies import OneOperation
 
-from .conftest import Bus, first_delivery, in_process_worker, jpeg, object_keys, stage, work_item
+from .conftest import (
+    Bus,
+    first_delivery,
+    in_process_worker,
+    jpeg,
+    later_item,
+    object_keys,
+    rendered_keys,
+    stage,
+    work_item,
+)
 
 
 def manifest_of(s3: Any, bucket: str, item: WorkItem) -> AssetManifest:
     body = s3.get_object(Bucket=bucket, Key=keys.manifest_key(item.collection, item.asset))["Body"]
     return AssetManifest.from_bytes(body.read())
-
-
-def later_item(item: WorkItem, source: str) -> WorkItem:
-    """The same asset from a job created after `item`'s."""
-    newer = work_item(source, asset=item.asset, collection=item.collection)
-    assert newer.version > item.version
-    return newer
 
 
 class Interleaving(OneOperation):
@@ -228,11 +230,7 @@ def test_an_older_job_loses_to_a_newer_one_that_already_committed(
         # Whatever an earlier, crashed delivery of the older item may have written.
         stale = await bus.gc_request("stale", gc_msg_id("stale", older.version))
         assert stale is not None
-        prefix = f"{older.collection}/{older.asset}/{older.version}"
-        assert set(stale.keys) == {
-            f"originals/{prefix}/IMG_0001.jpg",
-            *(f"derivatives/{prefix}/{s.name}.jpg" for s in DEFAULT_PROFILE.styles),
-        }
+        assert set(stale.keys) == rendered_keys(older)
         promoted = await bus.gc_request("promoted", gc_msg_id("promoted", older.version))
         assert promoted is not None and promoted.keys == (older.source,)
         return result
