@@ -23,7 +23,8 @@ from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 from PIL import Image
 
-from emulsion_contracts import keys, messaging, storage, telemetry, worksigning
+from emulsion_bench.notify import stage_upload
+from emulsion_contracts import keys, messaging, telemetry, worksigning
 from emulsion_contracts.messages import (
     GcReason,
     GcRequest,
@@ -88,16 +89,7 @@ def stage(
 ) -> str:
     """Put `data` where a presigned form for `collection` (a fresh one unless given) would,
     with the collection its form records."""
-    collection = collection or f"c-{uuid.uuid4().hex[:8]}"
-    key = keys.staging_key(collection, keys.new_ulid(), filename)
-    s3.put_object(
-        Bucket=bucket,
-        Key=key,
-        Body=data,
-        ContentType="image/jpeg",
-        Metadata={storage.UPLOAD_COLLECTION_METADATA: collection},
-    )
-    return key
+    return stage_upload(s3, bucket, collection or f"c-{uuid.uuid4().hex[:8]}", data, filename)
 
 
 def later_item(item: WorkItem, source: str) -> WorkItem:
