@@ -36,12 +36,15 @@ def gallery(root: Path, count: int, seed: int) -> Path:
     return ensure_gallery(GalleryParams(count=count, seed=seed, **SMALL), root=root)
 
 
-def emulsion(system: LocalStack, *args: str) -> subprocess.CompletedProcess[str]:
+def emulsion(
+    system: LocalStack, *args: str, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """The CLI run with `args` against the system, as its user runs it."""
     return subprocess.run(
         [sys.executable, "-m", "emulsion_cli", *args],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout,
         env={**os.environ, **system.client_environment()},
     )
 
