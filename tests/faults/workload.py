@@ -15,6 +15,7 @@ from PIL import Image
 from emulsion_cli.gallery import GalleryParams, ensure_gallery
 from emulsion_contracts import crd, keys, storage
 from emulsion_contracts.settings import NatsSettings
+from emulsion_devstack.stack import Endpoints, s3_client
 from tests import jobview
 
 # Small photos keep each case quick on two cores; the soak uses full-size ones.
@@ -31,6 +32,20 @@ class Client:
     kube: Any  # a kubernetes ApiClient
     nats: NatsSettings  # the stack's admin, to read jobs' item lists and outcome records
     namespace: str = "default"
+
+    @classmethod
+    def of(cls, endpoints: Endpoints, api_url: str) -> Client:
+        """The stack's admin at `endpoints`, through the API that answers at `api_url`."""
+        from kubernetes import config as kube_config
+
+        return cls(
+            api_url=api_url,
+            token=endpoints.api_token,
+            s3=s3_client(endpoints),
+            bucket=endpoints.bucket,
+            kube=kube_config.new_client_from_config(config_file=endpoints.kubeconfig),
+            nats=endpoints.nats_settings(),
+        )
 
 
 def gallery(root: Path, count: int, seed: int) -> list[Path]:
