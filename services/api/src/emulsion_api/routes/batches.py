@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, Query
 
 from emulsion_api import jobs
 from emulsion_api.deps import Principal, PrincipalDep, ServicesDep
-from emulsion_api.errors import ApiError, ErrorCode, problems
+from emulsion_api.errors import JOB_READ_PROBLEMS, ApiError, problems
 from emulsion_api.models import BatchFailureEntry, BatchFailurePage, BatchStatus, Failure
 from emulsion_contracts import crd
 from emulsion_contracts.ingestjob import JobOutline
@@ -26,22 +26,12 @@ BatchId = Annotated[
     ),
 ]
 
-# What a batch's routes can answer besides their 200: they read every part of the batch.
-BATCH_PROBLEMS: tuple[ErrorCode, ...] = (
-    "unauthorized",
-    "not_found",
-    "invalid_request",
-    "overloaded",
-    "unavailable",
-    "internal",
-)
-
 
 @router.get(
     "/{batch}",
     response_model=BatchStatus,
     operation_id="getBatch",
-    responses=problems(*BATCH_PROBLEMS),
+    responses=problems(*JOB_READ_PROBLEMS),
 )
 async def get_batch(batch: BatchId, services: ServicesDep, caller: PrincipalDep) -> BatchStatus:
     """Phase and counts over all parts, and each part's summary (items: per part)."""
@@ -60,7 +50,7 @@ async def _parts_or_404(services: ServicesDep, batch: str, caller: Principal) ->
     "/{batch}/failures",
     response_model=BatchFailurePage,
     operation_id="listBatchFailures",
-    responses=problems(*BATCH_PROBLEMS),
+    responses=problems(*JOB_READ_PROBLEMS),
 )
 async def batch_failures(
     batch: BatchId,
