@@ -59,6 +59,7 @@ from emulsion_devstack.processes import (
     ProcessRecord,
     StackError,
     free_port,
+    print_status,
     run,
     spawn,
     tcp_open,
@@ -497,8 +498,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not records:
         print("no node")
         return 1
-    for record in records:
-        print(f"  {record.name:<24} pid {record.pid:<8} {'up' if record.alive() else 'DOWN'}")
+    print_status(records, 24)
     return 0 if node.running() else 1
 
 

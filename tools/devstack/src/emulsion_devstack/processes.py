@@ -82,6 +82,12 @@ def run(command: Sequence[str], check: bool = True) -> subprocess.CompletedProce
     return result
 
 
+def print_status(records: Sequence[ProcessRecord], width: int) -> None:
+    """`status`: each process's name, pid and whether it is up, one line each."""
+    for record in records:
+        print(f"  {record.name:<{width}} pid {record.pid:<8} {'up' if record.alive() else 'DOWN'}")
+
+
 def log_tail(path: Path | str, lines: int = 30) -> str:
     try:
         content = Path(path).read_text(errors="replace").splitlines()
