@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from emulsion_contracts import storage_access
 
 if TYPE_CHECKING:
-    from emulsion_devstack.stack import Endpoints
+    from emulsion_devstack.endpoints import Endpoints
 
 COMPONENTS = tuple(storage_access.ACCESS)
 

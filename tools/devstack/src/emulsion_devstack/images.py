@@ -363,16 +363,11 @@ def build_context(target: Path) -> Path:
     return target
 
 
-# In the context (libs/*/src) but in no image: the tools that build them. Left out of
-# the tag, so editing them rebuilds nothing.
-NOT_IN_IMAGES = ("libs/devstack/src/",)
-
-
 def _tree_digest(root: Path) -> str:
+    # The context holds no sources of tools/devstack (only its pyproject.toml), so
+    # editing the tools that build the images rebuilds nothing.
     digest = hashlib.sha256()
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        if path.relative_to(root).as_posix().startswith(NOT_IN_IMAGES):
-            continue
         digest.update(path.relative_to(root).as_posix().encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
     return digest.hexdigest()

@@ -24,9 +24,10 @@ import yaml
 
 from emulsion_contracts import natsauth
 from emulsion_devstack.binaries import ensure_binary
+from emulsion_devstack.endpoints import Endpoints
 from emulsion_devstack.node import Node, NodeInfo
 from emulsion_devstack.processes import StackError
-from emulsion_devstack.stack import Endpoints, LocalStack
+from emulsion_devstack.stack import LocalStack
 
 REPO_ROOT = Path(__file__).resolve().parents[4]
 CHART = REPO_ROOT / "charts" / "emulsion"

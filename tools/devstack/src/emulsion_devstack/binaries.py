@@ -475,15 +475,10 @@ def _go_build_together(
 ) -> None:
     """One `go build -o DIR/ pkg...` for several tools of one wrapper (same ldflags):
     the packages they share compile once instead of once per tool."""
-    go = shutil.which("go")
     names = ", ".join(tool.name for tool, _ in targets)
+    go = _go_toolchain(names, "each tool's EMULSION_<NAME>_BIN")
     first = targets[0][0]
     assert isinstance(first.source, GoBuild)
-    if go is None:
-        raise BinaryError(
-            f"building {names} needs the Go toolchain (go 1.26 or newer) on PATH; "
-            "install Go, or set each tool's EMULSION_<NAME>_BIN to an existing binary"
-        )
     packages = []
     for tool, binary in targets:
         assert isinstance(tool.source, GoBuild)
@@ -504,31 +499,7 @@ def _go_build_together(
     if len(set(outputs)) != len(outputs):
         raise BinaryError(f"{names}: two packages would build binaries of one name")
     with tempfile.TemporaryDirectory(prefix=".build-", dir=cache_dir()) as out:
-        result = subprocess.run(
-            [
-                go,
-                "build",
-                "-trimpath",
-                "-ldflags",
-                first.source.ldflags(),
-                "-o",
-                out + "/",
-                *packages,
-            ],
-            cwd=wrapper,
-            env=_go_env(goos, goarch),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            errors="replace",
-            check=False,
-        )
-        if result.returncode != 0:
-            tail = "\n".join(result.stdout.splitlines()[-40:])
-            raise BuildError(
-                f"go build of {names} failed (exit {result.returncode}) in {wrapper}:\n{tail}"
-            )
+        _run_go_build(go, names, first.source.ldflags(), out + "/", packages, wrapper, goos, goarch)
         for (_, binary), output in zip(targets, outputs, strict=True):
             built = Path(out) / output
             built.chmod(0o755)
@@ -539,6 +510,46 @@ def _go_build_together(
         file=sys.stderr,
         flush=True,
     )
+
+
+def _go_toolchain(what: str, override: str) -> str:
+    go = shutil.which("go")
+    if go is None:
+        raise BinaryError(
+            f"building {what} needs the Go toolchain (go 1.26 or newer) on PATH; "
+            f"install Go, or set {override} to an existing binary"
+        )
+    return go
+
+
+def _run_go_build(
+    go: str,
+    what: str,
+    ldflags: str,
+    output: str,
+    packages: Sequence[str],
+    wrapper: Path,
+    goos: str,
+    goarch: str,
+) -> None:
+    """`go build -trimpath` of `packages` in the wrapper module into `output` (a file, or
+    a directory ending in "/"); a failure is a BuildError ending with go's output."""
+    result = subprocess.run(
+        [go, "build", "-trimpath", "-ldflags", ldflags, "-o", output, *packages],
+        cwd=wrapper,
+        env=_go_env(goos, goarch),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        check=False,
+    )
+    if result.returncode != 0:
+        tail = "\n".join(result.stdout.splitlines()[-40:])
+        raise BuildError(
+            f"go build of {what} failed (exit {result.returncode}) in {wrapper}:\n{tail}"
+        )
 
 
 def _go_env(goos: str, goarch: str) -> dict[str, str]:
@@ -580,27 +591,10 @@ def _exclusive_lock(path: Path, name: str) -> Iterator[None]:
 def _go_build(
     tool: Tool, build: GoBuild, wrapper: Path, goos: str, goarch: str, binary: Path
 ) -> None:
-    go = shutil.which("go")
-    if go is None:
-        raise BinaryError(
-            f"building {tool.name} {tool.version} needs the Go toolchain (go 1.26 "
-            f"or newer) on PATH; install Go, or set {tool.env_var} to an "
-            "existing binary"
-        )
-    env = _go_env(goos, goarch)
+    go = _go_toolchain(f"{tool.name} {tool.version}", tool.env_var)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{tool.name}.", suffix=".tmp", dir=binary.parent)
     os.close(fd)
     tmp = Path(tmp_name)
-    command = [
-        go,
-        "build",
-        "-trimpath",
-        "-ldflags",
-        build.ldflags(),
-        "-o",
-        str(tmp),
-        build.package,
-    ]
     print(
         f"building {tool.name} {tool.version} from source "
         f"(first run only, ~{build.approx_minutes} min)...",
@@ -609,23 +603,16 @@ def _go_build(
     )
     started = time.monotonic()
     try:
-        result = subprocess.run(
-            command,
-            cwd=wrapper,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            errors="replace",
-            check=False,
+        _run_go_build(
+            go,
+            f"{tool.name} {tool.version}",
+            build.ldflags(),
+            str(tmp),
+            [build.package],
+            wrapper,
+            goos,
+            goarch,
         )
-        if result.returncode != 0:
-            tail = "\n".join(result.stdout.splitlines()[-40:])
-            raise BuildError(
-                f"go build of {tool.name} {tool.version} failed (exit "
-                f"{result.returncode}) in {wrapper}:\n{tail}"
-            )
         tmp.chmod(0o755)
         tmp.replace(binary)
     finally:

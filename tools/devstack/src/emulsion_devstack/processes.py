@@ -68,6 +68,26 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def tcp_open(host: str, port: int) -> bool:
+    """Something accepts connections on host:port (raises OSError if nothing does)."""
+    with socket.create_connection((host, port), timeout=1):
+        return True
+
+
+def run(command: Sequence[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run a short command to its end; with `check`, its failure is a StackError."""
+    result = subprocess.run(list(command), capture_output=True, text=True, check=False)
+    if check and result.returncode != 0:
+        raise StackError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stderr}")
+    return result
+
+
+def print_status(records: Sequence[ProcessRecord], width: int) -> None:
+    """`status`: each process's name, pid and whether it is up, one line each."""
+    for record in records:
+        print(f"  {record.name:<{width}} pid {record.pid:<8} {'up' if record.alive() else 'DOWN'}")
+
+
 def log_tail(path: Path | str, lines: int = 30) -> str:
     try:
         content = Path(path).read_text(errors="replace").splitlines()

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from emulsion_devstack.stack import Endpoints
+    from emulsion_devstack.endpoints import Endpoints
 
 
 def _no_environment(endpoints: Endpoints, data_dir: Path) -> dict[str, str]:

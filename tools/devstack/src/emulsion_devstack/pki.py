@@ -8,11 +8,13 @@ issue its components' own identities from the same CA.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -223,3 +225,51 @@ def make_ca(directory: Path, common_name: str) -> Path:
     _write_cert(directory / "ca.crt", cert)
     _write_key(directory / "ca.key", key)
     return directory / "ca.crt"
+
+
+def write_kubeconfig(
+    path: Path,
+    server: str,
+    ca: Path,
+    cert: Path,
+    key: Path,
+    *,
+    cluster: str,
+    user: str,
+    namespace: str | None = None,
+) -> None:
+    """A kubeconfig (mode 0600) for `server` with the CA and the client pair embedded;
+    its one context is named after `cluster`."""
+
+    def b64(file: Path) -> str:
+        return base64.b64encode(file.read_bytes()).decode()
+
+    context = {"cluster": cluster, "user": user}
+    if namespace is not None:
+        context["namespace"] = namespace
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {
+                        "name": cluster,
+                        "cluster": {"server": server, "certificate-authority-data": b64(ca)},
+                    }
+                ],
+                "users": [
+                    {
+                        "name": user,
+                        "user": {
+                            "client-certificate-data": b64(cert),
+                            "client-key-data": b64(key),
+                        },
+                    }
+                ],
+                "contexts": [{"name": cluster, "context": context}],
+                "current-context": cluster,
+            }
+        )
+    )
+    path.chmod(0o600)

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from emulsion_devstack.processes import StackError
+from emulsion_devstack.processes import StackError, print_status
 from emulsion_devstack.services import SERVICES
 from emulsion_devstack.stack import MINIO_LAYOUTS, LocalStack
 
@@ -75,8 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     if not records:
         print("not running")
         return 1
-    for record in records:
-        print(f"  {record.name:<16} pid {record.pid:<8} {'up' if record.alive() else 'DOWN'}")
+    print_status(records, 16)
     return 0 if stack.running() else 1
 
 

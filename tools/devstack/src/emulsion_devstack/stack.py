@@ -20,7 +20,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +28,16 @@ import yaml
 
 from emulsion_contracts import crd, messaging, storage
 from emulsion_contracts import natsauth as nats_table
-from emulsion_contracts.settings import NatsSettings, S3Settings
+from emulsion_contracts.settings import S3Settings
 from emulsion_devstack import natsauth as nats_auth
+from emulsion_devstack import node_teardown, shutdown, storage_identities
 from emulsion_devstack import pki as pki_module
-from emulsion_devstack import shutdown, storage_identities
 from emulsion_devstack.binaries import ensure_binary
+
+# Re-exported: the tests and benchmarks take Endpoints (and REGION) from here.
+from emulsion_devstack.endpoints import REGION as REGION
+from emulsion_devstack.endpoints import Endpoints as Endpoints
+from emulsion_devstack.node_network import BRIDGE_ADDRESS
 from emulsion_devstack.processes import (
     ProcessRecord,
     StackError,
@@ -45,11 +50,11 @@ from emulsion_devstack.processes import (
 )
 from emulsion_devstack.processes import kill as kill_process
 from emulsion_devstack.services import SERVICES, ServiceSpec
+from emulsion_devstack.state import node_dir, node_state, stack_state
 
 REPO_ROOT = Path(__file__).resolve().parents[4]
 CRD_DIR = REPO_ROOT / "crds"
 DEFAULT_BUCKET = "emulsion"
-REGION = "us-east-1"
 SERVERS = ("etcd", "kube-apiserver", "nats-server", "minio")
 # The browser uploader (served by the API at /upload, on a port chosen at start) POSTs
 # straight to MinIO, so MinIO must answer cross-origin requests from the API's origin.
@@ -86,82 +91,6 @@ AUDIT_POLICY = {
         {"level": "None"},
     ],
 }
-
-
-@dataclass(frozen=True)
-class Endpoints:
-    """How clients reach a running stack; written to `<state_dir>/env` as shell exports."""
-
-    kubeconfig: str
-    apiserver_url: str
-    etcd_url: str
-    nats_url: str
-    nats_monitor_url: str
-    s3_endpoint_url: str
-    s3_access_key: str
-    s3_secret_key: str
-    bucket: str
-    audit_log: str
-    data_dir: str
-    # The bearer token the local API accepts and clients send (EMULSION_TOKEN).
-    api_token: str
-    # The CA NATS's certificate is signed by ("" when the stack runs NATS without TLS),
-    # and the folder of each NATS identity's password file (`<identity>.password`: the
-    # services' and the devstack's admin).
-    nats_ca_file: str
-    nats_auth_dir: str
-    # The key work messages are signed with: a file in the state directory, given to the
-    # controller and the processors only (services.py), never exported to clients.
-    work_signing_key_file: str = ""
-    # Replicas of the streams and buckets: 3 on a NATS cluster (`make up NATS=3`).
-    jetstream_replicas: int = 1
-
-    def work_signing_key(self) -> bytes:
-        """The key, for a test or benchmark that publishes work as the controller does."""
-        return Path(self.work_signing_key_file).read_text().strip().encode()
-
-    def environment(self) -> dict[str, str]:
-        """What `.emulsion/env` exports; NATS as the devstack's admin identity (each
-        service process gets its own identity instead, `nats_environment`)."""
-        return {
-            "KUBECONFIG": self.kubeconfig,
-            **self.nats_environment(nats_auth.ADMIN),
-            "AWS_ENDPOINT_URL": self.s3_endpoint_url,
-            "AWS_ACCESS_KEY_ID": self.s3_access_key,
-            "AWS_SECRET_ACCESS_KEY": self.s3_secret_key,
-            "AWS_REGION": REGION,
-            "EMULSION_BUCKET": self.bucket,
-            "EMULSION_TOKEN": self.api_token,
-        }
-
-    def nats_environment(self, identity: str) -> dict[str, str]:
-        """NATS_* for a process connecting as `identity` (a service's, or ADMIN)."""
-        return {
-            "NATS_URL": self.nats_url,
-            "EMULSION_JETSTREAM_REPLICAS": str(self.jetstream_replicas),
-            **({"NATS_CA_FILE": self.nats_ca_file} if self.nats_ca_file else {}),
-            "NATS_USER": identity,
-            "NATS_PASSWORD_FILE": str(Path(self.nats_auth_dir) / f"{identity}.password"),
-        }
-
-    def nats_fields(self, identity: str = nats_auth.ADMIN) -> dict[str, Any]:
-        """NatsSettings' fields for `identity`, to build any service's settings with."""
-        return {
-            "nats_url": self.nats_url,
-            "nats_user": identity,
-            "nats_password_file": Path(self.nats_auth_dir) / f"{identity}.password",
-            "nats_ca_file": Path(self.nats_ca_file) if self.nats_ca_file else None,
-        }
-
-    def nats_settings(self, identity: str = nats_auth.ADMIN) -> NatsSettings:
-        return NatsSettings(**self.nats_fields(identity))
-
-    async def nats_connect(self, identity: str = nats_auth.ADMIN, **options: Any) -> Any:
-        """A nats-py client connected as `identity` (the admin by default) over TLS."""
-        import nats
-
-        settings = self.nats_settings(identity)
-        return await nats.connect(**nats_table.connect_options(settings), **options)
 
 
 class LocalStack:
@@ -202,7 +131,8 @@ class LocalStack:
         self.bucket = bucket
         self.services = tuple(SERVICES[name] for name in services)
         self.say = say
-        self.state_file = self.state_dir / "state.json"
+        self._state = stack_state(self.state_dir)
+        self.state_file = self._state.path
         self.env_file = self.state_dir / "env"
         self.work_signing_key_file = self.state_dir / WORK_SIGNING_KEY_FILE
 
@@ -278,12 +208,10 @@ class LocalStack:
     def down(self) -> list[str]:
         """Stop every process this stack recorded (all at once); remove its data. Idempotent."""
         shutdown.release(self)
-        if (self.state_dir / "node" / "node.json").exists():
+        if node_state(node_dir(self.state_dir)).exists():
             # A real node on this stack (node.py) goes first: its kubelet and containerd
             # would otherwise outlive the apiserver they serve.
-            from emulsion_devstack.node import Node
-
-            Node(self, say=self.say).down(restore_apiserver=False)
+            node_teardown.remove(node_dir(self.state_dir))
         state = self._read_state()
         stopped = []
         if state:
@@ -508,8 +436,16 @@ class LocalStack:
         context.load_cert_chain(str(certs.admin_cert), str(certs.admin_key))
         wait_until(record, lambda: _http_ok(f"{url}/readyz", context), START_TIMEOUT)
         kubeconfig = self.state_dir / "kubeconfig"
-        kubeconfig.write_text(yaml.safe_dump(_kubeconfig(url, certs)))
-        kubeconfig.chmod(0o600)
+        pki_module.write_kubeconfig(
+            kubeconfig,
+            url,
+            certs.ca_cert,
+            certs.admin_cert,
+            certs.admin_key,
+            cluster="emulsion-local",
+            user="emulsion-admin",
+            namespace="default",
+        )
         self.say(f"  kube-apiserver  {url}")
         return url, kubeconfig, audit_log
 
@@ -519,9 +455,7 @@ class LocalStack:
         """One server on 127.0.0.1, or a cluster (see NATS_CLUSTER_ADDRESSES); the client
         URL (a list for a cluster) and the first server's monitoring URL."""
         # The real node's pods reach NATS through the relay on the bridge address, with
-        # the same certificate (node.py imports this module: imported here, not above).
-        from emulsion_devstack.node import BRIDGE_ADDRESS
-
+        # the same certificate.
         port, monitor, route = free_port(), free_port(), free_port()
         clustered = self.nats_servers > 1
         hosts = NATS_CLUSTER_ADDRESSES if clustered else ("127.0.0.1",)
@@ -694,17 +628,10 @@ class LocalStack:
         return self.work_signing_key_file
 
     def _read_state(self) -> dict[str, Any] | None:
-        try:
-            loaded: dict[str, Any] = json.loads(self.state_file.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return None
-        return loaded
+        return self._state.read()
 
     def _write_state(self, state: dict[str, Any]) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        temporary = self.state_file.with_suffix(".tmp")
-        temporary.write_text(json.dumps(state, indent=2))
-        temporary.replace(self.state_file)
+        self._state.write(state)
 
     def client_environment(self) -> dict[str, str]:
         """The variables `.emulsion/env` exports (endpoints, credentials, service URLs)."""
@@ -728,44 +655,6 @@ class LocalStack:
 def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
     with urllib.request.urlopen(url, timeout=2, context=context) as response:  # noqa: S310
         return int(response.status) == 200
-
-
-def _kubeconfig(url: str, certs: pki_module.ApiserverPki) -> dict[str, Any]:
-    def b64(path: Path) -> str:
-        import base64
-
-        return base64.b64encode(path.read_bytes()).decode()
-
-    return {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "emulsion-local",
-                "cluster": {"server": url, "certificate-authority-data": b64(certs.ca_cert)},
-            }
-        ],
-        "users": [
-            {
-                "name": "emulsion-admin",
-                "user": {
-                    "client-certificate-data": b64(certs.admin_cert),
-                    "client-key-data": b64(certs.admin_key),
-                },
-            }
-        ],
-        "contexts": [
-            {
-                "name": "emulsion-local",
-                "context": {
-                    "cluster": "emulsion-local",
-                    "user": "emulsion-admin",
-                    "namespace": "default",
-                },
-            }
-        ],
-        "current-context": "emulsion-local",
-    }
 
 
 def apply_crds(kubeconfig: str, timeout: float = 60.0) -> list[str]:
