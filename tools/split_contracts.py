@@ -31,7 +31,8 @@ What it rewrites, in every tracked `.py`, `.md`, `.toml`, `.yaml`/`.yml`, `.cfg`
    PATH or in the workspace's .venv.
 
 Not handled (none exist today): `import emulsion_contracts.jobrecords as x` followed by
-`x.put_items`, and names reached through `getattr` or `monkeypatch.setattr(module, "name")`.
+`x.put_items`, and moved names reached through `getattr` or a string other than
+`setattr(jobrecords, "put_items", …)` (which is rewritten like an attribute).
 """
 
 from __future__ import annotations
@@ -204,12 +205,13 @@ def _split_attributes(text: str) -> str:
                 continue
             local = alias or name
             moved = sorted(n for m, n in MOVED_NAMES if m == name)
-            use = re.compile(rf"(?<![\w.]){re.escape(local)}\.({'|'.join(moved)})\b")
-            needed = sorted({MOVED_NAMES[(name, found)][0] for found in use.findall(text)})
+            # `jobrecords.put_items`, and `setattr(jobrecords, "put_items", …)` in tests.
+            use = re.compile(rf"(?<![\w.]){re.escape(local)}(\.|, [\"'])({'|'.join(moved)})\b")
+            needed = sorted({MOVED_NAMES[(name, found)][0] for _, found in use.findall(text)})
 
             def new_name(found: re.Match[str], split: str = name) -> str:
-                home, renamed = MOVED_NAMES[(split, found[1])]
-                return f"{home.rpartition('.')[2]}.{renamed}"
+                home, renamed = MOVED_NAMES[(split, found[2])]
+                return f"{home.rpartition('.')[2]}{found[1]}{renamed}"
 
             text = use.sub(new_name, text)
             for home in needed:

@@ -254,7 +254,7 @@ IDENTITIES: Final[dict[str, Identity]] = {
                 *_kv_read(wire.STAGING_LEASES_BUCKET),
                 # The work stream's max age: tombstones outlive it (service.py).
                 f"{API}.STREAM.INFO.{wire.WORK_STREAM}",
-                # One janitor at a time sweeps (emulsion_contracts.singleton).
+                # One janitor at a time sweeps (emulsion_runtime.singleton).
                 *_kv_read(wire.SINGLETONS_BUCKET),
                 *_kv_write(wire.SINGLETONS_BUCKET),
             ),

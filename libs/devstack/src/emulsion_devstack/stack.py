@@ -26,9 +26,8 @@ from typing import Any
 
 import yaml
 
-from emulsion_contracts import crd, messaging, storage
+from emulsion_contracts import crd
 from emulsion_contracts import natsauth as nats_table
-from emulsion_contracts.settings import NatsSettings, S3Settings
 from emulsion_devstack import natsauth as nats_auth
 from emulsion_devstack import pki as pki_module
 from emulsion_devstack import shutdown, storage_identities
@@ -45,6 +44,8 @@ from emulsion_devstack.processes import (
 )
 from emulsion_devstack.processes import kill as kill_process
 from emulsion_devstack.services import SERVICES, ServiceSpec
+from emulsion_runtime import messaging, storage
+from emulsion_runtime.settings import NatsSettings, S3Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[4]
 CRD_DIR = REPO_ROOT / "crds"
@@ -161,7 +162,7 @@ class Endpoints:
         import nats
 
         settings = self.nats_settings(identity)
-        return await nats.connect(**nats_table.connect_options(settings), **options)
+        return await nats.connect(**messaging.connect_options(settings), **options)
 
 
 class LocalStack:

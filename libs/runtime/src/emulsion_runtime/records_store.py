@@ -58,7 +58,6 @@ class RecordConflict(RuntimeError):
     """Another writer changed the outcomes since they were read: read, merge, write again."""
 
 
-
 async def put_items(
     js: JetStreamContext, namespace: str, job: str, items: Sequence[JobItem]
 ) -> ItemsRef:
