@@ -26,11 +26,12 @@ import pytest
 from nats.js import JetStreamContext
 from PIL import Image
 
-from emulsion_contracts import keys, storage, wire, worksigning
+from emulsion_contracts import keys, wire, worksigning
 from emulsion_contracts.manifest import AssetManifest
 from emulsion_contracts.messages import ItemResult, JobRef, WorkItem
 from emulsion_devstack.processes import ProcessRecord, log_tail, stop, until
 from emulsion_devstack.stack import Endpoints, LocalStack
+from emulsion_runtime import storage
 
 NAMESPACE = "forgery"
 REFUSED = "emulsion_processor_work_refused_total"

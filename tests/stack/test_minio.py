@@ -8,8 +8,9 @@ import httpx
 import pytest
 from botocore.exceptions import ClientError
 
-from emulsion_contracts import keys, storage
+from emulsion_contracts import keys
 from emulsion_devstack.stack import Endpoints
+from emulsion_runtime import storage
 
 LIMIT = 1024
 

@@ -310,8 +310,9 @@ def _values() -> dict[str, Any]:
 
 def load(results: Path = RESULTS, assumptions: Assumptions | None = None) -> Inputs:
     """Every input, read from the results files, the chart's values and the code."""
-    from emulsion_contracts import messaging, wire
+    from emulsion_contracts import wire
     from emulsion_contracts.profiles import DEFAULT_PROFILE
+    from emulsion_runtime import messaging
 
     assumptions = assumptions or Assumptions()
     items = int(assumptions.items_per_job.value)
@@ -598,7 +599,7 @@ def load(results: Path = RESULTS, assumptions: Assumptions | None = None) -> Inp
             work.max_ack_pending,
             "items",
             "default",
-            "emulsion_contracts.messaging CONSUMERS[processors].max_ack_pending",
+            "emulsion_runtime.messaging CONSUMERS[processors].max_ack_pending",
         ),
         controller_replicas=Cited(
             controller["replicas"],
@@ -788,7 +789,7 @@ def limits(inputs: Inputs, assumptions: Assumptions) -> list[Limit]:
                 / float(assumptions.item_seconds)
                 / peak_per_day
             ),
-            "raise `max_ack_pending` of the `processors` durable (emulsion_contracts.messaging);"
+            "raise `max_ack_pending` of the `processors` durable (emulsion_runtime.messaging);"
             " past it more pods only wait",
         ),
         Limit(

@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from emulsion_contracts import keys, storage, wire
+from emulsion_contracts import keys, wire
 from emulsion_contracts.messages import ItemResult
 from emulsion_devstack.stack import Endpoints
 from emulsion_processor import uploads
 from emulsion_processor.reasons import ItemRejected
+from emulsion_runtime import storage
 
 from .conftest import Bus, in_process_worker, jpeg, object_keys, stage, work_item
 from .test_worker import CallLog, Interleaving

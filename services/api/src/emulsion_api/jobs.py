@@ -300,7 +300,7 @@ def plan_parts(plan: JobPlan, part_versions: Sequence[str]) -> list[Part]:
     request's size is a 413 here, never an error of a store.
 
     `part_versions`: one version per part (`part_count`), in order, minted from the
-    shared clock (emulsion_contracts.clock), never from this replica's own.
+    shared clock (emulsion_runtime.clock), never from this replica's own.
     """
     chunks = split_items(plan.items)
     if len(part_versions) != len(chunks):

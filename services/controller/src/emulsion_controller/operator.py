@@ -17,7 +17,7 @@ from typing import Any, cast
 
 import kopf
 
-from emulsion_contracts import crd, health, telemetry
+from emulsion_contracts import crd
 from emulsion_contracts.ingestjob import IngestJob, InvalidSpec
 from emulsion_contracts.messages import JobRef
 from emulsion_controller import events, metrics
@@ -32,6 +32,7 @@ from emulsion_controller.progress import JobProgress
 from emulsion_controller.reconcile import Reconciler
 from emulsion_controller.settings import ControllerSettings, load
 from emulsion_controller.tracker import StatusWriter
+from emulsion_runtime import health, telemetry
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from emulsion_contracts.settings import (
+from emulsion_runtime.settings import (
     KubeSettings,
     NatsSettings,
     ServiceSettings,

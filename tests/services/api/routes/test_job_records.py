@@ -17,13 +17,9 @@ import httpx
 import pytest
 
 from emulsion_contracts import crd, natsauth, wire
-from emulsion_contracts.jobrecords import (
-    FailureDetail,
-    JobRecords,
-    JobSummaryRecord,
-    OutcomeRecord,
-)
+from emulsion_contracts.jobrecords import FailureDetail, JobSummaryRecord, OutcomeRecord
 from emulsion_devstack.stack import Endpoints
+from emulsion_runtime.records_store import JobRecords
 
 from ..conftest import (
     NAMESPACE,

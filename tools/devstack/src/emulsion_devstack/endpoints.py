@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from emulsion_contracts import natsauth as nats_table
-from emulsion_contracts.settings import NatsSettings
 from emulsion_devstack import natsauth as nats_auth
+from emulsion_runtime import messaging
+from emulsion_runtime.settings import NatsSettings
 
 REGION = "us-east-1"
 
@@ -88,4 +88,4 @@ class Endpoints:
         import nats
 
         settings = self.nats_settings(identity)
-        return await nats.connect(**nats_table.connect_options(settings), **options)
+        return await nats.connect(**messaging.connect_options(settings), **options)

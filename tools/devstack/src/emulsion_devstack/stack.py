@@ -26,9 +26,8 @@ from typing import Any
 
 import yaml
 
-from emulsion_contracts import crd, messaging, storage
+from emulsion_contracts import crd
 from emulsion_contracts import natsauth as nats_table
-from emulsion_contracts.settings import S3Settings
 from emulsion_devstack import natsauth as nats_auth
 from emulsion_devstack import node_teardown, shutdown, storage_identities
 from emulsion_devstack import pki as pki_module
@@ -51,6 +50,8 @@ from emulsion_devstack.processes import (
 from emulsion_devstack.processes import kill as kill_process
 from emulsion_devstack.services import SERVICES, ServiceSpec
 from emulsion_devstack.state import node_dir, node_state, stack_state
+from emulsion_runtime import messaging, storage
+from emulsion_runtime.settings import S3Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[4]
 CRD_DIR = REPO_ROOT / "crds"

@@ -1,6 +1,8 @@
-"""The streams, durable consumers and KV buckets, as data, and their reconciliation.
+"""The streams, durable consumers and KV buckets, as data, their reconciliation, and the
+connection to NATS.
 
-Their names and subjects are `emulsion_contracts.wire`'s.
+Their names and subjects are `emulsion_contracts.wire`'s; who may use them is
+`emulsion_contracts.natsauth`'s table.
 
 The controller, the bootstrap identity (emulsion_contracts.natsauth), calls
 `ensure_jetstream` at start-up: what is missing is created with the settings here, durable
@@ -14,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import ssl
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from pathlib import Path
+from typing import Any, Final
 
 import nats
 from nats.aio.client import Client
@@ -33,7 +37,8 @@ from nats.js.api import (
 )
 from nats.js.errors import NotFoundError
 
-from emulsion_contracts.settings import JetStreamSettings, NatsSettings, load_settings
+from emulsion_contracts import natsauth
+from emulsion_contracts.natsauth import Identity
 from emulsion_contracts.wire import (
     ADVISORIES_STREAM,
     CANCELLED_BUCKET,
@@ -55,9 +60,7 @@ from emulsion_contracts.wire import (
     WORK_STREAM,
     WORK_SUBJECTS,
 )
-
-if TYPE_CHECKING:
-    from emulsion_contracts.natsauth import Identity
+from emulsion_runtime.settings import JetStreamSettings, NatsSettings, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -391,15 +394,12 @@ async def connect(
     controller) creates the streams, consumers and buckets that are missing, every other
     one waits until those it binds to exist (its readiness stays false meanwhile).
 
-    Credentials and TLS come from `settings` (natsauth.connect_options). `replicas`
+    Credentials and TLS come from `settings` (`connect_options`). `replicas`
     defaults to EMULSION_JETSTREAM_REPLICAS (the chart's `jetstream.replicas`).
     """
-    # natsauth's table is built from this module's streams: imported here, not above.
-    from emulsion_contracts import natsauth
-
     role = natsauth.IDENTITIES[identity]
     connection = await nats.connect(
-        **natsauth.connect_options(settings),
+        **connect_options(settings),
         name=f"emulsion-{identity}",
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,
@@ -420,3 +420,23 @@ async def connect(
         await connection.close()
         raise
     return connection, js
+
+
+def tls_context(ca_file: str | Path) -> ssl.SSLContext:
+    """A client context that trusts only `ca_file` and checks the server's name."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_file))
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def connect_options(settings: NatsSettings) -> dict[str, Any]:
+    """nats.connect's keyword arguments for these settings: servers, credentials, the
+    identity's inbox prefix, and TLS verified against NATS_CA_FILE when it is set."""
+    options: dict[str, Any] = {"servers": settings.servers()}
+    if settings.nats_user:
+        options["user"] = settings.nats_user
+        options["password"] = settings.password()
+        options["inbox_prefix"] = natsauth.inbox_prefix(settings.nats_user)
+    if settings.nats_ca_file:
+        options["tls"] = tls_context(settings.nats_ca_file)
+    return options

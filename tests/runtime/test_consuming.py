@@ -25,10 +25,10 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 from nats.js.errors import NotFoundError
 
-from emulsion_contracts.consuming import ConsumerGone, FetchPolicy, PullLoop
 from emulsion_devstack.binaries import ensure_binary
 from emulsion_devstack.processes import free_port, spawn, stop, wait_until
 from emulsion_devstack.stack import Endpoints
+from emulsion_runtime.consuming import ConsumerGone, FetchPolicy, PullLoop
 from tests.faults.proxy import Hold, Proxy
 
 QUICK = FetchPolicy(timeout=0.2, first_delay=0.05, max_delay=0.2, check_interval=0.2)
@@ -186,7 +186,7 @@ def test_transient_fetch_errors_are_logged_and_retried_with_backoff(
             if len(retries) >= 3:
                 three_retries.set()
 
-    logger = logging.getLogger("emulsion_contracts.consuming")
+    logger = logging.getLogger("emulsion_runtime.consuming")
     counting = Retries()
     logger.addHandler(counting)
     try:

@@ -1,4 +1,4 @@
-"""One holder at a time of a role (emulsion_contracts.singleton), on the stack's NATS: of
+"""One holder at a time of a role (emulsion_runtime.singleton), on the stack's NATS: of
 replicas asking at once one works; a holder that stops hands over at once; one that dies
 without a word is replaced once its lease expires; and no two ever work at the same time."""
 
@@ -13,8 +13,8 @@ from typing import Any
 
 from nats.js.api import KeyValueConfig
 
-from emulsion_contracts import singleton
 from emulsion_devstack.stack import Endpoints
+from emulsion_runtime import singleton
 
 TTL = 2.0
 RENEW = TTL / 4

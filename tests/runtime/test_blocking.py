@@ -16,8 +16,8 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
-from emulsion_contracts import kube
-from emulsion_contracts.blocking import Blocking, run_blocking
+from emulsion_runtime import kube
+from emulsion_runtime.blocking import Blocking, run_blocking
 
 T = TypeVar("T")
 REQUEST: ContextVar[str] = ContextVar("request", default="none")

@@ -162,7 +162,7 @@ class PullLoop:
 
         nats-py keeps them only in its subscription's queue, which its own fetch drains
         first exactly so (nats-py's version is pinned in uv.lock, and
-        tests/contracts/test_consuming.py catches a change); the status messages there
+        tests/runtime/test_consuming.py catches a change); the status messages there
         answer expired requests.
         """
         subscription = self._subscription

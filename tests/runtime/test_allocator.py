@@ -12,7 +12,7 @@ import textwrap
 CHILD = textwrap.dedent(
     """
     import ctypes, sys, tempfile, threading
-    from emulsion_contracts import allocator
+    from emulsion_runtime import allocator
 
     took = allocator.limit_arenas(1) if sys.argv[1] == "limit" else False
     barrier = threading.Barrier(8)

@@ -134,7 +134,7 @@ def configuration(kubeconfig: str | None = None) -> Any:
     """In-cluster credentials in a pod, else `kubeconfig` (None: KUBECONFIG or
     ~/.kube/config), as kopf finds them. Imported here so that a process that never
     talks to the apiserver never loads the Kubernetes client."""
-    from emulsion_contracts import kube
+    from emulsion_runtime import kube
 
     return kube.api_client(kubeconfig).configuration
 
@@ -252,7 +252,7 @@ class ApiServer:
         """A JSON merge patch of the status subresource. A `metadata.resourceVersion` in
         the patch is a precondition (409 if it differs); a `metadata.uid` is not: the
         status strategy resets metadata to the stored object's, so a uid that differs
-        is ignored (tests/contracts/test_ingestjobs.py shows both)."""
+        is ignored (tests/runtime/test_ingestjobs.py shows both)."""
         path = resource.path(namespace, name) + "/status"
         return cast(Body, await self.request("PATCH", path, body=patch, content_type=MERGE_PATCH))
 

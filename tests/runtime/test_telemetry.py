@@ -14,8 +14,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from emulsion_contracts import telemetry, wire
-from emulsion_contracts.telemetry import ConfigurationError, Operation
+from emulsion_contracts import wire
+from emulsion_runtime import telemetry
+from emulsion_runtime.telemetry import ConfigurationError, Operation
 
 
 @pytest.mark.parametrize(

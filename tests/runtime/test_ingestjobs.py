@@ -1,4 +1,4 @@
-"""The shared apiserver client (emulsion_contracts.ingestjobs): the bearer token it sends,
+"""The shared apiserver client (emulsion_runtime.ingestjobs): the bearer token it sends,
 the bound on every call, and every call against the stack's real apiserver."""
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ from kubernetes import client
 from kubernetes.config.incluster_config import InClusterConfigLoader
 
 from emulsion_contracts import crd, keys
-from emulsion_contracts import kube as contracts_kube
 from emulsion_contracts.crd import Phase
 from emulsion_contracts.ingestjob import IngestJobStatus, JobOutline
-from emulsion_contracts.ingestjobs import (
+from emulsion_devstack.stack import Endpoints
+from emulsion_runtime import kube as contracts_kube
+from emulsion_runtime.ingestjobs import (
     CLUSTER_PEERINGS,
     ApiServer,
     IngestJobs,
@@ -29,7 +30,6 @@ from emulsion_contracts.ingestjobs import (
     WatchEvent,
     _token,
 )
-from emulsion_devstack.stack import Endpoints
 
 # -- the bearer token -------------------------------------------------------------------
 # The Kubernetes client's own, wherever its loader put it (in a pod, the in-cluster

@@ -11,7 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
-from emulsion_contracts import clock, keys
+from emulsion_contracts import keys
+from emulsion_runtime import clock
 
 BASE_MS = 1_790_000_000_000
 

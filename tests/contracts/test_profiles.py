@@ -4,13 +4,6 @@ from pathlib import Path
 import pytest
 
 from emulsion_contracts.profiles import DEFAULT_PROFILE, load_profiles
-from emulsion_contracts.settings import (
-    NatsSettings,
-    S3Settings,
-    ServiceSettings,
-    SettingsError,
-    load_settings,
-)
 
 
 def test_default_profile_is_the_seed_style_set() -> None:
@@ -44,43 +37,6 @@ def test_profiles_file_with_unknown_fields_is_refused(tmp_path: Path) -> None:
     path.write_text("- name: web\n  styles: []\n  colour: red\n")
     with pytest.raises(ValueError, match="colour"):
         load_profiles(path)
-
-
-class Composed(ServiceSettings, NatsSettings, S3Settings):
-    """Parts composed as a service composes them."""
-
-
-def test_missing_settings_name_every_missing_variable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("NATS_URL", raising=False)
-    monkeypatch.delenv("EMULSION_BUCKET", raising=False)
-    with pytest.raises(SettingsError) as failure:
-        load_settings(Composed)
-    assert "NATS_URL" in str(failure.value.code)
-    assert "EMULSION_BUCKET" in str(failure.value.code)
-
-
-def test_a_part_requires_only_its_own_variables(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("NATS_URL", raising=False)
-    monkeypatch.delenv("EMULSION_BUCKET", raising=False)
-    assert load_settings(ServiceSettings).http_port == 8080
-    with pytest.raises(SettingsError) as failure:
-        load_settings(NatsSettings)
-    assert "NATS_URL" in str(failure.value.code)
-    assert "EMULSION_BUCKET" not in str(failure.value.code)
-
-
-def test_settings_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("NATS_URL", "nats://127.0.0.1:4222")
-    monkeypatch.setenv("EMULSION_BUCKET", "photos")
-    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9000")
-    monkeypatch.setenv("EMULSION_GC_GRACE_SECONDS", "5")
-    settings = load_settings(Composed)
-    assert (settings.nats_url, settings.bucket, settings.s3_endpoint_url) == (
-        "nats://127.0.0.1:4222",
-        "photos",
-        "http://127.0.0.1:9000",
-    )
-    assert settings.gc_grace_seconds == 5
 
 
 def test_a_profile_strips_nothing_from_the_original_by_default(tmp_path: Path) -> None:

@@ -6,8 +6,8 @@ from typing import Any, cast
 
 import pytest
 
-from emulsion_contracts import storage
-from emulsion_contracts.settings import S3Settings
+from emulsion_runtime import storage
+from emulsion_runtime.settings import S3Settings
 
 
 class ReachedTheWire(Exception):

@@ -15,7 +15,7 @@ from botocore.exceptions import ClientError
 from pydantic import ValidationError
 
 from emulsion_contracts.manifest import AssetManifest
-from emulsion_contracts.settings import S3Settings
+from emulsion_runtime.settings import S3Settings
 
 # The key (or bucket) is not there: S3 answers with the code, MinIO and HEAD with the status.
 MISSING_CODES: Final = frozenset({"404", "NoSuchKey", "NotFound"})
