@@ -1,4 +1,4 @@
-"""MinIO as the S3 of DESIGN.md: presigned POST limits and conditional writes."""
+"""MinIO as the S3 Emulsion relies on: presigned POST limits and conditional writes."""
 
 from __future__ import annotations
 

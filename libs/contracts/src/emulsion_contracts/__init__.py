@@ -1,4 +1,4 @@
 """The contracts every Emulsion part shares: nothing here talks to a server by itself.
 
-DESIGN.md is the prose form of this package; a change to either changes both.
+docs/architecture.md is the prose form of this package; a change to either changes both.
 """

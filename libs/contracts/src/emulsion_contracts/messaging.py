@@ -1,4 +1,5 @@
-"""Streams, subjects and durable consumers of DESIGN.md, as data, and their reconciliation.
+"""Streams, subjects and durable consumers (docs/architecture.md, "Message flow"), as data,
+and their reconciliation.
 
 The controller, the bootstrap identity (emulsion_contracts.natsauth), calls
 `ensure_jetstream` at start-up: what is missing is created with the settings here, durable
