@@ -1,4 +1,4 @@
-"""Issue 21, tokens: the API notices a changed token file and scopes file without a
+"""Tokens: the API notices a changed token file and scopes file without a
 restart. A revoked token is refused within the reload interval (a minute at most with
 the kubelet's own delay); a malformed change is refused loudly and the last good
 configuration stays in force; a change of scopes applies to the running API.

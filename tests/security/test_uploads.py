@@ -1,5 +1,5 @@
-"""Issue 21, "uploads are owned" and "the original is the bytes that were checked", on the
-real stack through its public doors: the API over HTTP with two tenants' tokens, MinIO
+"""Uploads are owned, and the original is the bytes that were checked, on the real
+stack through its public doors: the API over HTTP with two tenants' tokens, MinIO
 through presigned forms, and an IngestJob made with the Kubernetes API (as `kubectl`).
 
 The system is the servers and the four services (a stack of this module's own: its

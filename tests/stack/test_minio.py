@@ -64,7 +64,7 @@ def test_presigned_post_refuses_a_non_image_content_type(stack: Endpoints, s3: A
 
 
 def test_a_copy_on_an_etag_is_refused_once_the_source_changed(stack: Endpoints, s3: Any) -> None:
-    """What promotion relies on (issue 21): the store refuses CopySourceIfMatch on an ETag
+    """What promotion relies on: the store refuses CopySourceIfMatch on an ETag
     the source no longer has, and If-None-Match: * on an existing claim marker."""
     key = keys.staging_key("gallery-42", keys.new_ulid(), "IMG_0001.jpg")
     s3.put_object(Bucket=stack.bucket, Key=key, Body=b"checked")

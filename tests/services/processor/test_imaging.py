@@ -421,7 +421,7 @@ def test_rejections_survive_pickling_for_process_pools() -> None:
     assert (copy.reason, copy.message) == (FailureReason.TRUNCATED, "ends early")
 
 
-# -- crop geometry (issue 12, defect 0) ------------------------------------------------------
+# -- crop geometry ---------------------------------------------------------------------------
 
 
 def test_a_3700x2400_rgba_png_gets_every_crop_style(tmp_path: Path) -> None:

@@ -38,8 +38,9 @@ JANITOR_IDENTITY: Final = "janitor"
 # The identity that creates and updates streams, consumers and buckets.
 BOOTSTRAP: Final = CONTROLLER_IDENTITY
 
-# The shared version clock (issue 21, decision 4): read and written by the API and the
-# controller with compare-and-set. Its BucketSpec is in messaging.BUCKETS.
+# The shared version clock (a delete wins over everything accepted before it, whatever
+# the replicas' clocks say): read and written by the API and the controller with
+# compare-and-set. Its BucketSpec is in messaging.BUCKETS.
 CLOCK_BUCKET: Final = messaging.CLOCK_BUCKET
 # What IngestJobs keep outside etcd (emulsion_contracts.jobrecords): the API writes item
 # lists and reads records; the controller reads item lists and writes records.
