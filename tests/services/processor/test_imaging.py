@@ -283,7 +283,7 @@ def test_metadata_is_stripped_from_derivatives(tmp_path: Path) -> None:
 def test_no_derivative_of_any_format_carries_gps_or_other_metadata(
     tmp_path: Path, source_format: str, output: str
 ) -> None:
-    # The README promises "derivatives: no metadata at all" whatever a profile strips
+    # docs/images.md promises "derivatives: no metadata at all" whatever a profile strips
     # from the original: every source container, every output encoder.
     exif = Image.Exif()
     exif[0x0112] = 6  # Orientation: applied to the pixels, then gone
