@@ -258,7 +258,7 @@ def test_names_that_share_a_long_beginning_keep_apart(repeated: str, ends: list[
 @pytest.mark.parametrize(
     "name",
     [
-        # The examples: 37 characters (103 bytes, 301 encoded), 66 CJK characters
+        # The reported names: 37 characters (103 bytes, 301 encoded), 66 CJK characters
         # (198 bytes, 594 encoded), 150 '<' (450 encoded).
         "日本の美しい風景写真コレクション二千二十六年十二月七日撮影分その一.jpg",
         "写" * 66,

@@ -25,7 +25,7 @@ from emulsion_devstack.stack import Endpoints, LocalStack
 
 KEEP = secrets.token_urlsafe(24)
 REVOKE = secrets.token_urlsafe(24)
-# The chart's reload interval is the default (5 s); the bound is a minute.
+# The chart's reload interval is the default (5 s); a revoked token must stop within a minute.
 REVOCATION_DEADLINE = 60.0
 
 

@@ -4,7 +4,7 @@ through presigned forms, and an IngestJob made with the Kubernetes API (as `kube
 
 The system is the servers and the four services (a stack of this module's own: its
 processor would take other tests' work items from a shared stream), plus a second API
-holding the tenants' tokens, as the issue's report set it up.
+holding the tenants' tokens, as the attacks were first reported on.
 """
 
 from __future__ import annotations
