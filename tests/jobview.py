@@ -16,7 +16,7 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from emulsion_contracts import jobrecords, messaging, natsauth
+from emulsion_contracts import jobrecords, natsauth, wire
 from emulsion_contracts.ingestjob import ItemsRef
 from emulsion_contracts.settings import NatsSettings
 
@@ -31,7 +31,7 @@ async def resolve_async(js: Any, job: Mapping[str, Any]) -> Job:
         ref = ItemsRef.model_validate(spec["itemsRef"])
         spec["items"] = [item.to_body() for item in await jobrecords.get_items(js, ref)]
     if status is not None and "succeededIndexes" not in status:
-        records = jobrecords.JobRecords(await js.key_value(messaging.RECORDS_BUCKET))
+        records = jobrecords.JobRecords(await js.key_value(wire.RECORDS_BUCKET))
         record, _ = await records.outcomes(
             metadata.get("namespace", ""), metadata.get("name", ""), metadata.get("uid", "")
         )

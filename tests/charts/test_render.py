@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from emulsion_api.limits import TokenLimits, parse_limits
-from emulsion_contracts import crd, messaging, stripping
+from emulsion_contracts import crd, stripping, wire
 from emulsion_contracts.profiles import load_profiles
 
 from .conftest import CHART, COMPONENTS, REPO_ROOT, Tools, by_kind, component_of, render, template
@@ -258,8 +258,8 @@ def test_keda_replaces_the_processor_hpa_with_a_valid_scaled_object(tools: Tools
     (scaled,) = by_kind(objects, "ScaledObject").values()
     (trigger,) = scaled["spec"]["triggers"]
     assert trigger["type"] == "nats-jetstream"
-    assert trigger["metadata"]["stream"] == messaging.WORK_STREAM
-    assert trigger["metadata"]["consumer"] == messaging.PROCESSORS
+    assert trigger["metadata"]["stream"] == wire.WORK_STREAM
+    assert trigger["metadata"]["consumer"] == wire.PROCESSORS
     assert trigger["metadata"]["natsServerMonitoringEndpoint"] == "nats.messaging:8222"
     assert scaled["spec"]["scaleTargetRef"]["name"] == "t-emulsion-processor"
     assert "replicas" not in deployments(objects)["processor"]["spec"]

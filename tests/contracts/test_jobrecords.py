@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from emulsion_contracts import jobrecords, messaging, natsauth
+from emulsion_contracts import jobrecords, natsauth, wire
 from emulsion_contracts.ingestjob import ItemsRef, JobItem
 from emulsion_contracts.jobrecords import (
     FailureDetail,
@@ -112,9 +112,9 @@ def test_outcomes_are_compare_and_set_and_failures_page_in_index_order(
         controller = await connected(stack, natsauth.CONTROLLER_IDENTITY)
         api = await connected(stack, natsauth.API_IDENTITY)
         try:
-            kv = await controller.jetstream().key_value(messaging.RECORDS_BUCKET)
+            kv = await controller.jetstream().key_value(wire.RECORDS_BUCKET)
             writer = JobRecords(kv)
-            reader = JobRecords(await api.jetstream().key_value(messaging.RECORDS_BUCKET))
+            reader = JobRecords(await api.jetstream().key_value(wire.RECORDS_BUCKET))
             first = OutcomeRecord(uid=uid, total=250, succeeded="0-1")
             revision = await writer.write_outcomes("ns", job, first, None)
             conflict = False
@@ -195,7 +195,7 @@ def test_no_other_service_reads_item_lists_or_records(
             except Exception as error:  # any refusal will do
                 refused.append(type(error).__name__)
             try:
-                await other.jetstream().key_value(messaging.RECORDS_BUCKET)
+                await other.jetstream().key_value(wire.RECORDS_BUCKET)
             except Exception as error:
                 refused.append(type(error).__name__)
             return refused

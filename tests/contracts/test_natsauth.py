@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from emulsion_contracts import messaging, natsauth
+from emulsion_contracts import messaging, natsauth, wire
 from emulsion_contracts.settings import NatsSettings, SettingsError, load_settings
 from emulsion_devstack import pki
 from tests import tools
@@ -92,7 +92,7 @@ def test_stream_subjects_are_published_by_their_producers_only() -> None:
 def test_the_clock_bucket_is_read_and_written_by_the_api_and_the_controller_only() -> None:
     writers = {i.name for i in natsauth.IDENTITIES.values() if "$KV.EMULSION_CLOCK.>" in i.publish}
     assert writers == {"api", "controller"}
-    assert messaging.CLOCK_BUCKET in {b.name for b in messaging.BUCKETS}
+    assert wire.CLOCK_BUCKET in {b.name for b in messaging.BUCKETS}
 
 
 def test_server_users_carry_each_identitys_password_and_permissions() -> None:

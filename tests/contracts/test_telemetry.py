@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from emulsion_contracts import messaging, telemetry
+from emulsion_contracts import telemetry, wire
 from emulsion_contracts.telemetry import ConfigurationError, Operation
 
 
@@ -99,10 +99,10 @@ def spans() -> Iterator[InMemorySpanExporter]:
 def test_a_message_is_published_and_processed_under_messaging_conventions(
     spans: InMemorySpanExporter,
 ) -> None:
-    subject = messaging.work_subject("photos", "job-1")
-    headers = telemetry.message_headers(subject, {messaging.HEADER_MSG_ID: "uid/0"})
+    subject = wire.work_subject("photos", "job-1")
+    headers = telemetry.message_headers(subject, {wire.HEADER_MSG_ID: "uid/0"})
     assert "traceparent" in headers
-    assert headers[messaging.HEADER_MSG_ID] == "uid/0"
+    assert headers[wire.HEADER_MSG_ID] == "uid/0"
     with telemetry.messaging_span(Operation.PROCESS, subject, headers, {"emulsion.index": 0}):
         pass
     publish, process = spans.get_finished_spans()

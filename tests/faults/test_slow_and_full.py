@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from emulsion_contracts import messaging
+from emulsion_contracts import wire
 from emulsion_contracts.messages import ItemResult
 from emulsion_devstack.stack import Endpoints
 from tests.faults.conftest import ACK_WAIT_SECONDS, FaultStack
@@ -67,7 +67,7 @@ def _results(endpoints: Endpoints, job: str) -> list[ItemResult]:
         try:
             js = connection.jetstream()
             subscription = await js.subscribe(
-                messaging.events_subject("default", job), ordered_consumer=True
+                wire.events_subject("default", job), ordered_consumer=True
             )
             results: list[ItemResult] = []
             while True:

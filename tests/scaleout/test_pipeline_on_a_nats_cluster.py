@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from kubernetes import config as kube_config
 
-from emulsion_contracts import messaging
+from emulsion_contracts import messaging, wire
 from emulsion_devstack.processes import wait_for
 from emulsion_devstack.stack import Endpoints, LocalStack, s3_client
 from tests.consumers import set_ack_wait
@@ -61,7 +61,7 @@ def system(
                 kube=kube_config.new_client_from_config(config_file=endpoints.kubeconfig),
                 nats=endpoints.nats_settings(),
             )
-            durables = (messaging.PROCESSORS, messaging.CONTROLLER)
+            durables = (wire.PROCESSORS, wire.CONTROLLER)
             asyncio.run(set_ack_wait(endpoints, durables, ACK_WAIT_SECONDS))
             yield stack, client, environment
         finally:
@@ -84,7 +84,7 @@ async def replication(endpoints: Endpoints) -> dict[str, str]:
         js = connection.jetstream()
         names = [s.name for s in messaging.STREAMS] + [b.stream for b in messaging.BUCKETS]
         found = {}
-        for name in [*names, messaging.INGESTS_STREAM]:
+        for name in [*names, wire.INGESTS_STREAM]:
             info = await js.stream_info(name)
             cluster = info.cluster
             peers = [r for r in (cluster.replicas or []) if r.current and not r.offline]
@@ -107,9 +107,7 @@ async def leader_of(endpoints: Endpoints, stream: str) -> str:
 async def pending_work(endpoints: Endpoints) -> int:
     connection = await endpoints.nats_connect()
     try:
-        info = await connection.jetstream().consumer_info(
-            messaging.WORK_STREAM, messaging.PROCESSORS
-        )
+        info = await connection.jetstream().consumer_info(wire.WORK_STREAM, wire.PROCESSORS)
         return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
     finally:
         await connection.close()
@@ -131,7 +129,7 @@ def test_the_work_streams_leader_killed_mid_gallery_loses_nothing(
         lambda: sum(finished_items(read_job(client, job)) for job in case.jobs) >= 0.3 * GALLERY,
         timeout=300,
     )
-    leader = asyncio.run(leader_of(endpoints, messaging.WORK_STREAM))
+    leader = asyncio.run(leader_of(endpoints, wire.WORK_STREAM))
     killed_at = time.monotonic()
     os.killpg(stack.record(leader).pid, signal.SIGKILL)
     stack.stop(leader, 0)

@@ -30,7 +30,7 @@ import nats.errors
 import pytest
 from nats.js.api import RetentionPolicy
 
-from emulsion_contracts import messaging, natsauth
+from emulsion_contracts import messaging, natsauth, wire
 from emulsion_devstack import natsauth as devstack_nats
 from emulsion_devstack import pki
 from emulsion_devstack.stack import Endpoints
@@ -67,19 +67,19 @@ def allowed(patterns: Iterable[str], subject: str) -> bool:
 
 # Subjects nobody's table entry is built from: what an intruder inside the cluster tries.
 UNOWNED_PUBLISH = (
-    f"$JS.API.STREAM.CREATE.{messaging.WORK_STREAM}",
+    f"$JS.API.STREAM.CREATE.{wire.WORK_STREAM}",
     "$JS.API.STREAM.CREATE.EMULSION_INTRUDER",
-    f"$JS.API.STREAM.DELETE.{messaging.WORK_STREAM}",
-    f"$JS.API.STREAM.PURGE.{messaging.GC_STREAM}",
-    f"$JS.API.STREAM.MSG.GET.{messaging.GC_STREAM}",
-    f"$JS.API.STREAM.INFO.{messaging.EVENTS_STREAM}",
+    f"$JS.API.STREAM.DELETE.{wire.WORK_STREAM}",
+    f"$JS.API.STREAM.PURGE.{wire.GC_STREAM}",
+    f"$JS.API.STREAM.MSG.GET.{wire.GC_STREAM}",
+    f"$JS.API.STREAM.INFO.{wire.EVENTS_STREAM}",
     "$JS.API.STREAM.LIST",
     "$JS.API.STREAM.NAMES",
     "$JS.API.INFO",
-    f"$JS.API.CONSUMER.DELETE.{messaging.WORK_STREAM}.{messaging.PROCESSORS}",
-    f"$JS.API.CONSUMER.CREATE.{messaging.WORK_STREAM}",
-    f"$JS.API.CONSUMER.DURABLE.CREATE.{messaging.WORK_STREAM}.intruder",
-    f"$JS.API.CONSUMER.MSG.NEXT.{messaging.WORK_STREAM}.intruder",
+    f"$JS.API.CONSUMER.DELETE.{wire.WORK_STREAM}.{wire.PROCESSORS}",
+    f"$JS.API.CONSUMER.CREATE.{wire.WORK_STREAM}",
+    f"$JS.API.CONSUMER.DURABLE.CREATE.{wire.WORK_STREAM}.intruder",
+    f"$JS.API.CONSUMER.MSG.NEXT.{wire.WORK_STREAM}.intruder",
     "emulsion.work.tenant-b.forged",
     "emulsion.events.tenant-b.forged",
     "emulsion.gc.deleted",

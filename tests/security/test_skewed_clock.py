@@ -27,7 +27,7 @@ import pytest
 from kubernetes import client
 from PIL import Image
 
-from emulsion_contracts import clock, keys, messaging
+from emulsion_contracts import clock, keys, wire
 from emulsion_contracts.manifest import AssetManifest
 from emulsion_devstack.processes import ProcessRecord, log_tail, stop, wait_for
 from emulsion_devstack.stack import Endpoints, LocalStack
@@ -220,7 +220,7 @@ def test_concurrent_minters_on_skewed_clocks_get_unique_versions_in_minting_orde
     async def run() -> list[tuple[float, float, str]]:
         connection = await stack.nats_connect()
         try:
-            kv = await connection.jetstream().key_value(messaging.CLOCK_BUCKET)
+            kv = await connection.jetstream().key_value(wire.CLOCK_BUCKET)
 
             async def minter(skew: float) -> list[tuple[float, float, str]]:
                 minted = []

@@ -26,7 +26,7 @@ import pytest
 from nats.js import JetStreamContext
 from PIL import Image
 
-from emulsion_contracts import keys, messaging, storage, worksigning
+from emulsion_contracts import keys, storage, wire, worksigning
 from emulsion_contracts.manifest import AssetManifest
 from emulsion_contracts.messages import ItemResult, JobRef, WorkItem
 from emulsion_devstack.processes import ProcessRecord, log_tail, stop, until
@@ -83,20 +83,20 @@ def work(source: str, collection: str, asset: str, version: str, index: int = 0)
 
 
 def subject_of(item: WorkItem) -> str:
-    return messaging.work_subject(item.job.namespace, item.job.name)
+    return wire.work_subject(item.job.namespace, item.job.name)
 
 
 def headers_of(item: WorkItem) -> dict[str, str]:
-    return {messaging.HEADER_MSG_ID: messaging.work_msg_id(item.job.uid, item.index)}
+    return {wire.HEADER_MSG_ID: wire.work_msg_id(item.job.uid, item.index)}
 
 
 async def results_of(js: JetStreamContext, item: WorkItem) -> list[ItemResult]:
-    subject = messaging.events_subject(item.job.namespace, item.job.name)
-    info = await js.stream_info(messaging.EVENTS_STREAM, subjects_filter=subject)
+    subject = wire.events_subject(item.job.namespace, item.job.name)
+    info = await js.stream_info(wire.EVENTS_STREAM, subjects_filter=subject)
     count = (info.state.subjects or {}).get(subject, 0)
     found = []
     for sequence in range(count):
-        stored = await js.get_msg(messaging.EVENTS_STREAM, sequence + 1, subject=subject, next=True)
+        stored = await js.get_msg(wire.EVENTS_STREAM, sequence + 1, subject=subject, next=True)
         parsed = ItemResult.from_bytes(stored.data or b"")
         assert isinstance(parsed, ItemResult)
         found.append(parsed)
@@ -104,7 +104,7 @@ async def results_of(js: JetStreamContext, item: WorkItem) -> list[ItemResult]:
 
 
 async def work_left(js: JetStreamContext) -> int:
-    info = await js.consumer_info(messaging.WORK_STREAM, messaging.PROCESSORS)
+    info = await js.consumer_info(wire.WORK_STREAM, wire.PROCESSORS)
     return int(info.num_pending) + int(info.num_ack_pending)
 
 
@@ -222,7 +222,7 @@ def forgeries(
 
     # Signed with the right key, for another job's subject: replayed onto this one.
     elsewhere = item()
-    other_subject = messaging.work_subject(NAMESPACE, "someone-else")
+    other_subject = wire.work_subject(NAMESPACE, "someone-else")
     made.append(
         (
             "invalid",

@@ -311,7 +311,7 @@ def _values() -> dict[str, Any]:
 
 def load(results: Path = RESULTS, assumptions: Assumptions | None = None) -> Inputs:
     """Every input, read from the results files, the chart's values and the code."""
-    from emulsion_contracts import messaging
+    from emulsion_contracts import messaging, wire
     from emulsion_contracts.profiles import DEFAULT_PROFILE
 
     assumptions = assumptions or Assumptions()
@@ -392,7 +392,7 @@ def load(results: Path = RESULTS, assumptions: Assumptions | None = None) -> Inp
     values = _values()
     processor = values["components"]["processor"]
     controller = values["components"]["controller"]
-    work = next(c for c in messaging.CONSUMERS if c.durable == messaging.PROCESSORS)
+    work = next(c for c in messaging.CONSUMERS if c.durable == wire.PROCESSORS)
     styles = len(DEFAULT_PROFILE.styles)
 
     checked = "checked by tests/services/{}/test_capacity_counts.py"

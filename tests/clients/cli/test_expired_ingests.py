@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from emulsion_cli.errors import EXIT_EXPIRED, EXIT_ITEMS_FAILED
-from emulsion_contracts import jobrecords, messaging, natsauth
+from emulsion_contracts import jobrecords, natsauth, wire
 from emulsion_contracts.ingestjob import JobItem
 from emulsion_contracts.jobrecords import (
     FailureDetail,
@@ -127,7 +127,7 @@ def test_failures_page_through_every_failure_and_status_prints_a_recorded_expiry
         controller = await stack.nats_connect(natsauth.CONTROLLER_IDENTITY)
         try:
             await jobrecords.put_items(api.jetstream(), NAMESPACE, name, items)
-            kv = await controller.jetstream().key_value(messaging.RECORDS_BUCKET)
+            kv = await controller.jetstream().key_value(wire.RECORDS_BUCKET)
             records = JobRecords(kv)
             outcomes = OutcomeRecord(
                 uid=uid, total=count, succeeded="0", failed=failed, reasons={"NotAnImage": failed}

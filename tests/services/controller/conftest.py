@@ -28,7 +28,7 @@ from kubernetes.client.exceptions import ApiException
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from emulsion_contracts import crd, keys, messaging, natsauth, telemetry
+from emulsion_contracts import crd, keys, natsauth, telemetry, wire
 from emulsion_contracts.jobrecords import JobRecords, OutcomeRecord
 from emulsion_contracts.messages import ItemResult, WorkItem
 from emulsion_contracts.reasons import FailureReason
@@ -202,7 +202,7 @@ class Jobs:
         async def read() -> OutcomeRecord | None:
             connection = await self.stack.nats_connect(natsauth.API_IDENTITY)
             try:
-                kv = await connection.jetstream().key_value(messaging.RECORDS_BUCKET)
+                kv = await connection.jetstream().key_value(wire.RECORDS_BUCKET)
                 record, _ = await JobRecords(kv).outcomes(self.namespace, name, uid)
                 return record
             finally:
@@ -298,7 +298,7 @@ class Processor:
 
     async def run(self, stopping: asyncio.Event) -> None:
         subscription = await self.js.pull_subscribe_bind(
-            durable=messaging.PROCESSORS, stream=messaging.WORK_STREAM
+            durable=wire.PROCESSORS, stream=wire.WORK_STREAM
         )
         while not stopping.is_set():
             try:
@@ -329,7 +329,7 @@ class Processor:
         result = result_for(work, reason)
         carrier = {k: v for k, v in (headers or {}).items() if k in ("traceparent", "tracestate")}
         ack = await self.js.publish(
-            messaging.events_subject(work.job.namespace, work.job.name),
+            wire.events_subject(work.job.namespace, work.job.name),
             result.to_bytes(),
             headers=telemetry.inject(carrier),
         )
@@ -386,21 +386,19 @@ class Streams:
 
     @staticmethod
     async def queued_on(js: JetStreamContext, namespace: str, name: str) -> int:
-        subject = messaging.work_subject(namespace, name)
-        info = await js.stream_info(messaging.WORK_STREAM, subjects_filter=subject)
+        subject = wire.work_subject(namespace, name)
+        info = await js.stream_info(wire.WORK_STREAM, subjects_filter=subject)
         return int(sum((info.state.subjects or {}).values()))
 
     @staticmethod
     async def read_queue(js: JetStreamContext, namespace: str, name: str) -> list[Any]:
         """Every message still queued for a job, read without consuming it."""
-        subject = messaging.work_subject(namespace, name)
+        subject = wire.work_subject(namespace, name)
         found: list[Any] = []
         sequence = 0
         while True:
             try:
-                msg = await js.get_msg(
-                    messaging.WORK_STREAM, sequence + 1, subject=subject, next=True
-                )
+                msg = await js.get_msg(wire.WORK_STREAM, sequence + 1, subject=subject, next=True)
             except NotFoundError:
                 return found
             found.append(msg)
@@ -416,8 +414,8 @@ def streams(stack: Endpoints, run: Any) -> Streams:
 
     async def purge() -> None:
         async with streams.session() as js:
-            await js.purge_stream(messaging.WORK_STREAM)
-            await js.purge_stream(messaging.EVENTS_STREAM)
+            await js.purge_stream(wire.WORK_STREAM)
+            await js.purge_stream(wire.EVENTS_STREAM)
 
     run(purge())
     return streams

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from emulsion_contracts import crd, jobrecords, keys, messaging, natsauth, telemetry
+from emulsion_contracts import crd, jobrecords, keys, natsauth, telemetry, wire
 from emulsion_contracts.ingestjob import ItemsRef, JobItem
 from emulsion_contracts.jobrecords import JobRecords
 from emulsion_contracts.messages import ItemResult, WorkItem
@@ -54,7 +54,7 @@ class FailingProcessor(Processor):
         )
         carrier = {k: v for k, v in (headers or {}).items() if k in ("traceparent", "tracestate")}
         ack = await self.js.publish(
-            messaging.events_subject(work.job.namespace, work.job.name),
+            wire.events_subject(work.job.namespace, work.job.name),
             result.to_bytes(),
             headers=telemetry.inject(carrier),
         )
@@ -198,7 +198,7 @@ def test_a_job_whose_every_item_failed_stays_within_four_kilobytes(
         # As the API reads them.
         connection = await stack.nats_connect(natsauth.API_IDENTITY)
         try:
-            kv = await connection.jetstream().key_value(messaging.RECORDS_BUCKET)
+            kv = await connection.jetstream().key_value(wire.RECORDS_BUCKET)
             reader = JobRecords(kv)
             outcomes, _ = await reader.outcomes(jobs.namespace, name, uid)
             failed = await reader.failure_indexes(jobs.namespace, name)

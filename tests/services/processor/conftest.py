@@ -23,7 +23,7 @@ from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 from PIL import Image
 
-from emulsion_contracts import keys, messaging, storage, telemetry, worksigning
+from emulsion_contracts import keys, storage, telemetry, wire, worksigning
 from emulsion_contracts.messages import GcRequest, ItemResult, JobRef, StyleSpec, WorkItem
 from emulsion_contracts.profiles import DEFAULT_PROFILE
 from emulsion_devstack.processes import ProcessRecord, log_tail, stop, until
@@ -112,9 +112,9 @@ class Bus:
     async def publish_work(self, item: WorkItem, msg_id: str | None = None) -> None:
         """Publish `item` signed with the stack's key, as the controller does."""
         headers = telemetry.inject(
-            {messaging.HEADER_MSG_ID: msg_id or messaging.work_msg_id(item.job.uid, item.index)}
+            {wire.HEADER_MSG_ID: msg_id or wire.work_msg_id(item.job.uid, item.index)}
         )
-        subject = messaging.work_subject(item.job.namespace, item.job.name)
+        subject = wire.work_subject(item.job.namespace, item.job.name)
         await self.publish_signed(subject, item.to_bytes(), headers)
 
     async def publish_signed(
@@ -130,8 +130,8 @@ class Bus:
 
     async def results(self, item: WorkItem) -> list[ItemResult]:
         """Every result stored for `item`'s job, read without disturbing any durable."""
-        subject = messaging.events_subject(item.job.namespace, item.job.name)
-        info = await self.js.stream_info(messaging.EVENTS_STREAM, subjects_filter=subject)
+        subject = wire.events_subject(item.job.namespace, item.job.name)
+        info = await self.js.stream_info(wire.EVENTS_STREAM, subjects_filter=subject)
         count = (info.state.subjects or {}).get(subject, 0)
         if not count:
             return []
@@ -156,17 +156,17 @@ class Bus:
     async def gc_request(self, reason: str, msg_id: str) -> GcRequest | None:
         """The last GC request published for `reason`, if it carries `msg_id`."""
         try:
-            stored = await self.js.get_last_msg(messaging.GC_STREAM, messaging.gc_subject(reason))
+            stored = await self.js.get_last_msg(wire.GC_STREAM, wire.gc_subject(reason))
         except NotFoundError:
             return None
-        if (stored.headers or {}).get(messaging.HEADER_MSG_ID) != msg_id:
+        if (stored.headers or {}).get(wire.HEADER_MSG_ID) != msg_id:
             return None
         parsed = GcRequest.from_bytes(stored.data or b"")
         assert isinstance(parsed, GcRequest)
         return parsed
 
     async def pending_work(self) -> int:
-        info = await self.js.consumer_info(messaging.WORK_STREAM, messaging.PROCESSORS)
+        info = await self.js.consumer_info(wire.WORK_STREAM, wire.PROCESSORS)
         return int(info.num_pending) + int(info.num_ack_pending)
 
 
@@ -179,7 +179,7 @@ def with_bus(stack: Endpoints) -> Callable[[Callable[[Bus], Awaitable[T]]], T]:
             connection = await stack.nats_connect()
             try:
                 js = connection.jetstream()
-                cancelled = await js.key_value(messaging.CANCELLED_BUCKET)
+                cancelled = await js.key_value(wire.CANCELLED_BUCKET)
                 return await body(Bus(connection, js, cancelled, stack.work_signing_key()))
             finally:
                 await connection.drain()

@@ -10,12 +10,11 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from emulsion_contracts import keys, storage
+from emulsion_contracts import keys, storage, wire
 from emulsion_contracts.messages import ItemResult
 from emulsion_devstack.stack import Endpoints
 from emulsion_processor import uploads
 from emulsion_processor.reasons import ItemRejected
-from emulsion_processor.worker import gc_msg_id
 
 from .conftest import Bus, in_process_worker, jpeg, object_keys, stage, work_item
 from .test_worker import CallLog, Interleaving
@@ -46,7 +45,7 @@ def test_an_upload_of_another_collection_is_refused_unread_and_never_sent_to_gc(
     async def body(bus: Bus) -> tuple[Any, Any]:
         with in_process_worker(stack, calls, bus, tmp_path) as worker:
             result = await worker.result_or_give_back(item, 1)
-        gc = await bus.gc_request("promoted", gc_msg_id("promoted", item.version))
+        gc = await bus.gc_request("promoted", wire.gc_msg_id("promoted", item.version))
         return result, gc
 
     result, gc = with_bus(body)
@@ -137,7 +136,7 @@ def test_a_source_replaced_after_its_check_is_never_promoted(
     async def body(bus: Bus) -> tuple[Any, Any]:
         with in_process_worker(stack, replaying, bus, tmp_path) as worker:
             result = await worker.result_or_give_back(item, 1)
-        stale = await bus.gc_request("stale", gc_msg_id("stale", item.version))
+        stale = await bus.gc_request("stale", wire.gc_msg_id("stale", item.version))
         return result, stale
 
     result, stale = with_bus(body)

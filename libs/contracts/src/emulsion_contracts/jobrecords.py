@@ -42,7 +42,7 @@ from nats.js.errors import NotFoundError as JetStreamNotFound
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from emulsion_contracts import indexes, messaging
+from emulsion_contracts import indexes, wire
 from emulsion_contracts.ingestjob import ItemsRef, JobItem
 
 __all__ = [
@@ -63,8 +63,8 @@ __all__ = [
     "put_items",
 ]
 
-INGESTS_STORE: Final = messaging.INGESTS_STORE
-RECORDS_BUCKET: Final = messaging.RECORDS_BUCKET
+INGESTS_STORE: Final = wire.INGESTS_STORE
+RECORDS_BUCKET: Final = wire.RECORDS_BUCKET
 # The longest failure message kept per item (the processor's messages are shorter).
 FAILURE_MESSAGE_MAX: Final = 1024
 
@@ -118,7 +118,7 @@ async def _read_object(js: JetStreamContext, name: str) -> bytes:
     subject) rather than through nats-py's ObjectStore.get, whose ordered consumer needs
     rights to create consumers and list every stream: the readers need only message gets.
     Raises ItemsMissing when there is no such object."""
-    stream = messaging.INGESTS_STREAM
+    stream = wire.INGESTS_STREAM
     encoded = base64.urlsafe_b64encode(name.encode()).decode()
     try:
         meta = await js.get_last_msg(stream, f"$O.{INGESTS_STORE}.M.{encoded}")
@@ -227,7 +227,7 @@ class RecordConflict(RuntimeError):
 
 def job_prefix(namespace: str, job: str) -> str:
     # As in subjects: a Kubernetes name's '.' would split a key's tokens.
-    token = messaging.subject_token
+    token = wire.subject_token
     return f"{token(namespace)}.{token(job)}"
 
 

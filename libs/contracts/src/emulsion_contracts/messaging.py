@@ -1,5 +1,7 @@
-"""Streams, subjects and durable consumers (docs/architecture.md, "Message flow"), as data,
-and their reconciliation.
+"""The streams, durable consumers and KV buckets (docs/architecture.md, "Message flow"), as
+data, and their reconciliation.
+
+Their names and subjects are `emulsion_contracts.wire`'s.
 
 The controller, the bootstrap identity (emulsion_contracts.natsauth), calls
 `ensure_jetstream` at start-up: what is missing is created with the settings here, durable
@@ -13,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -34,6 +35,27 @@ from nats.js.api import (
 from nats.js.errors import NotFoundError
 
 from emulsion_contracts.settings import JetStreamSettings, NatsSettings, load_settings
+from emulsion_contracts.wire import (
+    ADVISORIES_STREAM,
+    CANCELLED_BUCKET,
+    CLOCK_BUCKET,
+    CONTROLLER,
+    CONTROLLER_ADVISORIES,
+    EVENTS_STREAM,
+    EVENTS_SUBJECTS,
+    GC_STREAM,
+    GC_SUBJECTS,
+    INGESTS_STORE,
+    INGESTS_STREAM,
+    JANITOR,
+    MAX_DELIVERIES_ADVISORY,
+    PROCESSORS,
+    RECORDS_BUCKET,
+    SINGLETONS_BUCKET,
+    STAGING_LEASES_BUCKET,
+    WORK_STREAM,
+    WORK_SUBJECTS,
+)
 
 if TYPE_CHECKING:
     from emulsion_contracts.natsauth import Identity
@@ -44,99 +66,8 @@ MINUTE: Final = 60.0
 HOUR: Final = 3600.0
 DAY: Final = 86400.0
 
-WORK_STREAM: Final = "EMULSION_WORK"
-EVENTS_STREAM: Final = "EMULSION_EVENTS"
-GC_STREAM: Final = "EMULSION_GC"
-# JetStream's own advisories are core NATS messages, lost if nobody listens at that moment;
-# this stream keeps them, so a work item that ran out of deliveries while the controller
-# was down is still reported as a failed item when it comes back.
-ADVISORIES_STREAM: Final = "EMULSION_ADVISORIES"
-
-PROCESSORS: Final = "processors"
-CONTROLLER: Final = "controller"
-JANITOR: Final = "janitor"
-CONTROLLER_ADVISORIES: Final = "controller-advisories"
-
-HEADER_MSG_ID: Final = "Nats-Msg-Id"
-
-# Key-value buckets (JetStream KV), shared state that must not need Kubernetes access:
-# - cancelled jobs, keyed by job uid: the controller puts one when a running job is
-#   deleted; processors skip (and never commit) items of a cancelled job.
-# - staging leases, one per (upload id, job uid) (`staging_lease_key`): the controller puts
-#   one per dispatched item and removes its own when the job ends; the janitor never
-#   sweeps an upload that any job still leases. Two jobs of one upload hold two leases,
-#   so the first to finish cannot release the other's.
-# - the version clock (`emulsion_contracts.clock`): one key, the last millisecond any
-#   version was minted at, so versions from replicas with different clocks still sort in
-#   the order they were minted. No TTL: losing it would let a slow clock mint the past.
-CANCELLED_BUCKET: Final = "EMULSION_CANCELLED"
-STAGING_LEASES_BUCKET: Final = "EMULSION_STAGING_LEASES"
-CLOCK_BUCKET: Final = "EMULSION_CLOCK"
-# What an IngestJob keeps outside etcd (emulsion_contracts.jobrecords): its item list in
-# an object store, its outcomes, failures and summary in a KV bucket, both kept for the
-# records' retention (JetStreamSettings.records_retention_seconds).
-INGESTS_STORE: Final = "EMULSION_INGESTS"
-RECORDS_BUCKET: Final = "EMULSION_JOB_RECORDS"
-# Roles one replica at a time holds (emulsion_contracts.singleton): a key per role,
-# expiring SINGLETON_TTL after its holder's last renewal.
-SINGLETONS_BUCKET: Final = "EMULSION_SINGLETONS"
+# Seconds a singleton role is held after its holder's last renewal.
 SINGLETON_TTL: Final = 60.0
-
-
-def janitor_sweeper_role(bucket: str) -> str:
-    """The role of sweeping `bucket`: one per bucket, so janitors of two installations
-    sharing a NATS (or tests on one stack) each sweep their own."""
-    return f"janitor-sweeper.{bucket}"
-
-
-# JetStream keeps an object store as this stream.
-INGESTS_STREAM: Final = f"OBJ_{INGESTS_STORE}"
-# JetStream keeps a KV bucket as this stream, one subject per key.
-STAGING_LEASES_STREAM: Final = f"KV_{STAGING_LEASES_BUCKET}"
-_LEASE_PART: Final = re.compile(r"[-A-Za-z0-9]+")
-
-
-def staging_lease_key(upload_id: str, job_uid: str) -> str:
-    """The lease key of one job on one staging upload: `<upload id>.<job uid>`."""
-    for part in (upload_id, job_uid):
-        if not _LEASE_PART.fullmatch(part):
-            raise ValueError(f"{part!r} cannot be part of a lease key")
-    return f"{upload_id}.{job_uid}"
-
-
-def staging_lease_subjects(upload_id: str) -> str:
-    """The subject filter matching every job's lease on `upload_id` in STAGING_LEASES_STREAM."""
-    return f"$KV.{STAGING_LEASES_BUCKET}.{staging_lease_key(upload_id, 'x')[:-1]}*"
-
-
-def subject_token(value: str) -> str:
-    # Kubernetes names may hold '.', which separates NATS subject tokens; they never
-    # hold '_', so this mapping is one-to-one.
-    if not value or any(c in value for c in " \t\r\n*>_"):
-        raise ValueError(f"{value!r} cannot be a subject token")
-    return value.replace(".", "_")
-
-
-def work_subject(namespace: str, job: str) -> str:
-    return f"emulsion.work.{subject_token(namespace)}.{subject_token(job)}"
-
-
-def events_subject(namespace: str, job: str) -> str:
-    return f"emulsion.events.{subject_token(namespace)}.{subject_token(job)}"
-
-
-def gc_subject(reason: str) -> str:
-    return f"emulsion.gc.{subject_token(reason)}"
-
-
-# Published by the server when a work message ran out of deliveries (`max_deliver`).
-MAX_DELIVERIES_ADVISORY: Final = (
-    f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{WORK_STREAM}.{PROCESSORS}"
-)
-
-
-def work_msg_id(job_uid: str, index: int) -> str:
-    return f"{job_uid}/{index}"
 
 
 @dataclass(frozen=True)
@@ -187,9 +118,9 @@ class ConsumerSpec:
 
 
 STREAMS: Final = (
-    StreamSpec(WORK_STREAM, ("emulsion.work.>",), RetentionPolicy.WORK_QUEUE, 7 * DAY),
-    StreamSpec(EVENTS_STREAM, ("emulsion.events.>",), RetentionPolicy.LIMITS, 1 * DAY),
-    StreamSpec(GC_STREAM, ("emulsion.gc.>",), RetentionPolicy.WORK_QUEUE, 30 * DAY),
+    StreamSpec(WORK_STREAM, (WORK_SUBJECTS,), RetentionPolicy.WORK_QUEUE, 7 * DAY),
+    StreamSpec(EVENTS_STREAM, (EVENTS_SUBJECTS,), RetentionPolicy.LIMITS, 1 * DAY),
+    StreamSpec(GC_STREAM, (GC_SUBJECTS,), RetentionPolicy.WORK_QUEUE, 30 * DAY),
     StreamSpec(ADVISORIES_STREAM, (MAX_DELIVERIES_ADVISORY,), RetentionPolicy.LIMITS, 7 * DAY),
 )
 
@@ -199,7 +130,7 @@ CONSUMERS: Final = (
     ConsumerSpec(
         WORK_STREAM,
         PROCESSORS,
-        "emulsion.work.>",
+        WORK_SUBJECTS,
         ack_wait=30.0,
         max_deliver=5,
         backoff=(30.0, 60.0, 120.0, 300.0, 600.0),
@@ -210,7 +141,7 @@ CONSUMERS: Final = (
     ConsumerSpec(
         EVENTS_STREAM,
         CONTROLLER,
-        "emulsion.events.>",
+        EVENTS_SUBJECTS,
         ack_wait=30.0,
         max_deliver=-1,
         max_ack_pending=10_000,
@@ -220,7 +151,7 @@ CONSUMERS: Final = (
     ConsumerSpec(
         GC_STREAM,
         JANITOR,
-        "emulsion.gc.>",
+        GC_SUBJECTS,
         ack_wait=60.0,
         max_deliver=20,
         backoff=(60.0, 300.0, 900.0),

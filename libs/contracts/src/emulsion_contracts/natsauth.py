@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, get_args
 
-from emulsion_contracts import messaging
+from emulsion_contracts import messaging, wire
 from emulsion_contracts.messages import GcReason
 from emulsion_contracts.settings import NatsSettings
 
@@ -41,11 +41,11 @@ BOOTSTRAP: Final = CONTROLLER_IDENTITY
 # The shared version clock (a delete wins over everything accepted before it, whatever
 # the replicas' clocks say): read and written by the API and the controller with
 # compare-and-set. Its BucketSpec is in messaging.BUCKETS.
-CLOCK_BUCKET: Final = messaging.CLOCK_BUCKET
+CLOCK_BUCKET: Final = wire.CLOCK_BUCKET
 # What IngestJobs keep outside etcd (emulsion_contracts.jobrecords): the API writes item
 # lists and reads records; the controller reads item lists and writes records.
-INGESTS: Final = messaging.INGESTS_STORE
-RECORDS: Final = messaging.RECORDS_BUCKET
+INGESTS: Final = wire.INGESTS_STORE
+RECORDS: Final = wire.RECORDS_BUCKET
 
 
 def inbox_prefix(identity: str) -> str:
@@ -116,7 +116,7 @@ def _bootstrap() -> tuple[str, ...]:
     """Create and update exactly Emulsion's streams, buckets and durables (both the
     legacy durable-create subject nats-py uses and the named form newer clients use)."""
     streams = [s.name for s in messaging.STREAMS] + [b.stream for b in messaging.BUCKETS]
-    streams.append(messaging.INGESTS_STREAM)
+    streams.append(wire.INGESTS_STREAM)
     subjects: list[str] = []
     for stream in streams:
         subjects += [
@@ -166,10 +166,10 @@ class Identity:
 PROCESSOR_GC_REASONS: Final = tuple(
     reason for reason in get_args(GcReason) if reason not in ("deleted", "abandoned")
 )
-WORK: Final = messaging.WORK_STREAM
-EVENTS: Final = messaging.EVENTS_STREAM
-GC: Final = messaging.GC_STREAM
-ADVISORIES: Final = messaging.ADVISORIES_STREAM
+WORK: Final = wire.WORK_STREAM
+EVENTS: Final = wire.EVENTS_STREAM
+GC: Final = wire.GC_STREAM
+ADVISORIES: Final = wire.ADVISORIES_STREAM
 
 IDENTITIES: Final[dict[str, Identity]] = {
     identity.name: identity
@@ -178,7 +178,7 @@ IDENTITIES: Final[dict[str, Identity]] = {
             API_IDENTITY,
             publish=(
                 # GC requests for deleted assets (bus.py).
-                messaging.gc_subject("deleted"),
+                wire.gc_subject("deleted"),
                 *_kv_read(CLOCK_BUCKET),
                 *_kv_write(CLOCK_BUCKET),
                 *_object_read(INGESTS),
@@ -187,25 +187,25 @@ IDENTITIES: Final[dict[str, Identity]] = {
                 *_kv_watch(RECORDS),
             ),
             buckets=(CLOCK_BUCKET, RECORDS),
-            streams=(messaging.INGESTS_STREAM,),
+            streams=(wire.INGESTS_STREAM,),
         ),
         Identity(
             CONTROLLER_IDENTITY,
             publish=(
-                "emulsion.work.>",
+                wire.WORK_SUBJECTS,
                 *_bootstrap(),
                 # Results and exhausted work: its two durables.
-                *_pull(EVENTS, messaging.CONTROLLER),
-                *_pull(ADVISORIES, messaging.CONTROLLER_ADVISORIES),
+                *_pull(EVENTS, wire.CONTROLLER),
+                *_pull(ADVISORIES, wire.CONTROLLER_ADVISORIES),
                 # A cancelled job's queued work: counted, purged; an advisory's work
                 # message read and deleted; a job's queued items read by subject.
                 f"{API}.STREAM.PURGE.{WORK}",
                 f"{API}.STREAM.MSG.GET.{WORK}",
                 f"{API}.STREAM.MSG.DELETE.{WORK}",
-                *_kv_read(messaging.STAGING_LEASES_BUCKET),
-                *_kv_write(messaging.STAGING_LEASES_BUCKET),
-                *_kv_read(messaging.CANCELLED_BUCKET),
-                *_kv_write(messaging.CANCELLED_BUCKET),
+                *_kv_read(wire.STAGING_LEASES_BUCKET),
+                *_kv_write(wire.STAGING_LEASES_BUCKET),
+                *_kv_read(wire.CANCELLED_BUCKET),
+                *_kv_write(wire.CANCELLED_BUCKET),
                 *_kv_read(CLOCK_BUCKET),
                 *_kv_write(CLOCK_BUCKET),
                 *_object_read(INGESTS),
@@ -213,16 +213,16 @@ IDENTITIES: Final[dict[str, Identity]] = {
                 *_kv_write(RECORDS),
             ),
             consumers=(
-                (EVENTS, messaging.CONTROLLER),
-                (ADVISORIES, messaging.CONTROLLER_ADVISORIES),
+                (EVENTS, wire.CONTROLLER),
+                (ADVISORIES, wire.CONTROLLER_ADVISORIES),
             ),
             buckets=(
-                messaging.STAGING_LEASES_BUCKET,
-                messaging.CANCELLED_BUCKET,
+                wire.STAGING_LEASES_BUCKET,
+                wire.CANCELLED_BUCKET,
                 CLOCK_BUCKET,
                 RECORDS,
             ),
-            streams=(messaging.INGESTS_STREAM,),
+            streams=(wire.INGESTS_STREAM,),
         ),
         Identity(
             PROCESSOR_IDENTITY,
@@ -230,29 +230,29 @@ IDENTITIES: Final[dict[str, Identity]] = {
                 # A hand-back republishes the work message it holds (worker.hand_back):
                 # the same signed body on the same subject, so it can forge nothing the
                 # signature check would let through.
-                "emulsion.work.>",
-                "emulsion.events.>",
-                *(messaging.gc_subject(reason) for reason in PROCESSOR_GC_REASONS),
-                *_pull(WORK, messaging.PROCESSORS),
-                *_kv_read(messaging.CANCELLED_BUCKET),
-                *_kv_watch(messaging.CANCELLED_BUCKET),
+                wire.WORK_SUBJECTS,
+                wire.EVENTS_SUBJECTS,
+                *(wire.gc_subject(reason) for reason in PROCESSOR_GC_REASONS),
+                *_pull(WORK, wire.PROCESSORS),
+                *_kv_read(wire.CANCELLED_BUCKET),
+                *_kv_watch(wire.CANCELLED_BUCKET),
             ),
-            consumers=((WORK, messaging.PROCESSORS),),
-            buckets=(messaging.CANCELLED_BUCKET,),
+            consumers=((WORK, wire.PROCESSORS),),
+            buckets=(wire.CANCELLED_BUCKET,),
         ),
         Identity(
             JANITOR_IDENTITY,
             publish=(
-                *_pull(GC, messaging.JANITOR),
-                *_kv_read(messaging.STAGING_LEASES_BUCKET),
+                *_pull(GC, wire.JANITOR),
+                *_kv_read(wire.STAGING_LEASES_BUCKET),
                 # The work stream's max age: tombstones outlive it (service.py).
                 f"{API}.STREAM.INFO.{WORK}",
                 # One janitor at a time sweeps (emulsion_contracts.singleton).
-                *_kv_read(messaging.SINGLETONS_BUCKET),
-                *_kv_write(messaging.SINGLETONS_BUCKET),
+                *_kv_read(wire.SINGLETONS_BUCKET),
+                *_kv_write(wire.SINGLETONS_BUCKET),
             ),
-            consumers=((GC, messaging.JANITOR),),
-            buckets=(messaging.STAGING_LEASES_BUCKET, messaging.SINGLETONS_BUCKET),
+            consumers=((GC, wire.JANITOR),),
+            buckets=(wire.STAGING_LEASES_BUCKET, wire.SINGLETONS_BUCKET),
             streams=(WORK,),
         ),
     )

@@ -21,7 +21,7 @@ from nats.js.errors import Error as JetStreamError
 from nats.js.kv import KeyValue
 
 from emulsion_api.errors import ApiError
-from emulsion_contracts import clock, keys, messaging, natsauth, telemetry
+from emulsion_contracts import clock, messaging, natsauth, telemetry, wire
 from emulsion_contracts.manifest import AssetManifest
 from emulsion_contracts.messages import GcRequest
 from emulsion_contracts.settings import NatsSettings
@@ -54,7 +54,7 @@ class Bus:
         while True:
             try:
                 connection, js = await messaging.connect(self._settings, natsauth.API_IDENTITY)
-                self._versions = await js.key_value(messaging.CLOCK_BUCKET)
+                self._versions = await js.key_value(wire.CLOCK_BUCKET)
                 self._connection, self._js = connection, js
             except (NatsError, JetStreamError, OSError, TimeoutError) as error:
                 log.warning("cannot reach NATS yet (%s); retrying", error)
@@ -107,15 +107,13 @@ class Bus:
             collection=manifest.collection,
             asset=manifest.asset,
         )
-        # The asset as its key segment: a header value stays ASCII whatever the name.
-        segment = keys.asset_segment(manifest.asset)
-        msg_id = f"deleted/{manifest.collection}/{segment}/{manifest.version}"
+        msg_id = wire.deleted_gc_msg_id(manifest.collection, manifest.asset, manifest.version)
         headers = telemetry.message_headers(
-            messaging.gc_subject("deleted"), {messaging.HEADER_MSG_ID: msg_id}
+            wire.gc_subject("deleted"), {wire.HEADER_MSG_ID: msg_id}
         )
         try:
             await self._js.publish(
-                messaging.gc_subject("deleted"), request.to_bytes(), headers=headers, timeout=5
+                wire.gc_subject("deleted"), request.to_bytes(), headers=headers, timeout=5
             )
         except (NatsError, JetStreamError, TimeoutError) as error:
             log.warning("GC publish failed: %s", error)

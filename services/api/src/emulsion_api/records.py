@@ -22,7 +22,7 @@ from nats.js.kv import KeyValue
 
 from emulsion_api.bus import RETRY_AFTER, Bus
 from emulsion_api.errors import ApiError
-from emulsion_contracts import jobrecords, messaging
+from emulsion_contracts import jobrecords, wire
 from emulsion_contracts.ingestjob import IngestJob, ItemsRef, JobItem
 from emulsion_contracts.jobrecords import (
     FailureDetail,
@@ -131,7 +131,7 @@ class Records:
 
     async def _bucket(self) -> JobRecords:
         if self._records is None:
-            kv: KeyValue = await self._bus.jetstream().key_value(messaging.RECORDS_BUCKET)
+            kv: KeyValue = await self._bus.jetstream().key_value(wire.RECORDS_BUCKET)
             self._records = JobRecords(kv)
         return self._records
 

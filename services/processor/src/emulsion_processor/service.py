@@ -15,7 +15,7 @@ from typing import Final
 
 from nats.aio.msg import Msg
 
-from emulsion_contracts import health, messaging, natsauth, storage
+from emulsion_contracts import health, messaging, natsauth, storage, wire
 from emulsion_contracts.consuming import FetchPolicy, PullLoop
 from emulsion_contracts.profiles import load_profiles
 from emulsion_processor.cancelled import CancelledJobs
@@ -86,7 +86,7 @@ async def run(settings: ProcessorSettings) -> None:
             # One connection per I/O thread, or the pool reconnects on every upload burst.
             s3=storage.s3_client(settings, max_pool_connections=io_threads),
             js=js,
-            cancelled=await js.key_value(messaging.CANCELLED_BUCKET),
+            cancelled=await js.key_value(wire.CANCELLED_BUCKET),
         )
         cancelled_jobs = CancelledJobs(clients.cancelled)
         cancelled_jobs.start()
@@ -103,8 +103,8 @@ async def run(settings: ProcessorSettings) -> None:
         stopping = asyncio.Event()
         pulling = PullLoop(
             js,
-            messaging.WORK_STREAM,
-            messaging.PROCESSORS,
+            wire.WORK_STREAM,
+            wire.PROCESSORS,
             lambda message: take(worker, message, stopping, tasks),
             room=lambda: room(tasks, settings.in_flight_limit, stopping),
             policy=FetchPolicy(timeout=FETCH_TIMEOUT),

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from emulsion_contracts import crd, messaging, natsauth
+from emulsion_contracts import crd, natsauth, wire
 from emulsion_contracts.jobrecords import (
     FailureDetail,
     JobRecords,
@@ -45,7 +45,7 @@ def controller_writes(stack: Endpoints, write: Callable[[JobRecords], Any]) -> N
     async def scenario() -> None:
         connection = await stack.nats_connect(natsauth.CONTROLLER_IDENTITY)
         try:
-            kv = await connection.jetstream().key_value(messaging.RECORDS_BUCKET)
+            kv = await connection.jetstream().key_value(wire.RECORDS_BUCKET)
             await write(JobRecords(kv))
         finally:
             await connection.drain()
