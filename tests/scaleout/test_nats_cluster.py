@@ -1,4 +1,4 @@
-"""A NATS cluster of three under the stack (issue 29): `make up NATS=3`'s servers, every
+"""A NATS cluster of three under the stack: `make up NATS=3`'s servers, every
 stream and bucket at R3, and losing the work stream's leader loses no acknowledged work.
 
 The cluster runs on its own loopback addresses (stack.NATS_CLUSTER_ADDRESSES) with the

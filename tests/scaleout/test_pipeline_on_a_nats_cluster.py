@@ -1,4 +1,4 @@
-"""The whole pipeline on a NATS cluster of three (issue 29): a gallery ingested while the
+"""The whole pipeline on a NATS cluster of three: a gallery ingested while the
 work stream's leader is killed at 30 to 40 % done and started again, judged by the fault
 suite's one oracle (every item exactly one outcome, and succeeded; nothing live deleted;
 nothing orphaned), plus: every stream and bucket back at R3 with all replicas current

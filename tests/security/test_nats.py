@@ -1,4 +1,4 @@
-"""NATS has a door (issue 21, finding 3): every client needs credentials and TLS, and each
+"""NATS has a door: every client needs credentials and TLS, and each
 service's identity may publish and subscribe exactly what the table in
 `emulsion_contracts.natsauth` says.
 

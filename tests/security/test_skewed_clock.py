@@ -1,7 +1,7 @@
 """A delete wins over everything accepted before it, whatever the API replicas' clocks.
 
 A real skewed clock: one API process runs under Debian's `faketime` three minutes ahead
-of the others (the issue's "two minutes of skew between replicas"). It accepts an
+of the others (beyond the two minutes of skew between replicas it must survive). It accepts an
 ingest while no processor runs, so the job stays queued; the normal API then deletes the
 asset; only then do processors run. Before versions came from the shared clock
 (emulsion_runtime.clock), the queued job's version was three minutes "later" than

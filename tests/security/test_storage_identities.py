@@ -1,4 +1,4 @@
-"""Issue 21, storage identities: each service holds its own S3 identity with its least
+"""Storage identities: each service holds its own S3 identity with its least
 policy (`emulsion_contracts.storage_access`), proven on the local stack's MinIO, where
 the devstack makes a user and a policy per service and starts each process with its own
 credentials.

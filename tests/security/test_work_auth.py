@@ -5,7 +5,7 @@ made for another body or another subject. The processor must terminate each one 
 no manifest changes, no key is written, no result is published, and each is counted.
 
 The forged items aim at an asset that is live, with a version that sorts after the live
-one (the attack of issue 21: commit over another tenant's photo and let the janitor take
+one (the attack: commit over another tenant's photo and let the janitor take
 the real version), so a processor that trusted any of them would visibly commit it.
 """
 

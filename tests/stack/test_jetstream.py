@@ -1,4 +1,4 @@
-"""The streams and durable consumers of DESIGN.md on a real NATS server with JetStream."""
+"""The streams and durable consumers of emulsion_runtime.messaging on a real NATS server."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""NATS_URL takes a cluster's servers (issue 29, finding 1): nats-py read
+"""NATS_URL takes a cluster's servers: nats-py read
 "nats://a:4222,nats://b:4222" as one URL and failed with "invalid connect url option",
 so a service given a cluster's addresses could not start. Each is now one server, and a
 service starts while any server of the list answers."""

@@ -1,4 +1,4 @@
-"""An ingest after its TTL (issue 22): the API answers 410 with what is still known, and
+"""An ingest after its TTL: the API answers 410 with what is still known, and
 `emulsion status` prints it plainly with its own exit code; `emulsion failures` pages
 through every failure. On the real stack, with the API's jobs expiring seconds after
 they finish."""

@@ -1,6 +1,6 @@
-"""The size of the IngestJobs a request makes is checked by the API, as etcd stores them
-(issue 22): a 2,000-item ingest whose names the apiserver escapes ('<' is six bytes
-stored) used to answer 503 "apiserver unavailable", which a client retries for ever.
+"""The size of the IngestJobs a request makes is checked by the API, as etcd stores them:
+a 2,000-item ingest whose names the apiserver escapes ('<' is six bytes stored) used to
+answer 503 "apiserver unavailable", which a client retries for ever.
 
 The API's jobs now name their items (an object of EMULSION_INGESTS) instead of holding
 them: a frame of a few KB whatever the items. The estimate is compared with the bytes

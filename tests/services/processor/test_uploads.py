@@ -1,4 +1,4 @@
-"""Issue 21: the processor promotes only an upload of the item's collection, once, and
+"""The processor promotes only an upload of the item's collection, once, and
 only the bytes it checked."""
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def test_a_marker_this_processor_did_not_write_refuses_the_claim(stack: Endpoint
 def test_a_source_replaced_after_its_check_is_never_promoted(
     stack: Endpoints, s3: Any, with_bus: Any, tmp_path: Path
 ) -> None:
-    """Issue 21, finding 4: a presigned form replayed while the item renders put other
+    """A presigned form replayed while the item renders put other
     bytes under the same key; the copy must not store them."""
     checked = jpeg(640, 480)
     source = stage(s3, stack.bucket, checked)

@@ -334,7 +334,7 @@ def build_jobs(plan: JobPlan, parts: Sequence[Part], refs: Sequence[ItemsRef]) -
     # The trace's parent only, and the idempotency key by its hash only (the label): a
     # W3C tracestate (up to 512 bytes) and a client's key (up to 255 characters, six bytes
     # each for '<', '>' and '&' in etcd) would take more than the whole status may, and
-    # the job must stay within 4 KB (issue 22; tests/services/controller/
+    # the job must stay within 4 KB (a small IngestJob; tests/services/controller/
     # test_bounded_status.py).
     if "traceparent" in plan.trace_headers:
         annotations[crd.ANNOTATION_TRACEPARENT] = plan.trace_headers["traceparent"]

@@ -191,7 +191,7 @@ def configure(settings: kopf.OperatorSettings, config: ControllerSettings) -> No
     # handler reacts to a change (the spec is immutable), and kopf keeps the diff base as
     # a JSON string in the object, where the API's annotations (an idempotency key of up
     # to 255 characters, a trace state) and the item reference would be stored a second
-    # time, escaped twice (issue 22: the whole object within 4 KB). What is left is never
+    # time, escaped twice (a small IngestJob: the whole object within 4 KB). What is left is never
     # empty (a collection is required): kopf would read an empty base as no base at all.
     settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(
         name="kopf",

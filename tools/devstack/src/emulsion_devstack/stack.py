@@ -593,7 +593,7 @@ class LocalStack:
                 **endpoints.nats_environment(service.name),
                 "OTEL_SERVICE_NAME": f"emulsion-{service.name}",
                 "EMULSION_HTTP_PORT": str(port),
-                # The service's own MinIO user in place of the root user (issue 21).
+                # The service's own MinIO user in place of the root user (its least S3 policy).
                 **storage_identities.environment(endpoints, service.name),
                 **service.environment(endpoints, data_dir),
                 **(environment or {}),

@@ -1,4 +1,4 @@
-"""Each service's own MinIO user, holding only its least S3 policy (issue 21).
+"""Each service's own MinIO user, holding only its least S3 policy.
 
 The policies are `emulsion_contracts.storage_access`'s, rendered for the stack's bucket;
 the users are made with MinIO's admin API (the `minio` package's MinioAdmin: no `mc`
