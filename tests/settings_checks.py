@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from emulsion_contracts.settings import SettingsError
+from emulsion_runtime.settings import SettingsError
 
 
 def assert_missing_is_named(

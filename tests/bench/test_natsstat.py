@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from emulsion_bench import natsstat
-from emulsion_contracts import messaging
+from emulsion_contracts import wire
 from emulsion_devstack.stack import Endpoints
 
 
@@ -36,7 +36,7 @@ def test_the_servers_counters_move_with_what_clients_do(stack: Endpoints) -> Non
         connection = await stack.nats_connect()
         try:
             js = connection.jetstream()
-            await js.stream_info(messaging.WORK_STREAM)
+            await js.stream_info(wire.WORK_STREAM)
             await connection.publish("capacity.natsstat", b"x")
             await connection.flush()
         finally:

@@ -27,7 +27,7 @@ import yaml
 from kubernetes import client
 from PIL import Image
 
-from emulsion_contracts import crd, keys, messaging
+from emulsion_contracts import crd, keys, wire
 from emulsion_devstack import release
 from emulsion_devstack.processes import ProcessRecord, log_tail, stop, wait_for
 from emulsion_devstack.stack import Endpoints, LocalStack
@@ -245,9 +245,9 @@ async def purge_streams(stack: Endpoints) -> None:
     connection = await stack.nats_connect()
     try:
         for stream in (
-            messaging.WORK_STREAM,
-            messaging.EVENTS_STREAM,
-            messaging.ADVISORIES_STREAM,
+            wire.WORK_STREAM,
+            wire.EVENTS_STREAM,
+            wire.ADVISORIES_STREAM,
         ):
             await connection.jetstream().purge_stream(stream)
     finally:

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from emulsion_contracts import messaging
+from emulsion_contracts import wire
 from emulsion_devstack.processes import wait_for
 from emulsion_devstack.stack import s3_client
 
@@ -144,12 +144,12 @@ def processors_consumer(cluster: Cluster) -> dict[str, Any]:
     ).json()
     for account in answer.get("account_details", []):
         for stream in account.get("stream_detail", []):
-            if stream["name"] != messaging.WORK_STREAM:
+            if stream["name"] != wire.WORK_STREAM:
                 continue
             for consumer in stream.get("consumer_detail", []):
-                if consumer["name"] == messaging.PROCESSORS:
+                if consumer["name"] == wire.PROCESSORS:
                     return dict(consumer)
-    raise AssertionError(f"no {messaging.PROCESSORS} consumer on {messaging.WORK_STREAM}")
+    raise AssertionError(f"no {wire.PROCESSORS} consumer on {wire.WORK_STREAM}")
 
 
 def items_in_hand(cluster: Cluster) -> int:

@@ -3,7 +3,7 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
-from emulsion_contracts import keys, messaging
+from emulsion_contracts import keys
 from emulsion_contracts.messages import GcRequest, ItemResult, JobRef, WorkItem
 from emulsion_contracts.reasons import FailureReason
 
@@ -62,15 +62,6 @@ def test_unknown_fields_are_ignored_but_unknown_versions_refused() -> None:
 def test_work_items_refuse_keys_outside_the_layout(override: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         work_item(**override)
-
-
-def test_subjects_and_message_ids_follow_the_design() -> None:
-    assert messaging.work_subject("photos", "gallery.42") == "emulsion.work.photos.gallery_42"
-    assert messaging.events_subject("photos", "g") == "emulsion.events.photos.g"
-    assert messaging.gc_subject("superseded") == "emulsion.gc.superseded"
-    assert messaging.work_msg_id(JOB.uid, 12) == f"{JOB.uid}/12"
-    with pytest.raises(ValueError, match="subject token"):
-        messaging.work_subject("photos", "a*b")
 
 
 def test_a_failed_result_carries_its_work_items_address() -> None:

@@ -30,7 +30,7 @@ import httpx
 import pytest
 import yaml
 
-from emulsion_contracts import messaging
+from emulsion_contracts import wire
 from emulsion_devstack.stack import SERVERS, Endpoints, LocalStack
 from tests.consumers import set_ack_wait
 from tests.faults.oracle import Case
@@ -127,7 +127,7 @@ def shorten_ack_wait(endpoints: Endpoints) -> None:
     """The processors' and the controller's consumers with the suite's short AckWait (and
     the processors' backoff scaled to it); the next `ensure_jetstream` (a controller's
     start: only the bootstrap identity reconciles durables) puts them back."""
-    durables = (messaging.PROCESSORS, messaging.CONTROLLER)
+    durables = (wire.PROCESSORS, wire.CONTROLLER)
     asyncio.run(set_ack_wait(endpoints, durables, ACK_WAIT_SECONDS))
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from emulsion_contracts import messaging
+from emulsion_contracts import wire
 from emulsion_devstack.processes import wait_for
 from emulsion_devstack.stack import Endpoints
 from tests.faults.conftest import FaultStack
@@ -35,9 +35,7 @@ def _results_delivered_unacked(endpoints: Endpoints) -> int:
     async def ask() -> int:
         connection = await endpoints.nats_connect(connect_timeout=5)
         try:
-            info = await connection.jetstream().consumer_info(
-                messaging.EVENTS_STREAM, messaging.CONTROLLER
-            )
+            info = await connection.jetstream().consumer_info(wire.EVENTS_STREAM, wire.CONTROLLER)
             return int(info.num_ack_pending)
         finally:
             await connection.close()

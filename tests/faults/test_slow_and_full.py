@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from emulsion_contracts import messaging
+from emulsion_contracts import wire
 from emulsion_contracts.messages import ItemResult
 from emulsion_devstack.stack import Endpoints
 from tests.faults.conftest import ACK_WAIT_SECONDS, FaultStack
@@ -55,7 +55,7 @@ def test_items_wait_while_scratch_is_full_and_finish_when_space_returns(
     # delivery budget (before, the suite's 1 + 2 + 4 + 8 s backoff burnt all five), and
     # no item was delivered twice. (One item in ten was, in some loaded runs, until the
     # pull loop handed over messages delivered after their fetch gave up: see
-    # emulsion_contracts.consuming.)
+    # emulsion_runtime.consuming.)
     results = _results(fault.endpoints(), case.jobs[0])
     assert len({r.index for r in results}) == 10
     assert all(r.attempts == 1 for r in results), sorted((r.index, r.attempts) for r in results)
@@ -67,7 +67,7 @@ def _results(endpoints: Endpoints, job: str) -> list[ItemResult]:
         try:
             js = connection.jetstream()
             subscription = await js.subscribe(
-                messaging.events_subject("default", job), ordered_consumer=True
+                wire.events_subject("default", job), ordered_consumer=True
             )
             results: list[ItemResult] = []
             while True:

@@ -1,4 +1,4 @@
-"""A NATS cluster of three under the stack (issue 29): `make up NATS=3`'s servers, every
+"""A NATS cluster of three under the stack: `make up NATS=3`'s servers, every
 stream and bucket at R3, and losing the work stream's leader loses no acknowledged work.
 
 The cluster runs on its own loopback addresses (stack.NATS_CLUSTER_ADDRESSES) with the
@@ -21,8 +21,9 @@ from typing import Any
 
 import pytest
 
-from emulsion_contracts import messaging
+from emulsion_contracts import wire
 from emulsion_devstack.stack import NATS_CLUSTER_ADDRESSES, Endpoints, LocalStack, nats_monitor_of
+from emulsion_runtime import messaging
 
 # Long enough for a new leader election on two busy cores (RAFT elects in ~2-5 s).
 ELECTION_DEADLINE = 60.0
@@ -72,7 +73,7 @@ def test_every_stream_and_bucket_is_replicated_three_times(
         try:
             js = connection.jetstream()
             names = [s.name for s in messaging.STREAMS]
-            names += [b.stream for b in messaging.BUCKETS] + [messaging.INGESTS_STREAM]
+            names += [b.stream for b in messaging.BUCKETS] + [wire.INGESTS_STREAM]
             found = {}
             for name in names:
                 info = await js.stream_info(name)
@@ -106,8 +107,8 @@ def test_losing_the_work_streams_leader_loses_no_acknowledged_work(
     cluster: tuple[LocalStack, Endpoints], how: str
 ) -> None:
     stack, endpoints = cluster
-    subject = messaging.work_subject("scaleout", f"leader-{how}")
-    leader = stream_leader(endpoints, messaging.WORK_STREAM)
+    subject = wire.work_subject("scaleout", f"leader-{how}")
+    leader = stream_leader(endpoints, wire.WORK_STREAM)
 
     async def publish(js: Any, first: int, count: int, acked: set[int]) -> None:
         """Publish until each of `count` messages is acknowledged (retrying through the
@@ -119,7 +120,7 @@ def test_losing_the_work_streams_leader_loses_no_acknowledged_work(
                     await js.publish(
                         subject,
                         json.dumps({"index": index}).encode(),
-                        headers={messaging.HEADER_MSG_ID: f"leader-{how}/{index}"},
+                        headers={wire.HEADER_MSG_ID: f"leader-{how}/{index}"},
                         timeout=2,
                     )
                     acked.add(index)
@@ -142,7 +143,7 @@ def test_losing_the_work_streams_leader_loses_no_acknowledged_work(
             await publish(js, 40, 20, acked)
             fetched: list[int] = []
             consumer = await js.pull_subscribe_bind(
-                durable=messaging.PROCESSORS, stream=messaging.WORK_STREAM
+                durable=wire.PROCESSORS, stream=wire.WORK_STREAM
             )
             deadline = time.monotonic() + ELECTION_DEADLINE
             while len(fetched) < len(acked) and time.monotonic() < deadline:
@@ -160,5 +161,5 @@ def test_losing_the_work_streams_leader_loses_no_acknowledged_work(
     acked, fetched = asyncio.run(scenario())
     assert acked == set(range(60))
     assert sorted(fetched) == sorted(acked), "every acknowledged message, exactly once"
-    assert stream_leader(endpoints, messaging.WORK_STREAM).startswith("nats-server-")
+    assert stream_leader(endpoints, wire.WORK_STREAM).startswith("nats-server-")
     assert Path(stack.record(leader).log).exists()

@@ -1,4 +1,4 @@
-"""The whole pipeline on a NATS cluster of three (issue 29): a gallery ingested while the
+"""The whole pipeline on a NATS cluster of three: a gallery ingested while the
 work stream's leader is killed at 30 to 40 % done and started again, judged by the fault
 suite's one oracle (every item exactly one outcome, and succeeded; nothing live deleted;
 nothing orphaned), plus: every stream and bucket back at R3 with all replicas current
@@ -20,9 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from emulsion_contracts import messaging
+from emulsion_contracts import wire
 from emulsion_devstack.processes import wait_for
 from emulsion_devstack.stack import Endpoints, LocalStack
+from emulsion_runtime import messaging
 from tests.consumers import set_ack_wait
 from tests.faults.oracle import Case, verify
 from tests.faults.workload import Client, finished_items, gallery, ingest, read_job, upload
@@ -53,7 +54,7 @@ def system(
             endpoints = stack.up()
             environment = stack.client_environment()
             client = Client.of(endpoints, environment["EMULSION_API_URL"])
-            durables = (messaging.PROCESSORS, messaging.CONTROLLER)
+            durables = (wire.PROCESSORS, wire.CONTROLLER)
             asyncio.run(set_ack_wait(endpoints, durables, ACK_WAIT_SECONDS))
             yield stack, client, environment
         finally:
@@ -76,7 +77,7 @@ async def replication(endpoints: Endpoints) -> dict[str, str]:
         js = connection.jetstream()
         names = [s.name for s in messaging.STREAMS] + [b.stream for b in messaging.BUCKETS]
         found = {}
-        for name in [*names, messaging.INGESTS_STREAM]:
+        for name in [*names, wire.INGESTS_STREAM]:
             info = await js.stream_info(name)
             cluster = info.cluster
             peers = [r for r in (cluster.replicas or []) if r.current and not r.offline]
@@ -99,9 +100,7 @@ async def leader_of(endpoints: Endpoints, stream: str) -> str:
 async def pending_work(endpoints: Endpoints) -> int:
     connection = await endpoints.nats_connect()
     try:
-        info = await connection.jetstream().consumer_info(
-            messaging.WORK_STREAM, messaging.PROCESSORS
-        )
+        info = await connection.jetstream().consumer_info(wire.WORK_STREAM, wire.PROCESSORS)
         return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
     finally:
         await connection.close()
@@ -123,7 +122,7 @@ def test_the_work_streams_leader_killed_mid_gallery_loses_nothing(
         lambda: sum(finished_items(read_job(client, job)) for job in case.jobs) >= 0.3 * GALLERY,
         timeout=300,
     )
-    leader = asyncio.run(leader_of(endpoints, messaging.WORK_STREAM))
+    leader = asyncio.run(leader_of(endpoints, wire.WORK_STREAM))
     killed_at = time.monotonic()
     os.killpg(stack.record(leader).pid, signal.SIGKILL)
     stack.stop(leader, 0)

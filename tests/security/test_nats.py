@@ -1,4 +1,4 @@
-"""NATS has a door (issue 21, finding 3): every client needs credentials and TLS, and each
+"""NATS has a door: every client needs credentials and TLS, and each
 service's identity may publish and subscribe exactly what the table in
 `emulsion_contracts.natsauth` says.
 
@@ -30,10 +30,11 @@ import nats.errors
 import pytest
 from nats.js.api import RetentionPolicy
 
-from emulsion_contracts import messaging, natsauth
+from emulsion_contracts import natsauth, wire
 from emulsion_devstack import natsauth as devstack_nats
 from emulsion_devstack import pki
 from emulsion_devstack.stack import Endpoints
+from emulsion_runtime import messaging
 
 PROBE_BODY = b"{"
 PROBE_HEADERS = {"Nats-Expected-Stream": "EMULSION_MATRIX_PROBE_NO_SUCH_STREAM"}
@@ -67,19 +68,19 @@ def allowed(patterns: Iterable[str], subject: str) -> bool:
 
 # Subjects nobody's table entry is built from: what an intruder inside the cluster tries.
 UNOWNED_PUBLISH = (
-    f"$JS.API.STREAM.CREATE.{messaging.WORK_STREAM}",
+    f"$JS.API.STREAM.CREATE.{wire.WORK_STREAM}",
     "$JS.API.STREAM.CREATE.EMULSION_INTRUDER",
-    f"$JS.API.STREAM.DELETE.{messaging.WORK_STREAM}",
-    f"$JS.API.STREAM.PURGE.{messaging.GC_STREAM}",
-    f"$JS.API.STREAM.MSG.GET.{messaging.GC_STREAM}",
-    f"$JS.API.STREAM.INFO.{messaging.EVENTS_STREAM}",
+    f"$JS.API.STREAM.DELETE.{wire.WORK_STREAM}",
+    f"$JS.API.STREAM.PURGE.{wire.GC_STREAM}",
+    f"$JS.API.STREAM.MSG.GET.{wire.GC_STREAM}",
+    f"$JS.API.STREAM.INFO.{wire.EVENTS_STREAM}",
     "$JS.API.STREAM.LIST",
     "$JS.API.STREAM.NAMES",
     "$JS.API.INFO",
-    f"$JS.API.CONSUMER.DELETE.{messaging.WORK_STREAM}.{messaging.PROCESSORS}",
-    f"$JS.API.CONSUMER.CREATE.{messaging.WORK_STREAM}",
-    f"$JS.API.CONSUMER.DURABLE.CREATE.{messaging.WORK_STREAM}.intruder",
-    f"$JS.API.CONSUMER.MSG.NEXT.{messaging.WORK_STREAM}.intruder",
+    f"$JS.API.CONSUMER.DELETE.{wire.WORK_STREAM}.{wire.PROCESSORS}",
+    f"$JS.API.CONSUMER.CREATE.{wire.WORK_STREAM}",
+    f"$JS.API.CONSUMER.DURABLE.CREATE.{wire.WORK_STREAM}.intruder",
+    f"$JS.API.CONSUMER.MSG.NEXT.{wire.WORK_STREAM}.intruder",
     "emulsion.work.tenant-b.forged",
     "emulsion.events.tenant-b.forged",
     "emulsion.gc.deleted",
@@ -231,7 +232,7 @@ def test_no_service_identity_may_create_a_stream_of_its_own(stack: Endpoints, ru
 def test_a_client_without_credentials_or_with_a_wrong_password_is_refused(
     stack: Endpoints, run: Any, tmp_path: Path
 ) -> None:
-    context = natsauth.tls_context(stack.nats_ca_file)
+    context = messaging.tls_context(stack.nats_ca_file)
     wrong = tmp_path / "wrong.password"
     wrong.write_text("not-the-password\n")
 
@@ -285,7 +286,7 @@ def test_the_server_must_prove_itself_with_the_configured_ca(
         try:
             client = await nats.connect(
                 stack.nats_url,
-                tls=natsauth.tls_context(ca),
+                tls=messaging.tls_context(ca),
                 user=devstack_nats.ADMIN,
                 password=password,
                 allow_reconnect=False,

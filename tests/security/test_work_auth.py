@@ -5,7 +5,7 @@ made for another body or another subject. The processor must terminate each one 
 no manifest changes, no key is written, no result is published, and each is counted.
 
 The forged items aim at an asset that is live, with a version that sorts after the live
-one (the attack of issue 21: commit over another tenant's photo and let the janitor take
+one (the attack: commit over another tenant's photo and let the janitor take
 the real version), so a processor that trusted any of them would visibly commit it.
 """
 
@@ -27,7 +27,7 @@ from nats.js import JetStreamContext
 from PIL import Image
 
 from emulsion_bench.notify import stage_upload
-from emulsion_contracts import keys, messaging, worksigning
+from emulsion_contracts import keys, wire, worksigning
 from emulsion_contracts.manifest import AssetManifest
 from emulsion_contracts.messages import ItemResult, JobRef, WorkItem
 from emulsion_devstack.processes import ProcessRecord, log_tail, stop, until
@@ -84,20 +84,20 @@ def work(source: str, collection: str, asset: str, version: str, index: int = 0)
 
 
 def subject_of(item: WorkItem) -> str:
-    return messaging.work_subject(item.job.namespace, item.job.name)
+    return wire.work_subject(item.job.namespace, item.job.name)
 
 
 def headers_of(item: WorkItem) -> dict[str, str]:
-    return {messaging.HEADER_MSG_ID: messaging.work_msg_id(item.job.uid, item.index)}
+    return {wire.HEADER_MSG_ID: wire.work_msg_id(item.job.uid, item.index)}
 
 
 async def results_of(js: JetStreamContext, item: WorkItem) -> list[ItemResult]:
-    subject = messaging.events_subject(item.job.namespace, item.job.name)
-    info = await js.stream_info(messaging.EVENTS_STREAM, subjects_filter=subject)
+    subject = wire.events_subject(item.job.namespace, item.job.name)
+    info = await js.stream_info(wire.EVENTS_STREAM, subjects_filter=subject)
     count = (info.state.subjects or {}).get(subject, 0)
     found = []
     for sequence in range(count):
-        stored = await js.get_msg(messaging.EVENTS_STREAM, sequence + 1, subject=subject, next=True)
+        stored = await js.get_msg(wire.EVENTS_STREAM, sequence + 1, subject=subject, next=True)
         parsed = ItemResult.from_bytes(stored.data or b"")
         assert isinstance(parsed, ItemResult)
         found.append(parsed)
@@ -105,7 +105,7 @@ async def results_of(js: JetStreamContext, item: WorkItem) -> list[ItemResult]:
 
 
 async def work_left(js: JetStreamContext) -> int:
-    info = await js.consumer_info(messaging.WORK_STREAM, messaging.PROCESSORS)
+    info = await js.consumer_info(wire.WORK_STREAM, wire.PROCESSORS)
     return int(info.num_pending) + int(info.num_ack_pending)
 
 
@@ -215,7 +215,7 @@ def forgeries(
 
     # Signed with the right key, for another job's subject: replayed onto this one.
     elsewhere = item()
-    other_subject = messaging.work_subject(NAMESPACE, "someone-else")
+    other_subject = wire.work_subject(NAMESPACE, "someone-else")
     made.append(
         (
             "invalid",

@@ -1,4 +1,4 @@
-"""The streams and durable consumers of DESIGN.md on a real NATS server with JetStream."""
+"""The streams and durable consumers of emulsion_runtime.messaging on a real NATS server."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 from nats.js.api import AckPolicy, RetentionPolicy, StreamConfig
 
-from emulsion_contracts import messaging, natsauth
+from emulsion_contracts import natsauth, wire
 from emulsion_devstack.stack import Endpoints
+from emulsion_runtime import messaging
 from tests.consumers import set_ack_wait
 
 DAY = messaging.DAY
@@ -41,9 +42,9 @@ def test_streams_and_consumers_have_the_configured_settings(stack: Endpoints, ru
         assert config.retention == spec.retention
         assert config.duplicate_window == spec.duplicate_window
         assert config.max_age == spec.max_age
-    assert streams[messaging.WORK_STREAM].config.retention == RetentionPolicy.WORK_QUEUE
-    assert streams[messaging.GC_STREAM].config.retention == RetentionPolicy.WORK_QUEUE
-    assert streams[messaging.EVENTS_STREAM].config.retention == RetentionPolicy.LIMITS
+    assert streams[wire.WORK_STREAM].config.retention == RetentionPolicy.WORK_QUEUE
+    assert streams[wire.GC_STREAM].config.retention == RetentionPolicy.WORK_QUEUE
+    assert streams[wire.EVENTS_STREAM].config.retention == RetentionPolicy.LIMITS
     for consumer in messaging.CONSUMERS:
         settings = consumers[consumer.durable].config
         assert settings.durable_name == consumer.durable
@@ -59,12 +60,12 @@ def test_the_same_msg_id_is_stored_once(stack: Endpoints, run: Any) -> None:
         connection = await stack.nats_connect()
         try:
             js = connection.jetstream()
-            subject = messaging.events_subject("dedup", "job-1")
-            headers = {messaging.HEADER_MSG_ID: messaging.work_msg_id("uid-1", 0)}
+            subject = wire.events_subject("dedup", "job-1")
+            headers = {wire.HEADER_MSG_ID: wire.work_msg_id("uid-1", 0)}
             first = await js.publish(subject, b"{}", headers=headers)
             second = await js.publish(subject, b"{}", headers=headers)
-            stored = await js.get_last_msg(messaging.EVENTS_STREAM, subject)
-            info = await js.stream_info(messaging.EVENTS_STREAM)
+            stored = await js.get_last_msg(wire.EVENTS_STREAM, subject)
+            info = await js.stream_info(wire.EVENTS_STREAM)
             assert info.state.messages >= 1
             return first.duplicate or False, second.duplicate or False, stored.seq or 0
         finally:
@@ -80,7 +81,7 @@ def test_reconciling_updates_an_existing_durable(stack: Endpoints, run: Any) -> 
         connection = await stack.nats_connect()
         try:
             js = connection.jetstream()
-            original = next(c for c in messaging.CONSUMERS if c.durable == messaging.JANITOR)
+            original = next(c for c in messaging.CONSUMERS if c.durable == wire.JANITOR)
             changed = dataclasses.replace(original, max_deliver=original.max_deliver + 5)
             await messaging.ensure_jetstream(js, consumers=(changed,))
             updated = (await js.consumer_info(original.stream, original.durable)).config.max_deliver
@@ -92,7 +93,7 @@ def test_reconciling_updates_an_existing_durable(stack: Endpoints, run: Any) -> 
         finally:
             await connection.drain()
 
-    janitor = next(c for c in messaging.CONSUMERS if c.durable == messaging.JANITOR)
+    janitor = next(c for c in messaging.CONSUMERS if c.durable == wire.JANITOR)
     assert run(reconcile()) == (janitor.max_deliver + 5, janitor.max_deliver)
 
 
@@ -147,7 +148,7 @@ def test_ensure_jetstream_keeps_what_operators_changed_on_a_live_stream_and_logs
             )
             kv_live = (await js.stream_info(bucket.stream)).config
             await js.update_stream(dataclasses.replace(kv_live, max_age=2 * DAY))
-            with caplog.at_level(logging.WARNING, logger="emulsion_contracts.messaging"):
+            with caplog.at_level(logging.WARNING, logger="emulsion_runtime.messaging"):
                 await messaging.ensure_jetstream(js, (spec,), (), (bucket,))
             after = (await js.stream_info(name)).config
             kv_after = (await js.stream_info(bucket.stream)).config
@@ -185,7 +186,7 @@ def test_a_service_that_is_not_the_bootstrap_waits_until_what_it_binds_to_exists
         connection = await stack.nats_connect()
         js = connection.jetstream()
         try:
-            with caplog.at_level(logging.WARNING, logger="emulsion_contracts.messaging"):
+            with caplog.at_level(logging.WARNING, logger="emulsion_runtime.messaging"):
                 waiting = asyncio.create_task(messaging.wait_for_bootstrap(js, identity))
                 missing = await messaging.missing_for(js, identity)
                 # Still waiting after several polls: nothing it binds to exists yet.
@@ -213,7 +214,7 @@ def test_a_service_that_is_not_the_bootstrap_waits_until_what_it_binds_to_exists
 def test_only_the_controllers_start_resets_a_durable(stack: Endpoints, run: Any) -> None:
     """A processor's start binds to the durable as it is (it may not change it); the
     controller's start puts the configured settings back."""
-    spec = next(c for c in messaging.CONSUMERS if c.durable == messaging.PROCESSORS)
+    spec = next(c for c in messaging.CONSUMERS if c.durable == wire.PROCESSORS)
 
     async def ack_wait() -> float:
         connection = await stack.nats_connect()

@@ -9,7 +9,7 @@ every work message and reports it done. It prints:
 - create -> Succeeded for the large jobs, and the time until every job has finished;
 - the controller's resident memory (RSS) sampled throughout: at start, peak, and at the
   end once the work is done (kopf has a reported leak in status patching; a growing
-  end value would show it), against issue 14's goal for a service (160 MB);
+  end value would show it), against the performance targets' goal for a service (160 MB);
 - the status patches the controller wrote (its own counter, from /metrics).
 """
 
@@ -35,7 +35,7 @@ from kubernetes import client, config, watch
 from emulsion_bench import procstat
 from emulsion_bench.stats import percentile
 from emulsion_bench.targets import SERVICE_RSS_MB
-from emulsion_contracts import crd, keys, messaging
+from emulsion_contracts import crd, keys, wire
 from emulsion_contracts.messages import ItemResult, WorkItem
 from emulsion_devstack.processes import ProcessRecord, free_port, wait_for
 from emulsion_devstack.stack import Endpoints, LocalStack
@@ -132,9 +132,7 @@ async def process_everything(endpoints: Endpoints, stopping: asyncio.Event) -> i
     """Stands in for the processors: every work item succeeds at once."""
     connection = await endpoints.nats_connect("processor")
     js = connection.jetstream()
-    subscription = await js.pull_subscribe_bind(
-        durable=messaging.PROCESSORS, stream=messaging.WORK_STREAM
-    )
+    subscription = await js.pull_subscribe_bind(durable=wire.PROCESSORS, stream=wire.WORK_STREAM)
     done = 0
     try:
         while not stopping.is_set():
@@ -157,7 +155,7 @@ async def process_everything(endpoints: Endpoints, stopping: asyncio.Event) -> i
                 )
                 results.append(
                     js.publish(
-                        messaging.events_subject(work.job.namespace, work.job.name),
+                        wire.events_subject(work.job.namespace, work.job.name),
                         result.to_bytes(),
                     )
                 )

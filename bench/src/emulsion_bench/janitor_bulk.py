@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from emulsion_contracts import keys, messaging
+from emulsion_contracts import keys, wire
 from emulsion_contracts.manifest import AssetManifest, Original
 from emulsion_contracts.messages import Derivative, JobRef
 from emulsion_devstack.stack import Endpoints, s3_client
@@ -156,7 +156,7 @@ def _set_leases(stack: Endpoints, uploads: tuple[str, ...], *, held: bool) -> No
     async def main() -> None:
         connection = await stack.nats_connect("controller")
         try:
-            kv = await connection.jetstream().key_value(messaging.STAGING_LEASES_BUCKET)
+            kv = await connection.jetstream().key_value(wire.STAGING_LEASES_BUCKET)
             for upload in uploads:
                 await (kv.put(upload, b"bulk") if held else kv.delete(upload))
         finally:

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from emulsion_bench.procstat import cpu_seconds
-from emulsion_contracts import messaging
+from emulsion_contracts import wire
 from emulsion_devstack.stack import Endpoints, LocalStack
 
 RESULTS = Path(__file__).resolve().parents[2] / "results"
@@ -63,22 +63,20 @@ async def load(
     connection = await endpoints.nats_connect()
     try:
         js = connection.jetstream()
-        subject = messaging.work_subject("bench", "durability")
+        subject = wire.work_subject("bench", "durability")
         body = b"x" * size
         window = asyncio.Semaphore(in_flight)
 
         async def publish(index: int) -> None:
             async with window:
                 await js.publish(
-                    subject, body, headers={messaging.HEADER_MSG_ID: f"bench/{index}"}, timeout=30
+                    subject, body, headers={wire.HEADER_MSG_ID: f"bench/{index}"}, timeout=30
                 )
 
         began = time.monotonic()
         await asyncio.gather(*(publish(i) for i in range(messages)))
         published = time.monotonic()
-        consumer = await js.pull_subscribe_bind(
-            durable=messaging.PROCESSORS, stream=messaging.WORK_STREAM
-        )
+        consumer = await js.pull_subscribe_bind(durable=wire.PROCESSORS, stream=wire.WORK_STREAM)
         taken = 0
         while taken < messages:
             for message in await consumer.fetch(min(100, messages - taken), timeout=30):

@@ -44,10 +44,11 @@ from PIL import Image
 from emulsion_bench import inputs, procstat
 from emulsion_bench.limit import measure as measure_limit
 from emulsion_bench.limit import memory_dir
-from emulsion_contracts import keys, messaging, storage, telemetry, worksigning
+from emulsion_contracts import keys, wire, worksigning
 from emulsion_contracts.messages import ItemResult, JobRef, WorkItem
 from emulsion_devstack.processes import ProcessRecord, stop
 from emulsion_devstack.stack import Endpoints, LocalStack, s3_client
+from emulsion_runtime import storage, telemetry
 
 MB = 1024 * 1024
 TWELVE_MP = (4000, 3000)
@@ -208,14 +209,12 @@ async def process_all(
             if len(results) == len(items):
                 done.set()
 
-        await connection.subscribe(messaging.events_subject(job.namespace, job.name), cb=collect)
+        await connection.subscribe(wire.events_subject(job.namespace, job.name), cb=collect)
         started = time.perf_counter()
-        subject = messaging.work_subject(job.namespace, job.name)
+        subject = wire.work_subject(job.namespace, job.name)
         for item in items:
             body = item.to_bytes()
-            headers = telemetry.inject(
-                {messaging.HEADER_MSG_ID: messaging.work_msg_id(job.uid, item.index)}
-            )
+            headers = telemetry.inject({wire.HEADER_MSG_ID: wire.work_msg_id(job.uid, item.index)})
             await js.publish(
                 subject, body, headers=worksigning.signed_headers(key, subject, body, headers)
             )

@@ -28,8 +28,8 @@ from kubernetes.client.exceptions import ApiException
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from emulsion_contracts import crd, keys, messaging, natsauth, telemetry
-from emulsion_contracts.jobrecords import JobRecords, OutcomeRecord
+from emulsion_contracts import crd, keys, natsauth, wire
+from emulsion_contracts.jobrecords import OutcomeRecord
 from emulsion_contracts.messages import ItemResult, WorkItem
 from emulsion_contracts.reasons import FailureReason
 from emulsion_devstack.binaries import ensure_binary
@@ -37,6 +37,8 @@ from emulsion_devstack.processes import ProcessRecord, free_port, stop, stop_all
 from emulsion_devstack.processes import wait_for as wait_for
 from emulsion_devstack.processes import wait_for_async as wait_for_async
 from emulsion_devstack.stack import Endpoints, LocalStack
+from emulsion_runtime import telemetry
+from emulsion_runtime.records_store import JobRecords
 
 # Each controller started gets a higher peering priority than the one before, so a
 # killed controller's leftover peering record (alive for its lifetime) never pauses it.
@@ -202,7 +204,7 @@ class Jobs:
         async def read() -> OutcomeRecord | None:
             connection = await self.stack.nats_connect(natsauth.API_IDENTITY)
             try:
-                kv = await connection.jetstream().key_value(messaging.RECORDS_BUCKET)
+                kv = await connection.jetstream().key_value(wire.RECORDS_BUCKET)
                 record, _ = await JobRecords(kv).outcomes(self.namespace, name, uid)
                 return record
             finally:
@@ -298,7 +300,7 @@ class Processor:
 
     async def run(self, stopping: asyncio.Event) -> None:
         subscription = await self.js.pull_subscribe_bind(
-            durable=messaging.PROCESSORS, stream=messaging.WORK_STREAM
+            durable=wire.PROCESSORS, stream=wire.WORK_STREAM
         )
         while not stopping.is_set():
             try:
@@ -333,7 +335,7 @@ class Processor:
         result = self.result(work, reason)
         carrier = {k: v for k, v in (headers or {}).items() if k in ("traceparent", "tracestate")}
         ack = await self.js.publish(
-            messaging.events_subject(work.job.namespace, work.job.name),
+            wire.events_subject(work.job.namespace, work.job.name),
             result.to_bytes(),
             headers=telemetry.inject(carrier),
         )
@@ -390,21 +392,19 @@ class Streams:
 
     @staticmethod
     async def queued_on(js: JetStreamContext, namespace: str, name: str) -> int:
-        subject = messaging.work_subject(namespace, name)
-        info = await js.stream_info(messaging.WORK_STREAM, subjects_filter=subject)
+        subject = wire.work_subject(namespace, name)
+        info = await js.stream_info(wire.WORK_STREAM, subjects_filter=subject)
         return int(sum((info.state.subjects or {}).values()))
 
     @staticmethod
     async def read_queue(js: JetStreamContext, namespace: str, name: str) -> list[Any]:
         """Every message still queued for a job, read without consuming it."""
-        subject = messaging.work_subject(namespace, name)
+        subject = wire.work_subject(namespace, name)
         found: list[Any] = []
         sequence = 0
         while True:
             try:
-                msg = await js.get_msg(
-                    messaging.WORK_STREAM, sequence + 1, subject=subject, next=True
-                )
+                msg = await js.get_msg(wire.WORK_STREAM, sequence + 1, subject=subject, next=True)
             except NotFoundError:
                 return found
             found.append(msg)
@@ -420,8 +420,8 @@ def streams(stack: Endpoints, run: Any) -> Streams:
 
     async def purge() -> None:
         async with streams.session() as js:
-            await js.purge_stream(messaging.WORK_STREAM)
-            await js.purge_stream(messaging.EVENTS_STREAM)
+            await js.purge_stream(wire.WORK_STREAM)
+            await js.purge_stream(wire.EVENTS_STREAM)
 
     run(purge())
     return streams

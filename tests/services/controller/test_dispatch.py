@@ -6,7 +6,7 @@ import json
 import re
 from typing import Any
 
-from emulsion_contracts import crd, keys, messaging
+from emulsion_contracts import crd, keys, wire
 from emulsion_contracts.messages import WorkItem
 from emulsion_devstack.processes import ProcessRecord
 
@@ -41,9 +41,9 @@ def test_a_job_made_with_kubectl_gets_one_message_per_item(
     async def queued() -> tuple[list[Any], list[bytes | None]]:
         async with streams.session() as js:
             messages = await streams.read_queue(js, jobs.namespace, "from-kubectl")
-            leases = await js.key_value(messaging.STAGING_LEASES_BUCKET)
+            leases = await js.key_value(wire.STAGING_LEASES_BUCKET)
             upload = _upload_id(body["spec"]["items"][0]["source"])
-            lease = await leases.get(messaging.staging_lease_key(upload, uid))
+            lease = await leases.get(wire.staging_lease_key(upload, uid))
             return messages, [lease.value]
 
     messages, lease_values = run(queued())
@@ -54,7 +54,7 @@ def test_a_job_made_with_kubectl_gets_one_message_per_item(
         assert work.job.uid == uid
         assert work.version == keys.version_id(version, index)
         assert work.source == body["spec"]["items"][index]["source"]
-        assert msg.headers[messaging.HEADER_MSG_ID] == messaging.work_msg_id(uid, index)
+        assert msg.headers[wire.HEADER_MSG_ID] == wire.work_msg_id(uid, index)
         assert TRACEPARENT.match(msg.headers["traceparent"])
     assert lease_values == [uid.encode()]
 

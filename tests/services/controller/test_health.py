@@ -10,8 +10,9 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from emulsion_contracts import crd, messaging
+from emulsion_contracts import crd, wire
 from emulsion_devstack.processes import ProcessRecord, respawn, stop, wait_for
+from emulsion_runtime import messaging
 
 
 def exit_status(record: ProcessRecord) -> int | None:
@@ -31,7 +32,7 @@ def test_a_result_consumer_that_fails_fails_liveness_and_exits_non_zero(
 
     async def delete_the_durable() -> None:
         async with streams.session() as js:
-            await js.delete_consumer(messaging.EVENTS_STREAM, messaging.CONTROLLER)
+            await js.delete_consumer(wire.EVENTS_STREAM, wire.CONTROLLER)
 
     async def restore() -> None:
         async with streams.session() as js:
@@ -47,7 +48,7 @@ def test_a_result_consumer_that_fails_fails_liveness_and_exits_non_zero(
     assert code != 0
     log = Path(record.log).read_text()
     assert "background task results failed" in log
-    assert messaging.CONTROLLER in log
+    assert wire.CONTROLLER in log
 
 
 def test_readiness_follows_the_apiserver(api_proxy: Any, controllers: Any) -> None:

@@ -11,7 +11,7 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 from nats.js.errors import KeyDeletedError, KeyNotFoundError
 
-from emulsion_contracts import crd, keys, messaging
+from emulsion_contracts import crd, keys, wire
 from emulsion_contracts.messages import WorkItem
 from emulsion_devstack.processes import ProcessRecord
 
@@ -229,11 +229,11 @@ def test_deleting_a_running_job_cancels_its_remaining_items(
     async def after() -> tuple[int, bytes, bool]:
         async with streams.session() as js:
             queued = await streams.queued_on(js, jobs.namespace, "doomed")
-            cancelled = await js.key_value(messaging.CANCELLED_BUCKET)
+            cancelled = await js.key_value(wire.CANCELLED_BUCKET)
             mark = (await cancelled.get(uid)).value or b""
-            leases = await js.key_value(messaging.STAGING_LEASES_BUCKET)
+            leases = await js.key_value(wire.STAGING_LEASES_BUCKET)
             try:
-                await leases.get(messaging.staging_lease_key(_upload_id(source), uid))
+                await leases.get(wire.staging_lease_key(_upload_id(source), uid))
             except (KeyNotFoundError, KeyDeletedError):
                 released = True
             else:
@@ -261,7 +261,7 @@ def test_deleting_a_finished_job_cancels_nothing(
 
     async def marked() -> bool:
         async with streams.session() as js:
-            cancelled = await js.key_value(messaging.CANCELLED_BUCKET)
+            cancelled = await js.key_value(wire.CANCELLED_BUCKET)
             try:
                 await cancelled.get(uid)
             except (KeyNotFoundError, KeyDeletedError):

@@ -8,7 +8,7 @@ import asyncio
 import time
 from typing import Any
 
-from emulsion_contracts import crd, messaging
+from emulsion_contracts import crd, wire
 from emulsion_devstack.processes import wait_for
 from tests.consumers import redelivered_after
 
@@ -54,7 +54,7 @@ def test_an_apiserver_answering_503_is_retried_slowly_and_nothing_is_lost(
             deadline = time.monotonic() + 90
             while True:
                 held.append(controllers.metric(record, "emulsion_controller_results_held"))
-                info = await js.consumer_info(messaging.EVENTS_STREAM, messaging.CONTROLLER)
+                info = await js.consumer_info(wire.EVENTS_STREAM, wire.CONTROLLER)
                 if info.num_redelivered >= ITEMS:
                     return int(info.num_redelivered)
                 assert time.monotonic() < deadline, f"no redelivery yet: {info}"
@@ -63,7 +63,7 @@ def test_an_apiserver_answering_503_is_retried_slowly_and_nothing_is_lost(
     run(processed())
     # The redelivery, not the durable's 30 s AckWait, is what is tested: shortened once the
     # controller (which puts the configured wait back when it starts) is consuming.
-    with redelivered_after(streams.stack, messaging.CONTROLLER, seconds=REDELIVERY):
+    with redelivered_after(streams.stack, wire.CONTROLLER, seconds=REDELIVERY):
         run(redelivered())
     # The outage lasts until the writer has tried a third time: how many tries fit before
     # the redelivery depends on how fast the controller started, not on the writer.

@@ -6,7 +6,7 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
-from emulsion_contracts import crd, messaging
+from emulsion_contracts import crd, wire
 from emulsion_contracts.messages import ItemResult, JobRef, WorkItem
 from emulsion_contracts.reasons import FailureReason
 from emulsion_devstack.processes import ProcessRecord
@@ -99,7 +99,7 @@ def test_a_result_without_collection_asset_or_version_is_folded_by_job_and_index
                 ),
             ):
                 await js.publish(
-                    messaging.events_subject(jobs.namespace, "unreadable"), result.to_bytes()
+                    wire.events_subject(jobs.namespace, "unreadable"), result.to_bytes()
                 )
 
     run(report())

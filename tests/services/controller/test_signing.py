@@ -8,7 +8,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from emulsion_contracts import keys, messaging, worksigning
+from emulsion_contracts import keys, wire, worksigning
 from emulsion_contracts.ingestjob import IngestJob
 from emulsion_controller.bus import Bus
 from emulsion_controller.dispatch import work_messages
@@ -61,11 +61,11 @@ def test_dispatched_and_redispatched_work_is_signed_over_the_same_subject_and_bo
     again = publish_all(work_messages(ingest, version, only={1}, msg_id_suffix="r1-x"))
 
     for subject, body, headers in (*first, *again):
-        assert subject == messaging.work_subject("photos", "holiday")
+        assert subject == wire.work_subject("photos", "holiday")
         assert worksigning.verify(KEY, subject, body, headers[worksigning.HEADER])
         # Another key (another installation, an attacker's guess) does not verify it.
         assert not worksigning.verify(b"x" * 40, subject, body, headers[worksigning.HEADER])
     [(_, body, headers)] = again
-    assert headers[messaging.HEADER_MSG_ID] == "uid-1/1/r1-x"
+    assert headers[wire.HEADER_MSG_ID] == "uid-1/1/r1-x"
     # The re-dispatch carries the same body as the first dispatch of that item.
     assert body == first[1][1]

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from emulsion_contracts import crd, indexes, keys, messaging
+from emulsion_contracts import crd, indexes, keys, wire
 from emulsion_contracts.messages import JobRef, WorkItem
 from emulsion_controller.progress import STATUS_BYTES, stored_json_bytes
 from emulsion_devstack.processes import ProcessRecord, until
@@ -80,10 +80,10 @@ def test_results_finish_the_job_in_the_phase_they_add_up_to(
     # A finished job holds no staging upload any more: the janitor may sweep it.
     async def lease() -> Any:
         async with streams.session() as js:
-            leases = await js.key_value(messaging.STAGING_LEASES_BUCKET)
+            leases = await js.key_value(wire.STAGING_LEASES_BUCKET)
             job = jobs.get("four")
             source = job["spec"]["items"][0]["source"]
-            key = messaging.staging_lease_key(_upload_id(source), job["metadata"]["uid"])
+            key = wire.staging_lease_key(_upload_id(source), job["metadata"]["uid"])
             try:
                 return await leases.get(key)
             except Exception as error:
@@ -153,7 +153,7 @@ def test_a_redelivered_result_changes_nothing(
             sequence = await processor.__class__(js).report(work, None, None)
 
             async def consumed() -> bool:
-                info = await js.consumer_info(messaging.EVENTS_STREAM, messaging.CONTROLLER)
+                info = await js.consumer_info(wire.EVENTS_STREAM, wire.CONTROLLER)
                 floor = info.ack_floor.stream_seq if info.ack_floor else 0
                 return bool(floor >= sequence and info.num_ack_pending == 0)
 
@@ -194,7 +194,7 @@ def test_a_job_of_two_thousand_failed_items_keeps_a_small_status_written_few_tim
     assert recorded.failed == f"0-{items - 1}"
     assert indexes.expand(recorded.reasons["NotAnImage"]) == set(range(1, items, 3))
     owned = {k: v for k, v in status.items() if k != "kopf"}
-    # Before issue 22, interleaved reasons' index ranges made it 11,128 bytes.
+    # Before the status was bounded, interleaved reasons' index ranges made it 11,128 bytes.
     assert stored_json_bytes(owned) <= STATUS_BYTES
     writes = jobs.status_writes("thousands")
     assert len(writes) <= seconds / 10 + 6, (len(writes), seconds)

@@ -24,7 +24,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import REGISTRY
 
-from emulsion_contracts import keys, messaging, storage, telemetry
+from emulsion_contracts import keys, wire
 from emulsion_contracts.manifest import AssetManifest, Original
 from emulsion_contracts.messages import Derivative, GcRequest, JobRef
 from emulsion_devstack.processes import until as until
@@ -36,6 +36,7 @@ from emulsion_janitor.deleter import Deleter
 from emulsion_janitor.leases import KvLeases
 from emulsion_janitor.settings import JanitorSettings
 from emulsion_janitor.sweep import Sweeper
+from emulsion_runtime import storage, telemetry
 
 STYLES = ("large", "medium", "thumb", "tiny")
 BODY = b"\xff\xd8" + b"x" * 98  # 100 bytes: enough to tell freed bytes apart from none
@@ -229,7 +230,7 @@ class Bus:
                 "not_before": not_before or datetime.now(UTC) - timedelta(seconds=1),
             }
         )
-        await self.publish_raw(messaging.gc_subject(reason), request.to_bytes(), headers)
+        await self.publish_raw(wire.gc_subject(reason), request.to_bytes(), headers)
 
     async def publish_raw(
         self, subject: str, payload: bytes, headers: dict[str, str] | None = None
@@ -237,16 +238,16 @@ class Bus:
         await self.js.publish(subject, payload, headers=telemetry.inject(headers))
 
     async def lease(self, upload_id: str, job_uid: str = "job-uid") -> None:
-        kv = await self.js.key_value(messaging.STAGING_LEASES_BUCKET)
-        await kv.put(messaging.staging_lease_key(upload_id, job_uid), job_uid.encode())
+        kv = await self.js.key_value(wire.STAGING_LEASES_BUCKET)
+        await kv.put(wire.staging_lease_key(upload_id, job_uid), job_uid.encode())
 
     async def release(self, upload_id: str, job_uid: str = "job-uid") -> None:
-        kv = await self.js.key_value(messaging.STAGING_LEASES_BUCKET)
-        await kv.delete(messaging.staging_lease_key(upload_id, job_uid))
+        kv = await self.js.key_value(wire.STAGING_LEASES_BUCKET)
+        await kv.delete(wire.staging_lease_key(upload_id, job_uid))
 
     async def gc_backlog(self) -> tuple[int, int]:
         """GC messages not yet delivered, and delivered but not yet acknowledged."""
-        info = await self.js.consumer_info(messaging.GC_STREAM, messaging.JANITOR)
+        info = await self.js.consumer_info(wire.GC_STREAM, wire.JANITOR)
         return int(info.num_pending or 0), int(info.num_ack_pending or 0)
 
     async def settled(self) -> bool:
@@ -303,7 +304,7 @@ def empty_gc_queue(stack: Endpoints, run: Any) -> None:
 
     async def purge() -> None:
         async with connected(stack) as bus:
-            await bus.js.purge_stream(messaging.GC_STREAM)
+            await bus.js.purge_stream(wire.GC_STREAM)
 
     run(purge())
 

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from emulsion_bench import capacity
-from emulsion_contracts import keys, messaging
+from emulsion_contracts import keys, wire
 from emulsion_contracts.messages import GcRequest
 from emulsion_devstack.stack import Endpoints
 from emulsion_janitor.consumer import GcConsumer
@@ -39,7 +39,7 @@ def test_a_promoted_upload_costs_the_janitor_what_the_model_counts(
             # The job that promoted it has finished: its lease was put, then released.
             await bus.lease(upload_id)
             await bus.release(upload_id)
-            kv = await bus.js.key_value(messaging.STAGING_LEASES_BUCKET)
+            kv = await bus.js.key_value(wire.STAGING_LEASES_BUCKET)
             leases = KvLeases(
                 Counting(bus.js, {"stream_info": "stream info"}, nats_calls),  # type: ignore[arg-type]
                 Counting(kv, {"get": "kv"}, nats_calls),  # type: ignore[arg-type]

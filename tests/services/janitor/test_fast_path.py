@@ -11,7 +11,7 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from emulsion_contracts import keys, messaging
+from emulsion_contracts import keys, wire
 from emulsion_devstack.stack import Endpoints
 from emulsion_janitor.settings import JanitorSettings
 
@@ -254,8 +254,8 @@ def test_a_malformed_request_is_terminated_and_the_next_one_is_carried_out(
 
     async def scenario() -> None:
         async with janitor(stack, s3, settings_for()), connected(stack) as bus:
-            await bus.publish_raw(messaging.gc_subject("superseded"), b'{"v": 1, "keys": "nope"}')
-            await bus.publish_raw(messaging.gc_subject("superseded"), b"\x00not json")
+            await bus.publish_raw(wire.gc_subject("superseded"), b'{"v": 1, "keys": "nope"}')
+            await bus.publish_raw(wire.gc_subject("superseded"), b"\x00not json")
             await bus.publish("superseded", old.keys)
             await wait_for_async("the good request", lambda: not layout.present(old.keys))
             await until("the request to be acknowledged", bus.settled)
@@ -341,7 +341,7 @@ def test_a_dry_run_consumer_deletes_nothing_and_leaves_every_request_on_the_stre
     async def dry() -> tuple[int, int]:
         async with janitor(stack, s3, settings_for(dry_run=True)), connected(stack) as bus:
             await bus.publish("deleted", doomed)
-            await bus.publish_raw(messaging.gc_subject("deleted"), b"\x00not json")
+            await bus.publish_raw(wire.gc_subject("deleted"), b"\x00not json")
             await wait_for_async(
                 "both requests left", lambda: gc_messages("left") >= left_before + 2
             )

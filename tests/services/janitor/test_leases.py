@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from emulsion_contracts import keys, messaging
+from emulsion_contracts import keys, wire
 from emulsion_controller.bus import Bus as ControllerBus
 from emulsion_devstack.stack import Endpoints
 from emulsion_janitor.leases import KvLeases
@@ -30,8 +30,8 @@ def test_an_upload_stays_leased_until_every_job_using_it_has_released_it(
             controller = ControllerBus(
                 bus.connection,
                 js,
-                await js.key_value(messaging.STAGING_LEASES_BUCKET),
-                await js.key_value(messaging.CANCELLED_BUCKET),
+                await js.key_value(wire.STAGING_LEASES_BUCKET),
+                await js.key_value(wire.CANCELLED_BUCKET),
                 stack.work_signing_key(),
             )
             leases = await KvLeases.bind(js)
@@ -56,7 +56,7 @@ def test_a_lease_written_before_leases_were_per_job_still_holds(stack: Endpoints
 
     async def scenario() -> tuple[bool, bool]:
         async with connected(stack) as bus:
-            kv = await bus.js.key_value(messaging.STAGING_LEASES_BUCKET)
+            kv = await bus.js.key_value(wire.STAGING_LEASES_BUCKET)
             leases = await KvLeases.bind(bus.js)
             await kv.put(upload, b"job-uid")
             held = await leases.held(upload)
@@ -71,4 +71,4 @@ def test_a_lease_written_before_leases_were_per_job_still_holds(stack: Endpoints
 )
 def test_a_lease_key_has_exactly_two_parts(upload: str, job: str) -> None:
     with pytest.raises(ValueError, match="lease key"):
-        messaging.staging_lease_key(upload, job)
+        wire.staging_lease_key(upload, job)

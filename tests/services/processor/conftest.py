@@ -24,7 +24,7 @@ from nats.js.kv import KeyValue
 from PIL import Image
 
 from emulsion_bench.notify import stage_upload
-from emulsion_contracts import keys, messaging, telemetry, worksigning
+from emulsion_contracts import keys, wire, worksigning
 from emulsion_contracts.messages import (
     GcReason,
     GcRequest,
@@ -38,7 +38,8 @@ from emulsion_devstack.processes import ProcessRecord, log_tail, stop, until
 from emulsion_devstack.processes import wait_for as wait_for
 from emulsion_devstack.stack import Endpoints, LocalStack
 from emulsion_processor.settings import ProcessorSettings
-from emulsion_processor.worker import Clients, ItemWorker, gc_msg_id
+from emulsion_processor.worker import Clients, ItemWorker
+from emulsion_runtime import telemetry
 
 T = TypeVar("T")
 NAMESPACE = "photos"
@@ -127,9 +128,9 @@ class Bus:
     async def publish_work(self, item: WorkItem, msg_id: str | None = None) -> None:
         """Publish `item` signed with the stack's key, as the controller does."""
         headers = telemetry.inject(
-            {messaging.HEADER_MSG_ID: msg_id or messaging.work_msg_id(item.job.uid, item.index)}
+            {wire.HEADER_MSG_ID: msg_id or wire.work_msg_id(item.job.uid, item.index)}
         )
-        subject = messaging.work_subject(item.job.namespace, item.job.name)
+        subject = wire.work_subject(item.job.namespace, item.job.name)
         await self.publish_signed(subject, item.to_bytes(), headers)
 
     async def publish_signed(
@@ -145,8 +146,8 @@ class Bus:
 
     async def results(self, item: WorkItem) -> list[ItemResult]:
         """Every result stored for `item`'s job, read without disturbing any durable."""
-        subject = messaging.events_subject(item.job.namespace, item.job.name)
-        info = await self.js.stream_info(messaging.EVENTS_STREAM, subjects_filter=subject)
+        subject = wire.events_subject(item.job.namespace, item.job.name)
+        info = await self.js.stream_info(wire.EVENTS_STREAM, subjects_filter=subject)
         count = (info.state.subjects or {}).get(subject, 0)
         if not count:
             return []
@@ -171,17 +172,17 @@ class Bus:
     async def gc_request(self, reason: str, msg_id: str) -> GcRequest | None:
         """The last GC request published for `reason`, if it carries `msg_id`."""
         try:
-            stored = await self.js.get_last_msg(messaging.GC_STREAM, messaging.gc_subject(reason))
+            stored = await self.js.get_last_msg(wire.GC_STREAM, wire.gc_subject(reason))
         except NotFoundError:
             return None
-        if (stored.headers or {}).get(messaging.HEADER_MSG_ID) != msg_id:
+        if (stored.headers or {}).get(wire.HEADER_MSG_ID) != msg_id:
             return None
         parsed = GcRequest.from_bytes(stored.data or b"")
         assert isinstance(parsed, GcRequest)
         return parsed
 
     async def pending_work(self) -> int:
-        info = await self.js.consumer_info(messaging.WORK_STREAM, messaging.PROCESSORS)
+        info = await self.js.consumer_info(wire.WORK_STREAM, wire.PROCESSORS)
         return int(info.num_pending) + int(info.num_ack_pending)
 
 
@@ -194,7 +195,7 @@ def with_bus(stack: Endpoints) -> Callable[[Callable[[Bus], Awaitable[T]]], T]:
             connection = await stack.nats_connect()
             try:
                 js = connection.jetstream()
-                cancelled = await js.key_value(messaging.CANCELLED_BUCKET)
+                cancelled = await js.key_value(wire.CANCELLED_BUCKET)
                 return await body(Bus(connection, js, cancelled, stack.work_signing_key()))
             finally:
                 await connection.drain()
@@ -292,7 +293,7 @@ def first_delivery_and_gc(
     async def body(bus: Bus) -> tuple[Any, GcRequest | None]:
         with in_process_worker(stack, s3, bus, scratch) as worker:
             result = await worker.result_or_give_back(item, 1)
-        return result, await bus.gc_request(kind, gc_msg_id(kind, item.version))
+        return result, await bus.gc_request(kind, wire.gc_msg_id(kind, item.version))
 
     delivered: tuple[Any, GcRequest | None] = with_bus(body)
     return delivered

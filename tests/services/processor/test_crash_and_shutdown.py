@@ -15,7 +15,7 @@ from typing import Any
 
 from PIL import Image
 
-from emulsion_contracts import messaging
+from emulsion_contracts import wire
 from emulsion_contracts.messages import StyleSpec, WorkItem
 from emulsion_devstack.processes import ProcessRecord
 from emulsion_devstack.stack import Endpoints, LocalStack
@@ -86,7 +86,7 @@ def test_a_worker_killed_mid_item_has_it_redelivered_and_completed(
         assert not leftovers.exists()  # ...so the next worker does
         # JetStream redelivers the dead worker's item after the durable's AckWait (30 s);
         # what is tested is that it is redelivered and completed, not the 30 s.
-        with redelivered_after(stack, messaging.PROCESSORS, seconds=1):
+        with redelivered_after(stack, wire.PROCESSORS, seconds=1):
             wait_in_hand(successor)
 
         async def redelivered(bus: Bus) -> Any:

@@ -14,13 +14,12 @@ import pytest
 
 from emulsion_api.settings import ApiSettings
 from emulsion_api.store import Store
-from emulsion_contracts import keys
-from emulsion_contracts.blocking import Blocking
+from emulsion_contracts import keys, wire
 from emulsion_contracts.messages import ItemResult
 from emulsion_contracts.profiles import DEFAULT_PROFILE
 from emulsion_devstack.stack import Endpoints
 from emulsion_processor import store
-from emulsion_processor.worker import gc_msg_id
+from emulsion_runtime.blocking import Blocking
 
 from .conftest import (
     Bus,
@@ -63,7 +62,7 @@ def test_an_older_item_processed_after_the_delete_stays_dead_and_a_newer_ingest_
 
             # v1 was still queued (or is a retry): it must not bring the asset back.
             late = await worker.process(v1, 1)
-            stale = await bus.gc_request("stale", gc_msg_id("stale", v1.version))
+            stale = await bus.gc_request("stale", wire.gc_msg_id("stale", v1.version))
             assert stale is not None
             assert set(stale.keys) == rendered_keys(v1)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from emulsion_contracts import keys, messaging
+from emulsion_contracts import keys, wire
 from emulsion_contracts.messages import ItemResult, JobRef
 from emulsion_devstack.processes import ProcessRecord, until
 from emulsion_devstack.stack import Endpoints, LocalStack
@@ -73,22 +73,22 @@ def test_the_trace_continues_from_the_work_message_to_the_result(
     stack: Endpoints, s3: Any, with_bus: Any, processor: ProcessRecord
 ) -> None:
     item = work_item(stage(s3, stack.bucket, jpeg(300, 300)))
-    subject = messaging.events_subject(item.job.namespace, item.job.name)
+    subject = wire.events_subject(item.job.namespace, item.job.name)
 
     async def body(bus: Bus) -> dict[str, str]:
         headers = {
-            messaging.HEADER_MSG_ID: messaging.work_msg_id(item.job.uid, item.index),
+            wire.HEADER_MSG_ID: wire.work_msg_id(item.job.uid, item.index),
             "traceparent": f"00-{TRACE_ID}-00f067aa0ba902b7-01",
         }
         await bus.publish_signed(
-            messaging.work_subject(item.job.namespace, item.job.name), item.to_bytes(), headers
+            wire.work_subject(item.job.namespace, item.job.name), item.to_bytes(), headers
         )
         await bus.result(item)
-        stored = await bus.js.get_last_msg(messaging.EVENTS_STREAM, subject)
+        stored = await bus.js.get_last_msg(wire.EVENTS_STREAM, subject)
         return dict(stored.headers or {})
 
     headers = with_bus(body)
-    assert headers[messaging.HEADER_MSG_ID] == f"{item.job.uid}/0/result"
+    assert headers[wire.HEADER_MSG_ID] == f"{item.job.uid}/0/result"
     assert headers["traceparent"].split("-")[1] == TRACE_ID
     assert headers["traceparent"].split("-")[2] != "00f067aa0ba902b7"  # a processor span
 
@@ -142,9 +142,9 @@ def test_a_work_message_of_an_unknown_version_fails_its_item_as_invalid_message(
     async def scenario(bus: Bus) -> ItemResult:
         # Signed: a newer controller's message, which this processor trusts but cannot read.
         await bus.publish_signed(
-            messaging.work_subject(item.job.namespace, item.job.name),
+            wire.work_subject(item.job.namespace, item.job.name),
             json.dumps(body).encode(),
-            {messaging.HEADER_MSG_ID: messaging.work_msg_id(item.job.uid, item.index)},
+            {wire.HEADER_MSG_ID: wire.work_msg_id(item.job.uid, item.index)},
         )
         result = await bus.result(item)
         await wait_until_consumed(bus)
@@ -168,7 +168,7 @@ def test_an_unaddressable_work_message_is_terminated_and_the_worker_keeps_going(
 
     async def scenario(bus: Bus) -> ItemResult:
         # Signed, so it gets past the signature check to the parsing this test is about.
-        await bus.publish_signed(messaging.work_subject(NAMESPACE, "no-id"), b"not json")
+        await bus.publish_signed(wire.work_subject(NAMESPACE, "no-id"), b"not json")
         await bus.publish_work(after)
         result = await bus.result(after)
         await wait_until_consumed(bus)

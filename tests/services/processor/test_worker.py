@@ -23,7 +23,7 @@ from botocore.exceptions import EndpointConnectionError
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 from PIL import Image
 
-from emulsion_contracts import keys, storage
+from emulsion_contracts import keys, wire
 from emulsion_contracts.manifest import AssetManifest
 from emulsion_contracts.messages import ItemResult, StyleSpec, WorkItem
 from emulsion_contracts.reasons import FailureReason
@@ -33,7 +33,8 @@ from emulsion_processor import imaging, store
 from emulsion_processor import worker as worker_module
 from emulsion_processor.cancelled import CancelledJobs
 from emulsion_processor.reasons import ItemRejected
-from emulsion_processor.worker import WORK_CONSUMER, GiveBack, gc_msg_id
+from emulsion_processor.worker import WORK_CONSUMER, GiveBack
+from emulsion_runtime import storage
 from tests.proxies import OneOperation
 
 from .conftest import (
@@ -119,7 +120,7 @@ def test_an_item_is_stored_committed_and_its_upload_sent_to_gc(
     async def body(bus: Bus) -> ItemResult:
         with in_process_worker(stack, s3, bus, tmp_path) as worker:
             result = await worker.process(item, 1)
-        promoted = await bus.gc_request("promoted", gc_msg_id("promoted", item.version))
+        promoted = await bus.gc_request("promoted", wire.gc_msg_id("promoted", item.version))
         assert promoted is not None
         assert promoted.keys == (source,)
         assert promoted.collection == item.collection
@@ -170,7 +171,9 @@ def test_a_later_version_supersedes_and_sends_the_previous_keys_to_gc(
             old = manifest_of(s3, stack.bucket, first)
             result = await worker.process(second, 1)
         assert result.committed
-        superseded = await bus.gc_request("superseded", gc_msg_id("superseded", second.version))
+        superseded = await bus.gc_request(
+            "superseded", wire.gc_msg_id("superseded", second.version)
+        )
         assert superseded is not None
         assert set(superseded.keys) == old.live_keys()
         assert superseded.reason == "superseded"
@@ -228,10 +231,10 @@ def test_an_older_job_loses_to_a_newer_one_that_already_committed(
             await worker.process(newer, 1)
             result = await worker.process(older, 1)
         # Whatever an earlier, crashed delivery of the older item may have written.
-        stale = await bus.gc_request("stale", gc_msg_id("stale", older.version))
+        stale = await bus.gc_request("stale", wire.gc_msg_id("stale", older.version))
         assert stale is not None
         assert set(stale.keys) == rendered_keys(older)
-        promoted = await bus.gc_request("promoted", gc_msg_id("promoted", older.version))
+        promoted = await bus.gc_request("promoted", wire.gc_msg_id("promoted", older.version))
         assert promoted is not None and promoted.keys == (older.source,)
         return result
 
@@ -268,7 +271,7 @@ def test_a_commit_that_loses_the_race_sends_its_own_keys_to_gc(
             with in_process_worker(stack, racing, bus, tmp_path / "older") as older_worker:
                 result = await older_worker.process(older, 1)
             assert racing.fired
-        stale = await bus.gc_request("stale", gc_msg_id("stale", older.version))
+        stale = await bus.gc_request("stale", wire.gc_msg_id("stale", older.version))
         assert stale is not None
         own = set(
             object_keys(
@@ -396,7 +399,7 @@ def test_a_cancelled_job_commits_nothing(
                 with pytest.raises(ItemRejected) as rejected:
                     await worker.process(item, 1)
                 assert rejected.value.reason is FailureReason.CANCELLED
-        stale = await bus.gc_request("stale", gc_msg_id("stale", during.version))
+        stale = await bus.gc_request("stale", wire.gc_msg_id("stale", during.version))
         assert stale is not None and len(stale.keys) == 6
 
     with_bus(body)

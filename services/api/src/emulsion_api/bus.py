@@ -2,7 +2,7 @@
 for deleted assets, published to EMULSION_GC.
 
 The connection is made in the background; the API is not ready until it is made once.
-Without NATS no version can be minted (emulsion_contracts.clock) nor an item list
+Without NATS no version can be minted (emulsion_runtime.clock) nor an item list
 stored (emulsion_api.records): an ingest or a delete then answers 503 with Retry-After,
 and the client tries again. Reads of a job's items, outcomes and failures need NATS too
 (the same 503); summaries and lists never do.
@@ -21,10 +21,11 @@ from nats.js.errors import Error as JetStreamError
 from nats.js.kv import KeyValue
 
 from emulsion_api.errors import ApiError
-from emulsion_contracts import clock, keys, messaging, natsauth, telemetry
+from emulsion_contracts import natsauth, wire
 from emulsion_contracts.manifest import AssetManifest
 from emulsion_contracts.messages import GcRequest
-from emulsion_contracts.settings import NatsSettings
+from emulsion_runtime import clock, messaging, telemetry
+from emulsion_runtime.settings import NatsSettings
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class Bus:
         while True:
             try:
                 connection, js = await messaging.connect(self._settings, natsauth.API_IDENTITY)
-                self._versions = await js.key_value(messaging.CLOCK_BUCKET)
+                self._versions = await js.key_value(wire.CLOCK_BUCKET)
                 self._connection, self._js = connection, js
             except (NatsError, JetStreamError, OSError, TimeoutError) as error:
                 log.warning("cannot reach NATS yet (%s); retrying", error)
@@ -107,15 +108,13 @@ class Bus:
             collection=manifest.collection,
             asset=manifest.asset,
         )
-        # The asset as its key segment: a header value stays ASCII whatever the name.
-        segment = keys.asset_segment(manifest.asset)
-        msg_id = f"deleted/{manifest.collection}/{segment}/{manifest.version}"
+        msg_id = wire.deleted_gc_msg_id(manifest.collection, manifest.asset, manifest.version)
         headers = telemetry.message_headers(
-            messaging.gc_subject("deleted"), {messaging.HEADER_MSG_ID: msg_id}
+            wire.gc_subject("deleted"), {wire.HEADER_MSG_ID: msg_id}
         )
         try:
             await self._js.publish(
-                messaging.gc_subject("deleted"), request.to_bytes(), headers=headers, timeout=5
+                wire.gc_subject("deleted"), request.to_bytes(), headers=headers, timeout=5
             )
         except (NatsError, JetStreamError, TimeoutError) as error:
             log.warning("GC publish failed: %s", error)

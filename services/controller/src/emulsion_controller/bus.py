@@ -17,10 +17,11 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
-from emulsion_contracts import clock, jobrecords, messaging, natsauth, worksigning
+from emulsion_contracts import natsauth, wire, worksigning
 from emulsion_contracts.ingestjob import IngestJob, InvalidSpec, JobItem
-from emulsion_contracts.jobrecords import JobRecords
-from emulsion_contracts.settings import NatsSettings
+from emulsion_runtime import clock, messaging, records_store
+from emulsion_runtime.records_store import JobRecords
+from emulsion_runtime.settings import NatsSettings
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +85,10 @@ class Bus:
     async def connect(cls, settings: NatsSettings, signing_key: bytes) -> Bus:
         # The bootstrap identity: this connect creates what is missing.
         connection, js = await messaging.connect(settings, natsauth.CONTROLLER_IDENTITY)
-        leases = await js.key_value(messaging.STAGING_LEASES_BUCKET)
-        cancelled = await js.key_value(messaging.CANCELLED_BUCKET)
-        versions = await js.key_value(messaging.CLOCK_BUCKET)
-        records = JobRecords(await js.key_value(messaging.RECORDS_BUCKET))
+        leases = await js.key_value(wire.STAGING_LEASES_BUCKET)
+        cancelled = await js.key_value(wire.CANCELLED_BUCKET)
+        versions = await js.key_value(wire.CLOCK_BUCKET)
+        records = JobRecords(await js.key_value(wire.RECORDS_BUCKET))
         return cls(connection, js, leases, cancelled, signing_key, versions, records)
 
     async def with_items(self, job: IngestJob) -> IngestJob:
@@ -105,8 +106,8 @@ class Bus:
         items = self._item_lists.get(uid)
         if items is None:
             try:
-                items = await jobrecords.get_items(self.js, ref)
-            except (jobrecords.ItemsMissing, jobrecords.ItemsCorrupt) as error:
+                items = await records_store.get_items(self.js, ref)
+            except (records_store.ItemsMissing, records_store.ItemsCorrupt) as error:
                 raise InvalidSpec(f"spec.itemsRef: {error}") from error
             except Exception as error:
                 raise ItemsUnavailable(
@@ -140,7 +141,7 @@ class Bus:
         return sum(1 for ack in acks if not ack.duplicate)
 
     async def mint_version(self) -> str:
-        """A job version from the shared clock (see emulsion_contracts.clock)."""
+        """A job version from the shared clock (see emulsion_runtime.clock)."""
         if self._versions is None:
             raise RuntimeError("this bus was made without the version clock")
         return await clock.mint_version(self._versions)
@@ -148,7 +149,7 @@ class Bus:
     async def lease(self, job_uid: str, upload_ids: Iterable[str]) -> None:
         """Tell the janitor these staging uploads are in use by this job."""
         await bounded(
-            self._leases.put(messaging.staging_lease_key(upload_id, job_uid), job_uid.encode())
+            self._leases.put(wire.staging_lease_key(upload_id, job_uid), job_uid.encode())
             for upload_id in upload_ids
         )
 
@@ -157,7 +158,7 @@ class Bus:
         await bounded(self._release_one(job_uid, upload_id) for upload_id in upload_ids)
 
     async def _release_one(self, job_uid: str, upload_id: str) -> None:
-        key = messaging.staging_lease_key(upload_id, job_uid)
+        key = wire.staging_lease_key(upload_id, job_uid)
         try:
             await self._leases.get(key)
         except KeyNotFoundError:  # never leased, or released already: leave no marker
@@ -172,12 +173,10 @@ class Bus:
         """
         await self._cancelled.put(job_uid, b"deleted while running")
         info = await self.js.stream_info(
-            messaging.WORK_STREAM, subjects_filter=messaging.work_subject(namespace, name)
+            wire.WORK_STREAM, subjects_filter=wire.work_subject(namespace, name)
         )
         queued = sum((info.state.subjects or {}).values())
-        await self.js.purge_stream(
-            messaging.WORK_STREAM, subject=messaging.work_subject(namespace, name)
-        )
+        await self.js.purge_stream(wire.WORK_STREAM, subject=wire.work_subject(namespace, name))
         return queued
 
     async def queued_indexes(self, job_uid: str, namespace: str, name: str) -> set[int]:
@@ -189,24 +188,24 @@ class Bus:
         subject); a job of an earlier uid under the same name is told apart by the
         message id (`<uid>/<index>`, with a suffix on re-dispatches).
         """
-        subject = messaging.work_subject(namespace, name)
+        subject = wire.work_subject(namespace, name)
         found: set[int] = set()
         sequence = 0
         while True:
             try:
                 msg = await self.js.get_msg(
-                    messaging.WORK_STREAM, sequence + 1, subject=subject, next=True
+                    wire.WORK_STREAM, sequence + 1, subject=subject, next=True
                 )
             except NotFoundError:
                 return found
             sequence = int(msg.seq or 0)
-            parsed = work_index(job_uid, (msg.headers or {}).get(messaging.HEADER_MSG_ID))
-            if parsed is not None:
-                found.add(parsed)
+            work_id = wire.parse_work_msg_id((msg.headers or {}).get(wire.HEADER_MSG_ID))
+            if work_id is not None and work_id.job_uid == job_uid:
+                found.add(work_id.index)
 
     async def results_backlog(self) -> int:
         """Results in the events stream the controller has not been handed yet."""
-        info = await self.js.consumer_info(messaging.EVENTS_STREAM, messaging.CONTROLLER)
+        info = await self.js.consumer_info(wire.EVENTS_STREAM, wire.CONTROLLER)
         return int(info.num_pending or 0)
 
     async def close(self) -> None:
@@ -221,11 +220,3 @@ class Bus:
         with contextlib.suppress(Exception):
             await self.connection.flush(timeout=2)
         await self.connection.close()
-
-
-def work_index(job_uid: str, msg_id: str | None) -> int | None:
-    """The item index in a work message id of this job (`<uid>/<index>[/<suffix>]`)."""
-    parts = (msg_id or "").split("/")
-    if len(parts) < 2 or parts[0] != job_uid or not parts[1].isdigit():
-        return None
-    return int(parts[1])

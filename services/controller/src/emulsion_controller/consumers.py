@@ -11,12 +11,12 @@ from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
 from pydantic import ValidationError
 
-from emulsion_contracts import messaging
-from emulsion_contracts.consuming import PullLoop
+from emulsion_contracts import wire
 from emulsion_contracts.messages import ItemResult, WorkItem
 from emulsion_contracts.reasons import FailureReason
 from emulsion_controller.bus import Bus
 from emulsion_controller.tracker import StatusWriter
+from emulsion_runtime.consuming import PullLoop
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ async def consume_results(bus: Bus, writer: StatusWriter, stopping: asyncio.Even
         writer.submit(result, msg.ack, msg.headers)
 
     # Ends only with `stopping`, or with ConsumerGone: then liveness fails and the process exits.
-    loop = PullLoop(bus.js, messaging.EVENTS_STREAM, messaging.CONTROLLER, handle, room=BATCH)
+    loop = PullLoop(bus.js, wire.EVENTS_STREAM, wire.CONTROLLER, handle, room=BATCH)
     await loop.run(stopping)
 
 
@@ -53,7 +53,7 @@ async def consume_exhausted(bus: Bus, writer: StatusWriter, stopping: asyncio.Ev
             await msg.term()
             return
         try:
-            work_msg = await bus.js.get_msg(messaging.WORK_STREAM, sequence)
+            work_msg = await bus.js.get_msg(wire.WORK_STREAM, sequence)
         except NotFoundError:
             # Purged with a cancelled job, or aged out: nothing is left to report.
             log.warning("work message %d of an advisory is gone", sequence)
@@ -76,10 +76,10 @@ async def consume_exhausted(bus: Bus, writer: StatusWriter, stopping: asyncio.Ev
         async def settle() -> None:
             # Only once the failure is in the job's status may the work message go.
             with contextlib.suppress(NotFoundError):
-                await bus.js.delete_msg(messaging.WORK_STREAM, sequence)
+                await bus.js.delete_msg(wire.WORK_STREAM, sequence)
             await msg.ack()
 
         writer.submit(result, settle, work_msg.headers, EXHAUSTED_CHANNEL)
 
-    durable = messaging.CONTROLLER_ADVISORIES
-    await PullLoop(bus.js, messaging.ADVISORIES_STREAM, durable, handle, room=BATCH).run(stopping)
+    durable = wire.CONTROLLER_ADVISORIES
+    await PullLoop(bus.js, wire.ADVISORIES_STREAM, durable, handle, room=BATCH).run(stopping)

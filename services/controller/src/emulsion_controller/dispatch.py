@@ -20,11 +20,12 @@ from typing import Any
 
 from opentelemetry import trace
 
-from emulsion_contracts import crd, messaging, telemetry
+from emulsion_contracts import crd, wire
 from emulsion_contracts.ingestjob import IngestJob, InvalidSpec
 from emulsion_controller import metrics
 from emulsion_controller.bus import Bus, Outgoing
 from emulsion_controller.tracker import StatusWriter
+from emulsion_runtime import telemetry
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("emulsion.controller")
@@ -43,16 +44,14 @@ def work_messages(
     items must be in hand (Bus.with_items).
     """
     ref = job.ref
-    subject = messaging.work_subject(ref.namespace, ref.name)
+    subject = wire.work_subject(ref.namespace, ref.name)
     messages = []
     for index in range(len(job.spec.loaded_items())):
         if only is not None and index not in only:
             continue
         work = job.spec.work_item(ref, index, version)
-        msg_id = messaging.work_msg_id(ref.uid, index)
-        if msg_id_suffix:
-            msg_id = f"{msg_id}/{msg_id_suffix}"
-        headers = telemetry.message_headers(subject, {messaging.HEADER_MSG_ID: msg_id})
+        msg_id = wire.work_msg_id(ref.uid, index, redispatch=msg_id_suffix)
+        headers = telemetry.message_headers(subject, {wire.HEADER_MSG_ID: msg_id})
         messages.append(Outgoing(subject, work.to_bytes(), headers))
     return messages
 

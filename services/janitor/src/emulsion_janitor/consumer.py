@@ -20,19 +20,20 @@ from nats.js import JetStreamContext
 from opentelemetry import trace
 from pydantic import ValidationError
 
-from emulsion_contracts import messaging, telemetry
-from emulsion_contracts.blocking import run_blocking
-from emulsion_contracts.consuming import PullLoop
+from emulsion_contracts import wire
 from emulsion_contracts.messages import GcRequest
 from emulsion_janitor import metrics
 from emulsion_janitor.deleter import Deleter, DeletionReport
 from emulsion_janitor.guards import Guard, StoredObject, WindowBudget, area_of
 from emulsion_janitor.store import MAX_BATCH, stat
+from emulsion_runtime import messaging, telemetry
+from emulsion_runtime.blocking import run_blocking
+from emulsion_runtime.consuming import PullLoop
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("emulsion.janitor")
 
-_JANITOR_CONSUMER: Final = next(c for c in messaging.CONSUMERS if c.durable == messaging.JANITOR)
+_JANITOR_CONSUMER: Final = next(c for c in messaging.CONSUMERS if c.durable == wire.JANITOR)
 # How long a dry run leaves a request alone before it is offered again.
 DRY_RUN_REDELIVERY: Final = 600.0
 
@@ -70,7 +71,7 @@ class GcConsumer:
         Ends early only when the durable is gone (ConsumerGone): the process then exits.
         """
         self._pulling = PullLoop(
-            self.js, messaging.GC_STREAM, messaging.JANITOR, self._handle_counted, room=fetch_batch
+            self.js, wire.GC_STREAM, wire.JANITOR, self._handle_counted, room=fetch_batch
         )
         await self._pulling.run(stopping)
 

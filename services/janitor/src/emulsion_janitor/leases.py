@@ -14,7 +14,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
-from emulsion_contracts import messaging
+from emulsion_contracts import wire
 
 
 class Leases(Protocol):
@@ -24,7 +24,7 @@ class Leases(Protocol):
 # A sweep asks about up to a thousand uploads at once; more requests in flight than this
 # only queue up in the server and time out on a busy one.
 MAX_IN_FLIGHT: Final = 32
-_KEY_PREFIX: Final = f"$KV.{messaging.STAGING_LEASES_BUCKET}."
+_KEY_PREFIX: Final = f"$KV.{wire.STAGING_LEASES_BUCKET}."
 
 
 class KvLeases:
@@ -35,15 +35,15 @@ class KvLeases:
 
     @classmethod
     async def bind(cls, js: JetStreamContext) -> KvLeases:
-        return cls(js, await js.key_value(messaging.STAGING_LEASES_BUCKET))
+        return cls(js, await js.key_value(wire.STAGING_LEASES_BUCKET))
 
     async def held(self, upload_id: str) -> bool:
         async with self._in_flight:
             # The subjects of every job's lease on this upload, deleted ones included
             # (a delete leaves a marker): each is read to tell a lease from a marker.
             info = await self._js.stream_info(
-                messaging.STAGING_LEASES_STREAM,
-                subjects_filter=messaging.staging_lease_subjects(upload_id),
+                wire.STAGING_LEASES_STREAM,
+                subjects_filter=wire.staging_lease_subjects(upload_id),
             )
             for subject in info.state.subjects or {}:
                 if await self._present(subject.removeprefix(_KEY_PREFIX)):

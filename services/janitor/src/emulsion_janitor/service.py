@@ -29,8 +29,7 @@ from typing import Any
 from nats.aio.client import Client
 from nats.js.kv import KeyValue
 
-from emulsion_contracts import health, messaging, natsauth, singleton, storage, telemetry
-from emulsion_contracts.blocking import run_blocking
+from emulsion_contracts import natsauth, wire
 from emulsion_janitor import metrics
 from emulsion_janitor.consumer import GcConsumer
 from emulsion_janitor.deleter import Deleter
@@ -38,6 +37,8 @@ from emulsion_janitor.leases import KvLeases
 from emulsion_janitor.settings import JanitorSettings, load
 from emulsion_janitor.store import PassProgress, read_progress
 from emulsion_janitor.sweep import Sweeper
+from emulsion_runtime import health, messaging, singleton, storage, telemetry
+from emulsion_runtime.blocking import run_blocking
 
 log = logging.getLogger("emulsion.janitor")
 
@@ -47,7 +48,7 @@ class Janitor:
     connection: Client
     consumer: GcConsumer
     sweeper: Sweeper
-    # The sweeper role's lease (emulsion_contracts.singleton).
+    # The sweeper role's lease (emulsion_runtime.singleton).
     roles: KeyValue
 
     @classmethod
@@ -57,10 +58,10 @@ class Janitor:
         leases = await KvLeases.bind(js)
         consumer = GcConsumer(js, s3, Deleter(s3, leases, settings, "gc"))
         # Operators may have lengthened the work stream's max age: tombstones outlive it.
-        work = await js.stream_info(messaging.WORK_STREAM)
+        work = await js.stream_info(wire.WORK_STREAM)
         kept = settings.tombstones_kept(work.config.max_age)
         sweeper = Sweeper(s3, Deleter(s3, leases, settings, "sweep"), settings, kept)
-        roles = await js.key_value(messaging.SINGLETONS_BUCKET)
+        roles = await js.key_value(wire.SINGLETONS_BUCKET)
         return cls(connection, consumer, sweeper, roles)
 
     def ready(self, consuming: bool) -> bool:
@@ -150,7 +151,7 @@ async def serve(settings: JanitorSettings, stopping: asyncio.Event) -> int:
         asyncio.create_task(
             singleton.run_while_held(
                 janitor.roles,
-                messaging.janitor_sweeper_role(settings.bucket),
+                wire.janitor_sweeper_role(settings.bucket),
                 f"{socket.gethostname()}/{os.getpid()}",
                 sweeps,
                 stopping,

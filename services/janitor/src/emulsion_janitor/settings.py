@@ -7,12 +7,13 @@ from typing import Final
 
 from pydantic import Field
 
-from emulsion_contracts import messaging
-from emulsion_contracts.settings import NatsSettings, S3Settings, ServiceSettings, load_settings
+from emulsion_contracts import wire
+from emulsion_runtime import messaging
+from emulsion_runtime.settings import NatsSettings, S3Settings, ServiceSettings, load_settings
 
 HOUR = 3600.0
 DAY = 24 * HOUR
-WORK_MAX_AGE: Final = next(s.max_age for s in messaging.STREAMS if s.name == messaging.WORK_STREAM)
+WORK_MAX_AGE: Final = next(s.max_age for s in messaging.STREAMS if s.name == wire.WORK_STREAM)
 
 
 class JanitorSettings(ServiceSettings, NatsSettings, S3Settings):

@@ -15,12 +15,13 @@ from typing import Final
 
 from nats.aio.msg import Msg
 
-from emulsion_contracts import health, messaging, natsauth, storage
-from emulsion_contracts.consuming import FetchPolicy, PullLoop
+from emulsion_contracts import natsauth, wire
 from emulsion_contracts.profiles import load_profiles
 from emulsion_processor.cancelled import CancelledJobs
 from emulsion_processor.settings import ProcessorSettings
 from emulsion_processor.worker import Clients, ItemWorker
+from emulsion_runtime import health, messaging, storage
+from emulsion_runtime.consuming import FetchPolicy, PullLoop
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ async def run(settings: ProcessorSettings) -> None:
             # One connection per I/O thread, or the pool reconnects on every upload burst.
             s3=storage.s3_client(settings, max_pool_connections=io_threads),
             js=js,
-            cancelled=await js.key_value(messaging.CANCELLED_BUCKET),
+            cancelled=await js.key_value(wire.CANCELLED_BUCKET),
         )
         cancelled_jobs = CancelledJobs(clients.cancelled)
         cancelled_jobs.start()
@@ -103,8 +104,8 @@ async def run(settings: ProcessorSettings) -> None:
         stopping = asyncio.Event()
         pulling = PullLoop(
             js,
-            messaging.WORK_STREAM,
-            messaging.PROCESSORS,
+            wire.WORK_STREAM,
+            wire.PROCESSORS,
             lambda message: take(worker, message, stopping, tasks),
             room=lambda: room(tasks, settings.in_flight_limit, stopping),
             policy=FetchPolicy(timeout=FETCH_TIMEOUT),

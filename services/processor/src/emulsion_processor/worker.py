@@ -42,8 +42,7 @@ from nats.js.kv import KeyValue
 from opentelemetry import trace
 from pydantic import ValidationError
 
-from emulsion_contracts import keys, messaging, telemetry, worksigning
-from emulsion_contracts.blocking import run_blocking
+from emulsion_contracts import keys, wire, worksigning
 from emulsion_contracts.manifest import AssetManifest, Original
 from emulsion_contracts.messages import (
     Derivative,
@@ -63,16 +62,16 @@ from emulsion_processor.admission import MemoryBudget
 from emulsion_processor.cancelled import CancelledJobs
 from emulsion_processor.reasons import ItemRejected, TransientTrouble
 from emulsion_processor.settings import ProcessorSettings
+from emulsion_runtime import messaging, telemetry
+from emulsion_runtime.blocking import run_blocking
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("emulsion_processor")
 
 T = TypeVar("T")
 
-WORK_CONSUMER: Final = next(c for c in messaging.CONSUMERS if c.durable == messaging.PROCESSORS)
+WORK_CONSUMER: Final = next(c for c in messaging.CONSUMERS if c.durable == wire.PROCESSORS)
 MAX_RETRY_DELAY: Final = 300.0
-# Deliveries before this one that were handed back at a shutdown (see `hand_back`).
-HEADER_HANDED_BACK: Final = "Emulsion-Handed-Back-Deliveries"
 # Errors that say nothing about the item itself: wait them out and try the step again.
 TRANSIENT_ERRORS: Final = (
     TransientTrouble,
@@ -82,14 +81,6 @@ TRANSIENT_ERRORS: Final = (
     asyncio.TimeoutError,
     OSError,
 )
-
-
-def result_msg_id(job: JobRef, index: int) -> str:
-    return f"{job.uid}/{index}/result"
-
-
-def gc_msg_id(reason: GcReason, version: str) -> str:
-    return f"gc/{reason}/{version}"
 
 
 def retry_delay(base: float, attempt: int, cap: float = MAX_RETRY_DELAY) -> float:
@@ -118,25 +109,6 @@ class Patience:
 
 
 _patience: ContextVar[Patience | None] = ContextVar("patience", default=None)
-
-
-def parse_work_address(subject: str, msg_id: str | None) -> tuple[JobRef, int] | None:
-    """The job and index of a work message from its subject and Nats-Msg-Id, if readable.
-
-    The subject is `emulsion.work.<namespace>.<job>` (a '.' in a name travels as '_');
-    the id is `<job-uid>/<index>` (a hand-back copy appends more after another '/').
-    """
-    parts = subject.split(".")
-    if len(parts) != 4 or parts[:2] != ["emulsion", "work"] or not msg_id:
-        return None
-    uid, _, rest = msg_id.partition("/")
-    index = rest.partition("/")[0]
-    if not uid or not index.isdigit():
-        return None
-    namespace, name = (part.replace("_", ".") for part in parts[2:])
-    if not namespace or not name:
-        return None
-    return JobRef(namespace=namespace, name=name, uid=uid), int(index)
 
 
 def styles_for(
@@ -201,7 +173,7 @@ class ItemWorker:
             return
         assert isinstance(item, WorkItem)
         deliveries = int(msg.metadata.num_delivered)
-        handed_back = _int_header(msg, HEADER_HANDED_BACK)
+        handed_back = _int_header(msg, wire.HEADER_HANDED_BACK)
         attempt = handed_back + deliveries
         context = telemetry.extract(msg.headers)
         attributes: dict[str, str | int] = {
@@ -212,7 +184,7 @@ class ItemWorker:
             **telemetry.messaging_attributes(
                 telemetry.Operation.PROCESS,
                 msg.subject,
-                (msg.headers or {}).get(messaging.HEADER_MSG_ID),
+                (msg.headers or {}).get(wire.HEADER_MSG_ID),
             ),
         }
         patience = Patience(self.settings.outage_budget_seconds)
@@ -257,10 +229,10 @@ class ItemWorker:
         controller's signature header: it signs only the subject and body, both unchanged.
         """
         headers = dict(msg.headers or {})
-        original_id = headers.get(messaging.HEADER_MSG_ID, "")
-        headers[messaging.HEADER_MSG_ID] = f"{original_id}/handback-{keys.new_ulid()}"
-        headers[HEADER_HANDED_BACK] = str(
-            _int_header(msg, HEADER_HANDED_BACK) + int(msg.metadata.num_delivered)
+        original_id = headers.get(wire.HEADER_MSG_ID, "")
+        headers[wire.HEADER_MSG_ID] = wire.handback_msg_id(original_id)
+        headers[wire.HEADER_HANDED_BACK] = str(
+            _int_header(msg, wire.HEADER_HANDED_BACK) + int(msg.metadata.num_delivered)
         )
         try:
             await self.clients.js.publish(msg.subject, msg.data, headers=headers)
@@ -289,7 +261,7 @@ class ItemWorker:
             cause,
             extra={
                 "subject": msg.subject,
-                "msg_id": headers.get(messaging.HEADER_MSG_ID),
+                "msg_id": headers.get(wire.HEADER_MSG_ID),
                 "cause": cause,
             },
         )
@@ -299,14 +271,14 @@ class ItemWorker:
 
     async def _invalid_message(self, msg: Msg, error: ValidationError) -> None:
         """A work message that cannot be read fails as an item, if it can be addressed."""
-        address = parse_work_address(msg.subject, (msg.headers or {}).get(messaging.HEADER_MSG_ID))
+        address = wire.work_address(msg.subject, (msg.headers or {}).get(wire.HEADER_MSG_ID))
         if address is None:
             # No job to report to: nothing can ever come of redelivering it.
             log.error("terminating an unreadable, unaddressable work message: %s", error)
             await msg.term()
             metrics.ITEMS.labels("failed", FailureReason.INVALID_MESSAGE).inc()
             return
-        job, index = address
+        job, index = address.job, address.index
         log.error("work message %s/%s cannot be read: %s", job.name, index, error)
         result = ItemResult(
             job=job,
@@ -361,9 +333,9 @@ class ItemWorker:
     ) -> None:
         try:
             await self._publish(
-                messaging.events_subject(job.namespace, job.name),
+                wire.events_subject(job.namespace, job.name),
                 outcome.to_bytes(),
-                result_msg_id(job, index),
+                wire.result_msg_id(job.uid, index),
             )
         except (*TRANSIENT_ERRORS, OutageTooLong) as error:
             # Unacknowledged, the item comes back; its result is then published again
@@ -754,11 +726,11 @@ class ItemWorker:
             asset=item.asset,
         )
         await self._publish(
-            messaging.gc_subject(reason), request.to_bytes(), gc_msg_id(reason, item.version)
+            wire.gc_subject(reason), request.to_bytes(), wire.gc_msg_id(reason, item.version)
         )
 
     async def _publish(self, subject: str, payload: bytes, msg_id: str) -> None:
-        headers = telemetry.message_headers(subject, {messaging.HEADER_MSG_ID: msg_id})
+        headers = telemetry.message_headers(subject, {wire.HEADER_MSG_ID: msg_id})
         # Deduplicated by Nats-Msg-Id, so a publish that timed out may simply be repeated.
         await self._patiently(
             "publish", partial(self.clients.js.publish, subject, payload, headers=headers)

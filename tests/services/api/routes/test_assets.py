@@ -11,7 +11,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from emulsion_contracts import keys, messaging
+from emulsion_contracts import keys, wire
 from emulsion_contracts.manifest import AssetManifest
 from emulsion_contracts.messages import GcRequest
 from emulsion_devstack.stack import Endpoints
@@ -64,7 +64,7 @@ def test_delete_removes_the_manifest_and_publishes_the_keys_to_gc(
         connection = await stack.nats_connect()
         try:
             return await connection.jetstream().get_last_msg(
-                messaging.GC_STREAM, messaging.gc_subject("deleted")
+                wire.GC_STREAM, wire.gc_subject("deleted")
             )
         finally:
             await connection.close()
@@ -81,7 +81,7 @@ def test_delete_removes_the_manifest_and_publishes_the_keys_to_gc(
     assert request.not_before == not_before
     assert timedelta(seconds=100) < not_before - datetime.now(UTC) <= timedelta(seconds=120)
     headers = message.headers or {}
-    assert headers[messaging.HEADER_MSG_ID] == f"deleted/{collection}/IMG_1.jpg/{version}"
+    assert headers[wire.HEADER_MSG_ID] == f"deleted/{collection}/IMG_1.jpg/{version}"
     assert headers["traceparent"].startswith("00-0af7651916cd43dd8448eb211c80319c-")
 
     assert api.get(f"/v1/assets/{collection}/IMG_1.jpg").status_code == 404

@@ -1,4 +1,4 @@
-"""What an ingest keeps outside etcd, as the API serves it (issue 22): items from the stored
+"""What an ingest keeps outside etcd, as the API serves it: items from the stored
 list, per-item outcomes from the outcomes record, every failure at /failures, and 410 Gone
 with what is still known once the job's TTL removed it — to its tenant only.
 
@@ -16,14 +16,10 @@ from typing import Any
 import httpx
 import pytest
 
-from emulsion_contracts import crd, messaging, natsauth
-from emulsion_contracts.jobrecords import (
-    FailureDetail,
-    JobRecords,
-    JobSummaryRecord,
-    OutcomeRecord,
-)
+from emulsion_contracts import crd, natsauth, wire
+from emulsion_contracts.jobrecords import FailureDetail, JobSummaryRecord, OutcomeRecord
 from emulsion_devstack.stack import Endpoints
+from emulsion_runtime.records_store import JobRecords
 
 from ..conftest import (
     NAMESPACE,
@@ -45,7 +41,7 @@ def controller_writes(stack: Endpoints, write: Callable[[JobRecords], Any]) -> N
     async def scenario() -> None:
         connection = await stack.nats_connect(natsauth.CONTROLLER_IDENTITY)
         try:
-            kv = await connection.jetstream().key_value(messaging.RECORDS_BUCKET)
+            kv = await connection.jetstream().key_value(wire.RECORDS_BUCKET)
             await write(JobRecords(kv))
         finally:
             await connection.drain()

@@ -1,0 +1,72 @@
+"""The wire's grammar: what one service builds, another parses back to the same job and
+item, whatever the names, indexes and copies (a re-dispatch, hand-backs of either)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from emulsion_contracts import wire
+from emulsion_contracts.messages import JobRef
+
+# Kubernetes object names (DNS subdomains): lowercase alphanumerics, '-' and '.'.
+names = st.from_regex(r"[a-z0-9]([-a-z0-9.]{0,40}[a-z0-9])?", fullmatch=True)
+uids = st.uuids().map(str)
+indexes = st.integers(min_value=0, max_value=1999)
+suffixes = st.from_regex(r"[a-z0-9]{1,12}", fullmatch=True)
+
+
+def test_subjects_and_message_ids_have_their_documented_forms() -> None:
+    uid = "8c5e0c1e-5b39-4b8f-9d0e-1f2a3b4c5d6e"
+    assert wire.work_subject("photos", "gallery.42") == "emulsion.work.photos.gallery_42"
+    assert wire.events_subject("photos", "g") == "emulsion.events.photos.g"
+    assert wire.gc_subject("superseded") == "emulsion.gc.superseded"
+    assert wire.work_msg_id(uid, 12) == f"{uid}/12"
+    assert wire.work_msg_id(uid, 12, redispatch="r1") == f"{uid}/12/r1"
+    assert wire.result_msg_id(uid, 12) == f"{uid}/12/result"
+    assert wire.gc_msg_id("superseded", "v1") == "gc/superseded/v1"
+    with pytest.raises(ValueError, match="subject token"):
+        wire.work_subject("photos", "a*b")
+
+
+@given(namespace=names, job=names, uid=uids, index=indexes, redispatch=st.none() | suffixes)
+def test_a_work_message_is_addressed_back_to_its_job_and_item(
+    namespace: str, job: str, uid: str, index: int, redispatch: str | None
+) -> None:
+    subject = wire.work_subject(namespace, job)
+    msg_id = wire.work_msg_id(uid, index, redispatch=redispatch)
+    address = wire.work_address(subject, msg_id)
+    assert address == wire.WorkAddress(JobRef(namespace=namespace, name=job, uid=uid), index)
+    assert wire.parse_work_msg_id(msg_id) == wire.WorkId(uid, index, redispatch or "")
+
+
+@given(uid=uids, index=indexes, handbacks=st.integers(min_value=1, max_value=4))
+def test_every_hand_back_is_a_new_id_of_the_same_item(uid: str, index: int, handbacks: int) -> None:
+    ids = [wire.work_msg_id(uid, index)]
+    for _ in range(handbacks):
+        ids.append(wire.handback_msg_id(ids[-1]))
+    assert len(set(ids)) == len(ids), "a copy sharing an id would be deduplicated away"
+    for msg_id in ids:
+        parsed = wire.parse_work_msg_id(msg_id)
+        assert parsed is not None and (parsed.job_uid, parsed.index) == (uid, index)
+
+
+@pytest.mark.parametrize(
+    ("subject", "msg_id"),
+    [
+        ("emulsion.events.ns.job", f"{uuid.UUID(int=1)}/3"),
+        ("emulsion.work.ns", f"{uuid.UUID(int=1)}/3"),
+        ("emulsion.work.ns.job.extra", f"{uuid.UUID(int=1)}/3"),
+        ("emulsion.work..job", f"{uuid.UUID(int=1)}/3"),
+        ("emulsion.work.ns.job", None),
+        ("emulsion.work.ns.job", ""),
+        ("emulsion.work.ns.job", f"{uuid.UUID(int=1)}"),
+        ("emulsion.work.ns.job", f"{uuid.UUID(int=1)}/x"),
+        ("emulsion.work.ns.job", "/3"),
+    ],
+)
+def test_an_unreadable_address_is_none(subject: str, msg_id: str | None) -> None:
+    assert wire.work_address(subject, msg_id) is None
