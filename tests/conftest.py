@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes import client
 
 from emulsion_devstack.stack import Endpoints, LocalStack, s3_client
 
@@ -156,8 +157,9 @@ def run() -> Any:
 
 
 @pytest.fixture
-def silent_server() -> Iterator[str]:
-    """A TCP server that accepts every connection, reads what is sent, and never answers."""
+def silent_apiserver() -> Iterator[client.Configuration]:
+    """The client configuration of an apiserver that never answers: a TCP server that
+    accepts every connection, reads what is sent, and never answers."""
     listener = socket.create_server(("127.0.0.1", 0))
     accepted: list[socket.socket] = []
     closing = threading.Event()
@@ -172,7 +174,9 @@ def silent_server() -> Iterator[str]:
 
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    configuration = client.Configuration(host=f"http://127.0.0.1:{listener.getsockname()[1]}")
+    configuration.api_key = {"BearerToken": "Bearer token"}
+    yield configuration
     closing.set()
     listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(); close() alone does not
     listener.close()

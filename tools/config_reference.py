@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from generated_file import write_or_check
 from pydantic import AliasChoices
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
@@ -160,13 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="fail if the file is stale")
     args = parser.parse_args(argv)
     generated = reference()
-    if args.check:
-        if not OUTPUT.exists() or OUTPUT.read_text() != generated:
-            print(f"{OUTPUT} is stale: run python tools/config_reference.py", file=sys.stderr)
-            return 1
-        return 0
-    OUTPUT.write_text(generated)
-    return 0
+    return write_or_check(OUTPUT, generated, args.check, "python tools/config_reference.py")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from generated_file import write_or_check
+
 from emulsion_contracts import natsauth
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -26,14 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=OUTPUT)
     args = parser.parse_args(argv)
     wanted = natsauth.permissions_document()
-    if args.check:
-        current = args.output.read_text() if args.output.exists() else ""
-        if current != wanted:
-            print(f"{args.output} is stale: run make chart-nats", file=sys.stderr)
-            return 1
-        return 0
-    args.output.write_text(wanted)
-    return 0
+    return write_or_check(args.output, wanted, args.check, "make chart-nats")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from kubernetes.client.exceptions import ApiException
 from emulsion_contracts import crd
 from emulsion_devstack.processes import wait_for
 from emulsion_devstack.stack import Endpoints, LocalStack
+from tests.jobmaking import create_job
 
 from .conftest import CHART, REPO_ROOT, Tools, template
 
@@ -33,18 +34,11 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:6]}"
 
 
-def ingest_job(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": crd.API_VERSION,
-        "kind": crd.KIND,
-        "metadata": {"name": name},
-        "spec": {
-            "collection": "gallery-42",
-            "items": [
-                {"source": f"staging/gallery-42/{UPLOAD}/IMG_0001.jpg", "asset": "IMG_0001.jpg"}
-            ],
-        },
-    }
+# A job of one item, as the tests below make it in the chart's namespace.
+SPEC = {
+    "collection": "gallery-42",
+    "items": [{"source": f"staging/gallery-42/{UPLOAD}/IMG_0001.jpg", "asset": "IMG_0001.jpg"}],
+}
 
 
 @pytest.fixture
@@ -268,9 +262,7 @@ def test_install_upgrade_and_uninstall_keep_the_crd_and_the_jobs(
         "emulsion-api", "emulsion-controller", "emulsion-janitor", "emulsion-processor",
     ]  # fmt: skip
     job = unique("kept")
-    jobs.create_namespaced_custom_object(
-        crd.GROUP, crd.VERSION, namespace, crd.PLURAL, ingest_job(job)
-    )
+    create_job(jobs, job, SPEC, namespace=namespace)
     jobs.patch_namespaced_custom_object_status(
         crd.GROUP, crd.VERSION, namespace, crd.PLURAL, job, {"status": {"total": 1361}}
     )
@@ -435,9 +427,7 @@ def test_service_accounts_can_do_exactly_what_their_component_needs(
         api_client_for(stack, tokens["processor"], tmp_path)
     )
     job = unique("rbac")
-    as_api.create_namespaced_custom_object(
-        crd.GROUP, crd.VERSION, namespace, crd.PLURAL, ingest_job(job)
-    )
+    create_job(as_api, job, SPEC, namespace=namespace)
     status = {"status": {"phase": "Queued", "total": 1}}
     with pytest.raises(ApiException) as refused:
         as_api.patch_namespaced_custom_object_status(

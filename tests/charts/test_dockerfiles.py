@@ -8,7 +8,6 @@ installs is, with the host's interpreter instead of the image's.
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import re
 import shlex
@@ -19,6 +18,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
+
+from emulsion_devstack.images import dockerignore_patterns, ignored
 
 from .conftest import COMPONENTS, REPO_ROOT
 
@@ -100,33 +101,6 @@ def test_dockerfile_rules(name: str) -> None:
     env = " ".join(args for keyword, args in final if keyword == "ENV")
     assert "OTEL_SERVICE_NAME=emulsion-${SERVICE}" in env
     assert "OTEL_EXPORTER" not in dockerfile.read_text(), "exporters are the deployment's choice"
-
-
-def dockerignore_patterns() -> list[tuple[bool, str]]:
-    patterns = []
-    for line in (REPO_ROOT / ".dockerignore").read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            negated = line.startswith("!")
-            patterns.append((negated, line.lstrip("!").rstrip("/")))
-    return patterns
-
-
-def ignored(relative: str, patterns: list[tuple[bool, str]]) -> bool:
-    # Docker's rule: the last matching pattern wins; a pattern matching a directory
-    # matches everything under it. fnmatch's `*` crosses '/', which covers `**/`.
-    candidates = [relative] + [str(p) for p in Path(relative).parents if str(p) != "."]
-    verdict = False
-    for negated, pattern in patterns:
-        anywhere = pattern.startswith("**/")
-        bare = pattern.removeprefix("**/")
-        if any(
-            fnmatch.fnmatchcase(c, pattern)
-            or (anywhere and fnmatch.fnmatchcase(Path(c).name, bare))
-            for c in candidates
-        ):
-            verdict = not negated
-    return verdict
 
 
 def settled(relative: str, patterns: list[tuple[bool, str]]) -> bool:

@@ -11,30 +11,24 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from emulsion_contracts import crd, keys
+from emulsion_contracts import keys
 from emulsion_contracts.messages import StyleSpec
+from tests.jobmaking import create_job
 
 
 def _create_job(kube: Any, style: dict[str, Any]) -> None:
-    client.CustomObjectsApi(kube).create_namespaced_custom_object(
-        crd.GROUP,
-        crd.VERSION,
-        "default",
-        crd.PLURAL,
+    create_job(
+        client.CustomObjectsApi(kube),
+        keys.new_ulid().lower(),
         {
-            "apiVersion": crd.API_VERSION,
-            "kind": crd.KIND,
-            "metadata": {"name": keys.new_ulid().lower()},
-            "spec": {
-                "collection": "crd-formats",
-                "styles": [style],
-                "items": [
-                    {
-                        "source": keys.staging_key("crd-formats", keys.new_ulid(), "x.jpg"),
-                        "asset": "x.jpg",
-                    }
-                ],
-            },
+            "collection": "crd-formats",
+            "styles": [style],
+            "items": [
+                {
+                    "source": keys.staging_key("crd-formats", keys.new_ulid(), "x.jpg"),
+                    "asset": "x.jpg",
+                }
+            ],
         },
     )
 

@@ -10,6 +10,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from emulsion_contracts import crd, keys
+from tests.jobmaking import create_job
 
 CRD_FILE = Path(__file__).resolve().parents[2] / "crds" / "ingestjob.yaml"
 
@@ -120,24 +121,17 @@ def test_printer_columns_are_the_designed_ones() -> None:
 
 
 def _create_job(kube: Any, asset: str) -> None:
-    client.CustomObjectsApi(kube).create_namespaced_custom_object(
-        crd.GROUP,
-        crd.VERSION,
-        "default",
-        crd.PLURAL,
+    create_job(
+        client.CustomObjectsApi(kube),
+        keys.new_ulid().lower(),
         {
-            "apiVersion": crd.API_VERSION,
-            "kind": crd.KIND,
-            "metadata": {"name": keys.new_ulid().lower()},
-            "spec": {
-                "collection": "crd-names",
-                "items": [
-                    {
-                        "source": keys.staging_key("crd-names", keys.new_ulid(), "x.jpg"),
-                        "asset": asset,
-                    }
-                ],
-            },
+            "collection": "crd-names",
+            "items": [
+                {
+                    "source": keys.staging_key("crd-names", keys.new_ulid(), "x.jpg"),
+                    "asset": asset,
+                }
+            ],
         },
     )
 

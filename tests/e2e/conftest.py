@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from emulsion_devstack.otlp import OtlpReceiver
-from emulsion_devstack.services import SERVICES
 from emulsion_devstack.stack import LocalStack, s3_client
+from tests.systems import own_system
 
 # Short enough that the janitor's fast path runs within a test, long enough that a
 # test still sees the superseded version right after the new one went live.
@@ -37,21 +37,16 @@ def otlp() -> Iterator[OtlpReceiver]:
 
 @pytest.fixture(scope="session")
 def system(tmp_path_factory: pytest.TempPathFactory, otlp: OtlpReceiver) -> Iterator[LocalStack]:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.endpoint)
-        patch.setenv("OTEL_BSP_SCHEDULE_DELAY", "200")
-        patch.setenv("EMULSION_GC_GRACE_SECONDS", str(GC_GRACE_SECONDS))
-        profiles = tmp_path_factory.mktemp("profiles") / "profiles.yaml"
-        profiles.write_text(PROFILES)
-        patch.setenv("EMULSION_PROFILES_FILE", str(profiles))
-        stack = LocalStack(
-            tmp_path_factory.mktemp("system"), services=tuple(SERVICES), say=lambda line: None
-        )
-        try:
-            stack.up()
-            yield stack
-        finally:
-            stack.down()
+    profiles = tmp_path_factory.mktemp("profiles") / "profiles.yaml"
+    profiles.write_text(PROFILES)
+    with own_system(
+        tmp_path_factory.mktemp("system"),
+        OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint,
+        OTEL_BSP_SCHEDULE_DELAY="200",
+        EMULSION_GC_GRACE_SECONDS=str(GC_GRACE_SECONDS),
+        EMULSION_PROFILES_FILE=str(profiles),
+    ) as (stack, _):
+        yield stack
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ from emulsion_contracts import keys
 from emulsion_devstack.processes import wait_for
 from emulsion_devstack.stack import LocalStack
 
-from .test_gallery import emulsion, exists, gallery, image_files, manifest
+from .test_gallery import api_client, emulsion, exists, gallery, image_files, manifest
 
 PIL_NAMES = {"avif": "AVIF", "webp": "WEBP", "jpeg": "JPEG"}
 
@@ -27,15 +27,6 @@ def ingest(system: LocalStack, directory: Path, collection: str) -> None:
         system, "ingest", str(directory), "--collection", collection, "--profile", "formats"
     )
     assert result.returncode == 0, result.stdout + result.stderr
-
-
-def api(system: LocalStack) -> httpx.Client:
-    environment = system.client_environment()
-    return httpx.Client(
-        base_url=environment["EMULSION_API_URL"],
-        headers={"Authorization": f"Bearer {environment['EMULSION_TOKEN']}"},
-        timeout=30,
-    )
 
 
 def test_a_style_serves_avif_webp_and_a_jpeg_fallback_and_the_janitor_takes_old_renderings(
@@ -58,7 +49,7 @@ def test_a_style_serves_avif_webp_and_a_jpeg_fallback_and_the_janitor_takes_old_
                 assert image.format == PIL_NAMES[rendering.format]
                 assert image.size == (derivative.width, derivative.height)
 
-    with api(system) as client:
+    with api_client(system) as client:
         outputs = {
             o["style"]: o
             for o in client.get(f"/v1/assets/{collection}/{quote(asset)}").json()["outputs"]

@@ -36,12 +36,15 @@ def gallery(root: Path, count: int, seed: int) -> Path:
     return ensure_gallery(GalleryParams(count=count, seed=seed, **SMALL), root=root)
 
 
-def emulsion(system: LocalStack, *args: str) -> subprocess.CompletedProcess[str]:
+def emulsion(
+    system: LocalStack, *args: str, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """The CLI run with `args` against the system, as its user runs it."""
     return subprocess.run(
         [sys.executable, "-m", "emulsion_cli", *args],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout,
         env={**os.environ, **system.client_environment()},
     )
 
@@ -53,13 +56,19 @@ def ingest(system: LocalStack, directory: Path, collection: str) -> dict[str, An
     return summary
 
 
-def api_get(system: LocalStack, path: str) -> dict[str, Any]:
+def api_client(system: LocalStack, timeout: float = 30) -> httpx.Client:
+    """The system's API over HTTP, with the token the CLI is given."""
     environment = system.client_environment()
-    response = httpx.get(
-        environment["EMULSION_API_URL"] + path,
+    return httpx.Client(
+        base_url=environment["EMULSION_API_URL"],
         headers={"Authorization": f"Bearer {environment['EMULSION_TOKEN']}"},
-        timeout=30,
+        timeout=timeout,
     )
+
+
+def api_get(system: LocalStack, path: str) -> dict[str, Any]:
+    with api_client(system) as api:
+        response = api.get(path)
     response.raise_for_status()
     document: dict[str, Any] = response.json()
     return document

@@ -20,6 +20,8 @@ from emulsion_contracts import keys
 from emulsion_devstack.processes import wait_for
 from emulsion_devstack.stack import LocalStack
 
+from .test_gallery import api_client
+
 ISSUE_NAME = "日本の美しい風景写真コレクション二千二十六年十二月七日撮影分その一.jpg"
 
 
@@ -27,15 +29,6 @@ def _tiny_jpeg(shade: int) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (48, 32), (shade % 256, 90, 160)).save(buffer, "JPEG")
     return buffer.getvalue()
-
-
-def _client(system: LocalStack) -> httpx.Client:
-    environment = system.client_environment()
-    return httpx.Client(
-        base_url=environment["EMULSION_API_URL"],
-        headers={"Authorization": f"Bearer {environment['EMULSION_TOKEN']}"},
-        timeout=60,
-    )
 
 
 def _upload(api: httpx.Client, collection: str, names: list[str]) -> list[str]:
@@ -79,7 +72,7 @@ def test_names_longer_than_a_store_segment_ingest_and_keep_their_names(
 ) -> None:
     names = [ISSUE_NAME, "写" * 66, "😀" * 50, "<" * 150 + ".jpg", "a" * 196 + ".jpg"]
     collection = "long-names"
-    with _client(system) as api:
+    with api_client(system, timeout=60) as api:
         status = _ingest_and_finish(api, collection, names)
         assert (status["succeeded"], status["failed"]) == (len(names), 0), status
         for name in names:
@@ -109,6 +102,6 @@ def test_names_longer_than_a_store_segment_ingest_and_keep_their_names(
 
 def test_200_items_named_with_150_lt_all_succeed(system: LocalStack) -> None:
     names = ["<" * 150 + f"{index:03d}.jpg" for index in range(200)]
-    with _client(system) as api:
+    with api_client(system, timeout=60) as api:
         status = _ingest_and_finish(api, "lt-names", names)
     assert (status["succeeded"], status["failed"]) == (200, 0), status

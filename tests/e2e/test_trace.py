@@ -8,9 +8,6 @@ exists inside the re-ingest's trace, rooted at the API's request span.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -20,6 +17,8 @@ from PIL import Image
 from emulsion_cli.gallery import GalleryParams, ensure_gallery
 from emulsion_devstack.otlp import OtlpReceiver, ReceivedSpan
 from emulsion_devstack.stack import LocalStack
+
+from .test_gallery import emulsion
 
 
 @dataclass(frozen=True)
@@ -59,22 +58,7 @@ def edge_present(edge: Edge, spans: list[ReceivedSpan], trace_id: str) -> bool:
 
 
 def ingest(system: LocalStack, directory: Path, collection: str) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "emulsion_cli",
-            "ingest",
-            str(directory),
-            "-c",
-            collection,
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, **system.client_environment()},
-    )
+    result = emulsion(system, "ingest", str(directory), "-c", collection, "--json", timeout=300)
     photos = [p for p in directory.iterdir() if p.suffix in PHOTO_SUFFIXES]
     assert json.loads(result.stdout)["succeeded"] == len(photos), result.stderr
 

@@ -31,7 +31,7 @@ import pytest
 import yaml
 
 from emulsion_contracts import wire
-from emulsion_devstack.stack import SERVERS, Endpoints, LocalStack, s3_client
+from emulsion_devstack.stack import SERVERS, Endpoints, LocalStack
 from tests.consumers import set_ack_wait
 from tests.faults.oracle import Case
 from tests.faults.proxy import Proxy
@@ -197,16 +197,7 @@ def faults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultStack]:
                 stack.start_service(service, environment)
             api = stack.record("api")
             api_url = LocalStack.service_url(api)
-            from kubernetes import config as kube_config
-
-            client = Client(
-                api_url=api_url,
-                token=endpoints.api_token,
-                s3=s3_client(endpoints),
-                bucket=endpoints.bucket,
-                kube=kube_config.new_client_from_config(config_file=endpoints.kubeconfig),
-                nats=endpoints.nats_settings(),
-            )
+            client = Client.of(endpoints, api_url)
             environment = {
                 **endpoints.environment(),
                 "EMULSION_API_URL": api_url,

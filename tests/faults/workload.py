@@ -14,6 +14,7 @@ from PIL import Image
 
 from emulsion_cli.gallery import GalleryParams, ensure_gallery
 from emulsion_contracts import crd, keys
+from emulsion_devstack.stack import Endpoints, s3_client
 from emulsion_runtime import storage
 from emulsion_runtime.settings import NatsSettings
 from tests import jobview
@@ -32,6 +33,20 @@ class Client:
     kube: Any  # a kubernetes ApiClient
     nats: NatsSettings  # the stack's admin, to read jobs' item lists and outcome records
     namespace: str = "default"
+
+    @classmethod
+    def of(cls, endpoints: Endpoints, api_url: str) -> Client:
+        """The stack's admin at `endpoints`, through the API that answers at `api_url`."""
+        from kubernetes import config as kube_config
+
+        return cls(
+            api_url=api_url,
+            token=endpoints.api_token,
+            s3=s3_client(endpoints),
+            bucket=endpoints.bucket,
+            kube=kube_config.new_client_from_config(config_file=endpoints.kubeconfig),
+            nats=endpoints.nats_settings(),
+        )
 
 
 def gallery(root: Path, count: int, seed: int) -> list[Path]:

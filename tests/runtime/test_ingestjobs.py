@@ -89,11 +89,9 @@ CALLS: dict[str, Callable[[IngestJobs], Awaitable[Any]]] = {
 
 @pytest.mark.parametrize("call", sorted(CALLS))
 def test_every_call_to_an_apiserver_that_never_answers_fails_within_its_timeout(
-    silent_server: str, call: str
+    silent_apiserver: client.Configuration, call: str
 ) -> None:
-    configuration = client.Configuration(host=silent_server)
-    configuration.api_key = {"BearerToken": "Bearer token"}
-    jobs = IngestJobs(ApiServer(configuration, 2, BOUND))
+    jobs = IngestJobs(ApiServer(silent_apiserver, 2, BOUND))
 
     async def attempt() -> BaseException | None:
         try:

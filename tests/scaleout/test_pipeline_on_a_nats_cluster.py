@@ -19,11 +19,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kubernetes import config as kube_config
 
 from emulsion_contracts import wire
 from emulsion_devstack.processes import wait_for
-from emulsion_devstack.stack import Endpoints, LocalStack, s3_client
+from emulsion_devstack.stack import Endpoints, LocalStack
 from emulsion_runtime import messaging
 from tests.consumers import set_ack_wait
 from tests.faults.oracle import Case, verify
@@ -54,14 +53,7 @@ def system(
         try:
             endpoints = stack.up()
             environment = stack.client_environment()
-            client = Client(
-                api_url=environment["EMULSION_API_URL"],
-                token=endpoints.api_token,
-                s3=s3_client(endpoints),
-                bucket=endpoints.bucket,
-                kube=kube_config.new_client_from_config(config_file=endpoints.kubeconfig),
-                nats=endpoints.nats_settings(),
-            )
+            client = Client.of(endpoints, environment["EMULSION_API_URL"])
             durables = (wire.PROCESSORS, wire.CONTROLLER)
             asyncio.run(set_ack_wait(endpoints, durables, ACK_WAIT_SECONDS))
             yield stack, client, environment

@@ -20,18 +20,15 @@ from typing import Any
 
 import httpx
 import pytest
-from kubernetes import client, config
 from PIL import Image, ImageDraw
 
-from emulsion_api.scopes import token_digest
-from emulsion_devstack.services import SERVICES
-from emulsion_devstack.stack import LocalStack, s3_client
 from tests.security.test_uploads import (
     System,
     finished,
     ingest,
     job_names,
     kubectl_job,
+    two_tenant_system,
     uploaded,
 )
 
@@ -45,34 +42,11 @@ FITTED = ("large", "medium")
 
 @pytest.fixture(scope="module")
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
-    local = LocalStack(
-        tmp_path_factory.mktemp("focal-point"), services=tuple(SERVICES), say=lambda _: None
-    )
-    try:
-        endpoints = local.up()
-        scopes = {
-            token_digest(endpoints.api_token): ["*"],
-            token_digest(TENANT_A): ["tenant-a-*"],
-            token_digest(TENANT_B): [B_COLLECTION],
-        }
-        api = local.start_service(
-            "api",
-            {
-                "EMULSION_API_TOKENS": ",".join((endpoints.api_token, TENANT_A, TENANT_B)),
-                "EMULSION_API_TOKEN_SCOPES": json.dumps(scopes),
-            },
-        )
-        kube = config.new_client_from_config(config_file=endpoints.kubeconfig)
-        yield System(
-            local,
-            endpoints,
-            LocalStack.service_url(api),
-            endpoints.api_token,
-            s3_client(endpoints),
-            client.CustomObjectsApi(kube),
-        )
-    finally:
-        local.down()
+    with two_tenant_system(
+        tmp_path_factory.mktemp("focal-point"),
+        {TENANT_A: ["tenant-a-*"], TENANT_B: [B_COLLECTION]},
+    ) as system:
+        yield system
 
 
 def panorama(dot_x: float) -> bytes:

@@ -34,6 +34,7 @@ from emulsion_devstack.services import SERVICES
 from emulsion_devstack.stack import REGION, Endpoints, LocalStack, s3_client
 from emulsion_runtime import storage
 from emulsion_runtime.settings import S3Settings
+from tests.systems import own_system
 
 GC_GRACE_SECONDS = 3
 # A GC request that meets a guard comes back after 30 s (consumer.settle); under the load
@@ -44,16 +45,10 @@ DEADLINE = 180.0
 
 @pytest.fixture(scope="module")
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("EMULSION_GC_GRACE_SECONDS", str(GC_GRACE_SECONDS))
-        stack = LocalStack(
-            tmp_path_factory.mktemp("identities"), services=tuple(SERVICES), say=lambda _: None
-        )
-        try:
-            stack.up()
-            yield stack
-        finally:
-            stack.down()
+    with own_system(
+        tmp_path_factory.mktemp("identities"), EMULSION_GC_GRACE_SECONDS=str(GC_GRACE_SECONDS)
+    ) as (stack, _):
+        yield stack
 
 
 @pytest.fixture(scope="module")

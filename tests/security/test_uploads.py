@@ -15,7 +15,9 @@ import json
 import secrets
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,9 +28,10 @@ from kubernetes import client, config
 from PIL import Image
 
 from emulsion_api.scopes import token_digest
-from emulsion_contracts import crd, keys
-from emulsion_devstack.services import SERVICES
+from emulsion_contracts import keys
 from emulsion_devstack.stack import Endpoints, LocalStack, s3_client
+from tests.jobmaking import create_job
+from tests.systems import own_system
 
 TENANT_A = secrets.token_urlsafe(24)
 TENANT_B = secrets.token_urlsafe(24)
@@ -63,22 +66,19 @@ class System:
         return found
 
 
-@pytest.fixture(scope="module")
-def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
-    local = LocalStack(
-        tmp_path_factory.mktemp("security-uploads"), services=tuple(SERVICES), say=lambda _: None
-    )
-    try:
-        endpoints = local.up()
+@contextmanager
+def two_tenant_system(directory: Path, tenants: dict[str, list[str]]) -> Iterator[System]:
+    """A system of the module's own plus a second API that holds the admin's token (every
+    collection) and each tenant's token, scoped to the collection patterns `tenants` lists."""
+    with own_system(directory) as (local, endpoints):
         scopes = {
             token_digest(endpoints.api_token): ["*"],
-            token_digest(TENANT_A): ["tenant-a-*"],
-            token_digest(TENANT_B): [B_COLLECTION, "other-*"],
+            **{token_digest(token): patterns for token, patterns in tenants.items()},
         }
         api = local.start_service(
             "api",
             {
-                "EMULSION_API_TOKENS": ",".join((endpoints.api_token, TENANT_A, TENANT_B)),
+                "EMULSION_API_TOKENS": ",".join((endpoints.api_token, *tenants)),
                 "EMULSION_API_TOKEN_SCOPES": json.dumps(scopes),
             },
         )
@@ -91,8 +91,15 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
             s3_client(endpoints),
             client.CustomObjectsApi(kube),
         )
-    finally:
-        local.down()
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+    with two_tenant_system(
+        tmp_path_factory.mktemp("security-uploads"),
+        {TENANT_A: ["tenant-a-*"], TENANT_B: [B_COLLECTION, "other-*"]},
+    ) as system:
+        yield system
 
 
 def photo(seed: int, size: int | None = None) -> bytes:
@@ -182,18 +189,8 @@ def kubectl_job(system: System, collection: str, source: str, asset: str) -> str
     """An IngestJob made past the API (`kubectl create`): only the processor's own checks
     stand between it and the upload."""
     name = keys.new_ulid().lower()
-    system.jobs.create_namespaced_custom_object(
-        crd.GROUP,
-        crd.VERSION,
-        NAMESPACE,
-        crd.PLURAL,
-        {
-            "apiVersion": crd.API_VERSION,
-            "kind": crd.KIND,
-            "metadata": {"name": name},
-            "spec": {"collection": collection, "items": [{"source": source, "asset": asset}]},
-        },
-    )
+    spec = {"collection": collection, "items": [{"source": source, "asset": asset}]}
+    create_job(system.jobs, name, spec, namespace=NAMESPACE)
     return name
 
 

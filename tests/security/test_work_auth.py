@@ -26,12 +26,12 @@ import pytest
 from nats.js import JetStreamContext
 from PIL import Image
 
+from emulsion_bench.notify import stage_upload
 from emulsion_contracts import keys, wire, worksigning
 from emulsion_contracts.manifest import AssetManifest
 from emulsion_contracts.messages import ItemResult, JobRef, WorkItem
 from emulsion_devstack.processes import ProcessRecord, log_tail, stop, until
 from emulsion_devstack.stack import Endpoints, LocalStack
-from emulsion_runtime import storage
 
 NAMESPACE = "forgery"
 REFUSED = "emulsion_processor_work_refused_total"
@@ -111,15 +111,7 @@ async def work_left(js: JetStreamContext) -> int:
 
 def stage(s3: Any, bucket: str, collection: str, data: bytes) -> str:
     """Put `data` where a presigned form for `collection` would, recording its collection."""
-    key = keys.staging_key(collection, keys.new_ulid(), "IMG_0001.jpg")
-    s3.put_object(
-        Bucket=bucket,
-        Key=key,
-        Body=data,
-        ContentType="image/jpeg",
-        Metadata={storage.UPLOAD_COLLECTION_METADATA: collection},
-    )
-    return key
+    return stage_upload(s3, bucket, collection, data, "IMG_0001.jpg")
 
 
 def manifest_version(s3: Any, bucket: str, collection: str, asset: str) -> str | None:

@@ -13,6 +13,7 @@ from kubernetes import client
 from emulsion_contracts import crd
 from emulsion_devstack.binaries import ensure_binary
 from emulsion_devstack.stack import Endpoints
+from tests.jobmaking import create_job
 
 
 def kubectl(stack: Endpoints, *args: str) -> str:
@@ -32,25 +33,19 @@ def test_get_ingestjobs_shows_phase_collection_progress_failed_age(
 ) -> None:
     name = f"columns-{uuid.uuid4().hex[:8]}"
     jobs = client.CustomObjectsApi(kube)
-    jobs.create_namespaced_custom_object(
-        crd.GROUP,
-        crd.VERSION,
-        "default",
-        crd.PLURAL,
+    create_job(
+        jobs,
+        name,
         {
-            "apiVersion": crd.API_VERSION,
-            "kind": crd.KIND,
-            "metadata": {"name": name, "labels": {crd.LABEL_BATCH: "b-123"}},
-            "spec": {
-                "collection": "gallery-42",
-                "items": [
-                    {
-                        "source": "staging/gallery-42/01JDZ8Q6W1B2C3D4E5F6G7H8J9/a.jpg",
-                        "asset": "a.jpg",
-                    }
-                ],
-            },
+            "collection": "gallery-42",
+            "items": [
+                {
+                    "source": "staging/gallery-42/01JDZ8Q6W1B2C3D4E5F6G7H8J9/a.jpg",
+                    "asset": "a.jpg",
+                }
+            ],
         },
+        labels={crd.LABEL_BATCH: "b-123"},
     )
     jobs.patch_namespaced_custom_object_status(
         crd.GROUP,

@@ -23,7 +23,7 @@ import json
 import math
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -391,7 +391,6 @@ def load(results: Path = RESULTS, assumptions: Assumptions | None = None) -> Inp
 
     janitor_defaults = JanitorSettings.model_fields
     values = _values()
-    processor = values["components"]["processor"]
     controller = values["components"]["controller"]
     work = next(c for c in messaging.CONSUMERS if c.durable == wire.PROCESSORS)
     styles = len(DEFAULT_PROFILE.styles)
@@ -529,19 +528,9 @@ def load(results: Path = RESULTS, assumptions: Assumptions | None = None) -> Inp
             "EMULSION_JANITOR_MAX_DELETIONS_PER_SWEEP, per sweep and per sweep interval (an"
             " hour) on the fast path, per janitor",
         ),
-        janitor_replicas=Cited(
-            values["components"]["janitor"]["replicas"],
-            "pods",
-            "default",
-            "charts/emulsion/values.yaml components.janitor.replicas",
-        ),
+        janitor_replicas=_chart_default(values, "components.janitor.replicas", "pods"),
         full_pass_pace=pace,
-        full_pass_interval=Cited(
-            float(values["janitor"]["fullPassSeconds"]),
-            "s",
-            "default",
-            "charts/emulsion/values.yaml janitor.fullPassSeconds",
-        ),
+        full_pass_interval=_chart_default(values, "janitor.fullPassSeconds", "s", float),
         keys_per_photo=Cited(
             1 + styles + 1,
             "keys",
@@ -561,12 +550,7 @@ def load(results: Path = RESULTS, assumptions: Assumptions | None = None) -> Inp
             "default",
             "EMULSION_UPLOAD_TTL_SECONDS",
         ),
-        job_ttl=Cited(
-            float(values["jobs"]["ttlSecondsAfterFinished"]),
-            "s",
-            "default",
-            "charts/emulsion/values.yaml jobs.ttlSecondsAfterFinished",
-        ),
+        job_ttl=_chart_default(values, "jobs.ttlSecondsAfterFinished", "s", float),
         # The chart's value when it has one; until then the records' default retention.
         records_retention=Cited(
             float(values["jobs"].get("recordsRetentionSeconds", 7 * DAY)),
@@ -576,24 +560,17 @@ def load(results: Path = RESULTS, assumptions: Assumptions | None = None) -> Inp
             if "recordsRetentionSeconds" in values["jobs"]
             else "EMULSION_RECORDS_RETENTION_SECONDS (default 7 days; not yet in the chart)",
         ),
-        processor_cpu_request=Cited(
-            _cores(processor["resources"]["requests"]["cpu"]),
-            "cores",
-            "default",
-            "charts/emulsion/values.yaml components.processor.resources.requests.cpu",
+        processor_cpu_request=_chart_default(
+            values, "components.processor.resources.requests.cpu", "cores", _cores
         ),
-        processor_target_utilisation=Cited(
-            processor["autoscaling"]["targetCPUUtilizationPercentage"] / 100,
+        processor_target_utilisation=_chart_default(
+            values,
+            "components.processor.autoscaling.targetCPUUtilizationPercentage",
             "",
-            "default",
-            "charts/emulsion/values.yaml"
-            " components.processor.autoscaling.targetCPUUtilizationPercentage",
+            lambda percent: percent / 100,
         ),
-        processor_max_replicas=Cited(
-            processor["autoscaling"]["maxReplicas"],
-            "pods",
-            "default",
-            "charts/emulsion/values.yaml components.processor.autoscaling.maxReplicas",
+        processor_max_replicas=_chart_default(
+            values, "components.processor.autoscaling.maxReplicas", "pods"
         ),
         processor_max_ack_pending=Cited(
             work.max_ack_pending,
@@ -608,6 +585,19 @@ def load(results: Path = RESULTS, assumptions: Assumptions | None = None) -> Inp
             "charts/emulsion/values.yaml components.controller.replicas (one active: kopf peering)",
         ),
     )
+
+
+def _chart_default(
+    values: dict[str, Any],
+    path: str,
+    unit: str,
+    convert: Callable[[Any], float] = lambda value: value,
+) -> Cited:
+    """The chart's default at the dotted `path` of its values.yaml, cited there."""
+    value: Any = values
+    for part in path.split("."):
+        value = value[part]
+    return Cited(convert(value), unit, "default", f"charts/emulsion/values.yaml {path}")
 
 
 def _cores(quantity: str | int | float) -> float:

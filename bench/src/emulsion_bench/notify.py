@@ -68,18 +68,21 @@ def stage_uploads(
     """`count` distinct tiny uploads in `collection`'s staging area, as presigned uploads
     would leave them (`body`: a tiny JPEG unless given, e.g. bytes that are no image)."""
     body = tiny_jpeg() if body is None else body
-    staged = []
-    for _ in range(count):
-        key = keys.staging_key(collection, keys.new_ulid(), name)
-        s3.put_object(
-            Bucket=bucket,
-            Key=key,
-            Body=body,
-            ContentType="image/jpeg",
-            Metadata={storage.UPLOAD_COLLECTION_METADATA: collection},
-        )
-        staged.append(key)
-    return staged
+    return [stage_upload(s3, bucket, collection, body, name) for _ in range(count)]
+
+
+def stage_upload(s3: Any, bucket: str, collection: str, body: bytes, name: str) -> str:
+    """`body` put where a presigned form for `collection` would put the file `name`, with
+    the collection the form records; its staging key."""
+    key = keys.staging_key(collection, keys.new_ulid(), name)
+    s3.put_object(
+        Bucket=bucket,
+        Key=key,
+        Body=body,
+        ContentType="image/jpeg",
+        Metadata={storage.UPLOAD_COLLECTION_METADATA: collection},
+    )
+    return key
 
 
 async def open_loop(

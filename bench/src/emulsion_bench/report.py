@@ -198,6 +198,11 @@ def _throughput_plot(results: dict[str, Any], path: Path) -> None:
     axes.set_title(f"Throughput over time\n{_caption(results)}", fontsize=10)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
+    _save(figure, path)
+
+
+def _save(figure: Any, path: Path) -> None:
+    """Lay `figure` out, write it as a PNG at `path` and free it."""
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
@@ -225,9 +230,7 @@ def _latency_cdf_plot(results: dict[str, Any], path: Path) -> None:
     axes.set_title(f"Request latency CDF\n{_caption(results)}", fontsize=10)
     axes.grid(alpha=0.3, which="both")
     axes.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    _save(figure, path)
 
 
 def _cpu_plot(results: dict[str, Any], path: Path) -> None:
@@ -247,9 +250,7 @@ def _cpu_plot(results: dict[str, Any], path: Path) -> None:
         f"CPU per image by process\n{_caption(results)}; load at start: {loads}", fontsize=9
     )
     axes.legend(fontsize=7, ncol=2)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    _save(figure, path)
 
 
 def write(results: dict[str, Any], directory: Path) -> list[Path]:

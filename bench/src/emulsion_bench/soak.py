@@ -39,7 +39,7 @@ from emulsion_cli.gallery import GalleryParams, ensure_gallery
 from emulsion_contracts import keys
 from emulsion_devstack.otlp import OtlpReceiver, ReceivedSpan
 from emulsion_devstack.services import SERVICES
-from emulsion_devstack.stack import LocalStack, s3_client
+from emulsion_devstack.stack import LocalStack
 
 # The oracle is the fault suite's, so the soak and `make test` judge by the same rules.
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
@@ -200,16 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             endpoints = stack.up()
             environment = stack.client_environment()
-            from kubernetes import config as kube_config
-
-            client = Client(
-                api_url=environment["EMULSION_API_URL"],
-                token=endpoints.api_token,
-                s3=s3_client(endpoints),
-                bucket=endpoints.bucket,
-                kube=kube_config.new_client_from_config(config_file=endpoints.kubeconfig),
-                nats=endpoints.nats_settings(),
-            )
+            client = Client.of(endpoints, environment["EMULSION_API_URL"])
             case = Case(client, environment, GRACE_SECONDS).watching(COLLECTION)
             staged = stage(client, sources)
             case.jobs += announce(client, staged, [p.name for p in sources])

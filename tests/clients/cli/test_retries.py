@@ -28,6 +28,16 @@ from emulsion_cli.errors import EXIT_API, ApiRequestError, CliError, Unreachable
 from .stub import Reply, Request, serve
 
 
+def ask_job(url: str, job: str = "job-1") -> object:
+    """`job`'s status through the CLI's API client, retries and all."""
+
+    async def ask() -> object:
+        async with Api(Config(url, "t")) as api:
+            return await api.job(job)
+
+    return asyncio.run(ask())
+
+
 def test_retry_after_as_seconds_or_an_http_date() -> None:
     now = datetime(2026, 1, 1, tzinfo=UTC)
     assert retry_after_seconds("7") == 7.0
@@ -67,12 +77,8 @@ def test_a_429_with_retry_after_is_waited_for_then_retried() -> None:
             )
         return Reply(200, {"name": "job-1", "phase": "Running", "total": 0})
 
-    async def ask(url: str) -> object:
-        async with Api(Config(url, "t")) as api:
-            return await api.job("job-1")
-
     with serve(route) as stub:
-        status = asyncio.run(ask(stub.url))
+        status = ask_job(stub.url)
 
     assert status == {"name": "job-1", "phase": "Running", "total": 0}
     assert len(answered) == 2
@@ -80,14 +86,9 @@ def test_a_429_with_retry_after_is_waited_for_then_retried() -> None:
 
 
 def test_a_404_is_one_request_and_an_api_error() -> None:
-    with serve(lambda request: Reply(404, {"code": "not_found", "message": "no job"})) as stub:
-
-        async def ask() -> object:
-            async with Api(Config(stub.url, "t")) as api:
-                return await api.job("nope")
-
-        with pytest.raises(ApiRequestError) as raised:
-            asyncio.run(ask())
+    not_found = Reply(404, {"code": "not_found", "message": "no job"})
+    with serve(lambda request: not_found) as stub, pytest.raises(ApiRequestError) as raised:
+        ask_job(stub.url, "nope")
 
     assert raised.value.exit_code == EXIT_API
     assert len(stub.requests) == 1
@@ -98,14 +99,9 @@ def test_emulsion_retries_sets_how_often_a_call_is_tried(
     attempts: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("EMULSION_RETRIES", str(attempts))
-    with serve(lambda request: Reply(503, {"code": "unavailable", "message": "later"})) as stub:
-
-        async def ask() -> object:
-            async with Api(Config(stub.url, "t")) as api:
-                return await api.job("job-1")
-
-        with pytest.raises(ApiRequestError):
-            asyncio.run(ask())
+    unavailable = Reply(503, {"code": "unavailable", "message": "later"})
+    with serve(lambda request: unavailable) as stub, pytest.raises(ApiRequestError):
+        ask_job(stub.url)
 
     assert len(stub.requests) == attempts
 
@@ -138,12 +134,8 @@ def test_the_tokens_own_limit_is_waited_out_without_spending_a_retry(
             return Reply(429, problem, {"Retry-After": "0"})
         return Reply(200, {"name": "job-1", "phase": "Running", "total": 0})
 
-    async def ask(url: str) -> object:
-        async with Api(Config(url, "t")) as api:
-            return await api.job("job-1")
-
     with serve(route) as stub:
-        status = asyncio.run(ask(stub.url))
+        status = ask_job(stub.url)
 
     assert status == {"name": "job-1", "phase": "Running", "total": 0}
     assert len(answered) == 4

@@ -19,6 +19,7 @@ from emulsion_api import jobs
 from emulsion_api.scopes import EVERYTHING, SEPARATORS, Scopes
 from emulsion_contracts import crd, keys
 from emulsion_devstack.stack import Endpoints
+from tests.jobmaking import create_job
 
 from .conftest import (
     NAMESPACE,
@@ -98,21 +99,16 @@ def _batch_job(custom: Any, collection: str, source: str) -> str:
     """An IngestJob that is one part of a split request (a batch), made directly."""
     version = keys.new_ulid()
     batch = jobs.job_name(version)
-    custom.create_namespaced_custom_object(
-        crd.GROUP,
-        crd.VERSION,
-        NAMESPACE,
-        crd.PLURAL,
+    create_job(
+        custom,
+        batch,
         {
-            "apiVersion": crd.API_VERSION,
-            "kind": crd.KIND,
-            "metadata": {"name": batch, "labels": {crd.LABEL_BATCH: batch}},
-            "spec": {
-                "collection": collection,
-                "version": version,
-                "items": [{"source": source, "asset": "日本.jpg"}],
-            },
+            "collection": collection,
+            "version": version,
+            "items": [{"source": source, "asset": "日本.jpg"}],
         },
+        labels={crd.LABEL_BATCH: batch},
+        namespace=NAMESPACE,
     )
     return batch
 

@@ -10,6 +10,7 @@ import pytest
 from emulsion_api.scopes import EVERYTHING, Scopes, token_digest
 from emulsion_api.settings import load_api_settings
 from emulsion_runtime.settings import SettingsError
+from tests.settings_checks import assert_missing_is_named
 
 
 @pytest.fixture(autouse=True)
@@ -104,13 +105,9 @@ def test_malformed_or_missing_scopes_stop_the_start(
 def test_each_missing_required_variable_is_named(
     monkeypatch: pytest.MonkeyPatch, missing: str
 ) -> None:
-    monkeypatch.setenv("EMULSION_API_TOKENS", "t")
-    monkeypatch.delenv(missing)
-    with pytest.raises(SettingsError) as failure:
-        load_api_settings()
-    message = str(failure.value.code)
-    assert message.startswith("invalid configuration:")
-    assert [name for name in ("NATS_URL", "EMULSION_BUCKET") if name in message] == [missing]
+    required = ("NATS_URL", "EMULSION_BUCKET")
+    environment = {"EMULSION_API_TOKENS": "t"}
+    assert_missing_is_named(monkeypatch, load_api_settings, required, missing, environment)
 
 
 def test_scopes_come_from_a_file_too(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -325,10 +325,14 @@ class Processor:
         await self.report(work, reason, msg.headers)
         await msg.ack()
 
+    def result(self, work: WorkItem, reason: str | None) -> ItemResult:
+        """What this processor reports for `work`."""
+        return result_for(work, reason)
+
     async def report(
         self, work: WorkItem, reason: str | None, headers: dict[str, str] | None
     ) -> int:
-        result = result_for(work, reason)
+        result = self.result(work, reason)
         carrier = {k: v for k, v in (headers or {}).items() if k in ("traceparent", "tracestate")}
         ack = await self.js.publish(
             wire.events_subject(work.job.namespace, work.job.name),

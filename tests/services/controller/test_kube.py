@@ -30,11 +30,9 @@ CALLS: dict[str, Callable[[Kube], Awaitable[Any]]] = {
 
 @pytest.mark.parametrize("call", sorted(CALLS))
 def test_every_call_to_an_apiserver_that_never_answers_fails_within_its_timeout(
-    silent_server: str, call: str
+    silent_apiserver: client.Configuration, call: str
 ) -> None:
-    configuration = client.Configuration(host=silent_server)
-    configuration.api_key = {"BearerToken": "Bearer token"}
-    kube = Kube(configuration, concurrency=2, request_timeout=TIMEOUT)
+    kube = Kube(silent_apiserver, concurrency=2, request_timeout=TIMEOUT)
 
     async def attempt() -> BaseException | None:
         try:

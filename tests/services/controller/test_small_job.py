@@ -25,7 +25,7 @@ from emulsion_contracts.messages import ItemResult, WorkItem
 from emulsion_contracts.reasons import FailureReason
 from emulsion_controller.progress import CONTROLLER_BYTES, FRAME_BYTES, stored_json_bytes
 from emulsion_devstack.processes import ProcessRecord
-from emulsion_runtime import records_store, telemetry
+from emulsion_runtime import records_store
 from emulsion_runtime.records_store import JobRecords
 
 from .conftest import Processor
@@ -38,10 +38,8 @@ REASONS = [FailureReason.NOT_AN_IMAGE, FailureReason.DECOMPRESSION_BOMB, Failure
 class FailingProcessor(Processor):
     """Fails every item at once with the longest message a processor sends."""
 
-    async def report(
-        self, work: WorkItem, reason: str | None, headers: dict[str, str] | None
-    ) -> int:
-        result = ItemResult(
+    def result(self, work: WorkItem, reason: str | None) -> ItemResult:
+        return ItemResult(
             job=work.job,
             index=work.index,
             outcome="failed",
@@ -53,13 +51,6 @@ class FailingProcessor(Processor):
             committed=False,
             finished_at=datetime.now(UTC),
         )
-        carrier = {k: v for k, v in (headers or {}).items() if k in ("traceparent", "tracestate")}
-        ack = await self.js.publish(
-            wire.events_subject(work.job.namespace, work.job.name),
-            result.to_bytes(),
-            headers=telemetry.inject(carrier),
-        )
-        return int(ack.seq)
 
 
 def longest_items(count: int) -> list[JobItem]:

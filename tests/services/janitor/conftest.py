@@ -128,6 +128,14 @@ class Layout:
         self.put(keys.manifest_key(version.collection, version.asset), manifest.to_bytes())
         return manifest
 
+    def reingested(self, collection: str, asset: str) -> tuple[Version, Version]:
+        """`asset` committed twice: the superseded version and the live one, in that order."""
+        old = self.version(collection, asset)
+        self.commit(old)
+        new = self.version(collection, asset)
+        self.commit(new)
+        return old, new
+
     def tombstone(self, collection: str, asset: str) -> AssetManifest:
         """Replace the manifest by a tombstone, as the API does when an asset is deleted."""
         tombstone = AssetManifest.tombstone(collection, asset, datetime.now(UTC))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -39,13 +39,39 @@ def gc_messages(outcome: str) -> float:
     return metric("emulsion_janitor_gc_messages_total", outcome=outcome)
 
 
+def assert_held_and_given_back(
+    run: Any,
+    stack: Endpoints,
+    s3: Any,
+    layout: Layout,
+    settings: JanitorSettings,
+    reason: str,
+    named: Sequence[str],
+    guard: str,
+) -> None:
+    """A GC request of `reason` naming `named`, to a janitor of `settings`: the guard
+    `guard` refuses every key, all stay, and the request is given back for a later attempt
+    (with a delay: neither acknowledged nor dropped)."""
+    before = refusals(guard)
+    retries_before = gc_messages("retry")
+
+    async def scenario() -> tuple[int, int]:
+        async with janitor(stack, s3, settings), connected(stack) as bus:
+            await bus.publish(reason, named)
+            await wait_for_async("a retry", lambda: gc_messages("retry") > retries_before)
+            backlog: tuple[int, int] = await bus.gc_backlog()
+            return backlog
+
+    pending, unacknowledged = run(scenario())
+    assert refusals(guard) - before == len(named)
+    assert layout.present(named) == set(named)
+    assert pending + unacknowledged == 1
+
+
 def test_reingested_asset_old_version_goes_after_the_grace_period_new_one_stays(
     stack: Endpoints, s3: Any, layout: Layout, collection: str, settings_for: Settings, run: Any
 ) -> None:
-    old = layout.version(collection, "IMG_0001.jpg")
-    layout.commit(old)
-    new = layout.version(collection, "IMG_0001.jpg")
-    layout.commit(new)
+    old, new = layout.reingested(collection, "IMG_0001.jpg")
     deferred_before = gc_messages("deferred")
     deleted_before = metric("emulsion_janitor_deleted_keys_total", reason="superseded", source="gc")
 
@@ -123,22 +149,9 @@ def test_keys_younger_than_the_grace_period_stay_and_the_request_waits(
 ) -> None:
     old = layout.version(collection, "IMG_0004.jpg")
     layout.commit(layout.version(collection, "IMG_0004.jpg"))
-    before = refusals("grace")
-    retries_before = gc_messages("retry")
-
-    async def scenario() -> tuple[int, int]:
-        # The producer's not_before has passed, but the objects are seconds old.
-        async with janitor(stack, s3, settings_for(gc_grace_seconds=3600)), connected(stack) as bus:
-            await bus.publish("superseded", old.keys)
-            await wait_for_async("a retry", lambda: gc_messages("retry") > retries_before)
-            backlog: tuple[int, int] = await bus.gc_backlog()
-            return backlog
-
-    pending, unacknowledged = run(scenario())
-    assert refusals("grace") - before == len(old.keys)
-    assert layout.present(old.keys) == set(old.keys)
-    # Given back with a delay (kept for later), not acknowledged and not dropped.
-    assert pending + unacknowledged == 1
+    # The producer's not_before has passed, but the objects are seconds old.
+    settings = settings_for(gc_grace_seconds=3600)
+    assert_held_and_given_back(run, stack, s3, layout, settings, "superseded", old.keys, "grace")
 
 
 def test_a_request_for_a_version_newer_than_the_live_one_waits_for_the_orphan_age(
@@ -149,25 +162,12 @@ def test_a_request_for_a_version_newer_than_the_live_one_waits_for_the_orphan_ag
     # An item still being made: its keys are written, its commit has not happened yet.
     # A GC request naming them (a producer's mistake, or a forged one) must not take them.
     in_flight = layout.version(collection, "IMG_0009.jpg")
-    before = refusals("newer_than_live")
-    retries_before = gc_messages("retry")
-
-    async def scenario() -> tuple[int, int]:
-        # Grace 0 and not_before passed: only the age rule for newer versions holds them.
-        async with (
-            janitor(stack, s3, settings_for(orphan_age=3600)),
-            connected(stack) as bus,
-        ):
-            await bus.publish("stale", in_flight.keys)
-            await wait_for_async("a retry", lambda: gc_messages("retry") > retries_before)
-            backlog: tuple[int, int] = await bus.gc_backlog()
-            return backlog
-
-    pending, unacknowledged = run(scenario())
-    assert refusals("newer_than_live") - before == len(in_flight.keys)
-    assert layout.present(in_flight.keys) == set(in_flight.keys)
-    # Kept for a later attempt (when the orphan age may have passed), not dropped.
-    assert pending + unacknowledged == 1
+    # Grace 0 and not_before passed: only the age rule for newer versions holds them, and
+    # the request is kept for a later attempt (when the orphan age may have passed).
+    settings = settings_for(orphan_age=3600)
+    assert_held_and_given_back(
+        run, stack, s3, layout, settings, "stale", in_flight.keys, "newer_than_live"
+    )
     # The item commits, and everything its manifest names is there.
     layout.commit(in_flight)
     assert layout.present(in_flight.keys) == set(in_flight.keys)

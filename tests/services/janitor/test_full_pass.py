@@ -28,7 +28,7 @@ from emulsion_janitor.store import PROGRESS_KEY, PassProgress, read_progress
 from emulsion_janitor.sweep import SWEPT_PREFIXES, Pace, Sweeper, SweepReport
 
 from .conftest import Layout, connected, version_id, wait_for
-from .test_service import CONSOLE_SCRIPT, environment
+from .test_service import CONSOLE_SCRIPT, NO_WAITING, environment
 
 Settings = Callable[..., JanitorSettings]
 STAGING_COLLECTION = "janitor-uploads"
@@ -241,9 +241,7 @@ def test_the_janitor_killed_mid_pass_goes_on_from_its_stored_place(
     env = environment(
         stack,
         EMULSION_BUCKET=layout.bucket,
-        EMULSION_GC_GRACE_SECONDS="0",
-        EMULSION_UPLOAD_TTL_SECONDS="0",
-        EMULSION_JANITOR_ORPHAN_SECONDS="0",
+        **NO_WAITING,
         # 20 keys a page, a page a second: the pass takes about 20 s, time to kill it.
         EMULSION_JANITOR_FULL_PASS_KEYS_PER_SECOND="20",
     )

@@ -72,10 +72,7 @@ def last_modified(s3: Any, bucket: str, prefix: str) -> datetime:
 def test_a_lost_gc_message_the_sweep_still_removes_the_superseded_version(
     stack: Endpoints, s3: Any, layout: Layout, collection: str, settings_for: Settings, run: Any
 ) -> None:
-    old = layout.version(collection, "IMG_0101.jpg")
-    layout.commit(old)
-    new = layout.version(collection, "IMG_0101.jpg")
-    layout.commit(new)
+    old, new = layout.reingested(collection, "IMG_0101.jpg")
     # Nobody publishes the superseded request: the sweep alone must find the old version.
     written = max(
         last_modified(s3, layout.bucket, f"{area}/{collection}/IMG_0101.jpg/{old.version}/")
@@ -242,10 +239,7 @@ def test_a_deleted_asset_loses_every_version_and_its_neighbours_stay(
 def test_dry_run_deletes_nothing_and_reports_what_a_real_run_deletes(
     stack: Endpoints, s3: Any, layout: Layout, collection: str, settings_for: Settings, run: Any
 ) -> None:
-    superseded = layout.version(collection, "IMG_0107.jpg")
-    layout.commit(superseded)
-    live = layout.version(collection, "IMG_0107.jpg")
-    layout.commit(live)
+    superseded, live = layout.reingested(collection, "IMG_0107.jpg")
     deleted = layout.version(collection, "IMG_0108.jpg")
     abandoned = layout.put(keys.staging_key(STAGING_COLLECTION, keys.new_ulid(), "IMG_0109.jpg"))
     everything = [*superseded.keys, *live.keys, *deleted.keys, abandoned]

@@ -23,15 +23,23 @@ from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 from PIL import Image
 
+from emulsion_bench.notify import stage_upload
 from emulsion_contracts import keys, wire, worksigning
-from emulsion_contracts.messages import GcRequest, ItemResult, JobRef, StyleSpec, WorkItem
+from emulsion_contracts.messages import (
+    GcReason,
+    GcRequest,
+    ItemResult,
+    JobRef,
+    StyleSpec,
+    WorkItem,
+)
 from emulsion_contracts.profiles import DEFAULT_PROFILE
 from emulsion_devstack.processes import ProcessRecord, log_tail, stop, until
 from emulsion_devstack.processes import wait_for as wait_for
 from emulsion_devstack.stack import Endpoints, LocalStack
 from emulsion_processor.settings import ProcessorSettings
 from emulsion_processor.worker import Clients, ItemWorker
-from emulsion_runtime import storage, telemetry
+from emulsion_runtime import telemetry
 
 T = TypeVar("T")
 NAMESPACE = "photos"
@@ -82,16 +90,23 @@ def stage(
 ) -> str:
     """Put `data` where a presigned form for `collection` (a fresh one unless given) would,
     with the collection its form records."""
-    collection = collection or f"c-{uuid.uuid4().hex[:8]}"
-    key = keys.staging_key(collection, keys.new_ulid(), filename)
-    s3.put_object(
-        Bucket=bucket,
-        Key=key,
-        Body=data,
-        ContentType="image/jpeg",
-        Metadata={storage.UPLOAD_COLLECTION_METADATA: collection},
-    )
-    return key
+    return stage_upload(s3, bucket, collection or f"c-{uuid.uuid4().hex[:8]}", data, filename)
+
+
+def later_item(item: WorkItem, source: str) -> WorkItem:
+    """The same asset from a job created after `item`'s."""
+    newer = work_item(source, asset=item.asset, collection=item.collection)
+    assert newer.version > item.version
+    return newer
+
+
+def rendered_keys(item: WorkItem) -> set[str]:
+    """The keys a render of `item` (staged as IMG_0001.jpg) writes with the default profile."""
+    prefix = f"{item.collection}/{item.asset}/{item.version}"
+    return {
+        f"originals/{prefix}/IMG_0001.jpg",
+        *(f"derivatives/{prefix}/{s.name}.jpg" for s in DEFAULT_PROFILE.styles),
+    }
 
 
 def object_keys(s3: Any, bucket: str, prefix: str) -> list[str]:
@@ -254,3 +269,31 @@ def in_process_worker(
     finally:
         cpu.shutdown()
         io_pool.shutdown()
+
+
+def first_delivery(
+    with_bus: Any, stack: Endpoints, s3: Any, scratch: Path, item: WorkItem, **overrides: Any
+) -> Any:
+    """`item`'s first delivery through an in-process worker (settings `overrides`) on the
+    S3 client `s3`: its result, or the worker's give-back."""
+
+    async def body(bus: Bus) -> Any:
+        with in_process_worker(stack, s3, bus, scratch, **overrides) as worker:
+            return await worker.result_or_give_back(item, 1)
+
+    return with_bus(body)
+
+
+def first_delivery_and_gc(
+    with_bus: Any, stack: Endpoints, s3: Any, scratch: Path, item: WorkItem, kind: GcReason
+) -> tuple[Any, GcRequest | None]:
+    """`item`'s first delivery as `first_delivery` makes it, and the GC request of `kind`
+    its version published (None: none)."""
+
+    async def body(bus: Bus) -> tuple[Any, GcRequest | None]:
+        with in_process_worker(stack, s3, bus, scratch) as worker:
+            result = await worker.result_or_give_back(item, 1)
+        return result, await bus.gc_request(kind, wire.gc_msg_id(kind, item.version))
+
+    delivered: tuple[Any, GcRequest | None] = with_bus(body)
+    return delivered

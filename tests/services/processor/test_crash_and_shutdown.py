@@ -43,6 +43,22 @@ def exit_status(record: ProcessRecord) -> int:
     return os.waitstatus_to_exitcode(status)
 
 
+def sigterm_with_the_item_in_hand(
+    local_stack: LocalStack, with_bus: Any, item: WorkItem, drain_seconds: str
+) -> None:
+    """Publish `item` to a processor of its own (drain time `drain_seconds`), send it
+    SIGTERM while the item is in hand, and see it exit cleanly."""
+
+    async def publish(bus: Bus) -> None:
+        await bus.publish_work(item)
+
+    with running_processor(local_stack, EMULSION_DRAIN_SECONDS=drain_seconds) as record:
+        with_bus(publish)
+        wait_in_hand(record)
+        os.killpg(record.pid, signal.SIGTERM)
+        assert exit_status(record) == 0
+
+
 def test_a_worker_killed_mid_item_has_it_redelivered_and_completed(
     stack: Endpoints, s3: Any, with_bus: Any, local_stack: LocalStack
 ) -> None:
@@ -86,16 +102,8 @@ def test_sigterm_finishes_the_item_in_hand_and_exits_cleanly(
     stack: Endpoints, s3: Any, with_bus: Any, local_stack: LocalStack
 ) -> None:
     item = slow_item(stack, s3)
-
-    async def publish(bus: Bus) -> None:
-        await bus.publish_work(item)
-
     # Drain time to spare: on a busy machine the slow item may need longer than the default.
-    with running_processor(local_stack, EMULSION_DRAIN_SECONDS="120") as record:
-        with_bus(publish)
-        wait_in_hand(record)
-        os.killpg(record.pid, signal.SIGTERM)
-        assert exit_status(record) == 0
+    sigterm_with_the_item_in_hand(local_stack, with_bus, item, drain_seconds="120")
 
     async def finished(bus: Bus) -> Any:
         results = await bus.results(item)
@@ -110,15 +118,7 @@ def test_sigterm_past_the_drain_time_hands_the_item_back(
     stack: Endpoints, s3: Any, with_bus: Any, local_stack: LocalStack
 ) -> None:
     item = slow_item(stack, s3)
-
-    async def publish(bus: Bus) -> None:
-        await bus.publish_work(item)
-
-    with running_processor(local_stack, EMULSION_DRAIN_SECONDS="0") as record:
-        with_bus(publish)
-        wait_in_hand(record)
-        os.killpg(record.pid, signal.SIGTERM)
-        assert exit_status(record) == 0
+    sigterm_with_the_item_in_hand(local_stack, with_bus, item, drain_seconds="0")
 
     async def nothing_yet(bus: Bus) -> int:
         return len(await bus.results(item))

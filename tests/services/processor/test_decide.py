@@ -8,9 +8,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from emulsion_contracts import keys
-from emulsion_contracts.manifest import AssetManifest, Original
-from emulsion_contracts.messages import JobRef
+from emulsion_contracts.manifest import AssetManifest
 from emulsion_processor import store
+from tests.contracts.test_manifest import live
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 # Versions of one asset: job ULIDs at some millisecond, then an item index.
@@ -19,26 +19,6 @@ versions = st.builds(
     st.integers(1_600_000_000_000, 1_900_000_000_000),
     st.integers(0, 99_999),
 )
-
-
-def live(version: str) -> AssetManifest:
-    return AssetManifest(
-        collection="gallery",
-        asset="a.jpg",
-        version=version,
-        job=JobRef(namespace="default", name="job", uid="uid"),
-        index=0,
-        original=Original(
-            key=keys.original_key("gallery", "a.jpg", version, "a.jpg"),
-            filename="a.jpg",
-            content_type="image/jpeg",
-            bytes=1,
-            width=1,
-            height=1,
-        ),
-        derivatives=(),
-        committed_at=NOW,
-    )
 
 
 def tombstone(version: str) -> AssetManifest:

@@ -21,7 +21,16 @@ from emulsion_devstack.stack import Endpoints
 from emulsion_processor import store
 from emulsion_runtime.blocking import Blocking
 
-from .conftest import Bus, in_process_worker, jpeg, object_keys, stage, work_item
+from .conftest import (
+    Bus,
+    in_process_worker,
+    jpeg,
+    later_item,
+    object_keys,
+    rendered_keys,
+    stage,
+    work_item,
+)
 
 
 @pytest.fixture
@@ -38,11 +47,7 @@ def test_an_older_item_processed_after_the_delete_stays_dead_and_a_newer_ingest_
     stack: Endpoints, s3: Any, with_bus: Any, tmp_path: Path, api_store: Store
 ) -> None:
     v1 = work_item(stage(s3, stack.bucket, jpeg(800, 800)))
-    v2 = work_item(
-        stage(s3, stack.bucket, jpeg(700, 700), collection=v1.collection),
-        asset=v1.asset,
-        collection=v1.collection,
-    )
+    v2 = later_item(v1, stage(s3, stack.bucket, jpeg(700, 700), collection=v1.collection))
     assert v2.version > v1.version
     manifest_key = keys.manifest_key(v1.collection, v1.asset)
 
@@ -59,18 +64,10 @@ def test_an_older_item_processed_after_the_delete_stays_dead_and_a_newer_ingest_
             late = await worker.process(v1, 1)
             stale = await bus.gc_request("stale", wire.gc_msg_id("stale", v1.version))
             assert stale is not None
-            prefix = f"{v1.collection}/{v1.asset}/{v1.version}"
-            assert set(stale.keys) == {
-                f"originals/{prefix}/IMG_0001.jpg",
-                *(f"derivatives/{prefix}/{s.name}.jpg" for s in DEFAULT_PROFILE.styles),
-            }
+            assert set(stale.keys) == rendered_keys(v1)
 
             # An ingest made after the delete is a new life of the asset.
-            v3 = work_item(
-                stage(s3, stack.bucket, jpeg(600, 600), collection=v1.collection),
-                asset=v1.asset,
-                collection=v1.collection,
-            )
+            v3 = later_item(v1, stage(s3, stack.bucket, jpeg(600, 600), collection=v1.collection))
             reborn = await worker.process(v3, 1)
         return late, reborn
 
@@ -93,11 +90,7 @@ def test_a_tombstone_is_written_only_over_the_version_that_was_read(
     stack: Endpoints, s3: Any, with_bus: Any, tmp_path: Path, api_store: Store, run: Any
 ) -> None:
     v1 = work_item(stage(s3, stack.bucket, jpeg(300, 300)))
-    v2 = work_item(
-        stage(s3, stack.bucket, jpeg(200, 200), collection=v1.collection),
-        asset=v1.asset,
-        collection=v1.collection,
-    )
+    v2 = later_item(v1, stage(s3, stack.bucket, jpeg(200, 200), collection=v1.collection))
 
     async def body(bus: Bus) -> None:
         with in_process_worker(stack, s3, bus, tmp_path) as worker:

@@ -74,15 +74,21 @@ def shows_block_top_left(image: Image.Image) -> bool:
 
 # -- orientation -----------------------------------------------------------------------------
 
+# A marked photo of even sides stored turned by an EXIF orientation, as the tests draw it.
+TURNED_PHOTOS = {
+    "width": st.integers(24, 120).map(lambda n: n * 2),
+    "height": st.integers(24, 120).map(lambda n: n * 2),
+    "orientation": st.integers(1, 8),
+}
+# Each example renders into the test's one tmp_path.
+RENDERS: dict[str, Any] = {
+    "deadline": None,
+    "suppress_health_check": [HealthCheck.function_scoped_fixture],
+}
 
-@settings(
-    max_examples=24, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(
-    width=st.integers(24, 120).map(lambda n: n * 2),
-    height=st.integers(24, 120).map(lambda n: n * 2),
-    orientation=st.integers(1, 8),
-)
+
+@settings(max_examples=24, **RENDERS)
+@given(**TURNED_PHOTOS)
 def test_an_iphone_style_heic_is_turned_once_by_its_transform_and_exif(
     tmp_path: Path, width: int, height: int, orientation: int
 ) -> None:
@@ -97,14 +103,8 @@ def test_an_iphone_style_heic_is_turned_once_by_its_transform_and_exif(
     assert shows_block_top_left(result), orientation
 
 
-@settings(
-    max_examples=16, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(
-    width=st.integers(24, 120).map(lambda n: n * 2),
-    height=st.integers(24, 120).map(lambda n: n * 2),
-    orientation=st.integers(1, 8),
-)
+@settings(max_examples=16, **RENDERS)
+@given(**TURNED_PHOTOS)
 def test_an_avif_is_turned_once_by_its_transform(
     tmp_path: Path, width: int, height: int, orientation: int
 ) -> None:

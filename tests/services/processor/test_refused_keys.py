@@ -8,6 +8,7 @@ writes past MinIO's 255-byte segment limit, which no key the layout builds reach
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -17,60 +18,45 @@ from botocore.exceptions import ClientError
 from emulsion_contracts.messages import ItemResult
 from emulsion_contracts.profiles import DEFAULT_PROFILE
 from emulsion_devstack.stack import Endpoints
+from tests.proxies import OneOperation
 
-from .conftest import Bus, in_process_worker, jpeg, object_keys, stage, work_item
+from .conftest import Bus, first_delivery, in_process_worker, jpeg, object_keys, stage, work_item
 
 # The worker would retry an outage after this long: a refusal taken for one would either
 # be retried (counted below) or outlast the test.
 PATIENT = {"retry_delay_seconds": 30.0, "outage_budget_seconds": 3600.0}
 
 
-class StretchingKeys:
+class StretchingKeys(OneOperation):
     """Wraps the S3 client so `operation` on a key under `prefix` names a key whose
     asset segment is `extra` bytes longer; counts the calls it stretched."""
 
     def __init__(self, s3: Any, operation: str, prefix: str, extra: int) -> None:
-        self._s3 = s3
-        self._operation = operation
+        super().__init__(s3, operation)
         self._prefix = prefix
         self._extra = extra
         self.stretched = 0
 
-    def __getattr__(self, name: str) -> Any:
-        real = getattr(self._s3, name)
-        if name != self._operation:
-            return real
-
-        def call(**arguments: Any) -> Any:
-            key = str(arguments.get("Key", ""))
-            if key.startswith(self._prefix):
-                area, collection, segment, rest = key.split("/", 3)
-                arguments["Key"] = f"{area}/{collection}/{segment}{'x' * self._extra}/{rest}"
-                self.stretched += 1
-            return real(**arguments)
-
-        return call
+    def intercept(self, real: Callable[..., Any], arguments: dict[str, Any]) -> Any:
+        key = str(arguments.get("Key", ""))
+        if key.startswith(self._prefix):
+            area, collection, segment, rest = key.split("/", 3)
+            arguments["Key"] = f"{area}/{collection}/{segment}{'x' * self._extra}/{rest}"
+            self.stretched += 1
+        return real(**arguments)
 
 
-class Refusing:
+class Refusing(OneOperation):
     """Wraps the S3 client so `operation` answers with the store's error `error`."""
 
     def __init__(self, s3: Any, operation: str, error: dict[str, str]) -> None:
-        self._s3 = s3
-        self._operation = operation
+        super().__init__(s3, operation)
         self._error = error
         self.calls = 0
 
-    def __getattr__(self, name: str) -> Any:
-        real = getattr(self._s3, name)
-        if name != self._operation:
-            return real
-
-        def call(**arguments: Any) -> Any:
-            self.calls += 1
-            raise ClientError(cast(Any, {"Error": self._error}), self._operation)
-
-        return call
+    def intercept(self, real: Callable[..., Any], arguments: dict[str, Any]) -> Any:
+        self.calls += 1
+        raise ClientError(cast(Any, {"Error": self._error}), self._operation)
 
 
 def test_minio_refusing_a_key_fails_the_item_at_once_with_the_stores_code(
@@ -80,11 +66,7 @@ def test_minio_refusing_a_key_fails_the_item_at_once_with_the_stores_code(
     # The original's segment becomes 300 bytes: MinIO refuses a segment over 255.
     stretching = StretchingKeys(s3, "copy_object", "originals/", 300 - len(item.asset))
 
-    async def body(bus: Bus) -> Any:
-        with in_process_worker(stack, stretching, bus, tmp_path, **PATIENT) as worker:
-            return await worker.result_or_give_back(item, 1)
-
-    result = with_bus(body)
+    result = first_delivery(with_bus, stack, stretching, tmp_path, item, **PATIENT)
     assert isinstance(result, ItemResult)  # not a GiveBack: no delivery is spent on it
     assert (result.outcome, result.reason, result.attempts) == ("failed", "InvalidKey", 1)
     assert "XMinioInvalidObjectName" in (result.message or "")

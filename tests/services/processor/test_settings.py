@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from emulsion_processor.settings import load
-from emulsion_runtime.settings import SettingsError
+from tests.settings_checks import assert_missing_is_named
 
 REQUIRED = ("NATS_URL", "EMULSION_BUCKET", "EMULSION_SCRATCH_DIR", "EMULSION_WORK_SIGNING_KEY")
 
@@ -14,13 +14,10 @@ REQUIRED = ("NATS_URL", "EMULSION_BUCKET", "EMULSION_SCRATCH_DIR", "EMULSION_WOR
 def test_each_missing_required_variable_is_named(
     monkeypatch: pytest.MonkeyPatch, missing: str
 ) -> None:
-    monkeypatch.setenv("NATS_URL", "nats://127.0.0.1:4222")
-    monkeypatch.setenv("EMULSION_BUCKET", "photos")
-    monkeypatch.setenv("EMULSION_SCRATCH_DIR", "/tmp/scratch")
-    monkeypatch.setenv("EMULSION_WORK_SIGNING_KEY", "k" * 32)
-    monkeypatch.delenv(missing)
-    with pytest.raises(SettingsError) as failure:
-        load()
-    message = str(failure.value.code)
-    assert message.startswith("invalid configuration:")
-    assert [name for name in REQUIRED if name in message] == [missing]
+    environment = {
+        "NATS_URL": "nats://127.0.0.1:4222",
+        "EMULSION_BUCKET": "photos",
+        "EMULSION_SCRATCH_DIR": "/tmp/scratch",
+        "EMULSION_WORK_SIGNING_KEY": "k" * 32,
+    }
+    assert_missing_is_named(monkeypatch, load, REQUIRED, missing, environment)

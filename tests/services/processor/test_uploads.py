@@ -10,23 +10,26 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from emulsion_contracts import keys, wire
+from emulsion_contracts import keys
 from emulsion_contracts.messages import ItemResult
 from emulsion_devstack.stack import Endpoints
 from emulsion_processor import uploads
 from emulsion_processor.reasons import ItemRejected
 from emulsion_runtime import storage
 
-from .conftest import Bus, in_process_worker, jpeg, object_keys, stage, work_item
+from .conftest import (
+    first_delivery,
+    first_delivery_and_gc,
+    jpeg,
+    object_keys,
+    stage,
+    work_item,
+)
 from .test_worker import CallLog, Interleaving
 
 
 def _result(with_bus: Any, stack: Endpoints, s3: Any, tmp_path: Path, item: Any) -> ItemResult:
-    async def body(bus: Bus) -> Any:
-        with in_process_worker(stack, s3, bus, tmp_path) as worker:
-            return await worker.result_or_give_back(item, 1)
-
-    result = with_bus(body)
+    result = first_delivery(with_bus, stack, s3, tmp_path, item)
     assert isinstance(result, ItemResult)
     return result
 
@@ -42,14 +45,7 @@ def test_an_upload_of_another_collection_is_refused_unread_and_never_sent_to_gc(
         work_item(f"staging/{keys.new_ulid()}/IMG_0001.jpg", collection="tenant-a")
     calls = CallLog(s3)
     item = work_item(theirs, collection="tenant-a")
-
-    async def body(bus: Bus) -> tuple[Any, Any]:
-        with in_process_worker(stack, calls, bus, tmp_path) as worker:
-            result = await worker.result_or_give_back(item, 1)
-        gc = await bus.gc_request("promoted", wire.gc_msg_id("promoted", item.version))
-        return result, gc
-
-    result, gc = with_bus(body)
+    result, gc = first_delivery_and_gc(with_bus, stack, calls, tmp_path, item, "promoted")
     assert isinstance(result, ItemResult)
     assert (result.outcome, result.reason) == ("failed", "UploadNotInCollection")
     assert "tenant-a" in (result.message or "")
@@ -133,14 +129,7 @@ def test_a_source_replaced_after_its_check_is_never_promoted(
         )
 
     replaying = Interleaving(s3, "copy_object", "originals/", replay)
-
-    async def body(bus: Bus) -> tuple[Any, Any]:
-        with in_process_worker(stack, replaying, bus, tmp_path) as worker:
-            result = await worker.result_or_give_back(item, 1)
-        stale = await bus.gc_request("stale", wire.gc_msg_id("stale", item.version))
-        return result, stale
-
-    result, stale = with_bus(body)
+    result, stale = first_delivery_and_gc(with_bus, stack, replaying, tmp_path, item, "stale")
 
     assert replaying.fired
     assert isinstance(result, ItemResult)

@@ -12,6 +12,7 @@ import io
 import multiprocessing
 import os
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -25,7 +26,6 @@ from PIL import Image
 from emulsion_contracts import keys, wire
 from emulsion_contracts.manifest import AssetManifest
 from emulsion_contracts.messages import ItemResult, StyleSpec, WorkItem
-from emulsion_contracts.profiles import DEFAULT_PROFILE
 from emulsion_contracts.reasons import FailureReason
 from emulsion_devstack.processes import until
 from emulsion_devstack.stack import Endpoints
@@ -35,8 +35,19 @@ from emulsion_processor.cancelled import CancelledJobs
 from emulsion_processor.reasons import ItemRejected
 from emulsion_processor.worker import WORK_CONSUMER, GiveBack
 from emulsion_runtime import storage
+from tests.proxies import OneOperation
 
-from .conftest import Bus, in_process_worker, jpeg, object_keys, stage, work_item
+from .conftest import (
+    Bus,
+    first_delivery,
+    in_process_worker,
+    jpeg,
+    later_item,
+    object_keys,
+    rendered_keys,
+    stage,
+    work_item,
+)
 
 
 def manifest_of(s3: Any, bucket: str, item: WorkItem) -> AssetManifest:
@@ -44,35 +55,20 @@ def manifest_of(s3: Any, bucket: str, item: WorkItem) -> AssetManifest:
     return AssetManifest.from_bytes(body.read())
 
 
-def later_item(item: WorkItem, source: str) -> WorkItem:
-    """The same asset from a job created after `item`'s."""
-    newer = work_item(source, asset=item.asset, collection=item.collection)
-    assert newer.version > item.version
-    return newer
-
-
-class Interleaving:
+class Interleaving(OneOperation):
     """Wraps the S3 client to run `before` once, just ahead of the first matching call."""
 
     def __init__(self, s3: Any, operation: str, key_prefix: str, before: Any) -> None:
-        self._s3 = s3
-        self._operation = operation
+        super().__init__(s3, operation)
         self._prefix = key_prefix
         self._before = before
         self.fired = False
 
-    def __getattr__(self, name: str) -> Any:
-        real = getattr(self._s3, name)
-        if name != self._operation:
-            return real
-
-        def call(**arguments: Any) -> Any:
-            if not self.fired and str(arguments.get("Key", "")).startswith(self._prefix):
-                self.fired = True
-                self._before()
-            return real(**arguments)
-
-        return call
+    def intercept(self, real: Callable[..., Any], arguments: dict[str, Any]) -> Any:
+        if not self.fired and str(arguments.get("Key", "")).startswith(self._prefix):
+            self.fired = True
+            self._before()
+        return real(**arguments)
 
 
 class CallLog:
@@ -237,11 +233,7 @@ def test_an_older_job_loses_to_a_newer_one_that_already_committed(
         # Whatever an earlier, crashed delivery of the older item may have written.
         stale = await bus.gc_request("stale", wire.gc_msg_id("stale", older.version))
         assert stale is not None
-        prefix = f"{older.collection}/{older.asset}/{older.version}"
-        assert set(stale.keys) == {
-            f"originals/{prefix}/IMG_0001.jpg",
-            *(f"derivatives/{prefix}/{s.name}.jpg" for s in DEFAULT_PROFILE.styles),
-        }
+        assert set(stale.keys) == rendered_keys(older)
         promoted = await bus.gc_request("promoted", wire.gc_msg_id("promoted", older.version))
         assert promoted is not None and promoted.keys == (older.source,)
         return result
@@ -477,11 +469,7 @@ def test_a_missing_source_fails_the_item_permanently(
 ) -> None:
     item = work_item(keys.staging_key("c1", keys.new_ulid(), "never-uploaded.jpg"))
 
-    async def body(bus: Bus) -> Any:
-        with in_process_worker(stack, s3, bus, tmp_path) as worker:
-            return await worker.result_or_give_back(item, 1)
-
-    result = with_bus(body)
+    result = first_delivery(with_bus, stack, s3, tmp_path, item)
     assert isinstance(result, ItemResult)
     assert (result.outcome, result.reason) == ("failed", "SourceMissing")
 
@@ -506,27 +494,19 @@ def test_bad_bytes_fail_with_their_reason_and_leave_no_temp_files(
     assert list(tmp_path.iterdir()) == []
 
 
-class Refusing:
+class Refusing(OneOperation):
     """Wraps the S3 client so its first `failures` calls of `operation` are refused."""
 
     def __init__(self, s3: Any, operation: str, failures: int, endpoint: str) -> None:
-        self._s3 = s3
-        self._operation = operation
+        super().__init__(s3, operation)
         self._endpoint = endpoint
         self.left = failures
 
-    def __getattr__(self, name: str) -> Any:
-        real = getattr(self._s3, name)
-        if name != self._operation:
-            return real
-
-        def call(**arguments: Any) -> Any:
-            if self.left > 0:
-                self.left -= 1
-                raise EndpointConnectionError(endpoint_url=self._endpoint)
-            return real(**arguments)
-
-        return call
+    def intercept(self, real: Callable[..., Any], arguments: dict[str, Any]) -> Any:
+        if self.left > 0:
+            self.left -= 1
+            raise EndpointConnectionError(endpoint_url=self._endpoint)
+        return real(**arguments)
 
 
 def test_storage_trouble_is_waited_out_in_process_without_spending_a_delivery(
@@ -535,13 +515,15 @@ def test_storage_trouble_is_waited_out_in_process_without_spending_a_delivery(
     item = work_item(stage(s3, stack.bucket, jpeg(100, 100)))
     refusing = Refusing(s3, "get_object", 6, stack.s3_endpoint_url)
 
-    async def body(bus: Bus) -> Any:
-        with in_process_worker(
-            stack, refusing, bus, tmp_path, retry_delay_seconds=0.01, retry_max_delay_seconds=0.05
-        ) as worker:
-            return await worker.result_or_give_back(item, 1)
-
-    result = with_bus(body)
+    result = first_delivery(
+        with_bus,
+        stack,
+        refusing,
+        tmp_path,
+        item,
+        retry_delay_seconds=0.01,
+        retry_max_delay_seconds=0.05,
+    )
     assert refusing.left == 0
     assert isinstance(result, ItemResult)  # not a GiveBack: no nak, no delivery spent
     assert (result.outcome, result.committed, result.attempts) == ("succeeded", True, 1)
@@ -553,19 +535,16 @@ def test_storage_trouble_beyond_the_outage_budget_fails_the_item(
     item = work_item(stage(s3, stack.bucket, jpeg(100, 100)))
     refusing = Refusing(s3, "get_object", 10**6, stack.s3_endpoint_url)
 
-    async def body(bus: Bus) -> Any:
-        with in_process_worker(
-            stack,
-            refusing,
-            bus,
-            tmp_path,
-            retry_delay_seconds=0.01,
-            retry_max_delay_seconds=0.05,
-            outage_budget_seconds=0.5,
-        ) as worker:
-            return await worker.result_or_give_back(item, 1)
-
-    result = with_bus(body)
+    result = first_delivery(
+        with_bus,
+        stack,
+        refusing,
+        tmp_path,
+        item,
+        retry_delay_seconds=0.01,
+        retry_max_delay_seconds=0.05,
+        outage_budget_seconds=0.5,
+    )
     assert isinstance(result, ItemResult)
     assert (result.outcome, result.reason, result.attempts) == ("failed", "RetriesExhausted", 1)
     assert "EndpointConnectionError" in (result.message or "")
@@ -577,19 +556,16 @@ def test_short_scratch_space_is_waited_for_until_the_budget_ends(
 ) -> None:
     item = work_item(stage(s3, stack.bucket, jpeg(100, 100)))
 
-    async def body(bus: Bus) -> Any:
-        with in_process_worker(
-            stack,
-            s3,
-            bus,
-            tmp_path,
-            min_free_scratch_bytes=10**18,
-            retry_delay_seconds=0.01,
-            outage_budget_seconds=0.2,
-        ) as worker:
-            return await worker.result_or_give_back(item, 1)
-
-    result = with_bus(body)
+    result = first_delivery(
+        with_bus,
+        stack,
+        s3,
+        tmp_path,
+        item,
+        min_free_scratch_bytes=10**18,
+        retry_delay_seconds=0.01,
+        outage_budget_seconds=0.2,
+    )
     assert isinstance(result, ItemResult)
     assert result.reason == "RetriesExhausted" and "scratch space short" in (result.message or "")
     assert list(tmp_path.iterdir()) == []
@@ -605,11 +581,7 @@ def test_a_deterministic_render_error_fails_the_item_at_once(
 
     monkeypatch.setattr(imaging, "plan", broken)
 
-    async def body(bus: Bus) -> Any:
-        with in_process_worker(stack, s3, bus, tmp_path) as worker:
-            return await worker.result_or_give_back(item, 1)
-
-    result = with_bus(body)
+    result = first_delivery(with_bus, stack, s3, tmp_path, item)
     assert isinstance(result, ItemResult)
     assert (result.outcome, result.reason, result.attempts) == ("failed", "RenderFailed", 1)
     assert "box offset can't be negative" in (result.message or "")
@@ -625,11 +597,7 @@ def test_an_unexpected_error_outside_rendering_fails_the_item_at_once(
 
     monkeypatch.setattr(worker_module, "build_manifest", defect)
 
-    async def body(bus: Bus) -> Any:
-        with in_process_worker(stack, s3, bus, tmp_path) as worker:
-            return await worker.result_or_give_back(item, 1)
-
-    result = with_bus(body)
+    result = first_delivery(with_bus, stack, s3, tmp_path, item)
     assert isinstance(result, ItemResult)
     assert (result.outcome, result.reason) == ("failed", "RenderFailed")
     assert "KeyError" in (result.message or "")

@@ -47,7 +47,16 @@ from emulsion_cli.ingest import (
     summary_document,
     summary_rows,
 )
-from emulsion_cli.output import FORMATS, Format, emit, emit_in_stream, key_values, out, printable
+from emulsion_cli.output import (
+    FORMATS,
+    Format,
+    emit,
+    emit_in_stream,
+    key_values,
+    literal,
+    out,
+    printable,
+)
 from emulsion_cli.output import rows_table as _rows_table
 from emulsion_cli.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, every_item
 from emulsion_cli.patterns import Selection
@@ -247,10 +256,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             else "`emulsion status JOB --watch` for each, or all of them by running the "
             "same command without --no-wait"
         )
-        err.print(
+        literal(
+            err,
             f"handed {tally.items} file(s) to {', '.join(tally.jobs)}; follow with {how}",
-            markup=False,
-            highlight=False,
             soft_wrap=True,
         )
     return EXIT_ITEMS_FAILED if tally.failures else EXIT_OK
@@ -258,13 +266,12 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 def _say_how_to_resume(tally: Tally, args: argparse.Namespace) -> None:
     jobs = f" ({', '.join(tally.jobs)})" if tally.jobs else ""
-    err.print(
+    literal(
+        err,
         f"interrupted: uploaded {tally.uploaded_files} file(s) "
         f"({tally.uploaded_bytes / 1e6:.1f} MB), {tally.succeeded} processed so far; "
         f"jobs already accepted{jobs} keep running on the server. "
         f"Run the same command again to resume: {args.command_line}",
-        markup=False,
-        highlight=False,
         soft_wrap=True,
     )
 
@@ -285,17 +292,15 @@ def _dry_run(args: argparse.Namespace, options: Options, fmt: Format) -> int:
     def table() -> None:
         out.print(_rows_table(document["files"], ("file", "asset", "bytes", "action"), "dry run"))
         for skipped in document["not_images"]:
-            out.print(
+            literal(
+                out,
                 f"skipped {printable(skipped['file'])}: {skipped['reason']}",
-                markup=False,
-                highlight=False,
             )
-        out.print(
+        literal(
+            out,
             f"{document['found']} image(s) found, {document['excluded']} excluded; would upload "
             f"{document['to_upload']} ({document['upload_bytes'] / 1e6:.1f} MB) to "
             f"{options.collection}; nothing was sent",
-            markup=False,
-            highlight=False,
         )
 
     emit(document, fmt, table)
@@ -311,11 +316,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     def show(status: Json) -> None:
         out.print(key_values(status, STATUS_KEYS, f"ingest {printable(str(status['name']))}"))
         for failure in status.get("failures") or []:
-            out.print(
+            literal(
+                out,
                 f"  failed #{failure['index']} {failure.get('asset') or ''}: "
                 f"{failure['reason']} {failure.get('message') or ''}",
-                highlight=False,
-                markup=False,
             )
 
     async def once(api: Api) -> int:
@@ -327,11 +331,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     def line(summary: Json) -> None:
-        out.print(
+        literal(
+            out,
             f"{summary.get('phase')}  {summary.get('progress')}  succeeded {summary['succeeded']}"
             f"  failed {summary['failed']}  of {summary['total']}",
-            highlight=False,
-            markup=False,
         )
 
     async def watch(api: Api) -> int:
@@ -415,7 +418,7 @@ def print_expired(error: IngestExpired, args: argparse.Namespace) -> int:
     if ingest.get("failed"):
         lines.append(f"  every failure: emulsion failures {name}")
     for line in lines:
-        out.print(line, highlight=False, markup=False, soft_wrap=True)
+        literal(out, line, soft_wrap=True)
     return EXIT_EXPIRED
 
 
@@ -462,31 +465,27 @@ def _list(args: argparse.Namespace, page: PageOf, columns: tuple[str, ...]) -> i
 
 
 def _print_asset(asset: Json) -> None:
-    out.print(
+    literal(
+        out,
         f"{asset['collection']}/{asset['asset']} version {asset['version']}",
-        highlight=False,
-        markup=False,
     )
     original = asset["original"]
-    out.print(
+    literal(
+        out,
         f"  original  {original['width']}x{original['height']}  {original['url']}",
-        highlight=False,
-        markup=False,
         soft_wrap=True,
     )
     for output in asset["outputs"]:
-        out.print(
+        literal(
+            out,
             f"  {output['style']:<12} {output['width']}x{output['height']}  {output['url']}",
-            highlight=False,
-            markup=False,
             soft_wrap=True,
         )
         # A style with several formats: each rendering on its own line, under its style.
         for rendering in (output.get("renderings") or [])[1:]:
-            out.print(
+            literal(
+                out,
                 f"  {'':<12} {rendering['format']:<9}  {rendering['url']}",
-                highlight=False,
-                markup=False,
                 soft_wrap=True,
             )
 
@@ -506,12 +505,11 @@ def cmd_delete(args: argparse.Namespace) -> int:
         emit(
             deleted,
             _fmt(args),
-            lambda: out.print(
+            lambda: literal(
+                out,
                 f"deleted {deleted['collection']}/{deleted['asset']} "
                 f"(version {deleted['version']}); its {deleted['keys']} object(s) are removed "
                 f"after {deleted['not_before']}",
-                highlight=False,
-                markup=False,
             ),
         )
         return EXIT_OK
@@ -580,7 +578,7 @@ def cmd_use_context(args: argparse.Namespace) -> int:
     emit(
         {"current-context": args.name},
         _fmt(args),
-        lambda: err.print(f"switched to context {args.name!r}", markup=False, highlight=False),
+        lambda: literal(err, f"switched to context {args.name!r}"),
     )
     return EXIT_OK
 
@@ -594,11 +592,10 @@ def cmd_set_context(args: argparse.Namespace) -> int:
     emit(
         {"name": args.name, **context.document()},
         _fmt(args),
-        lambda: err.print(
+        lambda: literal(
+            err,
             f"context {args.name!r} saved in {file.path}"
             + (" (current)" if file.current_context == args.name else ""),
-            markup=False,
-            highlight=False,
         ),
     )
     return EXIT_OK
@@ -981,7 +978,7 @@ def main(argv: list[str] | None = None) -> int:
         # Not a failure to report but an answer: what is still known, on stdout.
         return print_expired(error, args)
     except CliError as error:
-        err.print(f"emulsion: {error.message}", highlight=False, markup=False, soft_wrap=True)
+        literal(err, f"emulsion: {error.message}", soft_wrap=True)
         return error.exit_code
     except KeyboardInterrupt:
         err.print("interrupted")

@@ -23,6 +23,12 @@ FORMATS: Final[tuple[Format, ...]] = ("table", "json", "yaml")
 out = Console()
 
 
+def literal(console: Console, text: str, **options: Any) -> None:
+    """Print `text` as it is: names and messages come from the user or the server, so no
+    markup is read in them and nothing is highlighted."""
+    console.print(text, highlight=False, markup=False, **options)
+
+
 def printable(text: str) -> str:
     """File names can hold anything (newlines, escape sequences, undecodable bytes);
     the terminal gets them escaped, never interpreted."""

@@ -247,6 +247,18 @@ def error_response(error: ApiError, instance: str | None = None) -> JSONResponse
 Responses = dict[int | str, dict[str, Any]]
 
 
+# What a route that reads a job's or a batch's status and records can answer besides its
+# 200 (the job listing and a followed status add their own).
+JOB_READ_PROBLEMS: tuple[ErrorCode, ...] = (
+    "unauthorized",
+    "not_found",
+    "invalid_request",
+    "overloaded",
+    "unavailable",
+    "internal",
+)
+
+
 def problems(
     *codes: ErrorCode,
     models: Mapping[int, type[Problem]] | None = None,

@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Sequence
-from typing import Final
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Final, TypeVar
 
 from nats.errors import Error as NatsError
 from nats.js.errors import Error as JetStreamError
@@ -35,6 +35,8 @@ RECORDS_TIMEOUT: Final = 5.0
 # Items kept in the cache, over all lists: 50,000 items are 25 job lists of 2,000, about
 # 30 MB at the longest names the contract allows; most lists are far shorter.
 CACHE_MAX_ITEMS: Final = 50_000
+
+T = TypeVar("T")
 
 _UNREACHABLE: Final = (NatsError, JetStreamError, TimeoutError, OSError)
 
@@ -132,34 +134,33 @@ class Records:
             self._records = JobRecords(kv)
         return self._records
 
-    async def outcomes(self, job: str, uid: str) -> OutcomeRecord | None:
+    async def _read(self, what: str, read: Callable[[JobRecords], Awaitable[T]]) -> T:
+        """`read` of the records within their timeout; unavailable, saying the job's `what`
+        cannot be read, when NATS does not answer."""
         try:
             async with asyncio.timeout(RECORDS_TIMEOUT):
-                record, _ = await (await self._bucket()).outcomes(self._namespace, job, uid)
+                return await read(await self._bucket())
         except _UNREACHABLE as error:
-            raise _unavailable("the job's outcomes cannot be read") from error
+            raise _unavailable(f"the job's {what} cannot be read") from error
+
+    async def outcomes(self, job: str, uid: str) -> OutcomeRecord | None:
+        record, _ = await self._read(
+            "outcomes", lambda records: records.outcomes(self._namespace, job, uid)
+        )
         return record
 
     async def last_outcomes(self, job: str) -> OutcomeRecord | None:
-        try:
-            async with asyncio.timeout(RECORDS_TIMEOUT):
-                return await (await self._bucket()).last_outcomes(self._namespace, job)
-        except _UNREACHABLE as error:
-            raise _unavailable("the job's outcomes cannot be read") from error
+        return await self._read(
+            "outcomes", lambda records: records.last_outcomes(self._namespace, job)
+        )
 
     async def failures(
         self, job: str, uid: str, after: int, limit: int
     ) -> tuple[list[FailureDetail], int | None]:
-        try:
-            async with asyncio.timeout(RECORDS_TIMEOUT):
-                bucket = await self._bucket()
-                return await bucket.failures(self._namespace, job, uid, after, limit)
-        except _UNREACHABLE as error:
-            raise _unavailable("the job's failures cannot be read") from error
+        return await self._read(
+            "failures",
+            lambda records: records.failures(self._namespace, job, uid, after, limit),
+        )
 
     async def summary(self, job: str) -> JobSummaryRecord | None:
-        try:
-            async with asyncio.timeout(RECORDS_TIMEOUT):
-                return await (await self._bucket()).summary(self._namespace, job)
-        except _UNREACHABLE as error:
-            raise _unavailable("the job's records cannot be read") from error
+        return await self._read("records", lambda records: records.summary(self._namespace, job))

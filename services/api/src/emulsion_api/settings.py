@@ -18,6 +18,7 @@ token removed from the file stops working without a restart.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import Field
@@ -178,26 +179,30 @@ class ApiSettings(ServiceSettings, NatsSettings, S3Settings, KubeSettings, Profi
         return tuple((token, scopes[token_digest(token)]) for token in self.tokens())
 
 
+def _parsed(variable: str, from_file: bool, parse: Callable[[], object]) -> None:
+    """Run `parse` of the setting `variable` (read from its `_FILE` when `from_file`): an
+    unreadable file or a value it refuses stops the service, naming where it came from."""
+    try:
+        parse()
+    except OSError as error:
+        raise SettingsError(f"{variable}_FILE: cannot read: {error}") from None
+    except ValueError as error:
+        source = variable + ("_FILE" if from_file else "")
+        raise SettingsError(f"invalid configuration:\n  {source}: {error}") from None
+
+
 def load_api_settings() -> ApiSettings:
     settings = load_settings(ApiSettings)
     try:
         tokens = settings.tokens()
     except OSError as error:
         raise SettingsError(f"EMULSION_API_TOKENS_FILE: cannot read: {error}") from None
-    try:
-        settings.scoped_tokens()
-    except OSError as error:
-        raise SettingsError(f"EMULSION_API_TOKEN_SCOPES_FILE: cannot read: {error}") from None
-    except ValueError as error:
-        source = "EMULSION_API_TOKEN_SCOPES" + ("_FILE" if settings.api_token_scopes_file else "")
-        raise SettingsError(f"invalid configuration:\n  {source}: {error}") from None
-    try:
-        settings.token_limits()
-    except OSError as error:
-        raise SettingsError(f"EMULSION_API_TOKEN_LIMITS_FILE: cannot read: {error}") from None
-    except ValueError as error:
-        source = "EMULSION_API_TOKEN_LIMITS" + ("_FILE" if settings.api_token_limits_file else "")
-        raise SettingsError(f"invalid configuration:\n  {source}: {error}") from None
+    _parsed(
+        "EMULSION_API_TOKEN_SCOPES", bool(settings.api_token_scopes_file), settings.scoped_tokens
+    )
+    _parsed(
+        "EMULSION_API_TOKEN_LIMITS", bool(settings.api_token_limits_file), settings.token_limits
+    )
     if not tokens:
         raise SettingsError(
             "invalid configuration:\n  EMULSION_API_TOKENS or EMULSION_API_TOKENS_FILE: "

@@ -112,14 +112,9 @@ class Store:
         a key that is missing or was put without a (valid) name is left out."""
 
         async def one(key: str) -> str | None:
-            try:
-                head = await self._blocking.run(self._s3.head_object, Bucket=self._bucket, Key=key)
-            except ClientError as error:
-                if storage.is_missing(error):
-                    return None
-                raise _unavailable(error) from error
-            except BotoCoreError as error:
-                raise _unavailable(error) from error
+            head = await self._head(key)
+            if head is None:
+                return None
             recorded = (head.get("Metadata") or {}).get(ASSET_METADATA)
             try:
                 return keys.asset_name(recorded) if recorded else None
@@ -140,16 +135,22 @@ class Store:
         )
         return url
 
-    async def exists(self, key: str) -> bool:
+    async def _head(self, key: str) -> dict[str, Any] | None:
+        """The object's HEAD, or None if it is not in the bucket."""
         try:
-            await self._blocking.run(self._s3.head_object, Bucket=self._bucket, Key=key)
+            head: dict[str, Any] = await self._blocking.run(
+                self._s3.head_object, Bucket=self._bucket, Key=key
+            )
         except ClientError as error:
             if storage.is_missing(error):
-                return False
+                return None
             raise _unavailable(error) from error
         except BotoCoreError as error:
             raise _unavailable(error) from error
-        return True
+        return head
+
+    async def exists(self, key: str) -> bool:
+        return await self._head(key) is not None
 
     async def missing(self, keys_to_check: list[str]) -> list[str]:
         """The keys among `keys_to_check` known not to hold an upload an ingest may take:

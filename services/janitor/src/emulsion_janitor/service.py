@@ -193,20 +193,12 @@ async def serve(settings: JanitorSettings, stopping: asyncio.Event) -> int:
     return 1 if failures else 0
 
 
-async def sweep_once(settings: JanitorSettings, stopping: asyncio.Event) -> int:
+async def pass_once(settings: JanitorSettings, stopping: asyncio.Event, full: bool) -> int:
+    """One sweep (or, `full`, one full pass) of a janitor of its own; its summary printed."""
     janitor = await Janitor.connect(settings)
     try:
-        report = await janitor.sweeper.sweep(stopping)
-    finally:
-        await janitor.close()
-    print(json.dumps(report.summary()))
-    return 0
-
-
-async def full_pass_once(settings: JanitorSettings, stopping: asyncio.Event) -> int:
-    janitor = await Janitor.connect(settings)
-    try:
-        report = await janitor.sweeper.full_pass(stopping)
+        sweeper = janitor.sweeper
+        report = await (sweeper.full_pass(stopping) if full else sweeper.sweep(stopping))
     finally:
         await janitor.close()
     print(json.dumps(report.summary()))
@@ -218,9 +210,9 @@ async def run(settings: JanitorSettings, once: bool, full_pass: bool = False) ->
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
-    if full_pass:
-        return await full_pass_once(settings, stopping)
-    return await (sweep_once if once else serve)(settings, stopping)
+    if full_pass or once:
+        return await pass_once(settings, stopping, full=full_pass)
+    return await serve(settings, stopping)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

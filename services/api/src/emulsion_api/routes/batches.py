@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, Query
 
 from emulsion_api import jobs
 from emulsion_api.deps import Principal, PrincipalDep, ServicesDep
-from emulsion_api.errors import ApiError, problems
+from emulsion_api.errors import JOB_READ_PROBLEMS, ApiError, problems
 from emulsion_api.models import BatchFailureEntry, BatchFailurePage, BatchStatus, Failure
 from emulsion_contracts import crd
 from emulsion_contracts.ingestjob import JobOutline
@@ -31,9 +31,7 @@ BatchId = Annotated[
     "/{batch}",
     response_model=BatchStatus,
     operation_id="getBatch",
-    responses=problems(
-        "unauthorized", "not_found", "invalid_request", "overloaded", "unavailable", "internal"
-    ),
+    responses=problems(*JOB_READ_PROBLEMS),
 )
 async def get_batch(batch: BatchId, services: ServicesDep, caller: PrincipalDep) -> BatchStatus:
     """Phase and counts over all parts, and each part's summary (items: per part)."""
@@ -52,9 +50,7 @@ async def _parts_or_404(services: ServicesDep, batch: str, caller: Principal) ->
     "/{batch}/failures",
     response_model=BatchFailurePage,
     operation_id="listBatchFailures",
-    responses=problems(
-        "unauthorized", "not_found", "invalid_request", "overloaded", "unavailable", "internal"
-    ),
+    responses=problems(*JOB_READ_PROBLEMS),
 )
 async def batch_failures(
     batch: BatchId,

@@ -15,7 +15,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from emulsion_api import commits, expired, jobs, reads, views
 from emulsion_api.deps import FollowingDep, Principal, PrincipalDep, Services, ServicesDep
-from emulsion_api.errors import ApiError, ErrorDetail, problems
+from emulsion_api.errors import JOB_READ_PROBLEMS, ApiError, ErrorDetail, problems
 from emulsion_api.kube import Kube
 from emulsion_api.models import (
     ExpiredIngestProblem,
@@ -574,14 +574,7 @@ FailureCursor = Annotated[
                 }
             },
         },
-        **problems(
-            "unauthorized",
-            "not_found",
-            "invalid_request",
-            "overloaded",
-            "unavailable",
-            "internal",
-        ),
+        **problems(*JOB_READ_PROBLEMS),
     },
 )
 async def ingest_failures(
