@@ -18,7 +18,7 @@ from emulsion_contracts.messages import Derivative, FocalPoint, JobRef, StyleSpe
 from emulsion_contracts.profiles import DEFAULT_PROFILE
 from emulsion_contracts.reasons import FailureReason
 from emulsion_processor import imaging, rerender, store, worker
-from emulsion_processor.reasons import ItemRejected
+from emulsion_processor.errors import ItemRejected
 
 JOB = JobRef(namespace="default", name="j", uid="u")
 # The live version, an upload accepted after it, and the re-render accepted after both.

@@ -14,7 +14,7 @@ from emulsion_contracts import keys, storage, wire
 from emulsion_contracts.messages import ItemResult
 from emulsion_devstack.stack import Endpoints
 from emulsion_processor import uploads
-from emulsion_processor.reasons import ItemRejected
+from emulsion_processor.errors import ItemRejected
 
 from .conftest import Bus, in_process_worker, jpeg, object_keys, stage, work_item
 from .test_worker import CallLog, Interleaving

@@ -32,7 +32,7 @@ from emulsion_devstack.stack import Endpoints
 from emulsion_processor import imaging, store
 from emulsion_processor import worker as worker_module
 from emulsion_processor.cancelled import CancelledJobs
-from emulsion_processor.reasons import ItemRejected
+from emulsion_processor.errors import ItemRejected
 from emulsion_processor.worker import WORK_CONSUMER, GiveBack
 
 from .conftest import Bus, in_process_worker, jpeg, object_keys, stage, work_item

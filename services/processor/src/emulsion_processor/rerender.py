@@ -21,7 +21,7 @@ from emulsion_contracts.manifest import AssetManifest
 from emulsion_contracts.messages import Derivative, StyleSpec, WorkItem
 from emulsion_contracts.reasons import FailureReason
 from emulsion_processor import store
-from emulsion_processor.reasons import ItemRejected
+from emulsion_processor.errors import ItemRejected
 
 
 def check_source(item: WorkItem) -> None:

@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 from emulsion_contracts import storage
 from emulsion_contracts.manifest import AssetManifest
 from emulsion_contracts.reasons import FailureReason
-from emulsion_processor.reasons import ItemRejected, TransientTrouble
+from emulsion_processor.errors import ItemRejected, TransientTrouble
 
 log = logging.getLogger(__name__)
 

@@ -61,7 +61,7 @@ from emulsion_contracts.reasons import FailureReason
 from emulsion_processor import imaging, metrics, original_metadata, rerender, store, uploads
 from emulsion_processor.admission import MemoryBudget
 from emulsion_processor.cancelled import CancelledJobs
-from emulsion_processor.reasons import ItemRejected, TransientTrouble
+from emulsion_processor.errors import ItemRejected, OutageTooLong, RenderCrashed, TransientTrouble
 from emulsion_processor.settings import ProcessorSettings
 
 log = logging.getLogger(__name__)
@@ -84,18 +84,6 @@ TRANSIENT_ERRORS: Final = (
 
 def retry_delay(base: float, attempt: int, cap: float = MAX_RETRY_DELAY) -> float:
     return min(cap, base * 2.0 ** max(0, attempt - 1))
-
-
-class RenderCrashed(Exception):
-    """The render process died (the OOM killer, a crashing decoder) on this item.
-
-    Not waited out in-process: an image that kills its renderer every time is a poison
-    message, so this delivery is given back and counts against `max_deliver`.
-    """
-
-
-class OutageTooLong(Exception):
-    """Transient trouble outlasted the outage budget."""
 
 
 @dataclass(slots=True)
