@@ -14,6 +14,7 @@ from emulsion_contracts import keys, storage, wire
 from emulsion_contracts.messages import ItemResult
 from emulsion_devstack.stack import Endpoints
 from emulsion_processor import uploads
+from emulsion_processor.delivery import Delivery
 from emulsion_processor.errors import ItemRejected
 
 from .conftest import Bus, in_process_worker, jpeg, object_keys, stage, work_item
@@ -23,7 +24,7 @@ from .test_worker import CallLog, Interleaving
 def _result(with_bus: Any, stack: Endpoints, s3: Any, tmp_path: Path, item: Any) -> ItemResult:
     async def body(bus: Bus) -> Any:
         with in_process_worker(stack, s3, bus, tmp_path) as worker:
-            return await worker.result_or_give_back(item, 1)
+            return await Delivery(worker).result_or_give_back(item, 1)
 
     result = with_bus(body)
     assert isinstance(result, ItemResult)
@@ -44,7 +45,7 @@ def test_an_upload_of_another_collection_is_refused_unread_and_never_sent_to_gc(
 
     async def body(bus: Bus) -> tuple[Any, Any]:
         with in_process_worker(stack, calls, bus, tmp_path) as worker:
-            result = await worker.result_or_give_back(item, 1)
+            result = await Delivery(worker).result_or_give_back(item, 1)
         gc = await bus.gc_request("promoted", wire.gc_msg_id("promoted", item.version))
         return result, gc
 
@@ -135,7 +136,7 @@ def test_a_source_replaced_after_its_check_is_never_promoted(
 
     async def body(bus: Bus) -> tuple[Any, Any]:
         with in_process_worker(stack, replaying, bus, tmp_path) as worker:
-            result = await worker.result_or_give_back(item, 1)
+            result = await Delivery(worker).result_or_give_back(item, 1)
         stale = await bus.gc_request("stale", wire.gc_msg_id("stale", item.version))
         return result, stale
 

@@ -32,8 +32,8 @@ from emulsion_devstack.stack import Endpoints
 from emulsion_processor import imaging, store
 from emulsion_processor import worker as worker_module
 from emulsion_processor.cancelled import CancelledJobs
+from emulsion_processor.delivery import WORK_CONSUMER, Delivery, GiveBack
 from emulsion_processor.errors import ItemRejected
-from emulsion_processor.worker import WORK_CONSUMER, GiveBack
 
 from .conftest import Bus, in_process_worker, jpeg, object_keys, stage, work_item
 
@@ -478,7 +478,7 @@ def test_a_missing_source_fails_the_item_permanently(
 
     async def body(bus: Bus) -> Any:
         with in_process_worker(stack, s3, bus, tmp_path) as worker:
-            return await worker.result_or_give_back(item, 1)
+            return await Delivery(worker).result_or_give_back(item, 1)
 
     result = with_bus(body)
     assert isinstance(result, ItemResult)
@@ -496,8 +496,9 @@ def test_bad_bytes_fail_with_their_reason_and_leave_no_temp_files(
 
     async def body(bus: Bus) -> list[Any]:
         with in_process_worker(stack, s3, bus, tmp_path) as worker:
+            delivery = Delivery(worker)
             return [
-                await worker.result_or_give_back(i, 1) for i in (text, empty, unknown, repeated)
+                await delivery.result_or_give_back(i, 1) for i in (text, empty, unknown, repeated)
             ]
 
     reasons = [r.reason for r in with_bus(body)]
@@ -538,7 +539,7 @@ def test_storage_trouble_is_waited_out_in_process_without_spending_a_delivery(
         with in_process_worker(
             stack, refusing, bus, tmp_path, retry_delay_seconds=0.01, retry_max_delay_seconds=0.05
         ) as worker:
-            return await worker.result_or_give_back(item, 1)
+            return await Delivery(worker).result_or_give_back(item, 1)
 
     result = with_bus(body)
     assert refusing.left == 0
@@ -562,7 +563,7 @@ def test_storage_trouble_beyond_the_outage_budget_fails_the_item(
             retry_max_delay_seconds=0.05,
             outage_budget_seconds=0.5,
         ) as worker:
-            return await worker.result_or_give_back(item, 1)
+            return await Delivery(worker).result_or_give_back(item, 1)
 
     result = with_bus(body)
     assert isinstance(result, ItemResult)
@@ -586,7 +587,7 @@ def test_short_scratch_space_is_waited_for_until_the_budget_ends(
             retry_delay_seconds=0.01,
             outage_budget_seconds=0.2,
         ) as worker:
-            return await worker.result_or_give_back(item, 1)
+            return await Delivery(worker).result_or_give_back(item, 1)
 
     result = with_bus(body)
     assert isinstance(result, ItemResult)
@@ -606,7 +607,7 @@ def test_a_deterministic_render_error_fails_the_item_at_once(
 
     async def body(bus: Bus) -> Any:
         with in_process_worker(stack, s3, bus, tmp_path) as worker:
-            return await worker.result_or_give_back(item, 1)
+            return await Delivery(worker).result_or_give_back(item, 1)
 
     result = with_bus(body)
     assert isinstance(result, ItemResult)
@@ -626,7 +627,7 @@ def test_an_unexpected_error_outside_rendering_fails_the_item_at_once(
 
     async def body(bus: Bus) -> Any:
         with in_process_worker(stack, s3, bus, tmp_path) as worker:
-            return await worker.result_or_give_back(item, 1)
+            return await Delivery(worker).result_or_give_back(item, 1)
 
     result = with_bus(body)
     assert isinstance(result, ItemResult)
@@ -672,9 +673,9 @@ def test_a_dead_render_process_is_replaced_and_the_item_retried(
     async def body(bus: Bus) -> tuple[Any, Any]:
         with in_process_worker(stack, s3, bus, tmp_path) as worker:
             worker.cpu, worker.renew_cpu = broken, lambda: healthy
-            first = await worker.result_or_give_back(item, 1)
+            first = await Delivery(worker).result_or_give_back(item, 1)
             assert worker.cpu is not broken  # renewed
-            return first, await worker.result_or_give_back(item, 2)
+            return first, await Delivery(worker).result_or_give_back(item, 2)
 
     try:
         first, second = with_bus(body)
@@ -727,7 +728,7 @@ def test_a_poison_item_that_kills_its_renderer_every_time_fails_after_its_delive
                     continue
                 for message in fetched:
                     deliveries.append(message.metadata.num_delivered)
-                    await worker.handle(message)
+                    await Delivery(worker).handle(message)
         await subscription.unsubscribe()
         await bus.js.delete_stream(stream)
         return deliveries, await bus.result(item)
