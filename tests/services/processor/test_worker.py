@@ -29,8 +29,7 @@ from emulsion_contracts.profiles import DEFAULT_PROFILE
 from emulsion_contracts.reasons import FailureReason
 from emulsion_devstack.processes import until
 from emulsion_devstack.stack import Endpoints
-from emulsion_processor import imaging, store
-from emulsion_processor import worker as worker_module
+from emulsion_processor import imaging, outcomes, store
 from emulsion_processor.cancelled import CancelledJobs
 from emulsion_processor.delivery import WORK_CONSUMER, Delivery, GiveBack
 from emulsion_processor.errors import ItemRejected
@@ -623,7 +622,7 @@ def test_an_unexpected_error_outside_rendering_fails_the_item_at_once(
     def defect(*arguments: object) -> None:
         raise KeyError("a defect")
 
-    monkeypatch.setattr(worker_module, "build_manifest", defect)
+    monkeypatch.setattr(outcomes, "build_manifest", defect)
 
     async def body(bus: Bus) -> Any:
         with in_process_worker(stack, s3, bus, tmp_path) as worker:

@@ -11,7 +11,6 @@ live manifest lists) and writes only the crops anew, so only those are supersede
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -20,7 +19,7 @@ from emulsion_contracts import keys, storage
 from emulsion_contracts.manifest import AssetManifest
 from emulsion_contracts.messages import Derivative, StyleSpec, WorkItem
 from emulsion_contracts.reasons import FailureReason
-from emulsion_processor import store
+from emulsion_processor import outcomes, store
 from emulsion_processor.errors import ItemRejected
 
 
@@ -57,16 +56,11 @@ def build_manifest(
     (`derivatives`: the re-rendered styles' entries, every rendering of each)."""
     made = {derivative.style: derivative for derivative in derivatives}
     kept = [made.pop(d.style) if d.style in made else d for d in live.derivatives]
-    return AssetManifest(
-        collection=item.collection,
-        asset=item.asset,
-        version=item.version,
-        job=item.job,
-        index=item.index,
-        original=live.original,
-        derivatives=(*kept, *made.values()),
-        committed_at=datetime.now(UTC),
-        focal_point=item.focal_point,
+    return outcomes.manifest_at(
+        item,
+        live.original,
+        (*kept, *made.values()),
+        focal=item.focal_point,
         profile=live.profile or item.profile,
     )
 

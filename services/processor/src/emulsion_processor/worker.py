@@ -30,14 +30,12 @@ from opentelemetry import trace
 
 from emulsion_contracts import keys, wire
 from emulsion_contracts.blocking import run_blocking
-from emulsion_contracts.manifest import AssetManifest, Original
+from emulsion_contracts.manifest import AssetManifest
 from emulsion_contracts.messages import (
-    Derivative,
     FocalPoint,
     GcReason,
     GcRequest,
     ItemResult,
-    Rendering,
     StyleSpec,
     WorkItem,
 )
@@ -47,6 +45,7 @@ from emulsion_processor import (
     imaging,
     metrics,
     original_metadata,
+    outcomes,
     patience,
     rerender,
     store,
@@ -131,10 +130,10 @@ class ItemWorker:
             if decided is store.Outcome.STALE:
                 # An earlier delivery may have written them before it died; keys that
                 # were never written cost the janitor one harmless delete.
-                await self._gc(item, "stale", planned_keys(item, profile, styles))
+                await self._gc(item, "stale", outcomes.planned_keys(item, profile, styles))
             if not item.rerender:  # a re-render's source is the live original
                 await self._gc(item, "promoted", (item.source,))
-            return finished(item, decided, current.manifest, attempt)
+            return outcomes.finished(item, decided, current.manifest, attempt)
         workdir = Path(tempfile.mkdtemp(prefix="item-", dir=self.scratch))
         try:
             if item.rerender:
@@ -154,10 +153,10 @@ class ItemWorker:
         read: store.Current | None,
     ) -> ItemResult:
         settings, s3 = self.settings, self.clients.s3
-        focal = focal_point(item, read)
+        focal = outcomes.focal_point(item, read)
         source, rendered = await self._download_and_render(item, profile, styles, workdir, focal)
         stripped = await self._stripped_original(profile, source.path, workdir)
-        manifest = build_manifest(
+        manifest = outcomes.build_manifest(
             item, rendered, stripped.bytes if stripped else source.bytes, focal
         )
         with self._stage("upload"):
@@ -187,8 +186,8 @@ class ItemWorker:
             await self._gc(item, "stale", tuple(sorted(manifest.live_keys())))
         await self._gc(item, "promoted", (item.source,))
         if committed.outcome is store.Outcome.STALE:
-            return finished(item, store.Outcome.STALE, committed.other, attempt)
-        return finished(item, committed.outcome, manifest, attempt)
+            return outcomes.finished(item, store.Outcome.STALE, committed.other, attempt)
+        return outcomes.finished(item, committed.outcome, manifest, attempt)
 
     async def _remake(
         self,
@@ -204,11 +203,11 @@ class ItemWorker:
         live = rerender.live_manifest(read, item)
         if live is None or read is None:
             current = read.manifest if read is not None else None
-            return finished(item, store.Outcome.STALE, current, attempt)
+            return outcomes.finished(item, store.Outcome.STALE, current, attempt)
         _, rendered = await self._download_and_render(
             item, profile, styles, workdir, item.focal_point
         )
-        made = tuple(_derivative(item, output) for output in rendered.styles)
+        made = tuple(outcomes.derivative(item, output) for output in rendered.styles)
         manifest = rerender.build_manifest(item, live, made)
         written = manifest.live_keys() - live.live_keys()
         with self._stage("upload"):
@@ -247,8 +246,8 @@ class ItemWorker:
         elif committed.outcome is store.Outcome.STALE:
             await self._gc(item, "stale", tuple(sorted(written)))
         if committed.outcome is store.Outcome.COMMITTED:
-            return finished(item, committed.outcome, manifest, attempt)
-        return finished(item, committed.outcome, committed.other, attempt)
+            return outcomes.finished(item, committed.outcome, manifest, attempt)
+        return outcomes.finished(item, committed.outcome, committed.other, attempt)
 
     async def _download_and_render(
         self,
@@ -464,123 +463,3 @@ def record_timings(timings: tuple[imaging.Timing, ...]) -> None:
         span.end(end_time=timing.end_ns)
         stage = "style" if timing.name.startswith("style ") else timing.name
         metrics.STAGE_SECONDS.labels(stage).observe((timing.end_ns - timing.start_ns) / 1e9)
-
-
-def planned_keys(
-    item: WorkItem, profile: Profile, styles: tuple[StyleSpec, ...]
-) -> tuple[str, ...]:
-    """Every key this item writes, known before any work: keys embed only the item's data."""
-    original = keys.original_key(
-        item.collection, item.asset, item.version, source_filename(item.source)
-    )
-    derivatives = (
-        keys.rendering_key(item.collection, item.asset, item.version, style.name, output_format)
-        for style in styles
-        for output_format in style.output_formats(profile.format)
-    )
-    return tuple(sorted({original, *derivatives}))
-
-
-def source_filename(source: str) -> str:
-    return keys.safe_name(source.rsplit("/", 1)[-1])
-
-
-def focal_point(item: WorkItem, read: store.Current | None) -> FocalPoint | None:
-    """An upload's focal point: the item's, else the live manifest's (set through the API
-    on the version this upload replaces: a new photo of the asset keeps it)."""
-    if item.focal_point is not None:
-        return item.focal_point
-    if read is None or read.manifest is None:
-        return None
-    return read.manifest.focal_point
-
-
-def build_manifest(
-    item: WorkItem,
-    rendered: imaging.Rendered,
-    source_bytes: int,
-    focal: FocalPoint | None = None,
-) -> AssetManifest:
-    filename = source_filename(item.source)
-    original = Original(
-        key=keys.original_key(item.collection, item.asset, item.version, filename),
-        filename=filename,
-        content_type=rendered.content_type,
-        bytes=source_bytes,
-        width=rendered.width,
-        height=rendered.height,
-    )
-    derivatives = tuple(_derivative(item, output) for output in rendered.styles)
-    return AssetManifest(
-        collection=item.collection,
-        asset=item.asset,
-        version=item.version,
-        job=item.job,
-        index=item.index,
-        original=original,
-        derivatives=derivatives,
-        committed_at=datetime.now(UTC),
-        focal_point=focal,
-        profile=item.profile,
-    )
-
-
-def _derivative(item: WorkItem, output: imaging.RenderedStyle) -> Derivative:
-    """A style's manifest entry; a style with several formats lists each rendering."""
-    renderings = tuple(
-        Rendering(
-            format=file.format,
-            key=keys.rendering_key(
-                item.collection, item.asset, item.version, output.style, file.format
-            ),
-            bytes=file.bytes,
-            content_type=file.content_type,
-        )
-        for file in output.files
-    )
-    return Derivative(
-        style=output.style,
-        key=keys.derivative_key(
-            item.collection, item.asset, item.version, output.style, output.extension
-        ),
-        width=output.width,
-        height=output.height,
-        bytes=output.bytes,
-        content_type=output.content_type,
-        renderings=renderings if len(renderings) > 1 else (),
-    )
-
-
-def finished(
-    item: WorkItem, outcome: store.Outcome, manifest: AssetManifest | None, attempt: int
-) -> ItemResult:
-    """The succeeded result: this item's version is live (or lost, fairly, to a later one)."""
-    if outcome is store.Outcome.STALE or manifest is None:
-        live = manifest.version if manifest else "a later version"
-        return ItemResult(
-            job=item.job,
-            index=item.index,
-            outcome="succeeded",
-            message=f"not made live: {live} of the asset is from a later job",
-            collection=item.collection,
-            asset=item.asset,
-            version=item.version,
-            committed=False,
-            attempts=attempt,
-            finished_at=datetime.now(UTC),
-        )
-    return ItemResult(
-        job=item.job,
-        index=item.index,
-        outcome="succeeded",
-        collection=item.collection,
-        asset=item.asset,
-        version=item.version,
-        original=manifest.original.key,
-        width=manifest.original.width,
-        height=manifest.original.height,
-        outputs=manifest.derivatives,
-        committed=True,
-        attempts=attempt,
-        finished_at=datetime.now(UTC),
-    )
