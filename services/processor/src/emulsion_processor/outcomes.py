@@ -5,6 +5,7 @@ redelivery builds the same keys and manifest again.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 from emulsion_contracts import keys
@@ -117,6 +118,14 @@ def derivative(item: WorkItem, output: imaging.RenderedStyle) -> Derivative:
         content_type=output.content_type,
         renderings=renderings if len(renderings) > 1 else (),
     )
+
+
+def renderings(
+    rendered: imaging.Rendered, derivatives: tuple[Derivative, ...]
+) -> Iterator[tuple[imaging.RenderedFile, Rendering]]:
+    """Each rendered file with its manifest entry (whose key it is stored under)."""
+    for output, entry in zip(rendered.styles, derivatives, strict=True):
+        yield from zip(output.files, entry.all_renderings(), strict=True)
 
 
 def finished(

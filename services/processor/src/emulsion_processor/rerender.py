@@ -76,14 +76,7 @@ def commit(
     lost, and it is retried) is ALREADY.
     """
     try:
-        s3.put_object(
-            Bucket=bucket,
-            Key=key,
-            Body=manifest.to_bytes(),
-            ContentType="application/json",
-            CacheControl="no-cache",
-            IfMatch=read.etag,
-        )
+        store.put_manifest(s3, bucket, key, manifest, IfMatch=read.etag)
     except ClientError as error:
         if not storage.is_conflict(error):
             raise

@@ -213,18 +213,8 @@ class ItemWorker:
         with self._stage("upload"):
             await asyncio.gather(
                 *(
-                    self._io(
-                        store.upload_file,
-                        s3,
-                        settings.bucket,
-                        rendering.key,
-                        file.path,
-                        file.content_type,
-                    )
-                    for output, derivative in zip(rendered.styles, made, strict=True)
-                    for file, rendering in zip(
-                        output.files, derivative.all_renderings(), strict=True
-                    )
+                    self._put(rendering.key, file)
+                    for file, rendering in outcomes.renderings(rendered, made)
                 )
             )
         await self._stop_if_cancelled(item, written=written)
@@ -261,16 +251,8 @@ class ItemWorker:
         within the memory admission: the part an upload and a re-render share."""
         settings = self.settings
         with self._stage("download"):
-            source = await self._io(
-                partial(
-                    store.download,
-                    self.clients.s3,
-                    settings.bucket,
-                    item.source,
-                    workdir / "source",
-                    max_bytes=settings.max_source_bytes,
-                    min_free_bytes=settings.min_free_scratch_bytes,
-                )
+            source = await self._download(
+                item.source, workdir / "source", settings.max_source_bytes
             )
             metrics.BYTES.labels("downloaded").inc(source.bytes)
             if not item.rerender:  # only an upload's form records its collection
@@ -354,14 +336,9 @@ class ItemWorker:
                 etag,
             )
         ]
-        for output, derivative in zip(rendered.styles, manifest.derivatives, strict=True):
-            for file, rendering in zip(output.files, derivative.all_renderings(), strict=True):
-                calls.append(
-                    self._io(
-                        store.upload_file, s3, bucket, rendering.key, file.path, file.content_type
-                    )
-                )
-                metrics.BYTES.labels("uploaded").inc(file.bytes)
+        for file, rendering in outcomes.renderings(rendered, manifest.derivatives):
+            calls.append(self._put(rendering.key, file))
+            metrics.BYTES.labels("uploaded").inc(file.bytes)
         tasks = [asyncio.ensure_future(call) for call in calls]
         try:
             await asyncio.gather(*tasks)
@@ -373,24 +350,34 @@ class ItemWorker:
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
 
+    async def _put(self, key: str, file: imaging.RenderedFile) -> None:
+        """A rendering's scratch file PUT to its key."""
+        s3, bucket = self.clients.s3, self.settings.bucket
+        await self._io(store.upload_file, s3, bucket, key, file.path, file.content_type)
+
     async def _watermark_image(
         self, profile: Profile, styles: tuple[StyleSpec, ...], workdir: Path
     ) -> Path | None:
         mark = profile.watermark
         if mark is None or mark.image_key is None or not any(s.watermark for s in styles):
             return None
-        downloaded = await self._io(
+        downloaded = await self._download(
+            mark.image_key, workdir / "watermark.png", 10 * 1024 * 1024
+        )
+        return downloaded.path
+
+    async def _download(self, key: str, destination: Path, max_bytes: int) -> store.Downloaded:
+        return await self._io(
             partial(
                 store.download,
                 self.clients.s3,
                 self.settings.bucket,
-                mark.image_key,
-                workdir / "watermark.png",
-                max_bytes=10 * 1024 * 1024,
+                key,
+                destination,
+                max_bytes=max_bytes,
                 min_free_bytes=self.settings.min_free_scratch_bytes,
             )
         )
-        return downloaded.path
 
     async def _stop_if_cancelled(
         self, item: WorkItem, written: frozenset[str] = frozenset(), *, exact: bool = True
