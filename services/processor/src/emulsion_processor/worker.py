@@ -60,6 +60,8 @@ log = logging.getLogger(__name__)
 tracer = trace.get_tracer("emulsion_processor")
 
 T = TypeVar("T")
+# How an item ended for its asset: the commit's outcome, and the manifest its result reports.
+Done = tuple[store.Outcome, AssetManifest | None]
 
 
 def styles_for(
@@ -110,6 +112,11 @@ class ItemWorker:
         self.memory = MemoryBudget(settings.memory_budget_bytes)
 
     async def process(self, item: WorkItem, attempt: int) -> ItemResult:
+        """The item's steps, to its succeeded result; a failure is raised (`errors`)."""
+        outcome, manifest = await self._steps(item)
+        return outcomes.finished(item, outcome, manifest, attempt)
+
+    async def _steps(self, item: WorkItem) -> Done:
         # First: an upload of another collection is never read, nor named in a GC request.
         if item.rerender:
             rerender.check_source(item)
@@ -133,25 +140,24 @@ class ItemWorker:
                 await self._gc(item, "stale", outcomes.planned_keys(item, profile, styles))
             if not item.rerender:  # a re-render's source is the live original
                 await self._gc(item, "promoted", (item.source,))
-            return outcomes.finished(item, decided, current.manifest, attempt)
+            return decided, current.manifest
         workdir = Path(tempfile.mkdtemp(prefix="item-", dir=self.scratch))
         try:
             if item.rerender:
-                return await self._remake(item, attempt, profile, styles, workdir, current)
-            return await self._make(item, attempt, profile, styles, workdir, manifest_key, current)
+                return await self._remake(item, profile, styles, workdir, current)
+            return await self._make(item, profile, styles, workdir, manifest_key, current)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
     async def _make(
         self,
         item: WorkItem,
-        attempt: int,
         profile: Profile,
         styles: tuple[StyleSpec, ...],
         workdir: Path,
         manifest_key: str,
         read: store.Current | None,
-    ) -> ItemResult:
+    ) -> Done:
         settings, s3 = self.settings, self.clients.s3
         focal = outcomes.focal_point(item, read)
         source, rendered = await self._download_and_render(item, profile, styles, workdir, focal)
@@ -186,24 +192,23 @@ class ItemWorker:
             await self._gc(item, "stale", tuple(sorted(manifest.live_keys())))
         await self._gc(item, "promoted", (item.source,))
         if committed.outcome is store.Outcome.STALE:
-            return outcomes.finished(item, store.Outcome.STALE, committed.other, attempt)
-        return outcomes.finished(item, committed.outcome, manifest, attempt)
+            return store.Outcome.STALE, committed.other
+        return committed.outcome, manifest
 
     async def _remake(
         self,
         item: WorkItem,
-        attempt: int,
         profile: Profile,
         styles: tuple[StyleSpec, ...],
         workdir: Path,
         read: store.Current | None,
-    ) -> ItemResult:
+    ) -> Done:
         """Re-render the live version's crop styles from its stored original (rerender.py)."""
         settings, s3 = self.settings, self.clients.s3
         live = rerender.live_manifest(read, item)
         if live is None or read is None:
             current = read.manifest if read is not None else None
-            return outcomes.finished(item, store.Outcome.STALE, current, attempt)
+            return store.Outcome.STALE, current
         _, rendered = await self._download_and_render(
             item, profile, styles, workdir, item.focal_point
         )
@@ -236,8 +241,8 @@ class ItemWorker:
         elif committed.outcome is store.Outcome.STALE:
             await self._gc(item, "stale", tuple(sorted(written)))
         if committed.outcome is store.Outcome.COMMITTED:
-            return outcomes.finished(item, committed.outcome, manifest, attempt)
-        return outcomes.finished(item, committed.outcome, committed.other, attempt)
+            return committed.outcome, manifest
+        return committed.outcome, committed.other
 
     async def _download_and_render(
         self,
