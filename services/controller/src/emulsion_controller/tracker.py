@@ -39,20 +39,16 @@ from typing import Any
 
 from opentelemetry import trace
 
-from emulsion_contracts import telemetry
 from emulsion_contracts.ingestjob import IngestJob, InvalidSpec
-from emulsion_contracts.jobrecords import (
-    FailureDetail,
-    JobRecords,
-    OutcomeRecord,
-    RecordConflict,
-)
+from emulsion_contracts.jobrecords import FailureDetail, OutcomeRecord
 from emulsion_contracts.messages import ItemResult, JobRef
 from emulsion_contracts.reasons import FailureReason
 from emulsion_controller import events, metrics
 from emulsion_controller.bus import Bus, bounded
 from emulsion_controller.kube import Conflict, Kube, Unwritable
 from emulsion_controller.progress import JobProgress
+from emulsion_runtime import telemetry
+from emulsion_runtime.records_store import JobRecords, RecordConflict
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("emulsion.controller")

@@ -29,13 +29,14 @@ from nats.errors import Error as NatsError
 from opentelemetry import trace
 from pydantic import ValidationError
 
-from emulsion_contracts import messaging, telemetry, wire, worksigning
+from emulsion_contracts import wire, worksigning
 from emulsion_contracts.messages import ItemResult, JobRef, WorkItem
 from emulsion_contracts.reasons import FailureReason
 from emulsion_processor import metrics, patience
 from emulsion_processor.errors import ItemRejected, OutageTooLong, RenderCrashed
 from emulsion_processor.patience import TRANSIENT_ERRORS, Patience, retry_delay
 from emulsion_processor.worker import ItemWorker
+from emulsion_runtime import messaging, telemetry
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("emulsion_processor")

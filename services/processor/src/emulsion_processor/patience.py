@@ -24,10 +24,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
-from emulsion_contracts import telemetry, wire
+from emulsion_contracts import wire
 from emulsion_processor import metrics
 from emulsion_processor.errors import OutageTooLong, TransientTrouble
 from emulsion_processor.settings import ProcessorSettings
+from emulsion_runtime import telemetry
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,6 @@ from nats.js.kv import KeyValue
 from opentelemetry import trace
 
 from emulsion_contracts import keys, wire
-from emulsion_contracts.blocking import run_blocking
 from emulsion_contracts.manifest import AssetManifest
 from emulsion_contracts.messages import (
     FocalPoint,
@@ -55,6 +54,7 @@ from emulsion_processor.admission import MemoryBudget
 from emulsion_processor.cancelled import CancelledJobs
 from emulsion_processor.errors import ItemRejected, RenderCrashed
 from emulsion_processor.settings import ProcessorSettings
+from emulsion_runtime.blocking import run_blocking
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("emulsion_processor")
