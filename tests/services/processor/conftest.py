@@ -37,6 +37,7 @@ from emulsion_contracts.profiles import DEFAULT_PROFILE
 from emulsion_devstack.processes import ProcessRecord, log_tail, stop, until
 from emulsion_devstack.processes import wait_for as wait_for
 from emulsion_devstack.stack import Endpoints, LocalStack
+from emulsion_processor.delivery import Delivery
 from emulsion_processor.settings import ProcessorSettings
 from emulsion_processor.worker import Clients, ItemWorker
 from emulsion_runtime import telemetry
@@ -279,7 +280,7 @@ def first_delivery(
 
     async def body(bus: Bus) -> Any:
         with in_process_worker(stack, s3, bus, scratch, **overrides) as worker:
-            return await worker.result_or_give_back(item, 1)
+            return await Delivery(worker).result_or_give_back(item, 1)
 
     return with_bus(body)
 
@@ -292,7 +293,7 @@ def first_delivery_and_gc(
 
     async def body(bus: Bus) -> tuple[Any, GcRequest | None]:
         with in_process_worker(stack, s3, bus, scratch) as worker:
-            result = await worker.result_or_give_back(item, 1)
+            result = await Delivery(worker).result_or_give_back(item, 1)
         return result, await bus.gc_request(kind, wire.gc_msg_id(kind, item.version))
 
     delivered: tuple[Any, GcRequest | None] = with_bus(body)

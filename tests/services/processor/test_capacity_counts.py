@@ -17,6 +17,7 @@ from emulsion_contracts.messages import ItemResult
 from emulsion_contracts.profiles import DEFAULT_PROFILE
 from emulsion_devstack.stack import Endpoints
 from emulsion_processor.cancelled import CancelledJobs
+from emulsion_processor.delivery import Delivery
 from tests.counting import S3_CLASS, Counting
 
 from .conftest import Bus, in_process_worker, jpeg, stage, work_item
@@ -58,7 +59,7 @@ def test_a_new_photo_costs_the_processor_what_the_model_counts(
                 stack, Counting(s3, S3_CLASS, s3_calls), counted, tmp_path
             ) as worker:
                 worker.cancelled_jobs = watch
-                await worker.handle(Counting(message, acks, nats_calls))  # type: ignore[arg-type]
+                await Delivery(worker).handle(Counting(message, acks, nats_calls))  # type: ignore[arg-type]
         finally:
             await watch.stop()
         await subscription.unsubscribe()

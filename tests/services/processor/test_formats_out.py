@@ -17,7 +17,7 @@ from emulsion_contracts import keys
 from emulsion_contracts.formats import EQUAL_QUALITY, OUTPUT_CONTENT_TYPES, OutputFormat
 from emulsion_contracts.messages import JobRef, StyleSpec, WorkItem
 from emulsion_contracts.profiles import DEFAULT_PROFILE
-from emulsion_processor import imaging, worker
+from emulsion_processor import imaging, outcomes
 
 PIL_NAMES = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP", "avif": "AVIF"}
 EVERY: tuple[OutputFormat, ...] = ("avif", "webp", "jpeg")
@@ -158,12 +158,12 @@ def test_every_rendering_has_a_planned_key_and_a_manifest_entry(tmp_path: Path) 
     )
     work = item(styles)
     rendered = render(tmp_path, photo(), styles)
-    manifest = worker.build_manifest(work, rendered, 123)
+    manifest = outcomes.build_manifest(work, rendered, 123)
     large, thumb = manifest.derivatives
     assert [r.format for r in large.renderings] == list(EVERY)
     assert large.key == large.renderings[0].key and large.content_type == "image/avif"
     assert thumb.renderings == () and thumb.key.endswith("/thumb.jpg")
-    assert set(worker.planned_keys(work, DEFAULT_PROFILE, styles)) == manifest.live_keys()
+    assert set(outcomes.planned_keys(work, DEFAULT_PROFILE, styles)) == manifest.live_keys()
     for rendering in large.renderings:
         parsed = keys.parse_key(rendering.key)
         assert parsed is not None

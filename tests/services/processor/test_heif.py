@@ -23,7 +23,7 @@ from emulsion_contracts.messages import StyleSpec
 from emulsion_contracts.profiles import DEFAULT_PROFILE
 from emulsion_contracts.reasons import FailureReason
 from emulsion_processor import heif, imaging
-from emulsion_processor.reasons import ItemRejected
+from emulsion_processor.errors import ItemRejected
 from tests import phone_photos as photos
 
 FIT = (StyleSpec(name="fit", width=4000, height=4000),)

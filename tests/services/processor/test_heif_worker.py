@@ -15,6 +15,7 @@ from emulsion_contracts.manifest import AssetManifest
 from emulsion_contracts.messages import ItemResult, StyleSpec
 from emulsion_contracts.profiles import DEFAULT_PROFILE, OriginalPolicy, Profile
 from emulsion_devstack.stack import Endpoints
+from emulsion_processor.delivery import Delivery
 from tests import phone_photos as photos
 
 from .conftest import Bus, in_process_worker, stage, work_item
@@ -33,7 +34,7 @@ def test_a_heic_is_processed_and_a_damaged_one_fails_at_once_for_good(
 
     async def body(bus: Bus) -> list[Any]:
         with in_process_worker(stack, s3, bus, tmp_path / "scratch") as worker:
-            return [await worker.result_or_give_back(item, 1) for item in items]
+            return [await Delivery(worker).result_or_give_back(item, 1) for item in items]
 
     processed, failed = with_bus(body)
     assert isinstance(processed, ItemResult) and isinstance(failed, ItemResult)
@@ -74,7 +75,7 @@ def test_a_stripping_profile_stores_an_iphone_heic_without_gps(
     async def body(bus: Bus) -> Any:
         with in_process_worker(stack, s3, bus, tmp_path / "scratch") as worker:
             worker.profiles = {DEFAULT_PROFILE.name: DEFAULT_PROFILE, PUBLIC.name: PUBLIC}
-            return await worker.result_or_give_back(item, 1)
+            return await Delivery(worker).result_or_give_back(item, 1)
 
     result = with_bus(body)
     assert (result.outcome, result.committed) == ("succeeded", True), result.message

@@ -20,7 +20,7 @@ from emulsion_contracts.messages import StyleSpec
 from emulsion_contracts.profiles import DEFAULT_PROFILE, Watermark
 from emulsion_contracts.reasons import FailureReason
 from emulsion_processor import imaging
-from emulsion_processor.reasons import ItemRejected, TransientTrouble
+from emulsion_processor.errors import ItemRejected, TransientTrouble
 
 RED = (255, 0, 0)
 BLUE = (0, 0, 255)

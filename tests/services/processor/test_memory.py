@@ -41,7 +41,7 @@ from emulsion_devstack.services import SERVICES
 from emulsion_devstack.stack import Endpoints
 from emulsion_processor import admission, imaging
 from emulsion_processor.admission import MIB, MemoryBudget
-from emulsion_processor.reasons import ItemRejected
+from emulsion_processor.errors import ItemRejected
 
 from .conftest import Bus, metric, settings_for, stage, wait_for, work_item
 

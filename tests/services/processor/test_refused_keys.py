@@ -18,6 +18,7 @@ from botocore.exceptions import ClientError
 from emulsion_contracts.messages import ItemResult
 from emulsion_contracts.profiles import DEFAULT_PROFILE
 from emulsion_devstack.stack import Endpoints
+from emulsion_processor.delivery import Delivery
 from tests.proxies import OneOperation
 
 from .conftest import Bus, first_delivery, in_process_worker, jpeg, object_keys, stage, work_item
@@ -98,7 +99,7 @@ def test_any_refused_key_fails_the_item_at_once(
     async def body(bus: Bus) -> tuple[Any, set[asyncio.Task[Any]]]:
         with in_process_worker(stack, refusing, bus, tmp_path, **PATIENT) as worker:
             before = asyncio.all_tasks()
-            result = await worker.result_or_give_back(item, 1)
+            result = await Delivery(worker).result_or_give_back(item, 1)
             # Nothing of the item is left running (say, a sibling upload still retrying).
             return result, {task for task in asyncio.all_tasks() - before if not task.done()}
 

@@ -17,8 +17,8 @@ from emulsion_contracts.manifest import AssetManifest, Original
 from emulsion_contracts.messages import Derivative, FocalPoint, JobRef, StyleSpec, WorkItem
 from emulsion_contracts.profiles import DEFAULT_PROFILE
 from emulsion_contracts.reasons import FailureReason
-from emulsion_processor import imaging, rerender, store, worker
-from emulsion_processor.reasons import ItemRejected
+from emulsion_processor import imaging, outcomes, rerender, store
+from emulsion_processor.errors import ItemRejected
 
 JOB = JobRef(namespace="default", name="j", uid="u")
 # The live version, an upload accepted after it, and the re-render accepted after both.
@@ -135,7 +135,7 @@ def rendered_crops(tmp_path: Path) -> tuple[Derivative, ...]:
                 files,
             )
         )
-    return tuple(worker._derivative(item(), output) for output in outputs)
+    return tuple(outcomes.derivative(item(), output) for output in outputs)
 
 
 def test_the_new_manifest_keeps_the_original_and_the_fitted_styles_and_replaces_the_crops(
@@ -166,10 +166,10 @@ def test_an_upload_keeps_the_live_focal_point_unless_its_item_has_one() -> None:
     upload = keys.staging_key("c", keys.new_ulid(), "x.jpg")
     plain = item(source=upload).model_copy(update={"focal_point": None})
     point = FocalPoint(x=0.1, y=0.2)
-    assert worker.focal_point(plain, store.Current(live_manifest(point), '"e"')) == point
-    assert worker.focal_point(plain, None) is None
+    assert outcomes.focal_point(plain, store.Current(live_manifest(point), '"e"')) == point
+    assert outcomes.focal_point(plain, None) is None
     own = item(source=upload)
-    assert worker.focal_point(own, store.Current(live_manifest(point), '"e"')) == own.focal_point
+    assert outcomes.focal_point(own, store.Current(live_manifest(point), '"e"')) == own.focal_point
 
 
 def test_gravity_is_for_crops_only() -> None:

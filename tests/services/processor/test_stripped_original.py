@@ -19,6 +19,7 @@ from emulsion_contracts.messages import ItemResult, StyleSpec, WorkItem
 from emulsion_contracts.profiles import DEFAULT_PROFILE, OriginalPolicy, Profile
 from emulsion_contracts.reasons import FailureReason
 from emulsion_devstack.stack import Endpoints
+from emulsion_processor.delivery import Delivery
 
 from .conftest import Bus, in_process_worker, object_keys, stage, work_item
 
@@ -57,7 +58,7 @@ def ingest(
     async def body(bus: Bus) -> ItemResult:
         with in_process_worker(stack, s3, bus, tmp_path) as worker:
             worker.profiles = {DEFAULT_PROFILE.name: DEFAULT_PROFILE, PUBLIC.name: PUBLIC}
-            result = await worker.result_or_give_back(item, 1)
+            result = await Delivery(worker).result_or_give_back(item, 1)
             assert isinstance(result, ItemResult)
             return result
 

@@ -14,7 +14,7 @@ from emulsion_contracts import keys
 from emulsion_contracts.messages import ItemResult
 from emulsion_devstack.stack import Endpoints
 from emulsion_processor import uploads
-from emulsion_processor.reasons import ItemRejected
+from emulsion_processor.errors import ItemRejected
 from emulsion_runtime import storage
 
 from .conftest import (

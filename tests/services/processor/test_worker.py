@@ -29,11 +29,10 @@ from emulsion_contracts.messages import ItemResult, StyleSpec, WorkItem
 from emulsion_contracts.reasons import FailureReason
 from emulsion_devstack.processes import until
 from emulsion_devstack.stack import Endpoints
-from emulsion_processor import imaging, store
-from emulsion_processor import worker as worker_module
+from emulsion_processor import imaging, outcomes, store
 from emulsion_processor.cancelled import CancelledJobs
-from emulsion_processor.reasons import ItemRejected
-from emulsion_processor.worker import WORK_CONSUMER, GiveBack
+from emulsion_processor.delivery import WORK_CONSUMER, Delivery, GiveBack
+from emulsion_processor.errors import ItemRejected
 from emulsion_runtime import storage
 from tests.proxies import OneOperation
 
@@ -485,8 +484,9 @@ def test_bad_bytes_fail_with_their_reason_and_leave_no_temp_files(
 
     async def body(bus: Bus) -> list[Any]:
         with in_process_worker(stack, s3, bus, tmp_path) as worker:
+            delivery = Delivery(worker)
             return [
-                await worker.result_or_give_back(i, 1) for i in (text, empty, unknown, repeated)
+                await delivery.result_or_give_back(i, 1) for i in (text, empty, unknown, repeated)
             ]
 
     reasons = [r.reason for r in with_bus(body)]
@@ -595,7 +595,7 @@ def test_an_unexpected_error_outside_rendering_fails_the_item_at_once(
     def defect(*arguments: object) -> None:
         raise KeyError("a defect")
 
-    monkeypatch.setattr(worker_module, "build_manifest", defect)
+    monkeypatch.setattr(outcomes, "build_manifest", defect)
 
     result = first_delivery(with_bus, stack, s3, tmp_path, item)
     assert isinstance(result, ItemResult)
@@ -641,9 +641,9 @@ def test_a_dead_render_process_is_replaced_and_the_item_retried(
     async def body(bus: Bus) -> tuple[Any, Any]:
         with in_process_worker(stack, s3, bus, tmp_path) as worker:
             worker.cpu, worker.renew_cpu = broken, lambda: healthy
-            first = await worker.result_or_give_back(item, 1)
+            first = await Delivery(worker).result_or_give_back(item, 1)
             assert worker.cpu is not broken  # renewed
-            return first, await worker.result_or_give_back(item, 2)
+            return first, await Delivery(worker).result_or_give_back(item, 2)
 
     try:
         first, second = with_bus(body)
@@ -696,7 +696,7 @@ def test_a_poison_item_that_kills_its_renderer_every_time_fails_after_its_delive
                     continue
                 for message in fetched:
                     deliveries.append(message.metadata.num_delivered)
-                    await worker.handle(message)
+                    await Delivery(worker).handle(message)
         await subscription.unsubscribe()
         await bus.js.delete_stream(stream)
         return deliveries, await bus.result(item)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Final
 
 from emulsion_contracts.reasons import FailureReason
-from emulsion_processor.reasons import ItemRejected
+from emulsion_processor.errors import ItemRejected
 
 MIB: Final = 1024 * 1024
 # The interpreter, its libraries, the I/O threads' buffers and the event loop: memory

@@ -35,7 +35,7 @@ from emulsion_contracts.messages import FocalPoint, StyleSpec
 from emulsion_contracts.profiles import Watermark
 from emulsion_contracts.reasons import FailureReason
 from emulsion_processor import gravity, heif
-from emulsion_processor.reasons import ItemRejected, TransientTrouble
+from emulsion_processor.errors import ItemRejected, TransientTrouble
 
 # Only formats a browser shows or a phone takes; everything else (EPS/PDF run
 # interpreters, PSD/FITS/TIFF are large attack surfaces) is refused before any decoder

@@ -11,7 +11,6 @@ live manifest lists) and writes only the crops anew, so only those are supersede
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -20,8 +19,8 @@ from emulsion_contracts import keys
 from emulsion_contracts.manifest import AssetManifest
 from emulsion_contracts.messages import Derivative, StyleSpec, WorkItem
 from emulsion_contracts.reasons import FailureReason
-from emulsion_processor import store
-from emulsion_processor.reasons import ItemRejected
+from emulsion_processor import outcomes, store
+from emulsion_processor.errors import ItemRejected
 from emulsion_runtime import storage
 
 
@@ -58,16 +57,11 @@ def build_manifest(
     (`derivatives`: the re-rendered styles' entries, every rendering of each)."""
     made = {derivative.style: derivative for derivative in derivatives}
     kept = [made.pop(d.style) if d.style in made else d for d in live.derivatives]
-    return AssetManifest(
-        collection=item.collection,
-        asset=item.asset,
-        version=item.version,
-        job=item.job,
-        index=item.index,
-        original=live.original,
-        derivatives=(*kept, *made.values()),
-        committed_at=datetime.now(UTC),
-        focal_point=item.focal_point,
+    return outcomes.manifest_at(
+        item,
+        live.original,
+        (*kept, *made.values()),
+        focal=item.focal_point,
         profile=live.profile or item.profile,
     )
 
@@ -83,14 +77,7 @@ def commit(
     lost, and it is retried) is ALREADY.
     """
     try:
-        s3.put_object(
-            Bucket=bucket,
-            Key=key,
-            Body=manifest.to_bytes(),
-            ContentType="application/json",
-            CacheControl="no-cache",
-            IfMatch=read.etag,
-        )
+        store.put_manifest(s3, bucket, key, manifest, IfMatch=read.etag)
     except ClientError as error:
         if not storage.is_conflict(error):
             raise

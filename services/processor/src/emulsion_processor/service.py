@@ -18,6 +18,7 @@ from nats.aio.msg import Msg
 from emulsion_contracts import natsauth, wire
 from emulsion_contracts.profiles import load_profiles
 from emulsion_processor.cancelled import CancelledJobs
+from emulsion_processor.delivery import Delivery
 from emulsion_processor.settings import ProcessorSettings
 from emulsion_processor.worker import Clients, ItemWorker
 from emulsion_runtime import health, messaging, storage
@@ -101,12 +102,13 @@ async def run(settings: ProcessorSettings) -> None:
             renew_cpu=lambda: render_executor(settings),
             cancelled_jobs=cancelled_jobs,
         )
+        delivery = Delivery(worker)
         stopping = asyncio.Event()
         pulling = PullLoop(
             js,
             wire.WORK_STREAM,
             wire.PROCESSORS,
-            lambda message: take(worker, message, stopping, tasks),
+            lambda message: take(delivery, message, stopping, tasks),
             room=lambda: room(tasks, settings.in_flight_limit, stopping),
             policy=FetchPolicy(timeout=FETCH_TIMEOUT),
         )
@@ -150,18 +152,18 @@ async def room(tasks: set[asyncio.Task[None]], limit: int, stopping: asyncio.Eve
 
 
 async def take(
-    worker: ItemWorker, message: Msg, stopping: asyncio.Event, tasks: set[asyncio.Task[None]]
+    delivery: Delivery, message: Msg, stopping: asyncio.Event, tasks: set[asyncio.Task[None]]
 ) -> None:
     """Start the item into `tasks`; one fetched as the stop came goes back at once."""
     if stopping.is_set():
         # Another worker takes it, at no delivery's cost.
-        await worker.hand_back(message)
+        await delivery.hand_back(message)
         return
-    tasks.add(start(worker, message, tasks))
+    tasks.add(start(delivery, message, tasks))
 
 
-def start(worker: ItemWorker, message: Msg, tasks: set[asyncio.Task[None]]) -> asyncio.Task[None]:
-    task = asyncio.create_task(worker.handle(message))
+def start(delivery: Delivery, message: Msg, tasks: set[asyncio.Task[None]]) -> asyncio.Task[None]:
+    task = asyncio.create_task(delivery.handle(message))
 
     def finished(done: asyncio.Task[None]) -> None:
         tasks.discard(done)

@@ -16,7 +16,7 @@ from botocore.exceptions import ClientError
 
 from emulsion_contracts.manifest import AssetManifest
 from emulsion_contracts.reasons import FailureReason
-from emulsion_processor.reasons import ItemRejected, TransientTrouble
+from emulsion_processor.errors import ItemRejected, TransientTrouble
 from emulsion_runtime import storage
 
 log = logging.getLogger(__name__)
@@ -193,6 +193,19 @@ class Unread(Enum):
     UNREAD = "unread"
 
 
+def put_manifest(s3: Any, bucket: str, key: str, manifest: AssetManifest, **condition: str) -> None:
+    """One conditional write of `manifest` (`IfMatch` or `IfNoneMatch`): a refused one
+    raises the store's conflict (see `storage.is_conflict`)."""
+    s3.put_object(
+        Bucket=bucket,
+        Key=key,
+        Body=manifest.to_bytes(),
+        ContentType="application/json",
+        CacheControl="no-cache",
+        **condition,
+    )
+
+
 def commit_manifest(
     s3: Any,
     bucket: str,
@@ -217,14 +230,7 @@ def commit_manifest(
             return CommitResult(decided, current.manifest if current else None)
         condition = {"IfNoneMatch": "*"} if current is None else {"IfMatch": current.etag}
         try:
-            s3.put_object(
-                Bucket=bucket,
-                Key=key,
-                Body=manifest.to_bytes(),
-                ContentType="application/json",
-                CacheControl="no-cache",
-                **condition,
-            )
+            put_manifest(s3, bucket, key, manifest, **condition)
         except ClientError as error:
             if storage.is_conflict(error):
                 continue

@@ -1,5 +1,10 @@
-"""How the processor ends an item early: rejected for good (with one of the contract's
-`FailureReason`s, see emulsion_contracts.reasons) or troubled for a while."""
+"""The processor's exceptions: how an item ends early.
+
+`ItemRejected` fails the item for good, with one of the contract's `FailureReason`s (the
+enum is `emulsion_contracts.reasons`); the others say that something outside the item
+went wrong: whether that is waited out, given back or fails the item is the delivery's
+to decide.
+"""
 
 from __future__ import annotations
 
@@ -21,3 +26,15 @@ class ItemRejected(Exception):
 
 class TransientTrouble(Exception):
     """Something outside the item went wrong (storage, messaging, disk); try it again later."""
+
+
+class OutageTooLong(Exception):
+    """Transient trouble outlasted the outage budget."""
+
+
+class RenderCrashed(Exception):
+    """The render process died (the OOM killer, a crashing decoder) on this item.
+
+    Not waited out in-process: an image that kills its renderer every time is a poison
+    message, so this delivery is given back and counts against `max_deliver`.
+    """
