@@ -16,7 +16,7 @@ import os
 import secrets
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -194,6 +194,20 @@ def manifest(root: Any, bucket: str, collection: str, asset: str) -> AssetManife
     return read.manifest if read is not None else None
 
 
+def wait_for_janitor(system: LocalStack, what: str, done: Callable[[], bool]) -> None:
+    """Wait for `done`; if the deadline passes, fail with what the janitor and the
+    processor logged about GC, which alone tells a lost request from a refused one."""
+    try:
+        wait_for(what, lambda: done() or None, timeout=DEADLINE)
+    except AssertionError as error:
+        logged = []
+        for name in ("processor", "janitor"):
+            lines = Path(system.record(name).log).read_text(errors="replace").splitlines()
+            gc = [line for line in lines if "gc" in line.lower() or "delet" in line.lower()]
+            logged.append(f"--- {name} ({len(lines)} lines), its GC lines:\n" + "\n".join(gc[-40:]))
+        raise AssertionError(f"{error}\n" + "\n".join(logged)) from None
+
+
 def test_each_service_does_its_job_with_its_own_identity(
     system: LocalStack, endpoints: Endpoints, root: Any, tmp_path: Path
 ) -> None:
@@ -218,10 +232,10 @@ def test_each_service_does_its_job_with_its_own_identity(
     ingest(system, tmp_path / "second" / "in", collection)
     second = manifest(root, bucket, collection, asset)
     assert second is not None and second.version > first.version
-    wait_for(
+    wait_for_janitor(
+        system,
         "the janitor to delete the superseded original",
         lambda: not exists(root, bucket, first.original.key),
-        timeout=DEADLINE,
     )
 
     # A delete: the API writes the tombstone, the janitor deletes the version's files.
@@ -232,8 +246,8 @@ def test_each_service_does_its_job_with_its_own_identity(
         timeout=DEADLINE,
     )
     assert tombstone
-    wait_for(
+    wait_for_janitor(
+        system,
         "the janitor to delete the deleted asset's original",
         lambda: not exists(root, bucket, second.original.key),
-        timeout=DEADLINE,
     )
