@@ -24,7 +24,8 @@ from emulsion_contracts import crd, telemetry, wire
 from emulsion_contracts.ingestjob import IngestJob, InvalidSpec
 from emulsion_controller import metrics
 from emulsion_controller.bus import Bus, Outgoing
-from emulsion_controller.tracker import StatusWriter
+from emulsion_controller.folding import TrackedJob
+from emulsion_controller.status_writer import StatusWriter
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("emulsion.controller")
@@ -75,8 +76,7 @@ async def dispatch(body: Mapping[str, Any], bus: Bus, writer: StatusWriter) -> s
     parsed = IngestJob.read(body)
     namespace, name, uid = parsed.ref.namespace, parsed.ref.name, parsed.ref.uid
     began = time.monotonic()
-    job = await writer.begin_dispatch(parsed)
-    try:
+    async with writer.dispatching(parsed) as job:
         assert job.progress is not None
         if job.progress.dispatched or job.progress.done:
             await writer.end_dispatch(job, None)
@@ -90,8 +90,7 @@ async def dispatch(body: Mapping[str, Any], bus: Bus, writer: StatusWriter) -> s
                 loaded = await bus.with_items(parsed)
             except InvalidSpec as error:
                 # Final: the spec names an item list that is gone or not the one named.
-                await writer.reject(job, str(error))
-                log.warning("job rejected: %s", error, extra={"namespace": namespace, "job": name})
+                await _reject(writer, job, error)
                 raise
             version = parsed.spec.version or job.progress.version
             if not version:
@@ -104,8 +103,7 @@ async def dispatch(body: Mapping[str, Any], bus: Bus, writer: StatusWriter) -> s
                 messages = work_messages(loaded, version)
             except InvalidSpec as error:
                 # Final: the spec is immutable, so no retry could ever dispatch it.
-                await writer.reject(job, str(error))
-                log.warning("job rejected: %s", error, extra={"namespace": namespace, "job": name})
+                await _reject(writer, job, error)
                 raise
             await bus.lease(uid, job.upload_ids)
             fresh = await bus.publish(messages)
@@ -114,8 +112,6 @@ async def dispatch(body: Mapping[str, Any], bus: Bus, writer: StatusWriter) -> s
             metrics.ITEMS_DISPATCHED.inc(fresh)
             if not await writer.end_dispatch(job, version):
                 return "job is gone"
-    finally:
-        job.dispatching = False
     metrics.DISPATCH_LATENCY.observe(max(0.0, _age(parsed)))
     log.info(
         "job dispatched",
@@ -128,6 +124,11 @@ async def dispatch(body: Mapping[str, Any], bus: Bus, writer: StatusWriter) -> s
         },
     )
     return f"{len(messages)} items queued ({fresh} new)"
+
+
+async def _reject(writer: StatusWriter, job: TrackedJob, error: InvalidSpec) -> None:
+    await writer.reject(job, str(error))
+    log.warning("job rejected: %s", error, extra={"namespace": job.namespace, "job": job.name})
 
 
 def _age(job: IngestJob) -> float:

@@ -41,7 +41,7 @@ from emulsion_controller.bus import Bus
 from emulsion_controller.census import JobKey
 from emulsion_controller.dispatch import work_messages
 from emulsion_controller.kube import Kube
-from emulsion_controller.tracker import StatusWriter
+from emulsion_controller.status_writer import StatusWriter
 
 log = logging.getLogger(__name__)
 

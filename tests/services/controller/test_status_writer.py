@@ -25,7 +25,7 @@ from emulsion_contracts.jobrecords import JobRecords, OutcomeRecord
 from emulsion_contracts.messages import ItemResult, JobRef
 from emulsion_controller.bus import Bus
 from emulsion_controller.kube import Conflict, Kube
-from emulsion_controller.tracker import StatusWriter
+from emulsion_controller.status_writer import StatusWriter
 from emulsion_devstack.processes import until
 
 VERSION = keys.new_ulid()
