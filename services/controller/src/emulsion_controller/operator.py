@@ -27,9 +27,9 @@ from emulsion_controller.consumers import consume_exhausted, consume_results
 from emulsion_controller.dispatch import dispatch
 from emulsion_controller.events import EventRecorder
 from emulsion_controller.kube import Kube
+from emulsion_controller.lost_results import LostResults
 from emulsion_controller.peering import PeeringWatch
 from emulsion_controller.progress import JobProgress
-from emulsion_controller.reconcile import Reconciler
 from emulsion_controller.settings import ControllerSettings, load
 from emulsion_controller.status_writer import StatusWriter
 
@@ -363,17 +363,17 @@ async def observe_job(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **
 
 
 async def sweep_lost_results(runtime: Runtime) -> None:
-    """Running jobs quiet for longer than the result deadline: see reconcile.py."""
+    """Running jobs quiet for longer than the result deadline: see lost_results.py."""
     bus, kube, writer = runtime.parts()
     config = runtime.config
-    reconciler = Reconciler(kube, bus, writer, config.result_deadline, config.redispatch_rounds)
+    lost = LostResults(kube, bus, writer, config.result_deadline, config.redispatch_rounds)
     while not runtime.stopping.is_set():
-        reconciler.keep_only(runtime.census.running())
+        lost.keep_only(runtime.census.running())
         for key in runtime.census.idle(config.result_deadline):
-            if not reconciler.due(key):
+            if not lost.due(key):
                 continue
             try:
-                done = await reconciler.reconcile(key)
+                done = await lost.check(key)
             except Exception:
                 log.exception("reconciling lost results failed; retried", extra={"job": key.name})
                 continue

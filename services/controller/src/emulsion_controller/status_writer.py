@@ -306,7 +306,7 @@ class StatusWriter:
     # -- what others tell it ------------------------------------------------------------
 
     def catch_up(self, ref: JobRef) -> None:
-        """Write a job's status again from its record (see Reconciler.reconcile)."""
+        """Write a job's status again from its record (see LostResults.check)."""
         if self._settler.is_gone(ref.uid):
             return
         job = self._settler.track(ref.namespace, ref.name, ref.uid)

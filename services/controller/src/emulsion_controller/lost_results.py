@@ -45,7 +45,8 @@ from emulsion_controller.status_writer import StatusWriter
 
 log = logging.getLogger(__name__)
 
-RECONCILE_CHANNEL = "reconcile"
+# The channel its failures are held under (beside a result and an advisory of one item).
+LOST_CHANNEL = "lost-results"
 
 
 @dataclass
@@ -55,7 +56,10 @@ class Attempts:
 
 
 @dataclass
-class Reconciler:
+class LostResults:
+    """Finds the items of idle running jobs whose results never came; re-dispatches
+    them, then fails them (see the module's note)."""
+
     kube: Kube
     bus: Bus
     writer: StatusWriter
@@ -74,7 +78,7 @@ class Reconciler:
         for uid in [uid for uid in self.attempts if uid not in uids]:
             del self.attempts[uid]
 
-    async def reconcile(self, key: JobKey) -> str:
+    async def check(self, key: JobKey) -> str:
         """Check one idle running job; returns what was done (for the log)."""
         if self.writer.holds_results(key.uid):
             return "results are waiting to be written"
@@ -141,7 +145,7 @@ class Reconciler:
         for index in sorted(lost):
             work = job.spec.work_item(job.ref, index, version)
             result = ItemResult.failed(work, FailureReason.RESULT_LOST, message, self.rounds + 1)
-            self.writer.submit(result, _nothing_to_acknowledge, None, RECONCILE_CHANNEL)
+            self.writer.submit(result, _nothing_to_acknowledge, None, LOST_CHANNEL)
         metrics.ITEMS_LOST.inc(len(lost))
         log.error(
             "items failed: their results never arrived",
