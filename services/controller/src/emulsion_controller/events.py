@@ -137,7 +137,7 @@ class Milestones:
         to_status stamps completedAt)."""
         return progress.dispatched and not self.dispatched, progress.done and not self.ended
 
-    def written(
+    def post_due(
         self,
         recorder: EventRecorder | None,
         job: JobRef,

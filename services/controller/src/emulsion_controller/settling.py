@@ -1,10 +1,11 @@
-"""The jobs the status writer tracks, and how each is let go once written.
+"""The jobs the status writer tracks, and what follows each write.
 
 A folded result is acknowledged once the record holding it is written (`acknowledge`);
-a job that ended releases its staging leases and its item list (`finish`); a job that is
-gone (deleted, replaced, or with a status the apiserver refuses) is dropped, everything
-it held acknowledged unread, and remembered for a while so its late results are dropped
-without a lookup (`drop`, `forget`).
+a status written posts the Events it made true (`after_write`); a job that ended, its
+dispatch recorded, releases its staging leases and its item list (`finish`); a job that
+is gone (deleted, replaced) is dropped, everything it held acknowledged unread, and
+remembered for a while so its late results are dropped without a lookup (`drop`,
+`forget`); one whose status the apiserver refuses is failed and dropped (`give_up`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Awaitable
 
+from emulsion_controller import events
 from emulsion_controller.bus import Bus
 from emulsion_controller.folding import TrackedJob
 
@@ -24,8 +26,9 @@ GONE_REMEMBERED = 10_000
 
 
 class Settler:
-    def __init__(self, bus: Bus) -> None:
+    def __init__(self, bus: Bus, recorder: events.EventRecorder | None = None) -> None:
         self._bus = bus
+        self._recorder = recorder
         self.jobs: dict[str, TrackedJob] = {}
         self._gone: OrderedDict[str, None] = OrderedDict()
         self._background: set[asyncio.Task[None]] = set()
@@ -53,6 +56,34 @@ class Settler:
         acks, job.unacked = job.unacked, {}
         for ack in acks.values():
             await ack()
+
+    async def settle(self, job: TrackedJob) -> None:
+        """Nothing new to write: acknowledge what is held (only duplicates), and let a
+        finished job go, unless its dispatch is still to be recorded."""
+        await self.acknowledge(job)
+        await self.finish_if_over(job)
+
+    async def after_write(self, job: TrackedJob, due: tuple[bool, bool]) -> None:
+        """A status write succeeded: post the Events it made true, then let the job go if
+        it is over."""
+        assert job.progress is not None
+        job.milestones.post_due(self._recorder, job.ref, job.progress, due)
+        await self.finish_if_over(job)
+
+    async def finish_if_over(self, job: TrackedJob) -> None:
+        if job.progress is not None and job.progress.done and not job.dispatching:
+            await self.finish(job)
+
+    async def give_up(self, job: TrackedJob) -> None:
+        """The job failed where its status was refused: say how it ended, release its
+        uploads, and keep nothing of it."""
+        assert job.progress is not None
+        events.post(self._recorder, job.ref, events.finished(job.progress.state))
+        try:
+            await self._bus.release(job.uid, job.upload_ids)
+        except Exception:
+            log.exception("releasing a failed job's uploads failed")
+        self.drop(job)
 
     async def finish(self, job: TrackedJob) -> None:
         self.jobs.pop(job.uid, None)

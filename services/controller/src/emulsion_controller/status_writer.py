@@ -66,11 +66,10 @@ class StatusWriter:
         recorder: events.EventRecorder | None = None,
     ) -> None:
         self._kube = kube
-        self._recorder = recorder
         self._bus = bus
         self._interval = interval
         self._retry_ceiling = retry_ceiling
-        self._settler = Settler(bus)
+        self._settler = Settler(bus, recorder)
 
     # -- results ------------------------------------------------------------------------
 
@@ -126,10 +125,7 @@ class StatusWriter:
                         if job.changed and (job.progress.done or wait <= 0 or failures):
                             await self._write(job, "final" if job.progress.done else "progress")
                         elif not job.changed:
-                            await self._settler.acknowledge(job)
-                            if job.progress.done and not job.dispatching:
-                                # Only duplicates of a finished job: nothing to keep it for.
-                                await self._settler.finish(job)
+                            await self._settler.settle(job)
                             failures = 0
                             continue
                     failures = 0
@@ -377,12 +373,7 @@ class StatusWriter:
                     "the summary of a failed job could not be written",
                     extra={"namespace": job.namespace, "job": job.name},
                 )
-        events.post(self._recorder, job.ref, events.finished(job.progress.state))
-        try:
-            await self._bus.release(job.uid, job.upload_ids)
-        except Exception:
-            log.exception("releasing a failed job's uploads failed")
-        self._settler.drop(job)
+        await self._settler.give_up(job)
 
     async def _write(self, job: TrackedJob, kind: str) -> None:
         assert job.progress is not None
@@ -409,11 +400,9 @@ class StatusWriter:
             self._settler.drop(job)
             return
         metrics.STATUS_PATCHES.labels(kind).inc()
-        job.milestones.written(self._recorder, job.ref, job.progress, due)
         job.last_write = time.monotonic()
         job.changed = False
-        if job.progress.done and not job.dispatching:
-            await self._settler.finish(job)
+        await self._settler.after_write(job, due)
 
     async def _patch(self, job: TrackedJob, status: dict[str, Any]) -> bool:
         """Write `status` unless the job changed meanwhile; then merge what it holds, retry.
