@@ -26,9 +26,9 @@ from emulsion_contracts import crd, keys
 from emulsion_contracts.ingestjob import IngestJob, IngestJobStatus
 from emulsion_contracts.messages import ItemResult, JobRef
 from emulsion_contracts.reasons import FailureReason
-from emulsion_controller.bus import Bus
+from emulsion_controller.apiserver import Kube, Unwritable
 from emulsion_controller.folding import MAX_INTERVAL, write_interval
-from emulsion_controller.kube import Kube, Unwritable
+from emulsion_controller.jetstream import Bus
 from emulsion_controller.progress import (
     CONTROLLER_BYTES,
     FRAME_BYTES,

@@ -15,7 +15,7 @@ from emulsion_contracts import wire
 from emulsion_contracts.consuming import PullLoop
 from emulsion_contracts.messages import ItemResult, WorkItem
 from emulsion_contracts.reasons import FailureReason
-from emulsion_controller.bus import Bus
+from emulsion_controller.jetstream import Bus
 from emulsion_controller.status_writer import StatusWriter
 
 log = logging.getLogger(__name__)

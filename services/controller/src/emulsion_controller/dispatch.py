@@ -23,8 +23,8 @@ from opentelemetry import trace
 from emulsion_contracts import crd, telemetry, wire
 from emulsion_contracts.ingestjob import IngestJob, InvalidSpec
 from emulsion_controller import metrics
-from emulsion_controller.bus import Bus, Outgoing
 from emulsion_controller.folding import TrackedJob
+from emulsion_controller.jetstream import Bus, Outgoing
 from emulsion_controller.status_writer import StatusWriter
 
 log = logging.getLogger(__name__)

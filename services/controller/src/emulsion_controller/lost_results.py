@@ -37,10 +37,10 @@ from emulsion_contracts.ingestjob import IngestJob, InvalidSpec
 from emulsion_contracts.messages import ItemResult
 from emulsion_contracts.reasons import FailureReason
 from emulsion_controller import metrics
-from emulsion_controller.bus import Bus
+from emulsion_controller.apiserver import Kube
 from emulsion_controller.census import JobKey
 from emulsion_controller.dispatch import work_messages
-from emulsion_controller.kube import Kube
+from emulsion_controller.jetstream import Bus
 from emulsion_controller.status_writer import StatusWriter
 
 log = logging.getLogger(__name__)

@@ -21,12 +21,12 @@ from emulsion_contracts import crd, health, telemetry
 from emulsion_contracts.ingestjob import IngestJob, InvalidSpec
 from emulsion_contracts.messages import JobRef
 from emulsion_controller import events, metrics
-from emulsion_controller.bus import Bus, ItemsUnavailable
+from emulsion_controller.apiserver import Kube
 from emulsion_controller.census import Census
 from emulsion_controller.consumers import consume_exhausted, consume_results
 from emulsion_controller.dispatch import dispatch
 from emulsion_controller.events import EventRecorder
-from emulsion_controller.kube import Kube
+from emulsion_controller.jetstream import Bus, ItemsUnavailable
 from emulsion_controller.lost_results import LostResults
 from emulsion_controller.peering import PeeringWatch
 from emulsion_controller.progress import JobProgress

@@ -16,8 +16,8 @@ from collections import OrderedDict
 from collections.abc import Awaitable
 
 from emulsion_controller import events
-from emulsion_controller.bus import Bus
 from emulsion_controller.folding import TrackedJob
+from emulsion_controller.jetstream import Bus
 
 log = logging.getLogger(__name__)
 

@@ -43,9 +43,9 @@ from emulsion_contracts.ingestjob import IngestJob, InvalidSpec
 from emulsion_contracts.jobrecords import JobRecords, OutcomeRecord, RecordConflict
 from emulsion_contracts.messages import ItemResult, JobRef
 from emulsion_controller import events, folding, metrics
-from emulsion_controller.bus import Bus, bounded
+from emulsion_controller.apiserver import Conflict, Kube, Unwritable
 from emulsion_controller.folding import RESULTS_CHANNEL, Ack, TrackedJob, write_interval
-from emulsion_controller.kube import Conflict, Kube, Unwritable
+from emulsion_controller.jetstream import Bus, bounded
 from emulsion_controller.progress import JobProgress
 from emulsion_controller.settling import Settler
 

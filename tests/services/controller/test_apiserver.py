@@ -12,7 +12,7 @@ import pytest
 from kubernetes import client
 
 from emulsion_contracts.ingestjobs import KubeTimeout
-from emulsion_controller.kube import Kube
+from emulsion_controller.apiserver import Kube
 
 TIMEOUT = (0.5, 0.5)
 # Well above the read bound (the client retries nothing), and far below "never".
