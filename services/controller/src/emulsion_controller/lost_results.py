@@ -41,6 +41,7 @@ from emulsion_controller.apiserver import Kube
 from emulsion_controller.census import JobKey
 from emulsion_controller.dispatch import work_messages
 from emulsion_controller.jetstream import Bus
+from emulsion_controller.outcomes import Outcomes
 from emulsion_controller.status_writer import StatusWriter
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,10 @@ class LostResults:
     deadline: float
     rounds: int
     attempts: dict[str, Attempts] = field(default_factory=dict)
+    outcomes: Outcomes = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.outcomes = Outcomes(self.bus)
 
     def due(self, key: JobKey) -> bool:
         """Whether this idle job's last re-dispatch (if any) has had its deadline."""
@@ -86,7 +91,7 @@ class LostResults:
         if body is None or body.get("metadata", {}).get("uid") != key.uid:
             return "job is gone"
         parsed = IngestJob.read(body)
-        progress, _, _ = await self.writer.recorded_progress(parsed)
+        progress, _, _ = await self.outcomes.recorded_progress(parsed)
         version = progress.version
         if progress.done and not parsed.status.phase.finished:
             # The record ends the job but its last status write was lost (a crash after

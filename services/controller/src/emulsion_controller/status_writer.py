@@ -1,23 +1,23 @@
 """Writes each job's outcome record and its status, coalescing writes.
 
 One `TrackedJob` per running job holds its progress in memory (folding.py folds results
-into it; settling.py acknowledges them and lets the job go; events.py posts the Events a
-write makes true). Results are applied as they arrive, but a running job is written at
-most once per `interval` (plus once at the end). A write is, in this order: the
-FailureDetail of each newly failed item, the job's OutcomeRecord (which items finished,
-in the records bucket, compare-and-set), and only then the compact status (counts,
-conditions, examples). A result's message is acknowledged once the record holding it is
-written: a crash loses nothing (the redelivered result is then a no-op), and a status
-the apiserver will not take never holds results back, since the record already has them.
-A conflict on the record (a second replica, or our own write before a restart) is read,
-merged and written again. All writes of one job are serialised by its lock, and each
-carries the whole status the controller owns, so a later write never loses an earlier
-one's content. Each write is also conditional on the resourceVersion last seen; on a
-conflict the recorded status is merged in first, so another writer's (a second
-replica's) content survives too. kopf's own bookkeeping (`status.kopf`) after a job's
-create handler is such a change; a watch event showing that nothing but it changed since
-our write lets the next write go ahead without the conflict, the re-read and the retry
-(see `observe`).
+into it; outcomes.py writes its outcome record; settling.py acknowledges the results and
+lets the job go; events.py posts the Events a write makes true). Results are applied as
+they arrive, but a running job is written at most once per `interval` (plus once at the
+end). A write is, in this order: the FailureDetail of each newly failed item, the job's
+OutcomeRecord (which items finished, in the records bucket, compare-and-set), and only
+then the compact status (counts, conditions, examples). A result's message is
+acknowledged once the record holding it is written: a crash loses nothing (the
+redelivered result is then a no-op), and a status the apiserver will not take never
+holds results back, since the record already has them. A conflict on the record (a
+second replica, or our own write before a restart) is read, merged and written again.
+All writes of one job are serialised by its lock, and each carries the whole status the
+controller owns, so a later write never loses an earlier one's content. Each write is
+also conditional on the resourceVersion last seen; on a conflict the recorded status is
+merged in first, so another writer's (a second replica's) content survives too. kopf's
+own bookkeeping (`status.kopf`) after a job's create handler is such a change; a watch
+event showing that nothing but it changed since our write lets the next write go ahead
+without the conflict, the re-read and the retry (see `observe`).
 
 While the apiserver fails (429, 5xx, 403 while RBAC is being fixed), a job's reads and
 writes are retried with capped exponential backoff and jitter, never at once: a tight
@@ -40,20 +40,17 @@ from typing import Any
 from opentelemetry import trace
 
 from emulsion_contracts.ingestjob import IngestJob, InvalidSpec
-from emulsion_contracts.jobrecords import JobRecords, OutcomeRecord, RecordConflict
 from emulsion_contracts.messages import ItemResult, JobRef
 from emulsion_controller import events, folding, metrics
 from emulsion_controller.apiserver import Conflict, Kube, Unwritable
 from emulsion_controller.folding import RESULTS_CHANNEL, Ack, TrackedJob, write_interval
-from emulsion_controller.jetstream import Bus, bounded
+from emulsion_controller.jetstream import Bus
+from emulsion_controller.outcomes import CONFLICT_RETRIES, Outcomes
 from emulsion_controller.progress import JobProgress
 from emulsion_controller.settling import Settler
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("emulsion.controller")
-
-# Conflicting writes in a row before giving up this round (the caller retries later).
-CONFLICT_RETRIES = 5
 
 
 class StatusWriter:
@@ -69,6 +66,7 @@ class StatusWriter:
         self._bus = bus
         self._interval = interval
         self._retry_ceiling = retry_ceiling
+        self._outcomes = Outcomes(bus)
         self._settler = Settler(bus, recorder)
 
     # -- results ------------------------------------------------------------------------
@@ -173,25 +171,6 @@ class StatusWriter:
         await self._resume(job, IngestJob.read(body))
         return True
 
-    def _records(self) -> JobRecords:
-        if self._bus.records is None:
-            raise RuntimeError("the controller's bus was made without the records bucket")
-        return self._bus.records
-
-    async def recorded_progress(
-        self, parsed: IngestJob
-    ) -> tuple[JobProgress, OutcomeRecord | None, int | None]:
-        """The job's progress as the apiserver and the records bucket know it: the status
-        (conditions, times, a rejection; an older controller's index ranges, merged into
-        the record once by the next write) with the outcome record merged in. Also the
-        record as stored and its revision (None: no record yet)."""
-        progress = JobProgress.from_job(parsed)
-        ref = parsed.ref
-        stored, revision = await self._records().outcomes(ref.namespace, ref.name, ref.uid)
-        if stored is not None:
-            progress.merge_record(stored)
-        return progress, stored, revision
-
     async def _resume(self, job: TrackedJob, parsed: IngestJob) -> None:
         """Take up a job from what is stored about it (after a restart: all there is)."""
         try:
@@ -199,7 +178,7 @@ class StatusWriter:
         except InvalidSpec:
             # Its item list is gone or wrong: dispatch fails the job; no upload to release.
             upload_ids = ()
-        progress, job.recorded, job.record_revision = await self.recorded_progress(parsed)
+        progress, job.recorded, job.record_revision = await self._outcomes.recorded_progress(parsed)
         job.progress = progress
         job.milestones.dispatched = progress.dispatched
         job.milestones.ended = parsed.status.phase.finished
@@ -367,7 +346,7 @@ class StatusWriter:
                     extra={"namespace": job.namespace, "job": job.name},
                 )
             try:
-                await self._summarise(job)
+                await self._outcomes.summarise(job)
             except Exception:
                 log.exception(
                     "the summary of a failed job could not be written",
@@ -380,11 +359,11 @@ class StatusWriter:
         due = job.milestones.due(job.progress)
         # The record first: once it holds the results, they are acknowledged, whatever
         # becomes of the status write.
-        await self._record(job)
+        await self._outcomes.write(job)
         await self._settler.acknowledge(job)
         status = job.progress.to_status(datetime.now(UTC))
         if job.progress.done:
-            await self._summarise(job)
+            await self._outcomes.summarise(job)
         links, job.links = job.links, []
         with tracer.start_as_current_span(
             "emulsion.controller.status",
@@ -437,45 +416,6 @@ class StatusWriter:
             self._wrote(job, written)
             return True
         raise RuntimeError(f"status of {job.namespace}/{job.name} kept changing under us")
-
-    async def _record(self, job: TrackedJob) -> None:
-        """Write the failures folded since the last write, then the outcome record.
-
-        Compare-and-set on the record's revision: another writer's outcomes (a second
-        replica in a rollout, our own write before a restart) are read and merged, the
-        recorded outcome of an index winning as in JobProgress.merge, then written again.
-        """
-        assert job.progress is not None
-        records = self._records()
-        details = job.details
-        await bounded(records.put_failure(job.namespace, job.name, d) for d in details.values())
-        for index in list(details):
-            job.details.pop(index, None)
-        for _ in range(CONFLICT_RETRIES):
-            record = job.progress.outcome_record(job.uid)
-            if record == job.recorded:
-                return
-            try:
-                job.record_revision = await records.write_outcomes(
-                    job.namespace, job.name, record, job.record_revision
-                )
-            except RecordConflict:
-                metrics.RECORD_CONFLICTS.inc()
-                stored, job.record_revision = await records.outcomes(
-                    job.namespace, job.name, job.uid
-                )
-                if stored is not None:
-                    job.progress.merge_record(stored)
-                continue
-            job.recorded = record
-            return
-        raise RuntimeError(f"outcomes of {job.namespace}/{job.name} kept changing under us")
-
-    async def _summarise(self, job: TrackedJob) -> None:
-        """How the job ended, for the API to tell once the job expired (idempotent)."""
-        assert job.progress is not None
-        summary = job.progress.summary(job.uid, job.collection)
-        await self._records().put_summary(job.namespace, job.name, summary)
 
     def _wrote(self, job: TrackedJob, body: Mapping[str, Any]) -> None:
         job.resource_version = str(body["metadata"]["resourceVersion"])
