@@ -326,10 +326,13 @@ class Processor:
     async def report(
         self, work: WorkItem, reason: str | None, headers: dict[str, str] | None
     ) -> int:
-        result = result_for(work, reason)
+        return await self.publish(result_for(work, reason), headers)
+
+    async def publish(self, result: ItemResult, headers: dict[str, str] | None) -> int:
+        """Publish a result as a processor does, continuing the work's trace."""
         carrier = {k: v for k, v in (headers or {}).items() if k in ("traceparent", "tracestate")}
         ack = await self.js.publish(
-            wire.events_subject(work.job.namespace, work.job.name),
+            wire.events_subject(result.job.namespace, result.job.name),
             result.to_bytes(),
             headers=telemetry.inject(carrier),
         )

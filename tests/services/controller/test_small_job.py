@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from emulsion_contracts import crd, jobrecords, keys, natsauth, telemetry, wire
+from emulsion_contracts import crd, jobrecords, keys, natsauth, wire
 from emulsion_contracts.ingestjob import ItemsRef, JobItem
 from emulsion_contracts.jobrecords import JobRecords
 from emulsion_contracts.messages import ItemResult, WorkItem
@@ -52,13 +52,7 @@ class FailingProcessor(Processor):
             committed=False,
             finished_at=datetime.now(UTC),
         )
-        carrier = {k: v for k, v in (headers or {}).items() if k in ("traceparent", "tracestate")}
-        ack = await self.js.publish(
-            wire.events_subject(work.job.namespace, work.job.name),
-            result.to_bytes(),
-            headers=telemetry.inject(carrier),
-        )
-        return int(ack.seq)
+        return await self.publish(result, headers)
 
 
 def longest_items(count: int) -> list[JobItem]:
