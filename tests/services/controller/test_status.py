@@ -13,6 +13,8 @@ from emulsion_contracts.messages import JobRef, WorkItem
 from emulsion_controller.progress import STATUS_BYTES, stored_json_bytes
 from emulsion_devstack.processes import ProcessRecord, until
 
+from .conftest import Outcome, succeed
+
 
 def _upload_id(source: str) -> str:
     """The upload id a staging key holds: what the controller's lease is keyed on."""
@@ -90,22 +92,30 @@ def test_results_finish_the_job_in_the_phase_they_add_up_to(
     assert run(lease()) in ("KeyNotFoundError", "KeyDeletedError")
 
 
+async def processed(
+    jobs: Any,
+    streams: Any,
+    name: str,
+    items: int,
+    phase: crd.Phase,
+    wait: float,
+    outcome: Outcome = succeed,
+) -> tuple[dict[str, Any], float]:
+    """A job of `items` items created and processed until it is in `phase`: its status
+    and the seconds that took."""
+    async with streams.processing(outcome):
+        began = time.monotonic()
+        await asyncio.to_thread(jobs.create, name, items)
+        status: dict[str, Any] = await asyncio.to_thread(jobs.wait_phase, name, phase, timeout=wait)
+        return status, time.monotonic() - began
+
+
 def test_many_items_take_a_status_write_a_second_not_one_each(
     controller: ProcessRecord, jobs: Any, streams: Any, run: Any
 ) -> None:
     # 200 items make the point; `make bench-controller` runs thousand-item jobs.
     items = 200
-
-    async def scenario() -> tuple[dict[str, Any], float]:
-        async with streams.processing():
-            began = time.monotonic()
-            await asyncio.to_thread(jobs.create, "many", items)
-            status: dict[str, Any] = await asyncio.to_thread(
-                jobs.wait_phase, "many", crd.Phase.SUCCEEDED, timeout=120
-            )
-            return status, time.monotonic() - began
-
-    status, seconds = run(scenario())
+    status, seconds = run(processed(jobs, streams, "many", items, crd.Phase.SUCCEEDED, 120))
     assert status["succeeded"] == items
     assert jobs.outcomes("many").succeeded == f"0-{items - 1}"
     writes = jobs.status_writes("many")
@@ -166,16 +176,8 @@ def test_a_job_of_two_thousand_failed_items_keeps_a_small_status_written_few_tim
     def outcome(work: WorkItem) -> str | None:
         return reasons[work.index % len(reasons)]
 
-    async def scenario() -> tuple[dict[str, Any], float]:
-        async with streams.processing(outcome):
-            began = time.monotonic()
-            await asyncio.to_thread(jobs.create, "thousands", items)
-            status: dict[str, Any] = await asyncio.to_thread(
-                jobs.wait_phase, "thousands", crd.Phase.FAILED, timeout=300
-            )
-            return status, time.monotonic() - began
-
-    status, seconds = run(scenario())
+    scenario = processed(jobs, streams, "thousands", items, crd.Phase.FAILED, 300, outcome)
+    status, seconds = run(scenario)
     assert status["failed"] == items
     assert 1 <= len(status["failures"]) <= crd.MAX_FAILURES_LISTED
     counted = {c["reason"]: c for c in status["failureReasons"]}
