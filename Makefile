@@ -85,7 +85,7 @@ bench-cli: setup ## The CLI's own costs: gallery generation, hashing, and an ing
 lint: setup ## ruff, mypy and the import boundaries (lint-imports) over the whole workspace
 	$(UV) run --locked ruff check .
 	$(UV) run --locked ruff format --check .
-	$(UV) run --locked mypy libs services clients bench tests
+	$(UV) run --locked mypy libs services clients bench tools/devstack tests
 	$(UV) run --locked lint-imports
 
 fmt: setup ## Format and autofix with ruff

@@ -20,7 +20,7 @@ from emulsion_devstack.stack import Endpoints, LocalStack, s3_client
 
 TESTS = Path(__file__).resolve().parent
 
-# Folders whose every test is a suite of its own, with budgets of their own (issue 13).
+# Folders whose every test is a suite of its own, with time budgets of their own.
 SUITES = {"faults": "faults", "web": "web", "cluster": "cluster", "scaleout": "scaleout"}
 # Folders that need real servers or the stack's binaries even where a test does not ask
 # for the session's `stack`: stacks of their own (e2e, security, stack), helm and kubectl

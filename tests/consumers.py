@@ -20,8 +20,8 @@ import asyncio
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
-from emulsion_contracts import messaging
 from emulsion_devstack.stack import Endpoints
+from emulsion_runtime import messaging
 
 
 async def set_ack_wait(stack: Endpoints, durables: Iterable[str], seconds: float | None) -> None:

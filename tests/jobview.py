@@ -16,9 +16,10 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from emulsion_contracts import jobrecords, natsauth, wire
+from emulsion_contracts import wire
 from emulsion_contracts.ingestjob import ItemsRef
-from emulsion_contracts.settings import NatsSettings
+from emulsion_runtime import messaging, records_store
+from emulsion_runtime.settings import NatsSettings
 
 Job = dict[str, Any]
 
@@ -29,9 +30,9 @@ async def resolve_async(js: Any, job: Mapping[str, Any]) -> Job:
     status = resolved.setdefault("status", {}) if "status" in resolved else None
     if "itemsRef" in spec and "items" not in spec:
         ref = ItemsRef.model_validate(spec["itemsRef"])
-        spec["items"] = [item.to_body() for item in await jobrecords.get_items(js, ref)]
+        spec["items"] = [item.to_body() for item in await records_store.get_items(js, ref)]
     if status is not None and "succeededIndexes" not in status:
-        records = jobrecords.JobRecords(await js.key_value(wire.RECORDS_BUCKET))
+        records = records_store.JobRecords(await js.key_value(wire.RECORDS_BUCKET))
         record, _ = await records.outcomes(
             metadata.get("namespace", ""), metadata.get("name", ""), metadata.get("uid", "")
         )
@@ -47,7 +48,7 @@ def resolve(settings: NatsSettings, jobs: Mapping[str, Mapping[str, Any]]) -> di
     async def run() -> dict[str, Job]:
         import nats
 
-        connection = await nats.connect(**natsauth.connect_options(settings))
+        connection = await nats.connect(**messaging.connect_options(settings))
         try:
             js = connection.jetstream()
             return {name: await resolve_async(js, job) for name, job in jobs.items()}

@@ -24,16 +24,16 @@ from pydantic_core import PydanticUndefined
 REPO_ROOT = Path(__file__).resolve().parents[1]
 OUTPUT = REPO_ROOT / "docs" / "configuration.md"
 
-# The shared parts (emulsion_contracts.settings), each documented once with the services
+# The shared parts (emulsion_runtime.settings), each documented once with the services
 # that compose it; then each service's own variables.
 PARTS: tuple[tuple[str, str], ...] = (
-    ("Every service", "emulsion_contracts.settings:ServiceSettings"),
-    ("NATS", "emulsion_contracts.settings:NatsSettings"),
-    ("JetStream", "emulsion_contracts.settings:JetStreamSettings"),
-    ("S3", "emulsion_contracts.settings:S3Settings"),
-    ("Kubernetes", "emulsion_contracts.settings:KubeSettings"),
-    ("Profiles", "emulsion_contracts.settings:ProfilesSettings"),
-    ("Work signing", "emulsion_contracts.settings:WorkSigningSettings"),
+    ("Every service", "emulsion_runtime.settings:ServiceSettings"),
+    ("NATS", "emulsion_runtime.settings:NatsSettings"),
+    ("JetStream", "emulsion_runtime.settings:JetStreamSettings"),
+    ("S3", "emulsion_runtime.settings:S3Settings"),
+    ("Kubernetes", "emulsion_runtime.settings:KubeSettings"),
+    ("Profiles", "emulsion_runtime.settings:ProfilesSettings"),
+    ("Work signing", "emulsion_runtime.settings:WorkSigningSettings"),
 )
 COMPONENTS: tuple[tuple[str, str], ...] = (
     ("api", "emulsion_api.settings:ApiSettings"),

@@ -182,7 +182,7 @@ def test_the_after_design_never_costs_etcd_more(volume: float) -> None:
     assert after.nats_ops_per_second > before.nats_ops_per_second
 
 
-def test_the_new_records_cost_what_decision_2_says_per_job() -> None:
+def test_the_job_records_cost_a_cas_per_status_write_and_a_summary_per_job() -> None:
     items = float(ASSUMPTIONS.items_per_job)
     added = capacity.nats_per_photo_total(
         INPUTS, "after", ASSUMPTIONS

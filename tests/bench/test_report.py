@@ -1,5 +1,5 @@
 """The report of `make bench`: it names the machine and the load, shows every process's
-CPU per image, and marks each of issue 14's targets met or missed from the figures."""
+CPU per image, and marks each of the performance targets met or missed from the figures."""
 
 from __future__ import annotations
 

@@ -224,7 +224,7 @@ def test_the_dockerfiles_uv_sync_installs_the_service_and_only_it(
         [
             str(python),
             "-c",
-            "import importlib.util as u, emulsion_contracts, "
+            "import importlib.util as u, emulsion_contracts, emulsion_runtime, "
             f"emulsion_{name} as s; print(s.__file__); "
             f"print(bool(u.find_spec('emulsion_{name}.__main__')))",
         ],

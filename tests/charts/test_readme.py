@@ -73,7 +73,7 @@ def storage_policy_rows() -> list[str]:
 
 
 def test_the_readme_storage_policy_is_the_one_the_local_stack_enforces() -> None:
-    """Issue 21: the least S3 policy the README gives an operator is the table the local
+    """The least S3 policy the README gives an operator is the table the local
     stack's MinIO policies are made from (tests/security proves them there)."""
     text = (CHART / "README.md").read_text()
     start = text.index("<!-- storage-policy:start")

@@ -466,7 +466,7 @@ def test_crd_switches(tools: Tools) -> None:
 
 
 def test_each_component_can_have_its_own_storage_identity(tools: Tools) -> None:
-    """Issue 21: the API, the processors and the janitor each hold only their own S3
+    """The API, the processors and the janitor each hold only their own S3
     policy: a Secret each (or the shared one), or an IAM role on their ServiceAccount."""
     role = "eks.amazonaws.com/role-arn"
     objects = render(
@@ -568,7 +568,7 @@ def test_token_scopes_reach_the_api_only_and_are_checked_by_the_schema(tools: To
         {digest: ["a/b"]},
         {digest: []},
         {digest: "*"},
-        # A prefix must say where it ends (issue 21): `acme*` also covered `acmecorp`.
+        # A prefix must say where it ends: `acme*` also covered `acmecorp`.
         {digest: ["acme*"]},
     ]
     for bad in malformed:
@@ -580,7 +580,7 @@ def test_token_scopes_reach_the_api_only_and_are_checked_by_the_schema(tools: To
 def test_an_install_without_scopes_is_refused_unless_admin_tokens_are_allowed(
     tools: Tools,
 ) -> None:
-    """Issue 21: without scopes every token is an admin; the chart says so and refuses."""
+    """Without scopes every token is an admin; the chart says so and refuses."""
     for values in ({}, {"apiTokens.allowAdminTokens": False}):
         refused = template(tools, {"apiTokens.scopes": {}, **values}, check=False)
         assert refused.returncode != 0
@@ -912,7 +912,7 @@ def test_cors_origins_reach_the_api_only(tools: Tools) -> None:
 
 
 def test_the_full_pass_schedule_and_pace_reach_the_janitor_only(tools: Tools) -> None:
-    """Issue 22: the janitor's daily pass and its keys/s are chart values (defaults: a
+    """The janitor's daily pass and its keys/s are chart values (defaults: a
     day, 200 keys/s), set on the janitor and no other component."""
     names = ("EMULSION_JANITOR_FULL_PASS_SECONDS", "EMULSION_JANITOR_FULL_PASS_KEYS_PER_SECOND")
     for overrides, expected in (
@@ -968,7 +968,7 @@ def test_job_records_outlive_the_jobs_ttl_by_a_day_and_reach_the_controller(
 
 
 def test_the_nats_cluster_example_renders_r3_and_the_leader_lookup(tools: Tools) -> None:
-    """charts/emulsion/examples/nats-cluster.yaml (issue 29): every server in NATS_URL,
+    """charts/emulsion/examples/nats-cluster.yaml: every server in NATS_URL,
     streams created at R3, and KEDA on the headless Service, where `<server>.<host>`
     reaches a consumer's leader."""
     example = yaml.safe_load((CHART / "examples" / "nats-cluster.yaml").read_text())

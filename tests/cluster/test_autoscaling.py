@@ -1,4 +1,4 @@
-"""The processors autoscale on the real node (issue 15, test 3): a 1,361-item backlog
+"""The processors autoscale on the real node: a 1,361-item backlog
 scales them from minReplicas up through KEDA (its operator reads the `processors`
 consumer's lag, its adapter serves it to the HPA as an external metric) and back down
 once the queue drains, every item reaching exactly one outcome; and with KEDA off the

@@ -1,4 +1,4 @@
-"""Faults in the processor's pods on a real node (issue 15, test 5): a pod force-deleted
+"""Faults in the processor's pods on a real node: a pod force-deleted
 with items in hand loses none of them, a deleted pod drains its items within its grace
 period, and a pod inside its memory limit survives the largest image the pixel limit
 admits."""

@@ -1,4 +1,4 @@
-"""The chart on a real node (issue 15, tests 1 and 2): installed with the locally built
+"""The chart on a real node: installed with the locally built
 images, every Deployment Available with its probes passing, pods non-root on read-only
 root filesystems, the ServiceAccounts allowed their work and nothing more; then a
 200-image ingest through the API's Service, each processor's scratch a generic

@@ -1,4 +1,4 @@
-"""`helm upgrade` to a rebuilt image while an ingest runs (issue 15, test 4): every pod
+"""`helm upgrade` to a rebuilt image while an ingest runs: every pod
 rolls, the rollout never takes a Deployment below what its PodDisruptionBudget allows,
 no item is lost or done twice, and there is never more than one active controller."""
 

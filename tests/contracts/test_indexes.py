@@ -37,7 +37,7 @@ def test_expand_refuses_garbage(bad: str) -> None:
 
 @pytest.mark.parametrize("hostile", ["0-999999999", "2000", "0-1999,1-2000", "9" * 5000])
 def test_expand_refuses_indexes_past_a_job_at_once(hostile: str) -> None:
-    """Issue 12: `expand("0-999999999")` allocated a billion ints."""
+    """`expand("0-999999999")` once allocated a billion ints."""
     with pytest.raises(ValueError, match=r"past the 2000 items|bad index range"):
         expand(hostile)
 

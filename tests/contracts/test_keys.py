@@ -258,7 +258,7 @@ def test_names_that_share_a_long_beginning_keep_apart(repeated: str, ends: list[
 @pytest.mark.parametrize(
     "name",
     [
-        # The issue's examples: 37 characters (103 bytes, 301 encoded), 66 CJK characters
+        # The reported names: 37 characters (103 bytes, 301 encoded), 66 CJK characters
         # (198 bytes, 594 encoded), 150 '<' (450 encoded).
         "日本の美しい風景写真コレクション二千二十六年十二月七日撮影分その一.jpg",
         "写" * 66,
@@ -435,7 +435,7 @@ def test_parse_key_inverts_the_builders() -> None:
 
 
 def test_names_that_safe_name_folds_together_keep_apart() -> None:
-    """Issue 12, defect 1: 日本.jpg and 中国.jpg both had the keys of 'file.jpg'."""
+    """日本.jpg and 中国.jpg once both had the keys of 'file.jpg'."""
     version = keys.version_id(keys.new_ulid(), 0)
     for first, second in [("日本.jpg", "中国.jpg"), ("photo 1.JPG", "photo 1.jpg")]:
         assert keys.manifest_key("c1", first) != keys.manifest_key("c1", second)

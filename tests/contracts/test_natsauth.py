@@ -1,15 +1,8 @@
-"""The NATS permission table: least privilege by construction, and what the settings give."""
+"""The NATS permission table: least privilege by construction."""
 
 from __future__ import annotations
 
-import ssl
-from pathlib import Path
-
-import pytest
-
-from emulsion_contracts import messaging, natsauth, wire
-from emulsion_contracts.settings import NatsSettings, SettingsError, load_settings
-from emulsion_devstack import pki
+from emulsion_contracts import natsauth
 from tests import tools
 
 ADMIN_VERBS = ("STREAM.CREATE", "STREAM.UPDATE", "STREAM.DELETE", "CONSUMER.DURABLE.CREATE")
@@ -53,28 +46,6 @@ def test_no_identity_holds_a_wildcard_on_the_jetstream_api() -> None:
             assert subject not in (">", "$JS.>", "$JS.API.>", "$KV.>", "emulsion.>")
 
 
-def test_the_bootstrap_covers_every_stream_bucket_and_durable() -> None:
-    controller = set(natsauth.IDENTITIES["controller"].publish)
-    for stream in (*(s.name for s in messaging.STREAMS), *(b.stream for b in messaging.BUCKETS)):
-        assert f"$JS.API.STREAM.CREATE.{stream}" in controller
-        assert f"$JS.API.STREAM.UPDATE.{stream}" in controller
-    for consumer in messaging.CONSUMERS:
-        assert f"$JS.API.CONSUMER.DURABLE.CREATE.{consumer.stream}.{consumer.durable}" in controller
-
-
-def test_every_durable_is_bound_by_exactly_one_identity_that_may_fetch_and_ack_it() -> None:
-    for consumer in messaging.CONSUMERS:
-        binders = [
-            i
-            for i in natsauth.IDENTITIES.values()
-            if (consumer.stream, consumer.durable) in i.consumers
-        ]
-        assert len(binders) == 1, consumer.durable
-        publish = binders[0].publish
-        assert f"$JS.API.CONSUMER.MSG.NEXT.{consumer.stream}.{consumer.durable}" in publish
-        assert f"$JS.ACK.{consumer.stream}.{consumer.durable}.>" in publish
-
-
 def test_stream_subjects_are_published_by_their_producers_only() -> None:
     publishers = {
         subject: {i.name for i in natsauth.IDENTITIES.values() if subject in i.publish}
@@ -87,12 +58,6 @@ def test_stream_subjects_are_published_by_their_producers_only() -> None:
         "emulsion.gc.deleted": {"api"},
     }
     assert set(natsauth.PROCESSOR_GC_REASONS) == {"superseded", "stale", "promoted"}
-
-
-def test_the_clock_bucket_is_read_and_written_by_the_api_and_the_controller_only() -> None:
-    writers = {i.name for i in natsauth.IDENTITIES.values() if "$KV.EMULSION_CLOCK.>" in i.publish}
-    assert writers == {"api", "controller"}
-    assert wire.CLOCK_BUCKET in {b.name for b in messaging.BUCKETS}
 
 
 def test_server_users_carry_each_identitys_password_and_permissions() -> None:
@@ -109,77 +74,3 @@ def test_server_users_carry_each_identitys_password_and_permissions() -> None:
 def test_the_charts_copy_of_the_table_is_current() -> None:
     result = tools.check("nats_permissions")
     assert result.returncode == 0, result.stderr
-
-
-def test_connect_options_use_the_identitys_credentials_inbox_and_ca(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    password = tmp_path / "password"
-    password.write_text("s3cret\n")
-    ca = tmp_path / "ca.crt"
-    ca.write_text("")
-    monkeypatch.setenv("NATS_URL", "tls://nats:4222")
-    monkeypatch.setenv("NATS_USER", "processor")
-    monkeypatch.setenv("NATS_PASSWORD_FILE", str(password))
-    monkeypatch.setenv("NATS_CA_FILE", str(ca))
-    settings = load_settings(NatsSettings)
-    captured: list[str] = []
-
-    def tls_context(path: Path) -> str:
-        captured.append(str(path))
-        return "ctx"
-
-    monkeypatch.setattr(natsauth, "tls_context", tls_context)
-    options = natsauth.connect_options(settings)
-    assert options == {
-        "servers": ["tls://nats:4222"],
-        "user": "processor",
-        "password": "s3cret",
-        "inbox_prefix": "_INBOX_processor",
-        "tls": "ctx",
-    }
-    assert captured == [str(ca)]
-
-
-def test_without_credentials_nothing_is_sent_but_the_url(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("NATS_URL", "nats://nats:4222")
-    for name in ("NATS_USER", "NATS_PASSWORD", "NATS_PASSWORD_FILE", "NATS_CA_FILE"):
-        monkeypatch.delenv(name, raising=False)
-    assert natsauth.connect_options(load_settings(NatsSettings)) == {
-        "servers": ["nats://nats:4222"]
-    }
-
-
-@pytest.mark.parametrize(
-    ("variables", "named"),
-    [
-        ({"NATS_USER": "api"}, "NATS_USER is set without NATS_PASSWORD"),
-        ({"NATS_PASSWORD": "x"}, "a NATS password is set without NATS_USER"),
-    ],
-)
-def test_half_a_credential_stops_the_start(
-    monkeypatch: pytest.MonkeyPatch, variables: dict[str, str], named: str
-) -> None:
-    monkeypatch.setenv("NATS_URL", "nats://nats:4222")
-    for name in ("NATS_USER", "NATS_PASSWORD", "NATS_PASSWORD_FILE", "NATS_CA_FILE"):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in variables.items():
-        monkeypatch.setenv(name, value)
-    with pytest.raises(SettingsError, match=named):
-        load_settings(NatsSettings)
-
-
-def test_the_password_variable_serves_when_there_is_no_file(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setenv("NATS_URL", "nats://nats:4222")
-    monkeypatch.setenv("NATS_USER", "api")
-    monkeypatch.setenv("NATS_PASSWORD", "from-env")
-    monkeypatch.delenv("NATS_PASSWORD_FILE", raising=False)
-    assert load_settings(NatsSettings).password() == "from-env"
-
-
-def test_the_tls_context_verifies_the_server_against_the_ca_only(tmp_path: Path) -> None:
-    context = natsauth.tls_context(pki.make_ca(tmp_path, "a test CA"))
-    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
-    assert [c["subject"] for c in context.get_ca_certs()] == [((("commonName", "a test CA"),),)]

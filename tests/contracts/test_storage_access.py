@@ -1,4 +1,4 @@
-"""The least S3 policy of each component (issue 21), as data: what it grants and denies,
+"""The least S3 policy of each component, as data: what it grants and denies,
 and the IAM document rendered from it."""
 
 from __future__ import annotations

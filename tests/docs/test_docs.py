@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from types import ModuleType
@@ -10,6 +11,21 @@ from tests import tools
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+# The README keeps a newcomer's first screens and links to these for the rest.
+DOCUMENTS = (
+    "architecture",
+    "api-walkthrough",
+    "building-on-the-api",
+    "images",
+    "ingestjob",
+    "configuration",
+    "local-stack",
+    "real-node",
+    "testing",
+    "performance",
+    "capacity",
+    "troubleshooting",
+)
 
 
 def load_tool() -> ModuleType:
@@ -47,7 +63,7 @@ def markdown_files() -> list[Path]:
 
 
 def test_docs_exist_and_their_relative_links_resolve() -> None:
-    for name in ("architecture", "api-walkthrough", "configuration", "troubleshooting"):
+    for name in DOCUMENTS:
         assert (REPO_ROOT / "docs" / f"{name}.md").is_file(), name
     for document in markdown_files():
         for target in LINK.findall(document.read_text()):
@@ -64,6 +80,12 @@ def test_readme_links_the_architecture_document() -> None:
     assert "../shared" not in readme
 
 
+def test_readme_links_every_document() -> None:
+    readme = (REPO_ROOT / "README.md").read_text()
+    for name in DOCUMENTS:
+        assert f"(docs/{name}.md)" in readme, name
+
+
 def test_architecture_describes_the_key_layout_as_keys_py_builds_it() -> None:
     from emulsion_contracts import keys
 
@@ -77,3 +99,23 @@ def test_architecture_describes_the_key_layout_as_keys_py_builds_it() -> None:
     documented = "staging/<collection>/<upload-id>/<safe-name>"
     assert upload.split("/")[:2] == ["staging", "c"] and documented in text
     assert f"staging/<collection>/<upload-id>/{keys.CLAIM_NAME}" in text
+
+
+CITATION = re.compile(r"DESIGN\.md|\b[Ii]ssues? ?#?\d+")
+SOURCE_SUFFIXES = {".py", ".md", ".yaml", ".yml", ".tpl", ".toml", ".sh", ".mjs", ".txt"}
+NOT_OURS = {".venv", "node_modules", "dist", ".git", ".pytest_cache", ".mypy_cache", ".emulsion"}
+
+
+def test_nothing_cites_a_design_file_or_an_issue_number() -> None:
+    """A reader has neither: each reference says what it means, or links docs/."""
+    cited = []
+    for folder, folders, files in os.walk(REPO_ROOT):
+        folders[:] = [name for name in folders if name not in NOT_OURS]
+        for name in files:
+            path = Path(folder) / name
+            if path.suffix not in SOURCE_SUFFIXES and name not in {"Makefile", "Dockerfile"}:
+                continue
+            for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+                if CITATION.search(line):
+                    cited.append(f"{path.relative_to(REPO_ROOT)}:{number}: {line.strip()}")
+    assert not cited, "\n".join(cited)

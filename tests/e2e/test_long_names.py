@@ -1,4 +1,4 @@
-"""Names whose keys would not fit a store, ingested end to end on MinIO (issue 22).
+"""Names whose keys would not fit a store, ingested end to end on MinIO.
 
 `日本の美しい風景写真コレクション二千二十六年十二月七日撮影分その一.jpg` (301 bytes
 percent-encoded) was accepted and then stayed Queued, MinIO refusing a key segment over

@@ -1,4 +1,4 @@
-"""One trace per ingest, across every service, as DESIGN.md "Telemetry" draws it.
+"""One trace per ingest, across every service, as docs/architecture.md ("Telemetry") draws it.
 
 The expected edges between services are listed once, here; the test runs an ingest and
 a re-ingest (so a superseded version reaches the janitor) and checks that each edge

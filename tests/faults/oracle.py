@@ -145,7 +145,7 @@ def read_manifest(client: Client, collection: str, asset: str) -> AssetManifest 
 
 
 def is_tombstone(manifest: AssetManifest) -> bool:
-    # Deletions leave tombstones once issue 12's defect 5 is fixed (contract 2).
+    # A deleted asset's manifest is a tombstone (deleted_at set): a delete owns it (contract 2).
     return getattr(manifest, "deleted_at", None) is not None
 
 

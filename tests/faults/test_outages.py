@@ -1,8 +1,8 @@
 """Servers going away mid-job: NATS restarted (its JetStream file store kept), MinIO stopped
 for 3 minutes, the apiserver stopped for 1 minute. Every item must still succeed.
 
-The outage lengths are the issue's specification, so these cases wait them out on purpose
-(`threading.Event().wait`), then poll for the outcome with a deadline.
+The outage lengths are what the system must survive, so these cases wait them out on
+purpose (`threading.Event().wait`), then poll for the outcome with a deadline.
 """
 
 from __future__ import annotations

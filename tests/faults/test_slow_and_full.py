@@ -55,7 +55,7 @@ def test_items_wait_while_scratch_is_full_and_finish_when_space_returns(
     # delivery budget (before, the suite's 1 + 2 + 4 + 8 s backoff burnt all five), and
     # no item was delivered twice. (One item in ten was, in some loaded runs, until the
     # pull loop handed over messages delivered after their fetch gave up: see
-    # emulsion_contracts.consuming.)
+    # emulsion_runtime.consuming.)
     results = _results(fault.endpoints(), case.jobs[0])
     assert len({r.index for r in results}) == 10
     assert all(r.attempts == 1 for r in results), sorted((r.index, r.attempts) for r in results)

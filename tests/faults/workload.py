@@ -13,8 +13,9 @@ import httpx
 from PIL import Image
 
 from emulsion_cli.gallery import GalleryParams, ensure_gallery
-from emulsion_contracts import crd, keys, storage
-from emulsion_contracts.settings import NatsSettings
+from emulsion_contracts import crd, keys
+from emulsion_runtime import storage
+from emulsion_runtime.settings import NatsSettings
 from tests import jobview
 
 # Small photos keep each case quick on two cores; the soak uses full-size ones.

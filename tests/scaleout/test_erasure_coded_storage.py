@@ -1,4 +1,4 @@
-"""MinIO erasure coded (issue 29): four drives, EC:2 (`make up MINIO_DRIVES=4`).
+"""MinIO erasure coded: four drives, EC:2 (`make up MINIO_DRIVES=4`).
 
 The conditional writes the pipeline stands on (If-Match, If-None-Match, CopySourceIfMatch,
 the presigned POST's policy: tests/stack/test_minio.py) hold on it as on one drive. Losing

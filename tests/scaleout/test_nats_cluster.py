@@ -1,4 +1,4 @@
-"""A NATS cluster of three under the stack (issue 29): `make up NATS=3`'s servers, every
+"""A NATS cluster of three under the stack: `make up NATS=3`'s servers, every
 stream and bucket at R3, and losing the work stream's leader loses no acknowledged work.
 
 The cluster runs on its own loopback addresses (stack.NATS_CLUSTER_ADDRESSES) with the
@@ -21,8 +21,9 @@ from typing import Any
 
 import pytest
 
-from emulsion_contracts import messaging, wire
+from emulsion_contracts import wire
 from emulsion_devstack.stack import NATS_CLUSTER_ADDRESSES, Endpoints, LocalStack, nats_monitor_of
+from emulsion_runtime import messaging
 
 # Long enough for a new leader election on two busy cores (RAFT elects in ~2-5 s).
 ELECTION_DEADLINE = 60.0

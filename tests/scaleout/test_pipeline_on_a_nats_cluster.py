@@ -1,4 +1,4 @@
-"""The whole pipeline on a NATS cluster of three (issue 29): a gallery ingested while the
+"""The whole pipeline on a NATS cluster of three: a gallery ingested while the
 work stream's leader is killed at 30 to 40 % done and started again, judged by the fault
 suite's one oracle (every item exactly one outcome, and succeeded; nothing live deleted;
 nothing orphaned), plus: every stream and bucket back at R3 with all replicas current
@@ -21,9 +21,10 @@ from pathlib import Path
 import pytest
 from kubernetes import config as kube_config
 
-from emulsion_contracts import messaging, wire
+from emulsion_contracts import wire
 from emulsion_devstack.processes import wait_for
 from emulsion_devstack.stack import Endpoints, LocalStack, s3_client
+from emulsion_runtime import messaging
 from tests.consumers import set_ack_wait
 from tests.faults.oracle import Case, verify
 from tests.faults.workload import Client, finished_items, gallery, ingest, read_job, upload

@@ -1,4 +1,4 @@
-"""Issue 27, the focal point: `PATCH /v1/assets/{collection}/{asset}` on the real stack.
+"""The focal point: `PATCH /v1/assets/{collection}/{asset}` on the real stack.
 
 End to end: an asset ingested through the API, its focal point set, its crop styles made
 again from the stored original as a new version (the original and the fitted styles

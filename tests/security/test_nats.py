@@ -1,4 +1,4 @@
-"""NATS has a door (issue 21, finding 3): every client needs credentials and TLS, and each
+"""NATS has a door: every client needs credentials and TLS, and each
 service's identity may publish and subscribe exactly what the table in
 `emulsion_contracts.natsauth` says.
 
@@ -30,10 +30,11 @@ import nats.errors
 import pytest
 from nats.js.api import RetentionPolicy
 
-from emulsion_contracts import messaging, natsauth, wire
+from emulsion_contracts import natsauth, wire
 from emulsion_devstack import natsauth as devstack_nats
 from emulsion_devstack import pki
 from emulsion_devstack.stack import Endpoints
+from emulsion_runtime import messaging
 
 PROBE_BODY = b"{"
 PROBE_HEADERS = {"Nats-Expected-Stream": "EMULSION_MATRIX_PROBE_NO_SUCH_STREAM"}
@@ -231,7 +232,7 @@ def test_no_service_identity_may_create_a_stream_of_its_own(stack: Endpoints, ru
 def test_a_client_without_credentials_or_with_a_wrong_password_is_refused(
     stack: Endpoints, run: Any, tmp_path: Path
 ) -> None:
-    context = natsauth.tls_context(stack.nats_ca_file)
+    context = messaging.tls_context(stack.nats_ca_file)
     wrong = tmp_path / "wrong.password"
     wrong.write_text("not-the-password\n")
 
@@ -285,7 +286,7 @@ def test_the_server_must_prove_itself_with_the_configured_ca(
         try:
             client = await nats.connect(
                 stack.nats_url,
-                tls=natsauth.tls_context(ca),
+                tls=messaging.tls_context(ca),
                 user=devstack_nats.ADMIN,
                 password=password,
                 allow_reconnect=False,

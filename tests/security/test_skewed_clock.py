@@ -1,10 +1,10 @@
 """A delete wins over everything accepted before it, whatever the API replicas' clocks.
 
 A real skewed clock: one API process runs under Debian's `faketime` three minutes ahead
-of the others (the issue's "two minutes of skew between replicas"). It accepts an
+of the others (beyond the two minutes of skew between replicas it must survive). It accepts an
 ingest while no processor runs, so the job stays queued; the normal API then deletes the
 asset; only then do processors run. Before versions came from the shared clock
-(emulsion_contracts.clock), the queued job's version was three minutes "later" than
+(emulsion_runtime.clock), the queued job's version was three minutes "later" than
 the delete's tombstone and the photo came back. Now the asset stays deleted, and an
 upload made after the delete (on the slow replica) still wins.
 """
@@ -27,10 +27,11 @@ import pytest
 from kubernetes import client
 from PIL import Image
 
-from emulsion_contracts import clock, keys, wire
+from emulsion_contracts import keys, wire
 from emulsion_contracts.manifest import AssetManifest
 from emulsion_devstack.processes import ProcessRecord, log_tail, stop, wait_for
 from emulsion_devstack.stack import Endpoints, LocalStack
+from emulsion_runtime import clock
 
 SKEW_SECONDS = 180
 FINISHED = ("Succeeded", "PartiallyFailed", "Failed")

@@ -1,4 +1,4 @@
-"""Issue 21, storage identities: each service holds its own S3 identity with its least
+"""Storage identities: each service holds its own S3 identity with its least
 policy (`emulsion_contracts.storage_access`), proven on the local stack's MinIO, where
 the devstack makes a user and a policy per service and starts each process with its own
 credentials.
@@ -25,14 +25,15 @@ import pytest
 from botocore.exceptions import ClientError
 from PIL import Image
 
-from emulsion_contracts import keys, storage
+from emulsion_contracts import keys
 from emulsion_contracts.manifest import AssetManifest
-from emulsion_contracts.settings import S3Settings
 from emulsion_contracts.storage_access import ACCESS
 from emulsion_devstack import storage_identities
 from emulsion_devstack.processes import wait_for
 from emulsion_devstack.services import SERVICES
 from emulsion_devstack.stack import REGION, Endpoints, LocalStack, s3_client
+from emulsion_runtime import storage
+from emulsion_runtime.settings import S3Settings
 
 GC_GRACE_SECONDS = 3
 # A GC request that meets a guard comes back after 30 s (consumer.settle); under the load

@@ -1,4 +1,4 @@
-"""Issue 21, tokens: the API notices a changed token file and scopes file without a
+"""Tokens: the API notices a changed token file and scopes file without a
 restart. A revoked token is refused within the reload interval (a minute at most with
 the kubelet's own delay); a malformed change is refused loudly and the last good
 configuration stays in force; a change of scopes applies to the running API.
@@ -25,7 +25,7 @@ from emulsion_devstack.stack import Endpoints, LocalStack
 
 KEEP = secrets.token_urlsafe(24)
 REVOKE = secrets.token_urlsafe(24)
-# The chart's reload interval is the default (5 s); the issue's bound is a minute.
+# The chart's reload interval is the default (5 s); a revoked token must stop within a minute.
 REVOCATION_DEADLINE = 60.0
 
 

@@ -1,10 +1,10 @@
-"""Issue 21, "uploads are owned" and "the original is the bytes that were checked", on the
-real stack through its public doors: the API over HTTP with two tenants' tokens, MinIO
+"""Uploads are owned, and the original is the bytes that were checked, on the real
+stack through its public doors: the API over HTTP with two tenants' tokens, MinIO
 through presigned forms, and an IngestJob made with the Kubernetes API (as `kubectl`).
 
 The system is the servers and the four services (a stack of this module's own: its
 processor would take other tests' work items from a shared stream), plus a second API
-holding the tenants' tokens, as the issue's report set it up.
+holding the tenants' tokens, as the attacks were first reported on.
 """
 
 from __future__ import annotations

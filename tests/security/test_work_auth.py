@@ -5,7 +5,7 @@ made for another body or another subject. The processor must terminate each one 
 no manifest changes, no key is written, no result is published, and each is counted.
 
 The forged items aim at an asset that is live, with a version that sorts after the live
-one (the attack of issue 21: commit over another tenant's photo and let the janitor take
+one (the attack: commit over another tenant's photo and let the janitor take
 the real version), so a processor that trusted any of them would visibly commit it.
 """
 
@@ -26,11 +26,12 @@ import pytest
 from nats.js import JetStreamContext
 from PIL import Image
 
-from emulsion_contracts import keys, storage, wire, worksigning
+from emulsion_contracts import keys, wire, worksigning
 from emulsion_contracts.manifest import AssetManifest
 from emulsion_contracts.messages import ItemResult, JobRef, WorkItem
 from emulsion_devstack.processes import ProcessRecord, log_tail, stop, until
 from emulsion_devstack.stack import Endpoints, LocalStack
+from emulsion_runtime import storage
 
 NAMESPACE = "forgery"
 REFUSED = "emulsion_processor_work_refused_total"

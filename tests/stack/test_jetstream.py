@@ -1,4 +1,4 @@
-"""The streams and durable consumers of DESIGN.md on a real NATS server with JetStream."""
+"""The streams and durable consumers of emulsion_runtime.messaging on a real NATS server."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 from nats.js.api import AckPolicy, RetentionPolicy, StreamConfig
 
-from emulsion_contracts import messaging, natsauth, wire
+from emulsion_contracts import natsauth, wire
 from emulsion_devstack.stack import Endpoints
+from emulsion_runtime import messaging
 from tests.consumers import set_ack_wait
 
 DAY = messaging.DAY
@@ -147,7 +148,7 @@ def test_ensure_jetstream_keeps_what_operators_changed_on_a_live_stream_and_logs
             )
             kv_live = (await js.stream_info(bucket.stream)).config
             await js.update_stream(dataclasses.replace(kv_live, max_age=2 * DAY))
-            with caplog.at_level(logging.WARNING, logger="emulsion_contracts.messaging"):
+            with caplog.at_level(logging.WARNING, logger="emulsion_runtime.messaging"):
                 await messaging.ensure_jetstream(js, (spec,), (), (bucket,))
             after = (await js.stream_info(name)).config
             kv_after = (await js.stream_info(bucket.stream)).config
@@ -185,7 +186,7 @@ def test_a_service_that_is_not_the_bootstrap_waits_until_what_it_binds_to_exists
         connection = await stack.nats_connect()
         js = connection.jetstream()
         try:
-            with caplog.at_level(logging.WARNING, logger="emulsion_contracts.messaging"):
+            with caplog.at_level(logging.WARNING, logger="emulsion_runtime.messaging"):
                 waiting = asyncio.create_task(messaging.wait_for_bootstrap(js, identity))
                 missing = await messaging.missing_for(js, identity)
                 # Still waiting after several polls: nothing it binds to exists yet.

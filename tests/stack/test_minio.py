@@ -1,4 +1,4 @@
-"""MinIO as the S3 of DESIGN.md: presigned POST limits and conditional writes."""
+"""MinIO as the S3 Emulsion relies on: presigned POST limits and conditional writes."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import httpx
 import pytest
 from botocore.exceptions import ClientError
 
-from emulsion_contracts import keys, storage
+from emulsion_contracts import keys
 from emulsion_devstack.stack import Endpoints
+from emulsion_runtime import storage
 
 LIMIT = 1024
 
@@ -64,7 +65,7 @@ def test_presigned_post_refuses_a_non_image_content_type(stack: Endpoints, s3: A
 
 
 def test_a_copy_on_an_etag_is_refused_once_the_source_changed(stack: Endpoints, s3: Any) -> None:
-    """What promotion relies on (issue 21): the store refuses CopySourceIfMatch on an ETag
+    """What promotion relies on: the store refuses CopySourceIfMatch on an ETag
     the source no longer has, and If-None-Match: * on an existing claim marker."""
     key = keys.staging_key("gallery-42", keys.new_ulid(), "IMG_0001.jpg")
     s3.put_object(Bucket=stack.bucket, Key=key, Body=b"checked")

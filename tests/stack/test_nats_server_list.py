@@ -1,4 +1,4 @@
-"""NATS_URL takes a cluster's servers (issue 29, finding 1): nats-py read
+"""NATS_URL takes a cluster's servers: nats-py read
 "nats://a:4222,nats://b:4222" as one URL and failed with "invalid connect url option",
 so a service given a cluster's addresses could not start. Each is now one server, and a
 service starts while any server of the list answers."""
@@ -14,8 +14,9 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from emulsion_contracts import natsauth
-from emulsion_contracts.settings import NatsSettings
 from emulsion_devstack.stack import Endpoints
+from emulsion_runtime import messaging
+from emulsion_runtime.settings import NatsSettings
 
 HOST = st.from_regex(r"[a-z][a-z0-9-]{0,20}(\.[a-z][a-z0-9-]{0,20}){0,2}", fullmatch=True)
 SERVER = st.builds(
@@ -27,7 +28,7 @@ SERVER = st.builds(
 def test_every_listed_server_is_one_entry_in_order(servers: list[str], spaces: str) -> None:
     settings = NatsSettings(nats_url=f",{spaces}".join(servers))
     assert settings.servers() == servers
-    assert natsauth.connect_options(settings)["servers"] == servers
+    assert messaging.connect_options(settings)["servers"] == servers
 
 
 @pytest.mark.parametrize("url", ["", " , ", "http://nats:4222", "nats://:4222,nats://b:1"])
@@ -56,7 +57,7 @@ def test_a_service_connects_while_one_server_of_its_list_answers(
         import nats
 
         connection = await nats.connect(
-            **natsauth.connect_options(settings), connect_timeout=2, max_reconnect_attempts=2
+            **messaging.connect_options(settings), connect_timeout=2, max_reconnect_attempts=2
         )
         try:
             return connection.connected_url.netloc if connection.connected_url else None

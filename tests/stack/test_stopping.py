@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from emulsion_devstack.processes import ProcessRecord, stop_all, wait_for
+from tests.sigint import sigint_default
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # A stack has up to ten processes, stopped in three tiers in ~5 s; the bench may first spend
@@ -73,6 +74,7 @@ def while_running(process: subprocess.Popen[bytes], log: Path, check: Any) -> An
 
 
 def running(argv: list[str], tmp_path: Path, **env: str) -> subprocess.Popen[bytes]:
+    """`argv` in the background, to be signalled: SIGINT at its default."""
     log = (tmp_path / "output.log").open("wb")
     return subprocess.Popen(
         argv,
@@ -80,6 +82,7 @@ def running(argv: list[str], tmp_path: Path, **env: str) -> subprocess.Popen[byt
         stdout=log,
         stderr=subprocess.STDOUT,
         env={**os.environ, "TMPDIR": str(tmp_path / "tmp"), **env},
+        preexec_fn=sigint_default,
     )
 
 

@@ -20,7 +20,7 @@ Before each timed phase every input file is read once (warm page cache); each ph
 records the load average at its start, and the CPU seconds (user + system) and peak
 RSS of every process: this process (the CLI and the load generators), each server,
 each service, and the baseline. Writes `bench/results/<date>.json`, `<date>.md` and
-PNG plots, and prints the table with issue 14's targets marked met or missed.
+PNG plots, and prints the table with the performance targets marked met or missed.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 Starts its own stack (etcd, kube-apiserver, NATS, MinIO) and the API as a process, as
 `make up` does, then prints: p50/p99 latency with 1 and with 32 concurrent clients, the
 highest sustained request rate (closed loop, rising concurrency), and the API process's
-memory. Goal (issue 14): p99 <= 50 ms at 32 clients. Figures depend on what else the machine runs.
+memory. Goal (the performance targets, `emulsion_bench.targets`): p99 <= 50 ms at 32
+clients. Figures depend on what else the machine runs.
 """
 
 from __future__ import annotations

@@ -33,8 +33,8 @@ from starlette.concurrency import run_in_threadpool
 
 from emulsion_bench.limit import memory_dir, render_default
 from emulsion_contracts.profiles import DEFAULT_PROFILE
-from emulsion_contracts.settings import S3Settings, load_settings
-from emulsion_contracts.storage import s3_client
+from emulsion_runtime.settings import S3Settings, load_settings
+from emulsion_runtime.storage import s3_client
 
 MODES = ("naive", "fair")
 

@@ -6,7 +6,7 @@ the figure in it (*measured*), a line of code whose calls were counted (*counted
 chart or settings default (*default*), or a stated guess (*assumption*, *estimate*). The
 model turns them into one row per daily volume (1, 10 and 100 million photos) for two
 designs of the IngestJob: *before* (items in the spec, per-item outcomes in status;
-measured by `make bench-controlplane --label before`) and *after* (issue 22: items in
+measured by `make bench-controlplane --label before`) and *after* (the small IngestJob: items in
 the JetStream object store EMULSION_INGESTS, outcomes and failures in the KV bucket
 EMULSION_JOB_RECORDS, status compact). The after column reads
 `bench/results/*-controlplane-after.json` as soon as the lead has run that bench; until
@@ -81,7 +81,8 @@ ETCD_QUOTA_BYTES: Final = 2 * 1024**3
 # kube-apiserver compacts etcd every 5 minutes (--etcd-compaction-interval): until then
 # every revision written stays in the database.
 COMPACTION_SECONDS: Final = 300.0
-# The IngestJob bound of issue 22 (decision 3): the whole object at most 4 KB.
+# The small IngestJob's bound (docs/architecture.md, "A small IngestJob"): the whole
+# object at most 4 KB.
 AFTER_OBJECT_BOUND_BYTES: Final = 4_096.0
 # JetStream's object store chunk size (nats-py, nats.go): an object is its chunks plus
 # one meta message.
@@ -272,7 +273,7 @@ def estimated_after(before: JobFigures) -> JobFigures:
         ),
         event_writes=replace(before.event_writes, kind="estimate", source=f"{note}: as before"),
         stored_bytes=Cited(
-            AFTER_OBJECT_BOUND_BYTES, "B", "estimate", f"{note}: the bound of decision 3"
+            AFTER_OBJECT_BOUND_BYTES, "B", "estimate", f"{note}: the small IngestJob's bound"
         ),
         status_writes=replace(before.status_writes, kind="estimate", source=f"{note}: as before"),
     )
@@ -310,8 +311,9 @@ def _values() -> dict[str, Any]:
 
 def load(results: Path = RESULTS, assumptions: Assumptions | None = None) -> Inputs:
     """Every input, read from the results files, the chart's values and the code."""
-    from emulsion_contracts import messaging, wire
+    from emulsion_contracts import wire
     from emulsion_contracts.profiles import DEFAULT_PROFILE
+    from emulsion_runtime import messaging
 
     assumptions = assumptions or Assumptions()
     items = int(assumptions.items_per_job.value)
@@ -476,7 +478,7 @@ def load(results: Path = RESULTS, assumptions: Assumptions | None = None) -> Inp
             "ops",
             "counted",
             f"EMULSION_INGESTS: the item list in {object_messages - 1} chunk(s) of 128 KiB"
-            " and its meta message (API, decision 1)",
+            " and its meta message (the API writes it)",
         ),
         "object get": Cited(
             object_messages, "ops", "counted", "the controller reads it back to dispatch"
@@ -484,10 +486,9 @@ def load(results: Path = RESULTS, assumptions: Assumptions | None = None) -> Inp
         "outcomes CAS": replace(
             after.status_writes,
             unit="ops",
-            source=after.status_writes.source
-            + " (one KV compare-and-set per status write, decision 2)",
+            source=after.status_writes.source + " (one KV compare-and-set per status write)",
         ),
-        "summary": Cited(1, "ops", "counted", "the JobSummaryRecord at the end (decision 2)"),
+        "summary": Cited(1, "ops", "counted", "the JobSummaryRecord at the end"),
     }
     return Inputs(
         files=tuple(
@@ -501,7 +502,7 @@ def load(results: Path = RESULTS, assumptions: Assumptions | None = None) -> Inp
         nats_per_job=nats_per_job,
         nats_after_per_job=nats_after_per_job,
         nats_after_per_failed_item=Cited(
-            1, "ops", "counted", "one FailureDetail KV put per failed item (decision 2)"
+            1, "ops", "counted", "one FailureDetail KV put per failed item"
         ),
         jobs={"before": before, "after": after},
         after_measured=after_path is not None,
@@ -566,14 +567,14 @@ def load(results: Path = RESULTS, assumptions: Assumptions | None = None) -> Inp
             "default",
             "charts/emulsion/values.yaml jobs.ttlSecondsAfterFinished",
         ),
-        # The chart's value once issue 22's records land; until then decision 2's default.
+        # The chart's value when it has one; until then the records' default retention.
         records_retention=Cited(
             float(values["jobs"].get("recordsRetentionSeconds", 7 * DAY)),
             "s",
             "default",
             "charts/emulsion/values.yaml jobs.recordsRetentionSeconds"
             if "recordsRetentionSeconds" in values["jobs"]
-            else "EMULSION_RECORDS_RETENTION_SECONDS (decision 2: 7 days; not yet in the chart)",
+            else "EMULSION_RECORDS_RETENTION_SECONDS (default 7 days; not yet in the chart)",
         ),
         processor_cpu_request=Cited(
             _cores(processor["resources"]["requests"]["cpu"]),
@@ -598,7 +599,7 @@ def load(results: Path = RESULTS, assumptions: Assumptions | None = None) -> Inp
             work.max_ack_pending,
             "items",
             "default",
-            "emulsion_contracts.messaging CONSUMERS[processors].max_ack_pending",
+            "emulsion_runtime.messaging CONSUMERS[processors].max_ack_pending",
         ),
         controller_replicas=Cited(
             controller["replicas"],
@@ -635,7 +636,7 @@ class Row:
     jobs_alive: float
     namespaces_for_target: int
     etcd_held: float
-    # Without a TTL (the default before issue 22): every finished job stays.
+    # Without a TTL (the default before the small IngestJob): every finished job stays.
     days_to_quota_without_ttl: float
     records_held: float
     in_flight: float
@@ -788,7 +789,7 @@ def limits(inputs: Inputs, assumptions: Assumptions) -> list[Limit]:
                 / float(assumptions.item_seconds)
                 / peak_per_day
             ),
-            "raise `max_ack_pending` of the `processors` durable (emulsion_contracts.messaging);"
+            "raise `max_ack_pending` of the `processors` durable (emulsion_runtime.messaging);"
             " past it more pods only wait",
         ),
         Limit(
@@ -825,7 +826,7 @@ def limits(inputs: Inputs, assumptions: Assumptions) -> list[Limit]:
         Limit(
             f"IngestJobs alive pass Kubernetes' {int(K8S_OBJECTS_PER_CLUSTER):,} per cluster",
             same(K8S_OBJECTS_PER_CLUSTER / float(inputs.job_ttl) * items / peak_per_day),
-            "shorten `jobs.ttlSecondsAfterFinished` (after issue 22 the records outlive the job,"
+            "shorten `jobs.ttlSecondsAfterFinished` (the job's records outlive the job,"
             " so a short TTL costs only the Idempotency-Key window); bigger jobs (group commit)",
         ),
         Limit(

@@ -9,7 +9,7 @@ every work message and reports it done. It prints:
 - create -> Succeeded for the large jobs, and the time until every job has finished;
 - the controller's resident memory (RSS) sampled throughout: at start, peak, and at the
   end once the work is done (kopf has a reported leak in status patching; a growing
-  end value would show it), against issue 14's goal for a service (160 MB);
+  end value would show it), against the performance targets' goal for a service (160 MB);
 - the status patches the controller wrote (its own counter, from /metrics).
 """
 

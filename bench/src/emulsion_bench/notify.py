@@ -24,7 +24,8 @@ import httpx
 from PIL import Image
 
 from emulsion_bench.stats import percentile
-from emulsion_contracts import keys, storage
+from emulsion_contracts import keys
+from emulsion_runtime import storage
 
 
 @dataclass(frozen=True)

@@ -44,10 +44,11 @@ from PIL import Image
 from emulsion_bench import inputs, procstat
 from emulsion_bench.limit import measure as measure_limit
 from emulsion_bench.limit import memory_dir
-from emulsion_contracts import keys, storage, telemetry, wire, worksigning
+from emulsion_contracts import keys, wire, worksigning
 from emulsion_contracts.messages import ItemResult, JobRef, WorkItem
 from emulsion_devstack.processes import ProcessRecord, stop
 from emulsion_devstack.stack import Endpoints, LocalStack, s3_client
+from emulsion_runtime import storage, telemetry
 
 MB = 1024 * 1024
 TWELVE_MP = (4000, 3000)

@@ -152,7 +152,7 @@ def markdown(results: dict[str, Any]) -> str:
     if results.get("targets"):
         lines += [
             "",
-            "Issue 14's targets:",
+            "The performance targets:",
             "",
             "| Target | Goal | Measured | |",
             "|---|---|---|---|",

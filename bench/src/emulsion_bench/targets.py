@@ -1,4 +1,4 @@
-"""Issue 14's targets, checked against one `make bench` run's results.
+"""The performance targets, checked against one `make bench` run's results.
 
 Each target reads the results document (see `__main__`); a target whose figure the run
 did not produce (a phase skipped) is reported as not measured, never as met.

@@ -17,6 +17,7 @@ import pytest
 from emulsion_contracts.keys import parse_key
 from emulsion_devstack.processes import stop_all
 from emulsion_devstack.stack import Endpoints, LocalStack
+from tests.sigint import sigint_default
 
 EMULSION = shutil.which("emulsion") or "emulsion"
 
@@ -72,12 +73,14 @@ class Cli:
         )
 
     def start(self, *arguments: str, **overrides: str) -> subprocess.Popen[str]:
+        """The CLI in the background, to be interrupted: SIGINT at its default."""
         return subprocess.Popen(
             [EMULSION, *arguments],
             env=self.environment(**overrides),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            preexec_fn=sigint_default,
         )
 
 

@@ -90,7 +90,7 @@ def test_ingest_a_gallery_then_a_rerun_uploads_nothing(
 def test_photos_whose_safe_names_clash_stay_distinct_assets_and_a_rerun_uploads_nothing(
     cli: Cli, tmp_path: Path, staging_count: Callable[[], int]
 ) -> None:
-    """Issue 12, defect 1: 日本.jpg and 中国.jpg were both the asset 'file.jpg', each ingest
+    """日本.jpg and 中国.jpg were once both the asset 'file.jpg', each ingest
     superseded the other, and every rerun uploaded the loser again."""
     photos, names = small_gallery(tmp_path / "gallery", 5, seed=18)
     unicode = tmp_path / "unicode"

@@ -1,4 +1,4 @@
-"""An ingest after its TTL (issue 22): the API answers 410 with what is still known, and
+"""An ingest after its TTL: the API answers 410 with what is still known, and
 `emulsion status` prints it plainly with its own exit code; `emulsion failures` pages
 through every failure. On the real stack, with the API's jobs expiring seconds after
 they finish."""
@@ -17,16 +17,13 @@ import httpx
 import pytest
 
 from emulsion_cli.errors import EXIT_EXPIRED, EXIT_ITEMS_FAILED
-from emulsion_contracts import jobrecords, natsauth, wire
+from emulsion_contracts import natsauth, wire
 from emulsion_contracts.ingestjob import JobItem
-from emulsion_contracts.jobrecords import (
-    FailureDetail,
-    JobRecords,
-    JobSummaryRecord,
-    OutcomeRecord,
-)
+from emulsion_contracts.jobrecords import FailureDetail, JobSummaryRecord, OutcomeRecord
 from emulsion_devstack.processes import stop_all
 from emulsion_devstack.stack import Endpoints, LocalStack
+from emulsion_runtime import records_store
+from emulsion_runtime.records_store import JobRecords
 
 from .conftest import Cli, Services
 from .test_cli_on_stack import ingest_json, small_gallery
@@ -126,7 +123,7 @@ def test_failures_page_through_every_failure_and_status_prints_a_recorded_expiry
         api = await stack.nats_connect(natsauth.API_IDENTITY)
         controller = await stack.nats_connect(natsauth.CONTROLLER_IDENTITY)
         try:
-            await jobrecords.put_items(api.jetstream(), NAMESPACE, name, items)
+            await records_store.put_items(api.jetstream(), NAMESPACE, name, items)
             kv = await controller.jetstream().key_value(wire.RECORDS_BUCKET)
             records = JobRecords(kv)
             outcomes = OutcomeRecord(

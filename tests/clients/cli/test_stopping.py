@@ -15,6 +15,7 @@ import pytest
 
 from emulsion_cli.errors import EXIT_INTERRUPTED, EXIT_TERMINATED
 from emulsion_devstack.processes import free_port
+from tests.sigint import sigint_default
 
 # Hashing this many bytes of a sparse file takes tens of seconds: far past the deadline.
 SPARSE_BYTES = 64 * 1024**3
@@ -45,6 +46,7 @@ def test_a_signal_while_hashing_stops_within_seconds(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=sigint_default,
     )  # fmt: skip
     try:
         assert process.stderr is not None

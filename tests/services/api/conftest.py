@@ -20,13 +20,14 @@ import pytest
 from kubernetes import client
 
 from emulsion_api.scopes import token_digest
-from emulsion_contracts import crd, jobrecords, keys, natsauth
+from emulsion_contracts import crd, keys, natsauth
 from emulsion_contracts.ingestjob import IngestJob
 from emulsion_contracts.manifest import AssetManifest, Original
 from emulsion_contracts.messages import Derivative, JobRef
 from emulsion_devstack.processes import ProcessRecord, log_tail
 from emulsion_devstack.processes import wait_for as wait_for
 from emulsion_devstack.stack import Endpoints, LocalStack
+from emulsion_runtime import records_store
 
 NAMESPACE = "default"
 
@@ -137,7 +138,7 @@ def items_of(stack: Endpoints) -> ItemsOf:
         async def get() -> list[dict[str, str]]:
             connection = await stack.nats_connect(natsauth.CONTROLLER_IDENTITY)
             try:
-                found = await jobrecords.get_items(connection.jetstream(), ref)
+                found = await records_store.get_items(connection.jetstream(), ref)
             finally:
                 await connection.drain()
             return [{"source": i.source, "asset": i.asset} for i in found]

@@ -14,7 +14,7 @@ from emulsion_api import bus as bus_module
 from emulsion_api.bus import Bus
 from emulsion_api.errors import ApiError
 from emulsion_contracts import keys
-from emulsion_contracts.settings import NatsSettings
+from emulsion_runtime.settings import NatsSettings
 
 
 class UnreachableKv:

@@ -1,6 +1,6 @@
-"""The size of the IngestJobs a request makes is checked by the API, as etcd stores them
-(issue 22): a 2,000-item ingest whose names the apiserver escapes ('<' is six bytes
-stored) used to answer 503 "apiserver unavailable", which a client retries for ever.
+"""The size of the IngestJobs a request makes is checked by the API, as etcd stores them:
+a 2,000-item ingest whose names the apiserver escapes ('<' is six bytes stored) used to
+answer 503 "apiserver unavailable", which a client retries for ever.
 
 The API's jobs now name their items (an object of EMULSION_INGESTS) instead of holding
 them: a frame of a few KB whatever the items. The estimate is compared with the bytes
@@ -24,10 +24,11 @@ from emulsion_api import jobs
 from emulsion_api.errors import ApiError
 from emulsion_api.kube import Kube, KubeFailure, _translate
 from emulsion_contracts import crd, jobrecords, keys, natsauth
-from emulsion_contracts import kube as contracts_kube
 from emulsion_contracts.ingestjob import IngestJob, ItemsRef
-from emulsion_contracts.ingestjobs import ApiServer
 from emulsion_devstack.stack import Endpoints
+from emulsion_runtime import kube as contracts_kube
+from emulsion_runtime import records_store
+from emulsion_runtime.ingestjobs import ApiServer
 
 from .conftest import NAMESPACE, ApiProcess, list_jobs, new_collection
 
@@ -254,7 +255,7 @@ def test_the_issues_2000_items_named_with_150_lt_are_accepted_in_parts(
             for job in made:
                 ref = IngestJob.read(job).spec.items_ref
                 assert ref is not None
-                found += [item.asset for item in await jobrecords.get_items(js, ref)]
+                found += [item.asset for item in await records_store.get_items(js, ref)]
             return found
         finally:
             await connection.drain()

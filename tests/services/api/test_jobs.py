@@ -105,7 +105,7 @@ def test_one_asset_twice_in_a_request_is_refused() -> None:
 
 
 def test_one_upload_twice_in_a_request_is_refused_naming_the_repeats() -> None:
-    """Issue 21, finding 2: one upload listed 50 times rendered and copied it 50 times."""
+    """One upload listed 50 times once rendered and copied it 50 times."""
     key = keys.staging_key("c", keys.new_ulid(), "a.jpg")
     other = keys.staging_key("c", keys.new_ulid(), "b.jpg")
     request = IngestRequest(

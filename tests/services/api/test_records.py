@@ -17,7 +17,7 @@ from emulsion_api.bus import Bus
 from emulsion_api.errors import ApiError
 from emulsion_api.records import ItemsCache, Records
 from emulsion_contracts.ingestjob import IngestJob, ItemsRef, JobItem, ObjectMeta
-from emulsion_contracts.settings import NatsSettings
+from emulsion_runtime.settings import NatsSettings
 
 ITEM = JobItem(source="staging/c/01JQ0000000000000000000000/p.jpg", asset="p.jpg")
 

@@ -1,5 +1,5 @@
-"""Tenant scoping (issue 12, defect 3): a token sees and changes only its collections; a
-prefix scope says where its prefix ends (issue 21).
+"""Tenant scoping: a token sees and changes only its collections; a prefix scope says
+where its prefix ends.
 
 Token A may use `tenant-a-*`, token B `tenant-b` and `other-*`, the stack's token is an
 admin (`*`). Out of scope, a read is 404 (as for nothing at all: existence does not leak)
@@ -57,7 +57,7 @@ def test_a_prefix_scope_allows_exactly_the_names_it_begins(prefix: str, collecti
 def test_a_prefix_scope_never_covers_a_name_without_its_full_prefix(
     prefix: str, collection: str, continuation: str
 ) -> None:
-    """Issue 21: `acme*` covered `acmecorp`. A prefix scope covers a name only when the
+    """`acme*` once covered `acmecorp`. A prefix scope covers a name only when the
     name starts with the whole prefix, its separator included: never the stem's other
     continuations, nor the stem alone."""
     scopes = Scopes.parse([f"{prefix}*"])

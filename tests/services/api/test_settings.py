@@ -9,7 +9,7 @@ import pytest
 
 from emulsion_api.scopes import EVERYTHING, Scopes, token_digest
 from emulsion_api.settings import load_api_settings
-from emulsion_contracts.settings import SettingsError
+from emulsion_runtime.settings import SettingsError
 
 
 @pytest.fixture(autouse=True)

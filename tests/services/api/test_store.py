@@ -11,8 +11,8 @@ import pytest
 from emulsion_api.settings import ApiSettings
 from emulsion_api.store import Store
 from emulsion_contracts import keys
-from emulsion_contracts.blocking import Blocking
 from emulsion_devstack.stack import Endpoints
+from emulsion_runtime.blocking import Blocking
 
 from .conftest import commit_manifest, new_collection
 

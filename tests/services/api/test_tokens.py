@@ -1,4 +1,4 @@
-"""Token reload (issue 21): the API re-reads its token and scope files while it runs,
+"""Token reload: the API re-reads its token and scope files while it runs,
 applies a valid change, and keeps the last good configuration when a change is malformed."""
 
 from __future__ import annotations

@@ -28,8 +28,8 @@ from kubernetes.client.exceptions import ApiException
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from emulsion_contracts import crd, keys, natsauth, telemetry, wire
-from emulsion_contracts.jobrecords import JobRecords, OutcomeRecord
+from emulsion_contracts import crd, keys, natsauth, wire
+from emulsion_contracts.jobrecords import OutcomeRecord
 from emulsion_contracts.messages import ItemResult, WorkItem
 from emulsion_contracts.reasons import FailureReason
 from emulsion_devstack.binaries import ensure_binary
@@ -37,6 +37,8 @@ from emulsion_devstack.processes import ProcessRecord, free_port, stop, stop_all
 from emulsion_devstack.processes import wait_for as wait_for
 from emulsion_devstack.processes import wait_for_async as wait_for_async
 from emulsion_devstack.stack import Endpoints, LocalStack
+from emulsion_runtime import telemetry
+from emulsion_runtime.records_store import JobRecords
 
 # Each controller started gets a higher peering priority than the one before, so a
 # killed controller's leftover peering record (alive for its lifetime) never pauses it.

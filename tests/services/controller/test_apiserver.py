@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from emulsion_contracts.ingestjobs import KubeTimeout
 from emulsion_controller.apiserver import Kube
+from emulsion_runtime.ingestjobs import KubeTimeout
 
 TIMEOUT = (0.5, 0.5)
 # Well above the read bound (the client retries nothing), and far below "never".

@@ -41,7 +41,7 @@ from emulsion_devstack.processes import until
 
 from .test_status_writer import UID, VERSION, FakeBus, FakeKube
 
-# What the whole job object may take as etcd stores it (issue 22).
+# What the whole job object may take as etcd stores it (a small IngestJob).
 OBJECT_BUDGET = 4096
 NOW = datetime(2026, 12, 7, tzinfo=UTC)
 ITEM_REASONS = [r for r in FailureReason if r not in ("InvalidSpec", "StatusUnwritable")]

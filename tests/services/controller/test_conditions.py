@@ -1,8 +1,8 @@
 """A job's conditions by phase, and how kstatus and Argo CD read them (pure logic).
 
-`argo_health` is the Lua health check of README "Health in Argo CD", line for line, and
-`kstatus` is how sigs.k8s.io/cli-utils' kstatus reads any resource's conditions; the
-table says what each phase must read as to both.
+`argo_health` is the Lua health check of docs/ingestjob.md ("Health in Argo CD"), line for
+line, and `kstatus` is how sigs.k8s.io/cli-utils' kstatus reads any resource's conditions;
+the table says what each phase must read as to both.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def progress_in(phase: str) -> JobProgress:
 
 
 def argo_health(status: dict[str, Any]) -> tuple[str, str]:
-    """README's Lua health check for emulsion.dev/IngestJob, in Python."""
+    """docs/ingestjob.md's Lua health check for emulsion.dev/IngestJob, in Python."""
     health, message = "Progressing", "Waiting for the controller"
     conditions = status.get("conditions")
     if conditions is None:
@@ -186,10 +186,10 @@ def test_complete_and_failed_are_never_both_true(outcomes: list[Outcome | None])
     assert (found["Stalled"] == "True") == (progress.phase.finished and bool(progress.failed))
 
 
-def test_the_readme_check_is_the_one_tested_here() -> None:
-    """The Lua in README reads the conditions in argo_health's order and words."""
-    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
-    lua = readme.split("resource.customizations.health.emulsion.dev_IngestJob: |", 1)[1]
+def test_the_documented_check_is_the_one_tested_here() -> None:
+    """The Lua in docs/ingestjob.md reads the conditions in argo_health's order and words."""
+    document = (Path(__file__).resolve().parents[3] / "docs" / "ingestjob.md").read_text()
+    lua = document.split("resource.customizations.health.emulsion.dev_IngestJob: |", 1)[1]
     lua = lua.split("```", 1)[0]
     steps = [
         'hs = {status = "Progressing", message = "Waiting for the controller"}',

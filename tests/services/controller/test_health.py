@@ -10,8 +10,9 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from emulsion_contracts import crd, messaging, wire
+from emulsion_contracts import crd, wire
 from emulsion_devstack.processes import ProcessRecord, respawn, stop, wait_for
+from emulsion_runtime import messaging
 
 
 def exit_status(record: ProcessRecord) -> int | None:

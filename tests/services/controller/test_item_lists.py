@@ -13,6 +13,7 @@ import pytest
 from emulsion_contracts import jobrecords
 from emulsion_contracts.ingestjob import IngestJob, InvalidSpec, ItemsRef, JobItem
 from emulsion_controller.jetstream import ITEM_LISTS_KEPT, Bus, ItemsUnavailable
+from emulsion_runtime import records_store
 
 ITEMS = (JobItem(source="staging/gallery/01JQ0000000000000000000000/a.jpg", asset="a.jpg"),)
 
@@ -41,7 +42,7 @@ def test_a_referenced_list_is_read_once_and_the_cache_is_bounded(
         reads.append(ref.name)
         return ITEMS
 
-    monkeypatch.setattr(jobrecords, "get_items", get_items)
+    monkeypatch.setattr(records_store, "get_items", get_items)
 
     async def scenario() -> None:
         bus = a_bus()
@@ -65,8 +66,8 @@ def test_a_referenced_list_is_read_once_and_the_cache_is_bounded(
 @pytest.mark.parametrize(
     ("error", "raised"),
     [
-        (jobrecords.ItemsMissing("item list ns/x is not in EMULSION_INGESTS"), InvalidSpec),
-        (jobrecords.ItemsCorrupt("item list ns/x does not match its sha256"), InvalidSpec),
+        (records_store.ItemsMissing("item list ns/x is not in EMULSION_INGESTS"), InvalidSpec),
+        (records_store.ItemsCorrupt("item list ns/x does not match its sha256"), InvalidSpec),
         (TimeoutError("nats: timeout"), ItemsUnavailable),
     ],
 )
@@ -76,7 +77,7 @@ def test_a_list_that_cannot_be_had_is_final_or_retried(
     async def get_items(js: Any, ref: ItemsRef) -> tuple[JobItem, ...]:
         raise error
 
-    monkeypatch.setattr(jobrecords, "get_items", get_items)
+    monkeypatch.setattr(records_store, "get_items", get_items)
     with pytest.raises(raised) as caught:
         asyncio.run(a_bus().with_items(job("x")))
     assert str(error) in str(caught.value)

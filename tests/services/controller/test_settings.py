@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from emulsion_contracts.settings import SettingsError
 from emulsion_controller.settings import load
+from emulsion_runtime.settings import SettingsError
 
 UNSET = (
     "NATS_URL",

@@ -19,13 +19,14 @@ from typing import Any
 
 import pytest
 
-from emulsion_contracts import crd, jobrecords, keys, natsauth, wire
+from emulsion_contracts import crd, keys, natsauth, wire
 from emulsion_contracts.ingestjob import ItemsRef, JobItem
-from emulsion_contracts.jobrecords import JobRecords
 from emulsion_contracts.messages import ItemResult, WorkItem
 from emulsion_contracts.reasons import FailureReason
 from emulsion_controller.progress import CONTROLLER_BYTES, FRAME_BYTES, stored_json_bytes
 from emulsion_devstack.processes import ProcessRecord
+from emulsion_runtime import records_store
+from emulsion_runtime.records_store import JobRecords
 
 from .conftest import Processor
 from .test_bounded_status import OBJECT_BUDGET, api_metadata, controller_part
@@ -72,7 +73,7 @@ def put_items(stack: Any, run: Any, namespace: str, name: str, items: list[JobIt
     async def put() -> ItemsRef:
         connection = await stack.nats_connect(natsauth.API_IDENTITY)
         try:
-            return await jobrecords.put_items(connection.jetstream(), namespace, name, items)
+            return await records_store.put_items(connection.jetstream(), namespace, name, items)
         finally:
             await connection.close()
 

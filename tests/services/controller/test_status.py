@@ -189,7 +189,7 @@ def test_a_job_of_two_thousand_failed_items_keeps_a_small_status_written_few_tim
     assert recorded.failed == f"0-{items - 1}"
     assert indexes.expand(recorded.reasons["NotAnImage"]) == set(range(1, items, 3))
     owned = {k: v for k, v in status.items() if k != "kopf"}
-    # Before issue 22, interleaved reasons' index ranges made it 11,128 bytes.
+    # Before the status was bounded, interleaved reasons' index ranges made it 11,128 bytes.
     assert stored_json_bytes(owned) <= STATUS_BYTES
     writes = jobs.status_writes("thousands")
     assert len(writes) <= seconds / 10 + 6, (len(writes), seconds)

@@ -24,7 +24,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import REGISTRY
 
-from emulsion_contracts import keys, storage, telemetry, wire
+from emulsion_contracts import keys, wire
 from emulsion_contracts.manifest import AssetManifest, Original
 from emulsion_contracts.messages import Derivative, GcRequest, JobRef
 from emulsion_devstack.processes import until as until
@@ -36,6 +36,7 @@ from emulsion_janitor.deleter import Deleter
 from emulsion_janitor.leases import KvLeases
 from emulsion_janitor.settings import JanitorSettings
 from emulsion_janitor.sweep import Sweeper
+from emulsion_runtime import storage, telemetry
 
 STYLES = ("large", "medium", "thumb", "tiny")
 BODY = b"\xff\xd8" + b"x" * 98  # 100 bytes: enough to tell freed bytes apart from none

@@ -1,7 +1,7 @@
 """More keys swept within the same memory: the sweep pages through listings and deletes in
 batches instead of holding them, so more keys must not take more memory.
 
-Twice the keys is enough to tell a held listing (over 200 bytes a key) from none; the
+Four times the keys tells a held listing (over 200 bytes a key) from none; the
 full pass's keys/s over 20,000 and 200,000 photos are `make bench-janitor`'s
 (emulsion_bench.janitor)."""
 
@@ -25,9 +25,11 @@ from emulsion_devstack.stack import Endpoints
 
 # What each listed key would cost if the sweep held the listing: a StoredObject, its key
 # and its datetime come to 243 bytes (tracemalloc, 3,000 staging keys). The line sits just
-# under that: the sweep's peak jitters by up to ~110 bytes a key between runs (-73, +95,
-# +107 measured, depending on which listing page and delete batch overlap), so a tighter
-# line fails bounded sweeps at random while this one still catches a held listing.
+# under that. The sweep's peak jitters by up to ~800 KB between runs, depending on which
+# listing page and delete batch overlap and how slowly a loaded store answers (-73, +95,
+# +107 bytes a key measured over 3,000 extra keys on a quiet machine, +267 once under CI's
+# load); over 9,000 extra keys that jitter stays under ~90 bytes a key, so the line
+# catches a held listing without failing bounded sweeps at random.
 HELD_KEY_BYTES = 200
 
 
@@ -45,7 +47,7 @@ def swept(stack: Endpoints, s3: Any, run: Any, population: Population) -> Measur
     return measurement
 
 
-def test_twice_the_keys_are_swept_within_the_same_memory(
+def test_four_times_the_keys_are_swept_within_the_same_memory(
     stack: Endpoints, s3: Any, run: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Both fill every batch the sweep keeps (a listing page, a thousand keys of one reason
@@ -57,7 +59,7 @@ def test_twice_the_keys_are_swept_within_the_same_memory(
 
     warm_up = populate(stack, bucket(), assets=20, uploads=20, leased=2, styles=())
     small = populate(stack, bucket(), assets=1000, uploads=1000, leased=100, styles=())
-    large = populate(stack, bucket(), assets=1000, uploads=4000, leased=400, styles=())
+    large = populate(stack, bucket(), assets=1000, uploads=10000, leased=1000, styles=())
     # What the first sweep of the process allocates once (clients' models, pools) would
     # otherwise count against the smaller sweep, hiding up to half a MiB of growth.
     swept(stack, s3, run, warm_up)
@@ -65,7 +67,7 @@ def test_twice_the_keys_are_swept_within_the_same_memory(
     few = swept(stack, s3, run, small)
     many = swept(stack, s3, run, large)
 
-    assert (few.report.scanned, many.report.scanned) == (3000, 6000)
+    assert (few.report.scanned, many.report.scanned) == (3000, 12000)
     growth = (many.peak_bytes - few.peak_bytes) / (many.report.scanned - few.report.scanned)
     with capsys.disabled():
         print(

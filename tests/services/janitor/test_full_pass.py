@@ -1,5 +1,5 @@
 """The full reconciliation pass: paced by count, resumable from its stored place, and the
-net under every GC request that never came (issue 22). The hourly sweep lists staging/
+net under every GC request that never came. The hourly sweep lists staging/
 alone; everything else a lost request left is the pass's.
 """
 

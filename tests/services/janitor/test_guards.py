@@ -121,7 +121,7 @@ def test_an_old_superseded_key_and_an_old_unleased_upload_may_go() -> None:
 
 @pytest.mark.parametrize("key", [staged, claimed, legacy], ids=["upload", "claim", "legacy"])
 def test_uploads_of_either_layout_and_claim_markers_are_guarded_alike(key: Any) -> None:
-    """Issue 21: the claim marker goes by its upload's rules (the upload id's lease, the
+    """The claim marker goes by its upload's rules (the upload id's lease, the
     TTL from its own write), and the old layout is still swept."""
     assert check(key(), Facts(leased=False)) is None
     assert check(key(), Facts(leased=True)) is Guard.LEASED
@@ -343,7 +343,7 @@ def _swept(*listed: tuple[str, str | None]) -> list[str]:
 
 
 def test_a_claim_marker_goes_with_its_upload_never_before_it() -> None:
-    """Issue 21: deleted while its upload is still there (a form replayed after the
+    """Deleted while its upload is still there (a form replayed after the
     promotion wrote it anew), the marker would let the key be ingested again."""
     upload, marker = staged(), claimed()
     # Both old enough: the upload first, then its marker.

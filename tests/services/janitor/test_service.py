@@ -18,10 +18,11 @@ from typing import Any
 
 import pytest
 
-from emulsion_contracts import keys, messaging
+from emulsion_contracts import keys
 from emulsion_devstack.processes import ProcessRecord, stop, wait_for
 from emulsion_devstack.stack import Endpoints, LocalStack
 from emulsion_janitor.store import PassProgress, write_progress
+from emulsion_runtime import messaging
 
 from .conftest import Layout, connected, until
 
@@ -217,7 +218,7 @@ def test_two_janitors_consume_alike_but_one_at_a_time_sweeps(
     local_stack: LocalStack, layout: Layout
 ) -> None:
     """The chart lets the janitor scale to two: both take GC requests, only the holder of
-    the sweeper role (emulsion_contracts.singleton) sweeps; stopped, it hands over."""
+    the sweeper role (emulsion_runtime.singleton) sweeps; stopped, it hands over."""
     with running_janitor(local_stack, layout) as (first, first_url):
         wait_for("a sweeper", lambda: scrape(first_url, "emulsion_janitor_sweeper") == 1, 30)
         with running_janitor(local_stack, layout) as (_, second_url):

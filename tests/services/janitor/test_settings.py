@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from emulsion_contracts.settings import SettingsError
 from emulsion_janitor.settings import load
+from emulsion_runtime.settings import SettingsError
 
 REQUIRED = ("NATS_URL", "EMULSION_BUCKET")
 

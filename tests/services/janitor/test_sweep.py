@@ -169,7 +169,7 @@ def test_abandoned_staging_upload_goes_after_the_ttl_and_a_leased_one_stays(
 def test_a_claim_marker_stays_while_a_replayed_upload_sits_beside_it(
     stack: Endpoints, s3: Any, layout: Layout, settings_for: Settings, run: Any
 ) -> None:
-    """Issue 21: a form replayed after the promotion writes the upload anew, later than
+    """A form replayed after the promotion writes the upload anew, later than
     its marker; the marker is what keeps the key from being ingested again, so it goes
     only with the upload."""
     ttl = 5.0

@@ -23,7 +23,7 @@ from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 from PIL import Image
 
-from emulsion_contracts import keys, storage, telemetry, wire, worksigning
+from emulsion_contracts import keys, wire, worksigning
 from emulsion_contracts.messages import GcRequest, ItemResult, JobRef, StyleSpec, WorkItem
 from emulsion_contracts.profiles import DEFAULT_PROFILE
 from emulsion_devstack.processes import ProcessRecord, log_tail, stop, until
@@ -31,6 +31,7 @@ from emulsion_devstack.processes import wait_for as wait_for
 from emulsion_devstack.stack import Endpoints, LocalStack
 from emulsion_processor.settings import ProcessorSettings
 from emulsion_processor.worker import Clients, ItemWorker
+from emulsion_runtime import storage, telemetry
 
 T = TypeVar("T")
 NAMESPACE = "photos"

@@ -15,11 +15,11 @@ import pytest
 from emulsion_api.settings import ApiSettings
 from emulsion_api.store import Store
 from emulsion_contracts import keys, wire
-from emulsion_contracts.blocking import Blocking
 from emulsion_contracts.messages import ItemResult
 from emulsion_contracts.profiles import DEFAULT_PROFILE
 from emulsion_devstack.stack import Endpoints
 from emulsion_processor import store
+from emulsion_runtime.blocking import Blocking
 
 from .conftest import Bus, in_process_worker, jpeg, object_keys, stage, work_item
 

@@ -283,7 +283,7 @@ def test_metadata_is_stripped_from_derivatives(tmp_path: Path) -> None:
 def test_no_derivative_of_any_format_carries_gps_or_other_metadata(
     tmp_path: Path, source_format: str, output: str
 ) -> None:
-    # The README promises "derivatives: no metadata at all" whatever a profile strips
+    # docs/images.md promises "derivatives: no metadata at all" whatever a profile strips
     # from the original: every source container, every output encoder.
     exif = Image.Exif()
     exif[0x0112] = 6  # Orientation: applied to the pixels, then gone
@@ -421,7 +421,7 @@ def test_rejections_survive_pickling_for_process_pools() -> None:
     assert (copy.reason, copy.message) == (FailureReason.TRUNCATED, "ends early")
 
 
-# -- crop geometry (issue 12, defect 0) ------------------------------------------------------
+# -- crop geometry ---------------------------------------------------------------------------
 
 
 def test_a_3700x2400_rgba_png_gets_every_crop_style(tmp_path: Path) -> None:

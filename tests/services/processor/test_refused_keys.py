@@ -1,5 +1,5 @@
 """A store that refuses a key fails the item at once (InvalidKey, with the store's code);
-it is never waited out as an outage, which kept such items Queued for ever (issue 22).
+it is never waited out as an outage, which kept such items Queued for ever.
 
 On the real MinIO: its refusal of a key is provoked by stretching the key the worker
 writes past MinIO's 255-byte segment limit, which no key the layout builds reaches.

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from emulsion_contracts.settings import SettingsError
 from emulsion_processor.settings import load
+from emulsion_runtime.settings import SettingsError
 
 REQUIRED = ("NATS_URL", "EMULSION_BUCKET", "EMULSION_SCRATCH_DIR", "EMULSION_WORK_SIGNING_KEY")
 

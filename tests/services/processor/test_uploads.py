@@ -1,4 +1,4 @@
-"""Issue 21: the processor promotes only an upload of the item's collection, once, and
+"""The processor promotes only an upload of the item's collection, once, and
 only the bytes it checked."""
 
 from __future__ import annotations
@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from emulsion_contracts import keys, storage, wire
+from emulsion_contracts import keys, wire
 from emulsion_contracts.messages import ItemResult
 from emulsion_devstack.stack import Endpoints
 from emulsion_processor import uploads
 from emulsion_processor.reasons import ItemRejected
+from emulsion_runtime import storage
 
 from .conftest import Bus, in_process_worker, jpeg, object_keys, stage, work_item
 from .test_worker import CallLog, Interleaving
@@ -116,7 +117,7 @@ def test_a_marker_this_processor_did_not_write_refuses_the_claim(stack: Endpoint
 def test_a_source_replaced_after_its_check_is_never_promoted(
     stack: Endpoints, s3: Any, with_bus: Any, tmp_path: Path
 ) -> None:
-    """Issue 21, finding 4: a presigned form replayed while the item renders put other
+    """A presigned form replayed while the item renders put other
     bytes under the same key; the copy must not store them."""
     checked = jpeg(640, 480)
     source = stage(s3, stack.bucket, checked)

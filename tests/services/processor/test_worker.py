@@ -22,7 +22,7 @@ from botocore.exceptions import EndpointConnectionError
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 from PIL import Image
 
-from emulsion_contracts import keys, storage, wire
+from emulsion_contracts import keys, wire
 from emulsion_contracts.manifest import AssetManifest
 from emulsion_contracts.messages import ItemResult, StyleSpec, WorkItem
 from emulsion_contracts.profiles import DEFAULT_PROFILE
@@ -34,6 +34,7 @@ from emulsion_processor import worker as worker_module
 from emulsion_processor.cancelled import CancelledJobs
 from emulsion_processor.reasons import ItemRejected
 from emulsion_processor.worker import WORK_CONSUMER, GiveBack
+from emulsion_runtime import storage
 
 from .conftest import Bus, in_process_worker, jpeg, object_keys, stage, work_item
 

@@ -1,5 +1,5 @@
 // Pins etcd for the local test stack (see
-// libs/devstack/src/emulsion_devstack/binaries.py, which builds it).
+// tools/devstack/src/emulsion_devstack/binaries.py, which builds it).
 // etcd's server module replaces its sibling modules with ../ paths, which Go
 // ignores in a dependency; it already requires them at the same v3.6.x, so no
 // replace is needed here.

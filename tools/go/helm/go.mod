@@ -1,5 +1,5 @@
 // Pins Helm for the local test stack (see
-// libs/devstack/src/emulsion_devstack/binaries.py, which builds it).
+// tools/devstack/src/emulsion_devstack/binaries.py, which builds it).
 module emulsion/tools/go/helm
 
 go 1.26.0

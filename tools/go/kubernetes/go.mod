@@ -1,5 +1,5 @@
 // Pins kube-apiserver for the local test stack (see
-// libs/devstack/src/emulsion_devstack/binaries.py, which builds it).
+// tools/devstack/src/emulsion_devstack/binaries.py, which builds it).
 //
 // k8s.io/kubernetes replaces its staging modules with ./staging paths, which
 // Go ignores in a dependency, so each one is pinned here to its published

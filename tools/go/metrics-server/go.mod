@@ -1,5 +1,5 @@
 // Pins metrics-server for the real node (see
-// libs/devstack/src/emulsion_devstack/binaries.py, which builds it).
+// tools/devstack/src/emulsion_devstack/binaries.py, which builds it).
 module emulsion/tools/go/metrics-server
 
 go 1.26.0

@@ -1,5 +1,5 @@
 // Pins MinIO for the local test stack (see
-// libs/devstack/src/emulsion_devstack/binaries.py, which builds it).
+// tools/devstack/src/emulsion_devstack/binaries.py, which builds it).
 // MinIO publishes no module tags, so this is a pseudo-version of a master
 // commit: the newest when pinned, and it has the fix for conditional PUT
 // (If-Match) on a missing key, minio/minio#21526. MinIO's go.mod has no

@@ -1,4 +1,5 @@
-"""The contracts every Emulsion part shares: nothing here talks to a server by itself.
+"""The contracts every Emulsion part shares, as data: nothing here talks to a server.
 
-DESIGN.md is the prose form of this package; a change to either changes both.
+Names, keys, subjects and message ids, messages, manifests, records and permissions are
+built and parsed here; `emulsion_runtime` holds the plumbing that carries them.
 """

@@ -65,7 +65,7 @@ class Phase(StrEnum):
 
 
 class ConditionType(StrEnum):
-    """See README "Health in Argo CD" and the controller's conditions.py for their meaning.
+    """See docs/ingestjob.md ("Health in Argo CD") and the controller's conditions.py.
 
     Complete/Failed say how the job ended, exclusively (like batch/v1 Jobs); Ready,
     Reconciling and Stalled are the summary that kstatus and Argo CD read.

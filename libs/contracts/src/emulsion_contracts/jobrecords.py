@@ -12,7 +12,8 @@ the job lives in JetStream, the store every service already has:
   and its SHA-256 (`ItemsRef`), so a reader checks it got exactly what was accepted.
 - **the outcomes** (`OutcomeRecord`): which items succeeded and failed, and why, as index
   ranges; written by the controller with compare-and-set before the status write that
-  counts them, so a crash or a second replica loses nothing (see `write_outcomes`).
+  counts them, so a crash or a second replica loses nothing (see
+  `emulsion_runtime.records_store.JobRecords.write_outcomes`).
 - **each failure** (`FailureDetail`): the asset, the reason and the whole message, one
   key per failed item, written before that item's result is acknowledged; the API pages
   through them (`GET /v1/ingests/{name}/failures`).
@@ -24,47 +25,35 @@ Both stores keep everything for the records' retention (7 days by default, the c
 Every record carries the job's uid: a job made with kubectl may reuse a name, and a
 record of another uid is someone else's (readers ignore it, the controller overwrites it).
 
-This module is the only place these keys and object names are built or parsed.
+This module holds the records and is the only place their keys and object names are built
+or parsed; `emulsion_runtime.records_store` reads and writes them in JetStream.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Final
 
-from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
-from nats.js.errors import NotFoundError as JetStreamNotFound
-from nats.js.kv import KeyValue
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from emulsion_contracts import indexes, wire
-from emulsion_contracts.ingestjob import ItemsRef, JobItem
+from emulsion_contracts.ingestjob import JobItem
 
 __all__ = [
-    "INGESTS_STORE",
-    "RECORDS_BUCKET",
     "FailureDetail",
-    "ItemsCorrupt",
     "ItemsDocument",
-    "ItemsMissing",
-    "JobRecords",
     "JobSummaryRecord",
     "OutcomeRecord",
-    "RecordConflict",
     "encode_items",
-    "get_items",
-    "get_items_of_gone_job",
+    "failure_index",
+    "failure_key",
+    "failures_filter",
     "items_object_name",
-    "put_items",
+    "outcomes_key",
+    "summary_key",
 ]
 
-INGESTS_STORE: Final = wire.INGESTS_STORE
-RECORDS_BUCKET: Final = wire.RECORDS_BUCKET
 # The longest failure message kept per item (the processor's messages are shorter).
 FAILURE_MESSAGE_MAX: Final = 1024
 
@@ -85,14 +74,6 @@ class ItemsDocument(_Record):
     items: tuple[JobItem, ...]
 
 
-class ItemsMissing(LookupError):
-    """The job's item list is not in the store (never written, or past its retention)."""
-
-
-class ItemsCorrupt(ValueError):
-    """The stored item list is not the one the job names (digest, count or form)."""
-
-
 def items_object_name(namespace: str, job: str) -> str:
     return f"{namespace}/{job}"
 
@@ -100,78 +81,6 @@ def items_object_name(namespace: str, job: str) -> str:
 def encode_items(items: Sequence[JobItem]) -> bytes:
     """The canonical bytes of an item list: what is stored and what the digest covers."""
     return ItemsDocument(items=tuple(items)).encode()
-
-
-async def put_items(
-    js: JetStreamContext, namespace: str, job: str, items: Sequence[JobItem]
-) -> ItemsRef:
-    """Store a job's items before the job is created; the reference goes in its spec."""
-    body = encode_items(items)
-    name = items_object_name(namespace, job)
-    store = await js.object_store(INGESTS_STORE)
-    await store.put(name, body)
-    return ItemsRef(name=name, sha256=hashlib.sha256(body).hexdigest(), count=len(items))
-
-
-async def _read_object(js: JetStreamContext, name: str) -> bytes:
-    """An object's bytes, read message by message (the object's meta, then each chunk by
-    subject) rather than through nats-py's ObjectStore.get, whose ordered consumer needs
-    rights to create consumers and list every stream: the readers need only message gets.
-    Raises ItemsMissing when there is no such object."""
-    stream = wire.INGESTS_STREAM
-    encoded = base64.urlsafe_b64encode(name.encode()).decode()
-    try:
-        meta = await js.get_last_msg(stream, f"$O.{INGESTS_STORE}.M.{encoded}")
-        info = json.loads(meta.data or b"{}")
-    except JetStreamNotFound as error:
-        raise ItemsMissing(f"item list {name} is not in {INGESTS_STORE}") from error
-    if info.get("deleted"):
-        raise ItemsMissing(f"item list {name} was deleted from {INGESTS_STORE}")
-    chunks: list[bytes] = []
-    subject, sequence = f"$O.{INGESTS_STORE}.C.{info.get('nuid')}", 1
-    try:
-        for _ in range(int(info.get("chunks") or 0)):
-            message = await js.get_msg(stream, seq=sequence, subject=subject, next=True)
-            chunks.append(message.data or b"")
-            sequence = (message.seq or sequence) + 1
-    except JetStreamNotFound as error:
-        raise ItemsMissing(f"item list {name} lost chunks in {INGESTS_STORE}") from error
-    return b"".join(chunks)
-
-
-def _document(name: str, body: bytes) -> ItemsDocument:
-    try:
-        return ItemsDocument.model_validate_json(body)
-    except ValidationError as error:
-        raise ItemsCorrupt(f"item list {name} cannot be read: {error}") from error
-
-
-async def get_items(js: JetStreamContext, ref: ItemsRef) -> tuple[JobItem, ...]:
-    """The items `ref` names, checked against its digest and count.
-
-    Raises ItemsMissing when there is no such object, ItemsCorrupt when its bytes are
-    not the ones the job was created with; both are final for that job.
-    """
-    body = await _read_object(js, ref.name)
-    if hashlib.sha256(body).hexdigest() != ref.sha256:
-        raise ItemsCorrupt(f"item list {ref.name} does not match its sha256 {ref.sha256}")
-    document = _document(ref.name, body)
-    if len(document.items) != ref.count:
-        raise ItemsCorrupt(
-            f"item list {ref.name} holds {len(document.items)} items, the job {ref.count}"
-        )
-    return document.items
-
-
-async def get_items_of_gone_job(
-    js: JetStreamContext, namespace: str, job: str
-) -> tuple[JobItem, ...]:
-    """The item list stored under a job's name, unchecked: for a job no longer in the
-    apiserver (expired by its TTL), whose spec — and so the digest — is gone with it.
-    Only for showing what the job made; never to act on. Raises ItemsMissing, ItemsCorrupt.
-    """
-    name = items_object_name(namespace, job)
-    return _document(name, await _read_object(js, name)).items
 
 
 # -- the records -----------------------------------------------------------------------
@@ -221,10 +130,6 @@ class JobSummaryRecord(_Record):
     reasons: dict[str, int] = {}
 
 
-class RecordConflict(RuntimeError):
-    """Another writer changed the outcomes since they were read: read, merge, write again."""
-
-
 def job_prefix(namespace: str, job: str) -> str:
     # As in subjects: a Kubernetes name's '.' would split a key's tokens.
     token = wire.subject_token
@@ -253,121 +158,3 @@ def failure_index(key: str) -> int | None:
     if not head.endswith(".failures") or not last.isdigit():
         return None
     return int(last)
-
-
-class JobRecords:
-    """The records bucket, as the controller writes it and the API reads it."""
-
-    def __init__(self, kv: KeyValue) -> None:
-        self._kv = kv
-
-    async def outcomes(
-        self, namespace: str, job: str, uid: str
-    ) -> tuple[OutcomeRecord | None, int | None]:
-        """The job's outcomes and the revision to write over (None: create). A record of
-        another uid reads as none, at its revision, so the next write replaces it."""
-        try:
-            entry = await self._kv.get(outcomes_key(namespace, job))
-        except KeyNotFoundError:
-            return None, None
-        revision = entry.revision
-        try:
-            record = OutcomeRecord.model_validate_json(entry.value or b"")
-        except ValidationError:
-            return None, revision
-        return (record if record.uid == uid else None), revision
-
-    async def last_outcomes(self, namespace: str, job: str) -> OutcomeRecord | None:
-        """The outcomes last written under this name, whatever job (uid) wrote them: for a
-        job gone from the apiserver without a summary (deleted while it ran), whose uid
-        nobody else knows any more. Never to write over (see `outcomes`)."""
-        try:
-            entry = await self._kv.get(outcomes_key(namespace, job))
-        except KeyNotFoundError:
-            return None
-        try:
-            return OutcomeRecord.model_validate_json(entry.value or b"")
-        except ValidationError:
-            return None
-
-    async def write_outcomes(
-        self, namespace: str, job: str, record: OutcomeRecord, revision: int | None
-    ) -> int:
-        """Write over `revision` (None: only if absent); returns the new revision.
-
-        Raises RecordConflict when someone wrote in between.
-        """
-        key = outcomes_key(namespace, job)
-        try:
-            if revision is None:
-                return await self._kv.create(key, record.encode())
-            return await self._kv.update(key, record.encode(), last=revision)
-        except KeyWrongLastSequenceError as error:
-            raise RecordConflict(key) from error
-
-    async def put_failure(self, namespace: str, job: str, detail: FailureDetail) -> None:
-        """Idempotent: a redelivered failure writes the same value again."""
-        message = detail.message
-        if message is not None and len(message) > FAILURE_MESSAGE_MAX:
-            detail = detail.model_copy(update={"message": message[:FAILURE_MESSAGE_MAX]})
-        await self._kv.put(failure_key(namespace, job, detail.index), detail.encode())
-
-    async def failure_indexes(self, namespace: str, job: str) -> list[int]:
-        """The indexes with a failure recorded (any uid), in order.
-
-        A watch filtered by subject on the server: nats-py's `keys(filters=...)` reads
-        every key of the bucket and filters by substring in the client.
-        """
-        watcher = await self._kv.watch(
-            failures_filter(namespace, job), meta_only=True, ignore_deletes=True
-        )
-        found: list[int] = []
-        try:
-            async for entry in watcher:
-                if entry is None:  # the end of what is stored now
-                    break
-                if (index := failure_index(entry.key)) is not None:
-                    found.append(index)
-        finally:
-            await watcher.stop()
-        return sorted(found)
-
-    async def failures(
-        self, namespace: str, job: str, uid: str, after: int = -1, limit: int = 100
-    ) -> tuple[list[FailureDetail], int | None]:
-        """Up to `limit` failures of the job with an index above `after`, in index order,
-        and the index to continue after (None at the end)."""
-        wanted = [i for i in await self.failure_indexes(namespace, job) if i > after]
-        page: list[FailureDetail] = []
-        for index in wanted:
-            if len(page) == limit:
-                return page, page[-1].index
-            detail = await self.failure(namespace, job, uid, index)
-            if detail is not None:
-                page.append(detail)
-        return page, None
-
-    async def failure(self, namespace: str, job: str, uid: str, index: int) -> FailureDetail | None:
-        try:
-            entry = await self._kv.get(failure_key(namespace, job, index))
-        except KeyNotFoundError:
-            return None
-        try:
-            detail = FailureDetail.model_validate_json(entry.value or b"")
-        except ValidationError:
-            return None
-        return detail if detail.uid == uid else None
-
-    async def put_summary(self, namespace: str, job: str, summary: JobSummaryRecord) -> None:
-        await self._kv.put(summary_key(namespace, job), summary.encode())
-
-    async def summary(self, namespace: str, job: str) -> JobSummaryRecord | None:
-        """The last summary written under this name (its uid says which job it was)."""
-        try:
-            entry = await self._kv.get(summary_key(namespace, job))
-        except KeyNotFoundError:
-            return None
-        try:
-            return JobSummaryRecord.model_validate_json(entry.value or b"")
-        except ValidationError:
-            return None

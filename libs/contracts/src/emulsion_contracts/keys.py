@@ -1,4 +1,5 @@
-"""The object-key layout of DESIGN.md, and the only place keys are built or parsed.
+"""The object-key layout (docs/architecture.md, "Key layout"), and the only place keys are
+built or parsed.
 
     staging/<collection>/<upload-id>/<safe-name>
     staging/<collection>/<upload-id>/.claim

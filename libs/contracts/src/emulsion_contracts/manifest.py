@@ -81,7 +81,7 @@ class AssetManifest(BaseModel):
         """The manifest a delete leaves: nothing live, at a version later than any before.
 
         `version`: a job version minted for the delete from the shared clock
-        (emulsion_contracts.clock), which is what makes it later than every version
+        (emulsion_runtime.clock), which is what makes it later than every version
         minted before, whatever the clocks; without it, one from `now` (tests).
         """
         return cls(

@@ -9,8 +9,9 @@ replies). The devstack's nats-server configuration, the chart's `authorization` 
 permission-matrix test (tests/security/test_nats.py) are all derived from `IDENTITIES`.
 
 The controller is the bootstrap identity: only it may create or update the streams,
-durable consumers and KV buckets (`messaging.ensure_jetstream`); the other services wait,
-not ready, until what they bind to exists (`messaging.connect`).
+durable consumers and KV buckets (`emulsion_runtime.messaging.ensure_jetstream`); the other
+services wait, not ready, until what they bind to exists (`emulsion_runtime.messaging.connect`,
+which also turns the settings into credentials, the inbox prefix and TLS).
 
 No identity has `allow_responses`: none of the services answers requests. JetStream's
 own replies (API responses, acks' confirmations, pull deliveries) are sent by the server
@@ -20,14 +21,11 @@ to the requester's inbox and need only the subscribe permission on it.
 from __future__ import annotations
 
 import json
-import ssl
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final, get_args
 
-from emulsion_contracts import messaging, wire
+from emulsion_contracts import wire
 from emulsion_contracts.messages import GcReason
-from emulsion_contracts.settings import NatsSettings
 
 API: Final = "$JS.API"
 
@@ -38,13 +36,28 @@ JANITOR_IDENTITY: Final = "janitor"
 # The identity that creates and updates streams, consumers and buckets.
 BOOTSTRAP: Final = CONTROLLER_IDENTITY
 
-# The shared version clock (issue 21, decision 4): read and written by the API and the
-# controller with compare-and-set. Its BucketSpec is in messaging.BUCKETS.
-CLOCK_BUCKET: Final = wire.CLOCK_BUCKET
-# What IngestJobs keep outside etcd (emulsion_contracts.jobrecords): the API writes item
-# lists and reads records; the controller reads item lists and writes records.
-INGESTS: Final = wire.INGESTS_STORE
-RECORDS: Final = wire.RECORDS_BUCKET
+# What the bootstrap creates (`emulsion_runtime.messaging`'s STREAMS, BUCKETS and
+# CONSUMERS, in their order; a test holds the two equal): every stream, every KV bucket
+# and every durable consumer, as (stream, durable). The object store of item lists
+# (wire.INGESTS_STREAM) comes last.
+STREAMS: Final = (wire.WORK_STREAM, wire.EVENTS_STREAM, wire.GC_STREAM, wire.ADVISORIES_STREAM)
+BUCKETS: Final = (
+    wire.CANCELLED_BUCKET,
+    wire.STAGING_LEASES_BUCKET,
+    # The shared version clock: read and written by the API and the controller with
+    # compare-and-set.
+    wire.CLOCK_BUCKET,
+    # What IngestJobs keep outside etcd (emulsion_contracts.jobrecords): the API writes
+    # item lists and reads records; the controller reads item lists and writes records.
+    wire.RECORDS_BUCKET,
+    wire.SINGLETONS_BUCKET,
+)
+DURABLES: Final = (
+    (wire.WORK_STREAM, wire.PROCESSORS),
+    (wire.EVENTS_STREAM, wire.CONTROLLER),
+    (wire.GC_STREAM, wire.JANITOR),
+    (wire.ADVISORIES_STREAM, wire.CONTROLLER_ADVISORIES),
+)
 
 
 def inbox_prefix(identity: str) -> str:
@@ -95,7 +108,7 @@ def _kv_watch(bucket: str) -> tuple[str, ...]:
 
 def _object_read(store: str) -> tuple[str, ...]:
     """Bind, then message gets: an object's last meta message, its chunks by subject
-    (jobrecords.get_items reads without consumers)."""
+    (emulsion_runtime.records_store.get_items reads without consumers)."""
     stream = f"OBJ_{store}"
     return (
         f"{API}.STREAM.INFO.{stream}",
@@ -114,8 +127,7 @@ def _object_write(store: str) -> tuple[str, ...]:
 def _bootstrap() -> tuple[str, ...]:
     """Create and update exactly Emulsion's streams, buckets and durables (both the
     legacy durable-create subject nats-py uses and the named form newer clients use)."""
-    streams = [s.name for s in messaging.STREAMS] + [b.stream for b in messaging.BUCKETS]
-    streams.append(wire.INGESTS_STREAM)
+    streams = [*STREAMS, *(_stream_of(bucket) for bucket in BUCKETS), wire.INGESTS_STREAM]
     subjects: list[str] = []
     for stream in streams:
         subjects += [
@@ -123,11 +135,11 @@ def _bootstrap() -> tuple[str, ...]:
             f"{API}.STREAM.UPDATE.{stream}",
             f"{API}.STREAM.INFO.{stream}",
         ]
-    for consumer in messaging.CONSUMERS:
+    for stream, durable in DURABLES:
         subjects += [
-            f"{API}.CONSUMER.DURABLE.CREATE.{consumer.stream}.{consumer.durable}",
-            f"{API}.CONSUMER.CREATE.{consumer.stream}.{consumer.durable}",
-            f"{API}.CONSUMER.CREATE.{consumer.stream}.{consumer.durable}.>",
+            f"{API}.CONSUMER.DURABLE.CREATE.{stream}.{durable}",
+            f"{API}.CONSUMER.CREATE.{stream}.{durable}",
+            f"{API}.CONSUMER.CREATE.{stream}.{durable}.>",
         ]
     return tuple(subjects)
 
@@ -165,10 +177,6 @@ class Identity:
 PROCESSOR_GC_REASONS: Final = tuple(
     reason for reason in get_args(GcReason) if reason not in ("deleted", "abandoned")
 )
-WORK: Final = wire.WORK_STREAM
-EVENTS: Final = wire.EVENTS_STREAM
-GC: Final = wire.GC_STREAM
-ADVISORIES: Final = wire.ADVISORIES_STREAM
 
 IDENTITIES: Final[dict[str, Identity]] = {
     identity.name: identity
@@ -178,14 +186,14 @@ IDENTITIES: Final[dict[str, Identity]] = {
             publish=(
                 # GC requests for deleted assets (bus.py).
                 wire.gc_subject("deleted"),
-                *_kv_read(CLOCK_BUCKET),
-                *_kv_write(CLOCK_BUCKET),
-                *_object_read(INGESTS),
-                *_object_write(INGESTS),
-                *_kv_read(RECORDS),
-                *_kv_watch(RECORDS),
+                *_kv_read(wire.CLOCK_BUCKET),
+                *_kv_write(wire.CLOCK_BUCKET),
+                *_object_read(wire.INGESTS_STORE),
+                *_object_write(wire.INGESTS_STORE),
+                *_kv_read(wire.RECORDS_BUCKET),
+                *_kv_watch(wire.RECORDS_BUCKET),
             ),
-            buckets=(CLOCK_BUCKET, RECORDS),
+            buckets=(wire.CLOCK_BUCKET, wire.RECORDS_BUCKET),
             streams=(wire.INGESTS_STREAM,),
         ),
         Identity(
@@ -194,32 +202,32 @@ IDENTITIES: Final[dict[str, Identity]] = {
                 wire.WORK_SUBJECTS,
                 *_bootstrap(),
                 # Results and exhausted work: its two durables.
-                *_pull(EVENTS, wire.CONTROLLER),
-                *_pull(ADVISORIES, wire.CONTROLLER_ADVISORIES),
+                *_pull(wire.EVENTS_STREAM, wire.CONTROLLER),
+                *_pull(wire.ADVISORIES_STREAM, wire.CONTROLLER_ADVISORIES),
                 # A cancelled job's queued work: counted, purged; an advisory's work
                 # message read and deleted; a job's queued items read by subject.
-                f"{API}.STREAM.PURGE.{WORK}",
-                f"{API}.STREAM.MSG.GET.{WORK}",
-                f"{API}.STREAM.MSG.DELETE.{WORK}",
+                f"{API}.STREAM.PURGE.{wire.WORK_STREAM}",
+                f"{API}.STREAM.MSG.GET.{wire.WORK_STREAM}",
+                f"{API}.STREAM.MSG.DELETE.{wire.WORK_STREAM}",
                 *_kv_read(wire.STAGING_LEASES_BUCKET),
                 *_kv_write(wire.STAGING_LEASES_BUCKET),
                 *_kv_read(wire.CANCELLED_BUCKET),
                 *_kv_write(wire.CANCELLED_BUCKET),
-                *_kv_read(CLOCK_BUCKET),
-                *_kv_write(CLOCK_BUCKET),
-                *_object_read(INGESTS),
-                *_kv_read(RECORDS),
-                *_kv_write(RECORDS),
+                *_kv_read(wire.CLOCK_BUCKET),
+                *_kv_write(wire.CLOCK_BUCKET),
+                *_object_read(wire.INGESTS_STORE),
+                *_kv_read(wire.RECORDS_BUCKET),
+                *_kv_write(wire.RECORDS_BUCKET),
             ),
             consumers=(
-                (EVENTS, wire.CONTROLLER),
-                (ADVISORIES, wire.CONTROLLER_ADVISORIES),
+                (wire.EVENTS_STREAM, wire.CONTROLLER),
+                (wire.ADVISORIES_STREAM, wire.CONTROLLER_ADVISORIES),
             ),
             buckets=(
                 wire.STAGING_LEASES_BUCKET,
                 wire.CANCELLED_BUCKET,
-                CLOCK_BUCKET,
-                RECORDS,
+                wire.CLOCK_BUCKET,
+                wire.RECORDS_BUCKET,
             ),
             streams=(wire.INGESTS_STREAM,),
         ),
@@ -232,27 +240,27 @@ IDENTITIES: Final[dict[str, Identity]] = {
                 wire.WORK_SUBJECTS,
                 wire.EVENTS_SUBJECTS,
                 *(wire.gc_subject(reason) for reason in PROCESSOR_GC_REASONS),
-                *_pull(WORK, wire.PROCESSORS),
+                *_pull(wire.WORK_STREAM, wire.PROCESSORS),
                 *_kv_read(wire.CANCELLED_BUCKET),
                 *_kv_watch(wire.CANCELLED_BUCKET),
             ),
-            consumers=((WORK, wire.PROCESSORS),),
+            consumers=((wire.WORK_STREAM, wire.PROCESSORS),),
             buckets=(wire.CANCELLED_BUCKET,),
         ),
         Identity(
             JANITOR_IDENTITY,
             publish=(
-                *_pull(GC, wire.JANITOR),
+                *_pull(wire.GC_STREAM, wire.JANITOR),
                 *_kv_read(wire.STAGING_LEASES_BUCKET),
                 # The work stream's max age: tombstones outlive it (service.py).
-                f"{API}.STREAM.INFO.{WORK}",
-                # One janitor at a time sweeps (emulsion_contracts.singleton).
+                f"{API}.STREAM.INFO.{wire.WORK_STREAM}",
+                # One janitor at a time sweeps (emulsion_runtime.singleton).
                 *_kv_read(wire.SINGLETONS_BUCKET),
                 *_kv_write(wire.SINGLETONS_BUCKET),
             ),
-            consumers=((GC, wire.JANITOR),),
+            consumers=((wire.GC_STREAM, wire.JANITOR),),
             buckets=(wire.STAGING_LEASES_BUCKET, wire.SINGLETONS_BUCKET),
-            streams=(WORK,),
+            streams=(wire.WORK_STREAM,),
         ),
     )
 }
@@ -295,23 +303,3 @@ def permissions_document() -> str:
 
 def identity_of(user: str | None) -> Identity | None:
     return IDENTITIES.get(user or "")
-
-
-def tls_context(ca_file: str | Path) -> ssl.SSLContext:
-    """A client context that trusts only `ca_file` and checks the server's name."""
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_file))
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    return context
-
-
-def connect_options(settings: NatsSettings) -> dict[str, Any]:
-    """nats.connect's keyword arguments for these settings: servers, credentials, the
-    identity's inbox prefix, and TLS verified against NATS_CA_FILE when it is set."""
-    options: dict[str, Any] = {"servers": settings.servers()}
-    if settings.nats_user:
-        options["user"] = settings.nats_user
-        options["password"] = settings.password()
-        options["inbox_prefix"] = inbox_prefix(settings.nats_user)
-    if settings.nats_ca_file:
-        options["tls"] = tls_context(settings.nats_ca_file)
-    return options

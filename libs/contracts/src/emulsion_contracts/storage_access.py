@@ -1,6 +1,6 @@
 """Which component may do what to which objects: the least S3 policy of each, as data.
 
-One table, from which the local stack's MinIO policies are made (`libs/devstack`), the
+One table, from which the local stack's MinIO policies are made (`tools/devstack`), the
 chart README's table is checked (`tests/charts/test_readme.py`), and the tests on the
 real stack (`tests/security/test_storage_identities.py`) take what each identity must
 be refused. The rules, read from each service's S3 calls:

@@ -4,7 +4,7 @@ bucket names, and lease and role keys are built or parsed.
 Message ids decide JetStream's deduplication (`Nats-Msg-Id` within a stream's duplicate
 window), so one form made in one service and read in another must never drift: every
 service builds and reads them here, typed. `emulsion_contracts.keys` does the same for
-object keys; `emulsion_contracts.messaging` declares the streams and consumers made of
+object keys; `emulsion_runtime.messaging` declares the streams and consumers made of
 these names.
 """
 
@@ -43,7 +43,7 @@ HEADER_HANDED_BACK: Final = "Emulsion-Handed-Back-Deliveries"
 #   one per dispatched item and removes its own when the job ends; the janitor never
 #   sweeps an upload that any job still leases. Two jobs of one upload hold two leases,
 #   so the first to finish cannot release the other's.
-# - the version clock (`emulsion_contracts.clock`): one key, the last millisecond any
+# - the version clock (`emulsion_runtime.clock`): one key, the last millisecond any
 #   version was minted at, so versions from replicas with different clocks still sort in
 #   the order they were minted. No TTL: losing it would let a slow clock mint the past.
 CANCELLED_BUCKET: Final = "EMULSION_CANCELLED"
@@ -54,7 +54,7 @@ CLOCK_BUCKET: Final = "EMULSION_CLOCK"
 # records' retention (JetStreamSettings.records_retention_seconds).
 INGESTS_STORE: Final = "EMULSION_INGESTS"
 RECORDS_BUCKET: Final = "EMULSION_JOB_RECORDS"
-# Roles one replica at a time holds (emulsion_contracts.singleton): a key per role.
+# Roles one replica at a time holds (emulsion_runtime.singleton): a key per role.
 SINGLETONS_BUCKET: Final = "EMULSION_SINGLETONS"
 
 # JetStream keeps an object store as this stream.

@@ -2,7 +2,7 @@
 for deleted assets, published to EMULSION_GC.
 
 The connection is made in the background; the API is not ready until it is made once.
-Without NATS no version can be minted (emulsion_contracts.clock) nor an item list
+Without NATS no version can be minted (emulsion_runtime.clock) nor an item list
 stored (emulsion_api.records): an ingest or a delete then answers 503 with Retry-After,
 and the client tries again. Reads of a job's items, outcomes and failures need NATS too
 (the same 503); summaries and lists never do.
@@ -21,10 +21,11 @@ from nats.js.errors import Error as JetStreamError
 from nats.js.kv import KeyValue
 
 from emulsion_api.errors import ApiError
-from emulsion_contracts import clock, messaging, natsauth, telemetry, wire
+from emulsion_contracts import natsauth, wire
 from emulsion_contracts.manifest import AssetManifest
 from emulsion_contracts.messages import GcRequest
-from emulsion_contracts.settings import NatsSettings
+from emulsion_runtime import clock, messaging, telemetry
+from emulsion_runtime.settings import NatsSettings
 
 log = logging.getLogger(__name__)
 

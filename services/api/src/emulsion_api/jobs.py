@@ -300,7 +300,7 @@ def plan_parts(plan: JobPlan, part_versions: Sequence[str]) -> list[Part]:
     request's size is a 413 here, never an error of a store.
 
     `part_versions`: one version per part (`part_count`), in order, minted from the
-    shared clock (emulsion_contracts.clock), never from this replica's own.
+    shared clock (emulsion_runtime.clock), never from this replica's own.
     """
     chunks = split_items(plan.items)
     if len(part_versions) != len(chunks):
@@ -334,7 +334,7 @@ def build_jobs(plan: JobPlan, parts: Sequence[Part], refs: Sequence[ItemsRef]) -
     # The trace's parent only, and the idempotency key by its hash only (the label): a
     # W3C tracestate (up to 512 bytes) and a client's key (up to 255 characters, six bytes
     # each for '<', '>' and '&' in etcd) would take more than the whole status may, and
-    # the job must stay within 4 KB (issue 22; tests/services/controller/
+    # the job must stay within 4 KB (a small IngestJob; tests/services/controller/
     # test_bounded_status.py).
     if "traceparent" in plan.trace_headers:
         annotations[crd.ANNOTATION_TRACEPARENT] = plan.trace_headers["traceparent"]

@@ -1,5 +1,5 @@
 """The API's IngestJob calls to the apiserver: create, read, list, delete and watch,
-through the shared client (emulsion_contracts.ingestjobs).
+through the shared client (emulsion_runtime.ingestjobs).
 
 Apiserver failures become API errors here, once: throttling is 429 with Retry-After,
 an unreachable or failing apiserver is 503, a schema rejection is 422, an object too
@@ -18,7 +18,7 @@ import aiohttp
 from prometheus_client import Gauge
 
 from emulsion_api.errors import ApiError
-from emulsion_contracts.ingestjobs import (
+from emulsion_runtime.ingestjobs import (
     ApiServer,
     IngestJobs,
     KubeFailure,

@@ -34,10 +34,11 @@ from emulsion_api.routes import access, assets, batches, health, ingests, profil
 from emulsion_api.settings import ApiSettings, load_api_settings
 from emulsion_api.store import Store
 from emulsion_api.tokens import Tokens
-from emulsion_contracts import crd, kube, storage, telemetry
-from emulsion_contracts.blocking import Blocking
-from emulsion_contracts.ingestjobs import ApiServer
+from emulsion_contracts import crd
 from emulsion_contracts.profiles import load_profiles
+from emulsion_runtime import kube, storage, telemetry
+from emulsion_runtime.blocking import Blocking
+from emulsion_runtime.ingestjobs import ApiServer
 
 log = logging.getLogger(__name__)
 

@@ -22,14 +22,11 @@ from nats.js.kv import KeyValue
 
 from emulsion_api.bus import RETRY_AFTER, Bus
 from emulsion_api.errors import ApiError
-from emulsion_contracts import jobrecords, wire
+from emulsion_contracts import wire
 from emulsion_contracts.ingestjob import IngestJob, ItemsRef, JobItem
-from emulsion_contracts.jobrecords import (
-    FailureDetail,
-    JobRecords,
-    JobSummaryRecord,
-    OutcomeRecord,
-)
+from emulsion_contracts.jobrecords import FailureDetail, JobSummaryRecord, OutcomeRecord
+from emulsion_runtime import records_store
+from emulsion_runtime.records_store import JobRecords
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +84,7 @@ class Records:
         js = self._bus.jetstream()
         try:
             async with asyncio.timeout(RECORDS_TIMEOUT):
-                ref = await jobrecords.put_items(js, self._namespace, job, items)
+                ref = await records_store.put_items(js, self._namespace, job, items)
         except _UNREACHABLE as error:
             log.warning("cannot store the item list of %s: %s", job, error)
             raise _unavailable("the job's item list cannot be stored") from error
@@ -108,8 +105,8 @@ class Records:
             return cached
         try:
             async with asyncio.timeout(RECORDS_TIMEOUT):
-                found = await jobrecords.get_items(self._bus.jetstream(), ref)
-        except (jobrecords.ItemsMissing, jobrecords.ItemsCorrupt) as error:
+                found = await records_store.get_items(self._bus.jetstream(), ref)
+        except (records_store.ItemsMissing, records_store.ItemsCorrupt) as error:
             log.warning("job %s: %s", job.metadata.name, error)
             return None
         except _UNREACHABLE as error:
@@ -121,10 +118,10 @@ class Records:
         """The list stored under the name of a job no longer in the apiserver, if kept."""
         try:
             async with asyncio.timeout(RECORDS_TIMEOUT):
-                return await jobrecords.get_items_of_gone_job(
+                return await records_store.get_items_of_gone_job(
                     self._bus.jetstream(), self._namespace, job
                 )
-        except (jobrecords.ItemsMissing, jobrecords.ItemsCorrupt):
+        except (records_store.ItemsMissing, records_store.ItemsCorrupt):
             return None
         except _UNREACHABLE as error:
             raise _unavailable("the job's records cannot be read") from error

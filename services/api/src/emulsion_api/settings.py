@@ -24,7 +24,7 @@ from pydantic import Field
 
 from emulsion_api.limits import LimitTable, parse_limits
 from emulsion_api.scopes import EVERYTHING, Scopes, check_digest, token_digest
-from emulsion_contracts.settings import (
+from emulsion_runtime.settings import (
     KubeSettings,
     NatsSettings,
     ProfilesSettings,

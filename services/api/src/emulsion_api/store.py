@@ -18,12 +18,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from emulsion_api.errors import ApiError
 from emulsion_api.settings import ApiSettings
-from emulsion_contracts import keys, storage
-from emulsion_contracts.blocking import Blocking
+from emulsion_contracts import keys
 from emulsion_contracts.manifest import AssetManifest
+from emulsion_runtime import storage
+from emulsion_runtime.blocking import Blocking
 
 # The API's reads hand out the contracts' type; views name it through this module.
-from emulsion_contracts.storage import StoredManifest as StoredManifest
+from emulsion_runtime.storage import StoredManifest as StoredManifest
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The controller's own apiserver calls (kopf makes its own): IngestJob reads and writes,
 the Events it posts about them, and kopf's ClusterKopfPeering object.
 
-Through the shared async client (emulsion_contracts.ingestjobs): no thread per call, and
+Through the shared async client (emulsion_runtime.ingestjobs): no thread per call, and
 every call bounded (10 s connect, 30 s read; see REQUEST_TIMEOUT there). The connection
 pool's size bounds how many requests the controller has in flight at once.
 """
@@ -12,7 +12,7 @@ import asyncio
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
-from emulsion_contracts.ingestjobs import (
+from emulsion_runtime.ingestjobs import (
     CLUSTER_PEERINGS,
     REQUEST_TIMEOUT,
     ApiServer,

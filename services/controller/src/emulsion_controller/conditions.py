@@ -5,7 +5,7 @@ changes, so "since when has this been true" survives the many writes in between;
 reason, message and observedGeneration are refreshed on every write.
 
 Which conditions a job has, by phase (`expected_conditions` is this table in code, and
-README "Health in Argo CD" reads it):
+docs/ingestjob.md, "Health in Argo CD", reads it):
 
 | phase           | Dispatched | Complete | Failed | Ready | Reconciling | Stalled |
 |-----------------|------------|----------|--------|-------|-------------|---------|

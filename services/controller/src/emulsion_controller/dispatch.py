@@ -20,12 +20,13 @@ from typing import Any
 
 from opentelemetry import trace
 
-from emulsion_contracts import crd, telemetry, wire
+from emulsion_contracts import crd, wire
 from emulsion_contracts.ingestjob import IngestJob, InvalidSpec
 from emulsion_controller import metrics
 from emulsion_controller.folding import TrackedJob
 from emulsion_controller.jetstream import Bus, Outgoing
 from emulsion_controller.status_writer import StatusWriter
+from emulsion_runtime import telemetry
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("emulsion.controller")

@@ -17,12 +17,12 @@ from typing import Any
 
 from opentelemetry import trace
 
-from emulsion_contracts import telemetry
 from emulsion_contracts.jobrecords import FailureDetail, OutcomeRecord
 from emulsion_contracts.messages import ItemResult, JobRef
 from emulsion_contracts.reasons import FailureReason
 from emulsion_controller import events, metrics
 from emulsion_controller.progress import JobProgress
+from emulsion_runtime import telemetry
 
 Ack = Callable[[], Awaitable[None]]
 # What a held result or acknowledgement is deduplicated by: the item index, and which

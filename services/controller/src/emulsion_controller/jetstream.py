@@ -17,10 +17,11 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
-from emulsion_contracts import clock, jobrecords, messaging, natsauth, wire, worksigning
+from emulsion_contracts import natsauth, wire, worksigning
 from emulsion_contracts.ingestjob import IngestJob, InvalidSpec, JobItem
-from emulsion_contracts.jobrecords import JobRecords
-from emulsion_contracts.settings import NatsSettings
+from emulsion_runtime import clock, messaging, records_store
+from emulsion_runtime.records_store import JobRecords
+from emulsion_runtime.settings import NatsSettings
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +106,8 @@ class Bus:
         items = self._item_lists.get(uid)
         if items is None:
             try:
-                items = await jobrecords.get_items(self.js, ref)
-            except (jobrecords.ItemsMissing, jobrecords.ItemsCorrupt) as error:
+                items = await records_store.get_items(self.js, ref)
+            except (records_store.ItemsMissing, records_store.ItemsCorrupt) as error:
                 raise InvalidSpec(f"spec.itemsRef: {error}") from error
             except Exception as error:
                 raise ItemsUnavailable(
@@ -140,7 +141,7 @@ class Bus:
         return sum(1 for ack in acks if not ack.duplicate)
 
     async def mint_version(self) -> str:
-        """A job version from the shared clock (see emulsion_contracts.clock)."""
+        """A job version from the shared clock (see emulsion_runtime.clock)."""
         if self._versions is None:
             raise RuntimeError("this bus was made without the version clock")
         return await clock.mint_version(self._versions)

@@ -6,11 +6,11 @@ message dropped by hand. Nothing else would ever end such an item, so its job wo
 Processing forever.
 
 Why the streams and not the asset manifests: the controller talks to the apiserver and
-NATS only (DESIGN.md), never to S3. The work stream is a work queue, so a work message
-still in it is work still pending (waiting, in progress, being retried, or out of
-deliveries and about to be reported by its advisory). An item that has no outcome in
-its job's outcome record and no work message left has been taken and finished, but its
-result is missing.
+NATS only, never to S3 (docs/architecture.md, "The parts"). The work stream is a work
+queue, so a work message still in it is work still pending (waiting, in progress, being
+retried, or out of deliveries and about to be reported by its advisory). An item that has
+no outcome in its job's outcome record and no work message left has been taken and
+finished, but its result is missing.
 
 What is done about it, and why:
 - Re-dispatch first, with a new `Nats-Msg-Id` (`<uid>/<index>/<suffix>`) so the stream's

@@ -17,7 +17,7 @@ from typing import Any, cast
 
 import kopf
 
-from emulsion_contracts import crd, health, telemetry
+from emulsion_contracts import crd
 from emulsion_contracts.ingestjob import IngestJob, InvalidSpec
 from emulsion_contracts.messages import JobRef
 from emulsion_controller import events, metrics
@@ -32,6 +32,7 @@ from emulsion_controller.peering import PeeringWatch
 from emulsion_controller.progress import JobProgress
 from emulsion_controller.settings import ControllerSettings, load
 from emulsion_controller.status_writer import StatusWriter
+from emulsion_runtime import health, telemetry
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +193,7 @@ def configure(settings: kopf.OperatorSettings, config: ControllerSettings) -> No
     # handler reacts to a change (the spec is immutable), and kopf keeps the diff base as
     # a JSON string in the object, where the API's annotations (an idempotency key of up
     # to 255 characters, a trace state) and the item reference would be stored a second
-    # time, escaped twice (issue 22: the whole object within 4 KB). What is left is never
+    # time, escaped twice (a small IngestJob: the whole object within 4 KB). What is left is never
     # empty (a collection is required): kopf would read an empty base as no base at all.
     settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(
         name="kopf",

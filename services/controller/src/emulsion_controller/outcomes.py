@@ -9,11 +9,12 @@ replica in a rollout, our own write before a restart) are read and merged first.
 from __future__ import annotations
 
 from emulsion_contracts.ingestjob import IngestJob
-from emulsion_contracts.jobrecords import JobRecords, OutcomeRecord, RecordConflict
+from emulsion_contracts.jobrecords import OutcomeRecord
 from emulsion_controller import metrics
 from emulsion_controller.folding import TrackedJob
 from emulsion_controller.jetstream import Bus, bounded
 from emulsion_controller.progress import JobProgress
+from emulsion_runtime.records_store import JobRecords, RecordConflict
 
 # Conflicting writes in a row before giving up this round (the caller retries later).
 CONFLICT_RETRIES = 5

@@ -42,9 +42,10 @@ STATUS_BYTES = 1536
 # All the controller's part of a job object may take: that status, kopf's bookkeeping
 # (status.kopf, ~100 bytes) and the managedFields entries of both status writers (~730).
 CONTROLLER_BYTES = 2368
-# What is left of 4 KB (issue 22) for the rest: the metadata and spec as the API writes
-# them, the apiserver's own fields and the API's managedFields entry. Within it the whole
-# object stays within 4 KB (tests/services/controller/test_bounded_status.py).
+# What is left of 4 KB (the small IngestJob's bound) for the rest: the metadata and spec
+# as the API writes them, the apiserver's own fields and the API's managedFields entry.
+# Within it the whole object stays within 4 KB (tests/services/controller/
+# test_bounded_status.py).
 FRAME_BYTES = 4096 - CONTROLLER_BYTES
 
 _GO_ESCAPED = re.compile("[<>&\u2028\u2029]")

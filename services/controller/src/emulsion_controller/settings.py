@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from emulsion_contracts.settings import (
+from emulsion_runtime.settings import (
     KubeSettings,
     NatsSettings,
     ServiceSettings,
@@ -29,7 +29,7 @@ class ControllerSettings(ServiceSettings, NatsSettings, KubeSettings, WorkSignin
     metrics_port: int = Field(
         default=9090, ge=0, le=65535, validation_alias="EMULSION_METRICS_PORT"
     )
-    # Coalescing window of a running job's status patches (DESIGN.md: about one a second).
+    # Coalescing window of a running job's status patches (about one a second per job).
     status_interval: float = Field(
         default=1.0, gt=0, validation_alias="EMULSION_STATUS_INTERVAL_SECONDS"
     )

@@ -20,14 +20,15 @@ from nats.js import JetStreamContext
 from opentelemetry import trace
 from pydantic import ValidationError
 
-from emulsion_contracts import messaging, telemetry, wire
-from emulsion_contracts.blocking import run_blocking
-from emulsion_contracts.consuming import PullLoop
+from emulsion_contracts import wire
 from emulsion_contracts.messages import GcRequest
 from emulsion_janitor import metrics
 from emulsion_janitor.deleter import Deleter, DeletionReport
 from emulsion_janitor.guards import Guard, StoredObject, WindowBudget, area_of
 from emulsion_janitor.store import MAX_BATCH, stat
+from emulsion_runtime import messaging, telemetry
+from emulsion_runtime.blocking import run_blocking
+from emulsion_runtime.consuming import PullLoop
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("emulsion.janitor")

@@ -13,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from emulsion_contracts import keys
-from emulsion_contracts.blocking import run_blocking
 from emulsion_janitor import metrics
 from emulsion_janitor.guards import (
     Budget,
@@ -28,6 +27,7 @@ from emulsion_janitor.guards import (
 from emulsion_janitor.leases import Leases
 from emulsion_janitor.settings import JanitorSettings
 from emulsion_janitor.store import MAX_BATCH, delete_batch, read_live
+from emulsion_runtime.blocking import run_blocking
 
 log = logging.getLogger(__name__)
 

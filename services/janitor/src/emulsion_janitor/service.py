@@ -29,8 +29,7 @@ from typing import Any
 from nats.aio.client import Client
 from nats.js.kv import KeyValue
 
-from emulsion_contracts import health, messaging, natsauth, singleton, storage, telemetry, wire
-from emulsion_contracts.blocking import run_blocking
+from emulsion_contracts import natsauth, wire
 from emulsion_janitor import metrics
 from emulsion_janitor.consumer import GcConsumer
 from emulsion_janitor.deleter import Deleter
@@ -38,6 +37,8 @@ from emulsion_janitor.leases import KvLeases
 from emulsion_janitor.settings import JanitorSettings, load
 from emulsion_janitor.store import PassProgress, read_progress
 from emulsion_janitor.sweep import Sweeper
+from emulsion_runtime import health, messaging, singleton, storage, telemetry
+from emulsion_runtime.blocking import run_blocking
 
 log = logging.getLogger("emulsion.janitor")
 
@@ -47,7 +48,7 @@ class Janitor:
     connection: Client
     consumer: GcConsumer
     sweeper: Sweeper
-    # The sweeper role's lease (emulsion_contracts.singleton).
+    # The sweeper role's lease (emulsion_runtime.singleton).
     roles: KeyValue
 
     @classmethod

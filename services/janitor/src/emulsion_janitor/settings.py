@@ -7,8 +7,9 @@ from typing import Final
 
 from pydantic import Field
 
-from emulsion_contracts import messaging, wire
-from emulsion_contracts.settings import NatsSettings, S3Settings, ServiceSettings, load_settings
+from emulsion_contracts import wire
+from emulsion_runtime import messaging
+from emulsion_runtime.settings import NatsSettings, S3Settings, ServiceSettings, load_settings
 
 HOUR = 3600.0
 DAY = 24 * HOUR

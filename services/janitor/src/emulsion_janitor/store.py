@@ -14,9 +14,10 @@ from typing import Any, Final
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ValidationError
 
-from emulsion_contracts import keys, storage
+from emulsion_contracts import keys
 from emulsion_contracts.storage_access import JANITOR_STATE
 from emulsion_janitor.guards import Live, StoredObject
+from emulsion_runtime import storage
 
 log = logging.getLogger(__name__)
 

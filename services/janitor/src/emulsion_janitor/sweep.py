@@ -20,7 +20,6 @@ from typing import Any
 from opentelemetry import trace
 
 from emulsion_contracts import keys
-from emulsion_contracts.blocking import run_blocking
 from emulsion_janitor import metrics
 from emulsion_janitor.deleter import Deleter, DeletionReport
 from emulsion_janitor.guards import (
@@ -42,6 +41,7 @@ from emulsion_janitor.store import (
     remove_tombstone,
     write_progress,
 )
+from emulsion_runtime.blocking import run_blocking
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("emulsion.janitor")

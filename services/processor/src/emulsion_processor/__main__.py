@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from emulsion_contracts import allocator, telemetry
 from emulsion_processor import settings as settings_module
 from emulsion_processor.service import run
+from emulsion_runtime import allocator, telemetry
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Prometheus metrics, served on `/metrics` by `emulsion_contracts.health`."""
+"""Prometheus metrics, served on `/metrics` by `emulsion_runtime.health`."""
 
 from __future__ import annotations
 

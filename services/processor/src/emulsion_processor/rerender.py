@@ -16,12 +16,13 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from emulsion_contracts import keys, storage
+from emulsion_contracts import keys
 from emulsion_contracts.manifest import AssetManifest
 from emulsion_contracts.messages import Derivative, StyleSpec, WorkItem
 from emulsion_contracts.reasons import FailureReason
 from emulsion_processor import store
 from emulsion_processor.reasons import ItemRejected
+from emulsion_runtime import storage
 
 
 def check_source(item: WorkItem) -> None:

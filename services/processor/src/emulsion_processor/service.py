@@ -15,12 +15,13 @@ from typing import Final
 
 from nats.aio.msg import Msg
 
-from emulsion_contracts import health, messaging, natsauth, storage, wire
-from emulsion_contracts.consuming import FetchPolicy, PullLoop
+from emulsion_contracts import natsauth, wire
 from emulsion_contracts.profiles import load_profiles
 from emulsion_processor.cancelled import CancelledJobs
 from emulsion_processor.settings import ProcessorSettings
 from emulsion_processor.worker import Clients, ItemWorker
+from emulsion_runtime import health, messaging, storage
+from emulsion_runtime.consuming import FetchPolicy, PullLoop
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,9 @@ from typing import Literal
 
 from pydantic import Field
 
-from emulsion_contracts.settings import (
+from emulsion_processor.admission import default_budget
+from emulsion_processor.imaging import PILLOW_MAX_PIXELS
+from emulsion_runtime.settings import (
     NatsSettings,
     ProfilesSettings,
     S3Settings,
@@ -15,8 +17,6 @@ from emulsion_contracts.settings import (
     WorkSigningSettings,
     load_settings,
 )
-from emulsion_processor.admission import default_budget
-from emulsion_processor.imaging import PILLOW_MAX_PIXELS
 
 MIB = 1024 * 1024
 

@@ -14,10 +14,10 @@ from typing import Any, Final
 
 from botocore.exceptions import ClientError
 
-from emulsion_contracts import storage
 from emulsion_contracts.manifest import AssetManifest
 from emulsion_contracts.reasons import FailureReason
 from emulsion_processor.reasons import ItemRejected, TransientTrouble
+from emulsion_runtime import storage
 
 log = logging.getLogger(__name__)
 

@@ -20,10 +20,11 @@ from typing import Any, Final
 
 from botocore.exceptions import ClientError
 
-from emulsion_contracts import keys, storage
+from emulsion_contracts import keys
 from emulsion_contracts.messages import WorkItem
 from emulsion_contracts.reasons import FailureReason
 from emulsion_processor.reasons import ItemRejected, TransientTrouble
+from emulsion_runtime import storage
 
 log = logging.getLogger(__name__)
 

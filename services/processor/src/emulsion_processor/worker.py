@@ -42,8 +42,7 @@ from nats.js.kv import KeyValue
 from opentelemetry import trace
 from pydantic import ValidationError
 
-from emulsion_contracts import keys, messaging, telemetry, wire, worksigning
-from emulsion_contracts.blocking import run_blocking
+from emulsion_contracts import keys, wire, worksigning
 from emulsion_contracts.manifest import AssetManifest, Original
 from emulsion_contracts.messages import (
     Derivative,
@@ -63,6 +62,8 @@ from emulsion_processor.admission import MemoryBudget
 from emulsion_processor.cancelled import CancelledJobs
 from emulsion_processor.reasons import ItemRejected, TransientTrouble
 from emulsion_processor.settings import ProcessorSettings
+from emulsion_runtime import messaging, telemetry
+from emulsion_runtime.blocking import run_blocking
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("emulsion_processor")

@@ -8,8 +8,9 @@ from typing import Any
 import httpx
 
 from emulsion_contracts import crd
-from emulsion_contracts.jobrecords import FailureDetail, JobRecords
+from emulsion_contracts.jobrecords import FailureDetail
 from emulsion_devstack.stack import Endpoints
+from emulsion_runtime.records_store import JobRecords
 
 from ..conftest import (
     TENANT_A_PREFIX,

@@ -115,7 +115,7 @@ def _uploaded(api: httpx.Client, filename: str, collection: str) -> str:
 def test_names_the_safe_name_folds_together_stay_different_assets(
     items_of: ItemsOf, api: httpx.Client, custom: Any
 ) -> None:
-    """Issue 12, defect 1: 日本.jpg and 中国.jpg were both the asset 'file.jpg'."""
+    """日本.jpg and 中国.jpg were once both the asset 'file.jpg'."""
     names = ["日本.jpg", "中国.jpg", "Фото 1.jpg", "photo 1.JPG", "photo 1.jpg"]
     collection = new_collection()
     staged = [_uploaded(api, name, collection) for name in names]

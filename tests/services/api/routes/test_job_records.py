@@ -1,4 +1,4 @@
-"""What an ingest keeps outside etcd, as the API serves it (issue 22): items from the stored
+"""What an ingest keeps outside etcd, as the API serves it: items from the stored
 list, per-item outcomes from the outcomes record, every failure at /failures, and 410 Gone
 with what is still known once the job's TTL removed it — to its tenant only.
 
@@ -17,13 +17,9 @@ import httpx
 import pytest
 
 from emulsion_contracts import crd, natsauth, wire
-from emulsion_contracts.jobrecords import (
-    FailureDetail,
-    JobRecords,
-    JobSummaryRecord,
-    OutcomeRecord,
-)
+from emulsion_contracts.jobrecords import FailureDetail, JobSummaryRecord, OutcomeRecord
 from emulsion_devstack.stack import Endpoints
+from emulsion_runtime.records_store import JobRecords
 
 from ..conftest import (
     NAMESPACE,

@@ -92,7 +92,7 @@ def _post(upload: dict[str, Any], body: bytes, **fields: str) -> httpx.Response:
 def test_the_form_accepts_exactly_the_declared_size_only(
     api: httpx.Client, s3: Any, stack: Endpoints
 ) -> None:
-    """Issue 12: a 30 MB body went through a form presigned for 1,000 bytes."""
+    """A 30 MB body once went through a form presigned for 1,000 bytes."""
     declared = presign(api, size=1000).json()
 
     for body in (b"x" * 1001, b"x" * (30 * 1024 * 1024), b"x" * 999):
@@ -155,7 +155,7 @@ def test_the_upload_records_the_asset_name_an_ingest_defaults_to(
 def test_the_form_records_the_collection_and_the_callers_identity_which_it_binds(
     api_process: ApiProcess, s3: Any, stack: Endpoints
 ) -> None:
-    """Issue 21: an upload names who asked and for which collection, and the browser
+    """An upload names who asked and for which collection, and the browser
     cannot change either (they are `eq` conditions of the signed policy)."""
     collection = f"{TENANT_B_COLLECTION}"
     with api_process.client(TENANT_A_TOKEN) as tenant_a, api_process.client() as admin:

@@ -22,8 +22,9 @@ from emulsion_api.store import (
     ListedManifest,
     StoredManifest,
 )
-from emulsion_contracts import keys, telemetry
+from emulsion_contracts import keys
 from emulsion_contracts.messages import DEFAULT_PROFILE_NAME, AssetName, FocalPoint
+from emulsion_runtime import telemetry
 
 router = APIRouter(prefix="/v1/assets", tags=["assets"])
 

@@ -29,8 +29,9 @@ from emulsion_api.models import (
     JobSummary,
     StreamErrorEvent,
 )
-from emulsion_contracts import crd, keys, telemetry
+from emulsion_contracts import crd, keys
 from emulsion_contracts.ingestjob import IngestJob, JobOutline
+from emulsion_runtime import telemetry
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +197,7 @@ async def create_ingest(
         response.headers["Location"] = result.status_url
         return result
     # Minted right before the jobs are made: each version follows every version (and
-    # tombstone) minted before, whichever replica minted it (emulsion_contracts.clock).
+    # tombstone) minted before, whichever replica minted it (emulsion_runtime.clock).
     versions = await services.bus.mint_versions(jobs.part_count(planned))
     parts = jobs.plan_parts(plan, versions)
     created = await _create_all(services, plan, parts)

@@ -1,0 +1,83 @@
+"""`python -m emulsion_devstack up|down|status`: the commands behind `make up` and `make down`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from emulsion_devstack.processes import StackError, print_status
+from emulsion_devstack.services import SERVICES
+from emulsion_devstack.stack import MINIO_LAYOUTS, LocalStack
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m emulsion_devstack", description=__doc__)
+    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(".emulsion"),
+        help="where state.json, env and kubeconfig live (default: .emulsion)",
+    )
+    parser.add_argument(
+        "--services",
+        default=None,
+        help="comma-separated Emulsion services to start after the servers "
+        f"(default: all of {', '.join(SERVICES) or 'none registered'}; '' for none)",
+    )
+    parser.add_argument(
+        "--nats-servers",
+        type=int,
+        choices=[1, 3],
+        default=1,
+        help="one NATS server, or a cluster of three with streams and buckets at R3",
+    )
+    parser.add_argument(
+        "--minio-layout",
+        choices=MINIO_LAYOUTS,
+        default="single",
+        help="one drive, or four drives erasure coded (EC:2)",
+    )
+    args = parser.parse_args(argv)
+    services = (
+        [name for name in args.services.split(",") if name]
+        if args.services is not None
+        else list(SERVICES)
+    )
+    # `up` leaves the stack running for the shell; a signal while it starts stops it.
+    stack = LocalStack(
+        args.state_dir,
+        services=tuple(services),
+        outlive=True,
+        nats_servers=args.nats_servers,
+        minio_layout=args.minio_layout,
+    )
+
+    if args.command == "up":
+        try:
+            endpoints = stack.up()
+        except StackError as error:
+            print(f"make up failed: {error}", file=sys.stderr)
+            return 1
+        print(f"\nEndpoints (written to {stack.env_file}):")
+        for name, value in endpoints.environment().items():
+            if "SECRET" not in name:
+                print(f"  {name:<22} {value}")
+        print(f"  {'logs':<22} {endpoints.data_dir}/logs/")
+        print(f"\nNext: source {stack.env_file} && kubectl get ingestjobs")
+        return 0
+    if args.command == "down":
+        stopped = stack.down()
+        print(f"stopped {', '.join(stopped)}" if stopped else "nothing was running")
+        return 0
+    records = stack.processes()
+    if not records:
+        print("not running")
+        return 1
+    print_status(records, 16)
+    return 0 if stack.running() else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
