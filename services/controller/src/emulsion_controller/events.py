@@ -132,7 +132,7 @@ class Milestones:
     dispatched: bool = False
     ended: bool = False
 
-    def due(self, progress: JobProgress) -> tuple[bool, bool]:
+    def pending(self, progress: JobProgress) -> tuple[bool, bool]:
         """Which of them the coming write makes true; read before the write (before
         to_status stamps completedAt)."""
         return progress.dispatched and not self.dispatched, progress.done and not self.ended

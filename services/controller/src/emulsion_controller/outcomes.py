@@ -43,7 +43,7 @@ class Outcomes:
             progress.merge_record(stored)
         return progress, stored, revision
 
-    async def write(self, job: TrackedJob) -> None:
+    async def store(self, job: TrackedJob) -> None:
         """Write the failures folded since the last write, then the outcome record.
 
         Compare-and-set on the record's revision: another writer's outcomes (a second

@@ -356,10 +356,10 @@ class StatusWriter:
 
     async def _write(self, job: TrackedJob, kind: str) -> None:
         assert job.progress is not None
-        due = job.milestones.due(job.progress)
+        due = job.milestones.pending(job.progress)
         # The record first: once it holds the results, they are acknowledged, whatever
         # becomes of the status write.
-        await self._outcomes.write(job)
+        await self._outcomes.store(job)
         await self._settler.acknowledge(job)
         status = job.progress.to_status(datetime.now(UTC))
         if job.progress.done:
