@@ -26,8 +26,9 @@ from emulsion_contracts import crd, keys
 from emulsion_contracts.ingestjob import IngestJob, IngestJobStatus
 from emulsion_contracts.messages import ItemResult, JobRef
 from emulsion_contracts.reasons import FailureReason
-from emulsion_controller.bus import Bus
-from emulsion_controller.kube import Kube, Unwritable
+from emulsion_controller.apiserver import Kube, Unwritable
+from emulsion_controller.folding import MAX_INTERVAL, write_interval
+from emulsion_controller.jetstream import Bus
 from emulsion_controller.progress import (
     CONTROLLER_BYTES,
     FRAME_BYTES,
@@ -35,10 +36,10 @@ from emulsion_controller.progress import (
     JobProgress,
     stored_json_bytes,
 )
-from emulsion_controller.tracker import MAX_INTERVAL, StatusWriter, write_interval
+from emulsion_controller.status_writer import StatusWriter
 from emulsion_devstack.processes import until
 
-from .test_tracker import UID, VERSION, FakeBus, FakeKube
+from .test_status_writer import UID, VERSION, FakeBus, FakeKube
 
 # What the whole job object may take as etcd stores it (a small IngestJob).
 OBJECT_BUDGET = 4096

@@ -93,10 +93,10 @@ def test_an_invalid_job_is_failed_with_its_reason_and_forgotten(
     import pytest
 
     from emulsion_contracts.ingestjob import InvalidSpec
-    from emulsion_controller.bus import Bus
+    from emulsion_controller.apiserver import Kube
     from emulsion_controller.dispatch import dispatch
-    from emulsion_controller.kube import Kube
-    from emulsion_controller.tracker import StatusWriter
+    from emulsion_controller.jetstream import Bus
+    from emulsion_controller.status_writer import StatusWriter
 
     body = jobs.create("invalid", 3)
     body["spec"]["items"][1]["asset"] = "../escape"

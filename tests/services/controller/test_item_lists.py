@@ -12,7 +12,7 @@ import pytest
 
 from emulsion_contracts import jobrecords
 from emulsion_contracts.ingestjob import IngestJob, InvalidSpec, ItemsRef, JobItem
-from emulsion_controller.bus import ITEM_LISTS_KEPT, Bus, ItemsUnavailable
+from emulsion_controller.jetstream import ITEM_LISTS_KEPT, Bus, ItemsUnavailable
 from emulsion_runtime import records_store
 
 ITEMS = (JobItem(source="staging/gallery/01JQ0000000000000000000000/a.jpg", asset="a.jpg"),)

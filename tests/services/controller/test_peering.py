@@ -11,7 +11,7 @@ from typing import cast
 from hypothesis import given
 from hypothesis import strategies as st
 
-from emulsion_controller.kube import Kube
+from emulsion_controller.apiserver import Kube
 from emulsion_controller.peering import KEEPALIVE_GRACE, PeeringWatch, same_priority_peers
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)

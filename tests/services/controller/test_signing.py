@@ -10,8 +10,8 @@ from typing import Any, cast
 
 from emulsion_contracts import keys, wire, worksigning
 from emulsion_contracts.ingestjob import IngestJob
-from emulsion_controller.bus import Bus
 from emulsion_controller.dispatch import work_messages
+from emulsion_controller.jetstream import Bus
 
 KEY = b"s" * 40
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from emulsion_contracts import keys, wire
-from emulsion_controller.bus import Bus as ControllerBus
+from emulsion_controller.jetstream import Bus as ControllerBus
 from emulsion_devstack.stack import Endpoints
 from emulsion_janitor.leases import KvLeases
 

@@ -14,8 +14,8 @@ from pydantic import ValidationError
 from emulsion_contracts import wire
 from emulsion_contracts.messages import ItemResult, WorkItem
 from emulsion_contracts.reasons import FailureReason
-from emulsion_controller.bus import Bus
-from emulsion_controller.tracker import StatusWriter
+from emulsion_controller.jetstream import Bus
+from emulsion_controller.status_writer import StatusWriter
 from emulsion_runtime.consuming import PullLoop
 
 log = logging.getLogger(__name__)

@@ -23,8 +23,9 @@ from opentelemetry import trace
 from emulsion_contracts import crd, wire
 from emulsion_contracts.ingestjob import IngestJob, InvalidSpec
 from emulsion_controller import metrics
-from emulsion_controller.bus import Bus, Outgoing
-from emulsion_controller.tracker import StatusWriter
+from emulsion_controller.folding import TrackedJob
+from emulsion_controller.jetstream import Bus, Outgoing
+from emulsion_controller.status_writer import StatusWriter
 from emulsion_runtime import telemetry
 
 log = logging.getLogger(__name__)
@@ -76,8 +77,7 @@ async def dispatch(body: Mapping[str, Any], bus: Bus, writer: StatusWriter) -> s
     parsed = IngestJob.read(body)
     namespace, name, uid = parsed.ref.namespace, parsed.ref.name, parsed.ref.uid
     began = time.monotonic()
-    job = await writer.begin_dispatch(parsed)
-    try:
+    async with writer.dispatching(parsed) as job:
         assert job.progress is not None
         if job.progress.dispatched or job.progress.done:
             await writer.end_dispatch(job, None)
@@ -91,8 +91,7 @@ async def dispatch(body: Mapping[str, Any], bus: Bus, writer: StatusWriter) -> s
                 loaded = await bus.with_items(parsed)
             except InvalidSpec as error:
                 # Final: the spec names an item list that is gone or not the one named.
-                await writer.reject(job, str(error))
-                log.warning("job rejected: %s", error, extra={"namespace": namespace, "job": name})
+                await _reject(writer, job, error)
                 raise
             version = parsed.spec.version or job.progress.version
             if not version:
@@ -105,8 +104,7 @@ async def dispatch(body: Mapping[str, Any], bus: Bus, writer: StatusWriter) -> s
                 messages = work_messages(loaded, version)
             except InvalidSpec as error:
                 # Final: the spec is immutable, so no retry could ever dispatch it.
-                await writer.reject(job, str(error))
-                log.warning("job rejected: %s", error, extra={"namespace": namespace, "job": name})
+                await _reject(writer, job, error)
                 raise
             await bus.lease(uid, job.upload_ids)
             fresh = await bus.publish(messages)
@@ -115,8 +113,6 @@ async def dispatch(body: Mapping[str, Any], bus: Bus, writer: StatusWriter) -> s
             metrics.ITEMS_DISPATCHED.inc(fresh)
             if not await writer.end_dispatch(job, version):
                 return "job is gone"
-    finally:
-        job.dispatching = False
     metrics.DISPATCH_LATENCY.observe(max(0.0, _age(parsed)))
     log.info(
         "job dispatched",
@@ -129,6 +125,11 @@ async def dispatch(body: Mapping[str, Any], bus: Bus, writer: StatusWriter) -> s
         },
     )
     return f"{len(messages)} items queued ({fresh} new)"
+
+
+async def _reject(writer: StatusWriter, job: TrackedJob, error: InvalidSpec) -> None:
+    await writer.reject(job, str(error))
+    log.warning("job rejected: %s", error, extra={"namespace": job.namespace, "job": job.name})
 
 
 def _age(job: IngestJob) -> float:

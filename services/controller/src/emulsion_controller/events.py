@@ -12,6 +12,10 @@ The controller posts one Event per thing a person would want to see in a job's h
 | Failed          | Warning | it ended with every item failed                       |
 | Cancelled       | Normal  | it was deleted before it finished                     |
 
+This module is the one place Events are decided and posted: the builders below, a
+job's once-only Events (`Milestones`: Dispatched, how it ended), the DispatchFailed
+Events told apart by their error, and the recorder that posts them all.
+
 Why our own poster and not `kopf.event`: kopf's poster is reachable only from inside
 kopf's per-object handler tasks (a context variable), while most jobs end in the status
 writer's tasks, driven by NATS. So one recorder posts every Event of ours, from a queue,
@@ -37,6 +41,7 @@ from emulsion_contracts.ingestjob import format_time
 from emulsion_contracts.messages import JobRef
 from emulsion_controller import metrics
 from emulsion_controller.conditions import JobState
+from emulsion_controller.progress import JobProgress
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +122,38 @@ def finished(state: JobState) -> JobEvent:
     return JobEvent(reason, message, warning=True)
 
 
+@dataclass
+class Milestones:
+    """A job's once-only Events, Dispatched and how it ended: each posted after the
+    status write that makes it true, and in this order (a fast job's results can end it
+    in the very write that records its dispatch)."""
+
+    # Posted, or the status read already said so (see StatusWriter's resume).
+    dispatched: bool = False
+    ended: bool = False
+
+    def pending(self, progress: JobProgress) -> tuple[bool, bool]:
+        """Which of them the coming write makes true; read before the write (before
+        to_status stamps completedAt)."""
+        return progress.dispatched and not self.dispatched, progress.done and not self.ended
+
+    def post_due(
+        self,
+        recorder: EventRecorder | None,
+        job: JobRef,
+        progress: JobProgress,
+        due: tuple[bool, bool],
+    ) -> None:
+        """The write that made `due` true succeeded: post each (with no recorder, none)."""
+        queued, ends = due
+        if queued:
+            self.dispatched = True
+            post(recorder, job, dispatched(progress.total, progress.version or "unknown"))
+        if ends:
+            self.ended = True
+            post(recorder, job, finished(progress.state))
+
+
 def event_body(job: JobRef, event: JobEvent, instance: str, now: datetime) -> dict[str, Any]:
     """A core/v1 Event about `job` (kubectl describe finds it by the involved object's
     kind, name, namespace and uid).
@@ -161,6 +198,12 @@ def event_body(job: JobRef, event: JobEvent, instance: str, now: datetime) -> di
 Post = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 
+def post(recorder: EventRecorder | None, job: JobRef, event: JobEvent) -> None:
+    """Post an Event about the job (a part made without a recorder posts none)."""
+    if recorder is not None:
+        recorder.record(job, event)
+
+
 class EventRecorder:
     """Queues Events and posts them in the background (see the module's note)."""
 
@@ -168,6 +211,20 @@ class EventRecorder:
         self._post = post
         self._instance = instance
         self._queue: asyncio.Queue[tuple[JobRef, JobEvent, datetime]] = asyncio.Queue(limit)
+        # The last DispatchFailed Event of each job whose dispatch is failing: a retry with
+        # the same error posts no second one (kopf's own error Event says each retry).
+        self._dispatch_errors: dict[str, str] = {}
+
+    def dispatch_failing(self, job: JobRef, error: BaseException, retry_seconds: float) -> None:
+        """A dispatch failed and is retried: DispatchFailed, unless it said this already."""
+        event = dispatch_failed(error, retry_seconds)
+        if self._dispatch_errors.get(job.uid) != event.message:
+            self._dispatch_errors[job.uid] = event.message
+            self.record(job, event)
+
+    def dispatch_settled(self, uid: str) -> None:
+        """The job's dispatch succeeded, failed for good, or the job is gone."""
+        self._dispatch_errors.pop(uid, None)
 
     def record(self, job: JobRef, event: JobEvent) -> None:
         try:

@@ -21,17 +21,17 @@ from emulsion_contracts import crd
 from emulsion_contracts.ingestjob import IngestJob, InvalidSpec
 from emulsion_contracts.messages import JobRef
 from emulsion_controller import events, metrics
-from emulsion_controller.bus import Bus, ItemsUnavailable
+from emulsion_controller.apiserver import Kube
 from emulsion_controller.census import Census
 from emulsion_controller.consumers import consume_exhausted, consume_results
 from emulsion_controller.dispatch import dispatch
 from emulsion_controller.events import EventRecorder
-from emulsion_controller.kube import Kube
+from emulsion_controller.jetstream import Bus, ItemsUnavailable
+from emulsion_controller.lost_results import LostResults
 from emulsion_controller.peering import PeeringWatch
 from emulsion_controller.progress import JobProgress
-from emulsion_controller.reconcile import Reconciler
 from emulsion_controller.settings import ControllerSettings, load
-from emulsion_controller.tracker import StatusWriter
+from emulsion_controller.status_writer import StatusWriter
 from emulsion_runtime import health, telemetry
 
 log = logging.getLogger(__name__)
@@ -76,15 +76,17 @@ class Runtime:
     # thread that nothing ever ends, and the interpreter would hang at exit.
     stop_flag: asyncio.Event = field(default_factory=asyncio.Event)
     failure: str | None = None
-    # The last DispatchFailed Event of each job whose dispatch is failing: a retry with
-    # the same error posts no second one (kopf's own error Event says each retry).
-    dispatch_errors: dict[str, str] = field(default_factory=dict)
     _apiserver: tuple[float, bool] = (-APISERVER_CHECK_SECONDS, False)
 
     def parts(self) -> tuple[Bus, Kube, StatusWriter]:
         if self.bus is None or self.kube is None or self.writer is None:
             raise kopf.TemporaryError("the controller is still starting", delay=1)
         return self.bus, self.kube, self.writer
+
+    def events(self) -> EventRecorder:
+        if self.recorder is None:
+            raise kopf.TemporaryError("the controller is still starting", delay=1)
+        return self.recorder
 
     def start(self, name: str, work: Coroutine[Any, Any, None]) -> None:
         self.tasks.append(asyncio.create_task(self._supervised(name, work), name=name))
@@ -290,27 +292,22 @@ async def dispatch_job(
     """Publish the job's work; kopf runs it again after a restart until it succeeds."""
     runtime: Runtime = memo.runtime
     bus, _kube, writer = runtime.parts()
+    recorder = runtime.events()
     ref = JobRef(namespace=namespace or "", name=name, uid=uid)
     try:
         outcome = await dispatch(body, bus, writer)
     except InvalidSpec as error:
         # Its status already says Failed with the reason, and its Event too.
-        runtime.dispatch_errors.pop(uid, None)
+        recorder.dispatch_settled(uid)
         raise kopf.PermanentError(str(error)) from error
     except ItemsUnavailable as error:
         # NATS away: the item list is read again shortly, not given up on.
-        event = events.dispatch_failed(error, DISPATCH_RETRY_SECONDS)
-        if runtime.dispatch_errors.get(uid) != event.message:
-            runtime.dispatch_errors[uid] = event.message
-            writer.announce(ref, event)
+        recorder.dispatch_failing(ref, error, DISPATCH_RETRY_SECONDS)
         raise kopf.TemporaryError(str(error), delay=DISPATCH_RETRY_SECONDS) from error
     except Exception as error:
-        event = events.dispatch_failed(error, DISPATCH_RETRY_SECONDS)
-        if runtime.dispatch_errors.get(uid) != event.message:
-            runtime.dispatch_errors[uid] = event.message
-            writer.announce(ref, event)
+        recorder.dispatch_failing(ref, error, DISPATCH_RETRY_SECONDS)
         raise
-    runtime.dispatch_errors.pop(uid, None)
+    recorder.dispatch_settled(uid)
     logger.debug(outcome)
 
 
@@ -322,7 +319,8 @@ async def cancel_job(
     assert namespace is not None  # IngestJobs are namespaced
     runtime: Runtime = memo.runtime
     bus, _kube, writer = runtime.parts()
-    runtime.dispatch_errors.pop(uid, None)
+    recorder = runtime.events()
+    recorder.dispatch_settled(uid)
     job = IngestJob.read(body)
     # Which items finished is in the outcome record, not the status: the counts say how
     # many, the phase whether it ended.
@@ -334,7 +332,7 @@ async def cancel_job(
     if not done:
         purged = await bus.cancel(uid, namespace, name)
         metrics.JOBS_CANCELLED.inc()
-        writer.announce(job.ref, events.cancelled(finished, job.spec.count, purged))
+        recorder.record(job.ref, events.cancelled(finished, job.spec.count, purged))
         log.info(
             "job cancelled",
             extra={"namespace": namespace, "job": name, "purged": purged},
@@ -366,17 +364,17 @@ async def observe_job(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **
 
 
 async def sweep_lost_results(runtime: Runtime) -> None:
-    """Running jobs quiet for longer than the result deadline: see reconcile.py."""
+    """Running jobs quiet for longer than the result deadline: see lost_results.py."""
     bus, kube, writer = runtime.parts()
     config = runtime.config
-    reconciler = Reconciler(kube, bus, writer, config.result_deadline, config.redispatch_rounds)
+    lost = LostResults(kube, bus, writer, config.result_deadline, config.redispatch_rounds)
     while not runtime.stopping.is_set():
-        reconciler.keep_only(runtime.census.running())
+        lost.keep_only(runtime.census.running())
         for key in runtime.census.idle(config.result_deadline):
-            if not reconciler.due(key):
+            if not lost.due(key):
                 continue
             try:
-                done = await reconciler.reconcile(key)
+                done = await lost.check(key)
             except Exception:
                 log.exception("reconciling lost results failed; retried", extra={"job": key.name})
                 continue

@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from emulsion_controller import metrics
-from emulsion_controller.kube import Kube
+from emulsion_controller.apiserver import Kube
 
 log = logging.getLogger(__name__)
 

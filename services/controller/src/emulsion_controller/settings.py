@@ -41,7 +41,7 @@ class ControllerSettings(ServiceSettings, NatsSettings, KubeSettings, WorkSignin
     status_retry_ceiling: float = Field(
         default=30.0, gt=0, validation_alias="EMULSION_STATUS_RETRY_CEILING_SECONDS"
     )
-    # Lost results (see reconcile.py): a running job that has not changed for this long is
+    # Lost results (see lost_results.py): a running job that has not changed for this long is
     # checked for items with neither a result nor a work message left in the stream.
     result_deadline: float = Field(
         default=600.0, gt=0, validation_alias="EMULSION_RESULT_DEADLINE_SECONDS"

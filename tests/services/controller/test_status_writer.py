@@ -23,9 +23,9 @@ from emulsion_contracts import keys
 from emulsion_contracts.ingestjob import IngestJob
 from emulsion_contracts.jobrecords import OutcomeRecord
 from emulsion_contracts.messages import ItemResult, JobRef
-from emulsion_controller.bus import Bus
-from emulsion_controller.kube import Conflict, Kube
-from emulsion_controller.tracker import StatusWriter
+from emulsion_controller.apiserver import Conflict, Kube
+from emulsion_controller.jetstream import Bus
+from emulsion_controller.status_writer import StatusWriter
 from emulsion_devstack.processes import until
 from emulsion_runtime.records_store import JobRecords
 

@@ -37,15 +37,17 @@ from emulsion_contracts.ingestjob import IngestJob, InvalidSpec
 from emulsion_contracts.messages import ItemResult
 from emulsion_contracts.reasons import FailureReason
 from emulsion_controller import metrics
-from emulsion_controller.bus import Bus
+from emulsion_controller.apiserver import Kube
 from emulsion_controller.census import JobKey
 from emulsion_controller.dispatch import work_messages
-from emulsion_controller.kube import Kube
-from emulsion_controller.tracker import StatusWriter
+from emulsion_controller.jetstream import Bus
+from emulsion_controller.outcomes import Outcomes
+from emulsion_controller.status_writer import StatusWriter
 
 log = logging.getLogger(__name__)
 
-RECONCILE_CHANNEL = "reconcile"
+# The channel its failures are held under (beside a result and an advisory of one item).
+LOST_CHANNEL = "lost-results"
 
 
 @dataclass
@@ -55,13 +57,20 @@ class Attempts:
 
 
 @dataclass
-class Reconciler:
+class LostResults:
+    """Finds the items of idle running jobs whose results never came; re-dispatches
+    them, then fails them (see the module's note)."""
+
     kube: Kube
     bus: Bus
     writer: StatusWriter
     deadline: float
     rounds: int
     attempts: dict[str, Attempts] = field(default_factory=dict)
+    outcomes: Outcomes = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.outcomes = Outcomes(self.bus)
 
     def due(self, key: JobKey) -> bool:
         """Whether this idle job's last re-dispatch (if any) has had its deadline."""
@@ -74,7 +83,7 @@ class Reconciler:
         for uid in [uid for uid in self.attempts if uid not in uids]:
             del self.attempts[uid]
 
-    async def reconcile(self, key: JobKey) -> str:
+    async def check(self, key: JobKey) -> str:
         """Check one idle running job; returns what was done (for the log)."""
         if self.writer.holds_results(key.uid):
             return "results are waiting to be written"
@@ -82,7 +91,7 @@ class Reconciler:
         if body is None or body.get("metadata", {}).get("uid") != key.uid:
             return "job is gone"
         parsed = IngestJob.read(body)
-        progress, _, _ = await self.writer.recorded_progress(parsed)
+        progress, _, _ = await self.outcomes.recorded_progress(parsed)
         version = progress.version
         if progress.done and not parsed.status.phase.finished:
             # The record ends the job but its last status write was lost (a crash after
@@ -141,7 +150,7 @@ class Reconciler:
         for index in sorted(lost):
             work = job.spec.work_item(job.ref, index, version)
             result = ItemResult.failed(work, FailureReason.RESULT_LOST, message, self.rounds + 1)
-            self.writer.submit(result, _nothing_to_acknowledge, None, RECONCILE_CHANNEL)
+            self.writer.submit(result, _nothing_to_acknowledge, None, LOST_CHANNEL)
         metrics.ITEMS_LOST.inc(len(lost))
         log.error(
             "items failed: their results never arrived",

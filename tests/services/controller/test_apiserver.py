@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from emulsion_controller.kube import Kube
+from emulsion_controller.apiserver import Kube
 from emulsion_runtime.ingestjobs import KubeTimeout
 
 TIMEOUT = (0.5, 0.5)
