@@ -21,12 +21,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from emulsion_api import jobs
+from emulsion_api.apiserver import Kube, KubeFailure, _translate
 from emulsion_api.errors import ApiError
-from emulsion_api.kube import Kube, KubeFailure, _translate
 from emulsion_contracts import crd, jobrecords, keys, natsauth
 from emulsion_contracts.ingestjob import IngestJob, ItemsRef
 from emulsion_devstack.stack import Endpoints
-from emulsion_runtime import kube as contracts_kube
+from emulsion_runtime import kube as runtime_kube
 from emulsion_runtime import records_store
 from emulsion_runtime.ingestjobs import ApiServer
 
@@ -153,7 +153,7 @@ def _create(stack: Endpoints, body: dict[str, Any]) -> ApiError | None:
     """`body` created through the API's own apiserver client; the error it answers."""
 
     async def attempt() -> ApiError | None:
-        configuration = contracts_kube.api_client(stack.kubeconfig).configuration
+        configuration = runtime_kube.api_client(stack.kubeconfig).configuration
         kube = Kube(ApiServer(configuration, 2), NAMESPACE, 1)
         try:
             await kube.create(body)

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from nats.errors import TimeoutError as NatsTimeout
 
 from emulsion_api import records as records_module
-from emulsion_api.bus import Bus
 from emulsion_api.errors import ApiError
+from emulsion_api.jetstream import Bus
 from emulsion_api.records import ItemsCache, Records
 from emulsion_contracts.ingestjob import IngestJob, ItemsRef, JobItem, ObjectMeta
 from emulsion_runtime.settings import NatsSettings

@@ -11,10 +11,10 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from emulsion_api.bus import Bus
+from emulsion_api.apiserver import Kube
 from emulsion_api.commits import GroupCommit
 from emulsion_api.errors import ApiError
-from emulsion_api.kube import Kube
+from emulsion_api.jetstream import Bus
 from emulsion_api.limits import DEFAULT_LIMITS, Limiter, TokenLimits
 from emulsion_api.records import Records
 from emulsion_api.scopes import Scopes

@@ -42,8 +42,8 @@ from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from emulsion_api import jobs
+from emulsion_api.apiserver import Kube
 from emulsion_api.errors import ApiError
-from emulsion_api.kube import Kube
 
 LimitName = Literal["presigns_per_second", "notifies_per_second", "items_in_flight", "watches"]
 

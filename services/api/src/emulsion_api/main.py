@@ -22,10 +22,10 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from pydantic import BaseModel
 
 from emulsion_api import errors, models
-from emulsion_api.bus import Bus
+from emulsion_api.apiserver import Kube
 from emulsion_api.commits import GroupCommit
 from emulsion_api.deps import Services
-from emulsion_api.kube import Kube
+from emulsion_api.jetstream import Bus
 from emulsion_api.limits import Limiter
 from emulsion_api.middleware import BodyLimitMiddleware, MetricsMiddleware
 from emulsion_api.ops import serve_metrics

@@ -20,8 +20,8 @@ from nats.errors import Error as NatsError
 from nats.js.errors import Error as JetStreamError
 from nats.js.kv import KeyValue
 
-from emulsion_api.bus import RETRY_AFTER, Bus
 from emulsion_api.errors import ApiError
+from emulsion_api.jetstream import RETRY_AFTER, Bus
 from emulsion_contracts import wire
 from emulsion_contracts.ingestjob import IngestJob, ItemsRef, JobItem
 from emulsion_contracts.jobrecords import FailureDetail, JobSummaryRecord, OutcomeRecord

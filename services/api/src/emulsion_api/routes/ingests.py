@@ -14,9 +14,9 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Response, status
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from emulsion_api import commits, expired, jobs, reads, views
+from emulsion_api.apiserver import Kube
 from emulsion_api.deps import FollowingDep, Principal, PrincipalDep, Services, ServicesDep
 from emulsion_api.errors import JOB_READ_PROBLEMS, ApiError, ErrorDetail, problems
-from emulsion_api.kube import Kube
 from emulsion_api.models import (
     ExpiredIngestProblem,
     Failure,

@@ -10,9 +10,9 @@ import pytest
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.errors import KeyNotFoundError
 
-from emulsion_api import bus as bus_module
-from emulsion_api.bus import Bus
+from emulsion_api import jetstream as jetstream_module
 from emulsion_api.errors import ApiError
+from emulsion_api.jetstream import Bus
 from emulsion_contracts import keys
 from emulsion_runtime.settings import NatsSettings
 
@@ -40,7 +40,7 @@ def test_before_nats_was_reached_a_mint_is_refused_with_retry_after() -> None:
 def test_a_nats_outage_is_a_503_with_retry_after_within_the_mint_timeout(
     kv: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(bus_module, "MINT_TIMEOUT", 0.2)
+    monkeypatch.setattr(jetstream_module, "MINT_TIMEOUT", 0.2)
     bus = Bus(NatsSettings(nats_url="nats://127.0.0.1:1"))
     bus._versions = kv  # connected once, then NATS went away
     with pytest.raises(ApiError) as refused:
