@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import socket
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -12,7 +14,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from emulsion_contracts import keys, wire
-from emulsion_devstack.stack import Endpoints
+from emulsion_devstack.stack import Endpoints, s3_client
 from emulsion_janitor.settings import JanitorSettings
 
 from .conftest import (
@@ -262,6 +264,32 @@ def test_a_malformed_request_is_terminated_and_the_next_one_is_carried_out(
 
     run(scenario())
     assert gc_messages("malformed") - malformed_before == 2
+
+
+def test_a_store_failing_under_a_request_gives_it_back_with_a_delay_not_the_backoff(
+    stack: Endpoints, s3: Any, layout: Layout, collection: str, settings_for: Settings, run: Any
+) -> None:
+    """Left unacknowledged, a request would wait out the consumer's backoff (5 minutes at
+    its second delivery, 15 at its third); given back, it comes again in 30 s."""
+    old = layout.version(collection, "IMG_0013.jpg")
+    layout.commit(layout.version(collection, "IMG_0013.jpg"))
+    with socket.socket() as probe:  # a port nothing listens on: the store is down
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    down = s3_client(dataclasses.replace(stack, s3_endpoint_url=f"http://127.0.0.1:{closed}"))
+    retries_before, errors_before = gc_messages("retry"), gc_messages("error")
+
+    async def scenario() -> tuple[int, int]:
+        async with janitor(stack, down, settings_for()), connected(stack) as bus:
+            await bus.publish("superseded", old.keys)
+            await wait_for_async("a retry", lambda: gc_messages("retry") > retries_before)
+            backlog: tuple[int, int] = await bus.gc_backlog()
+            return backlog
+
+    pending, unacknowledged = run(scenario())
+    assert gc_messages("error") == errors_before, "left to the backoff, not given back"
+    assert pending + unacknowledged == 1
+    assert layout.present(old.keys) == set(old.keys)
 
 
 def test_the_delete_span_continues_the_producers_trace(

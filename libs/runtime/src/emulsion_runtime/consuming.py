@@ -179,7 +179,8 @@ class PullLoop:
         try:
             await self.handle(message)
         except Exception:
-            # Left unacknowledged: JetStream delivers it again after ack_wait.
+            # Left unacknowledged: JetStream delivers it again after ack_wait (or, on a
+            # consumer with a backoff, after the backoff of its delivery count).
             log.exception(
                 "could not handle a message from %s",
                 self.durable,

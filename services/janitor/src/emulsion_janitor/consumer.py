@@ -4,7 +4,9 @@ A request not yet due goes back with a delay until `not_before` (no busy loop). 
 is deleted through the Deleter in its trace: the delete span is a child of the producer's
 context from the message headers. Refusals that pass with time (grace, lease, the cap's
 allowance) put the message back with a delay; other refusals are final and the message is
-acknowledged. A dry run acknowledges nothing: every request goes back for a real janitor.
+acknowledged. A store that fails mid-request puts it back with a delay too: left
+unacknowledged, it would wait out the consumer's backoff instead (up to 15 minutes at its
+third delivery). A dry run acknowledges nothing: every request goes back for a real janitor.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from botocore.exceptions import BotoCoreError, ClientError
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from opentelemetry import trace
@@ -36,6 +39,11 @@ tracer = trace.get_tracer("emulsion.janitor")
 _JANITOR_CONSUMER: Final = next(c for c in messaging.CONSUMERS if c.durable == wire.JANITOR)
 # How long a dry run leaves a request alone before it is offered again.
 DRY_RUN_REDELIVERY: Final = 600.0
+# How long a request waits after the store failed under it (a delete or a stat).
+STORE_RETRY_DELAY: Final = 30.0
+# The store's failures that a later attempt may get past; the deleter reports a failed
+# delete itself, a stat raises one of these.
+STORE_TROUBLE: Final = (ClientError, BotoCoreError, OSError, TimeoutError)
 
 
 def due_in(request: GcRequest, now: datetime) -> float:
@@ -106,7 +114,18 @@ class GcConsumer:
             msg.headers,
             {"emulsion.gc.reason": request.reason, "emulsion.gc.keys": len(request.keys)},
         ) as span:
-            report = await self.carry_out(request, msg)
+            try:
+                report = await self.carry_out(request, msg)
+            except STORE_TROUBLE as error:
+                log.warning(
+                    "the store failed under a GC request; trying again in %.0f s: %s",
+                    STORE_RETRY_DELAY,
+                    error,
+                    extra={"subject": msg.subject},
+                )
+                metrics.GC_MESSAGES.labels("retry").inc()
+                await msg.nak(delay=STORE_RETRY_DELAY)
+                return
             span.set_attribute("emulsion.gc.deleted", report.deleted)
             span.set_attribute("emulsion.gc.freed_bytes", report.freed_bytes)
             span.set_attribute("emulsion.gc.refused", sum(report.refused.values()) + report.failed)
@@ -177,4 +196,4 @@ class GcConsumer:
             await msg.ack()
             return
         metrics.GC_MESSAGES.labels("retry").inc()
-        await msg.nak(delay=report.retry_after or 30.0)
+        await msg.nak(delay=report.retry_after or STORE_RETRY_DELAY)
