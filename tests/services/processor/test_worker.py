@@ -571,36 +571,36 @@ def test_short_scratch_space_is_waited_for_until_the_budget_ends(
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_deterministic_render_error_fails_the_item_at_once(
-    stack: Endpoints, s3: Any, with_bus: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("module", "name", "error", "told"),
+    [
+        (imaging, "plan", ValueError("box offset can't be negative"), "box offset can't be"),
+        (outcomes, "build_manifest", KeyError("a defect"), "KeyError"),
+    ],
+    ids=["a deterministic render error", "an unexpected error outside rendering"],
+)
+def test_an_error_waiting_cannot_cure_fails_the_item_at_once(
+    stack: Endpoints,
+    s3: Any,
+    with_bus: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    module: Any,
+    name: str,
+    error: Exception,
+    told: str,
 ) -> None:
     item = work_item(stage(s3, stack.bucket, jpeg(300, 200)))
 
-    def broken(*arguments: object) -> None:
-        raise ValueError("box offset can't be negative")
+    def failing(*arguments: object) -> None:
+        raise error
 
-    monkeypatch.setattr(imaging, "plan", broken)
+    monkeypatch.setattr(module, name, failing)
 
     result = first_delivery(with_bus, stack, s3, tmp_path, item)
     assert isinstance(result, ItemResult)
     assert (result.outcome, result.reason, result.attempts) == ("failed", "RenderFailed", 1)
-    assert "box offset can't be negative" in (result.message or "")
-
-
-def test_an_unexpected_error_outside_rendering_fails_the_item_at_once(
-    stack: Endpoints, s3: Any, with_bus: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    item = work_item(stage(s3, stack.bucket, jpeg(300, 200)))
-
-    def defect(*arguments: object) -> None:
-        raise KeyError("a defect")
-
-    monkeypatch.setattr(outcomes, "build_manifest", defect)
-
-    result = first_delivery(with_bus, stack, s3, tmp_path, item)
-    assert isinstance(result, ItemResult)
-    assert (result.outcome, result.reason) == ("failed", "RenderFailed")
-    assert "KeyError" in (result.message or "")
+    assert told in (result.message or "")
 
 
 def test_the_stored_original_has_the_detected_content_type_not_the_clients(
