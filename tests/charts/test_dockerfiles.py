@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from emulsion_devstack.images import dockerignore_patterns, ignored
+from emulsion_devstack import images
 
 from .conftest import COMPONENTS, REPO_ROOT
 
@@ -103,30 +103,9 @@ def test_dockerfile_rules(name: str) -> None:
     assert "OTEL_EXPORTER" not in dockerfile.read_text(), "exporters are the deployment's choice"
 
 
-def settled(relative: str, patterns: list[tuple[bool, str]]) -> bool:
-    """True when `relative` and everything under it is ignored whatever lies inside: a
-    pattern after the last `!` exception matches it, so no exception can bring a file back."""
-    last_exception = max((i for i, (negated, _) in enumerate(patterns) if negated), default=-1)
-    return ignored(relative, patterns[last_exception + 1 :])
-
-
 def build_context(target: Path) -> Path:
-    patterns = dockerignore_patterns()
-    for directory, subdirectories, files in os.walk(REPO_ROOT):
-        here = Path(directory)
-        # Pruned only where Docker would ignore every file below anyway (.venv, caches).
-        subdirectories[:] = [
-            d
-            for d in subdirectories
-            if d != ".git" and not settled((here / d).relative_to(REPO_ROOT).as_posix(), patterns)
-        ]
-        for name in files:
-            relative = (here / name).relative_to(REPO_ROOT).as_posix()
-            if not ignored(relative, patterns):
-                destination = target / relative
-                destination.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(here / name, destination)
-    return target
+    """The context Docker itself would send: only .git is skipped unread."""
+    return images.build_context(target, skipped=(".git",))
 
 
 def workspace_members() -> list[Path]:
