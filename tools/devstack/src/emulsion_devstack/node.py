@@ -53,6 +53,7 @@ from emulsion_devstack import (
 )
 from emulsion_devstack.binaries import ensure_binary
 from emulsion_devstack.endpoints import Endpoints
+from emulsion_devstack.node_addons import AddOnHost
 from emulsion_devstack.node_certificates import NODE_NAME
 from emulsion_devstack.node_network import BRIDGE, BRIDGE_ADDRESS, POD_CIDR
 from emulsion_devstack.processes import (
@@ -186,22 +187,10 @@ class Node:
             self._start_scheduler(state, binaries["kube-scheduler"])
             self._start_kubelet(state, binaries["kubelet"], holder, socket, ca)
             self._wait_node_ready(endpoints)
-            node_local_path.start(
-                state, self.dir, binaries["local-path-provisioner"], endpoints, self.say
-            )
-            node_metrics_server.start(
-                state, self.dir, binaries["metrics-server"], endpoints, self.say, START_TIMEOUT
-            )
-            node_keda.start(
-                state,
-                self.dir,
-                binaries["keda-operator"],
-                binaries["keda-adapter"],
-                data_dir,
-                endpoints,
-                self.say,
-                START_TIMEOUT,
-            )
+            host = AddOnHost(state, self.dir, endpoints, self.say, START_TIMEOUT)
+            node_local_path.start(host, binaries["local-path-provisioner"])
+            node_metrics_server.start(host, binaries["metrics-server"])
+            node_keda.start(host, binaries["keda-operator"], binaries["keda-adapter"], data_dir)
         except BaseException:
             self.down()
             raise
