@@ -5,7 +5,6 @@ the guards (every key, any age) and on the real NATS and MinIO (the fast path)."
 from __future__ import annotations
 
 import typing
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,10 +13,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from emulsion_bench.janitor_bulk import placeholder_manifest
 from emulsion_contracts import keys
 from emulsion_contracts.formats import OUTPUT_CONTENT_TYPES, OutputFormat
-from emulsion_contracts.manifest import AssetManifest, Original
-from emulsion_contracts.messages import Derivative, JobRef, Rendering
+from emulsion_contracts.manifest import AssetManifest
+from emulsion_contracts.messages import Derivative, Rendering
 from emulsion_devstack.stack import Endpoints
 from emulsion_janitor.guards import (
     Budget,
@@ -74,22 +74,9 @@ def multi_format_manifest(
                 renderings=renderings if len(renderings) > 1 else (),
             )
         )
-    return AssetManifest(
-        collection=collection,
-        asset=asset,
-        version=version,
-        job=JobRef(namespace="default", name="job", uid=str(uuid.uuid4())),
-        index=0,
-        original=Original(
-            key=keys.original_key(collection, asset, version, keys.safe_name(asset)),
-            filename=asset,
-            content_type="image/heic",
-            bytes=1,
-            width=1,
-            height=1,
-        ),
-        derivatives=tuple(derivatives),
-        committed_at=committed_at,
+    original = keys.original_key(collection, asset, version, keys.safe_name(asset))
+    return placeholder_manifest(
+        collection, asset, version, original, derivatives, committed_at, content_type="image/heic"
     )
 
 
