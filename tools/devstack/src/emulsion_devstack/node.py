@@ -59,6 +59,7 @@ from emulsion_devstack.node_network import BRIDGE, BRIDGE_ADDRESS, POD_CIDR
 from emulsion_devstack.processes import (
     ProcessRecord,
     StackError,
+    command_failed,
     free_port,
     print_status,
     run,
@@ -67,7 +68,7 @@ from emulsion_devstack.processes import (
     wait_until,
 )
 from emulsion_devstack.services import SERVICES
-from emulsion_devstack.stack import LocalStack
+from emulsion_devstack.stack import LocalStack, add_state_dir
 from emulsion_devstack.state import (
     NodeState,
     claim_machine,
@@ -464,7 +465,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m emulsion_devstack.node", description=__doc__)
     parser.add_argument("command", choices=["up", "down", "status"])
-    parser.add_argument("--state-dir", type=Path, default=Path(".emulsion"))
+    add_state_dir(parser)
     args = parser.parse_args(argv)
     stack = LocalStack(args.state_dir)
     node = Node(stack)
@@ -472,8 +473,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             info = node.up()
         except StackError as error:
-            print(f"make cluster failed: {error}", file=sys.stderr)
-            return 1
+            return command_failed("cluster", error)
         print(f"\nnode {info.name}: pods on {BRIDGE} ({POD_CIDR}); they reach the stack at")
         print(f"  apiserver {info.apiserver}  nats {info.nats}  s3 {info.s3}")
         print("Next: make images && make cluster-install")
@@ -483,12 +483,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stopped = node.down()
         print(f"node removed ({', '.join(stopped)})" if stopped else "no node was running")
         return 0
-    records = node.processes()
-    if not records:
-        print("no node")
-        return 1
-    print_status(records, 24)
-    return 0 if node.running() else 1
+    return print_status(node.processes(), 24, node.running, "no node")
 
 
 if __name__ == "__main__":
