@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from emulsion_devstack.processes import StackError, command_failed, print_status
+from emulsion_devstack.processes import StackError, command_failed, print_status, print_stopped
 from emulsion_devstack.services import SERVICES
 from emulsion_devstack.stack import MINIO_LAYOUTS, LocalStack, add_state_dir
 
@@ -61,9 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nNext: source {stack.env_file} && kubectl get ingestjobs")
         return 0
     if args.command == "down":
-        stopped = stack.down()
-        print(f"stopped {', '.join(stopped)}" if stopped else "nothing was running")
-        return 0
+        return print_stopped(stack.down(), "stopped {}", "nothing was running")
     return print_status(stack.processes(), 16, stack.running, "not running")
 
 

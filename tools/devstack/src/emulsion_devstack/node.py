@@ -62,6 +62,7 @@ from emulsion_devstack.processes import (
     command_failed,
     free_port,
     print_status,
+    print_stopped,
     run,
     spawn,
     tcp_open,
@@ -480,9 +481,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"      source {stack.env_file} && kubectl get nodes,pods -A")
         return 0
     if args.command == "down":
-        stopped = node.down()
-        print(f"node removed ({', '.join(stopped)})" if stopped else "no node was running")
-        return 0
+        return print_stopped(node.down(), "node removed ({})", "no node was running")
     return print_status(node.processes(), 24, node.running, "no node")
 
 

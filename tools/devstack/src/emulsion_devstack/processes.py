@@ -96,6 +96,13 @@ def print_status(
     return 0 if running() else 1
 
 
+def print_stopped(stopped: Sequence[str], template: str, nothing: str) -> int:
+    """`down`: what it stopped (their names, comma-separated, in `template`'s `{}`), or
+    `nothing` where nothing was running; its exit status, 0."""
+    print(template.format(", ".join(stopped)) if stopped else nothing)
+    return 0
+
+
 def command_failed(target: str, error: StackError) -> int:
     """`make <target>` failed: say why on stderr; its exit status."""
     print(f"make {target} failed: {error}", file=sys.stderr)
