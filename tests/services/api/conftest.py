@@ -173,9 +173,11 @@ def new_collection() -> str:
 
 
 def commit_manifest(
-    s3: Any, bucket: str, collection: str, asset: str, version: str, job: str = "job"
+    s3: Any, bucket: str, collection: str, asset: str, version: str | None = None, job: str = "job"
 ) -> AssetManifest:
-    """What a processor leaves behind for one item: the files and the live manifest."""
+    """What a processor leaves behind for one item: the files and the live manifest (of
+    `version`; a new version, index 0, unless given)."""
+    version = version or keys.version_id(keys.new_ulid(), 0)
     derivatives = tuple(
         Derivative(
             style=style,
@@ -190,6 +192,14 @@ def commit_manifest(
     for derivative in derivatives:
         s3.put_object(Bucket=bucket, Key=derivative.key, Body=b"jpg", ContentType="image/jpeg")
     return commit_original(s3, bucket, collection, asset, version, derivatives, job=job)
+
+
+def live_collection(s3: Any, bucket: str, *assets: str) -> str:
+    """A new collection whose `assets` are live (committed in this order)."""
+    collection = new_collection()
+    for asset in assets:
+        commit_manifest(s3, bucket, collection, asset)
+    return collection
 
 
 def commit_original(
