@@ -140,6 +140,13 @@ def test_build_context_holds_the_workspace_and_nothing_else(tmp_path: Path) -> N
     assert not (context / "clients" / "web" / "src").exists()
 
 
+def run_python(python: Path, code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`code` run by the built environment's `python`, away from the sources."""
+    return subprocess.run(
+        [str(python), "-c", code], cwd=cwd, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
 @pytest.mark.parametrize("name", COMPONENTS)
 def test_the_dockerfiles_uv_sync_installs_the_service_and_only_it(
     name: str, tmp_path: Path
@@ -173,19 +180,12 @@ def test_the_dockerfiles_uv_sync_installs_the_service_and_only_it(
     script = environment / "bin" / target
     assert script.is_file(), f"no console script {target} in the image"
     python = environment / "bin" / "python"
-    probe = subprocess.run(
-        [
-            str(python),
-            "-c",
-            "import importlib.util as u, emulsion_contracts, emulsion_runtime, "
-            f"emulsion_{name} as s; print(s.__file__); "
-            f"print(bool(u.find_spec('emulsion_{name}.__main__')))",
-        ],
+    probe = run_python(
+        python,
+        "import importlib.util as u, emulsion_contracts, emulsion_runtime, "
+        f"emulsion_{name} as s; print(s.__file__); "
+        f"print(bool(u.find_spec('emulsion_{name}.__main__')))",
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
     )
     assert probe.returncode == 0, probe.stderr
     module_file, has_main = probe.stdout.split()
@@ -195,18 +195,11 @@ def test_the_dockerfiles_uv_sync_installs_the_service_and_only_it(
     if name == "processor":
         # The processor reads HEIC (pillow-heif bundles libheif and libde265) and AVIF
         # (Pillow's wheel bundles libavif with dav1d): no system library in the image.
-        decoders = subprocess.run(
-            [
-                str(python),
-                "-c",
-                "import emulsion_processor.heif; from PIL import Image, features; "
-                "assert features.check('avif'); assert 'HEIF' in Image.OPEN",
-            ],
+        decoders = run_python(
+            python,
+            "import emulsion_processor.heif; from PIL import Image, features; "
+            "assert features.check('avif'); assert 'HEIF' in Image.OPEN",
             cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
         )
         assert decoders.returncode == 0, decoders.stderr
     installed = {
