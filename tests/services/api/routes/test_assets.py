@@ -249,8 +249,7 @@ def test_etag_is_the_version_and_if_none_match_answers_304(
     api: httpx.Client, s3: Any, stack: Endpoints
 ) -> None:
     collection = new_collection()
-    version = keys.version_id(keys.new_ulid(), 0)
-    commit_manifest(s3, stack.bucket, collection, "a.jpg", version)
+    version = commit_manifest(s3, stack.bucket, collection, "a.jpg").version
     path = f"/v1/assets/{collection}/a.jpg"
 
     first = api.get(path)
@@ -271,8 +270,7 @@ def test_delete_with_if_match_refuses_another_version(
     api: httpx.Client, s3: Any, stack: Endpoints
 ) -> None:
     collection = new_collection()
-    old = keys.version_id(keys.new_ulid(), 0)
-    commit_manifest(s3, stack.bucket, collection, "a.jpg", old)
+    old = commit_manifest(s3, stack.bucket, collection, "a.jpg").version
     newer = keys.version_id(keys.new_ulid(), 1)
     commit_manifest(s3, stack.bucket, collection, "a.jpg", newer)
     path = f"/v1/assets/{collection}/a.jpg"
