@@ -236,9 +236,7 @@ def test_succeeded_item_whose_version_was_replaced_is_not_live(
     collection = new_collection()
     name = ingest(api, stage(1, collection), collection).json()["name"]
     # A later upload of the same asset owns the manifest now.
-    commit_manifest(
-        s3, stack.bucket, collection, "IMG_00000.jpg", keys.version_id(keys.new_ulid(), 0)
-    )
+    commit_manifest(s3, stack.bucket, collection, "IMG_00000.jpg")
     patch_status(custom, name, {"phase": "Succeeded", "succeededIndexes": "0", "succeeded": 1})
 
     item = api.get(f"/v1/ingests/{name}").json()["items"][0]
