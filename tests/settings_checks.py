@@ -1,9 +1,12 @@
-"""The check every service's settings share: at start-up, a required variable that is
-missing stops the service, named in the message."""
+"""The checks every service's settings share: at start-up, a required variable that is
+missing stops the service, named in the message; a service started with settings it
+refuses exits failing."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import subprocess
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -28,3 +31,17 @@ def assert_missing_is_named(
     message = str(failure.value.code)
     assert message.startswith("invalid configuration:")
     assert [name for name in required if name in message] == [missing]
+
+
+def refused_start(module: str, environment: Mapping[str, str]) -> str:
+    """`python -m <module>` with `environment` stops at once, failing; what it said."""
+    result = subprocess.run(
+        [sys.executable, "-m", module],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    return result.stderr

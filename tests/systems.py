@@ -27,3 +27,10 @@ def own_system(directory: Path, **environment: str) -> Iterator[tuple[LocalStack
             yield stack, stack.up()
         finally:
             stack.down()
+
+
+def endpoints_of(stack: LocalStack) -> Endpoints:
+    """The endpoints of `stack`, which must be running."""
+    endpoints = stack.running()
+    assert endpoints is not None, f"the stack in {stack.state_dir} is not running"
+    return endpoints

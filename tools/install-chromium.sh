@@ -7,17 +7,6 @@ set -euo pipefail
 if [ -x /usr/bin/chromium ]; then
     exit 0
 fi
-if [ "$(id -u)" -ne 0 ]; then
-    SUDO=sudo
-else
-    SUDO=
-fi
-echo "installing Debian's chromium for the browser tests"
-export DEBIAN_FRONTEND=noninteractive
-# The package lists may be missing or stale on a fresh machine; the install retries
-# once after refreshing them.
-if ! $SUDO apt-get install -y --no-install-recommends chromium fonts-dejavu-core; then
-    $SUDO apt-get update
-    $SUDO apt-get install -y --no-install-recommends chromium fonts-dejavu-core
-fi
+source "$(dirname "$0")/apt-install.sh"
+apt_install chromium "the browser tests" chromium fonts-dejavu-core
 /usr/bin/chromium --version

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from emulsion_devstack.images import dockerignore_patterns, ignored
+from emulsion_devstack import images
 
 from .conftest import COMPONENTS, REPO_ROOT
 
@@ -103,30 +103,9 @@ def test_dockerfile_rules(name: str) -> None:
     assert "OTEL_EXPORTER" not in dockerfile.read_text(), "exporters are the deployment's choice"
 
 
-def settled(relative: str, patterns: list[tuple[bool, str]]) -> bool:
-    """True when `relative` and everything under it is ignored whatever lies inside: a
-    pattern after the last `!` exception matches it, so no exception can bring a file back."""
-    last_exception = max((i for i, (negated, _) in enumerate(patterns) if negated), default=-1)
-    return ignored(relative, patterns[last_exception + 1 :])
-
-
 def build_context(target: Path) -> Path:
-    patterns = dockerignore_patterns()
-    for directory, subdirectories, files in os.walk(REPO_ROOT):
-        here = Path(directory)
-        # Pruned only where Docker would ignore every file below anyway (.venv, caches).
-        subdirectories[:] = [
-            d
-            for d in subdirectories
-            if d != ".git" and not settled((here / d).relative_to(REPO_ROOT).as_posix(), patterns)
-        ]
-        for name in files:
-            relative = (here / name).relative_to(REPO_ROOT).as_posix()
-            if not ignored(relative, patterns):
-                destination = target / relative
-                destination.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(here / name, destination)
-    return target
+    """The context Docker itself would send: only .git is skipped unread."""
+    return images.build_context(target, skipped=(".git",))
 
 
 def workspace_members() -> list[Path]:
@@ -159,6 +138,13 @@ def test_build_context_holds_the_workspace_and_nothing_else(tmp_path: Path) -> N
     bundle = REPO_ROOT / "clients" / "web" / "dist"
     assert (context / "clients" / "web" / "dist").is_dir() == bundle.is_dir()
     assert not (context / "clients" / "web" / "src").exists()
+
+
+def run_python(python: Path, code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`code` run by the built environment's `python`, away from the sources."""
+    return subprocess.run(
+        [str(python), "-c", code], cwd=cwd, capture_output=True, text=True, timeout=60, check=False
+    )
 
 
 @pytest.mark.parametrize("name", COMPONENTS)
@@ -194,19 +180,12 @@ def test_the_dockerfiles_uv_sync_installs_the_service_and_only_it(
     script = environment / "bin" / target
     assert script.is_file(), f"no console script {target} in the image"
     python = environment / "bin" / "python"
-    probe = subprocess.run(
-        [
-            str(python),
-            "-c",
-            "import importlib.util as u, emulsion_contracts, emulsion_runtime, "
-            f"emulsion_{name} as s; print(s.__file__); "
-            f"print(bool(u.find_spec('emulsion_{name}.__main__')))",
-        ],
+    probe = run_python(
+        python,
+        "import importlib.util as u, emulsion_contracts, emulsion_runtime, "
+        f"emulsion_{name} as s; print(s.__file__); "
+        f"print(bool(u.find_spec('emulsion_{name}.__main__')))",
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
     )
     assert probe.returncode == 0, probe.stderr
     module_file, has_main = probe.stdout.split()
@@ -216,18 +195,11 @@ def test_the_dockerfiles_uv_sync_installs_the_service_and_only_it(
     if name == "processor":
         # The processor reads HEIC (pillow-heif bundles libheif and libde265) and AVIF
         # (Pillow's wheel bundles libavif with dav1d): no system library in the image.
-        decoders = subprocess.run(
-            [
-                str(python),
-                "-c",
-                "import emulsion_processor.heif; from PIL import Image, features; "
-                "assert features.check('avif'); assert 'HEIF' in Image.OPEN",
-            ],
+        decoders = run_python(
+            python,
+            "import emulsion_processor.heif; from PIL import Image, features; "
+            "assert features.check('avif'); assert 'HEIF' in Image.OPEN",
             cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
         )
         assert decoders.returncode == 0, decoders.stderr
     installed = {

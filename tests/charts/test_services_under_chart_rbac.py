@@ -31,6 +31,7 @@ from emulsion_contracts import crd, keys, wire
 from emulsion_devstack import release
 from emulsion_devstack.processes import ProcessRecord, log_tail, stop, wait_for
 from emulsion_devstack.stack import Endpoints, LocalStack
+from tests.uploading import uploaded
 
 from .conftest import CHART, COMPONENTS, Tools
 
@@ -328,27 +329,10 @@ def test_an_image_is_ingested_by_services_holding_only_the_charts_identities(
     headers = {"Authorization": f"Bearer {API_TOKEN}"}
     with httpx.Client(base_url=api_url, headers=headers, timeout=60.0) as api:
         assert api.get("/v1/ingests/nope", headers={"Authorization": "Bearer x"}).status_code == 401
-        upload = api.post(
-            "/v1/uploads",
-            json={
-                "collection": collection,
-                "filename": "IMG_0001.jpg",
-                "content_type": "image/jpeg",
-                "size": len(image),
-            },
-        )
-        assert upload.status_code == 201, upload.text
-        form = upload.json()
-        posted = httpx.post(
-            form["url"],
-            data=form["fields"],
-            files={"file": ("IMG_0001.jpg", image, "image/jpeg")},
-            timeout=60.0,
-        )
-        assert posted.status_code < 300, posted.text
+        staged = uploaded(api, collection, "IMG_0001.jpg", image)["key"]
         accepted = api.post(
             "/v1/ingests",
-            json={"collection": collection, "items": [{"upload_key": form["key"]}]},
+            json={"collection": collection, "items": [{"upload_key": staged}]},
         )
         assert accepted.status_code == 202, accepted.text
         job = accepted.json()["name"]

@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from emulsion_bench.cli import ingest_command
 from emulsion_cli.gallery import GalleryParams, ensure_gallery
 from emulsion_devstack.processes import wait_for
 
@@ -122,16 +122,7 @@ def test_service_accounts_may_do_their_work_and_nothing_more(
 def test_a_200_image_ingest_through_the_api_pod_succeeds(cluster: Cluster, tmp_path: Path) -> None:
     gallery = ensure_gallery(GalleryParams(count=200, seed=15, **SMALL))
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "emulsion_cli",
-            "ingest",
-            str(gallery),
-            "--collection",
-            "node-ingest",
-            "--json",
-        ],
+        ingest_command(gallery, "node-ingest"),
         capture_output=True,
         text=True,
         timeout=900,

@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from emulsion_bench.cli import ingest_command
 from emulsion_contracts import wire
 from emulsion_devstack.processes import wait_for
 from emulsion_devstack.stack import s3_client
@@ -48,17 +48,7 @@ def ready_pods(cluster: Cluster, component: str) -> list[Any]:
 def start_ingest(cluster: Cluster, directory: Path, collection: str) -> list[str]:
     """Upload and create the jobs through the API's pod; return without waiting."""
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "emulsion_cli",
-            "ingest",
-            str(directory),
-            "--collection",
-            collection,
-            "--no-wait",
-            "--json",
-        ],
+        ingest_command(directory, collection, "--no-wait"),
         capture_output=True,
         text=True,
         timeout=300,

@@ -13,7 +13,7 @@ import pytest
 
 from emulsion_devstack.otlp import OtlpReceiver
 from emulsion_devstack.stack import LocalStack, s3_client
-from tests.systems import own_system
+from tests.systems import endpoints_of, own_system
 
 # Short enough that the janitor's fast path runs within a test, long enough that a
 # test still sees the superseded version right after the new one went live.
@@ -51,6 +51,4 @@ def system(tmp_path_factory: pytest.TempPathFactory, otlp: OtlpReceiver) -> Iter
 
 @pytest.fixture(scope="session")
 def system_s3(system: LocalStack) -> Any:
-    endpoints = system.running()
-    assert endpoints is not None
-    return s3_client(endpoints)
+    return s3_client(endpoints_of(system))

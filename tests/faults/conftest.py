@@ -36,6 +36,7 @@ from tests.consumers import set_ack_wait
 from tests.faults.oracle import Case
 from tests.faults.proxy import Proxy
 from tests.faults.workload import Client
+from tests.systems import endpoints_of
 
 GRACE_SECONDS = 4.0
 # The work and result consumers' AckWait (30 s in production) shortened, so an item or a
@@ -59,9 +60,7 @@ class FaultStack:
     scratch: Path
 
     def endpoints(self) -> Endpoints:
-        endpoints = self.stack.running()
-        assert endpoints is not None, "the fault suite's stack is not running"
-        return endpoints
+        return endpoints_of(self.stack)
 
     def proxy(self, service: str, server: str) -> Proxy:
         return self.proxies[service][server]

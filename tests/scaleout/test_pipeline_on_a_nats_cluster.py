@@ -27,6 +27,7 @@ from emulsion_runtime import messaging
 from tests.consumers import set_ack_wait
 from tests.faults.oracle import Case, verify
 from tests.faults.workload import Client, finished_items, gallery, ingest, read_job, upload
+from tests.systems import endpoints_of
 
 GALLERY = 120
 GRACE_SECONDS = 4.0
@@ -111,8 +112,7 @@ def test_the_work_streams_leader_killed_mid_gallery_loses_nothing(
     system: System, tmp_path: Path
 ) -> None:
     stack, client, environment = system
-    endpoints = stack.running()
-    assert endpoints is not None
+    endpoints = endpoints_of(stack)
     collection = "leader-killed"
     case = Case(client, environment, GRACE_SECONDS).watching(collection)
     staged = upload(client, collection, gallery(tmp_path / "g", GALLERY, seed=71))

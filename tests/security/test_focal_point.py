@@ -29,8 +29,8 @@ from tests.security.test_uploads import (
     job_names,
     kubectl_job,
     two_tenant_system,
-    uploaded,
 )
+from tests.uploading import uploaded
 
 TENANT_A = secrets.token_urlsafe(24)
 TENANT_B = secrets.token_urlsafe(24)

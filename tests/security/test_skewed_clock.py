@@ -32,6 +32,7 @@ from emulsion_contracts.manifest import AssetManifest
 from emulsion_devstack.processes import ProcessRecord, log_tail, stop, wait_for
 from emulsion_devstack.stack import Endpoints, LocalStack
 from emulsion_runtime import clock
+from tests.uploading import uploaded
 
 SKEW_SECONDS = 180
 FINISHED = ("Succeeded", "PartiallyFailed", "Failed")
@@ -106,21 +107,7 @@ def system(stack: Endpoints, stack_state_dir: Path, kube: Any) -> Iterator[Syste
 
 def upload(api: httpx.Client, data: bytes, collection: str) -> str:
     """Presign on the API and POST the form to the store, as the CLI does."""
-    presigned = api.post(
-        "/v1/uploads",
-        json={
-            "collection": collection,
-            "filename": "IMG_0001.jpg",
-            "content_type": "image/jpeg",
-            "size": len(data),
-        },
-    )
-    assert presigned.status_code == 201, presigned.text
-    form = presigned.json()
-    posted = httpx.post(form["url"], data=form["fields"], files={"file": ("f", data)})
-    assert posted.status_code in (200, 204), posted.text
-    key: str = form["key"]
-    return key
+    return str(uploaded(api, collection, "IMG_0001.jpg", data)["key"])
 
 
 def jpeg(colour: tuple[int, int, int]) -> bytes:

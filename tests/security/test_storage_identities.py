@@ -34,7 +34,7 @@ from emulsion_devstack.services import SERVICES
 from emulsion_devstack.stack import REGION, Endpoints, LocalStack, s3_client
 from emulsion_runtime import storage
 from emulsion_runtime.settings import S3Settings
-from tests.systems import own_system
+from tests.systems import endpoints_of, own_system
 
 GC_GRACE_SECONDS = 3
 # A GC request that meets a guard comes back after 30 s (consumer.settle); under the load
@@ -53,9 +53,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
 
 @pytest.fixture(scope="module")
 def endpoints(system: LocalStack) -> Endpoints:
-    running = system.running()
-    assert running is not None
-    return running
+    return endpoints_of(system)
 
 
 @pytest.fixture(scope="module")

@@ -32,6 +32,7 @@ from emulsion_contracts import keys
 from emulsion_devstack.stack import Endpoints, LocalStack, s3_client
 from tests.jobmaking import create_job
 from tests.systems import own_system
+from tests.uploading import post_form, uploaded
 
 TENANT_A = secrets.token_urlsafe(24)
 TENANT_B = secrets.token_urlsafe(24)
@@ -118,34 +119,6 @@ def photo(seed: int, size: int | None = None) -> bytes:
         while len(data := saved(b"x" * filler)) != size:
             filler += size - len(data)
     return data
-
-
-def presign(api: httpx.Client, collection: str, name: str, size: int) -> dict[str, Any]:
-    response = api.post(
-        "/v1/uploads",
-        json={
-            "collection": collection,
-            "filename": name,
-            "content_type": "image/jpeg",
-            "size": size,
-        },
-    )
-    assert response.status_code == 201, response.text
-    form: dict[str, Any] = response.json()
-    return form
-
-
-def post_form(form: dict[str, Any], data: bytes) -> httpx.Response:
-    return httpx.post(
-        form["url"], data=form["fields"], files={"file": ("f.jpg", data, "image/jpeg")}, timeout=60
-    )
-
-
-def uploaded(api: httpx.Client, collection: str, name: str, data: bytes) -> dict[str, Any]:
-    form = presign(api, collection, name, len(data))
-    posted = post_form(form, data)
-    assert posted.status_code in (200, 201, 204), posted.text
-    return form
 
 
 def ingest(api: httpx.Client, collection: str, *items: dict[str, str]) -> httpx.Response:

@@ -42,6 +42,7 @@ from typing import Any
 import httpx
 
 from emulsion_bench import inputs, limit, machine, natsstat, notify, procstat, report, targets
+from emulsion_bench.cli import ingest_command
 from emulsion_bench.stats import percentile
 from emulsion_cli.api import Api
 from emulsion_cli.config import Config
@@ -253,16 +254,7 @@ def start_gallery_cli(
 ) -> subprocess.Popen[bytes]:
     with log.open("wb") as output:
         return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "emulsion_cli",
-                "ingest",
-                str(gallery),
-                "--collection",
-                f"busy-{int(time.time())}",
-                "--json",
-            ],
+            ingest_command(gallery, f"busy-{int(time.time())}"),
             env={**os.environ, **environment},
             stdout=output,
             stderr=subprocess.STDOUT,

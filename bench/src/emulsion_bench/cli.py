@@ -23,6 +23,12 @@ from emulsion_cli.gallery import GalleryParams, ensure_gallery, plan
 from emulsion_cli.ingest import Options, SilentReporter, Tally, ingest
 
 
+def ingest_command(directory: Path, collection: str, *options: str) -> list[str]:
+    """The command line of `emulsion ingest` run as a child of this Python, with --json."""
+    command = [sys.executable, "-m", "emulsion_cli", "ingest", str(directory)]
+    return [*command, "--collection", collection, *options, "--json"]
+
+
 def _figure(name: str, value: float, unit: str) -> None:
     print(f"{name:<34} {value:>10.2f} {unit}")
 

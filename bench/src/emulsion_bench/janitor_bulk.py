@@ -13,7 +13,7 @@ import tarfile
 import time
 import tracemalloc
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -65,22 +65,48 @@ def _version_keys(collection: str, asset: str, version: str, styles: tuple[str, 
     ]
 
 
-def _manifest(collection: str, asset: str, version: str, styles: tuple[str, ...]) -> bytes:
-    original, *derivatives = _version_keys(collection, asset, version, styles)
+def placeholder_derivative(style: str, key: str) -> Derivative:
+    """One JPEG derivative whose sizes are placeholders (1 byte, 1x1)."""
+    return Derivative(style=style, key=key, width=1, height=1, bytes=1, content_type="image/jpeg")
+
+
+def placeholder_manifest(
+    collection: str,
+    asset: str,
+    version: str,
+    original: str,
+    derivatives: Iterable[Derivative],
+    committed_at: datetime,
+    *,
+    content_type: str = "image/jpeg",
+    job: str = "job",
+) -> AssetManifest:
+    """A committed manifest whose sizes are placeholders (1 byte, 1x1): the janitor reads
+    only its keys and its commit time."""
     return AssetManifest(
         collection=collection,
         asset=asset,
         version=version,
-        job=JobRef(namespace="default", name="bulk", uid=str(uuid.uuid4())),
+        job=JobRef(namespace="default", name=job, uid=str(uuid.uuid4())),
         index=0,
         original=Original(
-            key=original, filename=asset, content_type="image/jpeg", bytes=1, width=1, height=1
+            key=original, filename=asset, content_type=content_type, bytes=1, width=1, height=1
         ),
-        derivatives=tuple(
-            Derivative(style=style, key=key, width=1, height=1, bytes=1, content_type="image/jpeg")
-            for style, key in zip(styles, derivatives, strict=True)
-        ),
-        committed_at=datetime.now(UTC),
+        derivatives=tuple(derivatives),
+        committed_at=committed_at,
+    )
+
+
+def _manifest(collection: str, asset: str, version: str, styles: tuple[str, ...]) -> bytes:
+    original, *derivatives = _version_keys(collection, asset, version, styles)
+    return placeholder_manifest(
+        collection,
+        asset,
+        version,
+        original,
+        (placeholder_derivative(s, k) for s, k in zip(styles, derivatives, strict=True)),
+        datetime.now(UTC),
+        job="bulk",
     ).to_bytes()
 
 

@@ -14,12 +14,12 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from emulsion_bench import page as uploader
+from emulsion_bench.cli import ingest_command
 from emulsion_cli.gallery import GalleryParams, ensure_gallery
 from emulsion_devstack.processes import wait_for
 from emulsion_devstack.stack import LocalStack
@@ -40,9 +40,8 @@ def page_upload(api_url: str, token: str, files: list[Path], collection: str) ->
 
 
 def cli_upload(stack: LocalStack, directory: Path, collection: str) -> float:
-    command = [sys.executable, "-m", "emulsion_cli", "ingest", str(directory)]
     result = subprocess.run(
-        [*command, "--collection", collection, "--json"],
+        ingest_command(directory, collection),
         capture_output=True,
         text=True,
         timeout=900,

@@ -173,10 +173,11 @@ def new_collection() -> str:
 
 
 def commit_manifest(
-    s3: Any, bucket: str, collection: str, asset: str, version: str, job: str = "job"
+    s3: Any, bucket: str, collection: str, asset: str, version: str | None = None, job: str = "job"
 ) -> AssetManifest:
-    """What a processor leaves behind for one item: the files and the live manifest."""
-    original = keys.original_key(collection, asset, version, keys.safe_name(asset))
+    """What a processor leaves behind for one item: the files and the live manifest (of
+    `version`; a new version, index 0, unless given)."""
+    version = version or keys.version_id(keys.new_ulid(), 0)
     derivatives = tuple(
         Derivative(
             style=style,
@@ -188,8 +189,34 @@ def commit_manifest(
         )
         for style, size in (("large", 800), ("thumb", 100))
     )
-    for key in (original, *(d.key for d in derivatives)):
-        s3.put_object(Bucket=bucket, Key=key, Body=b"jpg", ContentType="image/jpeg")
+    for derivative in derivatives:
+        s3.put_object(Bucket=bucket, Key=derivative.key, Body=b"jpg", ContentType="image/jpeg")
+    return commit_original(s3, bucket, collection, asset, version, derivatives, job=job)
+
+
+def live_collection(s3: Any, bucket: str, *assets: str) -> str:
+    """A new collection whose `assets` are live (committed in this order)."""
+    collection = new_collection()
+    for asset in assets:
+        commit_manifest(s3, bucket, collection, asset)
+    return collection
+
+
+def commit_original(
+    s3: Any,
+    bucket: str,
+    collection: str,
+    asset: str,
+    version: str,
+    derivatives: tuple[Derivative, ...],
+    *,
+    job: str = "job",
+    height: int = 1600,
+) -> AssetManifest:
+    """The original (1600 wide) and the live manifest naming it and `derivatives` (whose
+    files the caller puts)."""
+    original = keys.original_key(collection, asset, version, keys.safe_name(asset))
+    s3.put_object(Bucket=bucket, Key=original, Body=b"jpg", ContentType="image/jpeg")
     manifest = AssetManifest(
         collection=collection,
         asset=asset,
@@ -202,7 +229,7 @@ def commit_manifest(
             content_type="image/jpeg",
             bytes=3,
             width=1600,
-            height=1600,
+            height=height,
         ),
         derivatives=derivatives,
         committed_at=datetime.now(UTC),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -165,15 +166,22 @@ def test_a_token_at_its_follow_limit_leaves_the_rest_to_others() -> None:
     b2.__enter__()
 
 
-def test_items_in_flight_are_counted_then_added_to_until_the_next_count() -> None:
-    clock = Clock()
-    limiter = Limiter(64, clock)
-    cap = TokenLimits(itemsInFlight=100)
+def counter(in_flight: int) -> tuple[list[int], Callable[[], Awaitable[int]]]:
+    """A count of a token's items in flight that answers `in_flight`, and its calls."""
     counted: list[int] = []
 
     async def count() -> int:
         counted.append(1)
-        return 60
+        return in_flight
+
+    return counted, count
+
+
+def test_items_in_flight_are_counted_then_added_to_until_the_next_count() -> None:
+    clock = Clock()
+    limiter = Limiter(64, clock)
+    cap = TokenLimits(itemsInFlight=100)
+    counted, count = counter(60)
 
     async def run() -> None:
         await limiter.admit_items("a", cap, 30, count)  # 60 + 30
@@ -193,11 +201,7 @@ def test_a_token_under_its_limit_is_counted_once_a_minute_not_per_request() -> N
     clock = Clock()
     limiter = Limiter(64, clock)
     cap = TokenLimits(itemsInFlight=1000)
-    counted: list[int] = []
-
-    async def count() -> int:
-        counted.append(1)
-        return 10
+    counted, count = counter(10)
 
     async def run() -> None:
         for _ in range(15):

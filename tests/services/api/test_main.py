@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -16,6 +14,7 @@ import httpx
 
 from emulsion_devstack.processes import log_tail
 from emulsion_devstack.stack import Endpoints, LocalStack
+from tests.settings_checks import refused_start
 
 from .conftest import ApiProcess, metrics_url_of, new_collection, wait_for
 
@@ -25,32 +24,15 @@ EXITED_WITHIN = 7.0
 
 
 def test_missing_settings_stop_the_process_naming_each_variable() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "emulsion_api"],
-        env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/")},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    stderr = refused_start(
+        "emulsion_api", {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/")}
     )
-
-    assert result.returncode != 0
-    assert "NATS_URL" in result.stderr and "EMULSION_BUCKET" in result.stderr
+    assert "NATS_URL" in stderr and "EMULSION_BUCKET" in stderr
 
 
 def test_no_token_configured_stops_the_process(stack: Endpoints) -> None:
     environment = {**os.environ, **stack.environment(), "EMULSION_API_TOKENS": " , "}
-    result = subprocess.run(
-        [sys.executable, "-m", "emulsion_api"],
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-    assert result.returncode != 0
-    assert "no bearer token configured" in result.stderr
+    assert "no bearer token configured" in refused_start("emulsion_api", environment)
 
 
 def test_sigterm_ends_open_streams_and_exits(

@@ -14,7 +14,7 @@ from emulsion_contracts import keys
 from emulsion_devstack.stack import Endpoints
 from emulsion_runtime.blocking import Blocking
 
-from .conftest import commit_manifest, new_collection
+from .conftest import commit_manifest, live_collection, new_collection
 
 
 @contextmanager
@@ -51,8 +51,7 @@ def test_minio_ignores_if_match_on_delete(s3: Any, stack: Endpoints) -> None:
 def test_a_manifest_changed_since_it_was_read_is_not_deleted(
     store: Store, s3: Any, stack: Endpoints, run: Any
 ) -> None:
-    collection = new_collection()
-    commit_manifest(s3, stack.bucket, collection, "a.jpg", keys.version_id(keys.new_ulid(), 0))
+    collection = live_collection(s3, stack.bucket, "a.jpg")
     read = run(store.read_manifest(collection, "a.jpg"))
     newer = commit_manifest(
         s3, stack.bucket, collection, "a.jpg", keys.version_id(keys.new_ulid(), 1)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -10,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from emulsion_bench.janitor_bulk import placeholder_derivative, placeholder_manifest
 from emulsion_contracts import keys
-from emulsion_contracts.manifest import AssetManifest, Original
-from emulsion_contracts.messages import Derivative, JobRef
+from emulsion_contracts.manifest import AssetManifest
 from emulsion_janitor.guards import (
     Budget,
     Facts,
@@ -42,31 +41,17 @@ UPLOAD = keys.new_ulid(NOW.timestamp())
 def manifest(
     version: str = LIVE_VERSION, asset: str = ASSET, committed_at: datetime = OLD
 ) -> AssetManifest:
-    return AssetManifest(
-        collection=COLLECTION,
-        asset=asset,
-        version=version,
-        job=JobRef(namespace="default", name="job", uid=str(uuid.uuid4())),
-        index=0,
-        original=Original(
-            key=keys.original_key(COLLECTION, asset, version, asset),
-            filename=asset,
-            content_type="image/jpeg",
-            bytes=1,
-            width=1,
-            height=1,
-        ),
-        derivatives=(
-            Derivative(
-                style="thumb",
-                key=keys.derivative_key(COLLECTION, asset, version, "thumb", "jpg"),
-                width=1,
-                height=1,
-                bytes=1,
-                content_type="image/jpeg",
-            ),
-        ),
-        committed_at=committed_at,
+    return placeholder_manifest(
+        COLLECTION,
+        asset,
+        version,
+        keys.original_key(COLLECTION, asset, version, asset),
+        [
+            placeholder_derivative(
+                "thumb", keys.derivative_key(COLLECTION, asset, version, "thumb", "jpg")
+            )
+        ],
+        committed_at,
     )
 
 

@@ -5,7 +5,6 @@ the guards (every key, any age) and on the real NATS and MinIO (the fast path)."
 from __future__ import annotations
 
 import typing
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,30 +13,21 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from emulsion_bench.janitor_bulk import placeholder_manifest
 from emulsion_contracts import keys
 from emulsion_contracts.formats import OUTPUT_CONTENT_TYPES, OutputFormat
-from emulsion_contracts.manifest import AssetManifest, Original
-from emulsion_contracts.messages import Derivative, JobRef, Rendering
+from emulsion_contracts.manifest import AssetManifest
+from emulsion_contracts.messages import Derivative, Rendering
 from emulsion_devstack.stack import Endpoints
-from emulsion_janitor.guards import (
-    Budget,
-    Facts,
-    Guard,
-    Live,
-    Policy,
-    StoredObject,
-    may_delete,
-)
+from emulsion_janitor.guards import Facts, Guard, Live
 from emulsion_janitor.settings import JanitorSettings
 from emulsion_janitor.sweep import select
 
 from .conftest import Layout, connected, janitor, until, version_id, wait_for_async
+from .test_guards import GRACE, NOW, at, check, settings
 
-NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
-BUCKET = "emulsion"
 COLLECTION = "gallery-r"
 ASSET = "IMG_0001.HEIC"
-GRACE = timedelta(minutes=5)
 STYLES = ("large", "thumb", "tiny")
 
 formats_lists = st.lists(
@@ -74,22 +64,9 @@ def multi_format_manifest(
                 renderings=renderings if len(renderings) > 1 else (),
             )
         )
-    return AssetManifest(
-        collection=collection,
-        asset=asset,
-        version=version,
-        job=JobRef(namespace="default", name="job", uid=str(uuid.uuid4())),
-        index=0,
-        original=Original(
-            key=keys.original_key(collection, asset, version, keys.safe_name(asset)),
-            filename=asset,
-            content_type="image/heic",
-            bytes=1,
-            width=1,
-            height=1,
-        ),
-        derivatives=tuple(derivatives),
-        committed_at=committed_at,
+    original = keys.original_key(collection, asset, version, keys.safe_name(asset))
+    return placeholder_manifest(
+        collection, asset, version, original, derivatives, committed_at, content_type="image/heic"
     )
 
 
@@ -114,31 +91,19 @@ def test_no_live_rendering_may_go_and_every_superseded_one_may(
         COLLECTION, ASSET, current, live_formats, NOW - timedelta(hours=1)
     )
     live = Live.of(live_manifest)
-    written = NOW - timedelta(seconds=age_seconds)
-    policy = Policy(BUCKET, GRACE, dry_run=False, orphan_age=timedelta(hours=1))
-    settings = JanitorSettings(
-        nats_url="nats://127.0.0.1:4222",
-        bucket=BUCKET,
-        gc_grace_seconds=GRACE.total_seconds(),
-        upload_ttl=86400.0,
-        orphan_age=3600.0,
-    )
+    age = timedelta(seconds=age_seconds)
 
     # Every rendering is listed as live, so the processor's supersession GC names them all.
     assert rendering_keys(live_manifest) <= live_manifest.live_keys()
     assert rendering_keys(old) <= old.live_keys() - live_manifest.live_keys()
     for key in rendering_keys(live_manifest):
-        stored = StoredObject(key, 1, written)
-        assert may_delete(BUCKET, stored, Facts(live=live), policy, Budget(None), NOW) is (
-            Guard.LIVE
-        )
-        assert select(stored, live, NOW, settings) is None
+        assert check(key, Facts(live=live), last_modified=NOW - age) is Guard.LIVE
+        assert select(at(key, age), live, NOW, settings()) is None
     for key in rendering_keys(old):
-        stored = StoredObject(key, 1, written)
-        verdict = may_delete(BUCKET, stored, Facts(live=live), policy, Budget(None), NOW)
-        assert verdict is (None if age_seconds >= GRACE.total_seconds() else Guard.GRACE)
-        assert select(stored, live, NOW, settings) == (
-            "superseded" if age_seconds >= GRACE.total_seconds() else None
+        verdict = check(key, Facts(live=live), last_modified=NOW - age)
+        assert verdict is (None if age >= GRACE else Guard.GRACE)
+        assert select(at(key, age), live, NOW, settings()) == (
+            "superseded" if age >= GRACE else None
         )
 
 

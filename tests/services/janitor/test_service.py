@@ -23,6 +23,7 @@ from emulsion_devstack.processes import ProcessRecord, stop, wait_for
 from emulsion_devstack.stack import Endpoints, LocalStack
 from emulsion_janitor.store import PassProgress, write_progress
 from emulsion_runtime import messaging
+from tests.settings_checks import refused_start
 
 from .conftest import Layout, connected, until
 
@@ -166,18 +167,9 @@ def test_missing_settings_stop_the_process_naming_each_variable() -> None:
     }
     env["EMULSION_JANITOR_SWEEP_SECONDS"] = "0"
 
-    result = subprocess.run(
-        [sys.executable, "-m", "emulsion_janitor"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-    assert result.returncode != 0
+    stderr = refused_start("emulsion_janitor", env)
     for variable in ("NATS_URL", "EMULSION_BUCKET", "EMULSION_JANITOR_SWEEP_SECONDS"):
-        assert variable in result.stderr
+        assert variable in stderr
 
 
 @pytest.mark.usefixtures("empty_gc_queue")

@@ -180,9 +180,15 @@ def _clean(part: str) -> str:
 
 def check_name(kind: str, value: str) -> str:
     """Validate a safe name (the file part of a key) against NAME_PATTERN."""
-    if not _NAME_RE.fullmatch(value) or ".." in value:
+    return _check_safe(kind, value, _NAME_RE, SAFE_NAME_MAX)
+
+
+def _check_safe(kind: str, value: str, pattern: re.Pattern[str], most: int) -> str:
+    """`value`, a safe segment of up to `most` characters that `pattern` matches whole and
+    that holds no '..'; else InvalidKey naming `kind`."""
+    if not pattern.fullmatch(value) or ".." in value:
         raise InvalidKey(
-            f"{kind} {value!r} must be 1-{SAFE_NAME_MAX} characters of letters, digits, "
+            f"{kind} {value!r} must be 1-{most} characters of letters, digits, "
             "'.', '_' or '-', start with a letter or digit, and contain no '..'"
         )
     return value
@@ -324,12 +330,7 @@ def _valid_segment(segment: str) -> bool:
 
 
 def check_collection(value: str) -> str:
-    if not _COLLECTION_RE.fullmatch(value) or ".." in value:
-        raise InvalidKey(
-            f"collection {value!r} must be 1-{COLLECTION_MAX} characters of letters, digits, "
-            "'.', '_' or '-', start with a letter or digit, and contain no '..'"
-        )
-    return value
+    return _check_safe("collection", value, _COLLECTION_RE, COLLECTION_MAX)
 
 
 def check_style(value: str) -> str:

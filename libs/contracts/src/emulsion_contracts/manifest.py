@@ -12,7 +12,7 @@ retried older item loses to it (its commit is stale) while a newer ingest replac
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal, Self
+from typing import Literal, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -25,6 +25,8 @@ from emulsion_contracts.messages import (
     Name,
     VersionId,
 )
+
+_Field = TypeVar("_Field")
 
 
 class Original(BaseModel):
@@ -102,21 +104,21 @@ class AssetManifest(BaseModel):
 
     @property
     def original(self) -> Original:
-        if self.original_or_none is None:
-            raise ValueError(f"the manifest of {self.asset!r} is a tombstone: nothing is live")
-        return self.original_or_none
+        return self._live(self.original_or_none, "nothing is live")
 
     @property
     def job(self) -> JobRef:
-        if self.job_or_none is None:
-            raise ValueError(f"the manifest of {self.asset!r} is a tombstone: no job made it")
-        return self.job_or_none
+        return self._live(self.job_or_none, "no job made it")
 
     @property
     def index(self) -> int:
-        if self.index_or_none is None:
-            raise ValueError(f"the manifest of {self.asset!r} is a tombstone: no item made it")
-        return self.index_or_none
+        return self._live(self.index_or_none, "no item made it")
+
+    def _live(self, value: _Field | None, absent: str) -> _Field:
+        """`value`, which only a tombstone lacks (ValueError saying `absent`)."""
+        if value is None:
+            raise ValueError(f"the manifest of {self.asset!r} is a tombstone: {absent}")
+        return value
 
     @property
     def superseded_at(self) -> datetime:

@@ -78,16 +78,20 @@ def _pull(stream: str, durable: str) -> tuple[str, ...]:
     )
 
 
-def _kv_read(bucket: str) -> tuple[str, ...]:
-    """Bind (stream info, also with a subject filter) and get, direct or not: nats-py uses
-    the direct form only when the bucket's stream allows it."""
-    stream = _stream_of(bucket)
+def _stream_read(stream: str) -> tuple[str, ...]:
+    """Bind (stream info, also with a subject filter) and message gets, direct or not:
+    nats-py uses the direct form only when the stream allows it."""
     return (
         f"{API}.STREAM.INFO.{stream}",
         f"{API}.STREAM.MSG.GET.{stream}",
         f"{API}.DIRECT.GET.{stream}",
         f"{API}.DIRECT.GET.{stream}.>",
     )
+
+
+def _kv_read(bucket: str) -> tuple[str, ...]:
+    """Bind and get: reads of the bucket's stream."""
+    return _stream_read(_stream_of(bucket))
 
 
 def _kv_write(bucket: str) -> tuple[str, ...]:
@@ -109,13 +113,7 @@ def _kv_watch(bucket: str) -> tuple[str, ...]:
 def _object_read(store: str) -> tuple[str, ...]:
     """Bind, then message gets: an object's last meta message, its chunks by subject
     (emulsion_runtime.records_store.get_items reads without consumers)."""
-    stream = f"OBJ_{store}"
-    return (
-        f"{API}.STREAM.INFO.{stream}",
-        f"{API}.STREAM.MSG.GET.{stream}",
-        f"{API}.DIRECT.GET.{stream}",
-        f"{API}.DIRECT.GET.{stream}.>",
-    )
+    return _stream_read(f"OBJ_{store}")
 
 
 def _object_write(store: str) -> tuple[str, ...]:

@@ -11,12 +11,13 @@ import base64
 import hashlib
 import json
 from collections.abc import Sequence
+from typing import TypeVar
 
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.errors import NotFoundError as JetStreamNotFound
 from nats.js.kv import KeyValue
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from emulsion_contracts import wire
 from emulsion_contracts.ingestjob import ItemsRef, JobItem
@@ -44,6 +45,8 @@ __all__ = [
     "get_items_of_gone_job",
     "put_items",
 ]
+
+_Record = TypeVar("_Record", bound=BaseModel)
 
 
 class ItemsMissing(LookupError):
@@ -136,34 +139,32 @@ class JobRecords:
     def __init__(self, kv: KeyValue) -> None:
         self._kv = kv
 
+    async def _read(self, key: str, model: type[_Record]) -> tuple[_Record | None, int | None]:
+        """The record under `key` and its revision: (None, None) where there is none; a
+        record that does not parse reads as none, at its revision."""
+        try:
+            entry = await self._kv.get(key)
+        except KeyNotFoundError:
+            return None, None
+        try:
+            return model.model_validate_json(entry.value or b""), entry.revision
+        except ValidationError:
+            return None, entry.revision
+
     async def outcomes(
         self, namespace: str, job: str, uid: str
     ) -> tuple[OutcomeRecord | None, int | None]:
         """The job's outcomes and the revision to write over (None: create). A record of
         another uid reads as none, at its revision, so the next write replaces it."""
-        try:
-            entry = await self._kv.get(outcomes_key(namespace, job))
-        except KeyNotFoundError:
-            return None, None
-        revision = entry.revision
-        try:
-            record = OutcomeRecord.model_validate_json(entry.value or b"")
-        except ValidationError:
-            return None, revision
-        return (record if record.uid == uid else None), revision
+        record, revision = await self._read(outcomes_key(namespace, job), OutcomeRecord)
+        return (record if record is not None and record.uid == uid else None), revision
 
     async def last_outcomes(self, namespace: str, job: str) -> OutcomeRecord | None:
         """The outcomes last written under this name, whatever job (uid) wrote them: for a
         job gone from the apiserver without a summary (deleted while it ran), whose uid
         nobody else knows any more. Never to write over (see `outcomes`)."""
-        try:
-            entry = await self._kv.get(outcomes_key(namespace, job))
-        except KeyNotFoundError:
-            return None
-        try:
-            return OutcomeRecord.model_validate_json(entry.value or b"")
-        except ValidationError:
-            return None
+        record, _ = await self._read(outcomes_key(namespace, job), OutcomeRecord)
+        return record
 
     async def write_outcomes(
         self, namespace: str, job: str, record: OutcomeRecord, revision: int | None
@@ -223,26 +224,13 @@ class JobRecords:
         return page, None
 
     async def failure(self, namespace: str, job: str, uid: str, index: int) -> FailureDetail | None:
-        try:
-            entry = await self._kv.get(failure_key(namespace, job, index))
-        except KeyNotFoundError:
-            return None
-        try:
-            detail = FailureDetail.model_validate_json(entry.value or b"")
-        except ValidationError:
-            return None
-        return detail if detail.uid == uid else None
+        detail, _ = await self._read(failure_key(namespace, job, index), FailureDetail)
+        return detail if detail is not None and detail.uid == uid else None
 
     async def put_summary(self, namespace: str, job: str, summary: JobSummaryRecord) -> None:
         await self._kv.put(summary_key(namespace, job), summary.encode())
 
     async def summary(self, namespace: str, job: str) -> JobSummaryRecord | None:
         """The last summary written under this name (its uid says which job it was)."""
-        try:
-            entry = await self._kv.get(summary_key(namespace, job))
-        except KeyNotFoundError:
-            return None
-        try:
-            return JobSummaryRecord.model_validate_json(entry.value or b"")
-        except ValidationError:
-            return None
+        summary, _ = await self._read(summary_key(namespace, job), JobSummaryRecord)
+        return summary

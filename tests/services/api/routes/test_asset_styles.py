@@ -3,7 +3,6 @@ request's `Accept` picks (`Vary: Accept`); assets list every rendering of a styl
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -11,11 +10,11 @@ import pytest
 
 from emulsion_contracts import keys
 from emulsion_contracts.formats import OUTPUT_CONTENT_TYPES, OutputFormat
-from emulsion_contracts.manifest import AssetManifest, Original
-from emulsion_contracts.messages import Derivative, JobRef, Rendering
+from emulsion_contracts.manifest import AssetManifest
+from emulsion_contracts.messages import Derivative, Rendering
 from emulsion_devstack.stack import Endpoints
 
-from ..conftest import NAMESPACE, TENANT_B_TOKEN, ApiProcess, new_collection
+from ..conftest import TENANT_B_TOKEN, ApiProcess, commit_original, new_collection
 
 FORMATS: tuple[OutputFormat, ...] = ("avif", "webp", "jpeg")
 
@@ -23,7 +22,6 @@ FORMATS: tuple[OutputFormat, ...] = ("avif", "webp", "jpeg")
 def commit_renderings(s3: Any, bucket: str, collection: str, asset: str) -> AssetManifest:
     """A live asset whose `thumb` has three renderings and `large` one (JPEG)."""
     version = keys.version_id(keys.new_ulid(), 0)
-    original = keys.original_key(collection, asset, version, keys.safe_name(asset))
     renderings = tuple(
         Rendering(
             format=name,
@@ -57,26 +55,7 @@ def commit_renderings(s3: Any, bucket: str, collection: str, asset: str) -> Asse
             Body=rendering.format.encode(),
             ContentType=rendering.content_type,
         )
-    s3.put_object(Bucket=bucket, Key=original, Body=b"jpg", ContentType="image/jpeg")
-    manifest = AssetManifest(
-        collection=collection,
-        asset=asset,
-        version=version,
-        job=JobRef(namespace=NAMESPACE, name="job", uid="uid"),
-        index=0,
-        original=Original(
-            key=original,
-            filename=asset,
-            content_type="image/jpeg",
-            bytes=3,
-            width=1600,
-            height=1200,
-        ),
-        derivatives=(large, thumb),
-        committed_at=datetime.now(UTC),
-    )
-    s3.put_object(Bucket=bucket, Key=keys.manifest_key(collection, asset), Body=manifest.to_bytes())
-    return manifest
+    return commit_original(s3, bucket, collection, asset, version, (large, thumb), height=1200)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,14 @@ from emulsion_contracts.manifest import AssetManifest
 from emulsion_contracts.messages import GcRequest
 from emulsion_devstack.stack import Endpoints
 
-from ..conftest import TENANT_A_TOKEN, ApiProcess, commit_manifest, new_collection, wait_for
+from ..conftest import (
+    TENANT_A_TOKEN,
+    ApiProcess,
+    commit_manifest,
+    live_collection,
+    new_collection,
+    wait_for,
+)
 
 
 def test_asset_shows_the_live_version_with_download_urls(
@@ -137,7 +144,7 @@ def _commit_in_order(s3: Any, bucket: str, collection: str, names: list[str]) ->
                 lambda: _store_now(s3, bucket, collection) > written,  # noqa: B023
                 timeout=5,
             )
-        commit_manifest(s3, bucket, collection, name, keys.version_id(keys.new_ulid(), 0))
+        commit_manifest(s3, bucket, collection, name)
         previous = s3.head_object(Bucket=bucket, Key=keys.manifest_key(collection, name))[
             "LastModified"
         ]
@@ -187,9 +194,7 @@ def test_a_collection_lists_newest_first_in_pages_with_urls_for_a_gallery(
 def test_deleted_assets_are_hidden_unless_asked_for(
     api: httpx.Client, s3: Any, stack: Endpoints
 ) -> None:
-    collection = new_collection()
-    for name in ("kept.jpg", "gone.jpg"):
-        commit_manifest(s3, stack.bucket, collection, name, keys.version_id(keys.new_ulid(), 0))
+    collection = live_collection(s3, stack.bucket, *("kept.jpg", "gone.jpg"))
     assert api.delete(f"/v1/assets/{collection}/gone.jpg").status_code == 202
 
     def listed(state: str) -> list[tuple[str, str]]:
@@ -207,9 +212,7 @@ def test_deleted_assets_are_hidden_unless_asked_for(
 def test_a_cursor_from_another_list_or_forged_is_refused(
     api: httpx.Client, s3: Any, stack: Endpoints
 ) -> None:
-    collection = new_collection()
-    for name in ("a.jpg", "b.jpg"):
-        commit_manifest(s3, stack.bucket, collection, name, keys.version_id(keys.new_ulid(), 0))
+    collection = live_collection(s3, stack.bucket, *("a.jpg", "b.jpg"))
     cursor = api.get(f"/v1/assets/{collection}", params={"limit": 1}).json()["next_cursor"]
     assert cursor is not None
 
@@ -232,8 +235,7 @@ def test_an_empty_collection_is_an_empty_page(api: httpx.Client) -> None:
 def test_a_collection_outside_the_tokens_scopes_is_not_found(
     api_process: ApiProcess, s3: Any, stack: Endpoints
 ) -> None:
-    collection = new_collection()
-    commit_manifest(s3, stack.bucket, collection, "a.jpg", keys.version_id(keys.new_ulid(), 0))
+    collection = live_collection(s3, stack.bucket, "a.jpg")
     with api_process.client(TENANT_A_TOKEN) as tenant:
         response = tenant.get(f"/v1/assets/{collection}")
     assert response.status_code == 404
@@ -247,8 +249,7 @@ def test_etag_is_the_version_and_if_none_match_answers_304(
     api: httpx.Client, s3: Any, stack: Endpoints
 ) -> None:
     collection = new_collection()
-    version = keys.version_id(keys.new_ulid(), 0)
-    commit_manifest(s3, stack.bucket, collection, "a.jpg", version)
+    version = commit_manifest(s3, stack.bucket, collection, "a.jpg").version
     path = f"/v1/assets/{collection}/a.jpg"
 
     first = api.get(path)
@@ -269,8 +270,7 @@ def test_delete_with_if_match_refuses_another_version(
     api: httpx.Client, s3: Any, stack: Endpoints
 ) -> None:
     collection = new_collection()
-    old = keys.version_id(keys.new_ulid(), 0)
-    commit_manifest(s3, stack.bucket, collection, "a.jpg", old)
+    old = commit_manifest(s3, stack.bucket, collection, "a.jpg").version
     newer = keys.version_id(keys.new_ulid(), 1)
     commit_manifest(s3, stack.bucket, collection, "a.jpg", newer)
     path = f"/v1/assets/{collection}/a.jpg"

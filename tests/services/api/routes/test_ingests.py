@@ -17,6 +17,7 @@ import pytest
 from emulsion_api import jobs
 from emulsion_contracts import crd, keys
 from emulsion_devstack.stack import Endpoints
+from tests.uploading import post_form, presign, uploaded
 
 from ..conftest import (
     TENANT_A_PREFIX,
@@ -45,19 +46,9 @@ def ingest(api: httpx.Client, staged: list[str], collection: str, **extra: Any) 
 def test_presigned_upload_then_ingest_is_accepted_and_creates_the_job(
     items_of: ItemsOf, api: httpx.Client, custom: Any, s3: Any, stack: Endpoints
 ) -> None:
-    upload = api.post(
-        "/v1/uploads",
-        json={
-            "filename": "My Photo (1).JPG",
-            "content_type": "image/jpeg",
-            "size": 5,
-            "collection": (collection := new_collection()),
-        },
-    )
-    assert upload.status_code == 201, upload.text
-    form = upload.json()
+    form = presign(api, (collection := new_collection()), "My Photo (1).JPG", 5)
     assert form["key"] == f"staging/{collection}/{form['upload_id']}/My-Photo-1.jpg"
-    posted = httpx.post(form["url"], data=form["fields"], files={"file": ("x", b"\xff\xd8abc")})
+    posted = post_form(form, b"\xff\xd8abc")
     assert posted.status_code in (200, 201, 204), posted.text
     assert s3.head_object(Bucket=stack.bucket, Key=form["key"])["ContentLength"] == 5
 
@@ -97,28 +88,13 @@ def test_presigned_upload_then_ingest_is_accepted_and_creates_the_job(
     assert traceparent != TRACEPARENT
 
 
-def _uploaded(api: httpx.Client, filename: str, collection: str) -> str:
-    form = api.post(
-        "/v1/uploads",
-        json={
-            "filename": filename,
-            "content_type": "image/jpeg",
-            "size": 4,
-            "collection": collection,
-        },
-    ).json()
-    posted = httpx.post(form["url"], data=form["fields"], files={"file": ("x", b"\xff\xd8ab")})
-    assert posted.status_code in (200, 201, 204), posted.text
-    return str(form["key"])
-
-
 def test_names_the_safe_name_folds_together_stay_different_assets(
     items_of: ItemsOf, api: httpx.Client, custom: Any
 ) -> None:
     """日本.jpg and 中国.jpg were once both the asset 'file.jpg'."""
     names = ["日本.jpg", "中国.jpg", "Фото 1.jpg", "photo 1.JPG", "photo 1.jpg"]
     collection = new_collection()
-    staged = [_uploaded(api, name, collection) for name in names]
+    staged = [uploaded(api, collection, name, b"\xff\xd8ab")["key"] for name in names]
     assert len({key.rsplit("/", 1)[1] for key in staged}) < len(names)  # the safe names clash
 
     response = ingest(api, staged, collection)
@@ -260,9 +236,7 @@ def test_succeeded_item_whose_version_was_replaced_is_not_live(
     collection = new_collection()
     name = ingest(api, stage(1, collection), collection).json()["name"]
     # A later upload of the same asset owns the manifest now.
-    commit_manifest(
-        s3, stack.bucket, collection, "IMG_00000.jpg", keys.version_id(keys.new_ulid(), 0)
-    )
+    commit_manifest(s3, stack.bucket, collection, "IMG_00000.jpg")
     patch_status(custom, name, {"phase": "Succeeded", "succeededIndexes": "0", "succeeded": 1})
 
     item = api.get(f"/v1/ingests/{name}").json()["items"][0]

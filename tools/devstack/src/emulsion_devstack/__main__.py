@@ -4,22 +4,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from emulsion_devstack.processes import StackError, print_status
+from emulsion_devstack.processes import StackError, command_failed, print_status, print_stopped
 from emulsion_devstack.services import SERVICES
-from emulsion_devstack.stack import MINIO_LAYOUTS, LocalStack
+from emulsion_devstack.stack import MINIO_LAYOUTS, LocalStack, add_state_dir
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m emulsion_devstack", description=__doc__)
     parser.add_argument("command", choices=["up", "down", "status"])
-    parser.add_argument(
-        "--state-dir",
-        type=Path,
-        default=Path(".emulsion"),
-        help="where state.json, env and kubeconfig live (default: .emulsion)",
-    )
+    add_state_dir(parser)
     parser.add_argument(
         "--services",
         default=None,
@@ -58,8 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             endpoints = stack.up()
         except StackError as error:
-            print(f"make up failed: {error}", file=sys.stderr)
-            return 1
+            return command_failed("up", error)
         print(f"\nEndpoints (written to {stack.env_file}):")
         for name, value in endpoints.environment().items():
             if "SECRET" not in name:
@@ -68,15 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nNext: source {stack.env_file} && kubectl get ingestjobs")
         return 0
     if args.command == "down":
-        stopped = stack.down()
-        print(f"stopped {', '.join(stopped)}" if stopped else "nothing was running")
-        return 0
-    records = stack.processes()
-    if not records:
-        print("not running")
-        return 1
-    print_status(records, 16)
-    return 0 if stack.running() else 1
+        return print_stopped(stack.down(), "stopped {}", "nothing was running")
+    return print_status(stack.processes(), 16, stack.running, "not running")
 
 
 if __name__ == "__main__":

@@ -147,6 +147,23 @@ def _kubernetes_x_defs(version: str) -> tuple[tuple[str, str], ...]:
     )
 
 
+def _kubernetes_tool(name: str, approx_minutes: int, **placement: bool) -> Tool:
+    """One of Kubernetes' commands (cmd/<name>), built from the pinned module with its
+    version stamped; `placement`: in_kubebuilder_assets, on_demand."""
+    return Tool(
+        name=name,
+        version=KUBERNETES_VERSION,
+        source=GoBuild(
+            wrapper="kubernetes",
+            module="k8s.io/kubernetes",
+            package=f"k8s.io/kubernetes/cmd/{name}",
+            x_defs=_kubernetes_x_defs(KUBERNETES_VERSION),
+            approx_minutes=approx_minutes,
+        ),
+        **placement,
+    )
+
+
 TOOLS: dict[str, Tool] = {
     tool.name: tool
     for tool in (
@@ -163,36 +180,14 @@ TOOLS: dict[str, Tool] = {
             ),
             in_kubebuilder_assets=True,
         ),
-        Tool(
-            name="kube-apiserver",
-            version=KUBERNETES_VERSION,
-            source=GoBuild(
-                wrapper="kubernetes",
-                module="k8s.io/kubernetes",
-                package="k8s.io/kubernetes/cmd/kube-apiserver",
-                x_defs=_kubernetes_x_defs(KUBERNETES_VERSION),
-                approx_minutes=6,
-            ),
-            in_kubebuilder_assets=True,
-        ),
+        _kubernetes_tool("kube-apiserver", approx_minutes=6, in_kubebuilder_assets=True),
         # The node's three (make cluster) share the apiserver's wrapper module, and
         # binaries.py builds every missing tool of one wrapper in one `go build`, so
         # the packages they share compile once. The node's tools are on demand: built by
         # `make cluster`/`make test-cluster`, not by `make tools`, so `make test` does not
         # pay their ~15 cold minutes while the node suite runs apart from it.
         *(
-            Tool(
-                name=name,
-                version=KUBERNETES_VERSION,
-                source=GoBuild(
-                    wrapper="kubernetes",
-                    module="k8s.io/kubernetes",
-                    package=f"k8s.io/kubernetes/cmd/{name}",
-                    x_defs=_kubernetes_x_defs(KUBERNETES_VERSION),
-                    approx_minutes=9,
-                ),
-                on_demand=True,
-            )
+            _kubernetes_tool(name, approx_minutes=9, on_demand=True)
             for name in ("kubelet", "kube-controller-manager", "kube-scheduler")
         ),
         Tool(

@@ -339,20 +339,28 @@ def ignored(relative: str, patterns: list[tuple[bool, str]]) -> bool:
     return verdict
 
 
-def build_context(target: Path) -> Path:
-    """The build context .dockerignore leaves, copied out: podman 4.3 mishandles
-    negations like `!**/pyproject.toml`, so the copy goes to podman with no ignore file."""
-    patterns = dockerignore_patterns()
+def settled(relative: str, patterns: list[tuple[bool, str]]) -> bool:
+    """True when `relative` and everything under it is ignored whatever lies inside: a
+    pattern after the last `!` exception matches it, so no exception can bring a file back."""
     last_exception = max((i for i, (negated, _) in enumerate(patterns) if negated), default=-1)
+    return ignored(relative, patterns[last_exception + 1 :])
+
+
+def build_context(
+    target: Path, skipped: Sequence[str] = (".git", ".emulsion", "node_modules")
+) -> Path:
+    """The build context .dockerignore leaves, copied out: podman 4.3 mishandles
+    negations like `!**/pyproject.toml`, so the copy goes to podman with no ignore file.
+    Directories named in `skipped` are not walked; others are pruned only where Docker
+    would ignore every file below anyway (.venv, caches)."""
+    patterns = dockerignore_patterns()
     for directory, subdirectories, files in os.walk(REPO_ROOT):
         here = Path(directory)
         subdirectories[:] = [
             d
             for d in subdirectories
-            if d not in (".git", ".emulsion", "node_modules")
-            and not ignored(
-                (here / d).relative_to(REPO_ROOT).as_posix(), patterns[last_exception + 1 :]
-            )
+            if d not in skipped
+            and not settled((here / d).relative_to(REPO_ROOT).as_posix(), patterns)
         ]
         for name in files:
             relative = (here / name).relative_to(REPO_ROOT).as_posix()

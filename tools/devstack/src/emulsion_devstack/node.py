@@ -53,20 +53,23 @@ from emulsion_devstack import (
 )
 from emulsion_devstack.binaries import ensure_binary
 from emulsion_devstack.endpoints import Endpoints
+from emulsion_devstack.node_addons import AddOnHost
 from emulsion_devstack.node_certificates import NODE_NAME
 from emulsion_devstack.node_network import BRIDGE, BRIDGE_ADDRESS, POD_CIDR
 from emulsion_devstack.processes import (
     ProcessRecord,
     StackError,
+    command_failed,
     free_port,
     print_status,
+    print_stopped,
     run,
     spawn,
     tcp_open,
     wait_until,
 )
 from emulsion_devstack.services import SERVICES
-from emulsion_devstack.stack import LocalStack
+from emulsion_devstack.stack import LocalStack, add_state_dir
 from emulsion_devstack.state import (
     NodeState,
     claim_machine,
@@ -186,22 +189,10 @@ class Node:
             self._start_scheduler(state, binaries["kube-scheduler"])
             self._start_kubelet(state, binaries["kubelet"], holder, socket, ca)
             self._wait_node_ready(endpoints)
-            node_local_path.start(
-                state, self.dir, binaries["local-path-provisioner"], endpoints, self.say
-            )
-            node_metrics_server.start(
-                state, self.dir, binaries["metrics-server"], endpoints, self.say, START_TIMEOUT
-            )
-            node_keda.start(
-                state,
-                self.dir,
-                binaries["keda-operator"],
-                binaries["keda-adapter"],
-                data_dir,
-                endpoints,
-                self.say,
-                START_TIMEOUT,
-            )
+            host = AddOnHost(state, self.dir, endpoints, self.say, START_TIMEOUT)
+            node_local_path.start(host, binaries["local-path-provisioner"])
+            node_metrics_server.start(host, binaries["metrics-server"])
+            node_keda.start(host, binaries["keda-operator"], binaries["keda-adapter"], data_dir)
         except BaseException:
             self.down()
             raise
@@ -475,7 +466,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m emulsion_devstack.node", description=__doc__)
     parser.add_argument("command", choices=["up", "down", "status"])
-    parser.add_argument("--state-dir", type=Path, default=Path(".emulsion"))
+    add_state_dir(parser)
     args = parser.parse_args(argv)
     stack = LocalStack(args.state_dir)
     node = Node(stack)
@@ -483,23 +474,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             info = node.up()
         except StackError as error:
-            print(f"make cluster failed: {error}", file=sys.stderr)
-            return 1
+            return command_failed("cluster", error)
         print(f"\nnode {info.name}: pods on {BRIDGE} ({POD_CIDR}); they reach the stack at")
         print(f"  apiserver {info.apiserver}  nats {info.nats}  s3 {info.s3}")
         print("Next: make images && make cluster-install")
         print(f"      source {stack.env_file} && kubectl get nodes,pods -A")
         return 0
     if args.command == "down":
-        stopped = node.down()
-        print(f"node removed ({', '.join(stopped)})" if stopped else "no node was running")
-        return 0
-    records = node.processes()
-    if not records:
-        print("no node")
-        return 1
-    print_status(records, 24)
-    return 0 if node.running() else 1
+        return print_stopped(node.down(), "node removed ({})", "no node was running")
+    return print_status(node.processes(), 24, node.running, "no node")
 
 
 if __name__ == "__main__":

@@ -15,29 +15,18 @@ from __future__ import annotations
 
 import base64
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 from emulsion_devstack import keda, pki
 from emulsion_devstack.binaries import module_source
-from emulsion_devstack.endpoints import Endpoints
 from emulsion_devstack.kubectl import apply, kubectl, wait_namespace_usable
+from emulsion_devstack.node_addons import AddOnHost
 from emulsion_devstack.node_certificates import write_kubeconfig
 from emulsion_devstack.node_network import BRIDGE_ADDRESS, aggregated_api
 from emulsion_devstack.processes import free_port, spawn, tcp_open, wait_until
-from emulsion_devstack.state import NodeState
 
 
-def start(
-    state: NodeState,
-    node_dir: Path,
-    operator: Path,
-    adapter: Path,
-    data_dir: Path,
-    endpoints: Endpoints,
-    say: Callable[[str], None],
-    timeout: float,
-) -> None:
+def start(host: AddOnHost, operator: Path, adapter: Path, data_dir: Path) -> None:
     pki_dir = data_dir / "pki"
     source = module_source("keda-operator")
     namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": keda.NAMESPACE}}
@@ -46,30 +35,30 @@ def start(
     # the CRDs: deleting them deletes every ScaledObject, whose KEDA finalizer no
     # stopped operator would remove (the CRD would hang in Terminating); like the
     # stack's own CRDs they stay, and the next `make cluster` applies them again.
-    state.made(
+    host.state.made(
         keda_objects=[
             ("", f"apiservice/{keda.EXTERNAL_METRICS_APISERVICE}"),
             *keda.object_names(rbac),
             ("", f"namespace/{keda.NAMESPACE}"),
         ]
     )
-    wait_namespace_usable(endpoints.kubeconfig, keda.NAMESPACE)
-    apply(endpoints.kubeconfig, [namespace, *crds, *rbac])
+    wait_namespace_usable(host.endpoints.kubeconfig, keda.NAMESPACE)
+    apply(host.endpoints.kubeconfig, [namespace, *crds, *rbac])
     kubectl(
-        endpoints.kubeconfig,
+        host.endpoints.kubeconfig,
         "wait",
         "--for=condition=Established",
         "--timeout=60s",
         *(f"crd/{crd['metadata']['name']}" for crd in crds),
     )
     client_cert, client_key = pki.issue_certificate(pki_dir, "node-keda", keda.USER)
-    kubeconfig = node_dir / "keda.kubeconfig"
-    write_kubeconfig(kubeconfig, endpoints.apiserver_url, pki_dir, client_cert, client_key)
+    kubeconfig = host.node_dir / "keda.kubeconfig"
+    write_kubeconfig(kubeconfig, host.endpoints.apiserver_url, pki_dir, client_cert, client_key)
     # Each --cert-dir holds what KEDA's gRPC TLS reads: ca.crt, tls.crt, tls.key. The
     # gRPC link is mutual TLS, so the adapter's serving pair is a client one too.
-    operator_certs = _cert_dir(node_dir, pki_dir, "keda-operator", server_names=("127.0.0.1",))
+    operator_certs = _cert_dir(host.node_dir, pki_dir, "keda-operator", server_names=("127.0.0.1",))
     adapter_certs = _cert_dir(
-        node_dir,
+        host.node_dir,
         pki_dir,
         "keda-adapter",
         server_names=(
@@ -86,7 +75,7 @@ def start(
         "WATCH_NAMESPACE": "",
     }
     grpc_port, health_port = free_port(), free_port()
-    record = state.started(
+    record = host.state.started(
         spawn(
             "keda-operator",
             [
@@ -100,13 +89,13 @@ def start(
                 "--metrics-bind-address=0",
                 f"--cert-dir={operator_certs}",
             ],
-            node_dir / "logs" / "keda-operator.log",
+            host.node_dir / "logs" / "keda-operator.log",
             env=environment,
         )
     )
-    wait_until(record, lambda: tcp_open("127.0.0.1", grpc_port), timeout)
+    wait_until(record, lambda: tcp_open("127.0.0.1", grpc_port), host.timeout)
     adapter_port = free_port()
-    record = state.started(
+    record = host.state.started(
         spawn(
             "keda-adapter",
             [
@@ -126,14 +115,14 @@ def start(
                 "--zap-log-level=info",
                 "--zap-encoder=console",
             ],
-            node_dir / "logs" / "keda-adapter.log",
+            host.node_dir / "logs" / "keda-adapter.log",
             env=environment,
         )
     )
-    wait_until(record, lambda: tcp_open(BRIDGE_ADDRESS, adapter_port), timeout)
+    wait_until(record, lambda: tcp_open(BRIDGE_ADDRESS, adapter_port), host.timeout)
     ca_bundle = base64.b64encode((pki_dir / "ca.crt").read_bytes()).decode()
     apply(
-        endpoints.kubeconfig,
+        host.endpoints.kubeconfig,
         aggregated_api(
             keda.ADAPTER_SERVICE,
             keda.NAMESPACE,
@@ -142,13 +131,13 @@ def start(
         ),
     )
     kubectl(
-        endpoints.kubeconfig,
+        host.endpoints.kubeconfig,
         "wait",
         "--for=condition=Available",
-        f"--timeout={timeout:.0f}s",
+        f"--timeout={host.timeout:.0f}s",
         f"apiservice/{keda.EXTERNAL_METRICS_APISERVICE}",
     )
-    say(
+    host.say(
         f"  keda            operator gRPC 127.0.0.1:{grpc_port}, adapter "
         f"{BRIDGE_ADDRESS}:{adapter_port} (external.metrics.k8s.io)"
     )

@@ -4,15 +4,13 @@ for the processors' generic ephemeral volumes."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import yaml
 
-from emulsion_devstack.endpoints import Endpoints
 from emulsion_devstack.kubectl import apply
+from emulsion_devstack.node_addons import AddOnHost
 from emulsion_devstack.processes import spawn
-from emulsion_devstack.state import NodeState
 
 NAMESPACE = "local-path-storage"
 # What it creates through the API, for the node's `down` to delete.
@@ -22,20 +20,14 @@ OBJECTS = (
 )
 
 
-def start(
-    state: NodeState,
-    node_dir: Path,
-    binary: Path,
-    endpoints: Endpoints,
-    say: Callable[[str], None],
-) -> None:
+def start(host: AddOnHost, binary: Path) -> None:
     """Each PersistentVolumeClaim gets a directory under the stack's data dir, made and
     removed by a helper pod of the Python base image."""
     helper_image = _helper_image()
     # In the stack's data dir, not the node's: the PersistentVolumes live in the
     # stack's etcd, so their directories last as long as it does (make down), and a
     # `make cluster-down && make cluster` finds the pods' volumes where they were.
-    volumes = Path(endpoints.data_dir) / "node-volumes"
+    volumes = Path(host.endpoints.data_dir) / "node-volumes"
     volumes.mkdir(parents=True, exist_ok=True)
     helper_pod = {
         "apiVersion": "v1",
@@ -86,12 +78,12 @@ def start(
             "reclaimPolicy": "Delete",
         },
     ]
-    apply(endpoints.kubeconfig, manifests)
-    config_file = node_dir / "local-path-config.json"
+    apply(host.endpoints.kubeconfig, manifests)
+    config_file = host.node_dir / "local-path-config.json"
     config_file.write_text(manifests[2]["data"]["config.json"])  # type: ignore[index]
-    helper_file = node_dir / "local-path-helper-pod.yaml"
+    helper_file = host.node_dir / "local-path-helper-pod.yaml"
     helper_file.write_text(yaml.safe_dump(helper_pod))
-    state.started(
+    host.state.started(
         spawn(
             "local-path-provisioner",
             [
@@ -106,7 +98,7 @@ def start(
                 "--helper-image",
                 helper_image,
                 "--kubeconfig",
-                endpoints.kubeconfig,
+                host.endpoints.kubeconfig,
                 "--configmap-name",
                 "local-path-config",
                 "--service-account-name",
@@ -114,10 +106,10 @@ def start(
                 "--helper-pod-file",
                 str(helper_file),
             ],
-            node_dir / "logs" / "local-path-provisioner.log",
+            host.node_dir / "logs" / "local-path-provisioner.log",
         )
     )
-    say(f"  local-path      StorageClass local-path (default) in {volumes}")
+    host.say(f"  local-path      StorageClass local-path (default) in {volumes}")
 
 
 def _helper_image() -> str:

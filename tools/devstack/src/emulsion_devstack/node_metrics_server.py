@@ -4,14 +4,12 @@ has no selector and one endpoint, that address (the apiserver routes to endpoint
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
-from emulsion_devstack.endpoints import Endpoints
 from emulsion_devstack.kubectl import apply
+from emulsion_devstack.node_addons import AddOnHost
 from emulsion_devstack.node_network import BRIDGE_ADDRESS, aggregated_api
 from emulsion_devstack.processes import free_port, spawn, tcp_open, wait_until
-from emulsion_devstack.state import NodeState
 
 # What it creates through the API, for the node's `down` to delete.
 OBJECTS = (
@@ -21,32 +19,25 @@ OBJECTS = (
 )
 
 
-def start(
-    state: NodeState,
-    node_dir: Path,
-    binary: Path,
-    endpoints: Endpoints,
-    say: Callable[[str], None],
-    timeout: float,
-) -> None:
+def start(host: AddOnHost, binary: Path) -> None:
     port = free_port()
-    record = state.started(
+    record = host.state.started(
         spawn(
             "metrics-server",
             [
                 str(binary),
                 "--kubeconfig",
-                endpoints.kubeconfig,
+                host.endpoints.kubeconfig,
                 "--authentication-kubeconfig",
-                endpoints.kubeconfig,
+                host.endpoints.kubeconfig,
                 "--authorization-kubeconfig",
-                endpoints.kubeconfig,
+                host.endpoints.kubeconfig,
                 "--bind-address",
                 BRIDGE_ADDRESS,
                 "--secure-port",
                 str(port),
                 "--cert-dir",
-                str(node_dir / "metrics-server"),
+                str(host.node_dir / "metrics-server"),
                 "--kubelet-preferred-address-types",
                 "InternalIP",
                 # The kubelet's serving certificate is self-signed (no CSR signer).
@@ -56,12 +47,12 @@ def start(
                 "--metric-resolution",
                 "15s",
             ],
-            node_dir / "logs" / "metrics-server.log",
+            host.node_dir / "logs" / "metrics-server.log",
         )
     )
-    wait_until(record, lambda: tcp_open(BRIDGE_ADDRESS, port), timeout)
+    wait_until(record, lambda: tcp_open(BRIDGE_ADDRESS, port), host.timeout)
     apply(
-        endpoints.kubeconfig,
+        host.endpoints.kubeconfig,
         aggregated_api(
             "metrics-server",
             "kube-system",
@@ -74,4 +65,4 @@ def start(
             },
         ),
     )
-    say(f"  metrics-server  {BRIDGE_ADDRESS}:{port} (metrics.k8s.io)")
+    host.say(f"  metrics-server  {BRIDGE_ADDRESS}:{port} (metrics.k8s.io)")

@@ -60,18 +60,46 @@ def _write_cert(path: Path, cert: x509.Certificate) -> None:
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
+def _builder(
+    subject: x509.Name, issuer: x509.Name, key: ec.EllipticCurvePrivateKey, now: dt.datetime
+) -> x509.CertificateBuilder:
+    """A certificate of `key` for `subject` from `issuer`, valid from `now` for VALIDITY."""
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + VALIDITY)
+    )
+
+
+def _leaf(
+    subject: x509.Name,
+    issuer: x509.Name,
+    key: ec.EllipticCurvePrivateKey,
+    now: dt.datetime,
+    usages: list[x509.ObjectIdentifier],
+    names: list[x509.GeneralName],
+) -> x509.CertificateBuilder:
+    """A leaf (no CA) for these extended key usages, naming `names` (when any)."""
+    builder = (
+        _builder(subject, issuer, key, now)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+    )
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    return builder
+
+
 def _ca_certificate(
     key: ec.EllipticCurvePrivateKey, name: x509.Name, now: dt.datetime
 ) -> x509.Certificate:
     """A self-signed CA certificate that may sign leaf certificates only (path length 0)."""
     return (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + VALIDITY)
+        _builder(name, name, key, now)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -105,19 +133,7 @@ def make_apiserver_pki(directory: Path) -> ApiserverPki:
         names: list[x509.GeneralName] | None = None,
     ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
         key = _key()
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(ca_name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now)
-            .not_valid_after(now + VALIDITY)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-        )
-        if names:
-            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        builder = _leaf(subject, ca_name, key, now, [usage], names or [])
         return builder.sign(ca_key, hashes.SHA256()), key
 
     serving, serving_key = issue(
@@ -186,21 +202,14 @@ def issue_certificate(
     usages = [ExtendedKeyUsageOID.SERVER_AUTH] if server_names else []
     if client_too or not server_names:
         usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(common_name, organization))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+    builder = _leaf(
+        _name(common_name, organization),
+        ca_cert.subject,
+        key,
+        now,
+        usages,
+        [_general_name(n) for n in server_names],
     )
-    if server_names:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([_general_name(n) for n in server_names]), critical=False
-        )
     cert_path, key_path = directory / f"{name}.crt", directory / f"{name}.key"
     _write_cert(cert_path, builder.sign(ca_key, hashes.SHA256()))
     _write_key(key_path, key)

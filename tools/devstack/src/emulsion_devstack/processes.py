@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -82,10 +83,30 @@ def run(command: Sequence[str], check: bool = True) -> subprocess.CompletedProce
     return result
 
 
-def print_status(records: Sequence[ProcessRecord], width: int) -> None:
-    """`status`: each process's name, pid and whether it is up, one line each."""
+def print_status(
+    records: Sequence[ProcessRecord], width: int, running: Callable[[], object], absent: str
+) -> int:
+    """`status`: each process's name, pid and whether it is up, one line each (`absent`
+    where there are none); its exit status, 0 when `running()` says they all run."""
+    if not records:
+        print(absent)
+        return 1
     for record in records:
         print(f"  {record.name:<{width}} pid {record.pid:<8} {'up' if record.alive() else 'DOWN'}")
+    return 0 if running() else 1
+
+
+def print_stopped(stopped: Sequence[str], template: str, nothing: str) -> int:
+    """`down`: what it stopped (their names, comma-separated, in `template`'s `{}`), or
+    `nothing` where nothing was running; its exit status, 0."""
+    print(template.format(", ".join(stopped)) if stopped else nothing)
+    return 0
+
+
+def command_failed(target: str, error: StackError) -> int:
+    """`make <target>` failed: say why on stderr; its exit status."""
+    print(f"make {target} failed: {error}", file=sys.stderr)
+    return 1
 
 
 def log_tail(path: Path | str, lines: int = 30) -> str:

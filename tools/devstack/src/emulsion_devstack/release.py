@@ -26,8 +26,8 @@ from emulsion_contracts import natsauth
 from emulsion_devstack.binaries import ensure_binary
 from emulsion_devstack.endpoints import Endpoints
 from emulsion_devstack.node import Node, NodeInfo
-from emulsion_devstack.processes import StackError
-from emulsion_devstack.stack import LocalStack
+from emulsion_devstack.processes import StackError, command_failed
+from emulsion_devstack.stack import LocalStack, add_state_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[4]
 CHART = REPO_ROOT / "charts" / "emulsion"
@@ -218,14 +218,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m emulsion_devstack.release", description=__doc__
     )
     parser.add_argument("command", choices=["install"])
-    parser.add_argument("--state-dir", type=Path, default=Path(".emulsion"))
+    add_state_dir(parser)
     args = parser.parse_args(argv)
     stack = LocalStack(args.state_dir)
     try:
         namespace = install(stack)
     except StackError as error:
-        print(f"make cluster-install failed: {error}", file=sys.stderr)
-        return 1
+        return command_failed("cluster-install", error)
     print(f"\nsource {stack.env_file} && kubectl -n {namespace} get pods,ij")
     print(f"The API: kubectl -n {namespace} port-forward svc/{RELEASE}-api 8080:80")
     print("  then EMULSION_API_URL=http://127.0.0.1:8080 emulsion ingest DIR --collection demo")

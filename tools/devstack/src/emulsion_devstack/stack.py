@@ -7,6 +7,7 @@ stops exactly what `up` started and `up` on a running stack only reports it.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -651,6 +652,16 @@ class LocalStack:
             "# written by `make up`; source it in a shell\n" + "\n".join(lines) + "\n"
         )
         self.env_file.chmod(0o600)
+
+
+def add_state_dir(parser: argparse.ArgumentParser) -> None:
+    """The `--state-dir` option of the harness's commands: whose stack they act on."""
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(".emulsion"),
+        help="where state.json, env and kubeconfig live (default: .emulsion)",
+    )
 
 
 def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
