@@ -120,7 +120,7 @@ test-scaleout: setup tools ## The scale-out suite (tests/scaleout): a NATS clust
 
 .PHONY: unit integration test-cluster test-scaleout
 unit: setup ## Pure-logic tests alone, no servers, in seconds (tests the conftest marks `unit`)
-	$(UV) run --locked pytest -m unit $(PYTEST_ARGS)
+	$(UV) run --locked pytest -n 2 -m unit $(PYTEST_ARGS)
 
 integration: setup tools web faketime ## Tests on the real stack, without the fault, browser and real-node suites (2 workers)
 	$(UV) run --locked pytest -n 2 --dist loadfile -m "integration and not (faults or web or cluster or scaleout)" $(PYTEST_ARGS)

@@ -43,7 +43,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if folder in SUITES:
             item.add_marker(SUITES[folder])
         needs_stack = not STACK_FIXTURES.isdisjoint(getattr(item, "fixturenames", ()))
-        if folder in INTEGRATION_FOLDERS or needs_stack:
+        # A test may say `integration` itself when it needs no server but not seconds
+        # either (it measures a whole process): `make unit` stays quick.
+        said = item.get_closest_marker("integration") is not None
+        if folder in INTEGRATION_FOLDERS or needs_stack or said:
             item.add_marker("integration")
         else:
             item.add_marker("unit")

@@ -327,6 +327,9 @@ def measured_render(source: Path, out: Path) -> dict[str, int]:
     return figures
 
 
+# Each case renders the largest allowed image in a process of its own to measure its peak
+# (10-18 s): no server, but not pure logic in seconds either.
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("kind", "bits", "p3"),
     [("heic", 8, True), ("heic", 10, False), ("heic", 10, True), ("avif", 10, False)],
