@@ -21,7 +21,13 @@ suffixes = st.from_regex(r"[a-z0-9]{1,12}", fullmatch=True)
 
 def test_subjects_and_message_ids_have_their_documented_forms() -> None:
     uid = "8c5e0c1e-5b39-4b8f-9d0e-1f2a3b4c5d6e"
-    assert wire.work_subject("photos", "gallery.42") == "emulsion.work.photos.gallery_42"
+    assert wire.work_subject("photos", "gallery.42") == "emulsion.work.bulk.photos.gallery_42"
+    assert (
+        wire.work_subject("photos", "g", wire.Lane.INTERACTIVE)
+        == "emulsion.work.interactive.photos.g"
+    )
+    assert wire.parse_work_subject("emulsion.work.photos.g") == ("photos", "g"), "legacy form"
+    assert wire.work_lane("emulsion.work.photos.g") is wire.Lane.BULK
     assert wire.events_subject("photos", "g") == "emulsion.events.photos.g"
     assert wire.gc_subject("superseded") == "emulsion.gc.superseded"
     assert wire.work_msg_id(uid, 12) == f"{uid}/12"
@@ -32,11 +38,19 @@ def test_subjects_and_message_ids_have_their_documented_forms() -> None:
         wire.work_subject("photos", "a*b")
 
 
-@given(namespace=names, job=names, uid=uids, index=indexes, redispatch=st.none() | suffixes)
+@given(
+    namespace=names,
+    job=names,
+    uid=uids,
+    index=indexes,
+    redispatch=st.none() | suffixes,
+    lane=st.sampled_from(wire.Lane),
+)
 def test_a_work_message_is_addressed_back_to_its_job_and_item(
-    namespace: str, job: str, uid: str, index: int, redispatch: str | None
+    namespace: str, job: str, uid: str, index: int, redispatch: str | None, lane: wire.Lane
 ) -> None:
-    subject = wire.work_subject(namespace, job)
+    subject = wire.work_subject(namespace, job, lane)
+    assert wire.work_lane(subject) is lane
     msg_id = wire.work_msg_id(uid, index, redispatch=redispatch)
     address = wire.work_address(subject, msg_id)
     assert address == wire.WorkAddress(JobRef(namespace=namespace, name=job, uid=uid), index)

@@ -30,6 +30,10 @@ MAX_FAILURES_LISTED: Final = 5
 
 LABEL_BATCH: Final = f"{GROUP}/batch"
 LABEL_COLLECTION: Final = f"{GROUP}/collection"
+# Whose work a job is, for fair share between tenants: the API writes the token's owner id
+# (the first 16 hex digits of its SHA-256, as on an upload's metadata); a job without it
+# (made with kubectl) counts as its namespace's.
+LABEL_TENANT: Final = f"{GROUP}/tenant"
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 ANNOTATION_TRACEPARENT: Final = f"{GROUP}/traceparent"
 ANNOTATION_TRACESTATE: Final = f"{GROUP}/tracestate"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Final
 
 from emulsion_contracts import keys
@@ -86,8 +87,30 @@ def _name(token: str) -> str:
     return token.replace("_", ".")
 
 
-def work_subject(namespace: str, job: str) -> str:
-    return f"emulsion.work.{subject_token(namespace)}.{subject_token(job)}"
+class Lane(StrEnum):
+    """Which queue a job's work waits in. Processors take interactive work first (small
+    jobs, or one a token may mark so) and keep a share for bulk work whenever it waits;
+    each lane has its own durable consumer, so a gallery's backlog never sits in front
+    of a single photo."""
+
+    INTERACTIVE = "interactive"
+    BULK = "bulk"
+
+
+# The subjects of each lane's work; a consumer per lane filters on its own.
+LANE_SUBJECTS: Final = {lane: f"emulsion.work.{lane}.>" for lane in Lane}
+# Work published before the lanes (`emulsion.work.<namespace>.<job>`, four tokens): the bulk
+# lane's consumer also takes these, so a rolling upgrade leaves nothing queued unread.
+LEGACY_WORK_SUBJECTS: Final = "emulsion.work.*.*"
+
+
+def work_subject(namespace: str, job: str, lane: Lane = Lane.BULK) -> str:
+    return f"emulsion.work.{lane}.{subject_token(namespace)}.{subject_token(job)}"
+
+
+def job_work_subjects(namespace: str, job: str) -> str:
+    """The filter matching a job's work in either lane (not the legacy form)."""
+    return f"emulsion.work.*.{subject_token(namespace)}.{subject_token(job)}"
 
 
 def events_subject(namespace: str, job: str) -> str:
@@ -99,11 +122,24 @@ def gc_subject(reason: str) -> str:
 
 
 def parse_work_subject(subject: str) -> tuple[str, str] | None:
-    """The namespace and job a work subject names, or None if it is not one."""
+    """The namespace and job a work subject names (either lane, or the legacy form), or
+    None if it is not one."""
     parts = subject.split(".")
-    if len(parts) != 4 or parts[:2] != ["emulsion", "work"] or not all(parts[2:]):
+    if parts[:2] != ["emulsion", "work"]:
+        return None
+    if len(parts) == 5 and parts[2] in tuple(Lane):
+        parts = parts[:2] + parts[3:]
+    if len(parts) != 4 or not all(parts[2:]):
         return None
     return _name(parts[2]), _name(parts[3])
+
+
+def work_lane(subject: str) -> Lane:
+    """The lane a work subject is in; legacy subjects are bulk work."""
+    parts = subject.split(".")
+    if len(parts) == 5 and parts[2] in tuple(Lane):
+        return Lane(parts[2])
+    return Lane.BULK
 
 
 @dataclass(frozen=True, slots=True)
