@@ -35,7 +35,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from emulsion_contracts import crd, indexes, keys
+from emulsion_contracts import crd, indexes, keys, wire
 from emulsion_contracts.crd import ConditionType, Phase
 from emulsion_contracts.messages import (
     DEFAULT_PROFILE_NAME,
@@ -192,6 +192,9 @@ class SpecOutline(_KubeModel):
     ttl_seconds_after_finished: Annotated[int, Field(ge=0, le=TTL_MAX_SECONDS)] | None = None
     # Where the items are when they are not inline (the API always writes this).
     items_ref: ItemsRef | None = None
+    # The lane asked for; None lets the size decide (`lane`). The API sets `interactive`
+    # only for a token allowed to; anyone may ask for `bulk`.
+    priority: wire.Lane | None = None
 
 
 class IngestJobSpec(SpecOutline):
@@ -215,6 +218,14 @@ class IngestJobSpec(SpecOutline):
             return len(self.items)
         assert self.items_ref is not None
         return self.items_ref.count
+
+    def lane(self, interactive_max_items: int) -> wire.Lane:
+        """The lane this job's work waits in: the one asked for, else interactive for a
+        job of at most `interactive_max_items` items (one photo, a handful) and bulk for
+        anything larger, so a gallery never sits in front of a single upload."""
+        if self.priority is not None:
+            return self.priority
+        return wire.Lane.INTERACTIVE if self.count <= interactive_max_items else wire.Lane.BULK
 
     def with_items(self, items: Sequence[JobItem]) -> IngestJobSpec:
         """This spec with its referenced items read in (see jobrecords.get_items)."""
