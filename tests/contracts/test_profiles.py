@@ -16,6 +16,26 @@ def test_default_profile_is_the_seed_style_set() -> None:
     ]
 
 
+def test_the_default_profile_writes_one_jpeg_per_style_and_crops_at_the_centre() -> None:
+    """Without a profile of the operator's, nothing changes: no AVIF or WebP rendering, no
+    other quality, no gravity; its styles are sent as a processor that knows neither
+    formats nor gravity reads them."""
+    default = load_profiles(None)["default"]
+    assert default == DEFAULT_PROFILE
+    assert (default.format, default.quality) == ("jpeg", 82)
+    for style in default.styles:
+        assert style.output_formats(default.format) == ("jpeg",)
+        assert style.quality_for("jpeg", default.quality) == 82
+        assert (style.format, style.formats, style.qualities, style.gravity) == (None,) * 4
+        assert set(style.model_dump(exclude_none=True)) == {
+            "name",
+            "width",
+            "height",
+            "fit",
+            "watermark",
+        }
+
+
 def test_profiles_file_adds_named_profiles(tmp_path: Path) -> None:
     path = tmp_path / "profiles.yaml"
     path.write_text(
