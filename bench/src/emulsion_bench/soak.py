@@ -35,8 +35,8 @@ from pathlib import Path
 
 import httpx
 
+from emulsion_bench.notify import stage_upload
 from emulsion_cli.gallery import GalleryParams, ensure_gallery
-from emulsion_contracts import keys
 from emulsion_devstack.otlp import OtlpReceiver, ReceivedSpan
 from emulsion_devstack.services import SERVICES
 from emulsion_devstack.stack import LocalStack
@@ -129,9 +129,7 @@ class Monkey(threading.Thread):
 
 def stage(client: Client, sources: list[Path]) -> list[str]:
     def one(path: Path) -> str:
-        key = f"{keys.STAGING}{keys.new_ulid()}/{keys.safe_name(path.name)}"
-        client.s3.put_object(Bucket=client.bucket, Key=key, Body=path.read_bytes())
-        return key
+        return stage_upload(client.s3, client.bucket, COLLECTION, path.read_bytes(), path.name)
 
     with ThreadPoolExecutor(8) as pool:
         return list(pool.map(one, sources))
