@@ -256,11 +256,18 @@ def test_keda_replaces_the_processor_hpa_with_a_valid_scaled_object(tools: Tools
     )
     assert not by_kind(objects, "HorizontalPodAutoscaler")
     (scaled,) = by_kind(objects, "ScaledObject").values()
-    (trigger,) = scaled["spec"]["triggers"]
-    assert trigger["type"] == "nats-jetstream"
-    assert trigger["metadata"]["stream"] == wire.WORK_STREAM
-    assert trigger["metadata"]["consumer"] == wire.PROCESSORS
-    assert trigger["metadata"]["natsServerMonitoringEndpoint"] == "nats.messaging:8222"
+    # A trigger per work consumer (lane), their lag added up: the total backlog scales.
+    triggers = {t["name"]: t for t in scaled["spec"]["triggers"]}
+    assert set(triggers) == {str(lane) for lane in wire.Lane}
+    for lane, durable in wire.WORK_CONSUMERS.items():
+        trigger = triggers[str(lane)]
+        assert trigger["type"] == "nats-jetstream"
+        assert trigger["metadata"]["stream"] == wire.WORK_STREAM
+        assert trigger["metadata"]["consumer"] == durable
+        assert trigger["metadata"]["natsServerMonitoringEndpoint"] == "nats.messaging:8222"
+    modifiers = scaled["spec"]["advanced"]["scalingModifiers"]
+    assert modifiers["formula"] == "bulk + interactive"
+    assert modifiers["metricType"] == "AverageValue"
     assert scaled["spec"]["scaleTargetRef"]["name"] == "t-emulsion-processor"
     assert "replicas" not in deployments(objects)["processor"]["spec"]
     assert validate_with_keda_models(scaled) == scaled
