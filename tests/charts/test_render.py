@@ -512,7 +512,11 @@ def test_token_limits_reach_the_api_as_a_file_it_rereads_and_are_checked_by_the_
     digest = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
     admin: dict[str, Any] = {"apiTokens.allowAdminTokens": True}
     objects = render(
-        tools, {**admin, "apiTokens.limits.tokens": {digest: {"notifiesPerSecond": 2}}}
+        tools,
+        {
+            **admin,
+            "apiTokens.limits.tokens": {digest: {"notifiesPerSecond": 2, "interactive": True}},
+        },
     )
 
     path = env_of(deployments(objects)["api"])["EMULSION_API_TOKEN_LIMITS_FILE"]
@@ -525,10 +529,13 @@ def test_token_limits_reach_the_api_as_a_file_it_rereads_and_are_checked_by_the_
     assert table.default == TokenLimits()
     assert table.of(digest).notifies_per_second == 2
     assert table.of(digest).watches == TokenLimits().watches
+    # Only a token allowed it may ask for priority interactive.
+    assert (table.default.interactive, table.of(digest).interactive) == (False, True)
     for values in (
         {**admin, "apiTokens.limits.tokens": {"short": {"watches": 1}}},
         {**admin, "apiTokens.limits.default.watches": 0},
         {**admin, "apiTokens.limits.default.perHour": 1},
+        {**admin, "apiTokens.limits.default.interactive": "yes"},
     ):
         assert template(tools, values, check=False).returncode != 0
 
