@@ -25,10 +25,10 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 from nats.js.errors import NotFoundError
 
+from emulsion_contracts.wire import Lane
 from emulsion_devstack.binaries import ensure_binary
 from emulsion_devstack.processes import free_port, spawn, stop, wait_until
 from emulsion_devstack.stack import Endpoints
-from emulsion_contracts.wire import Lane
 from emulsion_runtime.consuming import ConsumerGone, FetchPolicy, PullLoop
 from tests.faults.proxy import Hold, Proxy
 
@@ -270,7 +270,7 @@ def test_lanes_interactive_first_bulk_its_share_and_an_idle_loop_takes_new_work(
         lanes = {Lane.INTERACTIVE: "i", Lane.BULK: "b"}
         try:
             await js.add_stream(StreamConfig(name=name, subjects=[f"{name.lower()}.>"]))
-            for lane, durable in lanes.items():
+            for durable in lanes.values():
                 await js.add_consumer(
                     name,
                     ConsumerConfig(

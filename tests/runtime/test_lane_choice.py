@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from emulsion_contracts.wire import Lane
 from emulsion_runtime.consuming import LaneChoice
 
-I, B = Lane.INTERACTIVE, Lane.BULK
-waitings = st.fixed_dictionaries({I: st.integers(0, 6), B: st.integers(0, 6)})
+INT, BULK = Lane.INTERACTIVE, Lane.BULK
+waitings = st.fixed_dictionaries({INT: st.integers(0, 6), BULK: st.integers(0, 6)})
 
 
 @given(every=st.integers(1, 8), rounds=st.lists(waitings, max_size=60))
@@ -33,7 +33,7 @@ def test_each_grant_goes_to_a_lane_with_work_interactive_first_and_bulk_every_nt
             contested.append(lane)
     # Of the grants made while both lanes waited, exactly every `every`-th went to bulk:
     # never starved beyond its share, and interactive first otherwise.
-    assert contested == [B if (k + 1) % every == 0 else I for k in range(len(contested))]
+    assert contested == [BULK if (k + 1) % every == 0 else INT for k in range(len(contested))]
 
 
 @given(
@@ -46,12 +46,12 @@ def test_a_rounds_slots_are_all_used_while_any_lane_has_work(
     choice = LaneChoice(every)
     for slots, waiting in rounds:
         granted = choice.grants(slots, waiting)
-        assert sum(granted.values()) == min(slots, waiting[I] + waiting[B])
+        assert sum(granted.values()) == min(slots, waiting[INT] + waiting[BULK])
         assert all(0 <= granted[lane] <= waiting[lane] for lane in Lane)
-        if waiting[B] == 0:
-            assert granted[I] == min(slots, waiting[I])
-        if waiting[I] == 0:
-            assert granted[B] == min(slots, waiting[B])
+        if waiting[BULK] == 0:
+            assert granted[INT] == min(slots, waiting[INT])
+        if waiting[INT] == 0:
+            assert granted[BULK] == min(slots, waiting[BULK])
 
 
 @given(every=st.integers(1, 8), slots=st.lists(st.integers(1, 8), min_size=1, max_size=40))
@@ -61,13 +61,13 @@ def test_with_both_lanes_always_busy_bulk_gets_its_share_and_no_more(
     """Both lanes deep, rounds of any size: over the whole run bulk had one grant in
     `every` (rounded), interactive the rest."""
     choice = LaneChoice(every)
-    total = {I: 0, B: 0}
+    total = {INT: 0, BULK: 0}
     for size in slots:
-        for lane, n in choice.grants(size, {I: 100, B: 100}).items():
+        for lane, n in choice.grants(size, {INT: 100, BULK: 100}).items():
             total[lane] += n
     grants = sum(slots)
-    assert total[B] == grants // every
-    assert total[I] == grants - grants // every
+    assert total[BULK] == grants // every
+    assert total[INT] == grants - grants // every
 
 
 def test_a_share_below_one_is_refused() -> None:

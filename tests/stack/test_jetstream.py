@@ -179,7 +179,9 @@ def test_a_service_that_is_not_the_bootstrap_waits_until_what_it_binds_to_exists
 ) -> None:
     name = f"EMULSION_WAIT_{uuid.uuid4().hex[:8].upper()}"
     stream = messaging.StreamSpec(name, (f"{name.lower()}.>",), LIMITS, DAY)
-    consumer = messaging.ConsumerSpec(name, "d", (f"{name.lower()}.>",), ack_wait=30.0, max_deliver=1)
+    consumer = messaging.ConsumerSpec(
+        name, "d", (f"{name.lower()}.>",), ack_wait=30.0, max_deliver=1
+    )
     bucket = messaging.BucketSpec(f"{name}_KV", DAY, "a test bucket")
     identity = natsauth.Identity(
         "probe", publish=(), consumers=((name, "d"),), buckets=(bucket.name,)

@@ -39,7 +39,7 @@ def test_work_out_of_deliveries_in_either_lane_fails_its_item(
     run(exhaust_first_item())
     recorded = streams.wait_for(
         f"{name}'s first item to fail",
-        lambda: (r if (r := jobs.outcomes(name)).failed_set() else None),
+        lambda: r if (r := jobs.outcomes(name)).failed_set() else None,
         30,
     )
     assert recorded.failed_set() == {0}
@@ -63,7 +63,7 @@ def test_a_deleted_jobs_work_is_purged_from_both_lanes_and_the_legacy_subject(
             legacy = wire.legacy_work_subject(jobs.namespace, "purged")
             info = await js.stream_info(wire.WORK_STREAM, subjects_filter=legacy)
             left = sum((info.state.subjects or {}).values())
-            return left + await streams.queued_on(js, jobs.namespace, "purged")
+            return int(left) + int(await streams.queued_on(js, jobs.namespace, "purged"))
 
     run(publish_legacy())
     assert run(queued()) == 4

@@ -53,7 +53,9 @@ BUCKETS: Final = (
     wire.SINGLETONS_BUCKET,
 )
 # The work stream's durables, one per lane, in wire.WORK_CONSUMERS's order.
-WORK_DURABLES: Final = tuple((wire.WORK_STREAM, durable) for durable in wire.WORK_CONSUMERS.values())
+WORK_DURABLES: Final = tuple(
+    (wire.WORK_STREAM, durable) for durable in wire.WORK_CONSUMERS.values()
+)
 DURABLES: Final = (
     *WORK_DURABLES,
     (wire.EVENTS_STREAM, wire.CONTROLLER),
@@ -241,7 +243,11 @@ IDENTITIES: Final[dict[str, Identity]] = {
                 wire.EVENTS_SUBJECTS,
                 *(wire.gc_subject(reason) for reason in PROCESSOR_GC_REASONS),
                 # Both lanes' durables (emulsion_runtime.consuming asks them in turn).
-                *(subject for stream, durable in WORK_DURABLES for subject in _pull(stream, durable)),
+                *(
+                    subject
+                    for stream, durable in WORK_DURABLES
+                    for subject in _pull(stream, durable)
+                ),
                 *_kv_read(wire.CANCELLED_BUCKET),
                 *_kv_watch(wire.CANCELLED_BUCKET),
             ),

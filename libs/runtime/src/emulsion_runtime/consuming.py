@@ -211,10 +211,10 @@ class PullLoop:
         self._idle_rounds += 1
         return await self._subscriptions[durable].fetch(max(size, 1), self.policy.timeout)
 
-    async def _take(self, lane: Lane, count: int, timeout: float) -> list[Msg]:
+    async def _take(self, lane: Lane, count: int, wait: float) -> list[Msg]:
         """Up to `count` messages of `lane` (fewer when another consumer took them)."""
         try:
-            return await self._subscriptions[self.lanes[lane]].fetch(count, timeout)
+            return await self._subscriptions[self.lanes[lane]].fetch(count, wait)
         except TimeoutError:
             return []
 

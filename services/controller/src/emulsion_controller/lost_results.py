@@ -40,9 +40,9 @@ from emulsion_controller import metrics
 from emulsion_controller.apiserver import Kube
 from emulsion_controller.census import JobKey
 from emulsion_controller.dispatch import work_messages
-from emulsion_controller.settings import INTERACTIVE_MAX_ITEMS
 from emulsion_controller.jetstream import Bus
 from emulsion_controller.outcomes import Outcomes
+from emulsion_controller.settings import INTERACTIVE_MAX_ITEMS
 from emulsion_controller.status_writer import StatusWriter
 
 log = logging.getLogger(__name__)

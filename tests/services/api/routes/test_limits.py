@@ -329,8 +329,8 @@ def test_priority_interactive_is_a_tokens_only_when_its_limits_allow_it_and_bulk
             assert (other.status_code, problem_of(other)) == (403, problem_of(plain))
         invalid = ingest(d, d_where, "urgent")
         assert invalid.status_code == 422, invalid.text
-    for token in (None, "not-a-token"):
-        headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+    for bearer in (None, "not-a-token"):
+        headers = {} if bearer is None else {"Authorization": f"Bearer {bearer}"}
         with httpx.Client(base_url=limited.url, headers=headers) as anyone:
             answer = ingest(anyone, d_where, "interactive")
             assert answer.status_code == 401
