@@ -256,11 +256,18 @@ def test_keda_replaces_the_processor_hpa_with_a_valid_scaled_object(tools: Tools
     )
     assert not by_kind(objects, "HorizontalPodAutoscaler")
     (scaled,) = by_kind(objects, "ScaledObject").values()
-    (trigger,) = scaled["spec"]["triggers"]
-    assert trigger["type"] == "nats-jetstream"
-    assert trigger["metadata"]["stream"] == wire.WORK_STREAM
-    assert trigger["metadata"]["consumer"] == wire.PROCESSORS
-    assert trigger["metadata"]["natsServerMonitoringEndpoint"] == "nats.messaging:8222"
+    # A trigger per work consumer (lane), their lag added up: the total backlog scales.
+    triggers = {t["name"]: t for t in scaled["spec"]["triggers"]}
+    assert set(triggers) == {str(lane) for lane in wire.Lane}
+    for lane, durable in wire.WORK_CONSUMERS.items():
+        trigger = triggers[str(lane)]
+        assert trigger["type"] == "nats-jetstream"
+        assert trigger["metadata"]["stream"] == wire.WORK_STREAM
+        assert trigger["metadata"]["consumer"] == durable
+        assert trigger["metadata"]["natsServerMonitoringEndpoint"] == "nats.messaging:8222"
+    modifiers = scaled["spec"]["advanced"]["scalingModifiers"]
+    assert modifiers["formula"] == "bulk + interactive"
+    assert modifiers["metricType"] == "AverageValue"
     assert scaled["spec"]["scaleTargetRef"]["name"] == "t-emulsion-processor"
     assert "replicas" not in deployments(objects)["processor"]["spec"]
     assert validate_with_keda_models(scaled) == scaled
@@ -505,7 +512,11 @@ def test_token_limits_reach_the_api_as_a_file_it_rereads_and_are_checked_by_the_
     digest = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
     admin: dict[str, Any] = {"apiTokens.allowAdminTokens": True}
     objects = render(
-        tools, {**admin, "apiTokens.limits.tokens": {digest: {"notifiesPerSecond": 2}}}
+        tools,
+        {
+            **admin,
+            "apiTokens.limits.tokens": {digest: {"notifiesPerSecond": 2, "interactive": True}},
+        },
     )
 
     path = env_of(deployments(objects)["api"])["EMULSION_API_TOKEN_LIMITS_FILE"]
@@ -518,10 +529,13 @@ def test_token_limits_reach_the_api_as_a_file_it_rereads_and_are_checked_by_the_
     assert table.default == TokenLimits()
     assert table.of(digest).notifies_per_second == 2
     assert table.of(digest).watches == TokenLimits().watches
+    # Only a token allowed it may ask for priority interactive.
+    assert (table.default.interactive, table.of(digest).interactive) == (False, True)
     for values in (
         {**admin, "apiTokens.limits.tokens": {"short": {"watches": 1}}},
         {**admin, "apiTokens.limits.default.watches": 0},
         {**admin, "apiTokens.limits.default.perHour": 1},
+        {**admin, "apiTokens.limits.default.interactive": "yes"},
     ):
         assert template(tools, values, check=False).returncode != 0
 

@@ -29,9 +29,9 @@ from .workload import (
     assert_committed_once,
     enable_versioning,
     finished_items,
-    processors_consumer,
     start_ingest,
     wait_succeeded,
+    work_lag,
 )
 
 pytestmark = pytest.mark.timeout(900)
@@ -159,14 +159,13 @@ def reader(cluster: Cluster, hpa_name: str, jobs: list[str]) -> Callable[[], Sam
     def read() -> Sample:
         deployment = apps.read_namespaced_deployment(PROCESSOR, cluster.namespace)
         autoscaler = hpa(cluster, hpa_name)
-        consumer = processors_consumer(cluster)
         return Sample(
             at=time.monotonic(),
             replicas=int(deployment.spec.replicas or 0),
             ready=int(deployment.status.ready_replicas or 0),
             desired=autoscaler.status.desired_replicas if autoscaler else None,
             metric=current_metric(autoscaler),
-            lag=int(consumer.get("num_pending", 0)) + int(consumer.get("num_ack_pending", 0)),
+            lag=work_lag(cluster),
             # The CLI names the jobs when its upload ends; the lag tells the story before.
             finished=finished_items(cluster, jobs) if jobs else None,
         )

@@ -127,32 +127,46 @@ def assert_derivatives_written_once(cluster: Cluster, collection: str) -> int:
     return len(derivatives)
 
 
-def processors_consumer(cluster: Cluster) -> dict[str, Any]:
-    """The `processors` durable's state, from the NATS monitoring endpoint."""
+def work_consumers(cluster: Cluster) -> dict[str, dict[str, Any]]:
+    """Both lanes' work durables' state (`processors`, `processors-interactive`), from the
+    NATS monitoring endpoint, by name."""
     answer = httpx.get(
         f"{cluster.endpoints.nats_monitor_url}/jsz", params={"consumers": "true"}, timeout=5
     ).json()
+    wanted = set(wire.WORK_CONSUMERS.values())
+    found: dict[str, dict[str, Any]] = {}
     for account in answer.get("account_details", []):
         for stream in account.get("stream_detail", []):
             if stream["name"] != wire.WORK_STREAM:
                 continue
             for consumer in stream.get("consumer_detail", []):
-                if consumer["name"] == wire.PROCESSORS:
-                    return dict(consumer)
-    raise AssertionError(f"no {wire.PROCESSORS} consumer on {wire.WORK_STREAM}")
+                if consumer["name"] in wanted:
+                    found[consumer["name"]] = dict(consumer)
+    missing = wanted - set(found)
+    assert not missing, f"no {sorted(missing)} consumer on {wire.WORK_STREAM}"
+    return found
+
+
+def work_lag(cluster: Cluster) -> int:
+    """Work waiting or in hand, in either lane."""
+    return sum(
+        int(c.get("num_pending", 0)) + int(c.get("num_ack_pending", 0))
+        for c in work_consumers(cluster).values()
+    )
 
 
 def items_in_hand(cluster: Cluster) -> int:
-    """Work messages delivered to a processor and not yet acknowledged."""
-    return int(processors_consumer(cluster).get("num_ack_pending", 0))
+    """Work messages delivered to a processor and not yet acknowledged, in either lane."""
+    return sum(int(c.get("num_ack_pending", 0)) for c in work_consumers(cluster).values())
 
 
 def deliveries(cluster: Cluster) -> tuple[int, int]:
-    """(deliveries made, last stream sequence delivered): between two readings, once
-    every message is delivered, the first grows by the second's growth plus one for
-    each redelivery."""
-    delivered = processors_consumer(cluster)["delivered"]
-    return int(delivered["consumer_seq"]), int(delivered["stream_seq"])
+    """(deliveries made by both lanes' durables, last stream sequence delivered): between
+    two readings, once every message is delivered, the first grows by the second's growth
+    plus one for each redelivery (each message of the stream goes to exactly one lane)."""
+    consumers = work_consumers(cluster).values()
+    made = sum(int(c["delivered"]["consumer_seq"]) for c in consumers)
+    return made, max(int(c["delivered"]["stream_seq"]) for c in consumers)
 
 
 def redeliveries(before: tuple[int, int], after: tuple[int, int]) -> int:

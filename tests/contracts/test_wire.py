@@ -57,6 +57,68 @@ def test_a_work_message_is_addressed_back_to_its_job_and_item(
     assert wire.parse_work_msg_id(msg_id) == wire.WorkId(uid, index, redispatch or "")
 
 
+def matches(pattern: str, subject: str) -> bool:
+    """NATS subject matching: `*` is one token, a final `>` one or more."""
+    wanted, given_ = pattern.split("."), subject.split(".")
+    for position, token in enumerate(wanted):
+        if token == ">":
+            return len(given_) > position
+        if position >= len(given_) or token not in ("*", given_[position]):
+            return False
+    return len(wanted) == len(given_)
+
+
+@given(namespace=names, job=names, lane=st.sampled_from(wire.Lane))
+def test_each_lanes_work_reaches_exactly_its_own_consumer(
+    namespace: str, job: str, lane: wire.Lane
+) -> None:
+    subject = wire.work_subject(namespace, job, lane)
+    taken_by = {
+        other
+        for other, filters in wire.WORK_CONSUMER_FILTERS.items()
+        if any(matches(f, subject) for f in filters)
+    }
+    assert taken_by == {lane}
+    assert matches(wire.WORK_SUBJECTS, subject)
+    assert matches(wire.job_work_subjects(namespace, job), subject)
+    # Work published before the lanes is the bulk lane's, and a cancel still finds it.
+    legacy = wire.legacy_work_subject(namespace, job)
+    assert wire.parse_work_subject(legacy) == (namespace, job)
+    assert {
+        other
+        for other, filters in wire.WORK_CONSUMER_FILTERS.items()
+        if any(matches(f, legacy) for f in filters)
+    } == {wire.Lane.BULK}
+    assert not matches(wire.job_work_subjects(namespace, job), legacy)
+
+
+def overlap(first: str, second: str) -> bool:
+    """Whether some subject matches both patterns (neither ends in `>` here)."""
+    a, b = first.split("."), second.split(".")
+    assert ">" not in a + b
+    return len(a) == len(b) and all(x == y or "*" in (x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_no_two_work_filters_overlap() -> None:
+    """A work-queue stream refuses consumers whose filters overlap, and one consumer's
+    own filters may not overlap either."""
+    filters = [f for lane in wire.Lane for f in wire.WORK_CONSUMER_FILTERS[lane]]
+    for position, first in enumerate(filters):
+        for second in filters[position + 1 :]:
+            assert not overlap(first, second), (first, second)
+
+
+def test_each_work_consumers_exhausted_work_is_captured() -> None:
+    # Bulk first: it keeps the single consumer's name and is narrowed before the
+    # interactive durable is created (a work-queue stream refuses overlapping filters).
+    assert list(wire.WORK_CONSUMERS) == [wire.Lane.BULK, wire.Lane.INTERACTIVE]
+    assert wire.WORK_CONSUMERS[wire.Lane.BULK] == wire.PROCESSORS
+    assert wire.MAX_DELIVERIES_ADVISORIES == (
+        "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.EMULSION_WORK.processors",
+        "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.EMULSION_WORK.processors-interactive",
+    )
+
+
 @given(uid=uids, index=indexes, handbacks=st.integers(min_value=1, max_value=4))
 def test_every_hand_back_is_a_new_id_of_the_same_item(uid: str, index: int, handbacks: int) -> None:
     ids = [wire.work_msg_id(uid, index)]

@@ -126,7 +126,7 @@ def shorten_ack_wait(endpoints: Endpoints) -> None:
     """The processors' and the controller's consumers with the suite's short AckWait (and
     the processors' backoff scaled to it); the next `ensure_jetstream` (a controller's
     start: only the bootstrap identity reconciles durables) puts them back."""
-    durables = (wire.PROCESSORS, wire.CONTROLLER)
+    durables = (*wire.WORK_CONSUMERS.values(), wire.CONTROLLER)
     asyncio.run(set_ack_wait(endpoints, durables, ACK_WAIT_SECONDS))
 
 

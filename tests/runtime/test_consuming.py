@@ -25,6 +25,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 from nats.js.errors import NotFoundError
 
+from emulsion_contracts.wire import Lane
 from emulsion_devstack.binaries import ensure_binary
 from emulsion_devstack.processes import free_port, spawn, stop, wait_until
 from emulsion_devstack.stack import Endpoints
@@ -253,3 +254,82 @@ def test_a_message_delivered_after_its_fetch_gave_up_is_handled_while_the_loop_w
         proxy.close()
     assert pull.released.is_set()
     assert seen == [(b"late", 1)]
+
+
+def test_lanes_interactive_first_bulk_its_share_and_an_idle_loop_takes_new_work(
+    stack: Endpoints, run: Any
+) -> None:
+    """A durable per lane: each free slot takes interactive work first, one grant in
+    four goes to bulk while both wait; idle, the loop waits (no busy loop) and takes an
+    interactive item published meanwhile within the fetch timeout."""
+
+    async def body() -> tuple[list[str], float, int]:
+        name = f"LANES_{uuid.uuid4().hex[:8].upper()}"
+        connection = await stack.nats_connect(connect_timeout=5)
+        js = connection.jetstream()
+        lanes = {Lane.INTERACTIVE: "i", Lane.BULK: "b"}
+        try:
+            await js.add_stream(StreamConfig(name=name, subjects=[f"{name.lower()}.>"]))
+            for durable in lanes.values():
+                await js.add_consumer(
+                    name,
+                    ConsumerConfig(
+                        durable_name=durable,
+                        ack_policy=AckPolicy.EXPLICIT,
+                        filter_subject=f"{name.lower()}.{durable}",
+                    ),
+                )
+            for n in range(4):
+                await js.publish(f"{name.lower()}.b", f"b{n}".encode())
+            for n in range(6):
+                await js.publish(f"{name.lower()}.i", f"i{n}".encode())
+            seen: list[str] = []
+            late = asyncio.Event()
+            fetches = 0
+
+            async def handle(message: Msg) -> None:
+                seen.append(message.data.decode())
+                if message.data == b"late":
+                    late.set()
+                await message.ack()
+
+            loop = PullLoop(js, name, lanes, handle, room=1, policy=QUICK)
+            original = loop._fetch
+
+            async def counted(size: int) -> list[Msg]:
+                nonlocal fetches
+                fetches += 1
+                return await original(size)
+
+            loop._fetch = counted  # type: ignore[method-assign]
+            stopping = asyncio.Event()
+            task = asyncio.create_task(loop.run(stopping))
+            await until_async("every queued item", lambda: len(seen) == 10)
+            # Idle for a second: rounds of one fetch timeout each, not a busy loop.
+            before = fetches
+            await asyncio.sleep(1.0)
+            idle_rounds = fetches - before
+            published = asyncio.get_running_loop().time()
+            await js.publish(f"{name.lower()}.i", b"late")
+            await until("the late interactive item", late)
+            taken_after = asyncio.get_running_loop().time() - published
+            stopping.set()
+            await asyncio.wait_for(task, DEADLINE)
+            return seen, taken_after, idle_rounds
+        finally:
+            with contextlib.suppress(NotFoundError):
+                await js.delete_stream(name)
+            await connection.drain()
+
+    seen, taken_after, idle_rounds = run(body())
+    assert seen[:10] == ["i0", "i1", "i2", "b0", "i3", "i4", "i5", "b1", "b2", "b3"]
+    assert taken_after < QUICK.timeout + 1.0
+    assert idle_rounds <= 1.0 / QUICK.timeout + 1
+
+
+async def until_async(what: str, condition: Callable[[], bool]) -> None:
+    deadline = asyncio.get_running_loop().time() + DEADLINE
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)  # a poll of this test's own list, not of a server

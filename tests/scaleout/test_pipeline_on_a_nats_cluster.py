@@ -55,7 +55,7 @@ def system(
             endpoints = stack.up()
             environment = stack.client_environment()
             client = Client.of(endpoints, environment["EMULSION_API_URL"])
-            durables = (wire.PROCESSORS, wire.CONTROLLER)
+            durables = (*wire.WORK_CONSUMERS.values(), wire.CONTROLLER)
             asyncio.run(set_ack_wait(endpoints, durables, ACK_WAIT_SECONDS))
             yield stack, client, environment
         finally:
@@ -101,8 +101,11 @@ async def leader_of(endpoints: Endpoints, stream: str) -> str:
 async def pending_work(endpoints: Endpoints) -> int:
     connection = await endpoints.nats_connect()
     try:
-        info = await connection.jetstream().consumer_info(wire.WORK_STREAM, wire.PROCESSORS)
-        return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+        left = 0
+        for durable in wire.WORK_CONSUMERS.values():
+            info = await connection.jetstream().consumer_info(wire.WORK_STREAM, durable)
+            left += int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+        return left
     finally:
         await connection.close()
 

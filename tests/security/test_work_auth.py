@@ -105,8 +105,11 @@ async def results_of(js: JetStreamContext, item: WorkItem) -> list[ItemResult]:
 
 
 async def work_left(js: JetStreamContext) -> int:
-    info = await js.consumer_info(wire.WORK_STREAM, wire.PROCESSORS)
-    return int(info.num_pending) + int(info.num_ack_pending)
+    left = 0
+    for durable in wire.WORK_CONSUMERS.values():
+        info = await js.consumer_info(wire.WORK_STREAM, durable)
+        left += int(info.num_pending) + int(info.num_ack_pending)
+    return left
 
 
 def stage(s3: Any, bucket: str, collection: str, data: bytes) -> str:

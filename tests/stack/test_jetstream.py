@@ -49,7 +49,11 @@ def test_streams_and_consumers_have_the_configured_settings(stack: Endpoints, ru
         settings = consumers[consumer.durable].config
         assert settings.durable_name == consumer.durable
         assert settings.ack_policy == AckPolicy.EXPLICIT
-        assert settings.filter_subject == consumer.filter_subject
+        if len(consumer.filter_subjects) == 1:
+            assert settings.filter_subject == consumer.filter_subjects[0]
+        else:
+            assert not settings.filter_subject
+            assert tuple(settings.filter_subjects or ()) == consumer.filter_subjects
         assert settings.max_deliver == consumer.max_deliver
         assert settings.ack_wait == consumer.ack_wait
         assert tuple(settings.backoff or ()) == consumer.backoff
@@ -175,7 +179,9 @@ def test_a_service_that_is_not_the_bootstrap_waits_until_what_it_binds_to_exists
 ) -> None:
     name = f"EMULSION_WAIT_{uuid.uuid4().hex[:8].upper()}"
     stream = messaging.StreamSpec(name, (f"{name.lower()}.>",), LIMITS, DAY)
-    consumer = messaging.ConsumerSpec(name, "d", f"{name.lower()}.>", ack_wait=30.0, max_deliver=1)
+    consumer = messaging.ConsumerSpec(
+        name, "d", (f"{name.lower()}.>",), ack_wait=30.0, max_deliver=1
+    )
     bucket = messaging.BucketSpec(f"{name}_KV", DAY, "a test bucket")
     identity = natsauth.Identity(
         "probe", publish=(), consumers=((name, "d"),), buckets=(bucket.name,)

@@ -132,12 +132,19 @@ async def process_everything(endpoints: Endpoints, stopping: asyncio.Event) -> i
     """Stands in for the processors: every work item succeeds at once."""
     connection = await endpoints.nats_connect("processor")
     js = connection.jetstream()
-    subscription = await js.pull_subscribe_bind(durable=wire.PROCESSORS, stream=wire.WORK_STREAM)
+    subscriptions = [
+        await js.pull_subscribe_bind(durable=durable, stream=wire.WORK_STREAM)
+        for durable in wire.WORK_CONSUMERS.values()
+    ]
     done = 0
+    turn = 0
     try:
         while not stopping.is_set():
+            # Both lanes, in turn (small jobs are interactive work).
+            subscription = subscriptions[turn % len(subscriptions)]
+            turn += 1
             try:
-                batch = await subscription.fetch(500, timeout=0.5)
+                batch = await subscription.fetch(500, timeout=0.25)
             except TimeoutError:
                 continue
             results = []

@@ -282,11 +282,15 @@ then what only some components need. Args: root, name, traits.
   value: {{ $v.processing.executor | quote }}
 - name: EMULSION_DRAIN_SECONDS
   value: {{ $v.processing.longestItemSeconds | quote }}
+- name: EMULSION_BULK_SHARE_EVERY
+  value: {{ $v.processing.bulkShareEvery | quote }}
 {{- end }}
 {{- if eq .name "controller" }}
 # The controller creates the records bucket and the item lists' store with this max age.
 - name: EMULSION_RECORDS_RETENTION_SECONDS
   value: {{ $v.jobs.recordsRetentionSeconds | int64 | quote }}
+- name: EMULSION_INTERACTIVE_MAX_ITEMS
+  value: {{ $v.jobs.interactiveMaxItems | int64 | quote }}
 {{- end }}
 {{- if eq .name "janitor" }}
 - name: EMULSION_JANITOR_FULL_PASS_SECONDS

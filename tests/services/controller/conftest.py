@@ -299,16 +299,18 @@ class Processor:
     dropped: Counter[tuple[str, int]] = field(default_factory=Counter)
 
     async def run(self, stopping: asyncio.Event) -> None:
-        subscription = await self.js.pull_subscribe_bind(
-            durable=wire.PROCESSORS, stream=wire.WORK_STREAM
-        )
+        subscriptions = [
+            await self.js.pull_subscribe_bind(durable=durable, stream=wire.WORK_STREAM)
+            for durable in wire.WORK_CONSUMERS.values()
+        ]
         while not stopping.is_set():
-            try:
-                batch = await subscription.fetch(100, timeout=0.2)
-            except TimeoutError:
-                continue
-            for msg in batch:
-                await self.handle(msg)
+            for subscription in subscriptions:  # both lanes, in turn
+                try:
+                    batch = await subscription.fetch(100, timeout=0.1)
+                except TimeoutError:
+                    continue
+                for msg in batch:
+                    await self.handle(msg)
 
     async def handle(self, msg: Any) -> None:
         work = WorkItem.model_validate_json(msg.data)
@@ -392,14 +394,14 @@ class Streams:
 
     @staticmethod
     async def queued_on(js: JetStreamContext, namespace: str, name: str) -> int:
-        subject = wire.work_subject(namespace, name)
+        subject = wire.job_work_subjects(namespace, name)
         info = await js.stream_info(wire.WORK_STREAM, subjects_filter=subject)
         return int(sum((info.state.subjects or {}).values()))
 
     @staticmethod
     async def read_queue(js: JetStreamContext, namespace: str, name: str) -> list[Any]:
-        """Every message still queued for a job, read without consuming it."""
-        subject = wire.work_subject(namespace, name)
+        """Every message still queued for a job (either lane), read without consuming it."""
+        subject = wire.job_work_subjects(namespace, name)
         found: list[Any] = []
         sequence = 0
         while True:

@@ -57,6 +57,37 @@ def test_a_job_made_with_kubectl_gets_one_message_per_item(
         assert msg.headers[wire.HEADER_MSG_ID] == wire.work_msg_id(uid, index)
         assert TRACEPARENT.match(msg.headers["traceparent"])
     assert lease_values == [uid.encode()]
+    # Five items: a small job, in the interactive lane.
+    assert {msg.subject for msg in messages} == {
+        wire.work_subject(jobs.namespace, "from-kubectl", wire.Lane.INTERACTIVE)
+    }
+
+
+def test_a_job_goes_to_the_lane_it_asks_for_else_by_its_size(
+    controller: ProcessRecord, jobs: Any, streams: Any, run: Any
+) -> None:
+    """Up to EMULSION_INTERACTIVE_MAX_ITEMS (20) items: interactive; more: bulk; a job's
+    spec.priority overrides its size either way."""
+    cases = {
+        "lane-small": (20, None, wire.Lane.INTERACTIVE),
+        "lane-large": (21, None, wire.Lane.BULK),
+        "lane-small-bulk": (1, "bulk", wire.Lane.BULK),
+        "lane-large-interactive": (21, "interactive", wire.Lane.INTERACTIVE),
+    }
+    for name, (items, priority, _) in cases.items():
+        manifest = jobs.manifest(name, items)
+        if priority is not None:
+            manifest["spec"]["priority"] = priority
+        jobs.kubectl("apply", "-f", "-", stdin=json.dumps(manifest))
+    for name in cases:
+        jobs.wait_phase(name, crd.Phase.QUEUED)
+
+    async def subjects(name: str) -> list[str]:
+        async with streams.session() as js:
+            return [msg.subject for msg in await streams.read_queue(js, jobs.namespace, name)]
+
+    for name, (items, _, lane) in cases.items():
+        assert run(subjects(name)) == [wire.work_subject(jobs.namespace, name, lane)] * items
 
 
 def test_work_messages_continue_the_trace_in_the_job_annotation(

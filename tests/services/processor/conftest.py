@@ -126,12 +126,14 @@ class Bus:
         self.cancelled = cancelled
         self.signing_key = signing_key
 
-    async def publish_work(self, item: WorkItem, msg_id: str | None = None) -> None:
+    async def publish_work(
+        self, item: WorkItem, msg_id: str | None = None, lane: wire.Lane = wire.Lane.BULK
+    ) -> None:
         """Publish `item` signed with the stack's key, as the controller does."""
         headers = telemetry.inject(
             {wire.HEADER_MSG_ID: msg_id or wire.work_msg_id(item.job.uid, item.index)}
         )
-        subject = wire.work_subject(item.job.namespace, item.job.name)
+        subject = wire.work_subject(item.job.namespace, item.job.name, lane)
         await self.publish_signed(subject, item.to_bytes(), headers)
 
     async def publish_signed(
@@ -183,8 +185,12 @@ class Bus:
         return parsed
 
     async def pending_work(self) -> int:
-        info = await self.js.consumer_info(wire.WORK_STREAM, wire.PROCESSORS)
-        return int(info.num_pending) + int(info.num_ack_pending)
+        """Work not yet acknowledged, in either lane."""
+        pending = 0
+        for durable in wire.WORK_CONSUMERS.values():
+            info = await self.js.consumer_info(wire.WORK_STREAM, durable)
+            pending += int(info.num_pending) + int(info.num_ack_pending)
+        return pending
 
 
 @pytest.fixture

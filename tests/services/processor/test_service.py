@@ -175,3 +175,26 @@ def test_an_unaddressable_work_message_is_terminated_and_the_worker_keeps_going(
         return result
 
     assert with_bus(scenario).outcome == "succeeded"
+
+
+def test_work_in_either_lane_or_on_the_subject_before_the_lanes_is_processed(
+    stack: Endpoints, s3: Any, with_bus: Any, processor: ProcessRecord
+) -> None:
+    interactive = work_item(stage(s3, stack.bucket, jpeg(20, 20)))
+    bulk = work_item(stage(s3, stack.bucket, jpeg(20, 20)))
+    legacy = work_item(stage(s3, stack.bucket, jpeg(20, 20)))
+
+    async def scenario(bus: Bus) -> list[ItemResult]:
+        await bus.publish_work(interactive, lane=wire.Lane.INTERACTIVE)
+        await bus.publish_work(bulk, lane=wire.Lane.BULK)
+        # As a controller from before the lanes published it (still queued at an upgrade).
+        await bus.publish_signed(
+            wire.legacy_work_subject(legacy.job.namespace, legacy.job.name),
+            legacy.to_bytes(),
+            {wire.HEADER_MSG_ID: wire.work_msg_id(legacy.job.uid, legacy.index)},
+        )
+        results = [await bus.result(item) for item in (interactive, bulk, legacy)]
+        await wait_until_consumed(bus)
+        return results
+
+    assert [result.outcome for result in with_bus(scenario)] == ["succeeded"] * 3

@@ -52,8 +52,12 @@ BUCKETS: Final = (
     wire.RECORDS_BUCKET,
     wire.SINGLETONS_BUCKET,
 )
+# The work stream's durables, one per lane, in wire.WORK_CONSUMERS's order.
+WORK_DURABLES: Final = tuple(
+    (wire.WORK_STREAM, durable) for durable in wire.WORK_CONSUMERS.values()
+)
 DURABLES: Final = (
-    (wire.WORK_STREAM, wire.PROCESSORS),
+    *WORK_DURABLES,
     (wire.EVENTS_STREAM, wire.CONTROLLER),
     (wire.GC_STREAM, wire.JANITOR),
     (wire.ADVISORIES_STREAM, wire.CONTROLLER_ADVISORIES),
@@ -238,11 +242,16 @@ IDENTITIES: Final[dict[str, Identity]] = {
                 wire.WORK_SUBJECTS,
                 wire.EVENTS_SUBJECTS,
                 *(wire.gc_subject(reason) for reason in PROCESSOR_GC_REASONS),
-                *_pull(wire.WORK_STREAM, wire.PROCESSORS),
+                # Both lanes' durables (emulsion_runtime.consuming asks them in turn).
+                *(
+                    subject
+                    for stream, durable in WORK_DURABLES
+                    for subject in _pull(stream, durable)
+                ),
                 *_kv_read(wire.CANCELLED_BUCKET),
                 *_kv_watch(wire.CANCELLED_BUCKET),
             ),
-            consumers=((wire.WORK_STREAM, wire.PROCESSORS),),
+            consumers=WORK_DURABLES,
             buckets=(wire.CANCELLED_BUCKET,),
         ),
         Identity(

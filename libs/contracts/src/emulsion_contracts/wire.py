@@ -27,7 +27,10 @@ GC_STREAM: Final = "EMULSION_GC"
 # was down is still reported as a failed item when it comes back.
 ADVISORIES_STREAM: Final = "EMULSION_ADVISORIES"
 
+# The work stream's two durables, one per lane (WORK_CONSUMERS): the bulk lane's keeps the
+# name the single consumer had, so autoscaling, advisories and upgrades keep working.
 PROCESSORS: Final = "processors"
+PROCESSORS_INTERACTIVE: Final = "processors-interactive"
 CONTROLLER: Final = "controller"
 JANITOR: Final = "janitor"
 CONTROLLER_ADVISORIES: Final = "controller-advisories"
@@ -67,10 +70,15 @@ STAGING_LEASES_STREAM: Final = f"KV_{STAGING_LEASES_BUCKET}"
 WORK_SUBJECTS: Final = "emulsion.work.>"
 EVENTS_SUBJECTS: Final = "emulsion.events.>"
 GC_SUBJECTS: Final = "emulsion.gc.>"
-# Published by the server when a work message ran out of deliveries (`max_deliver`).
-MAX_DELIVERIES_ADVISORY: Final = (
-    f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{WORK_STREAM}.{PROCESSORS}"
-)
+
+
+def max_deliveries_advisory(durable: str) -> str:
+    """The subject the server publishes on when a message of the work stream ran out of
+    deliveries (`max_deliver`) at `durable`."""
+    return f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{WORK_STREAM}.{durable}"
+
+
+MAX_DELIVERIES_ADVISORY: Final = max_deliveries_advisory(PROCESSORS)
 
 _LEASE_PART: Final = re.compile(r"[-A-Za-z0-9]+")
 
@@ -97,11 +105,30 @@ class Lane(StrEnum):
     BULK = "bulk"
 
 
-# The subjects of each lane's work; a consumer per lane filters on its own.
-LANE_SUBJECTS: Final = {lane: f"emulsion.work.{lane}.>" for lane in Lane}
+# The subjects of each lane's work; a consumer per lane filters on its own. Exactly five
+# tokens, not `emulsion.work.<lane>.>`: the work stream is a work queue, whose consumers'
+# filters may not overlap (nor one consumer's own), and `emulsion.work.interactive.>`
+# would overlap the legacy `emulsion.work.*.*` (a namespace named `interactive`).
+LANE_SUBJECTS: Final = {lane: f"emulsion.work.{lane}.*.*" for lane in Lane}
 # Work published before the lanes (`emulsion.work.<namespace>.<job>`, four tokens): the bulk
 # lane's consumer also takes these, so a rolling upgrade leaves nothing queued unread.
 LEGACY_WORK_SUBJECTS: Final = "emulsion.work.*.*"
+
+
+# Each lane's durable consumer on the work stream. Bulk first, the order they are created
+# in: a work-queue stream refuses consumers whose filters overlap, so at an upgrade the
+# bulk durable (the single consumer of `emulsion.work.>` before) must be narrowed before
+# the interactive one can exist.
+WORK_CONSUMERS: Final = {Lane.BULK: PROCESSORS, Lane.INTERACTIVE: PROCESSORS_INTERACTIVE}
+# What each lane's consumer takes: its lane's subjects; the bulk lane's also the legacy ones.
+WORK_CONSUMER_FILTERS: Final = {
+    Lane.INTERACTIVE: (LANE_SUBJECTS[Lane.INTERACTIVE],),
+    Lane.BULK: (LANE_SUBJECTS[Lane.BULK], LEGACY_WORK_SUBJECTS),
+}
+# The max-deliveries advisories of both work consumers, kept in ADVISORIES_STREAM.
+MAX_DELIVERIES_ADVISORIES: Final = tuple(
+    max_deliveries_advisory(durable) for durable in WORK_CONSUMERS.values()
+)
 
 
 def work_subject(namespace: str, job: str, lane: Lane = Lane.BULK) -> str:
@@ -111,6 +138,12 @@ def work_subject(namespace: str, job: str, lane: Lane = Lane.BULK) -> str:
 def job_work_subjects(namespace: str, job: str) -> str:
     """The filter matching a job's work in either lane (not the legacy form)."""
     return f"emulsion.work.*.{subject_token(namespace)}.{subject_token(job)}"
+
+
+def legacy_work_subject(namespace: str, job: str) -> str:
+    """A job's work subject as published before the lanes (four tokens, read as bulk);
+    a cancel or a recovery still looks there during an upgrade."""
+    return f"emulsion.work.{subject_token(namespace)}.{subject_token(job)}"
 
 
 def events_subject(namespace: str, job: str) -> str:

@@ -18,6 +18,18 @@ A message sent in between arrives after the fetch gave up; nats-py keeps it on t
 subscription until the next fetch. While the loop waits for room (every slot busy) or
 stops, such a message would have no handler and no heartbeat, and would come back after
 ack_wait as a second delivery. So the loop hands them over while it waits, and at its end.
+
+Lanes. Given a durable per lane (`wire.WORK_CONSUMERS`: the processors'), the same loop
+shares each round's free slots between the lanes (`LaneChoice`: interactive first, one
+grant in `bulk_every` to bulk while both wait, a lane alone gets every slot). JetStream
+has no per-message priority, and a fetch cannot say "this durable, else that one", so
+each round first asks both durables how many messages they have waiting (their
+`num_pending`, one consumer-info call each), then fetches each lane's grant. A message
+due for redelivery is not counted as pending, so slots left over go to a lane with
+messages out (a short fetch), and an idle round looks at each lane in turn. When
+neither lane has anything, the round waits in one lingering fetch, of each lane in turn,
+for the fetch timeout: idle, the loop makes three requests a timeout, never a busy
+loop, and new work in either lane is taken within about one fetch timeout.
 """
 
 from __future__ import annotations
@@ -26,13 +38,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 
 import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
+
+from emulsion_contracts.wire import Lane
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +77,49 @@ class FetchPolicy:
         return float(min(self.max_delay, self.first_delay * 2 ** min(failures - 1, 64)))
 
 
+@dataclass
+class LaneChoice:
+    """Which lane each free slot takes its next item from (no I/O: the pull loop asks).
+
+    Interactive first; while both lanes have work waiting, one grant in `bulk_every`
+    goes to bulk, so bulk keeps at least that share of the slots however much
+    interactive work comes; a lane alone gets every slot (work-conserving).
+    """
+
+    bulk_every: int = 4
+    # Grants made while both lanes waited, since bulk last had one of them.
+    _since_bulk: int = field(default=0, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.bulk_every < 1:
+            raise ValueError("bulk_every must be at least 1")
+
+    def grant(self, waiting: Mapping[Lane, int]) -> Lane | None:
+        """The lane of one free slot, given how many items each lane has waiting; None
+        when neither has any."""
+        lanes = [lane for lane in (Lane.INTERACTIVE, Lane.BULK) if waiting.get(lane, 0) > 0]
+        if len(lanes) < 2:
+            return lanes[0] if lanes else None
+        if self._since_bulk + 1 >= self.bulk_every:
+            self._since_bulk = 0
+            return Lane.BULK
+        self._since_bulk += 1
+        return Lane.INTERACTIVE
+
+    def grants(self, slots: int, waiting: Mapping[Lane, int]) -> dict[Lane, int]:
+        """`slots` free slots shared out, one grant at a time, each lane's waiting items
+        counted down as it is granted: how many to fetch from each lane."""
+        left = {lane: max(0, waiting.get(lane, 0)) for lane in Lane}
+        granted = dict.fromkeys(Lane, 0)
+        for _ in range(slots):
+            lane = self.grant(left)
+            if lane is None:
+                break
+            granted[lane] += 1
+            left[lane] -= 1
+        return granted
+
+
 def fixed(size: int) -> Room:
     async def room() -> int:
         return size
@@ -71,41 +128,101 @@ def fixed(size: int) -> Room:
 
 
 class PullLoop:
-    """Fetches from the durable `durable` of `stream` and hands each message to `handle`."""
+    """Fetches from the durable `durable` of `stream` and hands each message to `handle`.
+
+    `durable` may instead name a durable per lane, with the `choice` that shares the free
+    slots between them (see the module's note on lanes).
+    """
 
     def __init__(
         self,
         js: JetStreamContext,
         stream: str,
-        durable: str,
+        durable: str | Mapping[Lane, str],
         handle: Handler,
         *,
         room: Room | int = 64,
         policy: FetchPolicy = FetchPolicy(),
+        choice: LaneChoice | None = None,
     ) -> None:
         self.js = js
         self.stream = stream
-        self.durable = durable
+        # Lane by lane, the asking order of an idle wait first (interactive).
+        self.lanes: dict[Lane, str] = (
+            {lane: durable[lane] for lane in (Lane.INTERACTIVE, Lane.BULK) if lane in durable}
+            if isinstance(durable, Mapping)
+            else {}
+        )
+        self.durables: tuple[str, ...] = (
+            tuple(self.lanes.values()) if isinstance(durable, Mapping) else (durable,)
+        )
+        self.durable = ", ".join(self.durables)
         self.handle = handle
         self.room = fixed(room) if isinstance(room, int) else room
         self.policy = policy
-        self._subscription: JetStreamContext.PullSubscription | None = None
+        self.choice = choice or LaneChoice()
+        self._idle_rounds = 0
+        self._subscriptions: dict[str, JetStreamContext.PullSubscription] = {}
 
     @property
     def bound(self) -> bool:
-        return self._subscription is not None
+        return bool(self._subscriptions)
+
+    @property
+    def _subscription(self) -> JetStreamContext.PullSubscription | None:
+        """The first durable's subscription (the only one without lanes)."""
+        return self._subscriptions.get(self.durables[0])
 
     async def bind(self) -> None:
-        if self._subscription is None:
-            self._subscription = await self.js.pull_subscribe_bind(
-                durable=self.durable, stream=self.stream
-            )
+        for durable in self.durables:
+            if durable not in self._subscriptions:
+                self._subscriptions[durable] = await self.js.pull_subscribe_bind(
+                    durable=durable, stream=self.stream
+                )
+
+    async def _fetch(self, size: int) -> list[Msg]:
+        """One round's messages; TimeoutError when there were none."""
+        if not self.lanes:
+            assert self._subscription is not None
+            return await self._subscription.fetch(max(size, 1), self.policy.timeout)
+        infos = {
+            lane: await self.js.consumer_info(self.stream, durable)
+            for lane, durable in self.lanes.items()
+        }
+        waiting = {lane: int(info.num_pending or 0) for lane, info in infos.items()}
+        batch: list[Msg] = []
+        for lane, count in self.choice.grants(max(size, 1), waiting).items():
+            if count:
+                batch += await self._take(lane, count, self.policy.timeout)
+        spare = size - len(batch)
+        if batch and spare > 0:
+            # JetStream counts only never-delivered messages as pending: a lane whose
+            # messages are out (in hand here or elsewhere) may have a redelivery due.
+            for lane, info in infos.items():
+                if spare > 0 and not waiting[lane] and info.num_ack_pending:
+                    taken = await self._take(lane, spare, self.policy.late_check)
+                    batch += taken
+                    spare -= len(taken)
+        if batch:
+            return batch
+        # Nothing waiting: one lingering fetch, on each lane in turn (interactive first).
+        lanes = list(self.lanes.values())
+        durable = lanes[self._idle_rounds % len(lanes)]
+        self._idle_rounds += 1
+        return await self._subscriptions[durable].fetch(max(size, 1), self.policy.timeout)
+
+    async def _take(self, lane: Lane, count: int, wait: float) -> list[Msg]:
+        """Up to `count` messages of `lane` (fewer when another consumer took them)."""
+        try:
+            return await self._subscriptions[self.lanes[lane]].fetch(count, wait)
+        except TimeoutError:
+            return []
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Fetch and handle until `stopping` is set (the batch in hand is finished) or the
         durable is gone (ConsumerGone)."""
         await self.bind()
-        assert self._subscription is not None
+        assert self.bound
         failures = 0
         checked = time.monotonic()
         try:
@@ -114,7 +231,7 @@ class PullLoop:
                 if stopping.is_set():
                     return
                 try:
-                    batch = await self._subscription.fetch(max(size, 1), self.policy.timeout)
+                    batch = await self._fetch(size)
                 except TimeoutError:  # nothing to fetch (nats' own TimeoutError is a subclass)
                     failures = 0
                     if time.monotonic() - checked > self.policy.check_interval:
@@ -141,9 +258,10 @@ class PullLoop:
                     await self._handle(message)
         finally:
             await self._handle_late()
-            subscription, self._subscription = self._subscription, None
-            with contextlib.suppress(Exception):
-                await subscription.unsubscribe()
+            subscriptions, self._subscriptions = self._subscriptions, {}
+            for subscription in subscriptions.values():
+                with contextlib.suppress(Exception):
+                    await subscription.unsubscribe()
 
     async def _room_handling_late(self) -> int:
         """`room()`, handling messages that arrive late (see the module) while it waits."""
@@ -165,15 +283,15 @@ class PullLoop:
         tests/runtime/test_consuming.py catches a change); the status messages there
         answer expired requests.
         """
-        subscription = self._subscription
-        if subscription is None or subscription.pending_msgs == 0:
-            return
-        queue = subscription._sub._pending_queue
-        while not queue.empty():
-            message = queue.get_nowait()
-            subscription._sub._pending_size -= len(message.data)
-            if not JetStreamContext.is_status_msg(message):
-                await self._handle(message)
+        for subscription in list(self._subscriptions.values()):
+            if subscription.pending_msgs == 0:
+                continue
+            queue = subscription._sub._pending_queue
+            while not queue.empty():
+                message = queue.get_nowait()
+                subscription._sub._pending_size -= len(message.data)
+                if not JetStreamContext.is_status_msg(message):
+                    await self._handle(message)
 
     async def _handle(self, message: Msg) -> None:
         try:
@@ -188,12 +306,13 @@ class PullLoop:
             )
 
     async def check_consumer(self) -> None:
-        """Raise ConsumerGone if the server says the durable is gone; anything else may pass."""
-        try:
-            await self.js.consumer_info(self.stream, self.durable)
-        except NotFoundError as error:
-            raise ConsumerGone(
-                f"durable consumer {self.durable} of stream {self.stream} is gone"
-            ) from error
-        except Exception:
-            return  # cannot tell now (NATS away): the fetch is simply retried
+        """Raise ConsumerGone if the server says a durable is gone; anything else may pass."""
+        for durable in self.durables:
+            try:
+                await self.js.consumer_info(self.stream, durable)
+            except NotFoundError as error:
+                raise ConsumerGone(
+                    f"durable consumer {durable} of stream {self.stream} is gone"
+                ) from error
+            except Exception:
+                return  # cannot tell now (NATS away): the fetch is simply retried

@@ -52,13 +52,15 @@ from emulsion_contracts.wire import (
     INGESTS_STORE,
     INGESTS_STREAM,
     JANITOR,
-    MAX_DELIVERIES_ADVISORY,
-    PROCESSORS,
+    MAX_DELIVERIES_ADVISORIES,
     RECORDS_BUCKET,
     SINGLETONS_BUCKET,
     STAGING_LEASES_BUCKET,
+    WORK_CONSUMER_FILTERS,
+    WORK_CONSUMERS,
     WORK_STREAM,
     WORK_SUBJECTS,
+    Lane,
 )
 from emulsion_runtime.settings import JetStreamSettings, NatsSettings, load_settings
 
@@ -98,7 +100,9 @@ class StreamSpec:
 class ConsumerSpec:
     stream: str
     durable: str
-    filter_subject: str
+    # What the durable takes from its stream: one subject filter, or several (JetStream
+    # 2.10's filter_subjects; the bulk lane's durable also takes the legacy work subjects).
+    filter_subjects: tuple[str, ...]
     ack_wait: float
     max_deliver: int
     backoff: tuple[float, ...] = ()
@@ -114,7 +118,9 @@ class ConsumerSpec:
             ack_wait=self.ack_wait,
             max_deliver=self.max_deliver,
             backoff=list(self.backoff) or None,
-            filter_subject=self.filter_subject,
+            # One filter stays the single-subject form, as durables made before were.
+            filter_subject=self.filter_subjects[0] if len(self.filter_subjects) == 1 else None,
+            filter_subjects=list(self.filter_subjects) if len(self.filter_subjects) > 1 else None,
             max_ack_pending=self.max_ack_pending,
         )
 
@@ -123,27 +129,35 @@ STREAMS: Final = (
     StreamSpec(WORK_STREAM, (WORK_SUBJECTS,), RetentionPolicy.WORK_QUEUE, 7 * DAY),
     StreamSpec(EVENTS_STREAM, (EVENTS_SUBJECTS,), RetentionPolicy.LIMITS, 1 * DAY),
     StreamSpec(GC_STREAM, (GC_SUBJECTS,), RetentionPolicy.WORK_QUEUE, 30 * DAY),
-    StreamSpec(ADVISORIES_STREAM, (MAX_DELIVERIES_ADVISORY,), RetentionPolicy.LIMITS, 7 * DAY),
+    StreamSpec(ADVISORIES_STREAM, MAX_DELIVERIES_ADVISORIES, RetentionPolicy.LIMITS, 7 * DAY),
 )
 
-CONSUMERS: Final = (
+
+def _work_consumer(lane: Lane) -> ConsumerSpec:
     # Redeliveries back off; processors send in-progress heartbeats on long items, so
     # the first backoff step is also the longest silence a live worker may keep.
-    ConsumerSpec(
+    return ConsumerSpec(
         WORK_STREAM,
-        PROCESSORS,
-        WORK_SUBJECTS,
+        WORK_CONSUMERS[lane],
+        WORK_CONSUMER_FILTERS[lane],
         ack_wait=30.0,
         max_deliver=5,
         backoff=(30.0, 60.0, 120.0, 300.0, 600.0),
         max_ack_pending=1000,
-        description="image work items, one per IngestJob item",
-    ),
+        description=f"image work items of the {lane} lane, one per IngestJob item",
+    )
+
+
+CONSUMERS: Final = (
+    # One durable per lane, in wire.WORK_CONSUMERS's order (bulk first: see there).
+    # JetStream has no per-message priority, so a processor asks the interactive lane's
+    # first, keeping a share for bulk (emulsion_runtime.consuming.LaneChoice).
+    *(_work_consumer(lane) for lane in WORK_CONSUMERS),
     # Status folding must not give up on an event: unbounded deliveries, backed off.
     ConsumerSpec(
         EVENTS_STREAM,
         CONTROLLER,
-        EVENTS_SUBJECTS,
+        (EVENTS_SUBJECTS,),
         ack_wait=30.0,
         max_deliver=-1,
         max_ack_pending=10_000,
@@ -153,7 +167,7 @@ CONSUMERS: Final = (
     ConsumerSpec(
         GC_STREAM,
         JANITOR,
-        GC_SUBJECTS,
+        (GC_SUBJECTS,),
         ack_wait=60.0,
         max_deliver=20,
         backoff=(60.0, 300.0, 900.0),
@@ -165,7 +179,7 @@ CONSUMERS: Final = (
     ConsumerSpec(
         ADVISORIES_STREAM,
         CONTROLLER_ADVISORIES,
-        MAX_DELIVERIES_ADVISORY,
+        MAX_DELIVERIES_ADVISORIES,
         ack_wait=30.0,
         max_deliver=-1,
         max_ack_pending=1000,

@@ -29,6 +29,7 @@ ErrorCode = Literal[
     "malformed_json",
     "unauthorized",
     "forbidden",
+    "priority_not_allowed",
     "not_found",
     "ingest_expired",
     "method_not_allowed",
@@ -65,6 +66,8 @@ CODES: Final[dict[ErrorCode, CodeInfo]] = {
     "malformed_json": CodeInfo(400, "The body is not valid JSON"),
     "unauthorized": CodeInfo(401, "A valid bearer token is required"),
     "forbidden": CodeInfo(403, "The token may not change this collection"),
+    # `priority: interactive` without `interactive: true` in the token's limits.
+    "priority_not_allowed": CodeInfo(403, "The token may not ask for this priority"),
     "not_found": CodeInfo(404, "No such resource"),
     "method_not_allowed": CodeInfo(405, "Method not allowed"),
     "ingest_expired": CodeInfo(410, "The ingest finished and expired; what is still known"),

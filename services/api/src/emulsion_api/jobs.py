@@ -23,7 +23,7 @@ from emulsion_api.models import (
     ItemState,
     JobSummary,
 )
-from emulsion_contracts import crd, keys
+from emulsion_contracts import crd, keys, wire
 from emulsion_contracts.indexes import expand as indexes_of
 from emulsion_contracts.ingestjob import (
     IngestJob,
@@ -227,6 +227,7 @@ class JobPlan:
     idempotency: tuple[str, str, str] | None = None  # (label, client key, request hash)
     ttl_seconds_after_finished: int | None = None
     owner: str | None = None  # the token's identity, labelled for its items in flight
+    priority: wire.Lane | None = None  # the lane asked for (spec.priority)
 
 
 def stored_json_size(value: Any) -> int:
@@ -329,6 +330,8 @@ def build_jobs(plan: JobPlan, parts: Sequence[Part], refs: Sequence[ItemsRef]) -
     annotations: dict[str, str] = {}
     if plan.owner:
         labels[LABEL_OWNER] = plan.owner
+        # The tenant whose share of the processors the job's work counts against.
+        labels[crd.LABEL_TENANT] = plan.owner
     if batch:
         labels[crd.LABEL_BATCH] = batch
     # The trace's parent only, and the idempotency key by its hash only (the label): a
@@ -360,6 +363,7 @@ def build_jobs(plan: JobPlan, parts: Sequence[Part], refs: Sequence[ItemsRef]) -
                 version=part.version,
                 items_ref=ref,
                 ttl_seconds_after_finished=plan.ttl_seconds_after_finished,
+                priority=plan.priority,
             ),
         ).to_body()
         for part, ref in zip(parts, refs, strict=True)

@@ -86,6 +86,9 @@ class TokenLimits(BaseModel):
     items_in_flight: int = Field(default=50_000, ge=1, alias="itemsInFlight")
     # Open event streams and long polls (`?wait=`) at once, per API pod.
     watches: int = Field(default=16, ge=1, alias="watches")
+    # Whether the token may ask for `priority: interactive` (work taken before bulk work
+    # whatever its size); any token may ask for `bulk`, and small jobs are interactive anyway.
+    interactive: bool = Field(default=False, alias="interactive")
 
 
 class LimitsFile(BaseModel):

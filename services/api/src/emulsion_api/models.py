@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from emulsion_api.errors import Problem
-from emulsion_contracts import crd, keys
+from emulsion_contracts import crd, keys, wire
 from emulsion_contracts.formats import AcceptedContentType, OutputFormat
 from emulsion_contracts.ingestjob import DEFAULT_PROFILE_NAME, PROFILE_PATTERN
 from emulsion_contracts.jobrecords import FailureDetail
@@ -225,6 +225,17 @@ class IngestRequest(Request):
             pattern=PROFILE_PATTERN,
         ),
     ] = DEFAULT_PROFILE_NAME
+    priority: Annotated[
+        wire.Lane | None,
+        _field(
+            "Which lane the work waits in. `interactive` is taken before bulk work, whatever "
+            "the request's size: only a token whose limits allow it may ask for it "
+            "(`403 priority_not_allowed` otherwise). `bulk` waits behind interactive work "
+            "(with a share of the processors kept for it); any token may ask for it. "
+            "Absent: interactive for a small job (20 items by default), bulk otherwise.",
+            "bulk",
+        ),
+    ] = None
 
 
 class AcceptedItem(BaseModel):

@@ -25,6 +25,7 @@ from emulsion_contracts.ingestjob import IngestJob, InvalidSpec
 from emulsion_controller import metrics
 from emulsion_controller.folding import TrackedJob
 from emulsion_controller.jetstream import Bus, Outgoing
+from emulsion_controller.settings import INTERACTIVE_MAX_ITEMS
 from emulsion_controller.status_writer import StatusWriter
 from emulsion_runtime import telemetry
 
@@ -37,15 +38,17 @@ def work_messages(
     version: str,
     only: Container[int] | None = None,
     msg_id_suffix: str | None = None,
+    lane: wire.Lane = wire.Lane.BULK,
 ) -> list[Outgoing]:
-    """One message per item (or per item in `only`), carrying the current trace context.
+    """One message per item (or per item in `only`) on `lane`'s subject, carrying the
+    current trace context.
 
     `msg_id_suffix` makes the message ids new (`<uid>/<index>/<suffix>`), so the stream's
     deduplication lets a deliberate re-dispatch through. Raises InvalidSpec. The job's
     items must be in hand (Bus.with_items).
     """
     ref = job.ref
-    subject = wire.work_subject(ref.namespace, ref.name)
+    subject = wire.work_subject(ref.namespace, ref.name, lane)
     messages = []
     for index in range(len(job.spec.loaded_items())):
         if only is not None and index not in only:
@@ -68,8 +71,14 @@ def annotated_context(job: IngestJob) -> Any:
     return telemetry.extract(carrier)
 
 
-async def dispatch(body: Mapping[str, Any], bus: Bus, writer: StatusWriter) -> str:
-    """Publish a job's work and mark it Queued; idempotent. Returns what was done.
+async def dispatch(
+    body: Mapping[str, Any],
+    bus: Bus,
+    writer: StatusWriter,
+    interactive_max_items: int = INTERACTIVE_MAX_ITEMS,
+) -> str:
+    """Publish a job's work to its lane (`IngestJobSpec.lane`) and mark it Queued;
+    idempotent. Returns what was done.
 
     Raises InvalidSpec for a job no work message can carry, after failing it for good;
     ItemsUnavailable when its item list cannot be read now.
@@ -101,7 +110,8 @@ async def dispatch(body: Mapping[str, Any], bus: Bus, writer: StatusWriter) -> s
                 if version is None:
                     return "job is gone"
             try:
-                messages = work_messages(loaded, version)
+                lane = parsed.spec.lane(interactive_max_items)
+                messages = work_messages(loaded, version, lane=lane)
             except InvalidSpec as error:
                 # Final: the spec is immutable, so no retry could ever dispatch it.
                 await _reject(writer, job, error)
@@ -109,6 +119,7 @@ async def dispatch(body: Mapping[str, Any], bus: Bus, writer: StatusWriter) -> s
             await bus.lease(uid, job.upload_ids)
             fresh = await bus.publish(messages)
             span.set_attribute("emulsion.items", len(messages))
+            span.set_attribute("emulsion.lane", str(lane))
             span.set_attribute("emulsion.items.new", fresh)
             metrics.ITEMS_DISPATCHED.inc(fresh)
             if not await writer.end_dispatch(job, version):
@@ -120,6 +131,7 @@ async def dispatch(body: Mapping[str, Any], bus: Bus, writer: StatusWriter) -> s
             "namespace": namespace,
             "job": name,
             "items": len(messages),
+            "lane": str(lane),
             "new": fresh,
             "seconds": round(time.monotonic() - began, 3),
         },

@@ -172,15 +172,16 @@ class Bus:
         checks it before committing, and the purge cannot reach that item.
         """
         await self._cancelled.put(job_uid, b"deleted while running")
-        info = await self.js.stream_info(
-            wire.WORK_STREAM, subjects_filter=wire.work_subject(namespace, name)
-        )
-        queued = sum((info.state.subjects or {}).values())
-        await self.js.purge_stream(wire.WORK_STREAM, subject=wire.work_subject(namespace, name))
+        queued = 0
+        for subject in _job_work_filters(namespace, name):
+            info = await self.js.stream_info(wire.WORK_STREAM, subjects_filter=subject)
+            queued += sum((info.state.subjects or {}).values())
+            await self.js.purge_stream(wire.WORK_STREAM, subject=subject)
         return queued
 
     async def queued_indexes(self, job_uid: str, namespace: str, name: str) -> set[int]:
-        """Items of this job whose work message is still in the work stream.
+        """Items of this job whose work message is still in the work stream (either lane,
+        or the legacy subject of work published before the lanes).
 
         A work-queue stream drops a message once a processor acknowledges it, so what is
         left is work still waiting, being done, being retried, or out of deliveries and
@@ -188,20 +189,21 @@ class Bus:
         subject); a job of an earlier uid under the same name is told apart by the
         message id (`<uid>/<index>`, with a suffix on re-dispatches).
         """
-        subject = wire.work_subject(namespace, name)
         found: set[int] = set()
-        sequence = 0
-        while True:
-            try:
-                msg = await self.js.get_msg(
-                    wire.WORK_STREAM, sequence + 1, subject=subject, next=True
-                )
-            except NotFoundError:
-                return found
-            sequence = int(msg.seq or 0)
-            work_id = wire.parse_work_msg_id((msg.headers or {}).get(wire.HEADER_MSG_ID))
-            if work_id is not None and work_id.job_uid == job_uid:
-                found.add(work_id.index)
+        for subject in _job_work_filters(namespace, name):
+            sequence = 0
+            while True:
+                try:
+                    msg = await self.js.get_msg(
+                        wire.WORK_STREAM, sequence + 1, subject=subject, next=True
+                    )
+                except NotFoundError:
+                    break
+                sequence = int(msg.seq or 0)
+                work_id = wire.parse_work_msg_id((msg.headers or {}).get(wire.HEADER_MSG_ID))
+                if work_id is not None and work_id.job_uid == job_uid:
+                    found.add(work_id.index)
+        return found
 
     async def results_backlog(self) -> int:
         """Results in the events stream the controller has not been handed yet."""
@@ -220,3 +222,8 @@ class Bus:
         with contextlib.suppress(Exception):
             await self.connection.flush(timeout=2)
         await self.connection.close()
+
+
+def _job_work_filters(namespace: str, name: str) -> tuple[str, str]:
+    """A job's work in the stream: both lanes, and the legacy form an upgrade left."""
+    return wire.job_work_subjects(namespace, name), wire.legacy_work_subject(namespace, name)

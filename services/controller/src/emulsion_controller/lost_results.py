@@ -42,6 +42,7 @@ from emulsion_controller.census import JobKey
 from emulsion_controller.dispatch import work_messages
 from emulsion_controller.jetstream import Bus
 from emulsion_controller.outcomes import Outcomes
+from emulsion_controller.settings import INTERACTIVE_MAX_ITEMS
 from emulsion_controller.status_writer import StatusWriter
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,8 @@ class LostResults:
     writer: StatusWriter
     deadline: float
     rounds: int
+    # A re-dispatch goes to the lane the job's work went to (dispatch.dispatch).
+    interactive_max_items: int = INTERACTIVE_MAX_ITEMS
     attempts: dict[str, Attempts] = field(default_factory=dict)
     outcomes: Outcomes = field(init=False)
 
@@ -127,7 +130,8 @@ class LostResults:
     ) -> str:
         rounds = attempt.rounds + 1
         suffix = f"r{rounds}-{keys.new_ulid()}"
-        messages = work_messages(job, version, only=lost, msg_id_suffix=suffix)
+        lane = job.spec.lane(self.interactive_max_items)
+        messages = work_messages(job, version, only=lost, msg_id_suffix=suffix, lane=lane)
         published = await self.bus.publish(messages)
         self.attempts[key.uid] = Attempts(rounds, time.monotonic())
         metrics.ITEMS_REDISPATCHED.inc(published)

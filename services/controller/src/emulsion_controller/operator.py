@@ -295,7 +295,7 @@ async def dispatch_job(
     recorder = runtime.events()
     ref = JobRef(namespace=namespace or "", name=name, uid=uid)
     try:
-        outcome = await dispatch(body, bus, writer)
+        outcome = await dispatch(body, bus, writer, runtime.config.interactive_max_items)
     except InvalidSpec as error:
         # Its status already says Failed with the reason, and its Event too.
         recorder.dispatch_settled(uid)
@@ -367,7 +367,14 @@ async def sweep_lost_results(runtime: Runtime) -> None:
     """Running jobs quiet for longer than the result deadline: see lost_results.py."""
     bus, kube, writer = runtime.parts()
     config = runtime.config
-    lost = LostResults(kube, bus, writer, config.result_deadline, config.redispatch_rounds)
+    lost = LostResults(
+        kube,
+        bus,
+        writer,
+        config.result_deadline,
+        config.redispatch_rounds,
+        interactive_max_items=config.interactive_max_items,
+    )
     while not runtime.stopping.is_set():
         lost.keep_only(runtime.census.running())
         for key in runtime.census.idle(config.result_deadline):

@@ -3,6 +3,8 @@ only the operator needs."""
 
 from __future__ import annotations
 
+from typing import Final
+
 from pydantic import Field
 
 from emulsion_runtime.settings import (
@@ -12,6 +14,9 @@ from emulsion_runtime.settings import (
     WorkSigningSettings,
     load_settings,
 )
+
+# Jobs of at most this many items go to the interactive lane unless they ask for one.
+INTERACTIVE_MAX_ITEMS: Final = 20
 
 
 class ControllerSettings(ServiceSettings, NatsSettings, KubeSettings, WorkSigningSettings):
@@ -56,6 +61,12 @@ class ControllerSettings(ServiceSettings, NatsSettings, KubeSettings, WorkSignin
     # this one's own entry (kopf's keep-alive; see peering.py).
     peering_check_interval: float = Field(
         default=10.0, gt=0, validation_alias="EMULSION_PEERING_CHECK_SECONDS"
+    )
+    # A job of at most this many items (one photo, a handful) waits in the interactive
+    # lane, which processors take first; larger ones in the bulk lane (unless the job
+    # asks for a lane: spec.priority). See docs/architecture.md, "Two lanes".
+    interactive_max_items: int = Field(
+        default=INTERACTIVE_MAX_ITEMS, ge=0, validation_alias="EMULSION_INTERACTIVE_MAX_ITEMS"
     )
     # Objects handled at once by kopf; bounds memory and apiserver load under a burst.
     worker_limit: int = Field(default=64, ge=1, validation_alias="EMULSION_CONTROLLER_WORKERS")

@@ -1,4 +1,5 @@
-"""The pull loop: fetch as many items as there are free slots, run each, drain on SIGTERM."""
+"""The pull loop: fetch as many items as there are free slots (interactive work first, a
+share kept for bulk), run each, drain on SIGTERM."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from emulsion_processor.delivery import Delivery
 from emulsion_processor.settings import ProcessorSettings
 from emulsion_processor.worker import Clients, ItemWorker
 from emulsion_runtime import health, messaging, storage
-from emulsion_runtime.consuming import FetchPolicy, PullLoop
+from emulsion_runtime.consuming import FetchPolicy, LaneChoice, PullLoop
 
 log = logging.getLogger(__name__)
 
@@ -104,13 +105,16 @@ async def run(settings: ProcessorSettings) -> None:
         )
         delivery = Delivery(worker)
         stopping = asyncio.Event()
+        # Both lanes' durables, one loop: each free slot takes interactive work first,
+        # keeping a share for bulk (emulsion_runtime.consuming.LaneChoice).
         pulling = PullLoop(
             js,
             wire.WORK_STREAM,
-            wire.PROCESSORS,
+            wire.WORK_CONSUMERS,
             lambda message: take(delivery, message, stopping, tasks),
             room=lambda: room(tasks, settings.in_flight_limit, stopping),
             policy=FetchPolicy(timeout=FETCH_TIMEOUT),
+            choice=LaneChoice(settings.bulk_share_every),
         )
         await pulling.bind()
         loop = asyncio.get_running_loop()
@@ -118,10 +122,11 @@ async def run(settings: ProcessorSettings) -> None:
             loop.add_signal_handler(signum, stopping.set)
         readiness.ready = True
         log.info(
-            "processing with %d %s workers, up to %d items in hand",
+            "processing with %d %s workers, up to %d items in hand, 1 in %d slots to bulk first",
             settings.concurrency,
             settings.executor,
             settings.in_flight_limit,
+            settings.bulk_share_every,
         )
         await pulling.run(stopping)
     finally:

@@ -44,6 +44,11 @@ class ProcessorSettings(
     executor: Literal["thread", "process"] = Field(
         default="thread", validation_alias="EMULSION_EXECUTOR"
     )
+    # While both lanes have work waiting, one in this many free slots takes bulk work
+    # first (the rest interactive), so bulk is never starved; a lane alone gets every slot.
+    bulk_share_every: int = Field(
+        default=4, ge=1, le=1000, validation_alias="EMULSION_BULK_SHARE_EVERY"
+    )
     # Items in hand at once: more than `concurrency`, so downloads and uploads overlap decoding.
     max_in_flight: int | None = Field(default=None, ge=1, validation_alias="EMULSION_MAX_IN_FLIGHT")
     # Never above Pillow's own decompression-bomb limit (89.5 MP).

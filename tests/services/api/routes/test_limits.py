@@ -17,7 +17,7 @@ import pytest
 
 from emulsion_api.jobs import LABEL_OWNER
 from emulsion_api.scopes import token_digest
-from emulsion_contracts import keys
+from emulsion_contracts import crd, keys
 from emulsion_devstack.processes import stop_all
 from emulsion_devstack.stack import Endpoints, LocalStack
 
@@ -29,6 +29,9 @@ Stage = Callable[..., list[str]]
 TOKEN_A = secrets.token_urlsafe(24)
 TOKEN_B = secrets.token_urlsafe(24)
 TOKEN_C = secrets.token_urlsafe(24)
+# D may ask for priority interactive; E has the defaults (it may not).
+TOKEN_D = secrets.token_urlsafe(24)
+TOKEN_E = secrets.token_urlsafe(24)
 LIMITS = {
     "default": {},
     "tokens": {
@@ -41,6 +44,7 @@ LIMITS = {
         },
         token_digest(TOKEN_B): {"watches": 1},
         token_digest(TOKEN_C): {"itemsInFlight": 3},
+        token_digest(TOKEN_D): {"interactive": True},
     },
 }
 PROBLEM = "application/problem+json"
@@ -62,11 +66,15 @@ def limited(stack: Endpoints, stack_state_dir: Path) -> Iterator[ApiProcess]:
         token_digest(TOKEN_A): ["lim-a-*"],
         token_digest(TOKEN_B): ["lim-b-*"],
         token_digest(TOKEN_C): ["lim-c-*"],
+        token_digest(TOKEN_D): ["lim-d-*"],
+        token_digest(TOKEN_E): ["lim-e-*"],
     }
     record = local.start_service(
         "api",
         {
-            "EMULSION_API_TOKENS": ",".join((stack.api_token, TOKEN_A, TOKEN_B, TOKEN_C)),
+            "EMULSION_API_TOKENS": ",".join(
+                (stack.api_token, TOKEN_A, TOKEN_B, TOKEN_C, TOKEN_D, TOKEN_E)
+            ),
             "EMULSION_API_TOKEN_SCOPES": json.dumps(scopes),
             "EMULSION_API_TOKEN_LIMITS": json.dumps(LIMITS),
         },
@@ -268,3 +276,62 @@ def test_a_page_of_jobs_is_read_in_chunks_and_pages_on_exactly(
                 break
     assert seen == sorted(names)
     assert pages == 2
+
+
+def test_priority_interactive_is_a_tokens_only_when_its_limits_allow_it_and_bulk_is_anyones(
+    limited: ApiProcess, stage: Stage, custom: Any
+) -> None:
+    """Every job the API makes carries its token's tenant; `interactive` is refused (403,
+    a problem) to a token not allowed it, `bulk` never is. Another tenant's token and an
+    unauthenticated client are refused exactly as without a priority: they learn nothing
+    of whether the token may ask for it."""
+
+    def ingest(client: httpx.Client, where: str, priority: str | None) -> httpx.Response:
+        body: dict[str, Any] = {
+            "collection": where,
+            "items": [{"upload_key": key} for key in stage(1, where)],
+        }
+        if priority is not None:
+            body["priority"] = priority
+        return client.post("/v1/ingests", json=body)
+
+    d_where, e_where = collection("lim-d-"), collection("lim-e-")
+    with limited.client(TOKEN_D) as d, limited.client(TOKEN_E) as e:
+        refused = ingest(e, e_where, "interactive")
+        assert refused.status_code == 403, refused.text
+        assert refused.headers["content-type"] == PROBLEM
+        problem = refused.json()
+        assert (problem["code"], problem["status"]) == ("priority_not_allowed", 403)
+        assert problem["type"] == "urn:emulsion:problem:priority_not_allowed"
+
+        made: dict[str, tuple[str, str | None]] = {}
+        for client, token, where, priority in (
+            (e, TOKEN_E, e_where, "bulk"),
+            (e, TOKEN_E, e_where, None),
+            (d, TOKEN_D, d_where, "interactive"),
+        ):
+            answer = ingest(client, where, priority)
+            assert answer.status_code == 202, answer.text
+            made[answer.json()["name"]] = (owner(token), priority)
+        for name, (tenant, priority) in made.items():
+            job = get_job(custom, name)
+            assert job["metadata"]["labels"][crd.LABEL_TENANT] == tenant
+            assert job["spec"].get("priority") == priority
+
+        # Another tenant's collection: the same 403 as without a priority, for either.
+        def problem_of(answer: httpx.Response) -> dict[str, Any]:
+            return {k: v for k, v in answer.json().items() if k != "trace_id"}
+
+        plain = ingest(e, d_where, None)
+        assert plain.status_code == 403 and plain.json()["code"] == "forbidden"
+        for priority in ("interactive", "bulk"):
+            other = ingest(e, d_where, priority)
+            assert (other.status_code, problem_of(other)) == (403, problem_of(plain))
+        invalid = ingest(d, d_where, "urgent")
+        assert invalid.status_code == 422, invalid.text
+    for bearer in (None, "not-a-token"):
+        headers = {} if bearer is None else {"Authorization": f"Bearer {bearer}"}
+        with httpx.Client(base_url=limited.url, headers=headers) as anyone:
+            answer = ingest(anyone, d_where, "interactive")
+            assert answer.status_code == 401
+            assert answer.json()["code"] == "unauthorized"

@@ -29,7 +29,7 @@ from emulsion_api.models import (
     JobSummary,
     StreamErrorEvent,
 )
-from emulsion_contracts import crd, keys
+from emulsion_contracts import crd, keys, wire
 from emulsion_contracts.ingestjob import IngestJob, JobOutline
 from emulsion_runtime import telemetry
 
@@ -99,6 +99,7 @@ async def _job_or_gone(
         **problems(
             "unauthorized",
             "forbidden",
+            "priority_not_allowed",
             "malformed_json",
             "body_too_large",
             "job_too_large",
@@ -143,12 +144,21 @@ async def create_ingest(
     a job already promoted is answered like a missing upload too.
 
     Small requests without an `Idempotency-Key` that arrive while a create for the same
-    token, collection and profile is in flight share the next create (group commit): the
+    token, collection, profile and priority is in flight share the next create (group commit): the
     answer lists this request's items only, each with the shared job and its `job_index`,
     and the job's status counts the items of every request in it.
     """
     settings = services.settings
     caller.check_write(body.collection)
+    if body.priority is wire.Lane.INTERACTIVE and not caller.limits.interactive:
+        # Only after the collection's check: a token learns this of its own collections only.
+        raise ApiError(
+            403,
+            "priority_not_allowed",
+            "this token may not ask for priority interactive (its limits do not allow it); "
+            "leave priority out, or ask for bulk",
+            [ErrorDetail(field="body.priority", message="interactive is not allowed")],
+        )
     services.limiter.notifies(caller.owner, caller.limits)
     jobs.check_items(body, settings.max_request_items)
     if body.profile not in services.profiles:
@@ -184,11 +194,12 @@ async def create_ingest(
         idempotency=idempotency,
         ttl_seconds_after_finished=settings.ttl_seconds_after_finished,
         owner=caller.owner,
+        priority=body.priority,
     )
     await services.limiter.admit_jobs(services.kube, caller.owner, caller.limits, len(planned))
     if idempotency is None and len(planned) <= commits.MAX_GROUPED_REQUEST_ITEMS:
         job, offset = await services.commits.submit(
-            (caller.id, body.collection, body.profile),
+            (caller.id, body.collection, body.profile, body.priority),
             planned,
             plan.trace_headers,
             functools.partial(_create_group, services, plan),
