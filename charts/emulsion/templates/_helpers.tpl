@@ -287,6 +287,11 @@ then what only some components need. Args: root, name, traits.
 # The controller creates the records bucket and the item lists' store with this max age.
 - name: EMULSION_RECORDS_RETENTION_SECONDS
   value: {{ $v.jobs.recordsRetentionSeconds | int64 | quote }}
+# Fair share in the bulk lane (see docs/architecture.md).
+- name: EMULSION_FEED_HIGH_WATER
+  value: {{ $v.jobs.fairShare.highWater | int64 | quote }}
+- name: EMULSION_FEED_MIN_WINDOW
+  value: {{ $v.jobs.fairShare.minWindow | int64 | quote }}
 {{- end }}
 {{- if eq .name "janitor" }}
 - name: EMULSION_JANITOR_FULL_PASS_SECONDS

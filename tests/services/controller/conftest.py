@@ -392,14 +392,14 @@ class Streams:
 
     @staticmethod
     async def queued_on(js: JetStreamContext, namespace: str, name: str) -> int:
-        subject = wire.work_subject(namespace, name)
+        subject = wire.job_work_subjects(namespace, name)  # either lane
         info = await js.stream_info(wire.WORK_STREAM, subjects_filter=subject)
         return int(sum((info.state.subjects or {}).values()))
 
     @staticmethod
     async def read_queue(js: JetStreamContext, namespace: str, name: str) -> list[Any]:
-        """Every message still queued for a job, read without consuming it."""
-        subject = wire.work_subject(namespace, name)
+        """Every message still queued for a job (either lane), read without consuming it."""
+        subject = wire.job_work_subjects(namespace, name)
         found: list[Any] = []
         sequence = 0
         while True:

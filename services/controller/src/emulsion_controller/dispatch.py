@@ -8,6 +8,10 @@ Order matters for restarts. The version is persisted before any message names it
 a re-run reuses it; messages carry `Nats-Msg-Id: <uid>/<index>`, so a re-run after a
 crash between publishing and recording is deduplicated by the stream; the status write
 comes last, so a crash before it only means publishing again.
+
+Interactive jobs (small, or marked so) are published whole to the interactive lane. A
+bulk job is only marked Queued here, after its feed cursor (0) is recorded; the feeder
+(feeder.py) publishes its items a window at a time, fairly across tenants.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from opentelemetry import trace
 from emulsion_contracts import crd, wire
 from emulsion_contracts.ingestjob import IngestJob, InvalidSpec
 from emulsion_controller import metrics
+from emulsion_controller.feeder import Feeder
 from emulsion_controller.folding import TrackedJob
 from emulsion_controller.jetstream import Bus, Outgoing
 from emulsion_controller.status_writer import StatusWriter
@@ -37,6 +42,7 @@ def work_messages(
     version: str,
     only: Container[int] | None = None,
     msg_id_suffix: str | None = None,
+    lane: wire.Lane = wire.Lane.BULK,
 ) -> list[Outgoing]:
     """One message per item (or per item in `only`), carrying the current trace context.
 
@@ -45,7 +51,7 @@ def work_messages(
     items must be in hand (Bus.with_items).
     """
     ref = job.ref
-    subject = wire.work_subject(ref.namespace, ref.name)
+    subject = wire.work_subject(ref.namespace, ref.name, lane)
     messages = []
     for index in range(len(job.spec.loaded_items())):
         if only is not None and index not in only:
@@ -68,8 +74,11 @@ def annotated_context(job: IngestJob) -> Any:
     return telemetry.extract(carrier)
 
 
-async def dispatch(body: Mapping[str, Any], bus: Bus, writer: StatusWriter) -> str:
-    """Publish a job's work and mark it Queued; idempotent. Returns what was done.
+async def dispatch(
+    body: Mapping[str, Any], bus: Bus, writer: StatusWriter, feeder: Feeder | None = None
+) -> str:
+    """Publish a job's work (a bulk job's: hand it to `feeder`) and mark it Queued;
+    idempotent. Returns what was done. Without a feeder every job is published whole.
 
     Raises InvalidSpec for a job no work message can carry, after failing it for good;
     ItemsUnavailable when its item list cannot be read now.
@@ -81,6 +90,9 @@ async def dispatch(body: Mapping[str, Any], bus: Bus, writer: StatusWriter) -> s
         assert job.progress is not None
         if job.progress.dispatched or job.progress.done:
             await writer.end_dispatch(job, None)
+            if feeder is not None and job.progress.version:
+                # A restart between marking it Queued and handing it over.
+                await feeder.take(parsed, job.progress.version, job.progress)
             return "already dispatched"
         with tracer.start_as_current_span(
             "emulsion.controller.dispatch",
@@ -100,19 +112,30 @@ async def dispatch(body: Mapping[str, Any], bus: Bus, writer: StatusWriter) -> s
                 version = await writer.record_version(job, await bus.mint_version())
                 if version is None:
                     return "job is gone"
+            lane = feeder.lane(parsed) if feeder is not None else wire.Lane.BULK
+            fed = feeder is not None and lane is wire.Lane.BULK
             try:
-                messages = work_messages(loaded, version)
+                # Built for a fed job too: a spec no message can carry fails it now.
+                messages = work_messages(loaded, version, lane=lane)
             except InvalidSpec as error:
                 # Final: the spec is immutable, so no retry could ever dispatch it.
                 await _reject(writer, job, error)
                 raise
             await bus.lease(uid, job.upload_ids)
-            fresh = await bus.publish(messages)
+            if fed:
+                assert feeder is not None
+                await feeder.start_bulk(parsed)
+                fresh = 0
+            else:
+                fresh = await bus.publish(messages)
+            span.set_attribute("emulsion.lane", str(lane))
             span.set_attribute("emulsion.items", len(messages))
             span.set_attribute("emulsion.items.new", fresh)
             metrics.ITEMS_DISPATCHED.inc(fresh)
             if not await writer.end_dispatch(job, version):
                 return "job is gone"
+            if feeder is not None:
+                await feeder.take(parsed, version, job.progress)
     metrics.DISPATCH_LATENCY.observe(max(0.0, _age(parsed)))
     log.info(
         "job dispatched",
@@ -120,11 +143,14 @@ async def dispatch(body: Mapping[str, Any], bus: Bus, writer: StatusWriter) -> s
             "namespace": namespace,
             "job": name,
             "items": len(messages),
+            "lane": str(lane),
             "new": fresh,
             "seconds": round(time.monotonic() - began, 3),
         },
     )
-    return f"{len(messages)} items queued ({fresh} new)"
+    if fed:
+        return f"{len(messages)} items queued for the feeder ({lane} lane)"
+    return f"{len(messages)} items queued ({fresh} new, {lane} lane)"
 
 
 async def _reject(writer: StatusWriter, job: TrackedJob, error: InvalidSpec) -> None:

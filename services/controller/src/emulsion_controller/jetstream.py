@@ -172,11 +172,10 @@ class Bus:
         checks it before committing, and the purge cannot reach that item.
         """
         await self._cancelled.put(job_uid, b"deleted while running")
-        info = await self.js.stream_info(
-            wire.WORK_STREAM, subjects_filter=wire.work_subject(namespace, name)
-        )
+        subjects = wire.job_work_subjects(namespace, name)  # both lanes
+        info = await self.js.stream_info(wire.WORK_STREAM, subjects_filter=subjects)
         queued = sum((info.state.subjects or {}).values())
-        await self.js.purge_stream(wire.WORK_STREAM, subject=wire.work_subject(namespace, name))
+        await self.js.purge_stream(wire.WORK_STREAM, subject=subjects)
         return queued
 
     async def queued_indexes(self, job_uid: str, namespace: str, name: str) -> set[int]:
@@ -188,7 +187,7 @@ class Bus:
         subject); a job of an earlier uid under the same name is told apart by the
         message id (`<uid>/<index>`, with a suffix on re-dispatches).
         """
-        subject = wire.work_subject(namespace, name)
+        subject = wire.job_work_subjects(namespace, name)  # both lanes
         found: set[int] = set()
         sequence = 0
         while True:
