@@ -47,7 +47,12 @@ def test_only_live_others_of_the_same_priority_conflict() -> None:
 
 def test_a_live_peer_of_a_higher_priority_outranks_this_one() -> None:
     """Then kopf pauses this controller, and its feeder publishes nothing (feeder.py)."""
-    status = {"me": peer(5, 0), "leader": peer(6, 10), "gone": peer(9, 61), "low": peer(4, 0)}
+    status: dict[str, object] = {
+        "me": peer(5, 0),
+        "leader": peer(6, 10),
+        "gone": peer(9, 61),
+        "low": peer(4, 0),
+    }
     assert higher_priority_peers(status, "me", 5, NOW) == ["leader"]
     assert higher_priority_peers(status, "leader", 6, NOW) == []
     reads = PeeringReads()
