@@ -109,6 +109,8 @@ def test_tenants_interleave_and_cursors_are_recorded_after_publishing() -> None:
     bus = RecordingBus()
     fed = feeder(bus)
     a, b = job("a", 10, "alice"), job("b", 10, "bob")
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    a.metadata.annotations[crd.ANNOTATION_TRACEPARENT] = f"00-{trace_id}-00f067aa0ba902b7-01"
 
     async def scenario() -> None:
         for ingest in (a, b):
@@ -116,6 +118,9 @@ def test_tenants_interleave_and_cursors_are_recorded_after_publishing() -> None:
             await fed.take(ingest, VERSION, dispatched(ingest))
         await fed.feed()
         assert ids(bus.published) == [f"uid-{n}/{i}" for i in range(3) for n in "ab"]
+        # Job a's items go on with the trace of the request that made it.
+        traced = [m.headers.get("traceparent", "") for m in bus.published[::2]]
+        assert all(trace_id in parent for parent in traced), traced
         assert {m.subject for m in bus.published} == {
             wire.work_subject("ns", "a", wire.Lane.BULK),
             wire.work_subject("ns", "b", wire.Lane.BULK),

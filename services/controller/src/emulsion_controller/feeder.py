@@ -39,6 +39,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from opentelemetry import trace
+
 from emulsion_contracts import crd
 from emulsion_contracts.ingestjob import IngestJob, InvalidSpec
 from emulsion_contracts.jobrecords import FeedCursor
@@ -48,8 +50,10 @@ from emulsion_controller import metrics
 from emulsion_controller.backlog import LaneDepth
 from emulsion_controller.jetstream import Bus, ItemsUnavailable, Outgoing
 from emulsion_controller.progress import JobProgress
+from emulsion_runtime import telemetry
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer("emulsion.controller")
 
 
 def tenant_of(job: IngestJob) -> str:
@@ -256,6 +260,20 @@ class _Feeding:
     version: str
 
 
+def _trace_context(job: IngestJob) -> Any:
+    """The trace context the API recorded on the job (empty for kubectl jobs)."""
+    annotations = job.metadata.annotations
+    carrier = {
+        key: annotations[annotation]
+        for key, annotation in (
+            ("traceparent", crd.ANNOTATION_TRACEPARENT),
+            ("tracestate", crd.ANNOTATION_TRACESTATE),
+        )
+        if annotation in annotations
+    }
+    return telemetry.extract(carrier)
+
+
 def _runs(plan: list[tuple[str, int]]) -> dict[str, list[int]]:
     """The plan's indexes per job, in order."""
     runs: dict[str, list[int]] = {}
@@ -456,9 +474,21 @@ class Feeder:
                 continue
             try:
                 loaded = await self._bus.with_items(feeding.job)
-                messages = self._work_messages(
-                    loaded, feeding.version, only=set(indexes), lane=Lane.BULK
-                )
+                ref = loaded.ref
+                # Each item's trace goes on from the request that made the job, as at
+                # dispatch (the messages carry the span's context).
+                with tracer.start_as_current_span(
+                    "emulsion.controller.feed",
+                    context=_trace_context(loaded),
+                    attributes={
+                        "emulsion.job": f"{ref.namespace}/{ref.name}",
+                        "emulsion.job.uid": ref.uid,
+                        "emulsion.items": len(indexes),
+                    },
+                ):
+                    messages = self._work_messages(
+                        loaded, feeding.version, only=set(indexes), lane=Lane.BULK
+                    )
             except ItemsUnavailable as error:
                 log.warning("items of a bulk job cannot be read now: %s", error)
                 self.policy.unpublish(uid, indexes[0])
