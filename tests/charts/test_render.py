@@ -981,6 +981,27 @@ def test_job_records_outlive_the_jobs_ttl_by_a_day_and_reach_the_controller(
         )
 
 
+def test_the_fair_share_of_bulk_work_reaches_the_controller_and_keeps_keda_reachable(
+    tools: Tools, default: list[dict[str, Any]]
+) -> None:
+    """jobs.fairShare reaches the controller alone; by default the high water is what KEDA
+    needs in the stream to reach the processors' max replicas."""
+    rendered = deployments(default)
+    env = env_of(rendered["controller"])
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    processor = values["components"]["processor"]["autoscaling"]
+    needed = values["keda"]["lagThreshold"] * processor["maxReplicas"]
+    assert int(env["EMULSION_FEED_HIGH_WATER"]) >= needed
+    assert env["EMULSION_FEED_MIN_WINDOW"] == "10"
+    for component in set(rendered) - {"controller"}:
+        assert "EMULSION_FEED_HIGH_WATER" not in env_of(rendered[component])
+    tuned = {"jobs": {"fairShare": {"highWater": 500, "minWindow": 4}}}
+    env = env_of(deployments(render(tools, tuned))["controller"])
+    assert (env["EMULSION_FEED_HIGH_WATER"], env["EMULSION_FEED_MIN_WINDOW"]) == ("500", "4")
+    refused = template(tools, {"jobs": {"fairShare": {"highWater": 0}}}, check=False)
+    assert refused.returncode != 0
+
+
 def test_the_nats_cluster_example_renders_r3_and_the_leader_lookup(tools: Tools) -> None:
     """charts/emulsion/examples/nats-cluster.yaml: every server in NATS_URL,
     streams created at R3, and KEDA on the headless Service, where `<server>.<host>`

@@ -44,6 +44,7 @@ GRACE_SECONDS = 4.0
 ACK_WAIT_SECONDS = 4.0
 RETRY_DELAY_SECONDS = 1.0
 HEARTBEAT_SECONDS = 1.0
+FEED_HIGH_WATER = 6
 SCRATCH_BYTES = 96 * 1024 * 1024
 MIN_FREE_SCRATCH_BYTES = 4 * 1024 * 1024
 PROXIED = ("processor", "controller", "janitor")
@@ -190,6 +191,11 @@ def faults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultStack]:
                     "AWS_ENDPOINT_URL": f"http://127.0.0.1:{through['s3'].port}",
                     "KUBECONFIG": str(proxied_kubeconfig),
                 }
+                if service == "controller":
+                    # Bulk jobs (over 20 items) fed a few items at a time: a case's
+                    # fault lands while the feeder still holds most of the job back.
+                    environment["EMULSION_FEED_HIGH_WATER"] = str(FEED_HIGH_WATER)
+                    environment["EMULSION_FEED_MIN_WINDOW"] = "2"
                 if service == "processor":
                     environment["EMULSION_SCRATCH_DIR"] = str(scratch)
                     environment["EMULSION_MIN_FREE_SCRATCH_BYTES"] = str(MIN_FREE_SCRATCH_BYTES)

@@ -1,5 +1,6 @@
-"""SIGKILL the controller between a job's creation and its dispatch, and between an item's
-result and the status write that records it; SIGKILL the janitor in the middle of a batch.
+"""SIGKILL the controller between a job's creation and its dispatch, between an item's
+result and the status write that records it, and while it feeds a bulk job a window at a
+time; SIGKILL the janitor in the middle of a batch.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ import pytest
 from emulsion_contracts import wire
 from emulsion_devstack.processes import wait_for
 from emulsion_devstack.stack import Endpoints
-from tests.faults.conftest import FaultStack
+from tests.faults.conftest import FEED_HIGH_WATER, FaultStack
 from tests.faults.oracle import list_keys, verify
 from tests.faults.proxy import Hold
 from tests.faults.workload import finished_items, gallery, ingest, read_job, upload
 
 ITEMS = 12
+FED_ITEMS = 24  # a bulk job: fed FEED_HIGH_WATER items at a time
 JANITOR_ITEMS = 8  # two jobs of these: every asset superseded once
 DEADLINE = 150
 
@@ -80,6 +82,22 @@ def test_controller_killed_between_a_result_and_its_status_write(
     )
     assert finished_items(read_job(fault.client, job)) == 0
     fault.proxy("controller", "kube").disarm()
+    _restart(fault, "controller")
+    verify(case, timeout=DEADLINE, all_succeed=True)
+
+
+@pytest.mark.timeout(DEADLINE + 30)
+def test_controller_killed_mid_feed(fault: FaultStack, tmp_path: Path) -> None:
+    case = fault.case().watching("ctl-feed")
+    staged = upload(fault.client, "ctl-feed", gallery(tmp_path / "g", FED_ITEMS, seed=24))
+    case.jobs += ingest(fault.client, "ctl-feed", staged)
+    [job] = case.jobs
+    wait_for(
+        "the first items done, most of the job still held back",
+        lambda: finished_items(read_job(fault.client, job)) >= 3,
+        timeout=90,
+    )
+    assert finished_items(read_job(fault.client, job)) < FED_ITEMS - FEED_HIGH_WATER
     _restart(fault, "controller")
     verify(case, timeout=DEADLINE, all_succeed=True)
 

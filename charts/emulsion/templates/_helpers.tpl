@@ -291,6 +291,11 @@ then what only some components need. Args: root, name, traits.
   value: {{ $v.jobs.recordsRetentionSeconds | int64 | quote }}
 - name: EMULSION_INTERACTIVE_MAX_ITEMS
   value: {{ $v.jobs.interactiveMaxItems | int64 | quote }}
+# Fair share in the bulk lane (see docs/architecture.md).
+- name: EMULSION_FEED_HIGH_WATER
+  value: {{ $v.jobs.fairShare.highWater | int64 | quote }}
+- name: EMULSION_FEED_MIN_WINDOW
+  value: {{ $v.jobs.fairShare.minWindow | int64 | quote }}
 {{- end }}
 {{- if eq .name "janitor" }}
 - name: EMULSION_JANITOR_FULL_PASS_SECONDS

@@ -394,7 +394,7 @@ class Streams:
 
     @staticmethod
     async def queued_on(js: JetStreamContext, namespace: str, name: str) -> int:
-        subject = wire.job_work_subjects(namespace, name)
+        subject = wire.job_work_subjects(namespace, name)  # either lane
         info = await js.stream_info(wire.WORK_STREAM, subjects_filter=subject)
         return int(sum((info.state.subjects or {}).values()))
 

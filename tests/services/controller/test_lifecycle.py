@@ -16,6 +16,9 @@ from emulsion_contracts.messages import WorkItem
 from emulsion_devstack.processes import ProcessRecord
 
 HOLD_LABEL = "test.emulsion.dev/hold-status"
+# Jobs of up to 50 items are interactive: published whole at dispatch, before the status
+# write (a bulk job's items go out only after it, through the feeder: test_feeder.py).
+WHOLE = {"EMULSION_INTERACTIVE_MAX_ITEMS": "50"}
 
 
 def _upload_id(source: str) -> str:
@@ -119,7 +122,7 @@ def test_a_controller_killed_between_publishing_and_recording_duplicates_nothing
     )
     streams.wait_for("the policy to hold", lambda: status_write_denied(jobs, "crash"))
 
-    first = controllers.start()
+    first = controllers.start(WHOLE)
 
     def denied_status_writes() -> list[dict[str, Any]]:
         return [
@@ -150,7 +153,7 @@ def test_a_controller_killed_between_publishing_and_recording_duplicates_nothing
         "crash",
         {"metadata": {"labels": {status_hold: None}}},
     )
-    controllers.start()
+    controllers.start(WHOLE)
     status = jobs.wait_phase("crash", crd.Phase.QUEUED, timeout=60)
     assert status["version"] == version
     after = run(queued_messages())

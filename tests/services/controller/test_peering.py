@@ -12,7 +12,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from emulsion_controller.apiserver import Kube
-from emulsion_controller.peering import KEEPALIVE_GRACE, PeeringWatch, same_priority_peers
+from emulsion_controller.peering import (
+    KEEPALIVE_GRACE,
+    PeeringWatch,
+    higher_priority_peers,
+    same_priority_peers,
+)
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -38,6 +43,26 @@ def test_only_live_others_of_the_same_priority_conflict() -> None:
     }
     assert same_priority_peers(status, "me", 5, NOW) == ["twin"]
     assert same_priority_peers(status, "leader", 6, NOW) == []
+
+
+def test_a_live_peer_of_a_higher_priority_outranks_this_one() -> None:
+    """Then kopf pauses this controller, and its feeder publishes nothing (feeder.py)."""
+    status: dict[str, object] = {
+        "me": peer(5, 0),
+        "leader": peer(6, 10),
+        "gone": peer(9, 61),
+        "low": peer(4, 0),
+    }
+    assert higher_priority_peers(status, "me", 5, NOW) == ["leader"]
+    assert higher_priority_peers(status, "leader", 6, NOW) == []
+    reads = PeeringReads()
+    watch = PeeringWatch(cast(Kube, reads), "peering", "me", 5)
+    reads.next = status
+    asyncio.run(watch.check(NOW))
+    assert watch.outranked
+    reads.next = {"me": peer(5, 0), "low": peer(4, 0)}
+    asyncio.run(watch.check(NOW))
+    assert not watch.outranked
 
 
 class PeeringReads:

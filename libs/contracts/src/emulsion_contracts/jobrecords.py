@@ -19,6 +19,10 @@ the job lives in JetStream, the store every service already has:
   through them (`GET /v1/ingests/{name}/failures`).
 - **the summary** (`JobSummaryRecord`): how the job ended, written when it finished, so
   the API can still answer for a job expired by its TTL (410 Gone, with what it made).
+- **the feed cursor** (`FeedCursor`): of a bulk job, how many of its items the
+  controller's feeder has published so far (it publishes them in index order, a window
+  at a time); written after each publish, so a restarted controller goes on from there.
+  Controller-only: the API never reads it.
 
 Both stores keep everything for the records' retention (7 days by default, the chart's
 `jobs.recordsRetentionSeconds`), which outlives a finished job's TTL by at least a day.
@@ -42,9 +46,11 @@ from emulsion_contracts.ingestjob import JobItem
 
 __all__ = [
     "FailureDetail",
+    "FeedCursor",
     "ItemsDocument",
     "JobSummaryRecord",
     "OutcomeRecord",
+    "cursor_key",
     "encode_items",
     "failure_index",
     "failure_key",
@@ -130,6 +136,13 @@ class JobSummaryRecord(_Record):
     reasons: dict[str, int] = {}
 
 
+class FeedCursor(_Record):
+    """A bulk job's items `0 .. published - 1` have been published (see the feeder)."""
+
+    uid: str
+    published: Annotated[int, Field(ge=0)]
+
+
 def job_prefix(namespace: str, job: str) -> str:
     # As in subjects: a Kubernetes name's '.' would split a key's tokens.
     token = wire.subject_token
@@ -142,6 +155,10 @@ def outcomes_key(namespace: str, job: str) -> str:
 
 def summary_key(namespace: str, job: str) -> str:
     return f"{job_prefix(namespace, job)}.summary"
+
+
+def cursor_key(namespace: str, job: str) -> str:
+    return f"{job_prefix(namespace, job)}.cursor"
 
 
 def failure_key(namespace: str, job: str, index: int) -> str:

@@ -24,9 +24,11 @@ from emulsion_contracts.ingestjob import ItemsRef, JobItem
 from emulsion_contracts.jobrecords import (
     FAILURE_MESSAGE_MAX,
     FailureDetail,
+    FeedCursor,
     ItemsDocument,
     JobSummaryRecord,
     OutcomeRecord,
+    cursor_key,
     encode_items,
     failure_index,
     failure_key,
@@ -226,6 +228,17 @@ class JobRecords:
     async def failure(self, namespace: str, job: str, uid: str, index: int) -> FailureDetail | None:
         detail, _ = await self._read(failure_key(namespace, job, index), FailureDetail)
         return detail if detail is not None and detail.uid == uid else None
+
+    async def cursor(self, namespace: str, job: str, uid: str) -> int | None:
+        """How many of a bulk job's items the feeder has published; None when nothing is
+        recorded for this uid (a job published whole: interactive, or by an older
+        controller)."""
+        record, _ = await self._read(cursor_key(namespace, job), FeedCursor)
+        return record.published if record is not None and record.uid == uid else None
+
+    async def put_cursor(self, namespace: str, job: str, cursor: FeedCursor) -> None:
+        """Written by one controller (the active one) after it published: no CAS."""
+        await self._kv.put(cursor_key(namespace, job), cursor.encode())
 
     async def put_summary(self, namespace: str, job: str, summary: JobSummaryRecord) -> None:
         await self._kv.put(summary_key(namespace, job), summary.encode())

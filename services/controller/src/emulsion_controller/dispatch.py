@@ -8,6 +8,10 @@ Order matters for restarts. The version is persisted before any message names it
 a re-run reuses it; messages carry `Nats-Msg-Id: <uid>/<index>`, so a re-run after a
 crash between publishing and recording is deduplicated by the stream; the status write
 comes last, so a crash before it only means publishing again.
+
+Interactive jobs (small, or marked so) are published whole to the interactive lane. A
+bulk job is only marked Queued here, after its feed cursor (0) is recorded; the feeder
+(feeder.py) publishes its items a window at a time, fairly across tenants.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from opentelemetry import trace
 from emulsion_contracts import crd, wire
 from emulsion_contracts.ingestjob import IngestJob, InvalidSpec
 from emulsion_controller import metrics
+from emulsion_controller.feeder import Feeder
 from emulsion_controller.folding import TrackedJob
 from emulsion_controller.jetstream import Bus, Outgoing
 from emulsion_controller.settings import INTERACTIVE_MAX_ITEMS
@@ -75,10 +80,12 @@ async def dispatch(
     body: Mapping[str, Any],
     bus: Bus,
     writer: StatusWriter,
+    feeder: Feeder | None = None,
     interactive_max_items: int = INTERACTIVE_MAX_ITEMS,
 ) -> str:
-    """Publish a job's work to its lane (`IngestJobSpec.lane`) and mark it Queued;
-    idempotent. Returns what was done.
+    """Publish a job's work to its lane (`IngestJobSpec.lane`; a bulk job's: hand it to
+    `feeder`) and mark it Queued; idempotent. Returns what was done. Without a feeder
+    every job is published whole.
 
     Raises InvalidSpec for a job no work message can carry, after failing it for good;
     ItemsUnavailable when its item list cannot be read now.
@@ -90,6 +97,9 @@ async def dispatch(
         assert job.progress is not None
         if job.progress.dispatched or job.progress.done:
             await writer.end_dispatch(job, None)
+            if feeder is not None and job.progress.version:
+                # A restart between marking it Queued and handing it over.
+                await feeder.take(parsed, job.progress.version, job.progress)
             return "already dispatched"
         with tracer.start_as_current_span(
             "emulsion.controller.dispatch",
@@ -109,21 +119,34 @@ async def dispatch(
                 version = await writer.record_version(job, await bus.mint_version())
                 if version is None:
                     return "job is gone"
+            lane = (
+                feeder.lane(parsed)
+                if feeder is not None
+                else parsed.spec.lane(interactive_max_items)
+            )
+            fed = feeder is not None and lane is wire.Lane.BULK
             try:
-                lane = parsed.spec.lane(interactive_max_items)
+                # Built for a fed job too: a spec no message can carry fails it now.
                 messages = work_messages(loaded, version, lane=lane)
             except InvalidSpec as error:
                 # Final: the spec is immutable, so no retry could ever dispatch it.
                 await _reject(writer, job, error)
                 raise
             await bus.lease(uid, job.upload_ids)
-            fresh = await bus.publish(messages)
-            span.set_attribute("emulsion.items", len(messages))
+            if fed:
+                assert feeder is not None
+                await feeder.start_bulk(parsed)
+                fresh = 0
+            else:
+                fresh = await bus.publish(messages)
             span.set_attribute("emulsion.lane", str(lane))
+            span.set_attribute("emulsion.items", len(messages))
             span.set_attribute("emulsion.items.new", fresh)
             metrics.ITEMS_DISPATCHED.inc(fresh)
             if not await writer.end_dispatch(job, version):
                 return "job is gone"
+            if feeder is not None:
+                await feeder.take(parsed, version, job.progress)
     metrics.DISPATCH_LATENCY.observe(max(0.0, _age(parsed)))
     log.info(
         "job dispatched",
@@ -136,7 +159,9 @@ async def dispatch(
             "seconds": round(time.monotonic() - began, 3),
         },
     )
-    return f"{len(messages)} items queued ({fresh} new)"
+    if fed:
+        return f"{len(messages)} items queued for the feeder ({lane} lane)"
+    return f"{len(messages)} items queued ({fresh} new, {lane} lane)"
 
 
 async def _reject(writer: StatusWriter, job: TrackedJob, error: InvalidSpec) -> None:

@@ -21,6 +21,8 @@ What is done about it, and why:
 - Only after `redispatch_rounds` re-dispatches, each given the full deadline, is the item
   failed with reason `ResultLost`; and not while the controller's own result consumer
   still has a backlog, since the result may simply not have been read yet.
+- Only items already published count: a bulk job's items beyond its feed cursor wait in
+  the feeder (feeder.py), not lost. A re-dispatch goes to the job's own lane.
 - The rounds are counted in memory. After a controller restart a job may be re-dispatched
   up to the budget again: more work, never a wrong outcome, and kept out of the job's
   status schema.
@@ -40,6 +42,7 @@ from emulsion_controller import metrics
 from emulsion_controller.apiserver import Kube
 from emulsion_controller.census import JobKey
 from emulsion_controller.dispatch import work_messages
+from emulsion_controller.feeder import Feeder
 from emulsion_controller.jetstream import Bus
 from emulsion_controller.outcomes import Outcomes
 from emulsion_controller.settings import INTERACTIVE_MAX_ITEMS
@@ -67,8 +70,10 @@ class LostResults:
     writer: StatusWriter
     deadline: float
     rounds: int
-    # A re-dispatch goes to the lane the job's work went to (dispatch.dispatch).
+    # A re-dispatch goes to the lane the job's work went to (dispatch.dispatch); with a
+    # feeder, only items it has published count (the rest are still held back).
     interactive_max_items: int = INTERACTIVE_MAX_ITEMS
+    feeder: Feeder | None = None
     attempts: dict[str, Attempts] = field(default_factory=dict)
     outcomes: Outcomes = field(init=False)
 
@@ -103,7 +108,10 @@ class LostResults:
             return "its record is ahead of its status: written again"
         if not progress.dispatched or progress.done or version is None:
             return "not running"
-        missing = set(range(progress.total)) - progress.succeeded - progress.failed
+        published = progress.total
+        if self.feeder is not None:
+            published = min(published, await self.feeder.published(parsed))
+        missing = set(range(published)) - progress.succeeded - progress.failed
         lost = missing - await self.bus.queued_indexes(key.uid, key.namespace, key.name)
         if not lost:
             return "its remaining work is still queued"
@@ -130,7 +138,11 @@ class LostResults:
     ) -> str:
         rounds = attempt.rounds + 1
         suffix = f"r{rounds}-{keys.new_ulid()}"
-        lane = job.spec.lane(self.interactive_max_items)
+        lane = (
+            self.feeder.lane(job)
+            if self.feeder is not None
+            else job.spec.lane(self.interactive_max_items)
+        )
         messages = work_messages(job, version, only=lost, msg_id_suffix=suffix, lane=lane)
         published = await self.bus.publish(messages)
         self.attempts[key.uid] = Attempts(rounds, time.monotonic())

@@ -24,10 +24,12 @@ from emulsion_controller import events, metrics
 from emulsion_controller.apiserver import Kube
 from emulsion_controller.census import Census
 from emulsion_controller.consumers import consume_exhausted, consume_results
-from emulsion_controller.dispatch import dispatch
+from emulsion_controller.dispatch import dispatch, work_messages
 from emulsion_controller.events import EventRecorder
+from emulsion_controller.feeder import Feeder
 from emulsion_controller.jetstream import Bus, ItemsUnavailable
 from emulsion_controller.lost_results import LostResults
+from emulsion_controller.outcomes import Outcomes
 from emulsion_controller.peering import PeeringWatch
 from emulsion_controller.progress import JobProgress
 from emulsion_controller.settings import ControllerSettings, load
@@ -67,6 +69,7 @@ class Runtime:
     kube: Kube | None = None
     recorder: EventRecorder | None = None
     writer: StatusWriter | None = None
+    feeder: Feeder | None = None
     peering: PeeringWatch | None = None
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -82,6 +85,16 @@ class Runtime:
         if self.bus is None or self.kube is None or self.writer is None:
             raise kopf.TemporaryError("the controller is still starting", delay=1)
         return self.bus, self.kube, self.writer
+
+    def fed(self) -> Feeder:
+        if self.feeder is None:
+            raise kopf.TemporaryError("the controller is still starting", delay=1)
+        return self.feeder
+
+    def may_feed(self) -> bool:
+        """Publish bulk work only while no peer of a higher priority is live: kopf pauses
+        this controller's handlers then, and the other one feeds."""
+        return self.peering is None or not self.peering.outranked
 
     def events(self) -> EventRecorder:
         if self.recorder is None:
@@ -218,12 +231,23 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     await runtime.kube.ensure_cluster_peering(runtime.config.peering_name)
     runtime.bus = await Bus.connect(runtime.config, runtime.config.signing_key())
     runtime.recorder = EventRecorder(runtime.kube.post_event, runtime.identity)
+    config = runtime.config
+    runtime.feeder = Feeder(
+        runtime.bus,
+        interactive_max_items=config.interactive_max_items,
+        high_water=config.feed_high_water,
+        min_window=config.feed_min_window,
+        interval=config.feed_interval,
+        work_messages=work_messages,
+        may_feed=runtime.may_feed,
+    )
     runtime.writer = StatusWriter(
         runtime.kube,
         runtime.bus,
         runtime.config.status_interval,
         runtime.config.status_retry_ceiling,
         runtime.recorder,
+        results_seen=runtime.feeder.result_seen,
     )
     metrics.RESULTS_HELD.set_function(runtime.writer.held)
     runtime.peering = PeeringWatch(
@@ -235,6 +259,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     runtime.start("events", runtime.recorder.run(runtime.stopping))
     runtime.start("results", consume_results(runtime.bus, runtime.writer, runtime.stopping))
     runtime.start("exhausted", consume_exhausted(runtime.bus, runtime.writer, runtime.stopping))
+    runtime.start("feeder", runtime.feeder.run(runtime.stopping, runtime.writer.progress_of))
     runtime.start("ttl", sweep_expired(runtime))
     runtime.start("lost-results", sweep_lost_results(runtime))
     runtime.start("peering", watch_peering(runtime))
@@ -295,7 +320,9 @@ async def dispatch_job(
     recorder = runtime.events()
     ref = JobRef(namespace=namespace or "", name=name, uid=uid)
     try:
-        outcome = await dispatch(body, bus, writer, runtime.config.interactive_max_items)
+        outcome = await dispatch(
+            body, bus, writer, runtime.fed(), runtime.config.interactive_max_items
+        )
     except InvalidSpec as error:
         # Its status already says Failed with the reason, and its Event too.
         recorder.dispatch_settled(uid)
@@ -311,6 +338,26 @@ async def dispatch_job(
     logger.debug(outcome)
 
 
+def _running(status: Any, **_: Any) -> bool:
+    return (status or {}).get("phase") in (crd.Phase.QUEUED, crd.Phase.PROCESSING)
+
+
+# Only running jobs: a resume handler that runs costs kopf a status patch of its own
+# progress, and thousands of finished jobs need nothing.
+@kopf.on.resume(crd.GROUP, crd.VERSION, crd.PLURAL, when=_running, backoff=DISPATCH_RETRY_SECONDS)
+async def resume_job(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A running job seen first by this process (a restart, a standby taking over): its
+    account in the feeder, and a bulk job's feeding from its recorded cursor."""
+    runtime: Runtime = memo.runtime
+    bus, _kube, _writer = runtime.parts()
+    feeder = runtime.fed()
+    parsed = IngestJob.read(body)
+    progress = (await Outcomes(bus).recorded_progress(parsed))[0]
+    if progress.version is None:
+        return
+    await feeder.take(parsed, progress.version, progress)
+
+
 @kopf.on.delete(crd.GROUP, crd.VERSION, crd.PLURAL)
 async def cancel_job(
     body: kopf.Body, uid: str, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
@@ -321,6 +368,8 @@ async def cancel_job(
     bus, _kube, writer = runtime.parts()
     recorder = runtime.events()
     recorder.dispatch_settled(uid)
+    # Nothing more of it is fed (a publish under way ends first), before the purge.
+    await runtime.fed().drop(uid)
     job = IngestJob.read(body)
     # Which items finished is in the outcome record, not the status: the counts say how
     # many, the phase whether it ended.
@@ -361,6 +410,8 @@ async def observe_job(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **
         runtime.census.observe(body)
         if runtime.writer is not None:
             runtime.writer.observe(body)
+        if runtime.feeder is not None:
+            runtime.feeder.observe(body)
 
 
 async def sweep_lost_results(runtime: Runtime) -> None:
@@ -374,6 +425,7 @@ async def sweep_lost_results(runtime: Runtime) -> None:
         config.result_deadline,
         config.redispatch_rounds,
         interactive_max_items=config.interactive_max_items,
+        feeder=runtime.fed(),
     )
     while not runtime.stopping.is_set():
         lost.keep_only(runtime.census.running())

@@ -45,6 +45,9 @@ class PeeringWatch:
     # Since when every successful read found the own entry missing or expired.
     stale_since: datetime | None = None
     stale_for: timedelta = timedelta(0)
+    # A live peer of a higher priority was seen in the last read: kopf pauses this one's
+    # handlers, and the feeder stops publishing (see feeder.py) until it is gone.
+    outranked: bool = False
 
     @property
     def in_conflict(self) -> bool:
@@ -65,6 +68,7 @@ class PeeringWatch:
             raise
         status = (body or {}).get("status") or {}
         self._observe_own_entry(status.get(self.identity), now)
+        self.outranked = bool(higher_priority_peers(status, self.identity, self.priority, now))
         peers = same_priority_peers(status, self.identity, self.priority, now)
         if peers and not self.conflicting:
             log.error(
@@ -106,5 +110,18 @@ def same_priority_peers(
         if peer == identity or not isinstance(info, Mapping):
             continue
         if int(info.get("priority", 0)) == priority and is_live(info, now):
+            found.append(str(peer))
+    return sorted(found)
+
+
+def higher_priority_peers(
+    status: Mapping[str, Any], identity: str, priority: int, now: datetime
+) -> list[str]:
+    """Live peers other than `identity` of a higher priority: the ones kopf yields to."""
+    found = []
+    for peer, info in status.items():
+        if peer == identity or not isinstance(info, Mapping):
+            continue
+        if int(info.get("priority", 0)) > priority and is_live(info, now):
             found.append(str(peer))
     return sorted(found)

@@ -68,6 +68,18 @@ class ControllerSettings(ServiceSettings, NatsSettings, KubeSettings, WorkSignin
     interactive_max_items: int = Field(
         default=INTERACTIVE_MAX_ITEMS, ge=0, validation_alias="EMULSION_INTERACTIVE_MAX_ITEMS"
     )
+    # Fair share (see feeder.py): bulk work the controller keeps published at most, across
+    # all tenants; each tenant with work waiting gets an equal share of it (at least
+    # feed_min_window), a lone tenant all of it. KEDA sees only the stream, so this must
+    # reach its lag threshold times the processors' max replicas (20 x 10 in the chart).
+    feed_high_water: int = Field(default=200, ge=1, validation_alias="EMULSION_FEED_HIGH_WATER")
+    # The least window of one bulk tenant, however many tenants wait: keeps each busy
+    # enough to cover a result's round trip.
+    feed_min_window: int = Field(default=10, ge=1, validation_alias="EMULSION_FEED_MIN_WINDOW")
+    # The feeder refills on each result and each new bulk job, and also this often.
+    feed_interval: float = Field(
+        default=1.0, gt=0, validation_alias="EMULSION_FEED_INTERVAL_SECONDS"
+    )
     # Objects handled at once by kopf; bounds memory and apiserver load under a burst.
     worker_limit: int = Field(default=64, ge=1, validation_alias="EMULSION_CONTROLLER_WORKERS")
     # Concurrent apiserver calls of the controller (connections of one async pool).

@@ -33,7 +33,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -61,8 +61,11 @@ class StatusWriter:
         interval: float,
         retry_ceiling: float = 30.0,
         recorder: events.EventRecorder | None = None,
+        results_seen: Callable[[ItemResult], None] | None = None,
     ) -> None:
+        """`results_seen` hears of every outcome submitted (the feeder's refill)."""
         self._kube = kube
+        self._results_seen = results_seen
         self._bus = bus
         self._interval = interval
         self._retry_ceiling = retry_ceiling
@@ -81,6 +84,8 @@ class StatusWriter:
         """Queue one item result; it is folded, written and then acknowledged (see
         folding.hold for a result already held)."""
         metrics.RESULTS.labels(result.outcome).inc()
+        if self._results_seen is not None:
+            self._results_seen(result)
         ref = result.job
         if self._settler.is_gone(ref.uid):
             self._settler.spawn(ack())
