@@ -48,13 +48,19 @@ class World:
     def feed(self, record: bool) -> None:
         policy = self.policy
         waiting_before = {t: policy.outstanding.get(t, 0) for t in policy.outstanding}
+        unpublished = Counter(
+            {
+                tenant: sum(policy.jobs[uid].unpublished for uid in queue)
+                for tenant, queue in policy.queues.items()
+            }
+        )
         plan = policy.plan()
         window = policy.window()
         for uid, index in plan:
             if self.published[(uid, index)]:
                 assert (uid, index) in self.may_repeat, f"{uid}/{index} published twice"
             self.published[(uid, index)] += 1
-        round_robin([self.jobs[uid].tenant for uid, _ in plan])
+        round_robin([self.jobs[uid].tenant for uid, _ in plan], unpublished)
         # Items of a job in index order, the accounts as published.
         for uid in {uid for uid, _ in plan}:
             indexes = [i for u, i in plan if u == uid]
@@ -105,16 +111,22 @@ class World:
             self.policy.add(uid, job.tenant, Lane.BULK, job.total, job.recorded, job.finished)
 
 
-def round_robin(served: list[str]) -> None:
-    """Between two items of one tenant in one refill no other tenant gets two: fair within
-    ±1 a round (across refills a tenant with room goes on while another's window is full,
-    and the windows end equal: see World.feed)."""
+def round_robin(served: list[str], unpublished: Counter[str]) -> None:
+    """Between two items of one tenant in one refill no other tenant gets two, while the
+    windows stay as they are: fair within ±1 a round (across refills a tenant with room
+    goes on while another's window is full, and the windows end equal: see World.feed).
+    A tenant whose last item goes out stops counting, so every window grows there, and
+    the rounds start afresh."""
+    left = Counter(unpublished)
     last: dict[str, int] = {}
     for position, tenant in enumerate(served):
         if tenant in last:
             between = Counter(served[last[tenant] + 1 : position])
             assert max(between.values(), default=0) <= 1, (served, position)
         last[tenant] = position
+        left[tenant] -= 1
+        if left[tenant] == 0:
+            last.clear()
 
 
 @settings(max_examples=300, deadline=None)
