@@ -163,7 +163,7 @@ class ItemWorker:
         source, rendered = await self._download_and_render(item, profile, styles, workdir, focal)
         stripped = await self._stripped_original(profile, source.path, workdir)
         manifest = outcomes.build_manifest(
-            item, rendered, stripped.bytes if stripped else source.bytes, focal
+            item, rendered, stripped.bytes if stripped else source.bytes, focal, source
         )
         with self._stage("upload"):
             await self._io(uploads.claim, s3, settings.bucket, item)
@@ -276,6 +276,7 @@ class ItemWorker:
             watermark=profile.watermark,
             watermark_image=watermark_image,
             focal_point=focal,
+            **recorded_metadata(profile),
         )
         cost = await self._io(imaging.decode_cost, job)
         async with self.memory.admit(cost):
@@ -446,6 +447,13 @@ class ItemWorker:
         with tracer.start_as_current_span(name):
             yield
         metrics.STAGE_SECONDS.labels(name).observe(time.monotonic() - started)
+
+
+def recorded_metadata(profile: Profile) -> dict[str, Any]:
+    """The RenderJob arguments that keep what the profile strips from the original (GPS,
+    named Exif tags) out of the recorded metadata as well."""
+    plan = original_metadata.Plan.from_names(profile.original.strip)
+    return {"keep_gps": not plan.gps, "withheld_tags": plan.tags}
 
 
 def record_timings(timings: tuple[imaging.Timing, ...]) -> None:
