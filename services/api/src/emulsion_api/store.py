@@ -41,6 +41,7 @@ ASSET_METADATA = "asset"
 ASSET_METADATA_FIELD = f"x-amz-meta-{ASSET_METADATA}"
 COLLECTION_METADATA_FIELD = f"x-amz-meta-{storage.UPLOAD_COLLECTION_METADATA}"
 OWNER_METADATA_FIELD = f"x-amz-meta-{storage.UPLOAD_OWNER_METADATA}"
+FILENAME_METADATA_FIELD = f"x-amz-meta-{storage.UPLOAD_FILENAME_METADATA}"
 
 
 @dataclass(frozen=True)
@@ -77,13 +78,22 @@ class Store:
         return await self._blocking.run(function)
 
     def presign_post(
-        self, key: str, content_type: str, size: int, asset: str, *, collection: str, owner: str
+        self,
+        key: str,
+        content_type: str,
+        size: int,
+        asset: str,
+        *,
+        collection: str,
+        owner: str,
+        filename: str | None = None,
     ) -> PresignedPost:
         """A form for exactly `key`, `content_type` and a file of exactly `size` bytes, which
         records `asset` (the name an ingest defaults to), the `collection` it is for and its
         `owner` (the caller's identity) with the object. S3 enforces every condition, so a
         client cannot store a larger file or another type than it declared, nor record
-        another collection or owner.
+        another collection or owner. `filename`, the client's own file name, is recorded
+        too (percent-encoded): the processor writes it into the manifest as uploaded.
         """
         expiry = self._settings.upload_expiry_seconds
         expires_at = datetime.now(UTC) + timedelta(seconds=expiry)
@@ -95,6 +105,9 @@ class Store:
             COLLECTION_METADATA_FIELD: keys.check_collection(collection),
             OWNER_METADATA_FIELD: owner,
         }
+        encoded = storage.encode_filename(filename) if filename else ""
+        if encoded:
+            fields[FILENAME_METADATA_FIELD] = encoded
         form = self._s3.generate_presigned_post(
             Bucket=self._bucket,
             Key=key,
