@@ -279,3 +279,23 @@ def assert_sane(metadata: PhotoMetadata | None) -> None:
         assert text is None or (0 < len(text) <= TEXT_MAX and text == text.strip())
     # The manifest takes it: every bound of the contract holds.
     assert PhotoMetadata.model_validate_json(metadata.model_dump_json()) == metadata
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow's, on the garbage
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.binary(max_size=3000), st.booleans())
+def test_a_jpeg_with_a_garbage_exif_segment_still_renders(
+    tmp_path: Path, block: bytes, tiff_header: bool
+) -> None:
+    buffer = io.BytesIO()
+    Image.new("RGB", (120, 80), (10, 20, 30)).save(buffer, "JPEG")
+    data = buffer.getvalue()
+    payload = b"Exif\x00\x00" + (b"MM\x00*\x00\x00\x00\x08" if tiff_header else b"") + block
+    segment = b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload
+    path = tmp_path / "garbage.jpg"
+    path.write_bytes(data[:2] + segment + data[2:])
+    rendered = render(path, tmp_path, keep_gps=True)
+    assert rendered.placeholder is not None
+    assert_sane(rendered.metadata)
