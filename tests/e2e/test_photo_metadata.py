@@ -50,7 +50,8 @@ def camera_photo() -> bytes:
     return buffer.getvalue()
 
 
-def ingest(api: httpx.Client, photo: bytes) -> None:
+def ingest(api: httpx.Client, photo: bytes) -> str:
+    """`photo` uploaded as NAME and ingested into COLLECTION; the ingest's status URL."""
     answer = api.post(
         "/v1/uploads",
         json={
@@ -70,7 +71,7 @@ def ingest(api: httpx.Client, photo: bytes) -> None:
         "/v1/ingests", json={"collection": COLLECTION, "items": [{"upload_key": upload["key"]}]}
     )
     assert created.status_code == 202, created.text
-    status_url = created.json()["status_url"]
+    status_url: str = created.json()["status_url"]
 
     def finished() -> dict[str, Any] | None:
         status: dict[str, Any] = api.get(status_url, params={"wait": 10}).json()
@@ -78,6 +79,7 @@ def ingest(api: httpx.Client, photo: bytes) -> None:
 
     status = wait_for("the photo's ingest", finished, timeout=300)
     assert status["succeeded"] == 1, status
+    return status_url
 
 
 def test_an_ingested_photo_shows_its_metadata_and_placeholder_to_its_tenant_only(
@@ -101,8 +103,9 @@ def test_an_ingested_photo_shows_its_metadata_and_placeholder_to_its_tenant_only
     with httpx.Client(
         base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60
     ) as api:
-        ingest(api, photo)
+        status_url = ingest(api, photo)
         asset = api.get(path)
+        item = api.get(status_url).json()["items"][0]
         listed = api.get(f"/v1/assets/{COLLECTION}")
     assert asset.status_code == 200, asset.text
     body = asset.json()
@@ -124,6 +127,8 @@ def test_an_ingested_photo_shows_its_metadata_and_placeholder_to_its_tenant_only
     assert all(abs(a - b) <= 4 for a, b in zip(dominant, (240, 140, 40), strict=True))
     entry = next(item for item in listed.json()["items"] if item["asset"] == NAME)
     assert entry["placeholder"] == placeholder
+    # The ingest's items carry it too: the upload page paints it under each thumbnail.
+    assert item["placeholder"] == placeholder
 
     with httpx.Client(
         base_url=url, headers={"Authorization": f"Bearer {other}"}, timeout=60

@@ -566,6 +566,12 @@ class ItemStatus(BaseModel):
     outputs: list[Output] = _field(
         "For live items: every style made.", _OUTPUTS_EXAMPLE, default=[]
     )
+    placeholder: PlaceholderBody | None = _field(
+        "For live items: what to paint before the thumbnail arrives (as on the asset); "
+        "null for assets ingested before it was recorded.",
+        {"thumbhash": "1QcSHQRnh493V4dIh4eXh1h4kJUI", "dominant_color": "#c8a078"},
+        default=None,
+    )
 
 
 class JobSummary(BaseModel):

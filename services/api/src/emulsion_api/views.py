@@ -154,6 +154,7 @@ async def ingest_status(
                 "live": True,
                 "original": _original(services.store, stored.manifest),
                 "outputs": _outputs(services.store, stored.manifest),
+                "placeholder": _placeholder(stored.manifest),
             }
         )
 
