@@ -208,6 +208,20 @@ class AssetManifest(BaseModel):
             {self.original_or_none.key}.union(*(d.stored_keys() for d in self.derivatives))
         )
 
+    def taken_key(self) -> str | None:
+        """This version's entry in the capture-order index (`keys.taken_key`); None for a
+        tombstone, which has none."""
+        if self.is_tombstone:
+            return None
+        taken_at = self.metadata.taken_at if self.metadata is not None else None
+        return keys.taken_key(self.collection, self.asset, self.version, taken_at)
+
+    def stored_keys(self) -> frozenset[str]:
+        """Every object this version keeps in the store: `live_keys` and its index entry
+        (which is no file of the asset, so `live_keys` does not list it)."""
+        taken = self.taken_key()
+        return self.live_keys() | {taken} if taken is not None else self.live_keys()
+
     def supersedes(self, other: AssetManifest) -> bool:
         """True when this version is later than `other` (version ids sort by creation)."""
         return self.version > other.version
