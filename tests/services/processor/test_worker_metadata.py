@@ -78,6 +78,11 @@ def test_the_manifest_records_the_uploaded_name_checksum_metadata_and_placeholde
     # A focal-point re-render makes new crops of the same original: the same description.
     again = rerender.build_manifest(item, manifest, ())
     assert (again.metadata, again.placeholder) == (manifest.metadata, manifest.placeholder)
+    # Its capture-order index entry, written before the commit, sorts at the UTC time.
+    entry = keys.taken_key(collection, NAME, manifest.version, manifest.metadata.taken_at)
+    assert manifest.taken_key() == entry
+    assert entry.split("/")[2] == "20260504T164415.000000Z"
+    assert s3.head_object(Bucket=stack.bucket, Key=entry)["ContentLength"] == 0
 
 
 def test_a_name_that_is_not_a_recorded_one_is_left_out() -> None:

@@ -149,6 +149,13 @@ def upload_file(s3: Any, bucket: str, key: str, path: Path, content_type: str) -
         )
 
 
+def put_index_entry(s3: Any, bucket: str, key: str) -> None:
+    """A version's capture-order index entry (`keys.taken_key`): empty, the key is all it
+    says. Written before the commit, so every live version has one; an unconditional PUT,
+    so a retried item writes the same bytes again."""
+    s3.put_object(Bucket=bucket, Key=key, Body=b"", CacheControl=IMMUTABLE)
+
+
 # The manifest as read, with the ETag a conditional write must match.
 Current = storage.ManifestRead
 
