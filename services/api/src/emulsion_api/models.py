@@ -724,7 +724,8 @@ class AssetEntry(BaseModel):
         "The live version, or the deleting version of a tombstone.", _VERSION_EXAMPLE
     )
     updated_at: datetime = _field(
-        "When the manifest was last written (committed or deleted): the list's order.",
+        "When the manifest was last written (committed or deleted): the default list "
+        "order. In an `order=taken_at` list, when the live version was committed.",
         _TIME_EXAMPLE,
     )
     committed_at: datetime = _field("When this version was committed.", _TIME_EXAMPLE)
@@ -753,7 +754,9 @@ class AssetEntry(BaseModel):
 
 
 class AssetList(BaseModel):
-    items: list[AssetEntry] = _field("A page of assets, newest first.", [])
+    items: list[AssetEntry] = _field(
+        "A page of assets: newest first, or in capture order with `order=taken_at`.", []
+    )
     next_cursor: str | None = _field(
         "Pass as `cursor` for the next page; null on the last page.", None, default=None
     )

@@ -252,6 +252,22 @@ class Store:
         except (ClientError, BotoCoreError) as error:
             raise _unavailable(error) from error
 
+    async def list_taken(
+        self, collection: str, after: str | None, most: int
+    ) -> tuple[list[IndexEntry], bool]:
+        """Up to `most` keys of `collection`'s capture-order index after `after` (a key;
+        None: from the start), in key order (capture order), and whether more follow.
+
+        One listing call of `most` keys: a page of the taken_at order costs what it shows
+        (and what stale entries it passes over), never a listing of the whole collection.
+        """
+        try:
+            return await self._blocking.run(
+                _list_taken, self._s3, self._bucket, collection, after, most
+            )
+        except (ClientError, BotoCoreError) as error:
+            raise _unavailable(error) from error
+
     async def read_manifest(
         self, collection: str, asset: str, *, tombstones: bool = False
     ) -> StoredManifest | None:
@@ -358,3 +374,48 @@ def _list_manifests(s3: Any, bucket: str, collection: str) -> list[ListedManifes
         if not page.get("IsTruncated"):
             return listed
         arguments["ContinuationToken"] = page["NextContinuationToken"]
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """A key of the capture-order index as listed (`keys.taken_key`): `segment` and
+    `version` name the asset version it was written for; `manifest_key` is that asset's
+    manifest. `valid` is False for a key under the prefix that is not an entry."""
+
+    key: str
+    segment: str = ""
+    version: str = ""
+    manifest_key: str = ""
+
+    @property
+    def valid(self) -> bool:
+        return bool(self.manifest_key)
+
+
+def _list_taken(
+    s3: Any, bucket: str, collection: str, after: str | None, most: int
+) -> tuple[list[IndexEntry], bool]:
+    arguments: dict[str, Any] = {
+        "Bucket": bucket,
+        "Prefix": keys.taken_prefix(collection),
+        "MaxKeys": most,
+    }
+    if after is not None:
+        arguments["StartAfter"] = after
+    page = s3.list_objects_v2(**arguments)
+    listed: list[IndexEntry] = []
+    for entry in page.get("Contents", []):
+        key = str(entry["Key"])
+        parsed = keys.parse_key(key)
+        if (
+            parsed is None
+            or parsed.area != "taken"
+            or parsed.collection != collection
+            or parsed.segment is None
+            or parsed.version is None
+        ):
+            listed.append(IndexEntry(key))  # passed over, never shown
+            continue
+        manifest = keys.segment_manifest_key(collection, parsed.segment)
+        listed.append(IndexEntry(key, parsed.segment, parsed.version, manifest))
+    return listed, bool(page.get("IsTruncated"))
