@@ -134,8 +134,9 @@ async def list_assets(
                 "(a time without an offset is read as UTC); ties by the asset's key, and "
                 "assets without a capture time last. Live assets only (`state=live`); "
                 "assets ingested before the capture-order index existed are left out until "
-                "re-ingested. A page may hold fewer than `limit` items while `next_cursor` "
-                "is set (it passed over many superseded index entries): follow the cursor."
+                "the operator runs `emulsion-processor --index-existing`. A page may hold "
+                "fewer than `limit` items while `next_cursor` is set (it passed over many "
+                "superseded index entries): follow the cursor."
             )
         ),
     ] = "written",
