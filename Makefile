@@ -192,6 +192,11 @@ bench-processor: tools ## Processor: images/s (threads, processes) vs the pure-P
 bench-gravity: setup ## Crop gravity: processor CPU per image for center, smart, faces and a focal point; OpenCV's import cost (BENCH_GRAVITY_ARGS="--images 6")
 	$(UV) run --locked python -m emulsion_bench.gravity $(BENCH_GRAVITY_ARGS)
 
+BENCH_PLACEHOLDER_ARGS ?=
+.PHONY: bench-placeholder
+bench-placeholder: setup ## Metadata and placeholder: CPU they add to a render, per image (BENCH_PLACEHOLDER_ARGS="--images 6")
+	$(UV) run --locked python -m emulsion_bench.placeholder $(BENCH_PLACEHOLDER_ARGS)
+
 .PHONY: bench-controller
 bench-controller: tools ## Controller: 5,000 one-item + 5 thousand-item IngestJobs; RSS, create->Queued p50/p99 (BENCH_CONTROLLER_ARGS="--small-jobs 500")
 	$(UV) run --locked python -m emulsion_bench.controller $(BENCH_CONTROLLER_ARGS)

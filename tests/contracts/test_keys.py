@@ -2,6 +2,7 @@ import random
 import re
 import unicodedata
 import urllib.parse
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given
@@ -442,3 +443,80 @@ def test_names_that_safe_name_folds_together_keep_apart() -> None:
         assert keys.derivative_key("c1", first, version, "thumb", "jpg") != keys.derivative_key(
             "c1", second, version, "thumb", "jpg"
         )
+
+
+# The capture-order index (`taken/`): the store's key order is capture order.
+_times = st.one_of(
+    st.none(),
+    st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2100, 1, 1)),
+    st.datetimes(
+        min_value=datetime(1900, 1, 2),
+        max_value=datetime(2099, 12, 31),
+        timezones=st.sampled_from(
+            [UTC, timezone(timedelta(hours=9)), timezone(-timedelta(hours=5, minutes=30))]
+        ),
+    ),
+)
+
+
+def _utc(taken_at: datetime | None) -> datetime | None:
+    if taken_at is None or taken_at.tzinfo is None:
+        return taken_at
+    return taken_at.astimezone(UTC).replace(tzinfo=None)
+
+
+@given(
+    st.lists(st.tuples(_times, st.sampled_from(["a.jpg", "B.jpg", "写真.JPG", "z"])), max_size=12)
+)
+def test_index_keys_sort_by_capture_time_in_utc_then_asset_and_untimed_last(
+    entries: list[tuple[datetime | None, str]],
+) -> None:
+    version = keys.version_id(keys.new_ulid(), 0)
+    built = [(keys.taken_key("c", asset, version, when), when, asset) for when, asset in entries]
+    by_key = [(_utc(when), keys.asset_segment(asset)) for _, when, asset in sorted(built)]
+    dated = [entry for entry in by_key if entry[0] is not None]
+    assert dated == sorted(dated, key=lambda entry: (entry[0], entry[1]))
+    assert [when for when, _ in by_key] == [
+        *(w for w, _ in dated),
+        *([None] * (len(by_key) - len(dated))),
+    ]
+
+
+@given(_times, st.sampled_from(["a.jpg", "写真.JPG", "x" * 200, "é" * 100]))
+def test_index_keys_parse_back(when: datetime | None, asset: str) -> None:
+    version = keys.version_id(keys.new_ulid(), 7)
+    key = keys.taken_key("holiday-2026", asset, version, when)
+    parsed = keys.parse_key(key)
+    assert parsed is not None and parsed.area == "taken"
+    assert (parsed.collection, parsed.segment, parsed.version) == (
+        "holiday-2026",
+        keys.asset_segment(asset),
+        version,
+    )
+    assert parsed.taken == keys.taken_time(when)
+    assert key.startswith(keys.taken_prefix("holiday-2026"))
+    assert len(key.encode()) <= keys.S3_KEY_MAX
+    assert all(len(part.encode()) <= keys.STORE_SEGMENT_MAX for part in key.split("/"))
+
+
+def test_index_time_examples() -> None:
+    assert keys.taken_time(None) == keys.UNTIMED
+    offset = datetime(2026, 12, 7, 9, 30, tzinfo=timezone(timedelta(hours=9)))
+    assert keys.taken_time(offset) == "20261207T003000.000000Z"
+    assert keys.taken_time(datetime(2026, 12, 7, 0, 30)) == "20261207T003000.000000Z"
+    # An aware time UTC cannot hold counts as none rather than failing the commit.
+    assert keys.taken_time(datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=1)))) == keys.UNTIMED
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "taken/c/2026/a.jpg/01JDQ3G2M4P8R6T0V2X4Z6B8D0-00000",
+        "taken/c/~/a.jpg/not-a-version",
+        "taken/c/~/a.jpg",
+        "taken/../~/a.jpg/01JDQ3G2M4P8R6T0V2X4Z6B8D0-00000",
+        "taken/c/~/%2F/01JDQ3G2M4P8R6T0V2X4Z6B8D0-00000",
+    ],
+)
+def test_keys_beside_the_index_layout_do_not_parse(key: str) -> None:
+    assert keys.parse_key(key) is None

@@ -54,3 +54,17 @@ def test_the_policy_document_grants_what_the_table_says(component: str) -> None:
     assert listing["Condition"]["StringLike"]["s3:prefix"] == [f"{p}*" for p in access.list]
     assert all(statement["Effect"] == "Allow" for statement in document["Statement"])
     assert "controller" not in ACCESS  # it never touches S3
+
+
+@given(names)
+def test_the_capture_order_index_is_written_by_the_processor_listed_by_the_api(rest: str) -> None:
+    key = keys.TAKEN + rest
+    assert ACCESS["processor"].allows("write", key)
+    assert not ACCESS["processor"].allows("read", key)
+    assert not ACCESS["processor"].allows("list", keys.TAKEN)
+    # The API pages by the keys alone: it lists the index, never reads or writes it.
+    assert ACCESS["api"].allows("list", keys.TAKEN + "holiday/")
+    assert not ACCESS["api"].allows("read", key)
+    assert not ACCESS["api"].allows("write", key)
+    assert ACCESS["janitor"].allows("list", keys.TAKEN)
+    assert ACCESS["janitor"].allows("delete", key)

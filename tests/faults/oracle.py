@@ -185,7 +185,21 @@ def check_succeeded(client: Client, jobs: dict[str, dict[str, Any]]) -> list[str
                 problems.append(f"{name}[{index}] {asset}: styles {manifest.derivatives}")
             for key in sorted(manifest.live_keys()):
                 problems.extend(_unreadable(client, key, f"{name}[{index}]"))
+            # Written before the commit and never collected while live: capture order has it.
+            entry = manifest.taken_key()
+            if entry is not None and not _exists(client, entry):
+                problems.append(f"{name}[{index}] {asset}: no capture-order index entry {entry}")
     return problems
+
+
+def _exists(client: Client, key: str) -> bool:
+    try:
+        client.s3.head_object(Bucket=client.bucket, Key=key)
+    except client.s3.exceptions.ClientError as error:
+        if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return False
+        raise
+    return True
 
 
 def _unreadable(client: Client, key: str, item: str) -> list[str]:

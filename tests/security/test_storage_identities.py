@@ -5,7 +5,8 @@ credentials.
 
 The API's credentials cannot delete any object nor write `originals/` or `derivatives/`;
 the processor's cannot delete, nor write under `staging/` anything but its claim marker;
-the janitor's can delete but write nothing (not `assets/` either); and each service still
+the janitor's can delete but write nothing (not `assets/` either); only the processor
+writes the capture-order index `taken/`, which the API lists; and each service still
 does its job: an ingest, a re-ingest whose superseded version the janitor removes, and a
 delete whose tombstone the API writes.
 """
@@ -99,6 +100,7 @@ def sample_keys() -> dict[str, str]:
         keys.ORIGINALS: f"{keys.ORIGINALS}{collection}/{asset}/{version}/photo.jpg",
         keys.DERIVATIVES: f"{keys.DERIVATIVES}{collection}/{asset}/{version}/thumb.webp",
         keys.MANIFESTS: f"{keys.MANIFESTS}{collection}/{asset}.json",
+        keys.TAKEN: keys.taken_key(collection, asset, keys.version_id(version, 0), None),
     }
 
 
@@ -224,6 +226,12 @@ def test_each_service_does_its_job_with_its_own_identity(
     # A download URL signed with the API's identity works.
     original_url = shown.json()["original"]["url"]
     assert httpx.get(original_url, timeout=30).status_code == 200
+    # The processor wrote the version's capture-order index entry; the API lists it.
+    first_entry = first.taken_key()
+    assert first_entry is not None and exists(root, bucket, first_entry)
+    ordered = api.get(f"/v1/assets/{collection}", params={"order": "taken_at"})
+    assert ordered.status_code == 200, ordered.text
+    assert [item["asset"] for item in ordered.json()["items"]] == [asset]
 
     # A re-ingest supersedes the first version; the janitor deletes it after the grace.
     photo(tmp_path / "second" / "in" / asset, (40, 40, 200))
@@ -235,6 +243,13 @@ def test_each_service_does_its_job_with_its_own_identity(
         "the janitor to delete the superseded original",
         lambda: not exists(root, bucket, first.original.key),
     )
+    wait_for_janitor(
+        system,
+        "the janitor to delete the superseded index entry",
+        lambda: not exists(root, bucket, first_entry),
+    )
+    second_entry = second.taken_key()
+    assert second_entry is not None and exists(root, bucket, second_entry)
 
     # A delete: the API writes the tombstone, the janitor deletes the version's files.
     assert api.delete(f"/v1/assets/{collection}/{asset}").status_code == 202
@@ -248,4 +263,9 @@ def test_each_service_does_its_job_with_its_own_identity(
         system,
         "the janitor to delete the deleted asset's original",
         lambda: not exists(root, bucket, second.original.key),
+    )
+    wait_for_janitor(
+        system,
+        "the janitor to delete the deleted asset's index entry",
+        lambda: not exists(root, bucket, second_entry),
     )

@@ -6,6 +6,7 @@ a wrong token and a collection outside the token's scopes are refused in words.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,12 @@ def test_a_dropped_gallery_uploads_processes_and_shows_upright_thumbnails(
         lambda: portrait.evaluate("i => i.complete && i.naturalWidth > 0"),
     )
     assert uploader.is_upright_portrait(portrait.screenshot())
+    # Each thumbnail is laid over its placeholder: the dominant colour and the ThumbHash
+    # drawn into a data URL, painted while the thumbnail loads.
+    assert re.fullmatch(r"#[0-9a-f]{6}", portrait.get_attribute("data-placeholder") or "")
+    assert portrait.evaluate("i => getComputedStyle(i).backgroundImage").startswith(
+        'url("data:image/png'
+    )
     # What the page shows is what the cluster has: the same jobs, counts and items.
     jobs = collection_jobs(web_system, collection)
     assert sorted(j["metadata"]["name"] for j in jobs) == sorted(

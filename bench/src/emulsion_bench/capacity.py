@@ -94,8 +94,9 @@ OBJECT_CHUNK_BYTES: Final = 128 * 1024
 # on the real stack (tests/services/{processor,janitor}/test_capacity_counts.py).
 def processor_s3(styles: int) -> dict[str, int]:
     """The manifest read that decides (a 404 for a new asset) and the download; the claim,
-    one PUT per style and the manifest; the original's server-side copy."""
-    return {"GET": 2, "PUT": 1 + styles + 1, "COPY": 1}
+    one PUT per style, the capture-order index entry and the manifest; the original's
+    server-side copy."""
+    return {"GET": 2, "PUT": 1 + styles + 1 + 1, "COPY": 1}
 
 
 # The ItemResult and the promoted upload's GC request; the EMULSION_CANCELLED read before
@@ -399,7 +400,7 @@ def load(results: Path = RESULTS, assumptions: Assumptions | None = None) -> Inp
     s3_parts = (CLIENT_S3, processor_s3(styles), JANITOR_S3)
     s3_why = {
         "PUT": f"the upload (a presigned POST); the claim, {styles} derivatives"
-        " (DEFAULT_PROFILE) and the manifest (processor)",
+        " (DEFAULT_PROFILE), the capture-order index entry and the manifest (processor)",
         "COPY": "the original out of staging (processor)",
         "GET": "the manifest read that decides (a 404 for a new photo) and the download"
         " (processor)",

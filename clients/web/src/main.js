@@ -15,6 +15,7 @@ import {
   withRetries,
 } from './api.js';
 import { reasonInWords } from './reasons.js';
+import { placeholderURL } from './thumbhash.js';
 import { Ledger, batchKey } from './ledger.js';
 
 const ACCEPTED_TYPES = [
@@ -459,6 +460,16 @@ function showItems(status) {
     img.height = thumb.height;
     img.dataset.asset = item.asset;
     img.loading = 'lazy';
+    if (item.placeholder) {
+      // Painted where the thumbnail will be until it arrives (covered by it then).
+      img.style.backgroundColor = item.placeholder.dominant_color;
+      const preview = placeholderURL(item.placeholder.thumbhash);
+      if (preview) {
+        img.style.backgroundImage = `url("${preview}")`;
+        img.style.backgroundSize = 'cover';
+      }
+      img.dataset.placeholder = item.placeholder.dominant_color;
+    }
     const caption = document.createElement('figcaption');
     caption.textContent = fileName;
     figure.append(img, caption);

@@ -401,3 +401,28 @@ def test_the_deletion_cap_applies_to_the_fast_path(
     assert len(layout.present(doomed)) == len(doomed) - 3
     assert refusals("cap") - before == len(doomed) - 3
     assert pending + unacknowledged == 1  # kept for when the allowance refills
+
+
+def test_a_superseded_index_entry_named_by_a_request_goes_and_the_live_one_is_refused(
+    stack: Endpoints, s3: Any, layout: Layout, collection: str, settings_for: Settings, run: Any
+) -> None:
+    old, new = layout.reingested(collection, "IMG_0042.jpg")
+    live = layout.commit(new)
+    when = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
+    superseded = keys.taken_key(collection, "IMG_0042.jpg", old.version, when)
+    current = live.taken_key()
+    assert current is not None
+    layout.put_many([superseded, current])
+
+    async def scenario() -> None:
+        async with janitor(stack, s3, settings_for()), connected(stack) as bus:
+            # As the processor names them (the old version's files and its entry), with
+            # the live entry slipped in by mistake: that one the guards refuse.
+            await bus.publish("superseded", [*old.keys, superseded, current])
+            await wait_for_async("the old entry to go", lambda: not layout.exists(superseded))
+
+    before = refusals("live")
+    run(scenario())
+    assert not layout.present([*old.keys, superseded])
+    assert layout.exists(current)
+    assert refusals("live") - before >= 1

@@ -444,3 +444,57 @@ def test_an_orphan_age_of_zero_lets_even_an_age_the_store_rounded_up_pass() -> N
     zero = Policy(BUCKET, timedelta(0), dry_run=False, orphan_age=timedelta(0))
     ahead = StoredObject(original(LATER), 10, NOW + timedelta(seconds=1))
     assert may_delete(BUCKET, ahead, Facts(live=LIVE), zero, Budget(None), NOW) is None
+
+
+# The capture-order index: an entry names one version of one asset and is judged like it.
+TAKEN_AT = datetime(2026, 7, 1, 9, 30, tzinfo=UTC)
+
+
+def indexed(version: str, taken_at: datetime | None = TAKEN_AT, asset: str = ASSET) -> str:
+    return keys.taken_key(COLLECTION, asset, version, taken_at)
+
+
+def test_the_live_versions_index_entry_is_never_deleted_whatever_its_time() -> None:
+    live = Live.of(manifest())
+    assert live.protects(manifest().taken_key() or "")
+    # However the time was read when it was written, the live version's entry is live.
+    for taken_at in (TAKEN_AT, None, NOW):
+        assert check(indexed(LIVE_VERSION, taken_at), Facts(live=live)) is Guard.LIVE
+        assert (
+            select(at(indexed(LIVE_VERSION, taken_at), timedelta(days=9)), live, NOW, settings())
+            is None
+        )
+    # Another asset's entry at the same version is not this one's.
+    other = indexed(LIVE_VERSION, asset="IMG_0002.jpg")
+    assert check(other, Facts(live=live)) is Guard.UNREADABLE_MANIFEST
+
+
+def test_a_superseded_or_deleted_versions_index_entry_goes_after_the_grace() -> None:
+    assert check(indexed(EARLIER), Facts(live=LIVE)) is None
+    assert select(at(indexed(EARLIER), timedelta(days=1)), LIVE, NOW, settings()) == "superseded"
+    deleted = Live.of(
+        AssetManifest.tombstone(
+            COLLECTION, ASSET, NOW - timedelta(hours=1), keys.new_ulid(NOW.timestamp() - 30)
+        )
+    )
+    assert check(indexed(EARLIER), Facts(live=deleted)) is None
+    assert (
+        select(at(indexed(LIVE_VERSION), timedelta(days=1)), deleted, NOW, settings()) == "deleted"
+    )
+    # Superseded a moment ago: readers may still be paging past it.
+    just_now = Live.of(manifest(committed_at=NOW - GRACE / 2))
+    assert check(indexed(EARLIER), Facts(live=just_now)) is Guard.GRACE
+
+
+def test_an_index_entry_newer_than_the_live_version_waits_until_it_is_an_orphan() -> None:
+    # Written before its commit: the item may still be in flight.
+    young = NOW - timedelta(minutes=10)
+    assert check(indexed(LATER), Facts(live=LIVE), last_modified=young) is Guard.NEWER_THAN_LIVE
+    assert select(at(indexed(LATER), timedelta(minutes=10)), LIVE, NOW, settings()) is None
+    assert select(at(indexed(LATER), timedelta(hours=1)), LIVE, NOW, settings()) == "orphaned"
+
+
+def test_an_index_entry_without_its_own_readable_manifest_is_refused() -> None:
+    assert check(indexed(EARLIER), Facts()) is Guard.UNREADABLE_MANIFEST
+    unreadable = Live.unreadable(COLLECTION, keys.asset_segment(ASSET))
+    assert check(indexed(EARLIER), Facts(live=unreadable)) is Guard.UNREADABLE_MANIFEST

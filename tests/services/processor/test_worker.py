@@ -170,11 +170,17 @@ def test_a_later_version_supersedes_and_sends_the_previous_keys_to_gc(
             old = manifest_of(s3, stack.bucket, first)
             result = await worker.process(second, 1)
         assert result.committed
+        new = manifest_of(s3, stack.bucket, second)
         superseded = await bus.gc_request(
             "superseded", wire.gc_msg_id("superseded", second.version)
         )
         assert superseded is not None
-        assert set(superseded.keys) == old.live_keys()
+        # The old version's files and its capture-order index entry; the new one has its own.
+        assert set(superseded.keys) == old.stored_keys()
+        assert old.taken_key() in superseded.keys
+        new_entry = new.taken_key()
+        assert new_entry is not None and new_entry not in superseded.keys
+        assert s3.head_object(Bucket=stack.bucket, Key=new_entry)["ContentLength"] == 0
         assert superseded.reason == "superseded"
 
     with_bus(body)
@@ -283,6 +289,10 @@ def test_a_commit_that_loses_the_race_sends_its_own_keys_to_gc(
             )
         )
         assert len(own) == 6
+        # And its capture-order index entry, written before the commit it lost.
+        entries = object_keys(s3, stack.bucket, keys.taken_prefix(older.collection))
+        own |= {key for key in entries if key.endswith(f"/{older.version}")}
+        assert len(own) == 7
         assert set(stale.keys) == own
         return result
 
@@ -399,7 +409,9 @@ def test_a_cancelled_job_commits_nothing(
                     await worker.process(item, 1)
                 assert rejected.value.reason is FailureReason.CANCELLED
         stale = await bus.gc_request("stale", wire.gc_msg_id("stale", during.version))
-        assert stale is not None and len(stale.keys) == 6
+        # Its five renderings, its original and its capture-order index entry.
+        assert stale is not None and len(stale.keys) == 7
+        assert any(key.startswith(keys.TAKEN) for key in stale.keys)
 
     with_bus(body)
     for item in (before, during):

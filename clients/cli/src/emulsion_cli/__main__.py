@@ -475,6 +475,8 @@ def _print_asset(asset: Json) -> None:
         f"  original  {original['width']}x{original['height']}  {original['url']}",
         soft_wrap=True,
     )
+    for line in _described(asset):
+        literal(out, f"  {line}", soft_wrap=True)
     for output in asset["outputs"]:
         literal(
             out,
@@ -488,6 +490,36 @@ def _print_asset(asset: Json) -> None:
                 f"  {'':<12} {rendering['format']:<9}  {rendering['url']}",
                 soft_wrap=True,
             )
+
+
+def _described(asset: Json) -> list[str]:
+    """What the API says of the photo itself (an older API says none of it): the name it was
+    uploaded as and its checksum, then when and with what it was taken."""
+    lines = []
+    original = asset["original"]
+    if original.get("sha256"):
+        lines.append(f"{'file':<12} {original['filename']}  sha256 {original['sha256']}")
+    metadata = asset.get("metadata") or {}
+    exposure = metadata.get("exposure_time")
+    parts = [
+        metadata.get("taken_at"),
+        " ".join(filter(None, (metadata.get("camera_make"), metadata.get("camera_model")))),
+        metadata.get("lens"),
+        f"f/{metadata['aperture']:g}" if metadata.get("aperture") else None,
+        (f"1/{round(1 / exposure)} s" if exposure < 1 else f"{exposure:g} s") if exposure else None,
+        f"ISO {metadata['iso']}" if metadata.get("iso") else None,
+        f"{metadata['focal_length']:g} mm" if metadata.get("focal_length") else None,
+        f"by {metadata['artist']}" if metadata.get("artist") else None,
+    ]
+    taken = "  ".join(part for part in parts if part)
+    if taken:
+        lines.append(f"{'taken':<12} {taken}")
+    placeholder = asset.get("placeholder")
+    if placeholder:
+        lines.append(
+            f"{'placeholder':<12} {placeholder['dominant_color']}  {placeholder['thumbhash']}"
+        )
+    return lines
 
 
 def cmd_get(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ built or parsed.
     originals/<collection>/<asset-segment>/<version>/<safe-name>
     derivatives/<collection>/<asset-segment>/<version>/<style>.<ext>   (one per format)
     assets/<collection>/<asset-segment>.json
+    taken/<collection>/<taken-at>/<asset-segment>/<version>           (capture-order index)
 
 User-supplied names reach a key only through `safe_name` (filenames, lossy: they sit under
 a unique upload id or version), after matching `COLLECTION_PATTERN` (collections), or
@@ -24,6 +25,14 @@ collection can refuse it by its key alone; `.claim` beside it marks an upload a 
 promoted (the processor writes it once, with If-None-Match). The older layout
 `staging/<upload-id>/<safe-name>` (no collection) is still parsed, as `legacy`, so the
 janitor sweeps what was uploaded before; nothing ingests it.
+
+The capture-order index is one empty object per committed version, named so that the
+store's key order is the order `GET /v1/assets/<collection>?order=taken_at` pages in:
+`<taken-at>` is the capture time in UTC (`YYYYMMDDTHHMMSS.ffffffZ`; a time without a zone
+is read as if it were UTC) or `~` for a photo without one, which sorts after every time;
+ties go by asset segment, then version. An entry is current only while its version is
+the asset's live one (the reader checks the manifest); the janitor collects the others
+like any superseded version's keys.
 """
 
 from __future__ import annotations
@@ -35,13 +44,19 @@ import time
 import unicodedata
 import urllib.parse
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Final, Literal
 
 STAGING: Final = "staging/"
 ORIGINALS: Final = "originals/"
 DERIVATIVES: Final = "derivatives/"
 MANIFESTS: Final = "assets/"
-PREFIXES: Final = (STAGING, ORIGINALS, DERIVATIVES, MANIFESTS)
+TAKEN: Final = "taken/"
+PREFIXES: Final = (STAGING, ORIGINALS, DERIVATIVES, MANIFESTS, TAKEN)
+# The capture-order index's time segment for a photo without a capture time: "~" sorts
+# after every digit, so such assets come after every dated one.
+UNTIMED: Final = "~"
+TAKEN_TIME_PATTERN: Final = r"(?:[0-9]{8}T[0-9]{6}\.[0-9]{6}Z|~)"
 
 SAFE_NAME_MAX: Final = 100
 # An asset name is bounded in characters and in UTF-8 bytes alike.
@@ -100,6 +115,7 @@ _STYLE_RE: Final = re.compile(STYLE_PATTERN)
 _VERSION_RE: Final = re.compile(VERSION_PATTERN)
 _ULID_RE: Final = re.compile(ULID_PATTERN)
 _STAGING_RE: Final = re.compile(STAGING_KEY_PATTERN)
+_TAKEN_TIME_RE: Final = re.compile(TAKEN_TIME_PATTERN)
 _ANY_STAGING_RE: Final = re.compile(ANY_STAGING_KEY_PATTERN)
 _UNSAFE_RUN: Final = re.compile(r"[^A-Za-z0-9._-]+")
 _DOT_RUN: Final = re.compile(r"\.{2,}")
@@ -469,6 +485,37 @@ def segment_manifest_key(collection: str, segment: str) -> str:
     return f"{MANIFESTS}{check_collection(collection)}/{segment}{MANIFEST_SUFFIX}"
 
 
+def taken_time(taken_at: datetime | None) -> str:
+    """The index's time segment for a capture time: UTC to the microsecond, fixed width
+    (so string order is time order); `UNTIMED` for none. A naive time (no offset in the
+    file) is taken as UTC; an aware one that UTC cannot hold (year 1 or 9999 at the edge)
+    counts as none."""
+    if taken_at is None:
+        return UNTIMED
+    if taken_at.tzinfo is not None:
+        try:
+            taken_at = taken_at.astimezone(UTC)
+        except (OverflowError, ValueError):
+            return UNTIMED
+    return (
+        f"{taken_at.year:04d}{taken_at.month:02d}{taken_at.day:02d}T"
+        f"{taken_at.hour:02d}{taken_at.minute:02d}{taken_at.second:02d}."
+        f"{taken_at.microsecond:06d}Z"
+    )
+
+
+def taken_prefix(collection: str) -> str:
+    """Where `collection`'s capture-order index lives: `taken/<collection>/`."""
+    return f"{TAKEN}{check_collection(collection)}/"
+
+
+def taken_key(collection: str, asset: str, version: str, taken_at: datetime | None) -> str:
+    """The capture-order index entry of `asset`'s `version`, taken at `taken_at`."""
+    if not _VERSION_RE.fullmatch(version):
+        raise InvalidKey(f"version {version!r} does not match {VERSION_PATTERN}")
+    return f"{taken_prefix(collection)}{taken_time(taken_at)}/{asset_segment(asset)}/{version}"
+
+
 @dataclass(frozen=True, slots=True)
 class ParsedKey:
     """A key taken apart; `asset` is the decoded asset NAME, not its key segment, or None
@@ -476,10 +523,11 @@ class ParsedKey:
     `segment_manifest_key(collection, segment)`). `segment` identifies the asset always.
 
     Under staging/: `legacy` marks the old layout (no collection), `claim` an upload's
-    claim marker (`name` is then None).
+    claim marker (`name` is then None). Under taken/ (the capture-order index), `taken`
+    is the entry's time segment (`taken_time`).
     """
 
-    area: Literal["staging", "originals", "derivatives", "assets"]
+    area: Literal["staging", "originals", "derivatives", "assets", "taken"]
     collection: str | None = None
     asset: str | None = None
     version: str | None = None
@@ -488,6 +536,7 @@ class ParsedKey:
     legacy: bool = False
     claim: bool = False
     segment: str | None = None
+    taken: str | None = None
 
 
 def parse_key(key: str) -> ParsedKey | None:
@@ -518,6 +567,20 @@ def parse_key(key: str) -> ParsedKey | None:
             and _valid_segment(segment := manifest.removesuffix(MANIFEST_SUFFIX))
         ):
             return ParsedKey("assets", collection, _decoded_segment(segment), segment=segment)
+        case ["taken", collection, when, segment, version] if (
+            _valid_collection(collection)
+            and _TAKEN_TIME_RE.fullmatch(when)
+            and _VERSION_RE.fullmatch(version)
+            and _valid_segment(segment)
+        ):
+            return ParsedKey(
+                "taken",
+                collection,
+                _decoded_segment(segment),
+                version,
+                segment=segment,
+                taken=when,
+            )
     return None
 
 

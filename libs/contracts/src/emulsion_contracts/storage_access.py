@@ -8,13 +8,16 @@ be refused. The rules, read from each service's S3 calls:
 - the **API** presigns uploads (a presigned POST is authorised as the signer's
   PutObject on `staging/`), HEADs and lists uploads, reads manifests and lists
   `assets/`, presigns downloads of originals and derivatives (GetObject), and writes
-  tombstones (PutObject on `assets/`). It never deletes, and never writes `originals/`
-  or `derivatives/`.
+  tombstones (PutObject on `assets/`). It lists the capture-order index `taken/` (its
+  entries are empty: the key says everything, so it never reads one). It never deletes,
+  and never writes `originals/`, `derivatives/` or `taken/`.
 - the **processor** reads an upload (GetObject on `staging/`), writes its claim marker
   `staging/<collection>/<upload-id>/.claim` and nothing else under `staging/`, copies or
   writes the original, writes derivatives, reads and conditionally writes the manifest.
   It reads a stored original (GetObject on `originals/`) to re-render an asset's crops
-  around its focal point. It never deletes.
+  around its focal point. It writes each version's capture-order index entry (an empty
+  PutObject under `taken/`, before the commit), and never reads or lists that area. It
+  never deletes: a superseded entry goes to the janitor like a superseded version's files.
 - the **janitor** lists every area, HEADs what it deletes, reads manifests, and deletes
   (DeleteObject; DeleteObjects is authorised per key as DeleteObject). It writes only
   its own state under `janitor/` (the full pass's progress, so a restart resumes it),
@@ -34,7 +37,9 @@ from typing import Any, Final
 
 from emulsion_contracts import keys
 
-AREAS: Final = (keys.STAGING, keys.ORIGINALS, keys.DERIVATIVES, keys.MANIFESTS)
+AREAS: Final = (keys.STAGING, keys.ORIGINALS, keys.DERIVATIVES, keys.MANIFESTS, keys.TAKEN)
+# What the API reads (GetObject): every area but the index, whose keys are all it needs.
+API_READ_AREAS: Final = (keys.STAGING, keys.ORIGINALS, keys.DERIVATIVES, keys.MANIFESTS)
 # The processor's claim on an upload: the one object it writes under staging/.
 CLAIM_PATTERN: Final = f"{keys.STAGING}*/.claim"
 # The janitor's own state (the full pass's progress): outside the key layout, so no guard
@@ -69,15 +74,21 @@ def _matches(pattern: str, key: str) -> bool:
 
 ACCESS: Final[dict[str, Access]] = {
     "api": Access(
-        read=tuple(f"{area}*" for area in AREAS),
+        read=tuple(f"{area}*" for area in API_READ_AREAS),
         write=(f"{keys.STAGING}*", f"{keys.MANIFESTS}*"),
-        list=(keys.STAGING, keys.MANIFESTS),
+        list=(keys.STAGING, keys.MANIFESTS, keys.TAKEN),
     ),
     "processor": Access(
         # originals/: a re-render reads the stored original (its listing right makes a
         # missing one a 404, SourceMissing, rather than a refusal waited out).
         read=(f"{keys.STAGING}*", f"{keys.ORIGINALS}*", f"{keys.MANIFESTS}*"),
-        write=(CLAIM_PATTERN, f"{keys.ORIGINALS}*", f"{keys.DERIVATIVES}*", f"{keys.MANIFESTS}*"),
+        write=(
+            CLAIM_PATTERN,
+            f"{keys.ORIGINALS}*",
+            f"{keys.DERIVATIVES}*",
+            f"{keys.MANIFESTS}*",
+            f"{keys.TAKEN}*",
+        ),
         list=(keys.STAGING, keys.ORIGINALS, keys.MANIFESTS),
     ),
     "janitor": Access(

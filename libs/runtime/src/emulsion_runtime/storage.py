@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Final
+from urllib.parse import quote, unquote
 
 import boto3
 from botocore.config import Config
@@ -40,6 +41,39 @@ USER_AGENT: Final = "emulsion"
 # the token's SHA-256). S3 returns them without the `x-amz-meta-` prefix.
 UPLOAD_COLLECTION_METADATA: Final = "emulsion-collection"
 UPLOAD_OWNER_METADATA: Final = "emulsion-owner"
+# The file name the client gave (its base name, Unicode as given), percent-encoded UTF-8
+# (metadata values are ASCII), at most UPLOAD_FILENAME_ENCODED_MAX characters so the
+# object's metadata stays well inside S3's 2 KB.
+UPLOAD_FILENAME_METADATA: Final = "emulsion-filename"
+UPLOAD_FILENAME_ENCODED_MAX: Final = 1024
+
+
+def encode_filename(filename: str) -> str:
+    """The base name of `filename` as an ASCII metadata value (`decode_filename` undoes it);
+    a name too long to encode whole is cut at a character."""
+    base = filename.replace("\\", "/").rsplit("/", 1)[-1]
+    parts: list[str] = []
+    length = 0
+    for char in base:
+        part = quote(char, safe="")
+        if length + len(part) > UPLOAD_FILENAME_ENCODED_MAX:
+            break
+        parts.append(part)
+        length += len(part)
+    return "".join(parts)
+
+
+def decode_filename(value: str | None) -> str | None:
+    """The file name an upload's metadata records, or None when absent or not one."""
+    if not value or len(value) > UPLOAD_FILENAME_ENCODED_MAX:
+        return None
+    try:
+        name = unquote(value, errors="strict")
+    except UnicodeDecodeError:
+        return None
+    if not name or "/" in name or any(ord(char) < 0x20 or ord(char) == 0x7F for char in name):
+        return None
+    return name
 
 
 def s3_client(

@@ -103,7 +103,8 @@ class Bus:
             )
         request = GcRequest(
             reason="deleted",
-            keys=tuple(sorted(manifest.live_keys())),
+            # Its capture-order index entry too: the asset leaves that order with its files.
+            keys=tuple(sorted(manifest.stored_keys())),
             not_before=not_before,
             collection=manifest.collection,
             asset=manifest.asset,

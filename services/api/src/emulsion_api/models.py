@@ -432,11 +432,104 @@ class Output(BaseModel):
 
 class Original(BaseModel):
     url: str = _field("Where to download the original.", _DOWNLOAD_EXAMPLE)
-    filename: str = _field("The file name it was uploaded as.", "IMG_0001.jpg")
+    filename: str = _field(
+        "The file name it was uploaded as, exactly as the client gave it when the upload "
+        "was presigned (Unicode, without its directories); for an upload presigned before "
+        "names were recorded, or put by other means, the stored name (`stored_filename`).",
+        "写真.JPG",
+    )
+    stored_filename: str = _field(
+        "The safe ASCII name the original is stored under (the last part of its URL's "
+        "path): the uploaded name folded to ASCII.",
+        "file.jpg",
+    )
     content_type: str = _field("Its media type.", "image/jpeg")
     bytes: int = _field("Size in bytes.", 2_483_012)
     width: int = _field("Width in pixels.", 4032)
     height: int = _field("Height in pixels.", 3024)
+    sha256: str | None = _field(
+        "SHA-256 of the file as uploaded (64 hex digits), to match against the client's "
+        "own. A profile that strips metadata from originals stores other bytes, so the "
+        "download then differs. Null for assets ingested before it was recorded.",
+        "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+        default=None,
+    )
+
+
+class GpsBody(BaseModel):
+    latitude: float = _field("Degrees north (negative: south), WGS 84.", 35.6751389)
+    longitude: float = _field("Degrees east (negative: west), WGS 84.", 139.75)
+    altitude: float | None = _field(
+        "Metres above sea level (negative: below); null when the photo does not say.",
+        40.5,
+        default=None,
+    )
+
+
+class PhotoMetadataBody(BaseModel):
+    """What the photo's own Exif says; each field null when the photo does not say it (or
+    says something unreadable). A photo with no Exif at all has every field null."""
+
+    taken_at: datetime | None = _field(
+        "When the photo was taken (Exif DateTimeOriginal, else DateTime). With its UTC "
+        "offset when the photo gives one (OffsetTimeOriginal); without one the time is "
+        "the camera's local time of an unknown zone, written without an offset.",
+        "2026-05-04T13:14:15+09:00",
+        default=None,
+    )
+    camera_make: str | None = _field("The camera's maker (Exif Make).", "Canon", default=None)
+    camera_model: str | None = _field(
+        "The camera's model (Exif Model).", "Canon EOS R5", default=None
+    )
+    lens: str | None = _field(
+        "The lens (Exif LensModel, after LensMake when the model does not name it).",
+        "RF50mm F1.8 STM",
+        default=None,
+    )
+    iso: int | None = _field("The ISO sensitivity.", 400, default=None)
+    exposure_time: float | None = _field(
+        "The exposure time in seconds (0.004 is 1/250 s).", 0.004, default=None
+    )
+    aperture: float | None = _field("The f-number (2.8 is f/2.8).", 2.8, default=None)
+    focal_length: float | None = _field(
+        "The focal length in millimetres, as the lens gives it (not the 35 mm equivalent).",
+        50.0,
+        default=None,
+    )
+    artist: str | None = _field(
+        "Who took it (Exif Artist, else Windows' XPAuthor), Unicode as the file has it.",
+        "写真家 Zoë",
+        default=None,
+    )
+    copyright: str | None = _field(
+        "The copyright notice (Exif Copyright).", "© 2026 Zoë", default=None
+    )
+    orientation: int | None = _field(
+        "The Exif orientation (1-8) the styles were turned upright by; `width` and "
+        "`height` of the original are already the upright ones.",
+        6,
+        default=None,
+    )
+    gps: GpsBody | None = _field(
+        "Where it was taken; only when the asset's profile keeps GPS in originals (a "
+        "profile stripping `gps` records none), and null when the photo does not say.",
+        {"latitude": 35.6751389, "longitude": 139.75, "altitude": 40.5},
+        default=None,
+    )
+
+
+class PlaceholderBody(BaseModel):
+    thumbhash: str = _field(
+        "The ThumbHash (https://evanw.github.io/thumbhash/) of the photo, base64: a "
+        "blurred ~32 px preview with its aspect ratio and transparency, for a page to "
+        "paint before the image arrives (`thumbHashToDataURL` in the reference library).",
+        "1QcSHQRnh493V4dIh4eXh1h4kJUI",
+    )
+    dominant_color: str = _field(
+        "The most common colour of the photo's opaque pixels, `#rrggbb`: a background "
+        "for where the image will be.",
+        "#c8a078",
+    )
 
 
 _OUTPUTS_EXAMPLE = [
@@ -452,6 +545,7 @@ _OUTPUTS_EXAMPLE = [
 _ORIGINAL_EXAMPLE = {
     "url": _DOWNLOAD_EXAMPLE,
     "filename": "IMG_0001.jpg",
+    "stored_filename": "IMG_0001.jpg",
     "content_type": "image/jpeg",
     "bytes": 2483012,
     "width": 4032,
@@ -482,6 +576,12 @@ class ItemStatus(BaseModel):
     )
     outputs: list[Output] = _field(
         "For live items: every style made.", _OUTPUTS_EXAMPLE, default=[]
+    )
+    placeholder: PlaceholderBody | None = _field(
+        "For live items: what to paint before the thumbnail arrives (as on the asset); "
+        "null for assets ingested before it was recorded.",
+        {"thumbhash": "1QcSHQRnh493V4dIh4eXh1h4kJUI", "dominant_color": "#c8a078"},
+        default=None,
     )
 
 
@@ -610,6 +710,17 @@ class Asset(BaseModel):
         {"x": 0.3, "y": 0.25},
         default=None,
     )
+    metadata: PhotoMetadataBody | None = _field(
+        "What the photo's Exif says (capture time, camera, lens, exposure, author, GPS "
+        "when the profile keeps it); null for assets ingested before it was recorded.",
+        {"taken_at": "2026-05-04T13:14:15+09:00", "camera_make": "Canon", "iso": 400},
+        default=None,
+    )
+    placeholder: PlaceholderBody | None = _field(
+        "What to paint before the image arrives; null for assets ingested before it was recorded.",
+        {"thumbhash": "1QcSHQRnh493V4dIh4eXh1h4kJUI", "dominant_color": "#c8a078"},
+        default=None,
+    )
 
 
 class AssetEntry(BaseModel):
@@ -624,7 +735,8 @@ class AssetEntry(BaseModel):
         "The live version, or the deleting version of a tombstone.", _VERSION_EXAMPLE
     )
     updated_at: datetime = _field(
-        "When the manifest was last written (committed or deleted): the list's order.",
+        "When the manifest was last written (committed or deleted): the default list "
+        "order. In an `order=taken_at` list, when the live version was committed.",
         _TIME_EXAMPLE,
     )
     committed_at: datetime = _field("When this version was committed.", _TIME_EXAMPLE)
@@ -638,10 +750,24 @@ class AssetEntry(BaseModel):
         "Every style with its download URL (a gallery's thumbnails); empty for a tombstone.",
         _OUTPUTS_EXAMPLE,
     )
+    metadata: PhotoMetadataBody | None = _field(
+        "What the photo's Exif says, as on the asset itself; null for a tombstone and "
+        "for assets ingested before it was recorded.",
+        {"taken_at": "2026-05-04T13:14:15+09:00", "camera_make": "Canon"},
+        default=None,
+    )
+    placeholder: PlaceholderBody | None = _field(
+        "What to paint before the thumbnail arrives, as on the asset itself; null for a "
+        "tombstone and for assets ingested before it was recorded.",
+        {"thumbhash": "1QcSHQRnh493V4dIh4eXh1h4kJUI", "dominant_color": "#c8a078"},
+        default=None,
+    )
 
 
 class AssetList(BaseModel):
-    items: list[AssetEntry] = _field("A page of assets, newest first.", [])
+    items: list[AssetEntry] = _field(
+        "A page of assets: newest first, or in capture order with `order=taken_at`.", []
+    )
     next_cursor: str | None = _field(
         "Pass as `cursor` for the next page; null on the last page.", None, default=None
     )

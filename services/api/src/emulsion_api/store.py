@@ -41,6 +41,7 @@ ASSET_METADATA = "asset"
 ASSET_METADATA_FIELD = f"x-amz-meta-{ASSET_METADATA}"
 COLLECTION_METADATA_FIELD = f"x-amz-meta-{storage.UPLOAD_COLLECTION_METADATA}"
 OWNER_METADATA_FIELD = f"x-amz-meta-{storage.UPLOAD_OWNER_METADATA}"
+FILENAME_METADATA_FIELD = f"x-amz-meta-{storage.UPLOAD_FILENAME_METADATA}"
 
 
 @dataclass(frozen=True)
@@ -77,13 +78,22 @@ class Store:
         return await self._blocking.run(function)
 
     def presign_post(
-        self, key: str, content_type: str, size: int, asset: str, *, collection: str, owner: str
+        self,
+        key: str,
+        content_type: str,
+        size: int,
+        asset: str,
+        *,
+        collection: str,
+        owner: str,
+        filename: str | None = None,
     ) -> PresignedPost:
         """A form for exactly `key`, `content_type` and a file of exactly `size` bytes, which
         records `asset` (the name an ingest defaults to), the `collection` it is for and its
         `owner` (the caller's identity) with the object. S3 enforces every condition, so a
         client cannot store a larger file or another type than it declared, nor record
-        another collection or owner.
+        another collection or owner. `filename`, the client's own file name, is recorded
+        too (percent-encoded): the processor writes it into the manifest as uploaded.
         """
         expiry = self._settings.upload_expiry_seconds
         expires_at = datetime.now(UTC) + timedelta(seconds=expiry)
@@ -95,6 +105,9 @@ class Store:
             COLLECTION_METADATA_FIELD: keys.check_collection(collection),
             OWNER_METADATA_FIELD: owner,
         }
+        encoded = storage.encode_filename(filename) if filename else ""
+        if encoded:
+            fields[FILENAME_METADATA_FIELD] = encoded
         form = self._s3.generate_presigned_post(
             Bucket=self._bucket,
             Key=key,
@@ -239,6 +252,22 @@ class Store:
         except (ClientError, BotoCoreError) as error:
             raise _unavailable(error) from error
 
+    async def list_taken(
+        self, collection: str, after: str | None, most: int
+    ) -> tuple[list[IndexEntry], bool]:
+        """Up to `most` keys of `collection`'s capture-order index after `after` (a key;
+        None: from the start), in key order (capture order), and whether more follow.
+
+        One listing call of `most` keys: a page of the taken_at order costs what it shows
+        (and what stale entries it passes over), never a listing of the whole collection.
+        """
+        try:
+            return await self._blocking.run(
+                _list_taken, self._s3, self._bucket, collection, after, most
+            )
+        except (ClientError, BotoCoreError) as error:
+            raise _unavailable(error) from error
+
     async def read_manifest(
         self, collection: str, asset: str, *, tombstones: bool = False
     ) -> StoredManifest | None:
@@ -345,3 +374,48 @@ def _list_manifests(s3: Any, bucket: str, collection: str) -> list[ListedManifes
         if not page.get("IsTruncated"):
             return listed
         arguments["ContinuationToken"] = page["NextContinuationToken"]
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """A key of the capture-order index as listed (`keys.taken_key`): `segment` and
+    `version` name the asset version it was written for; `manifest_key` is that asset's
+    manifest. `valid` is False for a key under the prefix that is not an entry."""
+
+    key: str
+    segment: str = ""
+    version: str = ""
+    manifest_key: str = ""
+
+    @property
+    def valid(self) -> bool:
+        return bool(self.manifest_key)
+
+
+def _list_taken(
+    s3: Any, bucket: str, collection: str, after: str | None, most: int
+) -> tuple[list[IndexEntry], bool]:
+    arguments: dict[str, Any] = {
+        "Bucket": bucket,
+        "Prefix": keys.taken_prefix(collection),
+        "MaxKeys": most,
+    }
+    if after is not None:
+        arguments["StartAfter"] = after
+    page = s3.list_objects_v2(**arguments)
+    listed: list[IndexEntry] = []
+    for entry in page.get("Contents", []):
+        key = str(entry["Key"])
+        parsed = keys.parse_key(key)
+        if (
+            parsed is None
+            or parsed.area != "taken"
+            or parsed.collection != collection
+            or parsed.segment is None
+            or parsed.version is None
+        ):
+            listed.append(IndexEntry(key))  # passed over, never shown
+            continue
+        manifest = keys.segment_manifest_key(collection, parsed.segment)
+        listed.append(IndexEntry(key, parsed.segment, parsed.version, manifest))
+    return listed, bool(page.get("IsTruncated"))

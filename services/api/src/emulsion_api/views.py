@@ -17,6 +17,8 @@ from emulsion_api.models import (
     JobSummary,
     Original,
     Output,
+    PhotoMetadataBody,
+    PlaceholderBody,
     RenderingInfo,
 )
 from emulsion_api.store import ListedManifest, Store, StoredManifest
@@ -29,12 +31,30 @@ def _original(store: Store, manifest: AssetManifest) -> Original:
     source = manifest.original
     return Original(
         url=store.download_url(source.key),
-        filename=source.filename,
+        filename=source.uploaded_name or source.filename,
+        stored_filename=source.filename,
         content_type=source.content_type,
         bytes=source.bytes,
         width=source.width,
         height=source.height,
+        sha256=source.sha256,
     )
+
+
+def _metadata(manifest: AssetManifest) -> PhotoMetadataBody | None:
+    """The photo's metadata: every field null for a photo that says nothing; null (not
+    known) for a manifest written before metadata was recorded, or a tombstone."""
+    if manifest.is_tombstone or manifest.placeholder is None:
+        return None  # the placeholder is recorded with the metadata: an older manifest
+    found = manifest.metadata
+    return PhotoMetadataBody.model_validate(found.model_dump() if found else {})
+
+
+def _placeholder(manifest: AssetManifest) -> PlaceholderBody | None:
+    made = manifest.placeholder
+    if made is None:
+        return None
+    return PlaceholderBody(thumbhash=made.thumbhash, dominant_color=made.dominant_color)
 
 
 def _outputs(store: Store, manifest: AssetManifest) -> list[Output]:
@@ -81,6 +101,8 @@ def asset(store: Store, stored: StoredManifest) -> Asset:
             if manifest.focal_point
             else None
         ),
+        metadata=_metadata(manifest),
+        placeholder=_placeholder(manifest),
     )
 
 
@@ -132,6 +154,7 @@ async def ingest_status(
                 "live": True,
                 "original": _original(services.store, stored.manifest),
                 "outputs": _outputs(services.store, stored.manifest),
+                "placeholder": _placeholder(stored.manifest),
             }
         )
 
@@ -190,4 +213,6 @@ def asset_entry(store: Store, listed: ListedManifest, stored: StoredManifest) ->
         deleted_at=manifest.deleted_at,
         original=None if tombstone else _original(store, manifest),
         outputs=[] if tombstone else _outputs(store, manifest),
+        metadata=_metadata(manifest),
+        placeholder=_placeholder(manifest),
     )

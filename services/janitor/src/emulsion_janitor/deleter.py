@@ -158,7 +158,9 @@ class Deleter:
             if parsed.area == "staging" and parsed.upload_id:
                 uploads.setdefault(parsed.upload_id, []).append(stored.key)
             elif (
-                parsed.area in ("originals", "derivatives") and parsed.collection and parsed.segment
+                parsed.area in ("originals", "derivatives", "taken")
+                and parsed.collection
+                and parsed.segment
             ):
                 assets.setdefault((parsed.collection, parsed.segment), []).append(stored.key)
         lives = await asyncio.gather(

@@ -19,7 +19,9 @@ from emulsion_contracts import keys
 from emulsion_contracts.manifest import AssetManifest
 
 # Manifests (assets/) are the API's to delete; everything else is outside Emulsion's layout.
-DELETABLE_AREAS: Final = frozenset({"staging", "originals", "derivatives"})
+# An index entry (taken/) names one version of one asset, like that version's files, and
+# is judged like them: kept while its version is live (or newer, for the orphan age).
+DELETABLE_AREAS: Final = frozenset({"staging", "originals", "derivatives", "taken"})
 VERSIONED_AREAS: Final = ("originals", "derivatives")
 
 
@@ -82,7 +84,7 @@ class Live:
             segment or keys.asset_segment(manifest.asset),
             True,
             manifest.version,
-            manifest.live_keys(),
+            manifest.stored_keys(),
             prefixes,
             manifest.superseded_at,
             manifest.is_tombstone,
@@ -98,7 +100,20 @@ class Live:
         return cls(collection, segment, False)
 
     def protects(self, key: str) -> bool:
-        return key in self.keys or key.startswith(self.prefixes)
+        return key in self.keys or key.startswith(self.prefixes) or self._indexes(key)
+
+    def _indexes(self, key: str) -> bool:
+        """Whether `key` is an index entry of the live version, whatever its time segment
+        (one written by a processor that read the time otherwise is still this version's)."""
+        if self.version is None or self.tombstone or not key.startswith(keys.TAKEN):
+            return False
+        parsed = keys.parse_key(key)
+        return (
+            parsed is not None
+            and parsed.area == "taken"
+            and (parsed.collection, parsed.segment, parsed.version)
+            == (self.collection, self.segment, self.version)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +246,7 @@ class WindowBudget(Budget):
         return max(self._started + self.window - self._clock(), 0.0)
 
 
-def area_of(key: str) -> Literal["staging", "originals", "derivatives"] | None:
+def area_of(key: str) -> Literal["staging", "originals", "derivatives", "taken"] | None:
     parsed = keys.parse_key(key)
     if parsed is None or parsed.area not in DELETABLE_AREAS:
         return None

@@ -46,7 +46,8 @@ from emulsion_runtime.blocking import run_blocking
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("emulsion.janitor")
 
-SWEPT_PREFIXES = (keys.STAGING, keys.ORIGINALS, keys.DERIVATIVES)
+# The index (taken/) after the files: its entries follow the same manifests' versions.
+SWEPT_PREFIXES = (keys.STAGING, keys.ORIGINALS, keys.DERIVATIVES, keys.TAKEN)
 # Larger than any tombstone (its names are at most a few hundred bytes): bigger manifests
 # list files, so they are live and not worth reading.
 TOMBSTONE_MAX_BYTES = 4096

@@ -31,10 +31,11 @@ from emulsion_contracts.formats import (
     OutputFormat,
 )
 from emulsion_contracts.keys import FORMAT_EXTENSIONS
+from emulsion_contracts.manifest import PhotoMetadata, Placeholder
 from emulsion_contracts.messages import FocalPoint, StyleSpec
 from emulsion_contracts.profiles import Watermark
 from emulsion_contracts.reasons import FailureReason
-from emulsion_processor import gravity, heif
+from emulsion_processor import gravity, heif, photo_metadata, placeholder
 from emulsion_processor.errors import ItemRejected, TransientTrouble
 
 # Only formats a browser shows or a phone takes; everything else (EPS/PDF run
@@ -111,6 +112,10 @@ class RenderJob:
     watermark_image: Path | None = None
     # The asset's focal point: every crop style keeps it (see gravity.py).
     focal_point: FocalPoint | None = None
+    # What of the photo's metadata may be recorded: what the profile strips from the
+    # original (GPS, Exif tags by number) is not recorded either.
+    keep_gps: bool = False
+    withheld_tags: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +162,9 @@ class Rendered:
     frames: int
     styles: tuple[RenderedStyle, ...]
     timings: tuple[Timing, ...] = field(default=())
+    # What the source's Exif says (None: nothing usable), and the placeholder.
+    metadata: PhotoMetadata | None = None
+    placeholder: Placeholder | None = None
 
 
 def render(job: RenderJob) -> Rendered:
@@ -197,13 +205,23 @@ def _render(job: RenderJob) -> Rendered:
             width, height = oriented_size(image)
             scale = max(required_scale(style, width, height) for style in job.styles)
             base = normalise(load_reduced(image, scale))
+        with _timed(timings, "metadata"):
+            # The Exif parsed with the header; the decoded image still holds it.
+            metadata = photo_metadata.read(
+                image.getexif(), gps=job.keep_gps, withheld=job.withheld_tags
+            )
         watermark_image = _load_watermark_image(job.watermark_image)
         outputs = []
+        preview = base
         for style, styled in cascade(base, job.styles, width, height, job.focal_point):
+            if style.fit == "fit" and _serves_preview(styled, preview):
+                preview = styled  # unwatermarked, the whole frame, and smaller
             with _timed(timings, f"style {style.name}"):
                 if style.watermark and job.watermark is not None:
                     styled = apply_watermark(styled, job.watermark, watermark_image)
                 outputs.append(_write_style(styled, style, job))
+        with _timed(timings, "placeholder"):
+            made = placeholder.of(preview)
     return Rendered(
         format=source_format,
         content_type=content_type,
@@ -212,6 +230,17 @@ def _render(job: RenderJob) -> Rendered:
         frames=frames,
         styles=tuple(outputs),
         timings=tuple(timings),
+        metadata=metadata,
+        placeholder=made,
+    )
+
+
+def _serves_preview(frame: Image.Image, current: Image.Image) -> bool:
+    """Whether `frame` is a smaller whole frame than `current` that still fills the
+    placeholder's box (fewer pixels to reduce, the same preview)."""
+    return (
+        frame.width * frame.height < current.width * current.height
+        and max(frame.size) >= placeholder.MAX_SIDE
     )
 
 

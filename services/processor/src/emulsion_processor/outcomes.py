@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 from emulsion_contracts import keys
-from emulsion_contracts.manifest import AssetManifest, Original
+from emulsion_contracts.manifest import AssetManifest, Original, PhotoMetadata, Placeholder
 from emulsion_contracts.messages import (
     Derivative,
     FocalPoint,
@@ -20,6 +20,7 @@ from emulsion_contracts.messages import (
 )
 from emulsion_contracts.profiles import Profile
 from emulsion_processor import imaging, store
+from emulsion_runtime import storage
 
 
 def planned_keys(
@@ -56,7 +57,10 @@ def build_manifest(
     rendered: imaging.Rendered,
     source_bytes: int,
     focal: FocalPoint | None = None,
+    source: store.Downloaded | None = None,
 ) -> AssetManifest:
+    """The upload's manifest; `source` (the downloaded upload) gives the name the client
+    uploaded it as (recorded by its form) and the SHA-256 of its bytes."""
     filename = source_filename(item.source)
     original = Original(
         key=keys.original_key(item.collection, item.asset, item.version, filename),
@@ -65,9 +69,26 @@ def build_manifest(
         bytes=source_bytes,
         width=rendered.width,
         height=rendered.height,
+        uploaded_name=uploaded_name(source),
+        sha256=(source.sha256 or None) if source is not None else None,
     )
     derivatives = tuple(derivative(item, output) for output in rendered.styles)
-    return manifest_at(item, original, derivatives, focal=focal, profile=item.profile)
+    return manifest_at(
+        item,
+        original,
+        derivatives,
+        focal=focal,
+        profile=item.profile,
+        metadata=rendered.metadata,
+        placeholder=rendered.placeholder,
+    )
+
+
+def uploaded_name(source: store.Downloaded | None) -> str | None:
+    """The file name the upload's form recorded (Unicode, as the client gave it)."""
+    if source is None:
+        return None
+    return storage.decode_filename(source.metadata.get(storage.UPLOAD_FILENAME_METADATA))
 
 
 def manifest_at(
@@ -77,6 +98,8 @@ def manifest_at(
     *,
     focal: FocalPoint | None,
     profile: str | None,
+    metadata: PhotoMetadata | None,
+    placeholder: Placeholder | None,
 ) -> AssetManifest:
     """A manifest of the item's version, committed by this item (an upload's or a
     re-render's: they differ in the original, the derivatives and the profile)."""
@@ -91,6 +114,8 @@ def manifest_at(
         committed_at=datetime.now(UTC),
         focal_point=focal,
         profile=profile,
+        metadata=metadata,
+        placeholder=placeholder,
     )
 
 

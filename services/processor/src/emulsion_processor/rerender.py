@@ -63,6 +63,9 @@ def build_manifest(
         (*kept, *made.values()),
         focal=item.focal_point,
         profile=live.profile or item.profile,
+        # The same original: what it says and its placeholder are the live version's.
+        metadata=live.metadata,
+        placeholder=live.placeholder,
     )
 
 

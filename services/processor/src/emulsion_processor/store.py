@@ -5,6 +5,7 @@ Nothing here deletes: deletion is the janitor's, driven by the GC messages the w
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 from dataclasses import dataclass, field
@@ -52,6 +53,8 @@ class Downloaded:
     etag: str = ""
     # The object's user metadata (without the x-amz-meta- prefix).
     metadata: dict[str, str] = field(default_factory=dict)
+    # SHA-256 (hex) of these bytes, computed as they were streamed down.
+    sha256: str = ""
 
 
 def download(
@@ -87,9 +90,11 @@ def download(
                 f"plus {min_free_bytes:,} in reserve"
             )
         written = 0
+        digest = hashlib.sha256()
         with destination.open("wb") as sink:
             for chunk in body.iter_chunks(CHUNK):
                 sink.write(chunk)
+                digest.update(chunk)
                 written += len(chunk)
         if written != size:
             raise TransientTrouble(f"{key}: read {written} of {size} bytes")
@@ -98,6 +103,7 @@ def download(
             written,
             str(response.get("ETag") or ""),
             dict(response.get("Metadata") or {}),
+            digest.hexdigest(),
         )
     finally:
         body.close()
@@ -141,6 +147,13 @@ def upload_file(s3: Any, bucket: str, key: str, path: Path, content_type: str) -
         s3.put_object(
             Bucket=bucket, Key=key, Body=body, ContentType=content_type, CacheControl=IMMUTABLE
         )
+
+
+def put_index_entry(s3: Any, bucket: str, key: str) -> None:
+    """A version's capture-order index entry (`keys.taken_key`): empty, the key is all it
+    says. Written before the commit, so every live version has one; an unconditional PUT,
+    so a retried item writes the same bytes again."""
+    s3.put_object(Bucket=bucket, Key=key, Body=b"", CacheControl=IMMUTABLE)
 
 
 # The manifest as read, with the ETag a conditional write must match.

@@ -163,7 +163,7 @@ class ItemWorker:
         source, rendered = await self._download_and_render(item, profile, styles, workdir, focal)
         stripped = await self._stripped_original(profile, source.path, workdir)
         manifest = outcomes.build_manifest(
-            item, rendered, stripped.bytes if stripped else source.bytes, focal
+            item, rendered, stripped.bytes if stripped else source.bytes, focal, source
         )
         with self._stage("upload"):
             await self._io(uploads.claim, s3, settings.bucket, item)
@@ -174,9 +174,9 @@ class ItemWorker:
             except ItemRejected:
                 # The original was not promoted (its source changed or vanished): the
                 # derivatives written beside it will never be live.
-                await self._gc(item, "stale", tuple(sorted(manifest.live_keys())))
+                await self._gc(item, "stale", tuple(sorted(manifest.stored_keys())))
                 raise
-        await self._stop_if_cancelled(item, written=manifest.live_keys())
+        await self._stop_if_cancelled(item, written=manifest.stored_keys())
         with self._stage("commit"):
             # The read that decided to do the work is the first round's: its ETag (or
             # its absence) conditions the write, so no second GET is needed.
@@ -186,10 +186,11 @@ class ItemWorker:
                 )
             )
         if committed.outcome is store.Outcome.COMMITTED and committed.other is not None:
-            replaced = committed.other.live_keys() - manifest.live_keys()
+            # Its index entry too: the asset pages at the new version's capture time now.
+            replaced = committed.other.stored_keys() - manifest.stored_keys()
             await self._gc(item, "superseded", tuple(sorted(replaced)))
         elif committed.outcome is store.Outcome.STALE:
-            await self._gc(item, "stale", tuple(sorted(manifest.live_keys())))
+            await self._gc(item, "stale", tuple(sorted(manifest.stored_keys())))
         await self._gc(item, "promoted", (item.source,))
         if committed.outcome is store.Outcome.STALE:
             return store.Outcome.STALE, committed.other
@@ -214,13 +215,15 @@ class ItemWorker:
         )
         made = tuple(outcomes.derivative(item, output) for output in rendered.styles)
         manifest = rerender.build_manifest(item, live, made)
-        written = manifest.live_keys() - live.live_keys()
+        written = manifest.stored_keys() - live.stored_keys()
         with self._stage("upload"):
             await asyncio.gather(
                 *(
                     self._put(rendering.key, file)
                     for file, rendering in outcomes.renderings(rendered, made)
-                )
+                ),
+                # A new version: its own index entry, at the same capture time.
+                self._put_index_entry(manifest),
             )
         await self._stop_if_cancelled(item, written=written)
         with self._stage("commit"):
@@ -236,7 +239,7 @@ class ItemWorker:
             )
         if committed.outcome is store.Outcome.COMMITTED:
             await self._gc(
-                item, "superseded", tuple(sorted(live.live_keys() - manifest.live_keys()))
+                item, "superseded", tuple(sorted(live.stored_keys() - manifest.stored_keys()))
             )
         elif committed.outcome is store.Outcome.STALE:
             await self._gc(item, "stale", tuple(sorted(written)))
@@ -276,6 +279,7 @@ class ItemWorker:
             watermark=profile.watermark,
             watermark_image=watermark_image,
             focal_point=focal,
+            **recorded_metadata(profile),
         )
         cost = await self._io(imaging.decode_cost, job)
         async with self.memory.admit(cost):
@@ -344,6 +348,8 @@ class ItemWorker:
         for file, rendering in outcomes.renderings(rendered, manifest.derivatives):
             calls.append(self._put(rendering.key, file))
             metrics.BYTES.labels("uploaded").inc(file.bytes)
+        # Before the commit, like the files: a live version always has its entry.
+        calls.append(self._put_index_entry(manifest))
         tasks = [asyncio.ensure_future(call) for call in calls]
         try:
             await asyncio.gather(*tasks)
@@ -359,6 +365,12 @@ class ItemWorker:
         """A rendering's scratch file PUT to its key."""
         s3, bucket = self.clients.s3, self.settings.bucket
         await self._io(store.upload_file, s3, bucket, key, file.path, file.content_type)
+
+    async def _put_index_entry(self, manifest: AssetManifest) -> None:
+        """`manifest`'s capture-order index entry (`taken/`), written before its commit."""
+        key = manifest.taken_key()
+        if key is not None:
+            await self._io(store.put_index_entry, self.clients.s3, self.settings.bucket, key)
 
     async def _watermark_image(
         self, profile: Profile, styles: tuple[StyleSpec, ...], workdir: Path
@@ -446,6 +458,13 @@ class ItemWorker:
         with tracer.start_as_current_span(name):
             yield
         metrics.STAGE_SECONDS.labels(name).observe(time.monotonic() - started)
+
+
+def recorded_metadata(profile: Profile) -> dict[str, Any]:
+    """The RenderJob arguments that keep what the profile strips from the original (GPS,
+    named Exif tags) out of the recorded metadata as well."""
+    plan = original_metadata.Plan.from_names(profile.original.strip)
+    return {"keep_gps": not plan.gps, "withheld_tags": plan.tags}
 
 
 def record_timings(timings: tuple[imaging.Timing, ...]) -> None:

@@ -83,7 +83,7 @@ def test_delete_removes_the_manifest_and_publishes_the_keys_to_gc(
         collection,
         "IMG_1.jpg",
     )
-    assert set(request.keys) == manifest.live_keys()
+    assert set(request.keys) == manifest.stored_keys()
     not_before = datetime.fromisoformat(body["not_before"])
     assert request.not_before == not_before
     assert timedelta(seconds=100) < not_before - datetime.now(UTC) <= timedelta(seconds=120)

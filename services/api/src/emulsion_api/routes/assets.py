@@ -1,4 +1,4 @@
-"""`/v1/assets/<collection>`: a collection's assets, newest first;
+"""`/v1/assets/<collection>`: a collection's assets, newest first or in capture order;
 `/v1/assets/<collection>/<asset>`: the live version of an asset, its focal point, and its
 deletion.
 
@@ -19,6 +19,7 @@ from emulsion_api.deps import Principal, PrincipalDep, Services, ServicesDep
 from emulsion_api.errors import ApiError, Responses, problems
 from emulsion_api.models import Asset, AssetList, AssetPatch, AssetPatched, Deleted
 from emulsion_api.store import (
+    IndexEntry,
     ListedManifest,
     StoredManifest,
 )
@@ -119,15 +120,39 @@ async def list_assets(
         str | None,
         Query(
             max_length=listing.CURSOR_MAX,
-            description="`next_cursor` of the previous page; none for the first page.",
+            description=(
+                "`next_cursor` of the previous page (of the same `order`); none for the first page."
+            ),
         ),
     ] = None,
+    order: Annotated[
+        listing.Order,
+        Query(
+            description=(
+                "`written` (default): newest first, by when each manifest was last written. "
+                "`taken_at`: in capture order, oldest first, by `metadata.taken_at` in UTC "
+                "(a time without an offset is read as UTC); ties by the asset's key, and "
+                "assets without a capture time last. Live assets only (`state=live`); "
+                "assets ingested before the capture-order index existed are left out until "
+                "the operator runs `emulsion-processor --index-existing`. A page may hold "
+                "fewer than `limit` items while `next_cursor` is set (it passed over many "
+                "superseded index entries): follow the cursor."
+            )
+        ),
+    ] = "written",
 ) -> AssetList:
     """A page of the collection's assets, newest first (by when each manifest was last
-    written), with the download URLs of the original and every style: enough for a
-    gallery page. A collection outside the token's scopes answers 404."""
+    written) or in capture order (`order=taken_at`), with the download URLs of the
+    original and every style: enough for a gallery page. A collection outside the
+    token's scopes answers 404."""
     if not caller.may_read(collection):
         raise ApiError(404, "not_found", f"no collection {collection!r}")
+    if order == "taken_at":
+        if state != "live":
+            raise ApiError(
+                422, "invalid_request", "order=taken_at lists live assets only (state=live)"
+            )
+        return await _list_taken(services, collection, limit, cursor)
     position = listing.decode_cursor(cursor, collection, state) if cursor else None
     ordered = listing.newest_first(await services.store.list_manifests(collection))
     candidates = listing.after(ordered, position)
@@ -146,6 +171,36 @@ async def list_assets(
         listing.encode_cursor(collection, state, found.next_position)
         if found.next_position
         else None
+    )
+    return AssetList(items=items, next_cursor=next_cursor)
+
+
+async def _list_taken(
+    services: Services, collection: str, limit: int, cursor: str | None
+) -> AssetList:
+    """A page of `order=taken_at`, from the capture-order index (listing.taken_page)."""
+    after = listing.decode_taken_cursor(cursor, collection) if cursor else None
+
+    async def list_from(start: str | None, most: int) -> tuple[list[IndexEntry], bool]:
+        return await services.store.list_taken(collection, start, most)
+
+    async def read(entry: IndexEntry) -> StoredManifest | None:
+        return await services.store.read_manifest_at(entry.manifest_key)
+
+    found = await listing.taken_page(list_from, read, limit, after)
+    items = await services.store.run(
+        lambda: [
+            views.asset_entry(
+                services.store,
+                # A live version's manifest was written when it was committed.
+                ListedManifest(entry.manifest_key, entry.segment, stored.manifest.committed_at),
+                stored,
+            )
+            for entry, stored in found.entries
+        ]
+    )
+    next_cursor = (
+        listing.encode_taken_cursor(collection, found.next_key) if found.next_key else None
     )
     return AssetList(items=items, next_cursor=next_cursor)
 

@@ -40,7 +40,13 @@ def _presign(store: Store, file: UploadFile, collection: str, caller: Principal)
     key = keys.staging_key(collection, upload_id, file.filename)
     asset = jobs.default_asset(file.filename)
     form = store.presign_post(
-        key, file.content_type, file.size, asset, collection=collection, owner=caller.owner
+        key,
+        file.content_type,
+        file.size,
+        asset,
+        collection=collection,
+        owner=caller.owner,
+        filename=file.filename,
     )
     return Upload(
         upload_id=upload_id,
