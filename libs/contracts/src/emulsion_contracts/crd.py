@@ -44,8 +44,9 @@ FINALIZER: Final = f"{GROUP}/cancel-items"
 # which end its remaining items as failed with reason Cancelled, so it finishes with every
 # item's outcome readable (docs/architecture.md, "Cancel and retry").
 ANNOTATION_CANCELLED: Final = f"{GROUP}/cancelled-at"
-# A job made by `POST /v1/ingests/{name}/retry`: the name of the job it retries.
-ANNOTATION_RETRY_OF: Final = f"{GROUP}/retry-of"
+# A job made by `POST /v1/ingests/{name}/retry`: the name of the job it retries (a label,
+# so a repeated retry finds it).
+LABEL_RETRY_OF: Final = f"{GROUP}/retry-of"
 
 
 class Phase(StrEnum):

@@ -272,6 +272,12 @@ class Failure(BaseModel):
         "cannot identify image file",
         default=None,
     )
+    attempts: int | None = _field(
+        "How many deliveries the item had before it failed (1 when it failed at once; "
+        "more after crashes or transient trouble). Null where not recorded.",
+        1,
+        default=None,
+    )
 
     @classmethod
     def of(cls, detail: FailureDetail) -> Failure:
@@ -281,6 +287,7 @@ class Failure(BaseModel):
             asset=detail.asset,
             reason=FailureReason.parse(detail.reason),
             message=detail.message,
+            attempts=detail.attempts,
         )
 
 
@@ -504,6 +511,19 @@ class JobSummary(BaseModel):
         [{"index": 3, "asset": "IMG_0004.jpg", "reason": "NotAnImage", "message": None}],
         default=[],
     )
+    cancelled_at: datetime | None = _field(
+        "When a cancel was asked for (`DELETE /v1/ingests/{name}`); null if never.",
+        None,
+        default=None,
+    )
+    cancelled: int = _field(
+        "Items that ended Cancelled (counted in `failed`, reason `Cancelled`).", 0, default=0
+    )
+    retry_of: str | None = _field(
+        "For a job made by `POST /v1/ingests/{name}/retry`: the job it retries.",
+        None,
+        default=None,
+    )
 
 
 class IngestStatus(JobSummary):
@@ -702,3 +722,76 @@ class Health(BaseModel):
         {"apiserver": True, "object_store": True},
         default={},
     )
+
+
+class IngestCancel(BaseModel):
+    """What a cancel did: the items already done when it was asked, and those it stops."""
+
+    name: str = _field("The IngestJob's name.", _JOB_EXAMPLE)
+    status_url: str = _field("This job's status URL.", f"/v1/ingests/{_JOB_EXAMPLE}")
+    cancelled_at: datetime | None = _field(
+        "When the cancel was first asked for (a repeat keeps the first time); null for a "
+        "job that had finished before any cancel: nothing was cancelled.",
+        _TIME_EXAMPLE,
+    )
+    phase: crd.Phase = _field("The job's phase as answered.", crd.Phase.PROCESSING)
+    finished: bool = _field("Whether the job has ended: then every count below is final.", False)
+    total: int = _field("Items in the job.", 120)
+    succeeded: int = _field("Items made (already done, or finished while stopping).", 80)
+    failed: int = _field("Items that failed for another reason than the cancel.", 1)
+    cancelled: int = _field("Items that ended Cancelled so far.", 0)
+    stopping: int = _field(
+        "Items without an outcome yet: waiting or being processed. Each ends Cancelled, "
+        "except one a processor was already committing, which ends succeeded; no item is "
+        "half made.",
+        39,
+    )
+
+
+RetrySkip = Literal["upload_gone", "deterministic"]
+
+
+class RetrySkipped(BaseModel):
+    index: int = _field("The failed item's position in the original job.", 3)
+    asset: str | None = _field("Its asset.", "IMG_0004.jpg", default=None)
+    reason: FailureReason = _field("Why it failed.", FailureReason.NOT_AN_IMAGE)
+    skipped: RetrySkip = _field(
+        "Why it is not retried: `upload_gone` (its upload is no longer in the staging "
+        "area: upload the file again), `deterministic` (the image itself failed, and "
+        "would fail again: retried only with `include_deterministic`).",
+        "deterministic",
+    )
+
+
+class RetryItem(BaseModel):
+    index: int = _field("Position in the retry job.", 0)
+    original_index: int = _field("The item's position in the original job.", 3)
+    asset: str = _field("Its asset.", "IMG_0004.jpg")
+    upload_key: str = _field("Its upload, as in the original job.", _STAGING_EXAMPLE)
+    reason: FailureReason = _field("Why it failed the first time.", FailureReason.RETRIES_EXHAUSTED)
+    attempts: int | None = _field("Deliveries it had in the original job.", 3, default=None)
+
+
+class RetryRequest(Request):
+    include_deterministic: bool = _field(
+        "Also retry items whose image failed in a way that repeats (NotAnImage, "
+        "Truncated, DecompressionBomb...): useful only after a processor's limits or "
+        "formats changed. By default only items that failed for a reason outside the "
+        "image (Cancelled, RetriesExhausted, ResultLost, Unknown) are retried.",
+        False,
+        default=False,
+    )
+
+
+class RetryAccepted(BaseModel):
+    retry_of: str = _field("The job retried.", _JOB_EXAMPLE)
+    name: str | None = _field(
+        "The retry job (an IngestJob like any other, labelled with the job it retries); "
+        "null when no item could be retried.",
+        "01jdq4a7c2e9g1j3l5n7q9s1u3",
+    )
+    status_url: str | None = _field(
+        "The retry job's status URL.", "/v1/ingests/01jdq4a7c2e9g1j3l5n7q9s1u3"
+    )
+    items: list[RetryItem] = _field("The items retried.", [], default=[])
+    skipped: list[RetrySkipped] = _field("The failed items not retried, and why.", [], default=[])
