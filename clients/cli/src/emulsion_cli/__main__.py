@@ -465,9 +465,14 @@ def _list(args: argparse.Namespace, page: PageOf, columns: tuple[str, ...]) -> i
 
 
 def _print_asset(asset: Json) -> None:
+    making = asset.get("processing_ingest")
+    if "version" not in asset:  # its first version is being made (202)
+        literal(out, f"{asset['collection']}/{asset['asset']} is being made by ingest {making}")
+        return
     literal(
         out,
-        f"{asset['collection']}/{asset['asset']} version {asset['version']}",
+        f"{asset['collection']}/{asset['asset']} version {asset['version']}"
+        + (f" (a new version is being made by ingest {making})" if making else ""),
     )
     original = asset["original"]
     literal(

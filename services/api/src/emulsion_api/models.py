@@ -619,6 +619,26 @@ class Asset(BaseModel):
         {"x": 0.3, "y": 0.25},
         default=None,
     )
+    processing: bool = _field(
+        "Whether a new version of this asset is being made now (an unfinished ingest has "
+        "it as an item without an outcome yet); this answer is the earlier version, "
+        "live until the new one commits. May be a second late.",
+        False,
+        default=False,
+    )
+    processing_ingest: str | None = _field(
+        "The ingest making it, while `processing`.", None, default=None
+    )
+
+
+class AssetProcessing(BaseModel):
+    """An asset with no version yet whose first is being made."""
+
+    collection: str = _field("The asset's collection.", "holiday-2026")
+    asset: str = _field("The asset's name.", "IMG_0001.jpg")
+    processing: bool = _field("Always true: its styles are being made.", True)
+    processing_ingest: str = _field("The ingest making it.", _JOB_EXAMPLE)
+    status_url: str = _field("That ingest's status URL.", f"/v1/ingests/{_JOB_EXAMPLE}")
 
 
 class AssetEntry(BaseModel):
