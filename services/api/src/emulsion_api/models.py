@@ -473,6 +473,12 @@ class ItemStatus(BaseModel):
     reason: FailureReason | None = _field(
         "For failed items: why (a stable name).", FailureReason.NOT_AN_IMAGE, default=None
     )
+    attempts: int | None = _field(
+        "For failed items: how many deliveries it had (null where not recorded; a "
+        "succeeded item's count is not kept).",
+        None,
+        default=None,
+    )
     original: Original | None = _field(
         "For live items: the original, with its download URL.", _ORIGINAL_EXAMPLE, default=None
     )

@@ -187,9 +187,18 @@ def test_a_retry_reruns_only_retryable_failures_whose_uploads_exist(
     status = api.get(f"/v1/ingests/{retry}").json()
     assert status["retry_of"] == name
     assert [item["asset"] for item in status["items"]] == ["p1.jpg", "p2.jpg", "p4.jpg"]
-    # Attempts are shown with each failure.
+    # Attempts are shown with each failure, and in the item's status.
     page = api.get(f"/v1/ingests/{name}/failures").json()["items"]
     assert [(f["index"], f["attempts"]) for f in page] == [(1, 3), (2, 1), (3, 1), (4, 4), (5, 2)]
+    shown = api.get(f"/v1/ingests/{name}", params={"urls": "false", "item_offset": 1}).json()
+    assert [(i["index"], i["state"], i["attempts"]) for i in shown["items"]] == [
+        (1, "failed", 3),
+        (2, "failed", 1),
+        (3, "failed", 1),
+        (4, "failed", 4),
+        (5, "failed", 2),
+    ]
+    assert api.get(f"/v1/ingests/{name}").json()["items"][0]["attempts"] is None
 
     repeat = api.post(f"/v1/ingests/{name}/retry")
 
