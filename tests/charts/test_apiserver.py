@@ -393,11 +393,10 @@ def test_service_accounts_can_do_exactly_what_their_component_needs(
 
     assert all(
         allowed("api", verb, "ingestjobs.emulsion.dev")
-        for verb in ("create", "get", "list", "watch", "delete")
+        for verb in ("create", "get", "list", "watch", "patch", "delete")
     )
     assert not allowed("api", "patch", "ingestjobs.emulsion.dev", "--subresource=status")
     assert not allowed("api", "update", "ingestjobs.emulsion.dev", "--subresource=status")
-    assert not allowed("api", "patch", "ingestjobs.emulsion.dev")
     assert not allowed("api", "update", "ingestjobs.emulsion.dev")
     assert not allowed("api", "get", "secrets")
     assert not can_i(tools, stack, tokens["api"], "default", "create", "ingestjobs.emulsion.dev")

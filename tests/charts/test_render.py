@@ -180,12 +180,12 @@ def test_only_api_and_controller_get_a_token_and_a_role(default: list[dict[str, 
     roles = {component_of(r): r["rules"] for r in by_kind(default, "Role").values()}
     assert set(roles) == {"api", "controller"}
     # delete: the API takes back the jobs of a request that failed half-way (its code
-    # calls it); never patch, never status.
+    # calls it); patch: it annotates a cancel (the spec is immutable); never status.
     assert roles["api"] == [
         {
             "apiGroups": [crd.GROUP],
             "resources": [crd.PLURAL],
-            "verbs": ["create", "get", "list", "watch", "delete"],
+            "verbs": ["create", "get", "list", "watch", "patch", "delete"],
         }
     ]
     controller = {(r["apiGroups"][0], r["resources"][0]): r["verbs"] for r in roles["controller"]}

@@ -116,7 +116,7 @@ def test_printer_columns_are_the_designed_ones() -> None:
     columns = load()["spec"]["versions"][0]["additionalPrinterColumns"]
     main = [c["name"] for c in columns if c.get("priority", 0) == 0]
     detail = [c["name"] for c in columns if c.get("priority", 0) == 1]
-    assert main == ["Phase", "Collection", "Progress", "Failed", "Age"]
+    assert main == ["Phase", "Collection", "Progress", "Failed", "Cancelled", "Age"]
     assert "Duration" in detail
 
 

@@ -272,3 +272,53 @@ def test_deleting_a_finished_job_cancels_nothing(
             return True
 
     assert not run(marked())
+
+
+def test_annotating_a_running_job_cancelled_marks_it_and_keeps_its_work(
+    controller: ProcessRecord, jobs: Any, streams: Any, run: Any
+) -> None:
+    """A cancel asked through its annotation (the API's DELETE): the job is marked for the
+    processors, which end each remaining item as Cancelled; its queued work is left, so
+    every item still gets a result; the job is kept."""
+    items, finished = 5, 1
+
+    def outcome(work: WorkItem) -> str | None:
+        return None if work.index < finished else "hold"
+
+    async def scenario() -> str:
+        async with streams.processing(outcome) as processor:
+            body = await asyncio.to_thread(jobs.create, "annotated", items)
+            await asyncio.to_thread(jobs.wait_phase, "annotated", crd.Phase.PROCESSING)
+            await streams.wait_for_async(
+                "the other items to be held", lambda: len(processor.held) >= items - finished
+            )
+        await asyncio.to_thread(
+            jobs.api.patch_namespaced_custom_object,
+            crd.GROUP,
+            crd.VERSION,
+            jobs.namespace,
+            crd.PLURAL,
+            "annotated",
+            {"metadata": {"annotations": {crd.ANNOTATION_CANCELLED: "2026-12-07T14:00:00Z"}}},
+        )
+        return str(body["metadata"]["uid"])
+
+    uid = run(scenario())
+
+    async def marked() -> bool:
+        async with streams.session() as js:
+            cancelled = await js.key_value(wire.CANCELLED_BUCKET)
+            try:
+                await cancelled.get(uid)
+            except (KeyNotFoundError, KeyDeletedError):
+                return False
+            return True
+
+    streams.wait_for("the job to be marked cancelled", lambda: run(marked()), 30)
+
+    async def queued() -> int:
+        async with streams.session() as js:
+            return int(await streams.queued_on(js, jobs.namespace, "annotated"))
+
+    assert run(queued()) == items - finished  # not purged: each still gets its result
+    assert jobs.get("annotated") is not None

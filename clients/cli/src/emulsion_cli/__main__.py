@@ -465,9 +465,14 @@ def _list(args: argparse.Namespace, page: PageOf, columns: tuple[str, ...]) -> i
 
 
 def _print_asset(asset: Json) -> None:
+    making = asset.get("processing_ingest")
+    if "version" not in asset:  # its first version is being made (202)
+        literal(out, f"{asset['collection']}/{asset['asset']} is being made by ingest {making}")
+        return
     literal(
         out,
-        f"{asset['collection']}/{asset['asset']} version {asset['version']}",
+        f"{asset['collection']}/{asset['asset']} version {asset['version']}"
+        + (f" (a new version is being made by ingest {making})" if making else ""),
     )
     original = asset["original"]
     literal(
@@ -547,6 +552,58 @@ def cmd_delete(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     return _run_api(args, delete)
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    async def cancel(api: Api) -> int:
+        answer = await api.cancel(args.job)
+        emit(answer, _fmt(args), lambda: literal(out, cancel_line(answer)))
+        return EXIT_OK
+
+    return _run_api(args, cancel)
+
+
+def cancel_line(answer: Json) -> str:
+    """One line for people: what was already done, what the cancel stops."""
+    name = answer["name"]
+    done = f"{answer['succeeded']} succeeded, {answer['failed']} failed"
+    if answer.get("cancelled_at") is None:
+        return f"{name} had already finished ({done}); nothing to cancel"
+    if answer["finished"]:
+        return f"{name} was cancelled: {done}, {answer['cancelled']} cancelled"
+    return (
+        f"cancelling {name}: {done} already; {answer['cancelled']} cancelled, "
+        f"{answer['stopping']} stopping (not started: cancelled; being made: finish or stop)"
+    )
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    async def retry(api: Api) -> int:
+        answer = await api.retry(args.job, args.include_deterministic)
+        emit(answer, _fmt(args), lambda: literal(out, retry_text(answer)))
+        return EXIT_OK
+
+    return _run_api(args, retry)
+
+
+def retry_text(answer: Json) -> str:
+    skipped = answer.get("skipped") or []
+    lines = []
+    if answer.get("name"):
+        lines.append(
+            f"retrying {len(answer['items'])} item(s) of {answer['retry_of']} "
+            f"as {answer['name']} (emulsion status {answer['name']})"
+        )
+    else:
+        lines.append(f"nothing of {answer['retry_of']} to retry")
+    for entry in skipped:
+        why = (
+            "its upload is gone: upload it again"
+            if entry["skipped"] == "upload_gone"
+            else "the image itself failed: --include-deterministic to retry it"
+        )
+        lines.append(f"  not retried: {entry.get('asset')} ({entry['reason']}): {why}")
+    return "\n".join(lines)
 
 
 def cmd_gallery(args: argparse.Namespace) -> int:
@@ -959,6 +1016,35 @@ def parser() -> argparse.ArgumentParser:
     delete.add_argument("collection", metavar="COLLECTION", help="the collection")
     delete.add_argument("asset", metavar="ASSET", help="the asset's name")
     delete.set_defaults(handler=cmd_delete)
+
+    cancel = _command(
+        commands,
+        "cancel",
+        "cancel an ingest job: items not started are not made, items being made finish "
+        "or stop; the job is kept, with every item's outcome",
+        """  emulsion cancel 01jdq3g2m4p8r6t0v2x4z6b8d0
+  emulsion cancel 01jdq3g2m4p8r6t0v2x4z6b8d0 -o json""",
+    )
+    cancel.add_argument(
+        "job", metavar="JOB", help="the job's name, as `ingest` or `jobs` prints it"
+    )
+    cancel.set_defaults(handler=cmd_cancel)
+
+    retry = _command(
+        commands,
+        "retry",
+        "re-run the failed items of a finished ingest job whose uploads still exist, as a new job",
+        """  emulsion retry 01jdq3g2m4p8r6t0v2x4z6b8d0
+  emulsion retry 01jdq3g2m4p8r6t0v2x4z6b8d0 --include-deterministic""",
+    )
+    retry.add_argument("job", metavar="JOB", help="the job's name, as `ingest` or `jobs` prints it")
+    retry.add_argument(
+        "--include-deterministic",
+        action="store_true",
+        help="also retry items whose image failed (NotAnImage, Truncated...), which fail "
+        "again unless the processors changed",
+    )
+    retry.set_defaults(handler=cmd_retry)
 
     _add_config(commands)
 

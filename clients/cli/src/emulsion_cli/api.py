@@ -446,6 +446,24 @@ class Api:
         result: Json = response.json()
         return result
 
+    async def cancel(self, name: str) -> Json:
+        """`DELETE /v1/ingests/<name>`: idempotent, so retried like a read."""
+        response = await self._with_retries(
+            lambda: self._request("DELETE", f"/v1/ingests/{quote(name, safe='')}")
+        )
+        result: Json = response.json()
+        return result
+
+    async def retry(self, name: str, include_deterministic: bool) -> Json:
+        """`POST /v1/ingests/<name>/retry`: one retry job per job, so retried like a read
+        (a repeat answers the same retry job)."""
+        body = {"include_deterministic": include_deterministic}
+        response = await self._with_retries(
+            lambda: self._request("POST", f"/v1/ingests/{quote(name, safe='')}/retry", json=body)
+        )
+        result: Json = response.json()
+        return result
+
 
 def event_json(event: Event) -> Json:
     try:

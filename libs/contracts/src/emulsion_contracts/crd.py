@@ -39,6 +39,14 @@ ANNOTATION_TRACEPARENT: Final = f"{GROUP}/traceparent"
 ANNOTATION_TRACESTATE: Final = f"{GROUP}/tracestate"
 ANNOTATION_IDEMPOTENCY_KEY: Final = f"{GROUP}/idempotency-key"
 FINALIZER: Final = f"{GROUP}/cancel-items"
+# A cancel asked for (`DELETE /v1/ingests/{name}`, or `kubectl annotate`): the time it was
+# asked, RFC 3339. The job is kept: the controller marks it cancelled for the processors,
+# which end its remaining items as failed with reason Cancelled, so it finishes with every
+# item's outcome readable (docs/architecture.md, "Cancel and retry").
+ANNOTATION_CANCELLED: Final = f"{GROUP}/cancelled-at"
+# A job made by `POST /v1/ingests/{name}/retry`: the name of the job it retries (a label,
+# so a repeated retry finds it).
+LABEL_RETRY_OF: Final = f"{GROUP}/retry-of"
 
 
 class Phase(StrEnum):

@@ -118,6 +118,9 @@ class FailureDetail(_Record):
     asset: str | None = None
     reason: str
     message: str | None = None
+    # Deliveries the item had (the processor's count; the controller's for a lost result);
+    # none in a record written before attempts were kept.
+    attempts: int | None = None
 
 
 class JobSummaryRecord(_Record):

@@ -256,6 +256,13 @@ class ApiServer:
         path = resource.path(namespace, name) + "/status"
         return cast(Body, await self.request("PATCH", path, body=patch, content_type=MERGE_PATCH))
 
+    async def patch(
+        self, resource: Resource, namespace: str | None, name: str, patch: Body
+    ) -> Body:
+        """A JSON merge patch of the object itself (not its status)."""
+        path = resource.path(namespace, name)
+        return cast(Body, await self.request("PATCH", path, body=patch, content_type=MERGE_PATCH))
+
     async def delete(
         self,
         resource: Resource,
@@ -391,6 +398,12 @@ class IngestJobs:
         if metadata:
             patch["metadata"] = metadata
         return await self.server.patch_status(INGESTJOBS, namespace, name, patch)
+
+    async def annotate(self, namespace: str, name: str, uid: str, annotations: Body) -> Body:
+        """Merge `annotations` into the job named `name` whose uid is `uid` (409 if that
+        job was replaced; the spec is immutable, so nothing else can change this way)."""
+        patch: Body = {"metadata": {"uid": uid, "annotations": annotations}}
+        return await self.server.patch(INGESTJOBS, namespace, name, patch)
 
     async def delete(self, namespace: str, name: str, *, uid: str | None = None) -> bool:
         return await self.server.delete(INGESTJOBS, namespace, name, uid=uid)

@@ -125,6 +125,17 @@ class Kube:
         except (KubeFailure, *UNREACHABLE) as error:
             raise _translate(error) from error
 
+    async def annotate(self, name: str, uid: str, annotations: dict[str, str]) -> Job | None:
+        """Merge `annotations` into the job (the one of `uid`); None if it is gone."""
+        try:
+            return await self._jobs.annotate(self._namespace, name, uid, annotations)
+        except KubeFailure as error:
+            if error.status in (404, 409):
+                return None
+            raise _translate(error) from error
+        except UNREACHABLE as error:
+            raise _translate(error) from error
+
     async def delete(self, name: str) -> None:
         try:
             await self._jobs.delete(self._namespace, name)

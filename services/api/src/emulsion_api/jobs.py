@@ -11,6 +11,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Final
 
 from emulsion_api.errors import ApiError, ErrorDetail
@@ -228,6 +229,7 @@ class JobPlan:
     ttl_seconds_after_finished: int | None = None
     owner: str | None = None  # the token's identity, labelled for its items in flight
     priority: wire.Lane | None = None  # the lane asked for (spec.priority)
+    retry_of: str | None = None  # the job a retry re-runs the failed items of
 
 
 def stored_json_size(value: Any) -> int:
@@ -334,6 +336,8 @@ def build_jobs(plan: JobPlan, parts: Sequence[Part], refs: Sequence[ItemsRef]) -
         labels[crd.LABEL_TENANT] = plan.owner
     if batch:
         labels[crd.LABEL_BATCH] = batch
+    if plan.retry_of:
+        labels[crd.LABEL_RETRY_OF] = plan.retry_of
     # The trace's parent only, and the idempotency key by its hash only (the label): a
     # W3C tracestate (up to 512 bytes) and a client's key (up to 255 characters, six bytes
     # each for '<', '>' and '&' in etcd) would take more than the whole status may, and
@@ -504,7 +508,26 @@ def job_summary(job: IngestJob) -> JobSummary:
             Failure(index=f.index, asset=f.asset, reason=f.reason, message=f.message)
             for f in status.failures
         ],
+        cancelled_at=cancelled_at(job),
+        cancelled=reason_count(status, FailureReason.CANCELLED),
+        retry_of=job.metadata.labels.get(crd.LABEL_RETRY_OF),
     )
+
+
+def cancelled_at(job: IngestJob) -> datetime | None:
+    """When a cancel was asked for (its annotation); None if never (or unreadable)."""
+    value = job.metadata.annotations.get(crd.ANNOTATION_CANCELLED)
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def reason_count(status: IngestJobStatus, reason: FailureReason) -> int:
+    """Items that failed with `reason`, from the counts per reason."""
+    return sum(c.count for c in status.failure_reasons if FailureReason.parse(c.reason) is reason)
 
 
 @dataclass(frozen=True)

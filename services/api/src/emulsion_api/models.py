@@ -283,6 +283,12 @@ class Failure(BaseModel):
         "cannot identify image file",
         default=None,
     )
+    attempts: int | None = _field(
+        "How many deliveries the item had before it failed (1 when it failed at once; "
+        "more after crashes or transient trouble). Null where not recorded.",
+        1,
+        default=None,
+    )
 
     @classmethod
     def of(cls, detail: FailureDetail) -> Failure:
@@ -292,6 +298,7 @@ class Failure(BaseModel):
             asset=detail.asset,
             reason=FailureReason.parse(detail.reason),
             message=detail.message,
+            attempts=detail.attempts,
         )
 
 
@@ -571,6 +578,12 @@ class ItemStatus(BaseModel):
     reason: FailureReason | None = _field(
         "For failed items: why (a stable name).", FailureReason.NOT_AN_IMAGE, default=None
     )
+    attempts: int | None = _field(
+        "For failed items: how many deliveries it had (null where not recorded; a "
+        "succeeded item's count is not kept).",
+        None,
+        default=None,
+    )
     original: Original | None = _field(
         "For live items: the original, with its download URL.", _ORIGINAL_EXAMPLE, default=None
     )
@@ -614,6 +627,19 @@ class JobSummary(BaseModel):
         "The first failures, with their reasons.",
         [{"index": 3, "asset": "IMG_0004.jpg", "reason": "NotAnImage", "message": None}],
         default=[],
+    )
+    cancelled_at: datetime | None = _field(
+        "When a cancel was asked for (`DELETE /v1/ingests/{name}`); null if never.",
+        None,
+        default=None,
+    )
+    cancelled: int = _field(
+        "Items that ended Cancelled (counted in `failed`, reason `Cancelled`).", 0, default=0
+    )
+    retry_of: str | None = _field(
+        "For a job made by `POST /v1/ingests/{name}/retry`: the job it retries.",
+        None,
+        default=None,
     )
 
 
@@ -721,6 +747,26 @@ class Asset(BaseModel):
         {"thumbhash": "1QcSHQRnh493V4dIh4eXh1h4kJUI", "dominant_color": "#c8a078"},
         default=None,
     )
+    processing: bool = _field(
+        "Whether a new version of this asset is being made now (an unfinished ingest has "
+        "it as an item without an outcome yet); this answer is the earlier version, "
+        "live until the new one commits. May be a second late.",
+        False,
+        default=False,
+    )
+    processing_ingest: str | None = _field(
+        "The ingest making it, while `processing`.", None, default=None
+    )
+
+
+class AssetProcessing(BaseModel):
+    """An asset with no version yet whose first is being made."""
+
+    collection: str = _field("The asset's collection.", "holiday-2026")
+    asset: str = _field("The asset's name.", "IMG_0001.jpg")
+    processing: bool = _field("Always true: its styles are being made.", True)
+    processing_ingest: str = _field("The ingest making it.", _JOB_EXAMPLE)
+    status_url: str = _field("That ingest's status URL.", f"/v1/ingests/{_JOB_EXAMPLE}")
 
 
 class AssetEntry(BaseModel):
@@ -839,3 +885,76 @@ class Health(BaseModel):
         {"apiserver": True, "object_store": True},
         default={},
     )
+
+
+class IngestCancel(BaseModel):
+    """What a cancel did: the items already done when it was asked, and those it stops."""
+
+    name: str = _field("The IngestJob's name.", _JOB_EXAMPLE)
+    status_url: str = _field("This job's status URL.", f"/v1/ingests/{_JOB_EXAMPLE}")
+    cancelled_at: datetime | None = _field(
+        "When the cancel was first asked for (a repeat keeps the first time); null for a "
+        "job that had finished before any cancel: nothing was cancelled.",
+        _TIME_EXAMPLE,
+    )
+    phase: crd.Phase = _field("The job's phase as answered.", crd.Phase.PROCESSING)
+    finished: bool = _field("Whether the job has ended: then every count below is final.", False)
+    total: int = _field("Items in the job.", 120)
+    succeeded: int = _field("Items made (already done, or finished while stopping).", 80)
+    failed: int = _field("Items that failed for another reason than the cancel.", 1)
+    cancelled: int = _field("Items that ended Cancelled so far.", 0)
+    stopping: int = _field(
+        "Items without an outcome yet: waiting or being processed. Each ends Cancelled, "
+        "except one a processor was already committing, which ends succeeded; no item is "
+        "half made.",
+        39,
+    )
+
+
+RetrySkip = Literal["upload_gone", "deterministic"]
+
+
+class RetrySkipped(BaseModel):
+    index: int = _field("The failed item's position in the original job.", 3)
+    asset: str | None = _field("Its asset.", "IMG_0004.jpg", default=None)
+    reason: FailureReason = _field("Why it failed.", FailureReason.NOT_AN_IMAGE)
+    skipped: RetrySkip = _field(
+        "Why it is not retried: `upload_gone` (its upload is no longer in the staging "
+        "area: upload the file again), `deterministic` (the image itself failed, and "
+        "would fail again: retried only with `include_deterministic`).",
+        "deterministic",
+    )
+
+
+class RetryItem(BaseModel):
+    index: int = _field("Position in the retry job.", 0)
+    original_index: int = _field("The item's position in the original job.", 3)
+    asset: str = _field("Its asset.", "IMG_0004.jpg")
+    upload_key: str = _field("Its upload, as in the original job.", _STAGING_EXAMPLE)
+    reason: FailureReason = _field("Why it failed the first time.", FailureReason.RETRIES_EXHAUSTED)
+    attempts: int | None = _field("Deliveries it had in the original job.", 3, default=None)
+
+
+class RetryRequest(Request):
+    include_deterministic: bool = _field(
+        "Also retry items whose image failed in a way that repeats (NotAnImage, "
+        "Truncated, DecompressionBomb...): useful only after a processor's limits or "
+        "formats changed. By default only items that failed for a reason outside the "
+        "image (Cancelled, RetriesExhausted, ResultLost, Unknown) are retried.",
+        False,
+        default=False,
+    )
+
+
+class RetryAccepted(BaseModel):
+    retry_of: str = _field("The job retried.", _JOB_EXAMPLE)
+    name: str | None = _field(
+        "The retry job (an IngestJob like any other, labelled with the job it retries); "
+        "null when no item could be retried.",
+        "01jdq4a7c2e9g1j3l5n7q9s1u3",
+    )
+    status_url: str | None = _field(
+        "The retry job's status URL.", "/v1/ingests/01jdq4a7c2e9g1j3l5n7q9s1u3"
+    )
+    items: list[RetryItem] = _field("The items retried.", [], default=[])
+    skipped: list[RetrySkipped] = _field("The failed items not retried, and why.", [], default=[])

@@ -125,6 +125,7 @@ async def ingest_status(
         listed = await services.records.items(parsed) or ()
         page = list(enumerate(listed))[offset : offset + limit]
         states = await item_states(services, parsed)
+    attempts = await failed_attempts(services, parsed, page, states)
     succeeded_assets = (
         sorted({item.asset for i, item in page if states.state(i) == "succeeded"}) if urls else []
     )
@@ -143,6 +144,7 @@ async def ingest_status(
             state=state,
             version=item_version,
             reason=states.reasons.get(index) if state == "failed" else None,
+            attempts=attempts.get(index),
         )
         if state != "succeeded" or not urls:
             return view
@@ -165,6 +167,24 @@ async def ingest_status(
         items = [item_status(i, item) for i, item in page]
     summary = await first_failures(services, parsed, jobs.job_summary(parsed))
     return IngestStatus(**summary.model_dump(), item_offset=offset, items=items)
+
+
+# The most failure records one status page reads for its failed items' attempts.
+ATTEMPTS_READ_MAX = 500
+
+
+async def failed_attempts(
+    services: Services, job: IngestJob, page: list[tuple[int, JobItem]], states: jobs.ItemStates
+) -> dict[int, int]:
+    """The attempts of the page's failed items, from their failure records (one paged
+    read, only when the page has failed items); an item without a count is left out."""
+    failed = [index for index, _ in page if index in states.failed]
+    uid = job.metadata.uid
+    if not failed or not uid:
+        return {}
+    wanted = min(len(failed), ATTEMPTS_READ_MAX)
+    found, _ = await services.records.failures(job.metadata.name, uid, failed[0] - 1, wanted)
+    return {d.index: d.attempts for d in found if d.attempts is not None and d.index in failed}
 
 
 async def first_failures(services: Services, job: IngestJob, summary: JobSummary) -> JobSummary:

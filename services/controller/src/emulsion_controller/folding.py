@@ -126,6 +126,7 @@ def fold(job: TrackedJob) -> None:
                     asset=result.asset,
                     reason=str(result.reason or FailureReason.UNKNOWN),
                     message=result.message,
+                    attempts=result.attempts,
                 )
             if trace_link is not None and len(job.links) < MAX_LINKS:
                 job.links.append(trace_link)

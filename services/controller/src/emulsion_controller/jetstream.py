@@ -165,6 +165,13 @@ class Bus:
             return
         await self._leases.delete(key)
 
+    async def mark_cancelled(self, job_uid: str) -> None:
+        """Mark a kept job cancelled (its cancel annotation): processors end each of its
+        items still to come with a Cancelled failure, so every item gets its outcome. Its
+        queued work is not purged: an item purged would have no result, and the job
+        would never finish."""
+        await self._cancelled.put(job_uid, b"cancel asked for")
+
     async def cancel(self, job_uid: str, namespace: str, name: str) -> int:
         """Mark the job cancelled for processors, then drop its work still queued.
 

@@ -81,6 +81,10 @@ class Runtime:
     failure: str | None = None
     _apiserver: tuple[float, bool] = (-APISERVER_CHECK_SECONDS, False)
 
+    # Jobs whose cancel annotation has been marked in the cancelled bucket (in memory:
+    # after a restart the first event of each such job marks it again, a no-op).
+    cancels_marked: set[str] = field(default_factory=set)
+
     def parts(self) -> tuple[Bus, Kube, StatusWriter]:
         if self.bus is None or self.kube is None or self.writer is None:
             raise kopf.TemporaryError("the controller is still starting", delay=1)
@@ -412,6 +416,41 @@ async def observe_job(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **
             runtime.writer.observe(body)
         if runtime.feeder is not None:
             runtime.feeder.observe(body)
+        _honour_cancel(runtime, body)
+
+
+def _honour_cancel(runtime: Runtime, body: kopf.Body) -> None:
+    """A job annotated cancelled and not finished: mark it for the processors (once per
+    job and process; a failed mark is retried on the job's next event)."""
+    annotations = body.get("metadata", {}).get("annotations") or {}
+    uid = str(body.get("metadata", {}).get("uid") or "")
+    if crd.ANNOTATION_CANCELLED not in annotations or not uid or uid in runtime.cancels_marked:
+        return
+    if crd.Phase.parse((body.get("status") or {}).get("phase")).finished:
+        return
+    if runtime.bus is None:
+        return
+    runtime.cancels_marked.add(uid)
+    bus = runtime.bus
+    name = str(body.get("metadata", {}).get("name"))
+
+    async def mark() -> None:
+        try:
+            await bus.mark_cancelled(uid)
+        except Exception as error:
+            runtime.cancels_marked.discard(uid)
+            log.warning("cannot mark job %s cancelled yet: %s", name, error)
+            return
+        metrics.JOBS_CANCELLED.inc()
+        log.info("job cancel asked for: its remaining items end as Cancelled", extra={"job": name})
+
+    task = asyncio.create_task(mark(), name=f"cancel-{uid}")
+    _CANCEL_TASKS.add(task)
+    task.add_done_callback(_CANCEL_TASKS.discard)
+
+
+# The mark tasks in flight (a reference each, so none is collected before it ends).
+_CANCEL_TASKS: set[asyncio.Task[None]] = set()
 
 
 async def sweep_lost_results(runtime: Runtime) -> None:

@@ -413,7 +413,7 @@ class ItemWorker:
             # Never made live, so nothing will reference them: the janitor may take them.
             await self._gc(item, "stale", tuple(sorted(written)))
         raise ItemRejected(
-            FailureReason.CANCELLED, f"job {item.job.namespace}/{item.job.name} was deleted"
+            FailureReason.CANCELLED, f"job {item.job.namespace}/{item.job.name} was cancelled"
         )
 
     async def _is_cancelled(self, item: WorkItem) -> bool:

@@ -158,7 +158,13 @@ def test_status_shows_counts_item_states_failures_and_live_outputs(
     assert (body["phase"], body["finished"], body["progress"]) == ("Processing", False, "2/3")
     assert (body["total"], body["succeeded"], body["failed"]) == (3, 1, 1)
     assert body["failures"] == [
-        {"index": 2, "asset": "IMG_00002.jpg", "reason": "DecompressionBomb", "message": None}
+        {
+            "index": 2,
+            "asset": "IMG_00002.jpg",
+            "reason": "DecompressionBomb",
+            "message": None,
+            "attempts": None,
+        }
     ]
     states = [(item["asset"], item["state"], item["reason"]) for item in body["items"]]
     assert states == [
@@ -220,7 +226,13 @@ def test_every_failed_item_has_its_reason_beyond_the_listed_examples(
     body = api.get(f"/v1/ingests/{name}", params={"urls": "false"}).json()
 
     assert body["failures"] == [
-        {"index": 1, "asset": "IMG_00001.jpg", "reason": "NotAnImage", "message": None}
+        {
+            "index": 1,
+            "asset": "IMG_00001.jpg",
+            "reason": "NotAnImage",
+            "message": None,
+            "attempts": None,
+        }
     ]
     assert [(item["state"], item["reason"]) for item in body["items"]] == [
         ("succeeded", None),

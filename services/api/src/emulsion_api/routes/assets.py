@@ -9,15 +9,24 @@ version other than the one the client saw.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Response, status
+from fastapi.responses import JSONResponse
 
-from emulsion_api import jobs, listing, negotiation, rerenders, views
+from emulsion_api import jobs, listing, negotiation, processing, rerenders, views
 from emulsion_api.deps import Principal, PrincipalDep, Services, ServicesDep
 from emulsion_api.errors import ApiError, Responses, problems
-from emulsion_api.models import Asset, AssetList, AssetPatch, AssetPatched, Deleted
+from emulsion_api.models import (
+    Asset,
+    AssetList,
+    AssetPatch,
+    AssetPatched,
+    AssetProcessing,
+    Deleted,
+)
 from emulsion_api.store import (
     IndexEntry,
     ListedManifest,
@@ -211,6 +220,10 @@ async def _list_taken(
     operation_id="getAsset",
     responses={
         200: {"description": "The live asset", "headers": _ETAG_HEADER},
+        202: {
+            "description": "No version yet: its first is being made (`processing_ingest`)",
+            "model": AssetProcessing,
+        },
         304: {
             "description": "Not modified: If-None-Match names the live version",
             "headers": _ETAG_HEADER,
@@ -233,13 +246,39 @@ async def get_asset(
         ),
     ] = None,
 ) -> Asset | Response:
-    """The live manifest, with download URLs for the original and every style."""
-    stored = await _readable_manifest(services, caller, collection, asset)
+    """The live manifest, with download URLs for the original and every style.
+
+    While an ingest is making a new version, `processing` is true and names it
+    (`processing_ingest`), and this answers the earlier version, live until the new one
+    commits (never 304 then, so a poller sees the flag). An asset whose first version is
+    being made answers **202** with `processing` and the ingest (`AssetProcessing`).
+    """
+    _checked(collection, asset)
+    if not caller.may_read(collection):
+        raise _not_found(collection, asset)
+    stored, ingest = await asyncio.gather(
+        services.store.read_manifest(collection, asset),
+        processing.making(services, collection, asset),
+    )
+    if stored is None:
+        if ingest is None:
+            raise _not_found(collection, asset)
+        making = AssetProcessing(
+            collection=collection,
+            asset=asset,
+            processing=True,
+            processing_ingest=ingest,
+            status_url=jobs.ingest_url(ingest),
+        )
+        return JSONResponse(making.model_dump(mode="json"), status_code=status.HTTP_202_ACCEPTED)
     version = stored.manifest.version
-    if if_none_match is not None and _matches(if_none_match, version):
+    if ingest is None and if_none_match is not None and _matches(if_none_match, version):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag(version)})
     response.headers["ETag"] = etag(version)
-    return await services.store.run(lambda: views.asset(services.store, stored))
+    found = await services.store.run(lambda: views.asset(services.store, stored))
+    if ingest is None:
+        return found
+    return found.model_copy(update={"processing": True, "processing_ingest": ingest})
 
 
 @router.get(

@@ -8,6 +8,7 @@ import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Response, status
@@ -22,15 +23,22 @@ from emulsion_api.models import (
     Failure,
     FailurePage,
     IngestAccepted,
+    IngestCancel,
     IngestList,
     IngestRequest,
     IngestStatus,
     JobDeletedEvent,
     JobSummary,
+    RetryAccepted,
+    RetryItem,
+    RetryRequest,
+    RetrySkipped,
     StreamErrorEvent,
 )
 from emulsion_contracts import crd, keys, wire
 from emulsion_contracts.ingestjob import IngestJob, JobOutline
+from emulsion_contracts.jobrecords import FailureDetail
+from emulsion_contracts.reasons import FailureReason
 from emulsion_runtime import telemetry
 
 log = logging.getLogger(__name__)
@@ -213,7 +221,9 @@ async def create_ingest(
     parts = jobs.plan_parts(plan, versions)
     created = await _create_all(services, plan, parts)
     if idempotency is not None:
-        winner = await _settle_race(services.kube, idempotency[0], created)
+        winner = await _settle_race(
+            services.kube, f"{jobs.LABEL_IDEMPOTENCY}={idempotency[0]}", created
+        )
         if winner is not created:
             return await _replay(services, winner, idempotency[2], response)
     result = jobs.accepted([(job, part.items) for job, part in zip(created, parts, strict=True)])
@@ -288,10 +298,11 @@ async def _create_all(
     raise failure
 
 
-async def _settle_race(kube: Kube, label: str, created: list[jobs.Job]) -> list[jobs.Job]:
-    """Two requests with one Idempotency-Key may both have found nothing and created jobs;
-    the earliest wins, the others delete what they made and answer with the winner's."""
-    everything = await kube.list(f"{jobs.LABEL_IDEMPOTENCY}={label}")
+async def _settle_race(kube: Kube, selector: str, created: list[jobs.Job]) -> list[jobs.Job]:
+    """Two requests with one Idempotency-Key (or two retries of one job, `selector` saying
+    which) may both have found nothing and created jobs; the earliest wins, the others
+    delete what they made and answer with the winner's."""
+    everything = await kube.list(selector)
     ours = jobs.request_id(created[0])
     winner = jobs.first_request(everything) if everything else created
     if jobs.request_id(winner[0]) == ours:
@@ -632,4 +643,290 @@ async def ingest_failures(
         name=name,
         items=[Failure.of(detail) for detail in found],
         next_cursor=None if next_index is None else str(next_index),
+    )
+
+
+CANCEL_EXAMPLE = {
+    "name": "01jdq3g2m4p8r6t0v2x4z6b8d0",
+    "status_url": "/v1/ingests/01jdq3g2m4p8r6t0v2x4z6b8d0",
+    "cancelled_at": "2026-11-23T10:15:35Z",
+    "phase": "Processing",
+    "finished": False,
+    "total": 120,
+    "succeeded": 80,
+    "failed": 1,
+    "cancelled": 0,
+    "stopping": 39,
+}
+
+
+@router.delete(
+    "/{name}",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=IngestCancel,
+    operation_id="cancelIngest",
+    responses={
+        202: {
+            "description": (
+                "The cancel is under way: `stopping` items end Cancelled (one a processor "
+                "was committing ends succeeded); follow the job's status until `finished`."
+            ),
+            "content": {"application/json": {"example": CANCEL_EXAMPLE}},
+        },
+        200: {
+            "description": (
+                "The job has finished (cancelled earlier, or ended before any cancel): "
+                "every count is final and nothing was changed."
+            ),
+            "model": IngestCancel,
+        },
+        **problems(*JOB_READ_PROBLEMS, "ingest_expired", models={410: ExpiredIngestProblem}),
+    },
+)
+async def cancel_ingest(
+    name: JobName, response: Response, services: ServicesDep, caller: PrincipalDep
+) -> IngestCancel:
+    """Cancel an ingest: items not started are not made, items being made finish or stop
+    cleanly (nothing half made, nothing committed after the cancel's mark), and the answer
+    says how many of each.
+
+    The job is kept, not deleted: it finishes with every item's outcome — succeeded,
+    failed, or failed with reason `Cancelled` — readable as for any job (`kubectl get ij`
+    shows when it was cancelled). Idempotent: a repeat changes nothing and answers the
+    counts as they are then (200 once the job has finished). A job of a collection the
+    token may not see is a 404, as unknown.
+    """
+    job = await _job_or_gone(services, name, caller)
+    caller.check_write(str(job["spec"]["collection"]))
+    parsed = IngestJob.read(job)
+    if not parsed.status.phase.finished and jobs.cancelled_at(parsed) is None:
+        asked = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        patched = await services.kube.annotate(
+            name, str(parsed.metadata.uid), {crd.ANNOTATION_CANCELLED: asked}
+        )
+        if patched is None:  # deleted (or replaced) meanwhile
+            raise _not_found(name)
+        parsed = IngestJob.read(patched)
+    summary = jobs.job_summary(parsed)
+    if summary.finished:
+        response.status_code = status.HTTP_200_OK
+    return IngestCancel(
+        name=summary.name,
+        status_url=summary.status_url,
+        cancelled_at=summary.cancelled_at,
+        phase=summary.phase,
+        finished=summary.finished,
+        total=summary.total,
+        succeeded=summary.succeeded,
+        failed=summary.failed - summary.cancelled,
+        cancelled=summary.cancelled,
+        stopping=max(0, summary.total - summary.succeeded - summary.failed),
+    )
+
+
+# Failures that say nothing about the image: a retry may well succeed.
+RETRIED_BY_DEFAULT = frozenset(
+    {
+        FailureReason.CANCELLED,
+        FailureReason.RETRIES_EXHAUSTED,
+        FailureReason.RESULT_LOST,
+        FailureReason.UNKNOWN,
+    }
+)
+# Failures of the upload rather than the image: retrying the same upload cannot help.
+UPLOAD_FAILURES = frozenset(
+    {
+        FailureReason.SOURCE_MISSING,
+        FailureReason.UPLOAD_ALREADY_INGESTED,
+        FailureReason.UPLOAD_NOT_IN_COLLECTION,
+        FailureReason.SOURCE_CHANGED,
+    }
+)
+# The most failures a retry reads: a job has at most this many items.
+RETRY_PAGE = 500
+
+
+@router.post(
+    "/{name}/retry",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=RetryAccepted,
+    operation_id="retryIngest",
+    responses={
+        202: {
+            "description": (
+                "The retry job was created (or, on a repeat, already exists: "
+                "`Idempotent-Replayed: true`); `Location` is its status URL."
+            )
+        },
+        200: {
+            "description": "No failed item could be retried; `skipped` says why.",
+            "model": RetryAccepted,
+        },
+        **problems(
+            *JOB_READ_PROBLEMS,
+            "forbidden",
+            "malformed_json",
+            "ingest_expired",
+            "ingest_running",
+            "rate_limited",
+            models={410: ExpiredIngestProblem},
+        ),
+    },
+)
+async def retry_ingest(
+    name: JobName,
+    response: Response,
+    services: ServicesDep,
+    caller: PrincipalDep,
+    body: RetryRequest | None = None,
+) -> RetryAccepted:
+    """Re-run the failed items of a finished ingest whose uploads still exist, as a new
+    IngestJob (labelled `emulsion.dev/retry-of`) with the same collection and profile.
+
+    By default only items that failed for a reason outside the image are retried
+    (`Cancelled`, `RetriesExhausted`, `ResultLost`, `Unknown`); `include_deterministic`
+    adds those whose image failed (they fail again unless a processor's limits changed).
+    An item whose upload is gone, or that failed because of its upload, is reported in
+    `skipped`, not retried: upload the file again. One retry per job: a repeat answers the
+    same retry job (`Idempotent-Replayed: true`); retry the retry job for a second round.
+    The job must have finished (409 `ingest_running` otherwise): cancel it first.
+    """
+    include_deterministic = body.include_deterministic if body is not None else False
+    job = await _job_or_gone(services, name, caller)
+    collection = str(job["spec"]["collection"])
+    caller.check_write(collection)
+    parsed = IngestJob.read(job)
+    if not parsed.status.phase.finished:
+        raise ApiError(
+            409,
+            "ingest_running",
+            f"ingest {name!r} has not finished; only a finished ingest's failures are retried",
+        )
+    failures = await _all_failures(services, name, str(parsed.metadata.uid))
+    items = await services.records.items(parsed) or ()
+    wanted: list[tuple[FailureDetail, str, str]] = []
+    skipped: list[RetrySkipped] = []
+    for failure in failures:
+        reason = FailureReason.parse(failure.reason)
+        if failure.index >= len(items):
+            continue
+        item = items[failure.index]
+        if reason in UPLOAD_FAILURES:
+            skipped.append(_skip(failure, reason, "upload_gone"))
+        elif reason not in RETRIED_BY_DEFAULT and not include_deterministic:
+            skipped.append(_skip(failure, reason, "deterministic"))
+        else:
+            wanted.append((failure, item.source, item.asset))
+    selector = f"{crd.LABEL_RETRY_OF}={name}"
+    existing = await services.kube.list(selector)
+    if wanted and not existing:
+        own = [key for _, key, _ in wanted if caller.may_use_upload(key, collection)]
+        gone = set(await services.store.missing(own)) if own else set()
+        mine = set(own)
+        for failure, key, _ in wanted:
+            if key not in mine or key in gone:
+                skipped.append(_skip(failure, FailureReason.parse(failure.reason), "upload_gone"))
+        wanted = [entry for entry in wanted if entry[1] in mine and entry[1] not in gone]
+    skipped.sort(key=lambda entry: entry.index)
+    if existing:
+        candidates = [failure for failure, _, _ in wanted]
+        return await _retry_replay(services, name, existing, candidates, skipped, response)
+    if not wanted:
+        response.status_code = status.HTTP_200_OK
+        return RetryAccepted(retry_of=name, name=None, status_url=None, skipped=skipped)
+    planned = [jobs.PlannedItem(key, asset) for _, key, asset in wanted]
+    plan = jobs.JobPlan(
+        namespace=services.kube.namespace,
+        collection=collection,
+        profile=parsed.spec.profile,
+        items=planned,
+        trace_headers=telemetry.inject(),
+        ttl_seconds_after_finished=services.settings.ttl_seconds_after_finished,
+        owner=caller.owner,
+        retry_of=name,
+    )
+    await services.limiter.admit_jobs(services.kube, caller.owner, caller.limits, len(planned))
+    versions = await services.bus.mint_versions(jobs.part_count(planned))
+    created = await _create_all(services, plan, jobs.plan_parts(plan, versions))
+    winner = await _settle_race(services.kube, selector, created)
+    if winner is not created:
+        candidates = [failure for failure, _, _ in wanted]
+        return await _retry_replay(services, name, winner, candidates, skipped, response)
+    return _retry_answer(name, created[0], [f for f, _, _ in wanted], planned, skipped, response)
+
+
+def _skip(failure: FailureDetail, reason: FailureReason, why: str) -> RetrySkipped:
+    return RetrySkipped.model_validate(
+        {"index": failure.index, "asset": failure.asset, "reason": reason, "skipped": why}
+    )
+
+
+async def _all_failures(services: Services, name: str, uid: str) -> list[FailureDetail]:
+    found: list[FailureDetail] = []
+    after = -1
+    while True:
+        page, next_index = await services.records.failures(name, uid, after, RETRY_PAGE)
+        found += page
+        if next_index is None or not page:
+            return found
+        after = next_index
+
+
+def _retry_answer(
+    name: str,
+    job: jobs.Job,
+    failures: list[FailureDetail],
+    planned: list[jobs.PlannedItem],
+    skipped: list[RetrySkipped],
+    response: Response,
+) -> RetryAccepted:
+    retry = str(job["metadata"]["name"])
+    response.headers["Location"] = jobs.ingest_url(retry)
+    return RetryAccepted(
+        retry_of=name,
+        name=retry,
+        status_url=jobs.ingest_url(retry),
+        items=[
+            RetryItem(
+                index=index,
+                original_index=failure.index,
+                asset=item.asset,
+                upload_key=item.upload_key,
+                reason=FailureReason.parse(failure.reason),
+                attempts=failure.attempts,
+            )
+            for index, (failure, item) in enumerate(zip(failures, planned, strict=True))
+        ],
+        skipped=skipped,
+    )
+
+
+async def _retry_replay(
+    services: Services,
+    name: str,
+    existing: list[jobs.Job],
+    failures: list[FailureDetail],
+    skipped: list[RetrySkipped],
+    response: Response,
+) -> RetryAccepted:
+    """The answer of the retry already made: its items, matched to the original's
+    retryable `failures` by asset; one it left out had its upload gone then."""
+    [first, *_] = jobs.first_request(existing)
+    retried = await services.records.items(IngestJob.read(first)) or ()
+    by_asset = {failure.asset: failure for failure in failures}
+    matched = [(by_asset[item.asset], item) for item in retried if item.asset in by_asset]
+    taken = {failure.index for failure, _ in matched}
+    left = [
+        _skip(failure, FailureReason.parse(failure.reason), "upload_gone")
+        for failure in failures
+        if failure.index not in taken
+    ]
+    response.headers["Idempotent-Replayed"] = "true"
+    return _retry_answer(
+        name,
+        first,
+        [failure for failure, _ in matched],
+        [jobs.PlannedItem(item.source, item.asset) for _, item in matched],
+        sorted([*skipped, *left], key=lambda entry: entry.index),
+        response,
     )
