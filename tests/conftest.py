@@ -31,6 +31,17 @@ INTEGRATION_FOLDERS = frozenset({"charts", "e2e", "security", "stack", *SUITES})
 STACK_FIXTURES = frozenset({"stack", "stack_state_dir"})
 
 
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Under `make unit` (`-m unit` exactly) the integration-only folders are not
+    collected at all: every test in them is marked `integration` below, so `-m unit`
+    would deselect each one anyway, after every worker had imported its modules and their
+    imports (Playwright, the stack's clients). Any other selection collects them as ever."""
+    if config.getoption("markexpr", "") != "unit" or not collection_path.is_relative_to(TESTS):
+        return None
+    parts = collection_path.relative_to(TESTS).parts
+    return True if parts and parts[0] in INTEGRATION_FOLDERS else None
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark each test by what it needs: `unit` (pure logic, seconds), `integration`
     (the real stack or its binaries), and the folder suites `faults`, `web`, `cluster`;
