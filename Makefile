@@ -26,11 +26,15 @@ $(CACHE_HOME)/uv-$(UV_VERSION)/bin/uv:
 	python3 -m venv $(CACHE_HOME)/uv-$(UV_VERSION)
 	$(CACHE_HOME)/uv-$(UV_VERSION)/bin/pip install --quiet uv==$(UV_VERSION)
 
-# --compile-bytecode: the packages' bytecode is written once here (uv, unlike pip, leaves
-# it out), so no Python process of a test, service or command compiles them from source
-# again, PYTHONDONTWRITEBYTECODE or not; up to date, it costs about a second.
-setup: $(UV) ## Install the Python workspace (.venv) from uv.lock, with the packages' bytecode
+setup: $(UV) .venv/.bytecode ## Install the Python workspace (.venv) from uv.lock, with the packages' bytecode
+	$(UV) sync --locked
+
+# The packages' bytecode, written once per lock (uv, unlike pip, leaves it out): no Python
+# process of a test, service or command compiles them from source again,
+# PYTHONDONTWRITEBYTECODE or not. Once per lock, as checking 9,000 files costs a second.
+.venv/.bytecode: uv.lock | $(UV)
 	$(UV) sync --locked --compile-bytecode
+	@touch $@
 
 tools: setup ## Build or find etcd, kube-apiserver, kubectl, helm, minio, nats-server
 	$(UV) run --locked python -m emulsion_devstack.binaries ensure
