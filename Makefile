@@ -129,9 +129,11 @@ test-scaleout: setup tools ## The scale-out suite (tests/scaleout): a NATS clust
 # `make unit` keeps the bytecode of the workspace and of the tests (their asserts rewritten
 # by pytest) in the gitignored __pycache__ folders even where PYTHONDONTWRITEBYTECODE is
 # set: each worker would otherwise compile and rewrite every module again on every run
-# (about 2 s of each worker's 5 s of collection).
+# (about 2 s of each worker's 5 s of collection). `--dist worksteal`: a worker that runs
+# out takes half of the other's queue, so neither idles while the other ends on the long
+# property tests (`load` left one worker about 2 s behind the other).
 unit: setup ## Pure-logic tests alone, no servers or processes, in seconds (tests the conftest marks `unit`)
-	PYTHONDONTWRITEBYTECODE= $(UV) run --locked pytest -n 2 -m unit $(PYTEST_ARGS)
+	PYTHONDONTWRITEBYTECODE= $(UV) run --locked pytest -n 2 --dist worksteal -m unit $(PYTEST_ARGS)
 
 integration: setup tools web faketime ## Tests on the real stack or with servers and processes of their own, without the fault, browser and real-node suites (2 workers)
 	$(UV) run --locked pytest -n 2 --dist loadfile -m "integration and not (faults or web or cluster or scaleout)" $(PYTEST_ARGS)
