@@ -27,14 +27,28 @@ SUITES = {"faults": "faults", "web": "web", "cluster": "cluster", "scaleout": "s
 # for the session's `stack`: stacks of their own (e2e, security, stack), helm and kubectl
 # (charts).
 INTEGRATION_FOLDERS = frozenset({"charts", "e2e", "security", "stack", *SUITES})
-# A test whose fixtures reach one of these runs against the real stack.
+# A test whose fixtures reach one of these runs against the real stack, or (the silent
+# apiserver) a server of the fixture's own: `integration` either way.
 STACK_FIXTURES = frozenset({"stack", "stack_state_dir"})
+SERVER_FIXTURES = frozenset({"silent_apiserver"})
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Under `make unit` (`-m unit` exactly) the integration-only folders are not
+    collected at all: every test in them is marked `integration` below, so `-m unit`
+    would deselect each one anyway, after every worker had imported its modules and their
+    imports (Playwright, the stack's clients). Any other selection collects them as ever."""
+    if config.getoption("markexpr", "") != "unit" or not collection_path.is_relative_to(TESTS):
+        return None
+    parts = collection_path.relative_to(TESTS).parts
+    return True if parts and parts[0] in INTEGRATION_FOLDERS else None
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark each test by what it needs: `unit` (pure logic, seconds), `integration`
-    (the real stack or its binaries), and the folder suites `faults`, `web`, `cluster`;
-    on a pytest-xdist worker, also put the longest files first (see `_longest_first`)."""
+    (the real stack or its binaries, or a server or process of the test's own), and the
+    folder suites `faults`, `web`, `cluster`; on a pytest-xdist worker, also put the
+    longest files first (see `_longest_first`)."""
     for item in items:
         # A test outside tests/ (a pytest session a test runs in a temporary folder with
         # this conftest) has no folder suite; its fixtures still decide unit or not.
@@ -42,11 +56,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         folder = item.path.relative_to(TESTS).parts[0] if inside else ""
         if folder in SUITES:
             item.add_marker(SUITES[folder])
-        needs_stack = not STACK_FIXTURES.isdisjoint(getattr(item, "fixturenames", ()))
-        # A test may say `integration` itself when it needs no server but not seconds
-        # either (it measures a whole process): `make unit` stays quick.
+        fixtures = getattr(item, "fixturenames", ())
+        needs_a_server = not (STACK_FIXTURES | SERVER_FIXTURES).isdisjoint(fixtures)
+        # `unit` starts no server and no process: a test says `integration` itself when it
+        # does (a stub HTTP server, the CLI or a Python child as a process, a tool's
+        # command), the code under test's own process pool aside; such tests still run in
+        # `make test`'s first stage and `make integration`, and `make unit` stays quick.
         said = item.get_closest_marker("integration") is not None
-        if folder in INTEGRATION_FOLDERS or needs_stack or said:
+        if folder in INTEGRATION_FOLDERS or needs_a_server or said:
             item.add_marker("integration")
         else:
             item.add_marker("unit")

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -78,6 +79,8 @@ def test_cpu_per_item_divides_each_process_and_sums_them() -> None:
 BURN = "import time\nend = time.process_time() + {seconds}\nwhile time.process_time() < end: pass\n"
 
 
+# Integration, not `make unit`: measures processes of its own (see tests/conftest.py).
+@pytest.mark.integration
 def test_the_meter_counts_a_child_that_exited_during_the_phase() -> None:
     # On "go", the parent waits for a child that burns 0.3 s of CPU, burns 0.2 s itself,
     # says "done" and stays alive until told to end.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from emulsion_contracts import natsauth
 from tests import tools
 
@@ -71,6 +73,8 @@ def test_server_users_carry_each_identitys_password_and_permissions() -> None:
         assert set(allowed) == set(identity.publish) and len(allowed) == len(set(allowed))
 
 
+# Integration, not `make unit`: runs the generating tool as a process (see tests/conftest.py).
+@pytest.mark.integration
 def test_the_charts_copy_of_the_table_is_current() -> None:
     result = tools.check("nats_permissions")
     assert result.returncode == 0, result.stderr

@@ -7,6 +7,8 @@ import re
 from pathlib import Path
 from types import ModuleType
 
+import pytest
+
 from tests import tools
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -32,6 +34,8 @@ def load_tool() -> ModuleType:
     return tools.load_tool("config_reference")
 
 
+# Integration, not `make unit`: runs the generating tool as a process (see tests/conftest.py).
+@pytest.mark.integration
 def test_configuration_reference_is_generated_from_the_settings() -> None:
     result = tools.check("config_reference")
     assert result.returncode == 0, result.stderr

@@ -12,6 +12,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
 IMPORTLINTER: dict[str, Any] = PYPROJECT["tool"]["importlinter"]
@@ -41,6 +43,8 @@ def test_the_cycle_rule_covers_every_package_of_ours() -> None:
     assert set(cycle_rule()["ancestors"]) == set(IMPORTLINTER["root_packages"])
 
 
+# Integration, not `make unit`: runs lint-imports as a process (see tests/conftest.py).
+@pytest.mark.integration
 def test_a_circle_breaks_the_rule_and_is_named(tmp_path: Path) -> None:
     package = tmp_path / "circled"
     package.mkdir()

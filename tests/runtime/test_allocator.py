@@ -7,6 +7,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 # A child process: optionally limit the arenas, then let eight threads hold large
 # allocations at once (contending for the heap), and print how many heaps glibc made.
 CHILD = textwrap.dedent(
@@ -56,11 +58,15 @@ def heaps_made(mode: str, **environment: str) -> tuple[bool, int]:
     return took == "True", int(heaps)
 
 
+# Integration, not `make unit`: a Python process of its own (see tests/conftest.py).
+@pytest.mark.integration
 def test_threads_share_one_arena_once_limited() -> None:
     assert heaps_made("limit") == (True, 1)
     _, unlimited = heaps_made("none")
     assert unlimited > 1  # the test can tell: unlimited threads do take arenas of their own
 
 
+# Integration, not `make unit`: a Python process of its own (see tests/conftest.py).
+@pytest.mark.integration
 def test_an_operators_malloc_arena_max_wins() -> None:
     assert heaps_made("limit", MALLOC_ARENA_MAX="2")[0] is False

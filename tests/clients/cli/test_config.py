@@ -145,6 +145,8 @@ def emulsion(*arguments: str, config_home: Path) -> subprocess.CompletedProcess[
     )
 
 
+# Integration, not `make unit`: runs the CLI as a process (see tests/conftest.py).
+@pytest.mark.integration
 def test_config_commands_write_a_kubeconfig_like_file(tmp_path: Path) -> None:
     home = tmp_path / "config"
     done = emulsion(

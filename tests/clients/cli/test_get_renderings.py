@@ -6,10 +6,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from emulsion_cli.errors import EXIT_OK
 
 from .stub import Reply, Request, serve
 from .test_lists_on_a_stub import run
+
+# Runs the CLI as a process against a stub HTTP server: `integration`.
+pytestmark = pytest.mark.integration
 
 URL = "https://cdn.example.com/derivatives/c/IMG_1.jpg/v/"
 ASSET = {

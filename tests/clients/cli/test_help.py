@@ -73,18 +73,24 @@ def run(*arguments: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+# Integration, not `make unit`: runs the CLI as a process (see tests/conftest.py).
+@pytest.mark.integration
 def test_version() -> None:
     done = run("--version")
     assert done.returncode == 0
     assert done.stdout.strip() == f"emulsion {version('emulsion-cli')}"
 
 
+# Integration, not `make unit`: runs the CLI as a process (see tests/conftest.py).
+@pytest.mark.integration
 def test_usage_errors_exit_2() -> None:
     assert run("ingest").returncode == 2  # argparse: DIR and --collection missing
     assert run("ls", "c", "--page-size", "0").returncode == 2
     assert run("frobnicate").returncode == 2
 
 
+# Integration, not `make unit`: runs the CLI and the shell as processes (see tests/conftest.py).
+@pytest.mark.integration
 @pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
 def test_completion_scripts_know_the_commands_and_options(shell: str) -> None:
     done = run("completion", shell)
@@ -102,6 +108,8 @@ def test_completion_scripts_know_the_commands_and_options(shell: str) -> None:
         assert checked.returncode == 0, checked.stderr
 
 
+# Integration, not `make unit`: runs the CLI and bash as processes (see tests/conftest.py).
+@pytest.mark.integration
 def test_bash_completes_a_command_name() -> None:
     script = run("completion", "bash").stdout
     probe = (

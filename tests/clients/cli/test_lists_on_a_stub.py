@@ -11,12 +11,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from emulsion_cli.errors import EXIT_API, EXIT_OK, EXIT_UNREACHABLE
 from emulsion_devstack.processes import free_port
 
 from .stub import Reply, Request, paged, serve
+
+# Each test runs the CLI as a process against a stub HTTP server: `integration`.
+pytestmark = pytest.mark.integration
 
 ASSETS = [
     {"collection": "c", "asset": f"IMG_{i:04}.jpg", "version": f"v{i}", "state": "live"}

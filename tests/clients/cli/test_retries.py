@@ -66,6 +66,8 @@ def test_lost_connections_back_off_exponentially() -> None:
     assert retry_backoff(CliError("a malformed answer")) is False
 
 
+# Integration, not `make unit`: a stub HTTP server (see tests/conftest.py).
+@pytest.mark.integration
 def test_a_429_with_retry_after_is_waited_for_then_retried() -> None:
     answered: list[float] = []
 
@@ -85,6 +87,8 @@ def test_a_429_with_retry_after_is_waited_for_then_retried() -> None:
     assert 1.0 <= answered[1] - answered[0] <= 1.0 + JITTER_SECONDS + 0.5
 
 
+# Integration, not `make unit`: a stub HTTP server (see tests/conftest.py).
+@pytest.mark.integration
 def test_a_404_is_one_request_and_an_api_error() -> None:
     not_found = Reply(404, {"code": "not_found", "message": "no job"})
     with serve(lambda request: not_found) as stub, pytest.raises(ApiRequestError) as raised:
@@ -94,6 +98,8 @@ def test_a_404_is_one_request_and_an_api_error() -> None:
     assert len(stub.requests) == 1
 
 
+# Integration, not `make unit`: a stub HTTP server (see tests/conftest.py).
+@pytest.mark.integration
 @pytest.mark.parametrize("attempts", [1, 2])
 def test_emulsion_retries_sets_how_often_a_call_is_tried(
     attempts: int, monkeypatch: pytest.MonkeyPatch
@@ -116,6 +122,8 @@ def test_without_emulsion_retries_a_call_is_tried_five_times() -> None:
     assert retry_attempts({}) == ATTEMPTS == 5
 
 
+# Integration, not `make unit`: a stub HTTP server (see tests/conftest.py).
+@pytest.mark.integration
 def test_the_tokens_own_limit_is_waited_out_without_spending_a_retry(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -21,6 +21,8 @@ from tests.sigint import sigint_default
 SPARSE_BYTES = 64 * 1024**3
 
 
+# Integration, not `make unit`: the CLI as a process, a stub server (see tests/conftest.py).
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("signum", "exit_code"), [(signal.SIGTERM, EXIT_TERMINATED), (signal.SIGINT, EXIT_INTERRUPTED)]
 )

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from emulsion_devstack.processes import log_tail
 from emulsion_devstack.stack import Endpoints, LocalStack
@@ -23,6 +24,8 @@ SHUTDOWN_GRACE = 1
 EXITED_WITHIN = 7.0
 
 
+# Integration, not `make unit`: starts the API as a process per setting (see tests/conftest.py).
+@pytest.mark.integration
 def test_missing_settings_stop_the_process_naming_each_variable() -> None:
     stderr = refused_start(
         "emulsion_api", {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/")}

@@ -159,6 +159,8 @@ def test_sweep_once_with_dry_run_reports_and_then_a_real_sweep_deletes(
     assert layout.present(doomed) == set()
 
 
+# Integration, not `make unit`: starts the janitor as a process per setting (see tests/conftest.py).
+@pytest.mark.integration
 def test_missing_settings_stop_the_process_naming_each_variable() -> None:
     env = {
         name: value

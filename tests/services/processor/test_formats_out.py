@@ -192,6 +192,8 @@ def test_the_admission_counts_the_avif_encoder(tmp_path: Path) -> None:
     assert extra == imaging.AVIF_ENCODER_FIXED + imaging.AVIF_ENCODER_PER_PIXEL * 1600 * 1200
 
 
+# Integration, not `make unit`: measures a process of its own (see tests/conftest.py).
+@pytest.mark.integration
 def test_the_avif_encoder_takes_no_more_memory_than_the_admission_counts(
     tmp_path: Path,
 ) -> None:
