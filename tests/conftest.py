@@ -15,9 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 from kubernetes import client
 
 from emulsion_devstack.stack import Endpoints, LocalStack, s3_client
+
+# No wall-clock deadline on a property's examples: these tests judge behaviour, not speed,
+# and a loaded two-core machine made a 200 ms deadline fail examples that were correct.
+settings.register_profile("emulsion", deadline=None)
+settings.load_profile("emulsion")
 
 TESTS = Path(__file__).resolve().parent
 
