@@ -145,3 +145,35 @@ def test_markdown_names_every_mode_and_target() -> None:
     assert "1 of them while the import still had work waiting" in text
     assert "MISSED" in text  # 18 vs 20 images/s is 10 % slower
     assert "| 60-70 | 50.0% (5) | 50.0% (5) |" in text
+
+
+METRICS = """# HELP emulsion_queue_depth Items waiting
+# TYPE emulsion_queue_depth gauge
+emulsion_queue_depth{lane="bulk",tenant="aaaaaaaaaaaaaaaa"} 400.0
+emulsion_queue_depth{lane="bulk",tenant="other"} 25.0
+emulsion_queue_depth{lane="interactive",tenant="bbbbbbbbbbbbbbbb"} 1.0
+# HELP emulsion_queue_oldest_age_seconds Oldest
+# TYPE emulsion_queue_oldest_age_seconds gauge
+emulsion_queue_oldest_age_seconds{lane="bulk",tenant="aaaaaaaaaaaaaaaa"} 30.5
+emulsion_queue_oldest_age_seconds{lane="bulk",tenant="other"} 12.0
+emulsion_queue_oldest_age_seconds{lane="interactive",tenant="bbbbbbbbbbbbbbbb"} 0.2
+# HELP emulsion_controller_jobs Jobs
+# TYPE emulsion_controller_jobs gauge
+emulsion_controller_jobs{phase="Queued"} 3.0
+"""
+
+
+def test_queue_gauges_sum_depth_and_take_the_oldest_age_per_lane() -> None:
+    sample = figures.queue_sample(METRICS)
+    assert sample == {
+        "bulk": {"depth": 425.0, "age": 30.5},
+        "interactive": {"depth": 1.0, "age": 0.2},
+    }
+    assert figures.queue_sample("# nothing here\n") == {}
+    later = {"bulk": {"depth": 100.0, "age": 45.0}}
+    samples = [(1.0, sample), (3.0, later), (9.0, {"bulk": {"depth": 999.0, "age": 99.0}})]
+    assert figures.queue_peaks(samples, 0.0, 5.0) == {
+        "bulk": {"depth": 425.0, "age": 45.0},
+        "interactive": {"depth": 1.0, "age": 0.2},
+    }
+    assert figures.queue_peaks(samples, 10.0, 20.0) == {}

@@ -19,10 +19,14 @@ its own). For each lanes setting (`--lanes`: on, off, or both, on first):
 
 Results are timed as the processors publish them (the bench listens on the results
 subject as the stack's admin), so rates and shares do not depend on how often statuses
-are written. Lanes off runs the controller with EMULSION_INTERACTIVE_MAX_ITEMS=0 (every
-job bulk) and EMULSION_FEED_HIGH_WATER huge (every item published at once: the stream's
-first-in, first-out order, as before the lanes). Prints the figures and the targets met
-or missed; writes bench/results/<date>-fairness.{json,md}.
+are written. The controller's queue gauges (`emulsion_queue_depth`,
+`emulsion_queue_oldest_age_seconds`) are read from its /metrics every 2 s, and each
+phase reports their peaks per lane when the controller exports them.
+
+Lanes off runs the controller with EMULSION_INTERACTIVE_MAX_ITEMS=0 (every job bulk)
+and EMULSION_FEED_HIGH_WATER huge (every item published at once: the stream's first-in,
+first-out order, as before the lanes). Prints the figures and the targets met or
+missed; writes bench/results/<date>-fairness.{json,md}.
 """
 
 from __future__ import annotations
@@ -190,6 +194,24 @@ class Run:
     args: argparse.Namespace
     logs: Path
     stamp: str = field(default_factory=lambda: f"{int(time.time()) % 1_000_000:06d}")
+    # (monotonic time, per lane depth and oldest age) from the controller's /metrics.
+    queue: list[tuple[float, dict[str, dict[str, float]]]] = field(default_factory=list)
+
+    async def sample_queue(self, every: float = 2.0) -> None:
+        """Read the controller's queue gauges until cancelled (nothing while it exports
+        none, or while it restarts)."""
+        async with httpx.AsyncClient(timeout=5.0) as http:
+            while True:
+                with contextlib.suppress(httpx.HTTPError, KeyError, ValueError):
+                    port = self.stack.record("controller").env["EMULSION_METRICS_PORT"]
+                    page = await http.get(f"http://127.0.0.1:{port}/metrics")
+                    lanes = figures.queue_sample(page.text)
+                    if lanes:
+                        self.queue.append((time.monotonic(), lanes))
+                await asyncio.sleep(every)
+
+    def queue_peaks(self, began: float) -> dict[str, dict[str, float]]:
+        return figures.queue_peaks(self.queue, began, time.monotonic())
 
     def client_environment(self, tenant: str) -> dict[str, str]:
         return {
@@ -366,7 +388,9 @@ class Run:
 async def run_mode(run: Run, mode: str) -> dict[str, Any]:
     found: dict[str, Any] = {"load_average_at_start": machine.load_average()}
     say(f"[lanes {mode}] 1. tenant A's import alone ({run.args.bulk_images} photos) …")
+    began = time.monotonic()
     found["alone"] = await run.alone(mode)
+    found["alone"]["queue_peaks"] = run.queue_peaks(began)
     say(
         f"  {found['alone']['results']} results, {found['alone']['images_per_second']:.1f} "
         f"images/s (10-90 %), {found['alone']['seconds']:.0f} s"
@@ -375,7 +399,9 @@ async def run_mode(run: Run, mode: str) -> dict[str, Any]:
         f"[lanes {mode}] 2. A's import again, B's {run.args.singles} single(s) every "
         f"{run.args.interval:g} s from {run.args.singles_after:g} s …"
     )
+    began = time.monotonic()
     found["with_singles"] = await run.with_singles(mode)
+    found["with_singles"]["queue_peaks"] = run.queue_peaks(began)
     beside = found["with_singles"]
     summary = beside["singles"]["summary"]
     say(f"  A: {beside['results']} results, {beside['images_per_second']:.1f} images/s (10-90 %)")
@@ -385,13 +411,18 @@ async def run_mode(run: Run, mode: str) -> dict[str, Any]:
             f"{summary['p95_seconds']:.2f} s, max {summary['max_seconds']:.2f} s; A's backlog "
             f"at each notify {beside['singles']['bulk_backlog_at_notify']}"
         )
+    for phase in ("alone", "with_singles"):
+        if found[phase]["queue_peaks"]:
+            say(f"  queue gauges' peak in {phase}: {found[phase]['queue_peaks']}")
     for row in beside["singles"]["not_succeeded"]:
         say(f"  !! single {row['number']}: {row['phase']}")
     say(
         f"[lanes {mode}] 3. {run.args.share_tenants} bulk tenants at once, "
         f"{run.args.share_images} photos each …"
     )
+    began = time.monotonic()
     found["shares"] = await run.shares(mode)
+    found["shares"]["queue_peaks"] = run.queue_peaks(began)
     deviation = found["shares"]["max_deviation"]
     say(
         f"  max deviation from an equal share: "
@@ -446,10 +477,16 @@ async def run_all(
             args,
             logs,
         )
-        for number, mode in enumerate(setup.modes):
-            if number:
-                await asyncio.to_thread(restart_controller, stack, SETTINGS[mode])
-            found[mode] = await run_mode(run, mode)
+        sampler = asyncio.create_task(run.sample_queue())
+        try:
+            for number, mode in enumerate(setup.modes):
+                if number:
+                    await asyncio.to_thread(restart_controller, stack, SETTINGS[mode])
+                found[mode] = await run_mode(run, mode)
+        finally:
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
     return found
 
 

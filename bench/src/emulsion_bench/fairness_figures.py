@@ -9,6 +9,9 @@
   deviation of a share is relative to an equal share (0.10: 10 % above 1/n);
 - `evaluate`: the three targets, met or missed (the import's rate: at most 5 % slower
   beside the singles than alone; faster is noise, not harm);
+- `queue_sample`, `queue_peaks`: the controller's queue gauges (depth and the oldest
+  waiting item's age per lane, `emulsion_queue_*`) read from its /metrics, and their
+  peaks over a phase;
 - `markdown`: the report.
 """
 
@@ -18,6 +21,8 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Final
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from emulsion_bench.stats import percentile
 
@@ -129,6 +134,41 @@ def share_figures(figures: ShareFigures) -> dict[str, Any]:
     return asdict(figures)
 
 
+QUEUE_DEPTH: Final = "emulsion_queue_depth"
+QUEUE_OLDEST_AGE: Final = "emulsion_queue_oldest_age_seconds"
+
+
+def queue_sample(text: str) -> dict[str, dict[str, float]]:
+    """Per lane, the waiting items over all tenants and the oldest one's age, from a
+    /metrics page; empty when the controller exports no queue gauges."""
+    lanes: dict[str, dict[str, float]] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name not in (QUEUE_DEPTH, QUEUE_OLDEST_AGE):
+            continue
+        for sample in family.samples:
+            row = lanes.setdefault(sample.labels.get("lane", "?"), {"depth": 0.0, "age": 0.0})
+            if family.name == QUEUE_DEPTH:
+                row["depth"] += sample.value
+            else:
+                row["age"] = max(row["age"], sample.value)
+    return lanes
+
+
+def queue_peaks(
+    samples: Sequence[tuple[float, Mapping[str, Mapping[str, float]]]], start: float, end: float
+) -> dict[str, dict[str, float]]:
+    """Per lane, the largest depth and oldest age among the samples taken in [start, end]."""
+    peaks: dict[str, dict[str, float]] = {}
+    for moment, lanes in samples:
+        if not start <= moment <= end:
+            continue
+        for lane, row in lanes.items():
+            peak = peaks.setdefault(lane, {"depth": 0.0, "age": 0.0})
+            peak["depth"] = max(peak["depth"], row["depth"])
+            peak["age"] = max(peak["age"], row["age"])
+    return peaks
+
+
 @dataclass(frozen=True)
 class Target:
     name: str
@@ -218,6 +258,16 @@ def markdown(results: Mapping[str, Any]) -> str:
                 f"while the import still had work waiting, largest backlog "
                 f"{max(backlog, default=0)}) |"
             )
+        for phase in ("alone", "with_singles", "shares"):
+            peaks = mode.get(phase, {}).get("queue_peaks")
+            if peaks:
+                shown = "; ".join(
+                    f"{lane} {row['depth']:.0f} items, {row['age']:.1f} s"
+                    for lane, row in sorted(peaks.items())
+                )
+                lines.append(
+                    f"| {name} | queue gauges' peak in {phase} (depth, oldest) | {shown} |"
+                )
         figures = mode.get("shares")
         if figures:
             deviation = figures.get("max_deviation")
