@@ -234,6 +234,11 @@ bench-formats: setup ## Output formats: bytes, encode CPU and SSIM per style for
 bench-janitor: tools ## Janitor: hourly CPU s and S3 requests at 20,000 and 200,000 stored photos, and the full pass's keys/s (BENCH_JANITOR_ARGS="--photos 2000,20000")
 	$(UV) run --locked python -m emulsion_bench.janitor $(BENCH_JANITOR_ARGS)
 
+BENCH_FAIRNESS_ARGS ?=
+.PHONY: bench-fairness
+bench-fairness: tools ## Fair share: one photo's notify->Succeeded beside a 5,000-photo import, lanes on/off; 3 bulk tenants' shares (BENCH_FAIRNESS_ARGS="--bulk-images 600 --singles 6 --interval 10")
+	$(UV) run --locked python -m emulsion_bench.fairness $(BENCH_FAIRNESS_ARGS)
+
 clean: down ## Remove the venv and caches of this checkout (not the per-user binary cache)
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache
 

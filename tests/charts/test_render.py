@@ -733,6 +733,36 @@ def test_alerts_use_only_metrics_the_services_export(tools: Tools) -> None:
     assert lag["for"] == "3m"
 
 
+def test_tenant_starved_alert_has_a_threshold_per_lane_from_values(tools: Tools) -> None:
+    objects = render(
+        tools,
+        {
+            **MONITORING_ON,
+            "monitoring.prometheusRule.tenantStarvedSeconds": {"interactive": 7, "bulk": 900},
+            "monitoring.prometheusRule.tenantStarvedFor": "2m",
+        },
+    )
+    (group,) = next(iter(by_kind(objects, "PrometheusRule").values()))["spec"]["groups"]
+    starved = next(r for r in group["rules"] if r["alert"] == "EmulsionTenantStarved")
+    assert starved["for"] == "2m"
+    assert metric_names_in(starved["expr"]) == {"emulsion_queue_oldest_age_seconds"}
+    # Each lane is compared with its own threshold, per lane and tenant.
+    lanes = re.findall(
+        r'max by \(lane, tenant\) \(emulsion_queue_oldest_age_seconds\{[^}]*lane="(\w+)"\}\)'
+        r"\s*> (\d+)",
+        starved["expr"],
+    )
+    assert sorted(lanes) == [("bulk", "900"), ("interactive", "7")]
+    assert "$labels.tenant" in starved["annotations"]["description"]
+    # The defaults: a minute for interactive work, an hour for a bulk import.
+    (group,) = next(iter(by_kind(render(tools, MONITORING_ON), "PrometheusRule").values()))["spec"][
+        "groups"
+    ]
+    starved = next(r for r in group["rules"] if r["alert"] == "EmulsionTenantStarved")
+    assert re.findall(r"> (\d+)", starved["expr"]) == ["60", "3600"]
+    assert starved["for"] == "5m"
+
+
 def test_dashboard_ships_valid_json_on_exported_metrics(tools: Tools) -> None:
     objects = render(tools, MONITORING_ON)
     dashboard_map = by_kind(objects, "ConfigMap")["t-emulsion-dashboard"]
@@ -745,6 +775,28 @@ def test_dashboard_ships_valid_json_on_exported_metrics(tools: Tools) -> None:
     # Each component's metrics are on the dashboard.
     for component in COMPONENTS:
         assert any(name.startswith(f"emulsion_{component}_") for name in used), component
+    # Fair share: depth and oldest age per lane and per tenant, throttling per token.
+    by_metric = {
+        name: [e for e in expressions if name in metric_names_in(e)]
+        for name in (
+            "emulsion_queue_depth",
+            "emulsion_queue_oldest_age_seconds",
+            "emulsion_api_throttled_requests_total",
+        )
+    }
+    for name in ("emulsion_queue_depth", "emulsion_queue_oldest_age_seconds"):
+        assert any("by (lane)" in e for e in by_metric[name]), name
+        assert any("by (lane, tenant)" in e for e in by_metric[name]), name
+    assert any("by (token, limit)" in e for e in by_metric["emulsion_api_throttled_requests_total"])
+    # Panels do not overlap on the grid.
+    cells = [
+        (x, y)
+        for p in dashboard["panels"]
+        for x in range(p["gridPos"]["x"], p["gridPos"]["x"] + p["gridPos"]["w"])
+        for y in range(p["gridPos"]["y"], p["gridPos"]["y"] + p["gridPos"]["h"])
+    ]
+    assert len(cells) == len(set(cells))
+    assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
 
 
 def test_ingress_and_http_route_route_to_the_api_service(tools: Tools) -> None:
@@ -890,6 +942,8 @@ def test_scheduling_image_digest_and_extra_environment(tools: Tools) -> None:
         {"components.api.envFrom": [{"secret": {"name": "s"}}]},
         {"otel.protocol": "http/json"},
         {"monitoring.prometheusRule.failingItemsRatio": 2},
+        {"monitoring.prometheusRule.tenantStarvedSeconds": {"interactive": 0, "bulk": 60}},
+        {"monitoring.prometheusRule.tenantStarvedFor": "a while"},
         {"monitoring.serviceMonitor.interval": "soon"},
         {"ingress.hosts": ["Not A Host"]},
         {"httpRoute.parentRefs": [{"namespace": "gateways"}]},

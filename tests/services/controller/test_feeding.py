@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import pytest
+from prometheus_client import REGISTRY
 
 from emulsion_contracts import crd, keys, wire
 from emulsion_contracts.ingestjob import IngestJob
@@ -200,3 +201,36 @@ def test_small_jobs_are_only_counted_and_a_job_without_cursor_was_published_whol
     asyncio.run(scenario())
     depths = {(d.lane, d.tenant): d.waiting for d in fed.snapshot()}
     assert depths == {(wire.Lane.INTERACTIVE, "alice"): 3, (wire.Lane.BULK, "bob"): 30}
+
+
+@pytest.mark.parametrize("active", [True, False], ids=["active", "standby"])
+def test_a_running_feeder_reports_its_queue_and_a_standby_reports_none(active: bool) -> None:
+    bus = RecordingBus()
+    fed = feeder(bus, interval=0.05, may_feed=lambda: active)
+    ingest = job("gauged", 10, "carol")
+    rounds: list[str] = []
+    second_round = asyncio.Event()
+
+    def progress(uid: str) -> JobProgress | None:
+        rounds.append(uid)  # once per job and interval: the gauges are set right after
+        if len(rounds) >= 2:
+            second_round.set()
+        return None
+
+    def depth() -> float | None:
+        return REGISTRY.get_sample_value(
+            "emulsion_queue_depth", {"lane": "bulk", "tenant": "carol"}
+        )
+
+    async def scenario() -> None:
+        await fed.start_bulk(ingest)
+        await fed.take(ingest, VERSION, dispatched(ingest))
+        stopping = asyncio.Event()
+        running = asyncio.create_task(fed.run(stopping, progress))
+        # Two intervals: the first's gauges are surely set once the second begins.
+        await asyncio.wait_for(second_round.wait(), 10)
+        stopping.set()
+        await running
+
+    asyncio.run(scenario())
+    assert depth() == (10 if active else None)

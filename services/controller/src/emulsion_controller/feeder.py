@@ -46,7 +46,7 @@ from emulsion_contracts.ingestjob import IngestJob, InvalidSpec
 from emulsion_contracts.jobrecords import FeedCursor
 from emulsion_contracts.messages import ItemResult
 from emulsion_contracts.wire import Lane
-from emulsion_controller import metrics
+from emulsion_controller import metrics, queue_metrics
 from emulsion_controller.backlog import LaneDepth
 from emulsion_controller.jetstream import Bus, ItemsUnavailable, Outgoing
 from emulsion_controller.progress import JobProgress
@@ -433,6 +433,9 @@ class Feeder:
                     # Over every job: once an interval, not on every result.
                     self.reconcile(progress)
                     reconciled = time.monotonic()
+                    # A standby's accounts are not the queue: the active one reports it.
+                    depths = self.snapshot() if self._may_feed() else []
+                    queue_metrics.export(depths, reconciled)
                 await self.feed()
             except Exception:
                 log.exception("feeding bulk work failed; retried")

@@ -69,3 +69,16 @@ EVENTS = Counter(
     "Kubernetes Events about IngestJobs by outcome: posted, failed (refused), dropped (queue full)",
     ["outcome"],
 )
+# Fed from the feeder's account of what waits (queue_metrics.export); tenant cardinality
+# bounded: the deepest tenants of each lane by name, the rest summed as tenant="other".
+QUEUE_DEPTH = Gauge(
+    "emulsion_queue_depth",
+    "Items waiting (held back by the controller, or published without a result yet), by "
+    "lane and tenant (the deepest tenants of each lane; the rest as 'other')",
+    ["lane", "tenant"],
+)
+QUEUE_OLDEST_AGE = Gauge(
+    "emulsion_queue_oldest_age_seconds",
+    "How long the oldest waiting item of a lane and tenant has waited, in seconds",
+    ["lane", "tenant"],
+)
