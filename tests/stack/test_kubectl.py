@@ -71,8 +71,8 @@ def test_get_ingestjobs_shows_phase_collection_progress_failed_age(
         assert row.split()[:5] == [name, "Processing", "gallery-42", "813/1361", "1"]
 
     header, row = kubectl(stack, "get", "ij", name, "-o", "wide").splitlines()
-    assert header.split()[-3:] == ["DURATION", "PROFILE", "BATCH"]
-    assert row.split()[-3:] == ["1m12s", "default", "b-123"]
+    assert header.split()[-4:] == ["DURATION", "CANCELLED", "PROFILE", "BATCH"]
+    assert row.split()[-4:] == ["1m12s", "<none>", "default", "b-123"]
 
     assert name in kubectl(stack, "get", "emulsion", "-o", "name")
 

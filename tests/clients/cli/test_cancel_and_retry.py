@@ -59,17 +59,21 @@ def test_cancel_mid_run_then_retry_the_cancelled_items(
     retry = run_json(cli, "retry", job)
 
     # An item stopped after its upload was claimed (past its render) cannot be retried
-    # from that upload: reported, not retried.
-    assert retry["name"] and retry["items"]
+    # from that upload: reported, not retried. On a loaded machine every cancelled item
+    # may have been in hand by then; the API's tests retry unclaimed ones for certain.
     assert {(s["reason"], s["skipped"]) for s in retry["skipped"]} <= {("Cancelled", "upload_gone")}
     assert len(retry["items"]) + len(retry["skipped"]) == final["cancelled"]
-    assert run_json(cli, "retry", job)["name"] == retry["name"]  # one retry per job
-    case.jobs.append(retry["name"])
+    assert bool(retry["name"]) == bool(retry["items"])
+    again = run_json(cli, "retry", job)["name"]
+    assert again == retry["name"]  # one retry per job
+    if retry["name"]:
+        case.jobs.append(retry["name"])
     findings = assess(case, 300)
     # Every item exactly one outcome, succeeded ones made, nothing live deleted, no
     # orphans; the only failures are the first job's cancelled items.
     problems = findings.problems(all_succeed=False)
     assert not problems, "\n".join(problems[:50])
     assert all(" failed: Cancelled:" in failure for failure in findings.failed), findings.failed
-    retried = findings.jobs[retry["name"]]["status"]
-    assert (retried["phase"], retried["succeeded"]) == ("Succeeded", len(retry["items"]))
+    if retry["name"]:
+        retried = findings.jobs[retry["name"]]["status"]
+        assert (retried["phase"], retried["succeeded"]) == ("Succeeded", len(retry["items"]))

@@ -13,6 +13,8 @@ from emulsion_contracts import crd, natsauth, wire
 from emulsion_contracts.messages import WorkItem
 from emulsion_runtime.records_store import JobRecords
 
+from .conftest import metric
+
 # Jobs above 5 items are bulk; 30 items outstanding at most, at least 2 per tenant.
 FEED = {
     "EMULSION_INTERACTIVE_MAX_ITEMS": "5",
@@ -49,10 +51,24 @@ def cursor(jobs: Any, name: str, uid: str) -> int | None:
     return asyncio.run(read())
 
 
+FEED_ROUNDS = "emulsion_controller_feed_rounds_total"
+LOST_RESULT_ROUNDS = "emulsion_controller_lost_result_rounds_total"
+
+
+def after_rounds(streams: Any, controller: Any, counter: str, rounds: int) -> None:
+    """Wait until the controller's periodic loop counted by `counter` ran `rounds` more
+    times: what a timed round would do has been done (a condition, not a guessed sleep)."""
+    start = metric(controller, counter) or 0.0
+    streams.wait_for(
+        f"{rounds} more rounds of {counter}",
+        lambda: (metric(controller, counter) or 0.0) >= start + rounds,
+    )
+
+
 def test_small_jobs_go_whole_to_the_interactive_lane_bulk_ones_a_window_at_a_time(
     controllers: Any, jobs: Any, streams: Any, run: Any
 ) -> None:
-    controllers.start(FEED)
+    controller = controllers.start(FEED)
     small = create(jobs, "small", 5)
     large = create(jobs, "large", 80)
     jobs.wait_phase("small", crd.Phase.QUEUED)
@@ -61,7 +77,7 @@ def test_small_jobs_go_whole_to_the_interactive_lane_bulk_ones_a_window_at_a_tim
         "the window of the large job",
         lambda: m if len(m := run(queued(streams, jobs.namespace, "large"))) == 30 else None,
     )
-    time.sleep(1.5)  # refills on a timer add nothing while no result came
+    after_rounds(streams, controller, FEED_ROUNDS, 2)  # timed refills add nothing
     assert len(run(queued(streams, jobs.namespace, "large"))) == 30
     subjects = {m.subject for m in waiting}
     assert subjects == {wire.work_subject(jobs.namespace, "large", wire.Lane.BULK)}
@@ -179,20 +195,25 @@ def test_a_restart_mid_feed_publishes_nothing_twice_and_loses_nothing(
 def test_a_job_deleted_mid_feed_is_purged_and_fed_no_more(
     controllers: Any, jobs: Any, streams: Any, run: Any
 ) -> None:
-    controllers.start(FEED)
+    controller = controllers.start(FEED)
     create(jobs, "doomed", 80, tenant="a")
     other = create(jobs, "other", 40, tenant="b")
-    # The first may have had the whole high water before the other came.
+    # Whichever the controller saw first may have had the whole high water (30) before
+    # the other came; each has at least its share (15) out then.
     streams.wait_for(
         "both windows full",
         lambda: (
             len(run(queued(streams, jobs.namespace, "doomed"))) >= 15
-            and len(run(queued(streams, jobs.namespace, "other"))) == 15
+            and len(run(queued(streams, jobs.namespace, "other"))) >= 15
         ),
     )
+    doomed_depth = 'emulsion_queue_depth{lane="bulk",tenant="a"}'
+    streams.wait_for("the doomed job's queue reported", lambda: metric(controller, doomed_depth))
     jobs.delete("doomed")
     streams.wait_for("the job to go", lambda: jobs.get("doomed") is None)
-    time.sleep(1.5)  # refills on a timer publish nothing of it
+    # Its tenant's queue leaves the gauges once the feeder has forgotten the job, after
+    # which no refill can publish any of it.
+    streams.wait_for("the doomed job forgotten", lambda: metric(controller, doomed_depth) is None)
     assert run(queued(streams, jobs.namespace, "doomed")) == []
 
     async def process() -> Any:
@@ -213,7 +234,7 @@ def test_lost_results_look_only_at_published_items(
     controllers: Any, jobs: Any, streams: Any, run: Any
 ) -> None:
     """Items the feeder holds back are waiting, not lost: nothing is re-dispatched."""
-    controllers.start(
+    controller = controllers.start(
         {
             **FEED,
             "EMULSION_RESULT_DEADLINE_SECONDS": "1",
@@ -226,7 +247,8 @@ def test_lost_results_look_only_at_published_items(
         "the window",
         lambda: len(run(queued(streams, jobs.namespace, "patient"))) == 30 or None,
     )
-    time.sleep(3)  # several reconcile rounds past the deadline
+    # Rounds are at least 0.3 s apart: 8 more take 2.1 s, several rounds past the deadline.
+    after_rounds(streams, controller, LOST_RESULT_ROUNDS, 8)
     messages = run(queued(streams, jobs.namespace, "patient"))
     assert len(messages) == 30
     assert all(wire.HEADER_MSG_ID in m.headers for m in messages)

@@ -477,12 +477,14 @@ class PhotoMetadataBody(BaseModel):
     """What the photo's own Exif says; each field null when the photo does not say it (or
     says something unreadable). A photo with no Exif at all has every field null."""
 
-    taken_at: datetime | None = _field(
-        "When the photo was taken (Exif DateTimeOriginal, else DateTime). With its UTC "
-        "offset when the photo gives one (OffsetTimeOriginal); without one the time is "
-        "the camera's local time of an unknown zone, written without an offset.",
+    # A string, not `date-time`: RFC 3339 requires an offset, and most cameras write none.
+    taken_at: str | None = _field(
+        "When the photo was taken (Exif DateTimeOriginal, else DateTime), ISO 8601. With "
+        "its UTC offset when the photo gives one (OffsetTimeOriginal); without one the "
+        "time is the camera's local time of an unknown zone, written without an offset.",
         "2026-05-04T13:14:15+09:00",
         default=None,
+        pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})?$",
     )
     camera_make: str | None = _field("The camera's maker (Exif Make).", "Canon", default=None)
     camera_model: str | None = _field(

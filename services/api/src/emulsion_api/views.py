@@ -47,7 +47,12 @@ def _metadata(manifest: AssetManifest) -> PhotoMetadataBody | None:
     if manifest.is_tombstone or manifest.placeholder is None:
         return None  # the placeholder is recorded with the metadata: an older manifest
     found = manifest.metadata
-    return PhotoMetadataBody.model_validate(found.model_dump() if found else {})
+    if found is None:
+        return PhotoMetadataBody()
+    fields = found.model_dump()
+    if found.taken_at is not None:
+        fields["taken_at"] = found.taken_at.isoformat()
+    return PhotoMetadataBody.model_validate(fields)
 
 
 def _placeholder(manifest: AssetManifest) -> PlaceholderBody | None:

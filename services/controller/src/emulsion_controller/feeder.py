@@ -436,6 +436,7 @@ class Feeder:
                     # A standby's accounts are not the queue: the active one reports it.
                     depths = self.snapshot() if self._may_feed() else []
                     queue_metrics.export(depths, reconciled)
+                    metrics.FEED_ROUNDS.inc()
                 await self.feed()
             except Exception:
                 log.exception("feeding bulk work failed; retried")

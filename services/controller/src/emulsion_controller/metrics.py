@@ -51,6 +51,16 @@ ITEMS_REDISPATCHED = Counter(
     "emulsion_controller_items_redispatched_total",
     "Work messages published again because the item's result never arrived",
 )
+# Rounds of the two periodic loops: each going up says the loop is alive, and a test can
+# wait for rounds to pass instead of for time.
+FEED_ROUNDS = Counter(
+    "emulsion_controller_feed_rounds_total",
+    "Interval rounds of the bulk feeder (reconciled, queue gauges set, refilled)",
+)
+LOST_RESULT_ROUNDS = Counter(
+    "emulsion_controller_lost_result_rounds_total",
+    "Rounds of the lost-results check over the running jobs quiet past the deadline",
+)
 ITEMS_LOST = Counter(
     "emulsion_controller_items_result_lost_total",
     "Items failed with reason ResultLost after their re-dispatches",

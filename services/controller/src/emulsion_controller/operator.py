@@ -477,6 +477,7 @@ async def sweep_lost_results(runtime: Runtime) -> None:
                 log.exception("reconciling lost results failed; retried", extra={"job": key.name})
                 continue
             log.debug("lost-result check: %s", done, extra={"job": key.name})
+        metrics.LOST_RESULT_ROUNDS.inc()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(runtime.stopping.wait(), config.reconcile_interval)
 
