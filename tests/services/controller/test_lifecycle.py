@@ -262,16 +262,7 @@ def test_deleting_a_finished_job_cancels_nothing(
 
     uid = run(scenario())
 
-    async def marked() -> bool:
-        async with streams.session() as js:
-            cancelled = await js.key_value(wire.CANCELLED_BUCKET)
-            try:
-                await cancelled.get(uid)
-            except (KeyNotFoundError, KeyDeletedError):
-                return False
-            return True
-
-    assert not run(marked())
+    assert not run(marked(streams, uid))
 
 
 def test_annotating_a_running_job_cancelled_marks_it_and_keeps_its_work(
@@ -305,16 +296,7 @@ def test_annotating_a_running_job_cancelled_marks_it_and_keeps_its_work(
 
     uid = run(scenario())
 
-    async def marked() -> bool:
-        async with streams.session() as js:
-            cancelled = await js.key_value(wire.CANCELLED_BUCKET)
-            try:
-                await cancelled.get(uid)
-            except (KeyNotFoundError, KeyDeletedError):
-                return False
-            return True
-
-    streams.wait_for("the job to be marked cancelled", lambda: run(marked()), 30)
+    streams.wait_for("the job to be marked cancelled", lambda: run(marked(streams, uid)), 30)
 
     async def queued() -> int:
         async with streams.session() as js:
@@ -322,3 +304,14 @@ def test_annotating_a_running_job_cancelled_marks_it_and_keeps_its_work(
 
     assert run(queued()) == items - finished  # not purged: each still gets its result
     assert jobs.get("annotated") is not None
+
+
+async def marked(streams: Any, uid: str) -> bool:
+    """Whether the job `uid` is marked cancelled for the processors."""
+    async with streams.session() as js:
+        cancelled = await js.key_value(wire.CANCELLED_BUCKET)
+        try:
+            await cancelled.get(uid)
+        except (KeyNotFoundError, KeyDeletedError):
+            return False
+        return True

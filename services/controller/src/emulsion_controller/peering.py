@@ -17,7 +17,7 @@ operator then fails liveness, and the restarted process announces itself again.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -101,27 +101,28 @@ def is_live(info: Mapping[str, Any], now: datetime) -> bool:
     return seen + lifetime > now
 
 
-def same_priority_peers(
-    status: Mapping[str, Any], identity: str, priority: int, now: datetime
+def _live_peers(
+    status: Mapping[str, Any], identity: str, now: datetime, chosen: Callable[[int], bool]
 ) -> list[str]:
-    """Live peers other than `identity` with exactly this priority (kopf's own test)."""
+    """Live peers other than `identity` whose priority is `chosen`, sorted."""
     found = []
     for peer, info in status.items():
         if peer == identity or not isinstance(info, Mapping):
             continue
-        if int(info.get("priority", 0)) == priority and is_live(info, now):
+        if chosen(int(info.get("priority", 0))) and is_live(info, now):
             found.append(str(peer))
     return sorted(found)
+
+
+def same_priority_peers(
+    status: Mapping[str, Any], identity: str, priority: int, now: datetime
+) -> list[str]:
+    """Live peers other than `identity` with exactly this priority (kopf's own test)."""
+    return _live_peers(status, identity, now, lambda theirs: theirs == priority)
 
 
 def higher_priority_peers(
     status: Mapping[str, Any], identity: str, priority: int, now: datetime
 ) -> list[str]:
     """Live peers other than `identity` of a higher priority: the ones kopf yields to."""
-    found = []
-    for peer, info in status.items():
-        if peer == identity or not isinstance(info, Mapping):
-            continue
-        if int(info.get("priority", 0)) > priority and is_live(info, now):
-            found.append(str(peer))
-    return sorted(found)
+    return _live_peers(status, identity, now, lambda theirs: theirs > priority)
