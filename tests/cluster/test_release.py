@@ -86,7 +86,7 @@ def test_pods_run_as_non_root_on_a_read_only_root_filesystem(cluster: Cluster) -
         ("api", "get", "ingestjobs.emulsion.dev", True),
         ("api", "get", "secrets", False),
         ("api", "create", "pods", False),
-        ("api", "patch", "ingestjobs.emulsion.dev", False),
+        ("api", "patch", "ingestjobs.emulsion.dev", True),  # a cancel is an annotation
         ("api", "patch", "ingestjobs.emulsion.dev/status", False),
         ("controller", "patch", "ingestjobs.emulsion.dev/status", True),
         ("controller", "list", "ingestjobs.emulsion.dev", True),
