@@ -22,8 +22,8 @@ from emulsion_api import listing
 from emulsion_api.errors import ApiError
 from emulsion_api.store import IndexEntry, StoredManifest
 from emulsion_contracts import keys
-from emulsion_contracts.manifest import AssetManifest, Original, PhotoMetadata
-from emulsion_contracts.messages import JobRef
+from emulsion_contracts.manifest import AssetManifest, PhotoMetadata
+from tests.contracts.test_manifest import original_only
 
 COLLECTION = "holiday-2026"
 BASE = datetime(2026, 5, 4, 13, 14, 15)
@@ -107,23 +107,12 @@ class Bucket:
 
 
 def manifest(asset: str, version: str, taken_at: datetime | None) -> AssetManifest:
-    return AssetManifest(
-        collection=COLLECTION,
-        asset=asset,
-        version=version,
-        job=JobRef(namespace="default", name="job", uid="uid"),
-        index=0,
-        original=Original(
-            key=keys.original_key(COLLECTION, asset, version, "a.jpg"),
-            filename="a.jpg",
-            content_type="image/jpeg",
-            bytes=1,
-            width=1,
-            height=1,
-        ),
-        derivatives=(),
-        committed_at=datetime(2026, 12, 7, tzinfo=UTC),
-        metadata=PhotoMetadata(taken_at=taken_at) if taken_at is not None else None,
+    return original_only(
+        COLLECTION,
+        asset,
+        version,
+        datetime(2026, 12, 7, tzinfo=UTC),
+        PhotoMetadata(taken_at=taken_at) if taken_at is not None else None,
     )
 
 

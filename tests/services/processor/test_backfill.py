@@ -9,34 +9,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 from emulsion_contracts import keys
-from emulsion_contracts.manifest import AssetManifest, Original, PhotoMetadata
-from emulsion_contracts.messages import JobRef
+from emulsion_contracts.manifest import AssetManifest, PhotoMetadata
 from emulsion_devstack.stack import Endpoints
 from emulsion_processor.backfill import index_existing
+from tests.contracts.test_manifest import original_only
 
 from .conftest import object_keys
 
 
 def legacy(collection: str, asset: str, metadata: PhotoMetadata | None) -> AssetManifest:
     version = keys.version_id(keys.new_ulid(), 0)
-    return AssetManifest(
-        collection=collection,
-        asset=asset,
-        version=version,
-        job=JobRef(namespace="default", name="job", uid="uid"),
-        index=0,
-        original=Original(
-            key=keys.original_key(collection, asset, version, "a.jpg"),
-            filename="a.jpg",
-            content_type="image/jpeg",
-            bytes=1,
-            width=1,
-            height=1,
-        ),
-        derivatives=(),
-        committed_at=datetime.now(UTC),
-        metadata=metadata,
-    )
+    return original_only(collection, asset, version, datetime.now(UTC), metadata)
 
 
 def test_existing_live_assets_get_their_index_entries_once(stack: Endpoints, s3: Any) -> None:
