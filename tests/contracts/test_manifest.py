@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from emulsion_contracts import keys
-from emulsion_contracts.manifest import AssetManifest, Original, PhotoMetadata
+from emulsion_contracts.manifest import AssetManifest, Original
 from emulsion_contracts.messages import Derivative, JobRef
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
@@ -32,34 +32,6 @@ def live(version: str, committed_at: datetime = NOW) -> AssetManifest:
             ),
         ),
         committed_at=committed_at,
-    )
-
-
-def original_only(
-    collection: str,
-    asset: str,
-    version: str,
-    committed_at: datetime = NOW,
-    metadata: PhotoMetadata | None = None,
-) -> AssetManifest:
-    """A live manifest of an original alone (no styles), with `metadata` if given."""
-    return AssetManifest(
-        collection=collection,
-        asset=asset,
-        version=version,
-        job=JobRef(namespace="default", name="job", uid="uid"),
-        index=0,
-        original=Original(
-            key=keys.original_key(collection, asset, version, "a.jpg"),
-            filename="a.jpg",
-            content_type="image/jpeg",
-            bytes=1,
-            width=1,
-            height=1,
-        ),
-        derivatives=(),
-        committed_at=committed_at,
-        metadata=metadata,
     )
 
 

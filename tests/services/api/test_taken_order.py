@@ -23,7 +23,7 @@ from emulsion_api.errors import ApiError
 from emulsion_api.store import IndexEntry, StoredManifest
 from emulsion_contracts import keys
 from emulsion_contracts.manifest import AssetManifest, PhotoMetadata
-from tests.contracts.test_manifest import original_only
+from tests.manifests import original_only
 
 COLLECTION = "holiday-2026"
 BASE = datetime(2026, 5, 4, 13, 14, 15)

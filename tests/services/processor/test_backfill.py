@@ -12,7 +12,7 @@ from emulsion_contracts import keys
 from emulsion_contracts.manifest import AssetManifest, PhotoMetadata
 from emulsion_devstack.stack import Endpoints
 from emulsion_processor.backfill import index_existing
-from tests.contracts.test_manifest import original_only
+from tests.manifests import original_only
 
 from .conftest import object_keys
 
